@@ -1,0 +1,10 @@
+"""costdsl: a symbolic cost-model compiler for LLM inference.
+
+.arch text -> AST -> design -> op graph per stage (sympy costs) -> roofline -> numbers -> reports.
+"""
+from .api import Model, load
+from .errors import CostDSLError
+from .hardware import Hardware, load_hardware
+
+__all__ = ["CostDSLError", "Hardware", "Model", "load", "load_hardware"]
+__version__ = "0.1.0"

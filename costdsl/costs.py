@@ -1,0 +1,247 @@
+"""Cost rules: one function per op kind, each a formula for one occurrence of the op.
+
+Conventions (every rule follows them; tests derive expected values from them by hand):
+- A multiply-add counts as 2 operations; a transcendental function (exp, tanh, rsqrt) as 1.
+- n is the number of token rows the op processes: batch*seq in prefill, batch in decode, and
+  batch for an op marked `tokens=last` in either stage. b is batch.
+- In attention, Lq is the number of query positions per sequence (seq in prefill, 1 in decode)
+  and Lk the positions attended (seq in prefill; seq + 1 in decode: the cached tokens plus the
+  new one). H query heads, Hkv key/value heads, d head width.
+- Every tensor is read from and written to memory once per op (no caching between ops): that is
+  what an unfused kernel does. Fusion passes remove the traffic of the intermediates.
+- Counts are elements; bytes = elements x bits / 8 of the tensor's class (weights: w_bits,
+  activations: a_bits, KV cache: kv_bits). The K and V fed to attention are the KV cache: the op
+  that produces them writes the cache, and attention reads all Lk positions of it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import sympy
+
+from .design import OpInstance, Tensor
+from . import symbols as S
+
+
+@dataclass(frozen=True)
+class Site:
+    """Where an op runs: the stage and its sizes per sequence."""
+    stage: str             # "prefill" or "decode"
+    new: sympy.Expr        # new tokens per sequence: seq in prefill, 1 in decode
+    context: sympy.Expr    # positions attended: seq in prefill, seq + 1 in decode
+
+    def rows(self, rows: str) -> sympy.Expr:
+        return S.batch * (self.new if rows == "all" else 1)
+
+
+PREFILL = Site("prefill", S.seq, S.seq)
+DECODE = Site("decode", sympy.Integer(1), S.seq + 1)
+SITES = {"prefill": PREFILL, "decode": DECODE}
+
+
+@dataclass(frozen=True)
+class Access:
+    """A read or write of one tensor: its name, class (weight, act, kv) and element count."""
+    tensor: str
+    cls: str
+    elements: sympy.Expr
+
+
+@dataclass(frozen=True)
+class Cost:
+    flops: sympy.Expr
+    reads: tuple[Access, ...]
+    writes: tuple[Access, ...]
+    params: sympy.Expr            # parameters held by the op (not what it reads)
+    out_shape: tuple[sympy.Expr, ...]
+
+
+RULES: dict[str, Callable[[OpInstance, list[Tensor], Tensor, Site], Cost]] = {}
+
+
+def rule(kind: str):
+    def register(fn):
+        RULES[kind] = fn
+        return fn
+    return register
+
+
+def cost_of(op: OpInstance, ins: list[Tensor], out: Tensor, site: Site) -> Cost:
+    return RULES[op.kind](op, ins, out, site)
+
+
+# --- helpers: the traffic of an ordinary token-major tensor -----------------------------------
+
+def _rows_of(t: Tensor, site: Site) -> sympy.Expr:
+    return site.rows(t.rows)
+
+
+def _read(t: Tensor, n: sympy.Expr) -> Access:
+    return Access(t.name, t.cls, n * t.width)
+
+
+def _write(t: Tensor, site: Site) -> Access:
+    return Access(t.name, t.cls, _rows_of(t, site) * t.width)
+
+
+def _weight(op: OpInstance, part: str, elements: sympy.Expr) -> Access:
+    return Access(f"{op.name}.{part}", "weight", elements)
+
+
+def _elementwise(op, ins, out, site, ops_per_element, weights=()):
+    """An op touching each element of its inputs once: `ops_per_element` x n x width."""
+    n = _rows_of(out, site)
+    params = sum((e for _, e in weights), sympy.Integer(0))
+    return Cost(
+        flops=ops_per_element * n * out.width,
+        reads=tuple(_read(t, n) for t in ins) + tuple(_weight(op, p, e) for p, e in weights),
+        writes=(_write(out, site),),
+        params=params,
+        out_shape=(n, out.width))
+
+
+# --- the rules ----------------------------------------------------------------------------------
+
+@rule("embedding")
+def embedding(op, ins, out, site):
+    """Gather: reads the n rows it needs of the vocab x dim table (n x dim weight elements) and
+    writes n x dim. No arithmetic. Holds vocab x dim parameters."""
+    n, dim = _rows_of(out, site), op.attrs["dim"]
+    return Cost(sympy.Integer(0), (_weight(op, "weight", n * dim),), (_write(out, site),),
+                op.attrs["vocab"] * dim, (n, dim))
+
+
+@rule("position_embedding")
+def position_embedding(op, ins, out, site):
+    """x + P[position]: 1 operation per element; reads n rows of the positions x dim table."""
+    n, dim = _rows_of(out, site), out.width
+    base = _elementwise(op, ins, out, site, 1)
+    return Cost(base.flops, base.reads + (_weight(op, "weight", n * dim),), base.writes,
+                op.attrs["positions"] * dim, base.out_shape)
+
+
+@rule("linear")
+def linear(op, ins, out, site):
+    """y = x W (+ b) with W of in x out:
+    operations 2 n in out (+ n out for the bias); reads n x in activations and in x out weights
+    (+ out bias); writes n x out. Holds in x out (+ out) parameters."""
+    (x,) = ins
+    n, d_in, d_out = _rows_of(out, site), x.width, out.width
+    bias = op.attrs["bias"] == "true"
+    weights = [("weight", d_in * d_out)] + ([("bias", d_out)] if bias else [])
+    return Cost(
+        flops=2 * n * d_in * d_out + (n * d_out if bias else 0),
+        reads=(_read(x, n),) + tuple(_weight(op, p, e) for p, e in weights),
+        writes=(_write(out, site),),
+        params=d_in * d_out + (d_out if bias else 0),
+        out_shape=(n, d_out))
+
+
+def _attention_sizes(op, rows: str, site: Site):
+    """b, H, Hkv, d, Lq, Lk of an attention op whose queries cover `rows` positions."""
+    a = op.attrs
+    lq = site.new if rows == "all" else sympy.Integer(1)
+    return S.batch, a["heads"], a["kv_heads"], a["head_dim"], lq, site.context
+
+
+@rule("qk_matmul")
+def qk_matmul(op, ins, out, site):
+    """S = Q K^T for every head: operations 2 b H Lq Lk d; reads Q (b Lq H d) and the cached K
+    (b Lk Hkv d, read once per KV head: query heads of a group share it); writes the full
+    score matrix b H Lq Lk, mask included."""
+    q, k = ins
+    b, h, hkv, d, lq, lk = _attention_sizes(op, q.rows, site)
+    return Cost(2 * b * h * lq * lk * d,
+                (Access(q.name, q.cls, b * lq * h * d), Access(k.name, k.cls, b * lk * hkv * d)),
+                (Access(out.name, out.cls, b * h * lq * lk),), sympy.Integer(0),
+                (b, h, lq, lk))
+
+
+@rule("softmax")
+def softmax(op, ins, out, site):
+    """P = softmax(S) row by row: 5 operations per score (max, subtract, exp, sum, divide);
+    reads and writes b H Lq Lk."""
+    (s,) = ins
+    b, h, _, _, lq, lk = _attention_sizes(op, s.rows, site)
+    elements = b * h * lq * lk
+    return Cost(5 * elements, (Access(s.name, s.cls, elements),),
+                (Access(out.name, out.cls, elements),), sympy.Integer(0), (b, h, lq, lk))
+
+
+@rule("sv_matmul")
+def sv_matmul(op, ins, out, site):
+    """O = P V for every head: operations 2 b H Lq Lk d; reads P (b H Lq Lk) and the cached V
+    (b Lk Hkv d); writes O (b Lq H d)."""
+    p, v = ins
+    b, h, hkv, d, lq, lk = _attention_sizes(op, p.rows, site)
+    return Cost(2 * b * h * lq * lk * d,
+                (Access(p.name, p.cls, b * h * lq * lk), Access(v.name, v.cls, b * lk * hkv * d)),
+                (Access(out.name, out.cls, b * lq * h * d),), sympy.Integer(0),
+                (b * lq, h * d))
+
+
+@rule("rmsnorm")
+def rmsnorm(op, ins, out, site):
+    """x / sqrt(mean(x^2) + eps) * g: 4 operations per element (square, sum, scale, gain);
+    the per-row rsqrt is negligible. Reads x and g (width), writes y. Holds width parameters."""
+    return _elementwise(op, ins, out, site, 4, [("weight", out.width)])
+
+
+@rule("layernorm")
+def layernorm(op, ins, out, site):
+    """(x - mean) / sqrt(var + eps) * g + b: 7 operations per element (sum, subtract, square,
+    sum, scale, gain, shift). Reads x, g, b; writes y. Holds 2 x width parameters."""
+    return _elementwise(op, ins, out, site, 7, [("weight", out.width), ("bias", out.width)])
+
+
+@rule("rope")
+def rope(op, ins, out, site):
+    """x cos + rotate_half(x) sin (RoFormer, Su et al. 2021): 3 operations per element; reads x
+    and the cos and sin rows of each token's position (2 n head_dim); writes the rotated x."""
+    base = _elementwise(op, ins, out, site, 3)
+    tables = Access(f"{op.name}.cos_sin", "act", 2 * base.out_shape[0] * op.attrs["head_dim"])
+    return Cost(base.flops, base.reads + (tables,), base.writes, base.params, base.out_shape)
+
+
+@rule("silu")
+def silu(op, ins, out, site):
+    """x sigmoid(x) = x / (1 + exp(-x)): 4 operations per element (exp, add, divide, multiply)."""
+    return _elementwise(op, ins, out, site, 4)
+
+
+@rule("gelu")
+def gelu(op, ins, out, site):
+    """0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))): 9 operations per element."""
+    return _elementwise(op, ins, out, site, 9)
+
+
+@rule("relu")
+def relu(op, ins, out, site):
+    """max(x, 0): 1 operation per element."""
+    return _elementwise(op, ins, out, site, 1)
+
+
+@rule("swiglu")
+def swiglu(op, ins, out, site):
+    """silu(gate) x up: 5 operations per element of the MLP's intermediate width; reads gate
+    and up, writes one."""
+    return _elementwise(op, ins, out, site, 5)
+
+
+@rule("geglu")
+def geglu(op, ins, out, site):
+    """gelu(gate) x up: 10 operations per element."""
+    return _elementwise(op, ins, out, site, 10)
+
+
+@rule("add")
+def add(op, ins, out, site):
+    """a + b: 1 operation per element; reads both, writes one."""
+    return _elementwise(op, ins, out, site, 1)
+
+
+@rule("mul")
+def mul(op, ins, out, site):
+    """a x b: 1 operation per element; reads both, writes one."""
+    return _elementwise(op, ins, out, site, 1)

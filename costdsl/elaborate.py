@@ -1,0 +1,354 @@
+"""Stage 2: AST -> Design. Resolves imports, `extends`, parameters, blocks and `repeat`, checks
+shapes, and expands composite ops (attention) into the ops that really run.
+
+Parameters are evaluated top to bottom: a parameter may use only those defined above it. A block
+sees the parameters of the model that instantiates it, plus the keyword arguments of the call.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Mapping
+
+import sympy
+
+from . import ast
+from .design import Design, OpInstance, Tensor
+from .errors import ArchError, ArchNameError, CostDSLError, ShapeError, at
+from .expr import to_sympy
+from .ops import SIGNATURES, Choice, TensorInfo, attention_dims, require_equal, user_kinds
+from .parser import parse_expr, parse_program
+from .resources import shipped_dir
+from .symbols import RUNTIME, model_param
+
+MODEL_INPUT = "tokens"
+
+
+# --- loading files ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Library:
+    """Every block and model visible from a root file (its own and those of its imports)."""
+    root: ast.Program
+    blocks: Mapping[str, ast.Block]
+    models: Mapping[str, ast.Model]
+
+
+def resolve_model_path(spec: str | Path) -> Path:
+    """A path to a .arch file, or the name of a shipped model (llama-2-7b)."""
+    path = Path(spec)
+    if path.exists() or path.suffix == ".arch":
+        return path
+    shipped = shipped_dir("models") / f"{spec}.arch"
+    return shipped if shipped.exists() else path
+
+
+def read_arch(path: str | Path) -> str:
+    path = Path(path)
+    if not path.exists():
+        shipped = ", ".join(sorted(p.stem for p in shipped_dir("models").glob("*.arch")))
+        raise CostDSLError(f"no such file or shipped model: {path}", hint=f"shipped: {shipped}")
+    try:
+        return path.read_text()
+    except OSError as err:
+        raise CostDSLError(f"cannot read {path}: {err.strerror or err}") from None
+
+
+def load_library(path: str | Path, text: str | None = None) -> Library:
+    path = resolve_model_path(path) if text is None else Path(path)
+    root = parse_program(read_arch(path) if text is None else text, str(path))
+    blocks: dict[str, ast.Block] = {}
+    models: dict[str, ast.Model] = {}
+    _collect(root, path, blocks, models, visiting=[], seen=set())
+    return Library(root, blocks, models)
+
+
+def _resolve_import(imp: ast.Import, importer: Path) -> Path:
+    for candidate in (importer.parent / imp.path, shipped_dir("models") / imp.path):
+        if candidate.is_file():
+            return candidate.resolve()
+    raise at(ArchNameError, f"cannot find imported file {imp.path!r}", imp.pos,
+             hint=f"paths are relative to {importer.parent} or to the shipped models/ folder")
+
+
+def _collect(program, path, blocks, models, visiting, seen):
+    visiting.append(path.resolve())
+    for imp in program.imports:
+        target = _resolve_import(imp, path)
+        if target in visiting:
+            raise at(ArchError, f"import cycle through {imp.path!r}", imp.pos)
+        if target not in seen:
+            seen.add(target)
+            _collect(parse_program(read_arch(target), str(target)), target, blocks, models,
+                     visiting, seen)
+    for table, items, what in ((blocks, program.blocks, "block"), (models, program.models, "model")):
+        for item in items:
+            if item.name in table and table[item.name].pos.file == item.pos.file:
+                first = table[item.name].pos
+                raise at(ArchError, f"{what} {item.name!r} is defined twice "
+                         f"(first at line {first.line})", item.pos)
+            table[item.name] = item  # a file's own definitions override those it imports
+    visiting.pop()
+
+
+# --- models and parameters ----------------------------------------------------------------------
+
+def pick_model(library: Library, name: str | None) -> ast.Model:
+    if name is not None:
+        if name not in library.models:
+            raise CostDSLError(f"no model named {name!r} in {library.root.file}",
+                               hint="models here: " + ", ".join(library.models) or "none")
+        return library.models[name]
+    if not library.root.models:
+        raise CostDSLError(f"{library.root.file} defines no model", file=library.root.file,
+                           hint="a file needs `model \"name\" { ... }`; blocks alone cannot run")
+    return library.root.models[-1]
+
+
+def _flatten(model: ast.Model, library: Library) -> tuple[list[ast.Param], tuple]:
+    """Parameters and body of a model with its `extends` chain resolved."""
+    chain, current = [], model
+    while current.base is not None:
+        if current.base not in library.models:
+            raise at(ArchNameError, f"model {current.name!r} extends unknown model "
+                     f"{current.base!r}", current.pos, hint=_suggest(current.base, library.models))
+        chain.append(current)
+        current = library.models[current.base]
+        if current in chain:
+            raise at(ArchError, f"model {current.name!r} extends itself", current.pos)
+    chain.append(current)
+    params: dict[str, ast.Param] = {}
+    body: tuple = ()
+    for m in reversed(chain):  # base first; each child overrides values, keeps their order
+        for p in m.params:
+            params[p.name] = p
+        body = m.body or body
+    return list(params.values()), body
+
+
+def evaluate_params(params: list[ast.Param], overrides: Mapping[str, ast.Expr] | None = None):
+    """Parameters in definition order -> (name -> sympy value, names left free)."""
+    overrides = dict(overrides or {})
+    known = {p.name for p in params}
+    for name in overrides:
+        if name not in known:
+            raise CostDSLError(f"--set {name}: the model has no parameter {name!r}",
+                               hint=_suggest(name, known))
+    order = [p.name for p in params]
+    values: dict[str, sympy.Expr] = {}
+    free: list[str] = []
+    for p in params:
+        if p.name in RUNTIME:
+            raise at(ArchError, f"{p.name!r} is set by the deployment, not the model", p.pos,
+                     hint="batch, seq, gen and the bitwidths come from the command line")
+        value = overrides.get(p.name, p.value)
+        if isinstance(value, ast.Free):
+            values[p.name] = model_param(p.name)
+            free.append(p.name)
+            continue
+
+        def undefined(node, here=p.name):
+            if node.id in known and order.index(node.id) >= order.index(here):
+                return at(ArchNameError, f"parameter {node.id!r} is used before it is defined",
+                          node.pos, hint="define parameters above the ones that use them")
+            return at(ArchNameError, f"name {node.id!r} is not defined", node.pos,
+                      hint=_suggest(node.id, known))
+        values[p.name] = to_sympy(value, values, undefined)
+    return values, tuple(free)
+
+
+def _suggest(name: str, options) -> str | None:
+    close = difflib.get_close_matches(name, list(options), n=3)
+    return ("did you mean " + " or ".join(repr(c) for c in close) + "?") if close else None
+
+
+# --- the body -----------------------------------------------------------------------------------
+
+class _Elaborator:
+    def __init__(self, library: Library, params: Mapping[str, sympy.Expr]):
+        self.library = library
+        self.params = params
+        self.ops: list[OpInstance] = []
+        self.tensors: dict[str, Tensor] = {}
+        self.kv: set[str] = set()
+        self.defined_at: dict[str, ast.Pos] = {}
+
+    def run(self, body) -> str | None:
+        model_input = Tensor(MODEL_INPUT, sympy.Integer(1), "ids", None)
+        self.tensors[MODEL_INPUT] = model_input
+        return self.body(body, {MODEL_INPUT: model_input}, self.params, "", sympy.Integer(1),
+                         block=None)
+
+    def body(self, statements, scope, params, prefix, repeat, block) -> str | None:
+        scope = dict(scope)
+        returned = None
+        for i, stmt in enumerate(statements):
+            if isinstance(stmt, ast.Return):
+                if i != len(statements) - 1:
+                    raise at(ArchError, "`return` must be the last statement", stmt.pos)
+                returned = self.lookup(stmt.name, scope, stmt.pos).name
+                continue
+            if stmt.target in scope:
+                first = self.defined_at.get(prefix + stmt.target)
+                where = f" (at line {first.line})" if first else ""
+                raise at(ArchError, f"{stmt.target!r} is already defined{where}", stmt.pos,
+                         hint="each op names a new tensor; give this one another name")
+            self.defined_at[prefix + stmt.target] = stmt.pos
+            scope[stmt.target] = self.statement(stmt, scope, params, prefix, repeat)
+        if block is not None and returned is None:
+            raise at(ArchError, f"block {block.name!r} must end with `return NAME`", block.pos)
+        return returned
+
+    def lookup(self, name: str, scope, pos) -> Tensor:
+        if name not in scope:
+            raise at(ArchNameError, f"tensor {name!r} is not defined", pos,
+                     hint=_suggest(name, scope) or "inputs must be defined above their use")
+        return scope[name]
+
+    def statement(self, stmt: ast.Assign, scope, params, prefix, repeat) -> Tensor:
+        call = stmt.call
+        inputs = [self.lookup(a.name, scope, a.pos) for a in call.tensors]
+        if call.callee in self.library.blocks:
+            return self.instantiate(stmt, inputs, params, prefix, repeat)
+        if call.callee not in SIGNATURES or SIGNATURES[call.callee].internal:
+            known = user_kinds() + sorted(self.library.blocks)
+            raise at(ArchNameError, f"unknown op {call.callee!r}", call.pos,
+                     hint=_suggest(call.callee, known) or "ops are " + ", ".join(user_kinds()))
+        if stmt.repeat is not None:
+            raise at(ArchError, "`repeat` applies to blocks, not to single ops", stmt.repeat.pos)
+        return self.op(stmt, inputs, params, prefix, repeat)
+
+    def instantiate(self, stmt, inputs, params, prefix, repeat) -> Tensor:
+        block = self.library.blocks[stmt.call.callee]
+        if len(inputs) != len(block.inputs):
+            raise at(ArchError, f"block {block.name!r} takes {len(block.inputs)} input(s) "
+                     f"({', '.join(block.inputs)}), got {len(inputs)}", stmt.call.pos)
+        inner = dict(params)
+        for kw in stmt.call.keywords:
+            inner[kw.name] = to_sympy(kw.value, params)
+        count = sympy.Integer(1)
+        if stmt.repeat is not None:
+            count = to_sympy(stmt.repeat, params)
+            if count.is_number and not (count.is_integer and count >= 1):
+                raise at(ArchError, f"repeat count must be a positive integer, got {count}",
+                         stmt.repeat.pos)
+        scope = dict(zip(block.inputs, inputs))
+        out = self.body(block.body, scope, inner, f"{prefix}{stmt.target}.", repeat * count, block)
+        result = self.tensors[out]
+        if stmt.repeat is not None:
+            carried = inputs[0]
+            try:
+                require_equal(result.width, carried.width,
+                              f"a repeated block must return what it takes: output "
+                              f"{result.name!r} and input {carried.name!r} differ in width")
+            except ShapeError as err:
+                raise at(ShapeError, err.message, stmt.pos) from None
+        return result
+
+    def op(self, stmt, inputs, params, prefix, repeat) -> Tensor:
+        call = stmt.call
+        sig = SIGNATURES[call.callee]
+        if len(inputs) != len(sig.inputs):
+            raise at(ArchError, f"{sig.kind} takes {len(sig.inputs)} input tensor(s) "
+                     f"({', '.join(sig.inputs)}), got {len(inputs)}", call.pos)
+        attrs = self.attributes(sig, call, params)
+        infos = [TensorInfo(t.name, t.width, t.rows) for t in inputs]
+        try:
+            if sig.kind != "embedding" and any(t.rows == "ids" for t in infos):
+                raise ShapeError("`tokens` holds token ids: only `embedding` can read it")
+            if len({t.rows for t in infos}) > 1:
+                raise ShapeError("inputs mix all positions with only the last position")
+            if sig.kind == "attention":
+                attrs = attention_dims(infos, attrs)
+            width = sig.shape(infos, attrs)
+        except ShapeError as err:
+            raise at(ShapeError, f"{call.callee} {stmt.target!r}: {err.message}", call.pos) from None
+        rows = "last" if attrs.get("tokens") == "last" else (
+            "all" if sig.kind == "embedding" else infos[0].rows)
+        name = prefix + stmt.target
+        if sig.kind == "attention":
+            return self.expand_attention(name, inputs, attrs, repeat, call.pos, width)
+        return self.emit(OpInstance(name, sig.kind, tuple(t.name for t in inputs), name,
+                                    attrs, repeat, call.pos), width, rows)
+
+    def attributes(self, sig, call, params) -> dict:
+        given = {}
+        for kw in call.keywords:
+            if kw.name not in sig.attrs:
+                raise at(ArchNameError, f"{sig.kind} has no attribute {kw.name!r}", kw.pos,
+                         hint=f"{sig.kind} takes " + (", ".join(sig.attrs) or "no attributes"))
+            if kw.name in given:
+                raise at(ArchError, f"attribute {kw.name!r} is given twice", kw.pos)
+            given[kw.name] = self.attribute(sig.attrs[kw.name], kw, params)
+        for name, spec in sig.attrs.items():
+            if name in given:
+                continue
+            if isinstance(spec, Choice):
+                given[name] = spec.default
+            elif spec.default is not None:
+                given[name] = sympy.sympify(spec.default)
+            elif spec.infer:
+                given[name] = None
+            else:
+                raise at(ArchError, f"{sig.kind} needs attribute {name}= ({spec.doc})", call.pos)
+        return given
+
+    @staticmethod
+    def attribute(spec, kw: ast.KeywordArg, params):
+        if isinstance(spec, Choice):
+            if not (isinstance(kw.value, ast.Name) and kw.value.id in spec.options):
+                raise at(ArchError, f"{kw.name}= takes one of {', '.join(spec.options)}", kw.pos)
+            return kw.value.id
+        value = to_sympy(kw.value, params)
+        if value.is_number and not value.is_positive:
+            raise at(ArchError, f"{kw.name}= must be positive, got {value}", kw.pos)
+        return value
+
+    def emit(self, op: OpInstance, width, rows) -> Tensor:
+        tensor = Tensor(op.output, sympy.nsimplify(width), rows, op.name)
+        self.ops.append(op)
+        self.tensors[tensor.name] = tensor
+        return tensor
+
+    def expand_attention(self, name, inputs, attrs, repeat, pos, width) -> Tensor:
+        """attention -> qk (scores), softmax (probabilities), sv (output): the unfused kernels.
+
+        The scores and probabilities are batch x heads x q_len x kv_len: the full matrix, as an
+        unfused implementation writes it; the causal mask is applied to it, not skipped.
+        """
+        q, k, v = inputs
+        self.kv.update((k.name, v.name))
+        zero = sympy.Integer(0)
+        parts = [("qk", "qk_matmul", (q.name, k.name), f"{name}.scores"),
+                 ("softmax", "softmax", (f"{name}.scores",), f"{name}.probs"),
+                 ("sv", "sv_matmul", (f"{name}.probs", v.name), name)]
+        for part, kind, ins, out in parts:
+            op = OpInstance(f"{name}.{part}", kind, ins, out, attrs, repeat, pos, group=name)
+            tensor = self.emit(op, width if out == name else zero, q.rows)
+        return tensor
+
+
+def elaborate(library: Library, model_name: str | None = None,
+              overrides: Mapping[str, ast.Expr] | None = None) -> Design:
+    model = pick_model(library, model_name)
+    params_ast, body = _flatten(model, library)
+    params, free = evaluate_params(params_ast, overrides)
+    if not body:
+        raise at(ArchError, f"model {model.name!r} has no ops", model.pos)
+    el = _Elaborator(library, params)
+    output = el.run(body)
+    tensors = {n: (replace(t, cls="kv") if n in el.kv else t) for n, t in el.tensors.items()}
+    return Design(model.name, library.root.file, params, free, tuple(el.ops), tensors, output)
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, ast.Expr]:
+    """`NAME=EXPR` strings (from --set) -> parsed expressions. Parsed, never evaluated."""
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        name = name.strip()
+        if not sep or not name.isidentifier() or not value.strip():
+            raise CostDSLError(f"--set {pair!r}: expected NAME=VALUE, e.g. --set hidden=4096")
+        out[name] = parse_expr(value, f"--set {name}")
+    return out

@@ -1,0 +1,99 @@
+"""Numbers last: substitute values into a stage's expressions, vectorised with numpy.
+
+One `lambdify` per stage turns every op's operations, bytes (by class) and repeat count into a
+numpy function; all derived numbers (intensity, times, bound) are then array arithmetic, so the
+same path serves one configuration or a grid of a million.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+import sympy
+
+from .errors import EvaluationError
+from .graph import CLASSES
+from .roofline import StageRoofline
+
+
+@dataclass(frozen=True)
+class StageNumbers:
+    """Numbers of one stage. Per-op arrays have the op on axis 0, then the grid's shape."""
+    stage: str
+    names: tuple[str, ...]
+    kinds: tuple[str, ...]
+    compute_types: tuple[str | None, ...]
+    repeat: np.ndarray
+    flops: np.ndarray
+    bytes_by_class: Mapping[str, np.ndarray]
+    peak: np.ndarray
+    bandwidth: float
+
+    @property
+    def bytes(self) -> np.ndarray:
+        return sum(self.bytes_by_class.values())
+
+    @property
+    def intensity(self) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(self.bytes > 0, self.flops / np.where(self.bytes > 0, self.bytes, 1),
+                            np.inf)
+
+    @property
+    def compute_time(self) -> np.ndarray:
+        return self.flops / self.peak
+
+    @property
+    def memory_time(self) -> np.ndarray:
+        return self.bytes / self.bandwidth
+
+    @property
+    def time(self) -> np.ndarray:
+        return np.maximum(self.compute_time, self.memory_time)
+
+    @property
+    def compute_bound(self) -> np.ndarray:
+        return self.compute_time > self.memory_time
+
+    @property
+    def attainable(self) -> np.ndarray:
+        return np.minimum(self.peak, self.intensity * self.bandwidth)
+
+    def total(self, per_op: np.ndarray) -> np.ndarray:
+        """Sum over all occurrences of every op."""
+        return (self.repeat * per_op).sum(axis=0)
+
+
+def _check_bound(exprs, values: Mapping[sympy.Symbol, object]) -> list[sympy.Symbol]:
+    symbols = set().union(*(sympy.sympify(e).free_symbols for e in exprs))
+    missing = sorted((s for s in symbols if s not in values), key=lambda s: s.name)
+    if missing:
+        names = ", ".join(s.name for s in missing)
+        raise EvaluationError(f"parameter {names} is still free at evaluation",
+                              hint=f"bind it with --set {missing[0].name}=VALUE")
+    return sorted(symbols, key=lambda s: s.name)
+
+
+def evaluate(stage: StageRoofline, values: Mapping[sympy.Symbol, object]) -> StageNumbers:
+    """Substitute `values` (numbers or numpy arrays, broadcast together) into every op."""
+    rows = [o.node.repeat for o in stage.ops] + [o.flops for o in stage.ops]
+    for cls in CLASSES:
+        rows += [o.node.bytes_of(o.node.reads + o.node.writes)[cls] for o in stage.ops]
+    symbols = _check_bound(rows, values)
+    fn = sympy.lambdify(symbols, rows, modules="numpy")
+    args = [np.asarray(values[s], dtype=float) for s in symbols]
+    shape = np.broadcast_shapes(*(a.shape for a in args)) if args else ()
+    table = np.array([np.broadcast_to(np.asarray(v, dtype=float), shape) for v in fn(*args)])
+    n = len(stage.ops)
+    extra = (1,) * len(shape)
+    return StageNumbers(
+        stage=stage.stage,
+        names=tuple(o.node.name for o in stage.ops),
+        kinds=tuple(o.node.kind for o in stage.ops),
+        compute_types=tuple(o.compute_type for o in stage.ops),
+        repeat=table[:n],
+        flops=table[n:2 * n],
+        bytes_by_class={c: table[(2 + i) * n:(3 + i) * n] for i, c in enumerate(CLASSES)},
+        peak=np.array([o.peak for o in stage.ops]).reshape((n,) + extra),
+        bandwidth=stage.ops[0].bandwidth if stage.ops else 1.0)

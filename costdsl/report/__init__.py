@@ -1,0 +1,7 @@
+"""Reports format analysis records; they never compute costs."""
+from .jsonout import json_text, to_dict
+from .tables import csv_table, markdown, text
+
+FORMATS = {"text": text, "markdown": markdown, "json": json_text, "csv": csv_table}
+
+__all__ = ["FORMATS", "to_dict"]

@@ -1,0 +1,57 @@
+"""The JSON form of an Analysis: a stable interface other tools read.
+
+Top-level keys: model, hardware, settings, params ({"total": int}), stages. stages.prefill and
+stages.decode hold `ops` (name, kind, repeat, flops, bytes, intensity, bound, time_s for one
+occurrence, plus compute_type, attainable, bytes_by_class) and `total` (flops, bytes, time_s
+over all occurrences, plus compute_time_s, memory_time_s, bytes_by_class). New keys may be
+added; existing ones keep their names and meaning.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+from ..analysis import Analysis
+
+SCHEMA_VERSION = 1
+
+
+def _num(x: float):
+    if isinstance(x, float) and (math.isinf(x) or math.isnan(x)):
+        return None
+    if isinstance(x, float) and x.is_integer() and abs(x) < 2**63:
+        return int(x)
+    return x
+
+
+def to_dict(a: Analysis) -> dict:
+    hw, s = a.hardware, a.settings
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "model": a.model,
+        "file": a.file,
+        "hardware": {"key": hw.key, "name": hw.name, "bandwidth": hw.bandwidth_Bps,
+                     "memory": hw.memory_bytes, "peak": dict(hw.peak)},
+        "settings": {"batch": s.batch, "seq": s.seq, "w_bits": _num(float(s.w_bits)),
+                     "a_bits": _num(float(s.a_bits)), "kv_bits": _num(float(s.kv_bits))},
+        "params": {"total": a.params_total},
+        "model_params": dict(a.params),
+        "stages": {name: {
+            "description": st.description,
+            "ops": [{"name": o.name, "kind": o.kind, "repeat": o.repeat,
+                     "flops": _num(o.flops), "bytes": _num(o.bytes),
+                     "intensity": _num(o.intensity), "bound": o.bound, "time_s": o.time_s,
+                     "compute_type": o.compute_type, "attainable": _num(o.attainable),
+                     "bytes_by_class": {k: _num(v) for k, v in o.bytes_by_class.items()},
+                     "total_time_s": o.total_time_s}
+                    for o in st.ops],
+            "total": {"flops": _num(st.total.flops), "bytes": _num(st.total.bytes),
+                      "time_s": st.total.time_s, "compute_time_s": st.total.compute_time_s,
+                      "memory_time_s": st.total.memory_time_s,
+                      "bytes_by_class": {k: _num(v) for k, v in st.total.bytes_by_class.items()}},
+        } for name, st in a.stages.items()},
+    }
+
+
+def json_text(a: Analysis) -> str:
+    return json.dumps(to_dict(a), indent=2) + "\n"

@@ -1,0 +1,110 @@
+"""Text, Markdown and CSV forms of an Analysis: three formatters over the same rows."""
+from __future__ import annotations
+
+import csv
+import io
+
+from ..analysis import Analysis, StageResult
+from .units import count, number, seconds, si
+
+COLUMNS = ("op", "kind", "x", "type", "ops", "bytes", "ops/byte", "attainable", "bound",
+           "time", "x time", "share")
+
+
+def _op_rows(stage: StageResult) -> list[list[str]]:
+    rows = []
+    for o in stage.ops:
+        rows.append([o.name, o.kind, str(o.repeat), o.compute_type or "-", si(o.flops),
+                     si(o.bytes, "B"), number(o.intensity),
+                     si(o.attainable, "OP/s") if o.compute_type else "-", o.bound,
+                     seconds(o.time_s), seconds(o.total_time_s), f"{100 * o.share:.1f}%"])
+    t = stage.total
+    rows.append(["total", "", "", "", si(t.flops), si(t.bytes, "B"),
+                 number(t.flops / t.bytes) if t.bytes else "-", "", "", "",
+                 seconds(t.time_s), "100%"])
+    return rows
+
+
+def _headline(a: Analysis) -> list[str]:
+    hw, s = a.hardware, a.settings
+    fp16 = hw.peak.get("fp16") or max(hw.peak.values())
+    return [
+        f"{a.model} on {hw.name}: {si(hw.bandwidth_Bps, 'B/s')}, fp16 {si(fp16, 'OP/s')}, "
+        f"ridge {hw.ridge('fp16') if 'fp16' in hw.peak else fp16 / hw.bandwidth_Bps:.1f} ops/byte",
+        f"batch={s.batch} seq={s.seq} w_bits={s.w_bits:g} a_bits={s.a_bits:g} "
+        f"kv_bits={s.kv_bits:g}; parameters {count(a.params_total)}",
+    ]
+
+
+def _stage_summary(stage: StageResult) -> str:
+    t = stage.total
+    b = t.bytes_by_class
+    return (f"time {seconds(t.time_s)} (all compute-bound would be {seconds(t.compute_time_s)}, "
+            f"all memory-bound {seconds(t.memory_time_s)}); bytes: weights {si(b['weight'], 'B')}, "
+            f"activations {si(b['act'], 'B')}, KV cache {si(b['kv'], 'B')}")
+
+
+def _align(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    numeric = {2, 4, 5, 6, 7, 9, 10, 11}
+    out = []
+    for r in rows:
+        cells = [c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in
+                 enumerate(zip(r, widths))]
+        out.append("  ".join(cells).rstrip())
+    return out
+
+
+def text(a: Analysis) -> str:
+    lines = _headline(a)
+    for stage in a.stages.values():
+        lines += ["", f"{stage.stage}: {stage.description}"]
+        body = _align([list(COLUMNS)] + _op_rows(stage))
+        rule = "-" * max(len(l) for l in body)
+        lines += [body[0], rule] + body[1:-1] + [rule, body[-1]]
+        lines.append(_stage_summary(stage))
+    return "\n".join(lines) + "\n"
+
+
+def _md_escape(cell: str) -> str:
+    return cell.replace("|", "\\|")
+
+
+def markdown(a: Analysis) -> str:
+    lines = [f"**{l}**" if i == 0 else l for i, l in enumerate(_headline(a))]
+    for stage in a.stages.values():
+        lines += ["", f"### {stage.stage}", "", stage.description, "",
+                  "| " + " | ".join(COLUMNS) + " |",
+                  "|" + "|".join("---:" if i in {2, 4, 5, 6, 7, 9, 10, 11} else "---"
+                                 for i in range(len(COLUMNS))) + "|"]
+        for row in _op_rows(stage):
+            if row[0] == "total":
+                row = [f"**{c}**" if c else c for c in row]
+            lines.append("| " + " | ".join(_md_escape(c) for c in row) + " |")
+        lines += ["", _stage_summary(stage)]
+    return "\n".join(lines) + "\n"
+
+
+CSV_FIELDS = ("stage", "name", "kind", "repeat", "compute_type", "flops", "bytes",
+              "weight_bytes", "act_bytes", "kv_bytes", "intensity", "attainable_ops_per_s",
+              "bound", "time_s", "total_time_s", "share")
+
+
+def csv_table(a: Analysis) -> str:
+    """One row per op per stage (numbers for one occurrence), then one `total` row per stage."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_FIELDS)
+    for stage in a.stages.values():
+        for o in stage.ops:
+            b = o.bytes_by_class
+            w.writerow([stage.stage, o.name, o.kind, o.repeat, o.compute_type or "", repr(o.flops),
+                        repr(o.bytes), repr(b["weight"]), repr(b["act"]), repr(b["kv"]),
+                        repr(o.intensity), repr(o.attainable), o.bound, repr(o.time_s),
+                        repr(o.total_time_s), repr(o.share)])
+        t, b = stage.total, stage.total.bytes_by_class
+        w.writerow([stage.stage, "total", "", "", "", repr(t.flops), repr(t.bytes),
+                    repr(b["weight"]), repr(b["act"]), repr(b["kv"]),
+                    repr(t.flops / t.bytes if t.bytes else 0.0), "", "", repr(t.time_s),
+                    repr(t.time_s), "1.0"])
+    return buf.getvalue()

@@ -1,0 +1,19 @@
+"""Where the shipped data (grammars/, models/, hardware/) lives.
+
+In a source checkout or an editable install the folders sit beside the package; a built wheel
+carries copies inside the package under `_shipped/`. Either way the console script works from any
+directory.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def shipped_dir(kind: str) -> Path:
+    """The folder holding shipped `kind` data: 'grammars', 'models' or 'hardware'."""
+    for candidate in (_PACKAGE / "_shipped" / kind, _PACKAGE.parent / kind):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(f"costdsl installation is missing its {kind}/ folder")

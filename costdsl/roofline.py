@@ -1,0 +1,134 @@
+"""Roofline analysis, symbolic first.
+
+For each op: intensity I = operations / bytes; attainable performance P = min(peak, I x B);
+time t = max(operations / peak, bytes / B), and the op is compute-bound when the first term is
+the larger (Williams, Waterman, Patterson, "Roofline", CACM 2009). B is the memory bandwidth and
+peak the rate of the op's compute type on the hardware.
+
+The compute type follows the operands: a matrix op runs in the type of its wider operand (a
+weight-only quantized linear dequantizes to the activation type), promoted to the nearest type
+the chip has; elementwise ops run on the vector units at the fp32 rate (norms, softmax and
+activations compute in fp32); a gather has no arithmetic.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import networkx as nx
+import sympy
+
+from .errors import EvaluationError
+from .graph import Node, nodes
+from .hardware import Hardware
+from .symbols import BITS_BY_CLASS
+
+# The type an operand of `bits` bits asks for, and what to fall back to when the chip lacks it.
+_PROMOTION = {
+    "int4": ("int4", "int8", "fp8", "fp16", "bf16", "fp32"),
+    "int8": ("int8", "fp8", "fp16", "bf16", "fp32"),
+    "fp16": ("fp16", "bf16", "fp32"),
+    "fp32": ("fp32", "tf32", "fp16"),
+}
+
+
+def _operand_type(bits: float) -> str:
+    if bits <= 4:
+        return "int4"
+    if bits <= 8:
+        return "int8"
+    if bits <= 16:
+        return "fp16"
+    return "fp32"
+
+
+def _numeric_bits(node: Node, cls: str, bits: Mapping[sympy.Symbol, float]) -> float:
+    value = sympy.sympify(node.bits[cls]).subs(bits)
+    if not value.is_number:
+        raise EvaluationError(f"the bitwidth of {cls} tensors of {node.name!r} is not set "
+                              f"({value}); the compute type depends on it")
+    return float(value)
+
+
+def compute_type(node: Node, hw: Hardware, bits: Mapping[sympy.Symbol, float]) -> str | None:
+    """The hardware compute type whose peak bounds this op, or None for ops without arithmetic."""
+    if node.engine == "memory":
+        return None
+    if node.engine == "vector":
+        wanted = "fp32"
+    else:
+        wanted = _operand_type(max(_numeric_bits(node, c, bits) for c in node.operands))
+    for ctype in _PROMOTION[wanted]:
+        if ctype in hw.peak:
+            return ctype
+    return max(hw.peak, key=hw.peak.get)  # an exotic chip: its fastest rate
+
+
+@dataclass(frozen=True)
+class OpRoofline:
+    """One op's roofline, as expressions in the runtime symbols (batch, seq, bitwidths)."""
+    node: Node
+    compute_type: str | None
+    peak: float                 # ops/s of compute_type (inf when the op has no arithmetic)
+    bandwidth: float            # bytes/s
+
+    @property
+    def flops(self) -> sympy.Expr:
+        return self.node.flops
+
+    @property
+    def bytes(self) -> sympy.Expr:
+        return self.node.bytes
+
+    @property
+    def intensity(self) -> sympy.Expr:
+        return self.flops / self.bytes
+
+    @property
+    def compute_time(self) -> sympy.Expr:
+        return self.flops / self.peak if self.compute_type else sympy.Integer(0)
+
+    @property
+    def memory_time(self) -> sympy.Expr:
+        return self.bytes / self.bandwidth
+
+    @property
+    def time(self) -> sympy.Expr:
+        return sympy.Max(self.compute_time, self.memory_time)
+
+    @property
+    def attainable(self) -> sympy.Expr:
+        return sympy.Min(self.peak, self.intensity * self.bandwidth)
+
+    @property
+    def ridge(self) -> float:
+        """The intensity at which this op would turn compute-bound on this hardware."""
+        return self.peak / self.bandwidth
+
+
+@dataclass(frozen=True)
+class StageRoofline:
+    stage: str
+    ops: tuple[OpRoofline, ...]
+
+    @property
+    def time(self) -> sympy.Expr:
+        """Total stage time: sum over ops of repeat x time (ops run one after another)."""
+        return sum((o.node.repeat * o.time for o in self.ops), sympy.Integer(0))
+
+
+def roofline(graph: nx.DiGraph, hw: Hardware, bits: Mapping[str, float]) -> StageRoofline:
+    """`bits` maps w_bits/a_bits/kv_bits to numbers: the compute type of each op depends on them.
+    They stay symbols in the byte expressions, substituted when evaluated."""
+    values = {BITS_BY_CLASS[c]: v for c, v in _by_class(bits).items()}
+    ops = []
+    for node in nodes(graph):
+        ctype = compute_type(node, hw, values)
+        peak = hw.peak[ctype] if ctype else float("inf")
+        ops.append(OpRoofline(node, ctype, peak, hw.bandwidth_Bps))
+    return StageRoofline(graph.graph["stage"], tuple(ops))
+
+
+def _by_class(bits: Mapping[str, float]) -> dict[str, float]:
+    names = {"w_bits": "weight", "a_bits": "act", "kv_bits": "kv"}
+    return {names[k]: v for k, v in bits.items() if k in names}

@@ -1,0 +1,33 @@
+"""The canonical sympy symbols. Every module imports them from here, so that
+`batch` in a cost rule and `batch` in a crossover solve are the same object."""
+from __future__ import annotations
+
+import sympy
+
+batch = sympy.Symbol("batch", positive=True, integer=True)
+"""Number of sequences processed together."""
+seq = sympy.Symbol("seq", positive=True, integer=True)
+"""Prefill: prompt length. Decode: tokens already in the KV cache before this step."""
+gen = sympy.Symbol("gen", positive=True, integer=True)
+"""Generated tokens of a whole request (used by latency analyses)."""
+w_bits = sympy.Symbol("w_bits", positive=True)
+a_bits = sympy.Symbol("a_bits", positive=True)
+kv_bits = sympy.Symbol("kv_bits", positive=True)
+
+RUNTIME = {s.name: s for s in (batch, seq, gen, w_bits, a_bits, kv_bits)}
+"""Symbols bound by the deployment, never by the model file."""
+
+BITS_BY_CLASS = {"weight": w_bits, "act": a_bits, "kv": kv_bits}
+"""Bitwidth symbol of each tensor class."""
+
+DEFAULT_BITS = {"w_bits": 16, "a_bits": 16, "kv_bits": 16}
+
+
+def model_param(name: str) -> sympy.Symbol:
+    """A model parameter left free in a .arch file: a positive integer dimension."""
+    return sympy.Symbol(name, positive=True, integer=True)
+
+
+def to_bytes(elements, bits):
+    """bytes = elements x bits / 8, the one place this conversion is written."""
+    return elements * bits / 8

@@ -1,0 +1,17 @@
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"
+MODELS = ROOT / "models"
+
+
+@pytest.fixture
+def write_arch(tmp_path):
+    """Write a .arch text to a temporary file and return its path."""
+    def write(text: str, name: str = "m.arch") -> Path:
+        path = tmp_path / name
+        path.write_text(text)
+        return path
+    return write

@@ -1,0 +1,150 @@
+"""Cost rules against hand derivations, on tests/data/toy.arch.
+
+Toy dimensions: hidden 8, heads H=2, kv_heads Hkv=1, head_dim d=4, ffn 16, vocab 10,
+positions 32, layers 3. Evaluated at batch b=2, seq s=5:
+  prefill: n = b*s = 10 rows, attention Lq = 5, Lk = 5
+  decode:  n = b = 2 rows,    attention Lq = 1, Lk = s + 1 = 6
+Each expected tuple is (operations, elements read by class, elements written by class, params),
+derived in the comment beside it from the conventions in costdsl/costs.py.
+"""
+import pytest
+import sympy
+
+import costdsl
+from costdsl import symbols as S
+from costdsl.graph import nodes
+
+from conftest import DATA
+
+B, SEQ = 2, 5
+AT = {S.batch: B, S.seq: SEQ}
+
+
+def _classes(node, accesses):
+    out = {}
+    for a in accesses:
+        out[a.cls] = out.get(a.cls, 0) + int(a.elements.subs(AT))
+    return out
+
+
+def _measured(stage):
+    graph = costdsl.load(DATA / "toy.arch").graph(stage)
+    return {n.name: (int(n.flops.subs(AT)), _classes(n, n.reads), _classes(n, n.writes),
+                     int(n.params)) for n in nodes(graph)}
+
+
+PREFILL = {
+    # gather: reads n x dim = 10*8 = 80 table elements, writes 80; holds vocab*dim = 80
+    "emb": (0, {"weight": 80}, {"act": 80}, 80),
+    # 1 op/element: 10*8 = 80; reads x 80 and 80 table rows; holds positions*dim = 32*8 = 256
+    "pos": (80, {"act": 80, "weight": 80}, {"act": 80}, 256),
+    # 7 ops/element: 7*80 = 560; reads x 80 and g, b (16); holds 2*8 = 16
+    "layers.ln": (560, {"act": 80, "weight": 16}, {"act": 80}, 16),
+    # 2*n*in*out + n*out = 2*10*8*8 + 10*8 = 1360; W 64 + bias 8 = 72
+    "layers.q": (1360, {"act": 80, "weight": 72}, {"act": 80}, 72),
+    # 2*10*8*4 = 640; W 8*4 = 32; out 10*4 = 40
+    "layers.k": (640, {"act": 80, "weight": 32}, {"act": 40}, 32),
+    # V feeds attention: its output is the KV cache (10*4 = 40 kv elements)
+    "layers.v": (640, {"act": 80, "weight": 32}, {"kv": 40}, 32),
+    # 3 ops/element: 3*80 = 240; reads x 80 and cos, sin rows 2*n*d = 2*10*4 = 80
+    "layers.qr": (240, {"act": 160}, {"act": 80}, 0),
+    # rotated keys are what the cache keeps: writes 40 kv elements; 3*40 = 120 ops
+    "layers.kr": (120, {"act": 40 + 80}, {"kv": 40}, 0),
+    # 2*b*H*Lq*Lk*d = 2*2*2*5*5*4 = 800; Q b*Lq*H*d = 80, K b*Lk*Hkv*d = 40; S b*H*Lq*Lk = 100
+    "layers.att.qk": (800, {"act": 80, "kv": 40}, {"act": 100}, 0),
+    # 5 ops per score: 500; reads and writes 100
+    "layers.att.softmax": (500, {"act": 100}, {"act": 100}, 0),
+    # 2*2*2*5*5*4 = 800; P 100, V 40; O b*Lq*H*d = 80
+    "layers.att.sv": (800, {"act": 100, "kv": 40}, {"act": 80}, 0),
+    "layers.h": (80, {"act": 160}, {"act": 80}, 0),           # 1 op/element, two inputs
+    "layers.up": (2560, {"act": 80, "weight": 128}, {"act": 160}, 128),   # 2*10*8*16
+    "layers.gate": (2560, {"act": 80, "weight": 128}, {"act": 160}, 128),
+    "layers.s": (640, {"act": 160}, {"act": 160}, 0),         # silu 4 ops x 160
+    "layers.r": (160, {"act": 160}, {"act": 160}, 0),         # relu 1 op x 160
+    "layers.g": (1440, {"act": 160}, {"act": 160}, 0),        # gelu 9 ops x 160
+    "layers.m": (160, {"act": 320}, {"act": 160}, 0),         # mul 1 op x 160
+    "layers.sw": (800, {"act": 320}, {"act": 160}, 0),        # swiglu 5 ops x 160
+    "layers.ge": (1600, {"act": 320}, {"act": 160}, 0),       # geglu 10 ops x 160
+    "layers.both": (160, {"act": 320}, {"act": 160}, 0),
+    "layers.down": (2560, {"act": 160, "weight": 128}, {"act": 80}, 128),  # 2*10*16*8
+    "layers.out": (80, {"act": 160}, {"act": 80}, 0),
+    # rmsnorm 4 ops/element: 320; g 8
+    "norm": (320, {"act": 80, "weight": 8}, {"act": 80}, 8),
+    # tokens=last: n = b = 2 rows even in prefill: 2*2*8*10 = 320; W 80; reads 2*8, writes 2*10
+    "head": (320, {"act": 16, "weight": 80}, {"act": 20}, 80),
+}
+
+DECODE = {
+    "emb": (0, {"weight": 16}, {"act": 16}, 80),              # n = 2: 2*8
+    "pos": (16, {"act": 16, "weight": 16}, {"act": 16}, 256),
+    "layers.ln": (112, {"act": 16, "weight": 16}, {"act": 16}, 16),
+    "layers.q": (272, {"act": 16, "weight": 72}, {"act": 16}, 72),  # 2*2*8*8 + 2*8
+    "layers.k": (128, {"act": 16, "weight": 32}, {"act": 8}, 32),
+    "layers.v": (128, {"act": 16, "weight": 32}, {"kv": 8}, 32),    # one new token's V per seq
+    "layers.qr": (48, {"act": 16 + 16}, {"act": 16}, 0),
+    "layers.kr": (24, {"act": 8 + 16}, {"kv": 8}, 0),
+    # 2*b*H*1*Lk*d = 2*2*2*1*6*4 = 192; Q 2*1*2*4 = 16; whole cached K 2*6*1*4 = 48; S 2*2*1*6 = 24
+    "layers.att.qk": (192, {"act": 16, "kv": 48}, {"act": 24}, 0),
+    "layers.att.softmax": (120, {"act": 24}, {"act": 24}, 0),
+    "layers.att.sv": (192, {"act": 24, "kv": 48}, {"act": 16}, 0),
+    "layers.h": (16, {"act": 32}, {"act": 16}, 0),
+    "layers.up": (512, {"act": 16, "weight": 128}, {"act": 32}, 128),
+    "layers.gate": (512, {"act": 16, "weight": 128}, {"act": 32}, 128),
+    "layers.s": (128, {"act": 32}, {"act": 32}, 0),
+    "layers.r": (32, {"act": 32}, {"act": 32}, 0),
+    "layers.g": (288, {"act": 32}, {"act": 32}, 0),
+    "layers.m": (32, {"act": 64}, {"act": 32}, 0),
+    "layers.sw": (160, {"act": 64}, {"act": 32}, 0),
+    "layers.ge": (320, {"act": 64}, {"act": 32}, 0),
+    "layers.both": (32, {"act": 64}, {"act": 32}, 0),
+    "layers.down": (512, {"act": 32, "weight": 128}, {"act": 16}, 128),
+    "layers.out": (16, {"act": 32}, {"act": 16}, 0),
+    "norm": (64, {"act": 16, "weight": 8}, {"act": 16}, 8),
+    "head": (320, {"act": 16, "weight": 80}, {"act": 20}, 80),
+}
+
+
+@pytest.mark.parametrize("stage,expected", [("prefill", PREFILL), ("decode", DECODE)])
+def test_every_op_matches_its_hand_derivation(stage, expected):
+    measured = _measured(stage)
+    assert set(measured) == set(expected)
+    for name, want in expected.items():
+        assert measured[name] == want, name
+
+
+def test_every_user_op_kind_is_exercised():
+    from costdsl.ops import SIGNATURES
+    graph = costdsl.load(DATA / "toy.arch").graph("prefill")
+    assert {n.kind for n in nodes(graph)} == set(SIGNATURES) - {"attention"}
+
+
+def test_bytes_use_the_bitwidth_of_each_tensor_class():
+    """k_rot writes 40 KV elements (prefill); q reads 80 activations and 72 weights.
+    At w_bits=4, a_bits=16, kv_bits=8: kr writes 40*8/8 = 40 bytes; q reads 80*2 + 72*0.5 = 196."""
+    graph = costdsl.load(DATA / "toy.arch").graph("prefill")
+    bits = {S.w_bits: 4, S.a_bits: 16, S.kv_bits: 8, **AT}
+    kr, q = graph.nodes["layers.kr"]["op"], graph.nodes["layers.q"]["op"]
+    assert sum(kr.write_bytes.values()).subs(bits) == 40
+    assert sum(q.read_bytes.values()).subs(bits) == 196
+
+
+def test_repeat_count_and_parameter_total():
+    """Per layer: ln 16 + q 72 + k 32 + v 32 + up 128 + gate 128 + down 128 = 536; x 3 layers
+    = 1608; plus emb 80 + pos 256 + norm 8 + head 80 = 424: total 2032."""
+    model = costdsl.load(DATA / "toy.arch")
+    repeats = {n.name: n.repeat for n in nodes(model.graph("decode"))}
+    assert repeats["layers.att.qk"] == 3 and repeats["head"] == 1
+    assert model.params() == 2032
+
+
+def test_costs_stay_symbolic_in_free_dimensions(write_arch):
+    """With hidden left free, a linear hidden -> 4 hidden costs 2*n*hidden*(4 hidden)."""
+    path = write_arch("""
+        model "m" {
+          params { hidden = ? }
+          e = embedding(tokens, vocab=100, dim=hidden)
+          y = linear(e, out=4*hidden)
+        }""")
+    node = costdsl.load(path).graph("prefill").nodes["y"]["op"]
+    hidden = S.model_param("hidden")
+    assert sympy.simplify(node.flops - 8 * S.batch * S.seq * hidden**2) == 0
