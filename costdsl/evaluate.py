@@ -6,6 +6,7 @@ same path serves one configuration or a grid of a million.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -65,23 +66,29 @@ class StageNumbers:
         return (self.repeat * per_op).sum(axis=0)
 
 
-def _check_bound(exprs, values: Mapping[sympy.Symbol, object]) -> list[sympy.Symbol]:
-    symbols = set().union(*(sympy.sympify(e).free_symbols for e in exprs))
-    missing = sorted((s for s in symbols if s not in values), key=lambda s: s.name)
+def _check_bound(symbols, values: Mapping[sympy.Symbol, object]) -> None:
+    missing = [s for s in symbols if s not in values]
     if missing:
         names = ", ".join(s.name for s in missing)
         raise EvaluationError(f"parameter {names} is still free at evaluation",
                               hint=f"bind it with --set {missing[0].name}=VALUE")
-    return sorted(symbols, key=lambda s: s.name)
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(stage: StageRoofline):
+    """One numpy function per stage: symbols -> [repeat..., flops..., bytes by class...]."""
+    rows = [o.node.repeat for o in stage.ops] + [o.flops for o in stage.ops]
+    for cls in CLASSES:
+        rows += [o.node.bytes_of(o.node.reads + o.node.writes)[cls] for o in stage.ops]
+    symbols = sorted(set().union(*(sympy.sympify(r).free_symbols for r in rows)),
+                     key=lambda s: s.name)
+    return symbols, sympy.lambdify(symbols, rows, modules="numpy")
 
 
 def evaluate(stage: StageRoofline, values: Mapping[sympy.Symbol, object]) -> StageNumbers:
     """Substitute `values` (numbers or numpy arrays, broadcast together) into every op."""
-    rows = [o.node.repeat for o in stage.ops] + [o.flops for o in stage.ops]
-    for cls in CLASSES:
-        rows += [o.node.bytes_of(o.node.reads + o.node.writes)[cls] for o in stage.ops]
-    symbols = _check_bound(rows, values)
-    fn = sympy.lambdify(symbols, rows, modules="numpy")
+    symbols, fn = _compiled(stage)
+    _check_bound(symbols, values)
     args = [np.asarray(values[s], dtype=float) for s in symbols]
     shape = np.broadcast_shapes(*(a.shape for a in args)) if args else ()
     table = np.array([np.broadcast_to(np.asarray(v, dtype=float), shape) for v in fn(*args)])

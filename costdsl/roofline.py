@@ -106,7 +106,7 @@ class OpRoofline:
         return self.peak / self.bandwidth
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared by identity: evaluation caches per instance
 class StageRoofline:
     stage: str
     ops: tuple[OpRoofline, ...]

@@ -1,0 +1,85 @@
+"""costdsl benchmark: prints timings on this machine. Not a test; targets are in the README.
+
+    python bench/bench.py
+
+Measures: compile time of each shipped model (parse, elaborate, lower both stages); a cold
+`costdsl analyze` of Llama-2-7b in a fresh interpreter; a 1,000 x 1,000 (batch x seq) decode
+sweep evaluated in one vectorised call, with its peak memory; and the same work done one
+configuration at a time through the per-configuration path, for comparison.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import costdsl  # noqa: E402
+from costdsl import symbols as S  # noqa: E402
+from costdsl.analysis import Settings, stage_result  # noqa: E402
+from costdsl.evaluate import evaluate  # noqa: E402
+
+SWEEP_MODEL = ROOT / "models" / "llama-2-7b.arch"
+
+
+def timed(fn, repeat=1):
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def compile_model(path):
+    model = costdsl.load(path)
+    model.graph("prefill"), model.graph("decode")
+    return model
+
+
+def main():
+    print(f"python {sys.version.split()[0]}, numpy {np.__version__}")
+    print("\ncompile (parse + elaborate + lower both stages), best of 3:")
+    for path in sorted((ROOT / "models").glob("*.arch")):
+        seconds, _ = timed(lambda: compile_model(path), repeat=3)
+        print(f"  {path.stem:28s} {seconds * 1e3:8.1f} ms")
+
+    cmd = [sys.executable, "-m", "costdsl", "analyze", str(SWEEP_MODEL), "--hw", "nvidia-a6000"]
+    seconds, _ = timed(lambda: subprocess.run(cmd, check=True, capture_output=True), repeat=3)
+    print(f"\ncold `costdsl analyze llama-2-7b` (new interpreter), best of 3: {seconds:.2f} s")
+
+    model = costdsl.load(SWEEP_MODEL)
+    symbolic = model.roofline("nvidia-a6000", "decode")
+    batch = np.arange(1, 1001).reshape(-1, 1)
+    seq = np.linspace(128, 32768, 1000).round().reshape(1, -1)
+    values = {S.batch: batch, S.seq: seq, S.w_bits: 16, S.a_bits: 16, S.kv_bits: 16}
+
+    def sweep():
+        numbers = evaluate(symbolic, values)
+        return numbers.total(numbers.time)
+
+    tracemalloc.start()
+    seconds, totals = timed(sweep)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    points = totals.size
+    print(f"\ndecode sweep {batch.size} x {seq.size} = {points:,} points "
+          f"({symbolic.ops.__len__()} ops): {seconds:.3f} s, "
+          f"{seconds / points * 1e9:.0f} ns/point, peak {peak / 2**20:.0f} MiB")
+
+    configs = [(int(b), int(s)) for b in range(1, 11) for s in np.linspace(128, 32768, 10)]
+    loop_s, _ = timed(lambda: [stage_result(symbolic, Settings(b, s)) for b, s in configs])
+    per_loop = loop_s / len(configs)
+    print(f"per-configuration path, {len(configs)} configurations in a loop: {loop_s:.3f} s, "
+          f"{per_loop * 1e3:.2f} ms/config -> sweep is {per_loop / (seconds / points):,.0f}x "
+          f"faster per configuration")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""The documentation's examples are code too: they must compile and say what they claim."""
+import re
+
+import costdsl
+
+from conftest import ROOT
+
+
+def _blocks(path, lang=""):
+    return re.findall(rf"```{lang}\n(.*?)```", (ROOT / path).read_text(), re.S)
+
+
+def test_language_reference_complete_example_compiles(tmp_path):
+    example = _blocks("docs/language.md")[0]
+    path = tmp_path / "tiny.arch"
+    path.write_text(example)
+    model = costdsl.load(path)
+    # TinyLlama-1.1B dimensions: 1,100,048,384 parameters (TinyLlama/TinyLlama-1.1B config.json
+    # with untied embeddings: 2*32000*2048 + 2048 + 22*(2048^2*2 + 2*2048*256 + 3*2048*5632
+    # + 2*2048))
+    assert model.params() == 2 * 32000 * 2048 + 2048 + 22 * (
+        2 * 2048**2 + 2 * 2048 * 256 + 3 * 2048 * 5632 + 2 * 2048)
+    assert model.params() == 1_100_048_384
+    a = model.analyze("nvidia-l4", batch=8, seq=1024)
+    assert {"prefill", "decode"} == set(a.stages)
+
+
+def test_readme_python_example_runs():
+    code = _blocks("README.md", "python")[0]
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # the README's own example, not user input
