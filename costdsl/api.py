@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -16,20 +17,49 @@ import sympy
 
 from . import ast
 from .analysis import Analysis, Settings, stage_result
+from .crossover import (Crossover, QuantCrossover, StageCrossover, quantization_crossover,
+                        solvable_symbol, stage_crossover, stage_crossovers)
 from .design import Design
-from .elaborate import elaborate, load_library, parse_overrides
-from .errors import EvaluationError
+from .elaborate import Library, elaborate, load_library, parse_overrides
+from .errors import CostDSLError, EvaluationError
+from .formulas import FormulaTable, formula_table
+from .latency import Latency, request_latency
+from .sensitivity import Sensitivity, sensitivity
 from .hardware import Hardware, load_hardware
 from .lower import STAGES, lower
 from .params import total_params
 from .roofline import StageRoofline, roofline
 
 
+@dataclass(frozen=True)
+class CrossoverAnswer:
+    """Per-op and stage-level crossovers of one stage in one symbol."""
+    stage: str
+    symbol: sympy.Symbol
+    bound: Mapping[str, float]          # the values the other symbols were bound to
+    ops: tuple[Crossover, ...]
+    summary: StageCrossover
+    quantization: tuple[QuantCrossover, ...] | None = None
+    versus: Mapping[str, float] | None = None
+
+
 class Model:
     """A compiled model: its design and, lazily, one op graph per stage."""
 
-    def __init__(self, design: Design):
+    def __init__(self, design: Design, library: Library | None = None,
+                 overrides: Mapping[str, ast.Expr] | None = None):
         self.design = design
+        self.library = library
+        self.overrides = dict(overrides or {})
+
+    def keeping_free(self, names: Iterable[str]) -> "Model":
+        """The same model with the named parameters left free (for formula tables)."""
+        names = list(names)
+        if not names:
+            return self
+        free = {n: ast.Free(ast.Pos("--keep", 1, 1)) for n in names}
+        overrides = {**self.overrides, **free}
+        return Model(elaborate(self.library, self.design.name, overrides), self.library, overrides)
 
     @property
     def name(self) -> str:
@@ -47,6 +77,60 @@ class Model:
         hw = hw if isinstance(hw, Hardware) else load_hardware(hw)
         settings = Settings(1, 1, **bits)
         return roofline(self.graph(stage), hw, settings.bits())
+
+    def _values(self, settings: Settings, free: Iterable[str] = ()) -> dict:
+        free = set(free)
+        values = {k: v for k, v in settings.values().items() if k.name not in free}
+        return values
+
+    def crossover(self, solve: str, hw: str | Hardware, stage: str = "decode",
+                  batch: int = 1, seq: int = 2048, w_bits: float = 16, a_bits: float = 16,
+                  kv_bits: float = 16, free: Iterable[str] = (),
+                  versus: Mapping[str, float] | None = None) -> CrossoverAnswer:
+        """Crossover points of every op of `stage` in the symbol `solve`, the others bound to
+        the given values except those named in `free`. `versus` (e.g. {"w_bits": 2}) adds, per
+        op, the value of `solve` above which that lower bitwidth no longer saves time."""
+        hw = hw if isinstance(hw, Hardware) else load_hardware(hw)
+        x = solvable_symbol(solve, self.design.free)
+        settings = Settings(batch, seq, w_bits, a_bits, kv_bits).validate()
+        values = self._values(settings, set(free) | {solve})
+        symbolic = roofline(self.graph(stage), hw, settings.bits())
+        ops = stage_crossovers(symbolic, hw, x, values)
+        summary = stage_crossover(symbolic, hw, x, values, ops)
+        quant = None
+        if versus:
+            low = replace(settings, **versus).validate()
+            low_symbolic = roofline(self.graph(stage), hw, low.bits())
+            quant = tuple(quantization_crossover(symbolic, low_symbolic, hw, x, values,
+                                                 self._values(low, set(free) | {solve})))
+        bound = {k.name: v for k, v in values.items()}
+        return CrossoverAnswer(stage, x, bound, tuple(ops), summary, quant, versus)
+
+    def latency(self, hw: str | Hardware, batch: int, seq: int, gen: int, w_bits: float = 16,
+                a_bits: float = 16, kv_bits: float = 16) -> Latency:
+        """TTFT, time per output token and end-to-end time of a request, in closed form."""
+        hw = hw if isinstance(hw, Hardware) else load_hardware(hw)
+        settings = Settings(batch, seq, w_bits, a_bits, kv_bits).validate()
+        if isinstance(gen, bool) or not isinstance(gen, int) or gen < 1:
+            raise EvaluationError(f"gen must be a positive integer, got {gen!r}")
+        return request_latency(roofline(self.graph("prefill"), hw, settings.bits()),
+                               roofline(self.graph("decode"), hw, settings.bits()),
+                               hw, settings, gen)
+
+    def sensitivity(self, hw: str | Hardware, batch: int, seq: int, stage: str = "decode",
+                    w_bits: float = 16, a_bits: float = 16, kv_bits: float = 16) -> Sensitivity:
+        hw = hw if isinstance(hw, Hardware) else load_hardware(hw)
+        settings = Settings(batch, seq, w_bits, a_bits, kv_bits).validate()
+        return sensitivity(roofline(self.graph(stage), hw, settings.bits()), settings.values())
+
+    def formulas(self, stage: str, keep: Iterable[str] = ()) -> FormulaTable:
+        keep = tuple(keep)
+        unknown = [k for k in keep if k not in self.design.params]
+        if unknown:
+            raise CostDSLError(f"--keep {unknown[0]}: the model has no parameter "
+                               f"{unknown[0]!r}", hint="parameters: " +
+                               ", ".join(self.design.params))
+        return formula_table(self.keeping_free(keep).graph(stage), keep)
 
     def analyze(self, hw: str | Hardware, batch: int, seq: int, w_bits: float = 16,
                 a_bits: float = 16, kv_bits: float = 16,
@@ -77,7 +161,9 @@ def load(path: str | Path, model: str | None = None,
          set: Mapping[str, object] | Iterable[str] | None = None, text: str | None = None) -> Model:
     """Compile a .arch file. `set` binds or overrides parameters: {"hidden": 4096} or
     ["hidden=4096"]; values are numbers or expression text, parsed, never evaluated as Python."""
-    return Model(elaborate(load_library(path, text), model, _overrides(set)))
+    library = load_library(path, text)
+    overrides = _overrides(set)
+    return Model(elaborate(library, model, overrides), library, overrides)
 
 
 def _overrides(set) -> dict[str, ast.Expr] | None:

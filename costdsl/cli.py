@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from . import api
 from .errors import CostDSLError
 from .lower import STAGES
 from .report import FORMATS
+from .report import answers as answers_report
+from .report.formula_tables import FORMATS as FORMULA_FORMATS
 
 
 def _positive_int(name):
@@ -40,13 +43,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                    help="bind a parameter the file leaves free, or override one (repeatable)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="costdsl", description="Symbolic roofline cost models of LLM inference.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("analyze", help="per-op roofline table of prefill and decode")
-    _model_args(p)
+def _deployment_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hw", required=True, metavar="HW",
                    help="a shipped hardware name (see `costdsl hardware`) or a .toml file")
     p.add_argument("--batch", type=_positive_int("--batch"), default=1)
@@ -55,9 +52,77 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--w-bits", type=_bits, default=16, help="weight bitwidth (default 16)")
     p.add_argument("--a-bits", type=_bits, default=16, help="activation bitwidth (default 16)")
     p.add_argument("--kv-bits", type=_bits, default=16, help="KV-cache bitwidth (default 16)")
+
+
+def _stages(choice: str) -> tuple[str, ...]:
+    return STAGES if choice == "all" else (choice,)
+
+
+def _bits_of(args) -> dict:
+    return {"w_bits": args.w_bits, "a_bits": args.a_bits, "kv_bits": args.kv_bits}
+
+
+def _versus(pairs: list[str]) -> dict | None:
+    out = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        if name not in ("w_bits", "a_bits", "kv_bits"):
+            raise CostDSLError(f"--versus {pair!r}: expected w_bits, a_bits or kv_bits=VALUE")
+        try:
+            out[name] = _bits(value)
+        except argparse.ArgumentTypeError as err:
+            raise CostDSLError(f"--versus {pair!r}: {err}") from None
+    return out or None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="costdsl", description="Symbolic roofline cost models of LLM inference.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("analyze", help="per-op roofline table of prefill and decode")
+    _model_args(p)
+    _deployment_args(p)
     p.add_argument("--stage", choices=("prefill", "decode", "all"), default="all")
     p.add_argument("--format", choices=tuple(FORMATS), default="text")
     p.set_defaults(run=_analyze)
+
+    p = sub.add_parser("crossover", help="where each op changes bound, solved in closed form")
+    _model_args(p)
+    _deployment_args(p)
+    p.add_argument("--solve", required=True, metavar="SYMBOL",
+                   help="batch, seq, w_bits, a_bits, kv_bits, or a free model parameter")
+    p.add_argument("--stage", choices=("prefill", "decode", "all"), default="decode")
+    p.add_argument("--free", action="append", default=[], metavar="SYMBOL",
+                   help="leave this symbol free in the answers instead of bound (repeatable)")
+    p.add_argument("--versus", action="append", default=[], metavar="BITS=VALUE",
+                   help="also report where this lower bitwidth stops saving time, "
+                        "e.g. --w-bits 4 --versus w_bits=2")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.set_defaults(run=_crossover)
+
+    p = sub.add_parser("latency", help="TTFT, time per output token and end-to-end time")
+    _model_args(p)
+    _deployment_args(p)
+    p.add_argument("--gen", type=_positive_int("--gen"), required=True,
+                   help="tokens generated per sequence")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.set_defaults(run=_latency)
+
+    p = sub.add_parser("formulas", help="per-op cost formulas for documentation")
+    _model_args(p)
+    p.add_argument("--stage", choices=("prefill", "decode", "all"), default="all")
+    p.add_argument("--keep", default="", metavar="A,B,...",
+                   help="model parameters to keep as symbols (the others are bound)")
+    p.add_argument("--format", choices=tuple(FORMULA_FORMATS), default="text")
+    p.set_defaults(run=_formulas)
+
+    p = sub.add_parser("sensitivity", help="elasticity of stage time to each knob")
+    _model_args(p)
+    _deployment_args(p)
+    p.add_argument("--stage", choices=("prefill", "decode", "all"), default="all")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.set_defaults(run=_sensitivity)
 
     p = sub.add_parser("check", help="parse and compile a .arch file; print a summary")
     _model_args(p)
@@ -70,10 +135,42 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _analyze(args) -> str:
     model = api.load(args.model, args.model_name, args.set)
-    stages = STAGES if args.stage == "all" else (args.stage,)
-    analysis = model.analyze(args.hw, batch=args.batch, seq=args.seq, w_bits=args.w_bits,
-                             a_bits=args.a_bits, kv_bits=args.kv_bits, stages=stages)
+    analysis = model.analyze(args.hw, batch=args.batch, seq=args.seq,
+                             stages=_stages(args.stage), **_bits_of(args))
     return FORMATS[args.format](analysis)
+
+
+def _crossover(args) -> str:
+    model = api.load(args.model, args.model_name, args.set)
+    answers = [model.crossover(args.solve, args.hw, stage, batch=args.batch, seq=args.seq,
+                               free=args.free, versus=_versus(args.versus), **_bits_of(args))
+               for stage in _stages(args.stage)]
+    return (answers_report.crossover_json if args.format == "json"
+            else answers_report.crossover_text)(answers)
+
+
+def _latency(args) -> str:
+    model = api.load(args.model, args.model_name, args.set)
+    result = model.latency(args.hw, args.batch, args.seq, args.gen, **_bits_of(args))
+    if args.format == "json":
+        return json.dumps(answers_report.latency_dict(result), indent=2) + "\n"
+    return answers_report.latency_text(result)
+
+
+def _formulas(args) -> str:
+    model = api.load(args.model, args.model_name, args.set)
+    keep = [k.strip() for k in args.keep.split(",") if k.strip()]
+    tables = [model.formulas(stage, keep) for stage in _stages(args.stage)]
+    return FORMULA_FORMATS[args.format](tables)
+
+
+def _sensitivity(args) -> str:
+    model = api.load(args.model, args.model_name, args.set)
+    items = [model.sensitivity(args.hw, args.batch, args.seq, stage, **_bits_of(args))
+             for stage in _stages(args.stage)]
+    if args.format == "json":
+        return json.dumps(answers_report.sensitivity_dict(items), indent=2) + "\n"
+    return answers_report.sensitivity_text(items)
 
 
 def _check(args) -> str:

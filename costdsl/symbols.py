@@ -14,6 +14,11 @@ w_bits = sympy.Symbol("w_bits", positive=True)
 a_bits = sympy.Symbol("a_bits", positive=True)
 kv_bits = sympy.Symbol("kv_bits", positive=True)
 
+peak = sympy.Symbol("peak", positive=True)
+"""Operations/s of an op's compute type: a symbol in closed-form answers, then the hardware's."""
+bandwidth = sympy.Symbol("bandwidth", positive=True)
+"""Memory bandwidth in bytes/s: likewise."""
+
 RUNTIME = {s.name: s for s in (batch, seq, gen, w_bits, a_bits, kv_bits)}
 """Symbols bound by the deployment, never by the model file."""
 

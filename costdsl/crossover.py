@@ -1,0 +1,270 @@
+"""Closed-form crossover points: where an op, or a whole stage, changes bound.
+
+An op is compute-bound when its intensity I = operations / bytes exceeds the ridge point
+R = peak / bandwidth of its compute type. For a chosen symbol x (batch, seq, a bitwidth, or a
+free model parameter), with every other symbol bound to a value or left free, the crossover
+solves operations(x) - R * bytes(x) = 0, which is the same equation as I(x) = R but polynomial.
+Where the compute type itself depends on x (solving for a bitwidth), each bitwidth range that
+maps to one type is solved separately and only roots inside their range are kept.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import sympy
+
+from .errors import EvaluationError
+from .hardware import Hardware
+from .roofline import OpRoofline, StageRoofline, compute_type
+from . import symbols as S
+
+BIT_SYMBOLS = (S.w_bits, S.a_bits, S.kv_bits)
+# (low, high] bitwidth ranges that ask for one operand type (see roofline._operand_type)
+BIT_REGIONS = ((0, 4), (4, 8), (8, 16), (16, 64))
+
+
+@dataclass(frozen=True)
+class Crossover:
+    op: str
+    kind: str
+    repeat: sympy.Expr
+    symbol: sympy.Symbol
+    expression: sympy.Expr | None   # the root, in the symbols left free
+    value: float | None             # its number, when nothing is left free
+    direction: str | None           # "memory->compute" or "compute->memory" as the symbol grows
+    ridge: float | None
+    compute_type: str | None
+    reason: str | None = None       # why there is none
+    limit: sympy.Expr | None = None # intensity as the symbol grows without bound
+
+    @property
+    def latex(self) -> str | None:
+        return sympy.latex(self.expression) if self.expression is not None else None
+
+    @property
+    def rounded(self) -> tuple[int, int] | None:
+        """(floor, ceiling) of the value, for integer symbols such as batch and seq."""
+        if self.value is None or not self.symbol.is_integer:
+            return None
+        import math
+        return math.floor(self.value), math.ceil(self.value)
+
+
+def _bind(expr: sympy.Expr, values: Mapping[sympy.Symbol, float], x: sympy.Symbol) -> sympy.Expr:
+    return sympy.sympify(expr).subs({k: v for k, v in values.items() if k != x})
+
+
+def _positive_roots(poly: sympy.Expr, x: sympy.Symbol) -> list[sympy.Expr]:
+    # Solve in a real stand-in: batch is an integer symbol, and sympy would drop every root
+    # that is not an integer, while the crossover usually lies between two integers.
+    real = sympy.Symbol(x.name, positive=True)
+    numerator = sympy.numer(sympy.together(poly.subs(x, real)))
+    try:
+        roots = [r.subs(real, x) for r in sympy.solve(numerator, real)]
+    except NotImplementedError:
+        return []
+    kept = []
+    for r in roots:
+        if r.is_real is False or r.is_positive is False:
+            continue
+        if r.is_number and (not r.is_real or r <= 0):
+            continue
+        kept.append(sympy.simplify(r))
+    return kept
+
+
+def _direction(intensity: sympy.Expr, x: sympy.Symbol, root: sympy.Expr, ridge: float) -> str | None:
+    """Which way the op turns as x grows through the root: from the sign of dI/dx there."""
+    slope = sympy.diff(intensity, x).subs(x, root)
+    slope = sympy.simplify(slope)
+    if slope.is_positive:
+        return "memory->compute"
+    if slope.is_negative:
+        return "compute->memory"
+    return None
+
+
+def _no_root_reason(op: OpRoofline, intensity: sympy.Expr, x: sympy.Symbol, ridge: float):
+    if op.node.flops == 0:
+        return "the op does no arithmetic: it is memory-bound whatever the value", None
+    limit = sympy.limit(intensity, x, sympy.oo)
+    if x not in intensity.free_symbols:
+        return (f"intensity does not depend on {x.name} ({sympy.N(intensity, 4)} ops/byte, "
+                f"ridge {ridge:.4g})"), limit
+    side = "below" if (limit.is_number and limit < ridge) else "above"
+    state = "memory" if side == "below" else "compute"
+    return (f"intensity tends to {sympy.N(limit, 4)} ops/byte as {x.name} grows, {side} the "
+            f"ridge point {ridge:.4g}: {state}-bound for every {x.name}"), limit
+
+
+def op_crossover(op: OpRoofline, hw: Hardware, x: sympy.Symbol,
+                 values: Mapping[sympy.Symbol, float]) -> list[Crossover]:
+    """Crossovers of one op in x; one record with a reason when there is none.
+
+    Solves operations(x) * bandwidth - peak * bytes(x) = 0 with `peak` and `bandwidth` kept as
+    symbols, so the expression reads as a formula; its value substitutes the hardware's numbers.
+    """
+    flops = _bind(op.flops, values, x)
+    nbytes = _bind(op.bytes, values, x)
+    intensity = sympy.simplify(flops / nbytes) if flops != 0 else sympy.Integer(0)
+    found = []
+    for ctype, region in _compute_regions(op, hw, x, values):
+        if ctype is None:
+            break
+        numbers = {S.peak: hw.peak[ctype], S.bandwidth: hw.bandwidth_Bps}
+        ridge = hw.ridge(ctype)
+        for root in _positive_roots(flops * S.bandwidth - S.peak * nbytes, x):
+            value = root.subs(numbers)
+            if value.is_number and (not value.is_real or value <= 0):
+                continue
+            if region and value.is_number and not (region[0] < value <= region[1]):
+                continue
+            found.append(Crossover(
+                op.node.name, op.node.kind, op.node.repeat, x, root,
+                float(value) if value.is_number else None,
+                _direction(intensity, x, value, ridge), ridge, ctype))
+    if found:
+        return found
+    ctype = op.compute_type
+    ridge = hw.ridge(ctype) if ctype else None
+    reason, limit = _no_root_reason(op, intensity, x, ridge or 0.0)
+    return [Crossover(op.node.name, op.node.kind, op.node.repeat, x, None, None, None, ridge,
+                      ctype, reason, limit)]
+
+
+def _compute_regions(op: OpRoofline, hw: Hardware, x, values):
+    """(compute type, (low, high] range of x or None) pairs to solve in."""
+    if op.compute_type is None:
+        return [(None, None)]
+    if x not in BIT_SYMBOLS:
+        return [(op.compute_type, None)]
+    regions = []
+    for low, high in BIT_REGIONS:
+        probe = {**{s: v for s, v in values.items() if s in BIT_SYMBOLS}, x: (low + high) / 2}
+        regions.append((compute_type(op.node, hw, probe), (low, high)))
+    return regions
+
+
+def stage_crossovers(stage: StageRoofline, hw: Hardware, x: sympy.Symbol,
+                     values: Mapping[sympy.Symbol, float]) -> list[Crossover]:
+    return [c for op in stage.ops for c in op_crossover(op, hw, x, values)]
+
+
+@dataclass(frozen=True)
+class StageCrossover:
+    """Stage-level answers in the solved symbol x."""
+    symbol: sympy.Symbol
+    balance: sympy.Expr | None          # x where total compute time = total memory time
+    balance_value: float | None
+    balance_reason: str | None
+    first_compute_bound: Crossover | None   # the first op to turn compute-bound as x grows
+    time: sympy.Expr | None             # stage time as a Piecewise in x (None if params free)
+    breakpoints: tuple[float, ...]
+
+
+def _stage_sums(stage: StageRoofline, values, x):
+    compute = sum((op.node.repeat * op.compute_time for op in stage.ops), sympy.Integer(0))
+    memory = sum((op.node.repeat * op.memory_time for op in stage.ops), sympy.Integer(0))
+    return _bind(compute, values, x), _bind(memory, values, x)
+
+
+def piecewise_time(stage: StageRoofline, x: sympy.Symbol, values: Mapping[sympy.Symbol, float],
+                   breakpoints: list[float]) -> sympy.Expr:
+    """Stage time in x as a Piecewise whose pieces are sums of each op's active branch."""
+    edges = sorted(set(b for b in breakpoints if b > 0))
+    probes = ([edges[0] / 2] if edges else [1.0]) + [
+        (a + b) / 2 for a, b in zip(edges, edges[1:])] + ([edges[-1] * 2] if edges else [])
+    pieces = []
+    for i, probe in enumerate(probes):
+        total = sympy.Integer(0)
+        for op in stage.ops:
+            ct = _bind(op.node.repeat * op.compute_time, values, x)
+            mt = _bind(op.node.repeat * op.memory_time, values, x)
+            compute_wins = float(ct.subs(x, probe)) > float(mt.subs(x, probe))
+            total += ct if compute_wins else mt
+        condition = x < edges[i] if i < len(edges) else True
+        pieces.append((sympy.expand(total).evalf(15), condition))
+    return sympy.Piecewise(*pieces)
+
+
+def stage_crossover(stage: StageRoofline, hw: Hardware, x: sympy.Symbol,
+                    values: Mapping[sympy.Symbol, float],
+                    ops: list[Crossover] | None = None) -> StageCrossover:
+    ops = ops if ops is not None else stage_crossovers(stage, hw, x, values)
+    compute, memory = _stage_sums(stage, values, x)
+    roots = _positive_roots(compute - memory, x)
+    balance = roots[0] if roots else None
+    reason = None
+    if balance is None:
+        ratio = sympy.limit(compute / memory, x, sympy.oo) if memory != 0 else sympy.oo
+        reason = (f"total compute time never equals total memory time; their ratio tends to "
+                  f"{sympy.N(ratio, 4)} as {x.name} grows")
+    turning = [c for c in ops if c.direction == "memory->compute" and c.value is not None]
+    first = min(turning, key=lambda c: c.value) if turning else None
+    numeric = [c.value for c in ops if c.value is not None]
+    fully_bound = all(not (sympy.sympify(e).free_symbols - {x}) for e in (compute, memory))
+    time = piecewise_time(stage, x, values, numeric) if fully_bound else None
+    return StageCrossover(x, balance, float(balance) if balance is not None and balance.is_number
+                          else None, reason, first, time, tuple(sorted(set(numeric))))
+
+
+def solvable_symbol(name: str, free_params: tuple[str, ...]) -> sympy.Symbol:
+    if name in S.RUNTIME and name != "gen":
+        return S.RUNTIME[name]
+    if name in free_params:
+        return S.model_param(name)
+    raise EvaluationError(f"cannot solve for {name!r}",
+                          hint="solve for batch, seq, w_bits, a_bits, kv_bits, or a model "
+                               "parameter the file leaves free (`name = ?`)")
+
+
+@dataclass(frozen=True)
+class QuantCrossover:
+    """Where a lower bitwidth stops saving time for one op, as x grows."""
+    op: str
+    expression: sympy.Expr | None
+    value: float | None
+    reason: str | None
+
+
+def quantization_crossover(high: StageRoofline, low: StageRoofline, hw: Hardware,
+                           x: sympy.Symbol, high_values: Mapping[sympy.Symbol, float],
+                           low_values: Mapping[sympy.Symbol, float]) -> list[QuantCrossover]:
+    """For each op, the x above which the `low` bitwidth setting no longer beats `high`.
+
+    With operations F and bytes B_high > B_low, the saving is B_high / bandwidth - max(F / P_low,
+    B_low / bandwidth) while `high` is memory-bound. If both settings compute in the same type,
+    it vanishes exactly where `high` turns compute-bound (its crossover); if `low` computes in a
+    slower type it vanishes where F * bandwidth = P_low * B_high; in a faster type, never.
+    """
+    out = []
+    for a, b in zip(high.ops, low.ops):
+        bytes_a, bytes_b = _bind(a.bytes, high_values, x), _bind(b.bytes, low_values, x)
+        if sympy.simplify(bytes_a - bytes_b) == 0 or a.compute_type is None:
+            out.append(QuantCrossover(a.node.name, None, None,
+                                      "moves no tensor whose bitwidth changes: no saving"))
+            continue
+        p_a, p_b = hw.peak[a.compute_type], hw.peak[b.compute_type]
+        if p_b > p_a:
+            out.append(QuantCrossover(a.node.name, None, None,
+                                      f"the lower bitwidth computes in a faster type "
+                                      f"({b.compute_type} vs {a.compute_type}): it saves at "
+                                      f"every {x.name}"))
+            continue
+        flops = _bind(a.flops, high_values, x)
+        roots = _positive_roots(flops * S.bandwidth - S.peak * bytes_a, x)
+        numbers = {S.peak: p_b, S.bandwidth: hw.bandwidth_Bps}
+        values = [(r, r.subs(numbers)) for r in roots]
+        values = [(r, v) for r, v in values if not v.is_number or v > 0]
+        if not values:
+            reason = (f"the higher bitwidth stays memory-bound at every {x.name}: the lower one "
+                      f"always saves" if float(sympy.limit(flops / bytes_a, x, sympy.oo))
+                      < p_b / hw.bandwidth_Bps else
+                      f"compute-bound at every {x.name}: the lower bitwidth never saves")
+            out.append(QuantCrossover(a.node.name, None, None, reason))
+            continue
+        root, value = values[0]
+        out.append(QuantCrossover(a.node.name, root, float(value) if value.is_number else None,
+                                  None))
+    return out

@@ -1,0 +1,134 @@
+"""Text and JSON forms of crossover, latency and sensitivity answers."""
+from __future__ import annotations
+
+import json
+import math
+
+from ..api import CrossoverAnswer
+from ..latency import Latency
+from ..sensitivity import Sensitivity
+from . import printing
+from .units import seconds
+
+
+def _value(v):
+    return None if v is None or (isinstance(v, float) and not math.isfinite(v)) else v
+
+
+def crossover_dict(answers: list[CrossoverAnswer]) -> dict:
+    first = answers[0]
+    out = {"solve": first.symbol.name, "bound": dict(first.bound), "stages": {}}
+    for a in answers:
+        s = a.summary
+        stage = {
+            "crossovers": [{
+                "op": c.op, "kind": c.kind, "expression": str(c.expression)
+                if c.expression is not None else None, "latex": c.latex,
+                "value": _value(c.value), "rounded": list(c.rounded) if c.rounded else None,
+                "direction": c.direction, "compute_type": c.compute_type, "ridge": c.ridge,
+                "reason": c.reason, "limit": str(c.limit) if c.limit is not None else None}
+                for c in a.ops],
+            "stage": {
+                "balance": str(s.balance) if s.balance is not None else None,
+                "balance_value": _value(s.balance_value), "balance_reason": s.balance_reason,
+                "first_compute_bound": None if s.first_compute_bound is None else {
+                    "op": s.first_compute_bound.op, "value": s.first_compute_bound.value},
+                "time": str(s.time) if s.time is not None else None,
+                "time_latex": printing.latex(s.time) if s.time is not None else None,
+                "breakpoints": list(s.breakpoints)},
+        }
+        if a.quantization is not None:
+            stage["quantization"] = {"versus": dict(a.versus), "ops": [
+                {"op": q.op, "expression": str(q.expression) if q.expression is not None
+                 else None, "value": _value(q.value), "reason": q.reason}
+                for q in a.quantization]}
+        out["stages"][a.stage] = stage
+    # the issue's flat form, for a single stage
+    if len(answers) == 1:
+        out["crossovers"] = out["stages"][first.stage]["crossovers"]
+        out["stage"] = out["stages"][first.stage]["stage"]
+    return out
+
+
+def crossover_json(answers: list[CrossoverAnswer]) -> str:
+    return json.dumps(crossover_dict(answers), indent=2) + "\n"
+
+
+def crossover_text(answers: list[CrossoverAnswer]) -> str:
+    first = answers[0]
+    x = first.symbol.name
+    bound = ", ".join(f"{k}={v:g}" for k, v in first.bound.items())
+    lines = [f"crossovers in {x} ({bound}); P = peak of the op's compute type, "
+             f"B = bandwidth; " + printing.LEGEND]
+    for a in answers:
+        lines += ["", f"{a.stage}:"]
+        for c in a.ops:
+            if c.expression is None:
+                lines.append(f"  {c.op:24s} none: {c.reason}")
+                continue
+            value = f"{c.value:.6g}" if c.value is not None else "(depends on free symbols)"
+            rounded = f" (integer: {c.rounded[1]})" if c.rounded else ""
+            lines.append(f"  {c.op:24s} {x} = {printing.text(c.expression)} = {value}"
+                         f"{rounded}, {c.direction}")
+        s = a.summary
+        if s.first_compute_bound:
+            lines.append(f"  first op to turn compute-bound: {s.first_compute_bound.op} at "
+                         f"{x} = {s.first_compute_bound.value:.6g}")
+        else:
+            lines.append(f"  no op turns compute-bound as {x} grows")
+        if s.balance is not None:
+            value = f" = {s.balance_value:.6g}" if s.balance_value is not None else ""
+            lines.append(f"  stage compute time = memory time at {x} = "
+                         f"{printing.text(s.balance)}{value}")
+        else:
+            lines.append(f"  stage balance: {s.balance_reason}")
+        if s.time is not None:
+            lines.append(f"  stage time (s) = {printing.text(s.time)}")
+        if a.quantization is not None:
+            versus = ", ".join(f"{k}={v:g}" for k, v in a.versus.items())
+            lines.append(f"  lower bitwidth ({versus}) stops saving time:")
+            for q in a.quantization:
+                what = (f"above {x} = {q.value:.6g} ({printing.text(q.expression)})"
+                        if q.expression is not None else q.reason)
+                lines.append(f"    {q.op:22s} {what}")
+    return "\n".join(lines) + "\n"
+
+
+def latency_dict(l: Latency) -> dict:
+    s = l.settings
+    return {"settings": {"batch": s.batch, "seq": s.seq, "gen": l.gen, "w_bits": s.w_bits,
+                         "a_bits": s.a_bits, "kv_bits": s.kv_bits},
+            "ttft_s": l.ttft_s, "tpot_s": l.tpot_s, "e2e_s": l.e2e_s,
+            "tokens_per_s_per_user": l.tokens_per_s_per_user, "tokens_per_s": l.tokens_per_s,
+            "decode_step_time": str(l.step_time), "decode_total": str(l.decode_total),
+            "request_total": str(l.request_total),
+            "request_total_latex": printing.latex(l.request_total)}
+
+
+def latency_text(l: Latency) -> str:
+    s = l.settings
+    return "\n".join([
+        f"batch={s.batch} prompt={s.seq} generated={l.gen} "
+        f"(w_bits={s.w_bits:g} a_bits={s.a_bits:g} kv_bits={s.kv_bits:g})",
+        f"time to first token   {seconds(l.ttft_s)}",
+        f"time per output token {seconds(l.tpot_s)} (mean over {l.gen - 1} decode steps)",
+        f"end to end            {seconds(l.e2e_s)}",
+        f"tokens/s per user     {l.tokens_per_s_per_user:.4g}",
+        f"tokens/s in total     {l.tokens_per_s:.4g}",
+        f"one decode step with s cached tokens (s) = {printing.text(l.step_time)}",
+        f"whole request in g generated tokens (s)  = {printing.text(l.request_total)}",
+    ]) + "\n"
+
+
+def sensitivity_dict(items: list[Sensitivity]) -> dict:
+    return {x.stage: {"time_s": x.time_s, "elasticity": dict(x.elasticity)} for x in items}
+
+
+def sensitivity_text(items: list[Sensitivity]) -> str:
+    lines = ["elasticity d log(time) / d log(knob) at this operating point "
+             "(+1: time grows in proportion; -1: doubling the knob halves the time)"]
+    for x in items:
+        lines += ["", f"{x.stage}: time {seconds(x.time_s)}"]
+        for knob, e in sorted(x.elasticity.items(), key=lambda kv: -abs(kv[1])):
+            lines.append(f"  {knob:10s} {e:+.3f}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,33 @@
+"""How expressions are printed in reports: short names for the runtime symbols."""
+from __future__ import annotations
+
+import re
+
+import sympy
+
+from .. import symbols as S
+
+_TEXT_NAMES = {S.batch: "b", S.seq: "s", S.gen: "g"}
+_LATEX_NAMES = {S.batch: "b", S.seq: "s", S.gen: "g", S.w_bits: r"\beta_w",
+                S.a_bits: r"\beta_a", S.kv_bits: r"\beta_{kv}", S.peak: "P", S.bandwidth: "B"}
+LEGEND = ("b = batch, s = seq (prompt length in prefill, cached tokens in decode), "
+          "w_bits / a_bits / kv_bits = bitwidths of weights / activations / KV cache")
+
+
+def text(expr) -> str:
+    expr = sympy.sympify(expr)
+    out = sympy.sstr(expr.subs({s: sympy.Symbol(n) for s, n in _TEXT_NAMES.items()}))
+    return out.replace("**", "^").replace("*", "·")
+
+
+def latex(expr) -> str:
+    expr = sympy.sympify(expr)
+    names = dict(_LATEX_NAMES)
+    for symbol in expr.free_symbols:
+        if symbol not in names:
+            names[symbol] = r"\mathrm{" + symbol.name.replace("_", r"\_") + "}"
+    return sympy.latex(expr, symbol_names=names, mul_symbol="dot")
+
+
+def latex_escape(text: str) -> str:
+    return re.sub(r"([_&%$#{}])", r"\\\1", text)

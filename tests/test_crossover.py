@@ -1,0 +1,179 @@
+"""Closed-form crossovers, piecewise stage time, quantization crossovers, latency, sensitivity.
+
+Hand derivations use Llama-2-7b (hidden h = 4096, heads 32, head_dim 128) on the H100 SXM
+(P = 989.5e12 fp16 ops/s, B = 3.35e12 bytes/s; fp32 vector 67e12) at fp16."""
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import sympy
+from hypothesis import given, settings, strategies as st
+
+import costdsl
+from costdsl import symbols as S
+from costdsl.analysis import Settings, stage_result
+from costdsl.latency import decode_sum, stepwise_decode_total
+
+from conftest import MODELS
+
+P, B = 989.5e12, 3.35e12
+MODEL = costdsl.load(MODELS / "llama-2-7b.arch")
+
+
+def _op(answer, name):
+    return next(c for c in answer.ops if c.op == name)
+
+
+@pytest.fixture(scope="module")
+def decode_batch():
+    return MODEL.crossover("batch", "nvidia-h100-sxm", stage="decode", seq=2048)
+
+
+def test_decode_projection_crossover_by_hand(decode_batch):
+    """q: operations 2 b h^2; bytes 2 h^2 (weights) + 4 b h (input and output), at fp16.
+    2 b h^2 B = P (2 h^2 + 4 b h)  =>  b = h P / (h B - 2 P) = 2048 P / (2048 B - P)
+    = 345.15 on the H100: memory-bound below, compute-bound above."""
+    q = _op(decode_batch, "layers.q")
+    assert sympy.simplify(q.expression - 2048 * S.peak / (2048 * S.bandwidth - S.peak)) == 0
+    assert q.value == pytest.approx(4096 * P / (4096 * B - 2 * P))
+    assert q.rounded == (345, 346)
+    assert q.direction == "memory->compute"
+    assert "frac" in q.latex
+
+
+def test_decode_attention_has_no_batch_crossover_and_says_why(decode_batch):
+    qk = _op(decode_batch, "layers.attn.qk")
+    assert qk.expression is None and qk.value is None
+    assert "does not depend on batch" in qk.reason
+
+
+def test_first_op_to_turn_compute_bound_is_the_lowest_crossover(decode_batch):
+    """The LM head (vocab 32000 wide, bytes dominated by its weights) turns first:
+    2 b h V B = P (2 h V + 2 b h + 2 b V) => b = h V P / (h V B - (h + V) P) = 321.5."""
+    first = decode_batch.summary.first_compute_bound
+    assert first.op == "lm_head"
+    assert first.value == pytest.approx(4096 * 32000 * P / (4096 * 32000 * B - 36096 * P))
+
+
+def test_prefill_attention_intensity_limit_is_head_dim():
+    """Unfused prefill qk: 2 b H s^2 d ops over 2 (2 b s H d + b H s^2) bytes -> d = 128 as s
+    grows: below the fp16 ridge (295.4), so memory-bound at every seq."""
+    answer = MODEL.crossover("seq", "nvidia-h100-sxm", stage="prefill", batch=1)
+    qk = _op(answer, "layers.attn.qk")
+    assert qk.value is None and qk.limit == 128
+    assert "tends to 128.0" in qk.reason
+
+
+def test_free_symbol_stays_in_the_expression():
+    """With hidden left free, the decode q crossover is hidden P / (hidden B - 2 P)."""
+    family = costdsl.load(MODELS / "llama.arch", set={"layers": 32, "heads": 32, "ffn": 11008,
+                                                     "vocab": 32000})
+    q = _op(family.crossover("batch", "nvidia-h100-sxm", seq=2048), "layers.q")
+    hidden = S.model_param("hidden")
+    assert sympy.simplify(q.expression - hidden * S.peak / (hidden * S.bandwidth - 2 * S.peak)) == 0
+    assert q.value is None
+
+
+def test_bitwidth_crossover_runs_the_other_way():
+    """At batch 64, q: 2 b h^2 B = P (h^2 w/8 + 4 b h)  =>  w = 8 b (2 h B - 4 P) / (h P)
+    = 2.967 bits, in the fp16 region (a_bits = 16): fewer weight bits make it compute-bound."""
+    answer = MODEL.crossover("w_bits", "nvidia-h100-sxm", batch=64, seq=2048)
+    q = [c for c in answer.ops if c.op == "layers.q" and c.compute_type == "fp16"][0]
+    assert q.value == pytest.approx(8 * 64 * (2 * 4096 * B - 4 * P) / (4096 * P))
+    assert q.direction == "compute->memory"
+
+
+def test_stage_balance_of_prefill_in_batch():
+    """Compute and memory totals of prefill are both linear in batch with no constant term
+    except weights; the balance is where they meet, and it is a real crossover."""
+    answer = MODEL.crossover("batch", "nvidia-h100-sxm", stage="prefill", seq=128)
+    s = answer.summary
+    assert s.balance_value is not None and s.balance_value > 0
+    numbers = stage_result(MODEL.roofline("nvidia-h100-sxm", "prefill"),
+                           Settings(1, 128))  # sanity: the equation holds at the root
+    compute_minus_memory = (sum(op.node.repeat * (op.compute_time - op.memory_time)
+                                for op in MODEL.roofline("nvidia-h100-sxm", "prefill").ops))
+    residual = compute_minus_memory.subs({**Settings(1, 128).values(), S.batch: s.balance_value})
+    assert abs(float(residual)) < 1e-9 * numbers.total.time_s
+
+
+@settings(max_examples=30, deadline=None)
+@given(batch=st.floats(1, 2000))
+def test_piecewise_stage_time_equals_numeric_evaluation(decode_batch, batch):
+    """The Piecewise in batch must agree with max(compute, memory) summed op by op."""
+    piecewise = float(decode_batch.summary.time.subs(S.batch, batch))
+    symbolic = MODEL.roofline("nvidia-h100-sxm", "decode")
+    exact = float(symbolic.time.subs({**Settings(1, 2048).values(), S.batch: batch}))
+    assert math.isclose(piecewise, exact, rel_tol=1e-9)
+
+
+def test_quantization_crossover_4_to_2_bits():
+    """Survey: at large batch 2-bit weights gain nothing over 4-bit. Both run at fp16 (W4A16,
+    W2A16), so the saving vanishes where the 4-bit op turns compute-bound:
+    2 b h^2 B = P (h^2/2 + 4 b h)  =>  b = h P / (4 (h B - 2 P)) = 86.29 for q."""
+    answer = MODEL.crossover("batch", "nvidia-h100-sxm", seq=2048, w_bits=4,
+                             versus={"w_bits": 2})
+    q = next(x for x in answer.quantization if x.op == "layers.q")
+    assert q.value == pytest.approx(4096 * P / (4 * (4096 * B - 2 * P)))
+    # and numerically: below it 2-bit is faster, above it they are equal
+    def time(bits, batch):
+        a = MODEL.analyze("nvidia-h100-sxm", batch=batch, seq=2048, w_bits=bits)
+        return next(o.time_s for o in a.stages["decode"].ops if o.name == "layers.q")
+    assert time(2, 80) < time(4, 80)
+    assert time(2, 90) == pytest.approx(time(4, 90))
+    softmax = next(x for x in answer.quantization if x.op == "layers.attn.softmax")
+    assert "no saving" in softmax.reason
+
+
+@pytest.mark.parametrize("batch,gen", [(1, 1), (1, 2), (16, 300), (512, 64)])
+def test_latency_closed_form_equals_step_by_step_sum(batch, gen):
+    latency = MODEL.latency("nvidia-a6000", batch=batch, seq=1024, gen=gen)
+    decode = MODEL.roofline("nvidia-a6000", "decode")
+    explicit = stepwise_decode_total(decode, Settings(batch, 1024), gen)
+    assert latency.e2e_s - latency.ttft_s == pytest.approx(explicit, rel=1e-12, abs=1e-15)
+    assert latency.ttft_s == pytest.approx(
+        MODEL.analyze("nvidia-a6000", batch=batch, seq=1024).stages["prefill"].total.time_s)
+
+
+def test_decode_sum_splits_at_breakpoints():
+    """A synthetic step time, c below 10.5 and 2c above, summed from 8: the closed form in
+    gen must equal the brute-force sum on both sides of the breakpoint."""
+    step = sympy.Piecewise((S.seq, S.seq < 10.5), (2 * S.seq, True))
+    total = decode_sum(step, 8)
+    for gen in range(1, 12):
+        brute = sum(c if c < 10.5 else 2 * c for c in range(8, 8 + gen - 1))
+        assert total.subs(S.gen, gen) == brute
+
+
+def test_sensitivity_of_memory_bound_decode():
+    """Batch-1 decode: every op memory-bound, so time scales as 1/bandwidth (elasticity -1),
+    peak does not matter (0); elasticities of bandwidth and peak always sum to -1."""
+    s = MODEL.sensitivity("nvidia-h100-sxm", batch=1, seq=2048, stage="decode")
+    assert s.elasticity["bandwidth"] == pytest.approx(-1)
+    assert s.elasticity["peak"] == pytest.approx(0)
+    assert s.time_s == pytest.approx(
+        MODEL.analyze("nvidia-h100-sxm", 1, 2048).stages["decode"].total.time_s)
+    pre = MODEL.sensitivity("nvidia-h100-sxm", batch=4, seq=2048, stage="prefill")
+    assert pre.elasticity["bandwidth"] + pre.elasticity["peak"] == pytest.approx(-1)
+    assert pre.elasticity["peak"] < -0.5  # prefill at this size is mostly compute-bound
+
+
+def test_crossover_json_contract():
+    out = subprocess.run([sys.executable, "-m", "costdsl", "crossover",
+                          str(MODELS / "llama-2-7b.arch"), "--hw", "nvidia-h100-sxm",
+                          "--solve", "batch", "--stage", "decode", "--seq", "2048",
+                          "--format", "json"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["solve"] == "batch"
+    for c in data["crossovers"]:
+        assert {"op", "expression", "latex", "value", "direction", "reason"} <= set(c)
+        assert (c["value"] is None) == (c["reason"] is not None)
+    assert data["stage"]["first_compute_bound"]["op"] == "lm_head"
+
+
+def test_solving_for_an_unknown_symbol_is_an_error():
+    with pytest.raises(costdsl.CostDSLError, match="cannot solve for 'hidden'"):
+        MODEL.crossover("hidden", "nvidia-h100-sxm")
