@@ -3,9 +3,10 @@
     python bench/bench.py
 
 Measures: compile time of each shipped model (parse, elaborate, lower both stages); a cold
-`costdsl analyze` of Llama-2-7b in a fresh interpreter; a 1,000 x 1,000 (batch x seq) decode
-sweep evaluated in one vectorised call, with its peak memory; and the same work done one
-configuration at a time through the per-configuration path, for comparison.
+`costdsl analyze` of Llama-2-7b in a fresh interpreter; `crossover --solve batch` on
+Llama-2-70b; a 1,000 x 1,000 (batch x seq) decode sweep of Llama-2-70b evaluated in one
+vectorised call, with its peak memory; and the same work done one configuration at a time
+through the per-configuration path, for comparison.
 """
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ from costdsl import symbols as S  # noqa: E402
 from costdsl.analysis import Settings, stage_result  # noqa: E402
 from costdsl.evaluate import evaluate  # noqa: E402
 
-SWEEP_MODEL = ROOT / "models" / "llama-2-7b.arch"
+COLD_MODEL = ROOT / "models" / "llama-2-7b.arch"
+SWEEP_MODEL = ROOT / "models" / "llama-2-70b.arch"
 
 
 def timed(fn, repeat=1):
@@ -50,11 +52,17 @@ def main():
         seconds, _ = timed(lambda: compile_model(path), repeat=3)
         print(f"  {path.stem:28s} {seconds * 1e3:8.1f} ms")
 
-    cmd = [sys.executable, "-m", "costdsl", "analyze", str(SWEEP_MODEL), "--hw", "nvidia-a6000"]
+    cmd = [sys.executable, "-m", "costdsl", "analyze", str(COLD_MODEL), "--hw", "nvidia-a6000"]
     seconds, _ = timed(lambda: subprocess.run(cmd, check=True, capture_output=True), repeat=3)
     print(f"\ncold `costdsl analyze llama-2-7b` (new interpreter), best of 3: {seconds:.2f} s")
 
     model = costdsl.load(SWEEP_MODEL)
+    seconds, answer = timed(lambda: model.crossover("batch", "nvidia-h100-sxm", stage="decode",
+                                                    seq=2048), repeat=3)
+    print(f"crossover --solve batch, decode, Llama-2-70b on H100, best of 3: {seconds:.2f} s "
+          f"(first compute-bound op: {answer.summary.first_compute_bound.op} at batch "
+          f"{answer.summary.first_compute_bound.value:.1f})")
+
     symbolic = model.roofline("nvidia-a6000", "decode")
     batch = np.arange(1, 1001).reshape(-1, 1)
     seq = np.linspace(128, 32768, 1000).round().reshape(1, -1)

@@ -169,9 +169,16 @@ def _stage_sums(stage: StageRoofline, values, x):
     return _bind(compute, values, x), _bind(memory, values, x)
 
 
-def piecewise_time(stage: StageRoofline, x: sympy.Symbol, values: Mapping[sympy.Symbol, float],
-                   breakpoints: list[float]) -> sympy.Expr:
-    """Stage time in x as a Piecewise whose pieces are sums of each op's active branch."""
+def piecewise_time(stage: StageRoofline, hw: Hardware, x: sympy.Symbol,
+                   values: Mapping[sympy.Symbol, float], breakpoints: list[float]) -> sympy.Expr:
+    """Stage time in x as a Piecewise whose pieces are sums of each op's active branch.
+
+    Between two consecutive breakpoints every op stays on one side of its roofline, so each
+    piece is a sum of compute or memory terms. Solving for a bitwidth, the compute type (and
+    with it the peak) changes at 4, 8 and 16 bits: those are breakpoints too.
+    """
+    if x in BIT_SYMBOLS:
+        breakpoints = list(breakpoints) + [high for _, high in BIT_REGIONS[:-1]]
     edges = sorted(set(b for b in breakpoints if b > 0))
     probes = ([edges[0] / 2] if edges else [1.0]) + [
         (a + b) / 2 for a, b in zip(edges, edges[1:])] + ([edges[-1] * 2] if edges else [])
@@ -179,13 +186,21 @@ def piecewise_time(stage: StageRoofline, x: sympy.Symbol, values: Mapping[sympy.
     for i, probe in enumerate(probes):
         total = sympy.Integer(0)
         for op in stage.ops:
-            ct = _bind(op.node.repeat * op.compute_time, values, x)
+            ct = _bind(op.node.repeat * _compute_time_at(op, hw, x, values, probe), values, x)
             mt = _bind(op.node.repeat * op.memory_time, values, x)
             compute_wins = float(ct.subs(x, probe)) > float(mt.subs(x, probe))
             total += ct if compute_wins else mt
         condition = x < edges[i] if i < len(edges) else True
         pieces.append((sympy.expand(total).evalf(15), condition))
     return sympy.Piecewise(*pieces)
+
+
+def _compute_time_at(op: OpRoofline, hw: Hardware, x, values, probe) -> sympy.Expr:
+    """The op's compute time with the peak of the compute type it has at x = probe."""
+    if op.compute_type is None or x not in BIT_SYMBOLS:
+        return op.compute_time
+    bits = {**{s: v for s, v in values.items() if s in BIT_SYMBOLS}, x: probe}
+    return op.flops / hw.peak[compute_type(op.node, hw, bits)]
 
 
 def stage_crossover(stage: StageRoofline, hw: Hardware, x: sympy.Symbol,
@@ -204,7 +219,7 @@ def stage_crossover(stage: StageRoofline, hw: Hardware, x: sympy.Symbol,
     first = min(turning, key=lambda c: c.value) if turning else None
     numeric = [c.value for c in ops if c.value is not None]
     fully_bound = all(not (sympy.sympify(e).free_symbols - {x}) for e in (compute, memory))
-    time = piecewise_time(stage, x, values, numeric) if fully_bound else None
+    time = piecewise_time(stage, hw, x, values, numeric) if fully_bound else None
     return StageCrossover(x, balance, float(balance) if balance is not None and balance.is_number
                           else None, reason, first, time, tuple(sorted(set(numeric))))
 

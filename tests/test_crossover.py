@@ -2,6 +2,7 @@
 
 Hand derivations use Llama-2-7b (hidden h = 4096, heads 32, head_dim 128) on the H100 SXM
 (P = 989.5e12 fp16 ops/s, B = 3.35e12 bytes/s; fp32 vector 67e12) at fp16."""
+import functools
 import json
 import math
 import subprocess
@@ -177,3 +178,27 @@ def test_crossover_json_contract():
 def test_solving_for_an_unknown_symbol_is_an_error():
     with pytest.raises(costdsl.CostDSLError, match="cannot solve for 'hidden'"):
         MODEL.crossover("hidden", "nvidia-h100-sxm")
+
+
+@functools.cache
+def _w_bits_answer():
+    return MODEL.crossover("w_bits", "nvidia-a6000", batch=256, seq=512, a_bits=8)
+
+
+@settings(max_examples=25, deadline=None)
+@given(w_bits=st.floats(1, 32))
+def test_piecewise_in_weight_bits_follows_the_compute_type(w_bits):
+    """Solving for w_bits on the A6000 at W?A8: below 8 bits the linear layers run as int8,
+    above as fp16; the Piecewise must agree with a fresh analysis at every bitwidth."""
+    answer = _w_bits_answer()
+    piecewise = float(answer.summary.time.subs(S.w_bits, w_bits))
+    symbolic = MODEL.roofline("nvidia-a6000", "decode", w_bits=w_bits, a_bits=8)
+    exact = float(symbolic.time.subs({**Settings(256, 512, w_bits, 8).values()}))
+    assert math.isclose(piecewise, exact, rel_tol=1e-9)
+
+
+def test_free_symbol_in_crossover_leaves_the_stage_time_open():
+    answer = MODEL.crossover("batch", "nvidia-h100-sxm", stage="decode", free=["seq"])
+    assert answer.summary.time is None
+    q = _op(answer, "layers.q")
+    assert q.value == pytest.approx(4096 * P / (4096 * B - 2 * P))  # q does not depend on seq

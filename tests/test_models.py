@@ -13,6 +13,12 @@ from conftest import MODELS
     ("llama-2-7b.arch", 6_738_415_616, "meta-llama/Llama-2-7b-hf"),
     # Sum of tensor sizes of meta-llama/Meta-Llama-3-8B (model card: 8B; HF lists 8.03B).
     ("llama-3-8b.arch", 8_030_261_248, "meta-llama/Meta-Llama-3-8B"),
+    # Sums of tensor sizes of the Hugging Face checkpoints (model cards round to 13B, 70B,
+    # 70B and 405B; the exact totals are those the checkpoints' safetensors metadata report).
+    ("llama-2-13b.arch", 13_015_864_320, "meta-llama/Llama-2-13b-hf"),
+    ("llama-2-70b.arch", 68_976_648_192, "meta-llama/Llama-2-70b-hf"),
+    ("llama-3-70b.arch", 70_553_706_496, "meta-llama/Meta-Llama-3-70B"),
+    ("llama-3.1-405b.arch", 405_853_388_800, "meta-llama/Llama-3.1-405B"),
 ])
 def test_published_parameter_count(file, expected, source):
     assert costdsl.load(MODELS / file).params() == expected, source

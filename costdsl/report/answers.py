@@ -68,8 +68,9 @@ def crossover_text(answers: list[CrossoverAnswer]) -> str:
                 continue
             value = f"{c.value:.6g}" if c.value is not None else "(depends on free symbols)"
             rounded = f" (integer: {c.rounded[1]})" if c.rounded else ""
+            direction = c.direction or "direction depends on the free symbols"
             lines.append(f"  {c.op:24s} {x} = {printing.text(c.expression)} = {value}"
-                         f"{rounded}, {c.direction}")
+                         f"{rounded}, {direction}")
         s = a.summary
         if s.first_compute_bound:
             lines.append(f"  first op to turn compute-bound: {s.first_compute_bound.op} at "
