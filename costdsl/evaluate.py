@@ -104,3 +104,21 @@ def evaluate(stage: StageRoofline, values: Mapping[sympy.Symbol, object]) -> Sta
         bytes_by_class={c: table[(2 + i) * n:(3 + i) * n] for i, c in enumerate(CLASSES)},
         peak=np.array([o.peak for o in stage.ops]).reshape((n,) + extra),
         bandwidth=stage.ops[0].bandwidth if stage.ops else 1.0)
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_time(stage: StageRoofline):
+    expr = stage.time
+    symbols = sorted(expr.free_symbols, key=lambda s: s.name)
+    return symbols, sympy.lambdify(symbols, expr, modules="numpy")
+
+
+def stage_time(stage: StageRoofline, values: Mapping[sympy.Symbol, object]) -> np.ndarray:
+    """The stage's total time over a grid, without per-op arrays: one lambdified expression
+    (sum of repeat x max(compute, memory) time), so memory stays that of a few grid arrays.
+    The path for sweeps; `evaluate` gives the per-op numbers that tables need."""
+    symbols, fn = _compiled_time(stage)
+    _check_bound(symbols, values)
+    args = [np.asarray(values[s], dtype=float) for s in symbols]
+    shape = np.broadcast_shapes(*(a.shape for a in args)) if args else ()
+    return np.broadcast_to(np.asarray(fn(*args), dtype=float), shape)

@@ -38,3 +38,12 @@ def test_vectorised_evaluation_equals_one_at_a_time(batches):
     for i, b in enumerate(batches):
         one = stage_result(symbolic, Settings(b, 1024)).total.time_s
         assert math.isclose(totals[i], one, rel_tol=1e-12)
+
+
+def test_stage_time_sweep_equals_per_op_evaluation():
+    from costdsl.evaluate import stage_time
+    symbolic = ROOFLINES["decode"]
+    values = {S.batch: np.array([[1], [7], [300]]), S.seq: np.array([[128, 4096, 32768]]),
+              S.w_bits: 16, S.a_bits: 16, S.kv_bits: 8}
+    per_op = evaluate(symbolic, values)
+    assert np.allclose(stage_time(symbolic, values), per_op.total(per_op.time), rtol=1e-12)
