@@ -125,16 +125,20 @@ def position_embedding(op, ins, out, site):
 def linear(op, ins, out, site):
     """y = x W (+ b) with W of in x out:
     operations 2 n in out (+ n out for the bias); reads n x in activations and in x out weights
-    (+ out bias); writes n x out. Holds in x out (+ out) parameters."""
+    (+ out bias); writes n x out. Holds in x out (+ out) parameters.
+    With tied=E, W is embedding E's table: it is read in full as here, but it belongs to E, so
+    this op holds no parameters for it (the table is counted once)."""
     (x,) = ins
     n, d_in, d_out = _rows_of(out, site), x.width, out.width
     bias = op.attrs["bias"] == "true"
-    weights = [("weight", d_in * d_out)] + ([("bias", d_out)] if bias else [])
+    tied = op.attrs.get("tied")
+    matrix = (Access(f"{tied.name}.weight", "weight", d_in * d_out) if tied
+              else _weight(op, "weight", d_in * d_out))
     return Cost(
         flops=2 * n * d_in * d_out + (n * d_out if bias else 0),
-        reads=(_read(x, n),) + tuple(_weight(op, p, e) for p, e in weights),
+        reads=(_read(x, n), matrix) + ((_weight(op, "bias", d_out),) if bias else ()),
         writes=(_write(out, site),),
-        params=d_in * d_out + (d_out if bias else 0),
+        params=(0 if tied else d_in * d_out) + (d_out if bias else 0),
         out_shape=(n, d_out))
 
 

@@ -17,7 +17,8 @@ from . import ast
 from .design import Design, OpInstance, Tensor
 from .errors import ArchError, ArchNameError, CostDSLError, ShapeError, at
 from .expr import to_sympy
-from .ops import SIGNATURES, Choice, TensorInfo, attention_dims, require_equal, user_kinds
+from .ops import (BOOL, SIGNATURES, Choice, Ref, TensorInfo, attention_dims, require_equal,
+                  user_kinds)
 from .parser import parse_expr, parse_program
 from .resources import shipped_dir
 from .symbols import RUNTIME, model_param
@@ -173,6 +174,7 @@ class _Elaborator:
         self.tensors: dict[str, Tensor] = {}
         self.kv: set[str] = set()
         self.defined_at: dict[str, ast.Pos] = {}
+        self.by_name: dict[str, OpInstance] = {}
 
     def run(self, body) -> str | None:
         model_input = Tensor(MODEL_INPUT, sympy.Integer(1), "ids", None)
@@ -217,7 +219,7 @@ class _Elaborator:
                      hint=_suggest(call.callee, known) or "ops are " + ", ".join(user_kinds()))
         if stmt.repeat is not None:
             raise at(ArchError, "`repeat` applies to blocks, not to single ops", stmt.repeat.pos)
-        return self.op(stmt, inputs, params, prefix, repeat)
+        return self.op(stmt, inputs, params, prefix, repeat, scope)
 
     def instantiate(self, stmt, inputs, params, prefix, repeat) -> Tensor:
         block = self.library.blocks[stmt.call.callee]
@@ -246,13 +248,13 @@ class _Elaborator:
                 raise at(ShapeError, err.message, stmt.pos) from None
         return result
 
-    def op(self, stmt, inputs, params, prefix, repeat) -> Tensor:
+    def op(self, stmt, inputs, params, prefix, repeat, scope) -> Tensor:
         call = stmt.call
         sig = SIGNATURES[call.callee]
         if len(inputs) != len(sig.inputs):
             raise at(ArchError, f"{sig.kind} takes {len(sig.inputs)} input tensor(s) "
                      f"({', '.join(sig.inputs)}), got {len(inputs)}", call.pos)
-        attrs = self.attributes(sig, call, params)
+        attrs = self.attributes(sig, call, params, scope)
         infos = [TensorInfo(t.name, t.width, t.rows) for t in inputs]
         try:
             if sig.kind != "embedding" and any(t.rows == "ids" for t in infos):
@@ -272,7 +274,7 @@ class _Elaborator:
         return self.emit(OpInstance(name, sig.kind, tuple(t.name for t in inputs), name,
                                     attrs, repeat, call.pos), width, rows)
 
-    def attributes(self, sig, call, params) -> dict:
+    def attributes(self, sig, call, params, scope) -> dict:
         given = {}
         for kw in call.keywords:
             if kw.name not in sig.attrs:
@@ -280,11 +282,17 @@ class _Elaborator:
                          hint=f"{sig.kind} takes " + (", ".join(sig.attrs) or "no attributes"))
             if kw.name in given:
                 raise at(ArchError, f"attribute {kw.name!r} is given twice", kw.pos)
-            given[kw.name] = self.attribute(sig.attrs[kw.name], kw, params)
+            spec = sig.attrs[kw.name]
+            if isinstance(spec, Ref):
+                given[kw.name] = self.reference(spec, kw, scope)
+            else:
+                given[kw.name] = self.attribute(spec, kw, params)
         for name, spec in sig.attrs.items():
             if name in given:
                 continue
-            if isinstance(spec, Choice):
+            if isinstance(spec, Ref):
+                given[name] = None
+            elif isinstance(spec, Choice):
                 given[name] = spec.default
             elif spec.default is not None:
                 given[name] = sympy.sympify(spec.default)
@@ -294,12 +302,32 @@ class _Elaborator:
                 raise at(ArchError, f"{sig.kind} needs attribute {name}= ({spec.doc})", call.pos)
         return given
 
+    def reference(self, spec: Ref, kw: ast.KeywordArg, scope) -> OpInstance:
+        """An attribute naming another op of this scope, by the tensor it wrote."""
+        if not isinstance(kw.value, ast.Name):
+            raise at(ArchError, f"{kw.name}= takes the name of an op of kind {spec.kind}",
+                     kw.pos)
+        tensor = self.lookup(kw.value.id, scope, kw.value.pos)
+        op = self.by_name.get(tensor.producer or "")
+        if op is None or op.kind != spec.kind:
+            article = "an" if spec.kind[0] in "aeiou" else "a"
+            raise at(ArchError, f"{kw.name}={kw.value.id}: {kw.value.id!r} is not {article} "
+                     f"{spec.kind} op", kw.value.pos)
+        return op
+
     @staticmethod
     def attribute(spec, kw: ast.KeywordArg, params):
         if isinstance(spec, Choice):
-            if not (isinstance(kw.value, ast.Name) and kw.value.id in spec.options):
-                raise at(ArchError, f"{kw.name}= takes one of {', '.join(spec.options)}", kw.pos)
-            return kw.value.id
+            if isinstance(kw.value, ast.Name) and kw.value.id in spec.options:
+                return kw.value.id
+            if spec.options == BOOL and not (isinstance(kw.value, ast.Name)
+                                             and kw.value.id not in params):
+                flag = to_sympy(kw.value, params)  # a 0/1 parameter switches it
+                if flag in (0, 1):
+                    return BOOL[int(flag)]
+            raise at(ArchError, f"{kw.name}= takes one of {', '.join(spec.options)}"
+                     + (" (or a parameter equal to 0 or 1)" if spec.options == BOOL else ""),
+                     kw.pos)
         value = to_sympy(kw.value, params)
         if value.is_number and not value.is_positive:
             raise at(ArchError, f"{kw.name}= must be positive, got {value}", kw.pos)
@@ -308,6 +336,7 @@ class _Elaborator:
     def emit(self, op: OpInstance, width, rows) -> Tensor:
         tensor = Tensor(op.output, sympy.nsimplify(width), rows, op.name)
         self.ops.append(op)
+        self.by_name[op.name] = op
         self.tensors[tensor.name] = tensor
         return tensor
 

@@ -32,6 +32,13 @@ class Choice:
 
 
 @dataclass(frozen=True)
+class Ref:
+    """An attribute naming another op of the same scope, e.g. tied=embed."""
+    kind: str   # the op kind it must name
+    doc: str = ""
+
+
+@dataclass(frozen=True)
 class TensorInfo:
     """What a shape rule sees of a tensor."""
     name: str
@@ -43,7 +50,7 @@ class TensorInfo:
 class Signature:
     kind: str
     inputs: tuple[str, ...]
-    attrs: Mapping[str, Dim | Choice]
+    attrs: Mapping[str, Dim | Choice | Ref]
     shape: Callable[[list[TensorInfo], dict], sympy.Expr]
     engine: str  # "matrix" (tensor cores), "vector" (elementwise units) or "memory" (no math)
     operands: tuple[str, ...] = ()  # tensor classes whose bitwidths set a matrix op's type
@@ -104,11 +111,18 @@ def _position_embedding(ins, a):
 @signature("linear", ["x"], "matrix", operands=("weight", "act"),
            out=Dim(doc="output features"), **{"in": Dim(infer=True, doc="input features")},
            bias=Choice(BOOL, "false", "add a bias vector"),
-           tokens=Choice(("all", "last"), "all", "which positions it runs on"))
+           tokens=Choice(("all", "last"), "all", "which positions it runs on"),
+           tied=Ref("embedding", "use the transposed table of this embedding as W"))
 def _linear(ins, a):
     """y = x W (+ b), W of in x out."""
     if a["in"] is not None:
         require_equal(a["in"], ins[0].width, f"in= differs from the width of {ins[0].name!r}")
+    tied = a.get("tied")
+    if tied is not None:
+        require_equal(tied.attrs["dim"], ins[0].width,
+                      f"tied to {tied.name!r}, whose width differs from the input's")
+        require_equal(tied.attrs["vocab"], a["out"],
+                      f"tied to {tied.name!r}, whose vocabulary differs from out=")
     return a["out"]
 
 

@@ -64,6 +64,15 @@ def _error(write_arch, text):
      ArchError, 3, 3, "already defined"),
     # an op reading token ids
     ('model "m" {\n  x = linear(tokens, out=4)\n}\n', ShapeError, 2, 7, "token ids"),
+    # a boolean attribute given a parameter that is not 0 or 1
+    ('model "m" {\n  params { b = 2 }\n  x = embedding(tokens, vocab=10, dim=4)\n'
+     '  y = linear(x, out=4, bias=b)\n}\n', ArchError, 4, 24, "0 or 1"),
+    # tied= naming something that is not an embedding
+    ('model "m" {\n  x = embedding(tokens, vocab=10, dim=4)\n  y = rmsnorm(x)\n'
+     '  z = linear(y, out=10, tied=y)\n}\n', ArchError, 4, 30, "not an embedding op"),
+    # tied= to a table of the wrong shape
+    ('model "m" {\n  x = embedding(tokens, vocab=10, dim=4)\n'
+     '  z = linear(x, out=12, tied=x)\n}\n', ShapeError, 3, 7, "vocabulary differs"),
 ])
 def test_arch_errors_name_line_and_column(write_arch, text, cls, line, column, words):
     err = _error(write_arch, text)

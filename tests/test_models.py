@@ -19,6 +19,10 @@ from conftest import MODELS
     ("llama-2-70b.arch", 68_976_648_192, "meta-llama/Llama-2-70b-hf"),
     ("llama-3-70b.arch", 70_553_706_496, "meta-llama/Meta-Llama-3-70B"),
     ("llama-3.1-405b.arch", 405_853_388_800, "meta-llama/Llama-3.1-405B"),
+    # Qwen/Qwen2.5-7B: 7,615,616,512 (model card: 7.61B); QKV biases included.
+    ("qwen2.5-7b.arch", 7_615_616_512, "Qwen/Qwen2.5-7B"),
+    # openai-community/gpt2: 124,439,808 (model card: 124M); the tied LM head counted once.
+    ("gpt2.arch", 124_439_808, "openai-community/gpt2"),
 ])
 def test_published_parameter_count(file, expected, source):
     assert costdsl.load(MODELS / file).params() == expected, source
@@ -41,3 +45,22 @@ def test_family_file_counts_parameters_symbolically():
     h, L, f, V = p("hidden"), p("layers"), p("ffn"), p("vocab")
     total = costdsl.load(MODELS / "llama.arch").params()
     assert sympy.expand(total - (2 * h * V + h + L * (4 * h**2 + 3 * h * f + 2 * h))) == 0
+
+
+def test_tied_lm_head_reads_the_table_but_holds_no_parameters():
+    """GPT-2: the LM head's W is wte (50257 x 768): one decode step reads all of it
+    (38,597,376 elements) under the embedding's tensor name, and it adds no parameters."""
+    from costdsl.graph import nodes
+    graph = costdsl.load(MODELS / "gpt2.arch").graph("decode")
+    head = graph.nodes["lm_head"]["op"]
+    assert head.params == 0
+    weights = [a for a in head.reads if a.cls == "weight"]
+    assert [(a.tensor, a.elements) for a in weights] == [("wte.weight", 50257 * 768)]
+
+
+def test_qkv_bias_switch_follows_the_parameter():
+    """Qwen2.5-7B's k projection: 3584 x 512 weights plus a 512 bias; Llama-3-8B's has none."""
+    by_name = lambda f: {n: p for n, _, p, _ in params_by_op(
+        costdsl.load(MODELS / f).graph("prefill"))}
+    assert by_name("qwen2.5-7b.arch")["layers.k"] == 3584 * 512 + 512
+    assert by_name("llama-3-8b.arch")["layers.k"] == 4096 * 1024
