@@ -6,7 +6,7 @@ Conventions (every rule follows them; tests derive expected values from them by 
   batch for an op marked `tokens=last` in either stage. b is batch.
 - In attention, Lq is the number of query positions per sequence (seq in prefill, 1 in decode)
   and Lk the positions attended (seq in prefill; seq + 1 in decode: the cached tokens plus the
-  new one). H query heads, Hkv key/value heads, d head width.
+  new one; at most the sliding window). H query heads, Hkv key/value heads, d head width.
 - Every tensor is read from and written to memory once per op (no caching between ops): that is
   what an unfused kernel does. Fusion passes remove the traffic of the intermediates.
 - Counts are elements; bytes = elements x bits / 8 of the tensor's class (weights: w_bits,
@@ -143,10 +143,14 @@ def linear(op, ins, out, site):
 
 
 def _attention_sizes(op, rows: str, site: Site):
-    """b, H, Hkv, d, Lq, Lk of an attention op whose queries cover `rows` positions."""
+    """b, H, Hkv, d, Lq, Lk of an attention op whose queries cover `rows` positions.
+    With a sliding window W, Lk = min(context, W): a decode step reads at most W cached
+    positions (a rolling cache), and in prefill each query's row of scores is W wide at most
+    (a banded kernel; the full seq x seq matrix is not formed)."""
     a = op.attrs
     lq = site.new if rows == "all" else sympy.Integer(1)
-    return S.batch, a["heads"], a["kv_heads"], a["head_dim"], lq, site.context
+    return S.batch, a["heads"], a["kv_heads"], a["head_dim"], lq, sympy.Min(site.context,
+                                                                             a["window"])
 
 
 @rule("qk_matmul")

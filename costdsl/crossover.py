@@ -98,36 +98,79 @@ def _no_root_reason(op: OpRoofline, intensity: sympy.Expr, x: sympy.Symbol, ridg
             f"ridge point {ridge:.4g}: {state}-bound for every {x.name}"), limit
 
 
+def minmax_breakpoints(expr: sympy.Expr, x: sympy.Symbol) -> list[float]:
+    """Values of x where a min() or max() in expr switches argument (a sliding window, say)."""
+    points = []
+    for f in sympy.sympify(expr).atoms(sympy.Min, sympy.Max):
+        if x not in f.free_symbols:
+            continue
+        for i, a in enumerate(f.args):
+            for b in f.args[i + 1:]:
+                points += [float(r) for r in _positive_roots(a - b, x) if r.is_number]
+    return points
+
+
+def resolve_minmax(expr: sympy.Expr, x: sympy.Symbol, probe: float) -> sympy.Expr:
+    """expr with each min()/max() in x replaced by the argument that is active at x = probe,
+    so that between two breakpoints the expression is a plain polynomial ratio."""
+    def active(f):
+        values = [float(a.subs(x, probe)) for a in f.args]
+        chosen = min(values) if isinstance(f, sympy.Min) else max(values)
+        return f.args[values.index(chosen)]
+    return sympy.sympify(expr).replace(
+        lambda e: isinstance(e, (sympy.Min, sympy.Max)) and x in e.free_symbols, active)
+
+
+def _intervals(edges: list[float]) -> list[tuple[float, float, float]]:
+    """(low, high, probe) covering (0, inf) between sorted breakpoints."""
+    edges = sorted(set(e for e in edges if e > 0))
+    bounds = [0.0] + edges + [float("inf")]
+    out = []
+    for low, high in zip(bounds, bounds[1:]):
+        probe = (low + high) / 2 if high != float("inf") else max(2 * low, 1.0)
+        out.append((low, high, probe))
+    return out
+
+
 def op_crossover(op: OpRoofline, hw: Hardware, x: sympy.Symbol,
                  values: Mapping[sympy.Symbol, float]) -> list[Crossover]:
     """Crossovers of one op in x; one record with a reason when there is none.
 
     Solves operations(x) * bandwidth - peak * bytes(x) = 0 with `peak` and `bandwidth` kept as
     symbols, so the expression reads as a formula; its value substitutes the hardware's numbers.
+    Where min()/max() appear (a sliding window), x is split at their switch points and each
+    interval is solved with the active branch.
     """
     flops = _bind(op.flops, values, x)
     nbytes = _bind(op.bytes, values, x)
-    intensity = sympy.simplify(flops / nbytes) if flops != 0 else sympy.Integer(0)
+    pieces = _intervals(minmax_breakpoints(flops + nbytes, x)
+                        if not (flops + nbytes).free_symbols - {x} else [])
     found = []
-    for ctype, region in _compute_regions(op, hw, x, values):
-        if ctype is None:
-            break
-        numbers = {S.peak: hw.peak[ctype], S.bandwidth: hw.bandwidth_Bps}
-        ridge = hw.ridge(ctype)
-        for root in _positive_roots(flops * S.bandwidth - S.peak * nbytes, x):
-            value = root.subs(numbers)
-            if value.is_number and (not value.is_real or value <= 0):
-                continue
-            if region and value.is_number and not (region[0] < value <= region[1]):
-                continue
-            found.append(Crossover(
-                op.node.name, op.node.kind, op.node.repeat, x, root,
-                float(value) if value.is_number else None,
-                _direction(intensity, x, value, ridge), ridge, ctype))
+    for low, high, probe in pieces:
+        f, b = resolve_minmax(flops, x, probe), resolve_minmax(nbytes, x, probe)
+        intensity = sympy.simplify(f / b) if f != 0 else sympy.Integer(0)
+        for ctype, region in _compute_regions(op, hw, x, values):
+            if ctype is None:
+                break
+            numbers = {S.peak: hw.peak[ctype], S.bandwidth: hw.bandwidth_Bps}
+            ridge = hw.ridge(ctype)
+            for root in _positive_roots(f * S.bandwidth - S.peak * b, x):
+                value = root.subs(numbers)
+                if value.is_number and (not value.is_real or not low < value <= high):
+                    continue
+                if region and value.is_number and not (region[0] < value <= region[1]):
+                    continue
+                found.append(Crossover(
+                    op.node.name, op.node.kind, op.node.repeat, x, root,
+                    float(value) if value.is_number else None,
+                    _direction(intensity, x, value, ridge), ridge, ctype))
     if found:
         return found
     ctype = op.compute_type
     ridge = hw.ridge(ctype) if ctype else None
+    last = pieces[-1][2]
+    intensity = (sympy.simplify(resolve_minmax(flops, x, last) / resolve_minmax(nbytes, x, last))
+                 if flops != 0 else sympy.Integer(0))
     reason, limit = _no_root_reason(op, intensity, x, ridge or 0.0)
     return [Crossover(op.node.name, op.node.kind, op.node.repeat, x, None, None, None, ridge,
                       ctype, reason, limit)]
@@ -179,6 +222,8 @@ def piecewise_time(stage: StageRoofline, hw: Hardware, x: sympy.Symbol,
     """
     if x in BIT_SYMBOLS:
         breakpoints = list(breakpoints) + [high for _, high in BIT_REGIONS[:-1]]
+    breakpoints = list(breakpoints) + [
+        p for op in stage.ops for p in minmax_breakpoints(_bind(op.flops + op.bytes, values, x), x)]
     edges = sorted(set(b for b in breakpoints if b > 0))
     probes = ([edges[0] / 2] if edges else [1.0]) + [
         (a + b) / 2 for a, b in zip(edges, edges[1:])] + ([edges[-1] * 2] if edges else [])
@@ -186,8 +231,9 @@ def piecewise_time(stage: StageRoofline, hw: Hardware, x: sympy.Symbol,
     for i, probe in enumerate(probes):
         total = sympy.Integer(0)
         for op in stage.ops:
-            ct = _bind(op.node.repeat * _compute_time_at(op, hw, x, values, probe), values, x)
-            mt = _bind(op.node.repeat * op.memory_time, values, x)
+            ct = resolve_minmax(_bind(op.node.repeat * _compute_time_at(op, hw, x, values, probe),
+                                      values, x), x, probe)
+            mt = resolve_minmax(_bind(op.node.repeat * op.memory_time, values, x), x, probe)
             compute_wins = float(ct.subs(x, probe)) > float(mt.subs(x, probe))
             total += ct if compute_wins else mt
         condition = x < edges[i] if i < len(edges) else True
@@ -203,18 +249,27 @@ def _compute_time_at(op: OpRoofline, hw: Hardware, x, values, probe) -> sympy.Ex
     return op.flops / hw.peak[compute_type(op.node, hw, bits)]
 
 
+def _balance(compute: sympy.Expr, memory: sympy.Expr, x: sympy.Symbol):
+    """(root of compute = memory, or None and why), interval by interval of min()/max()."""
+    bound = not (compute + memory).free_symbols - {x}
+    pieces = _intervals(minmax_breakpoints(compute + memory, x) if bound else [])
+    for low, high, probe in pieces:
+        c, m = resolve_minmax(compute, x, probe), resolve_minmax(memory, x, probe)
+        for root in _positive_roots(c - m, x):
+            if not root.is_number or low < root <= high:
+                return root, None
+    c, m = (resolve_minmax(e, x, pieces[-1][2]) for e in (compute, memory))
+    ratio = sympy.limit(c / m, x, sympy.oo) if m != 0 else sympy.oo
+    return None, (f"total compute time never equals total memory time; their ratio tends to "
+                  f"{sympy.N(ratio, 4)} as {x.name} grows")
+
+
 def stage_crossover(stage: StageRoofline, hw: Hardware, x: sympy.Symbol,
                     values: Mapping[sympy.Symbol, float],
                     ops: list[Crossover] | None = None) -> StageCrossover:
     ops = ops if ops is not None else stage_crossovers(stage, hw, x, values)
     compute, memory = _stage_sums(stage, values, x)
-    roots = _positive_roots(compute - memory, x)
-    balance = roots[0] if roots else None
-    reason = None
-    if balance is None:
-        ratio = sympy.limit(compute / memory, x, sympy.oo) if memory != 0 else sympy.oo
-        reason = (f"total compute time never equals total memory time; their ratio tends to "
-                  f"{sympy.N(ratio, 4)} as {x.name} grows")
+    balance, reason = _balance(compute, memory, x)
     turning = [c for c in ops if c.direction == "memory->compute" and c.value is not None]
     first = min(turning, key=lambda c: c.value) if turning else None
     numeric = [c.value for c in ops if c.value is not None]

@@ -16,6 +16,8 @@ FUNCTIONS: dict[str, tuple[int | None, Callable]] = {
     "floor": (1, sympy.floor),
 }
 
+CONSTANTS = {"inf": sympy.oo}  # window = inf: attention without a window
+
 _BINARY = {
     "+": lambda a, b: a + b,
     "-": lambda a, b: a - b,
@@ -38,6 +40,8 @@ def to_sympy(node: ast.Expr, scope: Mapping[str, sympy.Expr],
     if isinstance(node, ast.Name):
         if node.id in scope:
             return scope[node.id]
+        if node.id in CONSTANTS:
+            return CONSTANTS[node.id]
         if undefined is not None:
             raise undefined(node)
         raise at(ArchNameError, f"name {node.id!r} is not defined", node.pos)

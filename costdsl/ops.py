@@ -129,7 +129,8 @@ def _linear(ins, a):
 @signature("attention", ["q", "k", "v"], "matrix", operands=("act", "kv"),
            heads=Dim(doc="query heads"), kv_heads=Dim(infer=True, doc="key/value heads (GQA)"),
            head_dim=Dim(infer=True, doc="width of one head"),
-           causal=Choice(BOOL, "true", "causal mask"))
+           causal=Choice(BOOL, "true", "causal mask"),
+           window=Dim(default="oo", doc="sliding window: keys attended per query (inf: all)"))
 def _attention(ins, a):
     """softmax(Q K^T / sqrt(d)) V per head; expands to qk, softmax and sv ops."""
     q, k, v = ins

@@ -23,6 +23,8 @@ from conftest import MODELS
     ("qwen2.5-7b.arch", 7_615_616_512, "Qwen/Qwen2.5-7B"),
     # openai-community/gpt2: 124,439,808 (model card: 124M); the tied LM head counted once.
     ("gpt2.arch", 124_439_808, "openai-community/gpt2"),
+    # mistralai/Mistral-7B-v0.1: 7,241,732,096 (model card: 7.3B).
+    ("mistral-7b.arch", 7_241_732_096, "mistralai/Mistral-7B-v0.1"),
 ])
 def test_published_parameter_count(file, expected, source):
     assert costdsl.load(MODELS / file).params() == expected, source
