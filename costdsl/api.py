@@ -154,6 +154,8 @@ class Model:
 def _number(v: sympy.Expr):
     if v.is_Integer:
         return int(v)
+    if v is sympy.oo:
+        return "inf"  # JSON has no infinity; the word the .arch file uses
     return float(v) if v.is_number else str(v)
 
 

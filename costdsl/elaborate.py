@@ -329,7 +329,7 @@ class _Elaborator:
                      + (" (or a parameter equal to 0 or 1)" if spec.options == BOOL else ""),
                      kw.pos)
         value = to_sympy(kw.value, params)
-        if value.is_number and not value.is_positive:
+        if value.is_number and not value.is_extended_positive:  # inf (a window) is allowed
             raise at(ArchError, f"{kw.name}= must be positive, got {value}", kw.pos)
         return value
 
