@@ -92,6 +92,7 @@ class Analysis:
     params: Mapping[str, float]        # model parameter values used
     params_total: int
     stages: Mapping[str, StageResult]
+    params_active: int | None = None  # parameters one token uses (MoE: fewer than total)
 
 
 def stage_result(symbolic: StageRoofline, settings: Settings,

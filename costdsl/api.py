@@ -27,7 +27,7 @@ from .latency import Latency, request_latency
 from .sensitivity import Sensitivity, sensitivity
 from .hardware import Hardware, load_hardware
 from .lower import STAGES, lower
-from .params import total_params
+from .params import OpParams, active_params, op_params, total_params
 from .roofline import StageRoofline, roofline
 
 
@@ -72,6 +72,13 @@ class Model:
     def params(self) -> sympy.Expr:
         """Total parameter count (a number, or an expression in the free parameters)."""
         return total_params(self.graph("prefill"))
+
+    def active_params(self) -> sympy.Expr:
+        """Parameters one token uses: the total, less the experts a token does not visit."""
+        return active_params(self.graph("prefill"))
+
+    def params_by_op(self) -> list[OpParams]:
+        return op_params(self.graph("prefill"))
 
     def roofline(self, hw: str | Hardware, stage: str, **bits) -> StageRoofline:
         hw = hw if isinstance(hw, Hardware) else load_hardware(hw)
@@ -148,7 +155,7 @@ class Model:
                                   hint=f"bind it with --set NAME=VALUE")
         return Analysis(self.name, self.design.file, hw, settings,
                         {k: _number(v) for k, v in self.design.params.items()},
-                        int(total), results)
+                        int(total), results, int(self.active_params()))
 
 
 def _number(v: sympy.Expr):

@@ -128,6 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     p.set_defaults(run=_check)
 
+    p = sub.add_parser("params", help="total and active parameters, by op")
+    _model_args(p)
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.set_defaults(run=_params)
+
     p = sub.add_parser("hardware", help="list the shipped hardware files")
     p.set_defaults(run=_hardware)
     return parser
@@ -182,6 +187,29 @@ def _check(args) -> str:
     tail = f"; free: {', '.join(free)}" if free else ""
     return (f"{args.model}: ok: model {model.name!r}, {graph.number_of_nodes()} ops, "
             f"{params}{tail}\n")
+
+
+def _params(args) -> str:
+    model = api.load(args.model, args.model_name, args.set)
+    total, active, ops = model.params(), model.active_params(), model.params_by_op()
+    number = lambda e: int(e) if e.is_number else str(e)
+    if args.format == "json":
+        return json.dumps({"model": model.name, "total": number(total), "active": number(active),
+                           "ops": [{"name": o.name, "kind": o.kind, "repeat": number(o.repeat),
+                                    "params": number(o.params), "active": number(o.active),
+                                    "total": number(o.params * o.repeat)} for o in ops]},
+                          indent=2) + "\n"
+    fmt = lambda e: f"{int(e):,}" if e.is_number else str(e)
+    rows = [("op", "kind", "x", "params", "x params", "share")]
+    for o in ops:
+        share = f"{100 * float(o.params * o.repeat / total):.2f}%" if total.is_number else ""
+        rows.append((o.name, o.kind, fmt(o.repeat), fmt(o.params), fmt(o.params * o.repeat),
+                     share))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [f"{model.name}: {fmt(total)} parameters, {fmt(active)} active per token", ""]
+    lines += ["  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in
+                        enumerate(zip(r, widths))).rstrip() for r in rows]
+    return "\n".join(lines) + "\n"
 
 
 def _hardware(args) -> str:

@@ -55,7 +55,7 @@ class Cost:
     writes: tuple[Access, ...]
     params: sympy.Expr            # parameters held by the op (not what it reads)
     out_shape: tuple[sympy.Expr, ...]
-
+    active: sympy.Expr | None = None  # parameters one token uses (MoE: fewer); None: all
 
 RULES: dict[str, Callable[[OpInstance, list[Tensor], Tensor, Site], Cost]] = {}
 

@@ -6,7 +6,7 @@ Node schema: the node key is the op name; attribute `op` holds a frozen `Node`:
     out_shape                   sympy shape of the output
     flops                       operations (a multiply-add is 2) of one occurrence
     reads, writes               `Access` records: tensor, class (weight/act/kv), elements
-    params                      parameters held by the op
+    params, active_params       parameters held by the op, and those one token uses (MoE)
     bits                        bitwidth of each tensor class (sympy: symbols or numbers)
     engine, operands            which units run it (matrix/vector/memory) and, for matrix ops,
                                 which tensor classes are its operands
@@ -49,6 +49,7 @@ class Node:
     bits: Mapping[str, sympy.Expr] = field(default_factory=lambda: dict(BITS_BY_CLASS))
     fused_from: tuple[str, ...] = ()
     group: str | None = None
+    active_params: sympy.Expr | None = None  # parameters one token uses; None means all
 
     def bytes_of(self, accesses) -> dict[str, sympy.Expr]:
         out = {c: sympy.Integer(0) for c in CLASSES}

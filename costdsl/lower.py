@@ -26,7 +26,8 @@ def lower(design: Design, stage: str) -> nx.DiGraph:
             name=op.name, kind=op.kind, stage=stage, repeat=op.repeat, inputs=op.inputs,
             output=op.output, out_shape=cost.out_shape, flops=cost.flops, reads=cost.reads,
             writes=cost.writes, params=cost.params, engine=sig.engine, operands=sig.operands,
-            attrs=dict(op.attrs), group=op.group))
+            attrs=dict(op.attrs), group=op.group,
+            active_params=cost.params if cost.active is None else cost.active))
         for t in ins:
             if t.producer is not None:
                 graph.add_edge(t.producer, op.name, tensor=t.name)

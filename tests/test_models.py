@@ -66,3 +66,20 @@ def test_qkv_bias_switch_follows_the_parameter():
         costdsl.load(MODELS / f).graph("prefill"))}
     assert by_name("qwen2.5-7b.arch")["layers.k"] == 3584 * 512 + 512
     assert by_name("llama-3-8b.arch")["layers.k"] == 4096 * 1024
+
+
+def test_params_command_json_and_text():
+    """costdsl params: {"total", "active", "ops": [...]}; the ops' totals sum to the total."""
+    import json
+    import subprocess
+    import sys
+    run = lambda *a: subprocess.run([sys.executable, "-m", "costdsl", "params", *a],
+                                    capture_output=True, text=True, timeout=60)
+    out = run(str(MODELS / "llama-3-8b.arch"), "--format", "json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["total"] == data["active"] == 8_030_261_248
+    assert sum(o["total"] for o in data["ops"]) == data["total"]
+    text = run(str(MODELS / "gpt2.arch")).stdout
+    assert "124,439,808 parameters" in text and "wte" in text
+    assert "lm_head" not in text  # tied: it holds no parameters of its own

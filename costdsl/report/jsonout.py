@@ -34,7 +34,7 @@ def to_dict(a: Analysis) -> dict:
                      "memory": hw.memory_bytes, "peak": dict(hw.peak)},
         "settings": {"batch": s.batch, "seq": s.seq, "w_bits": _num(float(s.w_bits)),
                      "a_bits": _num(float(s.a_bits)), "kv_bits": _num(float(s.kv_bits))},
-        "params": {"total": a.params_total},
+        "params": {"total": a.params_total, "active": a.params_active},
         "model_params": dict(a.params),
         "stages": {name: {
             "description": st.description,
