@@ -96,6 +96,7 @@ class Assign:
     call: Call
     repeat: Expr | None
     pos: Pos
+    inline: bool = False  # a block whose ops take the caller's names (no instance prefix)
 
 
 @dataclass(frozen=True)

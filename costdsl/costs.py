@@ -189,6 +189,59 @@ def sv_matmul(op, ins, out, site):
                 (b * lq, h * d))
 
 
+def experts_touched(experts, top_k, tokens):
+    """Expected distinct experts that `tokens` tokens visit when each picks top_k of `experts`
+    uniformly and independently: E (1 - (1 - k/E)^n). One token: k; many: all E. This is the
+    weight traffic model of a routed expert layer: only touched experts' weights are read."""
+    return experts * (1 - (1 - top_k / experts) ** tokens)
+
+
+@rule("router")
+def router(op, ins, out, site):
+    """Router logits x W_r: 2 n hidden E operations; reads n x hidden and hidden x E weights;
+    writes n x E. The top-k selection on the logits is not counted (O(n E))."""
+    (x,) = ins
+    n, e = _rows_of(out, site), op.attrs["experts"]
+    return Cost(2 * n * x.width * e, (_read(x, n), _weight(op, "weight", x.width * e)),
+                (_write(out, site),), x.width * e, (n, e))
+
+
+@rule("expert_linear")
+def expert_linear(op, ins, out, site):
+    """One linear of every routed expert, in x out each, over n tokens routed to k experts:
+    operations 2 n k in out; reads n k x in activations (each token once per expert it
+    visits) and the weights of the experts touched, experts_touched(E, k, n) x in x out;
+    writes n k x out, or, for the last linear (combine), the weighted sum of the k results:
+    n x out, with 2 n k out more operations. Holds E in out parameters; a token uses k in out."""
+    (x,) = ins
+    a = op.attrs
+    n, e, k = _rows_of(out, site), a["experts"], a["top_k"]
+    d_in, d_out = x.width, a["out"]
+    combine = a["combine"]
+    touched = experts_touched(e, k, n)
+    written = n * d_out if combine else n * k * d_out
+    return Cost(
+        flops=2 * n * k * d_in * d_out + (2 * n * k * d_out if combine else 0),
+        reads=(Access(x.name, x.cls, n * k * d_in), _weight(op, "weight", touched * d_in * d_out)),
+        writes=(Access(out.name, out.cls, written),),
+        params=e * d_in * d_out, out_shape=(n if combine else n * k, d_out),
+        active=k * d_in * d_out)
+
+
+ACT_OPS = {"swiglu": 5, "geglu": 10, "gelu": 9, "silu": 4, "relu": 1}  # per element, as below
+
+
+@rule("expert_act")
+def expert_act(op, ins, out, site):
+    """The experts' activation on n k routed rows of the expert width: the per-element count of
+    the named activation (swiglu 5, geglu 10, gelu 9, silu 4, relu 1)."""
+    n, k, width = _rows_of(out, site), op.attrs["top_k"], out.width
+    rows = n * k
+    return Cost(ACT_OPS[op.attrs["act"]] * rows * width,
+                tuple(Access(t.name, t.cls, rows * width) for t in ins),
+                (Access(out.name, out.cls, rows * width),), sympy.Integer(0), (rows, width))
+
+
 @rule("rmsnorm")
 def rmsnorm(op, ins, out, site):
     """x / sqrt(mean(x^2) + eps) * g: 4 operations per element (square, sum, scale, gain);

@@ -9,6 +9,7 @@ maps to one type is solved separately and only roots inside their range are kept
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -37,6 +38,7 @@ class Crossover:
     compute_type: str | None
     reason: str | None = None       # why there is none
     limit: sympy.Expr | None = None # intensity as the symbol grows without bound
+    closed_form: bool = True        # False: found numerically (x in an exponent, as in MoE)
 
     @property
     def latex(self) -> str | None:
@@ -74,6 +76,42 @@ def _positive_roots(poly: sympy.Expr, x: sympy.Symbol) -> list[sympy.Expr]:
     return kept
 
 
+def transcendental(expr: sympy.Expr, x: sympy.Symbol) -> bool:
+    """True where x appears in an exponent (the experts a batch touches, E (1 - (1-k/E)^n)):
+    no closed-form root exists there, and sympy's solvers and limits would give up or hang."""
+    return any(x in p.exp.free_symbols for p in sympy.sympify(expr).atoms(sympy.Pow))
+
+
+def numeric_roots(g: sympy.Expr, x: sympy.Symbol, low: float, high: float) -> list[float]:
+    """Positive roots of a function of x alone in (low, high]: sign changes on a log grid
+    (1e-3 to 1e9, 400 points), each refined by bisection to machine precision."""
+    fn = sympy.lambdify([x], g, modules="math")
+    lo, hi = max(low, 1e-3), min(high, 1e9)
+    if not lo < hi:
+        return []
+    grid = [lo * (hi / lo) ** (i / 399) for i in range(400)]
+    values = [fn(v) for v in grid]
+    roots = []
+    for (a, fa), (b, fb) in zip(zip(grid, values), zip(grid[1:], values[1:])):
+        if fa == 0:
+            roots.append(a)
+        elif fa * fb < 0:
+            for _ in range(200):
+                mid = (a + b) / 2
+                if (fn(mid) < 0) == (fa < 0):
+                    a = mid
+                else:
+                    b = mid
+            roots.append((a + b) / 2)
+    return roots
+
+
+def _limit(expr: sympy.Expr, x: sympy.Symbol) -> sympy.Expr:
+    if transcendental(expr, x):  # exponentials decay or grow; evaluate far out instead
+        return sympy.Float(float(expr.subs(x, 1e9)), 6)
+    return sympy.limit(expr, x, sympy.oo)
+
+
 def _direction(intensity: sympy.Expr, x: sympy.Symbol, root: sympy.Expr, ridge: float) -> str | None:
     """Which way the op turns as x grows through the root: from the sign of dI/dx there."""
     slope = sympy.diff(intensity, x).subs(x, root)
@@ -88,7 +126,7 @@ def _direction(intensity: sympy.Expr, x: sympy.Symbol, root: sympy.Expr, ridge: 
 def _no_root_reason(op: OpRoofline, intensity: sympy.Expr, x: sympy.Symbol, ridge: float):
     if op.node.flops == 0:
         return "the op does no arithmetic: it is memory-bound whatever the value", None
-    limit = sympy.limit(intensity, x, sympy.oo)
+    limit = _limit(intensity, x)
     if x not in intensity.free_symbols:
         return (f"intensity does not depend on {x.name} ({sympy.N(intensity, 4)} ops/byte, "
                 f"ridge {ridge:.4g})"), limit
@@ -154,7 +192,16 @@ def op_crossover(op: OpRoofline, hw: Hardware, x: sympy.Symbol,
                 break
             numbers = {S.peak: hw.peak[ctype], S.bandwidth: hw.bandwidth_Bps}
             ridge = hw.ridge(ctype)
-            for root in _positive_roots(f * S.bandwidth - S.peak * b, x):
+            g = f * S.bandwidth - S.peak * b
+            if transcendental(g, x) and not (g.free_symbols - {x, S.peak, S.bandwidth}):
+                span = (max(low, region[0]), min(high, region[1])) if region else (low, high)
+                for value in numeric_roots(g.subs(numbers), x, *span):
+                    found.append(Crossover(
+                        op.node.name, op.node.kind, op.node.repeat, x, sympy.Float(value, 15),
+                        value, _direction(intensity, x, value, ridge), ridge, ctype,
+                        closed_form=False))
+                continue
+            for root in _positive_roots(g, x):
                 value = root.subs(numbers)
                 if value.is_number and (not value.is_real or not low < value <= high):
                     continue
@@ -255,11 +302,15 @@ def _balance(compute: sympy.Expr, memory: sympy.Expr, x: sympy.Symbol):
     pieces = _intervals(minmax_breakpoints(compute + memory, x) if bound else [])
     for low, high, probe in pieces:
         c, m = resolve_minmax(compute, x, probe), resolve_minmax(memory, x, probe)
-        for root in _positive_roots(c - m, x):
+        if transcendental(c - m, x) and bound:
+            roots = [sympy.Float(r, 15) for r in numeric_roots(c - m, x, low, high)]
+        else:
+            roots = _positive_roots(c - m, x)
+        for root in roots:
             if not root.is_number or low < root <= high:
                 return root, None
     c, m = (resolve_minmax(e, x, pieces[-1][2]) for e in (compute, memory))
-    ratio = sympy.limit(c / m, x, sympy.oo) if m != 0 else sympy.oo
+    ratio = _limit(c / m, x) if m != 0 else sympy.oo
     return None, (f"total compute time never equals total memory time; their ratio tends to "
                   f"{sympy.N(ratio, 4)} as {x.name} grows")
 
@@ -323,13 +374,17 @@ def quantization_crossover(high: StageRoofline, low: StageRoofline, hw: Hardware
                                       f"every {x.name}"))
             continue
         flops = _bind(a.flops, high_values, x)
-        roots = _positive_roots(flops * S.bandwidth - S.peak * bytes_a, x)
         numbers = {S.peak: p_b, S.bandwidth: hw.bandwidth_Bps}
+        g = flops * S.bandwidth - S.peak * bytes_a
+        if transcendental(g, x):
+            roots = [sympy.Float(r, 15) for r in numeric_roots(g.subs(numbers), x, 0, math.inf)]
+        else:
+            roots = _positive_roots(g, x)
         values = [(r, r.subs(numbers)) for r in roots]
         values = [(r, v) for r, v in values if not v.is_number or v > 0]
         if not values:
             reason = (f"the higher bitwidth stays memory-bound at every {x.name}: the lower one "
-                      f"always saves" if float(sympy.limit(flops / bytes_a, x, sympy.oo))
+                      f"always saves" if float(_limit(flops / bytes_a, x))
                       < p_b / hw.bandwidth_Bps else
                       f"compute-bound at every {x.name}: the lower bitwidth never saves")
             out.append(QuantCrossover(a.node.name, None, None, reason))

@@ -191,12 +191,14 @@ class _Elaborator:
                     raise at(ArchError, "`return` must be the last statement", stmt.pos)
                 returned = self.lookup(stmt.name, scope, stmt.pos).name
                 continue
-            if stmt.target in scope:
-                first = self.defined_at.get(prefix + stmt.target)
-                where = f" (at line {first.line})" if first else ""
+            full = prefix + stmt.target
+            if stmt.target in scope or (full in self.defined_at and not stmt.inline):
+                first = self.defined_at.get(full)
+                where = f" (at {first.file}:{first.line})" if first else ""
                 raise at(ArchError, f"{stmt.target!r} is already defined{where}", stmt.pos,
                          hint="each op names a new tensor; give this one another name")
-            self.defined_at[prefix + stmt.target] = stmt.pos
+            if not stmt.inline:  # an inlined block's ops claim their own names
+                self.defined_at[full] = stmt.pos
             scope[stmt.target] = self.statement(stmt, scope, params, prefix, repeat)
         if block is not None and returned is None:
             raise at(ArchError, f"block {block.name!r} must end with `return NAME`", block.pos)
@@ -213,6 +215,8 @@ class _Elaborator:
         inputs = [self.lookup(a.name, scope, a.pos) for a in call.tensors]
         if call.callee in self.library.blocks:
             return self.instantiate(stmt, inputs, params, prefix, repeat)
+        if stmt.inline:
+            raise at(ArchError, "`inline` applies to blocks, not to single ops", stmt.pos)
         if call.callee not in SIGNATURES or SIGNATURES[call.callee].internal:
             known = user_kinds() + sorted(self.library.blocks)
             raise at(ArchNameError, f"unknown op {call.callee!r}", call.pos,
@@ -236,7 +240,8 @@ class _Elaborator:
                 raise at(ArchError, f"repeat count must be a positive integer, got {count}",
                          stmt.repeat.pos)
         scope = dict(zip(block.inputs, inputs))
-        out = self.body(block.body, scope, inner, f"{prefix}{stmt.target}.", repeat * count, block)
+        inner_prefix = prefix if stmt.inline else f"{prefix}{stmt.target}."
+        out = self.body(block.body, scope, inner, inner_prefix, repeat * count, block)
         result = self.tensors[out]
         if stmt.repeat is not None:
             carried = inputs[0]
@@ -271,6 +276,8 @@ class _Elaborator:
         name = prefix + stmt.target
         if sig.kind == "attention":
             return self.expand_attention(name, inputs, attrs, repeat, call.pos, width)
+        if sig.kind == "moe":
+            return self.expand_moe(name, inputs[0], attrs, repeat, call.pos)
         return self.emit(OpInstance(name, sig.kind, tuple(t.name for t in inputs), name,
                                     attrs, repeat, call.pos), width, rows)
 
@@ -340,6 +347,15 @@ class _Elaborator:
         self.tensors[tensor.name] = tensor
         return tensor
 
+    def expand_moe(self, name, x: Tensor, attrs, repeat, pos) -> Tensor:
+        """moe -> router, routed experts (gate, up, act, down with the weighted combine), and
+        shared experts as a dense MLP of shared x shared_ffn width added to the result."""
+        tensor = None
+        for part, kind, ins, out, width, part_attrs in _moe_parts(name, x, attrs):
+            op = OpInstance(f"{name}.{part}", kind, ins, out, part_attrs, repeat, pos, group=name)
+            tensor = self.emit(op, width, x.rows)
+        return tensor
+
     def expand_attention(self, name, inputs, attrs, repeat, pos, width) -> Tensor:
         """attention -> qk (scores), softmax (probabilities), sv (output): the unfused kernels.
 
@@ -356,6 +372,39 @@ class _Elaborator:
             op = OpInstance(f"{name}.{part}", kind, ins, out, attrs, repeat, pos, group=name)
             tensor = self.emit(op, width if out == name else zero, q.rows)
         return tensor
+
+
+def _moe_parts(name: str, x: Tensor, a: dict) -> list[tuple]:
+    """(suffix, kind, inputs, output, width, attrs) of the ops a `moe` op runs, in order."""
+    from .ops import GATED
+    hidden, ffn, gated = x.width, a["ffn"], a["act"] in GATED
+    routed = {"experts": a["experts"], "top_k": a["top_k"], "act": a["act"]}
+    parts = [("router", "router", (x.name,), f"{name}.router", a["experts"], routed)]
+    if gated:
+        parts.append(("gate", "expert_linear", (x.name,), f"{name}.gate", ffn,
+                      {**routed, "out": ffn, "combine": False}))
+    parts.append(("up", "expert_linear", (x.name,), f"{name}.up", ffn,
+                  {**routed, "out": ffn, "combine": False}))
+    act_in = (f"{name}.gate", f"{name}.up") if gated else (f"{name}.up",)
+    parts.append(("act", "expert_act", act_in, f"{name}.act", ffn, routed))
+    shared = a["shared"]
+    routed_out = f"{name}.routed" if shared != 0 else name
+    parts.append(("down", "expert_linear", (f"{name}.act",), routed_out, hidden,
+                  {**routed, "out": hidden, "combine": True}))
+    if shared != 0:
+        width = shared * (a["shared_ffn"] if a["shared_ffn"] is not None else ffn)
+        dense = {"in": None, "bias": "false", "tokens": "all", "tied": None}
+        if gated:
+            parts.append(("shared_gate", "linear", (x.name,), f"{name}.shared_gate", width,
+                          {**dense, "out": width}))
+        parts.append(("shared_up", "linear", (x.name,), f"{name}.shared_up", width,
+                      {**dense, "out": width}))
+        s_in = (f"{name}.shared_gate", f"{name}.shared_up") if gated else (f"{name}.shared_up",)
+        parts.append(("shared_act", a["act"], s_in, f"{name}.shared_act", width, {}))
+        parts.append(("shared_down", "linear", (f"{name}.shared_act",), f"{name}.shared_out",
+                      hidden, {**dense, "out": hidden}))
+        parts.append(("combine", "add", (routed_out, f"{name}.shared_out"), name, hidden, {}))
+    return parts
 
 
 def elaborate(library: Library, model_name: str | None = None,

@@ -153,6 +153,40 @@ def attention_dims(ins: list[TensorInfo], a: dict) -> dict:
     return {**a, "head_dim": head_dim, "kv_heads": kv_heads}
 
 
+ACTIVATIONS = ("swiglu", "geglu", "gelu", "silu", "relu")
+GATED = ("swiglu", "geglu")
+
+
+@signature("moe", ["x"], "matrix", operands=("weight", "act"),
+           experts=Dim(doc="routed experts"), top_k=Dim(doc="experts each token visits"),
+           ffn=Dim(doc="intermediate width of one expert"),
+           shared=Dim(default=0, doc="shared experts every token visits"),
+           shared_ffn=Dim(infer=True, doc="intermediate width of one shared expert"),
+           act=Choice(ACTIVATIONS, "swiglu", "the experts' activation"))
+def _moe(ins, a):
+    """Mixture of experts: a router picks top_k of `experts` MLPs per token (plus `shared`
+    experts every token visits); expands into router, expert and shared-expert ops."""
+    return ins[0].width
+
+
+@signature("router", ["x"], "matrix", operands=("weight", "act"), internal=True)
+def _router(ins, a):
+    """Router logits x W_r, W_r of hidden x experts."""
+    return a["experts"]
+
+
+@signature("expert_linear", ["x"], "matrix", operands=("weight", "act"), internal=True)
+def _expert_linear(ins, a):
+    """One linear layer of every routed expert, applied to the tokens routed to it."""
+    return a["out"]
+
+
+@signature("expert_act", ["gate", "up"], "vector", internal=True)
+def _expert_act(ins, a):
+    """The experts' activation on the routed rows."""
+    return ins[0].width
+
+
 @signature("qk_matmul", ["q", "k"], "matrix", operands=("act", "kv"), internal=True)
 def _qk(ins, a):
     """Attention scores S = Q K^T."""

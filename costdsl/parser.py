@@ -190,9 +190,14 @@ class _ToAst(Transformer):
     def repeat(self, meta, children):
         return children[0]
 
+    def inline(self, meta, children):
+        return "inline"
+
     def assign(self, meta, children):
-        target, call, repeat = children
-        return ast.Assign(str(target), call, repeat, self._p(meta))
+        target, call, modifier = children
+        if modifier == "inline":
+            return ast.Assign(str(target), call, None, self._p(meta), inline=True)
+        return ast.Assign(str(target), call, modifier, self._p(meta))
 
     def return_stmt(self, meta, children):
         return ast.Return(str(children[0]), self._p(meta))

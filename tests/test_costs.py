@@ -1,7 +1,9 @@
 """Cost rules against hand derivations, on tests/data/toy.arch.
 
 Toy dimensions: hidden 8, heads H=2, kv_heads Hkv=1, head_dim d=4, ffn 16, vocab 10,
-positions 32, layers 3. Evaluated at batch b=2, seq s=5:
+positions 32, layers 3; the MoE has E=4 experts, top k=2, expert width F=16 and one shared
+expert 8 wide. Experts touched by n tokens: E (1 - (1 - k/E)^n) = 4 (1 - 2^-n): 1023/256 for
+n = 10 (prefill), 3 for n = 2 (decode). Evaluated at batch b=2, seq s=5:
   prefill: n = b*s = 10 rows, attention Lq = 5, Lk = 5
   decode:  n = b = 2 rows,    attention Lq = 1, Lk = s + 1 = 6
 Each expected tuple is (operations, elements read by class, elements written by class, params),
@@ -17,13 +19,14 @@ from costdsl.graph import nodes
 from conftest import DATA
 
 B, SEQ = 2, 5
+HALF_1023 = sympy.Rational(1023, 2)  # 1023/256 experts touched x 128 weights each
 AT = {S.batch: B, S.seq: SEQ}
 
 
 def _classes(node, accesses):
     out = {}
     for a in accesses:
-        out[a.cls] = out.get(a.cls, 0) + int(a.elements.subs(AT))
+        out[a.cls] = out.get(a.cls, 0) + sympy.nsimplify(a.elements.subs(AT))
     return out
 
 
@@ -68,6 +71,23 @@ PREFILL = {
     "layers.both": (160, {"act": 320}, {"act": 160}, 0),
     "layers.down": (2560, {"act": 160, "weight": 128}, {"act": 80}, 128),  # 2*10*16*8
     "layers.out": (80, {"act": 160}, {"act": 80}, 0),
+    # router 8 -> 4: 2*10*8*4 = 640; W 32; logits 10*4
+    "layers.ex.router": (640, {"act": 80, "weight": 32}, {"act": 40}, 32),
+    # expert gate 8 -> 16: 2*n*k*in*out = 2*10*2*8*16 = 5120; reads each token once per expert
+    # (n k in = 160) and the touched experts' weights (1023/256 * 128 = 511.5); writes n k out
+    "layers.ex.gate": (5120, {"act": 160, "weight": HALF_1023}, {"act": 320}, 512),
+    "layers.ex.up": (5120, {"act": 160, "weight": HALF_1023}, {"act": 320}, 512),
+    # swiglu on n k F = 320 routed elements: 5 * 320
+    "layers.ex.act": (1600, {"act": 640}, {"act": 320}, 0),
+    # down 16 -> 8 with the weighted combine: 2*10*2*16*8 + 2*10*2*8 = 5440; writes n out = 80
+    "layers.ex.down": (5440, {"act": 320, "weight": HALF_1023}, {"act": 80}, 512),
+    # the shared expert: a dense SwiGLU MLP 8 -> 8 -> 8
+    "layers.ex.shared_gate": (1280, {"act": 80, "weight": 64}, {"act": 80}, 64),
+    "layers.ex.shared_up": (1280, {"act": 80, "weight": 64}, {"act": 80}, 64),
+    "layers.ex.shared_act": (400, {"act": 160}, {"act": 80}, 0),
+    "layers.ex.shared_down": (1280, {"act": 80, "weight": 64}, {"act": 80}, 64),
+    "layers.ex.combine": (80, {"act": 160}, {"act": 80}, 0),
+    "layers.mixed": (80, {"act": 160}, {"act": 80}, 0),
     # rmsnorm 4 ops/element: 320; g 8
     "norm": (320, {"act": 80, "weight": 8}, {"act": 80}, 8),
     # tokens=last: n = b = 2 rows even in prefill: 2*2*8*10 = 320; W 80; reads 2*8, writes 2*10
@@ -99,6 +119,18 @@ DECODE = {
     "layers.both": (32, {"act": 64}, {"act": 32}, 0),
     "layers.down": (512, {"act": 32, "weight": 128}, {"act": 16}, 128),
     "layers.out": (16, {"act": 32}, {"act": 16}, 0),
+    "layers.ex.router": (128, {"act": 16, "weight": 32}, {"act": 8}, 32),
+    # n = 2: 2*2*2*8*16 = 1024; act 2*2*8 = 32; 3 experts touched: 3 * 128 = 384
+    "layers.ex.gate": (1024, {"act": 32, "weight": 384}, {"act": 64}, 512),
+    "layers.ex.up": (1024, {"act": 32, "weight": 384}, {"act": 64}, 512),
+    "layers.ex.act": (320, {"act": 128}, {"act": 64}, 0),
+    "layers.ex.down": (1088, {"act": 64, "weight": 384}, {"act": 16}, 512),
+    "layers.ex.shared_gate": (256, {"act": 16, "weight": 64}, {"act": 16}, 64),
+    "layers.ex.shared_up": (256, {"act": 16, "weight": 64}, {"act": 16}, 64),
+    "layers.ex.shared_act": (80, {"act": 32}, {"act": 16}, 0),
+    "layers.ex.shared_down": (256, {"act": 16, "weight": 64}, {"act": 16}, 64),
+    "layers.ex.combine": (16, {"act": 32}, {"act": 16}, 0),
+    "layers.mixed": (16, {"act": 32}, {"act": 16}, 0),
     "norm": (64, {"act": 16, "weight": 8}, {"act": 16}, 8),
     "head": (320, {"act": 16, "weight": 80}, {"act": 20}, 80),
 }
@@ -115,7 +147,7 @@ def test_every_op_matches_its_hand_derivation(stage, expected):
 def test_every_user_op_kind_is_exercised():
     from costdsl.ops import SIGNATURES
     graph = costdsl.load(DATA / "toy.arch").graph("prefill")
-    assert {n.kind for n in nodes(graph)} == set(SIGNATURES) - {"attention"}
+    assert {n.kind for n in nodes(graph)} == set(SIGNATURES) - {"attention", "moe"}
 
 
 def test_bytes_use_the_bitwidth_of_each_tensor_class():
@@ -129,12 +161,15 @@ def test_bytes_use_the_bitwidth_of_each_tensor_class():
 
 
 def test_repeat_count_and_parameter_total():
-    """Per layer: ln 16 + q 72 + k 32 + v 32 + up 128 + gate 128 + down 128 = 536; x 3 layers
-    = 1608; plus emb 80 + pos 256 + norm 8 + head 80 = 424: total 2032."""
+    """Per layer: ln 16 + q 72 + k 32 + v 32 + up 128 + gate 128 + down 128 = 536, and the MoE
+    router 32 + 3 expert linears of 4 x 128 + shared 3 x 64 = 1760: 2296; x 3 layers = 6888;
+    plus emb 80 + pos 256 + norm 8 + head 80 = 424: total 7312.
+    Active: the experts count 2 of 4: 1760 - 3 x 256 = 992 per layer -> 7312 - 3 x 768 = 5008."""
     model = costdsl.load(DATA / "toy.arch")
     repeats = {n.name: n.repeat for n in nodes(model.graph("decode"))}
     assert repeats["layers.att.qk"] == 3 and repeats["head"] == 1
-    assert model.params() == 2032
+    assert model.params() == 7312
+    assert model.active_params() == 5008
 
 
 def test_costs_stay_symbolic_in_free_dimensions(write_arch):
@@ -148,3 +183,15 @@ def test_costs_stay_symbolic_in_free_dimensions(write_arch):
     node = costdsl.load(path).graph("prefill").nodes["y"]["op"]
     hidden = S.model_param("hidden")
     assert sympy.simplify(node.flops - 8 * S.batch * S.seq * hidden**2) == 0
+
+
+def test_experts_touched_matches_a_simulation():
+    """E (1 - (1 - k/E)^n) against sampling top-k of E uniformly for n tokens (Mixtral E=8,
+    k=2; 4000 trials each): within 2% of the simulated mean."""
+    import random
+    from costdsl.costs import experts_touched
+    rng = random.Random(7)
+    for n in (1, 3, 16):
+        trials = [len({e for _ in range(n) for e in rng.sample(range(8), 2)})
+                  for _ in range(4000)]
+        assert float(experts_touched(8, 2, n)) == pytest.approx(sum(trials) / 4000, rel=0.02)

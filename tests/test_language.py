@@ -141,3 +141,23 @@ def test_graph_check_rejects_a_broken_graph():
     graph.remove_edge("layers.q", "layers.q_rot")
     with pytest.raises(GraphError, match="no edge"):
         check(graph)
+
+
+def test_inline_keeps_names_and_rejects_collisions(write_arch):
+    path = write_arch("""
+        block half(x) { n = rmsnorm(x) return n }
+        model "m" {
+          x = embedding(tokens, vocab=10, dim=4)
+          y = half(x) inline
+        }""")
+    assert "n" in costdsl.load(path).graph("decode").nodes  # no `y.` prefix
+    with pytest.raises(ArchError, match="'n' is already defined"):
+        costdsl.load(write_arch("""
+            block half(x) { n = rmsnorm(x) return n }
+            model "m" {
+              x = embedding(tokens, vocab=10, dim=4)
+              n = rmsnorm(x)
+              y = half(n) inline
+            }"""))
+    with pytest.raises(ArchError, match="`inline` applies to blocks"):
+        costdsl.load(write_arch('model "m" { x = embedding(tokens, vocab=1, dim=1) inline }'))

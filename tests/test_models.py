@@ -25,6 +25,8 @@ from conftest import MODELS
     ("gpt2.arch", 124_439_808, "openai-community/gpt2"),
     # mistralai/Mistral-7B-v0.1: 7,241,732,096 (model card: 7.3B).
     ("mistral-7b.arch", 7_241_732_096, "mistralai/Mistral-7B-v0.1"),
+    # mistralai/Mixtral-8x7B-v0.1: 46,702,792,704 (paper: 46.7B).
+    ("mixtral-8x7b.arch", 46_702_792_704, "mistralai/Mixtral-8x7B-v0.1"),
 ])
 def test_published_parameter_count(file, expected, source):
     assert costdsl.load(MODELS / file).params() == expected, source
@@ -83,3 +85,33 @@ def test_params_command_json_and_text():
     text = run(str(MODELS / "gpt2.arch")).stdout
     assert "124,439,808 parameters" in text and "wte" in text
     assert "lm_head" not in text  # tied: it holds no parameters of its own
+
+
+def test_mixtral_total_and_active_parameters():
+    """Mixtral-8x7B: 46,702,792,704 total; a token visits 2 of 8 experts: 12,879,925,248 active
+    (the paper's 46.7B and 12.9B). Per layer the experts hold 8 x 3 x 4096 x 14336."""
+    m = costdsl.load(MODELS / "mixtral-8x7b.arch")
+    assert m.params() == 46_702_792_704
+    assert m.active_params() == 12_879_925_248
+
+
+def test_mixtral_decode_reads_only_the_experts_a_batch_touches():
+    """Batch 1: the one token visits 2 experts: expert weight bytes 2 x 4096 x 14336 x 2 per
+    expert linear. Batch 64: 8 (1 - (3/4)^64) = 7.99999... experts, i.e. all 8 to 1e-7."""
+    m = costdsl.load(MODELS / "mixtral-8x7b.arch")
+    gate = lambda b: next(o for o in m.analyze("nvidia-h100-sxm", b, 128).stages["decode"].ops
+                          if o.name == "layers.moe.gate").bytes_by_class["weight"]
+    assert gate(1) == pytest.approx(2 * 4096 * 14336 * 2)
+    assert gate(64) == pytest.approx(8 * 4096 * 14336 * 2, rel=1e-7)
+
+
+def test_mixtral_expert_crossover_is_numeric_and_right():
+    """Once every expert is touched, expert gate: 2 n k h F B = P (2 E h F + 2 n k (h + F)) =>
+    n = E h F P / (k (h F B - P (h + F))) = 1302.2 on the H100; (3/4)^n is then ~1e-163, so the
+    numeric root must agree to many digits. No closed form: n sits in an exponent."""
+    m = costdsl.load(MODELS / "mixtral-8x7b.arch")
+    answer = m.crossover("batch", "nvidia-h100-sxm", stage="decode", seq=2048)
+    gate = next(c for c in answer.ops if c.op == "layers.moe.gate")
+    h, f, p, b = 4096, 14336, 989.5e12, 3.35e12
+    assert gate.value == pytest.approx(8 * h * f * p / (2 * (h * f * b - p * (h + f))), rel=1e-9)
+    assert gate.closed_form is False and gate.direction == "memory->compute"

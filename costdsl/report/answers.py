@@ -26,7 +26,8 @@ def crossover_dict(answers: list[CrossoverAnswer]) -> dict:
                 if c.expression is not None else None, "latex": c.latex,
                 "value": _value(c.value), "rounded": list(c.rounded) if c.rounded else None,
                 "direction": c.direction, "compute_type": c.compute_type, "ridge": c.ridge,
-                "reason": c.reason, "limit": str(c.limit) if c.limit is not None else None}
+                "reason": c.reason, "limit": str(c.limit) if c.limit is not None else None,
+                "closed_form": c.closed_form}
                 for c in a.ops],
             "stage": {
                 "balance": str(s.balance) if s.balance is not None else None,
@@ -69,8 +70,9 @@ def crossover_text(answers: list[CrossoverAnswer]) -> str:
             value = f"{c.value:.6g}" if c.value is not None else "(depends on free symbols)"
             rounded = f" (integer: {c.rounded[1]})" if c.rounded else ""
             direction = c.direction or "direction depends on the free symbols"
-            lines.append(f"  {c.op:24s} {x} = {printing.text(c.expression)} = {value}"
-                         f"{rounded}, {direction}")
+            formula = (f"{printing.text(c.expression)} = " if c.closed_form
+                       else "(no closed form: x in an exponent; solved numerically) ")
+            lines.append(f"  {c.op:24s} {x} = {formula}{value}{rounded}, {direction}")
         s = a.summary
         if s.first_compute_bound:
             lines.append(f"  first op to turn compute-bound: {s.first_compute_bound.op} at "
