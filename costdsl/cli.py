@@ -133,6 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(run=_params)
 
+    p = sub.add_parser("import", help="write a .arch file from a Hugging Face config.json")
+    p.add_argument("config", help="a config.json")
+    p.add_argument("--name", help="the model's name (default: _name_or_path or the folder)")
+    p.add_argument("-o", "--out", help="write here instead of standard output")
+    p.set_defaults(run=_import)
+
     p = sub.add_parser("hardware", help="list the shipped hardware files")
     p.set_defaults(run=_hardware)
     return parser
@@ -210,6 +216,20 @@ def _params(args) -> str:
     lines += ["  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in
                         enumerate(zip(r, widths))).rstrip() for r in rows]
     return "\n".join(lines) + "\n"
+
+
+def _import(args) -> str:
+    from .importer import read_config, to_arch
+    text = to_arch(read_config(args.config), args.config, args.name)
+    api.load(args.out or "imported.arch", text=text)  # what we write must compile
+    if args.out:
+        try:
+            with open(args.out, "w") as f:
+                f.write(text)
+        except OSError as err:
+            raise CostDSLError(f"cannot write {args.out}: {err.strerror or err}") from None
+        return f"wrote {args.out}\n"
+    return text
 
 
 def _hardware(args) -> str:

@@ -34,6 +34,7 @@ class Library:
     root: ast.Program
     blocks: Mapping[str, ast.Block]
     models: Mapping[str, ast.Model]
+    shadowed: Mapping[str, list] = None  # definitions a later one of the same name replaced
 
 
 def resolve_model_path(spec: str | Path) -> Path:
@@ -61,8 +62,9 @@ def load_library(path: str | Path, text: str | None = None) -> Library:
     root = parse_program(read_arch(path) if text is None else text, str(path))
     blocks: dict[str, ast.Block] = {}
     models: dict[str, ast.Model] = {}
-    _collect(root, path, blocks, models, visiting=[], seen=set())
-    return Library(root, blocks, models)
+    shadowed: dict[str, list] = {}
+    _collect(root, path, blocks, models, visiting=[], seen=set(), shadowed=shadowed)
+    return Library(root, blocks, models, shadowed)
 
 
 def _resolve_import(imp: ast.Import, importer: Path) -> Path:
@@ -73,7 +75,7 @@ def _resolve_import(imp: ast.Import, importer: Path) -> Path:
              hint=f"paths are relative to {importer.parent} or to the shipped models/ folder")
 
 
-def _collect(program, path, blocks, models, visiting, seen):
+def _collect(program, path, blocks, models, visiting, seen, shadowed):
     visiting.append(path.resolve())
     for imp in program.imports:
         target = _resolve_import(imp, path)
@@ -82,13 +84,15 @@ def _collect(program, path, blocks, models, visiting, seen):
         if target not in seen:
             seen.add(target)
             _collect(parse_program(read_arch(target), str(target)), target, blocks, models,
-                     visiting, seen)
+                     visiting, seen, shadowed)
     for table, items, what in ((blocks, program.blocks, "block"), (models, program.models, "model")):
         for item in items:
             if item.name in table and table[item.name].pos.file == item.pos.file:
                 first = table[item.name].pos
                 raise at(ArchError, f"{what} {item.name!r} is defined twice "
                          f"(first at line {first.line})", item.pos)
+            if item.name in table:
+                shadowed.setdefault(item.name, []).append(table[item.name])
             table[item.name] = item  # a file's own definitions override those it imports
     visiting.pop()
 
@@ -115,7 +119,10 @@ def _flatten(model: ast.Model, library: Library) -> tuple[list[ast.Param], tuple
             raise at(ArchNameError, f"model {current.name!r} extends unknown model "
                      f"{current.base!r}", current.pos, hint=_suggest(current.base, library.models))
         chain.append(current)
-        current = library.models[current.base]
+        base = library.models[current.base]
+        if base is current and library.shadowed.get(current.base):
+            base = library.shadowed[current.base][-1]  # extends the imported model of its name
+        current = base
         if current in chain:
             raise at(ArchError, f"model {current.name!r} extends itself", current.pos)
     chain.append(current)
