@@ -20,7 +20,8 @@ from .analysis import Analysis, Settings, stage_result
 from .crossover import (Crossover, QuantCrossover, StageCrossover, quantization_crossover,
                         solvable_symbol, stage_crossover, stage_crossovers)
 from .design import Design
-from .elaborate import Library, elaborate, load_library, parse_overrides
+from .elaborate import elaborate, parse_overrides
+from .library import Library, load_library
 from .errors import CostDSLError, EvaluationError
 from .formulas import FormulaTable, formula_table
 from .latency import Latency, request_latency
@@ -152,7 +153,7 @@ class Model:
         if not total.is_number:
             free = ", ".join(sorted(s.name for s in total.free_symbols))
             raise EvaluationError(f"parameter {free} is still free at evaluation",
-                                  hint=f"bind it with --set NAME=VALUE")
+                                  hint="bind it with --set NAME=VALUE")
         return Analysis(self.name, self.design.file, hw, settings,
                         {k: _number(v) for k, v in self.design.params.items()},
                         int(total), results, int(self.active_params()))

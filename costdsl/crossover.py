@@ -49,7 +49,6 @@ class Crossover:
         """(floor, ceiling) of the value, for integer symbols such as batch and seq."""
         if self.value is None or not self.symbol.is_integer:
             return None
-        import math
         return math.floor(self.value), math.ceil(self.value)
 
 

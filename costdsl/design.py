@@ -5,7 +5,7 @@ its width, and the resolved parameters. Lowering turns it into one op graph per 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Mapping
 
 import sympy

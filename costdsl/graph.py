@@ -87,9 +87,9 @@ class GraphError(CostDSLError):
 def check(graph: nx.DiGraph) -> nx.DiGraph:
     """Raise GraphError unless the graph is a well-formed op graph; return it unchanged.
 
-    Checked: acyclic; every node holds a Node under its own name; every edge carries a tensor
-    that its source writes and its target reads; every input with a producer in the graph has
-    an edge; non-negative integer-free structure (bitwidths for each class present).
+    Checked: acyclic; every node holds a Node under its own name, with a bitwidth for each
+    tensor class; every edge carries a tensor that its source writes and its target reads;
+    every input with a producer in the graph has an edge from it.
     """
     if not nx.is_directed_acyclic_graph(graph):
         raise GraphError("the op graph has a cycle")

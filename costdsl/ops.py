@@ -7,7 +7,7 @@ free. Costs are not here: they are in `costs.py`, one rule per kind.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Mapping
 
 import sympy

@@ -54,7 +54,6 @@ def test_family_file_counts_parameters_symbolically():
 def test_tied_lm_head_reads_the_table_but_holds_no_parameters():
     """GPT-2: the LM head's W is wte (50257 x 768): one decode step reads all of it
     (38,597,376 elements) under the embedding's tensor name, and it adds no parameters."""
-    from costdsl.graph import nodes
     graph = costdsl.load(MODELS / "gpt2.arch").graph("decode")
     head = graph.nodes["lm_head"]["op"]
     assert head.params == 0

@@ -1,7 +1,5 @@
 """Roofline numbers checked by hand on one hardware file (RTX A6000: 768 GB/s, fp16 tensor
 154.8 TFLOPS, fp32 vector 38.7 TFLOPS; ridge point 154.8e12 / 768e9 = 201.5625 ops/byte)."""
-import math
-
 import pytest
 
 import costdsl
