@@ -105,13 +105,35 @@ def numeric_roots(g: sympy.Expr, x: sympy.Symbol, low: float, high: float) -> li
     return roots
 
 
+def roots_in(g: sympy.Expr, x: sympy.Symbol, numbers: Mapping[sympy.Symbol, float],
+             low: float = 0.0, high: float = math.inf) -> list[tuple[sympy.Expr, sympy.Expr, bool]]:
+    """(root, its value, closed form?) for each positive root of g in x inside (low, high].
+
+    A polynomial g is solved in closed form, the root kept as an expression in the symbols of
+    `numbers` (peak, bandwidth) and any left free, its value with `numbers` substituted. With x
+    in an exponent there is no closed form: g, with `numbers` substituted, is solved
+    numerically, and the root is that number."""
+    if transcendental(g, x):
+        if sympy.sympify(g).free_symbols - {x} - set(numbers):
+            return []  # free symbols and no closed form: nothing honest to report
+        return [(sympy.Float(v, 15), sympy.Float(v, 15), False)
+                for v in numeric_roots(g.subs(numbers), x, low, high)]
+    out = []
+    for root in _positive_roots(g, x):
+        value = root.subs(numbers)
+        if value.is_number and (not value.is_real or not low < value <= high):
+            continue
+        out.append((root, value, True))
+    return out
+
+
 def _limit(expr: sympy.Expr, x: sympy.Symbol) -> sympy.Expr:
     if transcendental(expr, x):  # exponentials decay or grow; evaluate far out instead
         return sympy.Float(float(expr.subs(x, 1e9)), 6)
     return sympy.limit(expr, x, sympy.oo)
 
 
-def _direction(intensity: sympy.Expr, x: sympy.Symbol, root: sympy.Expr, ridge: float) -> str | None:
+def _direction(intensity: sympy.Expr, x: sympy.Symbol, root: sympy.Expr) -> str | None:
     """Which way the op turns as x grows through the root: from the sign of dI/dx there."""
     slope = sympy.diff(intensity, x).subs(x, root)
     slope = sympy.simplify(slope)
@@ -164,7 +186,7 @@ def _intervals(edges: list[float]) -> list[tuple[float, float, float]]:
     bounds = [0.0] + edges + [float("inf")]
     out = []
     for low, high in zip(bounds, bounds[1:]):
-        probe = (low + high) / 2 if high != float("inf") else max(2 * low, 1.0)
+        probe = (low + high) / 2 if high != float("inf") else (2 * low if low > 0 else 1.0)
         out.append((low, high, probe))
     return out
 
@@ -190,26 +212,13 @@ def op_crossover(op: OpRoofline, hw: Hardware, x: sympy.Symbol,
             if ctype is None:
                 break
             numbers = {S.peak: hw.peak[ctype], S.bandwidth: hw.bandwidth_Bps}
-            ridge = hw.ridge(ctype)
-            g = f * S.bandwidth - S.peak * b
-            if transcendental(g, x) and not (g.free_symbols - {x, S.peak, S.bandwidth}):
-                span = (max(low, region[0]), min(high, region[1])) if region else (low, high)
-                for value in numeric_roots(g.subs(numbers), x, *span):
-                    found.append(Crossover(
-                        op.node.name, op.node.kind, op.node.repeat, x, sympy.Float(value, 15),
-                        value, _direction(intensity, x, value, ridge), ridge, ctype,
-                        closed_form=False))
-                continue
-            for root in _positive_roots(g, x):
-                value = root.subs(numbers)
-                if value.is_number and (not value.is_real or not low < value <= high):
-                    continue
-                if region and value.is_number and not (region[0] < value <= region[1]):
-                    continue
+            span = (max(low, region[0]), min(high, region[1])) if region else (low, high)
+            for root, value, closed in roots_in(f * S.bandwidth - S.peak * b, x, numbers, *span):
                 found.append(Crossover(
                     op.node.name, op.node.kind, op.node.repeat, x, root,
                     float(value) if value.is_number else None,
-                    _direction(intensity, x, value, ridge), ridge, ctype))
+                    _direction(intensity, x, value), hw.ridge(ctype), ctype,
+                    closed_form=closed))
     if found:
         return found
     ctype = op.compute_type
@@ -270,26 +279,26 @@ def piecewise_time(stage: StageRoofline, hw: Hardware, x: sympy.Symbol,
         breakpoints = list(breakpoints) + [high for _, high in BIT_REGIONS[:-1]]
     breakpoints = list(breakpoints) + [
         p for op in stage.ops for p in minmax_breakpoints(_bind(op.flops + op.bytes, values, x), x)]
-    edges = sorted(set(b for b in breakpoints if b > 0))
-    probes = ([edges[0] / 2] if edges else [1.0]) + [
-        (a + b) / 2 for a, b in zip(edges, edges[1:])] + ([edges[-1] * 2] if edges else [])
+    memory = [_bind(op.node.repeat * op.memory_time, values, x) for op in stage.ops]
+    compute = [None if x in BIT_SYMBOLS else _bind(op.node.repeat * op.compute_time, values, x)
+               for op in stage.ops]  # with a bitwidth, the peak depends on the piece
     pieces = []
-    for i, probe in enumerate(probes):
+    for low, high, probe in _intervals(breakpoints):
         total = sympy.Integer(0)
-        for op in stage.ops:
-            ct = resolve_minmax(_bind(op.node.repeat * _compute_time_at(op, hw, x, values, probe),
-                                      values, x), x, probe)
-            mt = resolve_minmax(_bind(op.node.repeat * op.memory_time, values, x), x, probe)
+        for op, ct, mt in zip(stage.ops, compute, memory):
+            if ct is None:
+                ct = _bind(op.node.repeat * _compute_time_at(op, hw, x, values, probe), values, x)
+            ct, mt = resolve_minmax(ct, x, probe), resolve_minmax(mt, x, probe)
             compute_wins = float(ct.subs(x, probe)) > float(mt.subs(x, probe))
             total += ct if compute_wins else mt
-        condition = x < edges[i] if i < len(edges) else True
+        condition = x < high if high != math.inf else True
         pieces.append((sympy.expand(total).evalf(15), condition))
     return sympy.Piecewise(*pieces)
 
 
 def _compute_time_at(op: OpRoofline, hw: Hardware, x, values, probe) -> sympy.Expr:
-    """The op's compute time with the peak of the compute type it has at x = probe."""
-    if op.compute_type is None or x not in BIT_SYMBOLS:
+    """The op's compute time with the peak of the compute type it has at bitwidth x = probe."""
+    if op.compute_type is None:
         return op.compute_time
     bits = {**{s: v for s, v in values.items() if s in BIT_SYMBOLS}, x: probe}
     return op.flops / hw.peak[compute_type(op.node, hw, bits)]
@@ -301,13 +310,8 @@ def _balance(compute: sympy.Expr, memory: sympy.Expr, x: sympy.Symbol):
     pieces = _intervals(minmax_breakpoints(compute + memory, x) if bound else [])
     for low, high, probe in pieces:
         c, m = resolve_minmax(compute, x, probe), resolve_minmax(memory, x, probe)
-        if transcendental(c - m, x) and bound:
-            roots = [sympy.Float(r, 15) for r in numeric_roots(c - m, x, low, high)]
-        else:
-            roots = _positive_roots(c - m, x)
-        for root in roots:
-            if not root.is_number or low < root <= high:
-                return root, None
+        for root, _, _ in roots_in(c - m, x, {}, low, high):
+            return root, None
     c, m = (resolve_minmax(e, x, pieces[-1][2]) for e in (compute, memory))
     ratio = _limit(c / m, x) if m != 0 else sympy.oo
     return None, (f"total compute time never equals total memory time; their ratio tends to "
@@ -374,21 +378,15 @@ def quantization_crossover(high: StageRoofline, low: StageRoofline, hw: Hardware
             continue
         flops = _bind(a.flops, high_values, x)
         numbers = {S.peak: p_b, S.bandwidth: hw.bandwidth_Bps}
-        g = flops * S.bandwidth - S.peak * bytes_a
-        if transcendental(g, x):
-            roots = [sympy.Float(r, 15) for r in numeric_roots(g.subs(numbers), x, 0, math.inf)]
-        else:
-            roots = _positive_roots(g, x)
-        values = [(r, r.subs(numbers)) for r in roots]
-        values = [(r, v) for r, v in values if not v.is_number or v > 0]
-        if not values:
+        roots = roots_in(flops * S.bandwidth - S.peak * bytes_a, x, numbers)
+        if not roots:
             reason = (f"the higher bitwidth stays memory-bound at every {x.name}: the lower one "
                       f"always saves" if float(_limit(flops / bytes_a, x))
                       < p_b / hw.bandwidth_Bps else
                       f"compute-bound at every {x.name}: the lower bitwidth never saves")
             out.append(QuantCrossover(a.node.name, None, None, reason))
             continue
-        root, value = values[0]
+        root, value, _ = roots[0]
         out.append(QuantCrossover(a.node.name, root, float(value) if value.is_number else None,
                                   None))
     return out
