@@ -52,6 +52,7 @@ class Model:
         self.design = design
         self.library = library
         self.overrides = dict(overrides or {})
+        self._rooflines: dict[tuple, StageRoofline] = {}
 
     def keeping_free(self, names: Iterable[str]) -> "Model":
         """The same model with the named parameters left free (for formula tables)."""
@@ -82,14 +83,20 @@ class Model:
         return op_params(self.graph("prefill"))
 
     def roofline(self, hw: str | Hardware, stage: str, **bits) -> StageRoofline:
-        hw = hw if isinstance(hw, Hardware) else load_hardware(hw)
-        settings = Settings(1, 1, **bits)
-        return roofline(self.graph(stage), hw, settings.bits())
+        return self._roofline(stage, _hardware(hw), Settings(1, 1, **bits))
 
-    def _values(self, settings: Settings, free: Iterable[str] = ()) -> dict:
-        free = set(free)
-        values = {k: v for k, v in settings.values().items() if k.name not in free}
-        return values
+    def _roofline(self, stage: str, hw: Hardware, settings: Settings) -> StageRoofline:
+        """The stage's symbolic roofline, one per (stage, hardware, bitwidths): kept, so that
+        repeated analyses reuse its lambdified numpy function rather than compile it again."""
+        key = (stage, hw.key, hw.bandwidth_Bps, tuple(sorted(hw.peak.items())),
+               tuple(sorted(settings.bits().items())))
+        if key not in self._rooflines:
+            self._rooflines[key] = roofline(self.graph(stage), hw, settings.bits())
+        return self._rooflines[key]
+
+    @staticmethod
+    def _values(settings: Settings, free: Iterable[str] = ()) -> dict:
+        return {k: v for k, v in settings.values().items() if k.name not in set(free)}
 
     def crossover(self, solve: str, hw: str | Hardware, stage: str = "decode",
                   batch: int = 1, seq: int = 2048, w_bits: float = 16, a_bits: float = 16,
@@ -98,17 +105,17 @@ class Model:
         """Crossover points of every op of `stage` in the symbol `solve`, the others bound to
         the given values except those named in `free`. `versus` (e.g. {"w_bits": 2}) adds, per
         op, the value of `solve` above which that lower bitwidth no longer saves time."""
-        hw = hw if isinstance(hw, Hardware) else load_hardware(hw)
+        hw = _hardware(hw)
         x = solvable_symbol(solve, self.design.free)
         settings = Settings(batch, seq, w_bits, a_bits, kv_bits).validate()
         values = self._values(settings, set(free) | {solve})
-        symbolic = roofline(self.graph(stage), hw, settings.bits())
+        symbolic = self._roofline(stage, hw, settings)
         ops = stage_crossovers(symbolic, hw, x, values)
         summary = stage_crossover(symbolic, hw, x, values, ops)
         quant = None
         if versus:
             low = replace(settings, **versus).validate()
-            low_symbolic = roofline(self.graph(stage), hw, low.bits())
+            low_symbolic = self._roofline(stage, hw, low)
             quant = tuple(quantization_crossover(symbolic, low_symbolic, hw, x, values,
                                                  self._values(low, set(free) | {solve})))
         bound = {k.name: v for k, v in values.items()}
@@ -117,19 +124,17 @@ class Model:
     def latency(self, hw: str | Hardware, batch: int, seq: int, gen: int, w_bits: float = 16,
                 a_bits: float = 16, kv_bits: float = 16) -> Latency:
         """TTFT, time per output token and end-to-end time of a request, in closed form."""
-        hw = hw if isinstance(hw, Hardware) else load_hardware(hw)
+        hw = _hardware(hw)
         settings = Settings(batch, seq, w_bits, a_bits, kv_bits).validate()
         if isinstance(gen, bool) or not isinstance(gen, int) or gen < 1:
             raise EvaluationError(f"gen must be a positive integer, got {gen!r}")
-        return request_latency(roofline(self.graph("prefill"), hw, settings.bits()),
-                               roofline(self.graph("decode"), hw, settings.bits()),
-                               hw, settings, gen)
+        return request_latency(self._roofline("prefill", hw, settings),
+                               self._roofline("decode", hw, settings), hw, settings, gen)
 
     def sensitivity(self, hw: str | Hardware, batch: int, seq: int, stage: str = "decode",
                     w_bits: float = 16, a_bits: float = 16, kv_bits: float = 16) -> Sensitivity:
-        hw = hw if isinstance(hw, Hardware) else load_hardware(hw)
         settings = Settings(batch, seq, w_bits, a_bits, kv_bits).validate()
-        return sensitivity(roofline(self.graph(stage), hw, settings.bits()), settings.values())
+        return sensitivity(self._roofline(stage, _hardware(hw), settings), settings.values())
 
     def formulas(self, stage: str, keep: Iterable[str] = ()) -> FormulaTable:
         keep = tuple(keep)
@@ -143,12 +148,10 @@ class Model:
     def analyze(self, hw: str | Hardware, batch: int, seq: int, w_bits: float = 16,
                 a_bits: float = 16, kv_bits: float = 16,
                 stages: Iterable[str] = STAGES) -> Analysis:
-        hw = hw if isinstance(hw, Hardware) else load_hardware(hw)
+        hw = _hardware(hw)
         settings = Settings(batch, seq, w_bits, a_bits, kv_bits).validate()
-        results = {}
-        for stage in stages:
-            symbolic = roofline(self.graph(stage), hw, settings.bits())
-            results[stage] = stage_result(symbolic, settings)
+        results = {stage: stage_result(self._roofline(stage, hw, settings), settings)
+                   for stage in stages}
         total = self.params()
         if not total.is_number:
             free = ", ".join(sorted(s.name for s in total.free_symbols))
@@ -157,6 +160,10 @@ class Model:
         return Analysis(self.name, self.design.file, hw, settings,
                         {k: _number(v) for k, v in self.design.params.items()},
                         int(total), results, int(self.active_params()))
+
+
+def _hardware(hw: str | Hardware) -> Hardware:
+    return hw if isinstance(hw, Hardware) else load_hardware(hw)
 
 
 def _number(v: sympy.Expr):

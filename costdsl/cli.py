@@ -145,14 +145,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _analyze(args) -> str:
-    model = api.load(args.model, args.model_name, args.set)
+    model = _load(args)
     analysis = model.analyze(args.hw, batch=args.batch, seq=args.seq,
                              stages=_stages(args.stage), **_bits_of(args))
     return FORMATS[args.format](analysis)
 
 
+def _load(args) -> api.Model:
+    return api.load(args.model, args.model_name, args.set)
+
+
 def _crossover(args) -> str:
-    model = api.load(args.model, args.model_name, args.set)
+    model = _load(args)
     answers = [model.crossover(args.solve, args.hw, stage, batch=args.batch, seq=args.seq,
                                free=args.free, versus=_versus(args.versus), **_bits_of(args))
                for stage in _stages(args.stage)]
@@ -161,7 +165,7 @@ def _crossover(args) -> str:
 
 
 def _latency(args) -> str:
-    model = api.load(args.model, args.model_name, args.set)
+    model = _load(args)
     result = model.latency(args.hw, args.batch, args.seq, args.gen, **_bits_of(args))
     if args.format == "json":
         return json.dumps(answers_report.latency_dict(result), indent=2) + "\n"
@@ -169,14 +173,14 @@ def _latency(args) -> str:
 
 
 def _formulas(args) -> str:
-    model = api.load(args.model, args.model_name, args.set)
+    model = _load(args)
     keep = [k.strip() for k in args.keep.split(",") if k.strip()]
     tables = [model.formulas(stage, keep) for stage in _stages(args.stage)]
     return FORMULA_FORMATS[args.format](tables)
 
 
 def _sensitivity(args) -> str:
-    model = api.load(args.model, args.model_name, args.set)
+    model = _load(args)
     items = [model.sensitivity(args.hw, args.batch, args.seq, stage, **_bits_of(args))
              for stage in _stages(args.stage)]
     if args.format == "json":
@@ -185,7 +189,7 @@ def _sensitivity(args) -> str:
 
 
 def _check(args) -> str:
-    model = api.load(args.model, args.model_name, args.set)
+    model = _load(args)
     graph = model.graph("prefill")
     total = model.params()
     free = model.design.free
@@ -196,7 +200,7 @@ def _check(args) -> str:
 
 
 def _params(args) -> str:
-    model = api.load(args.model, args.model_name, args.set)
+    model = _load(args)
     total, active, ops = model.params(), model.active_params(), model.params_by_op()
     number = lambda e: int(e) if e.is_number else str(e)
     if args.format == "json":
