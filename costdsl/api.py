@@ -28,6 +28,8 @@ from .latency import Latency, request_latency
 from .sensitivity import Sensitivity, sensitivity
 from .hardware import Hardware, load_hardware
 from .lower import STAGES, lower
+from .parser import parse_passes
+from .passes import apply_passes
 from .params import OpParams, active_params, op_params, total_params
 from .roofline import StageRoofline, roofline
 
@@ -48,11 +50,30 @@ class Model:
     """A compiled model: its design and, lazily, one op graph per stage."""
 
     def __init__(self, design: Design, library: Library | None = None,
-                 overrides: Mapping[str, ast.Expr] | None = None):
+                 overrides: Mapping[str, ast.Expr] | None = None,
+                 extra_passes: tuple[ast.PassCall, ...] = ()):
         self.design = design
         self.library = library
         self.overrides = dict(overrides or {})
+        self.extra_passes = tuple(extra_passes)
         self._rooflines: dict[tuple, StageRoofline] = {}
+
+    @property
+    def passes(self) -> tuple[ast.PassCall, ...]:
+        """The pass pipeline: the file's passes, then those added with `with_passes`."""
+        return self.design.passes + self.extra_passes
+
+    def with_passes(self, passes: Iterable[str | ast.PassCall]) -> "Model":
+        """The same model with more passes appended: pass text as on the command line
+        (`"quantize(weights=4); flash_attention()"`) or parsed calls."""
+        calls = list(self.extra_passes)
+        for i, p in enumerate(passes, 1):
+            calls += [p] if isinstance(p, ast.PassCall) else list(parse_passes(p, f"--pass {i}"))
+        return Model(self.design, self.library, self.overrides, tuple(calls))
+
+    def without_passes(self) -> "Model":
+        """The model as its layers describe it: no pass applied (the baseline of `compare`)."""
+        return Model(replace(self.design, passes=()), self.library, self.overrides)
 
     def keeping_free(self, names: Iterable[str]) -> "Model":
         """The same model with the named parameters left free (for formula tables)."""
@@ -61,7 +82,8 @@ class Model:
             return self
         free = {n: ast.Free(ast.Pos("--keep", 1, 1)) for n in names}
         overrides = {**self.overrides, **free}
-        return Model(elaborate(self.library, self.design.name, overrides), self.library, overrides)
+        return Model(elaborate(self.library, self.design.name, overrides), self.library, overrides,
+                     self.extra_passes)
 
     @property
     def name(self) -> str:
@@ -69,7 +91,8 @@ class Model:
 
     @functools.cache
     def graph(self, stage: str) -> nx.DiGraph:
-        return lower(self.design, stage)
+        """The stage's op graph after the pass pipeline."""
+        return apply_passes(lower(self.design, stage), self.passes)
 
     def params(self) -> sympy.Expr:
         """Total parameter count (a number, or an expression in the free parameters)."""
@@ -88,7 +111,7 @@ class Model:
     def _roofline(self, stage: str, hw: Hardware, settings: Settings) -> StageRoofline:
         """The stage's symbolic roofline, one per (stage, hardware, bitwidths): kept, so that
         repeated analyses reuse its lambdified numpy function rather than compile it again."""
-        key = (stage, hw.key, hw.bandwidth_Bps, tuple(sorted(hw.peak.items())),
+        key = (stage, hw.key, hw.bandwidth_Bps, hw.sram_per_block, tuple(sorted(hw.peak.items())),
                tuple(sorted(settings.bits().items())))
         if key not in self._rooflines:
             self._rooflines[key] = roofline(self.graph(stage), hw, settings.bits())
@@ -175,12 +198,14 @@ def _number(v: sympy.Expr):
 
 
 def load(path: str | Path, model: str | None = None,
-         set: Mapping[str, object] | Iterable[str] | None = None, text: str | None = None) -> Model:
+         set: Mapping[str, object] | Iterable[str] | None = None, text: str | None = None,
+         passes: Iterable[str] = ()) -> Model:
     """Compile a .arch file. `set` binds or overrides parameters: {"hidden": 4096} or
-    ["hidden=4096"]; values are numbers or expression text, parsed, never evaluated as Python."""
+    ["hidden=4096"]; values are numbers or expression text, parsed, never evaluated as Python.
+    `passes` appends pass text after the file's own passes, as `--pass` does."""
     library = load_library(path, text)
     overrides = _overrides(set)
-    return Model(elaborate(library, model, overrides), library, overrides)
+    return Model(elaborate(library, model, overrides), library, overrides).with_passes(passes)
 
 
 def _overrides(set) -> dict[str, ast.Expr] | None:

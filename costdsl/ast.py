@@ -117,12 +117,29 @@ class Block:
 
 
 @dataclass(frozen=True)
+class PassArg:
+    name: str
+    value: "Expr | str"   # an expression, or the text of a quoted string (op patterns)
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class PassCall:
+    """`quantize(weights=4, ops="layers.*")`: one graph transformation and its arguments."""
+    name: str
+    args: tuple[PassArg, ...]
+    pos: Pos
+    text: str = ""   # the call as written, for reports
+
+
+@dataclass(frozen=True)
 class Model:
     name: str
     base: str | None
     params: tuple[Param, ...]
     body: tuple[Statement, ...]
     pos: Pos
+    passes: tuple[PassCall, ...] = ()
 
 
 @dataclass(frozen=True)

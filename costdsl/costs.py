@@ -142,12 +142,11 @@ def linear(op, ins, out, site):
         out_shape=(n, d_out))
 
 
-def _attention_sizes(op, rows: str, site: Site):
+def _attention_sizes(a, rows: str, site: Site):
     """b, H, Hkv, d, Lq, Lk of an attention op whose queries cover `rows` positions.
     With a sliding window W, Lk = min(context, W): a decode step reads at most W cached
     positions (a rolling cache), and in prefill each query's row of scores is W wide at most
     (a banded kernel; the full seq x seq matrix is not formed)."""
-    a = op.attrs
     lq = site.new if rows == "all" else sympy.Integer(1)
     return S.batch, a["heads"], a["kv_heads"], a["head_dim"], lq, sympy.Min(site.context,
                                                                              a["window"])
@@ -159,7 +158,7 @@ def qk_matmul(op, ins, out, site):
     (b Lk Hkv d, read once per KV head: query heads of a group share it); writes the full
     score matrix b H Lq Lk, mask included."""
     q, k = ins
-    b, h, hkv, d, lq, lk = _attention_sizes(op, q.rows, site)
+    b, h, hkv, d, lq, lk = _attention_sizes(op.attrs, q.rows, site)
     return Cost(2 * b * h * lq * lk * d,
                 (Access(q.name, q.cls, b * lq * h * d), Access(k.name, k.cls, b * lk * hkv * d)),
                 (Access(out.name, out.cls, b * h * lq * lk),), sympy.Integer(0),
@@ -171,7 +170,7 @@ def softmax(op, ins, out, site):
     """P = softmax(S) row by row: 5 operations per score (max, subtract, exp, sum, divide);
     reads and writes b H Lq Lk."""
     (s,) = ins
-    b, h, _, _, lq, lk = _attention_sizes(op, s.rows, site)
+    b, h, _, _, lq, lk = _attention_sizes(op.attrs, s.rows, site)
     elements = b * h * lq * lk
     return Cost(5 * elements, (Access(s.name, s.cls, elements),),
                 (Access(out.name, out.cls, elements),), sympy.Integer(0), (b, h, lq, lk))
@@ -182,11 +181,53 @@ def sv_matmul(op, ins, out, site):
     """O = P V for every head: operations 2 b H Lq Lk d; reads P (b H Lq Lk) and the cached V
     (b Lk Hkv d); writes O (b Lq H d)."""
     p, v = ins
-    b, h, hkv, d, lq, lk = _attention_sizes(op, p.rows, site)
+    b, h, hkv, d, lq, lk = _attention_sizes(op.attrs, p.rows, site)
     return Cost(2 * b * h * lq * lk * d,
                 (Access(p.name, p.cls, b * h * lq * lk), Access(v.name, v.cls, b * lk * hkv * d)),
                 (Access(out.name, out.cls, b * lq * h * d),), sympy.Integer(0),
                 (b * lq, h * d))
+
+
+FLASH_MIN_ROWS = 16
+"""The fewest query rows a FlashAttention block can hold: the M dimension of the smallest
+tensor-core MMA tile (m16n8k16). With less on-chip memory the fusion is not applicable."""
+
+
+def flash_rows(head_dim, a_bits, kv_bits):
+    """Br: query rows per block. A block keeps Q and O tiles (activation bits) and one K and one V
+    tile (KV bits) of Br x head_dim each in M bytes: Br = 8 M / (2 head_dim (a_bits + kv_bits)),
+    i.e. M / (4 head_dim) elements at equal widths, the block size of FlashAttention's
+    Algorithm 1 (Dao et al., NeurIPS 2022)."""
+    return 8 * S.sram / (2 * head_dim * (a_bits + kv_bits))
+
+
+def flash_sram_needed(head_dim, a_bits, kv_bits):
+    """On-chip bytes a block of FLASH_MIN_ROWS query rows needs."""
+    return FLASH_MIN_ROWS * 2 * head_dim * (a_bits + kv_bits) / 8
+
+
+def flash_attention(attrs, q: str, k: str, v: str, out: str, rows: str, site: Site) -> Cost:
+    """FlashAttention: QK^T, softmax and xV in one kernel; the score matrix stays on chip.
+
+    Loop order of FlashAttention-2: each thread block holds Br query rows (Q and O tiles) and
+    streams the K and V tiles of the attended positions past them. The g = H / Hkv query heads
+    that share a KV head are packed into the same blocks (as decode kernels do), so the keys and
+    values of one KV head are read T = max(1, g Lq / Br) times, Br = flash_rows(...) (the ceiling
+    is dropped so that crossovers stay in closed form; it is off by less than one block):
+        bytes   Q: b Lq H d, O: b Lq H d (activations); K, V: 2 b Hkv Lk d T (KV cache)
+    In prefill (Lq = Lk = N) the K/V term is 2 b Hkv N^2 g d / Br = Theta(N^2 d^2 / M), the IO
+    complexity of the paper's Theorem 2 (Dao et al., NeurIPS 2022). In decode (Lq = 1, g <= Br)
+    T = 1: the cache is read once.
+        operations  4 b H Lq Lk d on the matrix units (QK^T and xV) and 5 b H Lq Lk (softmax) on
+                    the vector units, as the three unfused ops; no score matrix is written."""
+    b, h, hkv, d, lq, lk = _attention_sizes(attrs, rows, site)
+    group = h / hkv
+    passes = sympy.Max(1, group * lq / flash_rows(d, S.a_bits, S.kv_bits))
+    scores = b * h * lq * lk
+    return Cost(4 * scores * d + 5 * scores,
+                (Access(q, "act", b * lq * h * d), Access(k, "kv", b * lk * hkv * d * passes),
+                 Access(v, "kv", b * lk * hkv * d * passes)),
+                (Access(out, "act", b * lq * h * d),), sympy.Integer(0), (b * lq, h * d))
 
 
 def experts_touched(experts, top_k, tokens):

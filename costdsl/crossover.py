@@ -200,7 +200,7 @@ def op_crossover(op: OpRoofline, hw: Hardware, x: sympy.Symbol,
     Where min()/max() appear (a sliding window), x is split at their switch points and each
     interval is solved with the active branch.
     """
-    flops = _bind(op.flops, values, x)
+    flops = _bind(op.effective_flops, values, x)
     nbytes = _bind(op.bytes, values, x)
     pieces = _intervals(minmax_breakpoints(flops + nbytes, x)
                         if not (flops + nbytes).free_symbols - {x} else [])
@@ -301,7 +301,7 @@ def _compute_time_at(op: OpRoofline, hw: Hardware, x, values, probe) -> sympy.Ex
     if op.compute_type is None:
         return op.compute_time
     bits = {**{s: v for s, v in values.items() if s in BIT_SYMBOLS}, x: probe}
-    return op.flops / hw.peak[compute_type(op.node, hw, bits)]
+    return op.effective_flops / hw.peak[compute_type(op.node, hw, bits)]
 
 
 def _balance(compute: sympy.Expr, memory: sympy.Expr, x: sympy.Symbol):
@@ -376,7 +376,7 @@ def quantization_crossover(high: StageRoofline, low: StageRoofline, hw: Hardware
                                       f"({b.compute_type} vs {a.compute_type}): it saves at "
                                       f"every {x.name}"))
             continue
-        flops = _bind(a.flops, high_values, x)
+        flops = _bind(a.effective_flops, high_values, x)
         numbers = {S.peak: p_b, S.bandwidth: hw.bandwidth_Bps}
         roots = roots_in(flops * S.bandwidth - S.peak * bytes_a, x, numbers)
         if not roots:

@@ -10,7 +10,7 @@ from typing import Mapping
 
 import sympy
 
-from .ast import Pos
+from .ast import PassCall, Pos
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,7 @@ class Design:
     ops: tuple[OpInstance, ...]
     tensors: Mapping[str, Tensor]
     output: str | None
+    passes: tuple[PassCall, ...] = ()  # the file's pass pipeline (base model's first)
 
     def tensor(self, name: str) -> Tensor:
         return self.tensors[name]

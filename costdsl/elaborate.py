@@ -39,8 +39,9 @@ def pick_model(library: Library, name: str | None) -> ast.Model:
     return library.root.models[-1]
 
 
-def _flatten(model: ast.Model, library: Library) -> tuple[list[ast.Param], tuple]:
-    """Parameters and body of a model with its `extends` chain resolved."""
+def _flatten(model: ast.Model, library: Library) -> tuple[list[ast.Param], tuple, tuple]:
+    """Parameters, body and passes of a model with its `extends` chain resolved: a model's
+    passes run after those of the model it extends."""
     chain, current = [], model
     while current.base is not None:
         if current.base not in library.models:
@@ -56,11 +57,13 @@ def _flatten(model: ast.Model, library: Library) -> tuple[list[ast.Param], tuple
     chain.append(current)
     params: dict[str, ast.Param] = {}
     body: tuple = ()
+    passes: tuple = ()
     for m in reversed(chain):  # base first; each child overrides values, keeps their order
         for p in m.params:
             params[p.name] = p
         body = m.body or body
-    return list(params.values()), body
+        passes += m.passes
+    return list(params.values()), body, passes
 
 
 def evaluate_params(params: list[ast.Param], overrides: Mapping[str, ast.Expr] | None = None):
@@ -345,14 +348,15 @@ def _moe_parts(name: str, x: Tensor, a: dict) -> list[tuple]:
 def elaborate(library: Library, model_name: str | None = None,
               overrides: Mapping[str, ast.Expr] | None = None) -> Design:
     model = pick_model(library, model_name)
-    params_ast, body = _flatten(model, library)
+    params_ast, body, passes = _flatten(model, library)
     params, free = evaluate_params(params_ast, overrides)
     if not body:
         raise at(ArchError, f"model {model.name!r} has no ops", model.pos)
     el = _Elaborator(library, params)
     output = el.run(body)
     tensors = {n: (replace(t, cls="kv") if n in el.kv else t) for n, t in el.tensors.items()}
-    return Design(model.name, library.root.file, params, free, tuple(el.ops), tensors, output)
+    return Design(model.name, library.root.file, params, free, tuple(el.ops), tensors, output,
+                  passes)
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, ast.Expr]:

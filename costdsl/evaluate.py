@@ -30,6 +30,8 @@ class StageNumbers:
     bytes_by_class: Mapping[str, np.ndarray]
     peak: np.ndarray
     bandwidth: float
+    vector_flops: np.ndarray | float = 0.0   # the part of flops run at vector_peak
+    vector_peak: np.ndarray | float = np.inf
 
     @property
     def bytes(self) -> np.ndarray:
@@ -43,7 +45,8 @@ class StageNumbers:
 
     @property
     def compute_time(self) -> np.ndarray:
-        return self.flops / self.peak
+        """As OpRoofline.compute_time: matrix part at the op's peak, vector part at its own."""
+        return (self.flops - self.vector_flops) / self.peak + self.vector_flops / self.vector_peak
 
     @property
     def memory_time(self) -> np.ndarray:
@@ -76,10 +79,12 @@ def _check_bound(symbols, values: Mapping[sympy.Symbol, object]) -> None:
 
 @functools.lru_cache(maxsize=64)
 def _compiled(stage: StageRoofline):
-    """One numpy function per stage: symbols -> [repeat..., flops..., bytes by class...]."""
+    """One numpy function per stage:
+    symbols -> [repeat..., flops..., bytes by class..., vector flops...]."""
     rows = [o.node.repeat for o in stage.ops] + [o.flops for o in stage.ops]
     for cls in CLASSES:
-        rows += [o.node.bytes_of(o.node.reads + o.node.writes)[cls] for o in stage.ops]
+        rows += [o.bytes_by_class[cls] for o in stage.ops]
+    rows += [o.node.vector_flops for o in stage.ops]
     symbols = sorted(set().union(*(sympy.sympify(r).free_symbols for r in rows)),
                      key=lambda s: s.name)
     return symbols, sympy.lambdify(symbols, rows, modules="numpy")
@@ -103,7 +108,9 @@ def evaluate(stage: StageRoofline, values: Mapping[sympy.Symbol, object]) -> Sta
         flops=table[n:2 * n],
         bytes_by_class={c: table[(2 + i) * n:(3 + i) * n] for i, c in enumerate(CLASSES)},
         peak=np.array([o.peak for o in stage.ops]).reshape((n,) + extra),
-        bandwidth=stage.ops[0].bandwidth if stage.ops else 1.0)
+        bandwidth=stage.ops[0].bandwidth if stage.ops else 1.0,
+        vector_flops=table[(2 + len(CLASSES)) * n:(3 + len(CLASSES)) * n],
+        vector_peak=np.array([o.vector_peak for o in stage.ops]).reshape((n,) + extra))
 
 
 @functools.lru_cache(maxsize=64)

@@ -2,7 +2,7 @@
 
 Node schema: the node key is the op name; attribute `op` holds a frozen `Node`:
     name, kind, stage, repeat   identity, and how many times the op occurs (e.g. layers)
-    inputs, output              tensor names; edges producer -> consumer carry `tensor=<name>`
+    inputs, output              tensor names; edges producer -> consumer carry `tensors=(<name>, ...)`
     out_shape                   sympy shape of the output
     flops                       operations (a multiply-add is 2) of one occurrence
     reads, writes               `Access` records: tensor, class (weight/act/kv), elements
@@ -12,7 +12,14 @@ Node schema: the node key is the op name; attribute `op` holds a frozen `Node`:
                                 which tensor classes are its operands
     attrs                       resolved attributes
     fused_from                  the ops a fusion pass merged into this one (empty otherwise)
-Graph attributes: `model`, `stage`, `params` (resolved values), `passes` (names applied).
+    extra_outputs               further tensors a fused op writes (e.g. q, k and v of a fused
+                                QKV projection); `outputs` is output + extra_outputs
+    vector_flops                the part of `flops` run on the vector units at their rate (the
+                                softmax inside a fused attention, an activation fused into a
+                                linear, dequantization); 0 for unfused ops
+    scale_bits                  extra bits per element of a class (group-wise quantization
+                                scales and zero points); bytes use bits + scale_bits
+Graph attributes: `model`, `stage`, `params` (resolved values), `passes` (texts applied).
 Passes map OpGraph -> OpGraph and must leave `check(graph)` true.
 """
 from __future__ import annotations
@@ -50,11 +57,22 @@ class Node:
     fused_from: tuple[str, ...] = ()
     group: str | None = None
     active_params: sympy.Expr | None = None  # parameters one token uses; None means all
+    extra_outputs: tuple[str, ...] = ()
+    vector_flops: sympy.Expr = sympy.Integer(0)
+    scale_bits: Mapping[str, sympy.Expr] = field(default_factory=dict)
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return (self.output,) + self.extra_outputs
+
+    def stored_bits(self, cls: str) -> sympy.Expr:
+        """Bits one element of class `cls` takes in memory: its bitwidth plus any scales."""
+        return self.bits[cls] + self.scale_bits.get(cls, 0)
 
     def bytes_of(self, accesses) -> dict[str, sympy.Expr]:
         out = {c: sympy.Integer(0) for c in CLASSES}
         for a in accesses:
-            out[a.cls] += to_bytes(a.elements, self.bits[a.cls])
+            out[a.cls] += to_bytes(a.elements, self.stored_bits(a.cls))
         return out
 
     @property
@@ -72,6 +90,16 @@ class Node:
     @property
     def intensity(self) -> sympy.Expr:
         return self.flops / self.bytes
+
+
+def connect(graph: nx.DiGraph, producer: str, consumer: str, tensor: str) -> None:
+    """Add `tensor` to the edge producer -> consumer (one edge may carry several tensors)."""
+    if graph.has_edge(producer, consumer):
+        carried = graph.edges[producer, consumer]["tensors"]
+        if tensor not in carried:
+            graph.edges[producer, consumer]["tensors"] = carried + (tensor,)
+    else:
+        graph.add_edge(producer, consumer, tensors=(tensor,))
 
 
 def nodes(graph: nx.DiGraph) -> list[Node]:
@@ -100,10 +128,14 @@ def check(graph: nx.DiGraph) -> nx.DiGraph:
             raise GraphError(f"node {key!r} does not hold its op record")
         if set(node.bits) != set(CLASSES):
             raise GraphError(f"node {key!r} lacks a bitwidth for some tensor class")
-        producers[node.output] = key
+        for tensor in node.outputs:
+            if producers.setdefault(tensor, key) != key:
+                raise GraphError(f"tensor {tensor!r} is written by both {producers[tensor]!r} "
+                                 f"and {key!r}")
     for src, dst, data in graph.edges(data=True):
-        tensor = data.get("tensor")
-        if graph.nodes[src]["op"].output != tensor or tensor not in graph.nodes[dst]["op"].inputs:
+        tensors = data.get("tensors") or ()
+        if not tensors or any(t not in graph.nodes[src]["op"].outputs
+                              or t not in graph.nodes[dst]["op"].inputs for t in tensors):
             raise GraphError(f"edge {src} -> {dst} does not carry a tensor between them")
     for key, data in graph.nodes(data=True):
         for tensor in data["op"].inputs:

@@ -4,7 +4,9 @@ Schema (a user can write their own):
     name      = "NVIDIA RTX A6000"
     bandwidth = 768e9 or "768 GB/s"        # off-chip memory bandwidth, bytes/s
     memory    = 51539607552 or "48 GiB"    # off-chip memory capacity, bytes
-    sram      = "10.5 MiB"                 # optional: on-chip memory usable by one kernel
+    sram      = "10.5 MiB"                 # optional: on-chip memory of the whole chip
+    sram_per_block = "99 KiB"              # optional: on-chip memory one thread block can use
+                                           # (FlashAttention's tile budget M)
     [peak]                                 # dense operations/s by compute type
     fp32 = "38.7 TFLOPS"                   # fp32 is the non-tensor (vector) rate: elementwise
     fp16 = "154.8 TFLOPS"                  # ops such as norms and softmax run at it
@@ -42,6 +44,7 @@ class Hardware:
     peak: Mapping[str, float]   # ops/s by compute type
     sram_bytes: float | None = None
     source: str = ""
+    sram_per_block: float | None = None
 
     def ridge(self, compute_type: str) -> float:
         """Intensity (ops/byte) above which an op of this type is compute-bound."""
@@ -121,11 +124,12 @@ def _from_table(data: dict, path: Path, text: str) -> Hardware:
         if key not in data:
             raise fail(f"missing required key {key!r}",
                        hint="a hardware file needs name, bandwidth, memory and a [peak] table")
-    unknown = set(data) - {"name", "bandwidth", "memory", "sram", "peak", "notes"}
+    unknown = set(data) - {"name", "bandwidth", "memory", "sram", "sram_per_block", "peak",
+                           "notes"}
     if unknown:
         key = sorted(unknown)[0]
         raise fail(f"unknown key {key!r}", key,
-                   hint="keys: name, bandwidth, memory, sram, [peak], notes")
+                   hint="keys: name, bandwidth, memory, sram, sram_per_block, [peak], notes")
     if not isinstance(data["name"], str):
         raise fail("name must be a string", "name")
     if not isinstance(data["peak"], dict) or not data["peak"]:
@@ -138,12 +142,13 @@ def _from_table(data: dict, path: Path, text: str) -> Hardware:
         memory = parse_quantity(data["memory"], "bytes", "memory")
     except ValueError as err:
         raise fail(str(err), "memory") from None
-    sram = None
-    if "sram" in data:
-        try:
-            sram = parse_quantity(data["sram"], "bytes", "sram")
-        except ValueError as err:
-            raise fail(str(err), "sram") from None
+    sram = {}
+    for key in ("sram", "sram_per_block"):
+        if key in data:
+            try:
+                sram[key] = parse_quantity(data[key], "bytes", key)
+            except ValueError as err:
+                raise fail(str(err), key) from None
     peak = {}
     for ctype, value in data["peak"].items():
         if ctype not in COMPUTE_TYPES:
@@ -153,4 +158,5 @@ def _from_table(data: dict, path: Path, text: str) -> Hardware:
             peak[ctype] = parse_quantity(value, "ops/s", f"peak.{ctype}")
         except ValueError as err:
             raise fail(str(err), ctype) from None
-    return Hardware(path.stem, data["name"], bandwidth, memory, peak, sram, str(path))
+    return Hardware(path.stem, data["name"], bandwidth, memory, peak, sram.get("sram"), str(path),
+                    sram.get("sram_per_block"))

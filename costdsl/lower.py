@@ -6,7 +6,7 @@ import networkx as nx
 
 from .costs import SITES, cost_of
 from .design import Design
-from .graph import Node, check
+from .graph import Node, check, connect
 from .ops import SIGNATURES
 
 STAGES = ("prefill", "decode")
@@ -30,5 +30,5 @@ def lower(design: Design, stage: str) -> nx.DiGraph:
             active_params=cost.params if cost.active is None else cost.active))
         for t in ins:
             if t.producer is not None:
-                graph.add_edge(t.producer, op.name, tensor=t.name)
+                connect(graph, t.producer, op.name, t.name)
     return check(graph)

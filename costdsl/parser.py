@@ -42,7 +42,7 @@ _DIAGNOSES = {
     ],
 }
 
-_START_RULES = ("start", "expr")
+_START_RULES = ("start", "expr", "pass_list")
 
 
 @functools.cache
@@ -115,9 +115,10 @@ def _number(token: Token) -> Fraction:
 class _ToAst(Transformer):
     """Parse tree -> AST, rule by rule (the method names are the grammar's rule aliases)."""
 
-    def __init__(self, file: str):
+    def __init__(self, file: str, text: str = ""):
         super().__init__()
         self.file = file
+        self.text = text
 
     def _p(self, meta):
         return _pos(self.file, meta)
@@ -222,9 +223,28 @@ class _ToAst(Transformer):
         return ("extends", children[0])
 
     def model_def(self, meta, children):
-        name, base, params, *body = children
+        name, base, params, *body, passes = children
         return ast.Model(name, base[1] if base else None, params or (),
-                         tuple(body), self._p(meta))
+                         tuple(body), self._p(meta), passes or ())
+
+    # passes
+    def pass_string(self, meta, children):
+        return str(children[0])[1:-1]
+
+    def pass_arg(self, meta, children):
+        return ast.PassArg(str(children[0]), children[1], self._p(meta))
+
+    def pass_call(self, meta, children):
+        name, *args = children
+        text = self.text[meta.start_pos:meta.end_pos] if self.text else ""
+        return ast.PassCall(str(name), tuple(a for a in args if a is not None), self._p(meta),
+                            " ".join(text.split()))
+
+    def passes(self, meta, children):
+        return tuple(c for c in children if isinstance(c, ast.PassCall))
+
+    def pass_list(self, meta, children):
+        return tuple(c for c in children if isinstance(c, ast.PassCall))
 
     def start(self, meta, children):
         return ast.Program(
@@ -241,7 +261,7 @@ def _parse(text: str, file: str, start: str):
     except lark.exceptions.UnexpectedInput as err:
         raise _syntax_error(err, text, file, start) from None
     try:
-        return _ToAst(file).transform(tree)
+        return _ToAst(file, text).transform(tree)
     except lark.exceptions.VisitError as err:
         if isinstance(err.orig_exc, ArchSyntaxError):
             raise err.orig_exc from None
@@ -256,3 +276,8 @@ def parse_program(text: str, file: str = "<string>") -> ast.Program:
 def parse_expr(text: str, file: str = "<expression>") -> ast.Expr:
     """Parse one arithmetic expression (the value of --set NAME=VALUE, for instance)."""
     return _parse(text, file, "expr")
+
+
+def parse_passes(text: str, file: str = "--pass") -> tuple[ast.PassCall, ...]:
+    """Parse pass calls given on the command line: `quantize(weights=4); flash_attention()`."""
+    return _parse(text, file, "pass_list")

@@ -18,10 +18,17 @@ from typing import Mapping
 import networkx as nx
 import sympy
 
-from .errors import EvaluationError
+from .errors import CostDSLError, EvaluationError
 from .graph import Node, nodes
 from .hardware import Hardware
+from . import symbols as S
 from .symbols import BITS_BY_CLASS
+
+
+class NotApplicableError(CostDSLError):
+    """A pass asked for something this hardware cannot do (a fusion that needs more on-chip
+    memory than it has)."""
+    label = "not applicable"
 
 # The type an operand of `bits` bits asks for, and what to fall back to when the chip lacks it.
 _PROMOTION = {
@@ -66,19 +73,40 @@ def compute_type(node: Node, hw: Hardware, bits: Mapping[sympy.Symbol, float]) -
 
 @dataclass(frozen=True)
 class OpRoofline:
-    """One op's roofline, as expressions in the runtime symbols (batch, seq, bitwidths)."""
+    """One op's roofline, as expressions in the runtime symbols (batch, seq, bitwidths).
+
+    A fused op may run part of its operations (`node.vector_flops`: a softmax or activation
+    inside the kernel) on the vector units: its compute time is the sum of both parts at their
+    own rates (they share the SM's issue slots; no overlap is assumed)."""
     node: Node
     compute_type: str | None
     peak: float                 # ops/s of compute_type (inf when the op has no arithmetic)
     bandwidth: float            # bytes/s
+    vector_peak: float = float("inf")     # ops/s of the vector units (fp32)
+    hardware_values: Mapping[sympy.Symbol, float] | None = None  # e.g. sram per block
 
     @property
     def flops(self) -> sympy.Expr:
         return self.node.flops
 
     @property
+    def effective_flops(self) -> sympy.Expr:
+        """Operations counted at the op's peak: vector operations weigh peak / vector_peak."""
+        vector = self.node.vector_flops
+        if vector == 0 or not self.compute_type:
+            return self.node.flops
+        return self.node.flops - vector + vector * sympy.nsimplify(self.peak / self.vector_peak)
+
+    @property
+    def bytes_by_class(self) -> dict[str, sympy.Expr]:
+        out = self.node.bytes_of(self.node.reads + self.node.writes)
+        if self.hardware_values:
+            out = {c: sympy.sympify(e).subs(self.hardware_values) for c, e in out.items()}
+        return out
+
+    @property
     def bytes(self) -> sympy.Expr:
-        return self.node.bytes
+        return sum(self.bytes_by_class.values(), sympy.Integer(0))
 
     @property
     def intensity(self) -> sympy.Expr:
@@ -86,7 +114,7 @@ class OpRoofline:
 
     @property
     def compute_time(self) -> sympy.Expr:
-        return self.flops / self.peak if self.compute_type else sympy.Integer(0)
+        return self.effective_flops / self.peak if self.compute_type else sympy.Integer(0)
 
     @property
     def memory_time(self) -> sympy.Expr:
@@ -121,12 +149,34 @@ def roofline(graph: nx.DiGraph, hw: Hardware, bits: Mapping[str, float]) -> Stag
     """`bits` maps w_bits/a_bits/kv_bits to numbers: the compute type of each op depends on them.
     They stay symbols in the byte expressions, substituted when evaluated."""
     values = {BITS_BY_CLASS[c]: v for c, v in _by_class(bits).items()}
+    vector_peak = hw.peak.get("fp32", max(hw.peak.values()))
     ops = []
     for node in nodes(graph):
+        hardware_values = _hardware_values(node, hw, values)
         ctype = compute_type(node, hw, values)
         peak = hw.peak[ctype] if ctype else float("inf")
-        ops.append(OpRoofline(node, ctype, peak, hw.bandwidth_Bps))
+        ops.append(OpRoofline(node, ctype, peak, hw.bandwidth_Bps, vector_peak, hardware_values))
     return StageRoofline(graph.graph["stage"], tuple(ops))
+
+
+def _hardware_values(node: Node, hw: Hardware, bits) -> dict | None:
+    """The hardware figures the op's costs refer to (on-chip memory), checked against what the
+    op needs: a fusion whose smallest tile does not fit is not applicable on this hardware."""
+    needed = node.attrs.get("sram_needed")
+    if needed is None:
+        return None
+    needed = sympy.sympify(needed).subs(bits)
+    if hw.sram_per_block is None:
+        raise NotApplicableError(
+            f"{node.name}: {node.kind} is not applicable on {hw.key}: the hardware file gives no "
+            f"on-chip memory per block (sram_per_block)",
+            hint="drop the flash_attention pass, or add sram_per_block to the hardware file")
+    if needed.is_number and float(needed) > hw.sram_per_block:
+        raise NotApplicableError(
+            f"{node.name}: {node.kind} is not applicable on {hw.key}: a block needs "
+            f"{float(needed) / 1024:g} KiB of on-chip memory, the hardware has "
+            f"{hw.sram_per_block / 1024:g} KiB per block")
+    return {S.sram: hw.sram_per_block}
 
 
 def _by_class(bits: Mapping[str, float]) -> dict[str, float]:

@@ -19,6 +19,10 @@ peak = sympy.Symbol("peak", positive=True)
 bandwidth = sympy.Symbol("bandwidth", positive=True)
 """Memory bandwidth in bytes/s: likewise."""
 
+sram = sympy.Symbol("sram", positive=True)
+"""On-chip memory one thread block can use, in bytes (the M of FlashAttention's IO analysis):
+a symbol in the cost rules, the hardware's `sram_per_block` once a hardware file is chosen."""
+
 RUNTIME = {s.name: s for s in (batch, seq, gen, w_bits, a_bits, kv_bits)}
 """Symbols bound by the deployment, never by the model file."""
 

@@ -126,7 +126,7 @@ def test_lowered_graphs_are_valid_and_edges_follow_tensors():
         assert graph.has_edge("layers.k_rot", "layers.attn.qk")
         assert graph.has_edge("layers.attn.qk", "layers.attn.softmax")
         assert graph.has_edge("layers.v", "layers.attn.sv")
-        assert graph.edges["layers.q", "layers.q_rot"]["tensor"] == "layers.q"
+        assert graph.edges["layers.q", "layers.q_rot"]["tensors"] == ("layers.q",)
         assert [n.name for n in nodes(graph)][0] == "embed"
         assert [n.name for n in nodes(graph)][-1] == "lm_head"
 
@@ -134,7 +134,7 @@ def test_lowered_graphs_are_valid_and_edges_follow_tensors():
 def test_graph_check_rejects_a_broken_graph():
     from costdsl.graph import GraphError
     graph = costdsl.load(MODELS / "llama-2-7b.arch").graph("decode").copy()
-    graph.add_edge("lm_head", "embed", tensor="lm_head")
+    graph.add_edge("lm_head", "embed", tensors=("lm_head",))
     with pytest.raises(GraphError, match="cycle"):
         check(graph)
     graph = costdsl.load(MODELS / "llama-2-7b.arch").graph("decode").copy()

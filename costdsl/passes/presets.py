@@ -1,0 +1,20 @@
+"""fuse_all: the usual inference-engine fusions in the order that lets each find its pattern."""
+from __future__ import annotations
+
+import networkx as nx
+
+from .registry import PASSES, register
+
+ORDER = ("fuse_qkv", "flash_attention", "fuse_linear_act", "fuse_norm_linear", "fuse_residual")
+
+
+@register("fuse_all")
+def fuse_all(graph: nx.DiGraph) -> nx.DiGraph:
+    """fuse_qkv, flash_attention, fuse_linear_act, fuse_norm_linear and fuse_residual, in
+    this order (QKV first so that the norm before it fuses into one projection)."""
+    for name in ORDER:
+        if name == "flash_attention" and not any(
+                graph.nodes[n]["op"].kind == "qk_matmul" for n in graph):
+            continue
+        graph = PASSES[name].run(graph)
+    return graph
