@@ -63,6 +63,7 @@ class OpResult:
     time_s: float
     total_time_s: float
     share: float               # fraction of the stage's time
+    fused_from: tuple[str, ...] = ()   # the ops a fusion pass merged into this one
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ class Analysis:
     params_total: int
     stages: Mapping[str, StageResult]
     params_active: int | None = None  # parameters one token uses (MoE: fewer than total)
+    passes: tuple[str, ...] = ()      # the passes applied, in order, as written
 
 
 def stage_result(symbolic: StageRoofline, settings: Settings,
@@ -113,7 +115,8 @@ def _records(n: StageNumbers) -> StageResult:
                  intensity=float(n.intensity[i]), attainable=float(n.attainable[i]),
                  bound="compute" if n.compute_bound[i] else "memory",
                  time_s=float(time[i]), total_time_s=float(total_time[i]),
-                 share=float(total_time[i] / stage_time) if stage_time else 0.0)
+                 share=float(total_time[i] / stage_time) if stage_time else 0.0,
+                 fused_from=n.fused_from[i] if n.fused_from else ())
         for i in range(len(n.names)))
     total = StageTotal(
         flops=float(n.total(n.flops)), bytes=float(n.total(n.bytes)),

@@ -17,6 +17,7 @@ import sympy
 
 from . import ast
 from .analysis import Analysis, Settings, stage_result
+from .compare import Comparison, compare
 from .crossover import (Crossover, QuantCrossover, StageCrossover, quantization_crossover,
                         solvable_symbol, stage_crossover, stage_crossovers)
 from .design import Design
@@ -68,7 +69,7 @@ class Model:
         (`"quantize(weights=4); flash_attention()"`) or parsed calls."""
         calls = list(self.extra_passes)
         for i, p in enumerate(passes, 1):
-            calls += [p] if isinstance(p, ast.PassCall) else list(parse_passes(p, f"--pass {i}"))
+            calls += [p] if isinstance(p, ast.PassCall) else list(parse_passes(p, f"--pass[{i}]"))
         return Model(self.design, self.library, self.overrides, tuple(calls))
 
     def without_passes(self) -> "Model":
@@ -182,7 +183,18 @@ class Model:
                                   hint="bind it with --set NAME=VALUE")
         return Analysis(self.name, self.design.file, hw, settings,
                         {k: _number(v) for k, v in self.design.params.items()},
-                        int(total), results, int(self.active_params()))
+                        int(total), results, int(self.active_params()),
+                        tuple(self.graph(next(iter(results))).graph["passes"]) if results else ())
+
+
+    def compare(self, hw: str | Hardware, batch: int, seq: int, w_bits: float = 16,
+                a_bits: float = 16, kv_bits: float = 16,
+                stages: Iterable[str] = STAGES) -> Comparison:
+        """This model (with its passes) against the same model with no pass applied."""
+        hw = _hardware(hw)
+        kw = dict(batch=batch, seq=seq, w_bits=w_bits, a_bits=a_bits, kv_bits=kv_bits,
+                  stages=tuple(stages))
+        return compare(self.without_passes().analyze(hw, **kw), self.analyze(hw, **kw))
 
 
 def _hardware(hw: str | Hardware) -> Hardware:

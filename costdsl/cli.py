@@ -41,6 +41,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                    help="which model of the file (default: the last one defined)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="bind a parameter the file leaves free, or override one (repeatable)")
+    p.add_argument("--pass", dest="passes", action="append", default=[], metavar="PASS",
+                   help='a pass to apply after the file\'s own, e.g. "quantize(weights=4)" or '
+                        '"flash_attention()" (repeatable; see `costdsl passes`)')
 
 
 def _deployment_args(p: argparse.ArgumentParser) -> None:
@@ -86,6 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage", choices=("prefill", "decode", "all"), default="all")
     p.add_argument("--format", choices=tuple(FORMATS), default="text")
     p.set_defaults(run=_analyze)
+
+    p = sub.add_parser("compare", help="the model with its passes against no passes, per stage")
+    _model_args(p)
+    _deployment_args(p)
+    p.add_argument("--stage", choices=("prefill", "decode", "all"), default="all")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.set_defaults(run=_compare)
+
+    p = sub.add_parser("passes", help="list the passes and their arguments")
+    p.set_defaults(run=_passes)
 
     p = sub.add_parser("crossover", help="where each op changes bound, solved in closed form")
     _model_args(p)
@@ -151,8 +164,32 @@ def _analyze(args) -> str:
     return FORMATS[args.format](analysis)
 
 
+def _compare(args) -> str:
+    from .report import comparison
+    model = _load(args)
+    if not model.passes:
+        raise CostDSLError("compare needs passes: give --pass, or a file with a passes section",
+                           hint='e.g. --pass "quantize(weights=4)" --pass "flash_attention()"')
+    result = model.compare(args.hw, args.batch, args.seq, stages=_stages(args.stage),
+                           **_bits_of(args))
+    return (comparison.json_text if args.format == "json" else comparison.text)(result)
+
+
+def _passes(args) -> str:
+    from .passes import PASSES
+    lines = []
+    for name in sorted(PASSES):
+        spec = PASSES[name]
+        sig = ", ".join(f"{a}=" + ("" if arg.default is None else str(arg.default))
+                        for a, arg in spec.args.items())
+        lines += [f"{name}({sig})", "    " + spec.doc.replace("\n", "\n    ")]
+        lines += [f"      {a}: {arg.help}" for a, arg in spec.args.items() if arg.help]
+        lines.append("")
+    return "\n".join(lines)
+
+
 def _load(args) -> api.Model:
-    return api.load(args.model, args.model_name, args.set)
+    return api.load(args.model, args.model_name, args.set, passes=args.passes)
 
 
 def _crossover(args) -> str:

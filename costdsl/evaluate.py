@@ -32,6 +32,7 @@ class StageNumbers:
     bandwidth: float
     vector_flops: np.ndarray | float = 0.0   # the part of flops run at vector_peak
     vector_peak: np.ndarray | float = np.inf
+    fused_from: tuple[tuple[str, ...], ...] = ()
 
     @property
     def bytes(self) -> np.ndarray:
@@ -110,7 +111,8 @@ def evaluate(stage: StageRoofline, values: Mapping[sympy.Symbol, object]) -> Sta
         peak=np.array([o.peak for o in stage.ops]).reshape((n,) + extra),
         bandwidth=stage.ops[0].bandwidth if stage.ops else 1.0,
         vector_flops=table[(2 + len(CLASSES)) * n:(3 + len(CLASSES)) * n],
-        vector_peak=np.array([o.vector_peak for o in stage.ops]).reshape((n,) + extra))
+        vector_peak=np.array([o.vector_peak for o in stage.ops]).reshape((n,) + extra),
+        fused_from=tuple(o.node.fused_from for o in stage.ops))
 
 
 @functools.lru_cache(maxsize=64)

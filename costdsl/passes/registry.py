@@ -5,6 +5,7 @@ runs each pass on a copy of the graph, and checks the result with `graph.check`.
 from __future__ import annotations
 
 import difflib
+import inspect
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
@@ -20,6 +21,10 @@ from .. import symbols as S
 
 class PassError(CostDSLError):
     label = "pass error"
+
+    def __init__(self, message: str, *, arg: str | None = None, **kw):
+        super().__init__(message, **kw)
+        self.arg = arg  # the argument at fault, so that the message can point at it
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,7 @@ PASSES: dict[str, PassDef] = {}
 
 def register(name: str, **args: Arg):
     def add(fn):
-        PASSES[name] = PassDef(name, fn, args, (fn.__doc__ or "").strip())
+        PASSES[name] = PassDef(name, fn, args, inspect.cleandoc(fn.__doc__ or ""))
         return fn
     return add
 
@@ -105,8 +110,9 @@ def apply_pass(graph: nx.DiGraph, call: ast.PassCall) -> nx.DiGraph:
     try:
         out = spec.run(graph, **values)
     except PassError as err:
-        if err.file is None:  # point at the pass call that failed
-            raise at(PassError, err.message, call.pos, err.hint) from None
+        if err.file is None:  # point at the argument, or the pass call, that failed
+            pos = next((a.pos for a in call.args if a.name == err.arg), call.pos)
+            raise at(PassError, err.message, pos, err.hint) from None
         raise
     out.graph["passes"] = list(graph.graph.get("passes", [])) + [call.text or call.name]
     return check(out)

@@ -1,6 +1,7 @@
 """The JSON form of an Analysis: a stable interface other tools read.
 
-Top-level keys: model, hardware, settings, params ({"total": int}), stages. stages.prefill and
+Top-level keys: model, hardware, settings, params ({"total": int, "active": int}), passes
+(the passes applied, as written), stages. stages.prefill and
 stages.decode hold `ops` (name, kind, repeat, flops, bytes, intensity, bound, time_s for one
 occurrence, plus compute_type, attainable, bytes_by_class) and `total` (flops, bytes, time_s
 over all occurrences, plus compute_time_s, memory_time_s, bytes_by_class). New keys may be
@@ -35,6 +36,7 @@ def to_dict(a: Analysis) -> dict:
         "settings": {"batch": s.batch, "seq": s.seq, "w_bits": _num(float(s.w_bits)),
                      "a_bits": _num(float(s.a_bits)), "kv_bits": _num(float(s.kv_bits))},
         "params": {"total": a.params_total, "active": a.params_active},
+        "passes": list(a.passes),
         "model_params": dict(a.params),
         "stages": {name: {
             "description": st.description,
@@ -43,7 +45,8 @@ def to_dict(a: Analysis) -> dict:
                      "intensity": _num(o.intensity), "bound": o.bound, "time_s": o.time_s,
                      "compute_type": o.compute_type, "attainable": _num(o.attainable),
                      "bytes_by_class": {k: _num(v) for k, v in o.bytes_by_class.items()},
-                     "total_time_s": o.total_time_s}
+                     "total_time_s": o.total_time_s,
+                     **({"fused_from": list(o.fused_from)} if o.fused_from else {})}
                     for o in st.ops],
             "total": {"flops": _num(st.total.flops), "bytes": _num(st.total.bytes),
                       "time_s": st.total.time_s, "compute_time_s": st.total.compute_time_s,

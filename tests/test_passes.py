@@ -1,0 +1,348 @@
+"""Passes (quantize, fusion, FlashAttention) against hand derivations on shipped models.
+
+Llama-2-7b (config.json): hidden 4096, 32 heads of 128, 32 KV heads, ffn 11008, vocab 32000,
+32 layers. RTX A6000 (hardware/nvidia-a6000.toml): 768 GB/s, fp16 154.8 TFLOPS, ridge 201.6
+ops/byte, 99 KiB of shared memory per thread block (CUDA C++ Programming Guide, CC 8.6).
+"""
+import json
+
+import pytest
+import sympy
+
+import costdsl
+from costdsl import symbols as S
+from costdsl.cli import main
+from costdsl.graph import check, nodes
+from costdsl.passes import PASSES, PassError
+from costdsl.roofline import NotApplicableError
+
+from conftest import MODELS
+
+LLAMA = MODELS / "llama-2-7b.arch"
+A6000 = "nvidia-a6000"
+H, D, F = 4096, 128, 11008
+
+
+def _op(model, stage, name):
+    return model.graph(stage).nodes[name]["op"]
+
+
+def _result(analysis, stage, name):
+    return next(o for o in analysis.stages[stage].ops if o.name == name)
+
+
+def _bytes_at(node, **values):
+    subs = {getattr(S, k): v for k, v in values.items()}
+    return {c: sympy.nsimplify(e.subs(subs)) for c, e in node.bytes_of(node.reads + node.writes).items()}
+
+
+# --- quantize -----------------------------------------------------------------------------------
+
+def test_group_scales_add_scale_bits_per_weight():
+    # 4-bit weights, one fp16 scale per 128 weights: 4 + 16/128 = 4.125 bits per weight.
+    # q projection: 4096 x 4096 weights x 4.125 / 8 = 8,650,752 bytes.
+    m = costdsl.load(LLAMA, passes=["quantize(weights=4, group=128)"])
+    q = _op(m, "decode", "layers.q")
+    assert q.stored_bits("weight") == sympy.Rational(33, 8)
+    assert _bytes_at(q, batch=1, a_bits=16)["weight"] == H * H * 33 // 64 == 8_650_752
+    # zero points add their bits too: 4 + (16 + 4) / 64 = 4.3125
+    m = costdsl.load(LLAMA, passes=["quantize(weights=4, group=64, zero_bits=4)"])
+    assert _op(m, "decode", "layers.q").stored_bits("weight") == sympy.Rational(69, 16)
+
+
+def test_patterns_select_ops_and_exclude_keeps_16_bits():
+    m = costdsl.load(LLAMA, passes=['quantize(weights=4, exclude="embed,lm_head")',
+                                    'quantize(weights=8, ops="layers.attn*,layers.q,layers.k,'
+                                    'layers.v,layers.o")'])
+    bits = {n.name: n.bits["weight"] for n in nodes(m.graph("decode"))}
+    assert bits["embed"] == S.w_bits and bits["lm_head"] == S.w_bits  # left at the flag's value
+    assert bits["layers.gate"] == 4 and bits["layers.down"] == 4
+    assert bits["layers.q"] == 8 and bits["layers.o"] == 8
+
+
+def test_bitwidth_flags_are_the_whole_model_quantize_pass():
+    # --w-bits 4 and quantize(weights=4) give the same numbers, op by op.
+    flags = costdsl.load(LLAMA).analyze(A6000, batch=8, seq=1024, w_bits=4, kv_bits=8)
+    passes = costdsl.load(LLAMA, passes=["quantize(weights=4, kv=8)"]).analyze(
+        A6000, batch=8, seq=1024)
+    for stage in ("prefill", "decode"):
+        for a, b in zip(flags.stages[stage].ops, passes.stages[stage].ops):
+            assert (a.name, a.compute_type, a.bound) == (b.name, b.compute_type, b.bound)
+            assert a.bytes == pytest.approx(b.bytes, rel=1e-12)
+            assert a.time_s == pytest.approx(b.time_s, rel=1e-12)
+
+
+def test_symbolic_bitwidths_stay_symbolic():
+    m = costdsl.load(LLAMA, passes=['quantize(weights=w_bits / 2, ops="layers.gate")'])
+    gate = _op(m, "decode", "layers.gate")
+    assert gate.bits["weight"] == S.w_bits / 2
+    # at w_bits = 8 the gate's weights take 4 bits: 4096 x 11008 / 2 bytes
+    a = m.analyze(A6000, batch=1, seq=16, w_bits=8)
+    assert _result(a, "decode", "layers.gate").bytes_by_class["weight"] == H * F / 2
+
+
+def test_compute_type_follows_operands_and_hardware():
+    def ctype(hw, passes):
+        a = costdsl.load(LLAMA, passes=passes).analyze(hw, batch=1, seq=16, stages=["decode"])
+        return _result(a, "decode", "layers.q").compute_type
+    assert ctype(A6000, ["quantize(weights=4)"]) == "fp16"           # W4A16 dequantizes
+    assert ctype(A6000, ["quantize(weights=8, acts=8)"]) == "int8"   # W8A8 on int8 units
+    assert ctype(A6000, ["quantize(weights=4, acts=4)"]) == "int4"   # the A6000 has INT4
+    assert ctype("nvidia-h100-sxm", ["quantize(weights=4, acts=4)"]) == "int8"  # H100 has not
+
+
+def test_dequant_counts_a_multiply_per_weight_on_the_vector_units():
+    # decode, batch 1: q does 2 x 4096^2 matrix operations; dequantizing adds one multiply per
+    # weight read (4096^2), two with zero points.
+    base = _op(costdsl.load(LLAMA), "decode", "layers.q")
+    for extra, text in ((1, "quantize(weights=4, group=128, dequant=1)"),
+                        (2, "quantize(weights=4, group=128, zero_bits=4, dequant=1)")):
+        q = _op(costdsl.load(LLAMA, passes=[text]), "decode", "layers.q")
+        assert (q.flops - base.flops).subs(S.batch, 1) == extra * H * H
+        assert q.vector_flops == extra * H * H
+    a = costdsl.load(LLAMA, passes=["quantize(weights=4, group=128, dequant=1)"]).analyze(
+        A6000, batch=1, seq=16, stages=["decode"])
+    q = _result(a, "decode", "layers.q")
+    # compute time: 2 x 4096^2 at fp16 154.8 T + 4096^2 at fp32 38.7 T; still memory-bound
+    assert q.bound == "memory"
+
+
+def test_survey_quantization_cases_on_llama_2_7b_a6000_decode():
+    def q(batch, passes):
+        a = costdsl.load(LLAMA, passes=passes).analyze(A6000, batch=batch, seq=2048,
+                                                      stages=["decode"])
+        return _result(a, "decode", "layers.q")
+    # 1. memory-bound op: W8 halves the weight bytes and the time follows the bytes.
+    #    batch 1: W16 33,554,432 + 16,384 bytes; W8 16,777,216 + 16,384 bytes.
+    w16, w8 = q(1, []), q(1, ["quantize(weights=8)"])
+    assert (w16.bound, w8.bound) == ("memory", "memory")
+    assert w16.bytes == 33_570_816 and w8.bytes == 16_793_600
+    assert w16.time_s / w8.time_s == pytest.approx(33_570_816 / 16_793_600, rel=1e-12)
+    # 2. quantization moves an op to compute-bound: batch 128, intensity
+    #    2*128*4096^2 / (33,554,432 + 2,097,152) = 120.5 < 201.6 at W16;
+    #    / (8,388,608 + 2,097,152) = 409.6 > 201.6 at W4 (computed in fp16).
+    w16, w4 = q(128, []), q(128, ["quantize(weights=4)"])
+    assert w16.intensity == pytest.approx(4_294_967_296 / 35_651_584)
+    assert (w16.bound, w4.bound, w4.compute_type) == ("memory", "compute", "fp16")
+    # 3. already compute-bound: W4 -> W2 at batch 512 changes nothing.
+    w4, w2 = q(512, ["quantize(weights=4)"]), q(512, ["quantize(weights=2)"])
+    assert (w4.bound, w2.bound) == ("compute", "compute")
+    assert w4.time_s == w2.time_s
+    assert w2.bytes < w4.bytes
+
+
+# --- fusion -------------------------------------------------------------------------------------
+
+def test_generic_fusion_removes_intermediate_traffic():
+    # gate, up and swiglu fused (decode, batch b): the gate and up outputs (b x 11008 each) are
+    # neither written nor read back: 4 x 11008 x b elements; the shared input x (b x 4096) is
+    # read once instead of twice. At 16 bits: (4 x 11008 + 4096) x 2 = 96,256 bytes at b = 1.
+    names = ["layers.gate", "layers.up", "layers.act"]
+    base = costdsl.load(LLAMA)
+    fused = costdsl.load(LLAMA, passes=['fuse(ops="layers.gate,layers.up,layers.act")'])
+    f = _op(fused, "decode", "layers[gate+up+act]")
+    members = [_op(base, "decode", n) for n in names]
+    saved = sum(m.bytes for m in members) - f.bytes
+    assert sympy.simplify(saved.subs({S.batch: 1, S.a_bits: 16, S.w_bits: 16})) == 96_256
+    assert sympy.simplify(f.flops - sum(m.flops for m in members)) == 0
+    assert f.vector_flops == members[2].flops  # the SwiGLU runs on the vector units
+    assert f.fused_from == tuple(names) and f.kind == "fused"
+    assert fused.params() == base.params() == 6_738_415_616
+
+
+@pytest.mark.parametrize("ops, blocker", [
+    ("layers.attn_norm,layers.q", "layers.k"),        # its output is also read by k
+    ("layers.q,layers.attn.qk", "layers.q_rot"),      # rope runs between them
+    ("layers.out,final_norm", "final_norm"),          # 32 occurrences against 1
+])
+def test_illegal_fusions_name_the_op_that_blocks_them(ops, blocker):
+    with pytest.raises(PassError, match=f"'{blocker}'") as err:
+        costdsl.load(LLAMA, passes=[f'fuse(ops="{ops}")']).graph("decode")
+    assert err.value.line == 1 and err.value.file == "--pass[1]"
+
+
+def test_fusion_of_differently_quantized_ops_is_refused():
+    text = 'quantize(weights=4, ops="layers.q"); fuse(ops="layers.q,layers.k,layers.v")'
+    with pytest.raises(PassError, match="different bitwidths"):
+        costdsl.load(LLAMA, passes=[text]).graph("decode")
+
+
+def test_named_fusions_and_markers():
+    m = costdsl.load(LLAMA, passes=["fuse_all()"])
+    names = [n.name for n in nodes(m.graph("decode"))]
+    assert names == ["embed", "layers[attn_norm+q+k+v]", "layers.q_rot", "layers.k_rot",
+                     "layers.attn[qk+softmax+sv]", "layers[o+h]", "layers[mlp_norm+gate+up+act]",
+                     "layers[down+out]", "[final_norm+lm_head]"]
+    qkv = _op(m, "decode", "layers[attn_norm+q+k+v]")
+    assert qkv.outputs == ("layers.q", "layers.k", "layers.v")
+
+
+@pytest.mark.parametrize("arch", sorted(p.name for p in MODELS.glob("*.arch")
+                                        if p.name != "llama.arch"))
+def test_every_pass_keeps_every_shipped_graph_valid(arch):
+    base = costdsl.load(MODELS / arch)
+    for name in ("fuse_qkv()", "flash_attention()", "fuse_linear_act()", "fuse_norm_linear()",
+                 "fuse_residual()", "quantize(weights=4, group=128, kv=8)"):
+        if name == "flash_attention()" and not any(
+                n.kind == "qk_matmul" for n in nodes(base.graph("decode"))):
+            continue
+        m = costdsl.load(MODELS / arch, passes=[name, "fuse_all()"])
+        for stage in ("prefill", "decode"):
+            check(m.graph(stage))
+        assert m.params() == base.params()
+        assert m.active_params() == base.active_params()
+        m.analyze("nvidia-h100-sxm", batch=4, seq=512)
+
+
+def test_fusion_saves_in_decode_exactly_its_bytes_and_less_in_prefill():
+    # The survey's observation on Llama-2-7b (A6000, batch 1, seq 2048): in decode every op is
+    # memory-bound before and after fusing, so the time saved is the bytes saved / bandwidth;
+    # in prefill the big linears are compute-bound and the relative time gain is smaller than
+    # the relative byte reduction.
+    c = costdsl.load(LLAMA, passes=["fuse_all()"]).compare(A6000, batch=1, seq=2048)
+    d = c.stages["decode"]
+    assert all(o.bound == "memory" for o in d.before.ops + d.after.ops)
+    saved_bytes = d.before.total.bytes - d.after.total.bytes
+    saved_time = d.before.total.time_s - d.after.total.time_s
+    assert saved_bytes > 0
+    assert saved_time == pytest.approx(saved_bytes / 768e9, rel=1e-9)
+    p = c.stages["prefill"]
+    byte_gain = 1 - p.after.total.bytes / p.before.total.bytes
+    time_gain = 1 - p.after.total.time_s / p.before.total.time_s
+    assert 0 < time_gain < byte_gain
+
+
+# --- FlashAttention -----------------------------------------------------------------------------
+
+def test_flash_attention_prefill_traffic_follows_the_sram():
+    # A6000: M = 99 KiB = 101,376 bytes; Br = 8 M / (2 d (16 + 16)) = 99 rows. Llama-2-7b
+    # prefill, b = 1, N = 2048, g = 1: K and V are read N / Br times:
+    #   K, V: 2 x 32 x 2048 x 128 x 2 bytes x 2048/99 = 68,719,476,736 / 99
+    #   Q, O: 2 x 32 x 2048 x 128 x 2 bytes = 33,554,432
+    # operations: 4 x 32 x 2048^2 x 128 + 5 x 32 x 2048^2 = 69,390,565,376
+    a = costdsl.load(LLAMA, passes=["flash_attention()"]).analyze(A6000, batch=1, seq=2048)
+    fa = _result(a, "prefill", "layers.attn[qk+softmax+sv]")
+    assert fa.bytes_by_class["kv"] == pytest.approx(68_719_476_736 / 99, rel=1e-12)
+    assert fa.bytes_by_class["act"] == 33_554_432
+    assert fa.flops == 69_390_565_376
+    assert fa.compute_type == "fp16"
+
+
+def test_flash_attention_io_is_inverse_in_sram(write_arch, tmp_path):
+    # Theta(N^2 d^2 / M): doubling the on-chip memory per block halves the K/V traffic.
+    hw = (MODELS.parent / "hardware" / "nvidia-a6000.toml").read_text()
+    small = tmp_path / "small.toml"
+    small.write_text(hw.replace('sram_per_block = "99 KiB"', 'sram_per_block = "64 KiB"'))
+    large = tmp_path / "large.toml"
+    large.write_text(hw.replace('sram_per_block = "99 KiB"', 'sram_per_block = "128 KiB"'))
+    m = costdsl.load(LLAMA, passes=["flash_attention()"])
+    kv = [_result(m.analyze(str(h), batch=1, seq=4096, stages=["prefill"]), "prefill",
+                  "layers.attn[qk+softmax+sv]").bytes_by_class["kv"] for h in (small, large)]
+    assert kv[0] / kv[1] == pytest.approx(2, rel=1e-12)
+
+
+def test_flash_attention_decode_reads_the_cache_once():
+    # decode: the unfused QK^T reads K and xV reads V, the whole cache once; the fused kernel
+    # reads the same KV bytes and no score matrix: 2 x 32 x 2049 x 128 x 2 = 33,570,816 bytes.
+    base = costdsl.load(LLAMA).analyze(A6000, batch=1, seq=2048, stages=["decode"])
+    fa = costdsl.load(LLAMA, passes=["flash_attention()"]).analyze(A6000, batch=1, seq=2048,
+                                                                   stages=["decode"])
+    fused = _result(fa, "decode", "layers.attn[qk+softmax+sv]")
+    unfused_kv = sum(_result(base, "decode", n).bytes_by_class["kv"]
+                     for n in ("layers.attn.qk", "layers.attn.sv"))
+    assert fused.bytes_by_class["kv"] == unfused_kv == 33_570_816
+    assert fused.bytes_by_class["act"] == 2 * 32 * 128 * 2
+
+
+def test_flash_attention_is_not_applicable_without_enough_sram(tmp_path):
+    # a 16-row block of d = 128 at 16 bits needs 16 x 2 x 128 x 32 / 8 = 16 KiB
+    hw = (MODELS.parent / "hardware" / "nvidia-a6000.toml").read_text()
+    tiny = tmp_path / "tiny.toml"
+    tiny.write_text(hw.replace('sram_per_block = "99 KiB"', 'sram_per_block = "8 KiB"'))
+    none = tmp_path / "none.toml"
+    none.write_text(hw.replace('sram_per_block = "99 KiB"', ''))
+    m = costdsl.load(LLAMA, passes=["flash_attention()"])
+    with pytest.raises(NotApplicableError, match="needs 16 KiB.*has 8 KiB"):
+        m.analyze(str(tiny), batch=1, seq=128)
+    with pytest.raises(NotApplicableError, match="sram_per_block"):
+        m.analyze(str(none), batch=1, seq=128)
+    m.analyze(str(tiny), batch=1, seq=128, kv_bits=4, a_bits=4)  # 4 KiB: fits
+
+
+# --- the language and the command line ---------------------------------------------------------
+
+def test_passes_declared_in_a_file_run_base_first_then_the_command_line():
+    text = """
+import "llama-2-7b.arch"
+model "w4" extends "Llama-2-7b" { passes { quantize(weights=4, group=128) } }
+model "w4-fa" extends "w4" { passes { flash_attention(); fuse_qkv() } }
+"""
+    m = costdsl.load(MODELS / "deploy.arch", text=text, passes=["fuse_residual()"])
+    graph = m.graph("decode")
+    assert graph.graph["passes"] == ["quantize(weights=4, group=128)", "flash_attention()",
+                                     "fuse_qkv()", "fuse_residual()"]
+    a = m.analyze(A6000, batch=1, seq=128)
+    assert a.passes == tuple(graph.graph["passes"])
+    assert m.without_passes().graph("decode").graph["passes"] == []
+
+
+@pytest.mark.parametrize("text, message", [
+    ("quantize()", "sets nothing"),
+    ("quantize(weights=0)", r"bitwidth must be in \(0, 64\]"),
+    ('quantize(weights="4")', "takes a number"),
+    ("quantize(weights=4, group=0)", "positive integer"),
+    ("quantize(weights=4, bits=3)", "no argument 'bits'"),
+    ("flash_atention()", "did you mean 'flash_attention'"),
+    ('quantize(weights=4, ops="layers.qq")', "matches no op"),
+    ("quantize(weights=4, dequant=1)", "give group="),
+])
+def test_bad_passes_get_clear_errors(text, message, capsys):
+    assert main(["analyze", str(LLAMA), "--hw", A6000, "--pass", text]) == 2
+    err = capsys.readouterr().err
+    assert "--pass[1]:1:" in err and "pass error" in err
+    assert __import__("re").search(message, err), err
+    assert "Traceback" not in err
+
+
+def test_cli_compare_lists_bound_changes(capsys):
+    assert main(["compare", str(LLAMA), "--hw", A6000, "--batch", "128", "--stage", "decode",
+                 "--pass", "quantize(weights=4)", "--format", "json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    changes = {o["name"]: o for o in out["stages"]["decode"]["ops"] if o["changed_bound"]}
+    assert changes["layers.q"]["bound_before"] == ["memory"]
+    assert changes["layers.q"]["bound_after"] == "compute"
+    assert out["stages"]["decode"]["speedup"] > 1
+    assert out["passes"] == ["quantize(weights=4)"]
+    assert main(["compare", str(LLAMA), "--hw", A6000, "--pass", "fuse_all()"]) == 0
+    text = capsys.readouterr().out
+    # 20 ops per stage before (Llama layer of 17 ops, embedding, final norm, head), 9 after
+    assert len(__import__("re").findall(r"ops\s+20 ->\s+9\n", text)) == 2
+    assert "layers[mlp_norm+gate+up+act]: compute/memory -> compute" in text
+
+
+def test_analyze_json_lists_passes_and_fused_ops(capsys):
+    assert main(["analyze", str(LLAMA), "--hw", A6000, "--format", "json",
+                 "--pass", "flash_attention()"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["passes"] == ["flash_attention()"]
+    fa = next(o for o in out["stages"]["decode"]["ops"] if o["kind"] == "flash_attention")
+    assert fa["name"] == "layers.attn[qk+softmax+sv]"
+    assert fa["fused_from"] == ["layers.attn.qk", "layers.attn.softmax", "layers.attn.sv"]
+
+
+def test_passes_command_lists_every_registered_pass(capsys):
+    assert main(["passes"]) == 0
+    out = capsys.readouterr().out
+    for name in PASSES:
+        assert f"\n{name}(" in "\n" + out
+
+
+def test_crossover_runs_on_a_fused_graph():
+    m = costdsl.load(LLAMA, passes=["fuse_all()"])
+    answer = m.crossover("batch", A6000, "decode", seq=2048)
+    by_op = {c.op: c for c in answer.ops}
+    # the fused MLP up-projection turns compute-bound in decode: operations 4 b h F + 5 b F
+    # (SwiGLU at the fp32 rate) against weight bytes 4 h F plus activations
+    mlp = by_op["layers[mlp_norm+gate+up+act]"]
+    assert mlp.value is not None and 150 < mlp.value < 260
+    assert by_op["layers.attn[qk+softmax+sv]"].value is None  # intensity independent of batch
