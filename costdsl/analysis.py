@@ -10,6 +10,7 @@ import sympy
 
 from .errors import EvaluationError
 from .evaluate import StageNumbers, evaluate
+from .memory import MemoryNumbers
 from .hardware import Hardware
 from .roofline import StageRoofline
 from . import symbols as S
@@ -95,6 +96,7 @@ class Analysis:
     stages: Mapping[str, StageResult]
     params_active: int | None = None  # parameters one token uses (MoE: fewer than total)
     passes: tuple[str, ...] = ()      # the passes applied, in order, as written
+    memory: "MemoryNumbers | None" = None
 
 
 def stage_result(symbolic: StageRoofline, settings: Settings,

@@ -17,6 +17,7 @@ import sympy
 
 from . import ast
 from .analysis import Analysis, Settings, stage_result
+from .capacity import Fit, fit
 from .compare import Comparison, compare
 from .crossover import (Crossover, QuantCrossover, StageCrossover, quantization_crossover,
                         solvable_symbol, stage_crossover, stage_crossovers)
@@ -29,6 +30,7 @@ from .latency import Latency, request_latency
 from .sensitivity import Sensitivity, sensitivity
 from .hardware import Hardware, load_hardware
 from .lower import STAGES, lower
+from .memory import StageMemory, memory_numbers, stage_memory
 from .parser import parse_passes
 from .passes import apply_passes
 from .params import OpParams, active_params, op_params, total_params
@@ -94,6 +96,11 @@ class Model:
     def graph(self, stage: str) -> nx.DiGraph:
         """The stage's op graph after the pass pipeline."""
         return apply_passes(lower(self.design, stage), self.passes)
+
+    @functools.cache
+    def memory(self, stage: str) -> StageMemory:
+        """Weights, KV cache and peak activations of the stage, as expressions."""
+        return stage_memory(self.graph(stage), self.graph("decode"))
 
     def params(self) -> sympy.Expr:
         """Total parameter count (a number, or an expression in the free parameters)."""
@@ -181,11 +188,23 @@ class Model:
             free = ", ".join(sorted(s.name for s in total.free_symbols))
             raise EvaluationError(f"parameter {free} is still free at evaluation",
                                   hint="bind it with --set NAME=VALUE")
+        memory = memory_numbers({s: self.memory(s) for s in results}, settings.values(),
+                                hw.memory_bytes)
         return Analysis(self.name, self.design.file, hw, settings,
                         {k: _number(v) for k, v in self.design.params.items()},
                         int(total), results, int(self.active_params()),
-                        tuple(self.graph(next(iter(results))).graph["passes"]) if results else ())
+                        tuple(self.graph(next(iter(results))).graph["passes"]) if results else (),
+                        memory)
 
+
+    def fit(self, hw: str | Hardware, seq: int, batch: int = 1, w_bits: float = 16,
+            a_bits: float = 16, kv_bits: float = 16) -> Fit:
+        """Largest batch at `seq`, longest context at `batch`, and where the KV cache outweighs
+        the weights, from the memory expressions of both stages."""
+        hw = _hardware(hw)
+        settings = Settings(batch, seq, w_bits, a_bits, kv_bits).validate()
+        return fit({s: self.memory(s) for s in STAGES}, settings.values(), hw.memory_bytes,
+                   seq, batch)
 
     def compare(self, hw: str | Hardware, batch: int, seq: int, w_bits: float = 16,
                 a_bits: float = 16, kv_bits: float = 16,

@@ -97,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(run=_compare)
 
+    p = sub.add_parser("fit", help="largest batch and longest context that fit in memory")
+    _model_args(p)
+    _deployment_args(p)
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.set_defaults(run=_fit)
+
     p = sub.add_parser("passes", help="list the passes and their arguments")
     p.set_defaults(run=_passes)
 
@@ -173,6 +179,16 @@ def _compare(args) -> str:
     result = model.compare(args.hw, args.batch, args.seq, stages=_stages(args.stage),
                            **_bits_of(args))
     return (comparison.json_text if args.format == "json" else comparison.text)(result)
+
+
+def _fit(args) -> str:
+    from .hardware import load_hardware
+    model = _load(args)
+    hw = load_hardware(args.hw)
+    result = model.fit(hw, args.seq, args.batch, **_bits_of(args))
+    if args.format == "json":
+        return json.dumps(answers_report.fit_dict(model.name, hw, result), indent=2) + "\n"
+    return answers_report.fit_text(model.name, hw, result, _bits_of(args))
 
 
 def _passes(args) -> str:

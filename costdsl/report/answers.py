@@ -4,11 +4,13 @@ from __future__ import annotations
 import json
 import math
 
+import sympy
+
 from ..api import CrossoverAnswer
 from ..latency import Latency
 from ..sensitivity import Sensitivity
 from . import printing
-from .units import seconds
+from .units import seconds, si
 
 
 def _value(v):
@@ -134,4 +136,35 @@ def sensitivity_text(items: list[Sensitivity]) -> str:
         lines += ["", f"{x.stage}: time {seconds(x.time_s)}"]
         for knob, e in sorted(x.elasticity.items(), key=lambda kv: -abs(kv[1])):
             lines.append(f"  {knob:10s} {e:+.3f}")
+    return "\n".join(lines) + "\n"
+
+
+def fit_dict(model: str, hw, f) -> dict:
+    return {"model": model, "hardware": hw.key, "seq": f.seq, "batch": f.batch,
+            "capacity_bytes": f.capacity_bytes, "weights_bytes": f.weights_bytes,
+            "per_sequence": str(f.per_sequence), "per_sequence_bytes": f.per_sequence_bytes,
+            "max_batch": f.max_batch, "max_seq": f.max_seq, "max_seq_reason": f.max_seq_reason,
+            "kv_crossover": {"expression": None if f.kv_crossover is None else str(f.kv_crossover),
+                             "latex": None if f.kv_crossover is None else sympy.latex(f.kv_crossover),
+                             "value": f.kv_crossover_value, "reason": f.kv_crossover_reason}}
+
+
+def fit_text(model: str, hw, f, bits: dict) -> str:
+    setting = " ".join(f"{k}={v:g}" for k, v in bits.items())
+    lines = [f"{model} on {hw.name} ({si(f.capacity_bytes, 'B')}), {setting}",
+             f"weights: {si(f.weights_bytes, 'B')}; one sequence at seq {f.seq}: "
+             f"{si(f.per_sequence_bytes, 'B')} (KV cache + activation peak, larger stage)",
+             f"largest batch at seq {f.seq}: {f.max_batch}"
+             f"   = floor((memory - weights) / per_sequence(seq))"]
+    if f.max_seq is not None:
+        lines.append(f"longest context at batch {f.batch}: {f.max_seq:,} tokens"
+                     + (f" ({f.max_seq_reason})" if f.max_seq_reason else ""))
+    else:
+        lines.append(f"longest context at batch {f.batch}: unbounded ({f.max_seq_reason})")
+    if f.kv_crossover is not None:
+        lines.append(f"KV cache outweighs the weights at batch {f.batch} from seq = "
+                     f"{f.kv_crossover} = {f.kv_crossover_value:,.0f} tokens")
+    else:
+        lines.append(f"KV cache against weights: {f.kv_crossover_reason}")
+    lines.append(f"per_sequence(seq) = {f.per_sequence} bytes")
     return "\n".join(lines) + "\n"

@@ -1,7 +1,8 @@
 """The JSON form of an Analysis: a stable interface other tools read.
 
 Top-level keys: model, hardware, settings, params ({"total": int, "active": int}), passes
-(the passes applied, as written), stages. stages.prefill and
+(the passes applied, as written), memory (weights_bytes, kv_cache_bytes, activation_peak_bytes,
+total_bytes, fits, capacity_bytes, headroom_bytes, and the same per stage), stages. stages.prefill and
 stages.decode hold `ops` (name, kind, repeat, flops, bytes, intensity, bound, time_s for one
 occurrence, plus compute_type, attainable, bytes_by_class) and `total` (flops, bytes, time_s
 over all occurrences, plus compute_time_s, memory_time_s, bytes_by_class). New keys may be
@@ -25,6 +26,15 @@ def _num(x: float):
     return x
 
 
+def memory_dict(m) -> dict:
+    """weights, KV cache, activation peak and total in bytes; `fits` against the hardware."""
+    return {"weights_bytes": _num(m.weights_bytes), "kv_cache_bytes": _num(m.kv_cache_bytes),
+            "activation_peak_bytes": _num(m.activation_peak_bytes),
+            "total_bytes": _num(m.total_bytes), "fits": m.fits,
+            "capacity_bytes": _num(m.capacity_bytes), "headroom_bytes": _num(m.headroom_bytes),
+            "stages": {k: {kk: _num(vv) for kk, vv in v.items()} for k, v in m.stages.items()}}
+
+
 def to_dict(a: Analysis) -> dict:
     hw, s = a.hardware, a.settings
     return {
@@ -37,6 +47,7 @@ def to_dict(a: Analysis) -> dict:
                      "a_bits": _num(float(s.a_bits)), "kv_bits": _num(float(s.kv_bits))},
         "params": {"total": a.params_total, "active": a.params_active},
         "passes": list(a.passes),
+        **({"memory": memory_dict(a.memory)} if a.memory else {}),
         "model_params": dict(a.params),
         "stages": {name: {
             "description": st.description,

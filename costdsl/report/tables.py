@@ -58,8 +58,23 @@ def _align(rows: list[list[str]]) -> list[str]:
     return out
 
 
+def memory_line(a: Analysis) -> str:
+    m = a.memory
+    if m is None:
+        return ""
+    peak_stage = max(m.stages, key=lambda s: m.stages[s]["total_bytes"])
+    verdict = (f"fits ({si(m.headroom_bytes, 'B')} free)" if m.fits else
+               f"does NOT fit: {si(-m.headroom_bytes, 'B')} over")
+    return (f"memory (peak, {peak_stage}): weights {si(m.weights_bytes, 'B')} + KV cache "
+            f"{si(m.stages[peak_stage]['kv_cache_bytes'], 'B')} + activations "
+            f"{si(m.stages[peak_stage]['activation_peak_bytes'], 'B')} = "
+            f"{si(m.total_bytes, 'B')} of {si(m.capacity_bytes, 'B')}: {verdict}")
+
+
 def text(a: Analysis) -> str:
     lines = _headline(a)
+    if a.memory:
+        lines.append(memory_line(a))
     for stage in a.stages.values():
         lines += ["", f"{stage.stage}: {stage.description}"]
         body = _align([list(COLUMNS)] + _op_rows(stage))
@@ -75,6 +90,8 @@ def _md_escape(cell: str) -> str:
 
 def markdown(a: Analysis) -> str:
     lines = [f"**{l}**" if i == 0 else l for i, l in enumerate(_headline(a))]
+    if a.memory:
+        lines.append(memory_line(a))
     for stage in a.stages.values():
         lines += ["", f"### {stage.stage}", "", stage.description, "",
                   "| " + " | ".join(COLUMNS) + " |",
