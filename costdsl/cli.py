@@ -103,6 +103,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(run=_fit)
 
+    p = sub.add_parser("serve-curve", help="throughput against latency and memory over batch")
+    _model_args(p)
+    p.add_argument("--hw", required=True, metavar="HW")
+    p.add_argument("--seq", type=_positive_int("--seq"), required=True, help="prompt length")
+    p.add_argument("--gen", type=_positive_int("--gen"), required=True,
+                   help="tokens generated per request")
+    p.add_argument("--batch", default=None, metavar="RANGE",
+                   help="batch sizes: 1:256, 1:4096:log13 or 1,2,4 (default: powers of two "
+                        "up to twice the largest batch that fits)")
+    p.add_argument("--w-bits", type=_bits, default=16)
+    p.add_argument("--a-bits", type=_bits, default=16)
+    p.add_argument("--kv-bits", type=_bits, default=16)
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.set_defaults(run=_serve_curve)
+
+    p = sub.add_parser("sweep", help="stage times, bound mix and memory over a grid, to CSV/JSON")
+    _model_args(p)
+    p.add_argument("--hw", required=True, metavar="HW[,HW...]",
+                   help="one or more hardware files, comma-separated")
+    p.add_argument("--batch", default="1", metavar="RANGE", help="1:1024, 1:1024:log11 or 1,8")
+    p.add_argument("--seq", default="2048", metavar="RANGE", help="128:32768:log16 or a list")
+    p.add_argument("--w-bits", default="16", metavar="LIST", help="e.g. 4,8,16")
+    p.add_argument("--a-bits", default="16", metavar="LIST")
+    p.add_argument("--kv-bits", default="16", metavar="LIST")
+    p.add_argument("--stage", choices=("prefill", "decode", "all"), default="all")
+    p.add_argument("--out", metavar="FILE.csv|FILE.json",
+                   help="write here (format from the suffix); default: CSV on standard output")
+    p.set_defaults(run=_sweep)
+
+    p = sub.add_parser("plot", help="roofline, batch, seq, memory or serving plot (PNG/SVG)")
+    p.add_argument("kind", choices=("roofline", "batch", "seq", "memory", "serve"))
+    _model_args(p)
+    _deployment_args(p)
+    p.add_argument("--stage", choices=("prefill", "decode"), default="decode")
+    p.add_argument("--gen", type=_positive_int("--gen"), default=256,
+                   help="generated tokens per request (serve)")
+    p.add_argument("--range", dest="sweep", metavar="RANGE",
+                   help="x values for batch/seq/memory/serve plots, e.g. 1:4096:log64")
+    p.add_argument("--out", required=True, metavar="FILE.png|FILE.svg")
+    p.set_defaults(run=_plot)
+
     p = sub.add_parser("passes", help="list the passes and their arguments")
     p.set_defaults(run=_passes)
 
@@ -189,6 +230,86 @@ def _fit(args) -> str:
     if args.format == "json":
         return json.dumps(answers_report.fit_dict(model.name, hw, result), indent=2) + "\n"
     return answers_report.fit_text(model.name, hw, result, _bits_of(args))
+
+
+def _serve_curve(args) -> str:
+    import numpy as np
+    from .hardware import load_hardware
+    from .serving import serve_curve
+    from .sweep import parse_range
+    model = _load(args)
+    hw = load_hardware(args.hw)
+    if args.batch:
+        batches = parse_range(args.batch, "batch")
+    else:
+        most = model.fit(hw, seq=args.seq + args.gen - 1, **_bits_of(args)).max_batch
+        batches = 2 ** np.arange(0, max(1, int(np.log2(max(most, 1))) + 2))
+    curve = serve_curve(model, hw, args.seq, args.gen, batches, _bits_of(args))
+    if args.format == "json":
+        return json.dumps(answers_report.serve_dict(model.name, hw, curve), indent=2) + "\n"
+    return answers_report.serve_text(model.name, hw, curve)
+
+
+def _sweep(args) -> str:
+    from .hardware import load_hardware
+    from .report import sweepout
+    from .sweep import bit_combinations, parse_range, sweep
+    model = _load(args)
+    hws = [load_hardware(h.strip()) for h in args.hw.split(",") if h.strip()]
+    table = sweep(model, hws, parse_range(args.batch, "batch"), parse_range(args.seq, "seq"),
+                  bit_combinations(args.w_bits, args.a_bits, args.kv_bits), _stages(args.stage))
+    out = args.out or ""
+    if out.endswith(".json"):
+        text = sweepout.json_text(table, {"model": model.name,
+                                          "passes": list(model.graph("decode").graph["passes"])})
+    elif out.endswith(".csv") or not out:
+        text = sweepout.csv_text(table)
+    else:
+        raise CostDSLError(f"--out {out}: expected a .csv or .json file name")
+    if not out:
+        return text
+    _write(out, text)
+    return f"wrote {out}: {len(table):,} rows\n"
+
+
+def _write(path: str, text: str) -> None:
+    try:
+        with open(path, "w") as f:
+            f.write(text)
+    except OSError as err:
+        raise CostDSLError(f"cannot write {path}: {err.strerror or err}") from None
+
+
+_PLOT_RANGES = {"batch": "1:4096:log64", "seq": "128:131072:log64",
+                "memory": "128:131072:log64", "serve": None}
+
+
+def _plot(args) -> str:
+    import numpy as np
+    from . import plots
+    from .hardware import load_hardware
+    from .sweep import parse_range
+    model = _load(args)
+    hw = load_hardware(args.hw)
+    bits = _bits_of(args)
+    spec = args.sweep or _PLOT_RANGES.get(args.kind)
+    values = parse_range(spec, "range") if spec else None
+    if args.kind == "roofline":
+        analysis = model.analyze(hw, args.batch, args.seq, stages=(args.stage,), **bits)
+        path = plots.roofline(analysis, args.stage, args.out)
+    elif args.kind in ("batch", "seq"):
+        fixed = {"seq": args.seq} if args.kind == "batch" else {"batch": args.batch}
+        path = plots.against(model, hw, args.stage, args.kind, values, fixed, bits, args.out)
+    elif args.kind == "memory":
+        path = plots.memory(model, hw, args.batch, values, bits, args.out)
+    else:
+        from .serving import serve_curve
+        if values is None:
+            most = model.fit(hw, seq=args.seq + args.gen - 1, **bits).max_batch
+            values = 2 ** np.arange(0, max(1, int(np.log2(max(most, 1))) + 2))
+        curve = serve_curve(model, hw, args.seq, args.gen, values, bits)
+        path = plots.serve(curve, model.name, hw, args.out)
+    return f"wrote {path}\n"
 
 
 def _passes(args) -> str:
@@ -280,11 +401,7 @@ def _import(args) -> str:
     text = to_arch(read_config(args.config), args.config, args.name)
     api.load(args.out or "imported.arch", text=text)  # what we write must compile
     if args.out:
-        try:
-            with open(args.out, "w") as f:
-                f.write(text)
-        except OSError as err:
-            raise CostDSLError(f"cannot write {args.out}: {err.strerror or err}") from None
+        _write(args.out, text)
         return f"wrote {args.out}\n"
     return text
 

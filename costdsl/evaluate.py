@@ -115,19 +115,40 @@ def evaluate(stage: StageRoofline, values: Mapping[sympy.Symbol, object]) -> Sta
         fused_from=tuple(o.node.fused_from for o in stage.ops))
 
 
-@functools.lru_cache(maxsize=64)
-def _compiled_time(stage: StageRoofline):
-    expr = stage.time
-    symbols = sorted(expr.free_symbols, key=lambda s: s.name)
+def _compute_bound_time(stage: StageRoofline) -> sympy.Expr:
+    """Time spent in ops that are compute-bound: sum of repeat x compute time where it wins."""
+    return sum((o.node.repeat * sympy.Piecewise((o.compute_time, o.compute_time > o.memory_time),
+                                                (0, True))
+                for o in stage.ops if o.compute_type), sympy.Integer(0))
+
+
+_EXPRESSIONS = {"time": lambda st: st.time, "compute_bound_time": _compute_bound_time}
+
+
+@functools.lru_cache(maxsize=128)
+def _compiled_total(stage: StageRoofline, what: str):
+    expr = _EXPRESSIONS[what](stage)
+    symbols = sorted(sympy.sympify(expr).free_symbols, key=lambda s: s.name)
     return symbols, sympy.lambdify(symbols, expr, modules="numpy")
+
+
+def _grid_total(stage: StageRoofline, what: str, values) -> np.ndarray:
+    symbols, fn = _compiled_total(stage, what)
+    _check_bound(symbols, values)
+    args = [np.asarray(values[s], dtype=float) for s in symbols]
+    shape = np.broadcast_shapes(*(a.shape for a in args)) if args else ()
+    return np.broadcast_to(np.asarray(fn(*args), dtype=float), shape)
 
 
 def stage_time(stage: StageRoofline, values: Mapping[sympy.Symbol, object]) -> np.ndarray:
     """The stage's total time over a grid, without per-op arrays: one lambdified expression
     (sum of repeat x max(compute, memory) time), so memory stays that of a few grid arrays.
     The path for sweeps; `evaluate` gives the per-op numbers that tables need."""
-    symbols, fn = _compiled_time(stage)
-    _check_bound(symbols, values)
-    args = [np.asarray(values[s], dtype=float) for s in symbols]
-    shape = np.broadcast_shapes(*(a.shape for a in args)) if args else ()
-    return np.broadcast_to(np.asarray(fn(*args), dtype=float), shape)
+    return _grid_total(stage, "time", values)
+
+
+def compute_bound_share(stage: StageRoofline, values: Mapping[sympy.Symbol, object]) -> np.ndarray:
+    """The fraction of the stage's time spent in compute-bound ops, over a grid (the bound
+    mix: 0 all memory-bound, 1 all compute-bound)."""
+    total = stage_time(stage, values)
+    return _grid_total(stage, "compute_bound_time", values) / total

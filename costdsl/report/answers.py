@@ -168,3 +168,50 @@ def fit_text(model: str, hw, f, bits: dict) -> str:
         lines.append(f"KV cache against weights: {f.kv_crossover_reason}")
     lines.append(f"per_sequence(seq) = {f.per_sequence} bytes")
     return "\n".join(lines) + "\n"
+
+
+def serve_dict(model: str, hw, c) -> dict:
+    return {"model": model, "hardware": hw.key, "seq": c.seq, "gen": c.gen,
+            "capacity_bytes": c.capacity_bytes, "max_batch": c.max_batch,
+            "decode_balance_batch": c.decode_balance_batch,
+            "first_compute_bound": {"op": c.first_compute_op, "batch": c.first_compute_batch},
+            "points": [{"batch": int(b), "ttft_s": float(t), "tpot_s": float(p),
+                        "e2e_s": float(e), "tokens_per_s_per_user": float(u),
+                        "tokens_per_s": float(r), "memory_bytes": float(m), "fits": bool(f),
+                        "decode_compute_share": float(sh)}
+                       for b, t, p, e, u, r, m, f, sh in zip(
+                           c.batch, c.ttft_s, c.tpot_s, c.e2e_s, c.tokens_per_s_per_user,
+                           c.tokens_per_s, c.memory_bytes, c.fits, c.decode_compute_share)]}
+
+
+def serve_text(model: str, hw, c) -> str:
+    lines = [f"{model} on {hw.name}: prompt {c.seq}, {c.gen} generated tokens per request",
+             f"memory runs out above batch {c.max_batch} "
+             f"({si(c.capacity_bytes, 'B')}, cache at its longest)"]
+    if c.first_compute_batch is not None:
+        lines.append(f"decode: {c.first_compute_op} turns compute-bound at batch "
+                     f"{c.first_compute_batch:.1f}")
+    lines.append("decode: compute and memory time balance at batch "
+                 f"{c.decode_balance_batch:.1f}" if c.decode_balance_batch is not None else
+                 "decode: memory time exceeds compute time at every batch")
+    rows = [("batch", "TTFT", "TPOT", "e2e", "tok/s/user", "tok/s", "memory", "compute%",
+             "note")]
+    for i, b in enumerate(c.batch):
+        notes = []
+        if not c.fits[i]:
+            notes.append("out of memory")
+        if c.first_compute_batch is not None and b >= c.first_compute_batch and (
+                i == 0 or c.batch[i - 1] < c.first_compute_batch):
+            notes.append("first decode op compute-bound")
+        if c.decode_balance_batch is not None and b >= c.decode_balance_batch and (
+                i == 0 or c.batch[i - 1] < c.decode_balance_batch):
+            notes.append("decode compute-bound")
+        rows.append((str(int(b)), seconds(c.ttft_s[i]), seconds(c.tpot_s[i]),
+                     seconds(c.e2e_s[i]), f"{c.tokens_per_s_per_user[i]:.1f}",
+                     f"{c.tokens_per_s[i]:.0f}", si(c.memory_bytes[i], "B"),
+                     f"{100 * c.decode_compute_share[i]:.0f}%", ", ".join(notes)))
+    widths = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]
+    lines.append("")
+    lines += ["  ".join(x.rjust(w) if k < 8 else x for k, (x, w) in
+                        enumerate(zip(r, widths))).rstrip() for r in rows]
+    return "\n".join(lines) + "\n"
