@@ -24,6 +24,7 @@ def _pyplot():
     import matplotlib
     matplotlib.use("Agg")  # files only; no screen
     import matplotlib.pyplot as plt
+    matplotlib.rcParams["svg.fonttype"] = "none"  # SVG text stays text: searchable, smaller
     return plt
 
 
