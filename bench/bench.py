@@ -88,6 +88,26 @@ def main():
     print(f"per-configuration path, {len(configs)} configurations in a loop: {loop_s:.3f} s, "
           f"{per_loop * 1e3:.2f} ms/config -> sweep is {per_loop / (first_s / points):,.0f}x "
           f"faster per configuration (first call, lambdify included)")
+    sweep_command(model)
+
+
+def sweep_command(model):
+    """The `costdsl sweep` path over the same grid size: time, bound mix and memory per point."""
+    from costdsl.hardware import load_hardware
+    from costdsl.report.sweepout import csv_text
+    from costdsl.sweep import sweep
+    hw = load_hardware("nvidia-a6000")
+    batches, seqs = np.arange(1, 1001), np.linspace(128, 32768, 1000).round().astype(int)
+    run = lambda: sweep(model, [hw], batches, seqs, [(16, 16, 16)], ["decode"])
+    first_s, table = timed(run)
+    tracemalloc.start()
+    seconds, table = timed(run, repeat=3)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    csv_s, text = timed(lambda: csv_text(table))
+    print(f"`costdsl sweep` evaluation ({len(table):,} rows: decode time, tokens/s, bound mix, "
+          f"memory): first {first_s:.2f} s, then {seconds:.2f} s, peak {peak / 2**20:.0f} MiB; "
+          f"writing the CSV ({len(text) / 1e6:.0f} MB): {csv_s:.1f} s")
 
 
 if __name__ == "__main__":

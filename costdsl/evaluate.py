@@ -7,6 +7,7 @@ same path serves one configuration or a grid of a million.
 from __future__ import annotations
 
 import functools
+import weakref
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -79,25 +80,45 @@ def _check_bound(symbols, values: Mapping[sympy.Symbol, object]) -> None:
 
 
 @functools.lru_cache(maxsize=64)
-def _compiled(stage: StageRoofline):
-    """One numpy function per stage:
-    symbols -> [repeat..., flops..., bytes by class..., vector flops...]."""
+def _rows(stage: StageRoofline):
+    """Per stage: the symbols and the rows [repeat..., flops..., bytes by class...,
+    vector flops...] of every op."""
     rows = [o.node.repeat for o in stage.ops] + [o.flops for o in stage.ops]
     for cls in CLASSES:
         rows += [o.bytes_by_class[cls] for o in stage.ops]
     rows += [o.node.vector_flops for o in stage.ops]
-    symbols = sorted(set().union(*(sympy.sympify(r).free_symbols for r in rows)),
-                     key=lambda s: s.name)
-    return symbols, sympy.lambdify(symbols, rows, modules="numpy")
+    rows = [sympy.sympify(r) for r in rows]
+    symbols = sorted(set().union(*(r.free_symbols for r in rows)), key=lambda s: s.name)
+    return symbols, rows
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(stage: StageRoofline):
+    symbols, rows = _rows(stage)
+    return sympy.lambdify(symbols, rows, modules="numpy")
+
+
+_SEEN: "weakref.WeakSet[StageRoofline]" = weakref.WeakSet()
+
+
+def _table(stage: StageRoofline, values) -> tuple[np.ndarray, tuple[int, ...]]:
+    symbols, rows = _rows(stage)
+    _check_bound(symbols, values)
+    args = [np.asarray(values[s], dtype=float) for s in symbols]
+    shape = np.broadcast_shapes(*(a.shape for a in args)) if args else ()
+    if not shape and stage not in _SEEN:
+        # one configuration, first time: substituting is cheaper than compiling (lambdify
+        # prints and compiles code); a stage evaluated again is compiled and reused
+        _SEEN.add(stage)
+        numbers = {s: sympy.Float(float(a)) for s, a in zip(symbols, args)}
+        return np.array([float(r.xreplace(numbers)) for r in rows]), shape
+    out = _compiled(stage)(*args)
+    return np.array([np.broadcast_to(np.asarray(v, dtype=float), shape) for v in out]), shape
 
 
 def evaluate(stage: StageRoofline, values: Mapping[sympy.Symbol, object]) -> StageNumbers:
     """Substitute `values` (numbers or numpy arrays, broadcast together) into every op."""
-    symbols, fn = _compiled(stage)
-    _check_bound(symbols, values)
-    args = [np.asarray(values[s], dtype=float) for s in symbols]
-    shape = np.broadcast_shapes(*(a.shape for a in args)) if args else ()
-    table = np.array([np.broadcast_to(np.asarray(v, dtype=float), shape) for v in fn(*args)])
+    table, shape = _table(stage, values)
     n = len(stage.ops)
     extra = (1,) * len(shape)
     return StageNumbers(

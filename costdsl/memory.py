@@ -81,9 +81,26 @@ def activation_peak(graph: nx.DiGraph) -> sympy.Expr:
             spans[w.tensor] = (i, max(users, default=i))
     live = []
     for i in range(len(order)):
-        live.append(sum((sizes[t] for t, (a, b) in spans.items() if a <= i <= b),
-                        sympy.Integer(0)))
-    return sympy.Max(*live) if live else sympy.Integer(0)
+        live.append(sympy.expand(sum((sizes[t] for t, (a, b) in spans.items() if a <= i <= b),
+                                     sympy.Integer(0))))
+    kept = _undominated(live)
+    if len(kept) > 1:  # already pruned: sympy's own comparisons would only cost time
+        return sympy.Max(*kept, evaluate=False)
+    return kept[0] if kept else sympy.Integer(0)
+
+
+def _at_least(big: sympy.Expr, small: sympy.Expr) -> bool:
+    """True when big >= small for every value: their difference is a sum of terms with
+    non-negative coefficients in positive symbols (a proof, not a sample)."""
+    return all(term.as_coeff_Mul()[0] >= 0 for term in sympy.Add.make_args(big - small))
+
+
+def _undominated(terms: list[sympy.Expr]) -> list[sympy.Expr]:
+    """The terms no other term bounds from above: what max() over them can pick. Pruning them
+    before building Max spares sympy's pairwise comparisons, which dominate compile time."""
+    unique = list(dict.fromkeys(terms))
+    return [t for i, t in enumerate(unique)
+            if not any(j != i and _at_least(u, t) for j, u in enumerate(unique))]
 
 
 def stage_memory(graph: nx.DiGraph, decode: nx.DiGraph) -> StageMemory:
@@ -125,6 +142,10 @@ def _compiled(memory: StageMemory):
 
 def evaluate_memory(memory: StageMemory, values) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(weights, kv, activation peak) in bytes, broadcast over array values."""
+    if all(np.ndim(v) == 0 for v in values.values()):  # one configuration: substitute
+        numbers = {s: sympy.Float(float(v)) for s, v in values.items()}
+        return tuple(np.asarray(float(sympy.sympify(e).xreplace(numbers)))
+                     for e in (memory.weights, memory.kv_cache, memory.activation_peak))
     symbols, fn = _compiled(memory)
     args = [np.asarray(values[s], dtype=float) for s in symbols]
     shape = np.broadcast_shapes(*(a.shape for a in args)) if args else ()

@@ -48,8 +48,10 @@ _START_RULES = ("start", "expr", "pass_list")
 @functools.cache
 def _parser() -> Lark:
     grammar = (shipped_dir("grammars") / "arch.lark").read_text()
+    # cache=True keeps the LALR tables in the temp directory (keyed by the grammar's hash):
+    # building them costs most of a cold start
     return Lark(grammar, parser="lalr", start=list(_START_RULES), propagate_positions=True,
-                maybe_placeholders=True)
+                maybe_placeholders=True, cache=True)
 
 
 def _literal(terminal_name: str) -> str:
