@@ -129,14 +129,17 @@ def linear(op, ins, out, site):
     With tied=E, W is embedding E's table: it is read in full as here, but it belongs to E, so
     this op holds no parameters for it (the table is counted once)."""
     (x,) = ins
-    n, d_in, d_out = _rows_of(out, site), x.width, out.width
+    # in= below the input's width: the op reads the first `in` features (Mamba's dt_proj)
+    d_in = op.attrs["in"] if op.attrs.get("in") is not None else x.width
+    n, d_out = _rows_of(out, site), out.width
     bias = op.attrs["bias"] == "true"
     tied = op.attrs.get("tied")
     matrix = (Access(f"{tied.name}.weight", "weight", d_in * d_out) if tied
               else _weight(op, "weight", d_in * d_out))
     return Cost(
         flops=2 * n * d_in * d_out + (n * d_out if bias else 0),
-        reads=(_read(x, n), matrix) + ((_weight(op, "bias", d_out),) if bias else ()),
+        reads=(Access(x.name, x.cls, n * d_in), matrix) +
+              ((_weight(op, "bias", d_out),) if bias else ()),
         writes=(_write(out, site),),
         params=(0 if tied else d_in * d_out) + (d_out if bias else 0),
         out_shape=(n, d_out))
@@ -206,7 +209,8 @@ def flash_sram_needed(head_dim, a_bits, kv_bits):
     return FLASH_MIN_ROWS * 2 * head_dim * (a_bits + kv_bits) / 8
 
 
-def flash_attention(attrs, q: str, k: str, v: str, out: str, rows: str, site: Site) -> Cost:
+def flash_attention(attrs, q: str, k: str, v: str, out: str, rows: str, site: Site,
+                    v_dim=None) -> Cost:
     """FlashAttention: QK^T, softmax and xV in one kernel; the score matrix stays on chip.
 
     Loop order of FlashAttention-2: each thread block holds Br query rows (Q and O tiles) and
@@ -214,20 +218,25 @@ def flash_attention(attrs, q: str, k: str, v: str, out: str, rows: str, site: Si
     that share a KV head are packed into the same blocks (as decode kernels do), so the keys and
     values of one KV head are read T = max(1, g Lq / Br) times, Br = flash_rows(...) (the ceiling
     is dropped so that crossovers stay in closed form; it is off by less than one block):
-        bytes   Q: b Lq H d, O: b Lq H d (activations); K, V: 2 b Hkv Lk d T (KV cache)
+        bytes   Q: b Lq H d, O: b Lq H dv (activations); K: b Hkv Lk d T, V: b Hkv Lk dv T
+                (KV cache; an MLA latent serves as both K and V and is read once per pass)
     In prefill (Lq = Lk = N) the K/V term is 2 b Hkv N^2 g d / Br = Theta(N^2 d^2 / M), the IO
     complexity of the paper's Theorem 2 (Dao et al., NeurIPS 2022). In decode (Lq = 1, g <= Br)
     T = 1: the cache is read once.
-        operations  4 b H Lq Lk d on the matrix units (QK^T and xV) and 5 b H Lq Lk (softmax) on
-                    the vector units, as the three unfused ops; no score matrix is written."""
+        operations  2 b H Lq Lk (d + dv) on the matrix units (QK^T and xV) and 5 b H Lq Lk
+                    (softmax) on the vector units, as the three unfused ops; no score matrix
+                    is written. dv is the value width (d unless given)."""
     b, h, hkv, d, lq, lk = _attention_sizes(attrs, rows, site)
+    dv = d if v_dim is None else v_dim
     group = h / hkv
     passes = sympy.Max(1, group * lq / flash_rows(d, S.a_bits, S.kv_bits))
     scores = b * h * lq * lk
-    return Cost(4 * scores * d + 5 * scores,
-                (Access(q, "act", b * lq * h * d), Access(k, "kv", b * lk * hkv * d * passes),
-                 Access(v, "kv", b * lk * hkv * d * passes)),
-                (Access(out, "act", b * lq * h * d),), sympy.Integer(0), (b * lq, h * d))
+    kv_reads = ((Access(k, "kv", b * lk * hkv * d * passes),) if k == v else
+                (Access(k, "kv", b * lk * hkv * d * passes),
+                 Access(v, "kv", b * lk * hkv * dv * passes)))
+    return Cost(2 * scores * (d + dv) + 5 * scores,
+                (Access(q, "act", b * lq * h * d),) + kv_reads,
+                (Access(out, "act", b * lq * h * dv),), sympy.Integer(0), (b * lq, h * dv))
 
 
 def experts_touched(experts, top_k, tokens):
@@ -267,6 +276,97 @@ def expert_linear(op, ins, out, site):
         writes=(Access(out.name, out.cls, written),),
         params=e * d_in * d_out, out_shape=(n if combine else n * k, d_out),
         active=k * d_in * d_out)
+
+
+# --- multi-head latent attention (DeepSeek-V2, arXiv:2405.04434, section 2.1) ------------------
+# H heads, C = kv_lora_rank, Dn = qk_nope_dim, Dr = qk_rope_dim, Dv = v_dim. Inference absorbs
+# W_UK into the query and W_UV into the output, so attention runs over the cached latent:
+# scores over C + Dr dims with a single KV head, xV over the C dims (see elaborate._mla_parts).
+
+@rule("mla_absorb")
+def mla_absorb(op, ins, out, site):
+    """q_nope W_UK^T for each head (Dn -> C) and RoPE on q_pe (Dr): operations 2 n H Dn C +
+    3 n H Dr; reads q (n H (Dn + Dr)), W_UK (H Dn C) and the cos/sin rows (2 n Dr); writes
+    n H (C + Dr). Holds H Dn C parameters: the key half of kv_b_proj."""
+    (q,) = ins
+    a = op.attrs
+    n, h, c, dn, dr = _rows_of(out, site), a["heads"], a["kv_lora_rank"], a["qk_nope_dim"], \
+        a["qk_rope_dim"]
+    return Cost(2 * n * h * dn * c + 3 * n * h * dr,
+                (_read(q, n), _weight(op, "w_uk", h * dn * c),
+                 Access(f"{op.name}.cos_sin", "act", 2 * n * dr)),
+                (_write(out, site),), h * dn * c, (n, out.width))
+
+
+@rule("mla_cache")
+def mla_cache(op, ins, out, site):
+    """The cache entry of a token: RMSNorm of the latent (C wide, 4 operations per element) and
+    RoPE of the decoupled key (Dr wide, 3 per element); reads n (C + Dr), the gain (C) and the
+    cos/sin rows (2 n Dr); writes n (C + Dr) to the KV cache. Holds C parameters."""
+    (x,) = ins
+    a = op.attrs
+    n, c, dr = _rows_of(out, site), a["kv_lora_rank"], a["qk_rope_dim"]
+    return Cost(4 * n * c + 3 * n * dr,
+                (_read(x, n), _weight(op, "weight", c),
+                 Access(f"{op.name}.cos_sin", "act", 2 * n * dr)),
+                (_write(out, site),), c, (n, out.width))
+
+
+@rule("mla_v_up")
+def mla_v_up(op, ins, out, site):
+    """o_latent W_UV for each head (C -> Dv): operations 2 n H C Dv; reads n H C and W_UV
+    (H C Dv); writes n H Dv. Holds H C Dv parameters: the value half of kv_b_proj."""
+    (x,) = ins
+    a = op.attrs
+    n, h, c, dv = _rows_of(out, site), a["heads"], a["kv_lora_rank"], a["v_dim"]
+    return Cost(2 * n * h * c * dv, (_read(x, n), _weight(op, "w_uv", h * c * dv)),
+                (_write(out, site),), h * c * dv, (n, out.width))
+
+
+# --- Mamba (Gu and Dao, "Mamba: Linear-Time Sequence Modeling with Selective State Spaces",
+# 2023, Algorithm 2 and section 3.3). Di = d_inner, N = d_state, K = d_conv, R = dt_rank. The
+# recurrent state (the conv window and the SSM state) is KV-class memory of a fixed size: in
+# prefill the fused scan keeps it on chip and writes the final state once; a decode step reads
+# and writes it. It does not grow with the context.
+
+def _state_site_accesses(name, elements, site):
+    """The recurrent state's traffic: decode reads and writes it; prefill writes it once."""
+    state = Access(name, "kv", elements)
+    return ((state,) if site.stage == "decode" else ()), (state,)
+
+
+@rule("ssm_conv")
+def ssm_conv(op, ins, out, site):
+    """Depthwise causal conv1d of width K on the x half of in_proj, then SiLU: operations
+    n Di (2 K + 1 + 4); reads n Di, weights Di K + bias Di; writes n Di. State: the last K - 1
+    inputs of each channel, b Di (K - 1). Holds Di K + Di parameters."""
+    (xz,) = ins
+    a = op.attrs
+    n, di, k = _rows_of(out, site), a["d_inner"], a["d_conv"]
+    state_reads, state_writes = _state_site_accesses(f"{op.name}.state", S.batch * di * (k - 1),
+                                                     site)
+    return Cost(n * di * (2 * k + 5),
+                (Access(xz.name, xz.cls, n * di), _weight(op, "weight", di * k + di)) + state_reads,
+                (_write(out, site),) + state_writes, di * k + di, (n, di))
+
+
+@rule("ssm_scan")
+def ssm_scan(op, ins, out, site):
+    """Selective scan with the D skip and the SiLU gate. Per token and channel: softplus(dt) 3
+    operations, D u 2, y silu(z) 5; per token, channel and state: exp(dt A) 2, dt B u 2,
+    h = A_bar h + B_bar u 2, y += C h 2. Operations n Di (8 N + 10). Reads u and dt (n Di each),
+    B and C (n 2N of x_proj's output), z (n Di of in_proj's), A (Di N) and D (Di); writes
+    y (n Di). State: b Di N. Holds A_log and D: Di N + Di parameters."""
+    u, dt, bc, xz = ins
+    a = op.attrs
+    n, di, ns = _rows_of(out, site), a["d_inner"], a["d_state"]
+    state_reads, state_writes = _state_site_accesses(f"{op.name}.state", S.batch * di * ns,
+                                                     site)
+    return Cost(n * di * (8 * ns + 10),
+                (Access(u.name, u.cls, n * di), Access(dt.name, dt.cls, n * di),
+                 Access(bc.name, bc.cls, n * 2 * ns), Access(xz.name, xz.cls, n * di),
+                 _weight(op, "A", di * ns), _weight(op, "D", di)) + state_reads,
+                (_write(out, site),) + state_writes, di * ns + di, (n, di))
 
 
 ACT_OPS = {"swiglu": 5, "geglu": 10, "gelu": 9, "silu": 4, "relu": 1}  # per element, as below

@@ -216,6 +216,10 @@ class _Elaborator:
             return self.expand_attention(name, inputs, attrs, repeat, call.pos, width)
         if sig.kind == "moe":
             return self.expand_moe(name, inputs[0], attrs, repeat, call.pos)
+        if sig.kind in _COMPOSITES:
+            parts, kv = _COMPOSITES[sig.kind](name, inputs[0], attrs)
+            self.kv.update(kv)
+            return self.expand_parts(name, inputs[0], parts, repeat, call.pos)
         return self.emit(OpInstance(name, sig.kind, tuple(t.name for t in inputs), name,
                                     attrs, repeat, call.pos), width, rows)
 
@@ -274,6 +278,8 @@ class _Elaborator:
                      + (" (or a parameter equal to 0 or 1)" if spec.options == BOOL else ""),
                      kw.pos)
         value = to_sympy(kw.value, params)
+        if value == 0 and spec.default == 0:  # 0 switches the part off (shared=0, q_lora_rank=0)
+            return value
         if value.is_number and not value.is_extended_positive:  # inf (a window) is allowed
             raise at(ArchError, f"{kw.name}= must be positive, got {value}", kw.pos)
         return value
@@ -288,8 +294,13 @@ class _Elaborator:
     def expand_moe(self, name, x: Tensor, attrs, repeat, pos) -> Tensor:
         """moe -> router, routed experts (gate, up, act, down with the weighted combine), and
         shared experts as a dense MLP of shared x shared_ffn width added to the result."""
+        return self.expand_parts(name, x, _moe_parts(name, x, attrs), repeat, pos)
+
+    def expand_parts(self, name, x: Tensor, parts, repeat, pos) -> Tensor:
+        """Emit the ops of a composite (moe, mla, mamba): (suffix, kind, inputs, output, width,
+        attrs) each; the composite's name is their group."""
         tensor = None
-        for part, kind, ins, out, width, part_attrs in _moe_parts(name, x, attrs):
+        for part, kind, ins, out, width, part_attrs in parts:
             op = OpInstance(f"{name}.{part}", kind, ins, out, part_attrs, repeat, pos, group=name)
             tensor = self.emit(op, width, x.rows)
         return tensor
@@ -331,7 +342,7 @@ def _moe_parts(name: str, x: Tensor, a: dict) -> list[tuple]:
                   {**routed, "out": hidden, "combine": True}))
     if shared != 0:
         width = shared * (a["shared_ffn"] if a["shared_ffn"] is not None else ffn)
-        dense = {"in": None, "bias": "false", "tokens": "all", "tied": None}
+        dense = _DENSE
         if gated:
             parts.append(("shared_gate", "linear", (x.name,), f"{name}.shared_gate", width,
                           {**dense, "out": width}))
@@ -343,6 +354,65 @@ def _moe_parts(name: str, x: Tensor, a: dict) -> list[tuple]:
                       hidden, {**dense, "out": hidden}))
         parts.append(("combine", "add", (routed_out, f"{name}.shared_out"), name, hidden, {}))
     return parts
+
+
+_DENSE = {"in": None, "bias": "false", "tokens": "all", "tied": None}
+
+
+def _mla_parts(name: str, x: Tensor, a: dict) -> tuple[list[tuple], set[str]]:
+    """mla -> query projection (optionally through a low-rank q_a / norm / q_b), absorption of
+    W_UK into the query, the latent KV projection and its cache entry, attention over the latent
+    (one shared KV head: qk over kv_lora + rope dims, xV over the kv_lora dims), and the W_UV
+    up-projection. Weight-absorbed form, as DeepSeek-V2's paper describes for inference."""
+    h, c, dn, dr, dv = (a["heads"], a["kv_lora_rank"], a["qk_nope_dim"], a["qk_rope_dim"],
+                        a["v_dim"])
+    dims = {"heads": h, "kv_lora_rank": c, "qk_nope_dim": dn, "qk_rope_dim": dr, "v_dim": dv}
+    parts = []
+    q = f"{name}.q"
+    if a["q_lora_rank"] != 0:
+        qr = a["q_lora_rank"]
+        parts += [("q_a", "linear", (x.name,), f"{name}.q_a", qr, {**_DENSE, "out": qr}),
+                  ("q_norm", "rmsnorm", (f"{name}.q_a",), f"{name}.q_norm", qr, {"dim": None}),
+                  ("q", "linear", (f"{name}.q_norm",), q, h * (dn + dr),
+                   {**_DENSE, "out": h * (dn + dr)})]
+    else:
+        parts.append(("q", "linear", (x.name,), q, h * (dn + dr), {**_DENSE, "out": h * (dn + dr)}))
+    latent = f"{name}.latent"
+    attn = {"heads": h, "kv_heads": sympy.Integer(1), "causal": "true", "window": a["window"]}
+    parts += [
+        ("absorb", "mla_absorb", (q,), f"{name}.q_latent", h * (c + dr), dims),
+        ("kv_a", "linear", (x.name,), f"{name}.kv_a", c + dr, {**_DENSE, "out": c + dr}),
+        ("cache", "mla_cache", (f"{name}.kv_a",), latent, c + dr, dims),
+        ("qk", "qk_matmul", (f"{name}.q_latent", latent), f"{name}.scores", sympy.Integer(0),
+         {**attn, "head_dim": c + dr}),
+        ("softmax", "softmax", (f"{name}.scores",), f"{name}.probs", sympy.Integer(0),
+         {**attn, "head_dim": c + dr}),
+        ("sv", "sv_matmul", (f"{name}.probs", latent), f"{name}.o_latent", h * c,
+         {**attn, "head_dim": c}),
+        ("v_up", "mla_v_up", (f"{name}.o_latent",), name, h * dv, dims),
+    ]
+    return parts, {latent}
+
+
+def _mamba_parts(name: str, x: Tensor, a: dict) -> tuple[list[tuple], set[str]]:
+    """mamba -> in_proj (x and the gate z), causal conv + SiLU, x_proj (dt, B, C), dt_proj,
+    the selective scan with the D skip and the gate, out_proj (Gu and Dao 2023, Fig. 3)."""
+    di, n, k, r = a["d_inner"], a["d_state"], a["d_conv"], a["dt_rank"]
+    dims = {"d_inner": di, "d_state": n, "d_conv": k, "dt_rank": r, "recurrent": True}
+    return [
+        ("in_proj", "linear", (x.name,), f"{name}.xz", 2 * di, {**_DENSE, "out": 2 * di}),
+        ("conv", "ssm_conv", (f"{name}.xz",), f"{name}.u", di, dims),
+        ("x_proj", "linear", (f"{name}.u",), f"{name}.dbc", r + 2 * n,
+         {**_DENSE, "out": r + 2 * n}),
+        ("dt_proj", "linear", (f"{name}.dbc",), f"{name}.dt", di,
+         {**_DENSE, "in": r, "out": di, "bias": "true"}),
+        ("scan", "ssm_scan", (f"{name}.u", f"{name}.dt", f"{name}.dbc", f"{name}.xz"),
+         f"{name}.y", di, dims),
+        ("out_proj", "linear", (f"{name}.y",), name, x.width, {**_DENSE, "out": x.width}),
+    ], set()
+
+
+_COMPOSITES = {"mla": _mla_parts, "mamba": _mamba_parts}
 
 
 def elaborate(library: Library, model_name: str | None = None,

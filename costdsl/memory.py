@@ -6,7 +6,8 @@ temporary activations, with each activation's lifetime taken from the op graph.
 - KV cache: every KV tensor an op writes (K and V, or an MLA latent) is kept for each position
   the attention reading it attends: min(context, window) positions per sequence, context = seq
   after the prefill and seq + 1 after a decode step. Bytes per position come from the op's
-  writes in one decode step (one new token per sequence).
+  writes in one decode step (one new token per sequence). A recurrent state (Mamba's, an op
+  marked `recurrent`) is counted once per sequence, whatever the context.
 - Activations: an activation tensor lives from the op that writes it until the last op that
   reads it (the residual stream until its add); the peak is the largest sum of live tensors
   over the stage's execution order. Repeated layers reuse the same buffers, so the peak over
@@ -59,6 +60,9 @@ def kv_cache_bytes(decode: nx.DiGraph, context: sympy.Expr) -> sympy.Expr:
     for n in nodes(decode):
         for w in n.writes:
             if w.cls != "kv":
+                continue
+            if n.attrs.get("recurrent"):  # a fixed-size state (Mamba), not a cache of tokens
+                total += n.repeat * S.to_bytes(w.elements, n.stored_bits("kv"))
                 continue
             window = _window(decode, n.name, w.tensor)
             positions = context if window == sympy.oo else sympy.Min(context, window)

@@ -205,6 +205,64 @@ def _sv(ins, a):
     return sympy.Integer(0)
 
 
+@signature("mla", ["x"], "matrix", operands=("act", "kv"),
+           heads=Dim(doc="query heads"),
+           kv_lora_rank=Dim(doc="width of the compressed KV latent (kv_lora_rank)"),
+           qk_nope_dim=Dim(doc="per-head query/key width without RoPE (qk_nope_head_dim)"),
+           qk_rope_dim=Dim(doc="decoupled RoPE width, shared by the heads (qk_rope_head_dim)"),
+           v_dim=Dim(doc="per-head value width (v_head_dim)"),
+           q_lora_rank=Dim(default=0, doc="query compression rank (q_lora_rank); 0: none"),
+           window=Dim(default="oo", doc="sliding window (inf: all positions)"))
+def _mla(ins, a):
+    """Multi-head latent attention (DeepSeek-V2): the KV cache holds one latent of
+    kv_lora_rank + qk_rope_dim per token, shared by all heads; the key and value up-projections
+    are absorbed into the query and the output. Returns heads x v_dim (the o projection is
+    written after it, as after `attention`)."""
+    return a["heads"] * a["v_dim"]
+
+
+@signature("mla_absorb", ["q"], "matrix", operands=("weight", "act"), internal=True)
+def _mla_absorb(ins, a):
+    """q_nope W_UK^T per head (into the latent space) and RoPE on q_pe."""
+    return a["heads"] * (a["kv_lora_rank"] + a["qk_rope_dim"])
+
+
+@signature("mla_cache", ["kv_a"], "vector", internal=True)
+def _mla_cache(ins, a):
+    """RMSNorm of the latent and RoPE of the decoupled key: the KV cache entry."""
+    return ins[0].width
+
+
+@signature("mla_v_up", ["o_latent"], "matrix", operands=("weight", "act"), internal=True)
+def _mla_v_up(ins, a):
+    """o_latent W_UV per head: back from the latent to the value width."""
+    return a["heads"] * a["v_dim"]
+
+
+@signature("mamba", ["x"], "matrix", operands=("weight", "act"),
+           d_inner=Dim(doc="expanded width (expand x d_model)"),
+           d_state=Dim(default=16, doc="SSM state per channel (d_state)"),
+           d_conv=Dim(default=4, doc="causal convolution width (d_conv)"),
+           dt_rank=Dim(doc="rank of the step-size projection (dt_rank)"))
+def _mamba(ins, a):
+    """Mamba selective state-space mixer (Gu and Dao 2023): in_proj, causal conv, x_proj,
+    dt_proj, selective scan with gating, out_proj. Its recurrent state (d_inner x d_state per
+    sequence, plus the conv window) replaces the KV cache and does not grow with context."""
+    return ins[0].width
+
+
+@signature("ssm_conv", ["xz"], "vector", internal=True)
+def _ssm_conv(ins, a):
+    """Depthwise causal conv1d over d_conv positions, then SiLU."""
+    return a["d_inner"]
+
+
+@signature("ssm_scan", ["u", "dt", "bc", "xz"], "vector", internal=True)
+def _ssm_scan(ins, a):
+    """Selective scan: h = exp(dt A) h + dt B u, y = C h + D u, gated by silu(z)."""
+    return a["d_inner"]
+
+
 # --- elementwise --------------------------------------------------------------------------------
 
 @signature("rmsnorm", ["x"], "vector", dim=Dim(infer=True))

@@ -44,7 +44,7 @@ def flash_attention(graph: nx.DiGraph) -> nx.DiGraph:
         v = sv.inputs[1]
         a = qk.attrs
         rows = "all" if qk.out_shape[2] == site.new else "last"
-        cost = flash_cost(a, q, k, v, sv.output, rows, site)
+        cost = flash_cost(a, q, k, v, sv.output, rows, site, v_dim=sv.attrs["head_dim"])
         needed = flash_sram_needed(a["head_dim"], S.a_bits, S.kv_bits)
         attrs = {**a, "kinds": fused.attrs["kinds"], "sram_needed": needed}
         fused = replace(fused, flops=cost.flops, vector_flops=fused.vector_flops,
