@@ -25,11 +25,36 @@ def _window(value) -> str:
     return "inf" if value is None else str(int(value))
 
 
+def _zero_if_null(value) -> str:
+    return "0" if value is None else str(int(value))
+
+
+def _opt_positions(value) -> str:
+    return f"{int(value)} + 2"   # OPT's learned positions are offset by 2
+
+
 LLAMA = (Field("hidden", "hidden_size"), Field("layers", "num_hidden_layers"),
          Field("heads", "num_attention_heads"),
          Field("kv_heads", "num_key_value_heads", default="heads"),
          Field("ffn", "intermediate_size"), Field("vocab", "vocab_size"),
          Field("head_dim", "head_dim", default="hidden / heads"))
+
+DEEPSEEK = (Field("hidden", "hidden_size"), Field("layers", "num_hidden_layers"),
+            Field("dense_layers", "first_k_dense_replace", default="0"),
+            Field("heads", "num_attention_heads"),
+            Field("q_lora_rank", "q_lora_rank", default="0", convert=_zero_if_null),
+            Field("kv_lora_rank", "kv_lora_rank"), Field("qk_nope_dim", "qk_nope_head_dim"),
+            Field("qk_rope_dim", "qk_rope_head_dim"), Field("v_dim", "v_head_dim"),
+            Field("ffn", "intermediate_size"), Field("expert_ffn", "moe_intermediate_size"),
+            Field("experts", "n_routed_experts"), Field("top_k", "num_experts_per_tok"),
+            Field("shared_experts", "n_shared_experts"), Field("vocab", "vocab_size"))
+
+# Fields whose value the family file assumes: another value is a different architecture.
+ASSUMED = {
+    "opt": {"activation_function": "relu", "do_layer_norm_before": True},
+    "deepseek_v2": {"moe_layer_freq": 1},
+    "deepseek_v3": {"moe_layer_freq": 1},
+}
 
 FAMILIES = {
     # model_type: (file to import, base model, fields, fixed parameters)
@@ -41,12 +66,21 @@ FAMILIES = {
                 LLAMA + (Field("experts", "num_local_experts"),
                          Field("top_k", "num_experts_per_tok"),
                          Field("window", "sliding_window", default="inf", convert=_window)), {}),
+    "phi3": ("llama.arch", "llama",
+             LLAMA + (Field("window", "sliding_window", default="inf", convert=_window),), {}),
+    "opt": ("opt.arch", "opt",
+            (Field("hidden", "hidden_size"), Field("layers", "num_hidden_layers"),
+             Field("heads", "num_attention_heads"), Field("ffn", "ffn_dim"),
+             Field("vocab", "vocab_size"),
+             Field("positions", "max_position_embeddings", convert=_opt_positions)), {}),
+    "deepseek_v2": ("deepseek.arch", "deepseek", DEEPSEEK, {}),
+    "deepseek_v3": ("deepseek.arch", "deepseek", DEEPSEEK, {}),
     "gpt2": ("gpt2.arch", "gpt2",
              (Field("hidden", "n_embd"), Field("layers", "n_layer"), Field("heads", "n_head"),
               Field("ffn", "n_inner", default="4 * hidden"), Field("vocab", "vocab_size"),
               Field("positions", "n_positions")), {}),
 }
-UNTIED = {"llama", "mistral", "qwen2", "mixtral"}  # families whose LM head has its own matrix
+UNTIED = {"llama", "mistral", "qwen2", "mixtral", "phi3", "deepseek_v2", "deepseek_v3"}  # families whose LM head has its own matrix
 
 
 def read_config(path: str | Path) -> dict:
@@ -83,6 +117,15 @@ def to_arch(config: dict, file: str, name: str | None = None) -> str:
         raise CostDSLError("field 'tie_word_embeddings' is true, but the shipped "
                            f"{model_type} family has an untied LM head", file=file,
                            hint="write the model by hand with linear(..., tied=embed)")
+    for key, wanted in ASSUMED.get(model_type, {}).items():
+        if key in config and config[key] != wanted:
+            raise CostDSLError(f"field {key!r} is {config[key]!r}; the shipped {model_type} family "
+                               f"is written for {wanted!r}", file=file,
+                               hint="write the model by hand, starting from the family file")
+    if model_type == "opt" and config.get("word_embed_proj_dim", config.get("hidden_size")) \
+            != config.get("hidden_size"):
+        raise CostDSLError("field 'word_embed_proj_dim' differs from 'hidden_size' (OPT-350m's "
+                           "projections); the shipped opt family has none", file=file)
     lines = []
     for f in fields:
         value = config.get(f.key)
@@ -95,9 +138,9 @@ def to_arch(config: dict, file: str, name: str | None = None) -> str:
             text = f.convert(value) if f.convert else str(f.default)
         else:
             text = f.convert(value) if f.convert else _number(value, f.key, file)
-        lines.append(f"    {f.param:9s}= {text:14s}# {f.key}")
+        lines.append(f"    {f.param:14s} = {text:14s}# {f.key}")
     for param, text in fixed.items():
-        lines.append(f"    {param:9s}= {text:14s}# model_type {model_type}")
+        lines.append(f"    {param:14s} = {text:14s}# model_type {model_type}")
     path = Path(file)
     folder_named = path.name == "config.json" and path.parent.name  # models/<name>/config.json
     title = name or config.get("_name_or_path") or folder_named or path.stem
