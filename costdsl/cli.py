@@ -409,13 +409,15 @@ def _import(args) -> str:
 def _hardware(args) -> str:
     from .hardware import load_hardware, shipped_names
     from .report.units import si
-    rows = [("name", "device", "fp16", "bandwidth", "memory", "ridge (ops/byte)")]
+    rows = [("name", "device", "fp16 (bf16)", "bandwidth", "memory", "ridge (ops/byte)")]
     for key in shipped_names():
         hw = load_hardware(key)
-        fp16 = hw.peak.get("fp16")
-        rows.append((key, hw.name, si(fp16, "OP/s") if fp16 else "-",
-                     si(hw.bandwidth_Bps, "B/s"), f"{hw.memory_bytes / 2**30:g} GiB",
-                     f"{hw.ridge('fp16'):.1f}" if fp16 else "-"))
+        half = "fp16" if "fp16" in hw.peak else "bf16" if "bf16" in hw.peak else None
+        rows.append((key, hw.name,
+                     si(hw.peak[half], "OP/s") + ("" if half == "fp16" else " (bf16)")
+                     if half else "-",
+                     si(hw.bandwidth_Bps, "B/s"), si(hw.memory_bytes, "B"),
+                     f"{hw.ridge(half):.1f}" if half else "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
                      for r in rows) + "\n"

@@ -10,7 +10,7 @@ Schema (a user can write their own):
     [peak]                                 # dense operations/s by compute type
     fp32 = "38.7 TFLOPS"                   # fp32 is the non-tensor (vector) rate: elementwise
     fp16 = "154.8 TFLOPS"                  # ops such as norms and softmax run at it
-Compute types: fp64 fp32 tf32 fp16 bf16 fp8 int8 int4. Plain numbers are base units.
+Compute types: fp64 fp32 tf32 fp16 bf16 fp8 int8 fp4 int4. Plain numbers are base units.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from typing import Mapping
 from .errors import HardwareError, register_source
 from .resources import shipped_dir
 
-COMPUTE_TYPES = ("fp64", "fp32", "tf32", "fp16", "bf16", "fp8", "int8", "int4")
+COMPUTE_TYPES = ("fp64", "fp32", "tf32", "fp16", "bf16", "fp8", "int8", "fp4", "int4")
 
 _PREFIX = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15,
            "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}

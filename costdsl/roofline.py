@@ -32,10 +32,10 @@ class NotApplicableError(CostDSLError):
 
 # The type an operand of `bits` bits asks for, and what to fall back to when the chip lacks it.
 _PROMOTION = {
-    "int4": ("int4", "int8", "fp8", "fp16", "bf16", "fp32"),
+    "int4": ("int4", "fp4", "int8", "fp8", "fp16", "bf16", "fp32"),
     "int8": ("int8", "fp8", "fp16", "bf16", "fp32"),
     "fp16": ("fp16", "bf16", "fp32"),
-    "fp32": ("fp32", "tf32", "fp16"),
+    "fp32": ("fp32", "tf32", "fp16", "bf16"),  # a TPU has no fp32 figure: its bf16 units
 }
 
 

@@ -1,0 +1,65 @@
+"""Shipped hardware files: every figure carries its source, the listing shows them all, and
+the compute-type rules pick what each chip has."""
+import re
+
+import pytest
+
+import costdsl
+from costdsl.cli import main
+from costdsl.hardware import load_hardware, shipped_names
+from costdsl.roofline import NotApplicableError
+
+from conftest import MODELS
+
+HARDWARE = MODELS.parent / "hardware"
+ISSUE_3 = ["nvidia-h100-pcie", "nvidia-l40s", "nvidia-b200", "amd-mi300x", "google-tpu-v5e",
+           "apple-m2-ultra", "intel-xeon-8480", "nvidia-jetson-agx-orin"]
+
+
+@pytest.mark.parametrize("name", shipped_names())
+def test_every_figure_names_its_source(name):
+    text = (HARDWARE / f"{name}.toml").read_text()
+    assert text.startswith("#") and re.search(r"^# Sources?:", text, re.M)
+    for line in text.splitlines():
+        if re.match(r"\s*[a-z0-9_]+\s*=", line) and not line.startswith("name"):
+            assert "#" in line, f"{name}: no source comment on {line!r}"
+    load_hardware(name)
+
+
+def test_issue_3_devices_are_shipped_and_listed(capsys):
+    assert set(ISSUE_3) <= set(shipped_names())
+    assert main(["hardware"]) == 0
+    out = capsys.readouterr().out
+    for name in ISSUE_3:
+        assert name in out
+    # ridge = fp16 (or bf16) peak / bandwidth, from the datasheet lines:
+    # H100 PCIe 756.5 T / 2 T = 378.2; MI300X 1307.4 T / 5.3 T = 246.7; TPU v5e bf16
+    # 197 T / 819 G = 240.5; Xeon 8480+ AMX bf16 114.688 T / 307.2 G = 373.3
+    for name, ridge in [("nvidia-h100-pcie", "378.2"), ("amd-mi300x", "246.7"),
+                        ("google-tpu-v5e", "240.5"), ("intel-xeon-8480", "373.3")]:
+        assert re.search(rf"{name}\s.*\s{re.escape(ridge)}$", out, re.M), name
+
+
+def _ctype(hw, passes, op="layers.q"):
+    a = costdsl.load(MODELS / "llama-2-7b.arch", passes=passes).analyze(
+        hw, batch=1, seq=64, stages=["decode"])
+    return next(o for o in a.stages["decode"].ops if o.name == op).compute_type
+
+
+def test_compute_types_follow_each_chip():
+    assert _ctype("nvidia-b200", ["quantize(weights=4, acts=4)"]) == "fp4"  # no INT4 path
+    assert _ctype("nvidia-l40s", ["quantize(weights=4, acts=4)"]) == "int4"
+    assert _ctype("intel-xeon-8480", []) == "bf16"              # AMX: BF16, no FP16
+    assert _ctype("intel-xeon-8480", ["quantize(weights=8, acts=8)"]) == "int8"
+    assert _ctype("google-tpu-v5e", [], "layers.attn_norm") == "bf16"  # no fp32 figure
+    assert _ctype("apple-m2-ultra", []) == "fp16"
+
+
+def test_flash_attention_needs_on_chip_memory_figures():
+    m = costdsl.load(MODELS / "llama-2-7b.arch", passes=["flash_attention()"])
+    with pytest.raises(NotApplicableError, match="google-tpu-v5e"):
+        m.analyze("google-tpu-v5e", batch=1, seq=128)
+    # Apple's 32 KB of threadgroup memory holds a 16-row block of 128-wide heads (16 KiB at
+    # 16 bits), the MI300X's 64 KB LDS too
+    m.analyze("apple-m2-ultra", batch=1, seq=128)
+    m.analyze("amd-mi300x", batch=1, seq=128)
