@@ -146,8 +146,9 @@ def test_every_op_matches_its_hand_derivation(stage, expected):
 
 def test_every_user_op_kind_is_exercised():
     from costdsl.ops import SIGNATURES
-    graph = costdsl.load(DATA / "toy.arch").graph("prefill")
-    assert {n.kind for n in nodes(graph)} == set(SIGNATURES) - {"attention", "moe"}
+    kinds = {n.kind for toy in ("toy.arch", "toy2.arch")
+             for n in nodes(costdsl.load(DATA / toy).graph("prefill"))}
+    assert kinds == set(SIGNATURES) - {"attention", "moe", "mla", "mamba"}  # the composites
 
 
 def test_bytes_use_the_bitwidth_of_each_tensor_class():

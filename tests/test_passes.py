@@ -177,8 +177,7 @@ def test_named_fusions_and_markers():
     assert qkv.outputs == ("layers.q", "layers.k", "layers.v")
 
 
-@pytest.mark.parametrize("arch", sorted(p.name for p in MODELS.glob("*.arch")
-                                        if p.name != "llama.arch"))
+@pytest.mark.parametrize("arch", sorted(p.name for p in MODELS.glob("*.arch")))
 def test_every_pass_keeps_every_shipped_graph_valid(arch):
     base = costdsl.load(MODELS / arch)
     for name in ("fuse_qkv()", "flash_attention()", "fuse_linear_act()", "fuse_norm_linear()",
@@ -191,7 +190,8 @@ def test_every_pass_keeps_every_shipped_graph_valid(arch):
             check(m.graph(stage))
         assert m.params() == base.params()
         assert m.active_params() == base.active_params()
-        m.analyze("nvidia-h100-sxm", batch=4, seq=512)
+        if not base.design.free:  # a family file leaves its dimensions free
+            m.analyze("nvidia-h100-sxm", batch=4, seq=512)
 
 
 def test_fusion_saves_in_decode_exactly_its_bytes_and_less_in_prefill():
