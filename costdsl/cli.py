@@ -233,17 +233,13 @@ def _fit(args) -> str:
 
 
 def _serve_curve(args) -> str:
-    import numpy as np
     from .hardware import load_hardware
-    from .serving import serve_curve
+    from .serving import default_batches, serve_curve
     from .sweep import parse_range
     model = _load(args)
     hw = load_hardware(args.hw)
-    if args.batch:
-        batches = parse_range(args.batch, "batch")
-    else:
-        most = model.fit(hw, seq=args.seq + args.gen - 1, **_bits_of(args)).max_batch
-        batches = 2 ** np.arange(0, max(1, int(np.log2(max(most, 1))) + 2))
+    batches = (parse_range(args.batch, "batch") if args.batch else
+               default_batches(model, hw, args.seq, args.gen, _bits_of(args)))
     curve = serve_curve(model, hw, args.seq, args.gen, batches, _bits_of(args))
     if args.format == "json":
         return json.dumps(answers_report.serve_dict(model.name, hw, curve), indent=2) + "\n"
@@ -285,7 +281,6 @@ _PLOT_RANGES = {"batch": "1:4096:log64", "seq": "128:131072:log64",
 
 
 def _plot(args) -> str:
-    import numpy as np
     from . import plots
     from .hardware import load_hardware
     from .sweep import parse_range
@@ -303,10 +298,9 @@ def _plot(args) -> str:
     elif args.kind == "memory":
         path = plots.memory(model, hw, args.batch, values, bits, args.out)
     else:
-        from .serving import serve_curve
+        from .serving import default_batches, serve_curve
         if values is None:
-            most = model.fit(hw, seq=args.seq + args.gen - 1, **bits).max_batch
-            values = 2 ** np.arange(0, max(1, int(np.log2(max(most, 1))) + 2))
+            values = default_batches(model, hw, args.seq, args.gen, bits)
         curve = serve_curve(model, hw, args.seq, args.gen, values, bits)
         path = plots.serve(curve, model.name, hw, args.out)
     return f"wrote {path}\n"

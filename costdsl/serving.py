@@ -75,3 +75,9 @@ def serve_curve(model, hw: Hardware, seq: int, gen: int, batches: np.ndarray,
                       np.asarray(share, dtype=float), hw.memory_bytes, fit.max_batch,
                       summary.balance_value, first.value if first else None,
                       first.op if first else None)
+
+
+def default_batches(model, hw: Hardware, seq: int, gen: int, bits: dict) -> np.ndarray:
+    """Powers of two up to twice the largest batch that fits, so the curve shows the limit."""
+    most = model.fit(hw, seq=seq + gen - 1, **bits).max_batch
+    return 2 ** np.arange(0, max(1, int(np.log2(max(most, 1))) + 2))

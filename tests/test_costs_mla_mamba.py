@@ -9,10 +9,9 @@ it from the rules' docstrings in costdsl/costs.py.
 import pytest
 
 import costdsl
-from costdsl.graph import nodes
 
 from conftest import DATA
-from test_costs import AT, _classes
+from test_costs import assert_hand_derivations, measured
 
 PREFILL = {
     "emb": (0, {"weight": 80}, {"act": 80}, 80),
@@ -83,18 +82,9 @@ DECODE = {
 }
 
 
-def _measured(stage):
-    graph = costdsl.load(DATA / "toy2.arch").graph(stage)
-    return {n.name: (int(n.flops.subs(AT)), _classes(n, n.reads), _classes(n, n.writes),
-                     int(n.params)) for n in nodes(graph)}
-
-
 @pytest.mark.parametrize("stage,expected", [("prefill", PREFILL), ("decode", DECODE)])
 def test_every_op_matches_its_hand_derivation(stage, expected):
-    measured = _measured(stage)
-    assert set(measured) == set(expected)
-    for name, want in expected.items():
-        assert measured[name] == want, name
+    assert_hand_derivations(measured(stage, "toy2.arch"), expected)
 
 
 def test_toy2_parameters():

@@ -228,15 +228,20 @@ def test_flash_attention_prefill_traffic_follows_the_sram():
     assert fa.compute_type == "fp16"
 
 
-def test_flash_attention_io_is_inverse_in_sram(write_arch, tmp_path):
-    # Theta(N^2 d^2 / M): doubling the on-chip memory per block halves the K/V traffic.
+def _a6000_with(tmp_path, sram_line: str) -> str:
+    """The A6000 file with its sram_per_block line replaced (or removed, with "")."""
     hw = (MODELS.parent / "hardware" / "nvidia-a6000.toml").read_text()
-    small = tmp_path / "small.toml"
-    small.write_text(hw.replace('sram_per_block = "99 KiB"', 'sram_per_block = "64 KiB"'))
-    large = tmp_path / "large.toml"
-    large.write_text(hw.replace('sram_per_block = "99 KiB"', 'sram_per_block = "128 KiB"'))
+    path = tmp_path / f"a6000-{abs(hash(sram_line))}.toml"
+    path.write_text(hw.replace('sram_per_block = "99 KiB"', sram_line))
+    return str(path)
+
+
+def test_flash_attention_io_is_inverse_in_sram(tmp_path):
+    # Theta(N^2 d^2 / M): doubling the on-chip memory per block halves the K/V traffic.
+    small = _a6000_with(tmp_path, 'sram_per_block = "64 KiB"')
+    large = _a6000_with(tmp_path, 'sram_per_block = "128 KiB"')
     m = costdsl.load(LLAMA, passes=["flash_attention()"])
-    kv = [_result(m.analyze(str(h), batch=1, seq=4096, stages=["prefill"]), "prefill",
+    kv = [_result(m.analyze(h, batch=1, seq=4096, stages=["prefill"]), "prefill",
                   "layers.attn[qk+softmax+sv]").bytes_by_class["kv"] for h in (small, large)]
     assert kv[0] / kv[1] == pytest.approx(2, rel=1e-12)
 
@@ -256,17 +261,14 @@ def test_flash_attention_decode_reads_the_cache_once():
 
 def test_flash_attention_is_not_applicable_without_enough_sram(tmp_path):
     # a 16-row block of d = 128 at 16 bits needs 16 x 2 x 128 x 32 / 8 = 16 KiB
-    hw = (MODELS.parent / "hardware" / "nvidia-a6000.toml").read_text()
-    tiny = tmp_path / "tiny.toml"
-    tiny.write_text(hw.replace('sram_per_block = "99 KiB"', 'sram_per_block = "8 KiB"'))
-    none = tmp_path / "none.toml"
-    none.write_text(hw.replace('sram_per_block = "99 KiB"', ''))
+    tiny = _a6000_with(tmp_path, 'sram_per_block = "8 KiB"')
+    none = _a6000_with(tmp_path, "")
     m = costdsl.load(LLAMA, passes=["flash_attention()"])
     with pytest.raises(NotApplicableError, match="needs 16 KiB.*has 8 KiB"):
-        m.analyze(str(tiny), batch=1, seq=128)
+        m.analyze(tiny, batch=1, seq=128)
     with pytest.raises(NotApplicableError, match="sram_per_block"):
-        m.analyze(str(none), batch=1, seq=128)
-    m.analyze(str(tiny), batch=1, seq=128, kv_bits=4, a_bits=4)  # 4 KiB: fits
+        m.analyze(none, batch=1, seq=128)
+    m.analyze(tiny, batch=1, seq=128, kv_bits=4, a_bits=4)  # 4 KiB: fits
 
 
 # --- the language and the command line ---------------------------------------------------------
