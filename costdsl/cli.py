@@ -363,6 +363,8 @@ def _check(args) -> str:
     free = model.design.free
     params = f"{int(total):,} parameters" if total.is_number else f"parameters = {total}"
     tail = f"; free: {', '.join(free)}" if free else ""
+    passes = graph.graph["passes"]
+    tail += f"; passes: {'; '.join(passes)}" if passes else ""
     return (f"{args.model}: ok: model {model.name!r}, {graph.number_of_nodes()} ops, "
             f"{params}{tail}\n")
 
