@@ -161,3 +161,48 @@ def test_inline_keeps_names_and_rejects_collisions(write_arch):
             }"""))
     with pytest.raises(ArchError, match="`inline` applies to blocks"):
         costdsl.load(write_arch('model "m" { x = embedding(tokens, vocab=1, dim=1) inline }'))
+
+
+def test_parallel_attention_and_mlp_block(write_arch):
+    """GPT-J style: one LayerNorm feeds attention and the MLP side by side; both branches are
+    added to the residual. hidden 8, 2 heads, ffn 16, 1 layer: ln 16, q/k/v/o 4 x 64, fc 128,
+    proj 128 = 528 per layer. The two branches' outputs are live together before the adds."""
+    path = write_arch("""
+block parallel(x) {
+  ln   = layernorm(x)
+  q    = linear(ln, out=hidden)
+  k    = linear(ln, out=hidden)
+  v    = linear(ln, out=hidden)
+  att  = attention(q, k, v, heads=2)
+  o    = linear(att, out=hidden)
+  fc   = linear(ln, out=ffn)
+  act  = gelu(fc)
+  mlp  = linear(act, out=hidden)
+  both = add(o, mlp)
+  out  = add(x, both)
+  return out
+}
+model "pj" {
+  params { hidden = 8  ffn = 16  vocab = 10 }
+  emb    = embedding(tokens, vocab=vocab, dim=hidden)
+  layers = parallel(emb) repeat 1
+  head   = linear(layers, out=vocab, tokens=last)
+}
+""")
+    m = costdsl.load(path)
+    assert m.params() == 80 + 528 + 80
+    graph = m.graph("decode")
+    assert set(graph.successors("layers.ln")) == {"layers.q", "layers.k", "layers.v", "layers.fc"}
+
+
+def test_explicit_head_dim_wider_than_hidden_over_heads(write_arch):
+    """hidden 3072, 16 heads of 256 (Gemma-style): q projects to 4096 and o back from it."""
+    path = write_arch("""
+import "llama.arch"
+model "wide" extends "llama" {
+  params { hidden = 3072  layers = 1  heads = 16  head_dim = 256  ffn = 8  vocab = 4 }
+}
+""")
+    by_op = {o.name: o.params for o in costdsl.load(path).params_by_op()}
+    assert by_op["layers.q"] == by_op["layers.o"] == 3072 * 4096
+    assert by_op["layers.k"] == 3072 * 4096
