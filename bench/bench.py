@@ -95,7 +95,8 @@ def main():
 def sweep_command(model):
     """The `costdsl sweep` path over the same grid size: time, bound mix and memory per point."""
     from costdsl.hardware import load_hardware
-    from costdsl.report.sweepout import csv_text
+    import tempfile
+    from costdsl.report.sweepout import csv_text, write_npz
     from costdsl.sweep import sweep
     hw = load_hardware("nvidia-a6000")
     batches, seqs = np.arange(1, 1001), np.linspace(128, 32768, 1000).round().astype(int)
@@ -107,9 +108,11 @@ def sweep_command(model):
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     csv_s, text = timed(lambda: csv_text(table))
+    with tempfile.TemporaryDirectory() as tmp:
+        npz_s, _ = timed(lambda: write_npz(table, f"{tmp}/sweep.npz", {}))
     print(f"`costdsl sweep` evaluation ({len(table):,} rows: decode time, tokens/s, bound mix, "
           f"memory): first {first_s:.2f} s, then {seconds:.2f} s, peak {peak / 2**20:.0f} MiB; "
-          f"writing the CSV ({len(text) / 1e6:.0f} MB): {csv_s:.1f} s")
+          f"writing the CSV ({len(text) / 1e6:.0f} MB): {csv_s:.1f} s; the .npz: {npz_s:.2f} s")
 
 
 if __name__ == "__main__":

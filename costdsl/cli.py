@@ -128,8 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--a-bits", default="16", metavar="LIST")
     p.add_argument("--kv-bits", default="16", metavar="LIST")
     p.add_argument("--stage", choices=("prefill", "decode", "all"), default="all")
-    p.add_argument("--out", metavar="FILE.csv|FILE.json",
-                   help="write here (format from the suffix); default: CSV on standard output")
+    p.add_argument("--out", metavar="FILE.csv|FILE.json|FILE.npz",
+                   help="write here (format from the suffix; .npz: one NumPy array per column, "
+                        "the fast form for big grids); default: CSV on standard output")
     p.set_defaults(run=_sweep)
 
     p = sub.add_parser("plot", help="roofline, batch, seq, memory or serving plot (PNG/SVG)")
@@ -255,13 +256,19 @@ def _sweep(args) -> str:
     table = sweep(model, hws, parse_range(args.batch, "batch"), parse_range(args.seq, "seq"),
                   bit_combinations(args.w_bits, args.a_bits, args.kv_bits), _stages(args.stage))
     out = args.out or ""
+    meta = {"model": model.name, "passes": list(model.graph("decode").graph["passes"])}
+    if out.endswith(".npz"):
+        try:
+            sweepout.write_npz(table, out, meta)
+        except OSError as err:
+            raise CostDSLError(f"cannot write {out}: {err.strerror or err}") from None
+        return f"wrote {out}: {len(table):,} rows\n"
     if out.endswith(".json"):
-        text = sweepout.json_text(table, {"model": model.name,
-                                          "passes": list(model.graph("decode").graph["passes"])})
+        text = sweepout.json_text(table, meta)
     elif out.endswith(".csv") or not out:
         text = sweepout.csv_text(table)
     else:
-        raise CostDSLError(f"--out {out}: expected a .csv or .json file name")
+        raise CostDSLError(f"--out {out}: expected a .csv, .json or .npz file name")
     if not out:
         return text
     _write(out, text)

@@ -204,20 +204,21 @@ def flash_rows(head_dim, a_bits, kv_bits):
     return 8 * S.sram / (2 * head_dim * (a_bits + kv_bits))
 
 
-def flash_sram_needed(head_dim, a_bits, kv_bits):
-    """On-chip bytes a block of FLASH_MIN_ROWS query rows needs."""
-    return FLASH_MIN_ROWS * 2 * head_dim * (a_bits + kv_bits) / 8
+def flash_sram_needed(head_dim, a_bits, kv_bits, rows=FLASH_MIN_ROWS):
+    """On-chip bytes a block of `rows` query rows needs (Q, O, K and V tiles)."""
+    return rows * 2 * head_dim * (a_bits + kv_bits) / 8
 
 
 def flash_attention(attrs, q: str, k: str, v: str, out: str, rows: str, site: Site,
-                    v_dim=None) -> Cost:
+                    v_dim=None, block_rows=None) -> Cost:
     """FlashAttention: QK^T, softmax and xV in one kernel; the score matrix stays on chip.
 
     Loop order of FlashAttention-2: each thread block holds Br query rows (Q and O tiles) and
     streams the K and V tiles of the attended positions past them. The g = H / Hkv query heads
     that share a KV head are packed into the same blocks (as decode kernels do), so the keys and
-    values of one KV head are read T = max(1, g Lq / Br) times, Br = flash_rows(...) (the ceiling
-    is dropped so that crossovers stay in closed form; it is off by less than one block):
+    values of one KV head are read T = max(1, g Lq / Br) times, Br = flash_rows(...) or the
+    `block_rows` a kernel is known to use (the ceiling is dropped so that crossovers stay in
+    closed form; it is off by less than one block):
         bytes   Q: b Lq H d, O: b Lq H dv (activations); K: b Hkv Lk d T, V: b Hkv Lk dv T
                 (KV cache; an MLA latent serves as both K and V and is read once per pass)
     In prefill (Lq = Lk = N) the K/V term is 2 b Hkv N^2 g d / Br = Theta(N^2 d^2 / M), the IO
@@ -229,7 +230,8 @@ def flash_attention(attrs, q: str, k: str, v: str, out: str, rows: str, site: Si
     b, h, hkv, d, lq, lk = _attention_sizes(attrs, rows, site)
     dv = d if v_dim is None else v_dim
     group = h / hkv
-    passes = sympy.Max(1, group * lq / flash_rows(d, S.a_bits, S.kv_bits))
+    rows_per_block = block_rows if block_rows is not None else flash_rows(d, S.a_bits, S.kv_bits)
+    passes = sympy.Max(1, group * lq / rows_per_block)
     scores = b * h * lq * lk
     kv_reads = ((Access(k, "kv", b * lk * hkv * d * passes),) if k == v else
                 (Access(k, "kv", b * lk * hkv * d * passes),

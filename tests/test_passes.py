@@ -246,6 +246,18 @@ def test_flash_attention_io_is_inverse_in_sram(tmp_path):
     assert kv[0] / kv[1] == pytest.approx(2, rel=1e-12)
 
 
+def test_flash_attention_with_a_given_block_size():
+    # block=128 (FlashAttention-2's tile for d = 128): K and V are read 2048 / 128 = 16 times
+    # in prefill: 2 x 32 x 2048 x 128 x 2 bytes x 16 = 536,870,912 bytes, on any hardware
+    # whose blocks hold 128 rows: 128 x 2 x 128 x 32 / 8 = 128 KiB. The A6000's 99 KiB do not.
+    m = costdsl.load(LLAMA, passes=["flash_attention(block=128)"])
+    a = m.analyze("nvidia-h100-sxm", batch=1, seq=2048, stages=["prefill"])
+    fa = _result(a, "prefill", "layers.attn[qk+softmax+sv]")
+    assert fa.bytes_by_class["kv"] == 536_870_912
+    with pytest.raises(NotApplicableError, match="needs 128 KiB.*has 99 KiB"):
+        m.analyze(A6000, batch=1, seq=2048)
+
+
 def test_flash_attention_decode_reads_the_cache_once():
     # decode: the unfused QK^T reads K and xV reads V, the whole cache once; the fused kernel
     # reads the same KV bytes and no score matrix: 2 x 32 x 2049 x 128 x 2 = 33,570,816 bytes.

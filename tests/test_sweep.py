@@ -80,6 +80,16 @@ def test_sweep_cli_writes_csv_and_json(tmp_path, capsys):
     assert data["rows"][1]["batch"] == 2 and isinstance(data["rows"][1]["fits"], bool)
 
 
+def test_sweep_npz_holds_one_array_per_column(tmp_path, capsys):
+    out = tmp_path / "s.npz"
+    assert main(["sweep", str(LLAMA), "--hw", "nvidia-a6000", "--batch", "1:8",
+                 "--seq", "128,4096", "--stage", "decode", "--out", str(out)]) == 0
+    data = np.load(out)
+    assert data["batch"].tolist() == [b for b in range(1, 9) for _ in (128, 4096)]
+    assert data["decode_time_s"].shape == (16,) and data["fits"].dtype == bool
+    assert json.loads(str(data["meta_model"])) == "Llama-2-7b"
+
+
 def test_oversized_sweeps_are_refused(capsys):
     big = int(np.sqrt(MAX_POINTS)) + 10
     assert main(["sweep", str(LLAMA), "--hw", "nvidia-a6000", "--batch", f"1:{big}",

@@ -7,11 +7,11 @@ from dataclasses import replace
 
 import networkx as nx
 
-from ..costs import SITES, flash_attention as flash_cost, flash_sram_needed
+from ..costs import FLASH_MIN_ROWS, SITES, flash_attention as flash_cost, flash_sram_needed
 from ..graph import nodes
 from .. import symbols as S
 from .fusion import merge, contract
-from .registry import PassError, register
+from .registry import Arg, PassError, register
 
 
 def _triples(graph: nx.DiGraph):
@@ -29,12 +29,16 @@ def _triples(graph: nx.DiGraph):
             yield qk, soft[0], sv[0]
 
 
-@register("flash_attention")
-def flash_attention(graph: nx.DiGraph) -> nx.DiGraph:
+@register("flash_attention",
+          block=Arg("count", help="query rows per block, as a given kernel tiles (default: "
+                                  "as many as fit in the hardware's on-chip memory per block)"))
+def flash_attention(graph: nx.DiGraph, block=None) -> nx.DiGraph:
     """Fuses every attention (QK^T, softmax, xV) into one FlashAttention op. In prefill the keys
     and values are reread once per block of queries that fits in the hardware's on-chip memory
     per block (IO Theta(N^2 d^2 / M), Dao et al. 2022); in decode the KV cache is read once.
-    Not applicable on hardware whose on-chip memory cannot hold a 16-row block."""
+    block=B fixes the block at B query rows (FlashAttention-2 uses 128 on A100/H100 for
+    head_dim 128). Not applicable on hardware whose on-chip memory cannot hold the block
+    (16 rows at least)."""
     found = False
     site = SITES[graph.graph["stage"]]
     for qk, soft, sv in list(_triples(graph)):
@@ -44,8 +48,10 @@ def flash_attention(graph: nx.DiGraph) -> nx.DiGraph:
         v = sv.inputs[1]
         a = qk.attrs
         rows = "all" if qk.out_shape[2] == site.new else "last"
-        cost = flash_cost(a, q, k, v, sv.output, rows, site, v_dim=sv.attrs["head_dim"])
-        needed = flash_sram_needed(a["head_dim"], S.a_bits, S.kv_bits)
+        cost = flash_cost(a, q, k, v, sv.output, rows, site, v_dim=sv.attrs["head_dim"],
+                          block_rows=block)
+        needed = flash_sram_needed(a["head_dim"], S.a_bits, S.kv_bits,
+                                   block if block is not None else FLASH_MIN_ROWS)
         attrs = {**a, "kinds": fused.attrs["kinds"], "sram_needed": needed}
         fused = replace(fused, flops=cost.flops, vector_flops=fused.vector_flops,
                         reads=cost.reads, writes=cost.writes, attrs=attrs)
