@@ -16,7 +16,7 @@ import sympy
 
 from .errors import EvaluationError
 from .graph import CLASSES
-from .roofline import StageRoofline
+from .roofline import StageRoofline, compute_seconds, memory_seconds
 
 
 @dataclass(frozen=True)
@@ -47,12 +47,12 @@ class StageNumbers:
 
     @property
     def compute_time(self) -> np.ndarray:
-        """As OpRoofline.compute_time: matrix part at the op's peak, vector part at its own."""
-        return (self.flops - self.vector_flops) / self.peak + self.vector_flops / self.vector_peak
+        with np.errstate(invalid="ignore"):  # ops without arithmetic: 0 / inf
+            return compute_seconds(self.flops, self.vector_flops, self.peak, self.vector_peak)
 
     @property
     def memory_time(self) -> np.ndarray:
-        return self.bytes / self.bandwidth
+        return memory_seconds(self.bytes, self.bandwidth)
 
     @property
     def time(self) -> np.ndarray:

@@ -71,6 +71,17 @@ def compute_type(node: Node, hw: Hardware, bits: Mapping[sympy.Symbol, float]) -
     return max(hw.peak, key=hw.peak.get)  # an exotic chip: its fastest rate
 
 
+def compute_seconds(flops, vector_flops, peak, vector_peak):
+    """An op's compute time: its matrix work at `peak`, its vector work (`vector_flops` of
+    `flops`) at `vector_peak`. Plain arithmetic, so that the symbolic roofline (sympy) and the
+    numeric one (numpy arrays, evaluate.py) share this one statement of it."""
+    return (flops - vector_flops) / peak + vector_flops / vector_peak
+
+
+def memory_seconds(nbytes, bandwidth):
+    return nbytes / bandwidth
+
+
 @dataclass(frozen=True)
 class OpRoofline:
     """One op's roofline, as expressions in the runtime symbols (batch, seq, bitwidths).
@@ -114,11 +125,14 @@ class OpRoofline:
 
     @property
     def compute_time(self) -> sympy.Expr:
-        return self.effective_flops / self.peak if self.compute_type else sympy.Integer(0)
+        if not self.compute_type:
+            return sympy.Integer(0)
+        return compute_seconds(self.flops, self.node.vector_flops, self.peak,
+                               sympy.nsimplify(self.vector_peak))
 
     @property
     def memory_time(self) -> sympy.Expr:
-        return self.bytes / self.bandwidth
+        return memory_seconds(self.bytes, self.bandwidth)
 
     @property
     def time(self) -> sympy.Expr:
