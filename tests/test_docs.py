@@ -29,3 +29,14 @@ def test_readme_python_example_runs():
     code = _blocks("README.md", "python")[0]
     namespace = {}
     exec(compile(code, "README.md", "exec"), namespace)  # the README's own example, not user input
+
+
+def test_shipped_examples_compile_and_apply_their_passes():
+    examples = sorted((ROOT / "examples").glob("*.arch"))
+    assert examples
+    for path in examples:
+        model = costdsl.load(path)
+        assert model.passes, path
+        # passes change the graph, never the parameter count
+        assert model.params() == model.without_passes().params()
+        model.compare("nvidia-h100-sxm", batch=4, seq=512)
