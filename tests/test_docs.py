@@ -40,3 +40,14 @@ def test_shipped_examples_compile_and_apply_their_passes():
         # passes change the graph, never the parameter count
         assert model.params() == model.without_passes().params()
         model.compare("nvidia-h100-sxm", batch=4, seq=512)
+
+
+def test_every_package_is_listed_for_the_wheel():
+    """pyproject.toml lists packages explicitly (the shipped data is mapped into the wheel);
+    a subpackage missing there would work from a checkout and vanish from an install."""
+    import tomllib
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts)
+             for p in (ROOT / "costdsl").rglob("__init__.py")}
+    assert found <= listed, found - listed
