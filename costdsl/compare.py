@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .analysis import Analysis, OpResult, StageResult
+from .analysis import Analysis, StageResult
 
 
 @dataclass(frozen=True)

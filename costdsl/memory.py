@@ -23,7 +23,7 @@ import numpy as np
 import sympy
 
 from .costs import SITES
-from .graph import Node, nodes
+from .graph import nodes
 from . import symbols as S
 
 

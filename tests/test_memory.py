@@ -15,7 +15,7 @@ from costdsl import symbols as S
 from costdsl.cli import main
 from costdsl.memory import activation_peak
 
-from conftest import DATA, MODELS
+from conftest import MODELS
 
 LLAMA = MODELS / "llama-2-7b.arch"
 A6000 = "nvidia-a6000"

@@ -9,7 +9,6 @@ run the same number of times and store their tensors at the same bitwidths."""
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 
 import networkx as nx
 import sympy

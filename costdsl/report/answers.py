@@ -187,7 +187,8 @@ def serve_dict(model: str, hw, c) -> dict:
 def serve_text(model: str, hw, c) -> str:
     lines = [f"{model} on {hw.name}: prompt {c.seq}, {c.gen} generated tokens per request",
              f"memory runs out above batch {c.max_batch} "
-             f"({si(c.capacity_bytes, 'B')}, cache at its longest)"]
+             f"({si(c.capacity_bytes, 'B')}, cache at its longest)" if c.max_batch else
+             f"not even one request fits in {si(c.capacity_bytes, 'B')}"]
     if c.first_compute_batch is not None:
         lines.append(f"decode: {c.first_compute_op} turns compute-bound at batch "
                      f"{c.first_compute_batch:.1f}")
