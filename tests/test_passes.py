@@ -360,3 +360,48 @@ def test_crossover_runs_on_a_fused_graph():
     mlp = by_op["layers[mlp_norm+gate+up+act]"]
     assert mlp.value is not None and 150 < mlp.value < 260
     assert by_op["layers.attn[qk+softmax+sv]"].value is None  # intensity independent of batch
+
+
+# --- passes on a small graph, by hand ------------------------------------------------------------
+
+TINY = """
+model "tiny" {
+  params { hidden = 4  ffn = 8  vocab = 6 }
+  emb  = embedding(tokens, vocab=vocab, dim=hidden)
+  up   = linear(emb, out=ffn)
+  act  = gelu(up)
+  down = linear(act, out=hidden)
+  out  = add(emb, down)
+}
+"""
+
+
+def test_fusion_on_a_tiny_graph_by_hand(write_arch):
+    # decode, batch b: up writes b x 8 and gelu reads it back; fused, neither happens:
+    # 16 b elements fewer; the fused op does 2 b 4 8 + 9 b 8 operations, 9 b 8 on the vectors.
+    path = write_arch(TINY)
+    base = costdsl.load(path).graph("decode")
+    fused = costdsl.load(path, passes=["fuse_linear_act()"]).graph("decode")
+    assert [n.name for n in nodes(fused)] == ["emb", "[up+act]", "down", "out"]
+    f = fused.nodes["[up+act]"]["op"]
+    b = S.batch
+    assert sympy.expand(f.flops - (2 * b * 4 * 8 + 9 * b * 8)) == 0
+    assert sympy.expand(f.vector_flops - 9 * b * 8) == 0
+    elements = lambda n: sum(a.elements for a in n.reads + n.writes if a.cls == "act")
+    before = elements(base.nodes["up"]["op"]) + elements(base.nodes["act"]["op"])
+    assert sympy.expand(before - elements(f) - 16 * b) == 0
+    assert f.params == 32 and check(fused) is fused
+
+
+def test_quantize_and_residual_fusion_on_a_tiny_graph(write_arch):
+    # quantize(weights=4, ops="up") halves up's weight bits only; fuse_residual merges down into
+    # the add: the down result (b x 4) is neither written nor read: 8 b elements fewer.
+    path = write_arch(TINY)
+    g = costdsl.load(path, passes=['quantize(weights=4, ops="up")', "fuse_residual()"]).graph(
+        "decode")
+    assert g.nodes["up"]["op"].bits["weight"] == 4
+    assert g.nodes["[down+out]"]["op"].bits["weight"] == S.w_bits
+    base = costdsl.load(path).graph("decode")
+    elements = lambda n: sum(a.elements for a in n.reads + n.writes if a.cls == "act")
+    before = elements(base.nodes["down"]["op"]) + elements(base.nodes["out"]["op"])
+    assert sympy.expand(before - elements(g.nodes["[down+out]"]["op"]) - 8 * S.batch) == 0
