@@ -288,7 +288,7 @@ _PLOT_RANGES = {"batch": "1:4096:log64", "seq": "128:131072:log64",
 
 
 def _plot(args) -> str:
-    from . import plots
+    from . import curves, plots
     from .hardware import load_hardware
     from .sweep import parse_range
     model = _load(args)
@@ -301,9 +301,10 @@ def _plot(args) -> str:
         path = plots.roofline(analysis, args.stage, args.out)
     elif args.kind in ("batch", "seq"):
         fixed = {"seq": args.seq} if args.kind == "batch" else {"batch": args.batch}
-        path = plots.against(model, hw, args.stage, args.kind, values, fixed, bits, args.out)
+        curve = curves.stage_curve(model, hw, args.stage, args.kind, values, fixed, bits)
+        path = plots.stage(curve, args.out)
     elif args.kind == "memory":
-        path = plots.memory(model, hw, args.batch, values, bits, args.out)
+        path = plots.memory(curves.memory_curve(model, hw, args.batch, values, bits), args.out)
     else:
         from .serving import default_batches, serve_curve
         if values is None:

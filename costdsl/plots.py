@@ -1,5 +1,6 @@
-"""Plots (matplotlib, PNG or SVG by the file's suffix). Each takes analysis results or the
-compiled model and writes one figure; nothing here computes a cost of its own.
+"""Plots (matplotlib, PNG or SVG by the file's suffix). Each takes analysis records (an
+Analysis, a curves.StageCurve or MemoryCurve, a serving.ServeCurve) and writes one figure;
+nothing here computes a cost.
 
     roofline  the hardware's roofline, one ceiling per compute type, every op of a stage on it
     batch     stage time and throughput against batch, crossovers annotated
@@ -14,7 +15,6 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CostDSLError
-from . import symbols as S
 
 KINDS = ("roofline", "batch", "seq", "memory", "serve")
 _BOUND_STYLE = {"memory": ("o", "tab:blue"), "compute": ("^", "tab:red")}
@@ -94,80 +94,64 @@ def _mark(ax, x, label, color="gray"):
                 va="top", ha="right", fontsize=7, color=color)
 
 
-def against(model, hw, stage: str, symbol: str, values: np.ndarray, fixed: dict, bits: dict,
-            path: str) -> str:
-    """Stage time and throughput against batch or seq, with the first op's crossover and the
-    stage's compute/memory balance marked."""
-    from .analysis import Settings
-    from .evaluate import stage_time
+def _within(x: np.ndarray, value) -> bool:
+    return value is not None and x[0] <= value <= x[-1]
+
+
+def stage(curve, path: str) -> str:
+    """Stage time and throughput against batch or seq (a curves.StageCurve), with the first
+    op's crossover and the stage's compute/memory balance marked."""
     plt = _pyplot()
-    settings = Settings(1, 1, **bits).validate()
-    symbolic = model._roofline(stage, hw, settings)
-    x = values.astype(float)
-    grid = {**settings.values(), **{getattr(S, k): v for k, v in fixed.items()},
-            getattr(S, symbol): x}
-    t = stage_time(symbolic, grid)
-    tokens = (grid[S.batch] * (grid[S.seq] if stage == "prefill" else 1)) * np.ones_like(x)
+    x = curve.x
     fig, ax = plt.subplots(figsize=(8, 5))
-    ax.plot(x, t * 1e3, color="tab:blue", label=f"{stage} time")
+    ax.plot(x, curve.time_s * 1e3, color="tab:blue", label=f"{curve.stage} time")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel(symbol + (" (sequences)" if symbol == "batch" else " (tokens)"))
-    ax.set_ylabel(f"{stage} time (ms)", color="tab:blue")
+    ax.set_xlabel(curve.symbol + (" (sequences)" if curve.symbol == "batch" else " (tokens)"))
+    ax.set_ylabel(f"{curve.stage} time (ms)", color="tab:blue")
     ax2 = ax.twinx()
-    ax2.plot(x, tokens / t, color="tab:green", label="throughput")
+    ax2.plot(x, curve.tokens_per_s, color="tab:green", label="throughput")
     ax2.set_yscale("log")
     ax2.set_ylabel("throughput (tokens / s)", color="tab:green")
-    answer = model.crossover(symbol, hw, stage, **{k: int(v) for k, v in fixed.items()}, **bits)
-    first = answer.summary.first_compute_bound
-    if first and first.value and x[0] <= first.value <= x[-1]:
-        _mark(ax, first.value, f"{first.op} compute-bound at {first.value:.0f}", "tab:red")
-    bal = answer.summary.balance_value
-    if bal and x[0] <= bal <= x[-1]:
-        _mark(ax, bal, f"stage balance at {bal:.0f}", "black")
-    if not ((first and first.value and x[0] <= first.value <= x[-1])
-            or (bal and x[0] <= bal <= x[-1])):
-        ax.text(0.99, 0.02, f"no op changes bound for {symbol} in this range",
+    if _within(x, curve.first_value):
+        _mark(ax, curve.first_value,
+              f"{curve.first_op} compute-bound at {curve.first_value:.0f}", "tab:red")
+    if _within(x, curve.balance_value):
+        _mark(ax, curve.balance_value, f"stage balance at {curve.balance_value:.0f}", "black")
+    if not (_within(x, curve.first_value) or _within(x, curve.balance_value)):
+        ax.text(0.99, 0.02, f"no op changes bound for {curve.symbol} in this range",
                 transform=ax.transAxes, ha="right", fontsize=8, color="gray")
-    fixed_text = ", ".join(f"{k} {v}" for k, v in fixed.items())
-    ax.set_title(f"{model.name} {stage} on {hw.name} ({fixed_text})")
+    fixed_text = ", ".join(f"{k} {v}" for k, v in curve.fixed.items())
+    ax.set_title(f"{curve.model} {curve.stage} on {curve.hardware} ({fixed_text})")
     ax.grid(True, which="both", alpha=0.3)
     lines = ax.get_lines()[:1] + ax2.get_lines()
     ax.legend(lines, [l.get_label() for l in lines], fontsize=8, loc="upper left")
     return _save(fig, path)
 
 
-def memory(model, hw, batch: int, seqs: np.ndarray, bits: dict, path: str) -> str:
-    """Weights, KV cache and activation peak (the larger stage) stacked against seq."""
-    from .analysis import Settings
-    from .memory import evaluate_memory
+def memory(curve, path: str) -> str:
+    """Weights, KV cache and activation peak stacked against seq (a curves.MemoryCurve), with
+    the capacity, the KV = weights crossing and the first context that does not fit."""
     plt = _pyplot()
-    base = Settings(batch, 1, **bits).validate().values()
-    x = seqs.astype(float)
-    parts = {}
-    for stage in ("prefill", "decode"):
-        w, kv, act = evaluate_memory(model.memory(stage), {**base, S.seq: x})
-        parts[stage] = (w, kv, act)
-    pick = np.argmax([sum(parts[s]) for s in parts], axis=0)
-    w, kv, act = (np.choose(pick, [parts["prefill"][i], parts["decode"][i]]) for i in range(3))
-    gb = 1e9
+    x, gb = curve.seq, 1e9
     fig, ax = plt.subplots(figsize=(8, 5))
-    ax.stackplot(x, w / gb, kv / gb, act / gb, labels=["weights", "KV cache", "activations (peak)"],
+    ax.stackplot(x, curve.weights / gb, curve.kv_cache / gb, curve.activations / gb,
+                 labels=["weights", "KV cache", "activations (peak)"],
                  colors=["tab:gray", "tab:orange", "tab:purple"], alpha=0.8)
-    ax.axhline(hw.memory_bytes / gb, color="red", lw=1.5,
-               label=f"{hw.name} memory {hw.memory_bytes / gb:.1f} GB")
-    f = model.fit(hw, seq=int(x[-1]), batch=batch, **bits)
-    if f.kv_crossover_value and x[0] <= f.kv_crossover_value <= x[-1]:
-        _mark(ax, f.kv_crossover_value, f"KV cache = weights at {f.kv_crossover_value:,.0f}")
-    over = np.nonzero(w + kv + act > hw.memory_bytes)[0]
-    if len(over) and over[0] > 0:
-        _mark(ax, x[over[0]], f"out of memory from seq {x[over[0]]:,.0f}", "red")
+    ax.axhline(curve.capacity_bytes / gb, color="red", lw=1.5,
+               label=f"{curve.hardware} memory {curve.capacity_bytes / gb:.1f} GB")
+    if _within(x, curve.kv_equals_weights):
+        _mark(ax, curve.kv_equals_weights,
+              f"KV cache = weights at {curve.kv_equals_weights:,.0f}")
+    oom = curve.first_out_of_memory
+    if oom is not None and oom > x[0]:
+        _mark(ax, oom, f"out of memory from seq {oom:,.0f}", "red")
     ax.set_xscale("log")
     ax.set_yscale("log")  # weights are flat, the cache linear, attention scores quadratic
-    ax.set_ylim(bottom=max(w.min() / gb / 3, 1e-3))
+    ax.set_ylim(bottom=max(curve.weights.min() / gb / 3, 1e-3))
     ax.set_xlabel("seq (tokens per sequence)")
     ax.set_ylabel("memory (GB, stacked)")
-    ax.set_title(f"{model.name} memory, batch {batch}")
+    ax.set_title(f"{curve.model} memory, batch {curve.batch}")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
     return _save(fig, path)
