@@ -18,7 +18,8 @@ import sympy
 
 from .crossover import _intervals, minmax_breakpoints, resolve_minmax, roots_in
 from .errors import EvaluationError
-from .memory import StageMemory
+from .evaluate import check_bound
+from .memory import StageMemory, memory_symbols
 from . import symbols as S
 
 
@@ -53,13 +54,17 @@ def _per_sequence(stages: Mapping[str, StageMemory], values) -> sympy.Expr:
     return sympy.Max(*parts) if len(parts) > 1 else parts[0]
 
 
-def _first_root(expr: sympy.Expr, x: sympy.Symbol) -> float | None:
-    """The smallest positive root of expr in x, piece by piece of its min()/max()."""
-    for low, high, probe in _intervals(minmax_breakpoints(expr, x)):
+def _first_root(expr: sympy.Expr, x: sympy.Symbol, numbers=None):
+    """(root, value) of the smallest positive root of expr in x, piece by piece of its
+    min()/max(); None if there is none. Symbols in `numbers` stay in the root's expression
+    and are substituted in its value."""
+    numbers = numbers or {}
+    for low, high, probe in _intervals(minmax_breakpoints(expr.subs(numbers), x)):
         piece = resolve_minmax(expr, x, probe)
-        roots = [float(v) for _, v, _ in roots_in(piece, x, {}, low, high) if v.is_number]
-        if roots:
-            return min(roots)
+        found = [(root, float(v)) for root, v, _ in roots_in(piece, x, numbers, low, high)
+                 if v.is_number]
+        if found:
+            return min(found, key=lambda rv: rv[1])
     return None
 
 
@@ -67,6 +72,8 @@ def fit(stages: Mapping[str, StageMemory], values: Mapping[sympy.Symbol, float],
         capacity: float, seq: int, batch: int) -> Fit:
     """`values` binds the bitwidths (batch and seq are solved for or set here)."""
     bits = {k: v for k, v in values.items() if k not in (S.batch, S.seq)}
+    free = set().union(*(memory_symbols(m) for m in stages.values())) - {S.batch, S.seq}
+    check_bound(sorted(free, key=lambda s: s.name), bits)  # a family file's free dimensions
     weights = float(next(iter(stages.values())).weights.subs(bits))
     per_seq = _per_sequence(stages, values)
     per_seq_at = float(per_seq.subs(S.seq, seq))
@@ -87,7 +94,7 @@ def _max_seq(per_seq, weights, capacity, batch) -> tuple[int | None, str | None]
     if root is None:
         return None, ("memory stops growing with seq (a sliding window or a recurrent state): "
                       "every context fits")
-    return math.floor(root), None
+    return math.floor(root[1]), None
 
 
 def _kv_crossover(stages, values, batch, weights):
@@ -98,14 +105,10 @@ def _kv_crossover(stages, values, batch, weights):
     w = decode.weights.subs(keep)
     if kv == 0:
         return None, None, "the model keeps no KV cache"
-    formula = None
-    for low, high, probe in _intervals(minmax_breakpoints(kv.subs(S.kv_bits, values[S.kv_bits]),
-                                                          S.seq)):
-        piece = resolve_minmax(kv, S.seq, probe)
-        found = roots_in(piece - w, S.seq, {S.kv_bits: values[S.kv_bits]}, low, high)
-        if found:
-            formula, value, _ = found[0]
-            return sympy.expand(formula), float(value), None
+    root = _first_root(kv - w, S.seq, {S.kv_bits: values[S.kv_bits]})
+    if root is not None:
+        return sympy.expand(root[0]), root[1], None
     cap = float(kv.subs(S.kv_bits, values[S.kv_bits]).subs(S.seq, 10**12))
     return None, None, (f"the KV cache never outweighs the weights: it stops growing at "
-                        f"{cap:.4g} bytes (a window), below {weights:.4g}")
+                        f"{cap:.4g} bytes (a window or a recurrent state), below "
+                        f"{weights:.4g}")

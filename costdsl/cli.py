@@ -52,6 +52,10 @@ def _deployment_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=_positive_int("--batch"), default=1)
     p.add_argument("--seq", type=_positive_int("--seq"), default=2048,
                    help="prompt length (prefill) and tokens already cached (decode)")
+    _bits_args(p)
+
+
+def _bits_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--w-bits", type=_bits, default=16, help="weight bitwidth (default 16)")
     p.add_argument("--a-bits", type=_bits, default=16, help="activation bitwidth (default 16)")
     p.add_argument("--kv-bits", type=_bits, default=16, help="KV-cache bitwidth (default 16)")
@@ -112,9 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", default=None, metavar="RANGE",
                    help="batch sizes: 1:256, 1:4096:log13 or 1,2,4 (default: powers of two "
                         "up to twice the largest batch that fits)")
-    p.add_argument("--w-bits", type=_bits, default=16)
-    p.add_argument("--a-bits", type=_bits, default=16)
-    p.add_argument("--kv-bits", type=_bits, default=16)
+    _bits_args(p)
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(run=_serve_curve)
 
@@ -235,12 +237,11 @@ def _fit(args) -> str:
 
 def _serve_curve(args) -> str:
     from .hardware import load_hardware
-    from .serving import default_batches, serve_curve
+    from .serving import serve_curve
     from .sweep import parse_range
     model = _load(args)
     hw = load_hardware(args.hw)
-    batches = (parse_range(args.batch, "batch") if args.batch else
-               default_batches(model, hw, args.seq, args.gen, _bits_of(args)))
+    batches = parse_range(args.batch, "batch") if args.batch else None
     curve = serve_curve(model, hw, args.seq, args.gen, batches, _bits_of(args))
     if args.format == "json":
         return json.dumps(answers_report.serve_dict(model.name, hw, curve), indent=2) + "\n"
@@ -306,9 +307,7 @@ def _plot(args) -> str:
     elif args.kind == "memory":
         path = plots.memory(curves.memory_curve(model, hw, args.batch, values, bits), args.out)
     else:
-        from .serving import default_batches, serve_curve
-        if values is None:
-            values = default_batches(model, hw, args.seq, args.gen, bits)
+        from .serving import serve_curve
         curve = serve_curve(model, hw, args.seq, args.gen, values, bits)
         path = plots.serve(curve, model.name, hw, args.out)
     return f"wrote {path}\n"

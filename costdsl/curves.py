@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .analysis import Settings
-from .evaluate import stage_time
+from .evaluate import stage_time, tokens_processed
 from .memory import evaluate_memory
 from . import symbols as S
 
@@ -52,8 +52,8 @@ def stage_curve(model, hw, stage: str, symbol: str, values: np.ndarray, fixed: d
     x = values.astype(float)
     grid = {**settings.values(), **{getattr(S, k): v for k, v in fixed.items()},
             getattr(S, symbol): x}
-    t = stage_time(model._roofline(stage, hw, settings), grid)
-    tokens = grid[S.batch] * (grid[S.seq] if stage == "prefill" else 1) * np.ones_like(x)
+    t = stage_time(model.roofline(hw, stage, **settings.bits()), grid)
+    tokens = tokens_processed(stage, grid[S.batch], grid[S.seq]) * np.ones_like(x)
     summary = model.crossover(symbol, hw, stage, **{k: int(v) for k, v in fixed.items()},
                               **bits).summary
     first = summary.first_compute_bound

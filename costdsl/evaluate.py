@@ -71,12 +71,20 @@ class StageNumbers:
         return (self.repeat * per_op).sum(axis=0)
 
 
-def _check_bound(symbols, values: Mapping[sympy.Symbol, object]) -> None:
+def check_bound(symbols, values: Mapping[sympy.Symbol, object]) -> None:
+    """EvaluationError naming every symbol of `symbols` that `values` leaves free."""
     missing = [s for s in symbols if s not in values]
     if missing:
         names = ", ".join(s.name for s in missing)
         raise EvaluationError(f"parameter {names} is still free at evaluation",
                               hint=f"bind it with --set {missing[0].name}=VALUE")
+
+
+def bound_args(symbols, values: Mapping[sympy.Symbol, object]):
+    """The values of `symbols` as float arrays, and the shape they broadcast to."""
+    check_bound(symbols, values)
+    args = [np.asarray(values[s], dtype=float) for s in symbols]
+    return args, (np.broadcast_shapes(*(a.shape for a in args)) if args else ())
 
 
 @functools.lru_cache(maxsize=64)
@@ -103,9 +111,7 @@ _SEEN: "weakref.WeakSet[StageRoofline]" = weakref.WeakSet()
 
 def _table(stage: StageRoofline, values) -> tuple[np.ndarray, tuple[int, ...]]:
     symbols, rows = _rows(stage)
-    _check_bound(symbols, values)
-    args = [np.asarray(values[s], dtype=float) for s in symbols]
-    shape = np.broadcast_shapes(*(a.shape for a in args)) if args else ()
+    args, shape = bound_args(symbols, values)
     if not shape and stage not in _SEEN:
         # one configuration, first time: substituting is cheaper than compiling (lambdify
         # prints and compiles code); a stage evaluated again is compiled and reused
@@ -155,10 +161,13 @@ def _compiled_total(stage: StageRoofline, what: str):
 
 def _grid_total(stage: StageRoofline, what: str, values) -> np.ndarray:
     symbols, fn = _compiled_total(stage, what)
-    _check_bound(symbols, values)
-    args = [np.asarray(values[s], dtype=float) for s in symbols]
-    shape = np.broadcast_shapes(*(a.shape for a in args)) if args else ()
+    args, shape = bound_args(symbols, values)
     return np.broadcast_to(np.asarray(fn(*args), dtype=float), shape)
+
+
+def tokens_processed(stage: str, batch, seq):
+    """Tokens a stage handles: every prompt position in prefill, one per sequence in decode."""
+    return batch * seq if stage == "prefill" else batch
 
 
 def stage_time(stage: StageRoofline, values: Mapping[sympy.Symbol, object]) -> np.ndarray:

@@ -23,6 +23,7 @@ import numpy as np
 import sympy
 
 from .costs import SITES
+from .evaluate import bound_args
 from .graph import nodes
 from . import symbols as S
 
@@ -136,24 +137,28 @@ class MemoryNumbers:
         return self.capacity_bytes - self.total_bytes
 
 
+def _rows(memory: StageMemory) -> list[sympy.Expr]:
+    return [sympy.sympify(r) for r in (memory.weights, memory.kv_cache, memory.activation_peak)]
+
+
+def memory_symbols(memory: StageMemory) -> list[sympy.Symbol]:
+    return sorted(set().union(*(r.free_symbols for r in _rows(memory))), key=lambda s: s.name)
+
+
 @functools.lru_cache(maxsize=128)
 def _compiled(memory: StageMemory):
-    rows = [memory.weights, memory.kv_cache, memory.activation_peak]
-    symbols = sorted(set().union(*(sympy.sympify(r).free_symbols for r in rows)),
-                     key=lambda s: s.name)
-    return symbols, sympy.lambdify(symbols, rows, modules="numpy")
+    return sympy.lambdify(memory_symbols(memory), _rows(memory), modules="numpy")
 
 
 def evaluate_memory(memory: StageMemory, values) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(weights, kv, activation peak) in bytes, broadcast over array values."""
-    if all(np.ndim(v) == 0 for v in values.values()):  # one configuration: substitute
-        numbers = {s: sympy.Float(float(v)) for s, v in values.items()}
-        return tuple(np.asarray(float(sympy.sympify(e).xreplace(numbers)))
-                     for e in (memory.weights, memory.kv_cache, memory.activation_peak))
-    symbols, fn = _compiled(memory)
-    args = [np.asarray(values[s], dtype=float) for s in symbols]
-    shape = np.broadcast_shapes(*(a.shape for a in args)) if args else ()
-    return tuple(np.broadcast_to(np.asarray(v, dtype=float), shape) for v in fn(*args))
+    symbols = memory_symbols(memory)
+    args, shape = bound_args(symbols, values)
+    if not shape:  # one configuration: substituting is cheaper than compiling
+        numbers = {s: sympy.Float(float(a)) for s, a in zip(symbols, args)}
+        return tuple(np.asarray(float(r.xreplace(numbers))) for r in _rows(memory))
+    return tuple(np.broadcast_to(np.asarray(v, dtype=float), shape)
+                 for v in _compiled(memory)(*args))
 
 
 def memory_numbers(stages: dict[str, StageMemory], values, capacity: float) -> MemoryNumbers:

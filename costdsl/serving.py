@@ -48,13 +48,18 @@ class ServeCurve:
         return self.memory_bytes <= self.capacity_bytes
 
 
-def serve_curve(model, hw: Hardware, seq: int, gen: int, batches: np.ndarray,
+def serve_curve(model, hw: Hardware, seq: int, gen: int, batches: np.ndarray | None,
                 bits: dict) -> ServeCurve:
-    settings = Settings(1, seq, **bits).validate()
-    base = settings.values()
+    """`batches` None: powers of two up to twice the largest batch that fits, so that the
+    curve shows the memory limit."""
+    base = Settings(1, seq, **bits).validate().values()
+    last = seq + max(gen - 2, 0)  # tokens cached at the last decode step
+    max_batch = model.fit(hw, seq=last + 1, batch=1, **bits).max_batch
+    if batches is None:
+        batches = 2 ** np.arange(0, max(1, int(np.log2(max(max_batch, 1))) + 2))
     b = batches.astype(float)
-    prefill = model._roofline("prefill", hw, settings)
-    decode = model._roofline("decode", hw, settings)
+    prefill = model.roofline(hw, "prefill", **bits)
+    decode = model.roofline(hw, "decode", **bits)
     ttft = stage_time(prefill, {**base, S.batch: b, S.seq: seq})
     cached = np.arange(seq, seq + gen - 1, dtype=float)  # gen - 1 decode steps
     if len(cached):
@@ -63,21 +68,14 @@ def serve_curve(model, hw: Hardware, seq: int, gen: int, batches: np.ndarray,
         tpot = decode_total / len(cached)
     else:
         decode_total = tpot = np.zeros_like(b)
-    last = seq + max(gen - 2, 0)
     memory = np.maximum(
         sum(evaluate_memory(model.memory("prefill"), {**base, S.batch: b, S.seq: seq})),
         sum(evaluate_memory(model.memory("decode"), {**base, S.batch: b, S.seq: last})))
     share = compute_bound_share(decode, {**base, S.batch: b, S.seq: seq})
-    fit = model.fit(hw, seq=last + 1, batch=1, **bits)
     summary = model.crossover("batch", hw, "decode", seq=seq, **bits).summary
     first = summary.first_compute_bound
     return ServeCurve(seq, gen, batches, ttft, tpot, ttft + decode_total, memory,
-                      np.asarray(share, dtype=float), hw.memory_bytes, fit.max_batch,
+                      np.asarray(share, dtype=float), hw.memory_bytes, max_batch,
                       summary.balance_value, first.value if first else None,
                       first.op if first else None)
 
-
-def default_batches(model, hw: Hardware, seq: int, gen: int, bits: dict) -> np.ndarray:
-    """Powers of two up to twice the largest batch that fits, so the curve shows the limit."""
-    most = model.fit(hw, seq=seq + gen - 1, **bits).max_batch
-    return 2 ** np.arange(0, max(1, int(np.log2(max(most, 1))) + 2))

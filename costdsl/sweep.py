@@ -15,7 +15,7 @@ import numpy as np
 
 from .analysis import Settings
 from .errors import CostDSLError
-from .evaluate import compute_bound_share, stage_time
+from .evaluate import compute_bound_share, stage_time, tokens_processed
 from .hardware import Hardware
 from .memory import evaluate_memory
 from . import symbols as S
@@ -92,11 +92,10 @@ def sweep(model, hardware: Sequence[Hardware], batches: np.ndarray, seqs: np.nda
                 "a_bits": np.full(len(b), float(a)), "kv_bits": np.full(len(b), float(kv))}
         memory = 0.0
         for stage in stages:
-            symbolic = model._roofline(stage, hw, settings)
+            symbolic = model.roofline(hw, stage, **settings.bits())
             t = stage_time(symbolic, values)
-            tokens = b * s if stage == "prefill" else b
             cols[f"{stage}_time_s"] = t
-            cols[f"{stage}_tokens_per_s"] = tokens / t
+            cols[f"{stage}_tokens_per_s"] = tokens_processed(stage, b, s) / t
             cols[f"{stage}_compute_share"] = compute_bound_share(symbolic, values)
             memory = np.maximum(memory, sum(evaluate_memory(model.memory(stage), values)))
         cols["memory_bytes"] = np.broadcast_to(memory, b.shape)

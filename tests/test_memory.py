@@ -166,3 +166,19 @@ def test_serve_curve_cli_marks_memory_and_compute_bound(capsys):
     assert [p["batch"] for p in points] == [2**k for k in range(len(points))]
     assert points[-1]["fits"] is False and points[0]["fits"] is True
     assert data["max_batch"] < points[-1]["batch"]
+
+
+@pytest.mark.parametrize("command", [
+    ["fit", "--seq", "128"], ["serve-curve", "--seq", "128", "--gen", "4"],
+    ["plot", "memory", "--out", "x.png"], ["analyze"],
+])
+def test_a_family_file_with_free_dimensions_is_an_error_not_a_traceback(command, capsys,
+                                                                       tmp_path):
+    if command[0] == "plot":
+        command = command[:2] + [str(MODELS / "llama.arch")] + command[2:-1] + [
+            str(tmp_path / "x.png")]
+    else:
+        command = command[:1] + [str(MODELS / "llama.arch")] + command[1:]
+    assert main(command + ["--hw", A6000]) == 2
+    err = capsys.readouterr().err
+    assert "is still free at evaluation" in err and "Traceback" not in err

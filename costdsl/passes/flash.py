@@ -14,6 +14,10 @@ from .fusion import merge, contract
 from .registry import Arg, PassError, register
 
 
+def has_attention(graph: nx.DiGraph) -> bool:
+    return any(True for _ in _triples(graph))
+
+
 def _triples(graph: nx.DiGraph):
     """(qk, softmax, sv) of every unfused attention, found by following the score tensors."""
     for qk in nodes(graph):
@@ -53,8 +57,8 @@ def flash_attention(graph: nx.DiGraph, block=None) -> nx.DiGraph:
         needed = flash_sram_needed(a["head_dim"], S.a_bits, S.kv_bits,
                                    block if block is not None else FLASH_MIN_ROWS)
         attrs = {**a, "kinds": fused.attrs["kinds"], "sram_needed": needed}
-        fused = replace(fused, flops=cost.flops, vector_flops=fused.vector_flops,
-                        reads=cost.reads, writes=cost.writes, attrs=attrs)
+        fused = replace(fused, flops=cost.flops, reads=cost.reads, writes=cost.writes,
+                        attrs=attrs)
         graph = contract(graph, [qk, soft, sv], fused)
     if not found:
         raise PassError("flash_attention(): the graph has no unfused attention (QK^T, softmax, "

@@ -50,7 +50,7 @@ def quantize(graph: nx.DiGraph, weights, acts, kv, ops, exclude, group, scale_bi
         scale = dict(node.scale_bits)
         vector, flops = node.vector_flops, node.flops
         if group is not None and weights is not None:
-            scale["weight"] = sympy.Rational(1, 1) * (scale_bits + zero_bits) / group
+            scale["weight"] = (scale_bits + zero_bits) / group  # group is a sympy number
             if dequant:
                 per_weight = 2 if zero_bits else 1
                 read = sum((a.elements for a in node.reads if a.cls == "weight"), sympy.Integer(0))
