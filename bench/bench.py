@@ -23,8 +23,8 @@ sys.path.insert(0, str(ROOT))
 
 import costdsl  # noqa: E402
 from costdsl import symbols as S  # noqa: E402
-from costdsl.analysis import Settings, stage_result  # noqa: E402
-from costdsl.evaluate import evaluate, stage_time  # noqa: E402
+from costdsl.analysis.records import Settings, stage_result  # noqa: E402
+from costdsl.analysis.evaluate import evaluate, stage_time  # noqa: E402
 
 COLD_MODEL = ROOT / "models" / "llama-2-7b.arch"
 SWEEP_MODEL = ROOT / "models" / "llama-2-70b.arch"
@@ -97,7 +97,7 @@ def sweep_command(model):
     from costdsl.hardware import load_hardware
     import tempfile
     from costdsl.report.sweepout import csv_text, write_npz
-    from costdsl.sweep import sweep
+    from costdsl.analysis.sweep import sweep
     hw = load_hardware("nvidia-a6000")
     batches, seqs = np.arange(1, 1001), np.linspace(128, 32768, 1000).round().astype(int)
     run = lambda: sweep(model, [hw], batches, seqs, [(16, 16, 16)], ["decode"])

@@ -15,38 +15,26 @@ from typing import Iterable, Mapping
 import networkx as nx
 import sympy
 
-from . import ast
-from .analysis import Analysis, Settings, stage_result
-from .capacity import Fit, fit
-from .compare import Comparison, compare
-from .crossover import (Crossover, QuantCrossover, StageCrossover, quantization_crossover,
-                        solvable_symbol, stage_crossover, stage_crossovers)
-from .design import Design
-from .elaborate import elaborate, parse_overrides
-from .library import Library, load_library
+from .analysis.capacity import Fit, fit
+from .analysis.compare import Comparison, compare
+from .analysis.crossover import (CrossoverAnswer, quantization_crossover, solvable_symbol,
+                                 stage_crossover, stage_crossovers)
+from .analysis.formulas import FormulaTable, formula_table
+from .analysis.latency import Latency, request_latency
+from .analysis.memory import StageMemory, memory_numbers, stage_memory
+from .analysis.params import OpParams, active_params, op_params, total_params
+from .analysis.records import Analysis, Settings, stage_result
+from .analysis.roofline import StageRoofline, roofline
+from .analysis.sensitivity import Sensitivity, sensitivity
 from .errors import CostDSLError, EvaluationError
-from .formulas import FormulaTable, formula_table
-from .latency import Latency, request_latency
-from .sensitivity import Sensitivity, sensitivity
+from .graph.lower import STAGES, lower
+from .graph.passes import apply_passes
 from .hardware import Hardware, load_hardware
-from .lower import STAGES, lower
-from .memory import StageMemory, memory_numbers, stage_memory
-from .parser import parse_passes
-from .passes import apply_passes
-from .params import OpParams, active_params, op_params, total_params
-from .roofline import StageRoofline, roofline
-
-
-@dataclass(frozen=True)
-class CrossoverAnswer:
-    """Per-op and stage-level crossovers of one stage in one symbol."""
-    stage: str
-    symbol: sympy.Symbol
-    bound: Mapping[str, float]          # the values the other symbols were bound to
-    ops: tuple[Crossover, ...]
-    summary: StageCrossover
-    quantization: tuple[QuantCrossover, ...] | None = None
-    versus: Mapping[str, float] | None = None
+from .language import ast
+from .language.design import Design
+from .language.elaborate import elaborate, parse_overrides
+from .language.library import Library, load_library
+from .language.parser import parse_passes
 
 
 class Model:

@@ -7,7 +7,7 @@ import sys
 
 from . import api
 from .errors import CostDSLError
-from .lower import STAGES
+from .graph.lower import STAGES
 from .report import FORMATS
 from .report import answers as answers_report
 from .report.formula_tables import FORMATS as FORMULA_FORMATS
@@ -237,8 +237,8 @@ def _fit(args) -> str:
 
 def _serve_curve(args) -> str:
     from .hardware import load_hardware
-    from .serving import serve_curve
-    from .sweep import parse_range
+    from .analysis.serving import serve_curve
+    from .analysis.sweep import parse_range
     model = _load(args)
     hw = load_hardware(args.hw)
     batches = parse_range(args.batch, "batch") if args.batch else None
@@ -251,7 +251,7 @@ def _serve_curve(args) -> str:
 def _sweep(args) -> str:
     from .hardware import load_hardware
     from .report import sweepout
-    from .sweep import bit_combinations, parse_range, sweep
+    from .analysis.sweep import bit_combinations, parse_range, sweep
     model = _load(args)
     hws = [load_hardware(h.strip()) for h in args.hw.split(",") if h.strip()]
     table = sweep(model, hws, parse_range(args.batch, "batch"), parse_range(args.seq, "seq"),
@@ -289,9 +289,10 @@ _PLOT_RANGES = {"batch": "1:4096:log64", "seq": "128:131072:log64",
 
 
 def _plot(args) -> str:
-    from . import curves, plots
+    from .analysis import curves
+    from . import plots
     from .hardware import load_hardware
-    from .sweep import parse_range
+    from .analysis.sweep import parse_range
     model = _load(args)
     hw = load_hardware(args.hw)
     bits = _bits_of(args)
@@ -307,14 +308,14 @@ def _plot(args) -> str:
     elif args.kind == "memory":
         path = plots.memory(curves.memory_curve(model, hw, args.batch, values, bits), args.out)
     else:
-        from .serving import serve_curve
+        from .analysis.serving import serve_curve
         curve = serve_curve(model, hw, args.seq, args.gen, values, bits)
         path = plots.serve(curve, model.name, hw, args.out)
     return f"wrote {path}\n"
 
 
 def _passes(args) -> str:
-    from .passes import PASSES
+    from .graph.passes import PASSES
     lines = []
     for name in sorted(PASSES):
         spec = PASSES[name]
@@ -400,7 +401,7 @@ def _params(args) -> str:
 
 
 def _import(args) -> str:
-    from .importer import read_config, to_arch
+    from .language.importer import read_config, to_arch
     text = to_arch(read_config(args.config), args.config, args.name)
     api.load(args.out or "imported.arch", text=text)  # what we write must compile
     if args.out:

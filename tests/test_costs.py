@@ -7,14 +7,14 @@ n = 10 (prefill), 3 for n = 2 (decode). Evaluated at batch b=2, seq s=5:
   prefill: n = b*s = 10 rows, attention Lq = 5, Lk = 5
   decode:  n = b = 2 rows,    attention Lq = 1, Lk = s + 1 = 6
 Each expected tuple is (operations, elements read by class, elements written by class, params),
-derived in the comment beside it from the conventions in costdsl/costs.py.
+derived in the comment beside it from the conventions in costdsl/graph/costs.py.
 """
 import pytest
 import sympy
 
 import costdsl
 from costdsl import symbols as S
-from costdsl.graph import nodes
+from costdsl.graph.schema import nodes
 
 from conftest import DATA
 
@@ -149,7 +149,7 @@ def test_every_op_matches_its_hand_derivation(stage, expected):
 
 
 def test_every_user_op_kind_is_exercised():
-    from costdsl.ops import SIGNATURES
+    from costdsl.language.ops import SIGNATURES
     kinds = {n.kind for toy in ("toy.arch", "toy2.arch")
              for n in nodes(costdsl.load(DATA / toy).graph("prefill"))}
     assert kinds == set(SIGNATURES) - {"attention", "moe", "mla", "mamba"}  # the composites
@@ -194,7 +194,7 @@ def test_experts_touched_matches_a_simulation():
     """E (1 - (1 - k/E)^n) against sampling top-k of E uniformly for n tokens (Mixtral E=8,
     k=2; 4000 trials each): within 2% of the simulated mean."""
     import random
-    from costdsl.costs import experts_touched
+    from costdsl.graph.costs import experts_touched
     rng = random.Random(7)
     for n in (1, 3, 16):
         trials = [len({e for _ in range(n) for e in rng.sample(range(8), 2)})

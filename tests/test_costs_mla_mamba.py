@@ -4,7 +4,7 @@ MLA: H = 2 heads, q_lora_rank 4, C = kv_lora_rank 4, Dn = 2, Dr = 2, Dv = 2, on 
 Mamba: Di = d_inner 16, N = d_state 2, K = d_conv 3, R = dt_rank 2. Batch b = 2, seq s = 5:
 prefill n = 10 rows, Lq = Lk = 5; decode n = 2 rows, Lq = 1, Lk = 6. Each tuple is
 (operations, elements read by class, elements written by class, parameters), derived beside
-it from the rules' docstrings in costdsl/costs.py.
+it from the rules' docstrings in costdsl/graph/costs.py.
 """
 import pytest
 

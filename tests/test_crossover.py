@@ -14,8 +14,8 @@ from hypothesis import given, settings, strategies as st
 
 import costdsl
 from costdsl import symbols as S
-from costdsl.analysis import Settings, stage_result
-from costdsl.latency import decode_sum, stepwise_decode_total
+from costdsl.analysis.records import Settings, stage_result
+from costdsl.analysis.latency import decode_sum, stepwise_decode_total
 
 from conftest import MODELS
 

@@ -7,7 +7,7 @@ import pytest
 import costdsl
 from costdsl.cli import main
 from costdsl.hardware import load_hardware, shipped_names
-from costdsl.roofline import NotApplicableError
+from costdsl.analysis.roofline import NotApplicableError
 
 from conftest import MODELS
 

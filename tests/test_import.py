@@ -8,7 +8,7 @@ import pytest
 
 import costdsl
 from costdsl.errors import CostDSLError
-from costdsl.importer import read_config, to_arch
+from costdsl.language.importer import read_config, to_arch
 
 from conftest import DATA, MODELS
 

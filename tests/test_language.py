@@ -4,8 +4,8 @@ import sympy
 
 import costdsl
 from costdsl.errors import ArchError, ArchNameError, CostDSLError
-from costdsl.graph import check, nodes
-from costdsl.parser import parse_expr, parse_program
+from costdsl.graph.schema import check, nodes
+from costdsl.language.parser import parse_expr, parse_program
 
 from conftest import MODELS
 
@@ -13,7 +13,7 @@ from conftest import MODELS
 def test_expressions_are_built_from_the_tree_not_evaluated():
     """2^3 is a power, // floors, min/max/ceil/floor are the only functions; Python syntax that
     is not in the grammar (attribute access, calls of builtins) is a syntax or name error."""
-    from costdsl.expr import to_sympy
+    from costdsl.language.expr import to_sympy
     value = lambda text, **scope: to_sympy(parse_expr(text), scope)
     assert value("2^3 * 4 // 3 + min(7, 5) - ceil(1/2)") == 10 + 5 - 1
     assert value("1_024 * 2.5e1") == 25600
@@ -132,7 +132,7 @@ def test_lowered_graphs_are_valid_and_edges_follow_tensors():
 
 
 def test_graph_check_rejects_a_broken_graph():
-    from costdsl.graph import GraphError
+    from costdsl.graph.schema import GraphError
     graph = costdsl.load(MODELS / "llama-2-7b.arch").graph("decode").copy()
     graph.add_edge("lm_head", "embed", tensors=("lm_head",))
     with pytest.raises(GraphError, match="cycle"):

@@ -2,7 +2,7 @@
 import pytest
 
 import costdsl
-from costdsl.params import params_by_op
+from costdsl.analysis.params import params_by_op
 
 from conftest import MODELS
 

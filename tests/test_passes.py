@@ -12,9 +12,9 @@ import sympy
 import costdsl
 from costdsl import symbols as S
 from costdsl.cli import main
-from costdsl.graph import check, nodes
-from costdsl.passes import PASSES, PassError
-from costdsl.roofline import NotApplicableError
+from costdsl.graph.schema import check, nodes
+from costdsl.graph.passes import PASSES, PassError
+from costdsl.analysis.roofline import NotApplicableError
 
 from conftest import MODELS
 

@@ -6,8 +6,8 @@ from hypothesis import given, settings, strategies as st
 
 import costdsl
 from costdsl import symbols as S
-from costdsl.analysis import Settings, stage_result
-from costdsl.evaluate import evaluate
+from costdsl.analysis.records import Settings, stage_result
+from costdsl.analysis.evaluate import evaluate
 from costdsl.hardware import load_hardware
 
 from conftest import MODELS
@@ -41,7 +41,7 @@ def test_vectorised_evaluation_equals_one_at_a_time(batches):
 
 
 def test_stage_time_sweep_equals_per_op_evaluation():
-    from costdsl.evaluate import stage_time
+    from costdsl.analysis.evaluate import stage_time
     symbolic = ROOFLINES["decode"]
     values = {S.batch: np.array([[1], [7], [300]]), S.seq: np.array([[128, 4096, 32768]]),
               S.w_bits: 16, S.a_bits: 16, S.kv_bits: 8}

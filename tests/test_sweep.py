@@ -11,7 +11,7 @@ import costdsl
 from costdsl.cli import main
 from costdsl.errors import CostDSLError
 from costdsl.hardware import load_hardware
-from costdsl.sweep import MAX_POINTS, parse_range, sweep
+from costdsl.analysis.sweep import MAX_POINTS, parse_range, sweep
 
 from conftest import MODELS
 

@@ -4,8 +4,8 @@ import sympy
 
 import costdsl
 from costdsl import symbols as S
-from costdsl.analysis import Settings
-from costdsl.latency import stepwise_decode_total
+from costdsl.analysis.records import Settings
+from costdsl.analysis.latency import stepwise_decode_total
 
 from conftest import MODELS
 

@@ -6,9 +6,9 @@ import math
 
 import sympy
 
-from ..api import CrossoverAnswer
-from ..latency import Latency
-from ..sensitivity import Sensitivity
+from ..analysis.crossover import CrossoverAnswer
+from ..analysis.latency import Latency
+from ..analysis.sensitivity import Sensitivity
 from . import printing
 from .units import seconds, si
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from ..compare import Comparison
+from ..analysis.compare import Comparison
 from .units import seconds, si
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from ..formulas import COLUMNS, FormulaRow, FormulaTable
+from ..analysis.formulas import COLUMNS, FormulaRow, FormulaTable
 from . import printing
 
 

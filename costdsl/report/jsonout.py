@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 
-from ..analysis import Analysis
+from ..analysis.records import Analysis
 
 SCHEMA_VERSION = 1
 

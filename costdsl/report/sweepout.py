@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 
-from ..sweep import SweepTable
+from ..analysis.sweep import SweepTable
 
 
 def _format(values: np.ndarray) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import csv
 import io
 
-from ..analysis import Analysis, StageResult
+from ..analysis.records import Analysis, StageResult
 from .units import count, number, seconds, si
 
 COLUMNS = ("op", "kind", "x", "type", "ops", "bytes", "ops/byte", "attainable", "bound",

@@ -1,0 +1,404 @@
+"""Closed-form crossover points: where an op, or a whole stage, changes bound.
+
+An op is compute-bound when its intensity I = operations / bytes exceeds the ridge point
+R = peak / bandwidth of its compute type. For a chosen symbol x (batch, seq, a bitwidth, or a
+free model parameter), with every other symbol bound to a value or left free, the crossover
+solves operations(x) - R * bytes(x) = 0, which is the same equation as I(x) = R but polynomial.
+Where the compute type itself depends on x (solving for a bitwidth), each bitwidth range that
+maps to one type is solved separately and only roots inside their range are kept.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping
+
+import sympy
+
+from ..errors import EvaluationError
+from ..hardware import Hardware
+from .roofline import OpRoofline, StageRoofline, compute_type
+from .. import symbols as S
+
+BIT_SYMBOLS = (S.w_bits, S.a_bits, S.kv_bits)
+# (low, high] bitwidth ranges that ask for one operand type (see roofline._operand_type)
+BIT_REGIONS = ((0, 4), (4, 8), (8, 16), (16, 64))
+
+
+@dataclass(frozen=True)
+class Crossover:
+    op: str
+    kind: str
+    repeat: sympy.Expr
+    symbol: sympy.Symbol
+    expression: sympy.Expr | None   # the root, in the symbols left free
+    value: float | None             # its number, when nothing is left free
+    direction: str | None           # "memory->compute" or "compute->memory" as the symbol grows
+    ridge: float | None
+    compute_type: str | None
+    reason: str | None = None       # why there is none
+    limit: sympy.Expr | None = None # intensity as the symbol grows without bound
+    closed_form: bool = True        # False: found numerically (x in an exponent, as in MoE)
+
+    @property
+    def latex(self) -> str | None:
+        return sympy.latex(self.expression) if self.expression is not None else None
+
+    @property
+    def rounded(self) -> tuple[int, int] | None:
+        """(floor, ceiling) of the value, for integer symbols such as batch and seq."""
+        if self.value is None or not self.symbol.is_integer:
+            return None
+        return math.floor(self.value), math.ceil(self.value)
+
+
+def _bind(expr: sympy.Expr, values: Mapping[sympy.Symbol, float], x: sympy.Symbol) -> sympy.Expr:
+    return sympy.sympify(expr).subs({k: v for k, v in values.items() if k != x})
+
+
+def _positive_roots(poly: sympy.Expr, x: sympy.Symbol) -> list[sympy.Expr]:
+    # Solve in a real stand-in: batch is an integer symbol, and sympy would drop every root
+    # that is not an integer, while the crossover usually lies between two integers.
+    real = sympy.Symbol(x.name, positive=True)
+    numerator = sympy.numer(sympy.together(poly.subs(x, real)))
+    try:
+        roots = [r.subs(real, x) for r in sympy.solve(numerator, real)]
+    except NotImplementedError:
+        return []
+    kept = []
+    for r in roots:
+        if r.is_real is False or r.is_positive is False:
+            continue
+        if r.is_number and (not r.is_real or r <= 0):
+            continue
+        kept.append(sympy.simplify(r))
+    return kept
+
+
+def transcendental(expr: sympy.Expr, x: sympy.Symbol) -> bool:
+    """True where x appears in an exponent (the experts a batch touches, E (1 - (1-k/E)^n)):
+    no closed-form root exists there, and sympy's solvers and limits would give up or hang."""
+    return any(x in p.exp.free_symbols for p in sympy.sympify(expr).atoms(sympy.Pow))
+
+
+def numeric_roots(g: sympy.Expr, x: sympy.Symbol, low: float, high: float) -> list[float]:
+    """Positive roots of a function of x alone in (low, high]: sign changes on a log grid
+    (1e-3 to 1e9, 400 points), each refined by bisection to machine precision."""
+    fn = sympy.lambdify([x], g, modules="math")
+    lo, hi = max(low, 1e-3), min(high, 1e9)
+    if not lo < hi:
+        return []
+    grid = [lo * (hi / lo) ** (i / 399) for i in range(400)]
+    values = [fn(v) for v in grid]
+    roots = []
+    for (a, fa), (b, fb) in zip(zip(grid, values), zip(grid[1:], values[1:])):
+        if fa == 0:
+            roots.append(a)
+        elif fa * fb < 0:
+            for _ in range(200):
+                mid = (a + b) / 2
+                if (fn(mid) < 0) == (fa < 0):
+                    a = mid
+                else:
+                    b = mid
+            roots.append((a + b) / 2)
+    return roots
+
+
+def roots_in(g: sympy.Expr, x: sympy.Symbol, numbers: Mapping[sympy.Symbol, float],
+             low: float = 0.0, high: float = math.inf) -> list[tuple[sympy.Expr, sympy.Expr, bool]]:
+    """(root, its value, closed form?) for each positive root of g in x inside (low, high].
+
+    A polynomial g is solved in closed form, the root kept as an expression in the symbols of
+    `numbers` (peak, bandwidth) and any left free, its value with `numbers` substituted. With x
+    in an exponent there is no closed form: g, with `numbers` substituted, is solved
+    numerically, and the root is that number."""
+    if transcendental(g, x):
+        if sympy.sympify(g).free_symbols - {x} - set(numbers):
+            return []  # free symbols and no closed form: nothing honest to report
+        return [(sympy.Float(v, 15), sympy.Float(v, 15), False)
+                for v in numeric_roots(g.subs(numbers), x, low, high)]
+    out = []
+    for root in _positive_roots(g, x):
+        value = root.subs(numbers)
+        if value.is_number and (not value.is_real or not low < value <= high):
+            continue
+        out.append((root, value, True))
+    return out
+
+
+def _limit(expr: sympy.Expr, x: sympy.Symbol) -> sympy.Expr:
+    if transcendental(expr, x):  # exponentials decay or grow; evaluate far out instead
+        return sympy.Float(float(expr.subs(x, 1e9)), 6)
+    return sympy.limit(expr, x, sympy.oo)
+
+
+def _direction(intensity: sympy.Expr, x: sympy.Symbol, root: sympy.Expr) -> str | None:
+    """Which way the op turns as x grows through the root: from the sign of dI/dx there."""
+    slope = sympy.diff(intensity, x).subs(x, root)
+    slope = sympy.simplify(slope)
+    if slope.is_positive:
+        return "memory->compute"
+    if slope.is_negative:
+        return "compute->memory"
+    return None
+
+
+def _no_root_reason(op: OpRoofline, intensity: sympy.Expr, x: sympy.Symbol, ridge: float):
+    if op.node.flops == 0:
+        return "the op does no arithmetic: it is memory-bound whatever the value", None
+    limit = _limit(intensity, x)
+    if x not in intensity.free_symbols:
+        return (f"intensity does not depend on {x.name} ({sympy.N(intensity, 4)} ops/byte, "
+                f"ridge {ridge:.4g})"), limit
+    side = "below" if (limit.is_number and limit < ridge) else "above"
+    state = "memory" if side == "below" else "compute"
+    return (f"intensity tends to {sympy.N(limit, 4)} ops/byte as {x.name} grows, {side} the "
+            f"ridge point {ridge:.4g}: {state}-bound for every {x.name}"), limit
+
+
+def minmax_breakpoints(expr: sympy.Expr, x: sympy.Symbol) -> list[float]:
+    """Values of x where a min() or max() in expr switches argument (a sliding window, say)."""
+    points = []
+    for f in sympy.sympify(expr).atoms(sympy.Min, sympy.Max):
+        if x not in f.free_symbols:
+            continue
+        for i, a in enumerate(f.args):
+            for b in f.args[i + 1:]:
+                points += [float(r) for r in _positive_roots(a - b, x) if r.is_number]
+    return points
+
+
+def resolve_minmax(expr: sympy.Expr, x: sympy.Symbol, probe: float) -> sympy.Expr:
+    """expr with each min()/max() in x replaced by the argument that is active at x = probe,
+    so that between two breakpoints the expression is a plain polynomial ratio."""
+    def active(f):
+        values = [float(a.subs(x, probe)) for a in f.args]
+        chosen = min(values) if isinstance(f, sympy.Min) else max(values)
+        return f.args[values.index(chosen)]
+    return sympy.sympify(expr).replace(
+        lambda e: isinstance(e, (sympy.Min, sympy.Max)) and x in e.free_symbols, active)
+
+
+def _intervals(edges: list[float]) -> list[tuple[float, float, float]]:
+    """(low, high, probe) covering (0, inf) between sorted breakpoints."""
+    edges = sorted(set(e for e in edges if e > 0))
+    bounds = [0.0] + edges + [float("inf")]
+    out = []
+    for low, high in zip(bounds, bounds[1:]):
+        probe = (low + high) / 2 if high != float("inf") else (2 * low if low > 0 else 1.0)
+        out.append((low, high, probe))
+    return out
+
+
+def op_crossover(op: OpRoofline, hw: Hardware, x: sympy.Symbol,
+                 values: Mapping[sympy.Symbol, float]) -> list[Crossover]:
+    """Crossovers of one op in x; one record with a reason when there is none.
+
+    Solves operations(x) * bandwidth - peak * bytes(x) = 0 with `peak` and `bandwidth` kept as
+    symbols, so the expression reads as a formula; its value substitutes the hardware's numbers.
+    Where min()/max() appear (a sliding window), x is split at their switch points and each
+    interval is solved with the active branch.
+    """
+    flops = _bind(op.effective_flops, values, x)
+    nbytes = _bind(op.bytes, values, x)
+    pieces = _intervals(minmax_breakpoints(flops + nbytes, x)
+                        if not (flops + nbytes).free_symbols - {x} else [])
+    found = []
+    for low, high, probe in pieces:
+        f, b = resolve_minmax(flops, x, probe), resolve_minmax(nbytes, x, probe)
+        intensity = sympy.simplify(f / b) if f != 0 else sympy.Integer(0)
+        for ctype, region in _compute_regions(op, hw, x, values):
+            if ctype is None:
+                break
+            numbers = {S.peak: hw.peak[ctype], S.bandwidth: hw.bandwidth_Bps}
+            span = (max(low, region[0]), min(high, region[1])) if region else (low, high)
+            for root, value, closed in roots_in(f * S.bandwidth - S.peak * b, x, numbers, *span):
+                found.append(Crossover(
+                    op.node.name, op.node.kind, op.node.repeat, x, root,
+                    float(value) if value.is_number else None,
+                    _direction(intensity, x, value), hw.ridge(ctype), ctype,
+                    closed_form=closed))
+    if found:
+        return found
+    ctype = op.compute_type
+    ridge = hw.ridge(ctype) if ctype else None
+    last = pieces[-1][2]
+    intensity = (sympy.simplify(resolve_minmax(flops, x, last) / resolve_minmax(nbytes, x, last))
+                 if flops != 0 else sympy.Integer(0))
+    reason, limit = _no_root_reason(op, intensity, x, ridge or 0.0)
+    return [Crossover(op.node.name, op.node.kind, op.node.repeat, x, None, None, None, ridge,
+                      ctype, reason, limit)]
+
+
+def _compute_regions(op: OpRoofline, hw: Hardware, x, values):
+    """(compute type, (low, high] range of x or None) pairs to solve in."""
+    if op.compute_type is None:
+        return [(None, None)]
+    if x not in BIT_SYMBOLS:
+        return [(op.compute_type, None)]
+    regions = []
+    for low, high in BIT_REGIONS:
+        probe = {**{s: v for s, v in values.items() if s in BIT_SYMBOLS}, x: (low + high) / 2}
+        regions.append((compute_type(op.node, hw, probe), (low, high)))
+    return regions
+
+
+def stage_crossovers(stage: StageRoofline, hw: Hardware, x: sympy.Symbol,
+                     values: Mapping[sympy.Symbol, float]) -> list[Crossover]:
+    return [c for op in stage.ops for c in op_crossover(op, hw, x, values)]
+
+
+@dataclass(frozen=True)
+class StageCrossover:
+    """Stage-level answers in the solved symbol x."""
+    symbol: sympy.Symbol
+    balance: sympy.Expr | None          # x where total compute time = total memory time
+    balance_value: float | None
+    balance_reason: str | None
+    first_compute_bound: Crossover | None   # the first op to turn compute-bound as x grows
+    time: sympy.Expr | None             # stage time as a Piecewise in x (None if params free)
+    breakpoints: tuple[float, ...]
+
+
+def _stage_sums(stage: StageRoofline, values, x):
+    compute = sum((op.node.repeat * op.compute_time for op in stage.ops), sympy.Integer(0))
+    memory = sum((op.node.repeat * op.memory_time for op in stage.ops), sympy.Integer(0))
+    return _bind(compute, values, x), _bind(memory, values, x)
+
+
+def piecewise_time(stage: StageRoofline, hw: Hardware, x: sympy.Symbol,
+                   values: Mapping[sympy.Symbol, float], breakpoints: list[float]) -> sympy.Expr:
+    """Stage time in x as a Piecewise whose pieces are sums of each op's active branch.
+
+    Between two consecutive breakpoints every op stays on one side of its roofline, so each
+    piece is a sum of compute or memory terms. Solving for a bitwidth, the compute type (and
+    with it the peak) changes at 4, 8 and 16 bits: those are breakpoints too.
+    """
+    if x in BIT_SYMBOLS:
+        breakpoints = list(breakpoints) + [high for _, high in BIT_REGIONS[:-1]]
+    breakpoints = list(breakpoints) + [
+        p for op in stage.ops for p in minmax_breakpoints(_bind(op.flops + op.bytes, values, x), x)]
+    memory = [_bind(op.node.repeat * op.memory_time, values, x) for op in stage.ops]
+    compute = [None if x in BIT_SYMBOLS else _bind(op.node.repeat * op.compute_time, values, x)
+               for op in stage.ops]  # with a bitwidth, the peak depends on the piece
+    pieces = []
+    for low, high, probe in _intervals(breakpoints):
+        total = sympy.Integer(0)
+        for op, ct, mt in zip(stage.ops, compute, memory):
+            if ct is None:
+                ct = _bind(op.node.repeat * _compute_time_at(op, hw, x, values, probe), values, x)
+            ct, mt = resolve_minmax(ct, x, probe), resolve_minmax(mt, x, probe)
+            compute_wins = float(ct.subs(x, probe)) > float(mt.subs(x, probe))
+            total += ct if compute_wins else mt
+        condition = x < high if high != math.inf else True
+        pieces.append((sympy.expand(total).evalf(15), condition))
+    return sympy.Piecewise(*pieces)
+
+
+def _compute_time_at(op: OpRoofline, hw: Hardware, x, values, probe) -> sympy.Expr:
+    """The op's compute time with the peak of the compute type it has at bitwidth x = probe."""
+    if op.compute_type is None:
+        return op.compute_time
+    bits = {**{s: v for s, v in values.items() if s in BIT_SYMBOLS}, x: probe}
+    return op.effective_flops / hw.peak[compute_type(op.node, hw, bits)]
+
+
+def _balance(compute: sympy.Expr, memory: sympy.Expr, x: sympy.Symbol):
+    """(root of compute = memory, or None and why), interval by interval of min()/max()."""
+    bound = not (compute + memory).free_symbols - {x}
+    pieces = _intervals(minmax_breakpoints(compute + memory, x) if bound else [])
+    for low, high, probe in pieces:
+        c, m = resolve_minmax(compute, x, probe), resolve_minmax(memory, x, probe)
+        for root, _, _ in roots_in(c - m, x, {}, low, high):
+            return root, None
+    c, m = (resolve_minmax(e, x, pieces[-1][2]) for e in (compute, memory))
+    ratio = _limit(c / m, x) if m != 0 else sympy.oo
+    return None, (f"total compute time never equals total memory time; their ratio tends to "
+                  f"{sympy.N(ratio, 4)} as {x.name} grows")
+
+
+def stage_crossover(stage: StageRoofline, hw: Hardware, x: sympy.Symbol,
+                    values: Mapping[sympy.Symbol, float],
+                    ops: list[Crossover] | None = None) -> StageCrossover:
+    ops = ops if ops is not None else stage_crossovers(stage, hw, x, values)
+    compute, memory = _stage_sums(stage, values, x)
+    balance, reason = _balance(compute, memory, x)
+    turning = [c for c in ops if c.direction == "memory->compute" and c.value is not None]
+    first = min(turning, key=lambda c: c.value) if turning else None
+    numeric = [c.value for c in ops if c.value is not None]
+    fully_bound = all(not (sympy.sympify(e).free_symbols - {x}) for e in (compute, memory))
+    time = piecewise_time(stage, hw, x, values, numeric) if fully_bound else None
+    return StageCrossover(x, balance, float(balance) if balance is not None and balance.is_number
+                          else None, reason, first, time, tuple(sorted(set(numeric))))
+
+
+def solvable_symbol(name: str, free_params: tuple[str, ...]) -> sympy.Symbol:
+    if name in S.RUNTIME and name != "gen":
+        return S.RUNTIME[name]
+    if name in free_params:
+        return S.model_param(name)
+    raise EvaluationError(f"cannot solve for {name!r}",
+                          hint="solve for batch, seq, w_bits, a_bits, kv_bits, or a model "
+                               "parameter the file leaves free (`name = ?`)")
+
+
+@dataclass(frozen=True)
+class QuantCrossover:
+    """Where a lower bitwidth stops saving time for one op, as x grows."""
+    op: str
+    expression: sympy.Expr | None
+    value: float | None
+    reason: str | None
+
+
+def quantization_crossover(high: StageRoofline, low: StageRoofline, hw: Hardware,
+                           x: sympy.Symbol, high_values: Mapping[sympy.Symbol, float],
+                           low_values: Mapping[sympy.Symbol, float]) -> list[QuantCrossover]:
+    """For each op, the x above which the `low` bitwidth setting no longer beats `high`.
+
+    With operations F and bytes B_high > B_low, the saving is B_high / bandwidth - max(F / P_low,
+    B_low / bandwidth) while `high` is memory-bound. If both settings compute in the same type,
+    it vanishes exactly where `high` turns compute-bound (its crossover); if `low` computes in a
+    slower type it vanishes where F * bandwidth = P_low * B_high; in a faster type, never.
+    """
+    out = []
+    for a, b in zip(high.ops, low.ops):
+        bytes_a, bytes_b = _bind(a.bytes, high_values, x), _bind(b.bytes, low_values, x)
+        if sympy.simplify(bytes_a - bytes_b) == 0 or a.compute_type is None:
+            out.append(QuantCrossover(a.node.name, None, None,
+                                      "moves no tensor whose bitwidth changes: no saving"))
+            continue
+        p_a, p_b = hw.peak[a.compute_type], hw.peak[b.compute_type]
+        if p_b > p_a:
+            out.append(QuantCrossover(a.node.name, None, None,
+                                      f"the lower bitwidth computes in a faster type "
+                                      f"({b.compute_type} vs {a.compute_type}): it saves at "
+                                      f"every {x.name}"))
+            continue
+        flops = _bind(a.effective_flops, high_values, x)
+        numbers = {S.peak: p_b, S.bandwidth: hw.bandwidth_Bps}
+        roots = roots_in(flops * S.bandwidth - S.peak * bytes_a, x, numbers)
+        if not roots:
+            reason = (f"the higher bitwidth stays memory-bound at every {x.name}: the lower one "
+                      f"always saves" if float(_limit(flops / bytes_a, x))
+                      < p_b / hw.bandwidth_Bps else
+                      f"compute-bound at every {x.name}: the lower bitwidth never saves")
+            out.append(QuantCrossover(a.node.name, None, None, reason))
+            continue
+        root, value, _ = roots[0]
+        out.append(QuantCrossover(a.node.name, root, float(value) if value.is_number else None,
+                                  None))
+    return out
+
+
+@dataclass(frozen=True)
+class CrossoverAnswer:
+    """Per-op and stage-level crossovers of one stage in one symbol."""
+    stage: str
+    symbol: sympy.Symbol
+    bound: Mapping[str, float]          # the values the other symbols were bound to
+    ops: tuple[Crossover, ...]
+    summary: StageCrossover
+    quantization: tuple[QuantCrossover, ...] | None = None
+    versus: Mapping[str, float] | None = None

@@ -1,0 +1,73 @@
+"""The data behind the curve plots, computed from the compiled expressions: stage time and
+throughput against batch or seq with the crossovers to mark, and the memory breakdown against
+seq. Plain records; plots.py only draws them."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .records import Settings
+from .evaluate import stage_time, tokens_processed
+from .memory import evaluate_memory
+from .. import symbols as S
+
+
+@dataclass(frozen=True)
+class StageCurve:
+    model: str
+    hardware: str
+    stage: str
+    symbol: str                    # "batch" or "seq"
+    fixed: dict                    # the other of the two, with its value
+    x: np.ndarray
+    time_s: np.ndarray
+    tokens_per_s: np.ndarray
+    first_op: str | None           # the first op to turn compute-bound, and where
+    first_value: float | None
+    balance_value: float | None    # where the stage's compute time equals its memory time
+
+
+@dataclass(frozen=True)
+class MemoryCurve:
+    model: str
+    hardware: str
+    capacity_bytes: float
+    batch: int
+    seq: np.ndarray
+    weights: np.ndarray            # bytes, at each seq, in the stage whose total is larger
+    kv_cache: np.ndarray
+    activations: np.ndarray
+    kv_equals_weights: float | None   # seq where the KV cache outweighs the weights
+
+    @property
+    def first_out_of_memory(self) -> float | None:
+        over = np.nonzero(self.weights + self.kv_cache + self.activations > self.capacity_bytes)[0]
+        return float(self.seq[over[0]]) if len(over) else None
+
+
+def stage_curve(model, hw, stage: str, symbol: str, values: np.ndarray, fixed: dict,
+                bits: dict) -> StageCurve:
+    settings = Settings(1, 1, **bits).validate()
+    x = values.astype(float)
+    grid = {**settings.values(), **{getattr(S, k): v for k, v in fixed.items()},
+            getattr(S, symbol): x}
+    t = stage_time(model.roofline(hw, stage, **settings.bits()), grid)
+    tokens = tokens_processed(stage, grid[S.batch], grid[S.seq]) * np.ones_like(x)
+    summary = model.crossover(symbol, hw, stage, **{k: int(v) for k, v in fixed.items()},
+                              **bits).summary
+    first = summary.first_compute_bound
+    return StageCurve(model.name, hw.name, stage, symbol, dict(fixed), x, t, tokens / t,
+                      first.op if first else None, first.value if first else None,
+                      summary.balance_value)
+
+
+def memory_curve(model, hw, batch: int, seqs: np.ndarray, bits: dict) -> MemoryCurve:
+    base = Settings(batch, 1, **bits).validate().values()
+    x = seqs.astype(float)
+    parts = [evaluate_memory(model.memory(stage), {**base, S.seq: x})
+             for stage in ("prefill", "decode")]
+    larger = np.argmax([sum(p) for p in parts], axis=0)
+    w, kv, act = (np.choose(larger, [parts[0][i], parts[1][i]]) for i in range(3))
+    crossing = model.fit(hw, seq=int(x[-1]), batch=batch, **bits).kv_crossover_value
+    return MemoryCurve(model.name, hw.name, hw.memory_bytes, batch, x, w, kv, act, crossing)

@@ -1,0 +1,184 @@
+"""Numbers last: substitute values into a stage's expressions, vectorised with numpy.
+
+One `lambdify` per stage turns every op's operations, bytes (by class) and repeat count into a
+numpy function; all derived numbers (intensity, times, bound) are then array arithmetic, so the
+same path serves one configuration or a grid of a million.
+"""
+from __future__ import annotations
+
+import functools
+import weakref
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+import sympy
+
+from ..errors import EvaluationError
+from ..graph.schema import CLASSES
+from .roofline import StageRoofline, compute_seconds, memory_seconds
+
+
+@dataclass(frozen=True)
+class StageNumbers:
+    """Numbers of one stage. Per-op arrays have the op on axis 0, then the grid's shape."""
+    stage: str
+    names: tuple[str, ...]
+    kinds: tuple[str, ...]
+    compute_types: tuple[str | None, ...]
+    repeat: np.ndarray
+    flops: np.ndarray
+    bytes_by_class: Mapping[str, np.ndarray]
+    peak: np.ndarray
+    bandwidth: float
+    vector_flops: np.ndarray | float = 0.0   # the part of flops run at vector_peak
+    vector_peak: np.ndarray | float = np.inf
+    fused_from: tuple[tuple[str, ...], ...] = ()
+
+    @property
+    def bytes(self) -> np.ndarray:
+        return sum(self.bytes_by_class.values())
+
+    @property
+    def intensity(self) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(self.bytes > 0, self.flops / np.where(self.bytes > 0, self.bytes, 1),
+                            np.inf)
+
+    @property
+    def compute_time(self) -> np.ndarray:
+        with np.errstate(invalid="ignore"):  # ops without arithmetic: 0 / inf
+            return compute_seconds(self.flops, self.vector_flops, self.peak, self.vector_peak)
+
+    @property
+    def memory_time(self) -> np.ndarray:
+        return memory_seconds(self.bytes, self.bandwidth)
+
+    @property
+    def time(self) -> np.ndarray:
+        return np.maximum(self.compute_time, self.memory_time)
+
+    @property
+    def compute_bound(self) -> np.ndarray:
+        return self.compute_time > self.memory_time
+
+    @property
+    def attainable(self) -> np.ndarray:
+        return np.minimum(self.peak, self.intensity * self.bandwidth)
+
+    def total(self, per_op: np.ndarray) -> np.ndarray:
+        """Sum over all occurrences of every op."""
+        return (self.repeat * per_op).sum(axis=0)
+
+
+def check_bound(symbols, values: Mapping[sympy.Symbol, object]) -> None:
+    """EvaluationError naming every symbol of `symbols` that `values` leaves free."""
+    missing = [s for s in symbols if s not in values]
+    if missing:
+        names = ", ".join(s.name for s in missing)
+        raise EvaluationError(f"parameter {names} is still free at evaluation",
+                              hint=f"bind it with --set {missing[0].name}=VALUE")
+
+
+def bound_args(symbols, values: Mapping[sympy.Symbol, object]):
+    """The values of `symbols` as float arrays, and the shape they broadcast to."""
+    check_bound(symbols, values)
+    args = [np.asarray(values[s], dtype=float) for s in symbols]
+    return args, (np.broadcast_shapes(*(a.shape for a in args)) if args else ())
+
+
+@functools.lru_cache(maxsize=64)
+def _rows(stage: StageRoofline):
+    """Per stage: the symbols and the rows [repeat..., flops..., bytes by class...,
+    vector flops...] of every op."""
+    rows = [o.node.repeat for o in stage.ops] + [o.flops for o in stage.ops]
+    for cls in CLASSES:
+        rows += [o.bytes_by_class[cls] for o in stage.ops]
+    rows += [o.node.vector_flops for o in stage.ops]
+    rows = [sympy.sympify(r) for r in rows]
+    symbols = sorted(set().union(*(r.free_symbols for r in rows)), key=lambda s: s.name)
+    return symbols, rows
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(stage: StageRoofline):
+    symbols, rows = _rows(stage)
+    return sympy.lambdify(symbols, rows, modules="numpy")
+
+
+_SEEN: "weakref.WeakSet[StageRoofline]" = weakref.WeakSet()
+
+
+def _table(stage: StageRoofline, values) -> tuple[np.ndarray, tuple[int, ...]]:
+    symbols, rows = _rows(stage)
+    args, shape = bound_args(symbols, values)
+    if not shape and stage not in _SEEN:
+        # one configuration, first time: substituting is cheaper than compiling (lambdify
+        # prints and compiles code); a stage evaluated again is compiled and reused
+        _SEEN.add(stage)
+        numbers = {s: sympy.Float(float(a)) for s, a in zip(symbols, args)}
+        return np.array([float(r.xreplace(numbers)) for r in rows]), shape
+    out = _compiled(stage)(*args)
+    return np.array([np.broadcast_to(np.asarray(v, dtype=float), shape) for v in out]), shape
+
+
+def evaluate(stage: StageRoofline, values: Mapping[sympy.Symbol, object]) -> StageNumbers:
+    """Substitute `values` (numbers or numpy arrays, broadcast together) into every op."""
+    table, shape = _table(stage, values)
+    n = len(stage.ops)
+    extra = (1,) * len(shape)
+    return StageNumbers(
+        stage=stage.stage,
+        names=tuple(o.node.name for o in stage.ops),
+        kinds=tuple(o.node.kind for o in stage.ops),
+        compute_types=tuple(o.compute_type for o in stage.ops),
+        repeat=table[:n],
+        flops=table[n:2 * n],
+        bytes_by_class={c: table[(2 + i) * n:(3 + i) * n] for i, c in enumerate(CLASSES)},
+        peak=np.array([o.peak for o in stage.ops]).reshape((n,) + extra),
+        bandwidth=stage.ops[0].bandwidth if stage.ops else 1.0,
+        vector_flops=table[(2 + len(CLASSES)) * n:(3 + len(CLASSES)) * n],
+        vector_peak=np.array([o.vector_peak for o in stage.ops]).reshape((n,) + extra),
+        fused_from=tuple(o.node.fused_from for o in stage.ops))
+
+
+def _compute_bound_time(stage: StageRoofline) -> sympy.Expr:
+    """Time spent in ops that are compute-bound: sum of repeat x compute time where it wins."""
+    return sum((o.node.repeat * sympy.Piecewise((o.compute_time, o.compute_time > o.memory_time),
+                                                (0, True))
+                for o in stage.ops if o.compute_type), sympy.Integer(0))
+
+
+_EXPRESSIONS = {"time": lambda st: st.time, "compute_bound_time": _compute_bound_time}
+
+
+@functools.lru_cache(maxsize=128)
+def _compiled_total(stage: StageRoofline, what: str):
+    expr = _EXPRESSIONS[what](stage)
+    symbols = sorted(sympy.sympify(expr).free_symbols, key=lambda s: s.name)
+    return symbols, sympy.lambdify(symbols, expr, modules="numpy")
+
+
+def _grid_total(stage: StageRoofline, what: str, values) -> np.ndarray:
+    symbols, fn = _compiled_total(stage, what)
+    args, shape = bound_args(symbols, values)
+    return np.broadcast_to(np.asarray(fn(*args), dtype=float), shape)
+
+
+def tokens_processed(stage: str, batch, seq):
+    """Tokens a stage handles: every prompt position in prefill, one per sequence in decode."""
+    return batch * seq if stage == "prefill" else batch
+
+
+def stage_time(stage: StageRoofline, values: Mapping[sympy.Symbol, object]) -> np.ndarray:
+    """The stage's total time over a grid, without per-op arrays: one lambdified expression
+    (sum of repeat x max(compute, memory) time), so memory stays that of a few grid arrays.
+    The path for sweeps; `evaluate` gives the per-op numbers that tables need."""
+    return _grid_total(stage, "time", values)
+
+
+def compute_bound_share(stage: StageRoofline, values: Mapping[sympy.Symbol, object]) -> np.ndarray:
+    """The fraction of the stage's time spent in compute-bound ops, over a grid (the bound
+    mix: 0 all memory-bound, 1 all compute-bound)."""
+    total = stage_time(stage, values)
+    return _grid_total(stage, "compute_bound_time", values) / total

@@ -1,0 +1,100 @@
+"""Whole-request latency in closed form: prefill, then a decode step per generated token.
+
+Timeline of a request with a prompt of `seq` tokens and `gen` generated tokens, for each of
+`batch` sequences: prefill processes the prompt and emits token 1; decode step j (j = 1 ..
+gen - 1) has seq + j - 1 tokens in the KV cache and emits token j + 1. So
+
+    total(gen) = prefill(seq) + sum_{c = seq}^{seq + gen - 2} decode(c)
+
+decode(c), the time of one step with c cached tokens, is a Piecewise of linear pieces in c whose
+breakpoints are the ops' crossovers in seq; each piece sums in closed form (Faulhaber), so the
+total is a Piecewise in `gen` whose breakpoints are where the last step crosses a breakpoint.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import sympy
+
+from .records import Settings, stage_result
+from .crossover import stage_crossover
+from .evaluate import evaluate
+from ..hardware import Hardware
+from .roofline import StageRoofline
+from .. import symbols as S
+
+
+@dataclass(frozen=True)
+class Latency:
+    settings: Settings
+    gen: int
+    ttft_s: float                 # time to first token: the prefill
+    tpot_s: float                 # mean time per output token after the first
+    e2e_s: float                  # end to end: prefill and every decode step
+    step_time: sympy.Expr         # one decode step, Piecewise in seq (tokens cached)
+    decode_total: sympy.Expr      # all decode steps, Piecewise in gen
+    request_total: sympy.Expr     # prefill + decode_total, in gen
+
+    @property
+    def tokens_per_s_per_user(self) -> float:
+        return self.gen / self.e2e_s
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.settings.batch * self.gen / self.e2e_s
+
+
+def _pieces(piecewise: sympy.Expr):
+    """[(expression, upper bound or None)] of a Piecewise built by crossover.piecewise_time."""
+    if not isinstance(piecewise, sympy.Piecewise):  # one piece collapses to its expression
+        return [(piecewise, None)]
+    out = []
+    for expr, cond in piecewise.args:
+        out.append((expr, None if cond is sympy.true else float(cond.rhs)))
+    return out
+
+
+def decode_sum(step_time: sympy.Expr, seq0: int) -> sympy.Expr:
+    """sum_{c = seq0}^{seq0 + gen - 2} step_time(c) as a Piecewise in gen."""
+    c = sympy.Symbol("c", integer=True)
+    pieces = []
+    start = seq0                      # first cache length not yet summed
+    done = sympy.Integer(0)           # sum over the pieces already passed
+    for expr, upper in _pieces(step_time):
+        last = None if upper is None else math.ceil(upper) - 1  # integer c < upper
+        if last is not None and last < start:
+            continue
+        term = expr.subs(S.seq, c)
+        partial = sympy.summation(term, (c, start, seq0 + S.gen - 2))
+        if last is None:
+            pieces.append((sympy.expand(done + partial), True))
+            break
+        pieces.append((sympy.expand(done + partial), S.gen <= last - seq0 + 2))
+        done += sympy.summation(term, (c, start, last))
+        start = last + 1
+    return sympy.Piecewise(*pieces)
+
+
+def request_latency(prefill: StageRoofline, decode: StageRoofline, hw: Hardware,
+                    settings: Settings, gen: int) -> Latency:
+    values = {k: v for k, v in settings.values().items() if k != S.seq}
+    step = stage_crossover(decode, hw, S.seq, values).time
+    decode_total = decode_sum(step, settings.seq)
+    ttft = stage_result(prefill, settings).total.time_s
+    total_decode = float(decode_total.subs(S.gen, gen)) if gen > 1 else 0.0
+    return Latency(settings, gen, ttft, total_decode / (gen - 1) if gen > 1 else 0.0,
+                   ttft + total_decode, step, decode_total,
+                   sympy.Float(ttft, 15) + decode_total)
+
+
+def stepwise_decode_total(decode: StageRoofline, settings: Settings, gen: int) -> float:
+    """The same sum done step by step (numerically, every cache length), to check the closed
+    form against."""
+    if gen <= 1:
+        return 0.0
+    cached = np.arange(settings.seq, settings.seq + gen - 1)
+    values = {**settings.values(), S.seq: cached}
+    numbers = evaluate(decode, values)
+    return float(numbers.total(numbers.time).sum())

@@ -1,0 +1,128 @@
+"""Analysis results as plain records: what the reports format. Built from the symbolic
+roofline of each stage by one numeric evaluation."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+import sympy
+
+from ..errors import EvaluationError
+from .evaluate import StageNumbers, evaluate
+from .memory import MemoryNumbers
+from ..hardware import Hardware
+from .roofline import StageRoofline
+from .. import symbols as S
+
+STAGE_DESCRIPTIONS = {
+    "prefill": "the prompt: seq tokens of each of batch sequences",
+    "decode": "one decode step: one new token per sequence, seq tokens already in the KV cache",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    batch: int
+    seq: int
+    w_bits: float = 16
+    a_bits: float = 16
+    kv_bits: float = 16
+
+    def bits(self) -> dict[str, float]:
+        return {"w_bits": self.w_bits, "a_bits": self.a_bits, "kv_bits": self.kv_bits}
+
+    def values(self) -> dict[sympy.Symbol, float]:
+        return {S.batch: self.batch, S.seq: self.seq, S.w_bits: self.w_bits,
+                S.a_bits: self.a_bits, S.kv_bits: self.kv_bits}
+
+    def validate(self) -> "Settings":
+        for name in ("batch", "seq"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise EvaluationError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("w_bits", "a_bits", "kv_bits"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0 < value <= 64:
+                raise EvaluationError(f"{name} must be a bitwidth in (0, 64], got {value!r}")
+        return self
+
+
+@dataclass(frozen=True)
+class OpResult:
+    """One op; every number is for one occurrence except total_time_s (all occurrences)."""
+    name: str
+    kind: str
+    repeat: int
+    compute_type: str | None
+    flops: float
+    bytes: float
+    bytes_by_class: Mapping[str, float]
+    intensity: float
+    attainable: float          # ops/s
+    bound: str                 # "memory" or "compute"
+    time_s: float
+    total_time_s: float
+    share: float               # fraction of the stage's time
+    fused_from: tuple[str, ...] = ()   # the ops a fusion pass merged into this one
+
+
+@dataclass(frozen=True)
+class StageTotal:
+    flops: float
+    bytes: float
+    bytes_by_class: Mapping[str, float]
+    time_s: float
+    compute_time_s: float      # if every op were compute-bound
+    memory_time_s: float       # if every op were memory-bound
+
+
+@dataclass(frozen=True)
+class StageResult:
+    stage: str
+    description: str
+    ops: tuple[OpResult, ...]
+    total: StageTotal
+
+
+@dataclass(frozen=True)
+class Analysis:
+    model: str
+    file: str
+    hardware: Hardware
+    settings: Settings
+    params: Mapping[str, float]        # model parameter values used
+    params_total: int
+    stages: Mapping[str, StageResult]
+    params_active: int | None = None  # parameters one token uses (MoE: fewer than total)
+    passes: tuple[str, ...] = ()      # the passes applied, in order, as written
+    memory: "MemoryNumbers | None" = None
+
+
+def stage_result(symbolic: StageRoofline, settings: Settings,
+                 extra: Mapping[sympy.Symbol, float] | None = None) -> StageResult:
+    values = {**settings.values(), **(extra or {})}
+    n = evaluate(symbolic, values)
+    return _records(n)
+
+
+def _records(n: StageNumbers) -> StageResult:
+    time, total_time = n.time, n.repeat * n.time
+    stage_time = float(total_time.sum())
+    ops = tuple(
+        OpResult(name=n.names[i], kind=n.kinds[i], repeat=int(n.repeat[i]),
+                 compute_type=n.compute_types[i], flops=float(n.flops[i]),
+                 bytes=float(n.bytes[i]),
+                 bytes_by_class={c: float(v[i]) for c, v in n.bytes_by_class.items()},
+                 intensity=float(n.intensity[i]), attainable=float(n.attainable[i]),
+                 bound="compute" if n.compute_bound[i] else "memory",
+                 time_s=float(time[i]), total_time_s=float(total_time[i]),
+                 share=float(total_time[i] / stage_time) if stage_time else 0.0,
+                 fused_from=n.fused_from[i] if n.fused_from else ())
+        for i in range(len(n.names)))
+    total = StageTotal(
+        flops=float(n.total(n.flops)), bytes=float(n.total(n.bytes)),
+        bytes_by_class={c: float(n.total(v)) for c, v in n.bytes_by_class.items()},
+        time_s=stage_time, compute_time_s=float(n.total(n.compute_time)),
+        memory_time_s=float(n.total(n.memory_time)))
+    return StageResult(n.stage, STAGE_DESCRIPTIONS[n.stage], ops, total)

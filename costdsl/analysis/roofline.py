@@ -1,0 +1,198 @@
+"""Roofline analysis, symbolic first.
+
+For each op: intensity I = operations / bytes; attainable performance P = min(peak, I x B);
+time t = max(operations / peak, bytes / B), and the op is compute-bound when the first term is
+the larger (Williams, Waterman, Patterson, "Roofline", CACM 2009). B is the memory bandwidth and
+peak the rate of the op's compute type on the hardware.
+
+The compute type follows the operands: a matrix op runs in the type of its wider operand (a
+weight-only quantized linear dequantizes to the activation type), promoted to the nearest type
+the chip has; elementwise ops run on the vector units at the fp32 rate (norms, softmax and
+activations compute in fp32); a gather has no arithmetic.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import networkx as nx
+import sympy
+
+from ..errors import CostDSLError, EvaluationError
+from ..graph.schema import Node, nodes
+from ..hardware import Hardware
+from .. import symbols as S
+from ..symbols import BITS_BY_CLASS
+
+
+class NotApplicableError(CostDSLError):
+    """A pass asked for something this hardware cannot do (a fusion that needs more on-chip
+    memory than it has)."""
+    label = "not applicable"
+
+# The type an operand of `bits` bits asks for, and what to fall back to when the chip lacks it.
+_PROMOTION = {
+    "int4": ("int4", "fp4", "int8", "fp8", "fp16", "bf16", "fp32"),
+    "int8": ("int8", "fp8", "fp16", "bf16", "fp32"),
+    "fp16": ("fp16", "bf16", "fp32"),
+    "fp32": ("fp32", "tf32", "fp16", "bf16"),  # a TPU has no fp32 figure: its bf16 units
+}
+
+
+def _operand_type(bits: float) -> str:
+    if bits <= 4:
+        return "int4"
+    if bits <= 8:
+        return "int8"
+    if bits <= 16:
+        return "fp16"
+    return "fp32"
+
+
+def _numeric_bits(node: Node, cls: str, bits: Mapping[sympy.Symbol, float]) -> float:
+    value = sympy.sympify(node.bits[cls]).subs(bits)
+    if not value.is_number:
+        raise EvaluationError(f"the bitwidth of {cls} tensors of {node.name!r} is not set "
+                              f"({value}); the compute type depends on it")
+    return float(value)
+
+
+def compute_type(node: Node, hw: Hardware, bits: Mapping[sympy.Symbol, float]) -> str | None:
+    """The hardware compute type whose peak bounds this op, or None for ops without arithmetic."""
+    if node.engine == "memory":
+        return None
+    if node.engine == "vector":
+        wanted = "fp32"
+    else:
+        wanted = _operand_type(max(_numeric_bits(node, c, bits) for c in node.operands))
+    for ctype in _PROMOTION[wanted]:
+        if ctype in hw.peak:
+            return ctype
+    return max(hw.peak, key=hw.peak.get)  # an exotic chip: its fastest rate
+
+
+def compute_seconds(flops, vector_flops, peak, vector_peak):
+    """An op's compute time: its matrix work at `peak`, its vector work (`vector_flops` of
+    `flops`) at `vector_peak`. Plain arithmetic, so that the symbolic roofline (sympy) and the
+    numeric one (numpy arrays, evaluate.py) share this one statement of it."""
+    return (flops - vector_flops) / peak + vector_flops / vector_peak
+
+
+def memory_seconds(nbytes, bandwidth):
+    return nbytes / bandwidth
+
+
+@dataclass(frozen=True)
+class OpRoofline:
+    """One op's roofline, as expressions in the runtime symbols (batch, seq, bitwidths).
+
+    A fused op may run part of its operations (`node.vector_flops`: a softmax or activation
+    inside the kernel) on the vector units: its compute time is the sum of both parts at their
+    own rates (they share the SM's issue slots; no overlap is assumed)."""
+    node: Node
+    compute_type: str | None
+    peak: float                 # ops/s of compute_type (inf when the op has no arithmetic)
+    bandwidth: float            # bytes/s
+    vector_peak: float = float("inf")     # ops/s of the vector units (fp32)
+    hardware_values: Mapping[sympy.Symbol, float] | None = None  # e.g. sram per block
+
+    @property
+    def flops(self) -> sympy.Expr:
+        return self.node.flops
+
+    @property
+    def effective_flops(self) -> sympy.Expr:
+        """Operations counted at the op's peak: vector operations weigh peak / vector_peak."""
+        vector = self.node.vector_flops
+        if vector == 0 or not self.compute_type:
+            return self.node.flops
+        return self.node.flops - vector + vector * sympy.nsimplify(self.peak / self.vector_peak)
+
+    @property
+    def bytes_by_class(self) -> dict[str, sympy.Expr]:
+        out = self.node.bytes_of(self.node.reads + self.node.writes)
+        if self.hardware_values:
+            out = {c: sympy.sympify(e).subs(self.hardware_values) for c, e in out.items()}
+        return out
+
+    @property
+    def bytes(self) -> sympy.Expr:
+        return sum(self.bytes_by_class.values(), sympy.Integer(0))
+
+    @property
+    def intensity(self) -> sympy.Expr:
+        return self.flops / self.bytes
+
+    @property
+    def compute_time(self) -> sympy.Expr:
+        if not self.compute_type:
+            return sympy.Integer(0)
+        return compute_seconds(self.flops, self.node.vector_flops, self.peak,
+                               sympy.nsimplify(self.vector_peak))
+
+    @property
+    def memory_time(self) -> sympy.Expr:
+        return memory_seconds(self.bytes, self.bandwidth)
+
+    @property
+    def time(self) -> sympy.Expr:
+        return sympy.Max(self.compute_time, self.memory_time)
+
+    @property
+    def attainable(self) -> sympy.Expr:
+        return sympy.Min(self.peak, self.intensity * self.bandwidth)
+
+    @property
+    def ridge(self) -> float:
+        """The intensity at which this op would turn compute-bound on this hardware."""
+        return self.peak / self.bandwidth
+
+
+@dataclass(frozen=True, eq=False)  # compared by identity: evaluation caches per instance
+class StageRoofline:
+    stage: str
+    ops: tuple[OpRoofline, ...]
+
+    @property
+    def time(self) -> sympy.Expr:
+        """Total stage time: sum over ops of repeat x time (ops run one after another)."""
+        return sum((o.node.repeat * o.time for o in self.ops), sympy.Integer(0))
+
+
+def roofline(graph: nx.DiGraph, hw: Hardware, bits: Mapping[str, float]) -> StageRoofline:
+    """`bits` maps w_bits/a_bits/kv_bits to numbers: the compute type of each op depends on them.
+    They stay symbols in the byte expressions, substituted when evaluated."""
+    values = {BITS_BY_CLASS[c]: v for c, v in _by_class(bits).items()}
+    vector_peak = hw.peak.get("fp32", max(hw.peak.values()))
+    ops = []
+    for node in nodes(graph):
+        hardware_values = _hardware_values(node, hw, values)
+        ctype = compute_type(node, hw, values)
+        peak = hw.peak[ctype] if ctype else float("inf")
+        ops.append(OpRoofline(node, ctype, peak, hw.bandwidth_Bps, vector_peak, hardware_values))
+    return StageRoofline(graph.graph["stage"], tuple(ops))
+
+
+def _hardware_values(node: Node, hw: Hardware, bits) -> dict | None:
+    """The hardware figures the op's costs refer to (on-chip memory), checked against what the
+    op needs: a fusion whose smallest tile does not fit is not applicable on this hardware."""
+    needed = node.attrs.get("sram_needed")
+    if needed is None:
+        return None
+    needed = sympy.sympify(needed).subs(bits)
+    if hw.sram_per_block is None:
+        raise NotApplicableError(
+            f"{node.name}: {node.kind} is not applicable on {hw.key}: the hardware file gives no "
+            f"on-chip memory per block (sram_per_block)",
+            hint="drop the flash_attention pass, or add sram_per_block to the hardware file")
+    if needed.is_number and float(needed) > hw.sram_per_block:
+        raise NotApplicableError(
+            f"{node.name}: {node.kind} is not applicable on {hw.key}: a block needs "
+            f"{float(needed) / 1024:g} KiB of on-chip memory, the hardware has "
+            f"{hw.sram_per_block / 1024:g} KiB per block")
+    return {S.sram: hw.sram_per_block}
+
+
+def _by_class(bits: Mapping[str, float]) -> dict[str, float]:
+    names = {"w_bits": "weight", "a_bits": "act", "kv_bits": "kv"}
+    return {names[k]: v for k, v in bits.items() if k in names}

@@ -1,0 +1,113 @@
+"""Grid sweeps: each stage's time, bound mix and memory lambdified once per (hardware,
+bitwidths) and evaluated with numpy over the whole batch x seq grid in one call.
+
+Ranges: `1:1000` every integer from 1 to 1000; `128:32768:log16` 16 log-spaced integers
+(duplicates after rounding dropped); `1,2,4,8` a list. Bitwidth lists may hold fractions
+(`4.125`).
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .records import Settings
+from ..errors import CostDSLError
+from .evaluate import compute_bound_share, stage_time, tokens_processed
+from ..hardware import Hardware
+from .memory import evaluate_memory
+from .. import symbols as S
+
+MAX_POINTS = 4_000_000  # beyond this a CSV is gigabytes: ask for log spacing instead
+
+
+def parse_range(text: str, name: str, integer: bool = True) -> np.ndarray:
+    """`a:b`, `a:b:logN` or `v1,v2,...` -> sorted unique values (see the module doc)."""
+    def number(t: str) -> float:
+        try:
+            v = float(t)
+        except ValueError:
+            raise CostDSLError(f"--{name} {text!r}: {t!r} is not a number") from None
+        if integer and not v.is_integer():
+            raise CostDSLError(f"--{name} {text!r}: {t!r} is not an integer")
+        if v <= 0:
+            raise CostDSLError(f"--{name} {text!r}: values must be positive")
+        return v
+
+    text = text.strip()
+    if ":" in text:
+        parts = text.split(":")
+        if len(parts) not in (2, 3):
+            raise CostDSLError(f"--{name} {text!r}: expected a:b, a:b:logN or a list a,b,c")
+        low, high = number(parts[0]), number(parts[1])
+        if high < low:
+            raise CostDSLError(f"--{name} {text!r}: the range is empty ({high:g} < {low:g})")
+        if len(parts) == 2:
+            if not integer:
+                raise CostDSLError(f"--{name} {text!r}: a bitwidth range needs :logN or a list")
+            values = np.arange(low, high + 1)
+        else:
+            step = parts[2]
+            if not (step.startswith("log") and step[3:].isdigit() and int(step[3:]) >= 2):
+                raise CostDSLError(f"--{name} {text!r}: the step must be logN with N >= 2, "
+                                   f"e.g. {parts[0]}:{parts[1]}:log16")
+            values = np.geomspace(low, high, int(step[3:]))
+            if integer:
+                values = np.round(values)
+    else:
+        values = np.array([number(t) for t in text.split(",") if t.strip()])
+        if not len(values):
+            raise CostDSLError(f"--{name}: no values given")
+    return np.unique(values.astype(np.int64) if integer else values)
+
+
+@dataclass(frozen=True)
+class SweepTable:
+    """Column arrays, one entry per grid point."""
+    columns: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(next(iter(self.columns.values())))
+
+
+def sweep(model, hardware: Sequence[Hardware], batches: np.ndarray, seqs: np.ndarray,
+          bits: Iterable[tuple[float, float, float]], stages: Sequence[str]) -> SweepTable:
+    """Every combination of hardware x bitwidths x batch x seq. Per stage: time, tokens/s,
+    share of time in compute-bound ops; and the memory peak over the stages with `fits`."""
+    bits = list(bits)
+    points = len(hardware) * len(bits) * len(batches) * len(seqs)
+    if points > MAX_POINTS:
+        raise CostDSLError(f"the sweep has {points:,} points (more than {MAX_POINTS:,})",
+                           hint="use log spacing, e.g. --seq 128:32768:log32")
+    b, s = np.meshgrid(batches.astype(float), seqs.astype(float), indexing="ij")
+    b, s = b.ravel(), s.ravel()
+    blocks = []
+    for hw, (w, a, kv) in itertools.product(hardware, bits):
+        settings = Settings(1, 1, w, a, kv).validate()
+        values = {**settings.values(), S.batch: b, S.seq: s}
+        cols = {"hardware": np.full(len(b), hw.key, dtype=object), "batch": b.astype(np.int64),
+                "seq": s.astype(np.int64), "w_bits": np.full(len(b), float(w)),
+                "a_bits": np.full(len(b), float(a)), "kv_bits": np.full(len(b), float(kv))}
+        memory = 0.0
+        for stage in stages:
+            symbolic = model.roofline(hw, stage, **settings.bits())
+            t = stage_time(symbolic, values)
+            cols[f"{stage}_time_s"] = t
+            cols[f"{stage}_tokens_per_s"] = tokens_processed(stage, b, s) / t
+            cols[f"{stage}_compute_share"] = compute_bound_share(symbolic, values)
+            memory = np.maximum(memory, sum(evaluate_memory(model.memory(stage), values)))
+        cols["memory_bytes"] = np.broadcast_to(memory, b.shape)
+        cols["fits"] = cols["memory_bytes"] <= hw.memory_bytes
+        blocks.append(cols)
+    return SweepTable({k: np.concatenate([c[k] for c in blocks]) for k in blocks[0]})
+
+
+def bit_combinations(w: str, a: str, kv: str) -> list[tuple[float, float, float]]:
+    lists = [parse_range(t, n, integer=False) for t, n in ((w, "w-bits"), (a, "a-bits"),
+                                                            (kv, "kv-bits"))]
+    for values, name in zip(lists, ("w-bits", "a-bits", "kv-bits")):
+        if any(v > 64 for v in values):
+            raise CostDSLError(f"--{name}: a bitwidth must be in (0, 64]")
+    return [tuple(float(x) for x in c) for c in itertools.product(*lists)]

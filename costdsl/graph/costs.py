@@ -1,0 +1,451 @@
+"""Cost rules: one function per op kind, each a formula for one occurrence of the op.
+
+Conventions (every rule follows them; tests derive expected values from them by hand):
+- A multiply-add counts as 2 operations; a transcendental function (exp, tanh, rsqrt) as 1.
+- n is the number of token rows the op processes: batch*seq in prefill, batch in decode, and
+  batch for an op marked `tokens=last` in either stage. b is batch.
+- In attention, Lq is the number of query positions per sequence (seq in prefill, 1 in decode)
+  and Lk the positions attended (seq in prefill; seq + 1 in decode: the cached tokens plus the
+  new one; at most the sliding window). H query heads, Hkv key/value heads, d head width.
+- Every tensor is read from and written to memory once per op (no caching between ops): that is
+  what an unfused kernel does. Fusion passes remove the traffic of the intermediates.
+- Counts are elements; bytes = elements x bits / 8 of the tensor's class (weights: w_bits,
+  activations: a_bits, KV cache: kv_bits). The K and V fed to attention are the KV cache: the op
+  that produces them writes the cache, and attention reads all Lk positions of it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import sympy
+
+from ..language.design import OpInstance, Tensor
+from .. import symbols as S
+
+
+@dataclass(frozen=True)
+class Site:
+    """Where an op runs: the stage and its sizes per sequence."""
+    stage: str             # "prefill" or "decode"
+    new: sympy.Expr        # new tokens per sequence: seq in prefill, 1 in decode
+    context: sympy.Expr    # positions attended: seq in prefill, seq + 1 in decode
+
+    def rows(self, rows: str) -> sympy.Expr:
+        return S.batch * (self.new if rows == "all" else 1)
+
+
+PREFILL = Site("prefill", S.seq, S.seq)
+DECODE = Site("decode", sympy.Integer(1), S.seq + 1)
+SITES = {"prefill": PREFILL, "decode": DECODE}
+
+
+@dataclass(frozen=True)
+class Access:
+    """A read or write of one tensor: its name, class (weight, act, kv) and element count."""
+    tensor: str
+    cls: str
+    elements: sympy.Expr
+
+
+@dataclass(frozen=True)
+class Cost:
+    flops: sympy.Expr
+    reads: tuple[Access, ...]
+    writes: tuple[Access, ...]
+    params: sympy.Expr            # parameters held by the op (not what it reads)
+    out_shape: tuple[sympy.Expr, ...]
+    active: sympy.Expr | None = None  # parameters one token uses (MoE: fewer); None: all
+
+RULES: dict[str, Callable[[OpInstance, list[Tensor], Tensor, Site], Cost]] = {}
+
+
+def rule(kind: str):
+    def register(fn):
+        RULES[kind] = fn
+        return fn
+    return register
+
+
+def cost_of(op: OpInstance, ins: list[Tensor], out: Tensor, site: Site) -> Cost:
+    return RULES[op.kind](op, ins, out, site)
+
+
+# --- helpers: the traffic of an ordinary token-major tensor -----------------------------------
+
+def _rows_of(t: Tensor, site: Site) -> sympy.Expr:
+    return site.rows(t.rows)
+
+
+def _read(t: Tensor, n: sympy.Expr) -> Access:
+    return Access(t.name, t.cls, n * t.width)
+
+
+def _write(t: Tensor, site: Site) -> Access:
+    return Access(t.name, t.cls, _rows_of(t, site) * t.width)
+
+
+def _weight(op: OpInstance, part: str, elements: sympy.Expr) -> Access:
+    return Access(f"{op.name}.{part}", "weight", elements)
+
+
+def _elementwise(op, ins, out, site, ops_per_element, weights=()):
+    """An op touching each element of its inputs once: `ops_per_element` x n x width."""
+    n = _rows_of(out, site)
+    params = sum((e for _, e in weights), sympy.Integer(0))
+    return Cost(
+        flops=ops_per_element * n * out.width,
+        reads=tuple(_read(t, n) for t in ins) + tuple(_weight(op, p, e) for p, e in weights),
+        writes=(_write(out, site),),
+        params=params,
+        out_shape=(n, out.width))
+
+
+# --- the rules ----------------------------------------------------------------------------------
+
+@rule("embedding")
+def embedding(op, ins, out, site):
+    """Gather: reads the n rows it needs of the vocab x dim table (n x dim weight elements) and
+    writes n x dim. No arithmetic. Holds vocab x dim parameters."""
+    n, dim = _rows_of(out, site), op.attrs["dim"]
+    return Cost(sympy.Integer(0), (_weight(op, "weight", n * dim),), (_write(out, site),),
+                op.attrs["vocab"] * dim, (n, dim))
+
+
+@rule("position_embedding")
+def position_embedding(op, ins, out, site):
+    """x + P[position]: 1 operation per element; reads n rows of the positions x dim table."""
+    n, dim = _rows_of(out, site), out.width
+    base = _elementwise(op, ins, out, site, 1)
+    return Cost(base.flops, base.reads + (_weight(op, "weight", n * dim),), base.writes,
+                op.attrs["positions"] * dim, base.out_shape)
+
+
+@rule("linear")
+def linear(op, ins, out, site):
+    """y = x W (+ b) with W of in x out:
+    operations 2 n in out (+ n out for the bias); reads n x in activations and in x out weights
+    (+ out bias); writes n x out. Holds in x out (+ out) parameters.
+    With tied=E, W is embedding E's table: it is read in full as here, but it belongs to E, so
+    this op holds no parameters for it (the table is counted once)."""
+    (x,) = ins
+    # in= below the input's width: the op reads the first `in` features (Mamba's dt_proj)
+    d_in = op.attrs["in"] if op.attrs.get("in") is not None else x.width
+    n, d_out = _rows_of(out, site), out.width
+    bias = op.attrs["bias"] == "true"
+    tied = op.attrs.get("tied")
+    matrix = (Access(f"{tied.name}.weight", "weight", d_in * d_out) if tied
+              else _weight(op, "weight", d_in * d_out))
+    return Cost(
+        flops=2 * n * d_in * d_out + (n * d_out if bias else 0),
+        reads=(Access(x.name, x.cls, n * d_in), matrix) +
+              ((_weight(op, "bias", d_out),) if bias else ()),
+        writes=(_write(out, site),),
+        params=(0 if tied else d_in * d_out) + (d_out if bias else 0),
+        out_shape=(n, d_out))
+
+
+def _attention_sizes(a, rows: str, site: Site):
+    """b, H, Hkv, d, Lq, Lk of an attention op whose queries cover `rows` positions.
+    With a sliding window W, Lk = min(context, W): a decode step reads at most W cached
+    positions (a rolling cache), and in prefill each query's row of scores is W wide at most
+    (a banded kernel; the full seq x seq matrix is not formed)."""
+    lq = site.new if rows == "all" else sympy.Integer(1)
+    return S.batch, a["heads"], a["kv_heads"], a["head_dim"], lq, sympy.Min(site.context,
+                                                                             a["window"])
+
+
+@rule("qk_matmul")
+def qk_matmul(op, ins, out, site):
+    """S = Q K^T for every head: operations 2 b H Lq Lk d; reads Q (b Lq H d) and the cached K
+    (b Lk Hkv d, read once per KV head: query heads of a group share it); writes the full
+    score matrix b H Lq Lk, mask included."""
+    q, k = ins
+    b, h, hkv, d, lq, lk = _attention_sizes(op.attrs, q.rows, site)
+    return Cost(2 * b * h * lq * lk * d,
+                (Access(q.name, q.cls, b * lq * h * d), Access(k.name, k.cls, b * lk * hkv * d)),
+                (Access(out.name, out.cls, b * h * lq * lk),), sympy.Integer(0),
+                (b, h, lq, lk))
+
+
+@rule("softmax")
+def softmax(op, ins, out, site):
+    """P = softmax(S) row by row: 5 operations per score (max, subtract, exp, sum, divide);
+    reads and writes b H Lq Lk."""
+    (s,) = ins
+    b, h, _, _, lq, lk = _attention_sizes(op.attrs, s.rows, site)
+    elements = b * h * lq * lk
+    return Cost(5 * elements, (Access(s.name, s.cls, elements),),
+                (Access(out.name, out.cls, elements),), sympy.Integer(0), (b, h, lq, lk))
+
+
+@rule("sv_matmul")
+def sv_matmul(op, ins, out, site):
+    """O = P V for every head: operations 2 b H Lq Lk d; reads P (b H Lq Lk) and the cached V
+    (b Lk Hkv d); writes O (b Lq H d)."""
+    p, v = ins
+    b, h, hkv, d, lq, lk = _attention_sizes(op.attrs, p.rows, site)
+    return Cost(2 * b * h * lq * lk * d,
+                (Access(p.name, p.cls, b * h * lq * lk), Access(v.name, v.cls, b * lk * hkv * d)),
+                (Access(out.name, out.cls, b * lq * h * d),), sympy.Integer(0),
+                (b * lq, h * d))
+
+
+FLASH_MIN_ROWS = 16
+"""The fewest query rows a FlashAttention block can hold: the M dimension of the smallest
+tensor-core MMA tile (m16n8k16). With less on-chip memory the fusion is not applicable."""
+
+
+def flash_rows(head_dim, a_bits, kv_bits):
+    """Br: query rows per block. A block keeps Q and O tiles (activation bits) and one K and one V
+    tile (KV bits) of Br x head_dim each in M bytes: Br = 8 M / (2 head_dim (a_bits + kv_bits)),
+    i.e. M / (4 head_dim) elements at equal widths, the block size of FlashAttention's
+    Algorithm 1 (Dao et al., NeurIPS 2022)."""
+    return 8 * S.sram / (2 * head_dim * (a_bits + kv_bits))
+
+
+def flash_sram_needed(head_dim, a_bits, kv_bits, rows=FLASH_MIN_ROWS):
+    """On-chip bytes a block of `rows` query rows needs (Q, O, K and V tiles)."""
+    return rows * 2 * head_dim * (a_bits + kv_bits) / 8
+
+
+def flash_attention(attrs, q: str, k: str, v: str, out: str, rows: str, site: Site,
+                    v_dim=None, block_rows=None) -> Cost:
+    """FlashAttention: QK^T, softmax and xV in one kernel; the score matrix stays on chip.
+
+    Loop order of FlashAttention-2: each thread block holds Br query rows (Q and O tiles) and
+    streams the K and V tiles of the attended positions past them. The g = H / Hkv query heads
+    that share a KV head are packed into the same blocks (as decode kernels do), so the keys and
+    values of one KV head are read T = max(1, g Lq / Br) times, Br = flash_rows(...) or the
+    `block_rows` a kernel is known to use (the ceiling is dropped so that crossovers stay in
+    closed form; it is off by less than one block):
+        bytes   Q: b Lq H d, O: b Lq H dv (activations); K: b Hkv Lk d T, V: b Hkv Lk dv T
+                (KV cache; an MLA latent serves as both K and V and is read once per pass)
+    In prefill (Lq = Lk = N) the K/V term is 2 b Hkv N^2 g d / Br = Theta(N^2 d^2 / M), the IO
+    complexity of the paper's Theorem 2 (Dao et al., NeurIPS 2022). In decode (Lq = 1, g <= Br)
+    T = 1: the cache is read once.
+        operations  2 b H Lq Lk (d + dv) on the matrix units (QK^T and xV) and 5 b H Lq Lk
+                    (softmax) on the vector units, as the three unfused ops; no score matrix
+                    is written. dv is the value width (d unless given)."""
+    b, h, hkv, d, lq, lk = _attention_sizes(attrs, rows, site)
+    dv = d if v_dim is None else v_dim
+    group = h / hkv
+    rows_per_block = block_rows if block_rows is not None else flash_rows(d, S.a_bits, S.kv_bits)
+    passes = sympy.Max(1, group * lq / rows_per_block)
+    scores = b * h * lq * lk
+    kv_reads = ((Access(k, "kv", b * lk * hkv * d * passes),) if k == v else
+                (Access(k, "kv", b * lk * hkv * d * passes),
+                 Access(v, "kv", b * lk * hkv * dv * passes)))
+    return Cost(2 * scores * (d + dv) + 5 * scores,
+                (Access(q, "act", b * lq * h * d),) + kv_reads,
+                (Access(out, "act", b * lq * h * dv),), sympy.Integer(0), (b * lq, h * dv))
+
+
+def experts_touched(experts, top_k, tokens):
+    """Expected distinct experts that `tokens` tokens visit when each picks top_k of `experts`
+    uniformly and independently: E (1 - (1 - k/E)^n). One token: k; many: all E. This is the
+    weight traffic model of a routed expert layer: only touched experts' weights are read."""
+    return experts * (1 - (1 - top_k / experts) ** tokens)
+
+
+@rule("router")
+def router(op, ins, out, site):
+    """Router logits x W_r: 2 n hidden E operations; reads n x hidden and hidden x E weights;
+    writes n x E. The top-k selection on the logits is not counted (O(n E))."""
+    (x,) = ins
+    n, e = _rows_of(out, site), op.attrs["experts"]
+    return Cost(2 * n * x.width * e, (_read(x, n), _weight(op, "weight", x.width * e)),
+                (_write(out, site),), x.width * e, (n, e))
+
+
+@rule("expert_linear")
+def expert_linear(op, ins, out, site):
+    """One linear of every routed expert, in x out each, over n tokens routed to k experts:
+    operations 2 n k in out; reads n k x in activations (each token once per expert it
+    visits) and the weights of the experts touched, experts_touched(E, k, n) x in x out;
+    writes n k x out, or, for the last linear (combine), the weighted sum of the k results:
+    n x out, with 2 n k out more operations. Holds E in out parameters; a token uses k in out."""
+    (x,) = ins
+    a = op.attrs
+    n, e, k = _rows_of(out, site), a["experts"], a["top_k"]
+    d_in, d_out = x.width, a["out"]
+    combine = a["combine"]
+    touched = experts_touched(e, k, n)
+    written = n * d_out if combine else n * k * d_out
+    return Cost(
+        flops=2 * n * k * d_in * d_out + (2 * n * k * d_out if combine else 0),
+        reads=(Access(x.name, x.cls, n * k * d_in), _weight(op, "weight", touched * d_in * d_out)),
+        writes=(Access(out.name, out.cls, written),),
+        params=e * d_in * d_out, out_shape=(n if combine else n * k, d_out),
+        active=k * d_in * d_out)
+
+
+# --- multi-head latent attention (DeepSeek-V2, arXiv:2405.04434, section 2.1) ------------------
+# H heads, C = kv_lora_rank, Dn = qk_nope_dim, Dr = qk_rope_dim, Dv = v_dim. Inference absorbs
+# W_UK into the query and W_UV into the output, so attention runs over the cached latent:
+# scores over C + Dr dims with a single KV head, xV over the C dims (see elaborate._mla_parts).
+
+@rule("mla_absorb")
+def mla_absorb(op, ins, out, site):
+    """q_nope W_UK^T for each head (Dn -> C) and RoPE on q_pe (Dr): operations 2 n H Dn C +
+    3 n H Dr; reads q (n H (Dn + Dr)), W_UK (H Dn C) and the cos/sin rows (2 n Dr); writes
+    n H (C + Dr). Holds H Dn C parameters: the key half of kv_b_proj."""
+    (q,) = ins
+    a = op.attrs
+    n, h, c, dn, dr = _rows_of(out, site), a["heads"], a["kv_lora_rank"], a["qk_nope_dim"], \
+        a["qk_rope_dim"]
+    return Cost(2 * n * h * dn * c + 3 * n * h * dr,
+                (_read(q, n), _weight(op, "w_uk", h * dn * c),
+                 Access(f"{op.name}.cos_sin", "act", 2 * n * dr)),
+                (_write(out, site),), h * dn * c, (n, out.width))
+
+
+@rule("mla_cache")
+def mla_cache(op, ins, out, site):
+    """The cache entry of a token: RMSNorm of the latent (C wide, 4 operations per element) and
+    RoPE of the decoupled key (Dr wide, 3 per element); reads n (C + Dr), the gain (C) and the
+    cos/sin rows (2 n Dr); writes n (C + Dr) to the KV cache. Holds C parameters."""
+    (x,) = ins
+    a = op.attrs
+    n, c, dr = _rows_of(out, site), a["kv_lora_rank"], a["qk_rope_dim"]
+    return Cost(4 * n * c + 3 * n * dr,
+                (_read(x, n), _weight(op, "weight", c),
+                 Access(f"{op.name}.cos_sin", "act", 2 * n * dr)),
+                (_write(out, site),), c, (n, out.width))
+
+
+@rule("mla_v_up")
+def mla_v_up(op, ins, out, site):
+    """o_latent W_UV for each head (C -> Dv): operations 2 n H C Dv; reads n H C and W_UV
+    (H C Dv); writes n H Dv. Holds H C Dv parameters: the value half of kv_b_proj."""
+    (x,) = ins
+    a = op.attrs
+    n, h, c, dv = _rows_of(out, site), a["heads"], a["kv_lora_rank"], a["v_dim"]
+    return Cost(2 * n * h * c * dv, (_read(x, n), _weight(op, "w_uv", h * c * dv)),
+                (_write(out, site),), h * c * dv, (n, out.width))
+
+
+# --- Mamba (Gu and Dao, "Mamba: Linear-Time Sequence Modeling with Selective State Spaces",
+# 2023, Algorithm 2 and section 3.3). Di = d_inner, N = d_state, K = d_conv, R = dt_rank. The
+# recurrent state (the conv window and the SSM state) is KV-class memory of a fixed size: in
+# prefill the fused scan keeps it on chip and writes the final state once; a decode step reads
+# and writes it. It does not grow with the context.
+
+def _state_site_accesses(name, elements, site):
+    """The recurrent state's traffic: decode reads and writes it; prefill writes it once."""
+    state = Access(name, "kv", elements)
+    return ((state,) if site.stage == "decode" else ()), (state,)
+
+
+@rule("ssm_conv")
+def ssm_conv(op, ins, out, site):
+    """Depthwise causal conv1d of width K on the x half of in_proj, then SiLU: operations
+    n Di (2 K + 1 + 4); reads n Di, weights Di K + bias Di; writes n Di. State: the last K - 1
+    inputs of each channel, b Di (K - 1). Holds Di K + Di parameters."""
+    (xz,) = ins
+    a = op.attrs
+    n, di, k = _rows_of(out, site), a["d_inner"], a["d_conv"]
+    state_reads, state_writes = _state_site_accesses(f"{op.name}.state", S.batch * di * (k - 1),
+                                                     site)
+    return Cost(n * di * (2 * k + 5),
+                (Access(xz.name, xz.cls, n * di), _weight(op, "weight", di * k + di)) + state_reads,
+                (_write(out, site),) + state_writes, di * k + di, (n, di))
+
+
+@rule("ssm_scan")
+def ssm_scan(op, ins, out, site):
+    """Selective scan with the D skip and the SiLU gate. Per token and channel: softplus(dt) 3
+    operations, D u 2, y silu(z) 5; per token, channel and state: exp(dt A) 2, dt B u 2,
+    h = A_bar h + B_bar u 2, y += C h 2. Operations n Di (8 N + 10). Reads u and dt (n Di each),
+    B and C (n 2N of x_proj's output), z (n Di of in_proj's), A (Di N) and D (Di); writes
+    y (n Di). State: b Di N. Holds A_log and D: Di N + Di parameters."""
+    u, dt, bc, xz = ins
+    a = op.attrs
+    n, di, ns = _rows_of(out, site), a["d_inner"], a["d_state"]
+    state_reads, state_writes = _state_site_accesses(f"{op.name}.state", S.batch * di * ns,
+                                                     site)
+    return Cost(n * di * (8 * ns + 10),
+                (Access(u.name, u.cls, n * di), Access(dt.name, dt.cls, n * di),
+                 Access(bc.name, bc.cls, n * 2 * ns), Access(xz.name, xz.cls, n * di),
+                 _weight(op, "A", di * ns), _weight(op, "D", di)) + state_reads,
+                (_write(out, site),) + state_writes, di * ns + di, (n, di))
+
+
+ACT_OPS = {"swiglu": 5, "geglu": 10, "gelu": 9, "silu": 4, "relu": 1}  # per element, as below
+
+
+@rule("expert_act")
+def expert_act(op, ins, out, site):
+    """The experts' activation on n k routed rows of the expert width: the per-element count of
+    the named activation (swiglu 5, geglu 10, gelu 9, silu 4, relu 1)."""
+    n, k, width = _rows_of(out, site), op.attrs["top_k"], out.width
+    rows = n * k
+    return Cost(ACT_OPS[op.attrs["act"]] * rows * width,
+                tuple(Access(t.name, t.cls, rows * width) for t in ins),
+                (Access(out.name, out.cls, rows * width),), sympy.Integer(0), (rows, width))
+
+
+@rule("rmsnorm")
+def rmsnorm(op, ins, out, site):
+    """x / sqrt(mean(x^2) + eps) * g: 4 operations per element (square, sum, scale, gain);
+    the per-row rsqrt is negligible. Reads x and g (width), writes y. Holds width parameters."""
+    return _elementwise(op, ins, out, site, 4, [("weight", out.width)])
+
+
+@rule("layernorm")
+def layernorm(op, ins, out, site):
+    """(x - mean) / sqrt(var + eps) * g + b: 7 operations per element (sum, subtract, square,
+    sum, scale, gain, shift). Reads x, g, b; writes y. Holds 2 x width parameters."""
+    return _elementwise(op, ins, out, site, 7, [("weight", out.width), ("bias", out.width)])
+
+
+@rule("rope")
+def rope(op, ins, out, site):
+    """x cos + rotate_half(x) sin (RoFormer, Su et al. 2021): 3 operations per element; reads x
+    and the cos and sin rows of each token's position (2 n head_dim); writes the rotated x."""
+    base = _elementwise(op, ins, out, site, 3)
+    tables = Access(f"{op.name}.cos_sin", "act", 2 * base.out_shape[0] * op.attrs["head_dim"])
+    return Cost(base.flops, base.reads + (tables,), base.writes, base.params, base.out_shape)
+
+
+@rule("silu")
+def silu(op, ins, out, site):
+    """x sigmoid(x) = x / (1 + exp(-x)): 4 operations per element (exp, add, divide, multiply)."""
+    return _elementwise(op, ins, out, site, 4)
+
+
+@rule("gelu")
+def gelu(op, ins, out, site):
+    """0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))): 9 operations per element."""
+    return _elementwise(op, ins, out, site, 9)
+
+
+@rule("relu")
+def relu(op, ins, out, site):
+    """max(x, 0): 1 operation per element."""
+    return _elementwise(op, ins, out, site, 1)
+
+
+@rule("swiglu")
+def swiglu(op, ins, out, site):
+    """silu(gate) x up: 5 operations per element of the MLP's intermediate width; reads gate
+    and up, writes one."""
+    return _elementwise(op, ins, out, site, 5)
+
+
+@rule("geglu")
+def geglu(op, ins, out, site):
+    """gelu(gate) x up: 10 operations per element."""
+    return _elementwise(op, ins, out, site, 10)
+
+
+@rule("add")
+def add(op, ins, out, site):
+    """a + b: 1 operation per element; reads both, writes one."""
+    return _elementwise(op, ins, out, site, 1)
+
+
+@rule("mul")
+def mul(op, ins, out, site):
+    """a x b: 1 operation per element; reads both, writes one."""
+    return _elementwise(op, ins, out, site, 1)

@@ -1,0 +1,34 @@
+"""Stage 3: Design + stage -> OpGraph. Each op instance gets its cost rule's expressions for the
+stage's sizes; edges follow the tensors. Prefill and decode are two lowerings of one design."""
+from __future__ import annotations
+
+import networkx as nx
+
+from .costs import SITES, cost_of
+from ..language.design import Design
+from .schema import Node, check, connect
+from ..language.ops import SIGNATURES
+
+STAGES = ("prefill", "decode")
+
+
+def lower(design: Design, stage: str) -> nx.DiGraph:
+    if stage not in SITES:
+        raise ValueError(f"unknown stage {stage!r}")
+    site = SITES[stage]
+    graph = nx.DiGraph(model=design.name, stage=stage, params=dict(design.params), passes=[])
+    for op in design.ops:
+        ins = [design.tensor(t) for t in op.inputs]
+        out = design.tensor(op.output)
+        cost = cost_of(op, ins, out, site)
+        sig = SIGNATURES[op.kind]
+        graph.add_node(op.name, op=Node(
+            name=op.name, kind=op.kind, stage=stage, repeat=op.repeat, inputs=op.inputs,
+            output=op.output, out_shape=cost.out_shape, flops=cost.flops, reads=cost.reads,
+            writes=cost.writes, params=cost.params, engine=sig.engine, operands=sig.operands,
+            attrs=dict(op.attrs), group=op.group,
+            active_params=cost.params if cost.active is None else cost.active))
+        for t in ins:
+            if t.producer is not None:
+                connect(graph, t.producer, op.name, t.name)
+    return check(graph)

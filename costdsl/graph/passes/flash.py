@@ -1,0 +1,66 @@
+"""flash_attention: QK^T, softmax and xV of each attention fused into one FlashAttention
+kernel, with the traffic of costs.flash_attention (the score matrix is never written; K and V
+are reread once per block of queries that fits on chip)."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import networkx as nx
+
+from ..costs import FLASH_MIN_ROWS, SITES, flash_attention as flash_cost, flash_sram_needed
+from ..schema import nodes
+from ... import symbols as S
+from .fusion import merge, contract
+from .registry import Arg, PassError, register
+
+
+def has_attention(graph: nx.DiGraph) -> bool:
+    return any(True for _ in _triples(graph))
+
+
+def _triples(graph: nx.DiGraph):
+    """(qk, softmax, sv) of every unfused attention, found by following the score tensors."""
+    for qk in nodes(graph):
+        if qk.kind != "qk_matmul":
+            continue
+        soft = [graph.nodes[s]["op"] for s in graph.successors(qk.name)]
+        soft = [s for s in soft if s.kind == "softmax"]
+        if len(soft) != 1:
+            continue
+        sv = [graph.nodes[s]["op"] for s in graph.successors(soft[0].name)]
+        sv = [s for s in sv if s.kind == "sv_matmul"]
+        if len(sv) == 1:
+            yield qk, soft[0], sv[0]
+
+
+@register("flash_attention",
+          block=Arg("count", help="query rows per block, as a given kernel tiles (default: "
+                                  "as many as fit in the hardware's on-chip memory per block)"))
+def flash_attention(graph: nx.DiGraph, block=None) -> nx.DiGraph:
+    """Fuses every attention (QK^T, softmax, xV) into one FlashAttention op. In prefill the keys
+    and values are reread once per block of queries that fits in the hardware's on-chip memory
+    per block (IO Theta(N^2 d^2 / M), Dao et al. 2022); in decode the KV cache is read once.
+    block=B fixes the block at B query rows (FlashAttention-2 uses 128 on A100/H100 for
+    head_dim 128). Not applicable on hardware whose on-chip memory cannot hold the block
+    (16 rows at least)."""
+    found = False
+    site = SITES[graph.graph["stage"]]
+    for qk, soft, sv in list(_triples(graph)):
+        found = True
+        fused = merge(graph, [qk, soft, sv], kind="flash_attention")
+        q, k = qk.inputs
+        v = sv.inputs[1]
+        a = qk.attrs
+        rows = "all" if qk.out_shape[2] == site.new else "last"
+        cost = flash_cost(a, q, k, v, sv.output, rows, site, v_dim=sv.attrs["head_dim"],
+                          block_rows=block)
+        needed = flash_sram_needed(a["head_dim"], S.a_bits, S.kv_bits,
+                                   block if block is not None else FLASH_MIN_ROWS)
+        attrs = {**a, "kinds": fused.attrs["kinds"], "sram_needed": needed}
+        fused = replace(fused, flops=cost.flops, reads=cost.reads, writes=cost.writes,
+                        attrs=attrs)
+        graph = contract(graph, [qk, soft, sv], fused)
+    if not found:
+        raise PassError("flash_attention(): the graph has no unfused attention (QK^T, softmax, "
+                        "xV) to fuse")
+    return graph

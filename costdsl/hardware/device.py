@@ -1,0 +1,162 @@
+"""Hardware files (TOML) -> Hardware records.
+
+Schema (a user can write their own):
+    name      = "NVIDIA RTX A6000"
+    bandwidth = 768e9 or "768 GB/s"        # off-chip memory bandwidth, bytes/s
+    memory    = 51539607552 or "48 GiB"    # off-chip memory capacity, bytes
+    sram      = "10.5 MiB"                 # optional: on-chip memory of the whole chip
+    sram_per_block = "99 KiB"              # optional: on-chip memory one thread block can use
+                                           # (FlashAttention's tile budget M)
+    [peak]                                 # dense operations/s by compute type
+    fp32 = "38.7 TFLOPS"                   # fp32 is the non-tensor (vector) rate: elementwise
+    fp16 = "154.8 TFLOPS"                  # ops such as norms and softmax run at it
+Compute types: fp64 fp32 tf32 fp16 bf16 fp8 int8 fp4 int4. Plain numbers are base units.
+"""
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from ..errors import HardwareError, register_source
+from ..resources import shipped_dir
+
+COMPUTE_TYPES = ("fp64", "fp32", "tf32", "fp16", "bf16", "fp8", "int8", "fp4", "int4")
+
+_PREFIX = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15,
+           "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+_UNITS = {  # unit family -> regex of the unit after the prefix
+    "bytes": r"B",
+    "bytes/s": r"B/s|Bps",
+    "ops/s": r"FLOPS|FLOP/s|OPS|OP/s",
+}
+_QUANTITY = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*(Ki|Mi|Gi|Ti|K|M|G|T|P)?(\S*)\s*$")
+
+
+@dataclass(frozen=True)
+class Hardware:
+    key: str                    # file stem, e.g. "nvidia-a6000"
+    name: str
+    bandwidth_Bps: float
+    memory_bytes: float
+    peak: Mapping[str, float]   # ops/s by compute type
+    sram_bytes: float | None = None
+    source: str = ""
+    sram_per_block: float | None = None
+
+    def ridge(self, compute_type: str) -> float:
+        """Intensity (ops/byte) above which an op of this type is compute-bound."""
+        return self.peak[compute_type] / self.bandwidth_Bps
+
+
+def parse_quantity(value, family: str, where: str) -> float:
+    """A number in base units, or a string such as "768 GB/s", "48 GiB", "154.8 TFLOPS"."""
+    if isinstance(value, bool):
+        raise ValueError(f"{where} must be a number or a quantity string, not a boolean")
+    if isinstance(value, (int, float)):
+        number = float(value)
+    elif isinstance(value, str):
+        m = _QUANTITY.match(value)
+        if not m or not re.fullmatch(_UNITS[family], m.group(3)):
+            raise ValueError(f"{where} = {value!r}: expected a number with a unit in {family} "
+                             f"(e.g. {_EXAMPLE[family]})")
+        number = float(m.group(1)) * _PREFIX[m.group(2) or ""]
+    else:
+        raise ValueError(f"{where} must be a number or a quantity string")
+    if not number > 0:
+        raise ValueError(f"{where} must be positive")
+    return number
+
+
+_EXAMPLE = {"bytes": '"48 GiB"', "bytes/s": '"768 GB/s"', "ops/s": '"154.8 TFLOPS"'}
+
+
+def _line_of(text: str, key: str) -> int | None:
+    for i, line in enumerate(text.splitlines(), 1):
+        if re.match(rf"\s*{re.escape(key)}\s*=", line):
+            return i
+    return None
+
+
+def resolve_path(spec: str) -> Path:
+    """`spec` is a shipped name (nvidia-a6000) or a path to a TOML file."""
+    path = Path(spec)
+    if path.suffix == ".toml" or path.exists():
+        return path
+    shipped = shipped_dir("hardware") / f"{spec}.toml"
+    if shipped.exists():
+        return shipped
+    raise HardwareError(f"unknown hardware {spec!r}",
+                        hint="shipped: " + ", ".join(shipped_names()) + "; or give a .toml path")
+
+
+def shipped_names() -> list[str]:
+    return sorted(p.stem for p in shipped_dir("hardware").glob("*.toml"))
+
+
+def load_hardware(spec: str) -> Hardware:
+    path = resolve_path(spec)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise HardwareError(f"cannot read hardware file: {err.strerror or err}",
+                            file=str(path)) from None
+    register_source(str(path), text)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        m = re.search(r"\(at line (\d+), column (\d+)\)", str(err))
+        line, col = (int(m.group(1)), int(m.group(2))) if m else (None, None)
+        raise HardwareError(f"not valid TOML: {str(err).split(' (at')[0]}", file=str(path),
+                            line=line, column=col) from None
+    return _from_table(data, path, text)
+
+
+def _from_table(data: dict, path: Path, text: str) -> Hardware:
+    def fail(message, key=None, hint=None):
+        line = _line_of(text, key) if key else None
+        return HardwareError(message, file=str(path), line=line, column=1 if line else None,
+                             hint=hint)
+
+    for key in ("name", "bandwidth", "memory", "peak"):
+        if key not in data:
+            raise fail(f"missing required key {key!r}",
+                       hint="a hardware file needs name, bandwidth, memory and a [peak] table")
+    unknown = set(data) - {"name", "bandwidth", "memory", "sram", "sram_per_block", "peak",
+                           "notes"}
+    if unknown:
+        key = sorted(unknown)[0]
+        raise fail(f"unknown key {key!r}", key,
+                   hint="keys: name, bandwidth, memory, sram, sram_per_block, [peak], notes")
+    if not isinstance(data["name"], str):
+        raise fail("name must be a string", "name")
+    if not isinstance(data["peak"], dict) or not data["peak"]:
+        raise fail("[peak] must be a table of compute type = operations/s", "peak")
+    try:
+        bandwidth = parse_quantity(data["bandwidth"], "bytes/s", "bandwidth")
+    except ValueError as err:
+        raise fail(str(err), "bandwidth") from None
+    try:
+        memory = parse_quantity(data["memory"], "bytes", "memory")
+    except ValueError as err:
+        raise fail(str(err), "memory") from None
+    sram = {}
+    for key in ("sram", "sram_per_block"):
+        if key in data:
+            try:
+                sram[key] = parse_quantity(data[key], "bytes", key)
+            except ValueError as err:
+                raise fail(str(err), key) from None
+    peak = {}
+    for ctype, value in data["peak"].items():
+        if ctype not in COMPUTE_TYPES:
+            raise fail(f"unknown compute type {ctype!r} in [peak]", ctype,
+                       hint="compute types: " + ", ".join(COMPUTE_TYPES))
+        try:
+            peak[ctype] = parse_quantity(value, "ops/s", f"peak.{ctype}")
+        except ValueError as err:
+            raise fail(str(err), ctype) from None
+    return Hardware(path.stem, data["name"], bandwidth, memory, peak, sram.get("sram"), str(path),
+                    sram.get("sram_per_block"))

@@ -1,0 +1,441 @@
+"""Stage 2: AST -> Design. Resolves `extends`, parameters, blocks and `repeat`, checks
+shapes, and expands composite ops (attention) into the ops that really run.
+
+Parameters are evaluated top to bottom: a parameter may use only those defined above it. A block
+sees the parameters of the model that instantiates it, plus the keyword arguments of the call.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import replace
+from typing import Mapping
+
+import sympy
+
+from . import ast
+from .design import Design, OpInstance, Tensor
+from ..errors import ArchError, ArchNameError, CostDSLError, ShapeError, at
+from .expr import to_sympy
+from .ops import (BOOL, SIGNATURES, Choice, Ref, TensorInfo, attention_dims, require_equal,
+                  user_kinds)
+from .library import Library
+from .parser import parse_expr
+from ..symbols import RUNTIME, model_param
+
+MODEL_INPUT = "tokens"
+
+
+# --- models and parameters ----------------------------------------------------------------------
+
+def pick_model(library: Library, name: str | None) -> ast.Model:
+    if name is not None:
+        if name not in library.models:
+            raise CostDSLError(f"no model named {name!r} in {library.root.file}",
+                               hint="models here: " + ", ".join(library.models) or "none")
+        return library.models[name]
+    if not library.root.models:
+        raise CostDSLError(f"{library.root.file} defines no model", file=library.root.file,
+                           hint="a file needs `model \"name\" { ... }`; blocks alone cannot run")
+    return library.root.models[-1]
+
+
+def _flatten(model: ast.Model, library: Library) -> tuple[list[ast.Param], tuple, tuple]:
+    """Parameters, body and passes of a model with its `extends` chain resolved: a model's
+    passes run after those of the model it extends."""
+    chain, current = [], model
+    while current.base is not None:
+        if current.base not in library.models:
+            raise at(ArchNameError, f"model {current.name!r} extends unknown model "
+                     f"{current.base!r}", current.pos, hint=_suggest(current.base, library.models))
+        chain.append(current)
+        base = library.models[current.base]
+        if base is current and library.shadowed.get(current.base):
+            base = library.shadowed[current.base][-1]  # extends the imported model of its name
+        current = base
+        if current in chain:
+            raise at(ArchError, f"model {current.name!r} extends itself", current.pos)
+    chain.append(current)
+    params: dict[str, ast.Param] = {}
+    body: tuple = ()
+    passes: tuple = ()
+    for m in reversed(chain):  # base first; each child overrides values, keeps their order
+        for p in m.params:
+            params[p.name] = p
+        body = m.body or body
+        passes += m.passes
+    return list(params.values()), body, passes
+
+
+def evaluate_params(params: list[ast.Param], overrides: Mapping[str, ast.Expr] | None = None):
+    """Parameters in definition order -> (name -> sympy value, names left free)."""
+    overrides = dict(overrides or {})
+    known = {p.name for p in params}
+    for name in overrides:
+        if name not in known:
+            raise CostDSLError(f"--set {name}: the model has no parameter {name!r}",
+                               hint=_suggest(name, known))
+    order = [p.name for p in params]
+    values: dict[str, sympy.Expr] = {}
+    free: list[str] = []
+    for p in params:
+        if p.name in RUNTIME:
+            raise at(ArchError, f"{p.name!r} is set by the deployment, not the model", p.pos,
+                     hint="batch, seq, gen and the bitwidths come from the command line")
+        value = overrides.get(p.name, p.value)
+        if isinstance(value, ast.Free):
+            values[p.name] = model_param(p.name)
+            free.append(p.name)
+            continue
+
+        def undefined(node, here=p.name):
+            if node.id in known and order.index(node.id) >= order.index(here):
+                return at(ArchNameError, f"parameter {node.id!r} is used before it is defined",
+                          node.pos, hint="define parameters above the ones that use them")
+            return at(ArchNameError, f"name {node.id!r} is not defined", node.pos,
+                      hint=_suggest(node.id, known))
+        values[p.name] = to_sympy(value, values, undefined)
+    return values, tuple(free)
+
+
+def _suggest(name: str, options) -> str | None:
+    close = difflib.get_close_matches(name, list(options), n=3)
+    return ("did you mean " + " or ".join(repr(c) for c in close) + "?") if close else None
+
+
+# --- the body -----------------------------------------------------------------------------------
+
+class _Elaborator:
+    def __init__(self, library: Library, params: Mapping[str, sympy.Expr]):
+        self.library = library
+        self.params = params
+        self.ops: list[OpInstance] = []
+        self.tensors: dict[str, Tensor] = {}
+        self.kv: set[str] = set()
+        self.defined_at: dict[str, ast.Pos] = {}
+        self.by_name: dict[str, OpInstance] = {}
+
+    def run(self, body) -> str | None:
+        model_input = Tensor(MODEL_INPUT, sympy.Integer(1), "ids", None)
+        self.tensors[MODEL_INPUT] = model_input
+        return self.body(body, {MODEL_INPUT: model_input}, self.params, "", sympy.Integer(1),
+                         block=None)
+
+    def body(self, statements, scope, params, prefix, repeat, block) -> str | None:
+        scope = dict(scope)
+        returned = None
+        for i, stmt in enumerate(statements):
+            if isinstance(stmt, ast.Return):
+                if i != len(statements) - 1:
+                    raise at(ArchError, "`return` must be the last statement", stmt.pos)
+                returned = self.lookup(stmt.name, scope, stmt.pos).name
+                continue
+            full = prefix + stmt.target
+            if stmt.target in scope or (full in self.defined_at and not stmt.inline):
+                first = self.defined_at.get(full)
+                where = f" (at {first.file}:{first.line})" if first else ""
+                raise at(ArchError, f"{stmt.target!r} is already defined{where}", stmt.pos,
+                         hint="each op names a new tensor; give this one another name")
+            if not stmt.inline:  # an inlined block's ops claim their own names
+                self.defined_at[full] = stmt.pos
+            scope[stmt.target] = self.statement(stmt, scope, params, prefix, repeat)
+        if block is not None and returned is None:
+            raise at(ArchError, f"block {block.name!r} must end with `return NAME`", block.pos)
+        return returned
+
+    def lookup(self, name: str, scope, pos) -> Tensor:
+        if name not in scope:
+            raise at(ArchNameError, f"tensor {name!r} is not defined", pos,
+                     hint=_suggest(name, scope) or "inputs must be defined above their use")
+        return scope[name]
+
+    def statement(self, stmt: ast.Assign, scope, params, prefix, repeat) -> Tensor:
+        call = stmt.call
+        inputs = [self.lookup(a.name, scope, a.pos) for a in call.tensors]
+        if call.callee in self.library.blocks:
+            return self.instantiate(stmt, inputs, params, prefix, repeat)
+        if stmt.inline:
+            raise at(ArchError, "`inline` applies to blocks, not to single ops", stmt.pos)
+        if call.callee not in SIGNATURES or SIGNATURES[call.callee].internal:
+            known = user_kinds() + sorted(self.library.blocks)
+            raise at(ArchNameError, f"unknown op {call.callee!r}", call.pos,
+                     hint=_suggest(call.callee, known) or "ops are " + ", ".join(user_kinds()))
+        if stmt.repeat is not None:
+            raise at(ArchError, "`repeat` applies to blocks, not to single ops", stmt.repeat.pos)
+        return self.op(stmt, inputs, params, prefix, repeat, scope)
+
+    def instantiate(self, stmt, inputs, params, prefix, repeat) -> Tensor:
+        block = self.library.blocks[stmt.call.callee]
+        if len(inputs) != len(block.inputs):
+            raise at(ArchError, f"block {block.name!r} takes {len(block.inputs)} input(s) "
+                     f"({', '.join(block.inputs)}), got {len(inputs)}", stmt.call.pos)
+        inner = dict(params)
+        for kw in stmt.call.keywords:
+            inner[kw.name] = to_sympy(kw.value, params)
+        count = sympy.Integer(1)
+        if stmt.repeat is not None:
+            count = to_sympy(stmt.repeat, params)
+            if count.is_number and not (count.is_integer and count >= 1):
+                raise at(ArchError, f"repeat count must be a positive integer, got {count}",
+                         stmt.repeat.pos)
+        scope = dict(zip(block.inputs, inputs))
+        inner_prefix = prefix if stmt.inline else f"{prefix}{stmt.target}."
+        out = self.body(block.body, scope, inner, inner_prefix, repeat * count, block)
+        result = self.tensors[out]
+        if stmt.repeat is not None:
+            carried = inputs[0]
+            try:
+                require_equal(result.width, carried.width,
+                              f"a repeated block must return what it takes: output "
+                              f"{result.name!r} and input {carried.name!r} differ in width")
+            except ShapeError as err:
+                raise at(ShapeError, err.message, stmt.pos) from None
+        return result
+
+    def op(self, stmt, inputs, params, prefix, repeat, scope) -> Tensor:
+        call = stmt.call
+        sig = SIGNATURES[call.callee]
+        if len(inputs) != len(sig.inputs):
+            raise at(ArchError, f"{sig.kind} takes {len(sig.inputs)} input tensor(s) "
+                     f"({', '.join(sig.inputs)}), got {len(inputs)}", call.pos)
+        attrs = self.attributes(sig, call, params, scope)
+        infos = [TensorInfo(t.name, t.width, t.rows) for t in inputs]
+        try:
+            if sig.kind != "embedding" and any(t.rows == "ids" for t in infos):
+                raise ShapeError("`tokens` holds token ids: only `embedding` can read it")
+            if len({t.rows for t in infos}) > 1:
+                raise ShapeError("inputs mix all positions with only the last position")
+            if sig.kind == "attention":
+                attrs = attention_dims(infos, attrs)
+            width = sig.shape(infos, attrs)
+        except ShapeError as err:
+            raise at(ShapeError, f"{call.callee} {stmt.target!r}: {err.message}", call.pos) from None
+        rows = "last" if attrs.get("tokens") == "last" else (
+            "all" if sig.kind == "embedding" else infos[0].rows)
+        name = prefix + stmt.target
+        if sig.kind == "attention":
+            return self.expand_attention(name, inputs, attrs, repeat, call.pos, width)
+        if sig.kind == "moe":
+            return self.expand_moe(name, inputs[0], attrs, repeat, call.pos)
+        if sig.kind in _COMPOSITES:
+            parts, kv = _COMPOSITES[sig.kind](name, inputs[0], attrs)
+            self.kv.update(kv)
+            return self.expand_parts(name, inputs[0], parts, repeat, call.pos)
+        return self.emit(OpInstance(name, sig.kind, tuple(t.name for t in inputs), name,
+                                    attrs, repeat, call.pos), width, rows)
+
+    def attributes(self, sig, call, params, scope) -> dict:
+        given = {}
+        for kw in call.keywords:
+            if kw.name not in sig.attrs:
+                raise at(ArchNameError, f"{sig.kind} has no attribute {kw.name!r}", kw.pos,
+                         hint=f"{sig.kind} takes " + (", ".join(sig.attrs) or "no attributes"))
+            if kw.name in given:
+                raise at(ArchError, f"attribute {kw.name!r} is given twice", kw.pos)
+            spec = sig.attrs[kw.name]
+            if isinstance(spec, Ref):
+                given[kw.name] = self.reference(spec, kw, scope)
+            else:
+                given[kw.name] = self.attribute(spec, kw, params)
+        for name, spec in sig.attrs.items():
+            if name in given:
+                continue
+            if isinstance(spec, Ref):
+                given[name] = None
+            elif isinstance(spec, Choice):
+                given[name] = spec.default
+            elif spec.default is not None:
+                given[name] = sympy.sympify(spec.default)
+            elif spec.infer:
+                given[name] = None
+            else:
+                raise at(ArchError, f"{sig.kind} needs attribute {name}= ({spec.doc})", call.pos)
+        return given
+
+    def reference(self, spec: Ref, kw: ast.KeywordArg, scope) -> OpInstance:
+        """An attribute naming another op of this scope, by the tensor it wrote."""
+        if not isinstance(kw.value, ast.Name):
+            raise at(ArchError, f"{kw.name}= takes the name of an op of kind {spec.kind}",
+                     kw.pos)
+        tensor = self.lookup(kw.value.id, scope, kw.value.pos)
+        op = self.by_name.get(tensor.producer or "")
+        if op is None or op.kind != spec.kind:
+            article = "an" if spec.kind[0] in "aeiou" else "a"
+            raise at(ArchError, f"{kw.name}={kw.value.id}: {kw.value.id!r} is not {article} "
+                     f"{spec.kind} op", kw.value.pos)
+        return op
+
+    @staticmethod
+    def attribute(spec, kw: ast.KeywordArg, params):
+        if isinstance(spec, Choice):
+            if isinstance(kw.value, ast.Name) and kw.value.id in spec.options:
+                return kw.value.id
+            if spec.options == BOOL and not (isinstance(kw.value, ast.Name)
+                                             and kw.value.id not in params):
+                flag = to_sympy(kw.value, params)  # a 0/1 parameter switches it
+                if flag in (0, 1):
+                    return BOOL[int(flag)]
+            raise at(ArchError, f"{kw.name}= takes one of {', '.join(spec.options)}"
+                     + (" (or a parameter equal to 0 or 1)" if spec.options == BOOL else ""),
+                     kw.pos)
+        value = to_sympy(kw.value, params)
+        if value == 0 and spec.default == 0:  # 0 switches the part off (shared=0, q_lora_rank=0)
+            return value
+        if value.is_number and not value.is_extended_positive:  # inf (a window) is allowed
+            raise at(ArchError, f"{kw.name}= must be positive, got {value}", kw.pos)
+        return value
+
+    def emit(self, op: OpInstance, width, rows) -> Tensor:
+        tensor = Tensor(op.output, sympy.nsimplify(width), rows, op.name)
+        self.ops.append(op)
+        self.by_name[op.name] = op
+        self.tensors[tensor.name] = tensor
+        return tensor
+
+    def expand_moe(self, name, x: Tensor, attrs, repeat, pos) -> Tensor:
+        """moe -> router, routed experts (gate, up, act, down with the weighted combine), and
+        shared experts as a dense MLP of shared x shared_ffn width added to the result."""
+        return self.expand_parts(name, x, _moe_parts(name, x, attrs), repeat, pos)
+
+    def expand_parts(self, name, x: Tensor, parts, repeat, pos) -> Tensor:
+        """Emit the ops of a composite (moe, mla, mamba): (suffix, kind, inputs, output, width,
+        attrs) each; the composite's name is their group."""
+        tensor = None
+        for part, kind, ins, out, width, part_attrs in parts:
+            op = OpInstance(f"{name}.{part}", kind, ins, out, part_attrs, repeat, pos, group=name)
+            tensor = self.emit(op, width, x.rows)
+        return tensor
+
+    def expand_attention(self, name, inputs, attrs, repeat, pos, width) -> Tensor:
+        """attention -> qk (scores), softmax (probabilities), sv (output): the unfused kernels.
+
+        The scores and probabilities are batch x heads x q_len x kv_len: the full matrix, as an
+        unfused implementation writes it; the causal mask is applied to it, not skipped.
+        """
+        q, k, v = inputs
+        self.kv.update((k.name, v.name))
+        zero = sympy.Integer(0)
+        parts = [("qk", "qk_matmul", (q.name, k.name), f"{name}.scores"),
+                 ("softmax", "softmax", (f"{name}.scores",), f"{name}.probs"),
+                 ("sv", "sv_matmul", (f"{name}.probs", v.name), name)]
+        for part, kind, ins, out in parts:
+            op = OpInstance(f"{name}.{part}", kind, ins, out, attrs, repeat, pos, group=name)
+            tensor = self.emit(op, width if out == name else zero, q.rows)
+        return tensor
+
+
+def _moe_parts(name: str, x: Tensor, a: dict) -> list[tuple]:
+    """(suffix, kind, inputs, output, width, attrs) of the ops a `moe` op runs, in order."""
+    from .ops import GATED
+    hidden, ffn, gated = x.width, a["ffn"], a["act"] in GATED
+    routed = {"experts": a["experts"], "top_k": a["top_k"], "act": a["act"]}
+    parts = [("router", "router", (x.name,), f"{name}.router", a["experts"], routed)]
+    if gated:
+        parts.append(("gate", "expert_linear", (x.name,), f"{name}.gate", ffn,
+                      {**routed, "out": ffn, "combine": False}))
+    parts.append(("up", "expert_linear", (x.name,), f"{name}.up", ffn,
+                  {**routed, "out": ffn, "combine": False}))
+    act_in = (f"{name}.gate", f"{name}.up") if gated else (f"{name}.up",)
+    parts.append(("act", "expert_act", act_in, f"{name}.act", ffn, routed))
+    shared = a["shared"]
+    routed_out = f"{name}.routed" if shared != 0 else name
+    parts.append(("down", "expert_linear", (f"{name}.act",), routed_out, hidden,
+                  {**routed, "out": hidden, "combine": True}))
+    if shared != 0:
+        width = shared * (a["shared_ffn"] if a["shared_ffn"] is not None else ffn)
+        dense = _DENSE
+        if gated:
+            parts.append(("shared_gate", "linear", (x.name,), f"{name}.shared_gate", width,
+                          {**dense, "out": width}))
+        parts.append(("shared_up", "linear", (x.name,), f"{name}.shared_up", width,
+                      {**dense, "out": width}))
+        s_in = (f"{name}.shared_gate", f"{name}.shared_up") if gated else (f"{name}.shared_up",)
+        parts.append(("shared_act", a["act"], s_in, f"{name}.shared_act", width, {}))
+        parts.append(("shared_down", "linear", (f"{name}.shared_act",), f"{name}.shared_out",
+                      hidden, {**dense, "out": hidden}))
+        parts.append(("combine", "add", (routed_out, f"{name}.shared_out"), name, hidden, {}))
+    return parts
+
+
+_DENSE = {"in": None, "bias": "false", "tokens": "all", "tied": None}
+
+
+def _mla_parts(name: str, x: Tensor, a: dict) -> tuple[list[tuple], set[str]]:
+    """mla -> query projection (optionally through a low-rank q_a / norm / q_b), absorption of
+    W_UK into the query, the latent KV projection and its cache entry, attention over the latent
+    (one shared KV head: qk over kv_lora + rope dims, xV over the kv_lora dims), and the W_UV
+    up-projection. Weight-absorbed form, as DeepSeek-V2's paper describes for inference."""
+    h, c, dn, dr, dv = (a["heads"], a["kv_lora_rank"], a["qk_nope_dim"], a["qk_rope_dim"],
+                        a["v_dim"])
+    dims = {"heads": h, "kv_lora_rank": c, "qk_nope_dim": dn, "qk_rope_dim": dr, "v_dim": dv}
+    parts = []
+    q = f"{name}.q"
+    if a["q_lora_rank"] != 0:
+        qr = a["q_lora_rank"]
+        parts += [("q_a", "linear", (x.name,), f"{name}.q_a", qr, {**_DENSE, "out": qr}),
+                  ("q_norm", "rmsnorm", (f"{name}.q_a",), f"{name}.q_norm", qr, {"dim": None}),
+                  ("q", "linear", (f"{name}.q_norm",), q, h * (dn + dr),
+                   {**_DENSE, "out": h * (dn + dr)})]
+    else:
+        parts.append(("q", "linear", (x.name,), q, h * (dn + dr), {**_DENSE, "out": h * (dn + dr)}))
+    latent = f"{name}.latent"
+    attn = {"heads": h, "kv_heads": sympy.Integer(1), "causal": "true", "window": a["window"]}
+    parts += [
+        ("absorb", "mla_absorb", (q,), f"{name}.q_latent", h * (c + dr), dims),
+        ("kv_a", "linear", (x.name,), f"{name}.kv_a", c + dr, {**_DENSE, "out": c + dr}),
+        ("cache", "mla_cache", (f"{name}.kv_a",), latent, c + dr, dims),
+        ("qk", "qk_matmul", (f"{name}.q_latent", latent), f"{name}.scores", sympy.Integer(0),
+         {**attn, "head_dim": c + dr}),
+        ("softmax", "softmax", (f"{name}.scores",), f"{name}.probs", sympy.Integer(0),
+         {**attn, "head_dim": c + dr}),
+        ("sv", "sv_matmul", (f"{name}.probs", latent), f"{name}.o_latent", h * c,
+         {**attn, "head_dim": c}),
+        ("v_up", "mla_v_up", (f"{name}.o_latent",), name, h * dv, dims),
+    ]
+    return parts, {latent}
+
+
+def _mamba_parts(name: str, x: Tensor, a: dict) -> tuple[list[tuple], set[str]]:
+    """mamba -> in_proj (x and the gate z), causal conv + SiLU, x_proj (dt, B, C), dt_proj,
+    the selective scan with the D skip and the gate, out_proj (Gu and Dao 2023, Fig. 3)."""
+    di, n, k, r = a["d_inner"], a["d_state"], a["d_conv"], a["dt_rank"]
+    dims = {"d_inner": di, "d_state": n, "d_conv": k, "dt_rank": r, "recurrent": True}
+    return [
+        ("in_proj", "linear", (x.name,), f"{name}.xz", 2 * di, {**_DENSE, "out": 2 * di}),
+        ("conv", "ssm_conv", (f"{name}.xz",), f"{name}.u", di, dims),
+        ("x_proj", "linear", (f"{name}.u",), f"{name}.dbc", r + 2 * n,
+         {**_DENSE, "out": r + 2 * n}),
+        ("dt_proj", "linear", (f"{name}.dbc",), f"{name}.dt", di,
+         {**_DENSE, "in": r, "out": di, "bias": "true"}),
+        ("scan", "ssm_scan", (f"{name}.u", f"{name}.dt", f"{name}.dbc", f"{name}.xz"),
+         f"{name}.y", di, dims),
+        ("out_proj", "linear", (f"{name}.y",), name, x.width, {**_DENSE, "out": x.width}),
+    ], set()
+
+
+_COMPOSITES = {"mla": _mla_parts, "mamba": _mamba_parts}
+
+
+def elaborate(library: Library, model_name: str | None = None,
+              overrides: Mapping[str, ast.Expr] | None = None) -> Design:
+    model = pick_model(library, model_name)
+    params_ast, body, passes = _flatten(model, library)
+    params, free = evaluate_params(params_ast, overrides)
+    if not body:
+        raise at(ArchError, f"model {model.name!r} has no ops", model.pos)
+    el = _Elaborator(library, params)
+    output = el.run(body)
+    tensors = {n: (replace(t, cls="kv") if n in el.kv else t) for n, t in el.tensors.items()}
+    return Design(model.name, library.root.file, params, free, tuple(el.ops), tensors, output,
+                  passes)
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, ast.Expr]:
+    """`NAME=EXPR` strings (from --set) -> parsed expressions. Parsed, never evaluated."""
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        name = name.strip()
+        if not sep or not name.isidentifier() or not value.strip():
+            raise CostDSLError(f"--set {pair!r}: expected NAME=VALUE, e.g. --set hidden=4096")
+        out[name] = parse_expr(value, f"--set {name}")
+    return out

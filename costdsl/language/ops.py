@@ -1,0 +1,331 @@
+"""The op vocabulary of the language: each op kind's inputs, attributes and shape rule.
+
+An activation tensor is a matrix of `rows x width`: rows are the tokens an op processes (every
+position of every sequence, or only the last position with `tokens=last`), width its features.
+Shape rules work on widths, which are sympy expressions whether the user bound them or left them
+free. Costs are not here: they are in `costs.py`, one rule per kind.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+import sympy
+
+from ..errors import ShapeError
+
+
+@dataclass(frozen=True)
+class Dim:
+    """A dimension attribute: an expression over parameters. `None` default means required."""
+    default: object = None
+    infer: bool = False  # may be left out; the shape rule infers it from the inputs
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class Choice:
+    """An attribute taking one of a fixed set of bare words, e.g. tokens=last or bias=true."""
+    options: tuple[str, ...]
+    default: str
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class Ref:
+    """An attribute naming another op of the same scope, e.g. tied=embed."""
+    kind: str   # the op kind it must name
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """What a shape rule sees of a tensor."""
+    name: str
+    width: sympy.Expr
+    rows: str  # "all" positions, or only the "last" of each sequence; "ids" for token ids
+
+
+@dataclass(frozen=True)
+class Signature:
+    kind: str
+    inputs: tuple[str, ...]
+    attrs: Mapping[str, Dim | Choice | Ref]
+    shape: Callable[[list[TensorInfo], dict], sympy.Expr]
+    engine: str  # "matrix" (tensor cores), "vector" (elementwise units) or "memory" (no math)
+    operands: tuple[str, ...] = ()  # tensor classes whose bitwidths set a matrix op's type
+    doc: str = ""
+    internal: bool = False  # produced by expansion, not written by users
+
+
+SIGNATURES: dict[str, Signature] = {}
+
+BOOL = ("false", "true")
+
+
+def signature(kind, inputs, engine, operands=(), internal=False, **attrs):
+    def register(shape):
+        SIGNATURES[kind] = Signature(kind, tuple(inputs), attrs, shape, engine, tuple(operands),
+                                     (shape.__doc__ or "").strip(), internal)
+        return shape
+    return register
+
+
+def require_equal(a: sympy.Expr, b: sympy.Expr, what: str) -> None:
+    """Raise ShapeError unless a == b holds for every value of the free parameters."""
+    if sympy.simplify(a - b) != 0:
+        raise ShapeError(f"{what}: {a} != {b}")
+
+
+def _same_width(ins: list[TensorInfo]) -> sympy.Expr:
+    first = ins[0]
+    for other in ins[1:]:
+        require_equal(first.width, other.width,
+                      f"inputs {first.name!r} and {other.name!r} differ in width")
+    return first.width
+
+
+# --- model input --------------------------------------------------------------------------------
+
+@signature("embedding", ["ids"], "memory", vocab=Dim(doc="vocabulary size"),
+           dim=Dim(doc="embedding width"))
+def _embedding(ins, a):
+    """Token embedding: one row of a vocab x dim table per token (a gather)."""
+    if ins[0].rows != "ids":
+        raise ShapeError(f"embedding reads token ids (the model input `tokens`), "
+                         f"not the activation {ins[0].name!r}")
+    return a["dim"]
+
+
+@signature("position_embedding", ["x"], "vector",
+           positions=Dim(doc="table length (max positions)"), dim=Dim(infer=True))
+def _position_embedding(ins, a):
+    """Learned absolute positions: adds one row of a positions x dim table to each token."""
+    if a["dim"] is not None:
+        require_equal(a["dim"], ins[0].width, "dim differs from the input's width")
+    return ins[0].width
+
+
+# --- linear algebra -----------------------------------------------------------------------------
+
+@signature("linear", ["x"], "matrix", operands=("weight", "act"),
+           out=Dim(doc="output features"), **{"in": Dim(infer=True, doc="input features")},
+           bias=Choice(BOOL, "false", "add a bias vector"),
+           tokens=Choice(("all", "last"), "all", "which positions it runs on"),
+           tied=Ref("embedding", "use the transposed table of this embedding as W"))
+def _linear(ins, a):
+    """y = x W (+ b), W of in x out."""
+    if a["in"] is not None:
+        require_equal(a["in"], ins[0].width, f"in= differs from the width of {ins[0].name!r}")
+    tied = a.get("tied")
+    if tied is not None:
+        require_equal(tied.attrs["dim"], ins[0].width,
+                      f"tied to {tied.name!r}, whose width differs from the input's")
+        require_equal(tied.attrs["vocab"], a["out"],
+                      f"tied to {tied.name!r}, whose vocabulary differs from out=")
+    return a["out"]
+
+
+@signature("attention", ["q", "k", "v"], "matrix", operands=("act", "kv"),
+           heads=Dim(doc="query heads"), kv_heads=Dim(infer=True, doc="key/value heads (GQA)"),
+           head_dim=Dim(infer=True, doc="width of one head"),
+           causal=Choice(BOOL, "true", "causal mask"),
+           window=Dim(default="oo", doc="sliding window: keys attended per query (inf: all)"))
+def _attention(ins, a):
+    """softmax(Q K^T / sqrt(d)) V per head; expands to qk, softmax and sv ops."""
+    q, k, v = ins
+    return q.width  # checked in `attention_dims`
+
+
+def attention_dims(ins: list[TensorInfo], a: dict) -> dict:
+    """Fill in head_dim and kv_heads from the inputs where left out, and check all three widths."""
+    q, k, v = ins
+    heads = a["heads"]
+    head_dim = a["head_dim"] if a["head_dim"] is not None else q.width / heads
+    kv_heads = a["kv_heads"] if a["kv_heads"] is not None else k.width / head_dim
+    require_equal(q.width, heads * head_dim, f"query {q.name!r} is not heads x head_dim wide")
+    require_equal(k.width, kv_heads * head_dim, f"key {k.name!r} is not kv_heads x head_dim wide")
+    require_equal(v.width, kv_heads * head_dim,
+                  f"value {v.name!r} is not kv_heads x head_dim wide")
+    ratio = heads / kv_heads
+    if ratio.is_number and not ratio.is_integer:
+        raise ShapeError(f"heads ({heads}) is not a multiple of kv_heads ({kv_heads})")
+    return {**a, "head_dim": head_dim, "kv_heads": kv_heads}
+
+
+ACTIVATIONS = ("swiglu", "geglu", "gelu", "silu", "relu")
+GATED = ("swiglu", "geglu")
+
+
+@signature("moe", ["x"], "matrix", operands=("weight", "act"),
+           experts=Dim(doc="routed experts"), top_k=Dim(doc="experts each token visits"),
+           ffn=Dim(doc="intermediate width of one expert"),
+           shared=Dim(default=0, doc="shared experts every token visits"),
+           shared_ffn=Dim(infer=True, doc="intermediate width of one shared expert"),
+           act=Choice(ACTIVATIONS, "swiglu", "the experts' activation"))
+def _moe(ins, a):
+    """Mixture of experts: a router picks top_k of `experts` MLPs per token (plus `shared`
+    experts every token visits); expands into router, expert and shared-expert ops."""
+    return ins[0].width
+
+
+@signature("router", ["x"], "matrix", operands=("weight", "act"), internal=True)
+def _router(ins, a):
+    """Router logits x W_r, W_r of hidden x experts."""
+    return a["experts"]
+
+
+@signature("expert_linear", ["x"], "matrix", operands=("weight", "act"), internal=True)
+def _expert_linear(ins, a):
+    """One linear layer of every routed expert, applied to the tokens routed to it."""
+    return a["out"]
+
+
+@signature("expert_act", ["gate", "up"], "vector", internal=True)
+def _expert_act(ins, a):
+    """The experts' activation on the routed rows."""
+    return ins[0].width
+
+
+@signature("qk_matmul", ["q", "k"], "matrix", operands=("act", "kv"), internal=True)
+def _qk(ins, a):
+    """Attention scores S = Q K^T."""
+    return sympy.Integer(0)
+
+
+@signature("softmax", ["scores"], "vector", internal=True)
+def _softmax(ins, a):
+    """P = softmax(S) over each row of scores."""
+    return sympy.Integer(0)
+
+
+@signature("sv_matmul", ["probs", "v"], "matrix", operands=("act", "kv"), internal=True)
+def _sv(ins, a):
+    """Attention output O = P V."""
+    return sympy.Integer(0)
+
+
+@signature("mla", ["x"], "matrix", operands=("act", "kv"),
+           heads=Dim(doc="query heads"),
+           kv_lora_rank=Dim(doc="width of the compressed KV latent (kv_lora_rank)"),
+           qk_nope_dim=Dim(doc="per-head query/key width without RoPE (qk_nope_head_dim)"),
+           qk_rope_dim=Dim(doc="decoupled RoPE width, shared by the heads (qk_rope_head_dim)"),
+           v_dim=Dim(doc="per-head value width (v_head_dim)"),
+           q_lora_rank=Dim(default=0, doc="query compression rank (q_lora_rank); 0: none"),
+           window=Dim(default="oo", doc="sliding window (inf: all positions)"))
+def _mla(ins, a):
+    """Multi-head latent attention (DeepSeek-V2): the KV cache holds one latent of
+    kv_lora_rank + qk_rope_dim per token, shared by all heads; the key and value up-projections
+    are absorbed into the query and the output. Returns heads x v_dim (the o projection is
+    written after it, as after `attention`)."""
+    return a["heads"] * a["v_dim"]
+
+
+@signature("mla_absorb", ["q"], "matrix", operands=("weight", "act"), internal=True)
+def _mla_absorb(ins, a):
+    """q_nope W_UK^T per head (into the latent space) and RoPE on q_pe."""
+    return a["heads"] * (a["kv_lora_rank"] + a["qk_rope_dim"])
+
+
+@signature("mla_cache", ["kv_a"], "vector", internal=True)
+def _mla_cache(ins, a):
+    """RMSNorm of the latent and RoPE of the decoupled key: the KV cache entry."""
+    return ins[0].width
+
+
+@signature("mla_v_up", ["o_latent"], "matrix", operands=("weight", "act"), internal=True)
+def _mla_v_up(ins, a):
+    """o_latent W_UV per head: back from the latent to the value width."""
+    return a["heads"] * a["v_dim"]
+
+
+@signature("mamba", ["x"], "matrix", operands=("weight", "act"),
+           d_inner=Dim(doc="expanded width (expand x d_model)"),
+           d_state=Dim(default=16, doc="SSM state per channel (d_state)"),
+           d_conv=Dim(default=4, doc="causal convolution width (d_conv)"),
+           dt_rank=Dim(doc="rank of the step-size projection (dt_rank)"))
+def _mamba(ins, a):
+    """Mamba selective state-space mixer (Gu and Dao 2023): in_proj, causal conv, x_proj,
+    dt_proj, selective scan with gating, out_proj. Its recurrent state (d_inner x d_state per
+    sequence, plus the conv window) replaces the KV cache and does not grow with context."""
+    return ins[0].width
+
+
+@signature("ssm_conv", ["xz"], "vector", internal=True)
+def _ssm_conv(ins, a):
+    """Depthwise causal conv1d over d_conv positions, then SiLU."""
+    return a["d_inner"]
+
+
+@signature("ssm_scan", ["u", "dt", "bc", "xz"], "vector", internal=True)
+def _ssm_scan(ins, a):
+    """Selective scan: h = exp(dt A) h + dt B u, y = C h + D u, gated by silu(z)."""
+    return a["d_inner"]
+
+
+# --- elementwise --------------------------------------------------------------------------------
+
+@signature("rmsnorm", ["x"], "vector", dim=Dim(infer=True))
+def _rmsnorm(ins, a):
+    """x / sqrt(mean(x^2) + eps) * g."""
+    if a["dim"] is not None:
+        require_equal(a["dim"], ins[0].width, "dim differs from the input's width")
+    return ins[0].width
+
+
+@signature("layernorm", ["x"], "vector", dim=Dim(infer=True))
+def _layernorm(ins, a):
+    """(x - mean) / sqrt(var + eps) * g + b."""
+    return _rmsnorm(ins, a)
+
+
+@signature("rope", ["x"], "vector", head_dim=Dim(doc="width of one head"))
+def _rope(ins, a):
+    """Rotary position embedding: x * cos + rotate_half(x) * sin."""
+    return ins[0].width
+
+
+@signature("silu", ["x"], "vector")
+def _silu(ins, a):
+    """x * sigmoid(x)."""
+    return ins[0].width
+
+
+@signature("gelu", ["x"], "vector")
+def _gelu(ins, a):
+    """GELU, tanh approximation."""
+    return ins[0].width
+
+
+@signature("relu", ["x"], "vector")
+def _relu(ins, a):
+    """max(x, 0)."""
+    return ins[0].width
+
+
+@signature("swiglu", ["gate", "up"], "vector")
+def _swiglu(ins, a):
+    """silu(gate) * up (gated MLP of Llama)."""
+    return _same_width(ins)
+
+
+@signature("geglu", ["gate", "up"], "vector")
+def _geglu(ins, a):
+    """gelu(gate) * up."""
+    return _same_width(ins)
+
+
+@signature("add", ["a", "b"], "vector")
+def _add(ins, a):
+    """a + b (residual connection)."""
+    return _same_width(ins)
+
+
+@signature("mul", ["a", "b"], "vector")
+def _mul(ins, a):
+    """a * b elementwise."""
+    return _same_width(ins)
+
+
+def user_kinds() -> list[str]:
+    return sorted(k for k, s in SIGNATURES.items() if not s.internal)
