@@ -23,7 +23,7 @@ from .analysis.formulas import FormulaTable, formula_table
 from .analysis.latency import Latency, request_latency
 from .analysis.memory import StageMemory, memory_numbers, stage_memory
 from .analysis.params import OpParams, active_params, op_params, total_params
-from .analysis.records import Analysis, Settings, stage_result
+from .analysis.records import Analysis, Settings, check_stages, stage_result
 from .analysis.roofline import StageRoofline, roofline
 from .analysis.sensitivity import Sensitivity, sensitivity
 from .errors import CostDSLError, EvaluationError
@@ -35,6 +35,7 @@ from .language.design import Design
 from .language.elaborate import elaborate, parse_overrides
 from .language.library import Library, load_library
 from .language.parser import parse_passes
+from . import symbols as S
 
 
 class Model:
@@ -80,9 +81,14 @@ class Model:
     def name(self) -> str:
         return self.design.name
 
-    @functools.cache
     def graph(self, stage: str) -> nx.DiGraph:
-        """The stage's op graph after the pass pipeline."""
+        """The stage's op graph after the pass pipeline: "prefill", "decode", or "step"
+        (`tokens` new tokens per sequence over `seq` cached)."""
+        check_stages(None, (stage,), needed=False)
+        return self._graph(stage)
+
+    @functools.cache
+    def _graph(self, stage: str) -> nx.DiGraph:
         return apply_passes(lower(self.design, stage), self.passes)
 
     @functools.cache
@@ -120,13 +126,20 @@ class Model:
     def crossover(self, solve: str, hw: str | Hardware, stage: str = "decode",
                   batch: int = 1, seq: int = 2048, w_bits: float = 16, a_bits: float = 16,
                   kv_bits: float = 16, free: Iterable[str] = (),
-                  versus: Mapping[str, float] | None = None) -> CrossoverAnswer:
+                  versus: Mapping[str, float] | None = None,
+                  tokens: int | None = None) -> CrossoverAnswer:
         """Crossover points of every op of `stage` in the symbol `solve`, the others bound to
         the given values except those named in `free`. `versus` (e.g. {"w_bits": 2}) adds, per
-        op, the value of `solve` above which that lower bitwidth no longer saves time."""
+        op, the value of `solve` above which that lower bitwidth no longer saves time.
+        `solve="tokens"` on the step stage: how many new tokens per sequence turn each op
+        compute-bound (speculative verification, chunked prefill)."""
         hw = _hardware(hw)
         x = solvable_symbol(solve, self.design.free)
-        settings = Settings(batch, seq, w_bits, a_bits, kv_bits).validate()
+        if x == S.tokens and stage != "step":
+            raise EvaluationError(f"tokens is a size of the step stage, not of {stage}",
+                                  hint="solve for tokens with --stage step")
+        unbound = {solve} | set(free)
+        settings = _settings(batch, seq, w_bits, a_bits, kv_bits, tokens, (stage,), unbound)
         values = self._values(settings, set(free) | {solve})
         symbolic = self._roofline(stage, hw, settings)
         ops = stage_crossovers(symbolic, hw, x, values)
@@ -151,24 +164,33 @@ class Model:
                                self._roofline("decode", hw, settings), hw, settings, gen)
 
     def sensitivity(self, hw: str | Hardware, batch: int, seq: int, stage: str = "decode",
-                    w_bits: float = 16, a_bits: float = 16, kv_bits: float = 16) -> Sensitivity:
-        settings = Settings(batch, seq, w_bits, a_bits, kv_bits).validate()
+                    w_bits: float = 16, a_bits: float = 16, kv_bits: float = 16,
+                    tokens: int | None = None) -> Sensitivity:
+        settings = _settings(batch, seq, w_bits, a_bits, kv_bits, tokens, (stage,))
         return sensitivity(self._roofline(stage, _hardware(hw), settings), settings.values())
 
-    def formulas(self, stage: str, keep: Iterable[str] = ()) -> FormulaTable:
+    def formulas(self, stage: str, keep: Iterable[str] = (),
+                 tokens: int | None = None) -> FormulaTable:
+        """Each op's costs as expressions in the runtime symbols; in the step stage `tokens`
+        stays a symbol unless a value is given."""
         keep = tuple(keep)
         unknown = [k for k in keep if k not in self.design.params]
         if unknown:
             raise CostDSLError(f"--keep {unknown[0]}: the model has no parameter "
                                f"{unknown[0]!r}", hint="parameters: " +
                                ", ".join(self.design.params))
-        return formula_table(self.keeping_free(keep).graph(stage), keep)
+        check_stages(tokens, (stage,), needed=False)
+        bind = {} if tokens is None else {S.tokens: tokens}
+        return formula_table(self.keeping_free(keep).graph(stage), keep, bind)
 
     def analyze(self, hw: str | Hardware, batch: int, seq: int, w_bits: float = 16,
                 a_bits: float = 16, kv_bits: float = 16,
-                stages: Iterable[str] = STAGES) -> Analysis:
+                stages: Iterable[str] = STAGES, tokens: int | None = None) -> Analysis:
+        """Per-op and per-stage numbers. Stages: "prefill", "decode" and "step" (`tokens` new
+        tokens per sequence over `seq` cached; `tokens` is needed for it)."""
         hw = _hardware(hw)
-        settings = Settings(batch, seq, w_bits, a_bits, kv_bits).validate()
+        stages = tuple(stages)
+        settings = _settings(batch, seq, w_bits, a_bits, kv_bits, tokens, stages)
         results = {stage: stage_result(self._roofline(stage, hw, settings), settings)
                    for stage in stages}
         total = self.params()
@@ -196,12 +218,20 @@ class Model:
 
     def compare(self, hw: str | Hardware, batch: int, seq: int, w_bits: float = 16,
                 a_bits: float = 16, kv_bits: float = 16,
-                stages: Iterable[str] = STAGES) -> Comparison:
+                stages: Iterable[str] = STAGES, tokens: int | None = None) -> Comparison:
         """This model (with its passes) against the same model with no pass applied."""
         hw = _hardware(hw)
         kw = dict(batch=batch, seq=seq, w_bits=w_bits, a_bits=a_bits, kv_bits=kv_bits,
-                  stages=tuple(stages))
+                  stages=tuple(stages), tokens=tokens)
         return compare(self.without_passes().analyze(hw, **kw), self.analyze(hw, **kw))
+
+
+def _settings(batch, seq, w_bits, a_bits, kv_bits, tokens, stages: tuple[str, ...],
+              unbound: Iterable[str] = ()) -> Settings:
+    """Validated settings for `stages`; a symbol in `unbound` (solved for, or kept free) needs
+    no value."""
+    check_stages(tokens, stages, needed="tokens" not in set(unbound))
+    return Settings(batch, seq, w_bits, a_bits, kv_bits, tokens).validate()
 
 
 def _hardware(hw: str | Hardware) -> Hardware:

@@ -61,6 +61,22 @@ def _bits_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kv-bits", type=_bits, default=16, help="KV-cache bitwidth (default 16)")
 
 
+def _stage_args(p: argparse.ArgumentParser, default: str, all: bool = True,
+                tokens_range: bool = False) -> None:
+    """--stage (prefill, decode, the general step, and `all` = prefill and decode) and --tokens,
+    the new tokens per sequence of the step stage."""
+    choices = ("prefill", "decode", "step") + (("all",) if all else ())
+    p.add_argument("--stage", choices=choices, default=default,
+                   help=f"default {default}; step: --tokens new tokens per sequence over --seq "
+                        "cached" + ("; all: prefill and decode" if all else ""))
+    if tokens_range:
+        p.add_argument("--tokens", default=None, metavar="RANGE",
+                       help="new tokens per sequence of the step stage: 1:16 or 1,4,8")
+    else:
+        p.add_argument("--tokens", type=_positive_int("--tokens"), default=None,
+                       help="new tokens per sequence of the step stage (decode: 1)")
+
+
 def _stages(choice: str) -> tuple[str, ...]:
     return STAGES if choice == "all" else (choice,)
 
@@ -90,14 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("analyze", help="per-op roofline table of prefill and decode")
     _model_args(p)
     _deployment_args(p)
-    p.add_argument("--stage", choices=("prefill", "decode", "all"), default="all")
+    _stage_args(p, "all")
     p.add_argument("--format", choices=tuple(FORMATS), default="text")
     p.set_defaults(run=_analyze)
 
     p = sub.add_parser("compare", help="the model with its passes against no passes, per stage")
     _model_args(p)
     _deployment_args(p)
-    p.add_argument("--stage", choices=("prefill", "decode", "all"), default="all")
+    _stage_args(p, "all")
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(run=_compare)
 
@@ -129,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--w-bits", default="16", metavar="LIST", help="e.g. 4,8,16")
     p.add_argument("--a-bits", default="16", metavar="LIST")
     p.add_argument("--kv-bits", default="16", metavar="LIST")
-    p.add_argument("--stage", choices=("prefill", "decode", "all"), default="all")
+    _stage_args(p, "all", tokens_range=True)
     p.add_argument("--out", metavar="FILE.csv|FILE.json|FILE.npz",
                    help="write here (format from the suffix; .npz: one NumPy array per column, "
                         "the fast form for big grids); default: CSV on standard output")
@@ -139,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kind", choices=("roofline", "batch", "seq", "memory", "serve"))
     _model_args(p)
     _deployment_args(p)
-    p.add_argument("--stage", choices=("prefill", "decode"), default="decode")
+    _stage_args(p, "decode", all=False)
     p.add_argument("--gen", type=_positive_int("--gen"), default=256,
                    help="generated tokens per request (serve)")
     p.add_argument("--range", dest="sweep", metavar="RANGE",
@@ -154,8 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     _deployment_args(p)
     p.add_argument("--solve", required=True, metavar="SYMBOL",
-                   help="batch, seq, w_bits, a_bits, kv_bits, or a free model parameter")
-    p.add_argument("--stage", choices=("prefill", "decode", "all"), default="decode")
+                   help="batch, seq, tokens (step stage), w_bits, a_bits, kv_bits, or a free "
+                        "model parameter")
+    _stage_args(p, "decode")
     p.add_argument("--free", action="append", default=[], metavar="SYMBOL",
                    help="leave this symbol free in the answers instead of bound (repeatable)")
     p.add_argument("--versus", action="append", default=[], metavar="BITS=VALUE",
@@ -174,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("formulas", help="per-op cost formulas for documentation")
     _model_args(p)
-    p.add_argument("--stage", choices=("prefill", "decode", "all"), default="all")
+    _stage_args(p, "all")
     p.add_argument("--keep", default="", metavar="A,B,...",
                    help="model parameters to keep as symbols (the others are bound)")
     p.add_argument("--format", choices=tuple(FORMULA_FORMATS), default="text")
@@ -183,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sensitivity", help="elasticity of stage time to each knob")
     _model_args(p)
     _deployment_args(p)
-    p.add_argument("--stage", choices=("prefill", "decode", "all"), default="all")
+    _stage_args(p, "all")
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(run=_sensitivity)
 
@@ -210,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _analyze(args) -> str:
     model = _load(args)
     analysis = model.analyze(args.hw, batch=args.batch, seq=args.seq,
-                             stages=_stages(args.stage), **_bits_of(args))
+                             stages=_stages(args.stage), tokens=args.tokens, **_bits_of(args))
     return FORMATS[args.format](analysis)
 
 
@@ -221,7 +238,7 @@ def _compare(args) -> str:
         raise CostDSLError("compare needs passes: give --pass, or a file with a passes section",
                            hint='e.g. --pass "quantize(weights=4)" --pass "flash_attention()"')
     result = model.compare(args.hw, args.batch, args.seq, stages=_stages(args.stage),
-                           **_bits_of(args))
+                           tokens=args.tokens, **_bits_of(args))
     return (comparison.json_text if args.format == "json" else comparison.text)(result)
 
 
@@ -254,8 +271,10 @@ def _sweep(args) -> str:
     from .analysis.sweep import bit_combinations, parse_range, sweep
     model = _load(args)
     hws = [load_hardware(h.strip()) for h in args.hw.split(",") if h.strip()]
+    tokens = parse_range(args.tokens, "tokens") if args.tokens else None
     table = sweep(model, hws, parse_range(args.batch, "batch"), parse_range(args.seq, "seq"),
-                  bit_combinations(args.w_bits, args.a_bits, args.kv_bits), _stages(args.stage))
+                  bit_combinations(args.w_bits, args.a_bits, args.kv_bits), _stages(args.stage),
+                  tokens)
     out = args.out or ""
     meta = {"model": model.name, "passes": list(model.graph("decode").graph["passes"])}
     if out.endswith(".npz"):
@@ -299,10 +318,13 @@ def _plot(args) -> str:
     spec = args.sweep or _PLOT_RANGES.get(args.kind)
     values = parse_range(spec, "range") if spec else None
     if args.kind == "roofline":
-        analysis = model.analyze(hw, args.batch, args.seq, stages=(args.stage,), **bits)
+        analysis = model.analyze(hw, args.batch, args.seq, stages=(args.stage,),
+                                 tokens=args.tokens, **bits)
         path = plots.roofline(analysis, args.stage, args.out)
     elif args.kind in ("batch", "seq"):
         fixed = {"seq": args.seq} if args.kind == "batch" else {"batch": args.batch}
+        if args.tokens is not None:
+            fixed["tokens"] = args.tokens
         curve = curves.stage_curve(model, hw, args.stage, args.kind, values, fixed, bits)
         path = plots.stage(curve, args.out)
     elif args.kind == "memory":
@@ -334,7 +356,8 @@ def _load(args) -> api.Model:
 def _crossover(args) -> str:
     model = _load(args)
     answers = [model.crossover(args.solve, args.hw, stage, batch=args.batch, seq=args.seq,
-                               free=args.free, versus=_versus(args.versus), **_bits_of(args))
+                               free=args.free, versus=_versus(args.versus), tokens=args.tokens,
+                               **_bits_of(args))
                for stage in _stages(args.stage)]
     return (answers_report.crossover_json if args.format == "json"
             else answers_report.crossover_text)(answers)
@@ -351,13 +374,14 @@ def _latency(args) -> str:
 def _formulas(args) -> str:
     model = _load(args)
     keep = [k.strip() for k in args.keep.split(",") if k.strip()]
-    tables = [model.formulas(stage, keep) for stage in _stages(args.stage)]
+    tables = [model.formulas(stage, keep, args.tokens) for stage in _stages(args.stage)]
     return FORMULA_FORMATS[args.format](tables)
 
 
 def _sensitivity(args) -> str:
     model = _load(args)
-    items = [model.sensitivity(args.hw, args.batch, args.seq, stage, **_bits_of(args))
+    items = [model.sensitivity(args.hw, args.batch, args.seq, stage, tokens=args.tokens,
+                               **_bits_of(args))
              for stage in _stages(args.stage)]
     if args.format == "json":
         return json.dumps(answers_report.sensitivity_dict(items), indent=2) + "\n"

@@ -7,7 +7,11 @@ import sympy
 batch = sympy.Symbol("batch", positive=True, integer=True)
 """Number of sequences processed together."""
 seq = sympy.Symbol("seq", positive=True, integer=True)
-"""Prefill: prompt length. Decode: tokens already in the KV cache before this step."""
+"""Prefill: prompt length. Decode and the general step: tokens already in the KV cache before
+the step."""
+tokens = sympy.Symbol("tokens", positive=True, integer=True)
+"""The general step: new tokens each sequence adds over `seq` cached ones (a speculative
+verification of k + 1 tokens, a prefill chunk). Decode is the step with tokens = 1."""
 gen = sympy.Symbol("gen", positive=True, integer=True)
 """Generated tokens of a whole request (used by latency analyses)."""
 w_bits = sympy.Symbol("w_bits", positive=True)
@@ -23,7 +27,7 @@ sram = sympy.Symbol("sram", positive=True)
 """On-chip memory one thread block can use, in bytes (the M of FlashAttention's IO analysis):
 a symbol in the cost rules, the hardware's `sram_per_block` once a hardware file is chosen."""
 
-RUNTIME = {s.name: s for s in (batch, seq, gen, w_bits, a_bits, kv_bits)}
+RUNTIME = {s.name: s for s in (batch, seq, tokens, gen, w_bits, a_bits, kv_bits)}
 """Symbols bound by the deployment, never by the model file."""
 
 BITS_BY_CLASS = {"weight": w_bits, "act": a_bits, "kv": kv_bits}

@@ -53,7 +53,8 @@ def stage_curve(model, hw, stage: str, symbol: str, values: np.ndarray, fixed: d
     grid = {**settings.values(), **{getattr(S, k): v for k, v in fixed.items()},
             getattr(S, symbol): x}
     t = stage_time(model.roofline(hw, stage, **settings.bits()), grid)
-    tokens = tokens_processed(stage, grid[S.batch], grid[S.seq]) * np.ones_like(x)
+    tokens = tokens_processed(stage, grid[S.batch], grid[S.seq], grid.get(S.tokens, 1)) * \
+        np.ones_like(x)
     summary = model.crossover(symbol, hw, stage, **{k: int(v) for k, v in fixed.items()},
                               **bits).summary
     first = summary.first_compute_bound

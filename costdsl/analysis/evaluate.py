@@ -165,9 +165,12 @@ def _grid_total(stage: StageRoofline, what: str, values) -> np.ndarray:
     return np.broadcast_to(np.asarray(fn(*args), dtype=float), shape)
 
 
-def tokens_processed(stage: str, batch, seq):
-    """Tokens a stage handles: every prompt position in prefill, one per sequence in decode."""
-    return batch * seq if stage == "prefill" else batch
+def tokens_processed(stage: str, batch, seq, tokens=1):
+    """Tokens a stage handles: every prompt position in prefill, one per sequence in decode,
+    `tokens` per sequence in the general step."""
+    if stage == "prefill":
+        return batch * seq
+    return batch * tokens if stage == "step" else batch
 
 
 def stage_time(stage: StageRoofline, values: Mapping[sympy.Symbol, object]) -> np.ndarray:

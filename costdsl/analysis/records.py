@@ -13,11 +13,13 @@ from .evaluate import StageNumbers, evaluate
 from .memory import MemoryNumbers
 from ..hardware import Hardware
 from .roofline import StageRoofline
+from ..graph.lower import ALL_STAGES
 from .. import symbols as S
 
 STAGE_DESCRIPTIONS = {
     "prefill": "the prompt: seq tokens of each of batch sequences",
     "decode": "one decode step: one new token per sequence, seq tokens already in the KV cache",
+    "step": "one forward step: tokens new tokens per sequence over seq already in the KV cache",
 }
 
 
@@ -28,16 +30,18 @@ class Settings:
     w_bits: float = 16
     a_bits: float = 16
     kv_bits: float = 16
+    tokens: int | None = None  # new tokens per sequence of the general step; None: not asked
 
     def bits(self) -> dict[str, float]:
         return {"w_bits": self.w_bits, "a_bits": self.a_bits, "kv_bits": self.kv_bits}
 
     def values(self) -> dict[sympy.Symbol, float]:
-        return {S.batch: self.batch, S.seq: self.seq, S.w_bits: self.w_bits,
-                S.a_bits: self.a_bits, S.kv_bits: self.kv_bits}
+        values = {S.batch: self.batch, S.seq: self.seq, S.w_bits: self.w_bits,
+                  S.a_bits: self.a_bits, S.kv_bits: self.kv_bits}
+        return values if self.tokens is None else {**values, S.tokens: self.tokens}
 
     def validate(self) -> "Settings":
-        for name in ("batch", "seq"):
+        for name in ("batch", "seq") + (() if self.tokens is None else ("tokens",)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise EvaluationError(f"{name} must be a positive integer, got {value!r}")
@@ -46,6 +50,21 @@ class Settings:
             if not isinstance(value, (int, float)) or not 0 < value <= 64:
                 raise EvaluationError(f"{name} must be a bitwidth in (0, 64], got {value!r}")
         return self
+
+
+def check_stages(tokens, stages: tuple[str, ...], needed: bool = True) -> None:
+    """`tokens` belongs to the step stage: needed there (unless solved for or kept free), and
+    an error elsewhere rather than a value silently ignored."""
+    unknown = [s for s in stages if s not in ALL_STAGES]
+    if unknown:
+        raise EvaluationError(f"unknown stage {unknown[0]!r}",
+                              hint="stages: " + ", ".join(ALL_STAGES))
+    if "step" in stages and tokens is None and needed:
+        raise EvaluationError("the step stage needs the number of new tokens per sequence",
+                              hint="give --tokens T (decode is the step with --tokens 1)")
+    if tokens is not None and "step" not in stages:
+        raise EvaluationError(f"tokens={tokens} applies to the step stage only, not to "
+                              f"{', '.join(stages)}", hint="add --stage step")
 
 
 @dataclass(frozen=True)

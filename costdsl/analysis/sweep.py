@@ -1,5 +1,5 @@
 """Grid sweeps: each stage's time, bound mix and memory lambdified once per (hardware,
-bitwidths) and evaluated with numpy over the whole batch x seq grid in one call.
+bitwidths) and evaluated with numpy over the whole batch x seq (x tokens) grid in one call.
 
 Ranges: `1:1000` every integer from 1 to 1000; `128:32768:log16` 16 log-spaced integers
 (duplicates after rounding dropped); `1,2,4,8` a list. Bitwidth lists may hold fractions
@@ -13,7 +13,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .records import Settings
+from .records import Settings, check_stages
 from ..errors import CostDSLError
 from .evaluate import compute_bound_share, stage_time, tokens_processed
 from ..hardware import Hardware
@@ -73,29 +73,37 @@ class SweepTable:
 
 
 def sweep(model, hardware: Sequence[Hardware], batches: np.ndarray, seqs: np.ndarray,
-          bits: Iterable[tuple[float, float, float]], stages: Sequence[str]) -> SweepTable:
-    """Every combination of hardware x bitwidths x batch x seq. Per stage: time, tokens/s,
-    share of time in compute-bound ops; and the memory peak over the stages with `fits`."""
+          bits: Iterable[tuple[float, float, float]], stages: Sequence[str],
+          tokens: np.ndarray | None = None) -> SweepTable:
+    """Every combination of hardware x bitwidths x batch x seq (x tokens, for the step stage).
+    Per stage: time, tokens/s, share of time in compute-bound ops; and the memory peak over the
+    stages with `fits`."""
     bits = list(bits)
-    points = len(hardware) * len(bits) * len(batches) * len(seqs)
+    check_stages(None if tokens is None else int(tokens[0]), tuple(stages))
+    sizes = [batches, seqs] + ([] if tokens is None else [tokens])
+    points = len(hardware) * len(bits) * int(np.prod([len(v) for v in sizes]))
     if points > MAX_POINTS:
         raise CostDSLError(f"the sweep has {points:,} points (more than {MAX_POINTS:,})",
                            hint="use log spacing, e.g. --seq 128:32768:log32")
-    b, s = np.meshgrid(batches.astype(float), seqs.astype(float), indexing="ij")
-    b, s = b.ravel(), s.ravel()
+    grid = [g.ravel() for g in np.meshgrid(*(v.astype(float) for v in sizes), indexing="ij")]
+    b, s = grid[0], grid[1]
+    t_new = grid[2] if tokens is not None else None
     blocks = []
     for hw, (w, a, kv) in itertools.product(hardware, bits):
         settings = Settings(1, 1, w, a, kv).validate()
-        values = {**settings.values(), S.batch: b, S.seq: s}
+        values = {**settings.values(), S.batch: b, S.seq: s,
+                  **({} if t_new is None else {S.tokens: t_new})}
         cols = {"hardware": np.full(len(b), hw.key, dtype=object), "batch": b.astype(np.int64),
-                "seq": s.astype(np.int64), "w_bits": np.full(len(b), float(w)),
+                "seq": s.astype(np.int64),
+                **({} if t_new is None else {"tokens": t_new.astype(np.int64)}),
+                "w_bits": np.full(len(b), float(w)),
                 "a_bits": np.full(len(b), float(a)), "kv_bits": np.full(len(b), float(kv))}
         memory = 0.0
         for stage in stages:
             symbolic = model.roofline(hw, stage, **settings.bits())
             t = stage_time(symbolic, values)
             cols[f"{stage}_time_s"] = t
-            cols[f"{stage}_tokens_per_s"] = tokens_processed(stage, b, s) / t
+            cols[f"{stage}_tokens_per_s"] = tokens_processed(stage, b, s, t_new) / t
             cols[f"{stage}_compute_share"] = compute_bound_share(symbolic, values)
             memory = np.maximum(memory, sum(evaluate_memory(model.memory(stage), values)))
         cols["memory_bytes"] = np.broadcast_to(memory, b.shape)

@@ -2,11 +2,15 @@
 
 Conventions (every rule follows them; tests derive expected values from them by hand):
 - A multiply-add counts as 2 operations; a transcendental function (exp, tanh, rsqrt) as 1.
-- n is the number of token rows the op processes: batch*seq in prefill, batch in decode, and
-  batch for an op marked `tokens=last` in either stage. b is batch.
-- In attention, Lq is the number of query positions per sequence (seq in prefill, 1 in decode)
-  and Lk the positions attended (seq in prefill; seq + 1 in decode: the cached tokens plus the
-  new one; at most the sliding window). H query heads, Hkv key/value heads, d head width.
+- Every rule is written for one general step: each of b = batch sequences adds t new tokens
+  over c already cached (the `Site`). Prefill is the step with c = 0 and t = seq, decode the
+  step with t = 1 and c = seq, and the `step` stage leaves t = tokens and c = seq.
+- n is the number of token rows an op processes: b t, or b for an op marked `tokens=last`.
+- In attention, Lq is the number of query positions per sequence (t, or 1 for `tokens=last`)
+  and Lk the positions attended, the cache and the new block: c + t (at most the sliding
+  window). The causal mask inside the new block is not subtracted (as an unmasked kernel
+  computes it): a prefill of N tokens counts N x N scores. H query heads, Hkv key/value heads,
+  d head width.
 - Every tensor is read from and written to memory once per op (no caching between ops): that is
   what an unfused kernel does. Fusion passes remove the traffic of the intermediates.
 - Counts are elements; bytes = elements x bits / 8 of the tensor's class (weights: w_bits,
@@ -26,18 +30,24 @@ from .. import symbols as S
 
 @dataclass(frozen=True)
 class Site:
-    """Where an op runs: the stage and its sizes per sequence."""
-    stage: str             # "prefill" or "decode"
-    new: sympy.Expr        # new tokens per sequence: seq in prefill, 1 in decode
-    context: sympy.Expr    # positions attended: seq in prefill, seq + 1 in decode
+    """Where an op runs: a step of `new` tokens per sequence over `cached` ones."""
+    stage: str             # "prefill", "decode" or "step"
+    new: sympy.Expr        # new tokens per sequence: seq in prefill, 1 in decode, tokens
+    cached: sympy.Expr     # tokens already in the cache: 0 in prefill, seq otherwise
+
+    @property
+    def context(self) -> sympy.Expr:
+        """Positions the new tokens attend: the cache and the new block."""
+        return self.cached + self.new
 
     def rows(self, rows: str) -> sympy.Expr:
         return S.batch * (self.new if rows == "all" else 1)
 
 
-PREFILL = Site("prefill", S.seq, S.seq)
-DECODE = Site("decode", sympy.Integer(1), S.seq + 1)
-SITES = {"prefill": PREFILL, "decode": DECODE}
+PREFILL = Site("prefill", S.seq, sympy.Integer(0))
+DECODE = Site("decode", sympy.Integer(1), S.seq)
+STEP = Site("step", S.tokens, S.seq)
+SITES = {"prefill": PREFILL, "decode": DECODE, "step": STEP}
 
 
 @dataclass(frozen=True)
@@ -332,9 +342,10 @@ def mla_v_up(op, ins, out, site):
 # and writes it. It does not grow with the context.
 
 def _state_site_accesses(name, elements, site):
-    """The recurrent state's traffic: decode reads and writes it; prefill writes it once."""
+    """The recurrent state's traffic: a step over a cache reads and writes it; a step with
+    nothing cached (prefill) starts from zeros and only writes it."""
     state = Access(name, "kv", elements)
-    return ((state,) if site.stage == "decode" else ()), (state,)
+    return ((state,) if site.cached != 0 else ()), (state,)
 
 
 @rule("ssm_conv")

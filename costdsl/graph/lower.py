@@ -1,5 +1,6 @@
-"""Stage 3: Design + stage -> OpGraph. Each op instance gets its cost rule's expressions for the
-stage's sizes; edges follow the tensors. Prefill and decode are two lowerings of one design."""
+"""Design + stage -> OpGraph. Each op instance gets its cost rule's expressions for the stage's
+sizes; edges follow the tensors. Prefill, decode and the general step (`tokens` new tokens over
+`seq` cached) are lowerings of one design at three sites of one cost rule."""
 from __future__ import annotations
 
 import networkx as nx
@@ -10,6 +11,9 @@ from .schema import Node, check, connect
 from ..language.ops import SIGNATURES
 
 STAGES = ("prefill", "decode")
+"""The stages a request goes through, and what `--stage all` means."""
+ALL_STAGES = STAGES + ("step",)
+"""Every stage that can be lowered: the two above and the general step."""
 
 
 def lower(design: Design, stage: str) -> nx.DiGraph:

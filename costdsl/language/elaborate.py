@@ -80,7 +80,7 @@ def evaluate_params(params: list[ast.Param], overrides: Mapping[str, ast.Expr] |
     for p in params:
         if p.name in RUNTIME:
             raise at(ArchError, f"{p.name!r} is set by the deployment, not the model", p.pos,
-                     hint="batch, seq, gen and the bitwidths come from the command line")
+                     hint="batch, seq, tokens, gen and the bitwidths come from the command line")
         value = overrides.get(p.name, p.value)
         if isinstance(value, ast.Free):
             values[p.name] = model_param(p.name)

@@ -2,8 +2,8 @@
 
 Top-level keys: model, hardware, settings, params ({"total": int, "active": int}), passes
 (the passes applied, as written), memory (weights_bytes, kv_cache_bytes, activation_peak_bytes,
-total_bytes, fits, capacity_bytes, headroom_bytes, and the same per stage), stages. stages.prefill and
-stages.decode hold `ops` (name, kind, repeat, flops, bytes, intensity, bound, time_s for one
+total_bytes, fits, capacity_bytes, headroom_bytes, and the same per stage), stages. stages.prefill,
+stages.decode and stages.step (with settings.tokens, when the step stage is asked for) hold `ops` (name, kind, repeat, flops, bytes, intensity, bound, time_s for one
 occurrence, plus compute_type, attainable, bytes_by_class) and `total` (flops, bytes, time_s
 over all occurrences, plus compute_time_s, memory_time_s, bytes_by_class). New keys may be
 added; existing ones keep their names and meaning.
@@ -44,7 +44,8 @@ def to_dict(a: Analysis) -> dict:
         "hardware": {"key": hw.key, "name": hw.name, "bandwidth": hw.bandwidth_Bps,
                      "memory": hw.memory_bytes, "peak": dict(hw.peak)},
         "settings": {"batch": s.batch, "seq": s.seq, "w_bits": _num(float(s.w_bits)),
-                     "a_bits": _num(float(s.a_bits)), "kv_bits": _num(float(s.kv_bits))},
+                     "a_bits": _num(float(s.a_bits)), "kv_bits": _num(float(s.kv_bits)),
+                     **({} if s.tokens is None else {"tokens": s.tokens})},
         "params": {"total": a.params_total, "active": a.params_active},
         "passes": list(a.passes),
         **({"memory": memory_dict(a.memory)} if a.memory else {}),
