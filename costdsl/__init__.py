@@ -5,6 +5,6 @@
 from .api import Model, load
 from .errors import CostDSLError
 from .hardware import Hardware, load_hardware
+from .version import __version__
 
 __all__ = ["CostDSLError", "Hardware", "Model", "load", "load_hardware"]
-__version__ = "0.1.0"

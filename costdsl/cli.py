@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from . import api
+from .version import __version__
 from .errors import CostDSLError
 from .graph.lower import STAGES
 from .report import FORMATS
@@ -101,6 +103,7 @@ def _versus(pairs: list[str]) -> dict | None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="costdsl", description="Symbolic roofline cost models of LLM inference.")
+    parser.add_argument("--version", action="version", version=f"costdsl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("analyze", help="per-op roofline table of prefill and decode")
@@ -451,6 +454,9 @@ def _hardware(args) -> str:
                      for r in rows) + "\n"
 
 
+INTERNAL_ERROR = 70  # EX_SOFTWARE: a bug in costdsl, never the user's mistake
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -458,6 +464,17 @@ def main(argv: list[str] | None = None) -> int:
     except CostDSLError as err:
         print(f"costdsl: {err}", file=sys.stderr)
         return 2
+    except (RecursionError, MemoryError) as err:
+        print(f"costdsl: error: the input is too large or too deeply nested to analyse "
+              f"({type(err).__name__})", file=sys.stderr)
+        return 2
+    except Exception as err:  # the last line of defence: a bug gets one line, not a traceback
+        if os.environ.get("COSTDSL_DEBUG"):
+            raise
+        print(f"costdsl: internal error: {type(err).__name__}: {err}\n"
+              "hint: this is a bug in costdsl; rerun with COSTDSL_DEBUG=1 for the traceback "
+              "and report it with the input", file=sys.stderr)
+        return INTERNAL_ERROR
     sys.stdout.write(out)
     return 0
 

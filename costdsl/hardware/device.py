@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Mapping
 
 from ..errors import HardwareError, register_source
+from ..files import read_user_text
 from ..resources import shipped_dir
 
 COMPUTE_TYPES = ("fp64", "fp32", "tf32", "fp16", "bf16", "fp8", "int8", "fp4", "int4")
@@ -98,11 +99,7 @@ def shipped_names() -> list[str]:
 
 def load_hardware(spec: str) -> Hardware:
     path = resolve_path(spec)
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise HardwareError(f"cannot read hardware file: {err.strerror or err}",
-                            file=str(path)) from None
+    text = read_user_text(path, "hardware file", HardwareError)
     register_source(str(path), text)
     try:
         data = tomllib.loads(text)

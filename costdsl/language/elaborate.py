@@ -20,7 +20,11 @@ from .ops import (BOOL, SIGNATURES, Choice, Ref, TensorInfo, attention_dims, req
                   user_kinds)
 from .library import Library
 from .parser import parse_expr
+from .provenance import Origins, names_in
 from ..symbols import RUNTIME, model_param
+
+RESERVED = {"peak", "bandwidth", "sram"}
+"""Symbols the hardware file binds: a parameter of the same name would print like them."""
 
 MODEL_INPUT = "tokens"
 
@@ -59,7 +63,12 @@ def _flatten(model: ast.Model, library: Library) -> tuple[list[ast.Param], tuple
     body: tuple = ()
     passes: tuple = ()
     for m in reversed(chain):  # base first; each child overrides values, keeps their order
+        here: dict[str, ast.Param] = {}
         for p in m.params:
+            if p.name in here:
+                raise at(ArchError, f"parameter {p.name!r} is defined twice in one params "
+                         f"block (first at line {here[p.name].pos.line})", p.pos)
+            here[p.name] = p
             params[p.name] = p
         body = m.body or body
         passes += m.passes
@@ -67,7 +76,8 @@ def _flatten(model: ast.Model, library: Library) -> tuple[list[ast.Param], tuple
 
 
 def evaluate_params(params: list[ast.Param], overrides: Mapping[str, ast.Expr] | None = None):
-    """Parameters in definition order -> (name -> sympy value, names left free)."""
+    """Parameters in definition order -> (name -> sympy value, names left free, name -> (where
+    the value is written, its expression))."""
     overrides = dict(overrides or {})
     known = {p.name for p in params}
     for name in overrides:
@@ -77,11 +87,15 @@ def evaluate_params(params: list[ast.Param], overrides: Mapping[str, ast.Expr] |
     order = [p.name for p in params]
     values: dict[str, sympy.Expr] = {}
     free: list[str] = []
+    defs: dict[str, tuple[ast.Pos, object]] = {}
     for p in params:
-        if p.name in RUNTIME:
+        if p.name in RUNTIME or p.name in RESERVED:
             raise at(ArchError, f"{p.name!r} is set by the deployment, not the model", p.pos,
-                     hint="batch, seq, tokens, gen and the bitwidths come from the command line")
+                     hint="batch, seq, tokens, gen and the bitwidths come from the command "
+                          "line; peak, bandwidth and sram from the hardware file: name the "
+                          "parameter differently")
         value = overrides.get(p.name, p.value)
+        defs[p.name] = (getattr(value, "pos", None) or p.pos, value)
         if isinstance(value, ast.Free):
             values[p.name] = model_param(p.name)
             free.append(p.name)
@@ -94,7 +108,28 @@ def evaluate_params(params: list[ast.Param], overrides: Mapping[str, ast.Expr] |
             return at(ArchNameError, f"name {node.id!r} is not defined", node.pos,
                       hint=_suggest(node.id, known))
         values[p.name] = to_sympy(value, values, undefined)
-    return values, tuple(free)
+    return values, tuple(free), defs
+
+
+def block_names(block: ast.Block, blocks: Mapping[str, ast.Block]) -> set[str]:
+    """The names a block's ops read in their attributes, repeat counts and keywords, with those
+    of the blocks it calls: the parameters a keyword at its call may override."""
+    found, seen, todo = set(), set(), [block]
+    while todo:
+        current = todo.pop()
+        if current.name in seen:
+            continue
+        seen.add(current.name)
+        for stmt in current.body:
+            if not isinstance(stmt, ast.Assign):
+                continue
+            for kw in stmt.call.keywords:
+                found.update(names_in(kw.value))
+            if stmt.repeat is not None:
+                found.update(names_in(stmt.repeat))
+            if stmt.call.callee in blocks:
+                todo.append(blocks[stmt.call.callee])
+    return found
 
 
 def _suggest(name: str, options) -> str | None:
@@ -104,10 +139,17 @@ def _suggest(name: str, options) -> str | None:
 
 # --- the body -----------------------------------------------------------------------------------
 
+MAX_BLOCK_NESTING = 200
+"""How deeply block instances may nest (a block calling a block calling ...): a stated limit
+instead of Python's recursion limit."""
+
+
 class _Elaborator:
-    def __init__(self, library: Library, params: Mapping[str, sympy.Expr]):
+    def __init__(self, library: Library, params: Mapping[str, sympy.Expr], origins: Origins):
         self.library = library
         self.params = params
+        self.origins = origins
+        self.active: list[str] = []  # the blocks being instantiated, outermost first
         self.ops: list[OpInstance] = []
         self.tensors: dict[str, Tensor] = {}
         self.kv: set[str] = set()
@@ -165,21 +207,38 @@ class _Elaborator:
 
     def instantiate(self, stmt, inputs, params, prefix, repeat) -> Tensor:
         block = self.library.blocks[stmt.call.callee]
+        if block.name in self.active:
+            cycle = " -> ".join(self.active[self.active.index(block.name):] + [block.name])
+            raise at(ArchError, f"block {block.name!r} calls itself ({cycle})", stmt.call.pos,
+                     hint="a block cannot contain itself; use `repeat` to stack layers")
+        if len(self.active) >= MAX_BLOCK_NESTING:
+            raise at(ArchError, f"blocks nest more than {MAX_BLOCK_NESTING} deep",
+                     stmt.call.pos)
         if len(inputs) != len(block.inputs):
             raise at(ArchError, f"block {block.name!r} takes {len(block.inputs)} input(s) "
                      f"({', '.join(block.inputs)}), got {len(inputs)}", stmt.call.pos)
         inner = dict(params)
+        used = block_names(block, self.library.blocks)
         for kw in stmt.call.keywords:
+            if kw.name not in used:
+                raise at(ArchNameError, f"block {block.name!r} uses no parameter {kw.name!r}",
+                         kw.pos, hint=_suggest(kw.name, used & set(params)) or
+                         "a block's keywords override the parameters its ops use")
+            if kw.name in [k.name for k in stmt.call.keywords[:stmt.call.keywords.index(kw)]]:
+                raise at(ArchError, f"keyword {kw.name!r} is given twice", kw.pos)
             inner[kw.name] = to_sympy(kw.value, params)
         count = sympy.Integer(1)
         if stmt.repeat is not None:
             count = to_sympy(stmt.repeat, params)
             if count.is_number and not (count.is_integer and count >= 1):
-                raise at(ArchError, f"repeat count must be a positive integer, got {count}",
-                         stmt.repeat.pos)
+                pos, note = self.origins.locate(stmt.repeat, stmt.repeat.pos, "a repeat count")
+                raise at(ArchError, f"repeat count must be a positive integer, got {count}"
+                         f"{note}", pos)
         scope = dict(zip(block.inputs, inputs))
         inner_prefix = prefix if stmt.inline else f"{prefix}{stmt.target}."
+        self.active.append(block.name)
         out = self.body(block.body, scope, inner, inner_prefix, repeat * count, block)
+        self.active.pop()
         result = self.tensors[out]
         if stmt.repeat is not None:
             carried = inputs[0]
@@ -208,7 +267,10 @@ class _Elaborator:
                 attrs = attention_dims(infos, attrs)
             width = sig.shape(infos, attrs)
         except ShapeError as err:
-            raise at(ShapeError, f"{call.callee} {stmt.target!r}: {err.message}", call.pos) from None
+            pos, note = self.origins.locate([kw.value for kw in call.keywords], call.pos,
+                                            f"{call.callee} {stmt.target!r}")
+            raise at(ShapeError, f"{call.callee} {stmt.target!r}: {err.message}{note}",
+                     pos) from None
         rows = "last" if attrs.get("tokens") == "last" else (
             "all" if sig.kind == "embedding" else infos[0].rows)
         name = prefix + stmt.target
@@ -235,7 +297,7 @@ class _Elaborator:
             if isinstance(spec, Ref):
                 given[kw.name] = self.reference(spec, kw, scope)
             else:
-                given[kw.name] = self.attribute(spec, kw, params)
+                given[kw.name] = self.attribute(spec, kw, params, sig.kind)
         for name, spec in sig.attrs.items():
             if name in given:
                 continue
@@ -264,8 +326,7 @@ class _Elaborator:
                      f"{spec.kind} op", kw.value.pos)
         return op
 
-    @staticmethod
-    def attribute(spec, kw: ast.KeywordArg, params):
+    def attribute(self, spec, kw: ast.KeywordArg, params, kind: str):
         if isinstance(spec, Choice):
             if isinstance(kw.value, ast.Name) and kw.value.id in spec.options:
                 return kw.value.id
@@ -280,8 +341,13 @@ class _Elaborator:
         value = to_sympy(kw.value, params)
         if value == 0 and spec.default == 0:  # 0 switches the part off (shared=0, q_lora_rank=0)
             return value
-        if value.is_number and not value.is_extended_positive:  # inf (a window) is allowed
-            raise at(ArchError, f"{kw.name}= must be positive, got {value}", kw.pos)
+        infinite_ok = spec.default == "oo"  # a window: inf attends every position
+        if value.is_number and not (value.is_integer and value.is_positive
+                                    or (infinite_ok and value is sympy.oo)):
+            pos, note = self.origins.locate(kw.value, kw.pos, f"{kw.name}= of {kind}")
+            raise at(ArchError, f"{kw.name}= must be a positive integer"
+                     + (" or inf" if infinite_ok else "") + f", got {value}{note}", pos,
+                     hint="dimensions count whole heads, features and tokens")
         return value
 
     def emit(self, op: OpInstance, width, rows) -> Tensor:
@@ -419,10 +485,10 @@ def elaborate(library: Library, model_name: str | None = None,
               overrides: Mapping[str, ast.Expr] | None = None) -> Design:
     model = pick_model(library, model_name)
     params_ast, body, passes = _flatten(model, library)
-    params, free = evaluate_params(params_ast, overrides)
+    params, free, defs = evaluate_params(params_ast, overrides)
     if not body:
         raise at(ArchError, f"model {model.name!r} has no ops", model.pos)
-    el = _Elaborator(library, params)
+    el = _Elaborator(library, params, Origins(defs, library.root.file))
     output = el.run(body)
     tensors = {n: (replace(t, cls="kv") if n in el.kv else t) for n, t in el.tensors.items()}
     return Design(model.name, library.root.file, params, free, tuple(el.ops), tensors, output,

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CostDSLError
+from ..files import read_user_text
 
 
 @dataclass(frozen=True)
@@ -85,15 +86,15 @@ UNTIED = {"llama", "mistral", "qwen2", "mixtral", "phi3", "deepseek_v2", "deepse
 
 def read_config(path: str | Path) -> dict:
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise CostDSLError(f"cannot read {path}: {err.strerror or err}") from None
+    text = read_user_text(path, "config file")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
         raise CostDSLError(f"not valid JSON: {err.msg}", file=str(path), line=err.lineno,
                            column=err.colno) from None
+    except RecursionError:
+        raise CostDSLError("the JSON nests too deeply to read (a config.json is a flat object "
+                           "of fields)", file=str(path)) from None
     if not isinstance(data, dict):
         raise CostDSLError("a config.json holds one JSON object", file=str(path))
     return data

@@ -9,6 +9,7 @@ from typing import Mapping
 from . import ast
 from ..errors import ArchError, ArchNameError, CostDSLError, at
 from .parser import parse_program
+from ..files import read_user_text
 from ..resources import shipped_dir
 
 
@@ -35,10 +36,7 @@ def read_arch(path: str | Path) -> str:
     if not path.exists():
         shipped = ", ".join(sorted(p.stem for p in shipped_dir("models").glob("*.arch")))
         raise CostDSLError(f"no such file or shipped model: {path}", hint=f"shipped: {shipped}")
-    try:
-        return path.read_text()
-    except OSError as err:
-        raise CostDSLError(f"cannot read {path}: {err.strerror or err}") from None
+    return read_user_text(path, "model file")
 
 
 def load_library(path: str | Path, text: str | None = None) -> Library:
@@ -59,12 +57,20 @@ def _resolve_import(imp: ast.Import, importer: Path) -> Path:
              hint=f"paths are relative to {importer.parent} or to the shipped models/ folder")
 
 
+MAX_IMPORT_DEPTH = 100
+"""How deeply imports may chain (a file importing a file importing ...): a stated limit
+instead of Python's recursion limit."""
+
+
 def _collect(program, path, blocks, models, visiting, seen, shadowed):
     visiting.append(path.resolve())
     for imp in program.imports:
         target = _resolve_import(imp, path)
         if target in visiting:
             raise at(ArchError, f"import cycle through {imp.path!r}", imp.pos)
+        if len(visiting) >= MAX_IMPORT_DEPTH:
+            raise at(ArchError, f"imports chain more than {MAX_IMPORT_DEPTH} files deep",
+                     imp.pos)
         if target not in seen:
             seen.add(target)
             _collect(parse_program(read_arch(target), str(target)), target, blocks, models,

@@ -77,6 +77,13 @@ def require_equal(a: sympy.Expr, b: sympy.Expr, what: str) -> None:
         raise ShapeError(f"{what}: {a} != {b}")
 
 
+def _whole(value: sympy.Expr, what: str) -> None:
+    """Raise ShapeError when a count that must be whole (heads, head width) is a number that is
+    not a positive integer."""
+    if value.is_number and not (value.is_integer and value.is_positive):
+        raise ShapeError(what)
+
+
 def _same_width(ins: list[TensorInfo]) -> sympy.Expr:
     first = ins[0]
     for other in ins[1:]:
@@ -142,7 +149,9 @@ def attention_dims(ins: list[TensorInfo], a: dict) -> dict:
     q, k, v = ins
     heads = a["heads"]
     head_dim = a["head_dim"] if a["head_dim"] is not None else q.width / heads
+    _whole(head_dim, f"query {q.name!r} is {q.width} wide: not a multiple of heads={heads}")
     kv_heads = a["kv_heads"] if a["kv_heads"] is not None else k.width / head_dim
+    _whole(kv_heads, f"key {k.name!r} is {k.width} wide: not a multiple of head_dim={head_dim}")
     require_equal(q.width, heads * head_dim, f"query {q.name!r} is not heads x head_dim wide")
     require_equal(k.width, kv_heads * head_dim, f"key {k.name!r} is not kv_heads x head_dim wide")
     require_equal(v.width, kv_heads * head_dim,
@@ -166,6 +175,9 @@ GATED = ("swiglu", "geglu")
 def _moe(ins, a):
     """Mixture of experts: a router picks top_k of `experts` MLPs per token (plus `shared`
     experts every token visits); expands into router, expert and shared-expert ops."""
+    over = a["top_k"] - a["experts"]
+    if over.is_number and over > 0:
+        raise ShapeError(f"top_k={a['top_k']} is more than the {a['experts']} experts")
     return ins[0].width
 
 

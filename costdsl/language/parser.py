@@ -9,7 +9,7 @@ import functools
 from fractions import Fraction
 
 import lark
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Transformer_NonRecursive, v_args
 
 from . import ast
 from ..errors import ArchSyntaxError, register_source
@@ -109,12 +109,25 @@ def _pos(file: str, meta_or_token) -> ast.Pos:
     return ast.Pos(file, meta_or_token.line, meta_or_token.column)
 
 
-def _number(token: Token) -> Fraction:
-    return Fraction(str(token).replace("_", ""))
+MAX_LITERAL_CHARS = 40
+"""A number literal longer than this, or with an exponent beyond +-MAX_LITERAL_CHARS, is
+refused before it is converted: `1e99999999` would take minutes to expand exactly. Values are
+then held to `expr.MAX_MAGNITUDE`."""
+
+
+def _number(token: Token, file: str) -> Fraction:
+    text = str(token).replace("_", "")
+    mantissa, _, exponent = text.lower().partition("e")
+    if len(mantissa) > MAX_LITERAL_CHARS or (exponent and abs(int(exponent)) > MAX_LITERAL_CHARS):
+        raise ArchSyntaxError(f"the number {text[:24]}{'...' if len(text) > 24 else ''} is out "
+                              f"of range", file=file, line=token.line, column=token.column,
+                              hint=f"literals have at most {MAX_LITERAL_CHARS} digits and an "
+                                   f"exponent within +-{MAX_LITERAL_CHARS}")
+    return Fraction(text)
 
 
 @v_args(meta=True)
-class _ToAst(Transformer):
+class _ToAst(Transformer_NonRecursive):
     """Parse tree -> AST, rule by rule (the method names are the grammar's rule aliases)."""
 
     def __init__(self, file: str, text: str = ""):
@@ -127,7 +140,7 @@ class _ToAst(Transformer):
 
     # expressions
     def number(self, meta, children):
-        return ast.Num(_number(children[0]), self._p(meta))
+        return ast.Num(_number(children[0], self.file), self._p(meta))
 
     def name(self, meta, children):
         return ast.Name(str(children[0]), self._p(meta))

@@ -1,0 +1,37 @@
+"""Reading the user's files: text as UTF-8, every failure a located CostDSLError.
+
+One reader for model files, hardware files, config.json and measurement files, so that a file
+that is missing, unreadable, not UTF-8 or absurdly large gets the same clear message wherever
+it is read. Used by every stage that reads input.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import CostDSLError
+
+MAX_FILE_BYTES = 64 * 2**20
+"""The largest input file read (64 MiB): far above any model, hardware or config file, and a
+stated limit instead of an out-of-memory failure on a wrong path."""
+
+
+def read_user_text(path: str | Path, what: str = "file",
+                   error: type[CostDSLError] = CostDSLError) -> str:
+    """The text of `path`, decoded as UTF-8 (a leading byte-order mark is dropped)."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise error(f"the {what} is {size:,} bytes, more than the {MAX_FILE_BYTES:,} "
+                        "costdsl reads", file=str(path))
+        data = path.read_bytes()
+    except OSError as err:
+        raise error(f"cannot read {what}: {err.strerror or err}", file=str(path)) from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        raise error(f"the {what} is not UTF-8 text: byte 0x{data[err.start]:02x} at offset "
+                    f"{err.start} cannot be decoded", file=str(path), line=line, column=column,
+                    hint="save the file as UTF-8") from None
