@@ -138,6 +138,14 @@ class Model:
         if x == S.tokens and stage != "step":
             raise EvaluationError(f"tokens is a size of the step stage, not of {stage}",
                                   hint="solve for tokens with --stage step")
+        unknown = [f for f in free if f not in S.RUNTIME and f not in self.design.free]
+        if unknown:
+            raise EvaluationError(f"--free {unknown[0]}: no such symbol",
+                                  hint="free: batch, seq, tokens, w_bits, a_bits, kv_bits, or a "
+                                       "parameter the file leaves free")
+        if versus and solve in versus:
+            raise EvaluationError(f"--versus {solve}: that is the symbol being solved for",
+                                  hint="compare another bitwidth, or solve for batch or seq")
         unbound = {solve} | set(free)
         settings = _settings(batch, seq, w_bits, a_bits, kv_bits, tokens, (stage,), unbound)
         values = self._values(settings, set(free) | {solve})
@@ -146,6 +154,11 @@ class Model:
         summary = stage_crossover(symbolic, hw, x, values, ops)
         quant = None
         if versus:
+            for name, value in versus.items():
+                if value >= getattr(settings, name):
+                    raise EvaluationError(f"--versus {name}={value:g} is not lower than the "
+                                          f"{name}={getattr(settings, name):g} analysed",
+                                          hint="--versus compares a lower bitwidth")
             low = replace(settings, **versus).validate()
             low_symbolic = self._roofline(stage, hw, low)
             quant = tuple(quantization_crossover(symbolic, low_symbolic, hw, x, values,

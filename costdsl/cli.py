@@ -2,17 +2,18 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
 from . import api
+from .symbols import MAX_SIZE
 from .version import __version__
 from .errors import CostDSLError
 from .graph.lower import STAGES
 from .report import FORMATS
 from .report import answers as answers_report
 from .report.formula_tables import FORMATS as FORMULA_FORMATS
+from .report.jsonsafe import dumps
 
 
 def _positive_int(name):
@@ -23,6 +24,9 @@ def _positive_int(name):
             raise argparse.ArgumentTypeError(f"{name} must be a positive integer, got {text!r}")
         if value < 1:
             raise argparse.ArgumentTypeError(f"{name} must be a positive integer, got {value}")
+        if value > MAX_SIZE:
+            raise argparse.ArgumentTypeError(f"{name} must be at most {MAX_SIZE:.0e}, got "
+                                             f"{value}")
         return value
     return parse
 
@@ -251,7 +255,7 @@ def _fit(args) -> str:
     hw = load_hardware(args.hw)
     result = model.fit(hw, args.seq, args.batch, **_bits_of(args))
     if args.format == "json":
-        return json.dumps(answers_report.fit_dict(model.name, hw, result), indent=2) + "\n"
+        return dumps(answers_report.fit_dict(model.name, hw, result))
     return answers_report.fit_text(model.name, hw, result, _bits_of(args))
 
 
@@ -264,7 +268,7 @@ def _serve_curve(args) -> str:
     batches = parse_range(args.batch, "batch") if args.batch else None
     curve = serve_curve(model, hw, args.seq, args.gen, batches, _bits_of(args))
     if args.format == "json":
-        return json.dumps(answers_report.serve_dict(model.name, hw, curve), indent=2) + "\n"
+        return dumps(answers_report.serve_dict(model.name, hw, curve))
     return answers_report.serve_text(model.name, hw, curve)
 
 
@@ -274,6 +278,9 @@ def _sweep(args) -> str:
     from .analysis.sweep import bit_combinations, parse_range, sweep
     model = _load(args)
     hws = [load_hardware(h.strip()) for h in args.hw.split(",") if h.strip()]
+    if not hws:
+        raise CostDSLError(f"--hw {args.hw!r}: no hardware named",
+                           hint="e.g. --hw nvidia-a100-80gb,nvidia-h100-sxm")
     tokens = parse_range(args.tokens, "tokens") if args.tokens else None
     table = sweep(model, hws, parse_range(args.batch, "batch"), parse_range(args.seq, "seq"),
                   bit_combinations(args.w_bits, args.a_bits, args.kv_bits), _stages(args.stage),
@@ -370,7 +377,7 @@ def _latency(args) -> str:
     model = _load(args)
     result = model.latency(args.hw, args.batch, args.seq, args.gen, **_bits_of(args))
     if args.format == "json":
-        return json.dumps(answers_report.latency_dict(result), indent=2) + "\n"
+        return dumps(answers_report.latency_dict(result))
     return answers_report.latency_text(result)
 
 
@@ -387,7 +394,7 @@ def _sensitivity(args) -> str:
                                **_bits_of(args))
              for stage in _stages(args.stage)]
     if args.format == "json":
-        return json.dumps(answers_report.sensitivity_dict(items), indent=2) + "\n"
+        return dumps(answers_report.sensitivity_dict(items))
     return answers_report.sensitivity_text(items)
 
 
@@ -409,11 +416,10 @@ def _params(args) -> str:
     total, active, ops = model.params(), model.active_params(), model.params_by_op()
     number = lambda e: int(e) if e.is_number else str(e)
     if args.format == "json":
-        return json.dumps({"model": model.name, "total": number(total), "active": number(active),
-                           "ops": [{"name": o.name, "kind": o.kind, "repeat": number(o.repeat),
-                                    "params": number(o.params), "active": number(o.active),
-                                    "total": number(o.params * o.repeat)} for o in ops]},
-                          indent=2) + "\n"
+        return dumps({"model": model.name, "total": number(total), "active": number(active),
+                      "ops": [{"name": o.name, "kind": o.kind, "repeat": number(o.repeat),
+                               "params": number(o.params), "active": number(o.active),
+                               "total": number(o.params * o.repeat)} for o in ops]})
     fmt = lambda e: f"{int(e):,}" if e.is_number else str(e)
     rows = [("op", "kind", "x", "params", "x params", "share")]
     for o in ops:
@@ -428,9 +434,9 @@ def _params(args) -> str:
 
 
 def _import(args) -> str:
-    from .language.importer import read_config, to_arch
+    from .language.importer import check_imported, read_config, to_arch
     text = to_arch(read_config(args.config), args.config, args.name)
-    api.load(args.out or "imported.arch", text=text)  # what we write must compile
+    check_imported(text, args.config)  # what we write must compile
     if args.out:
         _write(args.out, text)
         return f"wrote {args.out}\n"
@@ -464,10 +470,11 @@ def main(argv: list[str] | None = None) -> int:
     except CostDSLError as err:
         print(f"costdsl: {err}", file=sys.stderr)
         return 2
-    except (RecursionError, MemoryError) as err:
-        print(f"costdsl: error: the input is too large or too deeply nested to analyse "
-              f"({type(err).__name__})", file=sys.stderr)
-        return 2
+    except (RecursionError, MemoryError) as err:  # a limit costdsl failed to state: a bug
+        print(f"costdsl: internal error: the input is too large or too deeply nested to "
+              f"analyse ({type(err).__name__})\nhint: this is a bug in costdsl: every limit "
+              "should be stated; please report it with the input", file=sys.stderr)
+        return INTERNAL_ERROR
     except Exception as err:  # the last line of defence: a bug gets one line, not a traceback
         if os.environ.get("COSTDSL_DEBUG"):
             raise

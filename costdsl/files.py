@@ -16,14 +16,16 @@ stated limit instead of an out-of-memory failure on a wrong path."""
 
 
 def read_user_text(path: str | Path, what: str = "file",
-                   error: type[CostDSLError] = CostDSLError) -> str:
-    """The text of `path`, decoded as UTF-8 (a leading byte-order mark is dropped)."""
+                   error: type[CostDSLError] = CostDSLError, limit: int = MAX_FILE_BYTES,
+                   hint: str | None = None) -> str:
+    """The text of `path`, decoded as UTF-8 (a leading byte-order mark is dropped); a file over
+    `limit` bytes is refused before it is read."""
     path = Path(path)
     try:
         size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise error(f"the {what} is {size:,} bytes, more than the {MAX_FILE_BYTES:,} "
-                        "costdsl reads", file=str(path))
+        if size > limit:
+            raise error(f"the {what} is {size:,} bytes, more than the {limit:,} costdsl reads",
+                        file=str(path), hint=hint)
         data = path.read_bytes()
     except OSError as err:
         raise error(f"cannot read {what}: {err.strerror or err}", file=str(path)) from None

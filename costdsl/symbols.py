@@ -33,6 +33,11 @@ RUNTIME = {s.name: s for s in (batch, seq, tokens, gen, w_bits, a_bits, kv_bits)
 BITS_BY_CLASS = {"weight": w_bits, "act": a_bits, "kv": kv_bits}
 """Bitwidth symbol of each tensor class."""
 
+MAX_SIZE = 10**9
+"""The largest batch, sequence length, token count or generation length accepted. Far above
+any deployment, and low enough that products of sizes and dimensions stay exact in float64 and
+inside int64 (a batch of 1e20 would wrap to a negative number in an integer column)."""
+
 DEFAULT_BITS = {"w_bits": 16, "a_bits": 16, "kv_bits": 16}
 
 

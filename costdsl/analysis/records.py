@@ -45,6 +45,9 @@ class Settings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise EvaluationError(f"{name} must be a positive integer, got {value!r}")
+            if value > S.MAX_SIZE:
+                raise EvaluationError(f"{name} = {value} is more than {S.MAX_SIZE:.0e}, the "
+                                      f"largest size costdsl accepts")
         for name in ("w_bits", "a_bits", "kv_bits"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0 < value <= 64:

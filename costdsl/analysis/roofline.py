@@ -68,7 +68,11 @@ def compute_type(node: Node, hw: Hardware, bits: Mapping[sympy.Symbol, float]) -
     for ctype in _PROMOTION[wanted]:
         if ctype in hw.peak:
             return ctype
-    return max(hw.peak, key=hw.peak.get)  # an exotic chip: its fastest rate
+    raise EvaluationError(f"{hw.name} has no rate for {node.name!r} ({node.kind}): it needs "
+                          f"{wanted} or a wider type, and the hardware file lists only "
+                          f"{', '.join(hw.peak)}", file=hw.source or None,
+                          hint="add the [peak] figure the chip has for " + " or ".join(
+                              _PROMOTION[wanted]) + ", or quantize the op to a type it has")
 
 
 def compute_seconds(flops, vector_flops, peak, vector_peak):
@@ -186,10 +190,19 @@ def _hardware_values(node: Node, hw: Hardware, bits) -> dict | None:
             f"on-chip memory per block (sram_per_block)",
             hint="drop the flash_attention pass, or add sram_per_block to the hardware file")
     if needed.is_number and float(needed) > hw.sram_per_block:
+        rows = node.attrs.get("block_rows")
+        per_row = float(needed) / rows if rows else None
+        fits = int(hw.sram_per_block // per_row) if per_row else 0
+        call = node.origin
+        where = dict(file=call.pos.file, line=call.pos.line, column=call.pos.column) if call \
+            else {}
         raise NotApplicableError(
-            f"{node.name}: {node.kind} is not applicable on {hw.key}: a block needs "
-            f"{float(needed) / 1024:g} KiB of on-chip memory, the hardware has "
-            f"{hw.sram_per_block / 1024:g} KiB per block")
+            f"{call.text if call else node.kind}: {node.name} is not applicable on {hw.key}: "
+            f"a block of {rows} query rows needs {float(needed) / 1024:g} KiB of on-chip "
+            f"memory, the hardware has {hw.sram_per_block / 1024:g} KiB per block",
+            hint=(f"block={fits} or fewer fits on {hw.key}" if fits >= 16 else
+                  f"not even the smallest block (16 rows) fits on {hw.key}")
+            + "; or choose hardware with more on-chip memory per block", **where)
     return {S.sram: hw.sram_per_block}
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import EvaluationError
 from .records import Settings
 from .evaluate import compute_bound_share, stage_time
 from ..hardware import Hardware
@@ -48,6 +49,32 @@ class ServeCurve:
         return self.memory_bytes <= self.capacity_bytes
 
 
+MAX_STEP_POINTS = 50_000_000
+"""Decode steps evaluated by one serving curve (batches x generated tokens): about a second per
+ten million on a laptop core. Above it the curve is refused with a hint instead of running for
+minutes."""
+
+_CHUNK_POINTS = 1_000_000  # steps evaluated at once: bounds the memory of the grid
+
+
+def _decode_totals(decode, base: dict, batches: np.ndarray, seq: int, gen: int) -> np.ndarray:
+    """Total time of the gen - 1 decode steps (cache seq, seq + 1, ...) at each batch,
+    evaluated in blocks of batches so that memory stays bounded whatever batch x gen is."""
+    steps = gen - 1
+    if steps == 0:
+        return np.zeros_like(batches)
+    if len(batches) * steps > MAX_STEP_POINTS:
+        raise EvaluationError(
+            f"the serving curve would evaluate {len(batches):,} batch sizes x {steps:,} decode "
+            f"steps, more than {MAX_STEP_POINTS:,}",
+            hint="give fewer batch sizes (a log range such as 1:4096:log13) or a shorter --gen")
+    cached = np.arange(seq, seq + steps, dtype=float)
+    rows = max(1, _CHUNK_POINTS // steps)
+    totals = [stage_time(decode, {**base, S.batch: block[:, None], S.seq: cached[None, :]})
+              .sum(axis=1) for block in np.array_split(batches, -(-len(batches) // rows))]
+    return np.concatenate(totals)
+
+
 def serve_curve(model, hw: Hardware, seq: int, gen: int, batches: np.ndarray | None,
                 bits: dict) -> ServeCurve:
     """`batches` None: powers of two up to twice the largest batch that fits, so that the
@@ -61,13 +88,8 @@ def serve_curve(model, hw: Hardware, seq: int, gen: int, batches: np.ndarray | N
     prefill = model.roofline(hw, "prefill", **bits)
     decode = model.roofline(hw, "decode", **bits)
     ttft = stage_time(prefill, {**base, S.batch: b, S.seq: seq})
-    cached = np.arange(seq, seq + gen - 1, dtype=float)  # gen - 1 decode steps
-    if len(cached):
-        steps = stage_time(decode, {**base, S.batch: b[:, None], S.seq: cached[None, :]})
-        decode_total = steps.sum(axis=1)
-        tpot = decode_total / len(cached)
-    else:
-        decode_total = tpot = np.zeros_like(b)
+    decode_total = _decode_totals(decode, base, b, seq, gen)
+    tpot = decode_total / max(gen - 1, 1)
     memory = np.maximum(
         sum(evaluate_memory(model.memory("prefill"), {**base, S.batch: b, S.seq: seq})),
         sum(evaluate_memory(model.memory("decode"), {**base, S.batch: b, S.seq: last})))

@@ -8,6 +8,7 @@ Ranges: `1:1000` every integer from 1 to 1000; `128:32768:log16` 16 log-spaced i
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -30,11 +31,22 @@ def parse_range(text: str, name: str, integer: bool = True) -> np.ndarray:
             v = float(t)
         except ValueError:
             raise CostDSLError(f"--{name} {text!r}: {t!r} is not a number") from None
+        if not math.isfinite(v):
+            raise CostDSLError(f"--{name} {text!r}: {t!r} is not a finite number")
         if integer and not v.is_integer():
             raise CostDSLError(f"--{name} {text!r}: {t!r} is not an integer")
         if v <= 0:
             raise CostDSLError(f"--{name} {text!r}: values must be positive")
+        if v > S.MAX_SIZE:
+            raise CostDSLError(f"--{name} {text!r}: {t} is more than {S.MAX_SIZE:.0e}, the "
+                               f"largest size costdsl accepts")
         return v
+
+    def count(n: float) -> int:  # checked from the range's arithmetic, before building it
+        if n > MAX_POINTS:
+            raise CostDSLError(f"--{name} {text!r} has {n:,.0f} values (more than "
+                               f"{MAX_POINTS:,})", hint="use log spacing, e.g. 1:1e6:log64")
+        return int(n)
 
     text = text.strip()
     if ":" in text:
@@ -47,17 +59,18 @@ def parse_range(text: str, name: str, integer: bool = True) -> np.ndarray:
         if len(parts) == 2:
             if not integer:
                 raise CostDSLError(f"--{name} {text!r}: a bitwidth range needs :logN or a list")
-            values = np.arange(low, high + 1)
+            values = np.arange(low, low + count(high - low + 1))
         else:
             step = parts[2]
             if not (step.startswith("log") and step[3:].isdigit() and int(step[3:]) >= 2):
                 raise CostDSLError(f"--{name} {text!r}: the step must be logN with N >= 2, "
                                    f"e.g. {parts[0]}:{parts[1]}:log16")
-            values = np.geomspace(low, high, int(step[3:]))
+            values = np.geomspace(low, high, count(int(step[3:])))
             if integer:
                 values = np.round(values)
     else:
-        values = np.array([number(t) for t in text.split(",") if t.strip()])
+        items = [t for t in text.split(",") if t.strip()]
+        values = np.array([number(t) for t in items[:count(len(items))]])
         if not len(values):
             raise CostDSLError(f"--{name}: no values given")
     return np.unique(values.astype(np.int64) if integer else values)

@@ -19,6 +19,8 @@ Node schema: the node key is the op name; attribute `op` holds a frozen `Node`:
                                 linear, dequantization); 0 for unfused ops
     scale_bits                  extra bits per element of a class (group-wise quantization
                                 scales and zero points); bytes use bits + scale_bits
+    origin                      the pass call that made the node (its text and position, for
+                                errors about it); None for ops the lowering made
 Graph attributes: `model`, `stage`, `params` (resolved values), `passes` (texts applied).
 Passes map OpGraph -> OpGraph and must leave `check(graph)` true.
 """
@@ -60,6 +62,7 @@ class Node:
     extra_outputs: tuple[str, ...] = ()
     vector_flops: sympy.Expr = sympy.Integer(0)
     scale_bits: Mapping[str, sympy.Expr] = field(default_factory=dict)
+    origin: object = None  # the pass call (language AST) that made this node; None: lowering
 
     @property
     def outputs(self) -> tuple[str, ...]:

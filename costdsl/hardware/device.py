@@ -47,6 +47,13 @@ class Hardware:
     source: str = ""
     sram_per_block: float | None = None
 
+    def headline_type(self) -> str:
+        """The compute type to quote in one line: fp16, else bf16, else the fastest listed."""
+        for ctype in ("fp16", "bf16"):
+            if ctype in self.peak:
+                return ctype
+        return max(self.peak, key=self.peak.get)
+
     def ridge(self, compute_type: str) -> float:
         """Intensity (ops/byte) above which an op of this type is compute-bound."""
         return self.peak[compute_type] / self.bandwidth_Bps
@@ -66,10 +73,15 @@ def parse_quantity(value, family: str, where: str) -> float:
         number = float(m.group(1)) * _PREFIX[m.group(2) or ""]
     else:
         raise ValueError(f"{where} must be a number or a quantity string")
-    if not number > 0:
-        raise ValueError(f"{where} must be positive")
+    if not (0 < number <= MAX_FIGURE):
+        raise ValueError(f"{where} must be a positive finite figure of at most {MAX_FIGURE:g} "
+                         f"{family}")
     return number
 
+
+MAX_FIGURE = 1e20
+"""No memory, bandwidth or rate of real hardware comes near 1e20 base units (a B200's fp4 peak
+is 9e15 ops/s); a larger figure, or inf, is a typo that would print as 0 s or NaN."""
 
 _EXAMPLE = {"bytes": '"48 GiB"', "bytes/s": '"768 GB/s"', "ops/s": '"154.8 TFLOPS"'}
 

@@ -15,7 +15,7 @@ import sympy
 from . import ast
 from .design import Design, OpInstance, Tensor
 from ..errors import ArchError, ArchNameError, CostDSLError, ShapeError, at
-from .expr import to_sympy
+from .expr import shown, to_sympy
 from .ops import (BOOL, SIGNATURES, Choice, Ref, TensorInfo, attention_dims, require_equal,
                   user_kinds)
 from .library import Library
@@ -232,7 +232,7 @@ class _Elaborator:
             count = to_sympy(stmt.repeat, params)
             if count.is_number and not (count.is_integer and count >= 1):
                 pos, note = self.origins.locate(stmt.repeat, stmt.repeat.pos, "a repeat count")
-                raise at(ArchError, f"repeat count must be a positive integer, got {count}"
+                raise at(ArchError, f"repeat count must be a positive integer, got {shown(count)}"
                          f"{note}", pos)
         scope = dict(zip(block.inputs, inputs))
         inner_prefix = prefix if stmt.inline else f"{prefix}{stmt.target}."
@@ -346,7 +346,7 @@ class _Elaborator:
                                     or (infinite_ok and value is sympy.oo)):
             pos, note = self.origins.locate(kw.value, kw.pos, f"{kw.name}= of {kind}")
             raise at(ArchError, f"{kw.name}= must be a positive integer"
-                     + (" or inf" if infinite_ok else "") + f", got {value}{note}", pos,
+                     + (" or inf" if infinite_ok else "") + f", got {shown(value)}{note}", pos,
                      hint="dimensions count whole heads, features and tokens")
         return value
 

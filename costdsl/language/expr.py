@@ -68,6 +68,15 @@ def to_sympy(node: ast.Expr, scope: Mapping[str, sympy.Expr],
     return results[id(node)]
 
 
+def shown(value: sympy.Expr) -> str:
+    """A number as the user would write it: inf, 4096.5, 12.3333 (not oo or 8193/2)."""
+    if value is sympy.oo or value is -sympy.oo:
+        return "inf" if value is sympy.oo else "-inf"
+    if value.is_Rational and not value.is_Integer:
+        return f"{float(value):g}"
+    return str(value)
+
+
 def _chain(node: ast.Expr, ops: tuple[str, ...]):
     """The operands of a left-nested chain of `ops` (a + b - c + ...) and their signs, found
     without recursion: (operand, op applied to it) pairs, the first with op None."""

@@ -145,7 +145,33 @@ def to_arch(config: dict, file: str, name: str | None = None) -> str:
     path = Path(file)
     folder_named = path.name == "config.json" and path.parent.name  # models/<name>/config.json
     title = name or config.get("_name_or_path") or folder_named or path.stem
+    if not isinstance(title, str) or '"' in title or "\n" in title or not title.strip():
+        source_of = "--name" if name else "the field '_name_or_path'"
+        raise CostDSLError(f"{source_of} gives the model name {title!r}, which a .arch file "
+                           "cannot hold", file=None if name else file,
+                           hint="a model name is non-empty text without double quotes or "
+                                "line breaks; give one with --name")
     return "\n".join([
         f"# Imported by `costdsl import` from {Path(file).name} (model_type {model_type!r}).",
         f'import "{source}"', "",
         f'model "{title}" extends "{base}" {{', "  params {", *lines, "  }", "}", ""])
+
+
+def check_imported(text: str, config_file: str) -> None:
+    """Compile the text `to_arch` wrote; an error in it is reported at the config.json field
+    the offending line came from (each generated line names its field in a comment)."""
+    from .elaborate import elaborate  # the importer is the one language module that elaborates
+    from .library import load_library
+    virtual = f"<import of {config_file}>"
+    try:
+        elaborate(load_library(virtual, text))
+    except CostDSLError as err:
+        if err.file != virtual or err.line is None:
+            raise
+        line = text.splitlines()[err.line - 1]
+        key = line.split("# ", 1)[1].strip() if "# " in line else None
+        raw = read_user_text(config_file, "config file")
+        at_line = next((i for i, l in enumerate(raw.splitlines(), 1) if f'"{key}"' in l), None)
+        raise CostDSLError(f"field {key!r}: {err.message}" if key else err.message,
+                           file=config_file, line=at_line, column=1 if at_line else None,
+                           hint=err.hint) from None

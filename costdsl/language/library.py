@@ -31,12 +31,18 @@ def resolve_model_path(spec: str | Path) -> Path:
     return shipped if shipped.exists() else path
 
 
+MAX_ARCH_BYTES = 2**20
+"""The largest .arch file read (1 MiB, about 20,000 statements, compiled in a few seconds). A
+405B model written out op by op for every layer is under 200 kB; with blocks it is 2 kB."""
+
+
 def read_arch(path: str | Path) -> str:
     path = Path(path)
     if not path.exists():
         shipped = ", ".join(sorted(p.stem for p in shipped_dir("models").glob("*.arch")))
         raise CostDSLError(f"no such file or shipped model: {path}", hint=f"shipped: {shipped}")
-    return read_user_text(path, "model file")
+    return read_user_text(path, "model file", limit=MAX_ARCH_BYTES,
+                          hint="write repeated layers once, as a block with `repeat`")
 
 
 def load_library(path: str | Path, text: str | None = None) -> Library:

@@ -69,7 +69,9 @@ def _describe_unexpected(err: lark.exceptions.UnexpectedInput) -> str:
     if isinstance(err, lark.exceptions.UnexpectedToken):
         token = err.token
         found = "end of file" if token.type == "$END" else repr(str(token))
-        expected = sorted({_literal(t) for t in err.expected})
+        expected = sorted({_literal(t) for t in err.expected} - {"$END"})
+        if not expected:  # the input is complete before this token
+            return f"unexpected {found}: the text is complete before it"
         return f"unexpected {found}; expected " + _one_of(expected)
     if isinstance(err, lark.exceptions.UnexpectedCharacters):
         return f"unexpected character {err.char!r}"

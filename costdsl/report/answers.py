@@ -1,7 +1,6 @@
 """Text and JSON forms of crossover, latency and sensitivity answers."""
 from __future__ import annotations
 
-import json
 import math
 
 import sympy
@@ -11,6 +10,7 @@ from ..analysis.latency import Latency
 from ..analysis.sensitivity import Sensitivity
 from . import printing
 from .units import seconds, si
+from .jsonsafe import dumps
 
 
 def _value(v):
@@ -54,7 +54,7 @@ def crossover_dict(answers: list[CrossoverAnswer]) -> dict:
 
 
 def crossover_json(answers: list[CrossoverAnswer]) -> str:
-    return json.dumps(crossover_dict(answers), indent=2) + "\n"
+    return dumps(crossover_dict(answers))
 
 
 def crossover_text(answers: list[CrossoverAnswer]) -> str:

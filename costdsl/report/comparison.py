@@ -1,10 +1,10 @@
 """Text and JSON forms of a Comparison (`costdsl compare`)."""
 from __future__ import annotations
 
-import json
 
 from ..analysis.compare import Comparison
 from .units import seconds, si
+from .jsonsafe import dumps
 
 
 def text(c: Comparison) -> str:
@@ -51,4 +51,4 @@ def to_dict(c: Comparison) -> dict:
 
 
 def json_text(c: Comparison) -> str:
-    return json.dumps(to_dict(c), indent=2) + "\n"
+    return dumps(to_dict(c))

@@ -1,10 +1,10 @@
 """Formula tables in text, Markdown (GitHub, $...$ math), LaTeX (a plain `tabular`) and JSON."""
 from __future__ import annotations
 
-import json
 
 from ..analysis.formulas import COLUMNS, FormulaRow, FormulaTable
 from . import printing
+from .jsonsafe import dumps
 
 
 def _rows(table: FormulaTable) -> list[FormulaRow]:
@@ -66,7 +66,7 @@ def json_text(tables: list[FormulaTable]) -> str:
         t.stage: [{"op": r.op, "kind": r.kind, "repeat": cell(r.repeat),
                    **{name.replace(" ", "_"): cell(c) for name, c in zip(COLUMNS, r.cells)}}
                   for r in _rows(t)] for t in tables}}
-    return json.dumps(data, indent=2) + "\n"
+    return dumps(data)
 
 
 FORMATS = {"text": text, "markdown": markdown, "latex": latex, "json": json_text}

@@ -10,10 +10,10 @@ added; existing ones keep their names and meaning.
 """
 from __future__ import annotations
 
-import json
 import math
 
 from ..analysis.records import Analysis
+from .jsonsafe import dumps
 
 SCHEMA_VERSION = 1
 
@@ -69,4 +69,4 @@ def to_dict(a: Analysis) -> dict:
 
 
 def json_text(a: Analysis) -> str:
-    return json.dumps(to_dict(a), indent=2) + "\n"
+    return dumps(to_dict(a))

@@ -6,6 +6,7 @@ import json
 import numpy as np
 
 from ..analysis.sweep import SweepTable
+from .jsonsafe import dumps
 
 
 def _format(values: np.ndarray) -> str:
@@ -41,7 +42,7 @@ def json_text(table: SweepTable, meta: dict) -> str:
     names = list(table.columns)
     columns = [table.columns[n].tolist() for n in names]
     rows = [dict(zip(names, (_plain(v) for v in row))) for row in zip(*columns)]
-    return json.dumps({**meta, "rows": rows}) + "\n"
+    return dumps({**meta, "rows": rows}, indent=None)
 
 
 def write_npz(table: SweepTable, path: str, meta: dict) -> None:

@@ -27,10 +27,10 @@ def _op_rows(stage: StageResult) -> list[list[str]]:
 
 def _headline(a: Analysis) -> list[str]:
     hw, s = a.hardware, a.settings
-    fp16 = hw.peak.get("fp16") or max(hw.peak.values())
+    ctype = hw.headline_type()
     lines = [
-        f"{a.model} on {hw.name}: {si(hw.bandwidth_Bps, 'B/s')}, fp16 {si(fp16, 'OP/s')}, "
-        f"ridge {hw.ridge('fp16') if 'fp16' in hw.peak else fp16 / hw.bandwidth_Bps:.1f} ops/byte",
+        f"{a.model} on {hw.name}: {si(hw.bandwidth_Bps, 'B/s')}, {ctype} "
+        f"{si(hw.peak[ctype], 'OP/s')}, ridge {hw.ridge(ctype):.1f} ops/byte",
         f"batch={s.batch} seq={s.seq}" + ("" if s.tokens is None else f" tokens={s.tokens}") +
         f" w_bits={s.w_bits:g} a_bits={s.a_bits:g} "
         f"kv_bits={s.kv_bits:g}; parameters {count(a.params_total)}",

@@ -56,7 +56,8 @@ def flash_attention(graph: nx.DiGraph, block=None) -> nx.DiGraph:
                           block_rows=block)
         needed = flash_sram_needed(a["head_dim"], S.a_bits, S.kv_bits,
                                    block if block is not None else FLASH_MIN_ROWS)
-        attrs = {**a, "kinds": fused.attrs["kinds"], "sram_needed": needed}
+        attrs = {**a, "kinds": fused.attrs["kinds"], "sram_needed": needed,
+                 "block_rows": block if block is not None else FLASH_MIN_ROWS}
         fused = replace(fused, flops=cost.flops, reads=cost.reads, writes=cost.writes,
                         attrs=attrs)
         graph = contract(graph, [qk, soft, sv], fused)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping
 
 import networkx as nx
@@ -115,6 +115,10 @@ def apply_pass(graph: nx.DiGraph, call: ast.PassCall) -> nx.DiGraph:
             raise at(PassError, err.message, pos, err.hint) from None
         raise
     out.graph["passes"] = list(graph.graph.get("passes", [])) + [call.text or call.name]
+    for name in set(out.nodes) - set(graph.nodes):  # what this pass made remembers the call
+        node = out.nodes[name]["op"]
+        if node.origin is None:
+            out.nodes[name]["op"] = replace(node, origin=call)
     return check(out)
 
 

@@ -25,6 +25,10 @@ def select(graph: nx.DiGraph, include: str | None, exclude: str | None = None,
     """The ops (in execution order) matching `include` (all when None) and not `exclude`.
     A pattern that matches no op is an error: it is almost always a typo."""
     ops = nodes(graph)
+    for arg, text in zip(names, (include, exclude)):
+        if text is not None and not patterns(text):  # ops="" is a slip, not "every op"
+            raise PassError(f"{arg}= names no op", arg=arg,
+                            hint=f"leave {arg}= out to mean every op, or give names or globs")
     inc, exc = patterns(include), patterns(exclude)
     for arg, p in [(names[0], p) for p in inc] + [(names[1], p) for p in exc]:
         if not any(matches(n, [p]) for n in ops):
