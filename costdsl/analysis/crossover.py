@@ -129,14 +129,21 @@ def roots_in(g: sympy.Expr, x: sympy.Symbol, numbers: Mapping[sympy.Symbol, floa
 
 def _limit(expr: sympy.Expr, x: sympy.Symbol) -> sympy.Expr:
     if transcendental(expr, x):  # exponentials decay or grow; evaluate far out instead
-        return sympy.Float(float(expr.subs(x, 1e9)), 6)
+        far = expr.subs(x, 1e9)
+        return sympy.Float(float(far), 6) if far.is_number else far
     return sympy.limit(expr, x, sympy.oo)
+
+
+_SIMPLIFY_OPS = 400
+"""Above this many operations, simplify() on a slope takes seconds (a family file with every
+dimension free); the direction is then reported as depending on the free symbols."""
 
 
 def _direction(intensity: sympy.Expr, x: sympy.Symbol, root: sympy.Expr) -> str | None:
     """Which way the op turns as x grows through the root: from the sign of dI/dx there."""
     slope = sympy.diff(intensity, x).subs(x, root)
-    slope = sympy.simplify(slope)
+    if slope.is_positive is None and sympy.count_ops(slope) <= _SIMPLIFY_OPS:
+        slope = sympy.simplify(slope)  # large expressions (every dimension free) stay unsigned
     if slope.is_positive:
         return "memory->compute"
     if slope.is_negative:
@@ -151,7 +158,10 @@ def _no_root_reason(op: OpRoofline, intensity: sympy.Expr, x: sympy.Symbol, ridg
     if x not in intensity.free_symbols:
         return (f"intensity does not depend on {x.name} ({sympy.N(intensity, 4)} ops/byte, "
                 f"ridge {ridge:.4g})"), limit
-    side = "below" if (limit.is_number and limit < ridge) else "above"
+    if not limit.is_number:
+        return (f"intensity tends to {limit} ops/byte as {x.name} grows: whether that is above "
+                f"the ridge point {ridge:.4g} depends on the free parameters"), limit
+    side = "below" if limit < ridge else "above"
     state = "memory" if side == "below" else "compute"
     return (f"intensity tends to {sympy.N(limit, 4)} ops/byte as {x.name} grows, {side} the "
             f"ridge point {ridge:.4g}: {state}-bound for every {x.name}"), limit

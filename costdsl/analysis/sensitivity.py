@@ -14,6 +14,7 @@ from typing import Mapping
 
 import sympy
 
+from .evaluate import check_bound
 from .roofline import StageRoofline
 from .. import symbols as S
 
@@ -40,6 +41,9 @@ def local_time(stage: StageRoofline, values: Mapping[sympy.Symbol, float]) -> sy
 
 
 def sensitivity(stage: StageRoofline, values: Mapping[sympy.Symbol, float]) -> Sensitivity:
+    check_bound(sorted(set().union(*(sympy.sympify(o.compute_time + o.memory_time).free_symbols
+                                      for o in stage.ops)) - {S.peak, S.bandwidth},
+                       key=lambda s: s.name), values)
     point = {**values, PEAK_SCALE: 1, BANDWIDTH_SCALE: 1}
     t = local_time(stage, values)
     t_value = float(t.subs(point))
