@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -114,7 +114,7 @@ class Model:
         """The stage's symbolic roofline, one per (stage, hardware, bitwidths): kept, so that
         repeated analyses reuse its lambdified numpy function rather than compile it again."""
         key = (stage, hw.key, hw.bandwidth_Bps, hw.sram_per_block, tuple(sorted(hw.peak.items())),
-               tuple(sorted(settings.bits().items())))
+               repr(hw.efficiency), tuple(sorted(settings.bits().items())))
         if key not in self._rooflines:
             self._rooflines[key] = roofline(self.graph(stage), hw, settings.bits())
         return self._rooflines[key]

@@ -55,10 +55,27 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 def _deployment_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hw", required=True, metavar="HW",
                    help="a shipped hardware name (see `costdsl hardware`) or a .toml file")
+    _ideal_arg(p)
     p.add_argument("--batch", type=_positive_int("--batch"), default=1)
     p.add_argument("--seq", type=_positive_int("--seq"), default=2048,
                    help="prompt length (prefill) and tokens already cached (decode)")
     _bits_args(p)
+
+
+def _ideal_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ideal", action="store_true",
+                   help="ignore the hardware file's [efficiency]: the ideal roofline of the "
+                        "datasheet figures")
+
+
+def _hw(args):
+    """The hardware of a model command, ideal when --ideal is given."""
+    from .hardware import load_hardware
+    return _ideal(load_hardware(args.hw), args)
+
+
+def _ideal(hw, args):
+    return hw.ideal() if getattr(args, "ideal", False) else hw
 
 
 def _bits_args(p: argparse.ArgumentParser) -> None:
@@ -133,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve-curve", help="throughput against latency and memory over batch")
     _model_args(p)
     p.add_argument("--hw", required=True, metavar="HW")
+    _ideal_arg(p)
     p.add_argument("--seq", type=_positive_int("--seq"), required=True, help="prompt length")
     p.add_argument("--gen", type=_positive_int("--gen"), required=True,
                    help="tokens generated per request")
@@ -147,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     p.add_argument("--hw", required=True, metavar="HW[,HW...]",
                    help="one or more hardware files, comma-separated")
+    _ideal_arg(p)
     p.add_argument("--batch", default="1", metavar="RANGE", help="1:1024, 1:1024:log11 or 1,8")
     p.add_argument("--seq", default="2048", metavar="RANGE", help="128:32768:log16 or a list")
     p.add_argument("--w-bits", default="16", metavar="LIST", help="e.g. 4,8,16")
@@ -233,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _analyze(args) -> str:
     model = _load(args)
-    analysis = model.analyze(args.hw, batch=args.batch, seq=args.seq,
+    analysis = model.analyze(_hw(args), batch=args.batch, seq=args.seq,
                              stages=_stages(args.stage), tokens=args.tokens, **_bits_of(args))
     return FORMATS[args.format](analysis)
 
@@ -244,15 +263,14 @@ def _compare(args) -> str:
     if not model.passes:
         raise CostDSLError("compare needs passes: give --pass, or a file with a passes section",
                            hint='e.g. --pass "quantize(weights=4)" --pass "flash_attention()"')
-    result = model.compare(args.hw, args.batch, args.seq, stages=_stages(args.stage),
+    result = model.compare(_hw(args), args.batch, args.seq, stages=_stages(args.stage),
                            tokens=args.tokens, **_bits_of(args))
     return (comparison.json_text if args.format == "json" else comparison.text)(result)
 
 
 def _fit(args) -> str:
-    from .hardware import load_hardware
     model = _load(args)
-    hw = load_hardware(args.hw)
+    hw = _hw(args)
     result = model.fit(hw, args.seq, args.batch, **_bits_of(args))
     if args.format == "json":
         return dumps(answers_report.fit_dict(model.name, hw, result))
@@ -260,11 +278,10 @@ def _fit(args) -> str:
 
 
 def _serve_curve(args) -> str:
-    from .hardware import load_hardware
     from .analysis.serving import serve_curve
     from .analysis.sweep import parse_range
     model = _load(args)
-    hw = load_hardware(args.hw)
+    hw = _hw(args)
     batches = parse_range(args.batch, "batch") if args.batch else None
     curve = serve_curve(model, hw, args.seq, args.gen, batches, _bits_of(args))
     if args.format == "json":
@@ -277,7 +294,7 @@ def _sweep(args) -> str:
     from .report import sweepout
     from .analysis.sweep import bit_combinations, parse_range, sweep
     model = _load(args)
-    hws = [load_hardware(h.strip()) for h in args.hw.split(",") if h.strip()]
+    hws = [_ideal(load_hardware(h.strip()), args) for h in args.hw.split(",") if h.strip()]
     if not hws:
         raise CostDSLError(f"--hw {args.hw!r}: no hardware named",
                            hint="e.g. --hw nvidia-a100-80gb,nvidia-h100-sxm")
@@ -320,10 +337,9 @@ _PLOT_RANGES = {"batch": "1:4096:log64", "seq": "128:131072:log64",
 def _plot(args) -> str:
     from .analysis import curves
     from . import plots
-    from .hardware import load_hardware
     from .analysis.sweep import parse_range
     model = _load(args)
-    hw = load_hardware(args.hw)
+    hw = _hw(args)
     bits = _bits_of(args)
     spec = args.sweep or _PLOT_RANGES.get(args.kind)
     values = parse_range(spec, "range") if spec else None
@@ -365,7 +381,7 @@ def _load(args) -> api.Model:
 
 def _crossover(args) -> str:
     model = _load(args)
-    answers = [model.crossover(args.solve, args.hw, stage, batch=args.batch, seq=args.seq,
+    answers = [model.crossover(args.solve, _hw(args), stage, batch=args.batch, seq=args.seq,
                                free=args.free, versus=_versus(args.versus), tokens=args.tokens,
                                **_bits_of(args))
                for stage in _stages(args.stage)]
@@ -375,7 +391,7 @@ def _crossover(args) -> str:
 
 def _latency(args) -> str:
     model = _load(args)
-    result = model.latency(args.hw, args.batch, args.seq, args.gen, **_bits_of(args))
+    result = model.latency(_hw(args), args.batch, args.seq, args.gen, **_bits_of(args))
     if args.format == "json":
         return dumps(answers_report.latency_dict(result))
     return answers_report.latency_text(result)
@@ -390,7 +406,7 @@ def _formulas(args) -> str:
 
 def _sensitivity(args) -> str:
     model = _load(args)
-    items = [model.sensitivity(args.hw, args.batch, args.seq, stage, tokens=args.tokens,
+    items = [model.sensitivity(_hw(args), args.batch, args.seq, stage, tokens=args.tokens,
                                **_bits_of(args))
              for stage in _stages(args.stage)]
     if args.format == "json":

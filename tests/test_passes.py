@@ -405,3 +405,11 @@ def test_quantize_and_residual_fusion_on_a_tiny_graph(write_arch):
     elements = lambda n: sum(a.elements for a in n.reads + n.writes if a.cls == "act")
     before = elements(base.nodes["down"]["op"]) + elements(base.nodes["out"]["op"])
     assert sympy.expand(before - elements(g.nodes["[down+out]"]["op"]) - 8 * S.batch) == 0
+
+
+def test_fuse_qkv_alone_finds_v_through_the_softmax():
+    """Without flash_attention, xV is two ops past QK^T (the softmax between): v is still one of
+    the three projections fused."""
+    m = costdsl.load(MODELS / "llama-2-7b.arch", passes=["fuse_qkv()"])
+    names = [n.name for n in nodes(m.graph("decode"))]
+    assert "layers[q+k+v]" in names and "layers.v" not in names

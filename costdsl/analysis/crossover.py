@@ -17,7 +17,7 @@ import sympy
 
 from ..errors import EvaluationError
 from ..hardware import Hardware
-from .roofline import OpRoofline, StageRoofline, compute_type
+from .roofline import OpRoofline, StageRoofline, compute_type, family_of
 from .. import symbols as S
 
 BIT_SYMBOLS = (S.w_bits, S.a_bits, S.kv_bits)
@@ -221,18 +221,19 @@ def op_crossover(op: OpRoofline, hw: Hardware, x: sympy.Symbol,
         for ctype, region in _compute_regions(op, hw, x, values):
             if ctype is None:
                 break
-            numbers = {S.peak: hw.peak[ctype], S.bandwidth: hw.bandwidth_Bps}
+            peak = hw.peak_for(ctype, family_of(op.node))
+            numbers = {S.peak: peak, S.bandwidth: op.bandwidth}
             span = (max(low, region[0]), min(high, region[1])) if region else (low, high)
             for root, value, closed in roots_in(f * S.bandwidth - S.peak * b, x, numbers, *span):
                 found.append(Crossover(
                     op.node.name, op.node.kind, op.node.repeat, x, root,
                     float(value) if value.is_number else None,
-                    _direction(intensity, x, value), hw.ridge(ctype), ctype,
+                    _direction(intensity, x, value), peak / op.bandwidth, ctype,
                     closed_form=closed))
     if found:
         return found
     ctype = op.compute_type
-    ridge = hw.ridge(ctype) if ctype else None
+    ridge = op.ridge if ctype else None
     last = pieces[-1][2]
     intensity = (sympy.simplify(resolve_minmax(flops, x, last) / resolve_minmax(nbytes, x, last))
                  if flops != 0 else sympy.Integer(0))
@@ -282,7 +283,8 @@ def piecewise_time(stage: StageRoofline, hw: Hardware, x: sympy.Symbol,
     """Stage time in x as a Piecewise whose pieces are sums of each op's active branch.
 
     Between two consecutive breakpoints every op stays on one side of its roofline, so each
-    piece is a sum of compute or memory terms. Solving for a bitwidth, the compute type (and
+    piece is a sum of compute or memory terms (plus the launch cost of every kernel, under an
+    efficiency model). Solving for a bitwidth, the compute type (and
     with it the peak) changes at 4, 8 and 16 bits: those are breakpoints too.
     """
     if x in BIT_SYMBOLS:
@@ -292,9 +294,11 @@ def piecewise_time(stage: StageRoofline, hw: Hardware, x: sympy.Symbol,
     memory = [_bind(op.node.repeat * op.memory_time, values, x) for op in stage.ops]
     compute = [None if x in BIT_SYMBOLS else _bind(op.node.repeat * op.compute_time, values, x)
                for op in stage.ops]  # with a bitwidth, the peak depends on the piece
+    launches = _bind(sum((op.node.repeat * op.launch for op in stage.ops), sympy.Integer(0)),
+                     values, x)  # the efficiency model's fixed cost per kernel, in every piece
     pieces = []
     for low, high, probe in _intervals(breakpoints):
-        total = sympy.Integer(0)
+        total = launches
         for op, ct, mt in zip(stage.ops, compute, memory):
             if ct is None:
                 ct = _bind(op.node.repeat * _compute_time_at(op, hw, x, values, probe), values, x)
@@ -311,7 +315,7 @@ def _compute_time_at(op: OpRoofline, hw: Hardware, x, values, probe) -> sympy.Ex
     if op.compute_type is None:
         return op.compute_time
     bits = {**{s: v for s, v in values.items() if s in BIT_SYMBOLS}, x: probe}
-    return op.effective_flops / hw.peak[compute_type(op.node, hw, bits)]
+    return op.effective_flops / hw.peak_for(compute_type(op.node, hw, bits), family_of(op.node))
 
 
 def _balance(compute: sympy.Expr, memory: sympy.Expr, x: sympy.Symbol):
@@ -379,7 +383,7 @@ def quantization_crossover(high: StageRoofline, low: StageRoofline, hw: Hardware
             out.append(QuantCrossover(a.node.name, None, None,
                                       "moves no tensor whose bitwidth changes: no saving"))
             continue
-        p_a, p_b = hw.peak[a.compute_type], hw.peak[b.compute_type]
+        p_a, p_b = a.peak, b.peak
         if p_b > p_a:
             out.append(QuantCrossover(a.node.name, None, None,
                                       f"the lower bitwidth computes in a faster type "
@@ -387,12 +391,12 @@ def quantization_crossover(high: StageRoofline, low: StageRoofline, hw: Hardware
                                       f"every {x.name}"))
             continue
         flops = _bind(a.effective_flops, high_values, x)
-        numbers = {S.peak: p_b, S.bandwidth: hw.bandwidth_Bps}
+        numbers = {S.peak: p_b, S.bandwidth: a.bandwidth}
         roots = roots_in(flops * S.bandwidth - S.peak * bytes_a, x, numbers)
         if not roots:
             reason = (f"the higher bitwidth stays memory-bound at every {x.name}: the lower one "
                       f"always saves" if float(_limit(flops / bytes_a, x))
-                      < p_b / hw.bandwidth_Bps else
+                      < p_b / a.bandwidth else
                       f"compute-bound at every {x.name}: the lower bitwidth never saves")
             out.append(QuantCrossover(a.node.name, None, None, reason))
             continue

@@ -30,10 +30,11 @@ class StageNumbers:
     flops: np.ndarray
     bytes_by_class: Mapping[str, np.ndarray]
     peak: np.ndarray
-    bandwidth: float
+    bandwidth: np.ndarray | float            # bytes/s, per op (efficiencies differ by family)
     vector_flops: np.ndarray | float = 0.0   # the part of flops run at vector_peak
     vector_peak: np.ndarray | float = np.inf
     fused_from: tuple[tuple[str, ...], ...] = ()
+    launch: np.ndarray | float = 0.0         # seconds per occurrence (efficiency model)
 
     @property
     def bytes(self) -> np.ndarray:
@@ -56,7 +57,7 @@ class StageNumbers:
 
     @property
     def time(self) -> np.ndarray:
-        return np.maximum(self.compute_time, self.memory_time)
+        return np.maximum(self.compute_time, self.memory_time) + self.launch
 
     @property
     def compute_bound(self) -> np.ndarray:
@@ -136,10 +137,11 @@ def evaluate(stage: StageRoofline, values: Mapping[sympy.Symbol, object]) -> Sta
         flops=table[n:2 * n],
         bytes_by_class={c: table[(2 + i) * n:(3 + i) * n] for i, c in enumerate(CLASSES)},
         peak=np.array([o.peak for o in stage.ops]).reshape((n,) + extra),
-        bandwidth=stage.ops[0].bandwidth if stage.ops else 1.0,
+        bandwidth=np.array([o.bandwidth for o in stage.ops]).reshape((n,) + extra),
         vector_flops=table[(2 + len(CLASSES)) * n:(3 + len(CLASSES)) * n],
         vector_peak=np.array([o.vector_peak for o in stage.ops]).reshape((n,) + extra),
-        fused_from=tuple(o.node.fused_from for o in stage.ops))
+        fused_from=tuple(o.node.fused_from for o in stage.ops),
+        launch=np.array([o.launch for o in stage.ops]).reshape((n,) + extra))
 
 
 def _compute_bound_time(stage: StageRoofline) -> sympy.Expr:

@@ -3,7 +3,11 @@
 For each op: intensity I = operations / bytes; attainable performance P = min(peak, I x B);
 time t = max(operations / peak, bytes / B), and the op is compute-bound when the first term is
 the larger (Williams, Waterman, Patterson, "Roofline", CACM 2009). B is the memory bandwidth and
-peak the rate of the op's compute type on the hardware.
+peak the rate of the op's compute type on the hardware. With an [efficiency] section in the
+hardware file, peak and B are the achieved fractions of the datasheet figures (eta_c peak,
+eta_b B) and every op occurrence adds a fixed launch cost: t = max(...) + launch. Crossovers
+then read in the achieved figures; the launch term shifts both sides of the max equally, so it
+moves no crossover.
 
 The compute type follows the operands: a matrix op runs in the type of its wider operand (a
 weight-only quantized linear dequantizes to the activation type), promoted to the nearest type
@@ -21,6 +25,7 @@ import sympy
 from ..errors import CostDSLError, EvaluationError
 from ..graph.schema import Node, nodes
 from ..hardware import Hardware
+from ..hardware.efficiency import op_family
 from .. import symbols as S
 from ..symbols import BITS_BY_CLASS
 
@@ -99,6 +104,7 @@ class OpRoofline:
     bandwidth: float            # bytes/s
     vector_peak: float = float("inf")     # ops/s of the vector units (fp32)
     hardware_values: Mapping[sympy.Symbol, float] | None = None  # e.g. sram per block
+    launch: float = 0.0         # seconds per occurrence: a kernel's fixed cost (efficiency)
 
     @property
     def flops(self) -> sympy.Expr:
@@ -140,7 +146,7 @@ class OpRoofline:
 
     @property
     def time(self) -> sympy.Expr:
-        return sympy.Max(self.compute_time, self.memory_time)
+        return sympy.Max(self.compute_time, self.memory_time) + self.launch
 
     @property
     def attainable(self) -> sympy.Expr:
@@ -167,14 +173,21 @@ def roofline(graph: nx.DiGraph, hw: Hardware, bits: Mapping[str, float]) -> Stag
     """`bits` maps w_bits/a_bits/kv_bits to numbers: the compute type of each op depends on them.
     They stay symbols in the byte expressions, substituted when evaluated."""
     values = {BITS_BY_CLASS[c]: v for c, v in _by_class(bits).items()}
-    vector_peak = hw.peak.get("fp32", max(hw.peak.values()))
+    vector_type = "fp32" if "fp32" in hw.peak else max(hw.peak, key=hw.peak.get)
     ops = []
     for node in nodes(graph):
         hardware_values = _hardware_values(node, hw, values)
         ctype = compute_type(node, hw, values)
-        peak = hw.peak[ctype] if ctype else float("inf")
-        ops.append(OpRoofline(node, ctype, peak, hw.bandwidth_Bps, vector_peak, hardware_values))
+        family = family_of(node)
+        peak = hw.peak_for(ctype, family) if ctype else float("inf")
+        ops.append(OpRoofline(node, ctype, peak, hw.bandwidth_for(family),
+                              hw.peak_for(vector_type, family), hardware_values, hw.launch_s))
     return StageRoofline(graph.graph["stage"], tuple(ops))
+
+
+def family_of(node: Node) -> str:
+    """Which efficiencies time the op: "attention" kernels or the "default" ones."""
+    return op_family(node.kind, node.attrs.get("kinds", ()))
 
 
 def _hardware_values(node: Node, hw: Hardware, bits) -> dict | None:

@@ -37,6 +37,7 @@ def local_time(stage: StageRoofline, values: Mapping[sympy.Symbol, float]) -> sy
         ct, mt = op.compute_time, op.memory_time
         compute_wins = float(ct.subs(values)) > float(mt.subs(values))
         total += op.node.repeat * (ct / PEAK_SCALE if compute_wins else mt / BANDWIDTH_SCALE)
+        total += op.node.repeat * op.launch  # a fixed cost: no knob moves it
     return total
 
 

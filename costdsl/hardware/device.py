@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Mapping
 
 from ..errors import HardwareError, register_source
+from .efficiency import Efficiency, parse_efficiency
 from ..files import read_user_text
 from ..resources import shipped_dir
 
@@ -46,6 +47,30 @@ class Hardware:
     sram_bytes: float | None = None
     source: str = ""
     sram_per_block: float | None = None
+    efficiency: Efficiency | None = None  # None: the ideal roofline (datasheet figures)
+
+    def ideal(self) -> "Hardware":
+        """The same hardware with its [efficiency] ignored: the survey's ideal roofline."""
+        return replace(self, efficiency=None)
+
+    @property
+    def time_model(self) -> str:
+        """Which model a time comes from: "ideal" or "efficiency"."""
+        return "ideal" if self.efficiency is None else "efficiency"
+
+    def peak_for(self, ctype: str, family: str = "default") -> float:
+        """Operations/s an op of `family` achieves in `ctype`: the datasheet peak times its
+        efficiency (1 for the ideal roofline)."""
+        e = self.efficiency
+        return self.peak[ctype] * (e.compute_for(ctype, family) if e else 1.0)
+
+    def bandwidth_for(self, family: str = "default") -> float:
+        e = self.efficiency
+        return self.bandwidth_Bps * (e.bandwidth_for(family) if e else 1.0)
+
+    @property
+    def launch_s(self) -> float:
+        return self.efficiency.launch_s if self.efficiency else 0.0
 
     def headline_type(self) -> str:
         """The compute type to quote in one line: fp16, else bf16, else the fastest listed."""
@@ -59,8 +84,30 @@ class Hardware:
         return self.peak[compute_type] / self.bandwidth_Bps
 
 
+_SECONDS = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*(ns|us|µs|ms|s)\s*$")
+_SECOND_PREFIX = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0}
+MAX_LAUNCH_S = 1.0  # a kernel launch costs microseconds; a second is a typo
+
+
+def _seconds(value, where: str) -> float:
+    """A duration: a number of seconds or "4 us", "0.5 ms"; zero is allowed."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    else:
+        m = _SECONDS.match(value) if isinstance(value, str) else None
+        if not m:
+            raise ValueError(f"{where} = {value!r}: expected a duration such as \"4 us\"")
+        number = float(m.group(1)) * _SECOND_PREFIX[m.group(2)]
+    if not 0 <= number <= MAX_LAUNCH_S:
+        raise ValueError(f"{where} must be between 0 and {MAX_LAUNCH_S:g} s")
+    return number
+
+
 def parse_quantity(value, family: str, where: str) -> float:
-    """A number in base units, or a string such as "768 GB/s", "48 GiB", "154.8 TFLOPS"."""
+    """A number in base units, or a string such as "768 GB/s", "48 GiB", "154.8 TFLOPS"
+    (family "seconds": "4 us")."""
+    if family == "seconds":
+        return _seconds(value, where)
     if isinstance(value, bool):
         raise ValueError(f"{where} must be a number or a quantity string, not a boolean")
     if isinstance(value, (int, float)):
@@ -87,8 +134,16 @@ _EXAMPLE = {"bytes": '"48 GiB"', "bytes/s": '"768 GB/s"', "ops/s": '"154.8 TFLOP
 
 
 def _line_of(text: str, key: str) -> int | None:
-    for i, line in enumerate(text.splitlines(), 1):
-        if re.match(rf"\s*{re.escape(key)}\s*=", line):
+    """The line of `key` (`section.key` for a key inside a [section] or its sub-tables)."""
+    lines = text.splitlines()
+    start, name = 0, key
+    if "." in key:
+        section, name = key.rsplit(".", 1)
+        header = next((i for i, l in enumerate(lines) if l.strip() == f"[{section}]"), None)
+        if header is not None:
+            start = header + 1
+    for i, line in enumerate(lines[start:], start + 1):
+        if re.match(rf"\s*\[?{re.escape(name)}\]?\s*(=|$)", line):
             return i
     return None
 
@@ -134,11 +189,12 @@ def _from_table(data: dict, path: Path, text: str) -> Hardware:
             raise fail(f"missing required key {key!r}",
                        hint="a hardware file needs name, bandwidth, memory and a [peak] table")
     unknown = set(data) - {"name", "bandwidth", "memory", "sram", "sram_per_block", "peak",
-                           "notes"}
+                           "notes", "efficiency"}
     if unknown:
         key = sorted(unknown)[0]
         raise fail(f"unknown key {key!r}", key,
-                   hint="keys: name, bandwidth, memory, sram, sram_per_block, [peak], notes")
+                   hint="keys: name, bandwidth, memory, sram, sram_per_block, [peak], notes, "
+                        "[efficiency]")
     if not isinstance(data["name"], str):
         raise fail("name must be a string", "name")
     if not isinstance(data["peak"], dict) or not data["peak"]:
@@ -167,5 +223,14 @@ def _from_table(data: dict, path: Path, text: str) -> Hardware:
             peak[ctype] = parse_quantity(value, "ops/s", f"peak.{ctype}")
         except ValueError as err:
             raise fail(str(err), ctype) from None
+    efficiency = None
+    if "efficiency" in data:
+        if not isinstance(data["efficiency"], dict):
+            raise fail("[efficiency] must be a table", "efficiency")
+        efficiency = parse_efficiency(data["efficiency"], fail, parse_quantity)
+        unknown_types = set(efficiency.compute) - set(peak)
+        if unknown_types:
+            raise fail(f"[efficiency.compute] names {sorted(unknown_types)[0]!r}, which [peak] "
+                       "does not list", "efficiency.compute." + sorted(unknown_types)[0])
     return Hardware(path.stem, data["name"], bandwidth, memory, peak, sram.get("sram"), str(path),
-                    sram.get("sram_per_block"))
+                    sram.get("sram_per_block"), efficiency)

@@ -1,6 +1,7 @@
 """The JSON form of an Analysis: a stable interface other tools read.
 
-Top-level keys: model, hardware, settings, params ({"total": int, "active": int}), passes
+Top-level keys: model, hardware (with time_model: "ideal" or "efficiency", and the efficiency
+fractions used or null), settings, params ({"total": int, "active": int}), passes
 (the passes applied, as written), memory (weights_bytes, kv_cache_bytes, activation_peak_bytes,
 total_bytes, fits, capacity_bytes, headroom_bytes, and the same per stage), stages. stages.prefill,
 stages.decode and stages.step (with settings.tokens, when the step stage is asked for) hold `ops` (name, kind, repeat, flops, bytes, intensity, bound, time_s for one
@@ -42,7 +43,9 @@ def to_dict(a: Analysis) -> dict:
         "model": a.model,
         "file": a.file,
         "hardware": {"key": hw.key, "name": hw.name, "bandwidth": hw.bandwidth_Bps,
-                     "memory": hw.memory_bytes, "peak": dict(hw.peak)},
+                     "memory": hw.memory_bytes, "peak": dict(hw.peak),
+                     "time_model": hw.time_model,
+                     "efficiency": hw.efficiency.as_dict() if hw.efficiency else None},
         "settings": {"batch": s.batch, "seq": s.seq, "w_bits": _num(float(s.w_bits)),
                      "a_bits": _num(float(s.a_bits)), "kv_bits": _num(float(s.kv_bits)),
                      **({} if s.tokens is None else {"tokens": s.tokens})},

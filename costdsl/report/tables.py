@@ -35,9 +35,24 @@ def _headline(a: Analysis) -> list[str]:
         f" w_bits={s.w_bits:g} a_bits={s.a_bits:g} "
         f"kv_bits={s.kv_bits:g}; parameters {count(a.params_total)}",
     ]
+    lines.append("time model: " + time_model(hw))
     if a.passes:
         lines.append("passes: " + "; ".join(a.passes))
     return lines
+
+
+def time_model(hw) -> str:
+    """One line saying which model the times come from."""
+    e = hw.efficiency
+    if e is None:
+        return "ideal roofline (datasheet peak and bandwidth, no launch cost)"
+    parts = [f"bandwidth {e.bandwidth:.3g}"] + [f"{c} {v:.3g}" for c, v in e.compute.items()]
+    if e.attention_bandwidth is not None:
+        parts.append(f"attention bandwidth {e.attention_bandwidth:.3g}")
+    if e.attention_compute is not None:
+        parts.append(f"attention compute {e.attention_compute:.3g}")
+    return (f"achieved fractions from the hardware file ({', '.join(parts)}; launch "
+            f"{seconds(e.launch_s)} per kernel); --ideal for the datasheet roofline")
 
 
 def _stage_summary(stage: StageResult) -> str:

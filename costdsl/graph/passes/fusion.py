@@ -196,8 +196,10 @@ def fuse_qkv(graph: nx.DiGraph) -> nx.DiGraph:
     for node in nodes(graph):
         if node.kind != "qk_matmul":
             continue
-        sv = [s for s in graph.successors(node.name)
-              if "sv_matmul" in kinds_of(graph.nodes[s]["op"])]
+        # xV follows QK^T directly when fused, or through the softmax when not
+        near = list(graph.successors(node.name))
+        near += [s for n in near for s in graph.successors(n)]
+        sv = [s for s in dict.fromkeys(near) if "sv_matmul" in kinds_of(graph.nodes[s]["op"])]
         projections = []
         for t, consumer in [(t, node.name) for t in node.inputs] + [
                 (t, s) for s in sv for t in graph.nodes[s]["op"].inputs[1:]]:
