@@ -189,6 +189,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="FILE.png|FILE.svg")
     p.set_defaults(run=_plot)
 
+    p = sub.add_parser("calibrate", help="fit the hardware's efficiencies to measured times")
+    p.add_argument("measurements", nargs="+",
+                   help="measurement CSV files (see the README for their columns)")
+    p.add_argument("--hw", required=True, metavar="HW", help="the measured hardware")
+    p.add_argument("--model", dest="only_model", metavar="MODEL",
+                   help="use only the rows of this model (as the CSV names it)")
+    p.add_argument("--pass", dest="passes", action="append", default=[], metavar="PASS",
+                   help="a pass applied to every row's model (repeatable)")
+    p.add_argument("--no-launch", action="store_true", help="fit no launch cost (keep it 0)")
+    p.add_argument("-o", "--out", metavar="FILE.toml",
+                   help="write the hardware file with the fitted [efficiency] section here")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.set_defaults(run=_calibrate)
+
+    p = sub.add_parser("validate", help="predicted against measured times, ideal and calibrated")
+    p.add_argument("measurements", nargs="+", help="measurement CSV files")
+    p.add_argument("--hw", required=True, metavar="HW",
+                   help="the hardware; its [efficiency] is the calibrated model judged")
+    p.add_argument("--model", dest="only_model", metavar="MODEL",
+                   help="use only the rows of this model (as the CSV names it)")
+    p.add_argument("--pass", dest="passes", action="append", default=[], metavar="PASS")
+    p.add_argument("--folds", type=_positive_int("--folds"), default=None,
+                   help="also k-fold cross-validate a fit: each row predicted by a fit on the "
+                        "other folds")
+    p.add_argument("--group", choices=("model", "kind", "stage"), default=None,
+                   help="fold by model, op kind or stage instead of at random: judge the fit on "
+                        "a model (or kind) it has not seen")
+    p.add_argument("--plot", metavar="FILE.png|FILE.svg",
+                   help="predicted against measured, log axes, with y = x")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.set_defaults(run=_validate)
+
     p = sub.add_parser("passes", help="list the passes and their arguments")
     p.set_defaults(run=_passes)
 
@@ -360,6 +392,72 @@ def _plot(args) -> str:
         curve = serve_curve(model, hw, args.seq, args.gen, values, bits)
         path = plots.serve(curve, model.name, hw, args.out)
     return f"wrote {path}\n"
+
+
+def _measured(args):
+    """The measurement rows (filtered by --model) resolved against the hardware."""
+    from .analysis.measurements import MeasurementError, read_measurements, resolve
+    from .hardware import load_hardware
+    hw = load_hardware(args.hw)
+    measured = []
+    for path in args.measurements:
+        rows = read_measurements(path)
+        if args.only_model:
+            rows = [r for r in rows if r.model == args.only_model]
+        measured += resolve(rows, path, hw, lambda spec: api.load(spec, passes=args.passes))
+    if not measured:
+        raise MeasurementError(f"--model {args.only_model}: no row names this model",
+                               file=", ".join(args.measurements))
+    return hw, measured
+
+
+def _calibrate(args) -> str:
+    from .analysis.calibration import errors, fit_efficiency, predict
+    from .files import read_user_text
+    from .report import calibration as report
+    hw, measured = _measured(args)
+    source = ", ".join(args.measurements)
+    fit = fit_efficiency(measured, source=source, launch=not args.no_launch)
+    before = errors(measured, predict(measured, None))
+    after = errors(measured, predict(measured, fit.efficiency))
+    tail = ""
+    if args.out:
+        text = report.calibrated_toml(read_user_text(hw.source, "hardware file"), fit, source,
+                                      after, hw.efficiency.measured_as if hw.efficiency and
+                                      hw.efficiency.measured_as else hw.key)
+        _write(args.out, text)
+        tail = f"wrote {args.out}\n"
+    if args.format == "json":
+        return dumps(report.fit_dict(hw.key, fit, before, after))
+    return report.fit_text(hw.name, fit, before, after) + tail
+
+
+def _validate(args) -> str:
+    from .analysis.calibration import cross_validate, errors, predict
+    from .report import calibration as report
+    hw, measured = _measured(args)
+    columns = [("ideal", predict(measured, None))]
+    if hw.efficiency is not None:
+        columns.append(("calibrated", predict(measured, hw.efficiency)))
+    folds = None
+    if args.folds or args.group:
+        held, folds = cross_validate(measured, args.folds or 5, args.group)
+        columns.append((f"{'by ' + args.group if args.group else str(folds) + '-fold'} held-out",
+                        held))
+    tables = [(name, errors(measured, values)) for name, values in columns]
+    if args.plot:
+        from . import plots
+        plots.predicted_vs_measured(measured, columns, hw.name, args.plot)
+    if args.format == "json":
+        return dumps({"hardware": hw.key, "rows": len(measured), "folds": folds,
+                      "group": args.group,
+                      "models": {name: report.error_dict(t) for name, t in tables}})
+    head = (f"{len(measured)} measured rows on {hw.name}; absolute percentage error of the "
+            "predicted times:")
+    lines = [head, *report.error_lines(*tables)]
+    if args.plot:
+        lines.append(f"wrote {args.plot}")
+    return "\n".join(lines) + "\n"
 
 
 def _passes(args) -> str:

@@ -7,6 +7,7 @@ nothing here computes a cost.
     seq       stage time against seq, crossovers annotated
     memory    weights, KV cache and activations stacked against seq, with the capacity
     serve     throughput against latency over batch, memory limit and compute-bound marked
+    predicted_vs_measured  validation: predicted against measured kernel times
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import numpy as np
 
 from .errors import CostDSLError
 
-KINDS = ("roofline", "batch", "seq", "memory", "serve")
+KINDS = ("roofline", "batch", "seq", "memory", "serve")  # `costdsl plot` kinds
 _BOUND_STYLE = {"memory": ("o", "tab:blue"), "compute": ("^", "tab:red")}
 
 
@@ -180,4 +181,28 @@ def serve(curve, model_name: str, hw, path: str) -> str:
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
+    return _save(fig, path)
+
+
+def predicted_vs_measured(measured, columns, hw_name: str, path: str) -> str:
+    """Predicted against measured time per row, log axes, one marker per model of the time
+    (ideal, calibrated, held-out), with the y = x line and +-10% band."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.2, 5.6))
+    times = np.array([m.row.time_s for m in measured])
+    markers = ["o", "^", "s", "D"]
+    for (name, predicted), marker in zip(columns, markers):
+        ape = 100 * np.mean(np.abs(predicted - times) / times)
+        ax.scatter(times, predicted, s=14, marker=marker, alpha=0.65,
+                   label=f"{name} (MAPE {ape:.1f}%)")
+    lo = min(times.min(), min(p.min() for _, p in columns)) / 1.5
+    hi = max(times.max(), max(p.max() for _, p in columns)) * 1.5
+    line = np.array([lo, hi])
+    ax.plot(line, line, color="black", lw=1, label="y = x")
+    ax.fill_between(line, line / 1.1, line * 1.1, color="grey", alpha=0.15, label="±10%")
+    ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi),
+           xlabel="measured time (s)", ylabel="predicted time (s)",
+           title=f"{hw_name}: {len(measured)} measured kernels")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(True, which="both", alpha=0.2)
     return _save(fig, path)

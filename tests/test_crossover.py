@@ -13,11 +13,15 @@ import sympy
 from hypothesis import given, settings, strategies as st
 
 import costdsl
+from costdsl.hardware import load_hardware
 from costdsl import symbols as S
 from costdsl.analysis.records import Settings, stage_result
 from costdsl.analysis.latency import decode_sum, stepwise_decode_total
 
 from conftest import MODELS
+
+# The ideal roofline of the datasheet figures: the expected values below are derived from them.
+H100 = load_hardware("nvidia-h100-sxm").ideal()
 
 P, B = 989.5e12, 3.35e12
 MODEL = costdsl.load(MODELS / "llama-2-7b.arch")
@@ -29,7 +33,7 @@ def _op(answer, name):
 
 @pytest.fixture(scope="module")
 def decode_batch():
-    return MODEL.crossover("batch", "nvidia-h100-sxm", stage="decode", seq=2048)
+    return MODEL.crossover("batch", H100, stage="decode", seq=2048)
 
 
 def test_decode_projection_crossover_by_hand(decode_batch):
@@ -61,7 +65,7 @@ def test_first_op_to_turn_compute_bound_is_the_lowest_crossover(decode_batch):
 def test_prefill_attention_intensity_limit_is_head_dim():
     """Unfused prefill qk: 2 b H s^2 d ops over 2 (2 b s H d + b H s^2) bytes -> d = 128 as s
     grows: below the fp16 ridge (295.4), so memory-bound at every seq."""
-    answer = MODEL.crossover("seq", "nvidia-h100-sxm", stage="prefill", batch=1)
+    answer = MODEL.crossover("seq", H100, stage="prefill", batch=1)
     qk = _op(answer, "layers.attn.qk")
     assert qk.value is None and qk.limit == 128
     assert "tends to 128.0" in qk.reason
@@ -71,7 +75,7 @@ def test_free_symbol_stays_in_the_expression():
     """With hidden left free, the decode q crossover is hidden P / (hidden B - 2 P)."""
     family = costdsl.load(MODELS / "llama.arch", set={"layers": 32, "heads": 32, "ffn": 11008,
                                                      "vocab": 32000})
-    q = _op(family.crossover("batch", "nvidia-h100-sxm", seq=2048), "layers.q")
+    q = _op(family.crossover("batch", H100, seq=2048), "layers.q")
     hidden = S.model_param("hidden")
     assert sympy.simplify(q.expression - hidden * S.peak / (hidden * S.bandwidth - 2 * S.peak)) == 0
     assert q.value is None
@@ -80,7 +84,7 @@ def test_free_symbol_stays_in_the_expression():
 def test_bitwidth_crossover_runs_the_other_way():
     """At batch 64, q: 2 b h^2 B = P (h^2 w/8 + 4 b h)  =>  w = 8 b (2 h B - 4 P) / (h P)
     = 2.967 bits, in the fp16 region (a_bits = 16): fewer weight bits make it compute-bound."""
-    answer = MODEL.crossover("w_bits", "nvidia-h100-sxm", batch=64, seq=2048)
+    answer = MODEL.crossover("w_bits", H100, batch=64, seq=2048)
     q = [c for c in answer.ops if c.op == "layers.q" and c.compute_type == "fp16"][0]
     assert q.value == pytest.approx(8 * 64 * (2 * 4096 * B - 4 * P) / (4096 * P))
     assert q.direction == "compute->memory"
@@ -89,13 +93,13 @@ def test_bitwidth_crossover_runs_the_other_way():
 def test_stage_balance_of_prefill_in_batch():
     """Compute and memory totals of prefill are both linear in batch with no constant term
     except weights; the balance is where they meet, and it is a real crossover."""
-    answer = MODEL.crossover("batch", "nvidia-h100-sxm", stage="prefill", seq=128)
+    answer = MODEL.crossover("batch", H100, stage="prefill", seq=128)
     s = answer.summary
     assert s.balance_value is not None and s.balance_value > 0
-    numbers = stage_result(MODEL.roofline("nvidia-h100-sxm", "prefill"),
+    numbers = stage_result(MODEL.roofline(H100, "prefill"),
                            Settings(1, 128))  # sanity: the equation holds at the root
     compute_minus_memory = (sum(op.node.repeat * (op.compute_time - op.memory_time)
-                                for op in MODEL.roofline("nvidia-h100-sxm", "prefill").ops))
+                                for op in MODEL.roofline(H100, "prefill").ops))
     residual = compute_minus_memory.subs({**Settings(1, 128).values(), S.batch: s.balance_value})
     assert abs(float(residual)) < 1e-9 * numbers.total.time_s
 
@@ -105,7 +109,7 @@ def test_stage_balance_of_prefill_in_batch():
 def test_piecewise_stage_time_equals_numeric_evaluation(decode_batch, batch):
     """The Piecewise in batch must agree with max(compute, memory) summed op by op."""
     piecewise = float(decode_batch.summary.time.subs(S.batch, batch))
-    symbolic = MODEL.roofline("nvidia-h100-sxm", "decode")
+    symbolic = MODEL.roofline(H100, "decode")
     exact = float(symbolic.time.subs({**Settings(1, 2048).values(), S.batch: batch}))
     assert math.isclose(piecewise, exact, rel_tol=1e-9)
 
@@ -114,13 +118,13 @@ def test_quantization_crossover_4_to_2_bits():
     """Survey: at large batch 2-bit weights gain nothing over 4-bit. Both run at fp16 (W4A16,
     W2A16), so the saving vanishes where the 4-bit op turns compute-bound:
     2 b h^2 B = P (h^2/2 + 4 b h)  =>  b = h P / (4 (h B - 2 P)) = 86.29 for q."""
-    answer = MODEL.crossover("batch", "nvidia-h100-sxm", seq=2048, w_bits=4,
+    answer = MODEL.crossover("batch", H100, seq=2048, w_bits=4,
                              versus={"w_bits": 2})
     q = next(x for x in answer.quantization if x.op == "layers.q")
     assert q.value == pytest.approx(4096 * P / (4 * (4096 * B - 2 * P)))
     # and numerically: below it 2-bit is faster, above it they are equal
     def time(bits, batch):
-        a = MODEL.analyze("nvidia-h100-sxm", batch=batch, seq=2048, w_bits=bits)
+        a = MODEL.analyze(H100, batch=batch, seq=2048, w_bits=bits)
         return next(o.time_s for o in a.stages["decode"].ops if o.name == "layers.q")
     assert time(2, 80) < time(4, 80)
     assert time(2, 90) == pytest.approx(time(4, 90))
@@ -151,19 +155,19 @@ def test_decode_sum_splits_at_breakpoints():
 def test_sensitivity_of_memory_bound_decode():
     """Batch-1 decode: every op memory-bound, so time scales as 1/bandwidth (elasticity -1),
     peak does not matter (0); elasticities of bandwidth and peak always sum to -1."""
-    s = MODEL.sensitivity("nvidia-h100-sxm", batch=1, seq=2048, stage="decode")
+    s = MODEL.sensitivity(H100, batch=1, seq=2048, stage="decode")
     assert s.elasticity["bandwidth"] == pytest.approx(-1)
     assert s.elasticity["peak"] == pytest.approx(0)
     assert s.time_s == pytest.approx(
-        MODEL.analyze("nvidia-h100-sxm", 1, 2048).stages["decode"].total.time_s)
-    pre = MODEL.sensitivity("nvidia-h100-sxm", batch=4, seq=2048, stage="prefill")
+        MODEL.analyze(H100, 1, 2048).stages["decode"].total.time_s)
+    pre = MODEL.sensitivity(H100, batch=4, seq=2048, stage="prefill")
     assert pre.elasticity["bandwidth"] + pre.elasticity["peak"] == pytest.approx(-1)
     assert pre.elasticity["peak"] < -0.5  # prefill at this size is mostly compute-bound
 
 
 def test_crossover_json_contract():
     out = subprocess.run([sys.executable, "-m", "costdsl", "crossover",
-                          str(MODELS / "llama-2-7b.arch"), "--hw", "nvidia-h100-sxm",
+                          str(MODELS / "llama-2-7b.arch"), "--hw", "nvidia-h100-sxm", "--ideal",
                           "--solve", "batch", "--stage", "decode", "--seq", "2048",
                           "--format", "json"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -177,7 +181,7 @@ def test_crossover_json_contract():
 
 def test_solving_for_an_unknown_symbol_is_an_error():
     with pytest.raises(costdsl.CostDSLError, match="cannot solve for 'hidden'"):
-        MODEL.crossover("hidden", "nvidia-h100-sxm")
+        MODEL.crossover("hidden", H100)
 
 
 @functools.cache
@@ -198,7 +202,7 @@ def test_piecewise_in_weight_bits_follows_the_compute_type(w_bits):
 
 
 def test_free_symbol_in_crossover_leaves_the_stage_time_open():
-    answer = MODEL.crossover("batch", "nvidia-h100-sxm", stage="decode", free=["seq"])
+    answer = MODEL.crossover("batch", H100, stage="decode", free=["seq"])
     assert answer.summary.time is None
     q = _op(answer, "layers.q")
     assert q.value == pytest.approx(4096 * P / (4096 * B - 2 * P))  # q does not depend on seq

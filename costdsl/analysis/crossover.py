@@ -17,7 +17,7 @@ import sympy
 
 from ..errors import EvaluationError
 from ..hardware import Hardware
-from .roofline import OpRoofline, StageRoofline, compute_type, family_of
+from .roofline import OpRoofline, StageRoofline, compute_type, kind_of
 from .. import symbols as S
 
 BIT_SYMBOLS = (S.w_bits, S.a_bits, S.kv_bits)
@@ -221,7 +221,7 @@ def op_crossover(op: OpRoofline, hw: Hardware, x: sympy.Symbol,
         for ctype, region in _compute_regions(op, hw, x, values):
             if ctype is None:
                 break
-            peak = hw.peak_for(ctype, family_of(op.node))
+            peak = hw.peak_for(ctype, kind_of(op.node))
             numbers = {S.peak: peak, S.bandwidth: op.bandwidth}
             span = (max(low, region[0]), min(high, region[1])) if region else (low, high)
             for root, value, closed in roots_in(f * S.bandwidth - S.peak * b, x, numbers, *span):
@@ -315,7 +315,7 @@ def _compute_time_at(op: OpRoofline, hw: Hardware, x, values, probe) -> sympy.Ex
     if op.compute_type is None:
         return op.compute_time
     bits = {**{s: v for s, v in values.items() if s in BIT_SYMBOLS}, x: probe}
-    return op.effective_flops / hw.peak_for(compute_type(op.node, hw, bits), family_of(op.node))
+    return op.effective_flops / hw.peak_for(compute_type(op.node, hw, bits), kind_of(op.node))
 
 
 def _balance(compute: sympy.Expr, memory: sympy.Expr, x: sympy.Symbol):

@@ -25,7 +25,7 @@ import sympy
 from ..errors import CostDSLError, EvaluationError
 from ..graph.schema import Node, nodes
 from ..hardware import Hardware
-from ..hardware.efficiency import op_family
+from ..hardware.efficiency import efficiency_kind
 from .. import symbols as S
 from ..symbols import BITS_BY_CLASS
 
@@ -178,16 +178,17 @@ def roofline(graph: nx.DiGraph, hw: Hardware, bits: Mapping[str, float]) -> Stag
     for node in nodes(graph):
         hardware_values = _hardware_values(node, hw, values)
         ctype = compute_type(node, hw, values)
-        family = family_of(node)
-        peak = hw.peak_for(ctype, family) if ctype else float("inf")
-        ops.append(OpRoofline(node, ctype, peak, hw.bandwidth_for(family),
-                              hw.peak_for(vector_type, family), hardware_values, hw.launch_s))
+        kind = kind_of(node)
+        peak = hw.peak_for(ctype, kind) if ctype else float("inf")
+        ops.append(OpRoofline(node, ctype, peak, hw.bandwidth_for(kind),
+                              hw.peak_for(vector_type, kind), hardware_values,
+                              hw.launch_for(kind)))
     return StageRoofline(graph.graph["stage"], tuple(ops))
 
 
-def family_of(node: Node) -> str:
-    """Which efficiencies time the op: "attention" kernels or the "default" ones."""
-    return op_family(node.kind, node.attrs.get("kinds", ()))
+def kind_of(node: Node) -> str:
+    """The name the op's efficiencies are looked up under (hardware.efficiency)."""
+    return efficiency_kind(node.kind, node.attrs.get("kinds", ()))
 
 
 def _hardware_values(node: Node, hw: Hardware, bits) -> dict | None:

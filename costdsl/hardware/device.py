@@ -58,19 +58,19 @@ class Hardware:
         """Which model a time comes from: "ideal" or "efficiency"."""
         return "ideal" if self.efficiency is None else "efficiency"
 
-    def peak_for(self, ctype: str, family: str = "default") -> float:
-        """Operations/s an op of `family` achieves in `ctype`: the datasheet peak times its
-        efficiency (1 for the ideal roofline)."""
+    def peak_for(self, ctype: str, kind: str = "linear") -> float:
+        """Operations/s an op of `kind` (see efficiency.efficiency_kind) achieves in `ctype`:
+        the datasheet peak times its efficiency (1 for the ideal roofline)."""
         e = self.efficiency
-        return self.peak[ctype] * (e.compute_for(ctype, family) if e else 1.0)
+        return self.peak[ctype] * (e.compute_for(ctype, kind) if e else 1.0)
 
-    def bandwidth_for(self, family: str = "default") -> float:
+    def bandwidth_for(self, kind: str = "linear") -> float:
         e = self.efficiency
-        return self.bandwidth_Bps * (e.bandwidth_for(family) if e else 1.0)
+        return self.bandwidth_Bps * (e.bandwidth_for(kind) if e else 1.0)
 
-    @property
-    def launch_s(self) -> float:
-        return self.efficiency.launch_s if self.efficiency else 0.0
+    def launch_for(self, kind: str = "linear") -> float:
+        """Seconds of fixed cost per kernel of `kind` (0 for the ideal roofline)."""
+        return self.efficiency.launch_for(kind) if self.efficiency else 0.0
 
     def headline_type(self) -> str:
         """The compute type to quote in one line: fp16, else bf16, else the fastest listed."""
@@ -129,6 +129,14 @@ def parse_quantity(value, family: str, where: str) -> float:
 MAX_FIGURE = 1e20
 """No memory, bandwidth or rate of real hardware comes near 1e20 base units (a B200's fp4 peak
 is 9e15 ops/s); a larger figure, or inf, is a typo that would print as 0 s or NaN."""
+
+OP_KINDS = frozenset({
+    "embedding", "position_embedding", "linear", "router", "expert_linear", "expert_act",
+    "mla_absorb", "mla_cache", "mla_v_up", "ssm_conv", "ssm_scan", "rmsnorm", "layernorm",
+    "rope", "silu", "gelu", "relu", "swiglu", "geglu", "add", "mul", "fused"})
+"""Op kinds an [efficiency] sub-table may name (the language's ops as the graph holds them;
+the hardware stage does not import the language, so the list is kept here and a test checks it
+against the op vocabulary)."""
 
 _EXAMPLE = {"bytes": '"48 GiB"', "bytes/s": '"768 GB/s"', "ops/s": '"154.8 TFLOPS"'}
 
@@ -227,7 +235,7 @@ def _from_table(data: dict, path: Path, text: str) -> Hardware:
     if "efficiency" in data:
         if not isinstance(data["efficiency"], dict):
             raise fail("[efficiency] must be a table", "efficiency")
-        efficiency = parse_efficiency(data["efficiency"], fail, parse_quantity)
+        efficiency = parse_efficiency(data["efficiency"], fail, parse_quantity, OP_KINDS)
         unknown_types = set(efficiency.compute) - set(peak)
         if unknown_types:
             raise fail(f"[efficiency.compute] names {sorted(unknown_types)[0]!r}, which [peak] "

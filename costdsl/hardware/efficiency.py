@@ -6,16 +6,23 @@ of the file):
     [efficiency]
     bandwidth = 0.82          # achieved fraction of datasheet bandwidth on streaming reads
     launch = "4 us"           # fixed cost per kernel: per op occurrence, after fusion
+    measured_as = "nvidia-a100-80gb"  # optional: the hardware the measurements name
     [efficiency.compute]      # achieved fraction of peak, by compute type
     fp16 = 0.72
     [efficiency.attention]    # attention kernels (QK^T, softmax, xV, FlashAttention)
     bandwidth = 0.88
     compute = 0.60
+    launch = "10 us"
+    [efficiency.rmsnorm]      # any op kind may have its own figures
+    bandwidth = 0.31
 
-Time of an op = max(operations / (eta_c peak), bytes / (eta_b bandwidth)) + launch. An op's
-family picks its fractions: attention kernels use [efficiency.attention] where given, every
-other op the top-level ones; a missing fraction is 1 (the datasheet figure). A fraction above 1
-is allowed: a working set served from on-chip cache beats the off-chip roof.
+Time of an op = max(operations / (eta_c peak), bytes / (eta_b bandwidth)) + launch. The
+top-level figures are those of the GEMMs (linear layers and the other matrix kinds); an op kind
+with a table of its own (or the attention kernels, under `attention`) uses its figures where it
+gives them and the top-level ones otherwise; a missing fraction is 1 (the datasheet figure).
+Small elementwise kernels really do differ: vidur's A100 profiles show RMSNorm at about a third
+of the HBM bandwidth and a residual add near all of it. A fraction above 1 is allowed: a working
+set served from on-chip cache beats the off-chip roof.
 """
 from __future__ import annotations
 
@@ -23,10 +30,18 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 ATTENTION_KINDS = frozenset({"qk_matmul", "softmax", "sv_matmul", "flash_attention"})
-"""Op kinds timed with the attention fractions (fused ops count when a member is one)."""
+"""Op kinds timed with the `attention` figures (fused ops count when a member is one)."""
 
 MAX_FRACTION = 4.0
 """The largest efficiency accepted: above 1 means on-chip reuse; 4x the datasheet is a typo."""
+
+
+@dataclass(frozen=True)
+class KindEfficiency:
+    """One op kind's own figures; None: the top-level one."""
+    bandwidth: float | None = None
+    compute: float | None = None
+    launch_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -34,45 +49,45 @@ class Efficiency:
     bandwidth: float = 1.0
     compute: Mapping[str, float] = field(default_factory=dict)
     launch_s: float = 0.0
-    attention_bandwidth: float | None = None
-    attention_compute: float | None = None
+    kinds: Mapping[str, KindEfficiency] = field(default_factory=dict)
     source: str = ""  # where the figures come from (the comment calibrate writes)
+    measured_as: str = ""  # the hardware key the measurements name (a calibrated copy's origin)
 
-    def bandwidth_for(self, family: str) -> float:
-        if family == "attention" and self.attention_bandwidth is not None:
-            return self.attention_bandwidth
-        return self.bandwidth
+    def _own(self, kind: str, what: str):
+        own = self.kinds.get(kind)
+        return getattr(own, what) if own is not None else None
 
-    def compute_for(self, ctype: str, family: str) -> float:
-        if family == "attention" and self.attention_compute is not None:
-            return self.attention_compute
-        return self.compute.get(ctype, 1.0)
+    def bandwidth_for(self, kind: str) -> float:
+        own = self._own(kind, "bandwidth")
+        return self.bandwidth if own is None else own
+
+    def compute_for(self, ctype: str, kind: str) -> float:
+        own = self._own(kind, "compute")
+        return self.compute.get(ctype, 1.0) if own is None else own
+
+    def launch_for(self, kind: str) -> float:
+        own = self._own(kind, "launch_s")
+        return self.launch_s if own is None else own
 
     def as_dict(self) -> dict:
-        out = {"bandwidth": self.bandwidth, "launch_s": self.launch_s,
-               "compute": dict(self.compute)}
-        if self.attention_bandwidth is not None or self.attention_compute is not None:
-            out["attention"] = {"bandwidth": self.attention_bandwidth,
-                                "compute": self.attention_compute}
-        return out
+        return {"bandwidth": self.bandwidth, "launch_s": self.launch_s,
+                "compute": dict(self.compute),
+                "kinds": {k: {"bandwidth": v.bandwidth, "compute": v.compute,
+                              "launch_s": v.launch_s} for k, v in self.kinds.items()}}
 
 
-def op_family(kind: str, fused_kinds=()) -> str:
-    """"attention" for attention kernels, else "default"."""
-    return "attention" if kind in ATTENTION_KINDS or set(fused_kinds) & ATTENTION_KINDS \
-        else "default"
+def efficiency_kind(kind: str, fused_kinds=()) -> str:
+    """The name an op's figures are looked up under: "attention" for attention kernels, a fused
+    op's kind when all its members share it (q+k+v: linear), else the op's own kind."""
+    members = set(fused_kinds) or {kind}
+    if kind in ATTENTION_KINDS or members & ATTENTION_KINDS:
+        return "attention"
+    return members.pop() if len(members) == 1 else kind
 
 
-def parse_efficiency(table: dict, fail, parse_quantity) -> Efficiency:
+def parse_efficiency(table: dict, fail, parse_quantity, kinds: set[str]) -> Efficiency:
     """The [efficiency] table of a hardware file. `fail(message, key)` makes the located error;
-    `parse_quantity` reads "4 us"."""
-    known = {"bandwidth", "launch", "compute", "attention", "source"}
-    for key in table:
-        if key not in known:
-            raise fail(f"unknown key {key!r} in [efficiency]", f"efficiency.{key}",
-                       "keys: bandwidth, launch, source, [efficiency.compute], "
-                       "[efficiency.attention]")
-
+    `parse_quantity` reads "4 us"; `kinds` are the op kinds a sub-table may name."""
     def fraction(value, key):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or \
                 not 0 < value <= MAX_FRACTION:
@@ -80,28 +95,38 @@ def parse_efficiency(table: dict, fail, parse_quantity) -> Efficiency:
                        f"{MAX_FRACTION:g}] of the datasheet figure", f"efficiency.{key}")
         return float(value)
 
-    compute = table.get("compute", {})
-    attention = table.get("attention", {})
-    for name, sub in (("compute", compute), ("attention", attention)):
-        if not isinstance(sub, dict):
-            raise fail(f"[efficiency.{name}] must be a table", f"efficiency.{name}")
-    for key in attention:
-        if key not in ("bandwidth", "compute"):
-            raise fail(f"unknown key {key!r} in [efficiency.attention]",
-                       f"efficiency.attention.{key}",
-                       "keys: bandwidth, compute")
-    launch = 0.0
-    if "launch" in table:
+    def launch(value, key):
         try:
-            launch = parse_quantity(table["launch"], "seconds", "efficiency.launch")
+            return parse_quantity(value, "seconds", f"efficiency.{key}")
         except ValueError as err:
-            raise fail(str(err), "efficiency.launch") from None
+            raise fail(str(err), f"efficiency.{key}") from None
+
+    top, own = {}, {}
+    for key, value in table.items():
+        if key in ("bandwidth", "launch", "source", "compute", "measured_as"):
+            top[key] = value
+        elif key in kinds or key == "attention":
+            if not isinstance(value, dict):
+                raise fail(f"[efficiency.{key}] must be a table", f"efficiency.{key}")
+            extra = set(value) - {"bandwidth", "compute", "launch"}
+            if extra:
+                raise fail(f"unknown key {sorted(extra)[0]!r} in [efficiency.{key}]",
+                           f"efficiency.{key}.{sorted(extra)[0]}", "keys: bandwidth, compute, launch")
+            own[key] = KindEfficiency(
+                fraction(value["bandwidth"], f"{key}.bandwidth") if "bandwidth" in value else None,
+                fraction(value["compute"], f"{key}.compute") if "compute" in value else None,
+                launch(value["launch"], f"{key}.launch") if "launch" in value else None)
+        else:
+            raise fail(f"unknown key {key!r} in [efficiency]", f"efficiency.{key}",
+                       "keys: bandwidth, launch, source, measured_as, [efficiency.compute], and a "
+                       "table per "
+                       "op kind ([efficiency.attention], [efficiency.rmsnorm], ...)")
+    compute = top.get("compute", {})
+    if not isinstance(compute, dict):
+        raise fail("[efficiency.compute] must be a table", "efficiency.compute")
     return Efficiency(
-        bandwidth=fraction(table.get("bandwidth", 1.0), "bandwidth"),
+        bandwidth=fraction(top.get("bandwidth", 1.0), "bandwidth"),
         compute={c: fraction(v, f"compute.{c}") for c, v in compute.items()},
-        launch_s=launch,
-        attention_bandwidth=(fraction(attention["bandwidth"], "attention.bandwidth")
-                             if "bandwidth" in attention else None),
-        attention_compute=(fraction(attention["compute"], "attention.compute")
-                           if "compute" in attention else None),
-        source=str(table.get("source", "")))
+        launch_s=launch(top["launch"], "launch") if "launch" in top else 0.0,
+        kinds=own, source=str(top.get("source", "")),
+        measured_as=str(top.get("measured_as", "")))

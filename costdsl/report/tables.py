@@ -47,10 +47,8 @@ def time_model(hw) -> str:
     if e is None:
         return "ideal roofline (datasheet peak and bandwidth, no launch cost)"
     parts = [f"bandwidth {e.bandwidth:.3g}"] + [f"{c} {v:.3g}" for c, v in e.compute.items()]
-    if e.attention_bandwidth is not None:
-        parts.append(f"attention bandwidth {e.attention_bandwidth:.3g}")
-    if e.attention_compute is not None:
-        parts.append(f"attention compute {e.attention_compute:.3g}")
+    if e.kinds:
+        parts.append("own figures for " + ", ".join(sorted(e.kinds)))
     return (f"achieved fractions from the hardware file ({', '.join(parts)}; launch "
             f"{seconds(e.launch_s)} per kernel); --ideal for the datasheet roofline")
 

@@ -1,0 +1,136 @@
+"""Convert the public measurements in ../shared/measured/ to costdsl's measurement CSV schema.
+
+    python bench/convert_measured.py [SHARED_MEASURED_DIR] [OUT_DIR]
+
+Writes, under tests/data/measured/ by default:
+- vidur-linear-a100.csv, vidur-linear-h100.csv: vidur's per-layer kernel times of Llama-2-7B and
+  Llama-2-70B at tensor parallelism 1 (microsoft/vidur @ 7d47513363ec447a741ac5e47241580b47724fbf,
+  data/profiling/compute/{a100,h100}/meta-llama/Llama-2-{7b,70b}-hf/mlp.csv), against the
+  batch's total tokens T = 1..4096: modelled as a prefill of batch 1 and seq T (a linear layer,
+  norm or activation sees T rows either way). vidur does not name the SKU; the A100 rows are
+  matched to nvidia-a100-80gb and the H100 rows to nvidia-h100-sxm.
+- vidur-attention-a100.csv: vidur's FlashAttention times for Llama-2-70B's per-GPU geometry at
+  TP 2 (microsoft/vidur @ e2d00e9afba96cec9f0e7ea560bbfc4a539fae6a, data/profiling/a100/
+  attention.csv): decode (batch x KV length) and prefill chunks over a cache (the step stage).
+- aiconfigurator-gemm-{a100,h100}.csv: GEMM times for nine LLM shapes (ai-dynamo/aiconfigurator
+  @ 095f58a51c4ca8e61b66ec108d86f223f8d559ce, systems/data/<system>/gemm), bf16, as one linear
+  layer of the matching gemm-NxK.arch model.
+
+Only numbers are taken; the times are milliseconds in the sources and seconds here.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+COLUMNS = ["hardware", "model", "stage", "batch", "seq", "tokens", "w_bits", "a_bits", "kv_bits",
+           "op", "time_s", "source"]
+
+VIDUR_OPS = {  # vidur's op -> the op of the *-vidur.arch model
+    "emb": "embed", "input_layernorm": "layers.attn_norm", "attn_pre_proj": "layers[q+k+v]",
+    "attn_rope": "layers[q_rot+k_rot]", "attn_post_proj": "layers.o",
+    "post_attention_layernorm": "layers.mlp_norm", "mlp_up_proj": "layers[gate+up]",
+    "mlp_act": "layers.act", "mlp_down_proj": "layers.down", "add": "layers.h"}
+HARDWARE = {"a100": "nvidia-a100-80gb", "h100": "nvidia-h100-sxm"}
+
+
+def row(hw, model, stage, batch, seq, op, ms, source, tokens=""):
+    return {"hardware": hw, "model": model, "stage": stage, "batch": batch, "seq": seq,
+            "tokens": tokens, "w_bits": 16, "a_bits": 16, "kv_bits": 16, "op": op,
+            "time_s": f"{ms / 1e3:.6g}", "source": source}
+
+
+def vidur_linear(shared: Path) -> dict[str, list[dict]]:
+    data = json.loads((shared / "vidur_linear_ops_per_layer.json").read_text())
+    out: dict[str, list[dict]] = {}
+    for table in data["tables"]:
+        size = "7b" if "7b" in table["model"] else "70b"
+        model = f"llama-2-{size}-vidur.arch"
+        source = f"vidur {data['source']['commit'][:7]} {table['path']}"
+        for r in table["rows"]:
+            if r["tp"] != 1:
+                continue  # tensor parallelism is not modelled yet
+            for op, name in VIDUR_OPS.items():
+                if r.get(op):
+                    out.setdefault(table["device"], []).append(
+                        row(HARDWARE[table["device"]], model, "prefill", 1, r["num_tokens"],
+                            name, r[op], source))
+    return out
+
+
+def vidur_attention(shared: Path) -> list[dict]:
+    path = shared / "vidur_attention_llama2_70b_tp2_a100_full.csv"
+    meta = json.loads((shared / "vidur_attention_llama2_70b_tp2_a100.json").read_text())
+    source = f"vidur {meta['source']['commit'][:7]} {meta['source']['path']}"
+    model, op = "llama-2-70b-tp2-attention.arch", "layers.attn[qk+softmax+sv]"
+    rows = []
+    with path.open() as f:
+        for r in csv.DictReader(f):
+            batch, cached = int(r["batch_size"]), int(r["kv_cache_size"])
+            if r["is_prefill"] == "False":
+                ms = float(r["attn_decode_median_ms"])
+                if batch in (1, 2, 4, 8, 16, 32, 64, 128) and cached >= 32 and \
+                        cached & (cached - 1) == 0:
+                    rows.append(row("nvidia-a100-80gb", model, "decode", batch, cached, op, ms,
+                                    source))
+                continue
+            chunk = int(r["prefill_chunk_size"])
+            if batch != 1 or chunk & (chunk - 1) or chunk < 64 or (cached and cached % 512):
+                continue  # a grid of powers of two keeps the file small
+            ms = float(r["attn_prefill_median_ms"])
+            if cached == 0:
+                rows.append(row("nvidia-a100-80gb", model, "prefill", 1, chunk, op, ms, source))
+            else:
+                rows.append(row("nvidia-a100-80gb", model, "step", 1, cached, op, ms, source,
+                                tokens=chunk))
+    return rows
+
+
+def aiconfigurator_gemm(shared: Path, out_dir: Path) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for system, hw in (("a100_sxm", "nvidia-a100-80gb"), ("h100_sxm", "nvidia-h100-sxm")):
+        data = json.loads((shared / "aiconfigurator" / f"{system}.json").read_text())
+        source = f"aiconfigurator {data['source']['commit'][:7]} {data['source']['paths']['gemm']}"
+        for g in data["tables"]["gemm"]:
+            if g["dtype"] != "bfloat16":
+                continue
+            model = f"gemm-{g['n']}x{g['k']}.arch"
+            _gemm_model(out_dir / "gemm" / model, g["n"], g["k"])
+            out.setdefault(system[:4], []).append(
+                row(hw, f"gemm/{model}", "prefill", 1, g["m"], "proj", g["latency_ms"], source))
+    return out
+
+
+def _gemm_model(path: Path, n: int, k: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        f"# One GEMM C[m, {n}] = A[m, {k}] x B[{k}, {n}] as aiconfigurator times it (m = tokens:\n"
+        f"# the seq of a prefill of batch 1). Only `proj` is measured.\n"
+        f'model "gemm-{n}x{k}" {{\n  params {{ k = {k}\n    n = {n} }}\n'
+        f"  x    = embedding(tokens, vocab=2, dim=k)\n  proj = linear(x, out=n)\n}}\n")
+
+
+def write(path: Path, rows: list[dict]) -> None:
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    print(f"wrote {path}: {len(rows)} rows")
+
+
+def main(argv: list[str]) -> None:
+    shared = Path(argv[0]) if argv else ROOT.parent / "shared" / "measured"
+    out = Path(argv[1]) if len(argv) > 1 else ROOT / "tests" / "data" / "measured"
+    out.mkdir(parents=True, exist_ok=True)
+    for device, rows in vidur_linear(shared).items():
+        write(out / f"vidur-linear-{device}.csv", rows)
+    write(out / "vidur-attention-a100.csv", vidur_attention(shared))
+    for device, rows in aiconfigurator_gemm(shared, out).items():
+        write(out / f"aiconfigurator-gemm-{device}.csv", rows)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,274 @@
+"""Fitting the efficiency model to measured times, and judging it on rows it has not seen.
+
+The model of one op occurrence is t = max(matrix_s u_c + vector_s u_v, memory_s u_b) + launch,
+with u = 1 / efficiency. The parameters: the GEMMs' bandwidth and launch (the top-level
+figures, shared by every matrix kind), the compute fraction of each compute type, and for every
+other kind in the data (attention, each norm, activation, embedding...) its own bandwidth and
+launch (attention also its own compute fraction), since small kernels of different kinds reach
+very different fractions of the roof. Once every op is assigned a side of its max, t is linear in (u, launch),
+so the fit alternates: assign each op the side that wins under the current parameters, solve
+the weighted linear least squares (weights 1 / t_measured: the relative error is minimised),
+repeat until no assignment changes (the first assignment is the ideal roofline's). Bounds are
+kept by an active set: a parameter that leaves its range is fixed at the bound and the rest
+refitted. A parameter no measured op is bound by cannot be identified from the data: it is
+reported as such and left out (1: the datasheet figure), never invented.
+
+Standard errors come from the final linear fit: cov(u) = s^2 (A^T W A)^-1, and for an efficiency
+e = 1 / u, se(e) = se(u) / u^2.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Mapping
+
+import numpy as np
+
+from ..errors import CostDSLError
+from ..hardware.efficiency import MAX_FRACTION, Efficiency, KindEfficiency
+from .measurements import Measured
+
+MAX_LAUNCH_S = 1e-3   # a launch cost above a millisecond is not a kernel launch
+MAX_ROUNDS = 50
+
+
+class CalibrationError(CostDSLError):
+    label = "calibration error"
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str            # "bandwidth", "compute.fp16", "attention.bandwidth", ..., "launch"
+    value: float         # an efficiency (fraction), or seconds for launch
+    stderr: float | None
+    rows: int            # measured rows in which an op is bound by it
+
+
+@dataclass(frozen=True)
+class Fit:
+    efficiency: Efficiency
+    parameters: tuple[Parameter, ...]
+    unidentified: tuple[str, ...]    # parameters no row constrains (left at the datasheet)
+    rounds: int
+    rows: int
+
+
+def _own(piece) -> bool:
+    """Whether a piece's kind gets figures of its own (everything but the matrix kinds)."""
+    return piece.family == "attention" or piece.engine != "matrix"
+
+
+def _key(piece, side: str, part: str = "matrix") -> str:
+    """The parameter that scales one part of a piece on the given side of its max."""
+    if side == "memory":
+        return f"{piece.family}.bandwidth" if _own(piece) else "bandwidth"
+    if piece.family == "attention":
+        return "attention.compute"
+    return f"compute.{piece.compute_type if part == 'matrix' else piece.vector_type}"
+
+
+def _launch_key(piece) -> str:
+    return f"{piece.family}.launch" if _own(piece) else "launch"
+
+
+def _efficiency(u: Mapping[str, float], launches: Mapping[str, float],
+                source: str = "") -> Efficiency:
+    compute = {k.split(".", 1)[1]: 1 / v for k, v in u.items() if k.startswith("compute.")}
+    kinds = {}
+    for key in list(u) + list(launches):
+        kind, _, what = key.rpartition(".")
+        if kind and kind != "compute":
+            kinds.setdefault(kind, {})
+    for kind in kinds:
+        kinds[kind] = KindEfficiency(
+            1 / u[f"{kind}.bandwidth"] if f"{kind}.bandwidth" in u else None,
+            1 / u[f"{kind}.compute"] if f"{kind}.compute" in u else None,
+            launches.get(f"{kind}.launch"))
+    return Efficiency(bandwidth=1 / u.get("bandwidth", 1.0), compute=compute,
+                      launch_s=launches.get("launch", 0.0), kinds=kinds, source=source)
+
+
+def _is_launch(name: str) -> bool:
+    return name == "launch" or name.endswith(".launch")
+
+
+def _assign(measured: list[Measured], e: Efficiency | None, launch: bool = True):
+    """Per row: the coefficient of each parameter (seconds at efficiency 1 for a fraction's
+    inverse, occurrences for a launch cost), with each op on the side of its max that wins
+    under `e` (None: the ideal roofline)."""
+    rows = []
+    for m in measured:
+        coef: dict[str, float] = {}
+        for p in m.pieces:
+            if e is None:
+                compute_wins = p.matrix_s + p.vector_s > p.memory_s
+            else:
+                c = (p.matrix_s / e.compute_for(p.compute_type or "", p.family)
+                     + p.vector_s / e.compute_for(p.vector_type, p.family))
+                compute_wins = c > p.memory_s / e.bandwidth_for(p.family)
+            if compute_wins:
+                for part, seconds in (("matrix", p.matrix_s), ("vector", p.vector_s)):
+                    if seconds:
+                        k = _key(p, "compute", part)
+                        coef[k] = coef.get(k, 0.0) + p.count * seconds
+            elif p.memory_s:
+                k = _key(p, "memory")
+                coef[k] = coef.get(k, 0.0) + p.count * p.memory_s
+            if launch:
+                k = _launch_key(p)
+                coef[k] = coef.get(k, 0.0) + p.count
+        rows.append(coef)
+    return rows
+
+
+def _solve(assigned: list[dict], times: np.ndarray, names: list[str]):
+    """Bounded weighted least squares by an active set: (values by name, standard errors).
+    Inverse fractions stay within [1 / MAX_FRACTION, 1000], launch costs within
+    [0, MAX_LAUNCH_S]."""
+    weights = 1 / times
+    A = np.array([[coef.get(n, 0.0) for n in names] for coef in assigned]) * weights[:, None]
+    b = times * weights  # = 1: the relative error is what is minimised
+    lower = {n: 0.0 if _is_launch(n) else 1 / MAX_FRACTION for n in names}
+    upper = {n: MAX_LAUNCH_S if _is_launch(n) else 1e3 for n in names}
+    fixed: dict[str, float] = {}
+    values: dict[str, float] = {}
+    for _ in range(len(names) + 1):
+        free = [i for i, c in enumerate(names) if c not in fixed]
+        rhs = b - sum((A[:, i] * fixed[c] for i, c in enumerate(names) if c in fixed),
+                      np.zeros_like(b))
+        sol = np.linalg.lstsq(A[:, free], rhs, rcond=None)[0] if free else []
+        values = dict(fixed)
+        values.update({names[i]: float(v) for i, v in zip(free, sol)})
+        out = [c for c in names if c not in fixed and not lower[c] <= values[c] <= upper[c]]
+        if not out:
+            break
+        for c in out:
+            fixed[c] = min(max(values[c], lower[c]), upper[c])
+    residual = A @ np.array([values[c] for c in names]) - b
+    free = [i for i, c in enumerate(names) if c not in fixed]
+    dof = len(b) - len(free)
+    stderr: dict[str, float] = {}
+    if dof > 0 and free:
+        s2 = float(residual @ residual) / dof
+        try:
+            inv = np.linalg.inv(A[:, free].T @ A[:, free])
+            stderr = {names[i]: float(np.sqrt(max(s2 * inv[k, k], 0.0)))
+                      for k, i in enumerate(free)}
+        except np.linalg.LinAlgError:
+            stderr = {}
+    return values, stderr
+
+
+def _split(values: Mapping[str, float], source: str) -> Efficiency:
+    u = {k: v for k, v in values.items() if not _is_launch(k)}
+    launches = {k: v for k, v in values.items() if _is_launch(k)}
+    return _efficiency(u, launches, source)
+
+
+def fit_efficiency(measured: list[Measured], source: str = "", launch: bool = True) -> Fit:
+    """Least-squares efficiencies (and launch costs) for the measured rows."""
+    times = np.array([m.row.time_s for m in measured])
+    assigned = _assign(measured, None, launch)
+    names = sorted({k for coef in assigned for k in coef})
+    if len(measured) < len(names) + 1:
+        raise CalibrationError(f"{len(measured)} measured rows cannot fit {len(names)} "
+                               f"parameters ({', '.join(names)})",
+                               hint=f"give at least {len(names) + 1} rows, spread over sizes "
+                                    "where different ops are memory- and compute-bound")
+    rounds = 0
+    for rounds in range(1, MAX_ROUNDS + 1):
+        names = sorted({k for coef in assigned for k in coef})
+        values, stderr = _solve(assigned, times, names)
+        e = _split(values, source)
+        again = _assign(measured, e, launch)
+        if again == assigned:
+            break
+        assigned = again
+    used = {k for coef in assigned for k in coef}
+    params = []
+    for n in sorted(used, key=lambda n: (_is_launch(n), n)):
+        se = stderr.get(n)
+        if _is_launch(n):
+            params.append(Parameter(n, values[n], se, sum(1 for c in assigned if n in c)))
+        else:  # report fractions, not their inverses
+            params.append(Parameter(n, 1 / values[n], se / values[n] ** 2 if se else se,
+                                    sum(1 for c in assigned if n in c)))
+    every = _all_parameters(measured) | ({_launch_key(p) for m in measured for p in m.pieces}
+                                         if launch else set())
+    return Fit(e, tuple(params), tuple(sorted(every - used)), rounds, len(measured))
+
+
+def _all_parameters(measured: list[Measured]) -> set[str]:
+    """Every parameter the measured ops could be bound by, on either side."""
+    out = set()
+    for m in measured:
+        for p in m.pieces:
+            if p.memory_s:
+                out.add(_key(p, "memory"))
+            if p.matrix_s:
+                out.add(_key(p, "compute", "matrix"))
+            if p.vector_s:
+                out.add(_key(p, "compute", "vector"))
+    return out
+
+
+# --- judging a model against measurements ------------------------------------------------------
+
+@dataclass(frozen=True)
+class ErrorTable:
+    """Absolute percentage errors of predictions, by op kind and by stage."""
+    overall_mape: float
+    overall_max: float
+    by_kind: Mapping[str, tuple[float, float, int]]   # kind -> (mean, max, rows)
+    by_stage: Mapping[str, tuple[float, float, int]]
+
+
+def errors(measured: list[Measured], predicted: np.ndarray) -> ErrorTable:
+    times = np.array([m.row.time_s for m in measured])
+    ape = 100 * np.abs(predicted - times) / times
+
+    def table(key):
+        groups: dict[str, list[float]] = {}
+        for m, a in zip(measured, ape):
+            groups.setdefault(key(m), []).append(a)
+        return {k: (float(np.mean(v)), float(np.max(v)), len(v)) for k, v in sorted(groups.items())}
+
+    return ErrorTable(float(ape.mean()), float(ape.max()), table(lambda m: m.kind),
+                      table(lambda m: m.row.stage))
+
+
+def predict(measured: list[Measured], e: Efficiency | None) -> np.ndarray:
+    return np.array([m.predict(e) for m in measured])
+
+
+def cross_validate(measured: list[Measured], folds: int, group: str | None = None,
+                   seed: int = 0) -> tuple[np.ndarray, int]:
+    """Held-out predictions: each row predicted by a fit on the other folds. Folds are random
+    (seeded) or, with `group` ("model", "kind" or "stage"), one group of rows per fold, so that
+    a model or size the fit has not seen is predicted. Returns (predictions, folds used)."""
+    n = len(measured)
+    if group:
+        keys = [{"model": m.row.model, "kind": m.kind, "stage": m.row.stage}[group]
+                for m in measured]
+        labels = sorted(set(keys))
+        if len(labels) < 2:
+            raise CalibrationError(f"--group {group}: the rows hold one {group} only: nothing "
+                                   "to hold out")
+        fold_of = np.array([labels.index(k) for k in keys])
+        folds = len(labels)
+    else:
+        if not 2 <= folds <= n:
+            raise CalibrationError(f"--folds {folds}: needs 2 to {n} (the number of rows)")
+        order = np.random.default_rng(seed).permutation(n)
+        fold_of = np.empty(n, int)
+        fold_of[order] = np.arange(n) % folds
+    out = np.empty(n)
+    for f in range(folds):
+        train = [m for m, g in zip(measured, fold_of) if g != f]
+        test = [i for i in range(n) if fold_of[i] == f]
+        fitted = fit_efficiency(train).efficiency
+        out[test] = [measured[i].predict(fitted) for i in test]
+    return out, folds
+
+
+def with_source(e: Efficiency, source: str) -> Efficiency:
+    return replace(e, source=source)

@@ -1,0 +1,208 @@
+"""Measured kernel times in, the roofline's pieces of each measured op out.
+
+A measurement file is CSV with the columns
+
+    hardware,model,stage,batch,seq,tokens,w_bits,a_bits,kv_bits,op,time_s[,source]
+
+one row per measured kernel (or whole step): `hardware` the hardware file's key (its file name
+without .toml) or its `name`; `model` a .arch file (relative to the CSV's folder) or a shipped
+model; `stage` prefill, decode or step (`tokens` only for step; empty otherwise); `op` an op
+name of the model's graph after its passes, or `total` for the whole step; `time_s` the
+measured seconds of one occurrence (of one layer's op; `total`: the whole step). `source` says
+how it was measured.
+
+For each row the model is compiled and evaluated once at the datasheet figures, and the op's
+time is split into the pieces an efficiency model scales: matrix work at peak, vector work at
+the vector rate, bytes at bandwidth, and one launch per occurrence. Rows that share a model,
+stage and bitwidths are evaluated together in one vectorised call.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CostDSLError
+from ..files import read_user_text
+from ..hardware import Hardware
+from ..hardware.efficiency import Efficiency, efficiency_kind
+from .. import symbols as S
+from .evaluate import evaluate
+from .records import Settings
+
+COLUMNS = ("hardware", "model", "stage", "batch", "seq", "tokens", "w_bits", "a_bits",
+           "kv_bits", "op", "time_s")
+STAGES = ("prefill", "decode", "step")
+
+
+class MeasurementError(CostDSLError):
+    label = "measurement error"
+
+
+@dataclass(frozen=True)
+class Row:
+    hardware: str
+    model: str
+    stage: str
+    batch: int
+    seq: int
+    tokens: int | None
+    bits: tuple[float, float, float]  # w, a, kv
+    op: str
+    time_s: float
+    source: str
+    line: int
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One op's share of a measured row at the datasheet figures (efficiency 1)."""
+    kind: str             # the op's kind
+    family: str           # the kind its efficiencies are looked up under (efficiency_kind)
+    engine: str           # matrix, vector or memory
+    compute_type: str | None
+    vector_type: str
+    count: float          # occurrences in the row (the repeat count for `total`, else 1)
+    matrix_s: float       # matrix operations / peak
+    vector_s: float       # vector operations / vector rate
+    memory_s: float       # bytes / bandwidth
+
+    def time(self, e: Efficiency | None) -> float:
+        """Seconds of the piece's occurrences under efficiency `e` (None: ideal)."""
+        if e is None:
+            return self.count * max(self.matrix_s + self.vector_s, self.memory_s)
+        compute = (self.matrix_s / e.compute_for(self.compute_type or "", self.family)
+                   + self.vector_s / e.compute_for(self.vector_type, self.family))
+        return self.count * (max(compute, self.memory_s / e.bandwidth_for(self.family))
+                             + e.launch_for(self.family))
+
+
+@dataclass(frozen=True)
+class Measured:
+    row: Row
+    pieces: tuple[Piece, ...]
+
+    @property
+    def kind(self) -> str:
+        return self.pieces[0].kind if self.row.op != "total" else "total"
+
+    def predict(self, e: Efficiency | None) -> float:
+        return sum(p.time(e) for p in self.pieces)
+
+
+def read_measurements(path: str | Path) -> list[Row]:
+    """The rows of a measurement CSV, each checked; errors name the file and line."""
+    path = Path(path)
+    text = read_user_text(path, "measurement file", MeasurementError)
+    reader = csv.DictReader(io.StringIO(text))
+    missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise MeasurementError(f"missing column(s) {', '.join(missing)}", file=str(path), line=1,
+                               hint="columns: " + ",".join(COLUMNS) + "[,source]")
+    rows = []
+    for line, record in enumerate(reader, 2):
+        rows.append(_row(record, str(path), line))
+    if not rows:
+        raise MeasurementError("the file holds no measurements", file=str(path))
+    return rows
+
+
+def _row(record: dict, file: str, line: int) -> Row:
+    def fail(message):
+        return MeasurementError(message, file=file, line=line)
+
+    def number(key, integer=False, optional=False):
+        text = (record.get(key) or "").strip()
+        if not text and optional:
+            return None
+        try:
+            value = float(text)
+        except ValueError:
+            raise fail(f"{key} = {text!r} is not a number") from None
+        if not math.isfinite(value) or value <= 0:
+            raise fail(f"{key} = {text!r} must be positive and finite")
+        if integer and not value.is_integer():
+            raise fail(f"{key} = {text!r} must be an integer")
+        if integer and value > S.MAX_SIZE:
+            raise fail(f"{key} = {text!r} is more than {S.MAX_SIZE:.0e}")
+        return int(value) if integer else value
+
+    stage = (record.get("stage") or "").strip()
+    if stage not in STAGES:
+        raise fail(f"stage = {stage!r}: expected one of {', '.join(STAGES)}")
+    tokens = number("tokens", integer=True, optional=True)
+    if (stage == "step") != (tokens is not None):
+        raise fail("tokens is given for the step stage, and only for it")
+    op = (record.get("op") or "").strip()
+    if not op:
+        raise fail("op is empty: an op name of the model, or total")
+    return Row((record.get("hardware") or "").strip(), (record.get("model") or "").strip(),
+               stage, number("batch", True), number("seq", True), tokens,
+               (number("w_bits"), number("a_bits"), number("kv_bits")), op,
+               number("time_s"), (record.get("source") or "").strip(), line)
+
+
+def resolve(rows: list[Row], csv_file: str | Path, hw: Hardware, load_model) -> list[Measured]:
+    if not rows:
+        return []
+    """Each row with its pieces at `hw`'s datasheet figures. `load_model(spec)` compiles a model
+    (a path relative to the CSV's folder, or a shipped name)."""
+    base = hw.ideal()
+    names = {hw.key, hw.name} | ({hw.efficiency.measured_as} if hw.efficiency else set())
+    wrong_hw = [r for r in rows if r.hardware not in names]
+    if wrong_hw:
+        r = wrong_hw[0]
+        raise MeasurementError(f"hardware = {r.hardware!r}, but the hardware given is "
+                               f"{hw.key!r} ({hw.name})", file=str(csv_file), line=r.line,
+                               hint=f"{len(wrong_hw)} row(s) name other hardware: give their "
+                                    "file with --hw, or filter them out")
+    groups: dict[tuple, list[Row]] = {}
+    for r in rows:
+        groups.setdefault((r.model, r.stage, r.bits), []).append(r)
+    models, out = {}, {}
+    for (spec, stage, bits), members in groups.items():
+        local = Path(csv_file).parent / spec
+        key = str(local) if local.suffix == ".arch" and local.exists() else spec
+        if key not in models:
+            models[key] = load_model(key)
+        out.update(_pieces(models[key], stage, bits, members, base, str(csv_file)))
+    return [Measured(r, out[r.line]) for r in rows]
+
+
+def _pieces(model, stage, bits, rows, hw: Hardware, file: str) -> dict[int, tuple[Piece, ...]]:
+    w, a, kv = bits
+    settings = Settings(1, 1, w, a, kv).validate()
+    symbolic = model.roofline(hw, stage, **settings.bits())
+    names = [o.node.name for o in symbolic.ops]
+    unknown = sorted({r.op for r in rows} - set(names) - {"total"})
+    if unknown:
+        raise MeasurementError(f"unknown op name(s) for {model.name} ({stage}): "
+                               f"{', '.join(unknown)}", file=file,
+                               line=min(r.line for r in rows if r.op in unknown),
+                               hint="ops: " + ", ".join(names))
+    values = {**settings.values(), S.batch: np.array([r.batch for r in rows], float),
+              S.seq: np.array([r.seq for r in rows], float)}
+    if stage == "step":
+        values[S.tokens] = np.array([r.tokens for r in rows], float)
+    n = evaluate(symbolic, values)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        matrix = np.nan_to_num((n.flops - n.vector_flops) / n.peak)
+        vector = np.nan_to_num(n.vector_flops / n.vector_peak)
+    memory = n.bytes / n.bandwidth
+    vector_type = "fp32" if "fp32" in hw.peak else max(hw.peak, key=hw.peak.get)
+    out = {}
+    for j, r in enumerate(rows):
+        chosen = range(len(names)) if r.op == "total" else [names.index(r.op)]
+        out[r.line] = tuple(
+            Piece(n.kinds[i], efficiency_kind(n.kinds[i],
+                                              symbolic.ops[i].node.attrs.get("kinds", ())),
+                  symbolic.ops[i].node.engine, n.compute_types[i], vector_type,
+                  float(n.repeat[i][j]) if r.op == "total" else 1.0,
+                  float(matrix[i][j]) if n.compute_types[i] else 0.0,
+                  float(vector[i][j]) if n.compute_types[i] else 0.0, float(memory[i][j]))
+            for i in chosen)
+    return out

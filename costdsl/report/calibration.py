@@ -1,0 +1,109 @@
+"""Calibration and validation answers as text, JSON, and a calibrated hardware file."""
+from __future__ import annotations
+
+import re
+
+from ..analysis.calibration import ErrorTable, Fit
+from .units import seconds
+
+
+def _value(p) -> str:
+    if p.name == "launch" or p.name.endswith(".launch"):
+        shown = seconds(p.value)
+        return shown + (f" ± {seconds(p.stderr)}" if p.stderr is not None else "")
+    return f"{p.value:.4f}" + (f" ± {p.stderr:.4f}" if p.stderr is not None else "")
+
+
+def fit_text(hw_name: str, fit: Fit, before: ErrorTable, after: ErrorTable) -> str:
+    lines = [f"calibrated {hw_name} on {fit.rows} measured rows ({fit.rounds} rounds of bound "
+             "assignment):", ""]
+    width = max(len(p.name) for p in fit.parameters + tuple()) if fit.parameters else 8
+    width = max([width] + [len(n) for n in fit.unidentified])
+    for p in fit.parameters:
+        lines.append(f"  {p.name:{width}s}  {_value(p):24s} ({p.rows} rows)")
+    for name in fit.unidentified:
+        lines.append(f"  {name:{width}s}  not identifiable: no measured op is bound by it; "
+                     "left at the datasheet figure")
+    lines += ["", "error against these rows (the fit's own data; `costdsl validate --folds` "
+              "judges held-out rows):"]
+    lines += error_lines(("ideal", before), ("calibrated", after))
+    return "\n".join(lines) + "\n"
+
+
+def error_lines(*tables: tuple[str, ErrorTable]) -> list[str]:
+    """Mean and max absolute percentage error by op kind and stage, one column per model."""
+    names = [n for n, _ in tables]
+    head = "  " + f"{'':24s}" + "".join(f"{n + ' MAPE / max':>32s}" for n in names)
+    lines = [head]
+    first = tables[0][1]
+    for title, key in (("by op kind", "by_kind"), ("by stage", "by_stage")):
+        lines.append(f"  {title}:")
+        for group, (_, _, count) in getattr(first, key).items():
+            cells = "".join(f"{getattr(t, key)[group][0]:>21.1f}% /{getattr(t, key)[group][1]:>7.1f}%"
+                            for _, t in tables)
+            lines.append(f"    {group + f' ({count})':22s}{cells}")
+    cells = "".join(f"{t.overall_mape:>21.1f}% /{t.overall_max:>7.1f}%" for _, t in tables)
+    lines.append(f"  {'all rows':24s}{cells}")
+    return lines
+
+
+def error_dict(t: ErrorTable) -> dict:
+    return {"mape_percent": t.overall_mape, "max_percent": t.overall_max,
+            "by_kind": {k: {"mape_percent": v[0], "max_percent": v[1], "rows": v[2]}
+                        for k, v in t.by_kind.items()},
+            "by_stage": {k: {"mape_percent": v[0], "max_percent": v[1], "rows": v[2]}
+                         for k, v in t.by_stage.items()}}
+
+
+def fit_dict(hw_key: str, fit: Fit, before: ErrorTable, after: ErrorTable) -> dict:
+    return {"hardware": hw_key, "rows": fit.rows,
+            "parameters": {p.name: {"value": p.value, "stderr": p.stderr, "rows": p.rows}
+                           for p in fit.parameters},
+            "unidentified": list(fit.unidentified),
+            "errors": {"ideal": error_dict(before), "calibrated": error_dict(after)}}
+
+
+_OUR_COMMENT = "# Calibrated by `costdsl calibrate`"
+_SECTION = re.compile(r"^\[efficiency(\.[a-z]+)?\]\s*$")
+
+
+def calibrated_toml(original: str, fit: Fit, measurements: str, after: ErrorTable,
+                    hw_key: str, held_out: ErrorTable | None = None) -> str:
+    """The hardware file's text with its [efficiency] section (re)written from the fit."""
+    kept, skipping = [], False
+    for line in original.splitlines():
+        if line.strip().startswith("["):
+            skipping = bool(_SECTION.match(line.strip()))
+        if not skipping:
+            kept.append(line)
+    while kept and (not kept[-1].strip() or kept[-1].startswith(_OUR_COMMENT)
+                    or kept[-1].startswith("# (")):
+        kept.pop()  # blank lines and the comment an earlier calibration wrote
+    e = fit.efficiency
+    by = {p.name: p for p in fit.parameters}
+
+    def note(name):
+        p = by.get(name)
+        return f"# fitted: {_value(p)}, {p.rows} rows" if p else "# not identifiable here"
+
+    judged = (f"held-out MAPE {held_out.overall_mape:.1f}%" if held_out else
+              f"MAPE {after.overall_mape:.1f}% on the fit's own rows")
+    out = kept + ["", f"{_OUR_COMMENT} from {measurements}",
+                  f"# ({fit.rows} rows; {judged}). Time = max(ops / (compute x peak), "
+                  "bytes / (bandwidth x datasheet bandwidth)) + launch.",
+                  "[efficiency]",
+                  f"bandwidth = {e.bandwidth:.4f}  {note('bandwidth')}",
+                  f'launch = "{e.launch_s * 1e6:.2f} us"  {note("launch")}',
+                  f'measured_as = "{hw_key}"  # the hardware the measurement rows name']
+    if e.compute:
+        out.append("[efficiency.compute]")
+        out += [f"{c} = {v:.4f}  {note('compute.' + c)}" for c, v in sorted(e.compute.items())]
+    for kind, own in sorted(e.kinds.items()):
+        out.append(f"[efficiency.{kind}]")
+        if own.bandwidth is not None:
+            out.append(f"bandwidth = {own.bandwidth:.4f}  {note(kind + '.bandwidth')}")
+        if own.compute is not None:
+            out.append(f"compute = {own.compute:.4f}  {note(kind + '.compute')}")
+        if own.launch_s is not None:
+            out.append(f'launch = "{own.launch_s * 1e6:.2f} us"  {note(kind + ".launch")}')
+    return "\n".join(out) + "\n"

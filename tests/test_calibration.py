@@ -1,0 +1,288 @@
+"""The efficiency model, its calibration from measurements and its validation.
+
+Expected values: the identity (efficiency 1, launch 0) is the ideal roofline op by op; the
+synthetic measurements are generated from the model itself with known parameters; the crossover
+with efficiencies is derived by hand from the ideal one; the shipped A100 and H100 files are
+judged on public measurements (tests/data/measured/, converted by bench/convert_measured.py from
+vidur and aiconfigurator, sources in each CSV row).
+"""
+import csv
+import json
+
+import numpy as np
+import pytest
+
+import costdsl
+from costdsl.analysis.calibration import cross_validate, errors, fit_efficiency, predict
+from costdsl.analysis.latency import stepwise_decode_total
+from costdsl.analysis.measurements import read_measurements, resolve
+from costdsl.analysis.records import Settings
+from costdsl.cli import main
+from costdsl.hardware import load_hardware
+from costdsl.hardware.device import OP_KINDS
+from costdsl.hardware.efficiency import Efficiency, KindEfficiency
+from costdsl.language.ops import SIGNATURES
+
+from conftest import DATA, MODELS, ROOT
+
+MEASURED = DATA / "measured"
+A6000 = (ROOT / "hardware" / "nvidia-a6000.toml").read_text()
+
+
+def _hw_file(tmp_path, efficiency: str, name="eff.toml"):
+    path = tmp_path / name
+    path.write_text(A6000 + "\n" + efficiency)
+    return path
+
+
+def test_efficiency_one_and_no_launch_is_the_ideal_roofline(tmp_path):
+    path = _hw_file(tmp_path, '[efficiency]\nbandwidth = 1.0\nlaunch = "0 us"\n'
+                              '[efficiency.compute]\nfp16 = 1.0\n[efficiency.rmsnorm]\n'
+                              'bandwidth = 1.0\n')
+    m = costdsl.load(MODELS / "mixtral-8x7b.arch", passes=["fuse_all()"])
+    a = m.analyze(load_hardware(str(path)), batch=8, seq=1024)
+    b = m.analyze("nvidia-a6000", batch=8, seq=1024)
+    for stage in ("prefill", "decode"):
+        for x, y in zip(a.stages[stage].ops, b.stages[stage].ops):
+            assert (x.name, x.bound) == (y.name, y.bound)
+            assert x.time_s == pytest.approx(y.time_s, rel=1e-12)
+
+
+def test_an_op_time_is_the_achieved_roofline_plus_launch(tmp_path):
+    """layers.q of Llama-2-7b in decode at batch 1 (memory-bound): bytes / (0.8 B) + 4 us."""
+    path = _hw_file(tmp_path, '[efficiency]\nbandwidth = 0.8\nlaunch = "4 us"\n'
+                              '[efficiency.compute]\nfp16 = 0.7\n')
+    m = costdsl.load(MODELS / "llama-2-7b.arch")
+    hw = load_hardware(str(path))
+    q = next(o for o in m.analyze(hw, 1, 2048, stages=("decode",)).stages["decode"].ops
+             if o.name == "layers.q")
+    ideal = next(o for o in m.analyze(hw.ideal(), 1, 2048, stages=("decode",))
+                 .stages["decode"].ops if o.name == "layers.q")
+    assert q.time_s == pytest.approx(ideal.bytes / (0.8 * 768e9) + 4e-6, rel=1e-12)
+
+
+def test_crossover_with_efficiencies_by_hand(tmp_path):
+    """The decode q projection's batch crossover, 2048 P / (2048 B - P) on the ideal roofline
+    (d = 4096: 2 n d^2 B = P (2 d^2 + 4 n d)), becomes 2048 (eta_c P) / (2048 (eta_b B) -
+    eta_c P): the roofline with the achieved figures. Launch moves no crossover."""
+    path = _hw_file(tmp_path, '[efficiency]\nbandwidth = 0.8\nlaunch = "4 us"\n'
+                              '[efficiency.compute]\nfp16 = 0.7\n')
+    m = costdsl.load(MODELS / "llama-2-7b.arch")
+    q = next(c for c in m.crossover("batch", load_hardware(str(path)), seq=2048).ops
+             if c.op == "layers.q")
+    P, B = 0.7 * 154.8e12, 0.8 * 768e9   # A6000 datasheet fp16 peak and bandwidth, scaled
+    assert q.value == pytest.approx(2048 * P / (2048 * B - P), rel=1e-9)
+
+
+def test_latency_closed_form_counts_the_launches():
+    """The request latency's Piecewise (sum over decode steps) equals the step-by-step sum with
+    the calibrated A100 file's efficiencies and launch costs."""
+    m = costdsl.load(MODELS / "llama-2-7b.arch")
+    hw = load_hardware("nvidia-a100-80gb")
+    assert hw.efficiency is not None
+    lat = m.latency(hw, batch=4, seq=512, gen=64)
+    decode = m.roofline(hw, "decode")
+    stepwise = stepwise_decode_total(decode, Settings(4, 512).validate(), 64)
+    assert lat.tpot_s * 63 == pytest.approx(stepwise, rel=1e-9)
+
+
+def test_every_op_kind_may_have_efficiency_figures():
+    """The hardware stage keeps its own list of op kinds; it must match the vocabulary."""
+    assert set(SIGNATURES) - {"attention", "moe", "mla", "mamba", "qk_matmul", "softmax",
+                              "sv_matmul"} <= OP_KINDS
+
+
+# --- calibration ------------------------------------------------------------------------------
+
+TRUE = Efficiency(bandwidth=0.8, compute={"fp16": 0.7}, launch_s=4e-6,
+                  kinds={"rmsnorm": KindEfficiency(bandwidth=0.4, launch_s=3e-6)})
+
+
+def _synthetic(tmp_path, rows, noise=0.02, seed=1):
+    """Measurements generated from the model itself with TRUE, plus relative noise."""
+    rng = np.random.default_rng(seed)
+    path = tmp_path / "synthetic.csv"
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["hardware", "model", "stage", "batch", "seq", "tokens", "w_bits", "a_bits",
+                    "kv_bits", "op", "time_s"])
+        for stage, batch, seq, op in rows:
+            w.writerow(["nvidia-a6000", "llama-2-7b", stage, batch, seq, "", 16, 16, 16, op, 1])
+    hw = load_hardware("nvidia-a6000")
+    measured = resolve(read_measurements(path), path, hw, costdsl.load)
+    times = predict(measured, TRUE) * (1 + noise * rng.standard_normal(len(measured)))
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0]] + [l.rsplit(",", 1)[0] + f",{t:.9g}"
+                                            for l, t in zip(lines[1:], times)]) + "\n")
+    return path, hw
+
+
+ROWS = [("prefill", 1, t, op) for t in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+        for op in ("layers.q", "layers.gate", "layers.down", "layers.attn_norm")]
+
+
+def test_synthetic_parameters_are_recovered_within_two_percent(tmp_path):
+    path, hw = _synthetic(tmp_path, ROWS)
+    measured = resolve(read_measurements(path), path, hw, costdsl.load)
+    fit = fit_efficiency(measured)
+    got = {p.name: p for p in fit.parameters}
+    assert got["bandwidth"].value == pytest.approx(0.8, rel=0.02)
+    assert got["compute.fp16"].value == pytest.approx(0.7, rel=0.02)
+    assert got["rmsnorm.bandwidth"].value == pytest.approx(0.4, rel=0.02)
+    # A launch of microseconds under 2% noise on kernels of tens of microseconds and more is
+    # known to its standard error, not to 2%: the fit must say so honestly.
+    for name, true in (("launch", 4e-6), ("rmsnorm.launch", 3e-6)):
+        p = got[name]
+        assert abs(p.value - true) < 3 * p.stderr and p.stderr < 0.25 * true, (name, p)
+    assert all(p.stderr is not None and p.stderr > 0 for p in fit.parameters)
+
+
+def test_without_noise_the_fit_is_exact(tmp_path):
+    path, hw = _synthetic(tmp_path, ROWS, noise=0.0)
+    measured = resolve(read_measurements(path), path, hw, costdsl.load)
+    fit = fit_efficiency(measured)
+    assert errors(measured, predict(measured, fit.efficiency)).overall_max < 1e-6
+
+
+def test_an_unidentifiable_parameter_is_said_not_invented(tmp_path, capsys):
+    """Decode at batch 1 and 2: every GEMM is memory-bound, so nothing constrains fp16 compute."""
+    rows = [("decode", b, s, op) for b in (1, 2) for s in (128, 512, 2048, 8192)
+            for op in ("layers.q", "layers.down", "layers.gate")]
+    path, hw = _synthetic(tmp_path, rows)
+    out = tmp_path / "cal.toml"
+    assert main(["calibrate", str(path), "--hw", "nvidia-a6000", "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "compute.fp16" in text and "not identifiable" in text
+    written = out.read_text()
+    assert "[efficiency]" in written and "fp16 = 0." not in written.split("[efficiency]")[1]
+    assert load_hardware(str(out)).efficiency.compute == {}  # the datasheet figure stays
+
+
+def test_calibrated_file_round_trips(tmp_path, capsys):
+    path, _ = _synthetic(tmp_path, ROWS)
+    out = tmp_path / "cal.toml"
+    assert main(["calibrate", str(path), "--hw", "nvidia-a6000", "-o", str(out),
+                 "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    hw = load_hardware(str(out))
+    assert hw.efficiency.bandwidth == pytest.approx(report["parameters"]["bandwidth"]["value"],
+                                                    rel=1e-3)
+    assert report["errors"]["calibrated"]["mape_percent"] < 3
+    assert main(["validate", str(path), "--hw", str(out), "--folds", "4"]) == 0
+    text = capsys.readouterr().out
+    assert "calibrated" in text and "4-fold held-out" in text
+
+
+# --- the shipped calibration, judged on held-out public measurements ---------------------------
+
+A100_FILES = ["vidur-linear-a100.csv", "aiconfigurator-gemm-a100.csv",
+              "vidur-attention-a100.csv"]
+
+
+@pytest.fixture(scope="module")
+def a100():
+    hw = load_hardware("nvidia-a100-80gb")
+    measured = []
+    for name in A100_FILES:
+        measured += resolve(read_measurements(MEASURED / name), MEASURED / name, hw,
+                            costdsl.load)
+    return hw, measured
+
+
+def test_the_ideal_roofline_is_optimistic_on_real_kernels(a100):
+    """All but a handful of measured kernels are slower than the ideal roofline predicts (one
+    residual add at 1,024 tokens is timed at 12 us, vidur's times being rounded to the
+    microsecond, against 12.3 us ideal); the median kernel is over 1.3x slower."""
+    hw, measured = a100
+    ideal = predict(measured, None)
+    times = np.array([m.row.time_s for m in measured])
+    assert np.mean(ideal < times) > 0.99
+    assert np.median(times / ideal) > 1.3
+
+
+def test_held_out_error_of_the_calibration(a100):
+    """5-fold cross-validation on 519 A100 kernels: figures reported in the README. The GEMMs
+    (linear, fused q+k+v and gate+up) within 10% held out; all kinds within 15%."""
+    hw, measured = a100
+    held, _ = cross_validate(measured, 5)
+    table = errors(measured, held)
+    gemm = [i for i, m in enumerate(measured) if m.kind in ("linear", "fused")]
+    gemm_mape = 100 * np.mean([abs(held[i] / measured[i].row.time_s - 1) for i in gemm])
+    assert gemm_mape < 10
+    assert table.overall_mape < 15
+    assert table.overall_mape < errors(measured, predict(measured, None)).overall_mape / 3
+
+
+def test_shipped_files_carry_the_fit(a100):
+    hw, measured = a100
+    fit = fit_efficiency(measured)
+    assert hw.efficiency.bandwidth == pytest.approx(fit.efficiency.bandwidth, rel=1e-3)
+    assert hw.efficiency.compute["fp16"] == pytest.approx(fit.efficiency.compute["fp16"],
+                                                          rel=1e-3)
+
+
+# --- bad input ---------------------------------------------------------------------------------
+
+HEADER = "hardware,model,stage,batch,seq,tokens,w_bits,a_bits,kv_bits,op,time_s\n"
+
+
+@pytest.mark.parametrize("body, message", [
+    ("nvidia-a6000,llama-2-7b,decode,1,128,,16,16,16,layers.qq,1e-4\n"
+     "nvidia-a6000,llama-2-7b,decode,1,128,,16,16,16,layers.zz,1e-4\n",
+     "unknown op name(s) for Llama-2-7b (decode): layers.qq, layers.zz"),
+    ("nvidia-a6000,llama-2-7b,decode,1,128,,16,16,16,layers.q,0\n", "must be positive"),
+    ("nvidia-a6000,llama-2-7b,decode,1,128,,16,16,16,layers.q,-1\n", "must be positive"),
+    ("nvidia-h100-sxm,llama-2-7b,decode,1,128,,16,16,16,layers.q,1e-4\n",
+     "but the hardware given is 'nvidia-a6000'"),
+    ("nvidia-a6000,llama-2-7b,decode,1,128,,16,16,16,layers.q,1e-4\n", "cannot fit"),
+    ("nvidia-a6000,llama-2-7b,verify,1,128,,16,16,16,layers.q,1e-4\n", "expected one of"),
+    ("nvidia-a6000,llama-2-7b,decode,1,128,5,16,16,16,layers.q,1e-4\n", "only for it"),
+])
+def test_bad_measurements(body, message, tmp_path, capsys):
+    path = tmp_path / "m.csv"
+    path.write_text(HEADER + body)
+    assert main(["calibrate", str(path), "--hw", "nvidia-a6000"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
+
+
+def test_too_few_rows_says_how_many(tmp_path, capsys):
+    path = tmp_path / "m.csv"
+    path.write_text(HEADER + "nvidia-a6000,llama-2-7b,decode,1,128,,16,16,16,layers.q,1e-4\n")
+    main(["calibrate", str(path), "--hw", "nvidia-a6000"])
+    assert "give at least 3 rows" in capsys.readouterr().err
+
+
+def test_missing_columns(tmp_path, capsys):
+    path = tmp_path / "m.csv"
+    path.write_text("hardware,model,op\nx,y,z\n")
+    assert main(["validate", str(path), "--hw", "nvidia-a6000"]) == 2
+    assert "m.csv:1: measurement error: missing column(s) stage" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("section, message", [
+    ("[efficiency]\nbandwidth = 0\n", "expected a fraction in (0, 4]"),
+    ("[efficiency]\nbandwidth = 9\n", "expected a fraction"),
+    ('[efficiency]\nlaunch = "4 parsecs"\n', "expected a duration"),
+    ("[efficiency]\nspeed = 1\n", "unknown key 'speed' in [efficiency]"),
+    ("[efficiency.compute]\nfp99 = 0.5\n", "which [peak] does not list"),
+    ("[efficiency.rmsnorm]\nwidth = 0.5\n", "unknown key 'width' in [efficiency.rmsnorm]"),
+])
+def test_bad_efficiency_sections(section, message, tmp_path, capsys):
+    path = _hw_file(tmp_path, section)
+    assert main(["analyze", str(MODELS / "llama-2-7b.arch"), "--hw", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "eff.toml:" in err, err
+
+
+def test_ideal_flag_ignores_the_efficiency(capsys):
+    argv = ["analyze", str(MODELS / "llama-2-7b.arch"), "--hw", "nvidia-h100-sxm", "--format",
+            "json", "--stage", "decode"]
+    main(argv)
+    calibrated = json.loads(capsys.readouterr().out)
+    main(argv + ["--ideal"])
+    ideal = json.loads(capsys.readouterr().out)
+    assert calibrated["hardware"]["time_model"] == "efficiency"
+    assert ideal["hardware"]["time_model"] == "ideal" and ideal["hardware"]["efficiency"] is None
+    assert calibrated["stages"]["decode"]["total"]["time_s"] > \
+        1.1 * ideal["stages"]["decode"]["total"]["time_s"]
