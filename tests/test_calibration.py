@@ -8,6 +8,7 @@ vidur and aiconfigurator, sources in each CSV row).
 """
 import csv
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -286,3 +287,26 @@ def test_ideal_flag_ignores_the_efficiency(capsys):
     assert ideal["hardware"]["time_model"] == "ideal" and ideal["hardware"]["efficiency"] is None
     assert calibrated["stages"]["decode"]["total"]["time_s"] > \
         1.1 * ideal["stages"]["decode"]["total"]["time_s"]
+
+
+def test_measure_script_takes_its_shapes_from_the_graph():
+    """bench/measure.py needs a GPU to time kernels; the shapes it times come from the graph
+    and are checked here by hand: Llama-2-7b decode, batch 4 over 1,024 cached tokens."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("measure", ROOT / "bench" / "measure.py")
+    measure = importlib.util.module_from_spec(spec)
+    sys.modules["measure"] = measure  # dataclasses look their module up while being built
+    spec.loader.exec_module(measure)  # imports no torch: only main() does
+    model = costdsl.load(MODELS / "llama-2-7b.arch", passes=["flash_attention()"])
+    specs, skipped = measure.kernel_specs(model, "decode", 4, 1024)
+    by = {s.op: s for s in specs}
+    assert by["layers.q"].shape == {"m": 4, "k": 4096, "n": 4096}
+    assert by["layers.down"].shape == {"m": 4, "k": 11008, "n": 4096}
+    assert by["lm_head"].shape == {"m": 4, "k": 4096, "n": 32000}
+    attention = by["layers.attn[qk+softmax+sv]"].shape
+    assert (attention["heads"], attention["kv_heads"], attention["head_dim"],
+            attention["q_len"], attention["kv_len"]) == (32, 32, 128, 1, 1025)
+    assert by["layers.act"].shape == {"rows": 4, "width": 11008}
+    assert skipped == []
+    prefill, _ = measure.kernel_specs(model, "prefill", 2, 512)
+    assert {s.op: s for s in prefill}["lm_head"].shape["m"] == 2  # tokens=last
