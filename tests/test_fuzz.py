@@ -305,3 +305,32 @@ def command_line(draw):
 def test_random_command_lines(argv):
     code, out, err, seconds = run(argv)
     assert_clean(argv, code, out, err, seconds)
+
+
+@st.composite
+def mutated_measurements(draw):
+    """A few rows of a shipped measurement file with cells replaced or dropped."""
+    lines = (DATA / "measured" / "vidur-linear-a100.csv").read_text().splitlines()
+    rows = [lines[0]] + draw(st.lists(st.sampled_from(lines[1:]), min_size=0, max_size=14))
+    for _ in range(draw(st.integers(0, 4))):
+        k = draw(st.integers(0, len(rows) - 1))
+        cells = rows[k].split(",")
+        j = draw(st.integers(0, len(cells) - 1))
+        cells[j] = draw(st.sampled_from(["", "0", "-1", "nan", "inf", "1e400", "x", "step",
+                                         "decode", "total", "layers.q", "nvidia-h100-sxm",
+                                         "llama-2-7b", "nope.arch", "5", "1e20", "\"", "é"]))
+        rows[k] = ",".join(cells) if draw(st.booleans()) else ",".join(cells[:-1])
+    return "\n".join(rows) + "\n"
+
+
+@FUZZ
+@given(text=mutated_measurements(), command=st.sampled_from(["calibrate", "validate"]))
+def test_mutated_measurement_files(text, command, tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_text(text)
+    for model in ("llama-2-7b-vidur.arch", "llama-2-70b-vidur.arch"):  # the rows name these
+        (tmp_path / model).write_text((DATA / "measured" / model).read_text())
+    argv = [command, str(path), "--hw", "nvidia-a100-80gb"] + \
+        (["--folds", "3"] if command == "validate" else ["--format", "json"])
+    code, out, err, seconds = run(argv)
+    assert_clean(argv, code, out, err, seconds, json_out=command == "calibrate")
