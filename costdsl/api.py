@@ -135,6 +135,26 @@ class Model:
         compute-bound (speculative verification, chunked prefill)."""
         hw = _hardware(hw)
         x = solvable_symbol(solve, self.design.free)
+        free = list(free)
+        settings = _settings(batch, seq, w_bits, a_bits, kv_bits, tokens, (stage,),
+                             {solve} | set(free))
+        self._check_crossover_request(x, stage, free, versus, settings)
+        values = self._values(settings, set(free) | {solve})
+        symbolic = self._roofline(stage, hw, settings)
+        ops = stage_crossovers(symbolic, hw, x, values)
+        summary = stage_crossover(symbolic, hw, x, values, ops)
+        quant = None
+        if versus:
+            low = replace(settings, **versus).validate()
+            low_symbolic = self._roofline(stage, hw, low)
+            quant = tuple(quantization_crossover(symbolic, low_symbolic, hw, x, values,
+                                                 self._values(low, set(free) | {solve})))
+        bound = {k.name: v for k, v in values.items()}
+        return CrossoverAnswer(stage, x, bound, tuple(ops), summary, quant, versus)
+
+    def _check_crossover_request(self, x: sympy.Symbol, stage: str, free: list[str],
+                                 versus: Mapping[str, float] | None, settings: Settings) -> None:
+        """Refuse a question with no meaningful answer before solving anything."""
         if x == S.tokens and stage != "step":
             raise EvaluationError(f"tokens is a size of the step stage, not of {stage}",
                                   hint="solve for tokens with --stage step")
@@ -143,28 +163,14 @@ class Model:
             raise EvaluationError(f"--free {unknown[0]}: no such symbol",
                                   hint="free: batch, seq, tokens, w_bits, a_bits, kv_bits, or a "
                                        "parameter the file leaves free")
-        if versus and solve in versus:
-            raise EvaluationError(f"--versus {solve}: that is the symbol being solved for",
+        if versus and x.name in versus:
+            raise EvaluationError(f"--versus {x.name}: that is the symbol being solved for",
                                   hint="compare another bitwidth, or solve for batch or seq")
-        unbound = {solve} | set(free)
-        settings = _settings(batch, seq, w_bits, a_bits, kv_bits, tokens, (stage,), unbound)
-        values = self._values(settings, set(free) | {solve})
-        symbolic = self._roofline(stage, hw, settings)
-        ops = stage_crossovers(symbolic, hw, x, values)
-        summary = stage_crossover(symbolic, hw, x, values, ops)
-        quant = None
-        if versus:
-            for name, value in versus.items():
-                if value >= getattr(settings, name):
-                    raise EvaluationError(f"--versus {name}={value:g} is not lower than the "
-                                          f"{name}={getattr(settings, name):g} analysed",
-                                          hint="--versus compares a lower bitwidth")
-            low = replace(settings, **versus).validate()
-            low_symbolic = self._roofline(stage, hw, low)
-            quant = tuple(quantization_crossover(symbolic, low_symbolic, hw, x, values,
-                                                 self._values(low, set(free) | {solve})))
-        bound = {k.name: v for k, v in values.items()}
-        return CrossoverAnswer(stage, x, bound, tuple(ops), summary, quant, versus)
+        for name, value in (versus or {}).items():
+            if value >= getattr(settings, name):
+                raise EvaluationError(f"--versus {name}={value:g} is not lower than the "
+                                      f"{name}={getattr(settings, name):g} analysed",
+                                      hint="--versus compares a lower bitwidth")
 
     def latency(self, hw: str | Hardware, batch: int, seq: int, gen: int, w_bits: float = 16,
                 a_bits: float = 16, kv_bits: float = 16) -> Latency:

@@ -62,6 +62,17 @@ def _deployment_args(p: argparse.ArgumentParser) -> None:
     _bits_args(p)
 
 
+def _measurement_args(p: argparse.ArgumentParser, hw_help: str) -> None:
+    p.add_argument("measurements", nargs="+",
+                   help="measurement CSV files (see the README for their columns)")
+    p.add_argument("--hw", required=True, metavar="HW", help=hw_help)
+    p.add_argument("--model", dest="only_model", metavar="MODEL",
+                   help="use only the rows of this model (as the CSV names it)")
+    p.add_argument("--pass", dest="passes", action="append", default=[], metavar="PASS",
+                   help="a pass applied to every row's model (repeatable)")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+
+
 def _ideal_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ideal", action="store_true",
                    help="ignore the hardware file's [efficiency]: the ideal roofline of the "
@@ -190,26 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_plot)
 
     p = sub.add_parser("calibrate", help="fit the hardware's efficiencies to measured times")
-    p.add_argument("measurements", nargs="+",
-                   help="measurement CSV files (see the README for their columns)")
-    p.add_argument("--hw", required=True, metavar="HW", help="the measured hardware")
-    p.add_argument("--model", dest="only_model", metavar="MODEL",
-                   help="use only the rows of this model (as the CSV names it)")
-    p.add_argument("--pass", dest="passes", action="append", default=[], metavar="PASS",
-                   help="a pass applied to every row's model (repeatable)")
+    _measurement_args(p, "the measured hardware")
     p.add_argument("--no-launch", action="store_true", help="fit no launch cost (keep it 0)")
     p.add_argument("-o", "--out", metavar="FILE.toml",
                    help="write the hardware file with the fitted [efficiency] section here")
-    p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(run=_calibrate)
 
     p = sub.add_parser("validate", help="predicted against measured times, ideal and calibrated")
-    p.add_argument("measurements", nargs="+", help="measurement CSV files")
-    p.add_argument("--hw", required=True, metavar="HW",
-                   help="the hardware; its [efficiency] is the calibrated model judged")
-    p.add_argument("--model", dest="only_model", metavar="MODEL",
-                   help="use only the rows of this model (as the CSV names it)")
-    p.add_argument("--pass", dest="passes", action="append", default=[], metavar="PASS")
+    _measurement_args(p, "the hardware; its [efficiency] is the calibrated model judged")
     p.add_argument("--folds", type=_positive_int("--folds"), default=None,
                    help="also k-fold cross-validate a fit: each row predicted by a fit on the "
                         "other folds")
@@ -218,7 +217,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "a model (or kind) it has not seen")
     p.add_argument("--plot", metavar="FILE.png|FILE.svg",
                    help="predicted against measured, log axes, with y = x")
-    p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(run=_validate)
 
     p = sub.add_parser("passes", help="list the passes and their arguments")

@@ -15,7 +15,6 @@ import json
 import os
 import time
 import tomllib
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st

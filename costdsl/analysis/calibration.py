@@ -18,7 +18,7 @@ e = 1 / u, se(e) = se(u) / u^2.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
@@ -269,6 +269,3 @@ def cross_validate(measured: list[Measured], folds: int, group: str | None = Non
         out[test] = [measured[i].predict(fitted) for i in test]
     return out, folds
 
-
-def with_source(e: Efficiency, source: str) -> Efficiency:
-    return replace(e, source=source)
