@@ -150,7 +150,8 @@ class Model:
             quant = tuple(quantization_crossover(symbolic, low_symbolic, hw, x, values,
                                                  self._values(low, set(free) | {solve})))
         bound = {k.name: v for k, v in values.items()}
-        return CrossoverAnswer(stage, x, bound, tuple(ops), summary, quant, versus)
+        return CrossoverAnswer(stage, x, bound, tuple(ops), summary, quant, versus,
+                               hw.time_model)
 
     def _check_crossover_request(self, x: sympy.Symbol, stage: str, free: list[str],
                                  versus: Mapping[str, float] | None, settings: Settings) -> None:

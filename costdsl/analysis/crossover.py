@@ -416,3 +416,4 @@ class CrossoverAnswer:
     summary: StageCrossover
     quantization: tuple[QuantCrossover, ...] | None = None
     versus: Mapping[str, float] | None = None
+    time_model: str = "ideal"           # "ideal" or "efficiency" (achieved peak and bandwidth)

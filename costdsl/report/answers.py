@@ -19,7 +19,8 @@ def _value(v):
 
 def crossover_dict(answers: list[CrossoverAnswer]) -> dict:
     first = answers[0]
-    out = {"solve": first.symbol.name, "bound": dict(first.bound), "stages": {}}
+    out = {"solve": first.symbol.name, "bound": dict(first.bound),
+           "time_model": first.time_model, "stages": {}}
     for a in answers:
         s = a.summary
         stage = {
@@ -61,8 +62,10 @@ def crossover_text(answers: list[CrossoverAnswer]) -> str:
     first = answers[0]
     x = first.symbol.name
     bound = ", ".join(f"{k}={v:g}" for k, v in first.bound.items())
+    achieved = " (achieved: the hardware file's efficiencies)" if first.time_model != "ideal" \
+        else ""
     lines = [f"crossovers in {x} ({bound}); P = peak of the op's compute type, "
-             f"B = bandwidth; " + printing.LEGEND]
+             f"B = bandwidth{achieved}; " + printing.LEGEND]
     for a in answers:
         lines += ["", f"{a.stage}:"]
         for c in a.ops:
@@ -107,7 +110,8 @@ def latency_dict(l: Latency) -> dict:
             "tokens_per_s_per_user": l.tokens_per_s_per_user, "tokens_per_s": l.tokens_per_s,
             "decode_step_time": str(l.step_time), "decode_total": str(l.decode_total),
             "request_total": str(l.request_total),
-            "request_total_latex": printing.latex(l.request_total)}
+            "request_total_latex": printing.latex(l.request_total),
+            "time_model": l.time_model}
 
 
 def latency_text(l: Latency) -> str:
@@ -122,6 +126,9 @@ def latency_text(l: Latency) -> str:
         f"tokens/s in total     {l.tokens_per_s:.4g}",
         f"one decode step with s cached tokens (s) = {printing.text(l.step_time)}",
         f"whole request in g generated tokens (s)  = {printing.text(l.request_total)}",
+        f"time model: {l.time_model}" + (" (achieved fractions and launch costs of the "
+                                         "hardware file; --ideal for the datasheet roofline)"
+                                         if l.time_model != "ideal" else " roofline"),
     ]) + "\n"
 
 
@@ -171,7 +178,8 @@ def fit_text(model: str, hw, f, bits: dict) -> str:
 
 
 def serve_dict(model: str, hw, c) -> dict:
-    return {"model": model, "hardware": hw.key, "seq": c.seq, "gen": c.gen,
+    return {"model": model, "hardware": hw.key, "time_model": hw.time_model,
+            "seq": c.seq, "gen": c.gen,
             "capacity_bytes": c.capacity_bytes, "max_batch": c.max_batch,
             "decode_balance_batch": c.decode_balance_batch,
             "first_compute_bound": {"op": c.first_compute_op, "batch": c.first_compute_batch},
@@ -185,7 +193,8 @@ def serve_dict(model: str, hw, c) -> dict:
 
 
 def serve_text(model: str, hw, c) -> str:
-    lines = [f"{model} on {hw.name}: prompt {c.seq}, {c.gen} generated tokens per request",
+    lines = [f"{model} on {hw.name}: prompt {c.seq}, {c.gen} generated tokens per request "
+             f"({hw.time_model} time model)",
              f"memory runs out above batch {c.max_batch} "
              f"({si(c.capacity_bytes, 'B')}, cache at its longest)" if c.max_batch else
              f"not even one request fits in {si(c.capacity_bytes, 'B')}"]
