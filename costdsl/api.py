@@ -26,11 +26,14 @@ from .analysis.params import OpParams, active_params, op_params, total_params
 from .analysis.records import Analysis, Settings, check_stages, stage_result
 from .analysis.roofline import StageRoofline, roofline
 from .analysis.sensitivity import Sensitivity, sensitivity
-from .errors import CostDSLError, EvaluationError
-from .graph.lower import STAGES, lower
+from .analysis.speculative import (Speculation, best_draft_length, speculate,
+                                   stop_paying_batch)
+from .errors import CostDSLError, EvaluationError, at
+from .graph.lower import STAGES, STEP_STAGES, lower
 from .graph.passes import apply_passes
 from .hardware import Hardware, load_hardware
 from .language import ast
+from .language.decoding import Decoding, DecodingError, parse_decoding
 from .language.design import Design
 from .language.elaborate import elaborate, parse_overrides
 from .language.library import Library, load_library
@@ -82,8 +85,9 @@ class Model:
         return self.design.name
 
     def graph(self, stage: str) -> nx.DiGraph:
-        """The stage's op graph after the pass pipeline: "prefill", "decode", or "step"
-        (`tokens` new tokens per sequence over `seq` cached)."""
+        """The stage's op graph after the pass pipeline: "prefill", "decode", "step"
+        (`tokens` new tokens per sequence over `seq` cached) or "verify" (the step with logits
+        for every new token)."""
         check_stages(None, (stage,), needed=False)
         return self._graph(stage)
 
@@ -156,7 +160,7 @@ class Model:
     def _check_crossover_request(self, x: sympy.Symbol, stage: str, free: list[str],
                                  versus: Mapping[str, float] | None, settings: Settings) -> None:
         """Refuse a question with no meaningful answer before solving anything."""
-        if x == S.tokens and stage != "step":
+        if x == S.tokens and stage not in STEP_STAGES:
             raise EvaluationError(f"tokens is a size of the step stage, not of {stage}",
                                   hint="solve for tokens with --stage step")
         unknown = [f for f in free if f not in S.RUNTIME and f not in self.design.free]
@@ -182,6 +186,47 @@ class Model:
             raise EvaluationError(f"gen must be a positive integer, got {gen!r}")
         return request_latency(self._roofline("prefill", hw, settings),
                                self._roofline("decode", hw, settings), hw, settings, gen)
+
+    def speculate(self, hw: str | Hardware, decoding: "Decoding | str", batch: int = 1,
+                  seq: int = 2048, w_bits: float = 16, a_bits: float = 16,
+                  kv_bits: float = 16) -> Speculation:
+        """Speculative decoding with `decoding` (its draft model, k, acceptance rate) at one
+        batch and cache length: tokens per target step, time per token, speedup over plain
+        decoding, and the break-even acceptance rate in closed form."""
+        hw, d, draft, settings, stages = self._speculation(hw, decoding, batch, seq, w_bits,
+                                                            a_bits, kv_bits)
+        return speculate(*stages, d.draft, d.k, d.accept, settings.values())
+
+    def speculation_batch_limit(self, hw: str | Hardware, decoding: "Decoding | str",
+                                seq: int = 2048, w_bits: float = 16, a_bits: float = 16,
+                                kv_bits: float = 16) -> float | None:
+        """The batch above which the strategy is slower than plain decoding (None: never)."""
+        hw, d, draft, settings, stages = self._speculation(hw, decoding, 1, seq, w_bits,
+                                                            a_bits, kv_bits)
+        return stop_paying_batch(*stages, d.k, d.accept, settings.values())
+
+    def best_draft_length(self, hw: str | Hardware, decoding: "Decoding | str", batch: int = 1,
+                          seq: int = 2048, w_bits: float = 16, a_bits: float = 16,
+                          kv_bits: float = 16) -> tuple[int, float]:
+        """(k, time per token) of the draft length that minimises the time per token."""
+        hw, d, draft, settings, (_, verify, draft_decode) = self._speculation(
+            hw, decoding, batch, seq, w_bits, a_bits, kv_bits)
+        return best_draft_length(verify, draft_decode, d.accept, settings.values())
+
+    def _speculation(self, hw, decoding, batch, seq, w_bits, a_bits, kv_bits):
+        hw = _hardware(hw)
+        d = decoding if isinstance(decoding, Decoding) else parse_decoding(decoding)
+        draft = load(d.draft)
+        mine, theirs = _vocabulary(self.design), _vocabulary(draft.design)
+        if mine != theirs:
+            raise at(DecodingError, f"speculative decoding needs a shared tokenizer: the draft "
+                     f"{draft.name!r} has a vocabulary of {theirs}, the target {self.name!r} "
+                     f"of {mine}", d.pos, hint="pair models of one family (TinyLlama or "
+                     "llama-68m with Llama-2)")
+        settings = Settings(batch, seq, w_bits, a_bits, kv_bits).validate()
+        stages = (self._roofline("decode", hw, settings), self._roofline("verify", hw, settings),
+                  draft._roofline("decode", hw, settings))
+        return hw, d, draft, settings, stages
 
     def sensitivity(self, hw: str | Hardware, batch: int, seq: int, stage: str = "decode",
                     w_bits: float = 16, a_bits: float = 16, kv_bits: float = 16,
@@ -252,6 +297,11 @@ def _settings(batch, seq, w_bits, a_bits, kv_bits, tokens, stages: tuple[str, ..
     no value."""
     check_stages(tokens, stages, needed="tokens" not in set(unbound))
     return Settings(batch, seq, w_bits, a_bits, kv_bits, tokens).validate()
+
+
+def _vocabulary(design: Design):
+    """The vocabulary of a model's token embedding (None without one)."""
+    return next((op.attrs["vocab"] for op in design.ops if op.kind == "embedding"), None)
 
 
 def _hardware(hw: str | Hardware) -> Hardware:

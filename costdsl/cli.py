@@ -6,6 +6,7 @@ import os
 import sys
 
 from . import api
+from .report.units import seconds
 from .symbols import MAX_SIZE
 from .version import __version__
 from .errors import CostDSLError
@@ -73,6 +74,12 @@ def _measurement_args(p: argparse.ArgumentParser, hw_help: str) -> None:
     p.add_argument("--format", choices=("text", "json"), default="text")
 
 
+def _decoding_arg(p: argparse.ArgumentParser, more: str = "") -> None:
+    p.add_argument("--decoding", metavar="STRATEGY",
+                   help='a decoding strategy, e.g. speculative(draft="tinyllama-1.1b", k=4, '
+                        'accept=0.8)' + more)
+
+
 def _ideal_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ideal", action="store_true",
                    help="ignore the hardware file's [efficiency]: the ideal roofline of the "
@@ -99,10 +106,11 @@ def _stage_args(p: argparse.ArgumentParser, default: str, all: bool = True,
                 tokens_range: bool = False) -> None:
     """--stage (prefill, decode, the general step, and `all` = prefill and decode) and --tokens,
     the new tokens per sequence of the step stage."""
-    choices = ("prefill", "decode", "step") + (("all",) if all else ())
+    choices = ("prefill", "decode", "step", "verify") + (("all",) if all else ())
     p.add_argument("--stage", choices=choices, default=default,
                    help=f"default {default}; step: --tokens new tokens per sequence over --seq "
-                        "cached" + ("; all: prefill and decode" if all else ""))
+                        "cached; verify: the same with logits for every new token"
+                        + ("; all: prefill and decode" if all else ""))
     if tokens_range:
         p.add_argument("--tokens", default=None, metavar="RANGE",
                        help="new tokens per sequence of the step stage: 1:16 or 1,4,8")
@@ -231,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     _stage_args(p, "decode")
     p.add_argument("--free", action="append", default=[], metavar="SYMBOL",
                    help="leave this symbol free in the answers instead of bound (repeatable)")
+    _decoding_arg(p, "; with it, --solve accept (break-even acceptance rate), batch (where "
+                     "speculation stops paying) or k (the best draft length)")
     p.add_argument("--versus", action="append", default=[], metavar="BITS=VALUE",
                    help="also report where this lower bitwidth stops saving time, "
                         "e.g. --w-bits 4 --versus w_bits=2")
@@ -240,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("latency", help="TTFT, time per output token and end-to-end time")
     _model_args(p)
     _deployment_args(p)
+    _decoding_arg(p)
     p.add_argument("--gen", type=_positive_int("--gen"), required=True,
                    help="tokens generated per sequence")
     p.add_argument("--format", choices=("text", "json"), default="text")
@@ -475,8 +486,39 @@ def _load(args) -> api.Model:
     return api.load(args.model, args.model_name, args.set, passes=args.passes)
 
 
+def _speculative_crossover(args, model) -> str:
+    hw = _hw(args)
+    bits = _bits_of(args)
+    spec = model.speculate(hw, args.decoding, args.batch, args.seq, **bits)
+    if args.solve == "accept":
+        answer = answers_report.speculation_answer(
+            "accept", spec, spec.break_even,
+            None if spec.break_even is not None else
+            "E(accept) runs from 1 to k + 1; a target step costs "
+            f"{(spec.k * spec.draft_step_s + spec.verify_s) / spec.decode_s:.4g} plain steps",
+            spec.break_even_expr, spec.break_even_closed)
+    elif args.solve == "batch":
+        limit = model.speculation_batch_limit(hw, args.decoding, args.seq, **bits)
+        answer = answers_report.speculation_answer(
+            "batch", spec, limit, None if limit is not None else
+            f"speculation pays at every batch up to {MAX_SIZE:.0e} at this cache length "
+            "(the verification stays as cheap, relative to a plain step, as it is here)")
+    elif args.solve == "k":
+        k, t = model.best_draft_length(hw, args.decoding, args.batch, args.seq, **bits)
+        answer = answers_report.speculation_answer(
+            "k", spec, k, f"{seconds(t)} per token, searched k = 1 to 16; no closed form (k "
+            "sits in an exponent of E and in the verification's size)")
+    else:
+        raise CostDSLError(f"--solve {args.solve} with --decoding: solve for accept, batch or k")
+    if args.format == "json":
+        return dumps(answer)
+    return answers_report.speculation_answer_text(answer, spec)
+
+
 def _crossover(args) -> str:
     model = _load(args)
+    if args.decoding:
+        return _speculative_crossover(args, model)
     answers = [model.crossover(args.solve, _hw(args), stage, batch=args.batch, seq=args.seq,
                                free=args.free, versus=_versus(args.versus), tokens=args.tokens,
                                **_bits_of(args))
@@ -487,10 +529,19 @@ def _crossover(args) -> str:
 
 def _latency(args) -> str:
     model = _load(args)
-    result = model.latency(_hw(args), args.batch, args.seq, args.gen, **_bits_of(args))
+    hw = _hw(args)
+    result = model.latency(hw, args.batch, args.seq, args.gen, **_bits_of(args))
+    spec = None
+    if args.decoding:  # at the mean cache length of the request (step times are linear in it)
+        spec = model.speculate(hw, args.decoding, args.batch, args.seq + (args.gen - 1) // 2,
+                               **_bits_of(args))
     if args.format == "json":
-        return dumps(answers_report.latency_dict(result))
-    return answers_report.latency_text(result)
+        out = answers_report.latency_dict(result)
+        if spec is not None:
+            out["decoding"] = answers_report.speculation_dict(spec)
+        return dumps(out)
+    text = answers_report.latency_text(result)
+    return text + ("\n".join(answers_report.speculation_lines(spec)) + "\n" if spec else "")
 
 
 def _formulas(args) -> str:

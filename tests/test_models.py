@@ -27,6 +27,12 @@ H100 = load_hardware("nvidia-h100-sxm").ideal()
     ("qwen2.5-7b.arch", 7_615_616_512, "Qwen/Qwen2.5-7B"),
     # openai-community/gpt2: 124,439,808 (model card: 124M); the tied LM head counted once.
     ("gpt2.arch", 124_439_808, "openai-community/gpt2"),
+    # TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T: 1,100,048,384 (model card: 1.1B):
+    # 2 x 32000 x 2048 + 2048 + 22 (2 x 2048^2 + 2 x 2048 x 256 + 3 x 2048 x 5632 + 2 x 2048).
+    ("tinyllama-1.1b.arch", 1_100_048_384, "TinyLlama/TinyLlama-1.1B"),
+    # JackFram/llama-68m (model card: 68M): 2 x 32000 x 768 + 2 (4 x 768^2 + 3 x 768 x 3072
+    # + 2 x 768) + 768 = 68,030,208.
+    ("llama-68m.arch", 68_030_208, "JackFram/llama-68m"),
     # mistralai/Mistral-7B-v0.1: 7,241,732,096 (model card: 7.3B).
     ("mistral-7b.arch", 7_241_732_096, "mistralai/Mistral-7B-v0.1"),
     # mistralai/Mixtral-8x7B-v0.1: 46,702,792,704 (paper: 46.7B).

@@ -172,7 +172,7 @@ def tokens_processed(stage: str, batch, seq, tokens=1):
     `tokens` per sequence in the general step."""
     if stage == "prefill":
         return batch * seq
-    return batch * tokens if stage == "step" else batch
+    return batch * tokens if stage in ("step", "verify") else batch
 
 
 def stage_time(stage: StageRoofline, values: Mapping[sympy.Symbol, object]) -> np.ndarray:

@@ -36,7 +36,7 @@ from .records import Settings
 
 COLUMNS = ("hardware", "model", "stage", "batch", "seq", "tokens", "w_bits", "a_bits",
            "kv_bits", "op", "time_s")
-STAGES = ("prefill", "decode", "step")
+STAGES = ("prefill", "decode", "step", "verify")
 
 
 class MeasurementError(CostDSLError):
@@ -135,8 +135,8 @@ def _row(record: dict, file: str, line: int) -> Row:
     if stage not in STAGES:
         raise fail(f"stage = {stage!r}: expected one of {', '.join(STAGES)}")
     tokens = number("tokens", integer=True, optional=True)
-    if (stage == "step") != (tokens is not None):
-        raise fail("tokens is given for the step stage, and only for it")
+    if (stage in ("step", "verify")) != (tokens is not None):
+        raise fail("tokens is given for the step and verify stages, and only for them")
     op = (record.get("op") or "").strip()
     if not op:
         raise fail("op is empty: an op name of the model, or total")
@@ -186,7 +186,7 @@ def _pieces(model, stage, bits, rows, hw: Hardware, file: str) -> dict[int, tupl
                                hint="ops: " + ", ".join(names))
     values = {**settings.values(), S.batch: np.array([r.batch for r in rows], float),
               S.seq: np.array([r.seq for r in rows], float)}
-    if stage == "step":
+    if stage in ("step", "verify"):
         values[S.tokens] = np.array([r.tokens for r in rows], float)
     n = evaluate(symbolic, values)
     with np.errstate(divide="ignore", invalid="ignore"):

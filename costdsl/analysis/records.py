@@ -13,13 +13,15 @@ from .evaluate import StageNumbers, evaluate
 from .memory import MemoryNumbers
 from ..hardware import Hardware
 from .roofline import StageRoofline
-from ..graph.lower import ALL_STAGES
+from ..graph.lower import ALL_STAGES, STEP_STAGES
 from .. import symbols as S
 
 STAGE_DESCRIPTIONS = {
     "prefill": "the prompt: seq tokens of each of batch sequences",
     "decode": "one decode step: one new token per sequence, seq tokens already in the KV cache",
     "step": "one forward step: tokens new tokens per sequence over seq already in the KV cache",
+    "verify": "a speculative verification: tokens new tokens per sequence over seq cached, "
+              "with logits for each",
 }
 
 
@@ -62,10 +64,10 @@ def check_stages(tokens, stages: tuple[str, ...], needed: bool = True) -> None:
     if unknown:
         raise EvaluationError(f"unknown stage {unknown[0]!r}",
                               hint="stages: " + ", ".join(ALL_STAGES))
-    if "step" in stages and tokens is None and needed:
+    if set(stages) & set(STEP_STAGES) and tokens is None and needed:
         raise EvaluationError("the step stage needs the number of new tokens per sequence",
                               hint="give --tokens T (decode is the step with --tokens 1)")
-    if tokens is not None and "step" not in stages:
+    if tokens is not None and not set(stages) & set(STEP_STAGES):
         raise EvaluationError(f"tokens={tokens} applies to the step stage only, not to "
                               f"{', '.join(stages)}", hint="add --stage step")
 

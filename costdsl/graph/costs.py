@@ -31,9 +31,10 @@ from .. import symbols as S
 @dataclass(frozen=True)
 class Site:
     """Where an op runs: a step of `new` tokens per sequence over `cached` ones."""
-    stage: str             # "prefill", "decode" or "step"
+    stage: str             # "prefill", "decode", "step" or "verify"
     new: sympy.Expr        # new tokens per sequence: seq in prefill, 1 in decode, tokens
     cached: sympy.Expr     # tokens already in the cache: 0 in prefill, seq otherwise
+    last: sympy.Expr = sympy.Integer(1)  # rows per sequence of an op marked tokens=last
 
     @property
     def context(self) -> sympy.Expr:
@@ -41,13 +42,16 @@ class Site:
         return self.cached + self.new
 
     def rows(self, rows: str) -> sympy.Expr:
-        return S.batch * (self.new if rows == "all" else 1)
+        return S.batch * (self.new if rows == "all" else self.last)
 
 
 PREFILL = Site("prefill", S.seq, sympy.Integer(0))
 DECODE = Site("decode", sympy.Integer(1), S.seq)
 STEP = Site("step", S.tokens, S.seq)
-SITES = {"prefill": PREFILL, "decode": DECODE, "step": STEP}
+VERIFY = Site("verify", S.tokens, S.seq, S.tokens)
+"""A speculative verification: the step whose every new token needs its logits, so an op marked
+tokens=last (the LM head) runs on all `tokens` rows, not only the last."""
+SITES = {"prefill": PREFILL, "decode": DECODE, "step": STEP, "verify": VERIFY}
 
 
 @dataclass(frozen=True)
@@ -160,7 +164,7 @@ def _attention_sizes(a, rows: str, site: Site):
     With a sliding window W, Lk = min(context, W): a decode step reads at most W cached
     positions (a rolling cache), and in prefill each query's row of scores is W wide at most
     (a banded kernel; the full seq x seq matrix is not formed)."""
-    lq = site.new if rows == "all" else sympy.Integer(1)
+    lq = site.new if rows == "all" else site.last
     return S.batch, a["heads"], a["kv_heads"], a["head_dim"], lq, sympy.Min(site.context,
                                                                              a["window"])
 

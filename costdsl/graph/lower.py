@@ -12,8 +12,11 @@ from ..language.ops import SIGNATURES
 
 STAGES = ("prefill", "decode")
 """The stages a request goes through, and what `--stage all` means."""
-ALL_STAGES = STAGES + ("step",)
-"""Every stage that can be lowered: the two above and the general step."""
+ALL_STAGES = STAGES + ("step", "verify")
+"""Every stage that can be lowered: the two above, the general step, and the verification step
+(the step with logits for every new token)."""
+STEP_STAGES = ("step", "verify")
+"""The stages sized by `tokens`."""
 
 
 def lower(design: Design, stage: str) -> nx.DiGraph:

@@ -225,3 +225,51 @@ def serve_text(model: str, hw, c) -> str:
     lines += ["  ".join(x.rjust(w) if k < 8 else x for k, (x, w) in
                         enumerate(zip(r, widths))).rstrip() for r in rows]
     return "\n".join(lines) + "\n"
+
+
+def speculation_dict(s) -> dict:
+    """The `decoding` block of latency and crossover JSON."""
+    return {"strategy": "speculative",
+            "params": {"draft": s.draft, "k": s.k, "accept": s.accept},
+            "batch": s.batch, "seq": s.seq, "tokens_per_step": s.tokens_per_step,
+            "time_per_token_s": s.time_per_token_s, "speedup": s.speedup,
+            "draft_step_s": s.draft_step_s, "verify_s": s.verify_s,
+            "plain_decode_step_s": s.decode_s,
+            "speedup_expression": str(s.speedup_expr),
+            "speedup_latex": printing.latex(s.speedup_expr)}
+
+
+def speculation_lines(s) -> list[str]:
+    return [f"speculative decoding (draft {s.draft}, k={s.k}, accept={s.accept:g}) at "
+            f"batch {s.batch}, {s.seq} cached:",
+            f"  tokens per target step E = {s.tokens_per_step:.4g}; draft step "
+            f"{seconds(s.draft_step_s)}, verification of {s.k + 1} tokens "
+            f"{seconds(s.verify_s)}, plain decode step {seconds(s.decode_s)}",
+            f"  time per output token {seconds(s.time_per_token_s)} against "
+            f"{seconds(s.decode_s)}: speedup {s.speedup:.3g}x",
+            f"  speedup(accept) = {printing.text(s.speedup_expr)}"]
+
+
+def speculation_answer(solve: str, s, value, reason: str | None, expression=None,
+                       closed: bool = False) -> dict:
+    return {"solve": solve, "decoding": speculation_dict(s),
+            "crossovers": [{"op": "speculative", "expression": None if expression is None
+                            else str(expression),
+                            "latex": None if expression is None else printing.latex(expression),
+                            "value": _value(value), "closed_form": closed, "reason": reason}]}
+
+
+def speculation_answer_text(answer: dict, s) -> str:
+    c = answer["crossovers"][0]
+    what = {"accept": "break-even acceptance rate (speedup = 1)",
+            "batch": "batch above which speculation is slower than plain decoding",
+            "k": "draft length with the least time per token"}[answer["solve"]]
+    lines = speculation_lines(s) + [""]
+    if c["value"] is None:
+        lines.append(f"{what}: none: {c['reason']}")
+    else:
+        how = "" if c["closed_form"] or answer["solve"] != "accept" else \
+            " (a polynomial root of degree > 2: solved numerically)"
+        lines.append(f"{what}: {answer['solve']} = {c['value']:.6g}{how}"
+                     + (f"; {c['reason']}" if c["reason"] else ""))
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,79 @@
+"""Decoding strategies as written: `--decoding 'speculative(draft="tinyllama-1.1b", k=4,
+accept=0.8)'` -> a checked `Decoding` record. The syntax is that of a pass call; each argument
+is checked where it is written (file, line and column of the flag's text)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy
+
+from . import ast
+from ..errors import CostDSLError, at
+from .expr import to_sympy
+from .parser import parse_passes
+
+STRATEGIES = {"speculative": ("draft", "k", "accept")}
+MAX_K = 64  # draft tokens per target step; real systems use 1 to 8
+
+
+class DecodingError(CostDSLError):
+    label = "decoding error"
+
+
+@dataclass(frozen=True)
+class Decoding:
+    strategy: str
+    draft: str      # the draft model: a .arch file or a shipped name
+    k: int          # draft tokens per target step
+    accept: float   # per-token acceptance probability, in [0, 1]
+    pos: ast.Pos
+    text: str
+
+    def params(self) -> dict:
+        return {"draft": self.draft, "k": self.k, "accept": self.accept}
+
+
+def parse_decoding(text: str, file: str = "--decoding") -> Decoding:
+    calls = parse_passes(text, file)
+    if len(calls) != 1:
+        raise DecodingError("give one decoding strategy", file=file,
+                            hint='e.g. speculative(draft="tinyllama-1.1b", k=4, accept=0.8)')
+    call = calls[0]
+    if call.name not in STRATEGIES:
+        raise at(DecodingError, f"unknown decoding strategy {call.name!r}", call.pos,
+                 hint="strategies: " + ", ".join(STRATEGIES))
+    given = {}
+    for arg in call.args:
+        if arg.name not in STRATEGIES[call.name]:
+            raise at(DecodingError, f"{call.name}() takes no argument {arg.name!r}", arg.pos,
+                     hint="arguments: " + ", ".join(STRATEGIES[call.name]))
+        if arg.name in given:
+            raise at(DecodingError, f"argument {arg.name!r} given twice", arg.pos)
+        given[arg.name] = arg
+    missing = [a for a in STRATEGIES[call.name] if a not in given]
+    if missing:
+        raise at(DecodingError, f"{call.name}() needs {', '.join(a + '=' for a in missing)}",
+                 call.pos, hint='e.g. speculative(draft="tinyllama-1.1b", k=4, accept=0.8)')
+    draft = given["draft"]
+    if not isinstance(draft.value, str):
+        raise at(DecodingError, 'draft= takes a quoted model name or file, e.g. '
+                 'draft="tinyllama-1.1b"', draft.pos)
+    k = _number(given["k"])
+    if not (k.is_integer and 1 <= k <= MAX_K):
+        raise at(DecodingError, f"k= must be an integer from 1 to {MAX_K}, got {k}",
+                 given["k"].pos, hint="k draft tokens are verified per target step")
+    accept = _number(given["accept"])
+    if not 0 <= accept <= 1:
+        raise at(DecodingError, f"accept= must be a probability in [0, 1], got {accept}",
+                 given["accept"].pos)
+    return Decoding(call.name, draft.value, int(k), float(accept), call.pos,
+                    call.text or text)
+
+
+def _number(arg: ast.PassArg) -> sympy.Expr:
+    if isinstance(arg.value, str):
+        raise at(DecodingError, f"{arg.name}= takes a number, not text", arg.pos)
+    value = to_sympy(arg.value, {})
+    if not value.is_number or not value.is_real or not value.is_finite:
+        raise at(DecodingError, f"{arg.name}= must be a finite number, got {value}", arg.pos)
+    return value

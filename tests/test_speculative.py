@@ -1,0 +1,141 @@
+"""Speculative decoding (Leviathan et al. 2023), in closed form in the acceptance rate.
+
+Expected values are computed here from the per-op figures of `analyze` (the draft's decode step,
+the target's verification of k + 1 tokens, the target's plain decode step) and the formula
+E = (1 - a^(k+1)) / (1 - a), tokens per target step.
+"""
+import json
+
+import pytest
+import sympy
+
+import costdsl
+from costdsl.analysis.speculative import ACCEPT
+from costdsl.cli import main
+from costdsl.graph.schema import nodes
+from costdsl import symbols as S
+
+from conftest import MODELS
+
+TARGET = costdsl.load(MODELS / "llama-2-7b.arch")
+DRAFT = costdsl.load(MODELS / "tinyllama-1.1b.arch")
+SPEC = 'speculative(draft="tinyllama-1.1b", k=4, accept=0.8)'
+
+
+def _stage_time(model, stage, **kw):
+    a = model.analyze("nvidia-a6000", batch=1, seq=1024, stages=(stage,), **kw)
+    return a.stages[stage].total.time_s
+
+
+def test_llama2_with_tinyllama_by_hand():
+    """A6000, batch 1, 1,024 cached: E = (1 - 0.8^5) / 0.2 = 3.3616; time per token
+    (4 T_draft + T_verify(5 tokens)) / E; speedup T_decode / that."""
+    s = TARGET.speculate("nvidia-a6000", SPEC, batch=1, seq=1024)
+    e = (1 - 0.8 ** 5) / (1 - 0.8)
+    t_draft = _stage_time(DRAFT, "decode")
+    t_verify = _stage_time(TARGET, "verify", tokens=5)
+    t_decode = _stage_time(TARGET, "decode")
+    assert s.tokens_per_step == pytest.approx(e, rel=1e-12)
+    assert (s.draft_step_s, s.verify_s, s.decode_s) == pytest.approx(
+        (t_draft, t_verify, t_decode), rel=1e-9)
+    assert s.time_per_token_s == pytest.approx((4 * t_draft + t_verify) / e, rel=1e-9)
+    assert s.speedup == pytest.approx(t_decode * e / (4 * t_draft + t_verify), rel=1e-9)
+    assert 1.9 < s.speedup < 2.3  # memory-bound at batch 1: verifying 5 tokens costs one step
+
+
+def test_acceptance_limits():
+    """accept -> 1: E -> k + 1; accept = 0: E = 1 and speculation is a slowdown."""
+    s = TARGET.speculate("nvidia-a6000", SPEC, batch=1, seq=1024)
+    assert float(sympy.expand(s.speedup_expr / s.speedup_expr.subs(ACCEPT, 0)).subs(ACCEPT, 1)) \
+        == pytest.approx(5, rel=1e-12)
+    one = TARGET.speculate("nvidia-a6000", SPEC.replace("0.8", "1"), batch=1, seq=1024)
+    zero = TARGET.speculate("nvidia-a6000", SPEC.replace("0.8", "0"), batch=1, seq=1024)
+    assert one.tokens_per_step == 5 and zero.tokens_per_step == 1
+    assert zero.speedup < 1
+
+
+def test_break_even_acceptance_substitutes_back_to_one():
+    for k in (1, 2, 4, 7):
+        s = TARGET.speculate("nvidia-a6000", SPEC.replace("k=4", f"k={k}"), batch=1, seq=1024)
+        assert s.break_even is not None
+        assert float(s.speedup_expr.subs(ACCEPT, s.break_even)) == pytest.approx(1, abs=1e-9)
+        assert s.break_even_closed == (k <= 2)  # radicals up to degree 2, nroots above
+
+
+def test_batch_where_speculation_stops_paying():
+    """Mistral-7B (GQA) at 128 cached on an H100: the verification's linear layers turn
+    compute-bound first; at the root the two sides are equal."""
+    m = costdsl.load(MODELS / "mistral-7b.arch")
+    limit = m.speculation_batch_limit("nvidia-h100-sxm", SPEC, seq=128)
+    assert limit is not None and 1 < limit < 10_000
+    below = m.speculate("nvidia-h100-sxm", SPEC, batch=int(limit), seq=128)
+    above = m.speculate("nvidia-h100-sxm", SPEC, batch=int(limit) + 2, seq=128)
+    assert below.speedup > 1 > above.speedup
+
+
+def test_best_draft_length_is_the_minimum_over_k():
+    k, t = TARGET.best_draft_length("nvidia-a6000", SPEC, batch=1, seq=1024)
+    times = {j: TARGET.speculate("nvidia-a6000", SPEC.replace("k=4", f"k={j}"), batch=1,
+                                 seq=1024).time_per_token_s for j in range(1, 17)}
+    assert k == min(times, key=times.get) and t == pytest.approx(times[k], rel=1e-12)
+
+
+@pytest.mark.parametrize("path", sorted(MODELS.glob("*.arch")), ids=lambda p: p.stem)
+def test_verify_of_one_token_is_decode(path):
+    model = costdsl.load(path)
+    verify, decode = model.graph("verify"), model.graph("decode")
+    ops = {n.name: n for n in nodes(decode)}
+    for n in nodes(verify):
+        d = ops[n.name]
+        one = {S.tokens: 1}
+        assert sympy.simplify(sympy.sympify(n.flops).xreplace(one) - d.flops) == 0, n.name
+        assert sympy.simplify(sympy.sympify(n.bytes).xreplace(one) - d.bytes) == 0, n.name
+
+
+def test_verification_computes_logits_for_every_new_token():
+    """The LM head of a step runs on the last position only; of a verification, on all k + 1:
+    2 x b x (k+1) x 4096 x 32000 operations."""
+    at = {S.batch: 2, S.seq: 100, S.tokens: 5}
+    head = lambda stage: next(n for n in nodes(TARGET.graph(stage)) if n.name == "lm_head")
+    assert head("verify").flops.subs(at) == 2 * 2 * 5 * 4096 * 32000
+    assert head("step").flops.subs(at) == 2 * 2 * 1 * 4096 * 32000
+
+
+def test_latency_json_gains_decoding(capsys):
+    assert main(["latency", str(MODELS / "llama-2-7b.arch"), "--hw", "nvidia-a6000", "--seq",
+                 "1024", "--gen", "65", "--decoding", SPEC, "--format", "json"]) == 0
+    d = json.loads(capsys.readouterr().out)["decoding"]
+    assert d["strategy"] == "speculative" and d["params"]["k"] == 4
+    assert d["seq"] == 1024 + 32  # the mean cache length of the request
+    assert d["speedup"] == pytest.approx(d["plain_decode_step_s"] / d["time_per_token_s"])
+
+
+def test_crossover_json_carries_expression_latex_value(capsys):
+    assert main(["crossover", str(MODELS / "llama-2-7b.arch"), "--hw", "nvidia-a6000",
+                 "--seq", "1024", "--decoding", SPEC.replace("k=4", "k=2"), "--solve",
+                 "accept", "--format", "json"]) == 0
+    c = json.loads(capsys.readouterr().out)["crossovers"][0]
+    assert c["closed_form"] and c["latex"] and 0 < c["value"] < 1
+    assert float(sympy.sympify(c["expression"])) == pytest.approx(c["value"])
+
+
+@pytest.mark.parametrize("decoding, message", [
+    ('speculative(draft="llama-68m", k=4, accept=0.8)', None),  # same vocabulary: fine
+    ('speculative(draft="llama-3-8b", k=4, accept=0.8)', "needs a shared tokenizer"),
+    ('speculative(draft="tinyllama-1.1b", k=0, accept=0.8)', "k= must be an integer from 1"),
+    ('speculative(draft="tinyllama-1.1b", k=1.5, accept=0.8)', "k= must be an integer"),
+    ('speculative(draft="tinyllama-1.1b", k=4, accept=1.2)', "probability in [0, 1]"),
+    ('speculative(draft="tinyllama-1.1b", k=4, accept=-0.1)', "probability in [0, 1]"),
+    ('speculative(draft="tinyllama-1.1b", k=4)', "needs accept="),
+    ('speculative(draft=4, k=4, accept=0.5)', "quoted model name"),
+    ('medusa(heads=4)', "unknown decoding strategy"),
+    ('speculative(draft="nope", k=4, accept=0.5)', "no such file or shipped model"),
+])
+def test_bad_decoding_input(decoding, message, capsys):
+    code = main(["latency", str(MODELS / "llama-2-7b.arch"), "--hw", "nvidia-a6000", "--gen",
+                 "8", "--decoding", decoding])
+    err = capsys.readouterr().err
+    if message is None:
+        assert code == 0, err
+    else:
+        assert code == 2 and message in err and "Traceback" not in err, err
