@@ -197,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_sweep)
 
     p = sub.add_parser("plot", help="roofline, batch, seq, memory or serving plot (PNG/SVG)")
-    p.add_argument("kind", choices=("roofline", "batch", "seq", "memory", "serve"))
+    p.add_argument("kind", choices=("roofline", "batch", "seq", "memory", "serve",
+                                     "speculative"))
     _model_args(p)
     _deployment_args(p)
     _stage_args(p, "decode", all=False)
@@ -205,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="generated tokens per request (serve)")
     p.add_argument("--range", dest="sweep", metavar="RANGE",
                    help="x values for batch/seq/memory/serve plots, e.g. 1:4096:log64")
+    _decoding_arg(p, " (the speculative plot needs it)")
     p.add_argument("--out", required=True, metavar="FILE.png|FILE.svg")
     p.set_defaults(run=_plot)
 
@@ -372,7 +374,7 @@ def _write(path: str, text: str) -> None:
 
 
 _PLOT_RANGES = {"batch": "1:4096:log64", "seq": "128:131072:log64",
-                "memory": "128:131072:log64", "serve": None}
+                "memory": "128:131072:log64", "serve": None, "speculative": None}
 
 
 def _plot(args) -> str:
@@ -394,6 +396,17 @@ def _plot(args) -> str:
             fixed["tokens"] = args.tokens
         curve = curves.stage_curve(model, hw, args.stage, args.kind, values, fixed, bits)
         path = plots.stage(curve, args.out)
+    elif args.kind == "speculative":
+        import numpy as np
+        from .language.decoding import parse_decoding
+        if not args.decoding:
+            raise CostDSLError("plot speculative needs --decoding",
+                               hint='e.g. --decoding \'speculative(draft="tinyllama-1.1b", k=4, '
+                                    'accept=0.8)\'')
+        batches = values if values is not None else 2.0 ** np.arange(0, 11)
+        data = curves.speculative_curves(model, hw, parse_decoding(args.decoding), args.batch,
+                                         args.seq, bits, batches)
+        path = plots.speculative(data, args.out)
     elif args.kind == "memory":
         path = plots.memory(curves.memory_curve(model, hw, args.batch, values, bits), args.out)
     else:

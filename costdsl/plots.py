@@ -206,3 +206,30 @@ def predicted_vs_measured(measured, columns, hw_name: str, path: str) -> str:
     ax.legend(loc="upper left", fontsize=8)
     ax.grid(True, which="both", alpha=0.2)
     return _save(fig, path)
+
+
+def speculative(curves, path: str) -> str:
+    """Speculative decoding's speedup against the acceptance rate for each draft length (the
+    break-even line marked), and against batch at the given rate and k."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.6))
+    cmap = plt.get_cmap("viridis")
+    ks = sorted(curves.by_k)
+    for i, k in enumerate(ks):
+        left.plot(curves.accept_grid, curves.by_k[k], color=cmap(i / max(len(ks) - 1, 1)),
+                  lw=2 if k == curves.k else 1, label=f"k = {k}")
+    left.axhline(1, color="red", lw=1, ls="--", label="break-even")
+    left.set(xlabel="acceptance rate", ylabel="speedup over plain decoding", xlim=(0, 1),
+             title=f"batch {curves.batch}, {curves.seq} cached")
+    left.legend(fontsize=7, ncol=2, loc="upper left")
+    left.grid(True, alpha=0.3)
+    right.plot(curves.batches, curves.speedup_by_batch, marker="o", ms=3, color="tab:blue")
+    right.axhline(1, color="red", lw=1, ls="--")
+    if _within(curves.batches, curves.stop_batch):
+        _mark(right, curves.stop_batch, f"stops paying at batch {curves.stop_batch:.0f}",
+              "black")
+    right.set(xscale="log", xlabel="batch (sequences)", ylabel="speedup",
+              title=f"k = {curves.k}, acceptance {curves.accept:g}")
+    right.grid(True, which="both", alpha=0.3)
+    fig.suptitle(f"{curves.model} with draft {curves.draft} on {curves.hardware}")
+    return _save(fig, path)

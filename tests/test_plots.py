@@ -39,3 +39,19 @@ def test_plot_rejects_other_suffixes(tmp_path, capsys):
     assert main(["plot", "roofline", LLAMA, "--hw", "nvidia-a6000",
                  "--out", str(tmp_path / "x.pdf")]) == 2
     assert ".png or .svg" in capsys.readouterr().err
+
+
+def test_speculative_plot_marks_break_even_and_the_batch_limit(tmp_path, capsys):
+    """Mistral-7B with TinyLlama at 128 cached on an H100 (ideal): speculation stops paying at
+    a batch inside the default range, and the plot says where."""
+    out = tmp_path / "spec.svg"
+    assert main(["plot", "speculative", str(MODELS / "mistral-7b.arch"), "--hw",
+                 "nvidia-h100-sxm", "--ideal", "--seq", "128", "--decoding",
+                 'speculative(draft="tinyllama-1.1b", k=4, accept=0.8)', "--out", str(out)]) == 0
+    svg = out.read_text()
+    for label in ("acceptance rate", "break-even", "k = 8", "stops paying at batch",
+                  "speedup over plain decoding"):
+        assert label in svg, label
+    assert main(["plot", "speculative", str(MODELS / "mistral-7b.arch"), "--hw",
+                 "nvidia-h100-sxm", "--out", str(out)]) == 2
+    assert "needs --decoding" in capsys.readouterr().err

@@ -72,3 +72,42 @@ def memory_curve(model, hw, batch: int, seqs: np.ndarray, bits: dict) -> MemoryC
     w, kv, act = (np.choose(larger, [parts[0][i], parts[1][i]]) for i in range(3))
     crossing = model.fit(hw, seq=int(x[-1]), batch=batch, **bits).kv_crossover_value
     return MemoryCurve(model.name, hw.name, hw.memory_bytes, batch, x, w, kv, act, crossing)
+
+
+@dataclass(frozen=True)
+class SpeculativeCurves:
+    """Speedup of speculative decoding against the acceptance rate (one curve per draft length
+    k) at one batch, and against batch at the given rate and k."""
+    model: str
+    hardware: str
+    draft: str
+    batch: int
+    seq: int
+    k: int
+    accept: float
+    accept_grid: np.ndarray
+    by_k: dict                     # k -> speedup over accept_grid
+    break_even: dict               # k -> acceptance rate where speedup = 1 (or None)
+    batches: np.ndarray
+    speedup_by_batch: np.ndarray   # at `accept` and `k`
+    stop_batch: float | None       # where speculation stops paying (None: not in reach)
+
+
+def speculative_curves(model, hw, decoding, batch: int, seq: int, bits: dict,
+                       batches: np.ndarray, ks=range(1, 9)) -> SpeculativeCurves:
+    import sympy
+    from dataclasses import replace
+    from .speculative import ACCEPT
+    grid = np.linspace(0.0, 1.0, 101)
+    by_k, even = {}, {}
+    for k in ks:
+        s = model.speculate(hw, replace(decoding, k=k), batch, seq, **bits)
+        by_k[k] = np.asarray(sympy.lambdify(ACCEPT, s.speedup_expr, "numpy")(grid)) * \
+            np.ones_like(grid)
+        even[k] = s.break_even
+    at_batch = np.array([model.speculate(hw, decoding, int(b), seq, **bits).speedup
+                         for b in batches])
+    stop = model.speculation_batch_limit(hw, decoding, seq, **bits)
+    return SpeculativeCurves(model.name, hw.name, decoding.draft, batch, seq, decoding.k,
+                             decoding.accept, grid, by_k, even, batches.astype(float), at_batch,
+                             stop)

@@ -27,6 +27,7 @@ import sympy
 from ..errors import EvaluationError
 from .. import symbols as S
 from .crossover import numeric_roots
+from .evaluate import stage_time
 from .roofline import StageRoofline
 
 ACCEPT = sympy.Symbol("accept", nonnegative=True)
@@ -62,7 +63,8 @@ class Speculation:
 
 
 def _time(stage: StageRoofline, values: dict) -> float:
-    return float(sympy.sympify(stage.time).xreplace(values))
+    """The stage's time at numbers: its lambdified form, compiled once per stage."""
+    return float(stage_time(stage, {s: float(v) for s, v in values.items()}))
 
 
 def speculate(target_decode: StageRoofline, target_verify: StageRoofline,
