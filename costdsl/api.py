@@ -33,7 +33,7 @@ from .graph.lower import STAGES, STEP_STAGES, lower
 from .graph.passes import apply_passes
 from .hardware import Hardware, load_hardware
 from .language import ast
-from .language.decoding import Decoding, DecodingError, parse_decoding
+from .language.decoding import Decoding, DecodingError, decoding_of, parse_decoding
 from .language.design import Design
 from .language.elaborate import elaborate, parse_overrides
 from .language.library import Library, load_library
@@ -187,7 +187,8 @@ class Model:
         return request_latency(self._roofline("prefill", hw, settings),
                                self._roofline("decode", hw, settings), hw, settings, gen)
 
-    def speculate(self, hw: str | Hardware, decoding: "Decoding | str", batch: int = 1,
+    def speculate(self, hw: str | Hardware, decoding: "Decoding | str | None" = None,
+                  batch: int = 1,
                   seq: int = 2048, w_bits: float = 16, a_bits: float = 16,
                   kv_bits: float = 16) -> Speculation:
         """Speculative decoding with `decoding` (its draft model, k, acceptance rate) at one
@@ -197,7 +198,7 @@ class Model:
                                                             a_bits, kv_bits)
         return speculate(*stages, d.draft, d.k, d.accept, settings.values())
 
-    def speculation_batch_limit(self, hw: str | Hardware, decoding: "Decoding | str",
+    def speculation_batch_limit(self, hw: str | Hardware, decoding: "Decoding | str | None" = None,
                                 seq: int = 2048, w_bits: float = 16, a_bits: float = 16,
                                 kv_bits: float = 16) -> float | None:
         """The batch above which the strategy is slower than plain decoding (None: never)."""
@@ -205,7 +206,8 @@ class Model:
                                                             a_bits, kv_bits)
         return stop_paying_batch(*stages, d.k, d.accept, settings.values())
 
-    def best_draft_length(self, hw: str | Hardware, decoding: "Decoding | str", batch: int = 1,
+    def best_draft_length(self, hw: str | Hardware, decoding: "Decoding | str | None" = None,
+                          batch: int = 1,
                           seq: int = 2048, w_bits: float = 16, a_bits: float = 16,
                           kv_bits: float = 16) -> tuple[int, float]:
         """(k, time per token) of the draft length that minimises the time per token."""
@@ -213,10 +215,25 @@ class Model:
             hw, decoding, batch, seq, w_bits, a_bits, kv_bits)
         return best_draft_length(verify, draft_decode, d.accept, settings.values())
 
+    def decoding_strategy(self, text: "str | Decoding | None" = None) -> "Decoding | None":
+        """The decoding strategy: `text` (as --decoding gives it) if given, else the model
+        file's `decoding { ... }` section, else None (plain decoding)."""
+        if isinstance(text, Decoding):
+            return text
+        if text is not None:
+            return parse_decoding(text)
+        call = self.design.decoding
+        return decoding_of(call) if call is not None else None
+
     def _speculation(self, hw, decoding, batch, seq, w_bits, a_bits, kv_bits):
         hw = _hardware(hw)
-        d = decoding if isinstance(decoding, Decoding) else parse_decoding(decoding)
-        draft = load(d.draft)
+        d = self.decoding_strategy(decoding)
+        if d is None:
+            raise DecodingError(f"{self.name!r} has no decoding strategy",
+                                hint='give --decoding \'speculative(draft="tinyllama-1.1b", '
+                                     'k=4, accept=0.8)\' or a decoding { ... } section')
+        beside = Path(d.pos.file).parent / d.draft  # a draft named in a model file: beside it
+        draft = load(beside if beside.suffix == ".arch" and beside.is_file() else d.draft)
         mine, theirs = _vocabulary(self.design), _vocabulary(draft.design)
         if mine != theirs:
             raise at(DecodingError, f"speculative decoding needs a shared tokenizer: the draft "

@@ -398,14 +398,14 @@ def _plot(args) -> str:
         path = plots.stage(curve, args.out)
     elif args.kind == "speculative":
         import numpy as np
-        from .language.decoding import parse_decoding
-        if not args.decoding:
+        decoding = model.decoding_strategy(args.decoding)
+        if decoding is None:
             raise CostDSLError("plot speculative needs --decoding",
                                hint='e.g. --decoding \'speculative(draft="tinyllama-1.1b", k=4, '
                                     'accept=0.8)\'')
         batches = values if values is not None else 2.0 ** np.arange(0, 11)
-        data = curves.speculative_curves(model, hw, parse_decoding(args.decoding), args.batch,
-                                         args.seq, bits, batches)
+        data = curves.speculative_curves(model, hw, decoding, args.batch, args.seq, bits,
+                                         batches)
         path = plots.speculative(data, args.out)
     elif args.kind == "memory":
         path = plots.memory(curves.memory_curve(model, hw, args.batch, values, bits), args.out)
@@ -516,13 +516,11 @@ def _speculative_crossover(args, model) -> str:
             "batch", spec, limit, None if limit is not None else
             f"speculation pays at every batch up to {MAX_SIZE:.0e} at this cache length "
             "(the verification stays as cheap, relative to a plain step, as it is here)")
-    elif args.solve == "k":
+    else:
         k, t = model.best_draft_length(hw, args.decoding, args.batch, args.seq, **bits)
         answer = answers_report.speculation_answer(
             "k", spec, k, f"{seconds(t)} per token, searched k = 1 to 16; no closed form (k "
             "sits in an exponent of E and in the verification's size)")
-    else:
-        raise CostDSLError(f"--solve {args.solve} with --decoding: solve for accept, batch or k")
     if args.format == "json":
         return dumps(answer)
     return answers_report.speculation_answer_text(answer, spec)
@@ -530,8 +528,10 @@ def _speculative_crossover(args, model) -> str:
 
 def _crossover(args) -> str:
     model = _load(args)
-    if args.decoding:
+    if args.solve in ("accept", "batch", "k") and model.decoding_strategy(args.decoding):
         return _speculative_crossover(args, model)
+    if args.decoding:
+        raise CostDSLError(f"--solve {args.solve} with --decoding: solve for accept, batch or k")
     answers = [model.crossover(args.solve, _hw(args), stage, batch=args.batch, seq=args.seq,
                                free=args.free, versus=_versus(args.versus), tokens=args.tokens,
                                **_bits_of(args))
@@ -545,7 +545,8 @@ def _latency(args) -> str:
     hw = _hw(args)
     result = model.latency(hw, args.batch, args.seq, args.gen, **_bits_of(args))
     spec = None
-    if args.decoding:  # at the mean cache length of the request (step times are linear in it)
+    if model.decoding_strategy(args.decoding):  # at the request's mean cache length (step
+        # times are linear in it)
         spec = model.speculate(hw, args.decoding, args.batch, args.seq + (args.gen - 1) // 2,
                                **_bits_of(args))
     if args.format == "json":

@@ -139,3 +139,31 @@ def test_bad_decoding_input(decoding, message, capsys):
         assert code == 0, err
     else:
         assert code == 2 and message in err and "Traceback" not in err, err
+
+
+def test_a_decoding_section_in_a_model_file(write_arch, capsys):
+    """The issue's example: the same numbers as the flag; a draft named by file resolves beside
+    the model file or among the shipped models; a model extending it inherits the section."""
+    path = write_arch('import "llama-2-7b.arch"\n'
+                      'model "Llama-2-7b-spec" extends "Llama-2-7b" {\n'
+                      '  decoding { speculative(draft="tinyllama-1.1b.arch", k=4, accept=0.8) }\n'
+                      '}\n'
+                      'model "child" extends "Llama-2-7b-spec" { }\n', "spec.arch")
+    flag = TARGET.speculate("nvidia-a6000", SPEC, batch=1, seq=1024)
+    for name in ("Llama-2-7b-spec", "child"):
+        m = costdsl.load(path, model=name)
+        s = m.speculate("nvidia-a6000", batch=1, seq=1024)
+        assert s.speedup == pytest.approx(flag.speedup, rel=1e-12)
+    # the flag replaces the file's strategy
+    assert main(["crossover", str(path), "--hw", "nvidia-a6000", "--seq", "1024", "--solve",
+                 "accept", "--decoding", SPEC.replace("0.8", "0.6"), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["decoding"]["params"]["accept"] == 0.6
+
+
+def test_a_bad_decoding_section_is_reported_at_its_line(write_arch, capsys):
+    path = write_arch('import "llama-2-7b.arch"\n'
+                      'model "s" extends "Llama-2-7b" {\n'
+                      '  decoding { speculative(draft="tinyllama-1.1b", k=4, accept=2) }\n}\n')
+    assert main(["latency", str(path), "--hw", "nvidia-a6000", "--gen", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "m.arch:3:" in err and "probability in [0, 1]" in err

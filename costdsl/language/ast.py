@@ -140,6 +140,7 @@ class Model:
     body: tuple[Statement, ...]
     pos: Pos
     passes: tuple[PassCall, ...] = ()
+    decoding: PassCall | None = None  # the decoding strategy section, if any
 
 
 @dataclass(frozen=True)

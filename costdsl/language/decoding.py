@@ -38,7 +38,11 @@ def parse_decoding(text: str, file: str = "--decoding") -> Decoding:
     if len(calls) != 1:
         raise DecodingError("give one decoding strategy", file=file,
                             hint='e.g. speculative(draft="tinyllama-1.1b", k=4, accept=0.8)')
-    call = calls[0]
+    return decoding_of(calls[0], text)
+
+
+def decoding_of(call: ast.PassCall, text: str = "") -> Decoding:
+    """The checked strategy of a `decoding { ... }` section or a --decoding flag."""
     if call.name not in STRATEGIES:
         raise at(DecodingError, f"unknown decoding strategy {call.name!r}", call.pos,
                  hint="strategies: " + ", ".join(STRATEGIES))

@@ -44,6 +44,7 @@ class Design:
     tensors: Mapping[str, Tensor]
     output: str | None
     passes: tuple[PassCall, ...] = ()  # the file's pass pipeline (base model's first)
+    decoding: PassCall | None = None   # the decoding strategy (the nearest model's in extends)
 
     def tensor(self, name: str) -> Tensor:
         return self.tensors[name]

@@ -43,7 +43,7 @@ def pick_model(library: Library, name: str | None) -> ast.Model:
     return library.root.models[-1]
 
 
-def _flatten(model: ast.Model, library: Library) -> tuple[list[ast.Param], tuple, tuple]:
+def _flatten(model: ast.Model, library: Library):
     """Parameters, body and passes of a model with its `extends` chain resolved: a model's
     passes run after those of the model it extends."""
     chain, current = [], model
@@ -62,6 +62,7 @@ def _flatten(model: ast.Model, library: Library) -> tuple[list[ast.Param], tuple
     params: dict[str, ast.Param] = {}
     body: tuple = ()
     passes: tuple = ()
+    decoding = None
     for m in reversed(chain):  # base first; each child overrides values, keeps their order
         here: dict[str, ast.Param] = {}
         for p in m.params:
@@ -72,7 +73,8 @@ def _flatten(model: ast.Model, library: Library) -> tuple[list[ast.Param], tuple
             params[p.name] = p
         body = m.body or body
         passes += m.passes
-    return list(params.values()), body, passes
+        decoding = m.decoding or decoding
+    return list(params.values()), body, passes, decoding
 
 
 def evaluate_params(params: list[ast.Param], overrides: Mapping[str, ast.Expr] | None = None):
@@ -484,7 +486,7 @@ _COMPOSITES = {"mla": _mla_parts, "mamba": _mamba_parts}
 def elaborate(library: Library, model_name: str | None = None,
               overrides: Mapping[str, ast.Expr] | None = None) -> Design:
     model = pick_model(library, model_name)
-    params_ast, body, passes = _flatten(model, library)
+    params_ast, body, passes, decoding = _flatten(model, library)
     params, free, defs = evaluate_params(params_ast, overrides)
     if not body:
         raise at(ArchError, f"model {model.name!r} has no ops", model.pos)
@@ -492,7 +494,7 @@ def elaborate(library: Library, model_name: str | None = None,
     output = el.run(body)
     tensors = {n: (replace(t, cls="kv") if n in el.kv else t) for n, t in el.tensors.items()}
     return Design(model.name, library.root.file, params, free, tuple(el.ops), tensors, output,
-                  passes)
+                  passes, decoding)
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, ast.Expr]:

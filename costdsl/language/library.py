@@ -23,11 +23,12 @@ class Library:
 
 
 def resolve_model_path(spec: str | Path) -> Path:
-    """A path to a .arch file, or the name of a shipped model (llama-2-7b)."""
+    """A path to a .arch file, or a shipped model by name (llama-2-7b) or file name
+    (llama-2-7b.arch, as an import would find it)."""
     path = Path(spec)
-    if path.exists() or path.suffix == ".arch":
+    if path.exists() or len(path.parts) > 1:
         return path
-    shipped = shipped_dir("models") / f"{spec}.arch"
+    shipped = shipped_dir("models") / (path.name if path.suffix == ".arch" else f"{spec}.arch")
     return shipped if shipped.exists() else path
 
 

@@ -240,9 +240,12 @@ class _ToAst(Transformer_NonRecursive):
         return ("extends", children[0])
 
     def model_def(self, meta, children):
-        name, base, params, *body, passes = children
+        name, base, params, *body, passes, decoding = children
         return ast.Model(name, base[1] if base else None, params or (),
-                         tuple(body), self._p(meta), passes or ())
+                         tuple(body), self._p(meta), passes or (), decoding)
+
+    def decoding(self, meta, children):
+        return next(c for c in children if isinstance(c, ast.PassCall))
 
     # passes
     def pass_string(self, meta, children):
