@@ -177,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="batch sizes: 1:256, 1:4096:log13 or 1,2,4 (default: powers of two "
                         "up to twice the largest batch that fits)")
     _bits_args(p)
+    _decoding_arg(p, ": adds its time per token and speedup at each batch")
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(run=_serve_curve)
 
@@ -327,9 +328,14 @@ def _serve_curve(args) -> str:
     hw = _hw(args)
     batches = parse_range(args.batch, "batch") if args.batch else None
     curve = serve_curve(model, hw, args.seq, args.gen, batches, _bits_of(args))
+    decoding = model.decoding_strategy(args.decoding)
+    spec = None
+    if decoding is not None:
+        from .analysis.serving import speculative_serving
+        spec = speculative_serving(model, hw, decoding, curve, _bits_of(args))
     if args.format == "json":
-        return dumps(answers_report.serve_dict(model.name, hw, curve))
-    return answers_report.serve_text(model.name, hw, curve)
+        return dumps(answers_report.serve_dict(model.name, hw, curve, spec))
+    return answers_report.serve_text(model.name, hw, curve, spec)
 
 
 def _sweep(args) -> str:

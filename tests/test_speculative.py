@@ -167,3 +167,16 @@ def test_a_bad_decoding_section_is_reported_at_its_line(write_arch, capsys):
     assert main(["latency", str(path), "--hw", "nvidia-a6000", "--gen", "4"]) == 2
     err = capsys.readouterr().err
     assert "m.arch:3:" in err and "probability in [0, 1]" in err
+
+
+def test_serve_curve_reports_the_strategy_per_batch(capsys):
+    argv = ["serve-curve", str(MODELS / "llama-2-7b.arch"), "--hw", "nvidia-a6000", "--seq",
+            "1024", "--gen", "65", "--batch", "1,8", "--decoding", SPEC, "--format", "json"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["decoding"] == {"strategy": "speculative", "draft": "tinyllama-1.1b", "k": 4,
+                               "accept": 0.8}
+    first = out["points"][0]["decoding"]
+    direct = TARGET.speculate("nvidia-a6000", SPEC, batch=1, seq=1024 + 32)
+    assert first["tpot_s"] == pytest.approx(direct.time_per_token_s, rel=1e-12)
+    assert first["speedup"] == pytest.approx(direct.speedup, rel=1e-12)

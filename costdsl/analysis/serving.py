@@ -101,3 +101,22 @@ def serve_curve(model, hw: Hardware, seq: int, gen: int, batches: np.ndarray | N
                       summary.balance_value, first.value if first else None,
                       first.op if first else None)
 
+
+
+@dataclass(frozen=True)
+class SpeculativeServing:
+    """A decoding strategy's time per token at each batch of a serving curve, next to plain
+    decoding's; taken at the request's mean cache length, where step times linear in the cache
+    equal their mean over the request."""
+    params: dict
+    tpot_s: np.ndarray
+    speedup: np.ndarray
+
+
+def speculative_serving(model, hw: Hardware, decoding, curve: ServeCurve,
+                        bits: dict) -> SpeculativeServing:
+    seq = curve.seq + (curve.gen - 1) // 2
+    specs = [model.speculate(hw, decoding, int(b), seq, **bits) for b in curve.batch]
+    return SpeculativeServing({"strategy": decoding.strategy, **decoding.params()},
+                              np.array([s.time_per_token_s for s in specs]),
+                              np.array([s.speedup for s in specs]))

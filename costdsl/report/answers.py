@@ -177,7 +177,17 @@ def fit_text(model: str, hw, f, bits: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def serve_dict(model: str, hw, c) -> dict:
+def serve_dict(model: str, hw, c, spec=None) -> dict:
+    out = _serve_dict(model, hw, c)
+    if spec is not None:
+        out["decoding"] = spec.params
+        for point, t, s in zip(out["points"], spec.tpot_s, spec.speedup):
+            point["decoding"] = {"tpot_s": float(t), "speedup": float(s),
+                                 "tokens_per_s": float(point["batch"] / t)}
+    return out
+
+
+def _serve_dict(model: str, hw, c) -> dict:
     return {"model": model, "hardware": hw.key, "time_model": hw.time_model,
             "seq": c.seq, "gen": c.gen,
             "capacity_bytes": c.capacity_bytes, "max_batch": c.max_batch,
@@ -192,7 +202,7 @@ def serve_dict(model: str, hw, c) -> dict:
                            c.tokens_per_s, c.memory_bytes, c.fits, c.decode_compute_share)]}
 
 
-def serve_text(model: str, hw, c) -> str:
+def serve_text(model: str, hw, c, spec=None) -> str:
     lines = [f"{model} on {hw.name}: prompt {c.seq}, {c.gen} generated tokens per request "
              f"({hw.time_model} time model)",
              f"memory runs out above batch {c.max_batch} "
@@ -204,8 +214,9 @@ def serve_text(model: str, hw, c) -> str:
     lines.append("decode: compute and memory time balance at batch "
                  f"{c.decode_balance_batch:.1f}" if c.decode_balance_batch is not None else
                  "decode: memory time exceeds compute time at every batch")
-    rows = [("batch", "TTFT", "TPOT", "e2e", "tok/s/user", "tok/s", "memory", "compute%",
-             "note")]
+    extra = ("spec TPOT", "speedup") if spec is not None else ()
+    rows = [("batch", "TTFT", "TPOT", "e2e", "tok/s/user", "tok/s", "memory", "compute%")
+            + extra + ("note",)]
     for i, b in enumerate(c.batch):
         notes = []
         if not c.fits[i]:
@@ -216,13 +227,19 @@ def serve_text(model: str, hw, c) -> str:
         if c.decode_balance_batch is not None and b >= c.decode_balance_batch and (
                 i == 0 or c.batch[i - 1] < c.decode_balance_batch):
             notes.append("decode compute-bound")
+        cells = (seconds(spec.tpot_s[i]), f"{spec.speedup[i]:.2f}x") if spec is not None else ()
         rows.append((str(int(b)), seconds(c.ttft_s[i]), seconds(c.tpot_s[i]),
                      seconds(c.e2e_s[i]), f"{c.tokens_per_s_per_user[i]:.1f}",
                      f"{c.tokens_per_s[i]:.0f}", si(c.memory_bytes[i], "B"),
-                     f"{100 * c.decode_compute_share[i]:.0f}%", ", ".join(notes)))
+                     f"{100 * c.decode_compute_share[i]:.0f}%") + cells + (", ".join(notes),))
+    if spec is not None:
+        p = spec.params
+        lines.append(f"speculative decoding: draft {p['draft']}, k={p['k']}, accept="
+                     f"{p['accept']:g} (at the request's mean cache length)")
     widths = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]
+    numeric = len(rows[0]) - 1
     lines.append("")
-    lines += ["  ".join(x.rjust(w) if k < 8 else x for k, (x, w) in
+    lines += ["  ".join(x.rjust(w) if k < numeric else x for k, (x, w) in
                         enumerate(zip(r, widths))).rstrip() for r in rows]
     return "\n".join(lines) + "\n"
 
