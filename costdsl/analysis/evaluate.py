@@ -95,7 +95,7 @@ def _rows(stage: StageRoofline):
     rows = [o.node.repeat for o in stage.ops] + [o.flops for o in stage.ops]
     for cls in CLASSES:
         rows += [o.bytes_by_class[cls] for o in stage.ops]
-    rows += [o.node.vector_flops for o in stage.ops]
+    rows += [o.vector_flops for o in stage.ops]
     rows = [sympy.sympify(r) for r in rows]
     symbols = sorted(set().union(*(r.free_symbols for r in rows)), key=lambda s: s.name)
     return symbols, rows

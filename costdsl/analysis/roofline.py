@@ -108,19 +108,26 @@ class OpRoofline:
 
     @property
     def flops(self) -> sympy.Expr:
-        return self.node.flops
+        """Operations of one occurrence, times the share of occurrences that run."""
+        return self.node.flops * self.node.share
+
+    @property
+    def vector_flops(self) -> sympy.Expr:
+        return self.node.vector_flops * self.node.share
 
     @property
     def effective_flops(self) -> sympy.Expr:
         """Operations counted at the op's peak: vector operations weigh peak / vector_peak."""
-        vector = self.node.vector_flops
+        vector = self.vector_flops
         if vector == 0 or not self.compute_type:
-            return self.node.flops
-        return self.node.flops - vector + vector * sympy.nsimplify(self.peak / self.vector_peak)
+            return self.flops
+        return self.flops - vector + vector * sympy.nsimplify(self.peak / self.vector_peak)
 
     @property
     def bytes_by_class(self) -> dict[str, sympy.Expr]:
         out = self.node.bytes_of(self.node.reads + self.node.writes)
+        if self.node.share != 1:
+            out = {c: e * self.node.share for c, e in out.items()}
         if self.hardware_values:
             out = {c: sympy.sympify(e).subs(self.hardware_values) for c, e in out.items()}
         return out
@@ -137,7 +144,7 @@ class OpRoofline:
     def compute_time(self) -> sympy.Expr:
         if not self.compute_type:
             return sympy.Integer(0)
-        return compute_seconds(self.flops, self.node.vector_flops, self.peak,
+        return compute_seconds(self.flops, self.vector_flops, self.peak,
                                sympy.nsimplify(self.vector_peak))
 
     @property

@@ -21,6 +21,8 @@ Node schema: the node key is the op name; attribute `op` holds a frozen `Node`:
                                 scales and zero points); bytes use bits + scale_bits
     origin                      the pass call that made the node (its text and position, for
                                 errors about it); None for ops the lowering made
+    share                       the expected fraction of the op's occurrences that run (early
+                                exit skips layers): time scales by it, weights and memory not
 Graph attributes: `model`, `stage`, `params` (resolved values), `passes` (texts applied).
 Passes map OpGraph -> OpGraph and must leave `check(graph)` true.
 """
@@ -63,6 +65,7 @@ class Node:
     vector_flops: sympy.Expr = sympy.Integer(0)
     scale_bits: Mapping[str, sympy.Expr] = field(default_factory=dict)
     origin: object = None  # the pass call (language AST) that made this node; None: lowering
+    share: sympy.Expr = sympy.Integer(1)  # expected fraction of occurrences that run
 
     @property
     def outputs(self) -> tuple[str, ...]:
