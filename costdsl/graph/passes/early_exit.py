@@ -79,6 +79,9 @@ def early_exit(graph: nx.DiGraph, mean_layers, kv) -> nx.DiGraph:
     exit); the skipped layers' KV entries are recomputed or copied (kv=)."""
     if mean_layers is None:
         raise PassError("early_exit() needs mean_layers=", hint="e.g. early_exit(mean_layers=0.7)")
+    if mean_layers.is_number and mean_layers == 0:
+        raise PassError("mean_layers=0: a token must run some layers; the fraction is in (0, 1]",
+                        arg="mean_layers")
     return skip(graph, mean_layers, kv)
 
 
