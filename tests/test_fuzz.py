@@ -263,7 +263,16 @@ PASSES = st.sampled_from(["quantize(weights=4)", "quantize(weights=(-1)^(1/2))",
                           "quantize(kv=0)", "quantize(weights=100)", "flash_attention()",
                           "flash_attention(block=0)", "fuse(ops=\"\")", "fuse(ops=\"nope\")",
                           "fuse_all()", "quantize(weights=4, group=0)", "unknown()",
-                          "quantize(", "quantize(weights=w_bits/0)", "fuse_qkv(); fuse_qkv()"])
+                          "quantize(", "quantize(weights=w_bits/0)", "fuse_qkv(); fuse_qkv()",
+                          "early_exit(mean_layers=0.5)", 'early_exit(mean_layers=0.5, kv="x")',
+                          'layer_skip(layers="1:3")', 'layer_skip(layers="::")',
+                          "contextual_sparsity(mlp=0.9, heads=0.5, predictor_rank=64)",
+                          "contextual_sparsity(mlp=hidden)", "early_exit(mean_layers=0)"])
+DECODINGS = st.sampled_from(['speculative(draft="tinyllama-1.1b", k=4, accept=0.8)',
+                             'speculative(draft="llama-68m", k=1, accept=1)',
+                             'speculative(draft="llama-3-8b", k=2, accept=0.5)',
+                             'speculative(draft="tinyllama-1.1b", k=99, accept=0.5)',
+                             'speculative(k=2)', "speculative(", "nonsense()"])
 
 
 @st.composite
@@ -293,6 +302,11 @@ def command_line(draw):
             argv += [flag, value]
     if draw(st.booleans()):
         argv += ["--pass", draw(PASSES)]
+    if command in ("latency", "crossover", "serve-curve") and draw(st.booleans()):
+        argv += ["--decoding", draw(DECODINGS)]
+        if command == "crossover":
+            argv[argv.index("--solve") + 1] = draw(st.sampled_from(["accept", "batch", "k",
+                                                                    "seq"]))
     if draw(st.booleans()):
         argv += ["--set", draw(st.sampled_from(["hidden=4097", "layers=0", "ffn=1e99",
                                                 "vocab=(", "nope=1", "heads=7", "x"]))]
