@@ -17,8 +17,7 @@ def _value(p) -> str:
 def fit_text(hw_name: str, fit: Fit, before: ErrorTable, after: ErrorTable) -> str:
     lines = [f"calibrated {hw_name} on {fit.rows} measured rows ({fit.rounds} rounds of bound "
              "assignment):", ""]
-    width = max(len(p.name) for p in fit.parameters + tuple()) if fit.parameters else 8
-    width = max([width] + [len(n) for n in fit.unidentified])
+    width = max([8] + [len(p.name) for p in fit.parameters] + [len(n) for n in fit.unidentified])
     for p in fit.parameters:
         lines.append(f"  {p.name:{width}s}  {_value(p):24s} ({p.rows} rows)")
     for name in fit.unidentified:
