@@ -196,7 +196,7 @@ class Model:
         decoding, and the break-even acceptance rate in closed form."""
         hw, d, draft, settings, stages = self._speculation(hw, decoding, batch, seq, w_bits,
                                                             a_bits, kv_bits)
-        return speculate(*stages, d.draft, d.k, d.accept, settings.values())
+        return speculate(*stages, d.draft, d.k, d.accept, settings.values(), d.tree)
 
     def speculation_batch_limit(self, hw: str | Hardware, decoding: "Decoding | str | None" = None,
                                 seq: int = 2048, w_bits: float = 16, a_bits: float = 16,
@@ -204,16 +204,20 @@ class Model:
         """The batch above which the strategy is slower than plain decoding (None: never)."""
         hw, d, draft, settings, stages = self._speculation(hw, decoding, 1, seq, w_bits,
                                                             a_bits, kv_bits)
-        return stop_paying_batch(*stages, d.k, d.accept, settings.values())
+        return stop_paying_batch(*stages, d.k, d.accept, settings.values(), d.tree)
 
     def best_draft_length(self, hw: str | Hardware, decoding: "Decoding | str | None" = None,
                           batch: int = 1,
                           seq: int = 2048, w_bits: float = 16, a_bits: float = 16,
                           kv_bits: float = 16) -> tuple[int, float]:
         """(k, time per token) of the draft length that minimises the time per token."""
-        hw, d, draft, settings, (_, verify, draft_decode) = self._speculation(
+        hw, d, draft, settings, (_, verify, draft_verify) = self._speculation(
             hw, decoding, batch, seq, w_bits, a_bits, kv_bits)
-        return best_draft_length(verify, draft_decode, d.accept, settings.values())
+        if d.tree is not None:
+            raise DecodingError("the tree fixes the draft length: solve for k with a chain "
+                                "(k=) instead", file=d.pos.file, line=d.pos.line,
+                                column=d.pos.column)
+        return best_draft_length(verify, draft_verify, d.accept, settings.values())
 
     def decoding_strategy(self, text: "str | Decoding | None" = None) -> "Decoding | None":
         """The decoding strategy: `text` (as --decoding gives it) if given, else the model
@@ -242,7 +246,7 @@ class Model:
                      "llama-68m with Llama-2)")
         settings = Settings(batch, seq, w_bits, a_bits, kv_bits).validate()
         stages = (self._roofline("decode", hw, settings), self._roofline("verify", hw, settings),
-                  draft._roofline("decode", hw, settings))
+                  draft._roofline("verify", hw, settings))
         return hw, d, draft, settings, stages
 
     def sensitivity(self, hw: str | Hardware, batch: int, seq: int, stage: str = "decode",

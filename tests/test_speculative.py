@@ -180,3 +180,46 @@ def test_serve_curve_reports_the_strategy_per_batch(capsys):
     direct = TARGET.speculate("nvidia-a6000", SPEC, batch=1, seq=1024 + 32)
     assert first["tpot_s"] == pytest.approx(direct.time_per_token_s, rel=1e-12)
     assert first["speedup"] == pytest.approx(direct.speedup, rel=1e-12)
+
+
+def test_a_token_tree_by_hand():
+    """tree=[4, 2, 1] (SpecInfer): level l is reached when one of its w_l candidates is accepted,
+    so E = 1 + (1 - 0.4^4) (1 + (1 - 0.4^2) (1 + 0.6)) at accept 0.6; the target verifies
+    1 + 4 + 8 + 8 = 21 tokens; the draft runs three passes, over 1, 4 and 8 tokens."""
+    tree = 'speculative(draft="tinyllama-1.1b", tree=[4, 2, 1], accept=0.6)'
+    s = TARGET.speculate("nvidia-a6000", tree, batch=1, seq=1024)
+    e = 1 + (1 - 0.4 ** 4) * (1 + (1 - 0.4 ** 2) * (1 + 0.6))
+    assert s.tokens_per_step == pytest.approx(e, rel=1e-12) and s.verified == 21
+    drafting = sum(DRAFT.analyze("nvidia-a6000", batch=1, seq=1024, stages=("verify",),
+                                 tokens=f).stages["verify"].total.time_s for f in (1, 4, 8))
+    assert s.verify_s == pytest.approx(_stage_time(TARGET, "verify", tokens=21), rel=1e-9)
+    assert s.time_per_token_s == pytest.approx((drafting + s.verify_s) / e, rel=1e-9)
+
+
+def test_a_chain_tree_is_plain_speculation():
+    chain = TARGET.speculate("nvidia-a6000", 'speculative(draft="tinyllama-1.1b", '
+                             'tree=[1, 1, 1, 1], accept=0.8)', batch=2, seq=512)
+    plain = TARGET.speculate("nvidia-a6000", SPEC, batch=2, seq=512)
+    assert chain.speedup == pytest.approx(plain.speedup, rel=1e-12)
+    assert chain.break_even == pytest.approx(plain.break_even, rel=1e-9)
+
+
+@pytest.mark.parametrize("decoding, message", [
+    ('speculative(draft="tinyllama-1.1b", tree=[4, 0], accept=0.5)', "positive integers"),
+    ('speculative(draft="tinyllama-1.1b", tree=4, accept=0.5)', "takes a list"),
+    ('speculative(draft="tinyllama-1.1b", tree=[4, 2], k=3, accept=0.5)', "the tree has 2 levels"),
+    ('speculative(draft="tinyllama-1.1b", tree=[64, 64, 64], accept=0.5)', "more than 4096"),
+    ('speculative(draft="tinyllama-1.1b", k=[4], accept=0.5)', "takes a number"),
+])
+def test_bad_trees(decoding, message, capsys):
+    assert main(["latency", str(MODELS / "llama-2-7b.arch"), "--hw", "nvidia-a6000", "--gen",
+                 "8", "--decoding", decoding]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
+
+
+def test_solving_k_with_a_tree_is_refused(capsys):
+    assert main(["crossover", str(MODELS / "llama-2-7b.arch"), "--hw", "nvidia-a6000",
+                 "--solve", "k", "--decoding",
+                 'speculative(draft="tinyllama-1.1b", tree=[2, 2], accept=0.5)']) == 2
+    assert "the tree fixes the draft length" in capsys.readouterr().err

@@ -101,7 +101,7 @@ def speculative_curves(model, hw, decoding, batch: int, seq: int, bits: dict,
     grid = np.linspace(0.0, 1.0, 101)
     by_k, even = {}, {}
     for k in ks:
-        s = model.speculate(hw, replace(decoding, k=k), batch, seq, **bits)
+        s = model.speculate(hw, replace(decoding, k=k, tree=None), batch, seq, **bits)
         by_k[k] = np.asarray(sympy.lambdify(ACCEPT, s.speedup_expr, "numpy")(grid)) * \
             np.ones_like(grid)
         even[k] = s.break_even

@@ -17,6 +17,15 @@ per-op maxima (each op compute- or memory-bound): the batch above which speculat
 is found numerically on them (bisection to machine precision, the max being piecewise linear
 in b). The best k is the integer minimising the time per token (1 to 16): the continuous
 optimum has no closed form (k sits in an exponent and in T_verify).
+
+Token trees (SpecInfer, Miao et al. 2024; Medusa's trees): tree = [w_1, ..., w_L] keeps w_l
+candidates for each surviving prefix at level l. Level l is reached when one of its w_l
+candidates is accepted, probability 1 - (1 - alpha)^w_l, so E = 1 + sum over l of the product
+over j <= l of (1 - (1 - alpha)^w_j); the target verifies 1 + sum_l prod_{j<=l} w_j tokens in
+one pass (the tree-attention mask, which lets each candidate attend only to its ancestors, is
+not subtracted: the verify stage counts the whole new block, as prefill counts the causal
+half); the draft runs one pass per level over the frontier, prod_{j<l} w_j tokens. A chain
+[1, ..., 1] of length k is plain speculation.
 """
 from __future__ import annotations
 
@@ -36,9 +45,27 @@ ACCEPT = sympy.Symbol("accept", nonnegative=True)
 MAX_DRAFT = 16  # draft lengths searched for the best k
 
 
-def expected_tokens(alpha, k: int) -> sympy.Expr:
-    """Tokens one target step yields on average: sum of alpha^i for i = 0..k."""
-    return sum((alpha ** i for i in range(k + 1)), sympy.Integer(0))
+def expected_tokens(alpha, k: int, tree: tuple[int, ...] | None = None) -> sympy.Expr:
+    """Tokens one target step yields on average: sum of alpha^i for i = 0..k (a chain), or the
+    tree's 1 + sum_l prod_{j<=l} (1 - (1 - alpha)^w_j)."""
+    if tree is None:
+        return sum((alpha ** i for i in range(k + 1)), sympy.Integer(0))
+    total, reach = sympy.Integer(1), sympy.Integer(1)
+    for w in tree:
+        reach *= 1 - (1 - alpha) ** w
+        total += reach
+    return sympy.expand(total)
+
+
+def tree_sizes(k: int, tree: tuple[int, ...] | None) -> tuple[int, list[int]]:
+    """(tokens the target verifies, the draft's frontier size at each level)."""
+    widths = tree or (1,) * k
+    frontier, verified, fronts = 1, 1, []
+    for w in widths:
+        fronts.append(frontier)
+        frontier *= w
+        verified += frontier
+    return verified, fronts
 
 
 @dataclass(frozen=True)
@@ -60,6 +87,8 @@ class Speculation:
                                # or at none)
     break_even_expr: sympy.Expr | None
     break_even_closed: bool    # solved by radicals (else numerically)
+    verified: int = 0          # tokens one verification carries (k + 1 for a chain)
+    tree: tuple[int, ...] | None = None
 
 
 def _time(stage: StageRoofline, values: dict) -> float:
@@ -67,27 +96,35 @@ def _time(stage: StageRoofline, values: dict) -> float:
     return float(stage_time(stage, {s: float(v) for s, v in values.items()}))
 
 
+def _draft_time(draft_verify: StageRoofline, fronts: list[int], values: dict) -> float:
+    """The draft's passes of one target step: one per level over its frontier."""
+    return sum(_time(draft_verify, {**values, S.tokens: f}) for f in fronts)
+
+
 def speculate(target_decode: StageRoofline, target_verify: StageRoofline,
-              draft_decode: StageRoofline, draft: str, k: int, accept: float,
-              values: dict) -> Speculation:
-    """`values` binds batch, seq and the bitwidths; the verify stage gets tokens = k + 1."""
-    t_draft = _time(draft_decode, values)
-    t_verify = _time(target_verify, {**values, S.tokens: sympy.Integer(k + 1)})
+              draft_verify: StageRoofline, draft: str, k: int, accept: float,
+              values: dict, tree: tuple[int, ...] | None = None) -> Speculation:
+    """`values` binds batch, seq and the bitwidths. The draft's stage is its verify stage (a
+    pass over the frontier, with logits for each; over one token it is the decode step)."""
+    verified, fronts = tree_sizes(k, tree)
+    drafting = _draft_time(draft_verify, fronts, values)
+    t_draft = drafting / k
+    t_verify = _time(target_verify, {**values, S.tokens: verified})
     t_decode = _time(target_decode, values)
-    cost = k * t_draft + t_verify
-    e_expr = expected_tokens(ACCEPT, k)
+    cost = drafting + t_verify
+    e_expr = expected_tokens(ACCEPT, k, tree)
     speedup_expr = e_expr * sympy.Float(t_decode, 15) / sympy.Float(cost, 15)
     e = float(e_expr.subs(ACCEPT, accept))
-    root, expr, closed = _break_even(e_expr, cost / t_decode, k)
+    root, expr, closed = _break_even(e_expr, cost / t_decode, float(e_expr.subs(ACCEPT, 1)))
     return Speculation(draft, k, accept, int(values[S.batch]), int(values[S.seq]), t_draft,
                        t_verify, t_decode, e, cost / e, e * t_decode / cost, speedup_expr,
-                       root, expr, closed)
+                       root, expr, closed, verified, tree)
 
 
-def _break_even(e_expr: sympy.Expr, ratio: float, k: int):
+def _break_even(e_expr: sympy.Expr, ratio: float, most: float):
     """alpha in [0, 1] where E(alpha) = ratio (the cost of a target step in plain steps)."""
     poly = sympy.Poly(e_expr - sympy.Float(ratio, 15), ACCEPT)
-    if not 1 < ratio < k + 1:  # E runs from 1 (alpha = 0) to k + 1 (alpha = 1)
+    if not 1 < ratio < most:  # E rises from 1 (alpha = 0) to its most at alpha = 1
         return None, None, False
     if poly.degree() <= 2:
         for r in sympy.solve(poly.as_expr(), ACCEPT):
@@ -100,16 +137,19 @@ def _break_even(e_expr: sympy.Expr, ratio: float, k: int):
 
 
 def stop_paying_batch(target_decode: StageRoofline, target_verify: StageRoofline,
-                      draft_decode: StageRoofline, k: int, accept: float,
-                      values: dict) -> float | None:
+                      draft_verify: StageRoofline, k: int, accept: float,
+                      values: dict, tree: tuple[int, ...] | None = None) -> float | None:
     """The batch above which speculation is slower than plain decoding at this alpha and k:
-    the root of E T_decode(b) - k T_draft(b) - T_verify(b), the larger batch turning the
+    the root of E T_decode(b) - T_draft passes(b) - T_verify(b), the larger batch turning the
     verification (k + 1 tokens per sequence) compute-bound first."""
     b = S.batch
     bound = {s: v for s, v in values.items() if s != b}
-    e = expected_tokens(sympy.Float(accept, 15), k)
-    g = (e * sympy.sympify(target_decode.time) - k * sympy.sympify(draft_decode.time)
-         - sympy.sympify(target_verify.time).xreplace({S.tokens: sympy.Integer(k + 1)}))
+    e = expected_tokens(sympy.Float(accept, 15), k, tree)
+    verified, fronts = tree_sizes(k, tree)
+    drafting = sum((sympy.sympify(draft_verify.time).xreplace({S.tokens: sympy.Integer(f)})
+                    for f in fronts), sympy.Integer(0))
+    g = (e * sympy.sympify(target_decode.time) - drafting
+         - sympy.sympify(target_verify.time).xreplace({S.tokens: sympy.Integer(verified)}))
     g = g.xreplace(bound)
     if g.free_symbols - {b}:
         names = ", ".join(sorted(s.name for s in g.free_symbols - {b}))
@@ -118,10 +158,10 @@ def stop_paying_batch(target_decode: StageRoofline, target_verify: StageRoofline
     return roots[0] if roots else None
 
 
-def best_draft_length(target_verify: StageRoofline, draft_decode: StageRoofline, accept: float,
+def best_draft_length(target_verify: StageRoofline, draft_verify: StageRoofline, accept: float,
                       values: dict) -> tuple[int, float]:
     """(k, time per token) minimising (k T_draft + T_verify(k + 1)) / E(alpha, k), k = 1..16."""
-    t_draft = _time(draft_decode, values)
+    t_draft = _time(draft_verify, {**values, S.tokens: 1})
     best = None
     for k in range(1, MAX_DRAFT + 1):
         t = (k * t_draft + _time(target_verify, {**values, S.tokens: sympy.Integer(k + 1)})) / \

@@ -119,7 +119,8 @@ class Block:
 @dataclass(frozen=True)
 class PassArg:
     name: str
-    value: "Expr | str"   # an expression, or the text of a quoted string (op patterns)
+    value: "Expr | str | tuple"  # an expression, the text of a quoted string (op patterns),
+                                 # or a bracketed list of expressions (a speculation tree)
     pos: Pos
 
 

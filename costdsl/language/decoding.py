@@ -12,7 +12,8 @@ from ..errors import CostDSLError, at
 from .expr import to_sympy
 from .parser import parse_passes
 
-STRATEGIES = {"speculative": ("draft", "k", "accept")}
+STRATEGIES = {"speculative": ("draft", "k", "accept", "tree")}
+REQUIRED = ("draft", "accept")
 MAX_K = 64  # draft tokens per target step; real systems use 1 to 8
 
 
@@ -24,13 +25,15 @@ class DecodingError(CostDSLError):
 class Decoding:
     strategy: str
     draft: str      # the draft model: a .arch file or a shipped name
-    k: int          # draft tokens per target step
+    k: int          # draft tokens per target step (a tree's depth)
     accept: float   # per-token acceptance probability, in [0, 1]
     pos: ast.Pos
     text: str
+    tree: tuple[int, ...] | None = None  # candidates per level of a token tree (SpecInfer)
 
     def params(self) -> dict:
-        return {"draft": self.draft, "k": self.k, "accept": self.accept}
+        out = {"draft": self.draft, "k": self.k, "accept": self.accept}
+        return {**out, "tree": list(self.tree)} if self.tree else out
 
 
 def parse_decoding(text: str, file: str = "--decoding") -> Decoding:
@@ -54,7 +57,8 @@ def decoding_of(call: ast.PassCall, text: str = "") -> Decoding:
         if arg.name in given:
             raise at(DecodingError, f"argument {arg.name!r} given twice", arg.pos)
         given[arg.name] = arg
-    missing = [a for a in STRATEGIES[call.name] if a not in given]
+    missing = [a for a in REQUIRED if a not in given] + \
+        ([] if "k" in given or "tree" in given else ["k"])
     if missing:
         raise at(DecodingError, f"{call.name}() needs {', '.join(a + '=' for a in missing)}",
                  call.pos, hint='e.g. speculative(draft="tinyllama-1.1b", k=4, accept=0.8)')
@@ -62,21 +66,50 @@ def decoding_of(call: ast.PassCall, text: str = "") -> Decoding:
     if not isinstance(draft.value, str):
         raise at(DecodingError, 'draft= takes a quoted model name or file, e.g. '
                  'draft="tinyllama-1.1b"', draft.pos)
-    k = _number(given["k"])
+    tree = _tree(given["tree"]) if "tree" in given else None
+    k = _number(given["k"]) if "k" in given else sympy.Integer(len(tree))
     if not (k.is_integer and 1 <= k <= MAX_K):
         raise at(DecodingError, f"k= must be an integer from 1 to {MAX_K}, got {k}",
                  given["k"].pos, hint="k draft tokens are verified per target step")
+    if tree is not None and k != len(tree):
+        raise at(DecodingError, f"k={k} but the tree has {len(tree)} levels", given["k"].pos,
+                 hint="a tree's depth is its k: give one of the two")
     accept = _number(given["accept"])
     if not 0 <= accept <= 1:
         raise at(DecodingError, f"accept= must be a probability in [0, 1], got {accept}",
                  given["accept"].pos)
     return Decoding(call.name, draft.value, int(k), float(accept), call.pos,
-                    call.text or text)
+                    call.text or text, tree)
+
+
+MAX_TREE_NODES = 4096  # tokens one verification may carry
+
+
+def _tree(arg: ast.PassArg) -> tuple[int, ...]:
+    """tree=[4, 2, 1]: candidates kept per level, each a positive integer."""
+    if not isinstance(arg.value, tuple):
+        raise at(DecodingError, "tree= takes a list of candidates per level, e.g. [4, 2, 1]",
+                 arg.pos)
+    widths = []
+    for item in arg.value:
+        w = to_sympy(item, {})
+        if not (w.is_number and w.is_integer and w >= 1):
+            raise at(DecodingError, f"tree= holds positive integers (candidates per level), "
+                     f"got {w}", item.pos)
+        widths.append(int(w))
+    nodes, frontier = 0, 1
+    for w in widths:
+        frontier *= w
+        nodes += frontier
+        if nodes > MAX_TREE_NODES:
+            raise at(DecodingError, f"tree={widths} verifies more than {MAX_TREE_NODES} tokens "
+                     "per step", arg.pos)
+    return tuple(widths)
 
 
 def _number(arg: ast.PassArg) -> sympy.Expr:
-    if isinstance(arg.value, str):
-        raise at(DecodingError, f"{arg.name}= takes a number, not text", arg.pos)
+    if isinstance(arg.value, (str, tuple)):
+        raise at(DecodingError, f"{arg.name}= takes a number", arg.pos)
     value = to_sympy(arg.value, {})
     if not value.is_number or not value.is_real or not value.is_finite:
         raise at(DecodingError, f"{arg.name}= must be a finite number, got {value}", arg.pos)

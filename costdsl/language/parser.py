@@ -248,6 +248,9 @@ class _ToAst(Transformer_NonRecursive):
         return next(c for c in children if isinstance(c, ast.PassCall))
 
     # passes
+    def pass_tuple(self, meta, children):
+        return tuple(c for c in children if c is not None)
+
     def pass_string(self, meta, children):
         return str(children[0])[1:-1]
 

@@ -247,7 +247,9 @@ def serve_text(model: str, hw, c, spec=None) -> str:
 def speculation_dict(s) -> dict:
     """The `decoding` block of latency and crossover JSON."""
     return {"strategy": "speculative",
-            "params": {"draft": s.draft, "k": s.k, "accept": s.accept},
+            "params": {"draft": s.draft, "k": s.k, "accept": s.accept,
+                       **({"tree": list(s.tree)} if s.tree else {})},
+            "verified_tokens": s.verified,
             "batch": s.batch, "seq": s.seq, "tokens_per_step": s.tokens_per_step,
             "time_per_token_s": s.time_per_token_s, "speedup": s.speedup,
             "draft_step_s": s.draft_step_s, "verify_s": s.verify_s,
@@ -257,10 +259,11 @@ def speculation_dict(s) -> dict:
 
 
 def speculation_lines(s) -> list[str]:
-    return [f"speculative decoding (draft {s.draft}, k={s.k}, accept={s.accept:g}) at "
+    tree = f", tree={list(s.tree)}" if s.tree else ""
+    return [f"speculative decoding (draft {s.draft}, k={s.k}{tree}, accept={s.accept:g}) at "
             f"batch {s.batch}, {s.seq} cached:",
             f"  tokens per target step E = {s.tokens_per_step:.4g}; draft step "
-            f"{seconds(s.draft_step_s)}, verification of {s.k + 1} tokens "
+            f"{seconds(s.draft_step_s)}, verification of {s.verified} tokens "
             f"{seconds(s.verify_s)}, plain decode step {seconds(s.decode_s)}",
             f"  time per output token {seconds(s.time_per_token_s)} against "
             f"{seconds(s.decode_s)}: speedup {s.speedup:.3g}x",

@@ -68,8 +68,8 @@ def _resolve(spec: Arg, arg: ast.PassArg, call: ast.PassCall, scope) -> object:
             raise at(PassError, f"{where} takes a quoted string of op names or patterns",
                      arg.pos, hint=f'e.g. {arg.name}="layers.gate,layers.up"')
         return arg.value
-    if isinstance(arg.value, str):
-        raise at(PassError, f"{where} takes a number, not a string", arg.pos)
+    if isinstance(arg.value, (str, tuple)):
+        raise at(PassError, f"{where} takes a number, not a string or a list", arg.pos)
     value = to_sympy(arg.value, scope)
     if spec.kind == "bits":
         if value.is_number and not 0 < value <= 64:
