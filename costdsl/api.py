@@ -26,7 +26,7 @@ from .analysis.params import OpParams, active_params, op_params, total_params
 from .analysis.records import Analysis, Settings, check_stages, stage_result
 from .analysis.roofline import StageRoofline, roofline
 from .analysis.sensitivity import Sensitivity, sensitivity
-from .analysis.speculative import (Speculation, best_draft_length, speculate,
+from .analysis.speculative import (Speculation, best_draft_length, lookahead, speculate,
                                    stop_paying_batch)
 from .errors import CostDSLError, EvaluationError, at
 from .graph.lower import STAGES, STEP_STAGES, lower
@@ -196,6 +196,8 @@ class Model:
         decoding, and the break-even acceptance rate in closed form."""
         hw, d, draft, settings, stages = self._speculation(hw, decoding, batch, seq, w_bits,
                                                             a_bits, kv_bits)
+        if d.lookahead:
+            return lookahead(stages[0], stages[1], d.k + 1, d.accept, settings.values())
         return speculate(*stages, d.draft, d.k, d.accept, settings.values(), d.tree)
 
     def speculation_batch_limit(self, hw: str | Hardware, decoding: "Decoding | str | None" = None,
@@ -204,6 +206,9 @@ class Model:
         """The batch above which the strategy is slower than plain decoding (None: never)."""
         hw, d, draft, settings, stages = self._speculation(hw, decoding, 1, seq, w_bits,
                                                             a_bits, kv_bits)
+        if d.lookahead:  # no draft: the accepted tokens are a step's whole yield
+            return stop_paying_batch(stages[0], stages[1], None, 0, d.accept,
+                                     settings.values(), None, d.k + 1)
         return stop_paying_batch(*stages, d.k, d.accept, settings.values(), d.tree)
 
     def best_draft_length(self, hw: str | Hardware, decoding: "Decoding | str | None" = None,
@@ -213,10 +218,10 @@ class Model:
         """(k, time per token) of the draft length that minimises the time per token."""
         hw, d, draft, settings, (_, verify, draft_verify) = self._speculation(
             hw, decoding, batch, seq, w_bits, a_bits, kv_bits)
-        if d.tree is not None:
-            raise DecodingError("the tree fixes the draft length: solve for k with a chain "
-                                "(k=) instead", file=d.pos.file, line=d.pos.line,
-                                column=d.pos.column)
+        if d.tree is not None or d.lookahead:
+            raise DecodingError("only a chain of draft tokens has a draft length to choose "
+                                "(the tree or the lookahead sizes fix it)", file=d.pos.file,
+                                line=d.pos.line, column=d.pos.column)
         return best_draft_length(verify, draft_verify, d.accept, settings.values())
 
     def decoding_strategy(self, text: "str | Decoding | None" = None) -> "Decoding | None":
@@ -236,6 +241,10 @@ class Model:
             raise DecodingError(f"{self.name!r} has no decoding strategy",
                                 hint='give --decoding \'speculative(draft="tinyllama-1.1b", '
                                      'k=4, accept=0.8)\' or a decoding { ... } section')
+        settings = Settings(batch, seq, w_bits, a_bits, kv_bits).validate()
+        if d.lookahead:
+            return hw, d, None, settings, (self._roofline("decode", hw, settings),
+                                           self._roofline("verify", hw, settings), None)
         beside = Path(d.pos.file).parent / d.draft  # a draft named in a model file: beside it
         draft = load(beside if beside.suffix == ".arch" and beside.is_file() else d.draft)
         mine, theirs = _vocabulary(self.design), _vocabulary(draft.design)
@@ -244,7 +253,6 @@ class Model:
                      f"{draft.name!r} has a vocabulary of {theirs}, the target {self.name!r} "
                      f"of {mine}", d.pos, hint="pair models of one family (TinyLlama or "
                      "llama-68m with Llama-2)")
-        settings = Settings(batch, seq, w_bits, a_bits, kv_bits).validate()
         stages = (self._roofline("decode", hw, settings), self._roofline("verify", hw, settings),
                   draft._roofline("verify", hw, settings))
         return hw, d, draft, settings, stages

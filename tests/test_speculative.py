@@ -222,4 +222,41 @@ def test_solving_k_with_a_tree_is_refused(capsys):
     assert main(["crossover", str(MODELS / "llama-2-7b.arch"), "--hw", "nvidia-a6000",
                  "--solve", "k", "--decoding",
                  'speculative(draft="tinyllama-1.1b", tree=[2, 2], accept=0.5)']) == 2
-    assert "the tree fixes the draft length" in capsys.readouterr().err
+    assert "the tree or the lookahead sizes fix it" in capsys.readouterr().err
+
+
+LOOKAHEAD = "lookahead(window=5, ngram=4, guesses=5, accept_per_step=2.5)"
+
+
+def test_lookahead_by_hand():
+    """Fu et al. 2024: W (N - 1) + G (N - 1) tokens ride with the current one: 1 + 10 x 3 = 31
+    through the target per step; 2.5 accepted: time per token T_verify(31) / 2.5; it breaks even
+    at T_verify / T_decode tokens per step."""
+    s = TARGET.speculate("nvidia-a6000", LOOKAHEAD, batch=1, seq=1024)
+    t_verify = _stage_time(TARGET, "verify", tokens=31)
+    t_decode = _stage_time(TARGET, "decode")
+    assert s.verified == 31 and s.strategy == "lookahead"
+    assert s.time_per_token_s == pytest.approx(t_verify / 2.5, rel=1e-9)
+    assert s.break_even == pytest.approx(t_verify / t_decode, rel=1e-9)
+    assert float(s.speedup_expr.subs(ACCEPT, s.break_even)) == pytest.approx(1, abs=1e-9)
+
+
+def test_lookahead_stops_paying_where_its_step_outgrows_the_yield():
+    m = costdsl.load(MODELS / "mistral-7b.arch")
+    limit = m.speculation_batch_limit("nvidia-h100-sxm", LOOKAHEAD, seq=128)
+    below = m.speculate("nvidia-h100-sxm", LOOKAHEAD, batch=int(limit), seq=128)
+    above = m.speculate("nvidia-h100-sxm", LOOKAHEAD, batch=int(limit) + 2, seq=128)
+    assert below.speedup > 1 > above.speedup
+
+
+@pytest.mark.parametrize("decoding, message", [
+    ("lookahead(window=5, ngram=1, guesses=5, accept_per_step=1)", "at least 2"),
+    ("lookahead(window=5, ngram=4, guesses=5, accept_per_step=5)", "from 1 (none"),
+    ("lookahead(window=5, ngram=4, accept_per_step=2)", "needs guesses="),
+    ("lookahead(window=500, ngram=40, guesses=5, accept_per_step=2)", "more than 4096"),
+])
+def test_bad_lookahead(decoding, message, capsys):
+    assert main(["latency", str(MODELS / "llama-2-7b.arch"), "--hw", "nvidia-a6000", "--gen",
+                 "8", "--decoding", decoding]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err

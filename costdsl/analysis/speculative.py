@@ -89,6 +89,7 @@ class Speculation:
     break_even_closed: bool    # solved by radicals (else numerically)
     verified: int = 0          # tokens one verification carries (k + 1 for a chain)
     tree: tuple[int, ...] | None = None
+    strategy: str = "speculative"
 
 
 def _time(stage: StageRoofline, values: dict) -> float:
@@ -137,15 +138,19 @@ def _break_even(e_expr: sympy.Expr, ratio: float, most: float):
 
 
 def stop_paying_batch(target_decode: StageRoofline, target_verify: StageRoofline,
-                      draft_verify: StageRoofline, k: int, accept: float,
-                      values: dict, tree: tuple[int, ...] | None = None) -> float | None:
+                      draft_verify: StageRoofline | None, k: int, accept: float,
+                      values: dict, tree: tuple[int, ...] | None = None,
+                      lookahead_tokens: int | None = None) -> float | None:
     """The batch above which speculation is slower than plain decoding at this alpha and k:
     the root of E T_decode(b) - T_draft passes(b) - T_verify(b), the larger batch turning the
     verification (k + 1 tokens per sequence) compute-bound first."""
     b = S.batch
     bound = {s: v for s, v in values.items() if s != b}
-    e = expected_tokens(sympy.Float(accept, 15), k, tree)
-    verified, fronts = tree_sizes(k, tree)
+    if lookahead_tokens:  # a step yields `accept` tokens and costs one pass, no draft
+        e, verified, fronts = sympy.Float(accept, 15), lookahead_tokens, []
+    else:
+        e = expected_tokens(sympy.Float(accept, 15), k, tree)
+        verified, fronts = tree_sizes(k, tree)
     drafting = sum((sympy.sympify(draft_verify.time).xreplace({S.tokens: sympy.Integer(f)})
                     for f in fronts), sympy.Integer(0))
     g = (e * sympy.sympify(target_decode.time) - drafting
@@ -169,3 +174,21 @@ def best_draft_length(target_verify: StageRoofline, draft_verify: StageRoofline,
         if best is None or t < best[1]:
             best = (k, t)
     return best
+
+
+def lookahead(target_decode: StageRoofline, target_verify: StageRoofline, tokens: int,
+              accepted: float, values: dict) -> Speculation:
+    """Lookahead decoding (Fu et al., "Break the Sequential Dependency of LLM Inference Using
+    Lookahead Decoding", 2024): each step runs W (N - 1) lookahead tokens and G (N - 1) n-gram
+    guesses through the target with the current token, `tokens` = 1 + (W + G)(N - 1) in one
+    pass (the verify stage), and accepts `accepted` tokens on average (it depends on the text:
+    an input). Time per token T_verify / accepted; speedup accepted T_decode / T_verify, linear
+    in the acceptance, so the break-even is T_verify / T_decode in closed form."""
+    t_verify = _time(target_verify, {**values, S.tokens: tokens})
+    t_decode = _time(target_decode, values)
+    ratio = sympy.Float(t_verify / t_decode, 15)
+    speedup = ACCEPT * sympy.Float(t_decode, 15) / sympy.Float(t_verify, 15)
+    return Speculation("", tokens - 1, accepted, int(values[S.batch]), int(values[S.seq]), 0.0,
+                       t_verify, t_decode, accepted, t_verify / accepted,
+                       accepted * t_decode / t_verify, speedup, float(ratio), ratio, True,
+                       tokens, None, "lookahead")

@@ -12,8 +12,10 @@ from ..errors import CostDSLError, at
 from .expr import to_sympy
 from .parser import parse_passes
 
-STRATEGIES = {"speculative": ("draft", "k", "accept", "tree")}
-REQUIRED = ("draft", "accept")
+STRATEGIES = {"speculative": ("draft", "k", "accept", "tree"),
+              "lookahead": ("window", "ngram", "guesses", "accept_per_step")}
+REQUIRED = {"speculative": ("draft", "accept"),
+            "lookahead": ("window", "ngram", "guesses", "accept_per_step")}
 MAX_K = 64  # draft tokens per target step; real systems use 1 to 8
 
 
@@ -30,8 +32,12 @@ class Decoding:
     pos: ast.Pos
     text: str
     tree: tuple[int, ...] | None = None  # candidates per level of a token tree (SpecInfer)
+    lookahead: tuple[int, int, int] | None = None  # window W, n-gram N, guesses G
 
     def params(self) -> dict:
+        if self.lookahead:
+            w, n, g = self.lookahead
+            return {"window": w, "ngram": n, "guesses": g, "accept_per_step": self.accept}
         out = {"draft": self.draft, "k": self.k, "accept": self.accept}
         return {**out, "tree": list(self.tree)} if self.tree else out
 
@@ -57,11 +63,13 @@ def decoding_of(call: ast.PassCall, text: str = "") -> Decoding:
         if arg.name in given:
             raise at(DecodingError, f"argument {arg.name!r} given twice", arg.pos)
         given[arg.name] = arg
-    missing = [a for a in REQUIRED if a not in given] + \
-        ([] if "k" in given or "tree" in given else ["k"])
+    missing = [a for a in REQUIRED[call.name] if a not in given] + \
+        ([] if call.name != "speculative" or "k" in given or "tree" in given else ["k"])
     if missing:
         raise at(DecodingError, f"{call.name}() needs {', '.join(a + '=' for a in missing)}",
                  call.pos, hint='e.g. speculative(draft="tinyllama-1.1b", k=4, accept=0.8)')
+    if call.name == "lookahead":
+        return _lookahead(call, given, text)
     draft = given["draft"]
     if not isinstance(draft.value, str):
         raise at(DecodingError, 'draft= takes a quoted model name or file, e.g. '
@@ -83,6 +91,29 @@ def decoding_of(call: ast.PassCall, text: str = "") -> Decoding:
 
 
 MAX_TREE_NODES = 4096  # tokens one verification may carry
+
+
+def _lookahead(call: ast.PassCall, given: dict, text: str) -> Decoding:
+    """lookahead(window=W, ngram=N, guesses=G, accept_per_step=a) (Fu et al. 2024)."""
+    sizes = []
+    for name in ("window", "ngram", "guesses"):
+        v = _number(given[name])
+        low = 2 if name == "ngram" else 1
+        if not (v.is_integer and low <= v <= MAX_TREE_NODES):
+            raise at(DecodingError, f"{name}= must be an integer of at least {low}, got {v}",
+                     given[name].pos)
+        sizes.append(int(v))
+    w, n, g = sizes
+    tokens = 1 + (w + g) * (n - 1)
+    if tokens > MAX_TREE_NODES:
+        raise at(DecodingError, f"a step of {tokens} tokens is more than {MAX_TREE_NODES}",
+                 call.pos)
+    a = _number(given["accept_per_step"])
+    if not 1 <= a <= n:
+        raise at(DecodingError, f"accept_per_step= is the tokens accepted per step, from 1 (none "
+                 f"guessed right) to ngram={n}; got {a}", given["accept_per_step"].pos)
+    return Decoding(call.name, "", tokens - 1, float(a), call.pos, call.text or text,
+                    lookahead=(w, n, g))
 
 
 def _tree(arg: ast.PassArg) -> tuple[int, ...]:

@@ -246,9 +246,10 @@ def serve_text(model: str, hw, c, spec=None) -> str:
 
 def speculation_dict(s) -> dict:
     """The `decoding` block of latency and crossover JSON."""
-    return {"strategy": "speculative",
-            "params": {"draft": s.draft, "k": s.k, "accept": s.accept,
-                       **({"tree": list(s.tree)} if s.tree else {})},
+    params = ({"draft": s.draft, "k": s.k, "accept": s.accept,
+               **({"tree": list(s.tree)} if s.tree else {})}
+              if s.strategy == "speculative" else {"accept_per_step": s.accept})
+    return {"strategy": s.strategy, "params": params,
             "verified_tokens": s.verified,
             "batch": s.batch, "seq": s.seq, "tokens_per_step": s.tokens_per_step,
             "time_per_token_s": s.time_per_token_s, "speedup": s.speedup,
@@ -259,6 +260,14 @@ def speculation_dict(s) -> dict:
 
 
 def speculation_lines(s) -> list[str]:
+    if s.strategy == "lookahead":
+        return [f"lookahead decoding ({s.verified} tokens per step, {s.accept:g} accepted) at "
+                f"batch {s.batch}, {s.seq} cached:",
+                f"  one step {seconds(s.verify_s)} against a plain decode step "
+                f"{seconds(s.decode_s)}",
+                f"  time per output token {seconds(s.time_per_token_s)}: speedup "
+                f"{s.speedup:.3g}x; it pays above {s.break_even:.4g} tokens accepted per step",
+                f"  speedup(accept) = {printing.text(s.speedup_expr)}"]
     tree = f", tree={list(s.tree)}" if s.tree else ""
     return [f"speculative decoding (draft {s.draft}, k={s.k}{tree}, accept={s.accept:g}) at "
             f"batch {s.batch}, {s.seq} cached:",
@@ -282,7 +291,7 @@ def speculation_answer(solve: str, s, value, reason: str | None, expression=None
 def speculation_answer_text(answer: dict, s) -> str:
     c = answer["crossovers"][0]
     what = {"accept": "break-even acceptance rate (speedup = 1)",
-            "batch": "batch above which speculation is slower than plain decoding",
+            "batch": "batch above which the strategy is slower than plain decoding",
             "k": "draft length with the least time per token"}[answer["solve"]]
     lines = speculation_lines(s) + [""]
     if c["value"] is None:
