@@ -213,7 +213,6 @@ def test_a_chain_tree_is_plain_speculation():
     assert chain.break_even == pytest.approx(plain.break_even, rel=1e-9)
 
 
-
 def test_solving_k_with_a_tree_is_refused(capsys):
     assert main(["crossover", str(MODELS / "llama-2-7b.arch"), "--hw", "nvidia-a6000",
                  "--solve", "k", "--decoding",
