@@ -27,7 +27,7 @@ from .analysis.records import Analysis, Settings, check_stages, stage_result
 from .analysis.roofline import StageRoofline, roofline
 from .analysis.sensitivity import Sensitivity, sensitivity
 from .analysis.speculative import (Speculation, best_draft_length, lookahead, speculate,
-                                   stop_paying_batch)
+                                   speculation_grid, stop_paying_batch)
 from .errors import CostDSLError, EvaluationError, at
 from .graph.lower import STAGES, STEP_STAGES, lower
 from .graph.passes import apply_passes
@@ -233,6 +233,13 @@ class Model:
             return parse_decoding(text)
         call = self.design.decoding
         return decoding_of(call) if call is not None else None
+
+    def speculation_grid(self, hw: str | Hardware, decoding, values: dict):
+        """(time per token, speedup) of the strategy over a grid of `values` (numpy arrays of
+        batch and seq, and the bitwidths): the sweep's columns."""
+        bits = {k.name: v for k, v in values.items() if k.name.endswith("_bits")}
+        hw, d, draft, settings, stages = self._speculation(hw, decoding, 1, 1, **bits)
+        return speculation_grid(*stages, d, values)
 
     def _speculation(self, hw, decoding, batch, seq, w_bits, a_bits, kv_bits):
         hw = _hardware(hw)

@@ -157,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     _deployment_args(p)
     _stage_args(p, "all")
+    _decoding_arg(p, ": also compares the strategy's time per token with plain decoding")
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(run=_compare)
 
@@ -192,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--a-bits", default="16", metavar="LIST")
     p.add_argument("--kv-bits", default="16", metavar="LIST")
     _stage_args(p, "all", tokens_range=True)
+    _decoding_arg(p, ": adds its time per token and speedup at each point")
     p.add_argument("--out", metavar="FILE.csv|FILE.json|FILE.npz",
                    help="write here (format from the suffix; .npz: one NumPy array per column, "
                         "the fast form for big grids); default: CSV on standard output")
@@ -304,12 +306,28 @@ def _analyze(args) -> str:
 def _compare(args) -> str:
     from .report import comparison
     model = _load(args)
-    if not model.passes:
-        raise CostDSLError("compare needs passes: give --pass, or a file with a passes section",
+    decoding = model.decoding_strategy(args.decoding)
+    if not model.passes and decoding is None:
+        raise CostDSLError("compare needs passes or a decoding strategy: give --pass or "
+                           "--decoding, or a file with a passes or decoding section",
                            hint='e.g. --pass "quantize(weights=4)" --pass "flash_attention()"')
-    result = model.compare(_hw(args), args.batch, args.seq, stages=_stages(args.stage),
+    hw = _hw(args)
+    spec = None if decoding is None else model.speculate(hw, decoding, args.batch, args.seq,
+                                                         **_bits_of(args))
+    if not model.passes:  # the strategy against plain decoding, nothing else changed
+        if args.format == "json":
+            return dumps({"model": model.name, "hardware": hw.key,
+                          "decoding": answers_report.speculation_dict(spec)})
+        return "\n".join(answers_report.speculation_lines(spec)) + "\n"
+    result = model.compare(hw, args.batch, args.seq, stages=_stages(args.stage),
                            tokens=args.tokens, **_bits_of(args))
-    return (comparison.json_text if args.format == "json" else comparison.text)(result)
+    if args.format == "json":
+        out = comparison.to_dict(result)
+        if spec is not None:
+            out["decoding"] = answers_report.speculation_dict(spec)
+        return dumps(out)
+    return comparison.text(result) + ("\n" + "\n".join(answers_report.speculation_lines(spec))
+                                      + "\n" if spec is not None else "")
 
 
 def _fit(args) -> str:
@@ -350,7 +368,7 @@ def _sweep(args) -> str:
     tokens = parse_range(args.tokens, "tokens") if args.tokens else None
     table = sweep(model, hws, parse_range(args.batch, "batch"), parse_range(args.seq, "seq"),
                   bit_combinations(args.w_bits, args.a_bits, args.kv_bits), _stages(args.stage),
-                  tokens)
+                  tokens, model.decoding_strategy(args.decoding))
     out = args.out or ""
     meta = {"model": model.name, "passes": list(model.graph("decode").graph["passes"])}
     if out.endswith(".npz"):

@@ -242,3 +242,27 @@ def test_lookahead_stops_paying_where_its_step_outgrows_the_yield():
     below = m.speculate("nvidia-h100-sxm", LOOKAHEAD, batch=int(limit), seq=128)
     above = m.speculate("nvidia-h100-sxm", LOOKAHEAD, batch=int(limit) + 2, seq=128)
     assert below.speedup > 1 > above.speedup
+
+
+@pytest.mark.parametrize("decoding", [SPEC, LOOKAHEAD,
+                                      'speculative(draft="llama-68m", tree=[2, 2], accept=0.7)'])
+def test_sweep_columns_equal_the_single_configuration_path(decoding, tmp_path):
+    out = tmp_path / "s.json"
+    assert main(["sweep", str(MODELS / "llama-2-7b.arch"), "--hw", "nvidia-a6000", "--stage",
+                 "decode", "--batch", "1,8,64", "--seq", "256,2048", "--decoding", decoding,
+                 "--out", str(out)]) == 0
+    for row in json.loads(out.read_text())["rows"]:
+        s = TARGET.speculate("nvidia-a6000", decoding, batch=row["batch"], seq=row["seq"])
+        assert row["decoding_time_per_token_s"] == pytest.approx(s.time_per_token_s, rel=1e-9)
+        assert row["decoding_speedup"] == pytest.approx(s.speedup, rel=1e-9)
+
+
+def test_compare_a_strategy_against_none(capsys):
+    argv = ["compare", str(MODELS / "llama-2-7b.arch"), "--hw", "nvidia-a6000", "--seq",
+            "1024", "--decoding", SPEC, "--format", "json"]
+    assert main(argv) == 0
+    d = json.loads(capsys.readouterr().out)["decoding"]
+    assert d["speedup"] == pytest.approx(TARGET.speculate("nvidia-a6000", SPEC, 1, 1024).speedup)
+    assert main(argv + ["--pass", "quantize(weights=4)", "--stage", "decode"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert "stages" in out and "decoding" in out

@@ -192,3 +192,20 @@ def lookahead(target_decode: StageRoofline, target_verify: StageRoofline, tokens
                        t_verify, t_decode, accepted, t_verify / accepted,
                        accepted * t_decode / t_verify, speedup, float(ratio), ratio, True,
                        tokens, None, "lookahead")
+
+
+def speculation_grid(target_decode: StageRoofline, target_verify: StageRoofline,
+                     draft_verify: StageRoofline | None, decoding, values: dict):
+    """(time per token, speedup) of a strategy over a grid: `values` may hold numpy arrays
+    (batch, seq); each stage's compiled time is evaluated once over the whole grid."""
+    grid = {s: v for s, v in values.items()}
+    t_decode = stage_time(target_decode, grid)
+    if decoding.lookahead:
+        tokens, accepted = decoding.k + 1, decoding.accept
+        t_step = stage_time(target_verify, {**grid, S.tokens: float(tokens)})
+        return t_step / accepted, accepted * t_decode / t_step
+    verified, fronts = tree_sizes(decoding.k, decoding.tree)
+    e = float(expected_tokens(sympy.Float(decoding.accept, 15), decoding.k, decoding.tree))
+    cost = stage_time(target_verify, {**grid, S.tokens: float(verified)}) + sum(
+        stage_time(draft_verify, {**grid, S.tokens: float(f)}) for f in fronts)
+    return cost / e, e * t_decode / cost

@@ -87,9 +87,10 @@ class SweepTable:
 
 def sweep(model, hardware: Sequence[Hardware], batches: np.ndarray, seqs: np.ndarray,
           bits: Iterable[tuple[float, float, float]], stages: Sequence[str],
-          tokens: np.ndarray | None = None) -> SweepTable:
+          tokens: np.ndarray | None = None, decoding=None) -> SweepTable:
     """Every combination of hardware x bitwidths x batch x seq (x tokens, for the step stage).
-    Per stage: time, tokens/s, share of time in compute-bound ops; and the memory peak over the
+    Per stage: time, tokens/s, share of time in compute-bound ops; with a decoding strategy its
+    time per token and speedup over plain decoding (cache = seq); and the memory peak over the
     stages with `fits`."""
     bits = list(bits)
     check_stages(None if tokens is None else int(tokens[0]), tuple(stages))
@@ -119,6 +120,10 @@ def sweep(model, hardware: Sequence[Hardware], batches: np.ndarray, seqs: np.nda
             cols[f"{stage}_tokens_per_s"] = tokens_processed(stage, b, s, t_new) / t
             cols[f"{stage}_compute_share"] = compute_bound_share(symbolic, values)
             memory = np.maximum(memory, sum(evaluate_memory(model.memory(stage), values)))
+        if decoding is not None:  # the strategy's time per token at each (batch, seq)
+            per_token, speedup = model.speculation_grid(hw, decoding, values)
+            cols["decoding_time_per_token_s"] = np.broadcast_to(per_token, b.shape)
+            cols["decoding_speedup"] = np.broadcast_to(speedup, b.shape)
         cols["memory_bytes"] = np.broadcast_to(memory, b.shape)
         cols["fits"] = cols["memory_bytes"] <= hw.memory_bytes
         blocks.append(cols)
