@@ -28,9 +28,12 @@ def _op_rows(stage: StageResult) -> list[list[str]]:
 def _headline(a: Analysis) -> list[str]:
     hw, s = a.hardware, a.settings
     ctype = hw.headline_type()
+    achieved = hw.peak_for(ctype) / hw.bandwidth_for()  # the GEMMs' ridge under efficiencies
+    ridge = f"ridge {hw.ridge(ctype):.1f} ops/byte" + (
+        f" ({achieved:.1f} achieved)" if hw.efficiency is not None else "")
     lines = [
         f"{a.model} on {hw.name}: {si(hw.bandwidth_Bps, 'B/s')}, {ctype} "
-        f"{si(hw.peak[ctype], 'OP/s')}, ridge {hw.ridge(ctype):.1f} ops/byte",
+        f"{si(hw.peak[ctype], 'OP/s')}, {ridge}",
         f"batch={s.batch} seq={s.seq}" + ("" if s.tokens is None else f" tokens={s.tokens}") +
         f" w_bits={s.w_bits:g} a_bits={s.a_bits:g} "
         f"kv_bits={s.kv_bits:g}; parameters {count(a.params_total)}",
