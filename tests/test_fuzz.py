@@ -178,7 +178,9 @@ TOKENS = ["(", ")", "{", "}", "=", ",", "+", "-", "*", "/", "//", "^", "?", "inf
           "1e40", "0.5", "4096.5", "2^70", "10^10^10", "repeat", "inline", "import", "model",
           "params", "passes", "extends", "tokens", "hidden", "heads", "x", "\"", "#", "\n",
           "attention(", "linear(", "moe(", "batch", "peak", "window=", "tokens=last",
-          "quantize(weights=4)", "flash_attention()", "fuse(ops=\"*\")", "\x00", "é", "\t"]
+          "quantize(weights=4)", "flash_attention()", "fuse(ops=\"*\")", "\x00", "é", "\t",
+          'decoding { speculative(draft="llama-68m", k=2, accept=0.5) }', "decoding {",
+          "early_exit(mean_layers=0.5)", "contextual_sparsity(mlp=0.5)", "[", "]", "[4, 2]"]
 
 
 @st.composite
