@@ -423,6 +423,10 @@ def _plot(args) -> str:
     elif args.kind == "speculative":
         import numpy as np
         decoding = model.decoding_strategy(args.decoding)
+        if decoding is not None and decoding.lookahead:
+            raise CostDSLError("plot speculative draws speculation with a draft model over "
+                               "draft lengths; lookahead has no draft length",
+                               hint="use serve-curve or crossover --decoding for lookahead")
         if decoding is None:
             raise CostDSLError("plot speculative needs --decoding",
                                hint='e.g. --decoding \'speculative(draft="tinyllama-1.1b", k=4, '

@@ -266,3 +266,13 @@ def test_compare_a_strategy_against_none(capsys):
     assert main(argv + ["--pass", "quantize(weights=4)", "--stage", "decode"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert "stages" in out and "decoding" in out
+
+
+def test_lookahead_through_serve_curve_and_the_plot(tmp_path, capsys):
+    argv = ["serve-curve", str(MODELS / "llama-2-7b.arch"), "--hw", "nvidia-a6000", "--seq",
+            "128", "--gen", "8", "--batch", "1,4", "--decoding", LOOKAHEAD]
+    assert main(argv) == 0
+    assert "lookahead decoding: window=5" in capsys.readouterr().out
+    assert main(["plot", "speculative", str(MODELS / "llama-2-7b.arch"), "--hw", "nvidia-a6000",
+                 "--decoding", LOOKAHEAD, "--out", str(tmp_path / "x.png")]) == 2
+    assert "lookahead has no draft length" in capsys.readouterr().err

@@ -180,10 +180,10 @@ def fit_efficiency(measured: list[Measured], source: str = "", launch: bool = Tr
         values, stderr = _solve(assigned, times, names)
         e = _split(values, source)
         again = _assign(measured, e, launch)
-        if again == assigned:
+        if again == assigned or rounds == MAX_ROUNDS:  # settled, or the last solved one kept
             break
         assigned = again
-    used = {k for coef in assigned for k in coef}
+    used = {k for coef in assigned for k in coef}  # the assignment the values were solved on
     params = []
     for n in sorted(used, key=lambda n: (_is_launch(n), n)):
         se = stderr.get(n)

@@ -233,9 +233,10 @@ def serve_text(model: str, hw, c, spec=None) -> str:
                      f"{c.tokens_per_s[i]:.0f}", si(c.memory_bytes[i], "B"),
                      f"{100 * c.decode_compute_share[i]:.0f}%") + cells + (", ".join(notes),))
     if spec is not None:
-        p = spec.params
-        lines.append(f"speculative decoding: draft {p['draft']}, k={p['k']}, accept="
-                     f"{p['accept']:g} (at the request's mean cache length)")
+        p = dict(spec.params)
+        strategy = p.pop("strategy")
+        lines.append(f"{strategy} decoding: " + ", ".join(f"{k}={v}" for k, v in p.items())
+                     + " (at the request's mean cache length)")
     widths = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]
     numeric = len(rows[0]) - 1
     lines.append("")
