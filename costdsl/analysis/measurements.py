@@ -193,7 +193,7 @@ def _pieces(model, stage, bits, rows, hw: Hardware, file: str) -> dict[int, tupl
         matrix = np.nan_to_num((n.flops - n.vector_flops) / n.peak)
         vector = np.nan_to_num(n.vector_flops / n.vector_peak)
     memory = n.bytes / n.bandwidth
-    vector_type = "fp32" if "fp32" in hw.peak else max(hw.peak, key=hw.peak.get)
+    vector_type = hw.vector_type
     out = {}
     for j, r in enumerate(rows):
         chosen = range(len(names)) if r.op == "total" else [names.index(r.op)]

@@ -180,7 +180,7 @@ def roofline(graph: nx.DiGraph, hw: Hardware, bits: Mapping[str, float]) -> Stag
     """`bits` maps w_bits/a_bits/kv_bits to numbers: the compute type of each op depends on them.
     They stay symbols in the byte expressions, substituted when evaluated."""
     values = {BITS_BY_CLASS[c]: v for c, v in _by_class(bits).items()}
-    vector_type = "fp32" if "fp32" in hw.peak else max(hw.peak, key=hw.peak.get)
+    vector_type = hw.vector_type
     ops = []
     for node in nodes(graph):
         hardware_values = _hardware_values(node, hw, values)

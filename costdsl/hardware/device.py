@@ -72,6 +72,11 @@ class Hardware:
         """Seconds of fixed cost per kernel of `kind` (0 for the ideal roofline)."""
         return self.efficiency.launch_for(kind) if self.efficiency else 0.0
 
+    @property
+    def vector_type(self) -> str:
+        """The type elementwise work runs at: fp32, else (a TPU) the fastest listed."""
+        return "fp32" if "fp32" in self.peak else max(self.peak, key=self.peak.get)
+
     def headline_type(self) -> str:
         """The compute type to quote in one line: fp16, else bf16, else the fastest listed."""
         for ctype in ("fp16", "bf16"):
