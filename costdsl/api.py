@@ -26,11 +26,14 @@ from .analysis.params import OpParams, active_params, op_params, total_params
 from .analysis.records import Analysis, Settings, check_stages, stage_result
 from .analysis.roofline import StageRoofline, roofline
 from .analysis.sensitivity import Sensitivity, sensitivity
+from .analysis.sparsity import SPARSITY, SparsityAnswer, sparsity_answers
 from .analysis.speculative import (Speculation, best_draft_length, lookahead, speculate,
                                    speculation_grid, stop_paying_batch)
 from .errors import CostDSLError, EvaluationError, at
 from .graph.lower import STAGES, STEP_STAGES, lower
 from .graph.passes import apply_passes
+from .graph.passes.registry import resolve_args
+from .graph.schema import check as check_graph
 from .hardware import Hardware, load_hardware
 from .language import ast
 from .language.decoding import Decoding, DecodingError, decoding_of, parse_decoding
@@ -198,7 +201,8 @@ class Model:
                                                             a_bits, kv_bits)
         if d.lookahead:
             return lookahead(stages[0], stages[1], d.k + 1, d.accept, settings.values())
-        return speculate(*stages, d.draft, d.k, d.accept, settings.values(), d.tree)
+        return replace(speculate(*stages, d.draft, d.k, d.accept, settings.values(), d.tree,
+                                 d.strategy), medusa=d.medusa)
 
     def speculation_batch_limit(self, hw: str | Hardware, decoding: "Decoding | str | None" = None,
                                 seq: int = 2048, w_bits: float = 16, a_bits: float = 16,
@@ -222,6 +226,13 @@ class Model:
             raise DecodingError("only a chain of draft tokens has a draft length to choose "
                                 "(the tree or the lookahead sizes fix it)", file=d.pos.file,
                                 line=d.pos.line, column=d.pos.column)
+        if d.medusa:  # how many of the trained heads to use: each count its own graph
+            heads, layers, lm_head = d.medusa
+            times = {h: self.speculate(hw, replace(d, k=h, medusa=(h, layers, lm_head)), batch,
+                                       seq, w_bits, a_bits, kv_bits).time_per_token_s
+                     for h in range(1, heads + 1)}
+            best = min(times, key=times.get)
+            return best, times[best]
         return best_draft_length(verify, draft_verify, d.accept, settings.values())
 
     def decoding_strategy(self, text: "str | Decoding | None" = None) -> "Decoding | None":
@@ -233,6 +244,15 @@ class Model:
             return parse_decoding(text)
         call = self.design.decoding
         return decoding_of(call) if call is not None else None
+
+    @functools.cache
+    def _with_medusa_heads(self, heads: int, layers: int, lm_head: str) -> "Model":
+        """This model with Medusa's heads added first in the pass pipeline (so that the file's
+        quantization and fusion apply to them too); kept, with its compiled stages."""
+        (call,) = parse_passes(f'medusa_heads(heads={heads}, layers={layers}, '
+                               f'lm_head="{lm_head}")', "medusa")
+        design = replace(self.design, passes=(call,) + self.design.passes)
+        return Model(design, self.library, self.overrides, self.extra_passes)
 
     def speculation_grid(self, hw: str | Hardware, decoding, values: dict):
         """(time per token, speedup) of the strategy over a grid of `values` (numpy arrays of
@@ -252,6 +272,10 @@ class Model:
         if d.lookahead:
             return hw, d, None, settings, (self._roofline("decode", hw, settings),
                                            self._roofline("verify", hw, settings), None)
+        if d.medusa:  # plain decoding runs without the heads; verification with them
+            with_heads = self._with_medusa_heads(*d.medusa)
+            return hw, d, None, settings, (self._roofline("decode", hw, settings),
+                                           with_heads._roofline("verify", hw, settings), None)
         beside = Path(d.pos.file).parent / d.draft  # a draft named in a model file: beside it
         draft = load(beside if beside.suffix == ".arch" and beside.is_file() else d.draft)
         mine, theirs = _vocabulary(self.design), _vocabulary(draft.design)
@@ -263,6 +287,44 @@ class Model:
         stages = (self._roofline("decode", hw, settings), self._roofline("verify", hw, settings),
                   draft._roofline("verify", hw, settings))
         return hw, d, draft, settings, stages
+
+    def sparsity_answers(self, hw: str | Hardware, batch: int, seq: int, stage: str = "decode",
+                         w_bits: float = 16, a_bits: float = 16, kv_bits: float = 16,
+                         tokens: int | None = None,
+                         dense_fraction: float = 0.95) -> list[SparsityAnswer]:
+        """When the pipeline's `contextual_sparsity` pays, per group (MLP, heads), each group
+        asked about alone: the sparsity where its predictor eats the saving at this batch, the
+        batch above which its sparsity stops paying, and the batch at which the union of kept
+        rows reaches `dense_fraction` of dense -- closed forms and exact values."""
+        hw = _hardware(hw)
+        settings = _settings(batch, seq, w_bits, a_bits, kv_bits, tokens, (stage,))
+        if not 0 < dense_fraction < 1:
+            raise EvaluationError(f"the dense fraction must be in (0, 1), got {dense_fraction}")
+        index = [i for i, c in enumerate(self.passes) if c.name == "contextual_sparsity"]
+        if not index:
+            raise EvaluationError("--solve sparsity asks when contextual sparsity pays: the "
+                                  "model has no contextual_sparsity pass",
+                                  hint="add --pass 'contextual_sparsity(mlp=0.8, "
+                                       "predictor_rank=1024)'")
+        i = index[-1]
+        before, call, after = self.passes[:i], self.passes[i], self.passes[i + 1:]
+        base = apply_passes(lower(self.design, stage), before)
+        spec, args = resolve_args(call, base)
+        bits = settings.bits()
+        dense = roofline(apply_passes(base, after), hw, bits)
+        answers = []
+        for group, other in (("mlp", "heads"), ("heads", "mlp")):
+            given = sympy.sympify(args[group])
+            if given == 0:
+                continue
+            if not given.is_number:
+                raise EvaluationError(f"contextual_sparsity({group}=...) is {given}: bind it "
+                                      "with --set to ask when it pays")
+            graph = spec.run(base, **{**args, group: SPARSITY, other: 0})
+            sparse = roofline(apply_passes(check_graph(graph), after), hw, bits)
+            answers += sparsity_answers(group, dense, sparse, float(given), settings.values(),
+                                        dense_fraction)
+        return answers
 
     def sensitivity(self, hw: str | Hardware, batch: int, seq: int, stage: str = "decode",
                     w_bits: float = 16, a_bits: float = 16, kv_bits: float = 16,

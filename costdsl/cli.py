@@ -239,8 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     _deployment_args(p)
     p.add_argument("--solve", required=True, metavar="SYMBOL",
-                   help="batch, seq, tokens (step stage), w_bits, a_bits, kv_bits, or a free "
-                        "model parameter")
+                   help="batch, seq, tokens (step stage), w_bits, a_bits, kv_bits, a free "
+                        "model parameter, or sparsity (when a contextual_sparsity pass pays)")
     _stage_args(p, "decode")
     p.add_argument("--free", action="append", default=[], metavar="SYMBOL",
                    help="leave this symbol free in the answers instead of bound (repeatable)")
@@ -249,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--versus", action="append", default=[], metavar="BITS=VALUE",
                    help="also report where this lower bitwidth stops saving time, "
                         "e.g. --w-bits 4 --versus w_bits=2")
+    p.add_argument("--dense", type=float, default=0.95, metavar="FRACTION",
+                   help="with --solve sparsity: the share of the weights at which a batch's "
+                        "union of kept rows counts as dense (default 0.95)")
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(run=_crossover)
 
@@ -546,16 +549,33 @@ def _speculative_crossover(args, model) -> str:
             "(the verification stays as cheap, relative to a plain step, as it is here)")
     else:
         k, t = model.best_draft_length(hw, args.decoding, args.batch, args.seq, **bits)
+        searched = f"heads = 1 to {spec.medusa[0]}" if spec.medusa else "k = 1 to 16"
         answer = answers_report.speculation_answer(
-            "k", spec, k, f"{seconds(t)} per token, searched k = 1 to 16; no closed form (k "
+            "k", spec, k, f"{seconds(t)} per token, searched {searched}; no closed form (k "
             "sits in an exponent of E and in the verification's size)")
     if args.format == "json":
         return dumps(answer)
     return answers_report.speculation_answer_text(answer, spec)
 
 
+def _sparsity_crossover(args, model) -> str:
+    if args.decoding or args.free or args.versus:
+        raise CostDSLError("--solve sparsity takes no --decoding, --free or --versus")
+    stage = args.stage if args.stage != "all" else "decode"
+    answers = model.sparsity_answers(_hw(args), args.batch, args.seq, stage,
+                                     tokens=args.tokens, dense_fraction=args.dense,
+                                     **_bits_of(args))
+    settings = {"stage": stage, "batch": args.batch, "seq": args.seq,
+                **({"tokens": args.tokens} if args.tokens is not None else {})}
+    if args.format == "json":
+        return dumps(answers_report.sparsity_dict(answers, settings))
+    return answers_report.sparsity_text(answers, settings)
+
+
 def _crossover(args) -> str:
     model = _load(args)
+    if args.solve == "sparsity":
+        return _sparsity_crossover(args, model)
     if args.solve in ("accept", "batch", "k") and model.decoding_strategy(args.decoding):
         return _speculative_crossover(args, model)
     if args.decoding:

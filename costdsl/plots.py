@@ -231,5 +231,5 @@ def speculative(curves, path: str) -> str:
     right.set(xscale="log", xlabel="batch (sequences)", ylabel="speedup",
               title=f"k = {curves.k}, acceptance {curves.accept:g}")
     right.grid(True, which="both", alpha=0.3)
-    fig.suptitle(f"{curves.model} with draft {curves.draft} on {curves.hardware}")
+    fig.suptitle(f"{curves.model} with {curves.drafter} on {curves.hardware}")
     return _save(fig, path)

@@ -81,3 +81,75 @@ def test_bad_arguments(text, message):
     with pytest.raises(costdsl.CostDSLError) as err:
         costdsl.load(LLAMA, passes=[text]).graph("decode")
     assert message in str(err.value)
+
+
+# --- when it pays: `crossover --solve sparsity` ------------------------------------------------
+
+DEJA_VU = "contextual_sparsity(mlp=0.8, predictor_rank=1024)"
+
+
+def _decode_time(passes, batch, seq=1024):
+    m = costdsl.load(LLAMA, passes=passes)
+    return m.analyze("nvidia-a6000", batch, seq, stages=("decode",)).stages["decode"].total.time_s
+
+
+def _answers(passes=(DEJA_VU,), batch=1, **kw):
+    m = costdsl.load(LLAMA, passes=list(passes))
+    return {(a.group, a.question): a for a in m.sparsity_answers("nvidia-a6000", batch, 1024,
+                                                                 **kw)}
+
+
+def test_the_sparsity_where_the_predictor_eats_the_saving():
+    """Predictor 4096 x 1024 + 1024 x 11008 against the MLP's 3 x 4096 x 11008 weights: P / W =
+    15,466,496 / 135,266,304 = 59/516; at batch b the balance is (59/516)^(1/b). The exact value
+    (the whole time model, activations included) substitutes back to equal times."""
+    for batch in (1, 4):
+        a = _answers(batch=batch)[("mlp", "break_even_sparsity")]
+        assert a.closed_value == pytest.approx((59 / 516) ** (1 / batch), rel=1e-12)
+        assert a.value == pytest.approx(a.closed_value, rel=0.01)  # weights dominate at 1024
+        sparse = _decode_time([f"contextual_sparsity(mlp={a.value!r}, predictor_rank=1024)"],
+                              batch)
+        assert sparse == pytest.approx(_decode_time([], batch), rel=1e-9)
+
+
+def test_the_batch_above_which_sparsity_stops_paying():
+    """At mlp=0.8: ln(59/516) / ln(0.8) = 9.72 by the weights; the exact root lies between the
+    batches where the sparse model is faster and slower than the dense one."""
+    import math
+    a = _answers()[("mlp", "stop_paying_batch")]
+    assert a.closed_value == pytest.approx(math.log(59 / 516) / math.log(0.8), rel=1e-12)
+    below, above = math.floor(a.value), math.ceil(a.value)
+    assert _decode_time([DEJA_VU], below) < _decode_time([], below)
+    assert _decode_time([DEJA_VU], above) > _decode_time([], above)
+
+
+def test_the_batch_where_the_union_is_dense():
+    """1 - 0.8^b = 0.95 at b = ln 0.05 / ln 0.8 = 13.43; at 0.99, ln 0.01 / ln 0.8 = 20.64."""
+    import math
+    assert _answers()[("mlp", "dense_batch")].value == pytest.approx(
+        math.log(0.05) / math.log(0.8), rel=1e-12)
+    assert _answers(dense_fraction=0.99)[("mlp", "dense_batch")].value == pytest.approx(
+        math.log(0.01) / math.log(0.8), rel=1e-12)
+
+
+def test_heads_sparsity_keeps_paying_through_the_kv_cache(capsys):
+    """Skipped heads also skip their cache reads (1024 positions each), a saving the weights-
+    only balance leaves out: the exact break-even is below it, and no batch stops it paying."""
+    from costdsl.cli import main
+    a = _answers(["contextual_sparsity(heads=0.5, predictor_rank=1024)"])
+    assert a[("heads", "break_even_sparsity")].value < a[("heads",
+                                                          "break_even_sparsity")].closed_value
+    assert a[("heads", "stop_paying_batch")].value is None
+    assert ("mlp", "break_even_sparsity") not in a  # mlp=0: that group is not sparsified
+    assert main(["crossover", str(LLAMA), "--hw", "nvidia-a6000", "--solve", "sparsity",
+                 "--pass", "contextual_sparsity(heads=0.5, predictor_rank=1024)"]) == 0
+    assert "KV-cache reads" in capsys.readouterr().out
+
+
+def test_solving_sparsity_needs_the_pass(capsys):
+    from costdsl.cli import main
+    assert main(["crossover", str(LLAMA), "--hw", "nvidia-a6000", "--solve", "sparsity"]) == 2
+    assert "no contextual_sparsity pass" in capsys.readouterr().err
+    assert main(["crossover", str(LLAMA), "--hw", "nvidia-a6000", "--solve", "sparsity",
+                 "--pass", DEJA_VU, "--dense", "1.5"]) == 2
+    assert "dense fraction" in capsys.readouterr().err

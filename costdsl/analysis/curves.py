@@ -80,7 +80,7 @@ class SpeculativeCurves:
     k) at one batch, and against batch at the given rate and k."""
     model: str
     hardware: str
-    draft: str
+    drafter: str                   # "draft <model>", or "Medusa heads"
     batch: int
     seq: int
     k: int
@@ -100,14 +100,21 @@ def speculative_curves(model, hw, decoding, batch: int, seq: int, bits: dict,
     from .speculative import ACCEPT
     grid = np.linspace(0.0, 1.0, 101)
     by_k, even = {}, {}
+    if decoding.medusa:  # k heads' candidates, each count with its own heads in the graph
+        heads, layers, lm_head = decoding.medusa
+        ks = range(1, heads + 1)
     for k in ks:
-        s = model.speculate(hw, replace(decoding, k=k, tree=None), batch, seq, **bits)
+        chain = replace(decoding, k=k, tree=None)
+        if decoding.medusa:
+            chain = replace(chain, medusa=(k, layers, lm_head))
+        s = model.speculate(hw, chain, batch, seq, **bits)
         by_k[k] = np.asarray(sympy.lambdify(ACCEPT, s.speedup_expr, "numpy")(grid)) * \
             np.ones_like(grid)
         even[k] = s.break_even
     at_batch = np.array([model.speculate(hw, decoding, int(b), seq, **bits).speedup
                          for b in batches])
     stop = model.speculation_batch_limit(hw, decoding, seq, **bits)
-    return SpeculativeCurves(model.name, hw.name, decoding.draft, batch, seq, decoding.k,
+    drafter = "Medusa heads" if decoding.medusa else f"draft {decoding.draft}"
+    return SpeculativeCurves(model.name, hw.name, drafter, batch, seq, decoding.k,
                              decoding.accept, grid, by_k, even, batches.astype(float), at_batch,
                              stop)

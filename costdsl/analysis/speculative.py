@@ -90,6 +90,7 @@ class Speculation:
     verified: int = 0          # tokens one verification carries (k + 1 for a chain)
     tree: tuple[int, ...] | None = None
     strategy: str = "speculative"
+    medusa: tuple[int, int, str] | None = None  # heads, blocks per head, LM head (Medusa)
 
 
 def _time(stage: StageRoofline, values: dict) -> float:
@@ -97,16 +98,22 @@ def _time(stage: StageRoofline, values: dict) -> float:
     return float(stage_time(stage, {s: float(v) for s, v in values.items()}))
 
 
-def _draft_time(draft_verify: StageRoofline, fronts: list[int], values: dict) -> float:
-    """The draft's passes of one target step: one per level over its frontier."""
+def _draft_time(draft_verify: StageRoofline | None, fronts: list[int], values: dict) -> float:
+    """The draft's passes of one target step: one per level over its frontier (none for Medusa,
+    whose heads run inside the target's pass)."""
+    if draft_verify is None:
+        return 0.0
     return sum(_time(draft_verify, {**values, S.tokens: f}) for f in fronts)
 
 
 def speculate(target_decode: StageRoofline, target_verify: StageRoofline,
-              draft_verify: StageRoofline, draft: str, k: int, accept: float,
-              values: dict, tree: tuple[int, ...] | None = None) -> Speculation:
+              draft_verify: StageRoofline | None, draft: str, k: int, accept: float,
+              values: dict, tree: tuple[int, ...] | None = None,
+              strategy: str = "speculative") -> Speculation:
     """`values` binds batch, seq and the bitwidths. The draft's stage is its verify stage (a
-    pass over the frontier, with logits for each; over one token it is the decode step)."""
+    pass over the frontier, with logits for each; over one token it is the decode step).
+    Medusa (no draft: `draft_verify` None) verifies the heads' candidates with the heads in
+    the target's own pass: `target_verify` is the graph with the heads added."""
     verified, fronts = tree_sizes(k, tree)
     drafting = _draft_time(draft_verify, fronts, values)
     t_draft = drafting / k
@@ -119,7 +126,7 @@ def speculate(target_decode: StageRoofline, target_verify: StageRoofline,
     root, expr, closed = _break_even(e_expr, cost / t_decode, float(e_expr.subs(ACCEPT, 1)))
     return Speculation(draft, k, accept, int(values[S.batch]), int(values[S.seq]), t_draft,
                        t_verify, t_decode, e, cost / e, e * t_decode / cost, speedup_expr,
-                       root, expr, closed, verified, tree)
+                       root, expr, closed, verified, tree, strategy)
 
 
 def _break_even(e_expr: sympy.Expr, ratio: float, most: float):
@@ -152,7 +159,7 @@ def stop_paying_batch(target_decode: StageRoofline, target_verify: StageRoofline
         e = expected_tokens(sympy.Float(accept, 15), k, tree)
         verified, fronts = tree_sizes(k, tree)
     drafting = sum((sympy.sympify(draft_verify.time).xreplace({S.tokens: sympy.Integer(f)})
-                    for f in fronts), sympy.Integer(0))
+                    for f in fronts if draft_verify is not None), sympy.Integer(0))
     g = (e * sympy.sympify(target_decode.time) - drafting
          - sympy.sympify(target_verify.time).xreplace({S.tokens: sympy.Integer(verified)}))
     g = g.xreplace(bound)
@@ -207,5 +214,6 @@ def speculation_grid(target_decode: StageRoofline, target_verify: StageRoofline,
     verified, fronts = tree_sizes(decoding.k, decoding.tree)
     e = float(expected_tokens(sympy.Float(decoding.accept, 15), decoding.k, decoding.tree))
     cost = stage_time(target_verify, {**grid, S.tokens: float(verified)}) + sum(
-        stage_time(draft_verify, {**grid, S.tokens: float(f)}) for f in fronts)
+        stage_time(draft_verify, {**grid, S.tokens: float(f)}) for f in fronts
+        if draft_verify is not None)
     return cost / e, e * t_decode / cost

@@ -13,9 +13,12 @@ from .expr import to_sympy
 from .parser import parse_passes
 
 STRATEGIES = {"speculative": ("draft", "k", "accept", "tree"),
-              "lookahead": ("window", "ngram", "guesses", "accept_per_step")}
+              "lookahead": ("window", "ngram", "guesses", "accept_per_step"),
+              "medusa": ("heads", "layers", "accept", "tree", "lm_head")}
 REQUIRED = {"speculative": ("draft", "accept"),
-            "lookahead": ("window", "ngram", "guesses", "accept_per_step")}
+            "lookahead": ("window", "ngram", "guesses", "accept_per_step"),
+            "medusa": ("accept",)}
+MEDUSA_LM_HEADS = ("shared", "own")
 MAX_K = 64  # draft tokens per target step; real systems use 1 to 8
 
 
@@ -33,11 +36,17 @@ class Decoding:
     text: str
     tree: tuple[int, ...] | None = None  # candidates per level of a token tree (SpecInfer)
     lookahead: tuple[int, int, int] | None = None  # window W, n-gram N, guesses G
+    medusa: tuple[int, int, str] | None = None  # heads, residual blocks per head, LM head
 
     def params(self) -> dict:
         if self.lookahead:
             w, n, g = self.lookahead
             return {"window": w, "ngram": n, "guesses": g, "accept_per_step": self.accept}
+        if self.medusa:
+            heads, layers, lm_head = self.medusa
+            out = {"heads": heads, "layers": layers, "lm_head": lm_head, "k": self.k,
+                   "accept": self.accept}
+            return {**out, "tree": list(self.tree)} if self.tree else out
         out = {"draft": self.draft, "k": self.k, "accept": self.accept}
         return {**out, "tree": list(self.tree)} if self.tree else out
 
@@ -70,6 +79,8 @@ def decoding_of(call: ast.PassCall, text: str = "") -> Decoding:
                  call.pos, hint='e.g. speculative(draft="tinyllama-1.1b", k=4, accept=0.8)')
     if call.name == "lookahead":
         return _lookahead(call, given, text)
+    if call.name == "medusa":
+        return _medusa(call, given, text)
     draft = given["draft"]
     if not isinstance(draft.value, str):
         raise at(DecodingError, 'draft= takes a quoted model name or file, e.g. '
@@ -82,12 +93,44 @@ def decoding_of(call: ast.PassCall, text: str = "") -> Decoding:
     if tree is not None and k != len(tree):
         raise at(DecodingError, f"k={k} but the tree has {len(tree)} levels", given["k"].pos,
                  hint="a tree's depth is its k: give one of the two")
-    accept = _number(given["accept"])
+    return Decoding(call.name, draft.value, int(k), _accept(given["accept"]), call.pos,
+                    call.text or text, tree)
+
+
+def _accept(arg: ast.PassArg) -> float:
+    accept = _number(arg)
     if not 0 <= accept <= 1:
         raise at(DecodingError, f"accept= must be a probability in [0, 1], got {accept}",
-                 given["accept"].pos)
-    return Decoding(call.name, draft.value, int(k), float(accept), call.pos,
-                    call.text or text, tree)
+                 arg.pos)
+    return float(accept)
+
+
+def _medusa(call: ast.PassCall, given: dict, text: str) -> Decoding:
+    """medusa(heads=4, layers=1, accept=0.7, tree=[...], lm_head="shared") (Cai et al. 2024):
+    the heads' top candidates verified in one pass of the target itself; a tree's depth is at
+    most the number of heads (level l holds head l's candidates)."""
+    sizes = {}
+    for name, default in (("heads", 4), ("layers", 1)):
+        v = _number(given[name]) if name in given else sympy.Integer(default)
+        if not (v.is_integer and 1 <= v <= MAX_K):
+            raise at(DecodingError, f"{name}= must be an integer from 1 to {MAX_K}, got {v}",
+                     given[name].pos if name in given else call.pos)
+        sizes[name] = int(v)
+    lm_head = "shared"
+    if "lm_head" in given:
+        lm_head = given["lm_head"].value
+        if not isinstance(lm_head, str) or lm_head not in MEDUSA_LM_HEADS:
+            raise at(DecodingError, f"lm_head= takes {' or '.join(map(repr, MEDUSA_LM_HEADS))}",
+                     given["lm_head"].pos,
+                     hint='"shared": the model\'s LM head; "own": one projection per head')
+    tree = _tree(given["tree"]) if "tree" in given else None
+    if tree is not None and len(tree) > sizes["heads"]:
+        raise at(DecodingError, f"tree={list(tree)} has {len(tree)} levels but there are "
+                 f"{sizes['heads']} heads", given["tree"].pos,
+                 hint="level l of the tree holds the candidates of head l")
+    k = len(tree) if tree is not None else sizes["heads"]
+    return Decoding(call.name, "", k, _accept(given["accept"]), call.pos, call.text or text,
+                    tree, medusa=(sizes["heads"], sizes["layers"], lm_head))
 
 
 MAX_TREE_NODES = 4096  # tokens one verification may carry

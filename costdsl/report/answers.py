@@ -247,9 +247,11 @@ def serve_text(model: str, hw, c, spec=None) -> str:
 
 def speculation_dict(s) -> dict:
     """The `decoding` block of latency and crossover JSON."""
-    params = ({"draft": s.draft, "k": s.k, "accept": s.accept,
-               **({"tree": list(s.tree)} if s.tree else {})}
-              if s.strategy == "speculative" else {"accept_per_step": s.accept})
+    tree = {"tree": list(s.tree)} if s.tree else {}
+    params = {"speculative": {"draft": s.draft, "k": s.k, "accept": s.accept, **tree},
+              "medusa": {**dict(zip(("heads", "layers", "lm_head"), s.medusa or ())),
+                         "k": s.k, "accept": s.accept, **tree},
+              "lookahead": {"accept_per_step": s.accept}}[s.strategy]
     return {"strategy": s.strategy, "params": params,
             "verified_tokens": s.verified,
             "batch": s.batch, "seq": s.seq, "tokens_per_step": s.tokens_per_step,
@@ -270,11 +272,19 @@ def speculation_lines(s) -> list[str]:
                 f"{s.speedup:.3g}x; it pays above {s.break_even:.4g} tokens accepted per step",
                 f"  speedup(accept) = {printing.text(s.speedup_expr)}"]
     tree = f", tree={list(s.tree)}" if s.tree else ""
-    return [f"speculative decoding (draft {s.draft}, k={s.k}{tree}, accept={s.accept:g}) at "
-            f"batch {s.batch}, {s.seq} cached:",
-            f"  tokens per target step E = {s.tokens_per_step:.4g}; draft step "
-            f"{seconds(s.draft_step_s)}, verification of {s.verified} tokens "
-            f"{seconds(s.verify_s)}, plain decode step {seconds(s.decode_s)}",
+    if s.strategy == "medusa":
+        head = [f"Medusa decoding ({s.k} heads' candidates{tree}, accept={s.accept:g}) at "
+                f"batch {s.batch}, {s.seq} cached:",
+                f"  tokens per step E = {s.tokens_per_step:.4g}; one step verifying {s.verified}"
+                f" tokens with the heads {seconds(s.verify_s)}, plain decode step "
+                f"{seconds(s.decode_s)}"]
+    else:
+        head = [f"speculative decoding (draft {s.draft}, k={s.k}{tree}, accept={s.accept:g}) "
+                f"at batch {s.batch}, {s.seq} cached:",
+                f"  tokens per target step E = {s.tokens_per_step:.4g}; draft step "
+                f"{seconds(s.draft_step_s)}, verification of {s.verified} tokens "
+                f"{seconds(s.verify_s)}, plain decode step {seconds(s.decode_s)}"]
+    return head + [
             f"  time per output token {seconds(s.time_per_token_s)} against "
             f"{seconds(s.decode_s)}: speedup {s.speedup:.3g}x",
             f"  speedup(accept) = {printing.text(s.speedup_expr)}"]
@@ -293,7 +303,9 @@ def speculation_answer_text(answer: dict, s) -> str:
     c = answer["crossovers"][0]
     what = {"accept": "break-even acceptance rate (speedup = 1)",
             "batch": "batch above which the strategy is slower than plain decoding",
-            "k": "draft length with the least time per token"}[answer["solve"]]
+            "k": "heads to use (of those trained) with the least time per token"
+            if s.strategy == "medusa" else
+            "draft length with the least time per token"}[answer["solve"]]
     lines = speculation_lines(s) + [""]
     if c["value"] is None:
         lines.append(f"{what}: none: {c['reason']}")
@@ -302,4 +314,36 @@ def speculation_answer_text(answer: dict, s) -> str:
             " (a polynomial root of degree > 2: solved numerically)"
         lines.append(f"{what}: {answer['solve']} = {c['value']:.6g}{how}"
                      + (f"; {c['reason']}" if c["reason"] else ""))
+    return "\n".join(lines) + "\n"
+
+
+SPARSITY_QUESTIONS = {
+    "break_even_sparsity": "sparsity where the predictor eats the saving, at this batch",
+    "stop_paying_batch": "batch above which this sparsity stops paying",
+    "dense_batch": "batch at which the union of kept rows is dense"}
+
+
+def sparsity_dict(answers, settings: dict) -> dict:
+    """`crossover --solve sparsity` JSON: one entry per group and question."""
+    return {"solve": "sparsity", "bound": settings, "crossovers": [{
+        "op": a.group, "question": a.question,
+        "expression": None if a.expression is None else str(a.expression),
+        "latex": None if a.expression is None else printing.latex(a.expression),
+        "closed_form_value": _value(a.closed_value), "value": _value(a.value),
+        "note": a.note} for a in answers]}
+
+
+def sparsity_text(answers, settings: dict) -> str:
+    bound = ", ".join(f"{k}={v}" for k, v in settings.items())
+    lines = [f"when contextual sparsity pays ({bound}); each group asked about alone. Closed "
+             "form: the weights-only balance W s^n = P (P predictor, W the group's weights, n "
+             "token rows); exact: the whole time model"]
+    for group in dict.fromkeys(a.group for a in answers):
+        lines += ["", f"{group}:"]
+        for a in (a for a in answers if a.group == group):
+            exact = "none" if a.value is None else f"{a.value:.4g}"
+            closed = "" if a.closed_value is None else f" = {a.closed_value:.4g}"
+            lines.append(f"  {SPARSITY_QUESTIONS[a.question]}:")
+            lines.append(f"    {printing.text(a.expression)}{closed}; exact {exact}"
+                         + (f" ({a.note})" if a.note else ""))
     return "\n".join(lines) + "\n"

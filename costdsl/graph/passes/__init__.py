@@ -1,6 +1,7 @@
 """Passes: graph -> graph transformations, declared in a .arch file (`passes { ... }`) or with
 `--pass`. Each module registers its passes by name; `apply_passes` runs a parsed pipeline."""
 from .registry import PASSES, PassDef, PassError, apply_pass, apply_passes
-from . import quantize, fusion, flash, presets, early_exit, sparsity  # noqa: F401  (registration)
+from . import (quantize, fusion, flash, presets, early_exit, sparsity,  # noqa: F401
+               medusa)  # (registration)
 
 __all__ = ["PASSES", "PassDef", "PassError", "apply_pass", "apply_passes"]

@@ -19,8 +19,9 @@ that matter for it; only those are read and computed. With a fraction `mlp` of t
   per predicted op group, their parameters added to the model (they are real weights) and their
   work and reads added to the first op of the group.
 
-mlp = heads = 0 with no predictor is the identity. Mixture-of-experts layers are left as they
-are (their routing is already sparse).
+A group whose fraction is exactly 0 is left as it is, with no predictor (nothing to predict):
+mlp = heads = 0 is the identity, with or without a rank. Mixture-of-experts layers are left as
+they are (their routing is already sparse).
 """
 from __future__ import annotations
 
@@ -135,6 +136,8 @@ def contextual_sparsity(graph: nx.DiGraph, mlp, heads, predictor_rank) -> nx.DiG
     found = False
     for feeders, act, readers in list(_mlp_groups(graph)):
         found = True
+        if mlp == 0:
+            continue
         narrow = set(act.inputs) | set(act.outputs)
         for i, n in enumerate(feeders + [act] + readers):
             new = _scaled(n, 1 - mlp, narrow, 1 - mlp ** _rows(n))
@@ -144,6 +147,8 @@ def contextual_sparsity(graph: nx.DiGraph, mlp, heads, predictor_rank) -> nx.DiG
             out.nodes[n.name]["op"] = new
     for q, kernels, o in list(_attention_groups(graph)):
         found = True
+        if heads == 0:
+            continue
         narrow = set(q.outputs) | {t for k in kernels for t in k.outputs} | set(o.inputs)
         for i, n in enumerate([q] + kernels + [o]):
             new = _scaled(n, 1 - heads, narrow,
