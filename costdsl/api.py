@@ -27,6 +27,7 @@ from .analysis.records import Analysis, Settings, check_stages, stage_result
 from .analysis.roofline import StageRoofline, roofline
 from .analysis.sensitivity import Sensitivity, sensitivity
 from .analysis.sparsity import SPARSITY, SparsityAnswer, sparsity_answers
+from .analysis.compression import CompressionAnswer, low_rank_answers, target_answers
 from .analysis.speculative import (Speculation, best_draft_length, lookahead, speculate,
                                    speculation_grid, stop_paying_batch)
 from .errors import CostDSLError, EvaluationError, at
@@ -42,6 +43,11 @@ from .language.elaborate import elaborate, parse_overrides
 from .language.library import Library, load_library
 from .language.parser import parse_passes
 from . import symbols as S
+
+
+COMPRESSION_ARGS = {"prune": ("heads", "kv_heads", "ffn", "layers"), "low_rank": ("rank",),
+                    "sparsify": ("weights",)}
+"""The compression passes' arguments `crossover --solve` answers for."""
 
 
 class Model:
@@ -121,6 +127,7 @@ class Model:
         """The stage's symbolic roofline, one per (stage, hardware, bitwidths): kept, so that
         repeated analyses reuse its lambdified numpy function rather than compile it again."""
         key = (stage, hw.key, hw.bandwidth_Bps, hw.sram_per_block, tuple(sorted(hw.peak.items())),
+               tuple(sorted(hw.sparse_peak.items())),
                repr(hw.efficiency), tuple(sorted(settings.bits().items())))
         if key not in self._rooflines:
             self._rooflines[key] = roofline(self.graph(stage), hw, settings.bits())
@@ -325,6 +332,59 @@ class Model:
             answers += sparsity_answers(group, dense, sparse, float(given), settings.values(),
                                         dense_fraction)
         return answers
+
+    def compression_answers(self, solve: str, hw: str | Hardware, batch: int, seq: int,
+                            stage: str = "decode", w_bits: float = 16, a_bits: float = 16,
+                            kv_bits: float = 16, tokens: int | None = None,
+                            target_time: float | None = None,
+                            target_memory: float | None = None) -> list[CompressionAnswer]:
+        """Where a compression pass of the pipeline pays, in its argument `solve` (prune's
+        heads/kv_heads/ffn/layers, low_rank's rank, sparsify's weights): per factorised op the
+        ranks where the weights and the time break even (low_rank), and the value reaching
+        `target_time` (the stage's time, s) or `target_memory` (weights + KV cache, bytes)."""
+        hw = _hardware(hw)
+        settings = _settings(batch, seq, w_bits, a_bits, kv_bits, tokens, (stage,))
+        i = self._compression_call(solve)
+        if COMPRESSION_ARGS[self.passes[i].name] != ("rank",) and target_time is None \
+                and target_memory is None:
+            raise EvaluationError(f"--solve {solve} needs a target: --target-time or "
+                                  "--target-memory", hint="e.g. --target-time 10ms")
+        for name, target in (("target time", target_time), ("target memory", target_memory)):
+            if target is not None and not target > 0:
+                raise EvaluationError(f"the {name} must be positive, got {target}")
+        x = sympy.Symbol(solve, positive=True)
+        graphs = {st: self._compressed(st, i, x) for st in {stage, "decode"}}
+        bits = settings.bits()
+        values = settings.values()
+        symbolic = roofline(graphs[stage][1], hw, bits)
+        low, high = (1.0, 1e6) if solve == "rank" else (0.0, 1.0 - 1e-9)
+        answers = []
+        if solve == "rank":
+            answers += low_rank_answers(roofline(graphs[stage][0], hw, bits), symbolic, x,
+                                        values, high)
+        if target_time is not None or target_memory is not None:
+            memory = stage_memory(graphs[stage][1], graphs["decode"][1])
+            answers += target_answers(symbolic, memory.weights + memory.kv_cache, x, values,
+                                      low, high, target_time, target_memory)
+        return answers
+
+    def _compression_call(self, solve: str) -> int:
+        """The index of the last compression pass taking the argument `solve`."""
+        found = [i for i, c in enumerate(self.passes)
+                 if solve in COMPRESSION_ARGS.get(c.name, ())]
+        if not found:
+            takes = "; ".join(f"{p}: {', '.join(a)}" for p, a in COMPRESSION_ARGS.items())
+            raise EvaluationError(f"--solve {solve}: no compression pass of the pipeline takes "
+                                  f"{solve}=", hint=f"add --pass with one ({takes})")
+        return found[-1]
+
+    def _compressed(self, stage: str, i: int, x: sympy.Symbol):
+        """(the stage's graph without pass i, with pass i's argument `x` a symbol)."""
+        before, call, after = self.passes[:i], self.passes[i], self.passes[i + 1:]
+        base = apply_passes(lower(self.design, stage), before)
+        spec, args = resolve_args(call, base)
+        with_x = check_graph(spec.run(base, **{**args, x.name: x}))
+        return apply_passes(base, after), apply_passes(with_x, after)
 
     def sensitivity(self, hw: str | Hardware, batch: int, seq: int, stage: str = "decode",
                     w_bits: float = 16, a_bits: float = 16, kv_bits: float = 16,

@@ -249,6 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--versus", action="append", default=[], metavar="BITS=VALUE",
                    help="also report where this lower bitwidth stops saving time, "
                         "e.g. --w-bits 4 --versus w_bits=2")
+    p.add_argument("--target-time", metavar="TIME",
+                   help="with --solve on a compression pass's argument: the stage time to reach "
+                        "(e.g. 10ms)")
+    p.add_argument("--target-memory", metavar="BYTES",
+                   help="with --solve on a compression pass's argument: the weights + KV cache "
+                        "to reach (e.g. \"10 GB\")")
     p.add_argument("--dense", type=float, default=0.95, metavar="FRACTION",
                    help="with --solve sparsity: the share of the weights at which a batch's "
                         "union of kept rows counts as dense (default 0.95)")
@@ -572,10 +578,57 @@ def _sparsity_crossover(args, model) -> str:
     return answers_report.sparsity_text(answers, settings)
 
 
+_DURATION = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}
+
+
+def _target(text: str | None, flag: str) -> float | None:
+    """--target-time "10ms" (seconds by default) or --target-memory "10 GB" (bytes)."""
+    import math
+    import re
+    from .hardware.device import parse_quantity
+    if text is None:
+        return None
+    try:
+        if flag == "--target-time":
+            m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*(ns|us|ms|s)?\s*", text)
+            if not m:
+                raise ValueError(f"{flag} {text!r}: expected a duration such as 10ms or 0.5s")
+            value = float(m[1]) * _DURATION[m[2] or "s"]
+        else:
+            value = parse_quantity(text, "bytes", flag)
+    except ValueError as err:
+        raise CostDSLError(str(err)) from None
+    if not (math.isfinite(value) and value > 0):
+        raise CostDSLError(f"{flag} must be positive, got {text!r}")
+    return value
+
+
+def _compression_crossover(args, model) -> str:
+    if args.decoding or args.free or args.versus:
+        raise CostDSLError(f"--solve {args.solve} on a compression pass takes no --decoding, "
+                           "--free or --versus")
+    stage = args.stage if args.stage != "all" else "decode"
+    answers = model.compression_answers(
+        args.solve, _hw(args), args.batch, args.seq, stage, tokens=args.tokens,
+        target_time=_target(args.target_time, "--target-time"),
+        target_memory=_target(args.target_memory, "--target-memory"), **_bits_of(args))
+    settings = {"stage": stage, "batch": args.batch, "seq": args.seq,
+                **({"tokens": args.tokens} if args.tokens is not None else {})}
+    if args.format == "json":
+        return dumps(answers_report.compression_dict(args.solve, answers, settings))
+    return answers_report.compression_text(args.solve, answers, settings)
+
+
 def _crossover(args) -> str:
     model = _load(args)
     if args.solve == "sparsity":
         return _sparsity_crossover(args, model)
+    if any(args.solve in api.COMPRESSION_ARGS.get(c.name, ()) for c in model.passes):
+        return _compression_crossover(args, model)
+    if args.target_time or args.target_memory:
+        raise CostDSLError("--target-time and --target-memory go with --solve on a compression "
+                           "pass's argument", hint="e.g. --pass 'prune(ffn=0.5)' --solve ffn "
+                                                   "--target-time 10ms")
     if args.solve in ("accept", "batch", "k") and model.decoding_strategy(args.decoding):
         return _speculative_crossover(args, model)
     if args.decoding:

@@ -269,14 +269,20 @@ PASSES = st.sampled_from(["quantize(weights=4)", "quantize(weights=(-1)^(1/2))",
                           "early_exit(mean_layers=0.5)", 'early_exit(mean_layers=0.5, kv="x")',
                           'layer_skip(layers="1:3")', 'layer_skip(layers="::")',
                           "contextual_sparsity(mlp=0.9, heads=0.5, predictor_rank=64)",
-                          "contextual_sparsity(mlp=hidden)", "early_exit(mean_layers=0)"])
+                          "contextual_sparsity(mlp=hidden)", "early_exit(mean_layers=0)",
+                          "medusa_heads(heads=2)", 'medusa_heads(lm_head="x")',
+                          "medusa_heads(); medusa_heads()", "prune(ffn=0.5, heads=0.3)",
+                          "prune(layers=0.9)", 'sparsify(pattern="2:4")', "sparsify(weights=1)",
+                          "low_rank(rank=64)", "low_rank(rank=100000)"])
 DECODINGS = st.sampled_from(["lookahead(window=5, ngram=4, guesses=5, accept_per_step=2)",
                              "lookahead(window=0, ngram=4, guesses=5, accept_per_step=2)",
                              'speculative(draft="tinyllama-1.1b", k=4, accept=0.8)',
                              'speculative(draft="llama-68m", k=1, accept=1)',
                              'speculative(draft="llama-3-8b", k=2, accept=0.5)',
                              'speculative(draft="tinyllama-1.1b", k=99, accept=0.5)',
-                             'speculative(k=2)', "speculative(", "nonsense()"])
+                             'speculative(k=2)', "speculative(", "nonsense()",
+                             "medusa(heads=3, accept=0.6)", "medusa(heads=2, tree=[3, 2, 1], "
+                             "accept=0.5)", 'medusa(accept=0.5, lm_head="own")'])
 
 
 @st.composite
@@ -310,7 +316,8 @@ def command_line(draw):
         argv += ["--decoding", draw(DECODINGS)]
         if command == "crossover":
             argv[argv.index("--solve") + 1] = draw(st.sampled_from(["accept", "batch", "k",
-                                                                    "seq"]))
+                                                                    "seq", "sparsity", "rank",
+                                                                    "ffn"]))
     if draw(st.booleans()):
         argv += ["--set", draw(st.sampled_from(["hidden=4097", "layers=0", "ffn=1e99",
                                                 "vocab=(", "nope=1", "heads=7", "x"]))]

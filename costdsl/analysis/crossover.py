@@ -17,7 +17,7 @@ import sympy
 
 from ..errors import EvaluationError
 from ..hardware import Hardware
-from .roofline import OpRoofline, StageRoofline, compute_type, kind_of
+from .roofline import OpRoofline, StageRoofline, compute_type, kind_of, matrix_peak
 from .. import symbols as S
 
 BIT_SYMBOLS = (S.w_bits, S.a_bits, S.kv_bits)
@@ -103,6 +103,30 @@ def numeric_roots(g: sympy.Expr, x: sympy.Symbol, low: float, high: float) -> li
                     b = mid
             roots.append((a + b) / 2)
     return roots
+
+
+def bracketed_root(g: sympy.Expr, x: sympy.Symbol, low: float, high: float,
+                   steps: int = 1000) -> float | None:
+    """The first root of g (a function of x alone) on [low, high): the first sign change on an
+    even grid of `steps`, refined by bisection to machine precision. None where g has other
+    symbols or keeps its sign."""
+    if g.free_symbols != {x}:
+        return None
+    fn = sympy.lambdify([x], g, modules="math")
+    grid = [low + (high - low) * i / steps for i in range(steps)]
+    values = [fn(v) for v in grid]
+    for (a, fa), (b, fb) in zip(zip(grid, values), zip(grid[1:], values[1:])):
+        if fa == 0:
+            return a
+        if fa * fb < 0:
+            for _ in range(200):
+                mid = (a + b) / 2
+                if (fn(mid) < 0) == (fa < 0):
+                    a = mid
+                else:
+                    b = mid
+            return (a + b) / 2
+    return None
 
 
 def roots_in(g: sympy.Expr, x: sympy.Symbol, numbers: Mapping[sympy.Symbol, float],
@@ -221,7 +245,7 @@ def op_crossover(op: OpRoofline, hw: Hardware, x: sympy.Symbol,
         for ctype, region in _compute_regions(op, hw, x, values):
             if ctype is None:
                 break
-            peak = hw.peak_for(ctype, kind_of(op.node))
+            peak = matrix_peak(op.node, hw, ctype)
             numbers = {S.peak: peak, S.bandwidth: op.bandwidth}
             span = (max(low, region[0]), min(high, region[1])) if region else (low, high)
             for root, value, closed in roots_in(f * S.bandwidth - S.peak * b, x, numbers, *span):
@@ -315,7 +339,7 @@ def _compute_time_at(op: OpRoofline, hw: Hardware, x, values, probe) -> sympy.Ex
     if op.compute_type is None:
         return op.compute_time
     bits = {**{s: v for s, v in values.items() if s in BIT_SYMBOLS}, x: probe}
-    return op.effective_flops / hw.peak_for(compute_type(op.node, hw, bits), kind_of(op.node))
+    return op.effective_flops / matrix_peak(op.node, hw, compute_type(op.node, hw, bits))
 
 
 def _balance(compute: sympy.Expr, memory: sympy.Expr, x: sympy.Symbol):

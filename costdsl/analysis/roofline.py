@@ -80,6 +80,15 @@ def compute_type(node: Node, hw: Hardware, bits: Mapping[sympy.Symbol, float]) -
                               _PROMOTION[wanted]) + ", or quantize the op to a type it has")
 
 
+def matrix_peak(node: Node, hw: Hardware, ctype: str) -> float:
+    """The rate of the op's matrix work in `ctype`: the N:M-sparse rate for weights a
+    `sparsify(pattern="N:M")` pass pruned (where the hardware file gives one), else dense."""
+    kind = kind_of(node)
+    if node.attrs.get("sparse_nm"):
+        return hw.sparse_peak_for(ctype, kind)
+    return hw.peak_for(ctype, kind)
+
+
 def compute_seconds(flops, vector_flops, peak, vector_peak):
     """An op's compute time: its matrix work at `peak`, its vector work (`vector_flops` of
     `flops`) at `vector_peak`. Plain arithmetic, so that the symbolic roofline (sympy) and the
@@ -186,7 +195,7 @@ def roofline(graph: nx.DiGraph, hw: Hardware, bits: Mapping[str, float]) -> Stag
         hardware_values = _hardware_values(node, hw, values)
         ctype = compute_type(node, hw, values)
         kind = kind_of(node)
-        peak = hw.peak_for(ctype, kind) if ctype else float("inf")
+        peak = matrix_peak(node, hw, ctype) if ctype else float("inf")
         ops.append(OpRoofline(node, ctype, peak, hw.bandwidth_for(kind),
                               hw.peak_for(vector_type, kind), hardware_values,
                               hw.launch_for(kind)))

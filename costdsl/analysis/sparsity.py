@@ -28,7 +28,7 @@ import sympy
 
 from ..symbols import to_bytes
 from .. import symbols as S
-from .crossover import numeric_roots
+from .crossover import bracketed_root, numeric_roots
 from .roofline import StageRoofline
 
 SPARSITY = sympy.Symbol("sparsity", nonnegative=True)
@@ -84,7 +84,7 @@ def sparsity_answers(group: str, dense: StageRoofline, sparse: StageRoofline, gi
     n = rows.xreplace(values)
     # 1. the sparsity where the predictor eats the saving, at this batch
     even = ratio ** (1 / rows) if p != 0 else sympy.Integer(0)
-    exact = _root(_time(sparse, values) - _time(dense, values), SPARSITY, 0.0, 1.0)
+    exact = bracketed_root(_time(sparse, values) - _time(dense, values), SPARSITY, 0.0, 1.0)
     out.append(SparsityAnswer(group, "break_even_sparsity", even,
                               float(even.xreplace(values)), exact,
                               f"n = {_int(n)} rows per step; the predictors weigh "
@@ -111,27 +111,6 @@ def sparsity_answers(group: str, dense: StageRoofline, sparse: StageRoofline, gi
                                   f"1 - sparsity^n = {dense_fraction:g}: a batch reads that "
                                   "share of the weights"))
     return out
-
-
-def _root(g: sympy.Expr, x: sympy.Symbol, low: float, high: float) -> float | None:
-    """The root of g in x on (low, high) where g changes sign (the exact break-even)."""
-    if g.free_symbols != {x}:
-        return None
-    fn = sympy.lambdify([x], g, modules="math")
-    grid = [low + (high - low) * i / 1000 for i in range(1000)]  # [0, 1): s = 1 is undefined
-    values = [fn(v) for v in grid]
-    for (a, fa), (b, fb) in zip(zip(grid, values), zip(grid[1:], values[1:])):
-        if fa == 0:
-            return a
-        if fa * fb < 0:
-            for _ in range(200):
-                mid = (a + b) / 2
-                if (fn(mid) < 0) == (fa < 0):
-                    a = mid
-                else:
-                    b = mid
-            return (a + b) / 2
-    return None
 
 
 def _int(x) -> str:

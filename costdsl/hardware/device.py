@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping
 
@@ -26,6 +26,7 @@ from ..files import read_user_text
 from ..resources import shipped_dir
 
 COMPUTE_TYPES = ("fp64", "fp32", "tf32", "fp16", "bf16", "fp8", "int8", "fp4", "int4")
+SPARSE_SUFFIX = "_sparse"
 
 _PREFIX = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15,
            "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
@@ -48,6 +49,10 @@ class Hardware:
     source: str = ""
     sram_per_block: float | None = None
     efficiency: Efficiency | None = None  # None: the ideal roofline (datasheet figures)
+    sparse_peak: Mapping[str, float] = field(default_factory=dict)
+    """ops/s of N:M (2:4) structured-sparse matrix work by compute type: the datasheets' "with
+    sparsity" figures ([peak] keys `fp16_sparse`, ...), counted in the dense operations the
+    sparse kernel stands for. Absent: sparse work runs at the dense rate."""
 
     def ideal(self) -> "Hardware":
         """The same hardware with its [efficiency] ignored: the survey's ideal roofline."""
@@ -63,6 +68,13 @@ class Hardware:
         the datasheet peak times its efficiency (1 for the ideal roofline)."""
         e = self.efficiency
         return self.peak[ctype] * (e.compute_for(ctype, kind) if e else 1.0)
+
+    def sparse_peak_for(self, ctype: str, kind: str = "linear") -> float:
+        """The N:M-sparse rate of `ctype` (the dense rate where the file gives none), with the
+        type's efficiency."""
+        e = self.efficiency
+        rate = self.sparse_peak.get(ctype, self.peak[ctype])
+        return rate * (e.compute_for(ctype, kind) if e else 1.0)
 
     def bandwidth_for(self, kind: str = "linear") -> float:
         e = self.efficiency
@@ -227,15 +239,27 @@ def _from_table(data: dict, path: Path, text: str) -> Hardware:
                 sram[key] = parse_quantity(data[key], "bytes", key)
             except ValueError as err:
                 raise fail(str(err), key) from None
-    peak = {}
-    for ctype, value in data["peak"].items():
+    peak, sparse = {}, {}
+    for key, value in data["peak"].items():
+        ctype = key.removesuffix(SPARSE_SUFFIX)
         if ctype not in COMPUTE_TYPES:
-            raise fail(f"unknown compute type {ctype!r} in [peak]", ctype,
-                       hint="compute types: " + ", ".join(COMPUTE_TYPES))
+            raise fail(f"unknown compute type {key!r} in [peak]", key,
+                       hint="compute types: " + ", ".join(COMPUTE_TYPES) + " (and TYPE"
+                            f"{SPARSE_SUFFIX} for the 2:4-sparse rate)")
         try:
-            peak[ctype] = parse_quantity(value, "ops/s", f"peak.{ctype}")
+            (sparse if key != ctype else peak)[ctype] = parse_quantity(value, "ops/s",
+                                                                       f"peak.{key}")
         except ValueError as err:
-            raise fail(str(err), ctype) from None
+            raise fail(str(err), key) from None
+    for ctype, rate in sparse.items():
+        if ctype not in peak:
+            raise fail(f"[peak] gives {ctype}{SPARSE_SUFFIX} but no dense {ctype} rate",
+                       ctype + SPARSE_SUFFIX)
+        if rate < peak[ctype]:
+            raise fail(f"{ctype}{SPARSE_SUFFIX} = {rate:.4g} is below the dense {ctype} rate "
+                       f"{peak[ctype]:.4g}", ctype + SPARSE_SUFFIX,
+                       hint="datasheets quote the sparse rate in dense-equivalent operations: "
+                            "twice the dense rate on NVIDIA's tensor cores")
     efficiency = None
     if "efficiency" in data:
         if not isinstance(data["efficiency"], dict):
@@ -246,4 +270,4 @@ def _from_table(data: dict, path: Path, text: str) -> Hardware:
             raise fail(f"[efficiency.compute] names {sorted(unknown_types)[0]!r}, which [peak] "
                        "does not list", "efficiency.compute." + sorted(unknown_types)[0])
     return Hardware(path.stem, data["name"], bandwidth, memory, peak, sram.get("sram"), str(path),
-                    sram.get("sram_per_block"), efficiency)
+                    sram.get("sram_per_block"), efficiency, sparse)

@@ -347,3 +347,34 @@ def sparsity_text(answers, settings: dict) -> str:
             lines.append(f"    {printing.text(a.expression)}{closed}; exact {exact}"
                          + (f" ({a.note})" if a.note else ""))
     return "\n".join(lines) + "\n"
+
+
+COMPRESSION_QUESTIONS = {
+    "weights_rank": "rank below which the factorised pair stores fewer weights",
+    "time_rank": "rank at which the pair's time equals the dense op's",
+    "target_time": "value reaching the target stage time",
+    "target_memory": "value reaching the target weights + KV cache"}
+
+
+def compression_dict(solve: str, answers, settings: dict) -> dict:
+    """`crossover --solve ARG` on a compression pass: one entry per op and question."""
+    return {"solve": solve, "bound": settings, "crossovers": [{
+        "op": a.op, "question": a.question,
+        "expression": None if a.expression is None else str(a.expression),
+        "latex": None if a.expression is None else printing.latex(a.expression),
+        "closed_form_value": _value(a.closed_value), "value": _value(a.value),
+        "note": a.note} for a in answers]}
+
+
+def compression_text(solve: str, answers, settings: dict) -> str:
+    bound = ", ".join(f"{k}={v}" for k, v in settings.items())
+    lines = [f"{solve}: where compression pays ({bound}); closed form, and the exact value "
+             "from the whole time model"]
+    for a in answers:
+        exact = "" if a.value is None and a.question == "weights_rank" else \
+            f"; exact {'none' if a.value is None else format(a.value, '.6g')}"
+        closed = "" if a.closed_value is None else f" = {a.closed_value:.6g}"
+        lines.append(f"  {a.op:20s} {COMPRESSION_QUESTIONS[a.question]}: "
+                     f"{printing.text(a.expression) if a.expression is not None else 'none'}"
+                     f"{closed}{exact}" + (f" ({a.note})" if a.note else ""))
+    return "\n".join(lines) + "\n"

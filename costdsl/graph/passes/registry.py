@@ -31,7 +31,8 @@ class PassError(CostDSLError):
 class Arg:
     """An argument a pass takes: `kind` says what values are valid.
     bits: a bitwidth in (0, 64] or a symbol; fraction: a number in [0, 1] or a symbol; count: a
-    positive integer; flag: 0 or 1; pattern: a quoted string (op names or globs, or a word)."""
+    positive integer; size: a positive integer or a symbol (a model parameter left free); flag:
+    0 or 1; pattern: a quoted string (op names or globs, or a word)."""
     kind: str
     default: object = None
     help: str = ""
@@ -78,6 +79,10 @@ def _resolve(spec: Arg, arg: ast.PassArg, call: ast.PassCall, scope) -> object:
     if spec.kind == "fraction":  # a number in [0, 1], or a model parameter left free
         if value.is_number and not 0 <= value <= 1:
             raise at(PassError, f"{where}: a fraction must be in [0, 1], got {value}", arg.pos)
+        return value
+    if spec.kind == "size":  # a positive integer, or a model parameter left free
+        if value.is_number and not (value.is_integer and value > 0):
+            raise at(PassError, f"{where} must be a positive integer, got {value}", arg.pos)
         return value
     if not value.is_number:
         raise at(PassError, f"{where} must be a number, got {value}", arg.pos)
