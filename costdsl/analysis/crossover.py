@@ -95,14 +95,19 @@ def numeric_roots(g: sympy.Expr, x: sympy.Symbol, low: float, high: float) -> li
         if fa == 0:
             roots.append(a)
         elif fa * fb < 0:
-            for _ in range(200):
-                mid = (a + b) / 2
-                if (fn(mid) < 0) == (fa < 0):
-                    a = mid
-                else:
-                    b = mid
-            roots.append((a + b) / 2)
+            roots.append(_bisect(fn, a, b, fa))
     return roots
+
+
+def _bisect(fn, a: float, b: float, fa: float) -> float:
+    """The root of fn in [a, b], where it changes sign (fa = fn(a)), to machine precision."""
+    for _ in range(200):
+        mid = (a + b) / 2
+        if (fn(mid) < 0) == (fa < 0):
+            a = mid
+        else:
+            b = mid
+    return (a + b) / 2
 
 
 def bracketed_root(g: sympy.Expr, x: sympy.Symbol, low: float, high: float,
@@ -119,13 +124,7 @@ def bracketed_root(g: sympy.Expr, x: sympy.Symbol, low: float, high: float,
         if fa == 0:
             return a
         if fa * fb < 0:
-            for _ in range(200):
-                mid = (a + b) / 2
-                if (fn(mid) < 0) == (fa < 0):
-                    a = mid
-                else:
-                    b = mid
-            return (a + b) / 2
+            return _bisect(fn, a, b, fa)
     return None
 
 
