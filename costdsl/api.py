@@ -313,12 +313,9 @@ class Model:
                                   "model has no contextual_sparsity pass",
                                   hint="add --pass 'contextual_sparsity(mlp=0.8, "
                                        "predictor_rank=1024)'")
-        i = index[-1]
-        before, call, after = self.passes[:i], self.passes[i], self.passes[i + 1:]
-        base = apply_passes(lower(self.design, stage), before)
-        spec, args = resolve_args(call, base)
+        args, without, rerun = self._pass_variants(stage, index[-1])
         bits = settings.bits()
-        dense = roofline(apply_passes(base, after), hw, bits)
+        dense = roofline(without, hw, bits)
         answers = []
         for group, other in (("mlp", "heads"), ("heads", "mlp")):
             given = sympy.sympify(args[group])
@@ -327,8 +324,7 @@ class Model:
             if not given.is_number:
                 raise EvaluationError(f"contextual_sparsity({group}=...) is {given}: bind it "
                                       "with --set to ask when it pays")
-            graph = spec.run(base, **{**args, group: SPARSITY, other: 0})
-            sparse = roofline(apply_passes(check_graph(graph), after), hw, bits)
+            sparse = roofline(rerun(**{group: SPARSITY, other: 0}), hw, bits)
             answers += sparsity_answers(group, dense, sparse, float(given), settings.values(),
                                         dense_fraction)
         return answers
@@ -380,11 +376,20 @@ class Model:
 
     def _compressed(self, stage: str, i: int, x: sympy.Symbol):
         """(the stage's graph without pass i, with pass i's argument `x` a symbol)."""
+        _, without, rerun = self._pass_variants(stage, i)
+        return without, rerun(**{x.name: x})
+
+    def _pass_variants(self, stage: str, i: int):
+        """For pass i of the pipeline: its resolved arguments, the stage's graph without it, and
+        a function giving the graph with it run on overridden arguments (symbols allowed), the
+        passes after it applied to both."""
         before, call, after = self.passes[:i], self.passes[i], self.passes[i + 1:]
         base = apply_passes(lower(self.design, stage), before)
         spec, args = resolve_args(call, base)
-        with_x = check_graph(spec.run(base, **{**args, x.name: x}))
-        return apply_passes(base, after), apply_passes(with_x, after)
+
+        def rerun(**overrides) -> nx.DiGraph:
+            return apply_passes(check_graph(spec.run(base, **{**args, **overrides})), after)
+        return args, apply_passes(base, after), rerun
 
     def sensitivity(self, hw: str | Hardware, batch: int, seq: int, stage: str = "decode",
                     w_bits: float = 16, a_bits: float = 16, kv_bits: float = 16,

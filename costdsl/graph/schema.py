@@ -94,6 +94,12 @@ class Node:
         return sum(self.bytes_of(self.reads + self.writes).values(), sympy.Integer(0))
 
     @property
+    def bias_elements(self) -> sympy.Expr:
+        """Elements of the bias vectors the op reads (tensors named `<op>.bias`)."""
+        return sum((a.elements for a in self.reads if a.tensor.endswith(".bias")),
+                   sympy.Integer(0))
+
+    @property
     def intensity(self) -> sympy.Expr:
         return self.flops / self.bytes
 

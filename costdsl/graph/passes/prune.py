@@ -30,7 +30,6 @@ import sympy
 
 from ..costs import Access
 from ..schema import Node, nodes
-from .fusion import kinds_of
 from .registry import Arg, PassError, register
 from .select import matches, patterns, select
 from .sparsity import _attention_groups, _mlp_groups, _producer
@@ -48,10 +47,6 @@ def _kept(fraction, units, what: str, arg: str) -> sympy.Expr:
                             "left", arg=arg)
         return (units - removed) / units
     return 1 - fraction
-
-
-def _bias(node: Node) -> sympy.Expr:
-    return sum((a.elements for a in node.reads if a.tensor.endswith(".bias")), sympy.Integer(0))
 
 
 def _scale_all(node: Node, keep, kv_keep=None) -> Node:
@@ -90,7 +85,7 @@ def _scale_inside(node: Node, keep, kv_keep) -> Node:
 def _scale_reader(node: Node, keep, narrow: set[str]) -> Node:
     """A linear whose input narrows: its matrix, work and the narrowed read scale; its bias
     and output do not."""
-    bias = _bias(node)
+    bias = node.bias_elements
     def scale(a: Access) -> Access:
         if (a.cls == "weight" and not a.tensor.endswith(".bias")) or a.tensor in narrow:
             return Access(a.tensor, a.cls, a.elements * keep)

@@ -64,7 +64,7 @@ def _sparse(node: Node, keep, meta) -> Node:
         if a.cls == "weight" and not a.tensor.endswith(".bias"):
             return Access(a.tensor, a.cls, a.elements * keep)
         return a
-    bias = sum((a.elements for a in node.reads if a.tensor.endswith(".bias")), sympy.Integer(0))
+    bias = node.bias_elements
     scale_bits = {**node.scale_bits, "weight": node.scale_bits.get("weight", 0) + meta}
     return replace(node, reads=tuple(scale(a) for a in node.reads),
                    params=(node.params - bias) * keep + bias, scale_bits=scale_bits,
