@@ -23,7 +23,9 @@ from .analysis.formulas import FormulaTable, formula_table
 from .analysis.latency import Latency, request_latency
 from .analysis.memory import StageMemory, memory_numbers, stage_memory
 from .analysis.params import OpParams, active_params, op_params, total_params
-from .analysis.records import Analysis, Settings, check_stages, stage_result
+from .analysis.plan import OBJECTIVES, PlanResult, evaluate_plan, layouts as plan_layouts
+from .analysis.plan import rank
+from .analysis.records import Analysis, Settings, check_stages, devices_of, stage_result
 from .analysis.roofline import StageRoofline, roofline
 from .analysis.sensitivity import Sensitivity, sensitivity
 from .analysis.sparsity import SPARSITY, SparsityAnswer, sparsity_answers
@@ -93,6 +95,15 @@ class Model:
     def name(self) -> str:
         return self.design.name
 
+    @property
+    def free_names(self) -> tuple[str, ...]:
+        """The model's parameters left free, and the parallel degrees passes leave free
+        (`tensor_parallel(n=tp)`): the symbols a crossover may solve for."""
+        layout = self.graph("decode").graph.get("parallel", {})
+        degrees = sorted({s.name for v in layout.values()
+                          for s in sympy.sympify(v).free_symbols} - set(self.design.free))
+        return tuple(self.design.free) + tuple(degrees)
+
     def graph(self, stage: str) -> nx.DiGraph:
         """The stage's op graph after the pass pipeline: "prefill", "decode", "step"
         (`tokens` new tokens per sequence over `seq` cached) or "verify" (the step with logits
@@ -128,7 +139,8 @@ class Model:
         repeated analyses reuse its lambdified numpy function rather than compile it again."""
         key = (stage, hw.key, hw.bandwidth_Bps, hw.sram_per_block, tuple(sorted(hw.peak.items())),
                tuple(sorted(hw.sparse_peak.items())),
-               repr(hw.efficiency), tuple(sorted(settings.bits().items())))
+               repr(hw.efficiency), tuple(sorted(settings.bits().items())),
+               repr((hw.count, hw.nodes, hw.link, hw.network, hw.host, hw.ideal_links)))
         if key not in self._rooflines:
             self._rooflines[key] = roofline(self.graph(stage), hw, settings.bits())
         return self._rooflines[key]
@@ -148,7 +160,7 @@ class Model:
         `solve="tokens"` on the step stage: how many new tokens per sequence turn each op
         compute-bound (speculative verification, chunked prefill)."""
         hw = _hardware(hw)
-        x = solvable_symbol(solve, self.design.free)
+        x = solvable_symbol(solve, self.free_names)
         free = list(free)
         settings = _settings(batch, seq, w_bits, a_bits, kv_bits, tokens, (stage,),
                              {solve} | set(free))
@@ -173,7 +185,7 @@ class Model:
         if x == S.tokens and stage not in STEP_STAGES:
             raise EvaluationError(f"tokens is a size of the step stage, not of {stage}",
                                   hint="solve for tokens with --stage step")
-        unknown = [f for f in free if f not in S.RUNTIME and f not in self.design.free]
+        unknown = [f for f in free if f not in S.RUNTIME and f not in self.free_names]
         if unknown:
             raise EvaluationError(f"--free {unknown[0]}: no such symbol",
                                   hint="free: batch, seq, tokens, w_bits, a_bits, kv_bits, or a "
@@ -427,13 +439,52 @@ class Model:
             raise EvaluationError(f"parameter {free} is still free at evaluation",
                                   hint="bind it with --set NAME=VALUE")
         memory = memory_numbers({s: self.memory(s) for s in results}, settings.values(),
-                                hw.memory_bytes)
+                                hw.memory_bytes, hw.host.memory_bytes if hw.host else None)
+        graph = self.graph(next(iter(results)) if results else "decode")
         return Analysis(self.name, self.design.file, hw, settings,
                         {k: _number(v) for k, v in self.design.params.items()},
                         int(total), results, int(self.active_params()),
-                        tuple(self.graph(next(iter(results))).graph["passes"]) if results else (),
-                        memory)
+                        tuple(graph.graph["passes"]) if results else (), memory,
+                        devices_of(graph, hw))
 
+
+    def plan(self, hw: str | Hardware, seq: int, gen: int, batch: int | None = 1,
+             objective: str = "latency", bits: Iterable[float] = (16, 8, 4),
+             kv_bits: float = 16, a_bits: float = 16) -> PlanResult:
+        """Every layout of the system's devices (tp x pp, x ep for MoE) at every weight
+        bitwidth in `bits`, ranked by `objective` ("latency": TPOT; "throughput": tokens/s).
+        batch=None: each plan at the largest batch that fits it."""
+        hw = _hardware(hw)
+        if objective not in OBJECTIVES:
+            raise EvaluationError(f"unknown objective {objective!r}",
+                                  hint="objectives: " + ", ".join(OBJECTIVES))
+        if isinstance(gen, bool) or not isinstance(gen, int) or gen < 1:
+            raise EvaluationError(f"gen must be a positive integer, got {gen!r}")
+        bits = tuple(bits)
+        if not bits:
+            raise EvaluationError("--bits names no bitwidth")
+        moe = any(op.kind == "moe" or op.kind.startswith("expert") for op in self.design.ops)
+        plans, skipped = [], []
+        for layout in plan_layouts(hw.count, moe):
+            micro = layout[1] if objective == "throughput" else 1
+            try:
+                model = self.with_passes(_layout_passes(layout, micro))
+                memory = {st: model.memory(st) for st in STAGES}
+            except CostDSLError as err:
+                skipped.append(("tp={} pp={} ep={}".format(*layout), err.message))
+                continue
+            for w in bits:
+                settings = Settings(batch or 1, seq, w, a_bits, kv_bits).validate()
+                if batch is None:
+                    settings = replace(settings, batch=max(1, model.fit(
+                        hw, seq=seq + gen - 1, batch=1, w_bits=w, a_bits=a_bits,
+                        kv_bits=kv_bits).max_batch))
+                stages = [model._roofline(st, hw, settings) for st in STAGES]
+                plans.append(evaluate_plan(*stages, memory, layout, settings.values(), seq, gen,
+                                           hw.memory_bytes, micro))
+        ranked = rank(plans, objective)
+        return PlanResult(self.name, hw.key, hw.count, seq, gen, objective, tuple(ranked),
+                          tuple(skipped))
 
     def fit(self, hw: str | Hardware, seq: int, batch: int = 1, w_bits: float = 16,
             a_bits: float = 16, kv_bits: float = 16) -> Fit:
@@ -452,6 +503,14 @@ class Model:
         kw = dict(batch=batch, seq=seq, w_bits=w_bits, a_bits=a_bits, kv_bits=kv_bits,
                   stages=tuple(stages), tokens=tokens)
         return compare(self.without_passes().analyze(hw, **kw), self.analyze(hw, **kw))
+
+
+def _layout_passes(layout: tuple[int, int, int], microbatches: int) -> list[str]:
+    """The parallelism passes of a (tp, pp, ep) layout (none for a degree of 1)."""
+    tp, pp, ep = layout
+    return ([f"tensor_parallel(n={tp})"] if tp > 1 else []) + \
+        ([f"pipeline_parallel(n={pp}, microbatches={microbatches})"] if pp > 1 else []) + \
+        ([f"expert_parallel(n={ep})"] if ep > 1 else [])
 
 
 def _settings(batch, seq, w_bits, a_bits, kv_bits, tokens, stages: tuple[str, ...],

@@ -270,6 +270,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(run=_latency)
 
+    p = sub.add_parser("plan", help="every layout of a system's devices and bitwidth, ranked")
+    _model_args(p)
+    p.add_argument("--hw", required=True, metavar="SYSTEM",
+                   help="a system (or device) hardware file; see `costdsl hardware`")
+    _ideal_arg(p)
+    p.add_argument("--seq", type=_positive_int("--seq"), default=2048, help="prompt length")
+    p.add_argument("--gen", type=_positive_int("--gen"), default=256,
+                   help="tokens generated per sequence")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--batch", type=_positive_int("--batch"), default=None)
+    size.add_argument("--max-batch", action="store_true",
+                      help="each plan at the largest batch that fits it")
+    p.add_argument("--objective", choices=("latency", "throughput"), default="latency")
+    p.add_argument("--bits", default="16,8,4", metavar="LIST",
+                   help="weight bitwidths to try, comma-separated (default 16,8,4)")
+    p.add_argument("--kv-bits", type=_bits, default=16)
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.set_defaults(run=_plan)
+
     p = sub.add_parser("formulas", help="per-op cost formulas for documentation")
     _model_args(p)
     _stage_args(p, "all")
@@ -659,6 +678,23 @@ def _latency(args) -> str:
     return text + ("\n".join(answers_report.speculation_lines(spec)) + "\n" if spec else "")
 
 
+def _plan(args) -> str:
+    from .report import plans as plans_report
+    model = _load(args)
+    bits = []
+    for part in args.bits.split(","):
+        try:
+            bits.append(_bits(part.strip()))
+        except argparse.ArgumentTypeError as err:
+            raise CostDSLError(f"--bits {args.bits!r}: {err}") from None
+    batch = None if args.max_batch else (args.batch or 1)
+    result = model.plan(_hw(args), args.seq, args.gen, batch, args.objective, bits,
+                        args.kv_bits)
+    if args.format == "json":
+        return dumps(plans_report.plan_dict(result))
+    return plans_report.plan_text(result)
+
+
 def _formulas(args) -> str:
     model = _load(args)
     keep = [k.strip() for k in args.keep.split(",") if k.strip()]
@@ -724,15 +760,31 @@ def _import(args) -> str:
 def _hardware(args) -> str:
     from .hardware import load_hardware, shipped_names
     from .report.units import si
-    rows = [("name", "device", "fp16 (bf16)", "bandwidth", "memory", "ridge (ops/byte)")]
+    rows = [("name", "device", "fp16 (bf16)", "bandwidth", "memory", "host link",
+             "ridge (ops/byte)")]
+    systems = [("system", "devices", "count", "bandwidth (all)", "memory (all)", "link",
+                "network")]
     for key in shipped_names():
         hw = load_hardware(key)
+        if hw.is_system:
+            systems.append((key, hw.device_key, f"{hw.count}" + (f" ({hw.nodes} nodes)"
+                                                                  if hw.nodes > 1 else ""),
+                            si(hw.count * hw.bandwidth_Bps, "B/s"),
+                            si(hw.count * hw.memory_bytes, "B"),
+                            si(hw.link.bandwidth_Bps, "B/s") if hw.link else "-",
+                            si(hw.network.bandwidth_Bps, "B/s") if hw.network else "-"))
+            continue
         half = "fp16" if "fp16" in hw.peak else "bf16" if "bf16" in hw.peak else None
         rows.append((key, hw.name,
                      si(hw.peak[half], "OP/s") + ("" if half == "fp16" else " (bf16)")
                      if half else "-",
                      si(hw.bandwidth_Bps, "B/s"), si(hw.memory_bytes, "B"),
+                     si(hw.host.bandwidth_Bps, "B/s") if hw.host else "-",
                      f"{hw.ridge(half):.1f}" if half else "-"))
+    return _columns(rows) + "\n" + _columns(systems)
+
+
+def _columns(rows) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
                      for r in rows) + "\n"

@@ -18,7 +18,9 @@ import numpy as np
 from .errors import CostDSLError
 
 KINDS = ("roofline", "batch", "seq", "memory", "serve")  # `costdsl plot` kinds
-_BOUND_STYLE = {"memory": ("o", "tab:blue"), "compute": ("^", "tab:red")}
+_BOUND_STYLE = {"memory": ("o", "tab:blue"), "compute": ("^", "tab:red"),
+                "host": ("s", "tab:purple"), "link": ("D", "tab:orange"),
+                "network": ("D", "tab:brown")}
 
 
 def _pyplot():
@@ -63,10 +65,17 @@ def roofline(analysis, stage: str, path: str) -> str:
         ax.plot([ridge], [peak], "k|", ms=10)
         ax.annotate(f"{name} ridge {ridge:.0f}", (ridge, peak), textcoords="offset points",
                     xytext=(4, 4), fontsize=7)
+    channels = {o.bound for o in ops} & {"host", "link", "network"}
+    for channel in sorted(channels):  # the survey's Figure 18: the roof of the slower path
+        rate = hw.channel_bandwidth(channel)
+        ax.plot(x, np.minimum(max(hw.peak.values()), x * rate), lw=1.2, ls="--",
+                color=_BOUND_STYLE[channel][1], label=f"{channel} ceiling ({rate / 1e9:.0f} GB/s)")
     for bound, (marker, color) in _BOUND_STYLE.items():
         chosen = [o for o in ops if o.bound == bound]
-        ax.scatter([o.intensity for o in chosen], [o.attainable for o in chosen], marker=marker,
-                   color=color, zorder=3, label=f"{bound}-bound op")
+        if not chosen:
+            continue
+        ax.scatter([_plotted_intensity(o, hw) for o in chosen], [o.attainable for o in chosen],
+                   marker=marker, color=color, zorder=3, label=f"{bound}-bound op")
     # number the ops that matter (>= 2% of the stage's time) and list them in a box: op
     # names beside markers overlap wherever ops share an intensity
     notable = [o for o in sorted(ops, key=lambda o: -o.share) if o.share >= 0.02]
@@ -87,6 +96,14 @@ def roofline(analysis, stage: str, path: str) -> str:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     return _save(fig, path)
+
+
+def _plotted_intensity(o, hw) -> float:
+    """Where an op sits: its intensity against device memory, or, for an op its transfers
+    bound, its operations per byte of the channel it waits on (operations / (time x B))."""
+    if o.bound in ("host", "link", "network"):
+        return o.flops / (o.time_s * hw.channel_bandwidth(o.bound))
+    return o.intensity
 
 
 def _mark(ax, x, label, color="gray"):

@@ -234,7 +234,7 @@ def op_crossover(op: OpRoofline, hw: Hardware, x: sympy.Symbol,
     interval is solved with the active branch.
     """
     flops = _bind(op.effective_flops, values, x)
-    nbytes = _bind(op.bytes, values, x)
+    nbytes = _bind(op.effective_bytes if op.node.transfers else op.bytes, values, x)
     pieces = _intervals(minmax_breakpoints(flops + nbytes, x)
                         if not (flops + nbytes).free_symbols - {x} else [])
     found = []
@@ -298,7 +298,7 @@ class StageCrossover:
 def _stage_sums(stage: StageRoofline, values, x):
     compute = sum((op.node.repeat * op.compute_time for op in stage.ops), sympy.Integer(0))
     memory = sum((op.node.repeat * op.memory_time for op in stage.ops), sympy.Integer(0))
-    return _bind(compute, values, x), _bind(memory, values, x)
+    return _bind(stage.steps * compute, values, x), _bind(stage.steps * memory, values, x)
 
 
 def piecewise_time(stage: StageRoofline, hw: Hardware, x: sympy.Symbol,
@@ -317,8 +317,9 @@ def piecewise_time(stage: StageRoofline, hw: Hardware, x: sympy.Symbol,
     memory = [_bind(op.node.repeat * op.memory_time, values, x) for op in stage.ops]
     compute = [None if x in BIT_SYMBOLS else _bind(op.node.repeat * op.compute_time, values, x)
                for op in stage.ops]  # with a bitwidth, the peak depends on the piece
-    launches = _bind(sum((op.node.repeat * op.launch for op in stage.ops), sympy.Integer(0)),
-                     values, x)  # the efficiency model's fixed cost per kernel, in every piece
+    launches = _bind(sum((op.node.repeat * (op.launch + op.serial_transfer)
+                          for op in stage.ops), sympy.Integer(0)),
+                     values, x)  # fixed costs per kernel (and serial transfers), in every piece
     pieces = []
     for low, high, probe in _intervals(breakpoints):
         total = launches
@@ -329,7 +330,7 @@ def piecewise_time(stage: StageRoofline, hw: Hardware, x: sympy.Symbol,
             compute_wins = float(ct.subs(x, probe)) > float(mt.subs(x, probe))
             total += ct if compute_wins else mt
         condition = x < high if high != math.inf else True
-        pieces.append((sympy.expand(total).evalf(15), condition))
+        pieces.append((sympy.expand(stage.steps * total).evalf(15), condition))
     return sympy.Piecewise(*pieces)
 
 

@@ -66,7 +66,7 @@ def stage_curve(model, hw, stage: str, symbol: str, values: np.ndarray, fixed: d
 def memory_curve(model, hw, batch: int, seqs: np.ndarray, bits: dict) -> MemoryCurve:
     base = Settings(batch, 1, **bits).validate().values()
     x = seqs.astype(float)
-    parts = [evaluate_memory(model.memory(stage), {**base, S.seq: x})
+    parts = [evaluate_memory(model.memory(stage), {**base, S.seq: x})[:3]
              for stage in ("prefill", "decode")]
     larger = np.argmax([sum(p) for p in parts], axis=0)
     w, kv, act = (np.choose(larger, [parts[0][i], parts[1][i]]) for i in range(3))

@@ -35,6 +35,11 @@ class StageNumbers:
     vector_peak: np.ndarray | float = np.inf
     fused_from: tuple[tuple[str, ...], ...] = ()
     launch: np.ndarray | float = 0.0         # seconds per occurrence (efficiency model)
+    transfer_time: np.ndarray | float = 0.0  # channel time beside the kernel (collectives,
+                                             # overlapped host streams)
+    serial_time: np.ndarray | float = 0.0    # channel time after it (host, no overlap)
+    channels: tuple[str | None, ...] = ()    # the channel of each op's transfers
+    schedule: tuple[int, int] = (1, 1)       # (pipeline stages, microbatches)
 
     @property
     def bytes(self) -> np.ndarray:
@@ -52,24 +57,52 @@ class StageNumbers:
             return compute_seconds(self.flops, self.vector_flops, self.peak, self.vector_peak)
 
     @property
-    def memory_time(self) -> np.ndarray:
+    def device_memory_time(self) -> np.ndarray:
         return memory_seconds(self.bytes, self.bandwidth)
 
     @property
+    def memory_time(self) -> np.ndarray:
+        return self.device_memory_time + self.transfer_time
+
+    @property
     def time(self) -> np.ndarray:
-        return np.maximum(self.compute_time, self.memory_time) + self.launch
+        return np.maximum(self.compute_time, self.memory_time) + self.launch + self.serial_time
 
     @property
     def compute_bound(self) -> np.ndarray:
         return self.compute_time > self.memory_time
+
+    def bound(self, i: int) -> str:
+        """What bounds op i (one configuration): "compute", "memory", or the channel its
+        transfers take ("link", "network", "host") when they outlast the device memory time."""
+        if self.compute_time[i] > self.memory_time[i] and not np.any(self.serial_time[i]):
+            return "compute"
+        channel = self.channels[i] if self.channels else None
+        if channel and np.any(self.transfer_time[i] + self.serial_time[i]
+                              > self.device_memory_time[i]):
+            return channel
+        return "compute" if self.compute_time[i] > self.memory_time[i] else "memory"
+
+    @property
+    def microbatches(self) -> int:
+        return self.schedule[1]
+
+    @property
+    def bubble_steps(self) -> int:
+        """Stage times a pipeline's fill and drain leave idle: n - 1."""
+        return self.schedule[0] - 1
 
     @property
     def attainable(self) -> np.ndarray:
         return np.minimum(self.peak, self.intensity * self.bandwidth)
 
     def total(self, per_op: np.ndarray) -> np.ndarray:
-        """Sum over all occurrences of every op."""
-        return (self.repeat * per_op).sum(axis=0)
+        """Sum over all occurrences of every op (every microbatch of a pipeline)."""
+        return self.microbatches * (self.repeat * per_op).sum(axis=0)
+
+    def stage_time(self) -> np.ndarray:
+        """The step's time: every op's occurrences, and a pipeline's bubble."""
+        return self.total(self.time) * (1 + self.bubble_steps / self.microbatches)
 
 
 def check_bound(symbols, values: Mapping[sympy.Symbol, object]) -> None:
@@ -96,6 +129,7 @@ def _rows(stage: StageRoofline):
     for cls in CLASSES:
         rows += [o.bytes_by_class[cls] for o in stage.ops]
     rows += [o.vector_flops for o in stage.ops]
+    rows += [o.overlapped_transfer for o in stage.ops] + [o.serial_transfer for o in stage.ops]
     rows = [sympy.sympify(r) for r in rows]
     symbols = sorted(set().union(*(r.free_symbols for r in rows)), key=lambda s: s.name)
     return symbols, rows
@@ -141,14 +175,17 @@ def evaluate(stage: StageRoofline, values: Mapping[sympy.Symbol, object]) -> Sta
         vector_flops=table[(2 + len(CLASSES)) * n:(3 + len(CLASSES)) * n],
         vector_peak=np.array([o.vector_peak for o in stage.ops]).reshape((n,) + extra),
         fused_from=tuple(o.node.fused_from for o in stage.ops),
-        launch=np.array([o.launch for o in stage.ops]).reshape((n,) + extra))
+        launch=np.array([o.launch for o in stage.ops]).reshape((n,) + extra),
+        transfer_time=table[(3 + len(CLASSES)) * n:(4 + len(CLASSES)) * n],
+        serial_time=table[(4 + len(CLASSES)) * n:(5 + len(CLASSES)) * n],
+        channels=tuple(o.channel for o in stage.ops), schedule=stage.schedule)
 
 
 def _compute_bound_time(stage: StageRoofline) -> sympy.Expr:
     """Time spent in ops that are compute-bound: sum of repeat x compute time where it wins."""
-    return sum((o.node.repeat * sympy.Piecewise((o.compute_time + o.launch,
-                                                 o.compute_time > o.memory_time), (0, True))
-                for o in stage.ops if o.compute_type), sympy.Integer(0))
+    return stage.steps * sum((o.node.repeat * sympy.Piecewise(
+        (o.compute_time + o.launch, o.compute_time > o.memory_time), (0, True))
+        for o in stage.ops if o.compute_type), sympy.Integer(0))
 
 
 _EXPRESSIONS = {"time": lambda st: st.time, "compute_bound_time": _compute_bound_time}

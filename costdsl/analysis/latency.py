@@ -98,4 +98,4 @@ def stepwise_decode_total(decode: StageRoofline, settings: Settings, gen: int) -
     cached = np.arange(settings.seq, settings.seq + gen - 1)
     values = {**settings.values(), S.seq: cached}
     numbers = evaluate(decode, values)
-    return float(numbers.total(numbers.time).sum())
+    return float(numbers.stage_time().sum())

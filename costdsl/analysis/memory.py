@@ -35,15 +35,23 @@ class StageMemory:
     weights: sympy.Expr
     kv_cache: sympy.Expr
     activation_peak: sympy.Expr
+    host: sympy.Expr = sympy.Integer(0)   # offloaded weights and KV cache, in host memory
 
     @property
     def total(self) -> sympy.Expr:
         return self.weights + self.kv_cache + self.activation_peak
 
 
-def weight_bytes(graph: nx.DiGraph) -> sympy.Expr:
-    return sum((n.repeat * S.to_bytes(n.params, n.stored_bits("weight")) for n in nodes(graph)),
-               sympy.Integer(0))
+def weight_bytes(graph: nx.DiGraph, where: str = "device") -> sympy.Expr:
+    """Bytes of the weights held on the device (or, where="host", offloaded to host memory)."""
+    return sum((n.repeat * S.to_bytes(n.params, n.stored_bits("weight"))
+                * _held(n, "weight", where) for n in nodes(graph)), sympy.Integer(0))
+
+
+def _held(node, cls: str, where: str) -> sympy.Expr:
+    """The share of a class's bytes of `node` held `where` ("device" or "host")."""
+    host = sympy.sympify(node.offloaded.get(cls, 0))
+    return host if where == "host" else 1 - host
 
 
 def _window(graph: nx.DiGraph, producer: str, tensor: str) -> sympy.Expr:
@@ -54,21 +62,23 @@ def _window(graph: nx.DiGraph, producer: str, tensor: str) -> sympy.Expr:
     return sympy.Max(*windows) if windows else sympy.oo
 
 
-def kv_cache_bytes(decode: nx.DiGraph, context: sympy.Expr) -> sympy.Expr:
+def kv_cache_bytes(decode: nx.DiGraph, context: sympy.Expr, where: str = "device") -> sympy.Expr:
     """Bytes of the KV cache holding `context` positions per sequence (capped by windows).
-    `decode` is the decode-stage graph: its KV writes are those of one new token."""
+    `decode` is the decode-stage graph: its KV writes are those of one new token (of one
+    microbatch, under a pipeline: every microbatch's cache is held). where="host": the part
+    offloaded to host memory."""
     total = sympy.Integer(0)
     for n in nodes(decode):
-        for w in n.writes:
-            if w.cls != "kv":
-                continue
+        for w in (w for w in n.writes if w.cls == "kv"):
             if n.attrs.get("recurrent"):  # a fixed-size state (Mamba), not a cache of tokens
-                total += n.repeat * S.to_bytes(w.elements, n.stored_bits("kv"))
+                total += n.repeat * S.to_bytes(w.elements, n.stored_bits("kv")) * _held(
+                    n, "kv", where)
                 continue
             window = _window(decode, n.name, w.tensor)
             positions = context if window == sympy.oo else sympy.Min(context, window)
-            total += n.repeat * S.to_bytes(w.elements * positions, n.stored_bits("kv"))
-    return total
+            total += n.repeat * S.to_bytes(w.elements * positions, n.stored_bits("kv")) * _held(
+                n, "kv", where)
+    return total * decode.graph.get("pipeline", (1, 1))[1]
 
 
 def activation_peak(graph: nx.DiGraph) -> sympy.Expr:
@@ -111,8 +121,10 @@ def _undominated(terms: list[sympy.Expr]) -> list[sympy.Expr]:
 def stage_memory(graph: nx.DiGraph, decode: nx.DiGraph) -> StageMemory:
     """Memory of `graph`'s stage; `decode` gives the KV bytes per cached position."""
     stage = graph.graph["stage"]
-    return StageMemory(stage, weight_bytes(graph), kv_cache_bytes(decode, SITES[stage].context),
-                       activation_peak(graph))
+    context = SITES[stage].context
+    return StageMemory(stage, weight_bytes(graph), kv_cache_bytes(decode, context),
+                       activation_peak(graph),
+                       weight_bytes(graph, "host") + kv_cache_bytes(decode, context, "host"))
 
 
 # --- numbers -------------------------------------------------------------------------------------
@@ -126,10 +138,15 @@ class MemoryNumbers:
     total_bytes: float             # max over stages of weights + KV + activation peak
     capacity_bytes: float
     stages: dict[str, dict[str, float]]
+    host_bytes: float = 0.0        # offloaded weights and KV cache, in host memory
+    host_capacity_bytes: float | None = None   # None: the hardware file does not state it
 
     @property
     def fits(self) -> bool:
-        return self.total_bytes <= self.capacity_bytes
+        """Every device's memory holds its share, and the host holds what is offloaded (where
+        the hardware file states the host's capacity)."""
+        host_fits = self.host_capacity_bytes is None or self.host_bytes <= self.host_capacity_bytes
+        return self.total_bytes <= self.capacity_bytes and host_fits
 
     @property
     def headroom_bytes(self) -> float:
@@ -138,7 +155,8 @@ class MemoryNumbers:
 
 
 def _rows(memory: StageMemory) -> list[sympy.Expr]:
-    return [sympy.sympify(r) for r in (memory.weights, memory.kv_cache, memory.activation_peak)]
+    return [sympy.sympify(r) for r in (memory.weights, memory.kv_cache, memory.activation_peak,
+                                       memory.host)]
 
 
 def memory_symbols(memory: StageMemory) -> list[sympy.Symbol]:
@@ -150,8 +168,9 @@ def _compiled(memory: StageMemory):
     return sympy.lambdify(memory_symbols(memory), _rows(memory), modules="numpy")
 
 
-def evaluate_memory(memory: StageMemory, values) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(weights, kv, activation peak) in bytes, broadcast over array values."""
+def evaluate_memory(memory: StageMemory, values) -> tuple[np.ndarray, ...]:
+    """(weights, kv, activation peak, host) in bytes, broadcast over array values; the first
+    three are what one device holds."""
     symbols = memory_symbols(memory)
     args, shape = bound_args(symbols, values)
     if not shape:  # one configuration: substituting is cheaper than compiling
@@ -161,12 +180,15 @@ def evaluate_memory(memory: StageMemory, values) -> tuple[np.ndarray, np.ndarray
                  for v in _compiled(memory)(*args))
 
 
-def memory_numbers(stages: dict[str, StageMemory], values, capacity: float) -> MemoryNumbers:
+def memory_numbers(stages: dict[str, StageMemory], values, capacity: float,
+                   host_capacity: float | None = None) -> MemoryNumbers:
     per_stage = {}
     for name, m in stages.items():
-        w, kv, act = (float(x) for x in evaluate_memory(m, values))
+        w, kv, act, host = (float(x) for x in evaluate_memory(m, values))
         per_stage[name] = {"weights_bytes": w, "kv_cache_bytes": kv,
-                           "activation_peak_bytes": act, "total_bytes": w + kv + act}
+                           "activation_peak_bytes": act, "total_bytes": w + kv + act,
+                           "host_bytes": host}
     pick = lambda key: max(s[key] for s in per_stage.values())
     return MemoryNumbers(pick("weights_bytes"), pick("kv_cache_bytes"),
-                         pick("activation_peak_bytes"), pick("total_bytes"), capacity, per_stage)
+                         pick("activation_peak_bytes"), pick("total_bytes"), capacity, per_stage,
+                         pick("host_bytes"), host_capacity)

@@ -84,7 +84,7 @@ class OpResult:
     bytes_by_class: Mapping[str, float]
     intensity: float
     attainable: float          # ops/s
-    bound: str                 # "memory" or "compute"
+    bound: str                 # "memory", "compute", or "link" / "network" / "host"
     time_s: float
     total_time_s: float
     share: float               # fraction of the stage's time
@@ -99,6 +99,8 @@ class StageTotal:
     time_s: float
     compute_time_s: float      # if every op were compute-bound
     memory_time_s: float       # if every op were memory-bound
+    bubble_s: float = 0.0      # a pipeline's idle fill and drain (0 without one)
+    transfer_time_s: float = 0.0  # time on links, network and host link not hidden
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,26 @@ class Analysis:
     params_active: int | None = None  # parameters one token uses (MoE: fewer than total)
     passes: tuple[str, ...] = ()      # the passes applied, in order, as written
     memory: "MemoryNumbers | None" = None
+    devices: "Devices | None" = None
+
+
+@dataclass(frozen=True)
+class Devices:
+    """How the analysis spreads over devices: every other figure of the Analysis (times,
+    memory, params) is one device's."""
+    count: int                 # devices of the hardware (a system: several)
+    used: int                  # devices the parallel layout occupies (tp x pp x ep)
+    layout: Mapping[str, int]  # {"tp": n, "pp": n, "ep": n}, 1 where not parallel
+    nodes: int = 1
+    microbatches: int = 1
+
+
+def devices_of(graph, hw: Hardware) -> Devices:
+    layout = {g: graph.graph.get("parallel", {}).get(g, 1) for g in ("tp", "pp", "ep")}
+    layout = {g: int(v) if sympy.sympify(v).is_number else str(v) for g, v in layout.items()}
+    numbers = [v for v in layout.values() if isinstance(v, int)]
+    used = int(np.prod(numbers)) if len(numbers) == len(layout) else hw.count
+    return Devices(hw.count, used, layout, hw.nodes, graph.graph.get("pipeline", (1, 1))[1])
 
 
 def stage_result(symbolic: StageRoofline, settings: Settings,
@@ -130,16 +152,24 @@ def stage_result(symbolic: StageRoofline, settings: Settings,
     return _records(n)
 
 
+def _attainable(n: StageNumbers, i: int) -> float:
+    """ops/s op i attains: min(peak, I x B); bound by a transfer, its operations over the
+    transfer's time (the roof of the channel it waits on)."""
+    if n.bound(i) in ("host", "link", "network"):
+        return float(n.flops[i] / n.memory_time[i]) if n.memory_time[i] else 0.0
+    return float(n.attainable[i])
+
+
 def _records(n: StageNumbers) -> StageResult:
-    time, total_time = n.time, n.repeat * n.time
-    stage_time = float(total_time.sum())
+    time, total_time = n.time, n.microbatches * n.repeat * n.time
+    stage_time = float(n.stage_time())
     ops = tuple(
         OpResult(name=n.names[i], kind=n.kinds[i], repeat=int(n.repeat[i]),
                  compute_type=n.compute_types[i], flops=float(n.flops[i]),
                  bytes=float(n.bytes[i]),
                  bytes_by_class={c: float(v[i]) for c, v in n.bytes_by_class.items()},
-                 intensity=float(n.intensity[i]), attainable=float(n.attainable[i]),
-                 bound="compute" if n.compute_bound[i] else "memory",
+                 intensity=float(n.intensity[i]), attainable=_attainable(n, i),
+                 bound=n.bound(i),
                  time_s=float(time[i]), total_time_s=float(total_time[i]),
                  share=float(total_time[i] / stage_time) if stage_time else 0.0,
                  fused_from=n.fused_from[i] if n.fused_from else ())
@@ -148,5 +178,7 @@ def _records(n: StageNumbers) -> StageResult:
         flops=float(n.total(n.flops)), bytes=float(n.total(n.bytes)),
         bytes_by_class={c: float(n.total(v)) for c, v in n.bytes_by_class.items()},
         time_s=stage_time, compute_time_s=float(n.total(n.compute_time)),
-        memory_time_s=float(n.total(n.memory_time)))
+        memory_time_s=float(n.total(n.memory_time)),
+        bubble_s=stage_time - float(total_time.sum()),
+        transfer_time_s=float(n.total(n.transfer_time + n.serial_time)))
     return StageResult(n.stage, STAGE_DESCRIPTIONS[n.stage], ops, total)

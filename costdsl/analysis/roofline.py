@@ -16,7 +16,9 @@ activations compute in fp32); a gather has no arithmetic.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+import functools
+from functools import cached_property
 from typing import Mapping
 
 import networkx as nx
@@ -64,7 +66,7 @@ def _numeric_bits(node: Node, cls: str, bits: Mapping[sympy.Symbol, float]) -> f
 
 def compute_type(node: Node, hw: Hardware, bits: Mapping[sympy.Symbol, float]) -> str | None:
     """The hardware compute type whose peak bounds this op, or None for ops without arithmetic."""
-    if node.engine == "memory":
+    if node.engine in ("memory", "link"):  # a gather, a collective: no arithmetic
         return None
     if node.engine == "vector":
         wanted = "fp32"
@@ -87,6 +89,27 @@ def matrix_peak(node: Node, hw: Hardware, ctype: str) -> float:
     if node.attrs.get("sparse_nm"):
         return hw.sparse_peak_for(ctype, kind)
     return hw.peak_for(ctype, kind)
+
+
+@functools.lru_cache(maxsize=4096)
+def exact(x: float) -> sympy.Expr:
+    """A hardware figure as the exact rational of its decimal form (1.39e-06 -> 139/10^8), so
+    that formulas keep exact coefficients; nsimplify's search for a simpler form is costly and
+    finds nothing simpler in a datasheet figure."""
+    return sympy.oo if x == float("inf") else sympy.Rational(repr(float(x)))
+
+
+def larger(a: sympy.Expr, b: sympy.Expr) -> sympy.Expr:
+    """max(a, b), unevaluated unless one side is 0 or both are numbers: sympy's own Max
+    compares its arguments symbolically, which dominates compile time on large models and
+    changes no value."""
+    if a == 0:
+        return b
+    if b == 0:
+        return a
+    if a.is_number and b.is_number:
+        return sympy.Max(a, b)
+    return sympy.Max(a, b, evaluate=False)
 
 
 def compute_seconds(flops, vector_flops, peak, vector_peak):
@@ -114,6 +137,11 @@ class OpRoofline:
     vector_peak: float = float("inf")     # ops/s of the vector units (fp32)
     hardware_values: Mapping[sympy.Symbol, float] | None = None  # e.g. sram per block
     launch: float = 0.0         # seconds per occurrence: a kernel's fixed cost (efficiency)
+    channel: str | None = None  # where its transfers go: "link", "network" or "host"
+    channel_bandwidth: float = float("inf")   # bytes/s of that channel
+    channel_latency: float = 0.0              # seconds per message step (alpha)
+    hidden: sympy.Expr = sympy.Integer(0)     # compute time its transfer overlaps
+    serial: bool = False        # its transfer adds to the kernel (offload without overlap)
 
     @property
     def flops(self) -> sympy.Expr:
@@ -130,7 +158,7 @@ class OpRoofline:
         vector = self.vector_flops
         if vector == 0 or not self.compute_type:
             return self.flops
-        return self.flops - vector + vector * sympy.nsimplify(self.peak / self.vector_peak)
+        return self.flops - vector + vector * exact(self.peak / self.vector_peak)
 
     @property
     def bytes_by_class(self) -> dict[str, sympy.Expr]:
@@ -149,20 +177,53 @@ class OpRoofline:
     def intensity(self) -> sympy.Expr:
         return self.flops / self.bytes
 
-    @property
+    @cached_property
     def compute_time(self) -> sympy.Expr:
         if not self.compute_type:
             return sympy.Integer(0)
         return compute_seconds(self.flops, self.vector_flops, self.peak,
-                               sympy.nsimplify(self.vector_peak))
+                               exact(self.vector_peak))
 
     @property
+    def transfer_bytes(self) -> sympy.Expr:
+        """Bytes one occurrence moves over its channel (collective, host stream)."""
+        moved = [e for xs in self.node.transfers.values() for e in self.node.bytes_of(xs).values()]
+        return sum(moved, sympy.Integer(0)) * self.node.share
+
+    @property
+    def transfer_time(self) -> sympy.Expr:
+        """Time on the channel not hidden behind compute: messages x alpha + bytes / B_channel
+        (costs.collective), less the compute it overlaps (at least 0)."""
+        if not self.node.transfers:
+            return sympy.Integer(0)
+        raw = (self.node.messages * self.node.share * exact(self.channel_latency)
+               + self.transfer_bytes / self.channel_bandwidth)
+        return sympy.Max(raw - self.hidden, 0) if self.hidden != 0 else raw
+
+    @property
+    def overlapped_transfer(self) -> sympy.Expr:
+        """The part of the transfer time that runs beside the kernel (inside the max)."""
+        return sympy.Integer(0) if self.serial else self.transfer_time
+
+    @property
+    def serial_transfer(self) -> sympy.Expr:
+        """The part that adds to the kernel's time."""
+        return self.transfer_time if self.serial else sympy.Integer(0)
+
+    @cached_property
     def memory_time(self) -> sympy.Expr:
-        return memory_seconds(self.bytes, self.bandwidth)
+        """Device memory time, and the transfers that overlap it (they share the step)."""
+        return memory_seconds(self.bytes, self.bandwidth) + self.overlapped_transfer
 
     @property
+    def effective_bytes(self) -> sympy.Expr:
+        """Bytes at the device bandwidth that take as long as `memory_time`: the denominator of
+        the intensity crossovers solve against (transfers weigh B / B_channel per byte)."""
+        return self.memory_time * self.bandwidth
+
+    @cached_property
     def time(self) -> sympy.Expr:
-        return sympy.Max(self.compute_time, self.memory_time) + self.launch
+        return larger(self.compute_time, self.memory_time) + self.launch + self.serial_transfer
 
     @property
     def attainable(self) -> sympy.Expr:
@@ -178,11 +239,19 @@ class OpRoofline:
 class StageRoofline:
     stage: str
     ops: tuple[OpRoofline, ...]
+    schedule: tuple[int, int] = (1, 1)   # (pipeline stages, microbatches)
+
+    @property
+    def steps(self) -> int:
+        """Slowest-stage times a step takes: m + n - 1 (GPipe; 1 without a pipeline)."""
+        stages, microbatches = self.schedule
+        return microbatches + stages - 1
 
     @property
     def time(self) -> sympy.Expr:
-        """Total stage time: sum over ops of repeat x time (ops run one after another)."""
-        return sum((o.node.repeat * o.time for o in self.ops), sympy.Integer(0))
+        """Total stage time: sum over ops of repeat x time (ops run one after another), times
+        the pipeline's steps (each op's time is that of one microbatch)."""
+        return self.steps * sum((o.node.repeat * o.time for o in self.ops), sympy.Integer(0))
 
 
 def roofline(graph: nx.DiGraph, hw: Hardware, bits: Mapping[str, float]) -> StageRoofline:
@@ -190,16 +259,82 @@ def roofline(graph: nx.DiGraph, hw: Hardware, bits: Mapping[str, float]) -> Stag
     They stay symbols in the byte expressions, substituted when evaluated."""
     values = {BITS_BY_CLASS[c]: v for c, v in _by_class(bits).items()}
     vector_type = hw.vector_type
+    layout = check_devices(graph, hw)
     ops = []
     for node in nodes(graph):
         hardware_values = _hardware_values(node, hw, values)
         ctype = compute_type(node, hw, values)
         kind = kind_of(node)
         peak = matrix_peak(node, hw, ctype) if ctype else float("inf")
-        ops.append(OpRoofline(node, ctype, peak, hw.bandwidth_for(kind),
-                              hw.peak_for(vector_type, kind), hardware_values,
-                              hw.launch_for(kind)))
-    return StageRoofline(graph.graph["stage"], tuple(ops))
+        channel = _channel(node, hw, layout)
+        ops.append(OpRoofline(
+            node, ctype, peak, hw.bandwidth_for(kind), hw.peak_for(vector_type, kind),
+            hardware_values, 0.0 if node.engine == "link" else hw.launch_for(kind), channel,
+            hw.channel_bandwidth(channel) if channel else float("inf"),
+            hw.channel(channel).latency_s if channel else 0.0,
+            serial=channel == "host" and not node.attrs.get("overlap", True)))
+    return StageRoofline(graph.graph["stage"], _with_overlap(ops),
+                         tuple(graph.graph.get("pipeline", (1, 1))))
+
+
+def _with_overlap(ops: list[OpRoofline]) -> tuple[OpRoofline, ...]:
+    """A collective marked `overlap` hides behind the compute of the ops run since the previous
+    collective (the attention block before its all-reduce, the MLP before its own)."""
+    if not any(op.node.attrs.get("overlap") and op.node.engine == "link" for op in ops):
+        return tuple(ops)
+    out, window = [], []
+    for op in ops:
+        if op.node.engine == "link":
+            if op.node.attrs.get("overlap"):
+                op = replace(op, hidden=sympy.Add(*window))
+            window = []
+        else:
+            window.append(op.time)
+        out.append(op)
+    return tuple(out)
+
+
+SPAN = {"tp": ("tp",), "ep": ("tp", "ep"), "pp": ("tp", "ep", "pp")}
+"""The parallel degrees a collective of each group spans (tp innermost, then ep, then pp)."""
+
+
+def check_devices(graph: nx.DiGraph, hw: Hardware) -> dict:
+    """The graph's parallel layout, checked against the hardware's device count."""
+    layout = graph.graph.get("parallel", {})
+    degrees = [sympy.sympify(v) for v in layout.values()]
+    if all(d.is_number for d in degrees):
+        needed = int(sympy.Mul(*degrees)) if degrees else 1
+        if needed > hw.count:
+            shown = " x ".join(f"{k}={v}" for k, v in layout.items())
+            raise EvaluationError(
+                f"the layout {shown} needs {needed} devices; {hw.name} has {hw.count}",
+                file=hw.source or None,
+                hint="choose a system file with enough devices (`costdsl hardware` lists them) "
+                     "or smaller degrees")
+    return layout
+
+
+def _channel(node: Node, hw: Hardware, layout: dict) -> str | None:
+    """Where a node's transfers go: the host link, or for a collective the link when the
+    devices it spans sit in one node and the network otherwise."""
+    if not node.transfers:
+        return None
+    if "host" in node.transfers:
+        if hw.host is None:
+            raise EvaluationError(f"{node.name} is offloaded to host memory, but {hw.name} has "
+                                  "no [host] section", file=hw.source or None,
+                                  hint="add [host] with the host link's bandwidth to the "
+                                       "hardware file")
+        return "host"
+    span = sympy.Mul(*[sympy.sympify(layout.get(g, 1)) for g in SPAN[node.attrs["group"]]])
+    channel = "network" if span.is_number and span > hw.per_node else "link"
+    if hw.channel(channel) is None:
+        raise EvaluationError(
+            f"{node.name} ({node.kind} over {node.attrs['devices']} devices) needs a "
+            f"[{channel}] in the hardware file; {hw.name} has none", file=hw.source or None,
+            hint="use a system file (`costdsl hardware` lists them) or add "
+                 f"[{channel}] with its bandwidth per device")
+    return channel
 
 
 def kind_of(node: Node) -> str:

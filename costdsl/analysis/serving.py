@@ -91,8 +91,8 @@ def serve_curve(model, hw: Hardware, seq: int, gen: int, batches: np.ndarray | N
     decode_total = _decode_totals(decode, base, b, seq, gen)
     tpot = decode_total / max(gen - 1, 1)
     memory = np.maximum(
-        sum(evaluate_memory(model.memory("prefill"), {**base, S.batch: b, S.seq: seq})),
-        sum(evaluate_memory(model.memory("decode"), {**base, S.batch: b, S.seq: last})))
+        sum(evaluate_memory(model.memory("prefill"), {**base, S.batch: b, S.seq: seq})[:3]),
+        sum(evaluate_memory(model.memory("decode"), {**base, S.batch: b, S.seq: last})[:3]))
     share = compute_bound_share(decode, {**base, S.batch: b, S.seq: seq})
     summary = model.crossover("batch", hw, "decode", seq=seq, **bits).summary
     first = summary.first_compute_bound

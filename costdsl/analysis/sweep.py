@@ -119,7 +119,7 @@ def sweep(model, hardware: Sequence[Hardware], batches: np.ndarray, seqs: np.nda
             cols[f"{stage}_time_s"] = t
             cols[f"{stage}_tokens_per_s"] = tokens_processed(stage, b, s, t_new) / t
             cols[f"{stage}_compute_share"] = compute_bound_share(symbolic, values)
-            memory = np.maximum(memory, sum(evaluate_memory(model.memory(stage), values)))
+            memory = np.maximum(memory, sum(evaluate_memory(model.memory(stage), values)[:3]))
         if decoding is not None:  # the strategy's time per token at each (batch, seq)
             per_token, speedup = model.speculation_grid(hw, decoding, values)
             cols["decoding_time_per_token_s"] = np.broadcast_to(per_token, b.shape)

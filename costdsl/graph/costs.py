@@ -464,3 +464,40 @@ def add(op, ins, out, site):
 def mul(op, ins, out, site):
     """a x b: 1 operation per element; reads both, writes one."""
     return _elementwise(op, ins, out, site, 1)
+
+
+# --- communication between devices (the parallelism passes insert these ops) ------------------
+# An alpha-beta model per collective over n devices (Thakur, Rabenseifner, Gropp, "Optimization
+# of Collective Communication Operations in MPICH", IJHPCA 2005; NCCL's ring algorithms): a
+# message step costs alpha (the link's latency), a byte crossing one device's link costs 1 / B.
+# S is the message: the bytes each device holds of the tensor before the collective (for
+# all-gather, the bytes of the gathered result).
+
+COMM_KINDS = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "send_recv")
+
+
+def collective(kind: str, message: sympy.Expr, n: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr]:
+    """(message steps, bytes each device sends over its link) of one collective.
+
+    - all_reduce, ring: a reduce-scatter then an all-gather, each n - 1 steps moving S / n:
+      2 (n - 1) steps, 2 (n - 1) S / n bytes; time 2 (n - 1) (alpha + S / (n B)).
+    - all_gather and reduce_scatter: n - 1 steps of S / n; time (n - 1) (alpha + S / (n B)).
+    - all_to_all: each device sends (n - 1) / n of its S, one peer per step; time
+      (n - 1) (alpha + S / (n B)).
+    - send_recv: one step of S; time alpha + S / B.
+    n = 1 costs nothing (no step, no byte)."""
+    if kind == "send_recv":
+        return sympy.Integer(1), message
+    steps = 2 * (n - 1) if kind == "all_reduce" else n - 1
+    return steps, steps * message / n
+
+
+def busiest_load(pairs: sympy.Expr, n: sympy.Expr) -> sympy.Expr:
+    """Expected token-expert pairs on the busiest of n devices when `pairs` pairs fall uniformly
+    and independently: m / n + sqrt(2 (m / n) ln n), at most m (Raab and Steger, "Balls into Bins
+    -- A Simple and Tight Analysis", RANDOM 1998, for m >= n ln n; for fewer pairs it
+    overestimates a little, and the cap keeps it at most every pair). n = 1 gives m. Every
+    device waits for the busiest at the all-to-all that follows, so expert parallelism pays
+    this, not the mean m / n."""
+    mean = pairs / n
+    return sympy.Min(pairs, mean + sympy.sqrt(2 * mean * sympy.log(n)))

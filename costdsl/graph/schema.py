@@ -23,7 +23,15 @@ Node schema: the node key is the op name; attribute `op` holds a frozen `Node`:
                                 errors about it); None for ops the lowering made
     share                       the expected fraction of the op's occurrences that run (early
                                 exit skips layers): time scales by it, weights and memory not
-Graph attributes: `model`, `stage`, `params` (resolved values), `passes` (texts applied).
+    transfers                   bytes one occurrence moves off the device, by channel: "comm"
+                                (a collective: the link inside a node, the network across
+                                nodes; the roofline picks) or "host" (offloaded tensors
+                                streamed over the host link)
+    messages                    message steps of a collective (each costs the link's latency)
+    offloaded                   fraction of a class's bytes (weight, kv) held in host memory
+Graph attributes: `model`, `stage`, `params` (resolved values), `passes` (texts applied), and
+after parallelism passes `parallel` ({"tp": n, "pp": n, "ep": n}: devices per op group) and
+`pipeline` ((stages, microbatches)).
 Passes map OpGraph -> OpGraph and must leave `check(graph)` true.
 """
 from __future__ import annotations
@@ -66,6 +74,9 @@ class Node:
     scale_bits: Mapping[str, sympy.Expr] = field(default_factory=dict)
     origin: object = None  # the pass call (language AST) that made this node; None: lowering
     share: sympy.Expr = sympy.Integer(1)  # expected fraction of occurrences that run
+    transfers: Mapping[str, sympy.Expr] = field(default_factory=dict)  # channel -> bytes
+    messages: sympy.Expr = sympy.Integer(0)  # message steps of a collective
+    offloaded: Mapping[str, sympy.Expr] = field(default_factory=dict)  # class -> host fraction
 
     @property
     def outputs(self) -> tuple[str, ...]:

@@ -22,6 +22,7 @@ from typing import Mapping
 
 from ..errors import HardwareError, register_source
 from .efficiency import Efficiency, parse_efficiency
+from .system import SYSTEM_KEYS, Host, Link, parse_count, parse_host, parse_link
 from ..files import read_user_text
 from ..resources import shipped_dir
 
@@ -53,10 +54,34 @@ class Hardware:
     """ops/s of N:M (2:4) structured-sparse matrix work by compute type: the datasheets' "with
     sparsity" figures ([peak] keys `fp16_sparse`, ...), counted in the dense operations the
     sparse kernel stands for. Absent: sparse work runs at the dense rate."""
+    count: int = 1                  # devices (a system file: several)
+    nodes: int = 1                  # nodes they are spread over
+    link: Link | None = None        # scale-up interconnect, per device
+    host: Host | None = None        # host memory over the host link
+    network: Link | None = None     # scale-out, per device (between nodes)
+    device_key: str = ""            # the device a system file names ("" for a device file)
+    ideal_links: bool = False       # ideal(): links at their datasheet bandwidth too
+
+    @property
+    def is_system(self) -> bool:
+        return bool(self.device_key)
+
+    @property
+    def per_node(self) -> int:
+        return self.count // self.nodes
+
+    def channel(self, name: str) -> Link:
+        """The link, network or host channel a transfer uses, as a Link."""
+        if name == "host":
+            return Link(self.host.bandwidth_Bps)
+        return self.link if name == "link" else self.network
+
+    def channel_bandwidth(self, name: str) -> float:
+        return self.channel(name).achieved(self.ideal_links)
 
     def ideal(self) -> "Hardware":
         """The same hardware with its [efficiency] ignored: the survey's ideal roofline."""
-        return replace(self, efficiency=None)
+        return replace(self, efficiency=None, ideal_links=True)
 
     @property
     def time_model(self) -> str:
@@ -189,7 +214,7 @@ def shipped_names() -> list[str]:
     return sorted(p.stem for p in shipped_dir("hardware").glob("*.toml"))
 
 
-def load_hardware(spec: str) -> Hardware:
+def load_hardware(spec: str, _within: tuple[str, ...] = ()) -> Hardware:
     path = resolve_path(spec)
     text = read_user_text(path, "hardware file", HardwareError)
     register_source(str(path), text)
@@ -200,26 +225,90 @@ def load_hardware(spec: str) -> Hardware:
         line, col = (int(m.group(1)), int(m.group(2))) if m else (None, None)
         raise HardwareError(f"not valid TOML: {str(err).split(' (at')[0]}", file=str(path),
                             line=line, column=col) from None
-    return _from_table(data, path, text)
+    fail = _failing(path, text)
+    if "device" in data:
+        return _system(data, path, fail, _within + (str(path.resolve()),))
+    hw = _from_table(data, path, fail)
+    return _with_channels(hw, data, fail)
 
 
-def _from_table(data: dict, path: Path, text: str) -> Hardware:
+def _failing(path: Path, text: str):
     def fail(message, key=None, hint=None):
         line = _line_of(text, key) if key else None
         return HardwareError(message, file=str(path), line=line, column=1 if line else None,
                              hint=hint)
+    return fail
 
+
+CHANNEL_SECTIONS = ("link", "host", "network")
+
+
+def _with_channels(hw: Hardware, data: dict, fail) -> Hardware:
+    """The [link], [host] and [network] sections of a device or system file, over `hw`'s."""
+    found = {}
+    for section in ("link", "network"):
+        if section in data:
+            found[section] = parse_link(data[section], fail, parse_quantity, section)
+    if "host" in data:
+        found["host"] = parse_host(data["host"], fail, parse_quantity)
+    return replace(hw, **found)
+
+
+def _system(data: dict, path: Path, fail, within: tuple[str, ...]) -> Hardware:
+    """A system file: the named device, `count` of them over `nodes` nodes, with the file's
+    links and host memory (or the device's)."""
+    unknown = sorted(set(data) - {"name", "notes", *SYSTEM_KEYS, *CHANNEL_SECTIONS})
+    if unknown:
+        raise fail(f"unknown key {unknown[0]!r} in a system file", unknown[0],
+                   hint="a system file has name, device, count, nodes, [link], [host], "
+                        "[network]; the device's own figures belong in its device file")
+    if not isinstance(data.get("name"), str):
+        raise fail("a system file needs a name string", "name" if "name" in data else None)
+    if not isinstance(data["device"], str) or not data["device"]:
+        raise fail("device must name a device file (a shipped name or a path)", "device")
+    beside = path.parent / data["device"]
+    spec = str(beside) if beside.suffix == ".toml" and beside.is_file() else data["device"]
+    try:
+        target = str(resolve_path(spec).resolve())
+    except HardwareError as err:
+        raise fail(err.message, "device", err.hint) from None
+    if target in within:
+        raise fail(f"device {data['device']!r} names a system that contains this one", "device")
+    device = load_hardware(spec, within)
+    if device.is_system:
+        raise fail(f"device {data['device']!r} is itself a system ({device.count} devices)",
+                   "device", hint="name the single device: a system of systems is given by "
+                                  "count and nodes")
+    count = parse_count(data, "count", fail)
+    nodes = parse_count(data, "nodes", fail, default=1)
+    if count % nodes:
+        raise fail(f"count = {count} devices do not split evenly over nodes = {nodes}", "nodes")
+    system = replace(device, key=path.stem, name=data["name"], source=str(path), count=count,
+                     nodes=nodes, device_key=device.key)
+    system = _with_channels(system, data, fail)
+    if count > 1 and system.link is None:
+        raise fail(f"a system of {count} devices needs a [link] (here or in the device file)",
+                   hint="add [link] with the interconnect's bandwidth per device")
+    if nodes > 1 and system.network is None:
+        raise fail(f"a system over {nodes} nodes needs a [network] section",
+                   hint="add [network] with the scale-out bandwidth per device")
+    return system
+
+
+def _from_table(data: dict, path: Path, fail) -> Hardware:
     for key in ("name", "bandwidth", "memory", "peak"):
         if key not in data:
             raise fail(f"missing required key {key!r}",
-                       hint="a hardware file needs name, bandwidth, memory and a [peak] table")
+                       hint="a device file needs name, bandwidth, memory and a [peak] table; a "
+                            "system file names a device and a count")
     unknown = set(data) - {"name", "bandwidth", "memory", "sram", "sram_per_block", "peak",
-                           "notes", "efficiency"}
+                           "notes", "efficiency", *CHANNEL_SECTIONS}
     if unknown:
         key = sorted(unknown)[0]
         raise fail(f"unknown key {key!r}", key,
                    hint="keys: name, bandwidth, memory, sram, sram_per_block, [peak], notes, "
-                        "[efficiency]")
+                        "[efficiency], [link], [host], [network]; a system file has device "
+                        "and count")
     if not isinstance(data["name"], str):
         raise fail("name must be a string", "name")
     if not isinstance(data["peak"], dict) or not data["peak"]:

@@ -3,10 +3,13 @@
 Top-level keys: model, hardware (with time_model: "ideal" or "efficiency", and the efficiency
 fractions used or null), settings, params ({"total": int, "active": int}), passes
 (the passes applied, as written), memory (weights_bytes, kv_cache_bytes, activation_peak_bytes,
-total_bytes, fits, capacity_bytes, headroom_bytes, and the same per stage), stages. stages.prefill,
-stages.decode and stages.step (with settings.tokens, when the step stage is asked for) hold `ops` (name, kind, repeat, flops, bytes, intensity, bound, time_s for one
-occurrence, plus compute_type, attainable, bytes_by_class) and `total` (flops, bytes, time_s
-over all occurrences, plus compute_time_s, memory_time_s, bytes_by_class). New keys may be
+total_bytes, fits, capacity_bytes, headroom_bytes, host_bytes, host_capacity_bytes, and the
+same per stage), devices (count, used, nodes, tp, pp, ep, microbatches: every other figure is
+one device's), stages. stages.prefill,
+stages.decode and stages.step (with settings.tokens, when the step stage is asked for) hold `ops` (name, kind, repeat, flops, bytes, intensity, bound ("memory", "compute", or "link" / "network" /
+"host" for transfers), time_s for one occurrence, plus compute_type, attainable, bytes_by_class) and `total` (flops, bytes, time_s
+over all occurrences, plus compute_time_s, memory_time_s, transfer_time_s, bubble_s,
+bytes_by_class). New keys may be
 added; existing ones keep their names and meaning.
 """
 from __future__ import annotations
@@ -33,7 +36,17 @@ def memory_dict(m) -> dict:
             "activation_peak_bytes": _num(m.activation_peak_bytes),
             "total_bytes": _num(m.total_bytes), "fits": m.fits,
             "capacity_bytes": _num(m.capacity_bytes), "headroom_bytes": _num(m.headroom_bytes),
+            "host_bytes": _num(m.host_bytes),
+            "host_capacity_bytes": _num(m.host_capacity_bytes)
+            if m.host_capacity_bytes is not None else None,
             "stages": {k: {kk: _num(vv) for kk, vv in v.items()} for k, v in m.stages.items()}}
+
+
+def devices_dict(d) -> dict:
+    """The device count and parallel layout: every other figure is one device's."""
+    return {"count": d.count, "used": d.used, "nodes": d.nodes, "tp": d.layout["tp"],
+            "pp": d.layout["pp"], "ep": d.layout["ep"], "microbatches": d.microbatches,
+            "per_device": True}
 
 
 def to_dict(a: Analysis) -> dict:
@@ -52,6 +65,7 @@ def to_dict(a: Analysis) -> dict:
         "params": {"total": a.params_total, "active": a.params_active},
         "passes": list(a.passes),
         **({"memory": memory_dict(a.memory)} if a.memory else {}),
+        **({"devices": devices_dict(a.devices)} if a.devices else {}),
         "model_params": dict(a.params),
         "stages": {name: {
             "description": st.description,
@@ -66,6 +80,8 @@ def to_dict(a: Analysis) -> dict:
             "total": {"flops": _num(st.total.flops), "bytes": _num(st.total.bytes),
                       "time_s": st.total.time_s, "compute_time_s": st.total.compute_time_s,
                       "memory_time_s": st.total.memory_time_s,
+                      "transfer_time_s": st.total.transfer_time_s,
+                      "bubble_s": st.total.bubble_s,
                       "bytes_by_class": {k: _num(v) for k, v in st.total.bytes_by_class.items()}},
         } for name, st in a.stages.items()},
     }

@@ -38,10 +38,23 @@ def _headline(a: Analysis) -> list[str]:
         f" w_bits={s.w_bits:g} a_bits={s.a_bits:g} "
         f"kv_bits={s.kv_bits:g}; parameters {count(a.params_total)}",
     ]
+    if hw.count > 1 or (a.devices and a.devices.used > 1):
+        lines.append(devices_line(a))
     lines.append("time model: " + time_model(hw))
     if a.passes:
         lines.append("passes: " + "; ".join(a.passes))
     return lines
+
+
+def devices_line(a: Analysis) -> str:
+    """The system and the layout, and that every figure is one device's."""
+    hw, d = a.hardware, a.devices
+    layout = " x ".join(f"{g}={n}" for g, n in d.layout.items() if n != 1) or "one device"
+    link = f"; link {si(hw.link.bandwidth_Bps, 'B/s')}" if hw.link else ""
+    network = f", network {si(hw.network.bandwidth_Bps, 'B/s')}" if hw.network else ""
+    batches = f", {d.microbatches} microbatches" if d.microbatches > 1 else ""
+    return (f"devices: {d.used} of {d.count} ({layout}{batches}){link}{network}; times, "
+            "memory and parameters are per device")
 
 
 def time_model(hw) -> str:
@@ -59,9 +72,14 @@ def time_model(hw) -> str:
 def _stage_summary(stage: StageResult) -> str:
     t = stage.total
     b = t.bytes_by_class
+    extra = ""
+    if t.transfer_time_s:
+        extra += f"; transfers {seconds(t.transfer_time_s)} ({100 * t.transfer_time_s / t.time_s:.0f}%)"
+    if t.bubble_s:
+        extra += f"; pipeline bubble {seconds(t.bubble_s)}"
     return (f"time {seconds(t.time_s)} (all compute-bound would be {seconds(t.compute_time_s)}, "
-            f"all memory-bound {seconds(t.memory_time_s)}); bytes: weights {si(b['weight'], 'B')}, "
-            f"activations {si(b['act'], 'B')}, KV cache {si(b['kv'], 'B')}")
+            f"all memory-bound {seconds(t.memory_time_s)}){extra}; bytes: weights "
+            f"{si(b['weight'], 'B')}, activations {si(b['act'], 'B')}, KV cache {si(b['kv'], 'B')}")
 
 
 def _align(rows: list[list[str]]) -> list[str]:

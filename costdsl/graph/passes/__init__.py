@@ -2,6 +2,6 @@
 `--pass`. Each module registers its passes by name; `apply_passes` runs a parsed pipeline."""
 from .registry import PASSES, PassDef, PassError, apply_pass, apply_passes
 from . import (quantize, fusion, flash, presets, early_exit, sparsity,  # noqa: F401
-               medusa, weight_sparsity, low_rank, prune)  # (registration)
+               medusa, weight_sparsity, low_rank, prune, parallel, offload)  # (registration)
 
 __all__ = ["PASSES", "PassDef", "PassError", "apply_pass", "apply_passes"]

@@ -115,16 +115,21 @@ def _prune_mlp(graph, out, ffn, include) -> bool:
         if not _chosen(feeders + [act] + readers, include):
             continue
         found = True
-        keep = _kept(ffn, act.out_shape[1], "MLP channels", "ffn")
-        for f in feeders:
-            out.nodes[f.name]["op"] = _scale_all(f, keep)
-        out.nodes[act.name]["op"] = _scale_all(act, keep)
-        for r in readers:
-            out.nodes[r.name]["op"] = _scale_reader(r, keep, set(act.outputs))
+        shrink_mlp(out, feeders, act, readers, _kept(ffn, act.out_shape[1], "MLP channels", "ffn"))
     return found
 
 
-def _kv_side(graph, kernels: list[Node]) -> list[Node]:
+def shrink_mlp(out, feeders: list[Node], act: Node, readers: list[Node], keep) -> None:
+    """Keep the share `keep` of an MLP's channels: the feeding linears narrow their output, the
+    activation narrows, the reading linears narrow their input (tensor parallelism keeps 1/n)."""
+    for f in feeders:
+        out.nodes[f.name]["op"] = _scale_all(f, keep)
+    out.nodes[act.name]["op"] = _scale_inside(act, keep, keep)
+    for r in readers:
+        out.nodes[r.name]["op"] = _scale_reader(r, keep, set(act.outputs))
+
+
+def kv_side(graph, kernels: list[Node]) -> list[Node]:
     """The ops making the keys and values the kernels read from the cache: the K and V
     projections and RoPE of K."""
     side = []
@@ -142,8 +147,8 @@ def _kv_side(graph, kernels: list[Node]) -> list[Node]:
 def _prune_attention(graph, out, heads, kv_heads, include) -> bool:
     found = False
     for q, kernels, o in list(_attention_groups(graph)):
-        kv_side = _kv_side(graph, kernels)
-        if not _chosen([q] + kernels + [o] + kv_side, include):
+        side = kv_side(graph, kernels)
+        if not _chosen([q] + kernels + [o] + side, include):
             continue
         found = True
         h, hkv = kernels[0].attrs["heads"], kernels[0].attrs["kv_heads"]
@@ -153,18 +158,26 @@ def _prune_attention(graph, out, heads, kv_heads, include) -> bool:
             keep_q = sympy.Min(keep_q, keep_kv) if heads != 0 else keep_kv
         elif sympy.simplify(h - hkv) == 0:  # multi-head: a head's K and V go with it
             keep_kv = keep_q
-        q_rope = [graph.nodes[s]["op"] for s in graph.successors(q.name)
-                  if graph.nodes[s]["op"].kind == "rope"]
-        out.nodes[q.name]["op"] = _scale_all(q, keep_q)
-        for r in q_rope:
-            out.nodes[r.name]["op"] = _scale_inside(r, keep_q, keep_q)
-        for p in kv_side:
-            out.nodes[p.name]["op"] = (_scale_inside(p, keep_kv, keep_kv) if p.kind == "rope"
-                                       else _scale_all(p, keep_kv, keep_kv))
-        for k in kernels:
-            out.nodes[k.name]["op"] = _scale_inside(k, keep_q, keep_kv)
-        out.nodes[o.name]["op"] = _scale_reader(o, keep_q, set(kernels[-1].outputs))
+        shrink_attention(graph, out, q, kernels, o, side, keep_q, keep_kv)
     return found
+
+
+def shrink_attention(graph, out, q: Node, kernels: list[Node], o: Node, kv_side: list[Node],
+                     keep_q, keep_kv) -> None:
+    """Keep the share `keep_q` of an attention's query heads and `keep_kv` of its KV heads: the
+    query projection and its RoPE, the K/V side, the kernels, and the output projection's
+    input (tensor parallelism keeps 1/n of each, or one replicated KV head)."""
+    q_rope = [graph.nodes[s]["op"] for s in graph.successors(q.name)
+              if graph.nodes[s]["op"].kind == "rope"]
+    out.nodes[q.name]["op"] = _scale_all(q, keep_q)
+    for r in q_rope:
+        out.nodes[r.name]["op"] = _scale_inside(r, keep_q, keep_q)
+    for p in kv_side:
+        out.nodes[p.name]["op"] = (_scale_inside(p, keep_kv, keep_kv) if p.kind == "rope"
+                                   else _scale_all(p, keep_kv, keep_kv))
+    for k in kernels:
+        out.nodes[k.name]["op"] = _scale_inside(k, keep_q, keep_kv)
+    out.nodes[o.name]["op"] = _scale_reader(o, keep_q, set(kernels[-1].outputs))
 
 
 def _prune_layers(graph, out, layers, include) -> bool:

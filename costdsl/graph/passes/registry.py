@@ -32,7 +32,8 @@ class Arg:
     """An argument a pass takes: `kind` says what values are valid.
     bits: a bitwidth in (0, 64] or a symbol; fraction: a number in [0, 1] or a symbol; count: a
     positive integer; size: a positive integer or a symbol (a model parameter left free); flag:
-    0 or 1; pattern: a quoted string (op names or globs, or a word)."""
+    0 or 1; pattern: a quoted string (op names or globs, or a word); degree: a size, or a new
+    name (a parallel degree left free, as a symbol of that name)."""
     kind: str
     default: object = None
     help: str = ""
@@ -71,6 +72,10 @@ def _resolve(spec: Arg, arg: ast.PassArg, call: ast.PassCall, scope) -> object:
         return arg.value
     if isinstance(arg.value, (str, tuple)):
         raise at(PassError, f"{where} takes a number, not a string or a list", arg.pos)
+    if spec.kind == "degree" and isinstance(arg.value, ast.Name) and arg.value.id not in scope:
+        return S.model_param(arg.value.id)  # a parallel degree left free: crossover --solve it
+    if spec.kind == "flag":  # true / false read as 1 / 0
+        scope = {**scope, "true": sympy.Integer(1), "false": sympy.Integer(0)}
     value = to_sympy(arg.value, scope)
     if spec.kind == "bits":
         if value.is_number and not 0 < value <= 64:
@@ -80,7 +85,7 @@ def _resolve(spec: Arg, arg: ast.PassArg, call: ast.PassCall, scope) -> object:
         if value.is_number and not 0 <= value <= 1:
             raise at(PassError, f"{where}: a fraction must be in [0, 1], got {value}", arg.pos)
         return value
-    if spec.kind == "size":  # a positive integer, or a model parameter left free
+    if spec.kind in ("size", "degree"):  # a positive integer, or a symbol
         if value.is_number and not (value.is_integer and value > 0):
             raise at(PassError, f"{where} must be a positive integer, got {value}", arg.pos)
         return value
@@ -89,7 +94,7 @@ def _resolve(spec: Arg, arg: ast.PassArg, call: ast.PassCall, scope) -> object:
     if spec.kind == "count" and not (value.is_integer and value > 0):
         raise at(PassError, f"{where} must be a positive integer, got {value}", arg.pos)
     if spec.kind == "flag" and value not in (0, 1):
-        raise at(PassError, f"{where} must be 0 or 1, got {value}", arg.pos)
+        raise at(PassError, f"{where} must be 0 or 1 (false or true), got {value}", arg.pos)
     return int(value) if spec.kind == "flag" else value
 
 
