@@ -26,17 +26,18 @@ from .analysis.params import OpParams, active_params, op_params, total_params
 from .analysis.plan import OBJECTIVES, PlanResult, evaluate_plan, layouts as plan_layouts
 from .analysis.plan import rank
 from .analysis.records import Analysis, Settings, check_stages, devices_of, stage_result
-from .analysis.roofline import StageRoofline, roofline
+from .analysis.roofline import StageRoofline, compute_type, roofline
 from .analysis.sensitivity import Sensitivity, sensitivity
 from .analysis.sparsity import SPARSITY, SparsityAnswer, sparsity_answers
 from .analysis.compression import CompressionAnswer, low_rank_answers, target_answers
+from .analysis.offloading import OffloadAnswer, offload_answers
 from .analysis.speculative import (Speculation, best_draft_length, lookahead, speculate,
                                    speculation_grid, stop_paying_batch)
 from .errors import CostDSLError, EvaluationError, at
 from .graph.lower import STAGES, STEP_STAGES, lower
 from .graph.passes import apply_passes
 from .graph.passes.registry import resolve_args
-from .graph.schema import check as check_graph
+from .graph.schema import check as check_graph, nodes
 from .hardware import Hardware, load_hardware
 from .language import ast
 from .language.decoding import Decoding, DecodingError, decoding_of, parse_decoding
@@ -139,11 +140,22 @@ class Model:
         repeated analyses reuse its lambdified numpy function rather than compile it again."""
         key = (stage, hw.key, hw.bandwidth_Bps, hw.sram_per_block, tuple(sorted(hw.peak.items())),
                tuple(sorted(hw.sparse_peak.items())),
-               repr(hw.efficiency), tuple(sorted(settings.bits().items())),
+               repr(hw.efficiency), self._bits_key(stage, hw, settings),
                repr((hw.count, hw.nodes, hw.link, hw.network, hw.host, hw.ideal_links)))
         if key not in self._rooflines:
             self._rooflines[key] = roofline(self.graph(stage), hw, settings.bits())
         return self._rooflines[key]
+
+    def _bits_key(self, stage: str, hw: Hardware, settings: Settings):
+        """What of the bitwidths a roofline depends on: the compute type each op runs in (the
+        bytes keep the bitwidths as symbols), and the on-chip tile sizes that depend on them.
+        Bitwidths giving the same types share one roofline and its compiled functions."""
+        if any("sram_needed" in n.attrs for n in nodes(self.graph(stage))):
+            return tuple(sorted(settings.bits().items()))
+        values = {S.BITS_BY_CLASS[c]: v for c, v in
+                  zip(("weight", "act", "kv"), (settings.w_bits, settings.a_bits,
+                                                settings.kv_bits))}
+        return tuple(compute_type(n, hw, values) for n in nodes(self.graph(stage)))
 
     @staticmethod
     def _values(settings: Settings, free: Iterable[str] = ()) -> dict:
@@ -341,6 +353,24 @@ class Model:
                                         dense_fraction)
         return answers
 
+    def offload_answers(self, hw: str | Hardware, batch: int, seq: int, stage: str = "decode",
+                        w_bits: float = 16, a_bits: float = 16, kv_bits: float = 16,
+                        tokens: int | None = None) -> list[OffloadAnswer]:
+        """How much of the weights the pipeline's last `offload` pass selects can live in host
+        memory before `stage` slows down: per op, f*(batch) in closed form, its value at
+        `batch`, and the batch from which offloading all of them is free."""
+        hw = _hardware(hw)
+        settings = _settings(batch, seq, w_bits, a_bits, kv_bits, tokens, (stage,))
+        index = [i for i, c in enumerate(self.passes) if c.name == "offload"]
+        if not index:
+            raise EvaluationError("--solve offload asks how much to offload: the model has no "
+                                  "offload pass", hint="add --pass 'offload(weights=1, "
+                                                       "ops=\"layers.*\")'")
+        f = sympy.Symbol("f", positive=True)
+        _, _, rerun = self._pass_variants(stage, index[-1])
+        symbolic = roofline(rerun(weights=f, overlap=1), hw, settings.bits())
+        return offload_answers(symbolic, f, settings.values())
+
     def compression_answers(self, solve: str, hw: str | Hardware, batch: int, seq: int,
                             stage: str = "decode", w_bits: float = 16, a_bits: float = 16,
                             kv_bits: float = 16, tokens: int | None = None,
@@ -414,14 +444,16 @@ class Model:
         """Each op's costs as expressions in the runtime symbols; in the step stage `tokens`
         stays a symbol unless a value is given."""
         keep = tuple(keep)
-        unknown = [k for k in keep if k not in self.design.params]
+        degrees = set(self.free_names) - set(self.design.params)  # free parallel degrees
+        unknown = [k for k in keep if k not in self.design.params and k not in degrees]
         if unknown:
             raise CostDSLError(f"--keep {unknown[0]}: the model has no parameter "
                                f"{unknown[0]!r}", hint="parameters: " +
                                ", ".join(self.design.params))
         check_stages(tokens, (stage,), needed=False)
         bind = {} if tokens is None else {S.tokens: tokens}
-        return formula_table(self.keeping_free(keep).graph(stage), keep, bind)
+        params = [k for k in keep if k not in degrees]  # a degree is a symbol already
+        return formula_table(self.keeping_free(params).graph(stage), keep, bind)
 
     def analyze(self, hw: str | Hardware, batch: int, seq: int, w_bits: float = 16,
                 a_bits: float = 16, kv_bits: float = 16,

@@ -642,6 +642,8 @@ def _crossover(args) -> str:
     model = _load(args)
     if args.solve == "sparsity":
         return _sparsity_crossover(args, model)
+    if args.solve == "offload":
+        return _offload_crossover(args, model)
     if any(args.solve in api.COMPRESSION_ARGS.get(c.name, ()) for c in model.passes):
         return _compression_crossover(args, model)
     if args.target_time or args.target_memory:
@@ -658,6 +660,16 @@ def _crossover(args) -> str:
                for stage in _stages(args.stage)]
     return (answers_report.crossover_json if args.format == "json"
             else answers_report.crossover_text)(answers)
+
+
+def _offload_crossover(args, model) -> str:
+    from .report import offloads
+    answers = {stage: model.offload_answers(_hw(args), args.batch, args.seq, stage,
+                                            tokens=args.tokens, **_bits_of(args))
+               for stage in _stages(args.stage)}
+    if args.format == "json":
+        return dumps(offloads.offload_dict(answers, args.batch))
+    return offloads.offload_text(answers, args.batch)
 
 
 def _latency(args) -> str:

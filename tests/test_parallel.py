@@ -335,3 +335,41 @@ def test_plan_numbers_are_those_of_analyze(dgx):
     assert p.ttft_s == pytest.approx(a.stages["prefill"].total.time_s)
     assert p.tpot_s == pytest.approx(a.stages["decode"].total.time_s)   # gen 2: one step at 1024
     assert p.bubble_share == pytest.approx(0.5)
+
+
+def test_fraction_offloadable_before_decode_slows_by_hand(capsys):
+    hw = _hardware("nvidia-h100-sxm").ideal()
+    m = costdsl.load(MODELS / "llama-2-7b.arch",
+                     passes=['offload(weights=1, ops="layers.q,layers.gate")'])
+    answers = {a.op: a for a in m.offload_answers(hw, batch=10000, seq=1024)}
+    K, P, B, Bh, b = 4096, 989.5e12, 3.35e12, 64e9, 10000
+    C = 2 * b * K * K / P                       # 16-bit q projection, K x K weights
+    m0 = (2 * K * K + 4 * b * K) / B            # weights and activations from device memory
+    m1 = 4 * b * K / B + 2 * K * K / Bh         # the weights from the host instead
+    assert answers["layers.q"].value == pytest.approx((C - m0) / (m1 - m0), rel=1e-9)
+    assert answers["layers.q"].free_from == pytest.approx((K / Bh) / (K / P - 2 / B), rel=1e-6)
+    assert main(["crossover", str(MODELS / "llama-2-7b.arch"), "--hw", "nvidia-h100-sxm",
+                 "--ideal", "--solve", "offload", "--batch", "100", "--seq", "1024",
+                 "--pass", 'offload(weights=1, ops="layers.q")']) == 0
+    assert "all of it free from batch 18,067" in capsys.readouterr().out
+    with pytest.raises(CostDSLError, match="no offload pass"):
+        costdsl.load(MODELS / "llama-2-7b.arch").offload_answers(hw, batch=1, seq=64)
+
+
+def test_formulas_keep_a_free_degree(capsys):
+    assert main(["formulas", str(MODELS / "llama-2-7b.arch"), "--pass", "tensor_parallel(n=tp)",
+                 "--keep", "tp", "--stage", "decode"]) == 0
+    out = capsys.readouterr().out
+    assert "33554432·b/tp" in out          # the q projection's 2 b 4096^2 operations, split tp ways
+
+
+def test_roofline_plot_draws_the_host_roof(tmp_path):
+    from costdsl import plots
+    a = analysis("llama-2-7b.arch", ['offload(weights=0.5, ops="layers.*")'],
+                 _hardware("nvidia-h100-sxm").ideal(), batch=256, seq=1024)
+    assert {o.bound for o in a.stages["decode"].ops} >= {"host"}
+    q = op(a.stages["decode"], "layers.q")
+    # a host-bound op attains its operations over its transfer time: on the host link's roof
+    assert q.attainable == pytest.approx(q.flops / q.time_s)
+    path = plots.roofline(a, "decode", str(tmp_path / "offload.png"))
+    assert Path(path).stat().st_size > 10_000
