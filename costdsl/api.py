@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -25,6 +26,9 @@ from .analysis.memory import StageMemory, memory_numbers, stage_memory
 from .analysis.params import OpParams, active_params, op_params, total_params
 from .analysis.plan import OBJECTIVES, PlanResult, evaluate_plan, layouts as plan_layouts
 from .analysis.plan import rank
+from .analysis.iteration import IterationCost, iteration_cost
+from .analysis.requests import Stream, synthetic
+from .analysis.simulate import Config as SimConfig, KVPool, Summary, Trace, simulate, summarise
 from .analysis.records import Analysis, Settings, check_stages, devices_of, stage_result
 from .analysis.roofline import StageRoofline, compute_type, roofline
 from .analysis.sensitivity import Sensitivity, sensitivity
@@ -517,6 +521,86 @@ class Model:
         ranked = rank(plans, objective)
         return PlanResult(self.name, hw.key, hw.count, seq, gen, objective, tuple(ranked),
                           tuple(skipped))
+
+    def iteration_cost(self, hw: str | Hardware, w_bits: float = 16, a_bits: float = 16,
+                       kv_bits: float = 16) -> IterationCost:
+        """One serving iteration's time as a compiled function of (N, T, TT, TC, C): the
+        sequences, their new tokens, sum t^2, sum t c and the tokens cached (see
+        analysis.iteration)."""
+        hw = _hardware(hw)
+        settings = Settings(1, 1, w_bits, a_bits, kv_bits).validate()
+        key = ("iteration", hw.key, hw.time_model, tuple(settings.bits().items()))
+        if key not in self._rooflines:
+            self._rooflines[key] = iteration_cost(self._roofline("step", hw, settings),
+                                                  {k: v for k, v in settings.values().items()
+                                                   if k.name.endswith("_bits")})
+        return self._rooflines[key]
+
+    def kv_pool(self, hw: str | Hardware, config: SimConfig, w_bits: float = 16,
+                a_bits: float = 16, kv_bits: float = 16) -> KVPool:
+        """The KV blocks one device holds: a fraction `kv_memory` of its memory after the
+        weights and the activation peak of an iteration of `max_tokens` (or `chunk`) tokens,
+        in blocks of `kv_block` tokens of one sequence."""
+        hw = _hardware(hw)
+        bits = {S.w_bits: w_bits, S.a_bits: a_bits, S.kv_bits: kv_bits}
+        decode, prefill = self.memory("decode"), self.memory("prefill")
+        at = lambda expr, b, s: float(sympy.sympify(expr).xreplace(
+            {**{k: sympy.Float(v) for k, v in bits.items()}, S.batch: b, S.seq: s}))
+        per_token = at(decode.kv_cache, 1, 2) - at(decode.kv_cache, 1, 1)
+        fixed = max(at(decode.kv_cache, 1, 1) - 2 * per_token, 0.0)  # a state (Mamba)
+        tokens = config.chunk if config.scheduler == "chunked" else config.max_tokens
+        free = (hw.memory_bytes - at(decode.weights, 1, 1)
+                - at(prefill.activation_peak, 1, tokens)) * config.kv_memory
+        block = per_token * config.kv_block
+        if block <= 0:
+            raise EvaluationError(f"{self.name!r} keeps no KV cache: nothing to allocate")
+        if free <= 0:
+            raise EvaluationError(f"{self.name!r} leaves no memory for a KV cache on "
+                                  f"{hw.name}: weights and activations take it all",
+                                  hint="quantize, or a parallel layout on a system")
+        return KVPool(int(free // block), block, math.ceil(fixed / block) if fixed else 0,
+                      hw.host.bandwidth_Bps if hw.host else None)
+
+    def simulate(self, hw: str | Hardware, stream: Stream, config: SimConfig | None = None,
+                 slo: Mapping[str, float] | None = None, w_bits: float = 16,
+                 a_bits: float = 16, kv_bits: float = 16) -> tuple[Trace, Summary]:
+        """Serve `stream` on `hw` (one device or the per-device graph of a layout) with the
+        scheduler, KV blocks and pre-emption of `config`; `slo` ({"ttft": s, "tpot": s,
+        "e2e": s}) makes the summary's goodput."""
+        hw = _hardware(hw)
+        config = (config or SimConfig()).validate()
+        cost = self.iteration_cost(hw, w_bits, a_bits, kv_bits)
+        pool = self.kv_pool(hw, config, w_bits, a_bits, kv_bits)
+        trace = simulate(stream, cost, pool, config)
+        return trace, summarise(trace, slo, stream.reordered)
+
+    def rate_sweep(self, hw: str | Hardware, rates: Iterable[float], n: int, prompt: str,
+                   output: str, seed: int, config: SimConfig, slo: Mapping[str, float],
+                   attainment: float = 0.9, w_bits: float = 16, a_bits: float = 16,
+                   kv_bits: float = 16) -> tuple[list[tuple[float, Summary]], float | None]:
+        """Summaries of synthetic streams at each rate, and the largest rate at which a share
+        `attainment` of the requests meet `slo`, by bisection between the rates that bracket it
+        (a fixed seed: the same stream shape at every rate)."""
+        if not slo:
+            raise EvaluationError("a rate sweep looks for the largest rate meeting an SLO: give "
+                                  "--slo", hint='e.g. --slo "ttft=2s,tpot=100ms"')
+        if not 0 < attainment <= 1:
+            raise EvaluationError(f"the attainment must be a fraction in (0, 1], got {attainment}")
+        run = lambda rate: self.simulate(hw, synthetic(rate, n, prompt, output, seed), config,
+                                         slo, w_bits, a_bits, kv_bits)[1]
+        rows = [(float(r), run(float(r))) for r in sorted(rates)]
+        good = [r for r, summary in rows if summary.slo_attainment >= attainment]
+        if not good:
+            return rows, None
+        low = max(good)
+        above = [r for r, summary in rows if r > low]
+        if not above:
+            return rows, low
+        high = min(above)
+        for _ in range(10):   # 2^-10 of the bracket
+            mid = (low + high) / 2
+            low, high = (mid, high) if run(mid).slo_attainment >= attainment else (low, mid)
+        return rows, low
 
     def fit(self, hw: str | Hardware, seq: int, batch: int = 1, w_bits: float = 16,
             a_bits: float = 16, kv_bits: float = 16) -> Fit:

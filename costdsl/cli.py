@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import re
 import sys
+
+import numpy as np
 
 from . import api
 from .report.units import seconds
@@ -72,6 +76,39 @@ def _measurement_args(p: argparse.ArgumentParser, hw_help: str) -> None:
     p.add_argument("--pass", dest="passes", action="append", default=[], metavar="PASS",
                    help="a pass applied to every row's model (repeatable)")
     p.add_argument("--format", choices=("text", "json"), default="text")
+
+
+def _simulation_args(p: argparse.ArgumentParser, required: bool) -> None:
+    """The request stream and the server of `simulate` (and `plot rate|timeline`)."""
+    source = p.add_mutually_exclusive_group(required=required)
+    source.add_argument("--requests", metavar="FILE.csv",
+                        help="arrival_s,prompt_tokens,output_tokens (or an Azure LLM trace: "
+                             "TIMESTAMP,ContextTokens,GeneratedTokens)")
+    source.add_argument("--rate", type=float, metavar="R", help="Poisson arrivals per second")
+    source.add_argument("--sweep-rate", metavar="A:B:N",
+                        help="N rates from A to B (or a list): goodput against rate and the "
+                             "largest rate meeting --slo")
+    p.add_argument("--n", type=_positive_int("--n"), default=1000, help="synthetic requests")
+    p.add_argument("--prompt", default="lognormal(1024, 0.8)", metavar="DIST",
+                   help="prompt lengths: lognormal(median, sigma), uniform(a, b), normal(m, sd), "
+                        "fixed(n)")
+    p.add_argument("--output", default="lognormal(256, 0.6)", metavar="DIST",
+                   help="output lengths, as --prompt")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--scheduler", choices=("static", "continuous", "chunked"),
+                   default="continuous")
+    p.add_argument("--chunk", type=_positive_int("--chunk"), default=512,
+                   help="token budget per iteration of the chunked scheduler")
+    p.add_argument("--max-batch", type=_positive_int("--max-batch"), default=256)
+    p.add_argument("--max-tokens", type=_positive_int("--max-tokens"), default=8192,
+                   help="new tokens per iteration of the continuous scheduler")
+    p.add_argument("--kv-block", type=_positive_int("--kv-block"), default=16)
+    p.add_argument("--kv-memory", type=float, default=0.9,
+                   help="fraction of the memory left after weights and activations for KV")
+    p.add_argument("--preempt", choices=("recompute", "swap"), default="recompute")
+    p.add_argument("--slo", metavar="LIST", help='e.g. "ttft=2s,tpot=100ms" (also e2e=)')
+    p.add_argument("--attainment", type=float, default=0.9,
+                   help="share of requests that must meet the SLO in --sweep-rate (default 0.9)")
 
 
 def _decoding_arg(p: argparse.ArgumentParser, more: str = "") -> None:
@@ -201,9 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plot", help="roofline, batch, seq, memory or serving plot (PNG/SVG)")
     p.add_argument("kind", choices=("roofline", "batch", "seq", "memory", "serve",
-                                     "speculative"))
+                                     "speculative", "rate", "timeline"))
     _model_args(p)
     _deployment_args(p)
+    _simulation_args(p, required=False)
     _stage_args(p, "decode", all=False)
     p.add_argument("--gen", type=_positive_int("--gen"), default=256,
                    help="generated tokens per request (serve)")
@@ -288,6 +326,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kv-bits", type=_bits, default=16)
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(run=_plan)
+
+    p = sub.add_parser("simulate", help="serve a request stream: continuous batching, chunked "
+                                        "prefill, paged KV; latency percentiles and goodput")
+    _model_args(p)
+    p.add_argument("--hw", required=True, metavar="HW", help="a hardware or system file")
+    _ideal_arg(p)
+    _simulation_args(p, required=True)
+    _bits_args(p)
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--out", metavar="FILE.csv", help="write one row per request here")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="with --sweep-rate: p99 TTFT and TPOT against rate; otherwise the "
+                        "run's timeline of batch size and KV blocks")
+    p.set_defaults(run=_simulate)
 
     p = sub.add_parser("formulas", help="per-op cost formulas for documentation")
     _model_args(p)
@@ -436,6 +488,8 @@ def _plot(args) -> str:
     model = _load(args)
     hw = _hw(args)
     bits = _bits_of(args)
+    if args.kind in ("rate", "timeline"):
+        return _simulate(args, plot=args.out)
     spec = args.sweep or _PLOT_RANGES.get(args.kind)
     values = parse_range(spec, "range") if spec else None
     if args.kind == "roofline":
@@ -705,6 +759,86 @@ def _plan(args) -> str:
     if args.format == "json":
         return dumps(plans_report.plan_dict(result))
     return plans_report.plan_text(result)
+
+
+_SLO_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
+
+
+def _slo(text: str | None) -> dict | None:
+    """{"ttft": s, "tpot": s, "e2e": s} from "ttft=2s,tpot=100ms"."""
+    if text is None:
+        return None
+    out = {}
+    for part in text.split(","):
+        name, _, value = part.partition("=")
+        name, value = name.strip(), value.strip()
+        m = re.fullmatch(r"([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*(us|ms|s)", value)
+        if name not in ("ttft", "tpot", "e2e") or not m:
+            raise CostDSLError(f"--slo {text!r}: expected ttft=, tpot= or e2e= with a duration "
+                               f"such as 2s or 100ms, got {part.strip()!r}")
+        out[name] = float(m.group(1)) * _SLO_UNITS[m.group(2)]
+        if not 0 < out[name] < 1e7:
+            raise CostDSLError(f"--slo {text!r}: {name} must be a positive duration")
+    return out
+
+
+def _rates(text: str) -> list[float]:
+    """A:B:N (N rates, linear) or a comma list."""
+    try:
+        if ":" in text:
+            low, high, count = text.split(":")
+            values = list(np.linspace(float(low), float(high), int(count)))
+        else:
+            values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise CostDSLError(f"--sweep-rate {text!r}: expected A:B:N or a list of rates") from None
+    if not values or len(values) > 1000 or not all(math.isfinite(v) and v > 0 for v in values):
+        raise CostDSLError(f"--sweep-rate {text!r}: 1 to 1,000 positive rates")
+    return values
+
+
+def _simulate(args, plot: str | None = None) -> str:
+    """`simulate`, and `plot rate|timeline` (plot: the image to write)."""
+    from .analysis.requests import read_requests, synthetic
+    from .analysis.simulate import Config
+    from .report import simulation as sim_report
+    from . import plots
+    plot = plot or getattr(args, "plot", None)
+    if plot is not None and getattr(args, "kind", None) == "rate" and not args.sweep_rate:
+        raise CostDSLError("plot rate needs --sweep-rate A:B:N and --slo")
+    if not (args.requests or args.rate or args.sweep_rate):
+        raise CostDSLError("give the requests: --requests FILE.csv, --rate R or --sweep-rate")
+    model = _load(args)
+    hw = _hw(args)
+    slo = _slo(args.slo)
+    config = Config(args.scheduler, args.chunk, args.max_batch, args.max_tokens, args.kv_block,
+                    args.kv_memory, args.preempt).validate()
+    bits = _bits_of(args)
+    if args.sweep_rate:
+        rows, best = model.rate_sweep(hw, _rates(args.sweep_rate), args.n, args.prompt,
+                                      args.output, args.seed, config, slo, args.attainment,
+                                      **bits)
+        table = [{"rate": r, **sim_report.summary_dict(s)} for r, s in rows]
+        if plot:
+            return f"wrote {plots.rate(table, best, slo, model.name, hw.name, plot)}\n"
+        if args.format == "json":
+            return dumps({"rates": table, "max_rate": best, "slo": slo,
+                          "attainment": args.attainment})
+        return sim_report.rate_sweep_text(table, best, slo, args.attainment)
+    stream = (read_requests(args.requests) if args.requests else
+              synthetic(args.rate, args.n, args.prompt, args.output, args.seed))
+    trace, summary = model.simulate(hw, stream, config, slo, **bits)
+    if plot:
+        return f"wrote {plots.timeline(trace, model.name, hw.name, args.scheduler, plot)}\n"
+    if args.out:
+        _write(args.out, sim_report.requests_csv(trace))
+    if args.format == "json":
+        return dumps({"summary": sim_report.summary_dict(summary),
+                      "requests": sim_report.request_rows(trace)})
+    title = (f"{model.name} on {hw.name}, {args.scheduler} scheduler; requests: "
+             f"{stream.source}")
+    return sim_report.summary_text(title, summary, slo) + (f"wrote {args.out}\n" if args.out
+                                                           else "")
 
 
 def _formulas(args) -> str:

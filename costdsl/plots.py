@@ -250,3 +250,47 @@ def speculative(curves, path: str) -> str:
     right.grid(True, which="both", alpha=0.3)
     fig.suptitle(f"{curves.model} with {curves.drafter} on {curves.hardware}")
     return _save(fig, path)
+
+
+def rate(rows: list[dict], best, slo: dict, model: str, hw: str, path: str) -> str:
+    """p99 TTFT and TPOT against the arrival rate, the SLO as lines, the largest rate meeting
+    it marked (costdsl simulate --sweep-rate)."""
+    plt = _pyplot()
+    x = np.array([r["rate"] for r in rows])
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
+    for ax, key, name in ((top, "ttft_s", "TTFT"), (bottom, "tpot_s", "TPOT")):
+        ax.plot(x, [r["p99"][key] for r in rows], marker="o", ms=3, label=f"p99 {name}")
+        ax.plot(x, [r["p50"][key] for r in rows], marker=".", ms=3, ls=":",
+                label=f"p50 {name}")
+        limit = (slo or {}).get(key.split("_")[0])
+        if limit is not None:
+            ax.axhline(limit, color="red", ls="--", lw=1, label=f"SLO {name}")
+        if best is not None:
+            _mark(ax, best, f"max rate {best:.3g}/s", "green")
+        ax.set_yscale("log")
+        ax.set_ylabel(f"{name} (s)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    bottom.set_xlabel("arrival rate (requests / s)")
+    top.set_title(f"{model} on {hw}: latency against load")
+    return _save(fig, path)
+
+
+def timeline(trace, model: str, hw: str, scheduler: str, path: str) -> str:
+    """Batch size and KV blocks in use over one simulated run."""
+    plt = _pyplot()
+    t = np.array(trace.iteration_end)
+    fig, ax = plt.subplots(figsize=(9, 5))
+    ax.step(t, trace.iteration_batch, where="pre", lw=0.8, color="tab:blue",
+            label="sequences in the iteration")
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("batch (sequences)", color="tab:blue")
+    right = ax.twinx()
+    right.step(t, 100 * np.array(trace.iteration_blocks) / trace.pool_blocks, where="pre",
+               lw=0.8, color="tab:orange", label="KV blocks in use")
+    right.set_ylabel("KV blocks in use (% of the pool)", color="tab:orange")
+    right.set_ylim(0, 105)
+    ax.set_title(f"{model} on {hw}, {scheduler} scheduler: {len(trace.arrival)} requests")
+    ax.grid(True, alpha=0.3)
+    return _save(fig, path)
+

@@ -1,0 +1,93 @@
+"""The time of one serving iteration over a mixed batch, as one compiled function of a few sums.
+
+A serving iteration runs sequences that each add t_i new tokens over c_i cached ones: a decode
+adds 1, a prefill chunk t_i > 1 (c_i = the part of its prompt already prefilled). The compiled
+`step` stage (graph.costs: b sequences each adding `tokens` over `seq` cached) gives every op's
+compute and memory time as a polynomial in batch, tokens and seq; every cost rule is a sum over
+sequences, so each monomial batch x tokens^i x seq^j is the sum over the batch of t^i c^j:
+
+    batch            -> N  = number of sequences           (the LM head on each one's last row)
+    batch tokens     -> T  = sum t_i                        (linears, norms, activations)
+    batch tokens^2   -> TT = sum t_i^2                      (attention inside the new block)
+    batch tokens seq -> TC = sum t_i c_i                    (attention of new tokens on the cache)
+    batch seq        -> C  = sum c_i                        (KV cache read)
+    1                ->  1                                  (weights: read once per iteration)
+
+so the iteration time, sum over ops of max(compute, memory) (+ launch), is exact in these five
+sums for every op whose rule is a polynomial of degree one in batch: the dense kinds, attention
+unfused or FlashAttention (its K/V rereads are per sequence), norms and activations. It is not
+exact where a rule is not polynomial: a sliding window's min(c + t, window), a routed expert
+layer's expected experts touched E (1 - (1 - k/E)^(b t)), contextual sparsity's union 1 - s^n.
+Those are evaluated at the batch's mean sequence (b = N, t = T / N, c = C / N). One batched
+kernel per op is assumed: a per-sequence attention kernel would add a launch per sequence,
+which the efficiency model's launch cost (per op) does not count.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+import sympy
+
+from .roofline import StageRoofline, larger
+from .. import symbols as S
+
+N, T, TT, TC, C = sympy.symbols("N T TT TC C", nonnegative=True)
+AGGREGATES = (N, T, TT, TC, C)
+_MONOMIALS = {(1, 0, 0): N, (1, 1, 0): T, (1, 2, 0): TT, (1, 1, 1): TC, (1, 0, 1): C}
+"""(degree in batch, in tokens, in seq) -> the sum it stands for."""
+
+
+@dataclass(frozen=True)
+class IterationCost:
+    """time(N, T, TT, TC, C) of one iteration, and the expression it compiles."""
+    expression: sympy.Expr
+    function: Callable[..., float]
+    mean_field_ops: tuple[str, ...]     # ops taken at the mean sequence (not exact)
+
+    def __call__(self, n: float, t: float, tt: float, tc: float, c: float) -> float:
+        return self.function(n, t, tt, tc, c) if n else 0.0
+
+
+def _aggregated(expr: sympy.Expr) -> sympy.Expr | None:
+    """`expr` (in batch, tokens, seq) in the five sums; None where it is not a polynomial of
+    degree at most one in batch over the known monomials."""
+    expr = sympy.expand(expr)
+    try:
+        poly = sympy.Poly(expr, S.batch, S.tokens, S.seq)
+    except sympy.PolynomialError:
+        return None
+    out = sympy.Integer(0)
+    for monomial, coeff in poly.terms():
+        if monomial == (0, 0, 0):
+            out += coeff
+        elif monomial in _MONOMIALS:
+            out += coeff * _MONOMIALS[monomial]
+        else:
+            return None
+    return out
+
+
+def _mean_field(expr: sympy.Expr) -> sympy.Expr:
+    """`expr` at the batch's mean sequence: b = N, t = T / N, c = C / N."""
+    return sympy.sympify(expr).xreplace({S.batch: N, S.tokens: T / N, S.seq: C / N})
+
+
+def iteration_cost(step: StageRoofline, bits: Mapping[sympy.Symbol, float]) -> IterationCost:
+    """The compiled iteration time of the `step` stage's roofline with the bitwidths bound."""
+    bits = {k: sympy.Float(v) for k, v in bits.items()}
+    total, approximate = sympy.Integer(0), []
+    for op in step.ops:
+        parts = []
+        for expr in (op.compute_time, op.memory_time, op.serial_transfer):
+            bound = sympy.sympify(expr).xreplace(bits)
+            summed = _aggregated(bound)
+            if summed is None:
+                summed = _mean_field(bound)
+                approximate.append(op.node.name)
+            parts.append(summed)
+        time = larger(parts[0], parts[1]) + op.launch + parts[2]
+        total += op.node.repeat * time
+    total = step.steps * total
+    function = sympy.lambdify(AGGREGATES, total, modules="math")
+    return IterationCost(total, function, tuple(dict.fromkeys(approximate)))

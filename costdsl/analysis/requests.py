@@ -1,0 +1,166 @@
+"""Request streams for the serving simulation: read from CSV or drawn from named distributions.
+
+A CSV holds `arrival_s,prompt_tokens,output_tokens`, or the columns of the public Azure LLM
+inference traces as downloaded, `TIMESTAMP,ContextTokens,GeneratedTokens` (timestamps as
+date-times; arrivals are seconds after the first). Rows out of arrival order are sorted, and
+the simulation's summary says how many were (a trace concatenated from parts is common, and
+the order of arrival is what a server sees).
+
+Synthetic streams: Poisson arrivals at `rate` requests/s (exponential gaps), prompt and output
+lengths from `lognormal(median, sigma)`, `uniform(low, high)`, `normal(mean, sd)` or
+`fixed(n)`, rounded to whole tokens of at least 1, from numpy's PCG64 generator seeded with
+`seed`: the same seed gives the same stream, byte for byte.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+
+from ..errors import EvaluationError
+from ..files import read_user_text
+from .. import symbols as S
+
+MAX_REQUESTS = 10_000_000
+
+
+@dataclass(frozen=True)
+class Stream:
+    arrival_s: np.ndarray     # float, sorted
+    prompt: np.ndarray        # int >= 1
+    output: np.ndarray        # int >= 1
+    source: str
+    reordered: int = 0        # rows that arrived out of order in the file (sorted here)
+
+    def __len__(self) -> int:
+        return len(self.arrival_s)
+
+
+_COLUMNS = (("arrival_s", "prompt_tokens", "output_tokens"),
+            ("TIMESTAMP", "ContextTokens", "GeneratedTokens"))
+
+
+def read_requests(path: str) -> Stream:
+    text = read_user_text(path, "request file", EvaluationError)
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows:
+        raise EvaluationError(f"{path}: the request file is empty")
+    header = [h.strip() for h in rows[0]]
+    names = next((c for c in _COLUMNS if set(c) <= set(header)), None)
+    if names is None:
+        raise EvaluationError(f"{path}:1: missing columns: expected {', '.join(_COLUMNS[0])} "
+                              f"(or the Azure trace's {', '.join(_COLUMNS[1])}); found "
+                              f"{', '.join(header) or 'none'}", file=path, line=1)
+    index = [header.index(n) for n in names]
+    if len(rows) - 1 > MAX_REQUESTS:
+        raise EvaluationError(f"{path}: more than {MAX_REQUESTS:,} requests")
+    arrival, prompt, output = [], [], []
+    for line, row in enumerate(rows[1:], 2):
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) < len(header):
+            raise EvaluationError(f"{path}:{line}: {len(row)} fields, the header has "
+                                  f"{len(header)}", file=path, line=line)
+        cells = [row[i].strip() for i in index]
+        arrival.append(_time(cells[0], names[0], path, line))
+        prompt.append(_count(cells[1], names[1], path, line))
+        output.append(_count(cells[2], names[2], path, line))
+    if not arrival:
+        raise EvaluationError(f"{path}: no requests after the header")
+    times = np.array(arrival, dtype=float)
+    if names[0] == "TIMESTAMP":
+        times = times - times.min()
+    order = np.argsort(times, kind="stable")
+    reordered = int(np.sum(order != np.arange(len(order))))
+    return Stream(times[order], np.array(prompt, dtype=np.int64)[order],
+                  np.array(output, dtype=np.int64)[order], path, reordered)
+
+
+def _time(cell: str, column: str, path: str, line: int) -> float:
+    if column == "TIMESTAMP":
+        try:
+            return datetime.fromisoformat(cell.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            raise EvaluationError(f"{path}:{line}: {column} {cell!r} is not a date-time",
+                                  file=path, line=line) from None
+    try:
+        value = float(cell)
+    except ValueError:
+        raise EvaluationError(f"{path}:{line}: {column} {cell!r} is not a number", file=path,
+                              line=line) from None
+    if not np.isfinite(value) or value < 0:
+        raise EvaluationError(f"{path}:{line}: {column} must be a time of at least 0 s, got "
+                              f"{cell}", file=path, line=line)
+    return value
+
+
+def _count(cell: str, column: str, path: str, line: int) -> int:
+    try:
+        value = float(cell)
+    except ValueError:
+        raise EvaluationError(f"{path}:{line}: {column} {cell!r} is not a number", file=path,
+                              line=line) from None
+    if not value.is_integer() or not 1 <= value <= S.MAX_SIZE:
+        raise EvaluationError(f"{path}:{line}: {column} must be a whole number of tokens from 1 "
+                              f"to {S.MAX_SIZE:.0e}, got {cell}", file=path, line=line)
+    return int(value)
+
+
+# --- synthetic streams ----------------------------------------------------------------------------
+
+_DISTRIBUTION = re.compile(r"^\s*([a-z]+)\s*\(\s*([^)]*)\)\s*$")
+_ARGS = {"lognormal": 2, "uniform": 2, "normal": 2, "fixed": 1}
+
+
+def parse_distribution(text: str, what: str) -> tuple[str, tuple[float, ...]]:
+    """("lognormal", (1024.0, 0.8)) from 'lognormal(1024, 0.8)'; errors name the choices."""
+    m = _DISTRIBUTION.match(text or "")
+    name = m.group(1) if m else None
+    if name not in _ARGS:
+        raise EvaluationError(f"{what} {text!r}: unknown distribution",
+                              hint="lognormal(median, sigma), uniform(low, high), "
+                                   "normal(mean, sd) or fixed(n)")
+    try:
+        args = tuple(float(a) for a in m.group(2).split(","))
+    except ValueError:
+        raise EvaluationError(f"{what} {text!r}: the arguments must be numbers") from None
+    if len(args) != _ARGS[name] or not all(np.isfinite(args)):
+        raise EvaluationError(f"{what} {text!r}: {name} takes {_ARGS[name]} finite numbers")
+    first = args[0]
+    if not 1 <= first <= S.MAX_SIZE or (len(args) > 1 and args[1] < 0) or \
+            (name == "uniform" and args[1] < args[0]):
+        raise EvaluationError(f"{what} {text!r}: lengths must be from 1 to {S.MAX_SIZE:.0e} "
+                              "tokens and spreads non-negative (uniform: low <= high)")
+    return name, args
+
+
+def _draw(rng: np.random.Generator, spec: tuple[str, tuple[float, ...]], n: int) -> np.ndarray:
+    name, args = spec
+    if name == "lognormal":
+        values = rng.lognormal(np.log(args[0]), args[1], n)
+    elif name == "uniform":
+        values = rng.uniform(args[0], args[1], n)
+    elif name == "normal":
+        values = rng.normal(args[0], args[1], n)
+    else:
+        values = np.full(n, args[0])
+    return np.clip(np.rint(values), 1, S.MAX_SIZE).astype(np.int64)
+
+
+def synthetic(rate: float, n: int, prompt: str, output: str, seed: int = 0) -> Stream:
+    """`n` requests arriving as a Poisson process at `rate` per second."""
+    if not (isinstance(rate, (int, float)) and np.isfinite(rate) and rate > 0):
+        raise EvaluationError(f"the arrival rate must be a positive number of requests/s, got "
+                              f"{rate!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_REQUESTS:
+        raise EvaluationError(f"the number of requests must be from 1 to {MAX_REQUESTS:,}, got "
+                              f"{n!r}")
+    specs = parse_distribution(prompt, "--prompt"), parse_distribution(output, "--output")
+    rng = np.random.Generator(np.random.PCG64(seed))
+    arrival = np.cumsum(rng.exponential(1 / rate, n))
+    return Stream(arrival, _draw(rng, specs[0], n), _draw(rng, specs[1], n),
+                  f"Poisson {rate:g}/s, prompt {prompt}, output {output}, seed {seed}")

@@ -1,0 +1,375 @@
+"""A serving simulation: requests arrive, a scheduler batches them every iteration, the KV cache
+is handed out in blocks, and each iteration takes the time the compiled cost model gives its
+mixed batch (analysis.iteration: one call of a lambdified function of five sums, never a loop
+over ops).
+
+Schedulers (the survey's section 5.3 and its Figure 19):
+- `static`: first come, first served batches of up to `max_batch` requests, admitted only when
+  the previous batch has finished; the batch's prompts are prefilled together, then it decodes
+  until its last request is done (finished requests leave the batch's work).
+- `continuous` (ORCA, Yu et al. OSDI 2022): every iteration admits waiting requests (while the
+  batch has room, the iteration's new tokens stay within `max_tokens` and KV blocks are free)
+  and retires finished ones; an admitted prompt is prefilled whole in the iteration that admits
+  it, beside the decodes of the others.
+- `chunked` (Sarathi-Serve, Agrawal et al. OSDI 2024): a budget of `chunk` new tokens per
+  iteration; decodes first (one token each), then the prompts being prefilled, then new
+  requests, each prompt in chunks that fill what is left of the budget.
+
+Each sequence holds ceil(cached tokens / kv_block) blocks of a pool sized from the device memory
+left after the weights and the activation peak of an iteration (a fraction `kv_memory` of it:
+PagedAttention, Kwon et al. SOSP 2023). A request waits until its first step's blocks are free.
+When a running sequence needs a block and none is free, the newest running request is
+pre-empted: `recompute` frees its blocks and prefills its prompt and generated tokens again
+later; `swap` moves its blocks to host memory over the host link (that time is added to the
+iteration) and back when it resumes.
+
+Token accounting follows `latency`: a prefill emits the first token; decode step j runs over the
+prompt and j - 1 generated tokens and emits token j + 1.
+"""
+from __future__ import annotations
+
+import bisect
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import EvaluationError
+from .iteration import IterationCost
+from .requests import Stream
+
+SCHEDULERS = ("static", "continuous", "chunked")
+PREEMPTION = ("recompute", "swap")
+
+
+@dataclass(frozen=True)
+class Config:
+    scheduler: str = "continuous"
+    chunk: int = 512
+    max_batch: int = 256
+    max_tokens: int = 8192
+    kv_block: int = 16
+    kv_memory: float = 0.9
+    preempt: str = "recompute"
+
+    def validate(self) -> "Config":
+        if self.scheduler not in SCHEDULERS:
+            raise EvaluationError(f"unknown scheduler {self.scheduler!r}",
+                                  hint="schedulers: " + ", ".join(SCHEDULERS))
+        if self.preempt not in PREEMPTION:
+            raise EvaluationError(f"unknown pre-emption {self.preempt!r}",
+                                  hint="recompute or swap")
+        for name in ("chunk", "max_batch", "max_tokens", "kv_block"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10**7:
+                raise EvaluationError(f"{name} must be a whole number from 1 to 1e7, got "
+                                      f"{value!r}")
+        if not 0 < self.kv_memory <= 1:
+            raise EvaluationError(f"kv_memory must be a fraction in (0, 1], got "
+                                  f"{self.kv_memory!r}")
+        return self
+
+
+@dataclass(frozen=True)
+class KVPool:
+    blocks: int                 # blocks of the pool
+    block_bytes: float          # bytes of one block (kv_block tokens of one sequence)
+    fixed_blocks: int = 0       # blocks every sequence holds whatever its length (a state)
+    swap_Bps: float | None = None   # host link for swapping; None: no [host]
+
+
+class _Request:
+    __slots__ = ("i", "arrival", "prompt", "output", "pending", "cached", "generated", "blocks",
+                 "first", "finish", "preemptions", "swapped", "active")
+
+    def __init__(self, i, arrival, prompt, output):
+        self.i, self.arrival, self.prompt, self.output = i, arrival, prompt, output
+        self.pending, self.cached, self.generated, self.blocks = prompt, 0, 0, 0
+        self.first = self.finish = math.nan
+        self.preemptions = 0
+        self.swapped = False
+        self.active = False   # in the running set
+
+
+@dataclass
+class Trace:
+    """What happened, per request and per iteration."""
+    arrival: np.ndarray
+    first_token: np.ndarray
+    finish: np.ndarray
+    output: np.ndarray
+    prompt: np.ndarray
+    preemptions: np.ndarray
+    generated: np.ndarray                                 # tokens each request emitted
+    iteration_end: list = field(default_factory=list)     # clock after each iteration
+    iteration_time: list = field(default_factory=list)    # its duration
+    iteration_batch: list = field(default_factory=list)   # sequences in each iteration
+    iteration_blocks: list = field(default_factory=list)  # blocks held during it
+    in_system_area: float = 0.0   # integral over time of the requests arrived, unfinished
+    pool_blocks: int = 0
+    max_blocks_used: int = 0
+
+
+def simulate(stream: Stream, cost: IterationCost, pool: KVPool, config: Config) -> Trace:
+    config = config.validate()
+    requests = [_Request(i, float(a), int(p), int(o)) for i, (a, p, o) in
+                enumerate(zip(stream.arrival_s, stream.prompt, stream.output))]
+    for r in requests:
+        need = _blocks(r.prompt + r.output, config.kv_block) + pool.fixed_blocks
+        if need > pool.blocks:
+            raise EvaluationError(
+                f"request {r.i} (arrival {r.arrival:g} s, {r.prompt} prompt + {r.output} output "
+                f"tokens) needs {need} KV blocks; the pool has {pool.blocks}",
+                hint="less --kv-block waste, more --kv-memory, a larger device, KV quantization"
+                     " (--pass 'quantize(kv=8)') or a parallel layout")
+    if config.preempt == "swap" and pool.swap_Bps is None:
+        raise EvaluationError("--preempt swap moves KV blocks over the host link; the hardware "
+                              "file has no [host] section", hint="use --preempt recompute")
+    return _Run(requests, cost, pool, config).run(stream)
+
+
+def _blocks(tokens: int, block: int) -> int:
+    return -(-tokens // block)
+
+
+class _Run:
+    def __init__(self, requests, cost, pool, config):
+        self.requests, self.cost, self.pool, self.config = requests, cost, pool, config
+        self.free = pool.blocks
+        self.clock = 0.0
+        self.waiting: deque[_Request] = deque()
+        self.running: list[_Request] = []     # admission order: the newest is last
+        self.swap_time = 0.0
+
+    def run(self, stream: Stream) -> Trace:
+        n = len(self.requests)
+        trace = Trace(stream.arrival_s.copy(), np.full(n, np.nan), np.full(n, np.nan),
+                      stream.output.copy(), stream.prompt.copy(), np.zeros(n, dtype=np.int64),
+                      np.zeros(n, dtype=np.int64), pool_blocks=self.pool.blocks)
+        arrived = finished = 0
+        arrivals = [r.arrival for r in self.requests]
+        previous_end = arrivals[0]
+        while finished < n:
+            if not self.running and not self.waiting:
+                self.clock = max(self.clock, self.requests[arrived].arrival)
+            while arrived < n and self.requests[arrived].arrival <= self.clock:
+                self.waiting.append(self.requests[arrived])
+                arrived += 1
+            batch = self._schedule()
+            if not batch:  # nothing fits yet and nothing runs: wait for the next arrival
+                if arrived == n:
+                    raise EvaluationError("the simulation cannot make progress: a request "
+                                          "never fits the KV pool")
+                self.clock = max(self.clock, self.requests[arrived].arrival)
+                continue
+            sums = [0, 0, 0, 0, 0]  # N, T, TT, TC, C
+            for r, t in batch:
+                c = r.cached
+                sums[0] += 1
+                sums[1] += t
+                sums[2] += t * t
+                sums[3] += t * c
+                sums[4] += c
+            step = self.cost(*sums) + self.swap_time
+            start = self.clock
+            trace.in_system_area += self._in_system((previous_end + start) / 2, arrivals,
+                                                    finished) * (start - previous_end)
+            trace.in_system_area += self._in_system(start + step / 2, arrivals,
+                                                    finished) * step
+            self.clock += step
+            previous_end = self.clock
+            self.swap_time = 0.0
+            used = self.pool.blocks - self.free
+            trace.max_blocks_used = max(trace.max_blocks_used, used)
+            for r, t in batch:
+                r.cached += t
+                if r.pending:
+                    r.pending -= t
+                    if r.pending:
+                        continue
+                r.generated += 1
+                if r.generated == 1 and math.isnan(r.first):
+                    r.first = self.clock
+                if r.generated >= r.output:
+                    r.finish = self.clock
+                    self._release(r)
+                    self.running.remove(r)
+                    r.active = False
+                    finished += 1
+                    trace.first_token[r.i], trace.finish[r.i] = r.first, r.finish
+                    trace.preemptions[r.i] = r.preemptions
+                    trace.generated[r.i] = r.generated
+            trace.iteration_end.append(self.clock)
+            trace.iteration_time.append(step)
+            trace.iteration_batch.append(len(batch))
+            trace.iteration_blocks.append(used)
+        return trace
+
+    # --- scheduling -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _in_system(t: float, arrivals: list[float], finished: int) -> int:
+        """Requests arrived by time t and not finished (sampled mid-interval: finishes happen
+        at iteration ends, arrivals anywhere)."""
+        return bisect.bisect_right(arrivals, t) - finished
+
+    def _schedule(self) -> list[tuple[_Request, int]]:
+        """[(request, new tokens)] of the next iteration, blocks allocated."""
+        c = self.config
+        if c.scheduler == "static":
+            if not self.running:
+                while self.waiting and len(self.running) < c.max_batch and \
+                        self._admit(self.waiting[0], self.waiting[0].pending):
+                    self._start(self.waiting.popleft())
+            plan = [(r, r.pending or 1) for r in self.running]
+            return self._grow(plan)
+        decodes = [(r, 1) for r in self.running if not r.pending]
+        budget = c.chunk if c.scheduler == "chunked" else c.max_tokens
+        budget -= len(decodes) if c.scheduler == "chunked" else 0
+        plan = list(decodes)
+        for r in self.running:   # prompts being prefilled (chunked, or resumed)
+            if r.pending and budget > 0:
+                t = min(r.pending, budget) if c.scheduler == "chunked" else r.pending
+                plan.append((r, t))
+                budget -= t
+        while self.waiting and len(self.running) < c.max_batch and budget > 0:
+            r = self.waiting[0]
+            t = min(r.pending, budget) if c.scheduler == "chunked" else r.pending
+            if c.scheduler == "continuous" and t > budget and plan:
+                break                      # a whole prompt waits for a lighter iteration
+            if not self._admit(r, t):
+                break
+            self._start(self.waiting.popleft())
+            plan.append((r, t))
+            budget -= t
+        return self._grow(plan)
+
+    def _start(self, r: _Request) -> None:
+        self.running.append(r)
+        r.active = True
+
+    def _admit(self, r: _Request, tokens: int) -> bool:
+        """Give `r` the blocks its first step needs (swapping it back in if it was out)."""
+        if r.swapped:
+            need = r.blocks
+            if need > self.free:
+                return False
+            self.free -= need
+            self.swap_time += need * self.pool.block_bytes / self.pool.swap_Bps
+            r.swapped = False
+            return True
+        need = _blocks(r.cached + tokens, self.config.kv_block) + self.pool.fixed_blocks
+        if need > self.free:
+            return False
+        self.free -= need
+        r.blocks = need
+        return True
+
+    def _grow(self, plan: list[tuple[_Request, int]]) -> list[tuple[_Request, int]]:
+        """Blocks for every sequence's new tokens; pre-empt the newest when they run out."""
+        block, fixed = self.config.kv_block, self.pool.fixed_blocks
+        preempted = False
+        for r, t in plan:
+            if not r.active:   # pre-empted below for an older sequence's block
+                continue
+            need = -(-(r.cached + t) // block) + fixed - r.blocks
+            if need <= 0:
+                continue
+            while need > self.free and r.active:
+                self._preempt(self.running[-1])
+                preempted = True
+            if r.active:
+                self.free -= need
+                r.blocks += need
+        return [(r, t) for r, t in plan if r.active] if preempted else plan
+
+    def _preempt(self, r: _Request) -> None:
+        self.running.remove(r)
+        r.active = False
+        r.preemptions += 1
+        if self.config.preempt == "swap":
+            self.swap_time += r.blocks * self.pool.block_bytes / self.pool.swap_Bps
+            self.free += r.blocks
+            r.swapped = True
+        else:   # recompute: the prompt and what it generated are prefilled again
+            self._release(r)
+            r.pending, r.cached = r.prompt + r.generated if r.generated else r.prompt, 0
+            if r.generated:
+                r.generated -= 1   # the re-prefill emits the last generated token again
+        self.waiting.appendleft(r)
+
+    def _release(self, r: _Request) -> None:
+        self.free += r.blocks
+        r.blocks = 0
+
+
+# --- summary ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Summary:
+    requests: int
+    duration_s: float
+    ttft_s: dict          # {"mean", "p50", "p90", "p99"}
+    tpot_s: dict
+    e2e_s: dict
+    requests_per_s: float
+    input_tokens_per_s: float
+    output_tokens_per_s: float
+    mean_batch: float
+    kv_utilisation: float      # time-weighted mean of blocks in use / pool
+    kv_peak_blocks: int
+    kv_pool_blocks: int
+    preemptions: int
+    goodput_rps: float | None  # requests/s meeting the SLO (None: no SLO given)
+    slo_attainment: float | None
+    mean_in_system: float      # time-weighted requests arrived and not finished
+    arrival_rate: float        # requests / (last arrival - first arrival)
+    reordered: int = 0
+
+
+def _percentiles(x: np.ndarray) -> dict:
+    return {"mean": float(np.mean(x)), "p50": float(np.percentile(x, 50)),
+            "p90": float(np.percentile(x, 90)), "p99": float(np.percentile(x, 99))}
+
+
+def request_metrics(trace: Trace) -> dict[str, np.ndarray]:
+    ttft = trace.first_token - trace.arrival
+    e2e = trace.finish - trace.arrival
+    steps = np.maximum(trace.output - 1, 1)
+    tpot = np.where(trace.output > 1, (trace.finish - trace.first_token) / steps, 0.0)
+    return {"ttft_s": ttft, "tpot_s": tpot, "e2e_s": e2e}
+
+
+def summarise(trace: Trace, slo: dict | None = None, reordered: int = 0) -> Summary:
+    m = request_metrics(trace)
+    start, end = float(trace.arrival.min()), float(trace.finish.max())
+    duration = max(end - start, 1e-12)
+    busy = np.array(trace.iteration_time)                      # the server's working time
+    weight = busy.sum() or 1.0
+    met = None
+    if slo:
+        ok = np.ones(len(trace.arrival), dtype=bool)
+        if "ttft" in slo:
+            ok &= m["ttft_s"] <= slo["ttft"]
+        if "tpot" in slo:
+            ok &= m["tpot_s"] <= slo["tpot"]
+        if "e2e" in slo:
+            ok &= m["e2e_s"] <= slo["e2e"]
+        met = ok
+    span = float(trace.arrival.max() - trace.arrival.min())
+    return Summary(
+        requests=len(trace.arrival), duration_s=duration, ttft_s=_percentiles(m["ttft_s"]),
+        tpot_s=_percentiles(m["tpot_s"]), e2e_s=_percentiles(m["e2e_s"]),
+        requests_per_s=len(trace.arrival) / duration,
+        input_tokens_per_s=float(trace.prompt.sum()) / duration,
+        output_tokens_per_s=float(trace.output.sum()) / duration,
+        mean_batch=float(np.dot(trace.iteration_batch, busy) / weight),
+        kv_utilisation=float(np.dot(trace.iteration_blocks, busy) / weight / trace.pool_blocks),
+        kv_peak_blocks=trace.max_blocks_used, kv_pool_blocks=trace.pool_blocks,
+        preemptions=int(trace.preemptions.sum()),
+        goodput_rps=float(met.sum()) / duration if met is not None else None,
+        slo_attainment=float(met.mean()) if met is not None else None,
+        mean_in_system=trace.in_system_area / duration,
+        arrival_rate=(len(trace.arrival) - 1) / span if span > 0 else math.inf,
+        reordered=reordered)

@@ -1,0 +1,208 @@
+"""The serving simulation: iteration cost from the compiled graph, schedulers, paged KV.
+
+Expected values: `latency`'s closed form (prefill, then decode steps over a growing cache) for
+the static scheduler; the step stage's own numbers for the iteration cost; Little's law
+(mean requests in system = arrival rate x mean time in system) for the bookkeeping.
+"""
+import json
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import costdsl
+from costdsl.analysis.iteration import IterationCost
+from costdsl.analysis.requests import Stream, read_requests, synthetic
+from costdsl.analysis.simulate import Config, KVPool, simulate, summarise
+from costdsl.cli import main
+from costdsl.errors import CostDSLError
+
+from conftest import MODELS
+
+HW = "nvidia-a100-80gb"
+
+
+@pytest.fixture(scope="module")
+def llama():
+    return costdsl.load(MODELS / "llama-2-7b.arch")
+
+
+def fixed_stream(n, prompt, output, arrival=0.0):
+    return Stream(np.full(n, arrival, dtype=float), np.full(n, prompt), np.full(n, output), "test")
+
+
+def test_iteration_cost_is_the_step_stage(llama):
+    cost = llama.iteration_cost(HW)
+    step = llama.analyze(HW, batch=3, seq=100, stages=["step"], tokens=4).stages["step"]
+    # 3 sequences of 4 new tokens over 100 cached: N 3, T 12, sum t^2 48, sum t c 1200, C 300
+    assert cost(3, 12, 48, 1200, 300) == pytest.approx(step.total.time_s, rel=1e-9)
+    prefill = llama.analyze(HW, batch=2, seq=512, stages=["prefill"]).stages["prefill"]
+    assert cost(2, 1024, 2 * 512 ** 2, 0, 0) == pytest.approx(prefill.total.time_s, rel=1e-9)
+    assert cost.mean_field_ops == ()       # every Llama op is exact in the five sums
+
+
+def test_static_scheduler_reproduces_latency(llama):
+    n, prompt, gen = 8, 512, 64
+    trace, summary = llama.simulate(HW, fixed_stream(n, prompt, gen),
+                                    Config(scheduler="static", max_batch=n))
+    closed = llama.latency(HW, batch=n, seq=prompt, gen=gen)
+    assert summary.ttft_s["p50"] == pytest.approx(closed.ttft_s, rel=0.01)
+    assert summary.tpot_s["p50"] == pytest.approx(closed.tpot_s, rel=0.01)
+    assert summary.e2e_s["p99"] == pytest.approx(closed.e2e_s, rel=0.01)
+
+
+def test_continuous_batching_serves_more_than_static(llama):
+    stream = synthetic(3, 300, "lognormal(512, 0.5)", "lognormal(128, 0.8)", seed=3)
+    static = llama.simulate(HW, stream, Config(scheduler="static"))[1]
+    continuous = llama.simulate(HW, stream, Config(scheduler="continuous"))[1]
+    assert continuous.output_tokens_per_s >= static.output_tokens_per_s
+    assert continuous.e2e_s["mean"] < static.e2e_s["mean"]
+
+
+def test_chunked_prefill_bounds_decode_stalls_on_long_prompts(llama):
+    # Long prompts (about 4k tokens) arriving while others decode: a whole prefill in one
+    # iteration stalls every decode for its length; 512-token chunks stall them less.
+    stream = synthetic(1.5, 200, "lognormal(4096, 0.3)", "fixed(128)", seed=5)
+    continuous = llama.simulate(HW, stream, Config(scheduler="continuous"))[1]
+    chunked = llama.simulate(HW, stream, Config(scheduler="chunked", chunk=512))[1]
+    assert chunked.tpot_s["p99"] <= continuous.tpot_s["p99"]
+
+
+def test_littles_law_on_a_steady_run(llama):
+    stream = synthetic(1.0, 2000, "lognormal(512, 0.5)", "lognormal(128, 0.5)", seed=7)
+    summary = llama.simulate(HW, stream, Config(scheduler="chunked"))[1]
+    assert summary.mean_in_system == pytest.approx(
+        summary.arrival_rate * summary.e2e_s["mean"], rel=0.05)
+
+
+def test_same_seed_same_output(capsys):
+    args = ["simulate", str(MODELS / "llama-2-7b.arch"), "--hw", HW, "--rate", "2", "--n", "50",
+            "--seed", "9", "--format", "json"]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert main(args) == 0
+    assert capsys.readouterr().out == first
+    out = json.loads(first)
+    assert {"ttft_s", "tpot_s", "e2e_s", "goodput_rps", "p50", "p90", "p99"} <= set(out["summary"])
+    assert len(out["requests"]) == 50
+
+
+def test_slo_goodput_and_rate_sweep(llama, capsys):
+    stream = synthetic(2, 200, "lognormal(512, 0.5)", "lognormal(128, 0.5)", seed=2)
+    trace, s = llama.simulate(HW, stream, Config(scheduler="chunked"), slo={"ttft": 1.0,
+                                                                             "tpot": 0.05})
+    ttft = trace.first_token - trace.arrival
+    tpot = (trace.finish - trace.first_token) / np.maximum(trace.output - 1, 1)
+    met = ((ttft <= 1.0) & ((tpot <= 0.05) | (trace.output == 1))).sum()
+    assert s.goodput_rps == pytest.approx(met / s.duration_s)
+    assert main(["simulate", str(MODELS / "llama-2-7b.arch"), "--hw", HW, "--sweep-rate",
+                 "1:8:3", "--n", "60", "--slo", "ttft=2s,tpot=100ms", "--scheduler",
+                 "chunked"]) == 0
+    assert "largest rate with 90% of requests meeting the SLO" in capsys.readouterr().out
+
+
+# --- KV accounting, on random small streams with a toy cost -------------------------------------
+
+TOY = IterationCost(None, lambda n, t, tt, tc, c: 1e-3 + 1e-5 * t + 1e-8 * (tc + c), ())
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 5), st.integers(1, 60), st.integers(1, 40)),
+                min_size=1, max_size=25),
+       st.sampled_from(["static", "continuous", "chunked"]),
+       st.sampled_from(["recompute", "swap"]), st.integers(6, 40), st.integers(1, 8))
+def test_kv_blocks_and_tokens_are_accounted(requests, scheduler, preempt, blocks, kv_block):
+    requests.sort()
+    arrival = np.array([r[0] for r in requests])
+    prompt, output = np.array([r[1] for r in requests]), np.array([r[2] for r in requests])
+    need = max(-(-(p + o) // kv_block) for p, o in zip(prompt, output))
+    pool = KVPool(max(blocks, need), 1e6, 0, 1e9)
+    config = Config(scheduler=scheduler, chunk=16, max_batch=6, max_tokens=64, kv_block=kv_block,
+                    preempt=preempt)
+    trace = simulate(Stream(arrival, prompt, output, "hypothesis"), TOY, pool, config)
+    assert trace.max_blocks_used <= pool.blocks
+    assert not np.isnan(trace.finish).any()                   # every request finished
+    assert (trace.generated == output).all()                   # with exactly its tokens
+    assert (trace.first_token >= arrival).all() and (trace.finish >= trace.first_token).all()
+    s = summarise(trace)
+    assert s.requests == len(requests)
+
+
+# --- bad input ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, message", [
+    ("time,prompt\n1,2\n", "missing columns"),
+    ("arrival_s,prompt_tokens,output_tokens\n0,-5,3\n", "whole number of tokens"),
+    ("arrival_s,prompt_tokens,output_tokens\n0,5,x\n", "is not a number"),
+    ("arrival_s,prompt_tokens,output_tokens\n-1,5,3\n", "at least 0 s"),
+])
+def test_bad_request_files(tmp_path, text, message):
+    path = tmp_path / "r.csv"
+    path.write_text(text)
+    with pytest.raises(CostDSLError, match=message):
+        read_requests(str(path))
+
+
+def test_unsorted_arrivals_are_sorted_and_said(tmp_path, llama, capsys):
+    path = tmp_path / "r.csv"
+    path.write_text("arrival_s,prompt_tokens,output_tokens\n2,10,5\n0,20,5\n1,30,5\n")
+    s = read_requests(str(path))
+    assert list(s.arrival_s) == [0, 1, 2] and list(s.prompt) == [20, 30, 10]
+    assert s.reordered == 3
+    assert main(["simulate", str(MODELS / "llama-2-7b.arch"), "--hw", HW, "--requests",
+                 str(path)]) == 0
+    assert "out of arrival order; sorted" in capsys.readouterr().out
+
+
+def test_azure_trace_columns(tmp_path):
+    path = tmp_path / "azure.csv"
+    path.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n"
+                    "2023-11-16 18:15:46.6805900,374,44\n2023-11-16 18:15:50.9951690,396,109\n")
+    s = read_requests(str(path))
+    assert s.arrival_s[0] == 0 and s.arrival_s[1] == pytest.approx(4.314579, abs=1e-6)
+    assert list(s.prompt) == [374, 396] and list(s.output) == [44, 109]
+
+
+def test_a_request_the_pool_can_never_hold(llama):
+    with pytest.raises(CostDSLError, match="request 0 .* needs .* KV blocks"):
+        llama.simulate(HW, fixed_stream(1, 5_000_000, 10), Config())
+
+
+@pytest.mark.parametrize("rate, dist, message", [
+    (0, "fixed(10)", "positive number"), (-1, "fixed(10)", "positive number"),
+    (1, "poisson(3)", "unknown distribution"), (1, "lognormal(10)", "takes 2")])
+def test_bad_synthetic_streams(rate, dist, message):
+    with pytest.raises(CostDSLError, match=message):
+        synthetic(rate, 10, dist, "fixed(5)")
+
+
+def test_swap_needs_a_host_link(llama):
+    with pytest.raises(CostDSLError, match="no \\[host\\] section"):
+        costdsl.load(MODELS / "tinyllama-1.1b.arch").simulate(
+            "google-tpu-v5e", fixed_stream(2, 10, 10), Config(preempt="swap"))
+
+
+def test_bad_slo_is_refused(capsys):
+    assert main(["simulate", str(MODELS / "llama-2-7b.arch"), "--hw", HW, "--rate", "1",
+                 "--n", "5", "--slo", "ttft=fast"]) == 2
+    assert "expected ttft=" in capsys.readouterr().err
+
+
+def test_rate_and_timeline_plots(tmp_path):
+    model = str(MODELS / "llama-2-7b.arch")
+    rate, timeline = tmp_path / "rate.png", tmp_path / "timeline.svg"
+    assert main(["plot", "rate", model, "--hw", HW, "--sweep-rate", "1,3", "--n", "40",
+                 "--slo", "ttft=2s,tpot=100ms", "--out", str(rate)]) == 0
+    assert main(["plot", "timeline", model, "--hw", HW, "--rate", "2", "--n", "40",
+                 "--out", str(timeline)]) == 0
+    assert rate.stat().st_size > 10_000 and "<svg" in timeline.read_text()[:400]
+
+
+def test_simulating_a_parallel_layout_uses_one_devices_graph():
+    # Llama-2-70b does not fit one A100; with TP=8 on a DGX A100 each device holds 1/8
+    m = costdsl.load(MODELS / "llama-2-70b.arch", passes=["tensor_parallel(n=8)"])
+    trace, s = m.simulate("nvidia-dgx-a100", fixed_stream(4, 256, 16), Config())
+    assert s.requests == 4 and s.kv_pool_blocks > 1000
+    with pytest.raises(CostDSLError, match="no memory for a KV cache"):
+        costdsl.load(MODELS / "llama-2-70b.arch").simulate(HW, fixed_stream(1, 256, 16))
