@@ -57,6 +57,15 @@ def main():
     seconds, _ = timed(lambda: subprocess.run(cmd, check=True, capture_output=True), repeat=3)
     print(f"\ncold `costdsl analyze llama-2-7b` (new interpreter), best of 3: {seconds:.2f} s")
 
+    warm = costdsl.load(COLD_MODEL)
+    warm.analyze("nvidia-a100-80gb", batch=1, seq=2048)
+    warm.analyze("nvidia-a100-80gb", batch=2, seq=2048)
+    calls = 1000
+    seconds, _ = timed(lambda: [warm.analyze("nvidia-a100-80gb", batch=3, seq=1000)
+                                for _ in range(calls)])
+    print(f"in-process `Model.analyze` of Llama-2-7b on an A100, both stages, one configuration, "
+          f"warm: {seconds / calls * 1e3:.3f} ms per call")
+
     model = costdsl.load(SWEEP_MODEL)
     seconds, answer = timed(lambda: model.crossover("batch", "nvidia-h100-sxm", stage="decode",
                                                     seq=2048), repeat=3)

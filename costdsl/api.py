@@ -68,6 +68,7 @@ class Model:
         self.overrides = dict(overrides or {})
         self.extra_passes = tuple(extra_passes)
         self._rooflines: dict[tuple, StageRoofline] = {}
+        self._bits_keys: dict[tuple, tuple] = {}
 
     @property
     def passes(self) -> tuple[ast.PassCall, ...]:
@@ -125,10 +126,12 @@ class Model:
         """Weights, KV cache and peak activations of the stage, as expressions."""
         return stage_memory(self.graph(stage), self.graph("decode"))
 
+    @functools.cache
     def params(self) -> sympy.Expr:
         """Total parameter count (a number, or an expression in the free parameters)."""
         return total_params(self.graph("prefill"))
 
+    @functools.cache
     def active_params(self) -> sympy.Expr:
         """Parameters one token uses: the total, less the experts a token does not visit."""
         return active_params(self.graph("prefill"))
@@ -154,6 +157,13 @@ class Model:
         """What of the bitwidths a roofline depends on: the compute type each op runs in (the
         bytes keep the bitwidths as symbols), and the on-chip tile sizes that depend on them.
         Bitwidths giving the same types share one roofline and its compiled functions."""
+        memo = (stage, hw.key, tuple(sorted(hw.peak.items())), settings.w_bits,
+                settings.a_bits, settings.kv_bits)
+        if memo not in self._bits_keys:
+            self._bits_keys[memo] = self._compute_types(stage, hw, settings)
+        return self._bits_keys[memo]
+
+    def _compute_types(self, stage: str, hw: Hardware, settings: Settings):
         if any("sram_needed" in n.attrs for n in nodes(self.graph(stage))):
             return tuple(sorted(settings.bits().items()))
         values = {S.BITS_BY_CLASS[c]: v for c, v in

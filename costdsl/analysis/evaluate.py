@@ -72,6 +72,24 @@ class StageNumbers:
     def compute_bound(self) -> np.ndarray:
         return self.compute_time > self.memory_time
 
+    def bounds(self) -> list[str]:
+        """What bounds each op (one configuration), computed once for all of them."""
+        compute, memory = self.compute_time, self.memory_time
+        transfer = self.transfer_time + self.serial_time
+        device = self.device_memory_time
+        serial = np.broadcast_to(self.serial_time, compute.shape)
+        transfer = np.broadcast_to(transfer, compute.shape)
+        out = []
+        for i in range(len(self.names)):
+            channel = self.channels[i] if self.channels else None
+            if compute[i] > memory[i] and not serial[i]:
+                out.append("compute")
+            elif channel and transfer[i] > device[i]:
+                out.append(channel)
+            else:
+                out.append("compute" if compute[i] > memory[i] else "memory")
+        return out
+
     def bound(self, i: int) -> str:
         """What bounds op i (one configuration): "compute", "memory", or the channel its
         transfers take ("link", "network", "host") when they outlast the device memory time."""
@@ -141,6 +159,13 @@ def _compiled(stage: StageRoofline):
     return sympy.lambdify(symbols, rows, modules="numpy")
 
 
+@functools.lru_cache(maxsize=64)
+def _compiled_scalar(stage: StageRoofline):
+    """The rows for one configuration: plain floats, no array overhead per operation."""
+    symbols, rows = _rows(stage)
+    return sympy.lambdify(symbols, rows, modules="math")
+
+
 _SEEN: "weakref.WeakSet[StageRoofline]" = weakref.WeakSet()
 
 
@@ -153,8 +178,23 @@ def _table(stage: StageRoofline, values) -> tuple[np.ndarray, tuple[int, ...]]:
         _SEEN.add(stage)
         numbers = {s: sympy.Float(float(a)) for s, a in zip(symbols, args)}
         return np.array([float(r.xreplace(numbers)) for r in rows]), shape
+    if not shape:   # one configuration: Python floats through the math module's functions
+        return np.array(_compiled_scalar(stage)(*(float(a) for a in args)), dtype=float), shape
     out = _compiled(stage)(*args)
     return np.array([np.broadcast_to(np.asarray(v, dtype=float), shape) for v in out]), shape
+
+
+@functools.lru_cache(maxsize=64)
+def _static(stage: StageRoofline) -> dict:
+    """What of a stage's numbers no value changes: names, kinds, and the hardware's rates."""
+    ops = stage.ops
+    return dict(names=tuple(o.node.name for o in ops), kinds=tuple(o.node.kind for o in ops),
+                compute_types=tuple(o.compute_type for o in ops),
+                peak=np.array([o.peak for o in ops]), bandwidth=np.array([o.bandwidth for o in ops]),
+                vector_peak=np.array([o.vector_peak for o in ops]),
+                launch=np.array([o.launch for o in ops]),
+                fused_from=tuple(o.node.fused_from for o in ops),
+                channels=tuple(o.channel for o in ops))
 
 
 def evaluate(stage: StageRoofline, values: Mapping[sympy.Symbol, object]) -> StageNumbers:
@@ -162,23 +202,24 @@ def evaluate(stage: StageRoofline, values: Mapping[sympy.Symbol, object]) -> Sta
     table, shape = _table(stage, values)
     n = len(stage.ops)
     extra = (1,) * len(shape)
+    fixed = _static(stage)
+    rates = {k: fixed[k].reshape((n,) + extra) if extra else fixed[k]
+             for k in ("peak", "bandwidth", "vector_peak", "launch")}
+    k = len(CLASSES)
     return StageNumbers(
-        stage=stage.stage,
-        names=tuple(o.node.name for o in stage.ops),
-        kinds=tuple(o.node.kind for o in stage.ops),
-        compute_types=tuple(o.compute_type for o in stage.ops),
+        stage=stage.stage, names=fixed["names"], kinds=fixed["kinds"],
+        compute_types=fixed["compute_types"],
         repeat=table[:n],
         flops=table[n:2 * n],
         bytes_by_class={c: table[(2 + i) * n:(3 + i) * n] for i, c in enumerate(CLASSES)},
-        peak=np.array([o.peak for o in stage.ops]).reshape((n,) + extra),
-        bandwidth=np.array([o.bandwidth for o in stage.ops]).reshape((n,) + extra),
-        vector_flops=table[(2 + len(CLASSES)) * n:(3 + len(CLASSES)) * n],
-        vector_peak=np.array([o.vector_peak for o in stage.ops]).reshape((n,) + extra),
-        fused_from=tuple(o.node.fused_from for o in stage.ops),
-        launch=np.array([o.launch for o in stage.ops]).reshape((n,) + extra),
-        transfer_time=table[(3 + len(CLASSES)) * n:(4 + len(CLASSES)) * n],
-        serial_time=table[(4 + len(CLASSES)) * n:(5 + len(CLASSES)) * n],
-        channels=tuple(o.channel for o in stage.ops), schedule=stage.schedule)
+        peak=rates["peak"], bandwidth=rates["bandwidth"],
+        vector_flops=table[(2 + k) * n:(3 + k) * n],
+        vector_peak=rates["vector_peak"],
+        fused_from=fixed["fused_from"],
+        launch=rates["launch"],
+        transfer_time=table[(3 + k) * n:(4 + k) * n],
+        serial_time=table[(4 + k) * n:(5 + k) * n],
+        channels=fixed["channels"], schedule=stage.schedule)
 
 
 def _compute_bound_time(stage: StageRoofline) -> sympy.Expr:

@@ -159,8 +159,12 @@ def _rows(memory: StageMemory) -> list[sympy.Expr]:
                                        memory.host)]
 
 
+@functools.lru_cache(maxsize=256)
 def memory_symbols(memory: StageMemory) -> list[sympy.Symbol]:
     return sorted(set().union(*(r.free_symbols for r in _rows(memory))), key=lambda s: s.name)
+
+
+_SEEN: set = set()
 
 
 @functools.lru_cache(maxsize=128)
@@ -173,9 +177,12 @@ def evaluate_memory(memory: StageMemory, values) -> tuple[np.ndarray, ...]:
     three are what one device holds."""
     symbols = memory_symbols(memory)
     args, shape = bound_args(symbols, values)
-    if not shape:  # one configuration: substituting is cheaper than compiling
+    if not shape and memory not in _SEEN:  # one configuration, first time: substituting is
+        _SEEN.add(memory)                  # cheaper than compiling; a second time compiles
         numbers = {s: sympy.Float(float(a)) for s, a in zip(symbols, args)}
         return tuple(np.asarray(float(r.xreplace(numbers))) for r in _rows(memory))
+    if not shape:
+        return tuple(np.asarray(float(v)) for v in _compiled(memory)(*args))
     return tuple(np.broadcast_to(np.asarray(v, dtype=float), shape)
                  for v in _compiled(memory)(*args))
 

@@ -152,28 +152,28 @@ def stage_result(symbolic: StageRoofline, settings: Settings,
     return _records(n)
 
 
-def _attainable(n: StageNumbers, i: int) -> float:
-    """ops/s op i attains: min(peak, I x B); bound by a transfer, its operations over the
-    transfer's time (the roof of the channel it waits on)."""
-    if n.bound(i) in ("host", "link", "network"):
-        return float(n.flops[i] / n.memory_time[i]) if n.memory_time[i] else 0.0
-    return float(n.attainable[i])
-
-
 def _records(n: StageNumbers) -> StageResult:
-    time, total_time = n.time, n.microbatches * n.repeat * n.time
+    time = n.time
+    total_time = n.microbatches * n.repeat * time
     stage_time = float(n.stage_time())
+    bounds = n.bounds()
+    attainable = n.attainable.astype(float)
+    channel = [i for i, b in enumerate(bounds) if b in ("host", "link", "network")]
+    if channel:  # bound by a transfer: its operations over the transfer's time
+        memory = n.memory_time
+        for i in channel:
+            attainable[i] = n.flops[i] / memory[i] if memory[i] else 0.0
+    rows = zip(n.names, n.kinds, n.repeat.tolist(), n.compute_types, n.flops.tolist(),
+               n.bytes.tolist(), n.intensity.tolist(), attainable.tolist(), bounds,
+               time.tolist(), total_time.tolist())
+    classes = {c: v.tolist() for c, v in n.bytes_by_class.items()}
+    fused = n.fused_from or ((),) * len(n.names)
     ops = tuple(
-        OpResult(name=n.names[i], kind=n.kinds[i], repeat=int(n.repeat[i]),
-                 compute_type=n.compute_types[i], flops=float(n.flops[i]),
-                 bytes=float(n.bytes[i]),
-                 bytes_by_class={c: float(v[i]) for c, v in n.bytes_by_class.items()},
-                 intensity=float(n.intensity[i]), attainable=_attainable(n, i),
-                 bound=n.bound(i),
-                 time_s=float(time[i]), total_time_s=float(total_time[i]),
-                 share=float(total_time[i] / stage_time) if stage_time else 0.0,
-                 fused_from=n.fused_from[i] if n.fused_from else ())
-        for i in range(len(n.names)))
+        OpResult(name, kind, int(repeat), ctype, flops, nbytes,
+                 {c: classes[c][i] for c in classes}, intensity, attained, bound, t, total,
+                 total / stage_time if stage_time else 0.0, fused[i])
+        for i, (name, kind, repeat, ctype, flops, nbytes, intensity, attained, bound, t, total)
+        in enumerate(rows))
     total = StageTotal(
         flops=float(n.total(n.flops)), bytes=float(n.total(n.bytes)),
         bytes_by_class={c: float(n.total(v)) for c, v in n.bytes_by_class.items()},
