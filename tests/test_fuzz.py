@@ -273,7 +273,13 @@ PASSES = st.sampled_from(["quantize(weights=4)", "quantize(weights=(-1)^(1/2))",
                           "medusa_heads(heads=2)", 'medusa_heads(lm_head="x")',
                           "medusa_heads(); medusa_heads()", "prune(ffn=0.5, heads=0.3)",
                           "prune(layers=0.9)", 'sparsify(pattern="2:4")', "sparsify(weights=1)",
-                          "low_rank(rank=64)", "low_rank(rank=100000)"])
+                          "low_rank(rank=64)", "low_rank(rank=100000)",
+                          "tensor_parallel(n=8)", "tensor_parallel(n=3)", "tensor_parallel(n=tp)",
+                          "tensor_parallel(n=0)", "tensor_parallel(n=2); tensor_parallel(n=2)",
+                          "tensor_parallel(n=2, overlap=true)", "pipeline_parallel(n=1000)",
+                          "pipeline_parallel(n=2, microbatches=4)", "expert_parallel(n=8)",
+                          'expert_parallel(n=2, load="x")', "offload(weights=0.5)",
+                          'offload(to="disk")', "offload(weights=2)", "offload(kv=1)"])
 DECODINGS = st.sampled_from(["lookahead(window=5, ngram=4, guesses=5, accept_per_step=2)",
                              "lookahead(window=0, ngram=4, guesses=5, accept_per_step=2)",
                              'speculative(draft="tinyllama-1.1b", k=4, accept=0.8)',
@@ -288,13 +294,14 @@ DECODINGS = st.sampled_from(["lookahead(window=5, ngram=4, guesses=5, accept_per
 @st.composite
 def command_line(draw):
     command = draw(st.sampled_from(["analyze", "crossover", "latency", "fit", "sweep",
-                                    "serve-curve", "formulas", "sensitivity", "compare"]))
+                                    "serve-curve", "formulas", "sensitivity", "compare",
+                                    "plan", "simulate"]))
     argv = [command, str(MODELS / draw(st.sampled_from(["llama-2-7b.arch", "mixtral-8x7b.arch",
                                                           "mamba-2.8b.arch", "gpt2.arch",
                                                           "deepseek-v2-lite.arch"])))]
     if command != "formulas":
         argv += ["--hw", draw(st.sampled_from(["nvidia-a6000", "nvidia-h100-sxm", "nope",
-                                                "google-tpu-v5e", ""]))]
+                                                "google-tpu-v5e", "", "nvidia-dgx-h100"]))]
     flags = {"analyze": ["--batch", "--seq", "--tokens", "--w-bits", "--stage"],
              "crossover": ["--batch", "--seq", "--solve", "--free", "--versus", "--stage",
                            "--tokens"],
@@ -302,11 +309,15 @@ def command_line(draw):
              "sweep": ["--batch", "--seq", "--w-bits", "--tokens", "--stage"],
              "serve-curve": ["--seq", "--gen", "--batch"],
              "formulas": ["--keep", "--stage", "--tokens"],
-             "sensitivity": ["--batch", "--seq"], "compare": ["--batch", "--seq"]}[command]
+             "sensitivity": ["--batch", "--seq"], "compare": ["--batch", "--seq"],
+             "plan": ["--seq", "--gen", "--batch", "--bits", "--objective"],
+             "simulate": ["--n", "--prompt", "--output", "--scheduler", "--chunk", "--kv-block",
+                          "--kv-memory", "--slo", "--max-batch", "--preempt"]}[command]
     for flag in draw(st.lists(st.sampled_from(flags), max_size=3, unique=True)):
         argv += [flag, draw(VALUES)]
     required = {"crossover": ["--solve", "batch"], "latency": ["--gen", "8"],
-                "serve-curve": ["--seq", "128", "--gen", "8"]}.get(command, [])
+                "serve-curve": ["--seq", "128", "--gen", "8"],
+                "plan": ["--gen", "4"], "simulate": ["--rate", "2", "--n", "20"]}.get(command, [])
     for flag, value in zip(required[::2], required[1::2]):
         if flag not in argv:
             argv += [flag, value]
