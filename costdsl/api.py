@@ -612,6 +612,27 @@ class Model:
             low, high = (mid, high) if run(mid).slo_attainment >= attainment else (low, mid)
         return rows, low
 
+    def report_data(self, hw: str | Hardware, batch: int = 1, seq: int = 2048,
+                    w_bits: float = 16, a_bits: float = 16, kv_bits: float = 16,
+                    stages: Iterable[str] = STAGES) -> dict:
+        """What the HTML report shows, as plain records: the analysis, each stage's formula
+        table, its crossovers in batch, and its graph's edges."""
+        hw = _hardware(hw)
+        stages = tuple(stages)
+        bits = dict(w_bits=w_bits, a_bits=a_bits, kv_bits=kv_bits)
+        analysis = self.analyze(hw, batch, seq, stages=stages, **bits)
+        crossovers = {}
+        for stage in stages:
+            try:
+                crossovers[stage] = self.crossover("batch", hw, stage, batch=batch, seq=seq,
+                                                   **bits)
+            except CostDSLError:   # e.g. a free degree: the report shows the rest
+                crossovers[stage] = None
+        return {"analysis": analysis,
+                "formulas": {st: self.formulas(st) for st in stages},
+                "crossovers": crossovers,
+                "edges": {st: [(u, v) for u, v in self.graph(st).edges] for st in stages}}
+
     def fit(self, hw: str | Hardware, seq: int, batch: int = 1, w_bits: float = 16,
             a_bits: float = 16, kv_bits: float = 16) -> Fit:
         """Largest batch at `seq`, longest context at `batch`, and where the KV cache outweighs

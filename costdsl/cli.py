@@ -231,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kv-bits", default="16", metavar="LIST")
     _stage_args(p, "all", tokens_range=True)
     _decoding_arg(p, ": adds its time per token and speedup at each point")
-    p.add_argument("--out", metavar="FILE.csv|FILE.json|FILE.npz",
+    p.add_argument("--out", metavar="FILE.csv|FILE.parquet|FILE.json|FILE.npz",
                    help="write here (format from the suffix; .npz: one NumPy array per column, "
                         "the fast form for big grids); default: CSV on standard output")
     p.set_defaults(run=_sweep)
@@ -340,6 +340,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --sweep-rate: p99 TTFT and TPOT against rate; otherwise the "
                         "run's timeline of batch size and KV blocks")
     p.set_defaults(run=_simulate)
+
+    p = sub.add_parser("report", help="one self-contained HTML report: graph, roofline, "
+                                      "tables, crossovers and formulas")
+    _model_args(p)
+    _deployment_args(p)
+    p.add_argument("--stage", choices=("prefill", "decode", "all"), default="all")
+    p.add_argument("-o", "--out", required=True, metavar="FILE.html")
+    p.set_defaults(run=_report)
+
+    p = sub.add_parser("graph", help="the op graph with formulas as attributes: DOT, GraphML, "
+                                     "JSON")
+    _model_args(p)
+    p.add_argument("--stage", choices=("prefill", "decode", "step", "verify"), default="decode")
+    p.add_argument("--format", choices=("dot", "graphml", "json"), default="dot")
+    p.add_argument("-o", "--out", metavar="FILE", help="write here (default: standard output)")
+    p.set_defaults(run=_graph)
 
     p = sub.add_parser("formulas", help="per-op cost formulas for documentation")
     _model_args(p)
@@ -451,22 +467,34 @@ def _sweep(args) -> str:
                   tokens, model.decoding_strategy(args.decoding))
     out = args.out or ""
     meta = {"model": model.name, "passes": list(model.graph("decode").graph["passes"])}
-    if out.endswith(".npz"):
+    if out.endswith((".npz", ".parquet", ".csv")):
+        writer = {".npz": lambda: sweepout.write_npz(table, out, meta),
+                  ".parquet": lambda: _parquet(sweepout, table, out, meta),
+                  ".csv": lambda: sweepout.write_csv(table, out)}[out[out.rindex("."):]]
         try:
-            sweepout.write_npz(table, out, meta)
+            writer()
         except OSError as err:
             raise CostDSLError(f"cannot write {out}: {err.strerror or err}") from None
         return f"wrote {out}: {len(table):,} rows\n"
     if out.endswith(".json"):
         text = sweepout.json_text(table, meta)
-    elif out.endswith(".csv") or not out:
+    elif not out:
         text = sweepout.csv_text(table)
     else:
-        raise CostDSLError(f"--out {out}: expected a .csv, .json or .npz file name")
+        raise CostDSLError(f"--out {out}: expected a .csv, .parquet, .json or .npz file name")
     if not out:
         return text
     _write(out, text)
     return f"wrote {out}: {len(table):,} rows\n"
+
+
+def _parquet(sweepout, table, out: str, meta: dict) -> None:
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise CostDSLError("--out *.parquet needs pyarrow",
+                           hint="pip install 'costdsl[parquet]'") from None
+    sweepout.write_parquet(table, out, meta)
 
 
 def _write(path: str, text: str) -> None:
@@ -839,6 +867,24 @@ def _simulate(args, plot: str | None = None) -> str:
              f"{stream.source}")
     return sim_report.summary_text(title, summary, slo) + (f"wrote {args.out}\n" if args.out
                                                            else "")
+
+
+def _report(args) -> str:
+    from .report import html as html_report
+    model = _load(args)
+    data = model.report_data(_hw(args), args.batch, args.seq, stages=_stages(args.stage),
+                             **_bits_of(args))
+    _write(args.out, html_report.render(data))
+    return f"wrote {args.out}\n"
+
+
+def _graph(args) -> str:
+    from .report.graphs import FORMATS as GRAPH_FORMATS
+    text = GRAPH_FORMATS[args.format](_load(args).graph(args.stage))
+    if args.out:
+        _write(args.out, text)
+        return f"wrote {args.out}\n"
+    return text
 
 
 def _formulas(args) -> str:

@@ -11,7 +11,7 @@ def _blocks(path, lang=""):
 
 
 def test_language_reference_complete_example_compiles(tmp_path):
-    example = _blocks("docs/language.md")[0]
+    example = _blocks("docs/language.md", "arch")[0]
     path = tmp_path / "tiny.arch"
     path.write_text(example)
     model = costdsl.load(path)

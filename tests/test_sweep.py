@@ -95,3 +95,27 @@ def test_oversized_sweeps_are_refused(capsys):
     assert main(["sweep", str(LLAMA), "--hw", "nvidia-a6000", "--batch", f"1:{big}",
                  "--seq", f"1:{big}"]) == 2
     assert "log spacing" in capsys.readouterr().err
+
+
+def test_sweep_to_parquet_and_streamed_csv(tmp_path):
+    """The same grid through both writers: the Parquet columns and the CSV rows carry the
+    numbers of the .npz (NumPy's own) exactly (CSV: to the shortest exact float)."""
+    pq = pytest.importorskip("pyarrow.parquet", reason="pyarrow is not installed "
+                             "(pip install 'costdsl[parquet]')")
+    base = ["sweep", str(MODELS / "llama-2-7b.arch"), "--hw", "nvidia-a6000,nvidia-h100-sxm",
+            "--batch", "1:20", "--seq", "128:4096:log7", "--stage", "all"]
+    paths = {ext: tmp_path / f"s.{ext}" for ext in ("npz", "parquet", "csv")}
+    for path in paths.values():
+        assert main(base + ["--out", str(path)]) == 0
+    reference = np.load(paths["npz"], allow_pickle=False)
+    table = pq.read_table(paths["parquet"])
+    assert table.num_rows == len(reference["batch"]) == 2 * 20 * 7
+    assert json.loads(table.schema.metadata[b"costdsl.model"]) == "Llama-2-7b"
+    for name in ("batch", "decode_time_s", "prefill_compute_share", "memory_bytes", "fits"):
+        assert (table.column(name).to_numpy() == reference[name]).all(), name
+    assert table.column("hardware").to_pylist()[0] == "nvidia-a6000"
+    with open(paths["csv"]) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == table.num_rows
+    assert [float(r["decode_time_s"]) for r in rows] == list(reference["decode_time_s"])
+    assert rows[-1]["hardware"] == "nvidia-h100-sxm" and rows[0]["fits"] in ("true", "false")

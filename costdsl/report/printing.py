@@ -31,3 +31,15 @@ def latex(expr) -> str:
 
 def latex_escape(text: str) -> str:
     return re.sub(r"([_&%$#{}])", r"\\\1", text)
+
+
+_MATHML_NAMES = {S.batch: "b", S.seq: "s", S.gen: "g", S.w_bits: "β_w", S.a_bits: "β_a",
+                 S.kv_bits: "β_kv", S.peak: "P", S.bandwidth: "B"}
+
+
+def mathml(expr) -> str:
+    """Presentation MathML (the inside of a <math> element), with the report's short names."""
+    expr = sympy.sympify(expr)
+    names = {s: sympy.Symbol(n) for s, n in _MATHML_NAMES.items() if s in expr.free_symbols}
+    return sympy.mathml(expr.xreplace(names), printer="presentation")
+
