@@ -28,7 +28,8 @@ from .analysis.plan import OBJECTIVES, PlanResult, evaluate_plan, layouts as pla
 from .analysis.plan import rank
 from .analysis.iteration import IterationCost, iteration_cost
 from .analysis.requests import Stream, synthetic
-from .analysis.simulate import Config as SimConfig, KVPool, Summary, Trace, simulate, summarise
+from .analysis.simulate import (Config as SimConfig, KVPool, Speculative, Summary, Trace,
+                                simulate, summarise)
 from .analysis.records import Analysis, Settings, check_stages, devices_of, stage_result
 from .analysis.roofline import StageRoofline, compute_type, roofline
 from .analysis.sensitivity import Sensitivity, sensitivity
@@ -321,6 +322,14 @@ class Model:
             with_heads = self._with_medusa_heads(*d.medusa)
             return hw, d, None, settings, (self._roofline("decode", hw, settings),
                                            with_heads._roofline("verify", hw, settings), None)
+        draft = self._draft_model(d)
+        stages = (self._roofline("decode", hw, settings), self._roofline("verify", hw, settings),
+                  draft._roofline("verify", hw, settings))
+        return hw, d, draft, settings, stages
+
+    def _draft_model(self, d: Decoding) -> "Model":
+        """The draft model a speculative strategy names (a file beside the model's file, a
+        path or a shipped name), checked to share the target's tokenizer."""
         beside = Path(d.pos.file).parent / d.draft  # a draft named in a model file: beside it
         draft = load(beside if beside.suffix == ".arch" and beside.is_file() else d.draft)
         mine, theirs = _vocabulary(self.design), _vocabulary(draft.design)
@@ -329,9 +338,7 @@ class Model:
                      f"{draft.name!r} has a vocabulary of {theirs}, the target {self.name!r} "
                      f"of {mine}", d.pos, hint="pair models of one family (TinyLlama or "
                      "llama-68m with Llama-2)")
-        stages = (self._roofline("decode", hw, settings), self._roofline("verify", hw, settings),
-                  draft._roofline("verify", hw, settings))
-        return hw, d, draft, settings, stages
+        return draft
 
     def sparsity_answers(self, hw: str | Hardware, batch: int, seq: int, stage: str = "decode",
                          w_bits: float = 16, a_bits: float = 16, kv_bits: float = 16,
@@ -534,14 +541,14 @@ class Model:
 
     def iteration_cost(self, hw: str | Hardware, w_bits: float = 16, a_bits: float = 16,
                        kv_bits: float = 16) -> IterationCost:
-        """One serving iteration's time as a compiled function of (N, T, TT, TC, C): the
-        sequences, their new tokens, sum t^2, sum t c and the tokens cached (see
-        analysis.iteration)."""
+        """One serving iteration's time as a compiled function of (N, T, TT, TC, C, L): the
+        sequences, their new tokens, sum t^2, sum t c, the tokens cached and the rows that need
+        logits (see analysis.iteration)."""
         hw = _hardware(hw)
         settings = Settings(1, 1, w_bits, a_bits, kv_bits).validate()
         key = ("iteration", hw.key, hw.time_model, tuple(settings.bits().items()))
         if key not in self._rooflines:
-            self._rooflines[key] = iteration_cost(self._roofline("step", hw, settings),
+            self._rooflines[key] = iteration_cost(self._roofline("verify", hw, settings),
                                                   {k: v for k, v in settings.values().items()
                                                    if k.name.endswith("_bits")})
         return self._rooflines[key]
@@ -573,21 +580,35 @@ class Model:
 
     def simulate(self, hw: str | Hardware, stream: Stream, config: SimConfig | None = None,
                  slo: Mapping[str, float] | None = None, w_bits: float = 16,
-                 a_bits: float = 16, kv_bits: float = 16) -> tuple[Trace, Summary]:
+                 a_bits: float = 16, kv_bits: float = 16,
+                 decoding: "Decoding | str | None" = None) -> tuple[Trace, Summary]:
         """Serve `stream` on `hw` (one device or the per-device graph of a layout) with the
         scheduler, KV blocks and pre-emption of `config`; `slo` ({"ttft": s, "tpot": s,
-        "e2e": s}) makes the summary's goodput."""
+        "e2e": s}) makes the summary's goodput. `decoding`: speculative decoding with a draft
+        model (the draft's k steps and the target's verification of k + 1 tokens per decode
+        iteration, the accepted tokens drawn per sequence)."""
         hw = _hardware(hw)
         config = (config or SimConfig()).validate()
-        cost = self.iteration_cost(hw, w_bits, a_bits, kv_bits)
-        pool = self.kv_pool(hw, config, w_bits, a_bits, kv_bits)
-        trace = simulate(stream, cost, pool, config)
+        bits = dict(w_bits=w_bits, a_bits=a_bits, kv_bits=kv_bits)
+        cost = self.iteration_cost(hw, **bits)
+        pool = self.kv_pool(hw, config, **bits)
+        speculation = None
+        d = self.decoding_strategy(decoding) if decoding is not None else None
+        if d is not None:
+            if d.lookahead or d.medusa or d.tree is not None:
+                raise at(DecodingError, f"simulate serves speculative decoding with a draft "
+                         f"model and a chain of k tokens; {d.strategy} is not simulated",
+                         d.pos, hint="use latency or serve-curve for it")
+            draft = self._draft_model(d)
+            speculation = Speculative(d.k, d.accept, draft.iteration_cost(hw, **bits))
+        trace = simulate(stream, cost, pool, config, speculation)
         return trace, summarise(trace, slo, stream.reordered)
 
     def rate_sweep(self, hw: str | Hardware, rates: Iterable[float], n: int, prompt: str,
                    output: str, seed: int, config: SimConfig, slo: Mapping[str, float],
                    attainment: float = 0.9, w_bits: float = 16, a_bits: float = 16,
-                   kv_bits: float = 16) -> tuple[list[tuple[float, Summary]], float | None]:
+                   kv_bits: float = 16, decoding: "Decoding | str | None" = None
+                   ) -> tuple[list[tuple[float, Summary]], float | None]:
         """Summaries of synthetic streams at each rate, and the largest rate at which a share
         `attainment` of the requests meet `slo`, by bisection between the rates that bracket it
         (a fixed seed: the same stream shape at every rate)."""
@@ -597,7 +618,7 @@ class Model:
         if not 0 < attainment <= 1:
             raise EvaluationError(f"the attainment must be a fraction in (0, 1], got {attainment}")
         run = lambda rate: self.simulate(hw, synthetic(rate, n, prompt, output, seed), config,
-                                         slo, w_bits, a_bits, kv_bits)[1]
+                                         slo, w_bits, a_bits, kv_bits, decoding)[1]
         rows = [(float(r), run(float(r))) for r in sorted(rates)]
         good = [r for r, summary in rows if summary.slo_attainment >= attainment]
         if not good:

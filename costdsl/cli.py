@@ -339,6 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="FILE.png",
                    help="with --sweep-rate: p99 TTFT and TPOT against rate; otherwise the "
                         "run's timeline of batch size and KV blocks")
+    _decoding_arg(p, " (a draft model's chain: the draft's steps and the target's "
+                     "verification each iteration)")
     p.set_defaults(run=_simulate)
 
     p = sub.add_parser("report", help="one self-contained HTML report: graph, roofline, "
@@ -845,7 +847,7 @@ def _simulate(args, plot: str | None = None) -> str:
     if args.sweep_rate:
         rows, best = model.rate_sweep(hw, _rates(args.sweep_rate), args.n, args.prompt,
                                       args.output, args.seed, config, slo, args.attainment,
-                                      **bits)
+                                      decoding=getattr(args, "decoding", None), **bits)
         table = [{"rate": r, **sim_report.summary_dict(s)} for r, s in rows]
         if plot:
             return f"wrote {plots.rate(table, best, slo, model.name, hw.name, plot)}\n"
@@ -855,7 +857,8 @@ def _simulate(args, plot: str | None = None) -> str:
         return sim_report.rate_sweep_text(table, best, slo, args.attainment)
     stream = (read_requests(args.requests) if args.requests else
               synthetic(args.rate, args.n, args.prompt, args.output, args.seed))
-    trace, summary = model.simulate(hw, stream, config, slo, **bits)
+    trace, summary = model.simulate(hw, stream, config, slo,
+                                    decoding=getattr(args, "decoding", None), **bits)
     if plot:
         return f"wrote {plots.timeline(trace, model.name, hw.name, args.scheduler, plot)}\n"
     if args.out:

@@ -369,3 +369,38 @@ def test_mutated_measurement_files(text, command, tmp_path):
         (["--folds", "3"] if command == "validate" else ["--format", "json"])
     code, out, err, seconds = run(argv)
     assert_clean(argv, code, out, err, seconds, json_out=command == "calibrate")
+
+
+@st.composite
+def mutated_requests(draw):
+    """A request file (ours or the Azure trace's columns) with cells replaced or dropped."""
+    header = draw(st.sampled_from(["arrival_s,prompt_tokens,output_tokens",
+                                   "TIMESTAMP,ContextTokens,GeneratedTokens", "a,b,c", ""]))
+    azure = header.startswith("TIMESTAMP")
+    rows = []
+    for i in range(draw(st.integers(0, 8))):
+        arrival = f"2023-11-16 18:15:{10 + i:02d}.5" if azure else f"{i * 0.3:g}"
+        rows.append([arrival, str(draw(st.integers(1, 3000))), str(draw(st.integers(1, 300)))])
+    for _ in range(draw(st.integers(0, 3))):
+        if not rows:
+            break
+        row = rows[draw(st.integers(0, len(rows) - 1))]
+        if not row:
+            continue
+        j = draw(st.integers(0, len(row) - 1))
+        row[j] = draw(st.sampled_from(["", "-1", "0", "nan", "inf", "1e400", "x", "2.5",
+                                       "1e12", "2023-13-45", "\"", "é"]))
+        if draw(st.booleans()):
+            del row[j]
+    return "\n".join([header] + [",".join(r) for r in rows]) + "\n"
+
+
+@FUZZ
+@given(text=mutated_requests(), scheduler=st.sampled_from(["static", "continuous", "chunked"]))
+def test_mutated_request_files(text, scheduler, tmp_path):
+    path = tmp_path / "requests.csv"
+    path.write_text(text)
+    argv = ["simulate", str(MODELS / "tinyllama-1.1b.arch"), "--hw", "nvidia-a100-80gb",
+            "--requests", str(path), "--scheduler", scheduler, "--format", "json"]
+    code, out, err, seconds = run(argv)
+    assert_clean(argv, code, out, err, seconds, json_out=True)

@@ -104,7 +104,7 @@ def test_slo_goodput_and_rate_sweep(llama, capsys):
 
 # --- KV accounting, on random small streams with a toy cost -------------------------------------
 
-TOY = IterationCost(None, lambda n, t, tt, tc, c: 1e-3 + 1e-5 * t + 1e-8 * (tc + c), ())
+TOY = IterationCost(None, lambda n, t, tt, tc, c, l: 1e-3 + 1e-5 * t + 1e-8 * (tc + c), ())
 
 
 @settings(max_examples=60, deadline=None)
@@ -206,3 +206,29 @@ def test_simulating_a_parallel_layout_uses_one_devices_graph():
     assert s.requests == 4 and s.kv_pool_blocks > 1000
     with pytest.raises(CostDSLError, match="no memory for a KV cache"):
         costdsl.load(MODELS / "llama-2-70b.arch").simulate(HW, fixed_stream(1, 256, 16))
+
+
+def test_speculative_decoding_in_the_server_matches_speculate(llama):
+    """accept = 1: every iteration emits k + 1 = 5 tokens, so one request's time per output
+    token is the draft's 4 steps plus the target's 5-token verification, over 5: what
+    `speculate` gives at the request's mean cache length (within 2%)."""
+    decoding = 'speculative(draft="tinyllama-1.1b", k=4, accept=1)'
+    prompt, output = 512, 81                   # 1 + 16 iterations x 5 tokens
+    trace, s = llama.simulate(HW, fixed_stream(1, prompt, output), Config(scheduler="static"),
+                              decoding=decoding)
+    expected = llama.speculate(HW, decoding, batch=1, seq=prompt + output // 2)
+    assert s.tpot_s["p50"] == pytest.approx(expected.time_per_token_s, rel=0.02)
+    plain = llama.simulate(HW, fixed_stream(1, prompt, output), Config(scheduler="static"))[1]
+    assert s.tpot_s["p50"] < plain.tpot_s["p50"]
+
+
+def test_accepted_tokens_follow_the_geometric_model():
+    from costdsl.analysis.simulate import Speculative, _Run
+    run = _Run([], TOY, KVPool(10, 1.0), Config(), Speculative(4, 0.7, TOY, seed=3))
+    mean = np.mean([run._emitted() for _ in range(20000)])
+    assert mean == pytest.approx((1 - 0.7 ** 5) / (1 - 0.7), rel=0.02)   # 2.77 tokens
+
+
+def test_only_draft_chains_are_simulated(llama):
+    with pytest.raises(CostDSLError, match="not simulated"):
+        llama.simulate(HW, fixed_stream(2, 10, 10), decoding="medusa(heads=3, accept=0.6)")

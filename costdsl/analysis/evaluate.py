@@ -73,7 +73,8 @@ class StageNumbers:
         return self.compute_time > self.memory_time
 
     def bounds(self) -> list[str]:
-        """What bounds each op (one configuration), computed once for all of them."""
+        """What bounds each op (one configuration): "compute", "memory", or the channel its
+        transfers take ("link", "network", "host") when they outlast the device memory time."""
         compute, memory = self.compute_time, self.memory_time
         transfer = self.transfer_time + self.serial_time
         device = self.device_memory_time
@@ -89,17 +90,6 @@ class StageNumbers:
             else:
                 out.append("compute" if compute[i] > memory[i] else "memory")
         return out
-
-    def bound(self, i: int) -> str:
-        """What bounds op i (one configuration): "compute", "memory", or the channel its
-        transfers take ("link", "network", "host") when they outlast the device memory time."""
-        if self.compute_time[i] > self.memory_time[i] and not np.any(self.serial_time[i]):
-            return "compute"
-        channel = self.channels[i] if self.channels else None
-        if channel and np.any(self.transfer_time[i] + self.serial_time[i]
-                              > self.device_memory_time[i]):
-            return channel
-        return "compute" if self.compute_time[i] > self.memory_time[i] else "memory"
 
     @property
     def microbatches(self) -> int:

@@ -13,6 +13,11 @@ sequences, so each monomial batch x tokens^i x seq^j is the sum over the batch o
     batch seq        -> C  = sum c_i                        (KV cache read)
     1                ->  1                                  (weights: read once per iteration)
 
+and, for the ops on the rows that need logits (the LM head, `tokens=last`, lowered at the
+`verify` site where every new token may need them), batch tokens -> L = the rows that need
+logits: 1 per sequence, or k + 1 for a sequence verifying k drafted tokens. With L = N this is
+the step stage exactly.
+
 so the iteration time, sum over ops of max(compute, memory) (+ launch), is exact in these five
 sums for every op whose rule is a polynomial of degree one in batch: the dense kinds, attention
 unfused or FlashAttention (its K/V rereads are per sequence), norms and activations. It is not
@@ -32,24 +37,29 @@ import sympy
 from .roofline import StageRoofline, larger
 from .. import symbols as S
 
-N, T, TT, TC, C = sympy.symbols("N T TT TC C", nonnegative=True)
-AGGREGATES = (N, T, TT, TC, C)
+N, T, TT, TC, C, L = sympy.symbols("N T TT TC C L", nonnegative=True)
+AGGREGATES = (N, T, TT, TC, C, L)
 _MONOMIALS = {(1, 0, 0): N, (1, 1, 0): T, (1, 2, 0): TT, (1, 1, 1): TC, (1, 0, 1): C}
 """(degree in batch, in tokens, in seq) -> the sum it stands for."""
+_LOGIT_MONOMIALS = {**_MONOMIALS, (1, 1, 0): L}
+"""For an op on the rows that need logits (`tokens=last`, lowered at the verify site): its
+rows are L = sum of logit rows: 1 per prefilling or decoding sequence, k + 1 per sequence
+verifying k drafted tokens."""
 
 
 @dataclass(frozen=True)
 class IterationCost:
-    """time(N, T, TT, TC, C) of one iteration, and the expression it compiles."""
+    """time(N, T, TT, TC, C, L) of one iteration, and the expression it compiles."""
     expression: sympy.Expr
     function: Callable[..., float]
     mean_field_ops: tuple[str, ...]     # ops taken at the mean sequence (not exact)
 
-    def __call__(self, n: float, t: float, tt: float, tc: float, c: float) -> float:
-        return self.function(n, t, tt, tc, c) if n else 0.0
+    def __call__(self, n: float, t: float, tt: float, tc: float, c: float,
+                 l: float | None = None) -> float:
+        return self.function(n, t, tt, tc, c, n if l is None else l) if n else 0.0
 
 
-def _aggregated(expr: sympy.Expr) -> sympy.Expr | None:
+def _aggregated(expr: sympy.Expr, monomials=_MONOMIALS) -> sympy.Expr | None:
     """`expr` (in batch, tokens, seq) in the five sums; None where it is not a polynomial of
     degree at most one in batch over the known monomials."""
     expr = sympy.expand(expr)
@@ -61,29 +71,32 @@ def _aggregated(expr: sympy.Expr) -> sympy.Expr | None:
     for monomial, coeff in poly.terms():
         if monomial == (0, 0, 0):
             out += coeff
-        elif monomial in _MONOMIALS:
-            out += coeff * _MONOMIALS[monomial]
+        elif monomial in monomials:
+            out += coeff * monomials[monomial]
         else:
             return None
     return out
 
 
-def _mean_field(expr: sympy.Expr) -> sympy.Expr:
-    """`expr` at the batch's mean sequence: b = N, t = T / N, c = C / N."""
-    return sympy.sympify(expr).xreplace({S.batch: N, S.tokens: T / N, S.seq: C / N})
+def _mean_field(expr: sympy.Expr, logits: bool) -> sympy.Expr:
+    """`expr` at the batch's mean sequence: b = N, t = T / N (L / N for logit rows), c = C / N."""
+    return sympy.sympify(expr).xreplace({S.batch: N, S.tokens: (L if logits else T) / N,
+                                         S.seq: C / N})
 
 
 def iteration_cost(step: StageRoofline, bits: Mapping[sympy.Symbol, float]) -> IterationCost:
-    """The compiled iteration time of the `step` stage's roofline with the bitwidths bound."""
+    """The compiled iteration time of the `verify` (or `step`) stage's roofline with the
+    bitwidths bound."""
     bits = {k: sympy.Float(v) for k, v in bits.items()}
     total, approximate = sympy.Integer(0), []
     for op in step.ops:
+        logits = op.node.attrs.get("tokens") == "last"
         parts = []
         for expr in (op.compute_time, op.memory_time, op.serial_transfer):
             bound = sympy.sympify(expr).xreplace(bits)
-            summed = _aggregated(bound)
+            summed = _aggregated(bound, _LOGIT_MONOMIALS if logits else _MONOMIALS)
             if summed is None:
-                summed = _mean_field(bound)
+                summed = _mean_field(bound, logits)
                 approximate.append(op.node.name)
             parts.append(summed)
         time = larger(parts[0], parts[1]) + op.launch + parts[2]

@@ -79,6 +79,22 @@ class KVPool:
     swap_Bps: float | None = None   # host link for swapping; None: no [host]
 
 
+@dataclass(frozen=True)
+class Speculative:
+    """Speculative decoding inside the server (Leviathan et al. 2023, Chen et al. 2023): every
+    decode iteration the draft model runs k steps for each decoding sequence, and the target
+    verifies k + 1 tokens per sequence (its LM head on all of them). A sequence accepts m of the
+    drafted tokens with P(m >= i) = accept^i (independent tokens, the papers' model) and emits
+    m + 1: drawn per sequence and iteration from a generator seeded with `seed`, so a run is
+    reproducible and its mean is (1 - accept^(k+1)) / (1 - accept). The draft prefills every
+    prompt chunk too (it needs the prompt in its own KV cache); its cache is not counted
+    against the target's KV pool (a draft is a few percent of it)."""
+    k: int
+    accept: float
+    draft: IterationCost
+    seed: int = 0
+
+
 class _Request:
     __slots__ = ("i", "arrival", "prompt", "output", "pending", "cached", "generated", "blocks",
                  "first", "finish", "preemptions", "swapped", "active")
@@ -111,7 +127,8 @@ class Trace:
     max_blocks_used: int = 0
 
 
-def simulate(stream: Stream, cost: IterationCost, pool: KVPool, config: Config) -> Trace:
+def simulate(stream: Stream, cost: IterationCost, pool: KVPool, config: Config,
+             speculative: Speculative | None = None) -> Trace:
     config = config.validate()
     requests = [_Request(i, float(a), int(p), int(o)) for i, (a, p, o) in
                 enumerate(zip(stream.arrival_s, stream.prompt, stream.output))]
@@ -126,7 +143,7 @@ def simulate(stream: Stream, cost: IterationCost, pool: KVPool, config: Config) 
     if config.preempt == "swap" and pool.swap_Bps is None:
         raise EvaluationError("--preempt swap moves KV blocks over the host link; the hardware "
                               "file has no [host] section", hint="use --preempt recompute")
-    return _Run(requests, cost, pool, config).run(stream)
+    return _Run(requests, cost, pool, config, speculative).run(stream)
 
 
 def _blocks(tokens: int, block: int) -> int:
@@ -134,8 +151,11 @@ def _blocks(tokens: int, block: int) -> int:
 
 
 class _Run:
-    def __init__(self, requests, cost, pool, config):
+    def __init__(self, requests, cost, pool, config, speculative=None):
         self.requests, self.cost, self.pool, self.config = requests, cost, pool, config
+        self.speculative = speculative
+        self.decode_tokens = 1 + (speculative.k if speculative else 0)
+        self.rng = np.random.Generator(np.random.PCG64(speculative.seed if speculative else 0))
         self.free = pool.blocks
         self.clock = 0.0
         self.waiting: deque[_Request] = deque()
@@ -163,7 +183,7 @@ class _Run:
                                           "never fits the KV pool")
                 self.clock = max(self.clock, self.requests[arrived].arrival)
                 continue
-            sums = [0, 0, 0, 0, 0]  # N, T, TT, TC, C
+            sums = [0, 0, 0, 0, 0, 0]  # N, T, TT, TC, C, L (rows needing logits)
             for r, t in batch:
                 c = r.cached
                 sums[0] += 1
@@ -171,7 +191,8 @@ class _Run:
                 sums[2] += t * t
                 sums[3] += t * c
                 sums[4] += c
-            step = self.cost(*sums) + self.swap_time
+                sums[5] += 1 if r.pending else t
+            step = self.cost(*sums) + self._draft_time(batch) + self.swap_time
             start = self.clock
             trace.in_system_area += self._in_system((previous_end + start) / 2, arrivals,
                                                     finished) * (start - previous_end)
@@ -183,12 +204,16 @@ class _Run:
             used = self.pool.blocks - self.free
             trace.max_blocks_used = max(trace.max_blocks_used, used)
             for r, t in batch:
-                r.cached += t
                 if r.pending:
+                    r.cached += t
                     r.pending -= t
                     if r.pending:
                         continue
-                r.generated += 1
+                    emitted = 1
+                else:
+                    emitted = self._emitted()
+                    r.cached += emitted          # the rejected drafts leave the cache
+                r.generated = min(r.generated + emitted, r.output)
                 if r.generated == 1 and math.isnan(r.first):
                     r.first = self.clock
                 if r.generated >= r.output:
@@ -208,6 +233,35 @@ class _Run:
 
     # --- scheduling -------------------------------------------------------------------------------
 
+    def _emitted(self) -> int:
+        """Tokens a decoding sequence emits this iteration: 1, or with speculation the drafts
+        accepted before the first rejection, plus one."""
+        if self.speculative is None:
+            return 1
+        k, a = self.speculative.k, self.speculative.accept
+        accepted = 0
+        draws = self.rng.random(k)
+        while accepted < k and draws[accepted] < a:
+            accepted += 1
+        return accepted + 1
+
+    def _draft_time(self, batch) -> float:
+        """The draft's k steps over the decoding sequences, and its prefill of the chunks."""
+        if self.speculative is None:
+            return 0.0
+        k = self.speculative.k
+        decoding = [r.cached for r, t in batch if not r.pending]
+        chunks = [(r.cached, t) for r, t in batch if r.pending]
+        n = len(decoding)
+        cached = sum(decoding) + n * (k - 1) / 2           # the draft's cache at its mid step
+        time = k * self.speculative.draft(n, n, n, cached, cached, n) if n else 0.0
+        if chunks:
+            time += self.speculative.draft(len(chunks), sum(t for _, t in chunks),
+                                           sum(t * t for _, t in chunks),
+                                           sum(t * c for c, t in chunks),
+                                           sum(c for c, _ in chunks), len(chunks))
+        return time
+
     @staticmethod
     def _in_system(t: float, arrivals: list[float], finished: int) -> int:
         """Requests arrived by time t and not finished (sampled mid-interval: finishes happen
@@ -222,11 +276,11 @@ class _Run:
                 while self.waiting and len(self.running) < c.max_batch and \
                         self._admit(self.waiting[0], self.waiting[0].pending):
                     self._start(self.waiting.popleft())
-            plan = [(r, r.pending or 1) for r in self.running]
+            plan = [(r, r.pending or self.decode_tokens) for r in self.running]
             return self._grow(plan)
-        decodes = [(r, 1) for r in self.running if not r.pending]
+        decodes = [(r, self.decode_tokens) for r in self.running if not r.pending]
         budget = c.chunk if c.scheduler == "chunked" else c.max_tokens
-        budget -= len(decodes) if c.scheduler == "chunked" else 0
+        budget -= len(decodes) * self.decode_tokens if c.scheduler == "chunked" else 0
         plan = list(decodes)
         for r in self.running:   # prompts being prefilled (chunked, or resumed)
             if r.pending and budget > 0:
