@@ -137,9 +137,8 @@ def test_tensor_parallel_refuses_degrees_that_do_not_split(dgx):
         analysis("llama-2-7b.arch", ["tensor_parallel(n=16)"], dgx, batch=1, seq=64)
     with pytest.raises(CostDSLError, match=r"needs 2 devices; NVIDIA H100 SXM has 1"):
         analysis("llama-2-7b.arch", ["tensor_parallel(n=2)"], "nvidia-h100-sxm", batch=1, seq=64)
-    with pytest.raises(CostDSLError, match=r"no split for dense.attn.absorb \(mla_absorb\)"):
-        costdsl.load(MODELS / "deepseek-v2-lite.arch",
-                     passes=["tensor_parallel(n=2)"]).graph("decode")
+    with pytest.raises(CostDSLError, match=r"no split for layers.mixer.in_proj|no split for .*ssm"):
+        costdsl.load(MODELS / "mamba-2.8b.arch", passes=["tensor_parallel(n=2)"]).graph("decode")
 
 
 def test_a_free_degree_stays_a_symbol_and_is_solved_for():
@@ -373,3 +372,23 @@ def test_roofline_plot_draws_the_host_roof(tmp_path):
     assert q.attainable == pytest.approx(q.flops / q.time_s)
     path = plots.roofline(a, "decode", str(tmp_path / "offload.png"))
     assert Path(path).stat().st_size > 10_000
+
+
+def test_latent_attention_splits_by_heads_and_replicates_its_cache():
+    # DeepSeek-V2-Lite (config.json): hidden 2048, 16 heads, kv_lora_rank 512, qk_nope 128,
+    # qk_rope 64, v_head 128, 27 layers (the first dense, 26 MoE with 64 experts + 2 shared).
+    hw = _hardware("nvidia-dgx-a100").ideal()
+    one = analysis("deepseek-v2-lite.arch", [], hw, batch=4, seq=1024)
+    two = analysis("deepseek-v2-lite.arch", ["tensor_parallel(n=2)"], hw, batch=4, seq=1024)
+    d1, d2 = one.stages["decode"], two.stages["decode"]
+    q = "dense.attn.q"
+    assert op(d2, q).bytes_by_class["weight"] == op(d1, q).bytes_by_class["weight"] / 2
+    assert op(d2, q).bytes_by_class["weight"] == 2048 * 8 * (128 + 64) * 2   # 8 of 16 heads
+    # one latent serves every head: its projection and cache are whole on each device
+    for name in ("dense.attn.kv_a", "dense.attn.cache"):
+        assert op(d2, name).bytes == op(d1, name).bytes
+    assert two.memory.kv_cache_bytes == one.memory.kv_cache_bytes
+    assert op(d2, "dense.attn.qk").flops == op(d1, "dense.attn.qk").flops / 2
+    reduces = [o for o in d2.ops if o.kind == "all_reduce"]
+    assert sum(o.repeat for o in reduces) == 2 * 27   # after attention and after MLP / MoE
+

@@ -10,9 +10,11 @@ on the network otherwise.
 - tensor_parallel(n): Megatron-LM (Shoeybi et al. 2019): q, k, v and the MLP's feeding linears
   split by columns, o and the MLP's reading linear by rows; query heads split n ways, KV heads
   too where n divides them, else each device keeps one KV head (replicated: kv_heads < n, as
-  vLLM does); routed experts split each expert's width; the LM head split by vocabulary. One
-  all-reduce of the layer's output after the attention and one after the MLP (or MoE), an
-  all-gather of the logits after the head. Norms, residual adds, the embedding and the router
+  vLLM does); latent attention (MLA) split by heads with its latent cache replicated; routed
+  experts split each expert's width; the LM head split by vocabulary. One
+  all-reduce of the layer's output after the attention and one after the MLP (or MoE: after the
+  add of its routed and shared experts' partial sums), an all-gather of the logits after the
+  head. Norms, residual adds, the embedding and the router
   are replicated (each device runs them whole).
 - pipeline_parallel(n, microbatches=m): the repeated layers split into n stages; a device holds
   ceil(layers / n) of them (the slowest stage; the embedding and head are counted on it too,
@@ -44,7 +46,7 @@ from .rewire import comm_node, insert_after, substituted
 from .sparsity import _attention_groups, _mlp_groups
 from ... import symbols as S
 
-UNSPLIT_KINDS = ("mla_absorb", "mla_cache", "mla_v_up", "ssm_conv", "ssm_scan", "fused")
+UNSPLIT_KINDS = ("ssm_conv", "ssm_scan", "fused")
 """Op kinds tensor_parallel has no split for (n > 1 refuses them rather than guess)."""
 
 
@@ -92,6 +94,49 @@ def _lm_head(graph: nx.DiGraph, grouped: set[str]) -> Node | None:
     return None
 
 
+def _successor(graph: nx.DiGraph, node: Node, kinds: tuple[str, ...]) -> Node | None:
+    return next((graph.nodes[s]["op"] for s in graph.successors(node.name)
+                 if graph.nodes[s]["op"].kind in kinds), None)
+
+
+def _mla_groups(graph: nx.DiGraph):
+    """(query projection, absorption, attention kernels, W_UV up-projection, output projection)
+    of every multi-head latent attention."""
+    for absorb in nodes(graph):
+        if absorb.kind != "mla_absorb":
+            continue
+        q = next(graph.nodes[p]["op"] for p in graph.predecessors(absorb.name))
+        kernels, last = [], absorb
+        for kind in ("qk_matmul", "softmax", "sv_matmul"):
+            last = _successor(graph, last, (kind,))
+            kernels.append(last)
+        v_up = _successor(graph, last, ("mla_v_up",))
+        o = _successor(graph, v_up, ("linear",)) if v_up is not None else None
+        if None in kernels or v_up is None or o is None or q.kind != "linear":
+            raise PassError(f"tensor_parallel cannot split {absorb.name}'s latent attention (a "
+                            "fusion pass ran before it?)", arg="n",
+                            hint="run tensor_parallel before fusion passes")
+        yield q, absorb, kernels, v_up, o
+
+
+def _split_mla(graph, out, n) -> tuple[list[str], set[str]]:
+    """Latent attention over n devices (DeepSeek-V2's inference layout): the query projection
+    and the per-head absorption, kernels and W_UV split by heads; the latent projection and its
+    cache replicated (one latent serves every head, so each device keeps all of it); the output
+    projection split by rows. Returns the ops an all-reduce follows and those split."""
+    reduce_after, split = [], set()
+    for q, absorb, kernels, v_up, o in list(_mla_groups(graph)):
+        _divides(n, kernels[0].attrs["heads"], "attention heads", absorb.name)
+        out.nodes[q.name]["op"] = _scale_all(q, 1 / n)
+        for node in [absorb] + kernels:
+            out.nodes[node.name]["op"] = _scale_inside(node, 1 / n, 1)
+        out.nodes[v_up.name]["op"] = _scale_inside(v_up, 1 / n, 1 / n)
+        out.nodes[o.name]["op"] = _scale_reader(o, 1 / n, set(v_up.outputs))
+        reduce_after.append(o.name)
+        split |= {q.name, o.name}
+    return reduce_after, split
+
+
 def _moe_groups(graph: nx.DiGraph):
     """(expert linears feeding the activation, activation, combining linear) per MoE."""
     for act in nodes(graph):
@@ -116,7 +161,7 @@ def tensor_parallel(graph: nx.DiGraph, n, overlap) -> nx.DiGraph:
             if node.kind in UNSPLIT_KINDS:
                 raise PassError(f"tensor_parallel has no split for {node.name} ({node.kind})",
                                 arg="n", hint="run tensor_parallel before fusion passes; "
-                                "latent attention and state-space layers are not split yet")
+                                "state-space (Mamba) layers are not split yet")
     out = graph.copy()
     reduce_after, grouped = [], set()
     for q, kernels, o in list(_attention_groups(graph)):
@@ -126,6 +171,9 @@ def tensor_parallel(graph: nx.DiGraph, n, overlap) -> nx.DiGraph:
         shrink_attention(graph, out, q, kernels, o, side, 1 / n, _kv_keep(n, h, hkv, q.name))
         reduce_after.append(o.name)
         grouped |= {q.name, o.name} | {p.name for p in side}
+    mla_reduce, mla_split = _split_mla(graph, out, n)
+    reduce_after += mla_reduce
+    grouped |= mla_split
     for feeders, act, readers in list(_mlp_groups(graph)):
         _divides(n, act.out_shape[1], "MLP channels", act.name)
         shrink_mlp(out, feeders, act, readers, 1 / n)
@@ -145,7 +193,7 @@ def tensor_parallel(graph: nx.DiGraph, n, overlap) -> nx.DiGraph:
     out.graph["parallel"] = _layout(graph, "tp", n)
     if n == 1:
         return out
-    for name in reduce_after:
+    for name in _merge_partial_sums(out, reduce_after):
         op = out.nodes[name]["op"]
         out = insert_after(out, name, op.output, comm_node("all_reduce", op, op.output,
                                                           _out_elements(op), n, "tp",
@@ -154,6 +202,21 @@ def tensor_parallel(graph: nx.DiGraph, n, overlap) -> nx.DiGraph:
         op = out.nodes[head.name]["op"]
         out = insert_after(out, head.name, op.output, comm_node(
             "all_gather", op, op.output, _out_elements(op) * n, n, "tp", overlap=False))
+    return out
+
+
+def _merge_partial_sums(graph: nx.DiGraph, partial: list[str]) -> list[str]:
+    """Where the ops to reduce are summed by an add of partial sums alone (a MoE's routed and
+    shared experts), one all-reduce after that add serves both: a reduction is linear."""
+    out = []
+    for name in partial:
+        after = [graph.nodes[s]["op"] for s in graph.successors(name)]
+        add = after[0] if len(after) == 1 and after[0].kind == "add" else None
+        if add is not None and all(p in partial for p in graph.predecessors(add.name)):
+            if add.name not in out:
+                out.append(add.name)
+        else:
+            out.append(name)
     return out
 
 
