@@ -576,7 +576,9 @@ class Model:
                                   f"{hw.name}: weights and activations take it all",
                                   hint="quantize, or a parallel layout on a system")
         return KVPool(int(free // block), block, math.ceil(fixed / block) if fixed else 0,
-                      hw.host.bandwidth_Bps if hw.host else None)
+                      hw.host.bandwidth_Bps if hw.host else None,
+                      hw.channel_bandwidth("link") if hw.link else None,
+                      hw.link.latency_s if hw.link else 0.0)
 
     def simulate(self, hw: str | Hardware, stream: Stream, config: SimConfig | None = None,
                  slo: Mapping[str, float] | None = None, w_bits: float = 16,
@@ -592,6 +594,15 @@ class Model:
         bits = dict(w_bits=w_bits, a_bits=a_bits, kv_bits=kv_bits)
         cost = self.iteration_cost(hw, **bits)
         pool = self.kv_pool(hw, config, **bits)
+        if config.scheduler == "disaggregated":
+            used = devices_of(self.graph("decode"), hw).used
+            instances = config.prefill_instances + config.decode_instances
+            if instances * used > hw.count:
+                raise EvaluationError(
+                    f"disaggregated(prefill={config.prefill_instances}, "
+                    f"decode={config.decode_instances}) needs {instances} instances of {used} "
+                    f"device{'s' if used > 1 else ''}: {instances * used}; {hw.name} has "
+                    f"{hw.count}", hint="a system file with more devices, or fewer instances")
         speculation = None
         d = self.decoding_strategy(decoding) if decoding is not None else None
         if d is not None:

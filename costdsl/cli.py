@@ -95,8 +95,10 @@ def _simulation_args(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument("--output", default="lognormal(256, 0.6)", metavar="DIST",
                    help="output lengths, as --prompt")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--scheduler", choices=("static", "continuous", "chunked"),
-                   default="continuous")
+    p.add_argument("--scheduler", type=_scheduler, default=("continuous", 0, 0),
+                   metavar="NAME",
+                   help="static, continuous, chunked, or disaggregated(prefill=P, decode=D) on a "
+                        "system (DistServe: prefill and decode on separate instances)")
     p.add_argument("--chunk", type=_positive_int("--chunk"), default=512,
                    help="token budget per iteration of the chunked scheduler")
     p.add_argument("--max-batch", type=_positive_int("--max-batch"), default=256)
@@ -791,6 +793,20 @@ def _plan(args) -> str:
     return plans_report.plan_text(result)
 
 
+def _scheduler(text: str) -> tuple[str, int, int]:
+    """("chunked", 0, 0), or ("disaggregated", P, D) from "disaggregated(prefill=P, decode=D)"."""
+    text = text.strip()
+    if text in ("static", "continuous", "chunked"):
+        return text, 0, 0
+    m = re.fullmatch(r"disaggregated\(\s*prefill\s*=\s*(\d+)\s*,\s*decode\s*=\s*(\d+)\s*\)",
+                     text)
+    if not m:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected static, continuous, chunked or disaggregated(prefill=P, "
+            "decode=D)")
+    return "disaggregated", int(m.group(1)), int(m.group(2))
+
+
 _SLO_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
 
 
@@ -841,8 +857,9 @@ def _simulate(args, plot: str | None = None) -> str:
     model = _load(args)
     hw = _hw(args)
     slo = _slo(args.slo)
-    config = Config(args.scheduler, args.chunk, args.max_batch, args.max_tokens, args.kv_block,
-                    args.kv_memory, args.preempt).validate()
+    name, prefill, decode = args.scheduler
+    config = Config(name, args.chunk, args.max_batch, args.max_tokens, args.kv_block,
+                    args.kv_memory, args.preempt, prefill, decode).validate()
     bits = _bits_of(args)
     if args.sweep_rate:
         rows, best = model.rate_sweep(hw, _rates(args.sweep_rate), args.n, args.prompt,
@@ -860,14 +877,15 @@ def _simulate(args, plot: str | None = None) -> str:
     trace, summary = model.simulate(hw, stream, config, slo,
                                     decoding=getattr(args, "decoding", None), **bits)
     if plot:
-        return f"wrote {plots.timeline(trace, model.name, hw.name, args.scheduler, plot)}\n"
+        return f"wrote {plots.timeline(trace, model.name, hw.name, name, plot)}\n"
     if args.out:
         _write(args.out, sim_report.requests_csv(trace))
     if args.format == "json":
         return dumps({"summary": sim_report.summary_dict(summary),
                       "requests": sim_report.request_rows(trace)})
-    title = (f"{model.name} on {hw.name}, {args.scheduler} scheduler; requests: "
-             f"{stream.source}")
+    scheduler = name if name != "disaggregated" else f"disaggregated({prefill} prefill, " \
+        f"{decode} decode)"
+    title = f"{model.name} on {hw.name}, {scheduler} scheduler; requests: {stream.source}"
     return sim_report.summary_text(title, summary, slo) + (f"wrote {args.out}\n" if args.out
                                                            else "")
 

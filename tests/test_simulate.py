@@ -110,16 +110,16 @@ TOY = IterationCost(None, lambda n, t, tt, tc, c, l: 1e-3 + 1e-5 * t + 1e-8 * (t
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.floats(0, 5), st.integers(1, 60), st.integers(1, 40)),
                 min_size=1, max_size=25),
-       st.sampled_from(["static", "continuous", "chunked"]),
+       st.sampled_from(["static", "continuous", "chunked", "disaggregated"]),
        st.sampled_from(["recompute", "swap"]), st.integers(6, 40), st.integers(1, 8))
 def test_kv_blocks_and_tokens_are_accounted(requests, scheduler, preempt, blocks, kv_block):
     requests.sort()
     arrival = np.array([r[0] for r in requests])
     prompt, output = np.array([r[1] for r in requests]), np.array([r[2] for r in requests])
     need = max(-(-(p + o) // kv_block) for p, o in zip(prompt, output))
-    pool = KVPool(max(blocks, need), 1e6, 0, 1e9)
+    pool = KVPool(max(blocks, need), 1e6, 0, 1e9, link_Bps=1e10, link_latency_s=1e-5)
     config = Config(scheduler=scheduler, chunk=16, max_batch=6, max_tokens=64, kv_block=kv_block,
-                    preempt=preempt)
+                    preempt=preempt, prefill_instances=1, decode_instances=2)
     trace = simulate(Stream(arrival, prompt, output, "hypothesis"), TOY, pool, config)
     assert trace.max_blocks_used <= pool.blocks
     assert not np.isnan(trace.finish).any()                   # every request finished
@@ -232,3 +232,45 @@ def test_accepted_tokens_follow_the_geometric_model():
 def test_only_draft_chains_are_simulated(llama):
     with pytest.raises(CostDSLError, match="not simulated"):
         llama.simulate(HW, fixed_stream(2, 10, 10), decoding="medusa(heads=3, accept=0.6)")
+
+
+def test_disaggregated_request_by_hand():
+    """One request on a prefill and a decode instance of a DGX A100 (ideal): the prompt's
+    prefill, then its KV cache over NVLink (alpha + bytes / B), then a decode step per token at
+    caches 512, 513, ...: the sum of `analyze`'s own stage times."""
+    m = costdsl.load(MODELS / "llama-2-7b.arch")
+    hw = costdsl.api._hardware("nvidia-dgx-a100").ideal()
+    prompt, output = 512, 9
+    config = Config(scheduler="disaggregated", prefill_instances=1, decode_instances=1)
+    trace, s = m.simulate(hw, fixed_stream(1, prompt, output), config)
+    prefill = m.analyze(hw, batch=1, seq=prompt, stages=["prefill"]).stages["prefill"]
+    kv_per_token = 32 * 2 * 4096 * 2            # layers x (K, V) x hidden x fp16 bytes
+    transfer = hw.link.latency_s + prompt * kv_per_token / hw.link.bandwidth_Bps
+    decode = sum(m.analyze(hw, batch=1, seq=c, stages=["decode"]).stages["decode"].total.time_s
+                 for c in range(prompt, prompt + output - 1))
+    assert s.ttft_s["p50"] == pytest.approx(prefill.total.time_s, rel=1e-9)
+    assert s.e2e_s["p50"] == pytest.approx(prefill.total.time_s + transfer + decode, rel=1e-9)
+
+
+def test_disaggregated_needs_the_devices():
+    m = costdsl.load(MODELS / "llama-2-7b.arch")
+    config = Config(scheduler="disaggregated", prefill_instances=4, decode_instances=5)
+    with pytest.raises(CostDSLError, match="needs 9 instances of 1 device: 9; NVIDIA DGX A100 has 8"):
+        m.simulate("nvidia-dgx-a100", fixed_stream(2, 10, 10), config)
+    tp = costdsl.load(MODELS / "llama-2-7b.arch", passes=["tensor_parallel(n=4)"])
+    with pytest.raises(CostDSLError, match="needs 3 instances of 4 devices: 12"):
+        tp.simulate("nvidia-dgx-a100", fixed_stream(2, 10, 10),
+                    Config(scheduler="disaggregated", prefill_instances=1, decode_instances=2))
+
+
+
+def test_disaggregated_on_the_command_line(capsys):
+    model = str(MODELS / "llama-2-7b.arch")
+    assert main(["simulate", model, "--hw", "nvidia-dgx-a100", "--rate", "3", "--n", "60",
+                 "--scheduler", "disaggregated(prefill=1, decode=2)"]) == 0
+    assert "disaggregated(1 prefill, 2 decode)" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit:   # argparse's own usage error: status 2
+        main(["simulate", model, "--hw", "nvidia-dgx-a100", "--rate", "3", "--n", "6",
+              "--scheduler", "disaggregated(prefill=1)"])
+    assert exit.value.code == 2
+    assert "disaggregated(prefill=P, decode=D)" in capsys.readouterr().err

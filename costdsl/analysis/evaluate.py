@@ -250,8 +250,10 @@ def stage_time(stage: StageRoofline, values: Mapping[sympy.Symbol, object]) -> n
     return _grid_total(stage, "time", values)
 
 
-def compute_bound_share(stage: StageRoofline, values: Mapping[sympy.Symbol, object]) -> np.ndarray:
+def compute_bound_share(stage: StageRoofline, values: Mapping[sympy.Symbol, object],
+                        total: np.ndarray | None = None) -> np.ndarray:
     """The fraction of the stage's time spent in compute-bound ops, over a grid (the bound
-    mix: 0 all memory-bound, 1 all compute-bound)."""
-    total = stage_time(stage, values)
+    mix: 0 all memory-bound, 1 all compute-bound). `total`: the stage time over the same grid,
+    where the caller has it already."""
+    total = stage_time(stage, values) if total is None else total
     return _grid_total(stage, "compute_bound_time", values) / total

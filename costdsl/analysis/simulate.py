@@ -29,9 +29,10 @@ prompt and j - 1 generated tokens and emits token j + 1.
 from __future__ import annotations
 
 import bisect
+import heapq
 import math
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -39,7 +40,7 @@ from ..errors import EvaluationError
 from .iteration import IterationCost
 from .requests import Stream
 
-SCHEDULERS = ("static", "continuous", "chunked")
+SCHEDULERS = ("static", "continuous", "chunked", "disaggregated")
 PREEMPTION = ("recompute", "swap")
 
 
@@ -52,6 +53,8 @@ class Config:
     kv_block: int = 16
     kv_memory: float = 0.9
     preempt: str = "recompute"
+    prefill_instances: int = 0    # disaggregated: instances that only prefill
+    decode_instances: int = 0     # ... and those that only decode
 
     def validate(self) -> "Config":
         if self.scheduler not in SCHEDULERS:
@@ -65,6 +68,11 @@ class Config:
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10**7:
                 raise EvaluationError(f"{name} must be a whole number from 1 to 1e7, got "
                                       f"{value!r}")
+        if self.scheduler == "disaggregated" and not (
+                1 <= self.prefill_instances <= 4096 and 1 <= self.decode_instances <= 4096):
+            raise EvaluationError("a disaggregated server needs prefill and decode instances, "
+                                  "each 1 to 4096", hint="e.g. disaggregated(prefill=1, "
+                                                         "decode=3)")
         if not 0 < self.kv_memory <= 1:
             raise EvaluationError(f"kv_memory must be a fraction in (0, 1], got "
                                   f"{self.kv_memory!r}")
@@ -73,10 +81,12 @@ class Config:
 
 @dataclass(frozen=True)
 class KVPool:
-    blocks: int                 # blocks of the pool
+    blocks: int                 # blocks of the pool (of one instance)
     block_bytes: float          # bytes of one block (kv_block tokens of one sequence)
     fixed_blocks: int = 0       # blocks every sequence holds whatever its length (a state)
     swap_Bps: float | None = None   # host link for swapping; None: no [host]
+    link_Bps: float | None = None   # between instances (a disaggregated server's KV transfer)
+    link_latency_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -97,7 +107,7 @@ class Speculative:
 
 class _Request:
     __slots__ = ("i", "arrival", "prompt", "output", "pending", "cached", "generated", "blocks",
-                 "first", "finish", "preemptions", "swapped", "active")
+                 "first", "finish", "preemptions", "swapped", "active", "ready")
 
     def __init__(self, i, arrival, prompt, output):
         self.i, self.arrival, self.prompt, self.output = i, arrival, prompt, output
@@ -106,6 +116,7 @@ class _Request:
         self.preemptions = 0
         self.swapped = False
         self.active = False   # in the running set
+        self.ready = arrival  # when it can be admitted (after a KV transfer, for a decode side)
 
 
 @dataclass
@@ -143,7 +154,91 @@ def simulate(stream: Stream, cost: IterationCost, pool: KVPool, config: Config,
     if config.preempt == "swap" and pool.swap_Bps is None:
         raise EvaluationError("--preempt swap moves KV blocks over the host link; the hardware "
                               "file has no [host] section", hint="use --preempt recompute")
+    if config.scheduler == "disaggregated":
+        if pool.link_Bps is None:
+            raise EvaluationError("a disaggregated server moves each prompt's KV cache between "
+                                  "devices: the hardware needs a [link] (a system file)")
+        return _disaggregated(requests, cost, pool, config, speculative, stream)
     return _Run(requests, cost, pool, config, speculative).run(stream)
+
+
+def _disaggregated(requests, cost, pool, config, speculative, stream) -> Trace:
+    """DistServe / Splitwise (Zhong et al. OSDI 2024, Patel et al. ISCA 2024): prefill instances
+    prefill whole prompts (continuous batching of prompts up to max_tokens per iteration) and
+    emit the first token; the prompt's KV cache then moves to a decode instance over the link
+    (alpha + bytes / B); decode instances batch decodes continuously. The instances share two
+    queues (prompts by arrival, prefilled requests by the end of their transfer) and each keeps
+    its own clock and KV pool; the earliest instance with work runs next, so every queue is fed
+    in time order."""
+    trace = _trace(stream, pool)
+    whole = replace(config, scheduler="continuous")
+    prompts: deque[_Request] = deque()
+    decodes: deque[_Request] = deque()
+    transfers: list[tuple[float, int, _Request]] = []
+    prefill = [_Run(requests, cost, pool, whole, speculative, "prefill")
+               for _ in range(config.prefill_instances)]
+    decode = [_Run(requests, cost, pool, whole, speculative, "decode")
+              for _ in range(config.decode_instances)]
+    for inst in prefill:
+        inst.waiting = prompts
+    for inst in decode:
+        inst.waiting = decodes
+    per_token = pool.block_bytes / config.kv_block
+    n, arrived, finished = len(requests), 0, 0
+    while finished < n:
+        chosen = None
+        for inst in prefill + decode:
+            start = _next_start(inst, prompts if inst.role == "prefill" else decodes,
+                                requests[arrived].arrival if arrived < n else None,
+                                transfers[0][0] if transfers else None)
+            if start is not None and (chosen is None or start < chosen[0]):
+                chosen = (start, inst)
+        if chosen is None:
+            raise EvaluationError("the simulation cannot make progress: a request never fits "
+                                  "an instance's KV pool")
+        start, inst = chosen
+        inst.clock = start
+        while arrived < n and requests[arrived].arrival <= start:
+            prompts.append(requests[arrived])
+            arrived += 1
+        while transfers and transfers[0][0] <= start:
+            decodes.append(heapq.heappop(transfers)[2])
+        batch = inst._schedule()
+        if not batch:  # its queue's head does not fit yet: wait for the next event
+            later = [t for t in ((requests[arrived].arrival if arrived < n else None),
+                                 (transfers[0][0] if transfers else None)) if t is not None]
+            if not later or inst.running:
+                raise EvaluationError("the simulation cannot make progress: a request never "
+                                      "fits an instance's KV pool")
+            inst.clock = max(start, min(later))
+            continue
+        _, done = inst.iterate(batch, trace)
+        for r in done:
+            if math.isnan(r.finish):   # prefilled: its cache crosses the link
+                r.ready = inst.clock + pool.link_latency_s + r.cached * per_token / pool.link_Bps
+                heapq.heappush(transfers, (r.ready, r.i, r))
+            else:
+                finished += 1
+    trace.in_system_area = float(np.nansum(trace.finish - trace.arrival))
+    return trace
+
+
+def _next_start(inst, queue, next_arrival, next_transfer) -> float | None:
+    """When an instance can next run: now if it has sequences running; else when the head of
+    its queue became available; else at the next arrival (prefill) or transfer (decode)."""
+    if inst.running:
+        return inst.clock
+    if queue:
+        return max(inst.clock, queue[0].ready)
+    upcoming = next_arrival if inst.role == "prefill" else next_transfer
+    return None if upcoming is None else max(inst.clock, upcoming)
+
+
+def _trace(stream: Stream, pool: KVPool) -> Trace:
+    n = len(stream)
+    return Trace(stream.arrival_s.copy(), np.full(n, np.nan), np.full(n, np.nan),
+                 stream.output.copy(), stream.prompt.copy(), np.zeros(n, dtype=np.int64),
+                 np.zeros(n, dtype=np.int64), pool_blocks=pool.blocks)
 
 
 def _blocks(tokens: int, block: int) -> int:
@@ -151,8 +246,9 @@ def _blocks(tokens: int, block: int) -> int:
 
 
 class _Run:
-    def __init__(self, requests, cost, pool, config, speculative=None):
+    def __init__(self, requests, cost, pool, config, speculative=None, role="both"):
         self.requests, self.cost, self.pool, self.config = requests, cost, pool, config
+        self.role = role   # "both"; or in a disaggregated server "prefill" or "decode"
         self.speculative = speculative
         self.decode_tokens = 1 + (speculative.k if speculative else 0)
         self.rng = np.random.Generator(np.random.PCG64(speculative.seed if speculative else 0))
@@ -164,9 +260,7 @@ class _Run:
 
     def run(self, stream: Stream) -> Trace:
         n = len(self.requests)
-        trace = Trace(stream.arrival_s.copy(), np.full(n, np.nan), np.full(n, np.nan),
-                      stream.output.copy(), stream.prompt.copy(), np.zeros(n, dtype=np.int64),
-                      np.zeros(n, dtype=np.int64), pool_blocks=self.pool.blocks)
+        trace = _trace(stream, self.pool)
         arrived = finished = 0
         arrivals = [r.arrival for r in self.requests]
         previous_end = arrivals[0]
@@ -183,53 +277,65 @@ class _Run:
                                           "never fits the KV pool")
                 self.clock = max(self.clock, self.requests[arrived].arrival)
                 continue
-            sums = [0, 0, 0, 0, 0, 0]  # N, T, TT, TC, C, L (rows needing logits)
-            for r, t in batch:
-                c = r.cached
-                sums[0] += 1
-                sums[1] += t
-                sums[2] += t * t
-                sums[3] += t * c
-                sums[4] += c
-                sums[5] += 1 if r.pending else t
-            step = self.cost(*sums) + self._draft_time(batch) + self.swap_time
             start = self.clock
             trace.in_system_area += self._in_system((previous_end + start) / 2, arrivals,
                                                     finished) * (start - previous_end)
-            trace.in_system_area += self._in_system(start + step / 2, arrivals,
-                                                    finished) * step
-            self.clock += step
+            step, done = self.iterate(batch, trace)
+            trace.in_system_area += self._in_system(start + step / 2, arrivals, finished) * step
             previous_end = self.clock
-            self.swap_time = 0.0
-            used = self.pool.blocks - self.free
-            trace.max_blocks_used = max(trace.max_blocks_used, used)
-            for r, t in batch:
-                if r.pending:
-                    r.cached += t
-                    r.pending -= t
-                    if r.pending:
-                        continue
-                    emitted = 1
-                else:
-                    emitted = self._emitted()
-                    r.cached += emitted          # the rejected drafts leave the cache
-                r.generated = min(r.generated + emitted, r.output)
-                if r.generated == 1 and math.isnan(r.first):
-                    r.first = self.clock
-                if r.generated >= r.output:
-                    r.finish = self.clock
-                    self._release(r)
-                    self.running.remove(r)
-                    r.active = False
-                    finished += 1
-                    trace.first_token[r.i], trace.finish[r.i] = r.first, r.finish
-                    trace.preemptions[r.i] = r.preemptions
-                    trace.generated[r.i] = r.generated
-            trace.iteration_end.append(self.clock)
-            trace.iteration_time.append(step)
-            trace.iteration_batch.append(len(batch))
-            trace.iteration_blocks.append(used)
+            finished += len(done)
         return trace
+
+    def iterate(self, batch: list[tuple[_Request, int]], trace: Trace
+                ) -> tuple[float, list[_Request]]:
+        """Run one iteration of `batch`: the clock advances by its time, every request by its
+        tokens. Returns the time and the requests that left: finished, or (on a prefill
+        instance) prefilled and handed to the decode side."""
+        sums = [0, 0, 0, 0, 0, 0]  # N, T, TT, TC, C, L (rows needing logits)
+        for r, t in batch:
+            c = r.cached
+            sums[0] += 1
+            sums[1] += t
+            sums[2] += t * t
+            sums[3] += t * c
+            sums[4] += c
+            sums[5] += 1 if r.pending else t
+        step = self.cost(*sums) + self._draft_time(batch) + self.swap_time
+        self.clock += step
+        self.swap_time = 0.0
+        used = self.pool.blocks - self.free
+        trace.max_blocks_used = max(trace.max_blocks_used, used)
+        done = []
+        for r, t in batch:
+            prefilled = False
+            if r.pending:
+                r.cached += t
+                r.pending -= t
+                if r.pending:
+                    continue
+                emitted, prefilled = 1, True
+            else:
+                emitted = self._emitted()
+                r.cached += emitted          # the rejected drafts leave the cache
+            r.generated = min(r.generated + emitted, r.output)
+            if r.generated == 1 and math.isnan(r.first):
+                r.first = self.clock
+            if r.generated >= r.output:
+                r.finish = self.clock
+                trace.first_token[r.i], trace.finish[r.i] = r.first, r.finish
+                trace.preemptions[r.i] = r.preemptions
+                trace.generated[r.i] = r.generated
+            elif not (prefilled and self.role == "prefill"):
+                continue
+            self._release(r)
+            self.running.remove(r)
+            r.active = False
+            done.append(r)
+        trace.iteration_end.append(self.clock)
+        trace.iteration_time.append(step)
+        trace.iteration_batch.append(len(batch))
+        trace.iteration_blocks.append(used)
+        return step, done
 
     # --- scheduling -------------------------------------------------------------------------------
 
@@ -289,7 +395,10 @@ class _Run:
                 budget -= t
         while self.waiting and len(self.running) < c.max_batch and budget > 0:
             r = self.waiting[0]
-            t = min(r.pending, budget) if c.scheduler == "chunked" else r.pending
+            if not r.pending:      # prefilled elsewhere, or swapped out while decoding
+                t = self.decode_tokens
+            else:
+                t = min(r.pending, budget) if c.scheduler == "chunked" else r.pending
             if c.scheduler == "continuous" and t > budget and plan:
                 break                      # a whole prompt waits for a lighter iteration
             if not self._admit(r, t):

@@ -118,7 +118,7 @@ def sweep(model, hardware: Sequence[Hardware], batches: np.ndarray, seqs: np.nda
             t = stage_time(symbolic, values)
             cols[f"{stage}_time_s"] = t
             cols[f"{stage}_tokens_per_s"] = tokens_processed(stage, b, s, t_new) / t
-            cols[f"{stage}_compute_share"] = compute_bound_share(symbolic, values)
+            cols[f"{stage}_compute_share"] = compute_bound_share(symbolic, values, t)
             memory = np.maximum(memory, sum(evaluate_memory(model.memory(stage), values)[:3]))
         if decoding is not None:  # the strategy's time per token at each (batch, seq)
             per_token, speedup = model.speculation_grid(hw, decoding, values)
