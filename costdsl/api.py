@@ -146,10 +146,7 @@ class Model:
     def _roofline(self, stage: str, hw: Hardware, settings: Settings) -> StageRoofline:
         """The stage's symbolic roofline, one per (stage, hardware, bitwidths): kept, so that
         repeated analyses reuse its lambdified numpy function rather than compile it again."""
-        key = (stage, hw.key, hw.bandwidth_Bps, hw.sram_per_block, tuple(sorted(hw.peak.items())),
-               tuple(sorted(hw.sparse_peak.items())),
-               repr(hw.efficiency), self._bits_key(stage, hw, settings),
-               repr((hw.count, hw.nodes, hw.link, hw.network, hw.host, hw.ideal_links)))
+        key = (stage, _hardware_key(hw), self._bits_key(stage, hw, settings))
         if key not in self._rooflines:
             self._rooflines[key] = roofline(self.graph(stage), hw, settings.bits())
         return self._rooflines[key]
@@ -493,12 +490,21 @@ class Model:
                                   hint="bind it with --set NAME=VALUE")
         memory = memory_numbers({s: self.memory(s) for s in results}, settings.values(),
                                 hw.memory_bytes, hw.host.memory_bytes if hw.host else None)
-        graph = self.graph(next(iter(results)) if results else "decode")
-        return Analysis(self.name, self.design.file, hw, settings,
-                        {k: _number(v) for k, v in self.design.params.items()},
+        stage = next(iter(results)) if results else "decode"
+        graph = self.graph(stage)
+        return Analysis(self.name, self.design.file, hw, settings, self._param_values(),
                         int(total), results, int(self.active_params()),
                         tuple(graph.graph["passes"]) if results else (), memory,
-                        devices_of(graph, hw))
+                        self._devices(stage, hw.count, hw.nodes))
+
+    @functools.cache
+    def _param_values(self) -> dict:
+        return {k: _number(v) for k, v in self.design.params.items()}
+
+    @functools.cache
+    def _devices(self, stage: str, count: int, nodes: int):
+        """The layout of the stage's graph on `count` devices over `nodes` nodes."""
+        return devices_of(self.graph(stage), count, nodes)
 
 
     def plan(self, hw: str | Hardware, seq: int, gen: int, batch: int | None = 1,
@@ -595,7 +601,7 @@ class Model:
         cost = self.iteration_cost(hw, **bits)
         pool = self.kv_pool(hw, config, **bits)
         if config.scheduler == "disaggregated":
-            used = devices_of(self.graph("decode"), hw).used
+            used = self._devices("decode", hw.count, hw.nodes).used
             instances = config.prefill_instances + config.decode_instances
             if instances * used > hw.count:
                 raise EvaluationError(
@@ -703,6 +709,24 @@ def _settings(batch, seq, w_bits, a_bits, kv_bits, tokens, stages: tuple[str, ..
 def _vocabulary(design: Design):
     """The vocabulary of a model's token embedding (None without one)."""
     return next((op.attrs["vocab"] for op in design.ops if op.kind == "embedding"), None)
+
+
+_HARDWARE_KEYS: dict[int, tuple[Hardware, tuple]] = {}
+
+
+def _hardware_key(hw: Hardware) -> tuple:
+    """Every figure of a hardware record that enters a roofline, as a hashable key (kept per
+    record: building it formats the efficiency tables, too slow to repeat per call)."""
+    known = _HARDWARE_KEYS.get(id(hw))
+    if known is not None and known[0] is hw:
+        return known[1]
+    key = (hw.key, hw.bandwidth_Bps, hw.sram_per_block, tuple(sorted(hw.peak.items())),
+           tuple(sorted(hw.sparse_peak.items())), repr(hw.efficiency),
+           repr((hw.count, hw.nodes, hw.link, hw.network, hw.host, hw.ideal_links)))
+    if len(_HARDWARE_KEYS) > 256:
+        _HARDWARE_KEYS.clear()
+    _HARDWARE_KEYS[id(hw)] = (hw, key)
+    return key
 
 
 def _hardware(hw: str | Hardware) -> Hardware:

@@ -37,3 +37,17 @@ def test_per_call_numbers_equal_the_symbolic_roofline(models, name, batch, seq):
             expected = float(sympy.sympify(op.time).xreplace(
                 {k: sympy.Float(v) for k, v in values.items()}))
             assert record.time_s == pytest.approx(expected, rel=1e-9, abs=1e-15), record.name
+
+
+def test_lazy_op_records_behave_as_a_tuple():
+    model = costdsl.load(MODELS / "llama-2-7b.arch")
+    a = model.analyze("nvidia-a100-80gb", batch=2, seq=64)
+    ops = a.stages["decode"].ops
+    as_tuple = tuple(ops)
+    assert len(ops) == len(as_tuple) and ops[-1] is as_tuple[-1] and ops[1:3] == as_tuple[1:3]
+    assert ops == as_tuple and ops + a.stages["prefill"].ops == as_tuple + tuple(
+        a.stages["prefill"].ops)
+    with pytest.raises(IndexError):
+        ops[len(ops)]
+    # the records add up to the stage's total, as the eager ones did
+    assert sum(o.total_time_s for o in ops) == pytest.approx(a.stages["decode"].total.time_s)

@@ -7,6 +7,7 @@ same path serves one configuration or a grid of a million.
 from __future__ import annotations
 
 import functools
+from functools import cached_property
 import weakref
 from dataclasses import dataclass
 from typing import Mapping
@@ -21,7 +22,8 @@ from .roofline import StageRoofline, compute_seconds, memory_seconds
 
 @dataclass(frozen=True)
 class StageNumbers:
-    """Numbers of one stage. Per-op arrays have the op on axis 0, then the grid's shape."""
+    """Numbers of one stage. Per-op arrays have the op on axis 0, then the grid's shape; the
+    derived arrays (bytes, times, intensity) are computed once, on first use."""
     stage: str
     names: tuple[str, ...]
     kinds: tuple[str, ...]
@@ -41,34 +43,34 @@ class StageNumbers:
     channels: tuple[str | None, ...] = ()    # the channel of each op's transfers
     schedule: tuple[int, int] = (1, 1)       # (pipeline stages, microbatches)
 
-    @property
+    @cached_property
     def bytes(self) -> np.ndarray:
         return sum(self.bytes_by_class.values())
 
-    @property
+    @cached_property
     def intensity(self) -> np.ndarray:
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(self.bytes > 0, self.flops / np.where(self.bytes > 0, self.bytes, 1),
                             np.inf)
 
-    @property
+    @cached_property
     def compute_time(self) -> np.ndarray:
         with np.errstate(invalid="ignore"):  # ops without arithmetic: 0 / inf
             return compute_seconds(self.flops, self.vector_flops, self.peak, self.vector_peak)
 
-    @property
+    @cached_property
     def device_memory_time(self) -> np.ndarray:
         return memory_seconds(self.bytes, self.bandwidth)
 
-    @property
+    @cached_property
     def memory_time(self) -> np.ndarray:
         return self.device_memory_time + self.transfer_time
 
-    @property
+    @cached_property
     def time(self) -> np.ndarray:
         return np.maximum(self.compute_time, self.memory_time) + self.launch + self.serial_time
 
-    @property
+    @cached_property
     def compute_bound(self) -> np.ndarray:
         return self.compute_time > self.memory_time
 
@@ -106,6 +108,8 @@ class StageNumbers:
 
     def total(self, per_op: np.ndarray) -> np.ndarray:
         """Sum over all occurrences of every op (every microbatch of a pipeline)."""
+        if self.repeat.ndim == 1 and np.ndim(per_op) == 1:   # one configuration
+            return self.microbatches * float(self.repeat @ per_op)
         return self.microbatches * (self.repeat * per_op).sum(axis=0)
 
     def stage_time(self) -> np.ndarray:
@@ -125,6 +129,9 @@ def check_bound(symbols, values: Mapping[sympy.Symbol, object]) -> None:
 def bound_args(symbols, values: Mapping[sympy.Symbol, object]):
     """The values of `symbols` as float arrays, and the shape they broadcast to."""
     check_bound(symbols, values)
+    scalars = [values[s] for s in symbols]
+    if all(isinstance(v, (int, float)) for v in scalars):   # one configuration: no arrays
+        return [float(v) for v in scalars], ()
     args = [np.asarray(values[s], dtype=float) for s in symbols]
     return args, (np.broadcast_shapes(*(a.shape for a in args)) if args else ())
 

@@ -3,6 +3,7 @@ roofline of each stage by one numeric evaluation."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Mapping
 
 import numpy as np
@@ -107,7 +108,7 @@ class StageTotal:
 class StageResult:
     stage: str
     description: str
-    ops: tuple[OpResult, ...]
+    ops: Sequence[OpResult]     # an OpResults: records built when read
     total: StageTotal
 
 
@@ -137,12 +138,13 @@ class Devices:
     microbatches: int = 1
 
 
-def devices_of(graph, hw: Hardware) -> Devices:
+def devices_of(graph, count: int, nodes: int = 1) -> Devices:
+    """The graph's parallel layout on a hardware of `count` devices over `nodes` nodes."""
     layout = {g: graph.graph.get("parallel", {}).get(g, 1) for g in ("tp", "pp", "ep")}
     layout = {g: int(v) if sympy.sympify(v).is_number else str(v) for g, v in layout.items()}
     numbers = [v for v in layout.values() if isinstance(v, int)]
-    used = int(np.prod(numbers)) if len(numbers) == len(layout) else hw.count
-    return Devices(hw.count, used, layout, hw.nodes, graph.graph.get("pipeline", (1, 1))[1])
+    used = int(np.prod(numbers)) if len(numbers) == len(layout) else count
+    return Devices(count, used, layout, nodes, graph.graph.get("pipeline", (1, 1))[1])
 
 
 def stage_result(symbolic: StageRoofline, settings: Settings,
@@ -152,28 +154,72 @@ def stage_result(symbolic: StageRoofline, settings: Settings,
     return _records(n)
 
 
-def _records(n: StageNumbers) -> StageResult:
-    time = n.time
-    total_time = n.microbatches * n.repeat * time
-    stage_time = float(n.stage_time())
+class OpResults(Sequence):
+    """A stage's ops as OpResult records, each built from the stage's number arrays when first
+    read: a loop over configurations that reads only totals never pays for per-op objects
+    (the per-call path's cost); reading the ops gives the same records a tuple would."""
+
+    def __init__(self, n: StageNumbers, stage_time: float):
+        self._n, self._stage_time = n, stage_time
+        self._built: list[OpResult | None] = [None] * len(n.names)
+        self._columns = None
+
+    def __len__(self) -> int:
+        return len(self._built)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return tuple(self[j] for j in range(*i.indices(len(self))))
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        if self._built[i] is None:
+            self._built[i] = self._record(i)
+        return self._built[i]
+
+    def _record(self, i: int) -> OpResult:
+        if self._columns is None:
+            self._columns = _op_columns(self._n)
+        c, n, total = self._columns, self._n, self._columns["total"][i]
+        return OpResult(n.names[i], n.kinds[i], int(c["repeat"][i]), n.compute_types[i],
+                        c["flops"][i], c["bytes"][i],
+                        {k: v[i] for k, v in c["classes"].items()}, c["intensity"][i],
+                        c["attainable"][i], c["bounds"][i], c["time"][i], total,
+                        total / self._stage_time if self._stage_time else 0.0,
+                        n.fused_from[i] if n.fused_from else ())
+
+    def __add__(self, other):
+        return tuple(self) + tuple(other)
+
+    def __eq__(self, other):
+        return isinstance(other, (tuple, OpResults)) and tuple(self) == tuple(other)
+
+    def __hash__(self):
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return repr(tuple(self))
+
+
+def _op_columns(n: StageNumbers) -> dict:
+    """The per-op numbers of a stage as lists, computed once for all its records."""
     bounds = n.bounds()
     attainable = n.attainable.astype(float)
-    channel = [i for i, b in enumerate(bounds) if b in ("host", "link", "network")]
-    if channel:  # bound by a transfer: its operations over the transfer's time
-        memory = n.memory_time
-        for i in channel:
-            attainable[i] = n.flops[i] / memory[i] if memory[i] else 0.0
-    rows = zip(n.names, n.kinds, n.repeat.tolist(), n.compute_types, n.flops.tolist(),
-               n.bytes.tolist(), n.intensity.tolist(), attainable.tolist(), bounds,
-               time.tolist(), total_time.tolist())
-    classes = {c: v.tolist() for c, v in n.bytes_by_class.items()}
-    fused = n.fused_from or ((),) * len(n.names)
-    ops = tuple(
-        OpResult(name, kind, int(repeat), ctype, flops, nbytes,
-                 {c: classes[c][i] for c in classes}, intensity, attained, bound, t, total,
-                 total / stage_time if stage_time else 0.0, fused[i])
-        for i, (name, kind, repeat, ctype, flops, nbytes, intensity, attained, bound, t, total)
-        in enumerate(rows))
+    for i, b in enumerate(bounds):
+        if b in ("host", "link", "network"):  # operations over the transfer's time
+            attainable[i] = n.flops[i] / n.memory_time[i] if n.memory_time[i] else 0.0
+    return {"repeat": n.repeat.tolist(), "flops": n.flops.tolist(), "bytes": n.bytes.tolist(),
+            "classes": {c: v.tolist() for c, v in n.bytes_by_class.items()},
+            "intensity": n.intensity.tolist(), "attainable": attainable.tolist(),
+            "bounds": bounds, "time": n.time.tolist(),
+            "total": (n.microbatches * n.repeat * n.time).tolist()}
+
+
+def _records(n: StageNumbers) -> StageResult:
+    total_time = n.microbatches * n.repeat * n.time
+    stage_time = float(n.stage_time())
+    ops = OpResults(n, stage_time)
     total = StageTotal(
         flops=float(n.total(n.flops)), bytes=float(n.total(n.bytes)),
         bytes_by_class={c: float(n.total(v)) for c, v in n.bytes_by_class.items()},
