@@ -291,21 +291,23 @@ class _Run:
         """Run one iteration of `batch`: the clock advances by its time, every request by its
         tokens. Returns the time and the requests that left: finished, or (on a prefill
         instance) prefilled and handed to the decode side."""
-        sums = [0, 0, 0, 0, 0, 0]  # N, T, TT, TC, C, L (rows needing logits)
+        tokens = squares = attended = cached = logits = 0   # T, TT, TC, C, L
         for r, t in batch:
             c = r.cached
-            sums[0] += 1
-            sums[1] += t
-            sums[2] += t * t
-            sums[3] += t * c
-            sums[4] += c
-            sums[5] += 1 if r.pending else t
-        step = self.cost(*sums) + self._draft_time(batch) + self.swap_time
+            tokens += t
+            squares += t * t
+            attended += t * c
+            cached += c
+            logits += 1 if r.pending else t
+        step = self.cost(len(batch), tokens, squares, attended, cached, logits) + self.swap_time
+        if self.speculative is not None:
+            step += self._draft_time(batch)
         self.clock += step
         self.swap_time = 0.0
         used = self.pool.blocks - self.free
         trace.max_blocks_used = max(trace.max_blocks_used, used)
         done = []
+        plain = self.speculative is None
         for r, t in batch:
             prefilled = False
             if r.pending:
@@ -315,10 +317,11 @@ class _Run:
                     continue
                 emitted, prefilled = 1, True
             else:
-                emitted = self._emitted()
+                emitted = 1 if plain else self._emitted()
                 r.cached += emitted          # the rejected drafts leave the cache
-            r.generated = min(r.generated + emitted, r.output)
-            if r.generated == 1 and math.isnan(r.first):
+            generated = r.generated + emitted
+            r.generated = generated if generated < r.output else r.output
+            if r.generated == 1 and r.first != r.first:   # (NaN: no first token yet)
                 r.first = self.clock
             if r.generated >= r.output:
                 r.finish = self.clock

@@ -214,10 +214,18 @@ def shipped_names() -> list[str]:
     return sorted(p.stem for p in shipped_dir("hardware").glob("*.toml"))
 
 
+_LOADED: dict[tuple[str, str], Hardware] = {}
+"""Device files already parsed, keyed by their path and full text: a file read again with the
+same text gives the same record without parsing it again (analyze in a loop passes names)."""
+
+
 def load_hardware(spec: str, _within: tuple[str, ...] = ()) -> Hardware:
     path = resolve_path(spec)
     text = read_user_text(path, "hardware file", HardwareError)
     register_source(str(path), text)
+    known = _LOADED.get((str(path), text))
+    if known is not None:
+        return known
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
@@ -228,8 +236,11 @@ def load_hardware(spec: str, _within: tuple[str, ...] = ()) -> Hardware:
     fail = _failing(path, text)
     if "device" in data:
         return _system(data, path, fail, _within + (str(path.resolve()),))
-    hw = _from_table(data, path, fail)
-    return _with_channels(hw, data, fail)
+    hw = _with_channels(_from_table(data, path, fail), data, fail)
+    if len(_LOADED) > 64:
+        _LOADED.clear()
+    _LOADED[(str(path), text)] = hw
+    return hw
 
 
 def _failing(path: Path, text: str):
