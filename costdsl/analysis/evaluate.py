@@ -221,9 +221,9 @@ def evaluate(stage: StageRoofline, values: Mapping[sympy.Symbol, object]) -> Sta
 
 def _compute_bound_time(stage: StageRoofline) -> sympy.Expr:
     """Time spent in ops that are compute-bound: sum of repeat x compute time where it wins."""
-    return stage.steps * sum((o.node.repeat * sympy.Piecewise(
+    return stage.steps * sympy.Add(*(o.node.repeat * sympy.Piecewise(
         (o.compute_time + o.launch, o.compute_time > o.memory_time), (0, True))
-        for o in stage.ops if o.compute_type), sympy.Integer(0))
+        for o in stage.ops if o.compute_type))
 
 
 _EXPRESSIONS = {"time": lambda st: st.time, "compute_bound_time": _compute_bound_time}

@@ -251,7 +251,7 @@ class StageRoofline:
     def time(self) -> sympy.Expr:
         """Total stage time: sum over ops of repeat x time (ops run one after another), times
         the pipeline's steps (each op's time is that of one microbatch)."""
-        return self.steps * sum((o.node.repeat * o.time for o in self.ops), sympy.Integer(0))
+        return self.steps * sympy.Add(*(o.node.repeat * o.time for o in self.ops))
 
 
 def roofline(graph: nx.DiGraph, hw: Hardware, bits: Mapping[str, float]) -> StageRoofline:

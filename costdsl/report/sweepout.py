@@ -63,8 +63,20 @@ def write_csv(table: SweepTable, path: str) -> None:
 def _arrow(table: SweepTable):
     """The sweep as a pyarrow table; text columns dictionary-encoded (a handful of values)."""
     import pyarrow as pa
-    return pa.table({k: pa.array(v, type=pa.string()).dictionary_encode() if v.dtype == object
-                     else v for k, v in table.columns.items()})
+    return pa.table({k: _categories(pa, v) if v.dtype == object else v
+                     for k, v in table.columns.items()})
+
+
+def _categories(pa, column: np.ndarray):
+    """A text column of few distinct values (the hardware names) as a dictionary array, built
+    from one comparison per value rather than a string conversion per row."""
+    keys = list(dict.fromkeys(column.tolist()))
+    if len(keys) > 256:
+        return pa.array(column, type=pa.string()).dictionary_encode()
+    index = np.zeros(len(column), dtype=np.int32)
+    for j, key in enumerate(keys[1:], 1):
+        index[column == key] = j
+    return pa.DictionaryArray.from_arrays(index, pa.array(keys, type=pa.string()))
 
 
 def write_parquet(table: SweepTable, path: str, meta: dict) -> None:
