@@ -70,3 +70,13 @@ def test_family_pages_are_current():
     script = Path(__file__).resolve().parent.parent / "docs" / "families.py"
     main = runpy.run_path(str(script))["main"]
     assert main(["--check"]) == 0
+
+
+def test_markdown_extension_inserts_the_table(tmp_path):
+    markdown = pytest.importorskip("markdown", reason="markdown is not installed")
+    model = MODELS / "llama-2-7b.arch"
+    text = (f"# Llama\n\n!costdsl-formulas {model} stage=decode keep=hidden\n\n"
+            "!costdsl-formulas nope.arch\n")
+    page = markdown.markdown(text, extensions=["costdsl.markdown_ext", "tables"])
+    assert "<table>" in page and "<code>layers.q</code>" in page
+    assert "costdsl: " in page and "nope.arch" in page     # a bad model is said, not raised

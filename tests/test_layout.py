@@ -15,7 +15,7 @@ RANK = {"errors": 0, "symbols": 0, "resources": 0, "files": 0, "version": 0,
         "graph": 2,
         "analysis": 3,
         "report": 4, "plots": 4,
-        "api": 5, "cli": 5, "__init__": 5, "__main__": 5, "sphinx": 6, "pygments_lexer": 5}
+        "api": 5, "cli": 5, "__init__": 5, "__main__": 5, "sphinx": 6, "markdown_ext": 6, "pygments_lexer": 5}
 
 
 def _modules():
