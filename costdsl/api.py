@@ -27,6 +27,9 @@ from .analysis.params import OpParams, active_params, op_params, total_params
 from .analysis.plan import OBJECTIVES, PlanResult, evaluate_plan, layouts as plan_layouts
 from .analysis.plan import rank
 from .analysis.iteration import IterationCost, iteration_cost
+from .analysis.compiled import cached_functions
+from .analysis.evaluate import GridFunctions, total_expression
+from .analysis.memory import memory_rows
 from .analysis.requests import Stream, synthetic
 from .analysis.simulate import (Config as SimConfig, KVPool, Speculative, Summary, Trace,
                                 simulate, summarise)
@@ -544,6 +547,24 @@ class Model:
         ranked = rank(plans, objective)
         return PlanResult(self.name, hw.key, hw.count, seq, gen, objective, tuple(ranked),
                           tuple(skipped))
+
+    def grid_functions(self, hw: Hardware, stage: str, settings: Settings) -> GridFunctions:
+        """The stage's time, compute-bound time and memory (weights, KV, activations) as numpy
+        functions of the grid, from the persistent cache when an entry for these exact inputs
+        exists (analysis.compiled), else compiled and stored."""
+        key = ("grid", repr(self.design), repr(self.extra_passes), repr(self.overrides), stage,
+               _hardware_key(hw), settings.w_bits, settings.a_bits, settings.kv_bits)
+        if key not in self._rooflines:
+            def build():
+                symbolic = self._roofline(stage, hw, settings)
+                expressions = [total_expression(symbolic, "time"),
+                               total_expression(symbolic, "compute_bound_time"),
+                               *memory_rows(self.memory(stage))[:3]]
+                names = sorted({s.name for e in expressions
+                                for s in sympy.sympify(e).free_symbols})
+                return names, expressions
+            self._rooflines[key] = GridFunctions(cached_functions(key, build))
+        return self._rooflines[key]
 
     def iteration_cost(self, hw: str | Hardware, w_bits: float = 16, a_bits: float = 16,
                        kv_bits: float = 16) -> IterationCost:

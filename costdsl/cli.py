@@ -183,7 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="costdsl", description="Symbolic roofline cost models of LLM inference.")
     parser.add_argument("--version", action="version", version=f"costdsl {__version__}")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="neither read nor write the compile cache (COSTDSL_NO_CACHE=1)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("cache", help="the persistent compile cache: where it is, or clear it")
+    p.add_argument("action", choices=("info", "clear"))
+    p.set_defaults(run=_cache)
 
     p = sub.add_parser("analyze", help="per-op roofline table of prefill and decode")
     _model_args(p)
@@ -470,7 +476,7 @@ def _sweep(args) -> str:
                   bit_combinations(args.w_bits, args.a_bits, args.kv_bits), _stages(args.stage),
                   tokens, model.decoding_strategy(args.decoding))
     out = args.out or ""
-    meta = {"model": model.name, "passes": list(model.graph("decode").graph["passes"])}
+    meta = {"model": model.name, "passes": [c.text or c.name for c in model.passes]}
     if out.endswith((".npz", ".parquet", ".csv")):
         writer = {".npz": lambda: sweepout.write_npz(table, out, meta),
                   ".parquet": lambda: _parquet(sweepout, table, out, meta),
@@ -908,6 +914,19 @@ def _graph(args) -> str:
     return text
 
 
+def _cache(args) -> str:
+    from .analysis import compiled
+    directory = compiled.cache_dir()
+    if directory is None:
+        return "the compile cache is off (COSTDSL_NO_CACHE, or a directory that is not " \
+               "private to you)\n"
+    if args.action == "clear":
+        return f"removed {compiled.clear()} entries from {directory}\n"
+    entries = list(directory.glob("*.json"))
+    size = sum(e.stat().st_size for e in entries)
+    return f"{directory}: {len(entries)} entries, {size / 1e6:.1f} MB\n"
+
+
 def _formulas(args) -> str:
     model = _load(args)
     keep = [k.strip() for k in args.keep.split(",") if k.strip()]
@@ -1008,6 +1027,8 @@ INTERNAL_ERROR = 70  # EX_SOFTWARE: a bug in costdsl, never the user's mistake
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.no_cache:
+        os.environ["COSTDSL_NO_CACHE"] = "1"
     try:
         out = args.run(args)
     except CostDSLError as err:

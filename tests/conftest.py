@@ -1,6 +1,12 @@
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# The persistent compile cache (costdsl.analysis.compiled) of this test run lives in a fresh
+# private directory, never the user's own; tests that check the cache set their own.
+os.environ["COSTDSL_CACHE"] = tempfile.mkdtemp(prefix="costdsl-test-cache-")
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"

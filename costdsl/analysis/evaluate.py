@@ -229,6 +229,30 @@ def _compute_bound_time(stage: StageRoofline) -> sympy.Expr:
 _EXPRESSIONS = {"time": lambda st: st.time, "compute_bound_time": _compute_bound_time}
 
 
+def total_expression(stage: StageRoofline, what: str) -> sympy.Expr:
+    """The stage's "time" or "compute_bound_time" as one expression."""
+    return _EXPRESSIONS[what](stage)
+
+
+class GridFunctions:
+    """A stage's grid functions (analysis.compiled): time, compute-bound time and the memory
+    rows, each a numpy function of the named symbols; None when compiled the sympy way."""
+
+    def __init__(self, compiled):
+        self.available = compiled is not None
+        self.names, self.functions = compiled if compiled else ([], [])
+
+    def __call__(self, i: int, values: Mapping[sympy.Symbol, object]) -> np.ndarray:
+        by_name = {s.name: v for s, v in values.items()}
+        missing = [n for n in self.names if n not in by_name]
+        if missing:
+            raise EvaluationError(f"parameter {missing[0]} is still free at evaluation",
+                                  hint=f"bind it with --set {missing[0]}=VALUE")
+        args = [np.asarray(by_name[n], dtype=float) for n in self.names]
+        shape = np.broadcast_shapes(*(a.shape for a in args)) if args else ()
+        return np.broadcast_to(np.asarray(self.functions[i](*args), dtype=float), shape)
+
+
 @functools.lru_cache(maxsize=128)
 def _compiled_total(stage: StageRoofline, what: str):
     expr = _EXPRESSIONS[what](stage)

@@ -154,6 +154,11 @@ class MemoryNumbers:
         return self.capacity_bytes - self.total_bytes
 
 
+def memory_rows(memory: StageMemory) -> list[sympy.Expr]:
+    """weights, KV cache, activation peak and host bytes, as expressions."""
+    return _rows(memory)
+
+
 def _rows(memory: StageMemory) -> list[sympy.Expr]:
     return [sympy.sympify(r) for r in (memory.weights, memory.kv_cache, memory.activation_peak,
                                        memory.host)]

@@ -114,12 +114,20 @@ def sweep(model, hardware: Sequence[Hardware], batches: np.ndarray, seqs: np.nda
                 "a_bits": np.full(len(b), float(a)), "kv_bits": np.full(len(b), float(kv))}
         memory = 0.0
         for stage in stages:
-            symbolic = model.roofline(hw, stage, **settings.bits())
-            t = stage_time(symbolic, values)
+            grid = model.grid_functions(hw, stage, settings)
+            if grid.available:   # compiled from the cache's trees (or stored in it now)
+                t = grid(0, values)
+                share = grid(1, values) / t
+                held = grid(2, values) + grid(3, values) + grid(4, values)
+            else:
+                symbolic = model.roofline(hw, stage, **settings.bits())
+                t = stage_time(symbolic, values)
+                share = compute_bound_share(symbolic, values, t)
+                held = sum(evaluate_memory(model.memory(stage), values)[:3])
             cols[f"{stage}_time_s"] = t
             cols[f"{stage}_tokens_per_s"] = tokens_processed(stage, b, s, t_new) / t
-            cols[f"{stage}_compute_share"] = compute_bound_share(symbolic, values, t)
-            memory = np.maximum(memory, sum(evaluate_memory(model.memory(stage), values)[:3]))
+            cols[f"{stage}_compute_share"] = share
+            memory = np.maximum(memory, held)
         if decoding is not None:  # the strategy's time per token at each (batch, seq)
             per_token, speedup = model.speculation_grid(hw, decoding, values)
             cols["decoding_time_per_token_s"] = np.broadcast_to(per_token, b.shape)
@@ -127,6 +135,8 @@ def sweep(model, hardware: Sequence[Hardware], batches: np.ndarray, seqs: np.nda
         cols["memory_bytes"] = np.broadcast_to(memory, b.shape)
         cols["fits"] = cols["memory_bytes"] <= hw.memory_bytes
         blocks.append(cols)
+    if len(blocks) == 1:   # one hardware and bitwidth: the columns as they are
+        return SweepTable({k: np.ascontiguousarray(v) for k, v in blocks[0].items()})
     return SweepTable({k: np.concatenate([c[k] for c in blocks]) for k in blocks[0]})
 
 
