@@ -1,10 +1,10 @@
 """Notebook display: `_repr_html_` on the result records (and `_repr_latex_` where one expression
 is the answer), so that a Jupyter cell ending in `model.crossover(...)` shows a table with
 rendered math. The records live in the analysis stage, which must not import reports; the
-methods are attached here, by the package when it is imported (`install`)."""
+methods are attached here, by the package when it is imported (`install`: a few milliseconds
+of start-up, so it imports nothing the records do not already need)."""
 from __future__ import annotations
 
-from ..analysis.calibration import Fit as CalibrationFit
 from ..analysis.capacity import Fit
 from ..analysis.compare import Comparison
 from ..analysis.crossover import Crossover, CrossoverAnswer
@@ -63,13 +63,6 @@ def comparison_html(c: Comparison) -> str:
     return "<table>" + "".join(rows) + "</table>"
 
 
-def calibration_html(f: CalibrationFit) -> str:
-    e = f.efficiency
-    pairs = [("bandwidth", f"{e.bandwidth:.4g}"), ("launch", _e(seconds(e.launch_s))),
-             ("rows", _e(f.rows))] + [(f"compute {k}", f"{v:.4g}") for k, v in e.compute.items()]
-    return _rows(pairs)
-
-
 def crossover_latex(c: Crossover) -> str | None:
     if c.expression is None:
         return None
@@ -84,7 +77,7 @@ def install() -> None:
     """Give the records their notebook forms."""
     for cls, fn in ((Analysis, analysis_html), (CrossoverAnswer, crossover_html),
                     (FormulaTable, formulas_html), (Latency, latency_html), (Fit, fit_html),
-                    (Comparison, comparison_html), (CalibrationFit, calibration_html)):
+                    (Comparison, comparison_html)):
         cls._repr_html_ = fn
     Crossover._repr_latex_ = crossover_latex
     Latency._repr_latex_ = latency_latex
