@@ -22,7 +22,7 @@ from .analysis.crossover import (CrossoverAnswer, quantization_crossover, solvab
                                  stage_crossover, stage_crossovers)
 from .analysis.formulas import FormulaTable, formula_table
 from .analysis.latency import Latency, request_latency
-from .analysis.memory import StageMemory, memory_numbers, stage_memory
+from .analysis.memory import LazyMemory, StageMemory, memory_numbers, stage_memory
 from .analysis.params import OpParams, active_params, op_params, total_params
 from .analysis.plan import OBJECTIVES, PlanResult, evaluate_plan, layouts as plan_layouts
 from .analysis.plan import rank
@@ -491,8 +491,10 @@ class Model:
             free = ", ".join(sorted(s.name for s in total.free_symbols))
             raise EvaluationError(f"parameter {free} is still free at evaluation",
                                   hint="bind it with --set NAME=VALUE")
-        memory = memory_numbers({s: self.memory(s) for s in results}, settings.values(),
-                                hw.memory_bytes, hw.host.memory_bytes if hw.host else None)
+        values = settings.values()
+        memory = LazyMemory(lambda: memory_numbers(
+            {s: self.memory(s) for s in results}, values, hw.memory_bytes,
+            hw.host.memory_bytes if hw.host else None))
         stage = next(iter(results)) if results else "decode"
         graph = self.graph(stage)
         return Analysis(self.name, self.design.file, hw, settings, self._param_values(),

@@ -55,8 +55,8 @@ class StageNumbers:
 
     @cached_property
     def compute_time(self) -> np.ndarray:
-        with np.errstate(invalid="ignore"):  # ops without arithmetic: 0 / inf
-            return compute_seconds(self.flops, self.vector_flops, self.peak, self.vector_peak)
+        # ops without arithmetic have peak inf: 0 / inf is 0, no warning to silence
+        return compute_seconds(self.flops, self.vector_flops, self.peak, self.vector_peak)
 
     @cached_property
     def device_memory_time(self) -> np.ndarray:
@@ -139,7 +139,7 @@ def bound_args(symbols, values: Mapping[sympy.Symbol, object]):
 @functools.lru_cache(maxsize=64)
 def _rows(stage: StageRoofline):
     """Per stage: the symbols and the rows [repeat..., flops..., bytes by class...,
-    vector flops...] of every op."""
+    vector flops..., transfers...] of every op."""
     rows = [o.node.repeat for o in stage.ops] + [o.flops for o in stage.ops]
     for cls in CLASSES:
         rows += [o.bytes_by_class[cls] for o in stage.ops]

@@ -204,3 +204,30 @@ def memory_numbers(stages: dict[str, StageMemory], values, capacity: float,
     return MemoryNumbers(pick("weights_bytes"), pick("kv_cache_bytes"),
                          pick("activation_peak_bytes"), pick("total_bytes"), capacity, per_stage,
                          pick("host_bytes"), host_capacity)
+
+
+class LazyMemory:
+    """A deployment's MemoryNumbers, evaluated when first read: `analyze` in a loop that reads
+    only times pays nothing for memory. Reads as the MemoryNumbers it stands for."""
+
+    def __init__(self, compute):
+        self._compute, self._numbers = compute, None
+
+    def resolved(self) -> MemoryNumbers:
+        if self._numbers is None:
+            self._numbers = self._compute()
+        return self._numbers
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.resolved(), name)
+
+    def __eq__(self, other):
+        return self.resolved() == (other.resolved() if isinstance(other, LazyMemory) else other)
+
+    def __hash__(self):
+        return id(self)
+
+    def __repr__(self) -> str:
+        return f"LazyMemory({self.resolved()!r})"

@@ -3,6 +3,7 @@ roofline of each stage by one numeric evaluation."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from collections.abc import Sequence
 from typing import Mapping
 
@@ -92,16 +93,61 @@ class OpResult:
     fused_from: tuple[str, ...] = ()   # the ops a fusion pass merged into this one
 
 
-@dataclass(frozen=True)
 class StageTotal:
-    flops: float
-    bytes: float
-    bytes_by_class: Mapping[str, float]
-    time_s: float
-    compute_time_s: float      # if every op were compute-bound
-    memory_time_s: float       # if every op were memory-bound
-    bubble_s: float = 0.0      # a pipeline's idle fill and drain (0 without one)
-    transfer_time_s: float = 0.0  # time on links, network and host link not hidden
+    """A stage's totals over every occurrence of every op. `time_s` is computed at once; the
+    rest when first read (a loop over configurations that reads the time pays for nothing
+    else)."""
+    FIELDS = ("flops", "bytes", "bytes_by_class", "time_s", "compute_time_s", "memory_time_s",
+              "bubble_s", "transfer_time_s")
+
+    def __init__(self, n: StageNumbers, time_s: float):
+        self._n = n
+        self.time_s = time_s
+
+    @cached_property
+    def flops(self) -> float:
+        return float(self._n.total(self._n.flops))
+
+    @cached_property
+    def bytes(self) -> float:
+        return float(self._n.total(self._n.bytes))
+
+    @cached_property
+    def bytes_by_class(self) -> Mapping[str, float]:
+        return {c: float(self._n.total(v)) for c, v in self._n.bytes_by_class.items()}
+
+    @cached_property
+    def compute_time_s(self) -> float:
+        """If every op were compute-bound."""
+        return float(self._n.total(self._n.compute_time))
+
+    @cached_property
+    def memory_time_s(self) -> float:
+        """If every op were memory-bound."""
+        return float(self._n.total(self._n.memory_time))
+
+    @cached_property
+    def bubble_s(self) -> float:
+        """A pipeline's idle fill and drain (0 without one)."""
+        n = self._n
+        return float(n.total(n.time)) * n.bubble_steps / n.microbatches if n.bubble_steps else 0.0
+
+    @cached_property
+    def transfer_time_s(self) -> float:
+        """Time on links, network and host link not hidden."""
+        return float(self._n.total(self._n.transfer_time + self._n.serial_time))
+
+    def _fields(self) -> tuple:
+        return tuple(getattr(self, f) for f in self.FIELDS)
+
+    def __eq__(self, other):
+        return isinstance(other, StageTotal) and self._fields() == other._fields()
+
+    def __hash__(self):
+        return hash(self.time_s)
+
+    def __repr__(self) -> str:
+        return "StageTotal(" + ", ".join(f"{f}={getattr(self, f)!r}" for f in self.FIELDS) + ")"
 
 
 @dataclass(frozen=True)
@@ -217,14 +263,6 @@ def _op_columns(n: StageNumbers) -> dict:
 
 
 def _records(n: StageNumbers) -> StageResult:
-    total_time = n.microbatches * n.repeat * n.time
     stage_time = float(n.stage_time())
-    ops = OpResults(n, stage_time)
-    total = StageTotal(
-        flops=float(n.total(n.flops)), bytes=float(n.total(n.bytes)),
-        bytes_by_class={c: float(n.total(v)) for c, v in n.bytes_by_class.items()},
-        time_s=stage_time, compute_time_s=float(n.total(n.compute_time)),
-        memory_time_s=float(n.total(n.memory_time)),
-        bubble_s=stage_time - float(total_time.sum()),
-        transfer_time_s=float(n.total(n.transfer_time + n.serial_time)))
-    return StageResult(n.stage, STAGE_DESCRIPTIONS[n.stage], ops, total)
+    return StageResult(n.stage, STAGE_DESCRIPTIONS[n.stage], OpResults(n, stage_time),
+                       StageTotal(n, stage_time))
