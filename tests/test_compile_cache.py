@@ -99,3 +99,24 @@ def test_cache_command(cache, tmp_path, capsys):
                  *SWEEP, "--out", str(tmp_path / "b.csv")]) == 0
     assert not list(cache.glob("*.json"))
     os.environ.pop("COSTDSL_NO_CACHE", None)   # main() set it for the rest of this process
+
+
+SHIPPED = sorted(p.name for p in MODELS.glob("*.arch")
+                 if p.stem not in ("llama", "opt", "mamba", "deepseek"))   # families: dims free
+
+
+@pytest.mark.parametrize("model", SHIPPED)
+def test_every_shipped_model_sweeps_the_same_from_the_cache(cache, monkeypatch, model):
+    import numpy as np
+    import costdsl
+    from costdsl.analysis.sweep import sweep
+    from costdsl.hardware import load_hardware
+    hw = [load_hardware("nvidia-h100-sxm")]
+    grid = dict(batches=np.array([1, 7, 64]), seqs=np.array([128, 3000]), bits=[(16, 16, 16)],
+                stages=["prefill", "decode"])
+    stored = sweep(costdsl.load(MODELS / model), hw, **grid).columns      # built and stored
+    read = sweep(costdsl.load(MODELS / model), hw, **grid).columns        # a new model: read back
+    monkeypatch.setenv("COSTDSL_NO_CACHE", "1")
+    plain = sweep(costdsl.load(MODELS / model), hw, **grid).columns       # lambdify, no cache
+    for name in plain:
+        assert (stored[name] == plain[name]).all() and (read[name] == plain[name]).all(), name
