@@ -151,7 +151,10 @@ class Model:
         repeated analyses reuse its lambdified numpy function rather than compile it again."""
         key = (stage, _hardware_key(hw), self._bits_key(stage, hw, settings))
         if key not in self._rooflines:
-            self._rooflines[key] = roofline(self.graph(stage), hw, settings.bits())
+            built = roofline(self.graph(stage), hw, settings.bits())
+            inputs = ("roofline", repr(self.design), repr(self.extra_passes),
+                      repr(self.overrides)) + key
+            self._rooflines[key] = replace(built, cache_key=inputs)
         return self._rooflines[key]
 
     def _bits_key(self, stage: str, hw: Hardware, settings: Settings):

@@ -120,3 +120,19 @@ def test_every_shipped_model_sweeps_the_same_from_the_cache(cache, monkeypatch, 
     plain = sweep(costdsl.load(MODELS / model), hw, **grid).columns       # lambdify, no cache
     for name in plain:
         assert (stored[name] == plain[name]).all() and (read[name] == plain[name]).all(), name
+
+
+def test_plan_reads_its_stage_times_back(cache, monkeypatch):
+    import costdsl
+    first = costdsl.load(MODELS / "llama-2-70b.arch").plan("nvidia-dgx-h100", 512, 4, 1,
+                                                          bits=(16,))
+    entries = set(cache.glob("*.json"))
+    assert entries
+    again = costdsl.load(MODELS / "llama-2-70b.arch").plan("nvidia-dgx-h100", 512, 4, 1,
+                                                          bits=(16,))
+    assert set(cache.glob("*.json")) == entries                      # read, not rebuilt
+    monkeypatch.setenv("COSTDSL_NO_CACHE", "1")
+    plain = costdsl.load(MODELS / "llama-2-70b.arch").plan("nvidia-dgx-h100", 512, 4, 1,
+                                                          bits=(16,))
+    assert [p.as_dict() for p in first.plans] == [p.as_dict() for p in again.plans] == \
+        [p.as_dict() for p in plain.plans]

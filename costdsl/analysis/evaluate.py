@@ -17,6 +17,7 @@ import sympy
 
 from ..errors import EvaluationError
 from ..graph.schema import CLASSES
+from .compiled import cached_functions
 from .roofline import StageRoofline, compute_seconds, memory_seconds
 
 
@@ -254,16 +255,23 @@ class GridFunctions:
 
 
 @functools.lru_cache(maxsize=128)
-def _compiled_total(stage: StageRoofline, what: str):
-    expr = _EXPRESSIONS[what](stage)
+def _compiled_total(stage: StageRoofline, what: str) -> GridFunctions:
+    """The stage's `what` as a grid function: from the persistent cache where the stage carries
+    the key of its inputs (Model's rooflines do), else compiled with sympy."""
+    def build():
+        expr = _EXPRESSIONS[what](stage)
+        return sorted(s.name for s in sympy.sympify(expr).free_symbols), [expr]
+    if stage.cache_key is not None:
+        cached = cached_functions(stage.cache_key + (what,), build)
+        if cached is not None:
+            return GridFunctions(cached)
+    names, (expr,) = build()
     symbols = sorted(sympy.sympify(expr).free_symbols, key=lambda s: s.name)
-    return symbols, sympy.lambdify(symbols, expr, modules="numpy")
+    return GridFunctions((names, [sympy.lambdify(symbols, expr, modules="numpy")]))
 
 
 def _grid_total(stage: StageRoofline, what: str, values) -> np.ndarray:
-    symbols, fn = _compiled_total(stage, what)
-    args, shape = bound_args(symbols, values)
-    return np.broadcast_to(np.asarray(fn(*args), dtype=float), shape)
+    return _compiled_total(stage, what)(0, values)
 
 
 def tokens_processed(stage: str, batch, seq, tokens=1):

@@ -240,6 +240,7 @@ class StageRoofline:
     stage: str
     ops: tuple[OpRoofline, ...]
     schedule: tuple[int, int] = (1, 1)   # (pipeline stages, microbatches)
+    cache_key: tuple | None = None       # what it was built from (the persistent cache's key)
 
     @property
     def steps(self) -> int:
