@@ -161,8 +161,7 @@ class Model:
         """What of the bitwidths a roofline depends on: the compute type each op runs in (the
         bytes keep the bitwidths as symbols), and the on-chip tile sizes that depend on them.
         Bitwidths giving the same types share one roofline and its compiled functions."""
-        memo = (stage, hw.key, tuple(sorted(hw.peak.items())), settings.w_bits,
-                settings.a_bits, settings.kv_bits)
+        memo = (stage, _hardware_key(hw), settings.w_bits, settings.a_bits, settings.kv_bits)
         if memo not in self._bits_keys:
             self._bits_keys[memo] = self._compute_types(stage, hw, settings)
         return self._bits_keys[memo]

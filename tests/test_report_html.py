@@ -3,13 +3,11 @@ driven in headless Chromium (Debian's `chromium`, through Playwright pointed at 
 own browser download is not needed, and it waits for rendering and clicks like a user)."""
 import shutil
 from html.parser import HTMLParser
-from pathlib import Path
 
 import pytest
 
 import costdsl
 from costdsl.cli import main
-from costdsl.report.html import render
 
 from conftest import MODELS
 

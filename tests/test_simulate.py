@@ -5,7 +5,6 @@ the static scheduler; the step stage's own numbers for the iteration cost; Littl
 (mean requests in system = arrival rate x mean time in system) for the bookkeeping.
 """
 import json
-import math
 
 import numpy as np
 import pytest

@@ -17,7 +17,7 @@ import sympy
 
 from ..errors import EvaluationError
 from ..hardware import Hardware
-from .roofline import OpRoofline, StageRoofline, compute_type, kind_of, matrix_peak
+from .roofline import OpRoofline, StageRoofline, compute_type, matrix_peak
 from .. import symbols as S
 
 BIT_SYMBOLS = (S.w_bits, S.a_bits, S.kv_bits)

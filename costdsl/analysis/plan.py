@@ -14,7 +14,7 @@ symbols bound): the report states the best plan's reason with it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import sympy

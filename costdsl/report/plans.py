@@ -1,6 +1,7 @@
 """Text and JSON forms of a deployment plan (analysis.plan.PlanResult)."""
 from __future__ import annotations
 
+from ..analysis.plan import Plan
 from .units import seconds, si
 
 
