@@ -579,9 +579,12 @@ class Model:
         settings = Settings(1, 1, w_bits, a_bits, kv_bits).validate()
         key = ("iteration", hw.key, hw.time_model, tuple(settings.bits().items()))
         if key not in self._rooflines:
+            decode = None
+            if hw.efficiency is not None and "decode_attention" in hw.efficiency.kinds:
+                decode = roofline(self.graph("verify"), hw, settings.bits(), kernels="decode")
             self._rooflines[key] = iteration_cost(self._roofline("verify", hw, settings),
                                                   {k: v for k, v in settings.values().items()
-                                                   if k.name.endswith("_bits")})
+                                                   if k.name.endswith("_bits")}, decode)
         return self._rooflines[key]
 
     def kv_pool(self, hw: str | Hardware, config: SimConfig, w_bits: float = 16,

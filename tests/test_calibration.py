@@ -75,6 +75,63 @@ def test_crossover_with_efficiencies_by_hand(tmp_path):
     assert q.value == pytest.approx(2048 * P / (2048 * B - P), rel=1e-9)
 
 
+def test_occupancy_stretches_a_norm_with_fewer_rows_than_sms(tmp_path):
+    """One thread block per token row: an RMSNorm of 8 rows on a chip that needs 108 to fill
+    takes 108/8 times its streaming time; from 108 rows on (prefill 2 x 512) it streams at the
+    achieved bandwidth. By hand: bytes / (0.4 x 768 GB/s) x max(1, 108 / rows) + 3 us."""
+    path = _hw_file(tmp_path, '[efficiency.rmsnorm]\nbandwidth = 0.4\nlaunch = "3 us"\n'
+                              'rows = 108\n')
+    m = costdsl.load(MODELS / "llama-2-7b.arch")
+    hw = load_hardware(str(path))
+    for stage, batch, seq, rows in (("decode", 8, 2048, 8), ("prefill", 2, 512, 1024)):
+        norm = next(o for o in m.analyze(hw, batch, seq, stages=(stage,)).stages[stage].ops
+                    if o.name == "layers.attn_norm")
+        want = norm.bytes / (0.4 * 768e9) * max(1, 108 / rows) + 3e-6
+        assert norm.time_s == pytest.approx(want, rel=1e-12), stage
+    # the symbolic time is max(108, rows) / rows: at rows 1024 it is 1 (sympy 1.14 would fold
+    # Max(1, 108/(batch*seq)) into 108/(batch*seq))
+    op = next(o for o in m.roofline(hw, "prefill").ops if o.node.name == "layers.attn_norm")
+    assert float(op.occupancy.subs({costdsl.symbols.batch: 2, costdsl.symbols.seq: 512})) == 1
+
+
+def test_decode_attention_has_its_own_figures_and_falls_back(tmp_path):
+    """[efficiency.decode_attention] prices decode's attention kernel; prefill keeps
+    [efficiency.attention]; without a decode table decode uses the attention one."""
+    m = costdsl.load(MODELS / "llama-2-7b.arch", passes=["flash_attention()"])
+
+    def attention(hw, stage):
+        a = m.analyze(hw, 4, 1024, stages=(stage,)).stages[stage]
+        ideal = m.analyze(hw.ideal(), 4, 1024, stages=(stage,)).stages[stage]
+        return [(o, i) for o, i in zip(a.ops, ideal.ops) if o.kind == "flash_attention"][0]
+
+    both = load_hardware(str(_hw_file(tmp_path, '[efficiency.attention]\nbandwidth = 0.5\n'
+                                                 'compute = 0.5\n[efficiency.decode_attention]\n'
+                                                 'bandwidth = 0.8\nlaunch = "10 us"\n', "a.toml")))
+    op, ideal = attention(both, "decode")
+    assert ideal.bound == "memory"
+    assert op.time_s == pytest.approx(ideal.bytes / (0.8 * 768e9) + 10e-6, rel=1e-9)
+    op, ideal = attention(both, "prefill")
+    assert op.time_s == pytest.approx(ideal.time_s / 0.5, rel=1e-9)   # both sides at 0.5
+    only = load_hardware(str(_hw_file(tmp_path, '[efficiency.attention]\nbandwidth = 0.5\n',
+                                      "b.toml")))
+    op, ideal = attention(only, "decode")
+    assert op.time_s == pytest.approx(ideal.bytes / (0.5 * 768e9), rel=1e-9)
+
+
+def test_a_decode_only_iteration_runs_decode_kernels():
+    """The serving iteration of 4 sequences each decoding over 1,024 cached tokens costs the
+    decode stage's time on the calibrated A100 (decode's attention figures), and a mixed one
+    does not use them."""
+    m = costdsl.load(MODELS / "llama-2-7b.arch")
+    hw = load_hardware("nvidia-a100-80gb")
+    assert "decode_attention" in hw.efficiency.kinds
+    cost = m.iteration_cost(hw)
+    decode = m.analyze(hw, 4, 1024, stages=("decode",)).stages["decode"].total.time_s
+    assert cost(4, 4, 4, 4 * 1024, 4 * 1024) == pytest.approx(decode, rel=1e-9)
+    assert cost.decode_function is not None and cost.function(4, 4, 4, 4096, 4096, 4) != \
+        pytest.approx(decode, rel=1e-3)
+
+
 def test_latency_closed_form_counts_the_launches():
     """The request latency's Piecewise (sum over decode steps) equals the step-by-step sum with
     the calibrated A100 file's efficiencies and launch costs."""
@@ -99,7 +156,7 @@ TRUE = Efficiency(bandwidth=0.8, compute={"fp16": 0.7}, launch_s=4e-6,
                   kinds={"rmsnorm": KindEfficiency(bandwidth=0.4, launch_s=3e-6)})
 
 
-def _synthetic(tmp_path, rows, noise=0.02, seed=1):
+def _synthetic(tmp_path, rows, noise=0.02, seed=1, efficiency=None):
     """Measurements generated from the model itself with TRUE, plus relative noise."""
     rng = np.random.default_rng(seed)
     path = tmp_path / "synthetic.csv"
@@ -111,7 +168,8 @@ def _synthetic(tmp_path, rows, noise=0.02, seed=1):
             w.writerow(["nvidia-a6000", "llama-2-7b", stage, batch, seq, "", 16, 16, 16, op, 1])
     hw = load_hardware("nvidia-a6000")
     measured = resolve(read_measurements(path), path, hw, costdsl.load)
-    times = predict(measured, TRUE) * (1 + noise * rng.standard_normal(len(measured)))
+    times = predict(measured, efficiency or TRUE) * (1 + noise *
+                                                     rng.standard_normal(len(measured)))
     lines = path.read_text().splitlines()
     path.write_text("\n".join([lines[0]] + [l.rsplit(",", 1)[0] + f",{t:.9g}"
                                             for l, t in zip(lines[1:], times)]) + "\n")
@@ -136,6 +194,26 @@ def test_synthetic_parameters_are_recovered_within_two_percent(tmp_path):
         p = got[name]
         assert abs(p.value - true) < 3 * p.stderr and p.stderr < 0.25 * true, (name, p)
     assert all(p.stderr is not None and p.stderr > 0 for p in fit.parameters)
+
+
+def test_occupancy_is_chosen_where_the_data_show_it(tmp_path):
+    """Measurements generated with one thread block per row for RMSNorm (rows = the A6000's 84
+    SMs) are fitted with rows = 84 and the bandwidth
+    recovered; the same data fitted without an SM count cannot say so and fit worse."""
+    true = Efficiency(bandwidth=0.8, compute={"fp16": 0.7}, launch_s=4e-6,
+                      kinds={"rmsnorm": KindEfficiency(bandwidth=0.4, launch_s=3e-6, rows=84)})
+    path, hw = _synthetic(tmp_path, ROWS, efficiency=true)
+    assert hw.sms == 84
+    measured = resolve(read_measurements(path), path, hw, costdsl.load)
+    fit = fit_efficiency(measured, sms=hw.sms)
+    got = {p.name: p for p in fit.parameters}
+    assert got["rmsnorm.rows"].value == 84 and fit.efficiency.rows_for("rmsnorm") == 84
+    assert got["rmsnorm.bandwidth"].value == pytest.approx(0.4, rel=0.03)
+    assert fit.efficiency.rows_for("linear") == 0     # GEMMs are never given rows
+    blind = fit_efficiency(measured)
+    assert "rmsnorm.rows" not in {p.name for p in blind.parameters}
+    assert errors(measured, predict(measured, blind.efficiency)).overall_mape > \
+        2 * errors(measured, predict(measured, fit.efficiency)).overall_mape
 
 
 def test_without_noise_the_fit_is_exact(tmp_path):
@@ -178,16 +256,26 @@ def test_calibrated_file_round_trips(tmp_path, capsys):
 
 A100_FILES = ["vidur-linear-a100.csv", "aiconfigurator-gemm-a100.csv",
               "vidur-attention-a100.csv"]
+H100_FILES = ["vidur-linear-h100.csv", "aiconfigurator-gemm-h100.csv"]
+
+
+def _shipped(key, files):
+    hw = load_hardware(key)
+    measured = []
+    for name in files:
+        measured += resolve(read_measurements(MEASURED / name), MEASURED / name, hw,
+                            costdsl.load)
+    return hw, measured
 
 
 @pytest.fixture(scope="module")
 def a100():
-    hw = load_hardware("nvidia-a100-80gb")
-    measured = []
-    for name in A100_FILES:
-        measured += resolve(read_measurements(MEASURED / name), MEASURED / name, hw,
-                            costdsl.load)
-    return hw, measured
+    return _shipped("nvidia-a100-80gb", A100_FILES)
+
+
+@pytest.fixture(scope="module")
+def h100():
+    return _shipped("nvidia-h100-sxm", H100_FILES)
 
 
 def test_the_ideal_roofline_is_optimistic_on_real_kernels(a100):
@@ -201,25 +289,53 @@ def test_the_ideal_roofline_is_optimistic_on_real_kernels(a100):
     assert np.median(times / ideal) > 1.3
 
 
-def test_held_out_error_of_the_calibration(a100):
-    """5-fold cross-validation on 519 A100 kernels: figures reported in the README. The GEMMs
-    (linear, fused q+k+v and gate+up) within 10% held out; all kinds within 15%."""
-    hw, measured = a100
-    held, _ = cross_validate(measured, 5)
+@pytest.mark.parametrize("shipped, limit", [("a100", 10.5), ("h100", 10.5)])
+def test_held_out_error_of_the_calibration(shipped, limit, request):
+    """5-fold cross-validation on 519 A100 and 395 H100 kernels: figures reported in the README
+    (9.8% and 9.5% when measured). The GEMMs (linear, fused q+k+v and gate+up) within 8% held
+    out; all kinds within `limit`; at least 4x better than the ideal roofline."""
+    hw, measured = request.getfixturevalue(shipped)
+    held, _ = cross_validate(measured, 5, sms=hw.sms)
     table = errors(measured, held)
     gemm = [i for i, m in enumerate(measured) if m.kind in ("linear", "fused")]
     gemm_mape = 100 * np.mean([abs(held[i] / measured[i].row.time_s - 1) for i in gemm])
-    assert gemm_mape < 10
-    assert table.overall_mape < 15
-    assert table.overall_mape < errors(measured, predict(measured, None)).overall_mape / 3
+    assert gemm_mape < 8
+    assert table.overall_mape < limit
+    assert table.overall_mape < errors(measured, predict(measured, None)).overall_mape / 4
+    # a layer's ten kernels at one token count (vidur: 2 models x 13 sizes), summed: the
+    # error a step inherits, where microsecond kernels weigh what they cost
+    mean, _, configurations = table.summed
+    assert configurations == 26 and mean < 8
 
 
-def test_shipped_files_carry_the_fit(a100):
-    hw, measured = a100
-    fit = fit_efficiency(measured)
-    assert hw.efficiency.bandwidth == pytest.approx(fit.efficiency.bandwidth, rel=1e-3)
-    assert hw.efficiency.compute["fp16"] == pytest.approx(fit.efficiency.compute["fp16"],
-                                                          rel=1e-3)
+def test_summed_error_by_hand():
+    """Two configurations of two ops each, and a lone op: measured 1+3 and 2+2 s, predicted
+    2+2 (sum exact) and 3+3 (6 vs 4: 50%); the lone op is not a configuration."""
+    from costdsl.analysis.measurements import Measured, Piece, Row
+    piece = Piece("linear", "linear", "matrix", "fp16", "fp32", 1.0, 0.0, 0.0, 1.0)
+
+    def row(batch, op, t):
+        return Measured(Row("h", "m", "decode", batch, 1, None, (16, 16, 16), op, t, "", 0),
+                        (piece,))
+    rows = [row(1, "a", 1.0), row(1, "b", 3.0), row(2, "a", 2.0), row(2, "b", 2.0),
+            row(3, "a", 1.0)]
+    table = errors(rows, np.array([2.0, 2.0, 3.0, 3.0, 1.0]))
+    assert table.summed == pytest.approx((25.0, 50.0, 2))
+
+
+@pytest.mark.parametrize("shipped", ["a100", "h100"])
+def test_shipped_files_carry_the_fit(shipped, request):
+    hw, measured = request.getfixturevalue(shipped)
+    fit = fit_efficiency(measured, sms=hw.sms)
+    e = hw.efficiency
+    assert e.bandwidth == pytest.approx(fit.efficiency.bandwidth, rel=1e-3)
+    assert e.compute["fp16"] == pytest.approx(fit.efficiency.compute["fp16"], rel=1e-3)
+    for kind in ("rmsnorm", "rope", "swiglu"):   # one block per token row: the SM count
+        assert e.rows_for(kind) == fit.efficiency.rows_for(kind) == hw.sms
+    assert e.rows_for("add") == 0                # a flat elementwise kernel
+    if shipped == "a100":
+        assert e.bandwidth_for("decode_attention") == pytest.approx(
+            fit.efficiency.bandwidth_for("decode_attention"), rel=1e-3)
 
 
 # --- bad input ---------------------------------------------------------------------------------
@@ -268,6 +384,8 @@ def test_missing_columns(tmp_path, capsys):
     ("[efficiency]\nspeed = 1\n", "unknown key 'speed' in [efficiency]"),
     ("[efficiency.compute]\nfp99 = 0.5\n", "which [peak] does not list"),
     ("[efficiency.rmsnorm]\nwidth = 0.5\n", "unknown key 'width' in [efficiency.rmsnorm]"),
+    ("[efficiency.rmsnorm]\nrows = 0\n", "token rows (1 to 1e6) that fill the chip"),
+    ("[efficiency.rmsnorm]\nrows = true\n", "rmsnorm.rows = True"),
 ])
 def test_bad_efficiency_sections(section, message, tmp_path, capsys):
     path = _hw_file(tmp_path, section)

@@ -109,6 +109,10 @@ def test_non_positive_batch_or_seq(batch, seq):
      "unknown compute type"),
     ('name = "x"\nbandwidth = -5\nmemory = 1\n[peak]\nfp16 = 1\n', 2, "positive"),
     ('name = "x"\nbandwidth = = 3\n', 2, "not valid TOML"),
+    ('name = "x"\nbandwidth = 1e12\nmemory = 1\nsms = 0\n[peak]\nfp16 = 1\n', 4,
+     "positive whole number of multiprocessors"),
+    ('name = "x"\nbandwidth = 1e12\nmemory = 1\nsms = 1.5\n[peak]\nfp16 = 1\n', 4,
+     "sms = 1.5"),
 ])
 def test_malformed_hardware_file(tmp_path, toml, line, words):
     path = tmp_path / "chip.toml"

@@ -52,17 +52,21 @@ class Fit:
     rows: int
 
 
+def _attention(piece) -> bool:
+    return piece.family in ("attention", "decode_attention")
+
+
 def _own(piece) -> bool:
     """Whether a piece's kind gets figures of its own (everything but the matrix kinds)."""
-    return piece.family == "attention" or piece.engine != "matrix"
+    return _attention(piece) or piece.engine != "matrix"
 
 
 def _key(piece, side: str, part: str = "matrix") -> str:
     """The parameter that scales one part of a piece on the given side of its max."""
     if side == "memory":
         return f"{piece.family}.bandwidth" if _own(piece) else "bandwidth"
-    if piece.family == "attention":
-        return "attention.compute"
+    if _attention(piece):
+        return f"{piece.family}.compute"
     return f"compute.{piece.compute_type if part == 'matrix' else piece.vector_type}"
 
 
@@ -71,8 +75,9 @@ def _launch_key(piece) -> str:
 
 
 def _efficiency(u: Mapping[str, float], launches: Mapping[str, float],
-                source: str = "") -> Efficiency:
+                source: str = "", fill: Mapping[str, float] | None = None) -> Efficiency:
     compute = {k.split(".", 1)[1]: 1 / v for k, v in u.items() if k.startswith("compute.")}
+    fill = fill or {}
     kinds = {}
     for key in list(u) + list(launches):
         kind, _, what = key.rpartition(".")
@@ -82,7 +87,7 @@ def _efficiency(u: Mapping[str, float], launches: Mapping[str, float],
         kinds[kind] = KindEfficiency(
             1 / u[f"{kind}.bandwidth"] if f"{kind}.bandwidth" in u else None,
             1 / u[f"{kind}.compute"] if f"{kind}.compute" in u else None,
-            launches.get(f"{kind}.launch"))
+            launches.get(f"{kind}.launch"), fill.get(kind))
     return Efficiency(bandwidth=1 / u.get("bandwidth", 1.0), compute=compute,
                       launch_s=launches.get("launch", 0.0), kinds=kinds, source=source)
 
@@ -91,28 +96,31 @@ def _is_launch(name: str) -> bool:
     return name == "launch" or name.endswith(".launch")
 
 
-def _assign(measured: list[Measured], e: Efficiency | None, launch: bool = True):
+def _assign(measured: list[Measured], e: Efficiency | None, launch: bool = True,
+            fill: Mapping[str, float] | None = None):
     """Per row: the coefficient of each parameter (seconds at efficiency 1 for a fraction's
     inverse, occurrences for a launch cost), with each op on the side of its max that wins
-    under `e` (None: the ideal roofline)."""
+    under `e` (None: the ideal roofline). `fill`: the rows that fill the chip, by family."""
+    fill = fill or {}
     rows = []
     for m in measured:
         coef: dict[str, float] = {}
         for p in m.pieces:
+            memory_s = p.memory_s * p.stretch(fill.get(p.family, 0.0))
             if e is None:
-                compute_wins = p.matrix_s + p.vector_s > p.memory_s
+                compute_wins = p.matrix_s + p.vector_s > memory_s
             else:
                 c = (p.matrix_s / e.compute_for(p.compute_type or "", p.family)
                      + p.vector_s / e.compute_for(p.vector_type, p.family))
-                compute_wins = c > p.memory_s / e.bandwidth_for(p.family)
+                compute_wins = c > memory_s / e.bandwidth_for(p.family)
             if compute_wins:
                 for part, seconds in (("matrix", p.matrix_s), ("vector", p.vector_s)):
                     if seconds:
                         k = _key(p, "compute", part)
                         coef[k] = coef.get(k, 0.0) + p.count * seconds
-            elif p.memory_s:
+            elif memory_s:
                 k = _key(p, "memory")
-                coef[k] = coef.get(k, 0.0) + p.count * p.memory_s
+                coef[k] = coef.get(k, 0.0) + p.count * memory_s
             if launch:
                 k = _launch_key(p)
                 coef[k] = coef.get(k, 0.0) + p.count
@@ -158,31 +166,66 @@ def _solve(assigned: list[dict], times: np.ndarray, names: list[str]):
     return values, stderr
 
 
-def _split(values: Mapping[str, float], source: str) -> Efficiency:
+def _split(values: Mapping[str, float], source: str,
+           fill: Mapping[str, float] | None = None) -> Efficiency:
     u = {k: v for k, v in values.items() if not _is_launch(k)}
     launches = {k: v for k, v in values.items() if _is_launch(k)}
-    return _efficiency(u, launches, source)
+    return _efficiency(u, launches, source, fill)
 
 
-def fit_efficiency(measured: list[Measured], source: str = "", launch: bool = True) -> Fit:
-    """Least-squares efficiencies (and launch costs) for the measured rows."""
+@dataclass(frozen=True)
+class _Solved:
+    efficiency: Efficiency
+    values: Mapping[str, float]
+    stderr: Mapping[str, float]
+    assigned: list
+    rounds: int
+    objective: float      # sum of squared relative residuals
+
+
+def _fit(measured: list[Measured], times: np.ndarray, source: str, launch: bool,
+         fill: Mapping[str, float]) -> _Solved:
+    """The alternating fit with the occupancy `fill` of each family held fixed."""
+    assigned = _assign(measured, None, launch, fill)
+    rounds = 0
+    for rounds in range(1, MAX_ROUNDS + 1):
+        names = sorted({k for coef in assigned for k in coef})
+        values, stderr = _solve(assigned, times, names)
+        e = _split(values, source, fill)
+        again = _assign(measured, e, launch, fill)
+        if again == assigned or rounds == MAX_ROUNDS:  # settled, or the last solved one kept
+            break
+        assigned = again
+    residual = predict(measured, e) / times - 1
+    return _Solved(e, values, stderr, assigned, rounds, float(residual @ residual))
+
+
+def _row_parallel_families(measured: list[Measured]) -> list[str]:
+    """Families whose kernels may run one thread block per row: the elementwise kinds."""
+    return sorted({p.family for m in measured for p in m.pieces
+                   if p.engine == "vector" and not _attention(p)})
+
+
+def fit_efficiency(measured: list[Measured], source: str = "", launch: bool = True,
+                   sms: int | None = None) -> Fit:
+    """Least-squares efficiencies (and launch costs) for the measured rows. With the chip's
+    multiprocessor count `sms`, each elementwise family is also tried with occupancy (one
+    thread block per row, `rows = sms`), kept where it lowers the squared relative error:
+    a choice between two physical models, not a fitted number."""
     times = np.array([m.row.time_s for m in measured])
-    assigned = _assign(measured, None, launch)
-    names = sorted({k for coef in assigned for k in coef})
+    names = sorted({k for coef in _assign(measured, None, launch) for k in coef})
     if len(measured) < len(names) + 1:
         raise CalibrationError(f"{len(measured)} measured rows cannot fit {len(names)} "
                                f"parameters ({', '.join(names)})",
                                hint=f"give at least {len(names) + 1} rows, spread over sizes "
                                     "where different ops are memory- and compute-bound")
-    rounds = 0
-    for rounds in range(1, MAX_ROUNDS + 1):
-        names = sorted({k for coef in assigned for k in coef})
-        values, stderr = _solve(assigned, times, names)
-        e = _split(values, source)
-        again = _assign(measured, e, launch)
-        if again == assigned or rounds == MAX_ROUNDS:  # settled, or the last solved one kept
-            break
-        assigned = again
+    fill: dict[str, float] = {}
+    best = _fit(measured, times, source, launch, fill)
+    for family in _row_parallel_families(measured) if sms else ():
+        trial = _fit(measured, times, source, launch, {**fill, family: float(sms)})
+        if trial.objective < best.objective:
+            fill, best = {**fill, family: float(sms)}, trial
+    assigned, values, stderr = best.assigned, best.values, best.stderr
     used = {k for coef in assigned for k in coef}  # the assignment the values were solved on
     params = []
     for n in sorted(used, key=lambda n: (_is_launch(n), n)):
@@ -192,9 +235,14 @@ def fit_efficiency(measured: list[Measured], source: str = "", launch: bool = Tr
         else:  # report fractions, not their inverses
             params.append(Parameter(n, 1 / values[n], se / values[n] ** 2 if se else se,
                                     sum(1 for c in assigned if n in c)))
+    for family, rows in sorted(fill.items()):
+        params.append(Parameter(f"{family}.rows", rows, None,
+                                sum(1 for m in measured for p in m.pieces
+                                    if p.family == family and p.rows < rows)))
     every = _all_parameters(measured) | ({_launch_key(p) for m in measured for p in m.pieces}
                                          if launch else set())
-    return Fit(e, tuple(params), tuple(sorted(every - used)), rounds, len(measured))
+    return Fit(best.efficiency, tuple(params), tuple(sorted(every - used)), best.rounds,
+               len(measured))
 
 
 def _all_parameters(measured: list[Measured]) -> set[str]:
@@ -215,11 +263,14 @@ def _all_parameters(measured: list[Measured]) -> set[str]:
 
 @dataclass(frozen=True)
 class ErrorTable:
-    """Absolute percentage errors of predictions, by op kind and by stage."""
+    """Absolute percentage errors of predictions, by op kind and by stage; and of the summed
+    time of each configuration whose several ops were measured (a layer's kernels at one
+    size: what a step costs, where single small kernels weigh little)."""
     overall_mape: float
     overall_max: float
     by_kind: Mapping[str, tuple[float, float, int]]   # kind -> (mean, max, rows)
     by_stage: Mapping[str, tuple[float, float, int]]
+    summed: tuple[float, float, int] | None = None    # (mean, max, configurations)
 
 
 def errors(measured: list[Measured], predicted: np.ndarray) -> ErrorTable:
@@ -233,7 +284,20 @@ def errors(measured: list[Measured], predicted: np.ndarray) -> ErrorTable:
         return {k: (float(np.mean(v)), float(np.max(v)), len(v)) for k, v in sorted(groups.items())}
 
     return ErrorTable(float(ape.mean()), float(ape.max()), table(lambda m: m.kind),
-                      table(lambda m: m.row.stage))
+                      table(lambda m: m.row.stage), _summed(measured, predicted, times))
+
+
+def _summed(measured: list[Measured], predicted: np.ndarray, times: np.ndarray):
+    """Errors of the summed time per configuration (model, stage, sizes, bits) that has two or
+    more distinct ops measured; None where none has."""
+    groups: dict[tuple, list[int]] = {}
+    for i, m in enumerate(measured):
+        r = m.row
+        if r.op != "total":
+            groups.setdefault((r.model, r.stage, r.batch, r.seq, r.tokens, r.bits), []).append(i)
+    ape = [100 * abs(predicted[g].sum() / times[g].sum() - 1) for g in groups.values()
+           if len({measured[i].row.op for i in g}) > 1]
+    return (float(np.mean(ape)), float(np.max(ape)), len(ape)) if ape else None
 
 
 def predict(measured: list[Measured], e: Efficiency | None) -> np.ndarray:
@@ -241,7 +305,7 @@ def predict(measured: list[Measured], e: Efficiency | None) -> np.ndarray:
 
 
 def cross_validate(measured: list[Measured], folds: int, group: str | None = None,
-                   seed: int = 0) -> tuple[np.ndarray, int]:
+                   seed: int = 0, sms: int | None = None) -> tuple[np.ndarray, int]:
     """Held-out predictions: each row predicted by a fit on the other folds. Folds are random
     (seeded) or, with `group` ("model", "kind" or "stage"), one group of rows per fold, so that
     a model or size the fit has not seen is predicted. Returns (predictions, folds used)."""
@@ -265,7 +329,7 @@ def cross_validate(measured: list[Measured], folds: int, group: str | None = Non
     for f in range(folds):
         train = [m for m, g in zip(measured, fold_of) if g != f]
         test = [i for i in range(n) if fold_of[i] == f]
-        fitted = fit_efficiency(train).efficiency
+        fitted = fit_efficiency(train, sms=sms).efficiency
         out[test] = [measured[i].predict(fitted) for i in test]
     return out, folds
 

@@ -43,6 +43,7 @@ class StageNumbers:
     serial_time: np.ndarray | float = 0.0    # channel time after it (host, no overlap)
     channels: tuple[str | None, ...] = ()    # the channel of each op's transfers
     schedule: tuple[int, int] = (1, 1)       # (pipeline stages, microbatches)
+    occupancy: np.ndarray | float = 1.0      # memory time's stretch when rows leave SMs idle
 
     @cached_property
     def bytes(self) -> np.ndarray:
@@ -61,7 +62,7 @@ class StageNumbers:
 
     @cached_property
     def device_memory_time(self) -> np.ndarray:
-        return memory_seconds(self.bytes, self.bandwidth)
+        return memory_seconds(self.bytes, self.bandwidth) * self.occupancy
 
     @cached_property
     def memory_time(self) -> np.ndarray:
@@ -140,12 +141,13 @@ def bound_args(symbols, values: Mapping[sympy.Symbol, object]):
 @functools.lru_cache(maxsize=64)
 def _rows(stage: StageRoofline):
     """Per stage: the symbols and the rows [repeat..., flops..., bytes by class...,
-    vector flops..., transfers...] of every op."""
+    vector flops..., transfers..., occupancy...] of every op."""
     rows = [o.node.repeat for o in stage.ops] + [o.flops for o in stage.ops]
     for cls in CLASSES:
         rows += [o.bytes_by_class[cls] for o in stage.ops]
     rows += [o.vector_flops for o in stage.ops]
     rows += [o.overlapped_transfer for o in stage.ops] + [o.serial_transfer for o in stage.ops]
+    rows += [o.occupancy for o in stage.ops]
     rows = [sympy.sympify(r) for r in rows]
     symbols = sorted(set().union(*(r.free_symbols for r in rows)), key=lambda s: s.name)
     return symbols, rows
@@ -217,6 +219,7 @@ def evaluate(stage: StageRoofline, values: Mapping[sympy.Symbol, object]) -> Sta
         launch=rates["launch"],
         transfer_time=table[(3 + k) * n:(4 + k) * n],
         serial_time=table[(4 + k) * n:(5 + k) * n],
+        occupancy=table[(5 + k) * n:(6 + k) * n],
         channels=fixed["channels"], schedule=stage.schedule)
 
 

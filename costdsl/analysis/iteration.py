@@ -34,7 +34,7 @@ from typing import Callable, Mapping
 
 import sympy
 
-from .roofline import StageRoofline, larger
+from .roofline import StageRoofline, larger, row_count
 from .. import symbols as S
 
 N, T, TT, TC, C, L = sympy.symbols("N T TT TC C L", nonnegative=True)
@@ -53,10 +53,18 @@ class IterationCost:
     expression: sympy.Expr
     function: Callable[..., float]
     mean_field_ops: tuple[str, ...]     # ops taken at the mean sequence (not exact)
+    decode_function: Callable[..., float] | None = None
+    """The same with decode's kernels (its attention efficiencies), for an iteration in which
+    every sequence decodes one token; None where the hardware prices them alike."""
 
     def __call__(self, n: float, t: float, tt: float, tc: float, c: float,
                  l: float | None = None) -> float:
-        return self.function(n, t, tt, tc, c, n if l is None else l) if n else 0.0
+        if not n:
+            return 0.0
+        l = n if l is None else l
+        if self.decode_function is not None and t == n and tt == n and l == n:
+            return self.decode_function(n, t, tt, tc, c, l)
+        return self.function(n, t, tt, tc, c, l)
 
 
 def _aggregated(expr: sympy.Expr, monomials=_MONOMIALS) -> sympy.Expr | None:
@@ -84,23 +92,37 @@ def _mean_field(expr: sympy.Expr, logits: bool) -> sympy.Expr:
                                          S.seq: C / N})
 
 
-def iteration_cost(step: StageRoofline, bits: Mapping[sympy.Symbol, float]) -> IterationCost:
+def iteration_cost(step: StageRoofline, bits: Mapping[sympy.Symbol, float],
+                   decode: StageRoofline | None = None) -> IterationCost:
     """The compiled iteration time of the `verify` (or `step`) stage's roofline with the
-    bitwidths bound."""
+    bitwidths bound; `decode`: the same graph's roofline with decode's kernels, used when every
+    sequence of an iteration decodes."""
+    total, approximate = _total(step, bits)
+    function = sympy.lambdify(AGGREGATES, total, modules="math")
+    decode_function = None
+    if decode is not None:
+        decode_function = sympy.lambdify(AGGREGATES, _total(decode, bits)[0], modules="math")
+    return IterationCost(total, function, tuple(dict.fromkeys(approximate)), decode_function)
+
+
+def _total(step: StageRoofline, bits: Mapping[sympy.Symbol, float]):
+    """The iteration time in the five sums, and the ops taken at the mean sequence."""
     bits = {k: sympy.Float(v) for k, v in bits.items()}
     total, approximate = sympy.Integer(0), []
     for op in step.ops:
         logits = op.node.attrs.get("tokens") == "last"
         parts = []
-        for expr in (op.compute_time, op.memory_time, op.serial_transfer):
+        for expr in (op.compute_time, op.streaming_time, op.overlapped_transfer,
+                     op.serial_transfer, row_count(op.node)):
             bound = sympy.sympify(expr).xreplace(bits)
             summed = _aggregated(bound, _LOGIT_MONOMIALS if logits else _MONOMIALS)
             if summed is None:
                 summed = _mean_field(bound, logits)
                 approximate.append(op.node.name)
             parts.append(summed)
-        time = larger(parts[0], parts[1]) + op.launch + parts[2]
+        compute, streaming, beside, serial, rows = parts
+        # one batched kernel over every sequence's rows: the occupancy of their sum
+        memory = streaming * op.occupancy_at(rows) + beside
+        time = larger(compute, memory) + op.launch + serial
         total += op.node.repeat * time
-    total = step.steps * total
-    function = sympy.lambdify(AGGREGATES, total, modules="math")
-    return IterationCost(total, function, tuple(dict.fromkeys(approximate)))
+    return step.steps * total, approximate

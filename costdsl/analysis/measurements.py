@@ -25,14 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import sympy
 
 from ..errors import CostDSLError
 from ..files import read_user_text
 from ..hardware import Hardware
-from ..hardware.efficiency import Efficiency, efficiency_kind
+from ..hardware.efficiency import Efficiency
 from .. import symbols as S
 from .evaluate import evaluate
 from .records import Settings
+from .roofline import kind_of, row_count
 
 COLUMNS = ("hardware", "model", "stage", "batch", "seq", "tokens", "w_bits", "a_bits",
            "kv_bits", "op", "time_s")
@@ -70,6 +72,13 @@ class Piece:
     matrix_s: float       # matrix operations / peak
     vector_s: float       # vector operations / vector rate
     memory_s: float       # bytes / bandwidth
+    rows: float = 1.0     # rows of its output (tokens, or tokens x heads): thread blocks
+
+    def stretch(self, fill_rows: float) -> float:
+        """The memory time's factor when `fill_rows` rows fill the chip (roofline.occupancy)."""
+        if not fill_rows or self.engine != "vector":
+            return 1.0
+        return max(1.0, fill_rows / self.rows)
 
     def time(self, e: Efficiency | None) -> float:
         """Seconds of the piece's occurrences under efficiency `e` (None: ideal)."""
@@ -77,7 +86,8 @@ class Piece:
             return self.count * max(self.matrix_s + self.vector_s, self.memory_s)
         compute = (self.matrix_s / e.compute_for(self.compute_type or "", self.family)
                    + self.vector_s / e.compute_for(self.vector_type, self.family))
-        return self.count * (max(compute, self.memory_s / e.bandwidth_for(self.family))
+        memory = self.memory_s * self.stretch(e.rows_for(self.family))
+        return self.count * (max(compute, memory / e.bandwidth_for(self.family))
                              + e.launch_for(self.family))
 
 
@@ -193,16 +203,27 @@ def _pieces(model, stage, bits, rows, hw: Hardware, file: str) -> dict[int, tupl
         matrix = np.nan_to_num((n.flops - n.vector_flops) / n.peak)
         vector = np.nan_to_num(n.vector_flops / n.vector_peak)
     memory = n.bytes / n.bandwidth
+    counts = _row_counts(symbolic, values, len(rows))
     vector_type = hw.vector_type
     out = {}
     for j, r in enumerate(rows):
         chosen = range(len(names)) if r.op == "total" else [names.index(r.op)]
         out[r.line] = tuple(
-            Piece(n.kinds[i], efficiency_kind(n.kinds[i],
-                                              symbolic.ops[i].node.attrs.get("kinds", ())),
+            Piece(n.kinds[i], kind_of(symbolic.ops[i].node),
                   symbolic.ops[i].node.engine, n.compute_types[i], vector_type,
                   float(n.repeat[i][j]) if r.op == "total" else 1.0,
                   float(matrix[i][j]) if n.compute_types[i] else 0.0,
-                  float(vector[i][j]) if n.compute_types[i] else 0.0, float(memory[i][j]))
+                  float(vector[i][j]) if n.compute_types[i] else 0.0, float(memory[i][j]),
+                  float(counts[i][j]))
             for i in chosen)
     return out
+
+
+def _row_counts(symbolic, values, n: int) -> np.ndarray:
+    """Output rows of every op at every measured row (ops on axis 0)."""
+    exprs = [row_count(o.node) for o in symbolic.ops]
+    symbols = sorted(set().union(*(sympy.sympify(e).free_symbols for e in exprs)),
+                     key=lambda s: s.name)
+    f = sympy.lambdify(symbols, exprs, modules="numpy")
+    return np.array([np.broadcast_to(np.asarray(v, float), (n,))
+                     for v in f(*(values[s] for s in symbols))])

@@ -82,10 +82,10 @@ def compute_type(node: Node, hw: Hardware, bits: Mapping[sympy.Symbol, float]) -
                               _PROMOTION[wanted]) + ", or quantize the op to a type it has")
 
 
-def matrix_peak(node: Node, hw: Hardware, ctype: str) -> float:
+def matrix_peak(node: Node, hw: Hardware, ctype: str, kind: str | None = None) -> float:
     """The rate of the op's matrix work in `ctype`: the N:M-sparse rate for weights a
     `sparsify(pattern="N:M")` pass pruned (where the hardware file gives one), else dense."""
-    kind = kind_of(node)
+    kind = kind or kind_of(node)
     if node.attrs.get("sparse_nm"):
         return hw.sparse_peak_for(ctype, kind)
     return hw.peak_for(ctype, kind)
@@ -142,6 +142,7 @@ class OpRoofline:
     channel_latency: float = 0.0              # seconds per message step (alpha)
     hidden: sympy.Expr = sympy.Integer(0)     # compute time its transfer overlaps
     serial: bool = False        # its transfer adds to the kernel (offload without overlap)
+    fill_rows: float = 0.0      # token rows that fill the chip (efficiency `rows`; 0: none)
 
     @property
     def flops(self) -> sympy.Expr:
@@ -210,10 +211,28 @@ class OpRoofline:
         """The part that adds to the kernel's time."""
         return self.transfer_time if self.serial else sympy.Integer(0)
 
+    def occupancy_at(self, rows: sympy.Expr) -> sympy.Expr:
+        """The factor by which too few rows stretch the memory time: max(1, fill_rows / rows),
+        with one thread block per row (1 when the hardware models no occupancy)."""
+        if not self.fill_rows:
+            return sympy.Integer(1)
+        # written max(R, rows) / rows: sympy 1.14 folds Max(1, 108/(batch*seq)) to its second
+        # argument for integer symbols, which is wrong at batch*seq > 108
+        return sympy.Max(exact(self.fill_rows), rows) / rows
+
+    @property
+    def occupancy(self) -> sympy.Expr:
+        return self.occupancy_at(row_count(self.node))
+
+    @property
+    def streaming_time(self) -> sympy.Expr:
+        """Bytes over the achieved bandwidth, before the occupancy stretch."""
+        return memory_seconds(self.bytes, self.bandwidth)
+
     @cached_property
     def memory_time(self) -> sympy.Expr:
         """Device memory time, and the transfers that overlap it (they share the step)."""
-        return memory_seconds(self.bytes, self.bandwidth) + self.overlapped_transfer
+        return self.streaming_time * self.occupancy + self.overlapped_transfer
 
     @property
     def effective_bytes(self) -> sympy.Expr:
@@ -255,9 +274,12 @@ class StageRoofline:
         return self.steps * sympy.Add(*(o.node.repeat * o.time for o in self.ops))
 
 
-def roofline(graph: nx.DiGraph, hw: Hardware, bits: Mapping[str, float]) -> StageRoofline:
+def roofline(graph: nx.DiGraph, hw: Hardware, bits: Mapping[str, float],
+             kernels: str | None = None) -> StageRoofline:
     """`bits` maps w_bits/a_bits/kv_bits to numbers: the compute type of each op depends on them.
-    They stay symbols in the byte expressions, substituted when evaluated."""
+    They stay symbols in the byte expressions, substituted when evaluated. `kernels`: the stage
+    whose kernels' efficiencies apply (default the graph's own; a serving iteration of only
+    decodes runs decode's attention kernel on the step graph)."""
     values = {BITS_BY_CLASS[c]: v for c, v in _by_class(bits).items()}
     vector_type = hw.vector_type
     layout = check_devices(graph, hw)
@@ -265,15 +287,16 @@ def roofline(graph: nx.DiGraph, hw: Hardware, bits: Mapping[str, float]) -> Stag
     for node in nodes(graph):
         hardware_values = _hardware_values(node, hw, values)
         ctype = compute_type(node, hw, values)
-        kind = kind_of(node)
-        peak = matrix_peak(node, hw, ctype) if ctype else float("inf")
+        kind = kind_of(node, kernels)
+        peak = matrix_peak(node, hw, ctype, kind) if ctype else float("inf")
         channel = _channel(node, hw, layout)
         ops.append(OpRoofline(
             node, ctype, peak, hw.bandwidth_for(kind), hw.peak_for(vector_type, kind),
             hardware_values, 0.0 if node.engine == "link" else hw.launch_for(kind), channel,
             hw.channel_bandwidth(channel) if channel else float("inf"),
             hw.channel(channel).latency_s if channel else 0.0,
-            serial=channel == "host" and not node.attrs.get("overlap", True)))
+            serial=channel == "host" and not node.attrs.get("overlap", True),
+            fill_rows=hw.rows_for(kind) if node.engine == "vector" else 0.0))
     return StageRoofline(graph.graph["stage"], _with_overlap(ops),
                          tuple(graph.graph.get("pipeline", (1, 1))))
 
@@ -338,9 +361,14 @@ def _channel(node: Node, hw: Hardware, layout: dict) -> str | None:
     return channel
 
 
-def kind_of(node: Node) -> str:
+def kind_of(node: Node, kernels: str | None = None) -> str:
     """The name the op's efficiencies are looked up under (hardware.efficiency)."""
-    return efficiency_kind(node.kind, node.attrs.get("kinds", ()))
+    return efficiency_kind(node.kind, node.attrs.get("kinds", ()), kernels or node.stage)
+
+
+def row_count(node: Node) -> sympy.Expr:
+    """Rows of an op's output: every dimension but the last (tokens, or tokens x heads)."""
+    return sympy.Mul(*node.out_shape[:-1]) if len(node.out_shape) > 1 else sympy.Integer(1)
 
 
 def _hardware_values(node: Node, hw: Hardware, bits) -> dict | None:

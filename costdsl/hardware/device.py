@@ -7,6 +7,8 @@ Schema (a user can write their own):
     sram      = "10.5 MiB"                 # optional: on-chip memory of the whole chip
     sram_per_block = "99 KiB"              # optional: on-chip memory one thread block can use
                                            # (FlashAttention's tile budget M)
+    sms       = 108                        # optional: streaming multiprocessors (compute units):
+                                           # kernels run one thread block per SM at a time
     [peak]                                 # dense operations/s by compute type
     fp32 = "38.7 TFLOPS"                   # fp32 is the non-tensor (vector) rate: elementwise
     fp16 = "154.8 TFLOPS"                  # ops such as norms and softmax run at it
@@ -61,6 +63,7 @@ class Hardware:
     network: Link | None = None     # scale-out, per device (between nodes)
     device_key: str = ""            # the device a system file names ("" for a device file)
     ideal_links: bool = False       # ideal(): links at their datasheet bandwidth too
+    sms: int | None = None          # streaming multiprocessors: blocks that run at once
 
     @property
     def is_system(self) -> bool:
@@ -104,6 +107,10 @@ class Hardware:
     def bandwidth_for(self, kind: str = "linear") -> float:
         e = self.efficiency
         return self.bandwidth_Bps * (e.bandwidth_for(kind) if e else 1.0)
+
+    def rows_for(self, kind: str) -> float:
+        """Token rows a kernel of `kind` needs to fill the chip (0: occupancy not modelled)."""
+        return self.efficiency.rows_for(kind) if self.efficiency else 0.0
 
     def launch_for(self, kind: str = "linear") -> float:
         """Seconds of fixed cost per kernel of `kind` (0 for the ideal roofline)."""
@@ -312,12 +319,12 @@ def _from_table(data: dict, path: Path, fail) -> Hardware:
             raise fail(f"missing required key {key!r}",
                        hint="a device file needs name, bandwidth, memory and a [peak] table; a "
                             "system file names a device and a count")
-    unknown = set(data) - {"name", "bandwidth", "memory", "sram", "sram_per_block", "peak",
-                           "notes", "efficiency", *CHANNEL_SECTIONS}
+    unknown = set(data) - {"name", "bandwidth", "memory", "sram", "sram_per_block", "sms",
+                           "peak", "notes", "efficiency", *CHANNEL_SECTIONS}
     if unknown:
         key = sorted(unknown)[0]
         raise fail(f"unknown key {key!r}", key,
-                   hint="keys: name, bandwidth, memory, sram, sram_per_block, [peak], notes, "
+                   hint="keys: name, bandwidth, memory, sram, sram_per_block, sms, [peak], notes, "
                         "[efficiency], [link], [host], [network]; a system file has device "
                         "and count")
     if not isinstance(data["name"], str):
@@ -339,6 +346,10 @@ def _from_table(data: dict, path: Path, fail) -> Hardware:
                 sram[key] = parse_quantity(data[key], "bytes", key)
             except ValueError as err:
                 raise fail(str(err), key) from None
+    sms = data.get("sms")
+    if sms is not None and (isinstance(sms, bool) or not isinstance(sms, int) or
+                            not 0 < sms <= 100_000):
+        raise fail(f"sms = {sms!r}: expected a positive whole number of multiprocessors", "sms")
     peak, sparse = {}, {}
     for key, value in data["peak"].items():
         ctype = key.removesuffix(SPARSE_SUFFIX)
@@ -370,4 +381,4 @@ def _from_table(data: dict, path: Path, fail) -> Hardware:
             raise fail(f"[efficiency.compute] names {sorted(unknown_types)[0]!r}, which [peak] "
                        "does not list", "efficiency.compute." + sorted(unknown_types)[0])
     return Hardware(path.stem, data["name"], bandwidth, memory, peak, sram.get("sram"), str(path),
-                    sram.get("sram_per_block"), efficiency, sparse)
+                    sram.get("sram_per_block"), efficiency, sparse, sms=sms)

@@ -13,8 +13,11 @@ of the file):
     bandwidth = 0.88
     compute = 0.60
     launch = "10 us"
+    [efficiency.decode_attention]  # optional: decode's attention kernel (FlashDecoding,
+    bandwidth = 0.76          # paged attention) when it differs from prefill's; else `attention`
     [efficiency.rmsnorm]      # any op kind may have its own figures
     bandwidth = 0.31
+    rows = 108                # token rows that fill the chip: one thread block per row
 
 Time of an op = max(operations / (eta_c peak), bytes / (eta_b bandwidth)) + launch. The
 top-level figures are those of the GEMMs (linear layers and the other matrix kinds); an op kind
@@ -23,6 +26,13 @@ gives them and the top-level ones otherwise; a missing fraction is 1 (the datash
 Small elementwise kernels really do differ: vidur's A100 profiles show RMSNorm at about a third
 of the HBM bandwidth and a residual add near all of it. A fraction above 1 is allowed: a working
 set served from on-chip cache beats the off-chip roof.
+
+`rows` models occupancy: vLLM's norm, rotary and activation kernels run one thread block per
+token row, so with fewer rows than multiprocessors part of the chip idles and the memory time
+is that of `rows` rows: bytes / (eta_b B) x max(1, rows / rows of the op). On vidur's A100
+profiles this takes RMSNorm's fitted error from 20% to 9% (a Llama-2-70B norm of one token takes
+twice a 7B one, at the same fraction of the roof); `costdsl calibrate` sets it to the SM count
+where the data say so.
 """
 from __future__ import annotations
 
@@ -31,6 +41,12 @@ from typing import Mapping
 
 ATTENTION_KINDS = frozenset({"qk_matmul", "softmax", "sv_matmul", "flash_attention"})
 """Op kinds timed with the `attention` figures (fused ops count when a member is one)."""
+
+FALLBACK = {"decode_attention": "attention"}
+"""A family whose figures, where the file gives none of its own, are those of another."""
+
+FAMILIES = frozenset({"attention", "decode_attention"})
+"""Efficiency tables that are not op kinds."""
 
 MAX_FRACTION = 4.0
 """The largest efficiency accepted: above 1 means on-chip reuse; 4x the datasheet is a typo."""
@@ -42,6 +58,7 @@ class KindEfficiency:
     bandwidth: float | None = None
     compute: float | None = None
     launch_s: float | None = None
+    rows: float | None = None      # token rows that fill the chip (None: occupancy not modelled)
 
 
 @dataclass(frozen=True)
@@ -54,8 +71,13 @@ class Efficiency:
     measured_as: str = ""  # the hardware key the measurements name (a calibrated copy's origin)
 
     def _own(self, kind: str, what: str):
-        own = self.kinds.get(kind)
-        return getattr(own, what) if own is not None else None
+        while kind:
+            own = self.kinds.get(kind)
+            value = getattr(own, what) if own is not None else None
+            if value is not None:
+                return value
+            kind = FALLBACK.get(kind, "")
+        return None
 
     def bandwidth_for(self, kind: str) -> float:
         own = self._own(kind, "bandwidth")
@@ -69,19 +91,26 @@ class Efficiency:
         own = self._own(kind, "launch_s")
         return self.launch_s if own is None else own
 
+    def rows_for(self, kind: str) -> float:
+        """Token rows a kernel of `kind` needs to fill the chip (0: occupancy not modelled)."""
+        return self._own(kind, "rows") or 0.0
+
     def as_dict(self) -> dict:
         return {"bandwidth": self.bandwidth, "launch_s": self.launch_s,
                 "compute": dict(self.compute),
                 "kinds": {k: {"bandwidth": v.bandwidth, "compute": v.compute,
-                              "launch_s": v.launch_s} for k, v in self.kinds.items()}}
+                              "launch_s": v.launch_s, "rows": v.rows}
+                          for k, v in self.kinds.items()}}
 
 
-def efficiency_kind(kind: str, fused_kinds=()) -> str:
-    """The name an op's figures are looked up under: "attention" for attention kernels, a fused
-    op's kind when all its members share it (q+k+v: linear), else the op's own kind."""
+def efficiency_kind(kind: str, fused_kinds=(), stage: str = "") -> str:
+    """The name an op's figures are looked up under: "attention" for attention kernels
+    ("decode_attention" in the decode stage, which runs a kernel of its own: one query row per
+    sequence, split over the KV length), a fused op's kind when all its members share it
+    (q+k+v: linear), else the op's own kind."""
     members = set(fused_kinds) or {kind}
     if kind in ATTENTION_KINDS or members & ATTENTION_KINDS:
-        return "attention"
+        return "decode_attention" if stage == "decode" else "attention"
     return members.pop() if len(members) == 1 else kind
 
 
@@ -95,6 +124,13 @@ def parse_efficiency(table: dict, fail, parse_quantity, kinds: set[str]) -> Effi
                        f"{MAX_FRACTION:g}] of the datasheet figure", f"efficiency.{key}")
         return float(value)
 
+    def rows(value, key):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                not 1 <= value <= 1e6:
+            raise fail(f"efficiency {key} = {value!r}: expected the number of token rows (1 to "
+                       "1e6) that fill the chip, e.g. its SM count", f"efficiency.{key}")
+        return float(value)
+
     def launch(value, key):
         try:
             return parse_quantity(value, "seconds", f"efficiency.{key}")
@@ -105,22 +141,24 @@ def parse_efficiency(table: dict, fail, parse_quantity, kinds: set[str]) -> Effi
     for key, value in table.items():
         if key in ("bandwidth", "launch", "source", "compute", "measured_as"):
             top[key] = value
-        elif key in kinds or key == "attention":
+        elif key in kinds or key in FAMILIES:
             if not isinstance(value, dict):
                 raise fail(f"[efficiency.{key}] must be a table", f"efficiency.{key}")
-            extra = set(value) - {"bandwidth", "compute", "launch"}
+            extra = set(value) - {"bandwidth", "compute", "launch", "rows"}
             if extra:
                 raise fail(f"unknown key {sorted(extra)[0]!r} in [efficiency.{key}]",
-                           f"efficiency.{key}.{sorted(extra)[0]}", "keys: bandwidth, compute, launch")
+                           f"efficiency.{key}.{sorted(extra)[0]}",
+                           "keys: bandwidth, compute, launch, rows")
             own[key] = KindEfficiency(
                 fraction(value["bandwidth"], f"{key}.bandwidth") if "bandwidth" in value else None,
                 fraction(value["compute"], f"{key}.compute") if "compute" in value else None,
-                launch(value["launch"], f"{key}.launch") if "launch" in value else None)
+                launch(value["launch"], f"{key}.launch") if "launch" in value else None,
+                rows(value["rows"], f"{key}.rows") if "rows" in value else None)
         else:
             raise fail(f"unknown key {key!r} in [efficiency]", f"efficiency.{key}",
                        "keys: bandwidth, launch, source, measured_as, [efficiency.compute], and a "
-                       "table per "
-                       "op kind ([efficiency.attention], [efficiency.rmsnorm], ...)")
+                       "table per op kind ([efficiency.attention], "
+                       "[efficiency.decode_attention], [efficiency.rmsnorm], ...)")
     compute = top.get("compute", {})
     if not isinstance(compute, dict):
         raise fail("[efficiency.compute] must be a table", "efficiency.compute")

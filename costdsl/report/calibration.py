@@ -8,6 +8,8 @@ from .units import seconds
 
 
 def _value(p) -> str:
+    if p.name.endswith(".rows"):
+        return f"{p.value:g} (the SM count: one block per row)"
     if p.name == "launch" or p.name.endswith(".launch"):
         shown = seconds(p.value)
         return shown + (f" ± {seconds(p.stderr)}" if p.stderr is not None else "")
@@ -43,6 +45,11 @@ def error_lines(*tables: tuple[str, ErrorTable]) -> list[str]:
             lines.append(f"    {group + f' ({count})':22s}{cells}")
     cells = "".join(f"{t.overall_mape:>21.1f}% /{t.overall_max:>7.1f}%" for _, t in tables)
     lines.append(f"  {'all rows':24s}{cells}")
+    if first.summed is not None:
+        cells = "".join(f"{t.summed[0]:>21.1f}% /{t.summed[1]:>7.1f}%" for _, t in tables)
+        lines.append(f"  {'summed per configuration':24s}{cells}")
+        lines.append(f"    ({first.summed[2]} configurations with several ops measured: the "
+                     "error of their total time)")
     return lines
 
 
@@ -51,7 +58,10 @@ def error_dict(t: ErrorTable) -> dict:
             "by_kind": {k: {"mape_percent": v[0], "max_percent": v[1], "rows": v[2]}
                         for k, v in t.by_kind.items()},
             "by_stage": {k: {"mape_percent": v[0], "max_percent": v[1], "rows": v[2]}
-                         for k, v in t.by_stage.items()}}
+                         for k, v in t.by_stage.items()},
+            "summed": None if t.summed is None else {
+                "mape_percent": t.summed[0], "max_percent": t.summed[1],
+                "configurations": t.summed[2]}}
 
 
 def fit_dict(hw_key: str, fit: Fit, before: ErrorTable, after: ErrorTable) -> dict:
@@ -63,7 +73,7 @@ def fit_dict(hw_key: str, fit: Fit, before: ErrorTable, after: ErrorTable) -> di
 
 
 _OUR_COMMENT = "# Calibrated by `costdsl calibrate`"
-_SECTION = re.compile(r"^\[efficiency(\.[a-z]+)?\]\s*$")
+_SECTION = re.compile(r"^\[efficiency(\.[a-z0-9_]+)?\]\s*$")
 
 
 def calibrated_toml(original: str, fit: Fit, measurements: str, after: ErrorTable,
@@ -89,7 +99,8 @@ def calibrated_toml(original: str, fit: Fit, measurements: str, after: ErrorTabl
               f"MAPE {after.overall_mape:.1f}% on the fit's own rows")
     out = kept + ["", f"{_OUR_COMMENT} from {measurements}",
                   f"# ({fit.rows} rows; {judged}). Time = max(ops / (compute x peak), "
-                  "bytes / (bandwidth x datasheet bandwidth)) + launch.",
+                  "bytes / (bandwidth x datasheet bandwidth) x max(1, rows / the op's rows)) "
+                  "+ launch.",
                   "[efficiency]",
                   f"bandwidth = {e.bandwidth:.4f}  {note('bandwidth')}",
                   f'launch = "{e.launch_s * 1e6:.2f} us"  {note("launch")}',
@@ -105,4 +116,8 @@ def calibrated_toml(original: str, fit: Fit, measurements: str, after: ErrorTabl
             out.append(f"compute = {own.compute:.4f}  {note(kind + '.compute')}")
         if own.launch_s is not None:
             out.append(f'launch = "{own.launch_s * 1e6:.2f} us"  {note(kind + ".launch")}')
+        if own.rows is not None:
+            p = by.get(kind + ".rows")
+            out.append(f"rows = {own.rows:g}  # the SM count: one thread block per token row "
+                       f"fits better ({p.rows if p else 0} rows below it)")
     return "\n".join(out) + "\n"
