@@ -63,3 +63,20 @@ def test_flash_attention_needs_on_chip_memory_figures():
     # 16 bits), the MI300X's 64 KB LDS too
     m.analyze("apple-m2-ultra", batch=1, seq=128)
     m.analyze("amd-mi300x", batch=1, seq=128)
+
+
+def test_a_hardware_file_changed_on_disk_is_read_again(tmp_path, monkeypatch):
+    """Hardware asked for by name is answered from memory while its file is unchanged, and read
+    again once it changes (here: the bandwidth doubled, and a file of a shipped name appearing
+    in the working directory takes precedence, as it does on a first load)."""
+    text = (HARDWARE / "nvidia-a6000.toml").read_text()
+    path = tmp_path / "chip.toml"
+    path.write_text(text)
+    first = load_hardware(str(path))
+    assert load_hardware(str(path)) is first
+    path.write_text(text.replace('bandwidth = "768 GB/s"', 'bandwidth = "1536 GB/s"'))
+    assert load_hardware(str(path)).bandwidth_Bps == 2 * first.bandwidth_Bps
+    shipped = load_hardware("nvidia-l4")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "nvidia-l4").write_text(text)
+    assert load_hardware("nvidia-l4").name == first.name != shipped.name

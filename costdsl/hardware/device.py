@@ -16,6 +16,7 @@ Compute types: fp64 fp32 tf32 fp16 bf16 fp8 int8 fp4 int4. Plain numbers are bas
 """
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field, replace
@@ -226,8 +227,38 @@ _LOADED: dict[tuple[str, str], Hardware] = {}
 same text gives the same record without parsing it again (analyze in a loop passes names)."""
 
 
+_BY_SPEC: dict[str, tuple[Path, tuple, Hardware]] = {}
+"""Device files by the name they were asked for, with the file's stat signature when read: a
+name asked for again, its file unchanged, is answered without reading it (a loop of
+`analyze(..., "nvidia-a100-80gb")` would otherwise read and compare the file on every call)."""
+
+
+def _signature(path: Path) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino
+
+
 def load_hardware(spec: str, _within: tuple[str, ...] = ()) -> Hardware:
+    hit = _BY_SPEC.get(spec)
+    if hit is not None:
+        path, signature, hw = hit
+        # a bare name stays the shipped file unless a file of that name has appeared since
+        if _signature(path) == signature and (path == Path(spec) or not os.path.exists(spec)):
+            return hw
     path = resolve_path(spec)
+    signature = _signature(path)   # taken before reading: a file changed meanwhile is re-read
+    hw = _load_hardware(path, _within)
+    if not hw.is_system:   # a system's record also depends on its device's file
+        if len(_BY_SPEC) > 64:
+            _BY_SPEC.clear()
+        _BY_SPEC[spec] = (path, signature, hw)
+    return hw
+
+
+def _load_hardware(path: Path, _within: tuple[str, ...]) -> Hardware:
     text = read_user_text(path, "hardware file", HardwareError)
     register_source(str(path), text)
     known = _LOADED.get((str(path), text))

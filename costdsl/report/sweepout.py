@@ -84,7 +84,10 @@ def write_parquet(table: SweepTable, path: str, meta: dict) -> None:
     import pyarrow.parquet as pq
     arrow = _arrow(table).replace_schema_metadata(
         {f"costdsl.{k}": json.dumps(v) for k, v in meta.items()})
-    pq.write_table(arrow, path, compression="snappy")
+    # dictionary pages only for the text columns: on a million distinct floats pyarrow tries a
+    # dictionary first and falls back, which costs more than the whole plain write
+    text = [k for k, v in table.columns.items() if v.dtype == object]
+    pq.write_table(arrow, path, compression="snappy", use_dictionary=text)
 
 
 def _plain(v):
