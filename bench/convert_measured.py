@@ -15,6 +15,13 @@ Writes, under tests/data/measured/ by default:
 - aiconfigurator-gemm-{a100,h100}.csv: GEMM times for nine LLM shapes (ai-dynamo/aiconfigurator
   @ 095f58a51c4ca8e61b66ec108d86f223f8d559ce, systems/data/<system>/gemm), bf16, as one linear
   layer of the matching gemm-NxK.arch model.
+- aiconfigurator-attention-{a100,h100}.csv: the same source's attention kernels (vLLM 0.14 on the
+  A100, 0.19 on the H100; systems/data/<system>/attention): decode ("generation", batch 1-256 x
+  KV length 128-32768; bf16 KV, and fp8 KV on the H100 as kv_bits 8) and prefill ("context",
+  batch 1-16 x 128-16384 tokens) for five per-GPU head layouts (query x KV heads 32x8, 64x8,
+  8x1, 16x2, 32x4; head_dim 128), each as the FlashAttention op of an attention/attn-HxKV.arch
+  model. Its kv_len is the context including the new token: the decode stage's seq is
+  kv_len - 1.
 
 Only numbers are taken; the times are milliseconds in the sources and seconds here.
 """
@@ -104,6 +111,44 @@ def aiconfigurator_gemm(shared: Path, out_dir: Path) -> dict[str, list[dict]]:
     return out
 
 
+ATTENTION_OP = "layers.attn[qk+softmax+sv]"
+
+
+def aiconfigurator_attention(shared: Path, out_dir: Path) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for system, hw in (("a100_sxm", "nvidia-a100-80gb"), ("h100_sxm", "nvidia-h100-sxm")):
+        data = json.loads((shared / "aiconfigurator" / f"{system}.json").read_text())
+        rows = out.setdefault(system[:4], [])
+        for table, stage in (("generation_attention", "decode"), ("context_attention", "prefill")):
+            source = (f"aiconfigurator {data['source']['commit'][:7]} "
+                      f"{data['source']['paths'][table]}")
+            for a in data["tables"][table]:
+                model = f"attention/attn-{a['num_heads']}x{a['num_kv_heads']}.arch"
+                _attention_model(out_dir / model, a["num_heads"], a["num_kv_heads"],
+                                 a["head_dim"])
+                if stage == "decode":
+                    r = row(hw, model, stage, a["batch_size"], a["kv_len"] - 1, ATTENTION_OP,
+                            a["latency_ms"], source)
+                    r["kv_bits"] = {"bfloat16": 16, "fp8": 8}[a["kv_cache_dtype"]]
+                else:
+                    r = row(hw, model, stage, a["batch_size"], a["isl"], ATTENTION_OP,
+                            a["latency_ms"], source)
+                rows.append(r)
+    return out
+
+
+def _attention_model(path: Path, heads: int, kv_heads: int, head_dim: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        f"# One GPU's attention with {heads} query and {kv_heads} KV heads of {head_dim}, as\n"
+        f"# aiconfigurator times it (vLLM's FlashAttention kernels). Only the attention op is\n"
+        f"# measured; the rest of the layer is here to make a model.\n"
+        f'import "../llama-2-70b-tp2-attention.arch"\n\n'
+        f'model "attn-{heads}x{kv_heads}" extends "Llama-2-70b-tp2-attention" {{\n'
+        f"  params {{\n    hidden   = {heads * head_dim}\n    heads    = {heads}\n"
+        f"    kv_heads = {kv_heads}\n  }}\n}}\n")
+
+
 def _gemm_model(path: Path, n: int, k: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
@@ -130,6 +175,8 @@ def main(argv: list[str]) -> None:
     write(out / "vidur-attention-a100.csv", vidur_attention(shared))
     for device, rows in aiconfigurator_gemm(shared, out).items():
         write(out / f"aiconfigurator-gemm-{device}.csv", rows)
+    for device, rows in aiconfigurator_attention(shared, out).items():
+        write(out / f"aiconfigurator-attention-{device}.csv", rows)
 
 
 if __name__ == "__main__":

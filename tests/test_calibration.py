@@ -255,8 +255,9 @@ def test_calibrated_file_round_trips(tmp_path, capsys):
 # --- the shipped calibration, judged on held-out public measurements ---------------------------
 
 A100_FILES = ["vidur-linear-a100.csv", "aiconfigurator-gemm-a100.csv",
-              "vidur-attention-a100.csv"]
-H100_FILES = ["vidur-linear-h100.csv", "aiconfigurator-gemm-h100.csv"]
+              "vidur-attention-a100.csv", "aiconfigurator-attention-a100.csv"]
+H100_FILES = ["vidur-linear-h100.csv", "aiconfigurator-gemm-h100.csv",
+              "aiconfigurator-attention-h100.csv"]
 
 
 def _shipped(key, files):
@@ -289,11 +290,12 @@ def test_the_ideal_roofline_is_optimistic_on_real_kernels(a100):
     assert np.median(times / ideal) > 1.3
 
 
-@pytest.mark.parametrize("shipped, limit", [("a100", 10.5), ("h100", 10.5)])
+@pytest.mark.parametrize("shipped, limit", [("a100", 12.5), ("h100", 10.5)])
 def test_held_out_error_of_the_calibration(shipped, limit, request):
-    """5-fold cross-validation on 519 A100 and 395 H100 kernels: figures reported in the README
-    (9.8% and 9.5% when measured). The GEMMs (linear, fused q+k+v and gate+up) within 8% held
-    out; all kinds within `limit`; at least 4x better than the ideal roofline."""
+    """5-fold cross-validation on 850 A100 and 1,011 H100 kernels: figures reported in the
+    README (11.8% and 9.7% when measured; over half the rows are attention kernels, which two
+    sources time differently on the A100). The GEMMs (linear, fused q+k+v and gate+up) within
+    8% held out; all kinds within `limit`; at least 4x better than the ideal roofline."""
     hw, measured = request.getfixturevalue(shipped)
     held, _ = cross_validate(measured, 5, sms=hw.sms)
     table = errors(measured, held)
@@ -333,9 +335,11 @@ def test_shipped_files_carry_the_fit(shipped, request):
     for kind in ("rmsnorm", "rope", "swiglu"):   # one block per token row: the SM count
         assert e.rows_for(kind) == fit.efficiency.rows_for(kind) == hw.sms
     assert e.rows_for("add") == 0                # a flat elementwise kernel
-    if shipped == "a100":
-        assert e.bandwidth_for("decode_attention") == pytest.approx(
-            fit.efficiency.bandwidth_for("decode_attention"), rel=1e-3)
+    for family in ("attention", "decode_attention"):
+        assert e.bandwidth_for(family) == pytest.approx(fit.efficiency.bandwidth_for(family),
+                                                        rel=1e-3)
+        assert e.launch_for(family) == pytest.approx(fit.efficiency.launch_for(family),
+                                                     rel=1e-3)
 
 
 # --- bad input ---------------------------------------------------------------------------------

@@ -216,16 +216,34 @@ def test_fusion_saves_in_decode_exactly_its_bytes_and_less_in_prefill():
 
 def test_flash_attention_prefill_traffic_follows_the_sram():
     # A6000: M = 99 KiB = 101,376 bytes; Br = 8 M / (2 d (16 + 16)) = 99 rows. Llama-2-7b
-    # prefill, b = 1, N = 2048, g = 1: K and V are read N / Br times:
+    # prefill, b = 1, N = 2048, g = 1: K and V are read N / Br times. Without the causal skip
+    # (causal=0) every query attends all N positions:
     #   K, V: 2 x 32 x 2048 x 128 x 2 bytes x 2048/99 = 68,719,476,736 / 99
     #   Q, O: 2 x 32 x 2048 x 128 x 2 bytes = 33,554,432
     # operations: 4 x 32 x 2048^2 x 128 + 5 x 32 x 2048^2 = 69,390,565,376
-    a = costdsl.load(LLAMA, passes=["flash_attention()"]).analyze(A6000, batch=1, seq=2048)
-    fa = _result(a, "prefill", "layers.attn[qk+softmax+sv]")
-    assert fa.bytes_by_class["kv"] == pytest.approx(68_719_476_736 / 99, rel=1e-12)
-    assert fa.bytes_by_class["act"] == 33_554_432
-    assert fa.flops == 69_390_565_376
-    assert fa.compute_type == "fp16"
+    # With it (the default) a query attends (N + 1) / 2 = 1024.5 positions on average: the
+    # scores and K/V passes scale by 1024.5 / 2048 (34,376,515,584 / 99 bytes and
+    # 517 x 32 x 2048 x 1024.5 = 34,712,223,744 operations); Q and O are unchanged.
+    for causal, kv, flops in ((0, 68_719_476_736, 69_390_565_376),
+                              (1, 34_376_515_584, 34_712_223_744)):
+        a = costdsl.load(LLAMA, passes=[f"flash_attention(causal={causal})"]).analyze(
+            A6000, batch=1, seq=2048)
+        fa = _result(a, "prefill", "layers.attn[qk+softmax+sv]")
+        assert fa.bytes_by_class["kv"] == pytest.approx(kv / 99, rel=1e-12)
+        assert fa.bytes_by_class["act"] == 33_554_432
+        assert fa.flops == flops
+        assert fa.compute_type == "fp16"
+
+
+def test_causal_flash_attention_of_a_chunk_over_a_cache():
+    # step: 512 new tokens over 1,536 cached, Llama-2-7b, block 128: each new token attends the
+    # cache and (512 + 1) / 2 = 256.5 new positions on average, 1,792.5 in all (2,048 without
+    # the skip); K and V are read 512 / 128 = 4 times: 2 x 32 x 1792.5 x 128 x 2 x 4 bytes.
+    m = costdsl.load(LLAMA, passes=["flash_attention(block=128)"])
+    a = m.analyze("nvidia-h100-sxm", batch=1, seq=1536, tokens=512, stages=["step"])
+    fa = _result(a, "step", "layers.attn[qk+softmax+sv]")
+    assert fa.bytes_by_class["kv"] == 2 * 32 * 1792.5 * 128 * 2 * 4
+    assert fa.flops == (4 * 128 + 5) * 32 * 512 * 1792.5
 
 
 def _a6000_with(tmp_path, sram_line: str) -> str:
@@ -248,12 +266,13 @@ def test_flash_attention_io_is_inverse_in_sram(tmp_path):
 
 def test_flash_attention_with_a_given_block_size():
     # block=128 (FlashAttention-2's tile for d = 128): K and V are read 2048 / 128 = 16 times
-    # in prefill: 2 x 32 x 2048 x 128 x 2 bytes x 16 = 536,870,912 bytes, on any hardware
+    # in prefill, over the (2048 + 1) / 2 positions a causal query attends:
+    # 2 x 32 x 1024.5 x 128 x 2 bytes x 16 = 268,566,528 bytes, on any hardware
     # whose blocks hold 128 rows: 128 x 2 x 128 x 32 / 8 = 128 KiB. The A6000's 99 KiB do not.
     m = costdsl.load(LLAMA, passes=["flash_attention(block=128)"])
     a = m.analyze("nvidia-h100-sxm", batch=1, seq=2048, stages=["prefill"])
     fa = _result(a, "prefill", "layers.attn[qk+softmax+sv]")
-    assert fa.bytes_by_class["kv"] == 536_870_912
+    assert fa.bytes_by_class["kv"] == 268_566_528
     with pytest.raises(NotApplicableError, match="needs 128 KiB.*has 99 KiB"):
         m.analyze(A6000, batch=1, seq=2048)
 

@@ -224,7 +224,7 @@ def flash_sram_needed(head_dim, a_bits, kv_bits, rows=FLASH_MIN_ROWS):
 
 
 def flash_attention(attrs, q: str, k: str, v: str, out: str, rows: str, site: Site,
-                    v_dim=None, block_rows=None) -> Cost:
+                    v_dim=None, block_rows=None, causal: bool = True) -> Cost:
     """FlashAttention: QK^T, softmax and xV in one kernel; the score matrix stays on chip.
 
     Loop order of FlashAttention-2: each thread block holds Br query rows (Q and O tiles) and
@@ -238,10 +238,17 @@ def flash_attention(attrs, q: str, k: str, v: str, out: str, rows: str, site: Si
     In prefill (Lq = Lk = N) the K/V term is 2 b Hkv N^2 g d / Br = Theta(N^2 d^2 / M), the IO
     complexity of the paper's Theorem 2 (Dao et al., NeurIPS 2022). In decode (Lq = 1, g <= Br)
     T = 1: the cache is read once.
+    Causal (the default): the kernel skips the key tiles above the diagonal (FlashAttention-2,
+    Dao 2023, section 3.1.1), so a new token attends the cache and the new positions up to its
+    own: Lk = cached + (new + 1) / 2 on average, for both the scores and the K/V passes
+    (prefill: (N + 1) / 2, about half; decode: the whole context, unchanged; with a window W,
+    min(that, W)). causal=False counts every position, as a kernel that masks without skipping.
         operations  2 b H Lq Lk (d + dv) on the matrix units (QK^T and xV) and 5 b H Lq Lk
                     (softmax) on the vector units, as the three unfused ops; no score matrix
                     is written. dv is the value width (d unless given)."""
     b, h, hkv, d, lq, lk = _attention_sizes(attrs, rows, site)
+    if causal and rows == "all":
+        lk = sympy.Min(site.cached + (site.new + 1) / 2, attrs["window"])
     dv = d if v_dim is None else v_dim
     group = h / hkv
     rows_per_block = block_rows if block_rows is not None else flash_rows(d, S.a_bits, S.kv_bits)

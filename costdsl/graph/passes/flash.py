@@ -35,14 +35,17 @@ def _triples(graph: nx.DiGraph):
 
 @register("flash_attention",
           block=Arg("count", help="query rows per block, as a given kernel tiles (default: "
-                                  "as many as fit in the hardware's on-chip memory per block)"))
-def flash_attention(graph: nx.DiGraph, block=None) -> nx.DiGraph:
+                                  "as many as fit in the hardware's on-chip memory per block)"),
+          causal=Arg("flag", 1, help="1: the kernel skips the key tiles a causal mask hides "
+                                     "(about half the prefill work); 0: it computes them all"))
+def flash_attention(graph: nx.DiGraph, block=None, causal=1) -> nx.DiGraph:
     """Fuses every attention (QK^T, softmax, xV) into one FlashAttention op. In prefill the keys
     and values are reread once per block of queries that fits in the hardware's on-chip memory
     per block (IO Theta(N^2 d^2 / M), Dao et al. 2022); in decode the KV cache is read once.
     block=B fixes the block at B query rows (FlashAttention-2 uses 128 on A100/H100 for
-    head_dim 128). Not applicable on hardware whose on-chip memory cannot hold the block
-    (16 rows at least)."""
+    head_dim 128). With causal=1 (the default: decoder LLMs) the kernel skips the key tiles
+    above the diagonal, so a prefill attends (N + 1) / 2 positions per query on average.
+    Not applicable on hardware whose on-chip memory cannot hold the block (16 rows at least)."""
     found = False
     site = SITES[graph.graph["stage"]]
     for qk, soft, sv in list(_triples(graph)):
@@ -53,7 +56,7 @@ def flash_attention(graph: nx.DiGraph, block=None) -> nx.DiGraph:
         a = qk.attrs
         rows = "all" if qk.out_shape[2] == site.new else "last"
         cost = flash_cost(a, q, k, v, sv.output, rows, site, v_dim=sv.attrs["head_dim"],
-                          block_rows=block)
+                          block_rows=block, causal=bool(causal))
         needed = flash_sram_needed(a["head_dim"], S.a_bits, S.kv_bits,
                                    block if block is not None else FLASH_MIN_ROWS)
         attrs = {**a, "kinds": fused.attrs["kinds"], "sram_needed": needed,
