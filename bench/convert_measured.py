@@ -9,6 +9,9 @@ Writes, under tests/data/measured/ by default:
   batch's total tokens T = 1..4096: modelled as a prefill of batch 1 and seq T (a linear layer,
   norm or activation sees T rows either way). vidur does not name the SKU; the A100 rows are
   matched to nvidia-a100-80gb and the H100 rows to nvidia-h100-sxm.
+- vidur-linear-tp-a100.csv, vidur-linear-tp-h100.csv: the same at tensor parallelism 2, 4 and 8,
+  one GPU's kernels (llama-2-*-vidur-tpN.arch: the tensor_parallel pass, then vidur's fusions):
+  shapes the calibration never sees, validated on the DGX system files.
 - vidur-attention-a100.csv: vidur's FlashAttention times for Llama-2-70B's per-GPU geometry at
   TP 2 (microsoft/vidur @ e2d00e9afba96cec9f0e7ea560bbfc4a539fae6a, data/profiling/a100/
   attention.csv): decode (batch x KV length) and prefill chunks over a cache (the step stage).
@@ -50,22 +53,41 @@ def row(hw, model, stage, batch, seq, op, ms, source, tokens=""):
             "time_s": f"{ms / 1e3:.6g}", "source": source}
 
 
-def vidur_linear(shared: Path) -> dict[str, list[dict]]:
+def vidur_linear(shared: Path, out_dir: Path) -> dict[str, list[dict]]:
+    """By file: vidur-linear-<device> (tensor parallelism 1: the calibration data) and
+    vidur-linear-tp-<device> (2, 4 and 8: per-GPU shapes the calibration never sees, for
+    validation on a system file, through the tensor_parallel pass)."""
     data = json.loads((shared / "vidur_linear_ops_per_layer.json").read_text())
     out: dict[str, list[dict]] = {}
     for table in data["tables"]:
         size = "7b" if "7b" in table["model"] else "70b"
-        model = f"llama-2-{size}-vidur.arch"
         source = f"vidur {data['source']['commit'][:7]} {table['path']}"
         for r in table["rows"]:
-            if r["tp"] != 1:
-                continue  # tensor parallelism is not modelled yet
-            for op, name in VIDUR_OPS.items():
+            tp = r["tp"]
+            model = f"llama-2-{size}-vidur.arch" if tp == 1 else f"llama-2-{size}-vidur-tp{tp}.arch"
+            if tp != 1:
+                _tp_model(out_dir / model, size, tp)
+            name = f"vidur-linear-{table['device']}" if tp == 1 else \
+                f"vidur-linear-tp-{table['device']}"
+            for op, node in VIDUR_OPS.items():
                 if r.get(op):
-                    out.setdefault(table["device"], []).append(
+                    out.setdefault(name, []).append(
                         row(HARDWARE[table["device"]], model, "prefill", 1, r["num_tokens"],
-                            name, r[op], source))
+                            node, r[op], source))
     return out
+
+
+def _tp_model(path: Path, size: str, tp: int) -> None:
+    """Llama-2 as vidur profiles it on one of `tp` GPUs: the split before vidur's fusions (the
+    tensor_parallel pass splits unfused linears)."""
+    path.write_text(
+        f"# One GPU of Llama-2-{size} under tensor parallelism {tp} as vidur profiled its kernels\n"
+        f"# (see llama-2-{size}-vidur.arch): the split comes first, then vidur's fused kernels.\n"
+        f'import "llama-2-{size}.arch"\n\n'
+        f'model "Llama-2-{size}-vidur-tp{tp}" extends "Llama-2-{size}" {{\n  passes {{\n'
+        f"    tensor_parallel(n={tp})\n    fuse_qkv()\n"
+        f'    fuse(ops="layers.gate,layers.up")\n    fuse(ops="layers.q_rot,layers.k_rot")\n'
+        f"  }}\n}}\n")
 
 
 def vidur_attention(shared: Path) -> list[dict]:
@@ -170,8 +192,8 @@ def main(argv: list[str]) -> None:
     shared = Path(argv[0]) if argv else ROOT.parent / "shared" / "measured"
     out = Path(argv[1]) if len(argv) > 1 else ROOT / "tests" / "data" / "measured"
     out.mkdir(parents=True, exist_ok=True)
-    for device, rows in vidur_linear(shared).items():
-        write(out / f"vidur-linear-{device}.csv", rows)
+    for name, rows in vidur_linear(shared, out).items():
+        write(out / f"{name}.csv", rows)
     write(out / "vidur-attention-a100.csv", vidur_attention(shared))
     for device, rows in aiconfigurator_gemm(shared, out).items():
         write(out / f"aiconfigurator-gemm-{device}.csv", rows)
