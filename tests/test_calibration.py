@@ -450,9 +450,9 @@ def test_measure_script_takes_its_shapes_from_the_graph():
     assert {s.op: s for s in prefill}["lm_head"].shape["m"] == 2  # tokens=last
 
 
-def test_a_fit_that_does_not_settle_keeps_its_last_solution(tmp_path, capsys):
+def test_a_fit_that_does_not_settle_keeps_its_best_round(tmp_path, capsys):
     """Found by the fuzz suite: seven rows whose bound assignment oscillates; the fit reports
-    the parameters of the last assignment it solved, never a missing one."""
+    the parameters of the best assignment it solved, never a missing one."""
     rows = ["nvidia-a100-80gb,llama-2-7b-vidur.arch,prefill,1,1,,16,16,16,embed,3e-06"] * 6 + \
         ["nvidia-a100-80gb,llama-2-7b-vidur.arch,prefill,1,2,,16,5,16,layers.act,7e-06"]
     path = tmp_path / "m.csv"

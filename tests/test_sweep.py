@@ -114,6 +114,12 @@ def test_sweep_to_parquet_and_streamed_csv(tmp_path):
     for name in ("batch", "decode_time_s", "prefill_compute_share", "memory_bytes", "fits"):
         assert (table.column(name).to_numpy() == reference[name]).all(), name
     assert table.column("hardware").to_pylist()[0] == "nvidia-a6000"
+    # dictionary pages for the text column only (a million distinct floats make none)
+    meta = pq.ParquetFile(paths["parquet"]).metadata.row_group(0)
+    encodings = {meta.column(i).path_in_schema: meta.column(i).encodings
+                 for i in range(meta.num_columns)}
+    assert any("DICTIONARY" in e for e in encodings["hardware"])
+    assert not any("DICTIONARY" in e for e in encodings["decode_time_s"])
     with open(paths["csv"]) as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == table.num_rows

@@ -18,7 +18,7 @@ e = 1 / u, se(e) = se(u) / u^2.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Mapping
 
 import numpy as np
@@ -185,19 +185,24 @@ class _Solved:
 
 def _fit(measured: list[Measured], times: np.ndarray, source: str, launch: bool,
          fill: Mapping[str, float]) -> _Solved:
-    """The alternating fit with the occupancy `fill` of each family held fixed."""
+    """The alternating fit with the occupancy `fill` of each family held fixed. An assignment
+    that never settles (ops near their ridge can flip back and forth) keeps the round whose
+    parameters fit best under the model itself, max and all."""
     assigned = _assign(measured, None, launch, fill)
-    rounds = 0
+    best = None
     for rounds in range(1, MAX_ROUNDS + 1):
         names = sorted({k for coef in assigned for k in coef})
         values, stderr = _solve(assigned, times, names)
         e = _split(values, source, fill)
+        residual = predict(measured, e) / times - 1
+        solved = _Solved(e, values, stderr, assigned, rounds, float(residual @ residual))
+        if best is None or solved.objective < best.objective:
+            best = solved
         again = _assign(measured, e, launch, fill)
-        if again == assigned or rounds == MAX_ROUNDS:  # settled, or the last solved one kept
+        if again == assigned:
             break
         assigned = again
-    residual = predict(measured, e) / times - 1
-    return _Solved(e, values, stderr, assigned, rounds, float(residual @ residual))
+    return replace(best, rounds=rounds)
 
 
 def _row_parallel_families(measured: list[Measured]) -> list[str]:
