@@ -577,7 +577,7 @@ class Model:
         logits (see analysis.iteration)."""
         hw = _hardware(hw)
         settings = Settings(1, 1, w_bits, a_bits, kv_bits).validate()
-        key = ("iteration", hw.key, hw.time_model, tuple(settings.bits().items()))
+        key = ("iteration", _hardware_key(hw), tuple(settings.bits().items()))
         if key not in self._rooflines:
             decode = None
             if hw.efficiency is not None and "decode_attention" in hw.efficiency.kinds:

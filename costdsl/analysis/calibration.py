@@ -3,15 +3,20 @@
 The model of one op occurrence is t = max(matrix_s u_c + vector_s u_v, memory_s u_b) + launch,
 with u = 1 / efficiency. The parameters: the GEMMs' bandwidth and launch (the top-level
 figures, shared by every matrix kind), the compute fraction of each compute type, and for every
-other kind in the data (attention, each norm, activation, embedding...) its own bandwidth and
-launch (attention also its own compute fraction), since small kernels of different kinds reach
-very different fractions of the roof. Once every op is assigned a side of its max, t is linear in (u, launch),
-so the fit alternates: assign each op the side that wins under the current parameters, solve
-the weighted linear least squares (weights 1 / t_measured: the relative error is minimised),
-repeat until no assignment changes (the first assignment is the ideal roofline's). Bounds are
-kept by an active set: a parameter that leaves its range is fixed at the bound and the rest
-refitted. A parameter no measured op is bound by cannot be identified from the data: it is
-reported as such and left out (1: the datasheet figure), never invented.
+other kind in the data (prefill's and decode's attention kernels, each norm, activation,
+embedding...) its own bandwidth and launch (attention also its own compute fraction), since
+small kernels of different kinds reach very different fractions of the roof. Once every op is
+assigned a side of its max, t is linear in (u, launch), so the fit alternates: assign each op
+the side that wins under the current parameters, solve the weighted linear least squares
+(weights 1 / t_measured: the relative error is minimised), repeat until no assignment changes
+(the first assignment is the ideal roofline's; one that never settles keeps its best round).
+Bounds are kept by an active set: a parameter that leaves its range is fixed at the bound and
+the rest refitted. A parameter no measured op is bound by cannot be identified from the data:
+it is reported as such and left out (1: the datasheet figure), never invented.
+
+Occupancy is a choice, not a fit: given the chip's SM count, each elementwise family is fitted
+again with one thread block per token row (memory_s x max(1, sms / rows)) and keeps it where
+the squared relative error drops.
 
 Standard errors come from the final linear fit: cov(u) = s^2 (A^T W A)^-1, and for an efficiency
 e = 1 / u, se(e) = se(u) / u^2.
