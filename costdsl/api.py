@@ -146,12 +146,17 @@ class Model:
     def roofline(self, hw: str | Hardware, stage: str, **bits) -> StageRoofline:
         return self._roofline(stage, _hardware(hw), Settings(1, 1, **bits))
 
-    def _roofline(self, stage: str, hw: Hardware, settings: Settings) -> StageRoofline:
+    def _roofline(self, stage: str, hw: Hardware, settings: Settings,
+                  kernels: str | None = None) -> StageRoofline:
         """The stage's symbolic roofline, one per (stage, hardware, bitwidths): kept, so that
-        repeated analyses reuse its lambdified numpy function rather than compile it again."""
+        repeated analyses reuse its lambdified numpy function rather than compile it again.
+        `kernels`: the stage whose kernels' efficiencies apply, where not the graph's own (a
+        draft's one-token steps run decode's kernels on its verify graph)."""
         key = (stage, _hardware_key(hw), self._bits_key(stage, hw, settings))
+        if kernels is not None:
+            key += (kernels,)
         if key not in self._rooflines:
-            built = roofline(self.graph(stage), hw, settings.bits())
+            built = roofline(self.graph(stage), hw, settings.bits(), kernels)
             inputs = ("roofline", repr(self.design), repr(self.extra_passes),
                       repr(self.overrides)) + key
             self._rooflines[key] = replace(built, cache_key=inputs)
@@ -325,8 +330,11 @@ class Model:
             return hw, d, None, settings, (self._roofline("decode", hw, settings),
                                            with_heads._roofline("verify", hw, settings), None)
         draft = self._draft_model(d)
+        # a chain's draft steps add one token per sequence: decode's kernels; a tree's levels
+        # add several (a frontier): the verify stage's own
+        kernels = "decode" if d.tree is None else None
         stages = (self._roofline("decode", hw, settings), self._roofline("verify", hw, settings),
-                  draft._roofline("verify", hw, settings))
+                  draft._roofline("verify", hw, settings, kernels))
         return hw, d, draft, settings, stages
 
     def _draft_model(self, d: Decoding) -> "Model":
@@ -581,7 +589,7 @@ class Model:
         if key not in self._rooflines:
             decode = None
             if hw.efficiency is not None and "decode_attention" in hw.efficiency.kinds:
-                decode = roofline(self.graph("verify"), hw, settings.bits(), kernels="decode")
+                decode = self._roofline("verify", hw, settings, kernels="decode")
             self._rooflines[key] = iteration_cost(self._roofline("verify", hw, settings),
                                                   {k: v for k, v in settings.values().items()
                                                    if k.name.endswith("_bits")}, decode)

@@ -255,7 +255,7 @@ def test_calibrated_file_round_trips(tmp_path, capsys):
 # --- the shipped calibration, judged on held-out public measurements ---------------------------
 
 A100_FILES = ["vidur-linear-a100.csv", "aiconfigurator-gemm-a100.csv",
-              "vidur-attention-a100.csv", "aiconfigurator-attention-a100.csv"]
+              "aiconfigurator-attention-a100.csv"]
 H100_FILES = ["vidur-linear-h100.csv", "aiconfigurator-gemm-h100.csv",
               "aiconfigurator-attention-h100.csv"]
 
@@ -290,12 +290,11 @@ def test_the_ideal_roofline_is_optimistic_on_real_kernels(a100):
     assert np.median(times / ideal) > 1.3
 
 
-@pytest.mark.parametrize("shipped, limit", [("a100", 12.5), ("h100", 10.5)])
+@pytest.mark.parametrize("shipped, limit", [("a100", 10.5), ("h100", 10.5)])
 def test_held_out_error_of_the_calibration(shipped, limit, request):
-    """5-fold cross-validation on 850 A100 and 1,011 H100 kernels: figures reported in the
-    README (11.8% and 9.7% when measured; over half the rows are attention kernels, which two
-    sources time differently on the A100). The GEMMs (linear, fused q+k+v and gate+up) within
-    8% held out; all kinds within `limit`; at least 4x better than the ideal roofline."""
+    """5-fold cross-validation on 717 A100 and 1,011 H100 kernels: figures reported in the
+    README (9.7% and 9.7% when measured). The GEMMs (linear, fused q+k+v and gate+up) within 8%
+    held out; all kinds within `limit`; at least 4x better than the ideal roofline."""
     hw, measured = request.getfixturevalue(shipped)
     held, _ = cross_validate(measured, 5, sms=hw.sms)
     table = errors(measured, held)
@@ -324,6 +323,22 @@ def test_calibration_holds_on_tensor_parallel_shapes_it_never_saw(system, csv_na
     assert table.overall_mape < per_op
     assert table.summed[2] == 78 and table.summed[0] < summed
     assert table.overall_mape < errors(measured, predict(measured, None)).overall_mape / 4
+
+
+def test_an_older_attention_kernel_is_slower_than_the_shipped_stack(a100):
+    """The shipped A100 attention figures are those of aiconfigurator's vLLM 0.14 kernels.
+    vidur's FlashAttention profile (an older vLLM) of the same kind of geometry runs slower:
+    its prefill chunks take over 1.2x the calibrated prediction at the median, its decode is
+    within 20% on average; the ideal roofline is worse on both."""
+    hw, _ = a100
+    _, vidur = _shipped("nvidia-a100-80gb", ["vidur-attention-a100.csv"])
+    predicted, ideal = predict(vidur, hw.efficiency), predict(vidur, None)
+    times = np.array([m.row.time_s for m in vidur])
+    chunks = np.array([m.row.stage != "decode" for m in vidur])
+    assert np.median(times[chunks] / predicted[chunks]) > 1.2
+    decode = errors([m for m, c in zip(vidur, chunks) if not c], predicted[~chunks])
+    assert decode.overall_mape < 20
+    assert errors(vidur, predicted).overall_mape < errors(vidur, ideal).overall_mape / 2
 
 
 def test_summed_error_by_hand():
