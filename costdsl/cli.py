@@ -271,9 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=_positive_int("--folds"), default=None,
                    help="also k-fold cross-validate a fit: each row predicted by a fit on the "
                         "other folds")
-    p.add_argument("--group", choices=("model", "kind", "stage"), default=None,
-                   help="fold by model, op kind or stage instead of at random: judge the fit on "
-                        "a model (or kind) it has not seen")
+    p.add_argument("--group", choices=("model", "kind", "stage", "file"), default=None,
+                   help="fold by model, op kind, stage or measurement file instead of at random: "
+                        "judge the fit on a model (or kind, or source) it has not seen")
     p.add_argument("--plot", metavar="FILE.png|FILE.svg",
                    help="predicted against measured, log axes, with y = x")
     p.set_defaults(run=_validate)

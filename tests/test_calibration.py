@@ -476,3 +476,19 @@ def test_a_fit_that_does_not_settle_keeps_its_best_round(tmp_path, capsys):
         (MEASURED / "llama-2-7b-vidur.arch").read_text())
     assert main(["calibrate", str(path), "--hw", "nvidia-a100-80gb"]) == 0, \
         capsys.readouterr().err
+
+
+def test_a_whole_measurement_file_can_be_held_out(capsys):
+    """--group file: each CSV predicted by a fit on the others (here the H100's GEMM sweep by a
+    fit on vidur's layers and the attention kernels, and so on)."""
+    files = [str(MEASURED / name) for name in H100_FILES]
+    assert main(["validate", *files, "--hw", "nvidia-h100-sxm", "--group", "file",
+                 "--format", "json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["folds"] == 3 and out["group"] == "file"
+    held = out["models"]["by file held-out"]
+    # the GEMM sweep, never seen, is still predicted within 10%; the kinds only one file
+    # measures (attention) have nothing to learn from and fall back to the datasheet
+    assert held["by_kind"]["linear"]["mape_percent"] < 10
+    assert held["by_kind"]["flash_attention"]["mape_percent"] > \
+        out["models"]["calibrated"]["by_kind"]["flash_attention"]["mape_percent"]

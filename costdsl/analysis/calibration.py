@@ -317,12 +317,13 @@ def predict(measured: list[Measured], e: Efficiency | None) -> np.ndarray:
 def cross_validate(measured: list[Measured], folds: int, group: str | None = None,
                    seed: int = 0, sms: int | None = None) -> tuple[np.ndarray, int]:
     """Held-out predictions: each row predicted by a fit on the other folds. Folds are random
-    (seeded) or, with `group` ("model", "kind" or "stage"), one group of rows per fold, so that
-    a model or size the fit has not seen is predicted. Returns (predictions, folds used)."""
+    (seeded) or, with `group` ("model", "kind", "stage" or "file"), one group of rows per fold,
+    so that a model, size or whole measurement source the fit has not seen is predicted.
+    Returns (predictions, folds used)."""
     n = len(measured)
     if group:
-        keys = [{"model": m.row.model, "kind": m.kind, "stage": m.row.stage}[group]
-                for m in measured]
+        keys = [{"model": m.row.model, "kind": m.kind, "stage": m.row.stage,
+                 "file": m.row.file}[group] for m in measured]
         labels = sorted(set(keys))
         if len(labels) < 2:
             raise CalibrationError(f"--group {group}: the rows hold one {group} only: nothing "

@@ -58,6 +58,7 @@ class Row:
     time_s: float
     source: str
     line: int
+    file: str = ""        # the measurement file it was read from
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,7 @@ def _row(record: dict, file: str, line: int) -> Row:
     return Row((record.get("hardware") or "").strip(), (record.get("model") or "").strip(),
                stage, number("batch", True), number("seq", True), tokens,
                (number("w_bits"), number("a_bits"), number("kv_bits")), op,
-               number("time_s"), (record.get("source") or "").strip(), line)
+               number("time_s"), (record.get("source") or "").strip(), line, file)
 
 
 def resolve(rows: list[Row], csv_file: str | Path, hw: Hardware, load_model) -> list[Measured]:
