@@ -227,13 +227,13 @@ _LOADED: dict[tuple[str, str], Hardware] = {}
 same text gives the same record without parsing it again (analyze in a loop passes names)."""
 
 
-_BY_SPEC: dict[str, tuple[Path, tuple, Hardware]] = {}
+_BY_SPEC: dict[str, tuple[str, tuple, bool, Hardware]] = {}
 """Device files by the name they were asked for, with the file's stat signature when read: a
 name asked for again, its file unchanged, is answered without reading it (a loop of
 `analyze(..., "nvidia-a100-80gb")` would otherwise read and compare the file on every call)."""
 
 
-def _signature(path: Path) -> tuple | None:
+def _signature(path: str | Path) -> tuple | None:
     try:
         st = os.stat(path)
     except OSError:
@@ -244,9 +244,9 @@ def _signature(path: Path) -> tuple | None:
 def load_hardware(spec: str, _within: tuple[str, ...] = ()) -> Hardware:
     hit = _BY_SPEC.get(spec)
     if hit is not None:
-        path, signature, hw = hit
+        path, signature, bare, hw = hit
         # a bare name stays the shipped file unless a file of that name has appeared since
-        if _signature(path) == signature and (path == Path(spec) or not os.path.exists(spec)):
+        if _signature(path) == signature and not (bare and os.path.exists(spec)):
             return hw
     path = resolve_path(spec)
     signature = _signature(path)   # taken before reading: a file changed meanwhile is re-read
@@ -254,7 +254,7 @@ def load_hardware(spec: str, _within: tuple[str, ...] = ()) -> Hardware:
     if not hw.is_system:   # a system's record also depends on its device's file
         if len(_BY_SPEC) > 64:
             _BY_SPEC.clear()
-        _BY_SPEC[spec] = (path, signature, hw)
+        _BY_SPEC[spec] = (str(path), signature, path != Path(spec), hw)
     return hw
 
 
