@@ -12,6 +12,9 @@ Writes, under tests/data/measured/ by default:
 - vidur-linear-tp-a100.csv, vidur-linear-tp-h100.csv: the same at tensor parallelism 2, 4 and 8,
   one GPU's kernels (llama-2-*-vidur-tpN.arch: the tensor_parallel pass, then vidur's fusions):
   shapes the calibration never sees, validated on the DGX system files.
+- vidur-decode-layer-a100.csv: a decoder layer of Llama-2-70B at TP 2 in decode (batch 1-128 x
+  cache 32-4096), assembled from the two vidur files above: the layer's kernels at b tokens and
+  the attention decode kernel at (b, s); summed per (b, s) by `validate`.
 - vidur-attention-a100.csv: vidur's FlashAttention times for Llama-2-70B's per-GPU geometry at
   TP 2 (microsoft/vidur @ e2d00e9afba96cec9f0e7ea560bbfc4a539fae6a, data/profiling/a100/
   attention.csv): decode (batch x KV length) and prefill chunks over a cache (the step stage).
@@ -118,6 +121,43 @@ def vidur_attention(shared: Path) -> list[dict]:
     return rows
 
 
+def vidur_decode_layer(shared: Path, out_dir: Path) -> list[dict]:
+    """One decoder layer of Llama-2-70B on one of two A100s at decode batch b over a cache of s
+    tokens, assembled from vidur's kernels: the TP 2 layer kernels at b tokens (a GEMM, norm or
+    activation sees b rows in decode as in a prefill of b) and the FlashAttention decode kernel
+    at (b, s) of the same geometry. Its sum per (b, s) is the layer's kernel time: the closest
+    to a whole decode step these sources give (no all-reduce, no gaps between kernels)."""
+    model = "llama-2-70b-vidur-tp2-layer.arch"
+    (out_dir / model).write_text(
+        "# One GPU of Llama-2-70B under tensor parallelism 2, vidur's fused kernels and\n"
+        "# FlashAttention: the layer that vidur-decode-layer-a100.csv times kernel by kernel.\n"
+        'import "llama-2-70b.arch"\n\n'
+        'model "Llama-2-70b-vidur-tp2-layer" extends "Llama-2-70b" {\n  passes {\n'
+        "    tensor_parallel(n=2)\n    fuse_qkv()\n"
+        '    fuse(ops="layers.gate,layers.up")\n    fuse(ops="layers.q_rot,layers.k_rot")\n'
+        "    flash_attention(block=128)\n  }\n}\n")
+    data = json.loads((shared / "vidur_linear_ops_per_layer.json").read_text())
+    table = next(t for t in data["tables"] if t["device"] == "a100" and "70b" in t["model"])
+    layer = {r["num_tokens"]: r for r in table["rows"] if r["tp"] == 2}
+    linear_source = f"vidur {data['source']['commit'][:7]} {table['path']}"
+    meta = json.loads((shared / "vidur_attention_llama2_70b_tp2_a100.json").read_text())
+    attention_source = f"vidur {meta['source']['commit'][:7]} {meta['source']['path']}"
+    rows = []
+    with (shared / "vidur_attention_llama2_70b_tp2_a100_full.csv").open() as f:
+        for r in csv.DictReader(f):
+            batch, cached = int(r["batch_size"]), int(r["kv_cache_size"])
+            if r["is_prefill"] != "False" or batch not in layer or cached < 32 or \
+                    cached & (cached - 1):
+                continue
+            for op, node in VIDUR_OPS.items():
+                if op != "emb" and layer[batch].get(op):
+                    rows.append(row("nvidia-a100-80gb", model, "decode", batch, cached, node,
+                                    layer[batch][op], linear_source))
+            rows.append(row("nvidia-a100-80gb", model, "decode", batch, cached, ATTENTION_OP,
+                            float(r["attn_decode_median_ms"]), attention_source))
+    return rows
+
+
 def aiconfigurator_gemm(shared: Path, out_dir: Path) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
     for system, hw in (("a100_sxm", "nvidia-a100-80gb"), ("h100_sxm", "nvidia-h100-sxm")):
@@ -195,6 +235,7 @@ def main(argv: list[str]) -> None:
     for name, rows in vidur_linear(shared, out).items():
         write(out / f"{name}.csv", rows)
     write(out / "vidur-attention-a100.csv", vidur_attention(shared))
+    write(out / "vidur-decode-layer-a100.csv", vidur_decode_layer(shared, out))
     for device, rows in aiconfigurator_gemm(shared, out).items():
         write(out / f"aiconfigurator-gemm-{device}.csv", rows)
     for device, rows in aiconfigurator_attention(shared, out).items():
