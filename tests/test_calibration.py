@@ -20,7 +20,7 @@ from costdsl.analysis.measurements import read_measurements, resolve
 from costdsl.analysis.records import Settings
 from costdsl.cli import main
 from costdsl.hardware import load_hardware
-from costdsl.hardware.device import OP_KINDS
+from costdsl.hardware.device import OP_KINDS, ROW_KINDS
 from costdsl.hardware.efficiency import Efficiency, KindEfficiency
 from costdsl.language.ops import SIGNATURES
 
@@ -145,9 +145,12 @@ def test_latency_closed_form_counts_the_launches():
 
 
 def test_every_op_kind_may_have_efficiency_figures():
-    """The hardware stage keeps its own list of op kinds; it must match the vocabulary."""
+    """The hardware stage keeps its own list of op kinds; it must match the vocabulary, and
+    its elementwise kinds (those that may give `rows`) the vector engine's."""
     assert set(SIGNATURES) - {"attention", "moe", "mla", "mamba", "qk_matmul", "softmax",
                               "sv_matmul"} <= OP_KINDS
+    vector = {k for k, sig in SIGNATURES.items() if sig.engine == "vector"} - {"softmax"}
+    assert ROW_KINDS == vector | {"fused"}
 
 
 # --- calibration ------------------------------------------------------------------------------
@@ -433,6 +436,8 @@ def test_missing_columns(tmp_path, capsys):
     ("[efficiency.rmsnorm]\nwidth = 0.5\n", "unknown key 'width' in [efficiency.rmsnorm]"),
     ("[efficiency.rmsnorm]\nrows = 0\n", "token rows (1 to 1e6) that fill the chip"),
     ("[efficiency.rmsnorm]\nrows = true\n", "rmsnorm.rows = True"),
+    ("[efficiency.linear]\nrows = 108\n", "linear is not one"),
+    ("[efficiency.decode_attention]\nrows = 108\n", "decode_attention is not one"),
 ])
 def test_bad_efficiency_sections(section, message, tmp_path, capsys):
     path = _hw_file(tmp_path, section)

@@ -188,6 +188,12 @@ OP_KINDS = frozenset({
 the hardware stage does not import the language, so the list is kept here and a test checks it
 against the op vocabulary)."""
 
+ROW_KINDS = frozenset({
+    "position_embedding", "expert_act", "mla_cache", "ssm_conv", "ssm_scan", "rmsnorm",
+    "layernorm", "rope", "silu", "gelu", "relu", "swiglu", "geglu", "add", "mul", "fused"})
+"""The elementwise kinds (the vector engine; a fused op where its members are): those whose
+[efficiency] table may give `rows`, the occupancy of one thread block per token row."""
+
 _EXAMPLE = {"bytes": '"48 GiB"', "bytes/s": '"768 GB/s"', "ops/s": '"154.8 TFLOPS"'}
 
 
@@ -406,7 +412,8 @@ def _from_table(data: dict, path: Path, fail) -> Hardware:
     if "efficiency" in data:
         if not isinstance(data["efficiency"], dict):
             raise fail("[efficiency] must be a table", "efficiency")
-        efficiency = parse_efficiency(data["efficiency"], fail, parse_quantity, OP_KINDS)
+        efficiency = parse_efficiency(data["efficiency"], fail, parse_quantity, OP_KINDS,
+                                      ROW_KINDS)
         unknown_types = set(efficiency.compute) - set(peak)
         if unknown_types:
             raise fail(f"[efficiency.compute] names {sorted(unknown_types)[0]!r}, which [peak] "

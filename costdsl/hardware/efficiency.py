@@ -114,9 +114,12 @@ def efficiency_kind(kind: str, fused_kinds=(), stage: str = "") -> str:
     return members.pop() if len(members) == 1 else kind
 
 
-def parse_efficiency(table: dict, fail, parse_quantity, kinds: set[str]) -> Efficiency:
+def parse_efficiency(table: dict, fail, parse_quantity, kinds: set[str],
+                     row_kinds: set[str] = frozenset()) -> Efficiency:
     """The [efficiency] table of a hardware file. `fail(message, key)` makes the located error;
-    `parse_quantity` reads "4 us"; `kinds` are the op kinds a sub-table may name."""
+    `parse_quantity` reads "4 us"; `kinds` are the op kinds a sub-table may name, `row_kinds`
+    those that may give `rows` (elementwise kernels: a GEMM or attention kernel tiles its
+    work otherwise, and a `rows` there would be ignored without a word)."""
     def fraction(value, key):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or \
                 not 0 < value <= MAX_FRACTION:
@@ -125,6 +128,11 @@ def parse_efficiency(table: dict, fail, parse_quantity, kinds: set[str]) -> Effi
         return float(value)
 
     def rows(value, key):
+        kind = key.split(".")[0]
+        if kind not in row_kinds:
+            raise fail(f"efficiency {key}: rows models one thread block per token row of an "
+                       f"elementwise kernel; {kind} is not one", f"efficiency.{key}",
+                       "rows applies to " + ", ".join(sorted(row_kinds)))
         if isinstance(value, bool) or not isinstance(value, (int, float)) or \
                 not 1 <= value <= 1e6:
             raise fail(f"efficiency {key} = {value!r}: expected the number of token rows (1 to "
