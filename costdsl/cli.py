@@ -993,7 +993,7 @@ def _hardware(args) -> str:
     from .hardware import load_hardware, shipped_names
     from .report.units import si
     rows = [("name", "device", "fp16 (bf16)", "bandwidth", "memory", "host link",
-             "ridge (ops/byte)")]
+             "ridge (ops/byte)", "SMs", "time model")]
     systems = [("system", "devices", "count", "bandwidth (all)", "memory (all)", "link",
                 "network")]
     for key in shipped_names():
@@ -1012,7 +1012,8 @@ def _hardware(args) -> str:
                      if half else "-",
                      si(hw.bandwidth_Bps, "B/s"), si(hw.memory_bytes, "B"),
                      si(hw.host.bandwidth_Bps, "B/s") if hw.host else "-",
-                     f"{hw.ridge(half):.1f}" if half else "-"))
+                     f"{hw.ridge(half):.1f}" if half else "-", str(hw.sms or "-"),
+                     "calibrated" if hw.efficiency else "ideal"))
     return _columns(rows) + "\n" + _columns(systems)
 
 

@@ -37,7 +37,11 @@ def test_issue_3_devices_are_shipped_and_listed(capsys):
     # 197 T / 819 G = 240.5; Xeon 8480+ AMX bf16 114.688 T / 307.2 G = 373.3
     for name, ridge in [("nvidia-h100-pcie", "378.2"), ("amd-mi300x", "246.7"),
                         ("google-tpu-v5e", "240.5"), ("intel-xeon-8480", "373.3")]:
-        assert re.search(rf"{name}\s.*\s{re.escape(ridge)}$", out, re.M), name
+        assert re.search(rf"{name}\s.*\s{re.escape(ridge)}\s", out, re.M), name
+    # the SM count (whitepapers) and which time model a file gives
+    assert re.search(r"^nvidia-a100-80gb\s.*\s108\s+calibrated$", out, re.M)
+    assert re.search(r"^nvidia-a6000\s.*\s84\s+ideal$", out, re.M)
+    assert re.search(r"^amd-mi300x\s.*\s-\s+ideal$", out, re.M)
 
 
 def _ctype(hw, passes, op="layers.q"):
