@@ -509,3 +509,23 @@ def test_a_whole_measurement_file_can_be_held_out(capsys):
     assert held["by_kind"]["linear"]["mape_percent"] < 10
     assert held["by_kind"]["flash_attention"]["mape_percent"] > \
         out["models"]["calibrated"]["by_kind"]["flash_attention"]["mape_percent"]
+
+
+def test_a_system_file_is_calibrated_and_loads_back(tmp_path, capsys):
+    """Kernels measured under tensor parallelism need a system to evaluate on (tp=2 needs two
+    devices): calibrate writes the system file with its own [efficiency], which replaces its
+    device's and loads back, the devices' count and links kept."""
+    out = tmp_path / "dgx-calibrated.toml"
+    assert main(["calibrate", str(MEASURED / "vidur-linear-tp-a100.csv"), "--hw",
+                 "nvidia-dgx-a100", "-o", str(out), "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    hw = load_hardware(str(out))
+    assert hw.is_system and hw.count == 8 and hw.link is not None
+    assert hw.efficiency.bandwidth == pytest.approx(report["parameters"]["bandwidth"]["value"],
+                                                    rel=1e-3)
+    assert hw.efficiency.bandwidth != load_hardware("nvidia-dgx-a100").efficiency.bandwidth
+    bad = tmp_path / "bad.toml"
+    bad.write_text(out.read_text().replace("[efficiency.compute]", "[efficiency.compute]\n"
+                                           "fp99 = 0.5"))
+    assert main(["analyze", str(MODELS / "llama-2-7b.arch"), "--hw", str(bad)]) == 2
+    assert "fp99" in capsys.readouterr().err

@@ -312,11 +312,13 @@ def _with_channels(hw: Hardware, data: dict, fail) -> Hardware:
 def _system(data: dict, path: Path, fail, within: tuple[str, ...]) -> Hardware:
     """A system file: the named device, `count` of them over `nodes` nodes, with the file's
     links and host memory (or the device's)."""
-    unknown = sorted(set(data) - {"name", "notes", *SYSTEM_KEYS, *CHANNEL_SECTIONS})
+    unknown = sorted(set(data) - {"name", "notes", "efficiency", *SYSTEM_KEYS,
+                                  *CHANNEL_SECTIONS})
     if unknown:
         raise fail(f"unknown key {unknown[0]!r} in a system file", unknown[0],
                    hint="a system file has name, device, count, nodes, [link], [host], "
-                        "[network]; the device's own figures belong in its device file")
+                        "[network] and [efficiency]; the device's own figures belong in its "
+                        "device file")
     if not isinstance(data.get("name"), str):
         raise fail("a system file needs a name string", "name" if "name" in data else None)
     if not isinstance(data["device"], str) or not data["device"]:
@@ -341,6 +343,8 @@ def _system(data: dict, path: Path, fail, within: tuple[str, ...]) -> Hardware:
     system = replace(device, key=path.stem, name=data["name"], source=str(path), count=count,
                      nodes=nodes, device_key=device.key)
     system = _with_channels(system, data, fail)
+    if "efficiency" in data:   # its devices' kernels as calibrated on this system
+        system = replace(system, efficiency=_efficiency_of(data, device.peak, fail))
     if count > 1 and system.link is None:
         raise fail(f"a system of {count} devices needs a [link] (here or in the device file)",
                    hint="add [link] with the interconnect's bandwidth per device")
@@ -348,6 +352,21 @@ def _system(data: dict, path: Path, fail, within: tuple[str, ...]) -> Hardware:
         raise fail(f"a system over {nodes} nodes needs a [network] section",
                    hint="add [network] with the scale-out bandwidth per device")
     return system
+
+
+def _efficiency_of(data: dict, peak: Mapping[str, float], fail) -> Efficiency | None:
+    """The file's [efficiency] section (None without one), its compute types checked against
+    the chip's [peak]."""
+    if "efficiency" not in data:
+        return None
+    if not isinstance(data["efficiency"], dict):
+        raise fail("[efficiency] must be a table", "efficiency")
+    efficiency = parse_efficiency(data["efficiency"], fail, parse_quantity, OP_KINDS, ROW_KINDS)
+    unknown_types = set(efficiency.compute) - set(peak)
+    if unknown_types:
+        raise fail(f"[efficiency.compute] names {sorted(unknown_types)[0]!r}, which [peak] "
+                   "does not list", "efficiency.compute." + sorted(unknown_types)[0])
+    return efficiency
 
 
 def _from_table(data: dict, path: Path, fail) -> Hardware:
@@ -408,15 +427,6 @@ def _from_table(data: dict, path: Path, fail) -> Hardware:
                        f"{peak[ctype]:.4g}", ctype + SPARSE_SUFFIX,
                        hint="datasheets quote the sparse rate in dense-equivalent operations: "
                             "twice the dense rate on NVIDIA's tensor cores")
-    efficiency = None
-    if "efficiency" in data:
-        if not isinstance(data["efficiency"], dict):
-            raise fail("[efficiency] must be a table", "efficiency")
-        efficiency = parse_efficiency(data["efficiency"], fail, parse_quantity, OP_KINDS,
-                                      ROW_KINDS)
-        unknown_types = set(efficiency.compute) - set(peak)
-        if unknown_types:
-            raise fail(f"[efficiency.compute] names {sorted(unknown_types)[0]!r}, which [peak] "
-                       "does not list", "efficiency.compute." + sorted(unknown_types)[0])
+    efficiency = _efficiency_of(data, peak, fail)
     return Hardware(path.stem, data["name"], bandwidth, memory, peak, sram.get("sram"), str(path),
                     sram.get("sram_per_block"), efficiency, sparse, sms=sms)
