@@ -29,7 +29,7 @@ from typing import Mapping
 import numpy as np
 
 from ..errors import CostDSLError
-from ..hardware.efficiency import MAX_FRACTION, Efficiency, KindEfficiency
+from ..hardware.efficiency import ATTENTION_FAMILIES, MAX_FRACTION, Efficiency, KindEfficiency
 from .measurements import Measured
 
 MAX_LAUNCH_S = 1e-3   # a launch cost above a millisecond is not a kernel launch
@@ -58,7 +58,7 @@ class Fit:
 
 
 def _attention(piece) -> bool:
-    return piece.family in ("attention", "decode_attention")
+    return piece.family in ATTENTION_FAMILIES
 
 
 def _own(piece) -> bool:

@@ -45,8 +45,9 @@ ATTENTION_KINDS = frozenset({"qk_matmul", "softmax", "sv_matmul", "flash_attenti
 FALLBACK = {"decode_attention": "attention"}
 """A family whose figures, where the file gives none of its own, are those of another."""
 
-FAMILIES = frozenset({"attention", "decode_attention"})
-"""Efficiency tables that are not op kinds."""
+ATTENTION_FAMILIES = frozenset({"attention", "decode_attention"})
+"""The attention kernels' efficiency tables (prefill's and decode's): families of several op
+kinds, not op kinds themselves."""
 
 MAX_FRACTION = 4.0
 """The largest efficiency accepted: above 1 means on-chip reuse; 4x the datasheet is a typo."""
@@ -128,11 +129,6 @@ def parse_efficiency(table: dict, fail, parse_quantity, kinds: set[str],
         return float(value)
 
     def rows(value, key):
-        kind = key.split(".")[0]
-        if kind not in row_kinds:
-            raise fail(f"efficiency {key}: rows models one thread block per token row of an "
-                       f"elementwise kernel; {kind} is not one", f"efficiency.{key}",
-                       "rows applies to " + ", ".join(sorted(row_kinds)))
         if isinstance(value, bool) or not isinstance(value, (int, float)) or \
                 not 1 <= value <= 1e6:
             raise fail(f"efficiency {key} = {value!r}: expected the number of token rows (1 to "
@@ -149,7 +145,7 @@ def parse_efficiency(table: dict, fail, parse_quantity, kinds: set[str],
     for key, value in table.items():
         if key in ("bandwidth", "launch", "source", "compute", "measured_as"):
             top[key] = value
-        elif key in kinds or key in FAMILIES:
+        elif key in kinds or key in ATTENTION_FAMILIES:
             if not isinstance(value, dict):
                 raise fail(f"[efficiency.{key}] must be a table", f"efficiency.{key}")
             extra = set(value) - {"bandwidth", "compute", "launch", "rows"}
@@ -157,6 +153,11 @@ def parse_efficiency(table: dict, fail, parse_quantity, kinds: set[str],
                 raise fail(f"unknown key {sorted(extra)[0]!r} in [efficiency.{key}]",
                            f"efficiency.{key}.{sorted(extra)[0]}",
                            "keys: bandwidth, compute, launch, rows")
+            if "rows" in value and key not in row_kinds:
+                raise fail(f"efficiency {key}.rows: rows models one thread block per token row "
+                           f"of an elementwise kernel; {key} is not one",
+                           f"efficiency.{key}.rows",
+                           "rows applies to " + ", ".join(sorted(row_kinds)))
             own[key] = KindEfficiency(
                 fraction(value["bandwidth"], f"{key}.bandwidth") if "bandwidth" in value else None,
                 fraction(value["compute"], f"{key}.compute") if "compute" in value else None,
