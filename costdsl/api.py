@@ -756,7 +756,7 @@ def _hardware_key(hw: Hardware) -> tuple:
     known = _HARDWARE_KEYS.get(id(hw))
     if known is not None and known[0] is hw:
         return known[1]
-    key = (hw.key, hw.bandwidth_Bps, hw.sram_per_block, tuple(sorted(hw.peak.items())),
+    key = (hw.key, hw.bandwidth_Bps, hw.sram_per_block, hw.l2_bytes, tuple(sorted(hw.peak.items())),
            tuple(sorted(hw.sparse_peak.items())), repr(hw.efficiency),
            repr((hw.count, hw.nodes, hw.link, hw.network, hw.host, hw.ideal_links)))
     if len(_HARDWARE_KEYS) > 256:

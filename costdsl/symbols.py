@@ -27,6 +27,10 @@ sram = sympy.Symbol("sram", positive=True)
 """On-chip memory one thread block can use, in bytes (the M of FlashAttention's IO analysis):
 a symbol in the cost rules, the hardware's `sram_per_block` once a hardware file is chosen."""
 
+l2 = sympy.Symbol("l2", nonnegative=True)
+"""The chip's last-level cache (L2) in bytes: a symbol in the cost rules, the hardware's `l2`
+once a hardware file is chosen (0 where the file gives none: every re-read goes off chip)."""
+
 RUNTIME = {s.name: s for s in (batch, seq, tokens, gen, w_bits, a_bits, kv_bits)}
 """Symbols bound by the deployment, never by the model file."""
 

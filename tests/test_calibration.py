@@ -159,7 +159,8 @@ TRUE = Efficiency(bandwidth=0.8, compute={"fp16": 0.7}, launch_s=4e-6,
                   kinds={"rmsnorm": KindEfficiency(bandwidth=0.4, launch_s=3e-6)})
 
 
-def _synthetic(tmp_path, rows, noise=0.02, seed=1, efficiency=None):
+def _synthetic(tmp_path, rows, noise=0.02, seed=1, efficiency=None, hardware="nvidia-a6000",
+               model="llama-2-7b"):
     """Measurements generated from the model itself with TRUE, plus relative noise."""
     rng = np.random.default_rng(seed)
     path = tmp_path / "synthetic.csv"
@@ -168,8 +169,8 @@ def _synthetic(tmp_path, rows, noise=0.02, seed=1, efficiency=None):
         w.writerow(["hardware", "model", "stage", "batch", "seq", "tokens", "w_bits", "a_bits",
                     "kv_bits", "op", "time_s"])
         for stage, batch, seq, op in rows:
-            w.writerow(["nvidia-a6000", "llama-2-7b", stage, batch, seq, "", 16, 16, 16, op, 1])
-    hw = load_hardware("nvidia-a6000")
+            w.writerow([hardware, model, stage, batch, seq, "", 16, 16, 16, op, 1])
+    hw = load_hardware(hardware)
     measured = resolve(read_measurements(path), path, hw, costdsl.load)
     times = predict(measured, efficiency or TRUE) * (1 + noise *
                                                      rng.standard_normal(len(measured)))
@@ -217,6 +218,60 @@ def test_occupancy_is_chosen_where_the_data_show_it(tmp_path):
     assert "rmsnorm.rows" not in {p.name for p in blind.parameters}
     assert errors(measured, predict(measured, blind.efficiency)).overall_mape > \
         2 * errors(measured, predict(measured, fit.efficiency)).overall_mape
+
+
+def test_overlap_is_chosen_for_prefill_attention_where_the_data_show_it(tmp_path):
+    """Prefill FlashAttention generated with its memory time added to its compute time
+    (overlap = false: the query tiles loaded before each block's loop, the outputs written
+    after it) is fitted with overlap = false and its compute fraction recovered; decode's
+    kernel keeps the max (overlap = true, written out since it would inherit prefill's)."""
+    attention = "layers.attn[qk+softmax+sv]"
+    true = Efficiency(kinds={
+        "attention": KindEfficiency(bandwidth=0.4, compute=0.75, launch_s=10e-6, overlap=False),
+        "decode_attention": KindEfficiency(bandwidth=0.8, launch_s=12e-6, overlap=True)})
+    rows = [("prefill", b, s, attention) for b in (1, 4, 16) for s in (128, 512, 2048, 8192)]
+    rows += [("decode", b, s, attention) for b in (1, 8, 64) for s in (512, 4096)]
+    path, hw = _synthetic(tmp_path, rows, efficiency=true, hardware="nvidia-a100-80gb",
+                          model=str(MEASURED / "attention" / "attn-32x8.arch"))
+    measured = resolve(read_measurements(path), path, hw, costdsl.load)
+    fit = fit_efficiency(measured, sms=hw.sms)
+    got = {p.name: p for p in fit.parameters}
+    assert "attention.overlap" in got and "decode_attention.overlap" not in got
+    assert not fit.efficiency.overlaps("attention") and fit.efficiency.overlaps("decode_attention")
+    assert got["attention.compute"].value == pytest.approx(0.75, rel=0.03)
+    assert got["decode_attention.bandwidth"].value == pytest.approx(0.8, rel=0.03)
+    p = got["attention.bandwidth"]     # the queries and outputs: a small share of the time
+    assert abs(p.value - 0.4) < 3 * p.stderr, p
+    max_only = {k: v for k, v in true.kinds.items()}
+    max_only["attention"] = KindEfficiency(bandwidth=0.4, compute=0.75, launch_s=10e-6)
+    # the same data priced with the max instead: the sum is what generated them
+    assert errors(measured, predict(measured, Efficiency(kinds=max_only))).overall_mape > 1
+    assert errors(measured, predict(measured, fit.efficiency)).overall_mape < 2
+
+
+def test_overlap_false_adds_memory_to_compute_by_hand(tmp_path):
+    """Llama-2-7b prefill attention (FlashAttention, causal) on the A6000 at batch 1, seq 2048:
+    time = compute / 0.5 + bytes / (0.25 B) + 10 us with overlap = false, and the max of the
+    two (+ 10 us) without; a value other than true or false is a located error. Compute: the
+    QK^T and xV products at the fp16 peak (154.8 TFLOPS) and the softmax's 5 operations per
+    score at the fp32 rate (38.7 TFLOPS), 4 d + 5 = 517 operations per score in all."""
+    m = costdsl.load(MODELS / "llama-2-7b.arch", passes=["flash_attention()"])
+    table = '[efficiency.attention]\nbandwidth = 0.25\ncompute = 0.5\nlaunch = "10 us"\n'
+    hw = load_hardware(str(_hw_file(tmp_path, table + "overlap = false\n", "s.toml")))
+    ideal = next(o for o in m.analyze(hw.ideal(), 1, 2048, stages=("prefill",))
+                 .stages["prefill"].ops if o.kind == "flash_attention")
+    scores = ideal.flops / 517
+    compute = (512 * scores / 154.8e12 + 5 * scores / 38.7e12) / 0.5
+    memory = ideal.bytes / (0.25 * 768e9)
+    op = next(o for o in m.analyze(hw, 1, 2048, stages=("prefill",)).stages["prefill"].ops
+              if o.kind == "flash_attention")
+    assert op.time_s == pytest.approx(compute + memory + 10e-6, rel=1e-9)
+    overlapped = load_hardware(str(_hw_file(tmp_path, table, "o.toml")))
+    op = next(o for o in m.analyze(overlapped, 1, 2048, stages=("prefill",)).stages["prefill"]
+              .ops if o.kind == "flash_attention")
+    assert op.time_s == pytest.approx(max(compute, memory) + 10e-6, rel=1e-9)
+    bad = _hw_file(tmp_path, table + 'overlap = "no"\n', "bad.toml")
+    assert main(["analyze", "llama-2-7b", "--hw", str(bad)]) == 2
 
 
 def test_without_noise_the_fit_is_exact(tmp_path):
@@ -293,17 +348,23 @@ def test_the_ideal_roofline_is_optimistic_on_real_kernels(a100):
     assert np.median(times / ideal) > 1.3
 
 
-@pytest.mark.parametrize("shipped, limit", [("a100", 10.5), ("h100", 10.5)])
+@pytest.mark.parametrize("shipped, limit", [("a100", 10), ("h100", 10)])
 def test_held_out_error_of_the_calibration(shipped, limit, request):
     """5-fold cross-validation on 717 A100 and 1,011 H100 kernels: figures reported in the
-    README (9.7% and 9.7% when measured). The GEMMs (linear, fused q+k+v and gate+up) within 8%
-    held out; all kinds within `limit`; at least 4x better than the ideal roofline."""
+    README (9.3% and 9.2% when measured). The GEMMs (linear, fused q+k+v and gate+up: 230 and
+    239 rows) within 8% held out; all kinds within `limit`; at least 4x better than the ideal
+    roofline; prefill's attention (overlap = false, re-reads from the L2) within 10%."""
     hw, measured = request.getfixturevalue(shipped)
     held, _ = cross_validate(measured, 5, sms=hw.sms)
     table = errors(measured, held)
-    gemm = [i for i, m in enumerate(measured) if m.kind in ("linear", "fused")]
+    gemm = [i for i, m in enumerate(measured) if m.kind == "linear" or (
+        m.kind == "fused" and ("q+k+v" in m.row.op or "gate+up" in m.row.op))]
     gemm_mape = 100 * np.mean([abs(held[i] / measured[i].row.time_s - 1) for i in gemm])
-    assert gemm_mape < 8
+    assert len(gemm) in (230, 239) and gemm_mape < 8
+    prefill = [i for i, m in enumerate(measured)
+               if m.kind == "flash_attention" and m.row.stage == "prefill"]
+    assert len(prefill) == 46
+    assert 100 * np.mean([abs(held[i] / measured[i].row.time_s - 1) for i in prefill]) < 10
     assert table.overall_mape < limit
     assert table.overall_mape < errors(measured, predict(measured, None)).overall_mape / 4
     # a layer's ten kernels at one token count (vidur: 2 models x 13 sizes), summed: the

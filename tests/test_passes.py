@@ -14,7 +14,9 @@ from costdsl import symbols as S
 from costdsl.cli import main
 from costdsl.graph.schema import check, nodes
 from costdsl.graph.passes import PASSES, PassError
+from costdsl.analysis.crossover import minmax_breakpoints, resolve_minmax
 from costdsl.analysis.roofline import NotApplicableError
+from costdsl.hardware import load_hardware
 
 from conftest import MODELS
 
@@ -214,8 +216,9 @@ def test_fusion_saves_in_decode_exactly_its_bytes_and_less_in_prefill():
 
 # --- FlashAttention -----------------------------------------------------------------------------
 
-def test_flash_attention_prefill_traffic_follows_the_sram():
-    # A6000: M = 99 KiB = 101,376 bytes; Br = 8 M / (2 d (16 + 16)) = 99 rows. Llama-2-7b
+def test_flash_attention_prefill_traffic_follows_the_sram(tmp_path):
+    # The FlashAttention paper's IO count, which assumes no cache between HBM and the blocks'
+    # SRAM: the A6000 file without its L2 figure. M = 99 KiB = 101,376 bytes; Br = 8 M / (2 d (16 + 16)) = 99 rows. Llama-2-7b
     # prefill, b = 1, N = 2048, g = 1: K and V are read N / Br times. Without the causal skip
     # (causal=0) every query attends all N positions:
     #   K, V: 2 x 32 x 2048 x 128 x 2 bytes x 2048/99 = 68,719,476,736 / 99
@@ -227,7 +230,7 @@ def test_flash_attention_prefill_traffic_follows_the_sram():
     for causal, kv, flops in ((0, 68_719_476_736, 69_390_565_376),
                               (1, 34_376_515_584, 34_712_223_744)):
         a = costdsl.load(LLAMA, passes=[f"flash_attention(causal={causal})"]).analyze(
-            A6000, batch=1, seq=2048)
+            _a6000_with(tmp_path, 'sram_per_block = "99 KiB"', l2=False), batch=1, seq=2048)
         fa = _result(a, "prefill", "layers.attn[qk+softmax+sv]")
         assert fa.bytes_by_class["kv"] == pytest.approx(kv / 99, rel=1e-12)
         assert fa.bytes_by_class["act"] == 33_554_432
@@ -235,42 +238,73 @@ def test_flash_attention_prefill_traffic_follows_the_sram():
         assert fa.compute_type == "fp16"
 
 
-def test_causal_flash_attention_of_a_chunk_over_a_cache():
+def test_causal_flash_attention_of_a_chunk_over_a_cache(tmp_path):
     # step: 512 new tokens over 1,536 cached, Llama-2-7b, block 128: each new token attends the
     # cache and (512 + 1) / 2 = 256.5 new positions on average, 1,792.5 in all (2,048 without
-    # the skip); K and V are read 512 / 128 = 4 times: 2 x 32 x 1792.5 x 128 x 2 x 4 bytes.
+    # the skip); K and V are read 512 / 128 = 4 times: 2 x 32 x 1792.5 x 128 x 2 x 4 bytes
+    # without an L2 to serve the re-reads. The H100's 50 MiB hold one head's 1792.5 x 256 x 2 =
+    # 917,760 bytes: the first pass alone reaches HBM.
     m = costdsl.load(LLAMA, passes=["flash_attention(block=128)"])
-    a = m.analyze("nvidia-h100-sxm", batch=1, seq=1536, tokens=512, stages=["step"])
-    fa = _result(a, "step", "layers.attn[qk+softmax+sv]")
-    assert fa.bytes_by_class["kv"] == 2 * 32 * 1792.5 * 128 * 2 * 4
-    assert fa.flops == (4 * 128 + 5) * 32 * 512 * 1792.5
+    no_l2 = _a6000_with(tmp_path, 'sram_per_block = "128 KiB"', l2=False)
+    for hw, passes in ((no_l2, 4), ("nvidia-h100-sxm", 1)):
+        a = m.analyze(hw, batch=1, seq=1536, tokens=512, stages=["step"])
+        fa = _result(a, "step", "layers.attn[qk+softmax+sv]")
+        assert fa.bytes_by_class["kv"] == 2 * 32 * 1792.5 * 128 * 2 * passes, hw
+        assert fa.flops == (4 * 128 + 5) * 32 * 512 * 1792.5
 
 
-def _a6000_with(tmp_path, sram_line: str) -> str:
-    """The A6000 file with its sram_per_block line replaced (or removed, with "")."""
+def test_flash_attention_re_reads_come_from_the_l2_while_a_head_fits():
+    """The A6000's L2 is 6 MiB = 6,291,456 bytes (GA102 whitepaper). One KV head of Llama-2-7b
+    (d = 128, fp16 K and V) holds 512 bytes per position; a causal prefill of N tokens attends
+    (N + 1) / 2 on average: 256 (N + 1) bytes, which fit up to N = 24,575. There K and V reach
+    HBM once: 2 x 32 x 12,288 x 128 x 2 bytes; one token more and every one of the N / Br =
+    24,576 / 99 passes does (Br = 99 rows in 99 KiB), the paper's count. The stage time in seq
+    breaks at that size: a breakpoint of its Piecewise."""
+    m = costdsl.load(LLAMA, passes=["flash_attention()"])
+    kv = [_result(m.analyze(A6000, batch=1, seq=n, stages=["prefill"]), "prefill",
+                  "layers.attn[qk+softmax+sv]").bytes_by_class["kv"] for n in (24_575, 24_576)]
+    assert kv[0] == 2 * 32 * 12_288 * 128 * 2
+    assert kv[1] == pytest.approx(2 * 32 * 12_288.5 * 128 * 2 * 24_576 / 99, rel=1e-12)
+    op = next(o for o in m.roofline(load_hardware(A6000), "prefill").ops
+              if o.node.name == "layers.attn[qk+softmax+sv]")
+    nbytes = op.bytes.subs({costdsl.symbols.batch: 1, costdsl.symbols.kv_bits: 16,
+                            costdsl.symbols.a_bits: 16})
+    # 99: where a prefill first needs two blocks of query rows; 24,575: where a head stops fitting
+    assert sorted(minmax_breakpoints(nbytes, costdsl.symbols.seq)) == [
+        pytest.approx(99), pytest.approx(24_575)]
+    assert resolve_minmax(nbytes, costdsl.symbols.seq, 100).is_polynomial(costdsl.symbols.seq)
+
+
+def _a6000_with(tmp_path, sram_line: str, l2: bool = True) -> str:
+    """The A6000 file with its sram_per_block line replaced (or removed, with ""), and without
+    its L2 figure when `l2` is false."""
     hw = (MODELS.parent / "hardware" / "nvidia-a6000.toml").read_text()
-    path = tmp_path / f"a6000-{abs(hash(sram_line))}.toml"
+    if not l2:
+        hw = "\n".join(line for line in hw.splitlines() if not line.startswith("l2 "))
+    path = tmp_path / f"a6000-{abs(hash((sram_line, l2)))}.toml"
     path.write_text(hw.replace('sram_per_block = "99 KiB"', sram_line))
     return str(path)
 
 
 def test_flash_attention_io_is_inverse_in_sram(tmp_path):
     # Theta(N^2 d^2 / M): doubling the on-chip memory per block halves the K/V traffic.
-    small = _a6000_with(tmp_path, 'sram_per_block = "64 KiB"')
-    large = _a6000_with(tmp_path, 'sram_per_block = "128 KiB"')
+    # (the paper's model: no L2 between HBM and the blocks)
+    small = _a6000_with(tmp_path, 'sram_per_block = "64 KiB"', l2=False)
+    large = _a6000_with(tmp_path, 'sram_per_block = "128 KiB"', l2=False)
     m = costdsl.load(LLAMA, passes=["flash_attention()"])
     kv = [_result(m.analyze(h, batch=1, seq=4096, stages=["prefill"]), "prefill",
                   "layers.attn[qk+softmax+sv]").bytes_by_class["kv"] for h in (small, large)]
     assert kv[0] / kv[1] == pytest.approx(2, rel=1e-12)
 
 
-def test_flash_attention_with_a_given_block_size():
+def test_flash_attention_with_a_given_block_size(tmp_path):
     # block=128 (FlashAttention-2's tile for d = 128): K and V are read 2048 / 128 = 16 times
     # in prefill, over the (2048 + 1) / 2 positions a causal query attends:
-    # 2 x 32 x 1024.5 x 128 x 2 bytes x 16 = 268,566,528 bytes, on any hardware
+    # 2 x 32 x 1024.5 x 128 x 2 bytes x 16 = 268,566,528 bytes, on any hardware without an L2
     # whose blocks hold 128 rows: 128 x 2 x 128 x 32 / 8 = 128 KiB. The A6000's 99 KiB do not.
     m = costdsl.load(LLAMA, passes=["flash_attention(block=128)"])
-    a = m.analyze("nvidia-h100-sxm", batch=1, seq=2048, stages=["prefill"])
+    a = m.analyze(_a6000_with(tmp_path, 'sram_per_block = "128 KiB"', l2=False), batch=1,
+                  seq=2048, stages=["prefill"])
     fa = _result(a, "prefill", "layers.attn[qk+softmax+sv]")
     assert fa.bytes_by_class["kv"] == 268_566_528
     with pytest.raises(NotApplicableError, match="needs 128 KiB.*has 99 KiB"):

@@ -14,9 +14,10 @@ Bounds are kept by an active set: a parameter that leaves its range is fixed at 
 the rest refitted. A parameter no measured op is bound by cannot be identified from the data:
 it is reported as such and left out (1: the datasheet figure), never invented.
 
-Occupancy is a choice, not a fit: given the chip's SM count, each elementwise family is fitted
-again with one thread block per token row (memory_s x max(1, sms / rows)) and keeps it where
-the squared relative error drops.
+Occupancy and overlap are choices, not fits: given the chip's SM count, each elementwise family
+is fitted again with one thread block per token row (memory_s x max(1, sms / rows)) and keeps it
+where the squared relative error drops; prefill's attention likewise with its memory time
+added to its compute time (`overlap = false`: t = compute + memory + launch, linear in both).
 
 Standard errors come from the final linear fit: cov(u) = s^2 (A^T W A)^-1, and for an efficiency
 e = 1 / u, se(e) = se(u) / u^2.
@@ -29,11 +30,16 @@ from typing import Mapping
 import numpy as np
 
 from ..errors import CostDSLError
-from ..hardware.efficiency import ATTENTION_FAMILIES, MAX_FRACTION, Efficiency, KindEfficiency
+from ..hardware.efficiency import (ATTENTION_FAMILIES, FALLBACK, MAX_FRACTION, Efficiency,
+                                   KindEfficiency)
 from .measurements import Measured
 
 MAX_LAUNCH_S = 1e-3   # a launch cost above a millisecond is not a kernel launch
 MAX_ROUNDS = 50
+SERIAL_CANDIDATES = frozenset({"attention"})
+"""Families tried with `overlap = false`: prefill's FlashAttention, whose blocks load their
+query tile before the loop over keys and write their output after it (decode's kernels stream
+the cache past one query row: nothing of note outside the loop)."""
 
 
 class CalibrationError(CostDSLError):
@@ -79,8 +85,17 @@ def _launch_key(piece) -> str:
     return f"{piece.family}.launch" if _own(piece) else "launch"
 
 
+def _overlap(kind: str, serial: frozenset) -> bool | None:
+    """A family's `overlap`: False where its traffic adds to its compute, True where it would
+    otherwise inherit a False from its fallback (decode's attention from prefill's)."""
+    if kind in serial:
+        return False
+    return True if FALLBACK.get(kind) in serial else None
+
+
 def _efficiency(u: Mapping[str, float], launches: Mapping[str, float],
-                source: str = "", fill: Mapping[str, float] | None = None) -> Efficiency:
+                source: str = "", fill: Mapping[str, float] | None = None,
+                serial: frozenset = frozenset()) -> Efficiency:
     compute = {k.split(".", 1)[1]: 1 / v for k, v in u.items() if k.startswith("compute.")}
     fill = fill or {}
     kinds = {}
@@ -92,7 +107,7 @@ def _efficiency(u: Mapping[str, float], launches: Mapping[str, float],
         kinds[kind] = KindEfficiency(
             1 / u[f"{kind}.bandwidth"] if f"{kind}.bandwidth" in u else None,
             1 / u[f"{kind}.compute"] if f"{kind}.compute" in u else None,
-            launches.get(f"{kind}.launch"), fill.get(kind))
+            launches.get(f"{kind}.launch"), fill.get(kind), _overlap(kind, serial))
     return Efficiency(bandwidth=1 / u.get("bandwidth", 1.0), compute=compute,
                       launch_s=launches.get("launch", 0.0), kinds=kinds, source=source)
 
@@ -102,10 +117,11 @@ def _is_launch(name: str) -> bool:
 
 
 def _assign(measured: list[Measured], e: Efficiency | None, launch: bool = True,
-            fill: Mapping[str, float] | None = None):
+            fill: Mapping[str, float] | None = None, serial: frozenset = frozenset()):
     """Per row: the coefficient of each parameter (seconds at efficiency 1 for a fraction's
     inverse, occurrences for a launch cost), with each op on the side of its max that wins
-    under `e` (None: the ideal roofline). `fill`: the rows that fill the chip, by family."""
+    under `e` (None: the ideal roofline), or on both for a family in `serial`. `fill`: the
+    rows that fill the chip, by family."""
     fill = fill or {}
     rows = []
     for m in measured:
@@ -118,12 +134,12 @@ def _assign(measured: list[Measured], e: Efficiency | None, launch: bool = True,
                 c = (p.matrix_s / e.compute_for(p.compute_type or "", p.family)
                      + p.vector_s / e.compute_for(p.vector_type, p.family))
                 compute_wins = c > memory_s / e.bandwidth_for(p.family)
-            if compute_wins:
+            if compute_wins or p.family in serial:
                 for part, seconds in (("matrix", p.matrix_s), ("vector", p.vector_s)):
                     if seconds:
                         k = _key(p, "compute", part)
                         coef[k] = coef.get(k, 0.0) + p.count * seconds
-            elif memory_s:
+            if memory_s and (not compute_wins or p.family in serial):
                 k = _key(p, "memory")
                 coef[k] = coef.get(k, 0.0) + p.count * memory_s
             if launch:
@@ -172,10 +188,10 @@ def _solve(assigned: list[dict], times: np.ndarray, names: list[str]):
 
 
 def _split(values: Mapping[str, float], source: str,
-           fill: Mapping[str, float] | None = None) -> Efficiency:
+           fill: Mapping[str, float] | None = None, serial: frozenset = frozenset()) -> Efficiency:
     u = {k: v for k, v in values.items() if not _is_launch(k)}
     launches = {k: v for k, v in values.items() if _is_launch(k)}
-    return _efficiency(u, launches, source, fill)
+    return _efficiency(u, launches, source, fill, serial)
 
 
 @dataclass(frozen=True)
@@ -189,21 +205,22 @@ class _Solved:
 
 
 def _fit(measured: list[Measured], times: np.ndarray, source: str, launch: bool,
-         fill: Mapping[str, float]) -> _Solved:
-    """The alternating fit with the occupancy `fill` of each family held fixed. An assignment
-    that never settles (ops near their ridge can flip back and forth) keeps the round whose
-    parameters fit best under the model itself, max and all."""
-    assigned = _assign(measured, None, launch, fill)
+         fill: Mapping[str, float], serial: frozenset = frozenset()) -> _Solved:
+    """The alternating fit with the occupancy `fill` of each family and the families without
+    overlap (`serial`) held fixed. An assignment that never settles (ops near their ridge can
+    flip back and forth) keeps the round whose parameters fit best under the model itself, max
+    and all."""
+    assigned = _assign(measured, None, launch, fill, serial)
     best = None
     for rounds in range(1, MAX_ROUNDS + 1):
         names = sorted({k for coef in assigned for k in coef})
         values, stderr = _solve(assigned, times, names)
-        e = _split(values, source, fill)
+        e = _split(values, source, fill, serial)
         residual = predict(measured, e) / times - 1
         solved = _Solved(e, values, stderr, assigned, rounds, float(residual @ residual))
         if best is None or solved.objective < best.objective:
             best = solved
-        again = _assign(measured, e, launch, fill)
+        again = _assign(measured, e, launch, fill, serial)
         if again == assigned:
             break
         assigned = again
@@ -235,6 +252,11 @@ def fit_efficiency(measured: list[Measured], source: str = "", launch: bool = Tr
         trial = _fit(measured, times, source, launch, {**fill, family: float(sms)})
         if trial.objective < best.objective:
             fill, best = {**fill, family: float(sms)}, trial
+    serial: frozenset = frozenset()
+    for family in sorted({p.family for m in measured for p in m.pieces} & SERIAL_CANDIDATES):
+        trial = _fit(measured, times, source, launch, fill, serial | {family})
+        if trial.objective < best.objective:
+            serial, best = serial | {family}, trial
     assigned, values, stderr = best.assigned, best.values, best.stderr
     used = {k for coef in assigned for k in coef}  # the assignment the values were solved on
     params = []
@@ -249,6 +271,9 @@ def fit_efficiency(measured: list[Measured], source: str = "", launch: bool = Tr
         params.append(Parameter(f"{family}.rows", rows, None,
                                 sum(1 for m in measured for p in m.pieces
                                     if p.family == family and p.rows < rows)))
+    for family in sorted(serial):
+        params.append(Parameter(f"{family}.overlap", 0.0, None,
+                                sum(1 for m in measured for p in m.pieces if p.family == family)))
     every = _all_parameters(measured) | ({_launch_key(p) for m in measured for p in m.pieces}
                                          if launch else set())
     return Fit(best.efficiency, tuple(params), tuple(sorted(every - used)), best.rounds,

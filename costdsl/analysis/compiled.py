@@ -6,7 +6,8 @@ costs a few tenths of a second per stage, in every process anew. This module sto
 expression itself, as a tree of plain JSON lists (["add", ...], ["s", "batch"], ["q", "3/8"]),
 under the user's cache directory, keyed by everything it depends on: the model's design (its
 files, parameters and passes, as elaborated), the hardware's figures, the bitwidths, what is
-compiled, and costdsl's version. Reading an entry back executes nothing from the file: the tree
+compiled, and costdsl's version and code (a changed cost rule in a development install is a
+new key, not a stale entry). Reading an entry back executes nothing from the file: the tree
 is validated node by node (known operators, numbers that parse as numbers, symbols from the
 given argument list) and the function's source is generated here from it -- never a pickle,
 never stored code. A missing, unreadable, corrupt or foreign entry is rebuilt (corrupt ones with
@@ -17,6 +18,7 @@ a warning); a cache directory that is not the user's own, or is writable by othe
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -168,8 +170,22 @@ def cache_dir() -> Path | None:
     return path
 
 
+@functools.lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """The package's modules as (path, size, mtime) stats: the cost rules an entry was made by.
+    Stats, not contents: a few hundred microseconds once per process, and a reinstall that
+    changes nothing costs one rebuild, not a wrong answer."""
+    root = Path(__file__).resolve().parent.parent
+    stats = []
+    for path in sorted(root.rglob("*.py")):
+        info = path.stat()
+        stats.append((str(path.relative_to(root)), info.st_size, info.st_mtime_ns))
+    return hashlib.sha256(repr(stats).encode()).hexdigest()
+
+
 def key_of(parts) -> str:
-    text = json.dumps([SCHEMA, __version__, parts], sort_keys=True, default=str)
+    text = json.dumps([SCHEMA, __version__, code_fingerprint(), parts], sort_keys=True,
+                      default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 

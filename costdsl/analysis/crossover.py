@@ -191,25 +191,45 @@ def _no_root_reason(op: OpRoofline, intensity: sympy.Expr, x: sympy.Symbol, ridg
 
 
 def minmax_breakpoints(expr: sympy.Expr, x: sympy.Symbol) -> list[float]:
-    """Values of x where a min() or max() in expr switches argument (a sliding window, say)."""
+    """Values of x where a min() or max() in expr switches argument (a sliding window, say),
+    or a condition of a Piecewise changes (keys and values that stop fitting in the L2)."""
     points = []
-    for f in sympy.sympify(expr).atoms(sympy.Min, sympy.Max):
+    expr = sympy.sympify(expr)
+    for f in expr.atoms(sympy.Min, sympy.Max):
         if x not in f.free_symbols:
             continue
         for i, a in enumerate(f.args):
             for b in f.args[i + 1:]:
                 points += [float(r) for r in _positive_roots(a - b, x) if r.is_number]
+    for f in expr.atoms(sympy.Piecewise):
+        for _, condition in f.args:
+            if isinstance(condition, sympy.core.relational.Relational) and \
+                    x in condition.free_symbols:
+                points += [float(r) for r in _positive_roots(condition.lhs - condition.rhs, x)
+                           if r.is_number]
     return points
 
 
 def resolve_minmax(expr: sympy.Expr, x: sympy.Symbol, probe: float) -> sympy.Expr:
     """expr with each min()/max() in x replaced by the argument that is active at x = probe,
-    so that between two breakpoints the expression is a plain polynomial ratio."""
+    and each Piecewise in x by its branch there, so that between two breakpoints the expression
+    is a plain polynomial ratio."""
     def active(f):
         values = [float(a.subs(x, probe)) for a in f.args]
         chosen = min(values) if isinstance(f, sympy.Min) else max(values)
         return f.args[values.index(chosen)]
-    return sympy.sympify(expr).replace(
+
+    def branch(f):
+        for value, condition in f.args:
+            holds = sympy.sympify(condition).subs(x, probe)
+            if holds is sympy.true:
+                return value
+            if holds is not sympy.false:
+                return f     # depends on a symbol left free: keep it whole
+        return f
+    expr = sympy.sympify(expr).replace(
+        lambda e: isinstance(e, sympy.Piecewise) and x in e.free_symbols, branch)
+    return expr.replace(
         lambda e: isinstance(e, (sympy.Min, sympy.Max)) and x in e.free_symbols, active)
 
 
@@ -328,7 +348,7 @@ def piecewise_time(stage: StageRoofline, hw: Hardware, x: sympy.Symbol,
                 ct = _bind(op.node.repeat * _compute_time_at(op, hw, x, values, probe), values, x)
             ct, mt = resolve_minmax(ct, x, probe), resolve_minmax(mt, x, probe)
             compute_wins = float(ct.subs(x, probe)) > float(mt.subs(x, probe))
-            total += ct if compute_wins else mt
+            total += (ct if compute_wins else mt) if op.overlap else ct + mt
         condition = x < high if high != math.inf else True
         pieces.append((sympy.expand(stage.steps * total).evalf(15), condition))
     return sympy.Piecewise(*pieces)

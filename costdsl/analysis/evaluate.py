@@ -44,6 +44,7 @@ class StageNumbers:
     channels: tuple[str | None, ...] = ()    # the channel of each op's transfers
     schedule: tuple[int, int] = (1, 1)       # (pipeline stages, microbatches)
     occupancy: np.ndarray | float = 1.0      # memory time's stretch when rows leave SMs idle
+    overlap: np.ndarray | bool = True        # False: memory time adds to compute (efficiency)
 
     @cached_property
     def bytes(self) -> np.ndarray:
@@ -70,7 +71,9 @@ class StageNumbers:
 
     @cached_property
     def time(self) -> np.ndarray:
-        return np.maximum(self.compute_time, self.memory_time) + self.launch + self.serial_time
+        kernel = np.where(self.overlap, np.maximum(self.compute_time, self.memory_time),
+                          self.compute_time + self.memory_time)
+        return kernel + self.launch + self.serial_time
 
     @cached_property
     def compute_bound(self) -> np.ndarray:
@@ -193,6 +196,7 @@ def _static(stage: StageRoofline) -> dict:
                 peak=np.array([o.peak for o in ops]), bandwidth=np.array([o.bandwidth for o in ops]),
                 vector_peak=np.array([o.vector_peak for o in ops]),
                 launch=np.array([o.launch for o in ops]),
+                overlap=np.array([o.overlap for o in ops]),
                 fused_from=tuple(o.node.fused_from for o in ops),
                 channels=tuple(o.channel for o in ops))
 
@@ -204,7 +208,7 @@ def evaluate(stage: StageRoofline, values: Mapping[sympy.Symbol, object]) -> Sta
     extra = (1,) * len(shape)
     fixed = _static(stage)
     rates = {k: fixed[k].reshape((n,) + extra) if extra else fixed[k]
-             for k in ("peak", "bandwidth", "vector_peak", "launch")}
+             for k in ("peak", "bandwidth", "vector_peak", "launch", "overlap")}
     k = len(CLASSES)
     return StageNumbers(
         stage=stage.stage, names=fixed["names"], kinds=fixed["kinds"],
@@ -216,7 +220,7 @@ def evaluate(stage: StageRoofline, values: Mapping[sympy.Symbol, object]) -> Sta
         vector_flops=table[(2 + k) * n:(3 + k) * n],
         vector_peak=rates["vector_peak"],
         fused_from=fixed["fused_from"],
-        launch=rates["launch"],
+        launch=rates["launch"], overlap=rates["overlap"],
         transfer_time=table[(3 + k) * n:(4 + k) * n],
         serial_time=table[(4 + k) * n:(5 + k) * n],
         occupancy=table[(5 + k) * n:(6 + k) * n],
@@ -226,7 +230,8 @@ def evaluate(stage: StageRoofline, values: Mapping[sympy.Symbol, object]) -> Sta
 def _compute_bound_time(stage: StageRoofline) -> sympy.Expr:
     """Time spent in ops that are compute-bound: sum of repeat x compute time where it wins."""
     return stage.steps * sympy.Add(*(o.node.repeat * sympy.Piecewise(
-        (o.compute_time + o.launch, o.compute_time > o.memory_time), (0, True))
+        (o.compute_time + o.launch + (0 if o.overlap else o.memory_time),
+         o.compute_time > o.memory_time), (0, True))
         for o in stage.ops if o.compute_type))
 
 

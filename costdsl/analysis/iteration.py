@@ -34,7 +34,7 @@ from typing import Callable, Mapping
 
 import sympy
 
-from .roofline import StageRoofline, larger, row_count
+from .roofline import StageRoofline, kernel_time, row_count
 from .. import symbols as S
 
 N, T, TT, TC, C, L = sympy.symbols("N T TT TC C L", nonnegative=True)
@@ -123,6 +123,6 @@ def _total(step: StageRoofline, bits: Mapping[sympy.Symbol, float]):
         compute, streaming, beside, serial, rows = parts
         # one batched kernel over every sequence's rows: the occupancy of their sum
         memory = streaming * op.occupancy_at(rows) + beside
-        time = larger(compute, memory) + op.launch + serial
+        time = kernel_time(compute, memory, op.overlap) + op.launch + serial
         total += op.node.repeat * time
     return step.steps * total, approximate

@@ -87,9 +87,10 @@ class Piece:
             return self.count * max(self.matrix_s + self.vector_s, self.memory_s)
         compute = (self.matrix_s / e.compute_for(self.compute_type or "", self.family)
                    + self.vector_s / e.compute_for(self.vector_type, self.family))
-        memory = self.memory_s * self.stretch(e.rows_for(self.family))
-        return self.count * (max(compute, memory / e.bandwidth_for(self.family))
-                             + e.launch_for(self.family))
+        memory = self.memory_s * self.stretch(e.rows_for(self.family)) \
+            / e.bandwidth_for(self.family)
+        kernel = max(compute, memory) if e.overlaps(self.family) else compute + memory
+        return self.count * (kernel + e.launch_for(self.family))
 
 
 @dataclass(frozen=True)

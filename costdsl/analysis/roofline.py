@@ -5,7 +5,8 @@ time t = max(operations / peak, bytes / B), and the op is compute-bound when the
 the larger (Williams, Waterman, Patterson, "Roofline", CACM 2009). B is the memory bandwidth and
 peak the rate of the op's compute type on the hardware. With an [efficiency] section in the
 hardware file, peak and B are the achieved fractions of the datasheet figures (eta_c peak,
-eta_b B) and every op occurrence adds a fixed launch cost: t = max(...) + launch. Crossovers
+eta_b B) and every op occurrence adds a fixed launch cost: t = max(...) + launch (or compute +
+memory + launch for a kind whose table says `overlap = false`). Crossovers
 then read in the achieved figures; the launch term shifts both sides of the max equally, so it
 moves no crossover.
 
@@ -123,6 +124,13 @@ def memory_seconds(nbytes, bandwidth):
     return nbytes / bandwidth
 
 
+def kernel_time(compute: sympy.Expr, memory: sympy.Expr, overlap: bool = True) -> sympy.Expr:
+    """A kernel's time before its launch cost: the larger of its compute and memory times when
+    its traffic hides behind its arithmetic (the roofline), their sum when it does not (an
+    efficiency table's `overlap = false`)."""
+    return larger(compute, memory) if overlap else compute + memory
+
+
 @dataclass(frozen=True)
 class OpRoofline:
     """One op's roofline, as expressions in the runtime symbols (batch, seq, bitwidths).
@@ -143,6 +151,7 @@ class OpRoofline:
     hidden: sympy.Expr = sympy.Integer(0)     # compute time its transfer overlaps
     serial: bool = False        # its transfer adds to the kernel (offload without overlap)
     fill_rows: float = 0.0      # token rows that fill the chip (efficiency `rows`; 0: none)
+    overlap: bool = True        # False: the memory time adds to the compute time (efficiency)
 
     @property
     def flops(self) -> sympy.Expr:
@@ -242,7 +251,8 @@ class OpRoofline:
 
     @cached_property
     def time(self) -> sympy.Expr:
-        return larger(self.compute_time, self.memory_time) + self.launch + self.serial_transfer
+        return kernel_time(self.compute_time, self.memory_time, self.overlap) + self.launch \
+            + self.serial_transfer
 
     @property
     def attainable(self) -> sympy.Expr:
@@ -296,7 +306,8 @@ def roofline(graph: nx.DiGraph, hw: Hardware, bits: Mapping[str, float],
             hw.channel_bandwidth(channel) if channel else float("inf"),
             hw.channel(channel).latency_s if channel else 0.0,
             serial=channel == "host" and not node.attrs.get("overlap", True),
-            fill_rows=hw.rows_for(kind) if node.engine == "vector" else 0.0))
+            fill_rows=hw.rows_for(kind) if node.engine == "vector" else 0.0,
+            overlap=node.engine == "link" or hw.overlaps(kind)))
     return StageRoofline(graph.graph["stage"], _with_overlap(ops),
                          tuple(graph.graph.get("pipeline", (1, 1))))
 
@@ -397,7 +408,7 @@ def _hardware_values(node: Node, hw: Hardware, bits) -> dict | None:
             hint=(f"block={fits} or fewer fits on {hw.key}" if fits >= 16 else
                   f"not even the smallest block (16 rows) fits on {hw.key}")
             + "; or choose hardware with more on-chip memory per block", **where)
-    return {S.sram: hw.sram_per_block}
+    return {S.sram: hw.sram_per_block, S.l2: hw.l2_bytes or 0}
 
 
 def _by_class(bits: Mapping[str, float]) -> dict[str, float]:

@@ -36,7 +36,10 @@ def local_time(stage: StageRoofline, values: Mapping[sympy.Symbol, float]) -> sy
     for op in stage.ops:
         ct, mt = op.compute_time, op.memory_time
         compute_wins = float(ct.subs(values)) > float(mt.subs(values))
-        total += op.node.repeat * (ct / PEAK_SCALE if compute_wins else mt / BANDWIDTH_SCALE)
+        if op.overlap:
+            total += op.node.repeat * (ct / PEAK_SCALE if compute_wins else mt / BANDWIDTH_SCALE)
+        else:   # the kernel's traffic adds to its arithmetic: both knobs move it
+            total += op.node.repeat * (ct / PEAK_SCALE + mt / BANDWIDTH_SCALE)
         total += op.node.repeat * op.launch  # a fixed cost: no knob moves it
     return total
 

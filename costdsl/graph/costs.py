@@ -70,6 +70,8 @@ class Cost:
     params: sympy.Expr            # parameters held by the op (not what it reads)
     out_shape: tuple[sympy.Expr, ...]
     active: sympy.Expr | None = None  # parameters one token uses (MoE: fewer); None: all
+    vector: sympy.Expr | None = None  # the part of flops on the vector units, where a fused
+                                      # kernel's rule counts it (None: the members' sum)
 
 RULES: dict[str, Callable[[OpInstance, list[Tensor], Tensor, Site], Cost]] = {}
 
@@ -223,6 +225,20 @@ def flash_sram_needed(head_dim, a_bits, kv_bits, rows=FLASH_MIN_ROWS):
     return rows * 2 * head_dim * (a_bits + kv_bits) / 8
 
 
+def off_chip_passes(passes, head_bytes):
+    """Passes over the keys and values that reach off-chip memory. The blocks running at once
+    work on the query rows of one KV head or a few (FlashAttention-2's grid walks a head's query
+    blocks together), so when one KV head's keys and values of one sequence (`head_bytes`) fit
+    in the chip's L2 only the first pass misses it and the rest are served on chip; when they
+    do not, each pass evicts what the next needs and every pass reads memory (the IO count of
+    the FlashAttention paper, which assumes no cache between HBM and SRAM). No L2 figure
+    (S.l2 = 0): every pass. The L2's own bandwidth is not a roof here: vendors publish none
+    for these chips, and the re-reads' intensity (Br operations per byte) keeps them near it."""
+    if passes == 1:
+        return passes
+    return sympy.Piecewise((1, head_bytes <= S.l2), (passes, True))
+
+
 def flash_attention(attrs, q: str, k: str, v: str, out: str, rows: str, site: Site,
                     v_dim=None, block_rows=None, causal: bool = True) -> Cost:
     """FlashAttention: QK^T, softmax and xV in one kernel; the score matrix stays on chip.
@@ -253,13 +269,16 @@ def flash_attention(attrs, q: str, k: str, v: str, out: str, rows: str, site: Si
     group = h / hkv
     rows_per_block = block_rows if block_rows is not None else flash_rows(d, S.a_bits, S.kv_bits)
     passes = sympy.Max(1, group * lq / rows_per_block)
+    head_bytes = lk * (d if k == v else d + dv) * S.kv_bits / 8
+    passes = off_chip_passes(passes, head_bytes)
     scores = b * h * lq * lk
     kv_reads = ((Access(k, "kv", b * lk * hkv * d * passes),) if k == v else
                 (Access(k, "kv", b * lk * hkv * d * passes),
                  Access(v, "kv", b * lk * hkv * dv * passes)))
     return Cost(2 * scores * (d + dv) + 5 * scores,
                 (Access(q, "act", b * lq * h * d),) + kv_reads,
-                (Access(out, "act", b * lq * h * dv),), sympy.Integer(0), (b * lq, h * dv))
+                (Access(out, "act", b * lq * h * dv),), sympy.Integer(0), (b * lq, h * dv),
+                vector=5 * scores)
 
 
 def experts_touched(experts, top_k, tokens):

@@ -7,6 +7,8 @@ Schema (a user can write their own):
     sram      = "10.5 MiB"                 # optional: on-chip memory of the whole chip
     sram_per_block = "99 KiB"              # optional: on-chip memory one thread block can use
                                            # (FlashAttention's tile budget M)
+    l2        = "40 MiB"                   # optional: the chip's last-level cache: a working set
+                                           # that fits is re-read from it, not from memory
     sms       = 108                        # optional: streaming multiprocessors (compute units):
                                            # kernels run one thread block per SM at a time
     [peak]                                 # dense operations/s by compute type
@@ -65,6 +67,7 @@ class Hardware:
     device_key: str = ""            # the device a system file names ("" for a device file)
     ideal_links: bool = False       # ideal(): links at their datasheet bandwidth too
     sms: int | None = None          # streaming multiprocessors: blocks that run at once
+    l2_bytes: float | None = None   # last-level cache (L2): re-reads that fit are served on chip
 
     @property
     def is_system(self) -> bool:
@@ -112,6 +115,11 @@ class Hardware:
     def rows_for(self, kind: str) -> float:
         """Token rows a kernel of `kind` needs to fill the chip (0: occupancy not modelled)."""
         return self.efficiency.rows_for(kind) if self.efficiency else 0.0
+
+    def overlaps(self, kind: str = "linear") -> bool:
+        """Whether a kernel of `kind` hides its memory time behind its compute (the max; the
+        ideal roofline always does)."""
+        return self.efficiency.overlaps(kind) if self.efficiency else True
 
     def launch_for(self, kind: str = "linear") -> float:
         """Seconds of fixed cost per kernel of `kind` (0 for the ideal roofline)."""
@@ -376,11 +384,12 @@ def _from_table(data: dict, path: Path, fail) -> Hardware:
                        hint="a device file needs name, bandwidth, memory and a [peak] table; a "
                             "system file names a device and a count")
     unknown = set(data) - {"name", "bandwidth", "memory", "sram", "sram_per_block", "sms",
-                           "peak", "notes", "efficiency", *CHANNEL_SECTIONS}
+                           "l2", "peak", "notes", "efficiency", *CHANNEL_SECTIONS}
     if unknown:
         key = sorted(unknown)[0]
         raise fail(f"unknown key {key!r}", key,
-                   hint="keys: name, bandwidth, memory, sram, sram_per_block, sms, [peak], notes, "
+                   hint="keys: name, bandwidth, memory, sram, sram_per_block, sms, l2, [peak], "
+                        "notes, "
                         "[efficiency], [link], [host], [network]; a system file has device "
                         "and count")
     if not isinstance(data["name"], str):
@@ -396,7 +405,7 @@ def _from_table(data: dict, path: Path, fail) -> Hardware:
     except ValueError as err:
         raise fail(str(err), "memory") from None
     sram = {}
-    for key in ("sram", "sram_per_block"):
+    for key in ("sram", "sram_per_block", "l2"):
         if key in data:
             try:
                 sram[key] = parse_quantity(data[key], "bytes", key)
@@ -429,4 +438,5 @@ def _from_table(data: dict, path: Path, fail) -> Hardware:
                             "twice the dense rate on NVIDIA's tensor cores")
     efficiency = _efficiency_of(data, peak, fail)
     return Hardware(path.stem, data["name"], bandwidth, memory, peak, sram.get("sram"), str(path),
-                    sram.get("sram_per_block"), efficiency, sparse, sms=sms)
+                    sram.get("sram_per_block"), efficiency, sparse, sms=sms,
+                    l2_bytes=sram.get("l2"))

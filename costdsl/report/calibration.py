@@ -10,6 +10,8 @@ from .units import seconds
 def _value(p) -> str:
     if p.name.endswith(".rows"):
         return f"{p.value:g} (the SM count: one block per row)"
+    if p.name.endswith(".overlap"):
+        return "false (memory time adds to compute time)"
     if p.name == "launch" or p.name.endswith(".launch"):
         shown = seconds(p.value)
         return shown + (f" ± {seconds(p.stderr)}" if p.stderr is not None else "")
@@ -100,7 +102,7 @@ def calibrated_toml(original: str, fit: Fit, measurements: str, after: ErrorTabl
     out = kept + ["", f"{_OUR_COMMENT} from {measurements}",
                   f"# ({fit.rows} rows; {judged}). Time = max(ops / (compute x peak), "
                   "bytes / (bandwidth x datasheet bandwidth) x max(1, rows / the op's rows)) "
-                  "+ launch.",
+                  "+ launch (the sum of the two, not their max, where overlap = false).",
                   "[efficiency]",
                   f"bandwidth = {e.bandwidth:.4f}  {note('bandwidth')}",
                   f'launch = "{e.launch_s * 1e6:.2f} us"  {note("launch")}',
@@ -120,4 +122,8 @@ def calibrated_toml(original: str, fit: Fit, measurements: str, after: ErrorTabl
             p = by.get(kind + ".rows")
             out.append(f"rows = {own.rows:g}  # the SM count: one thread block per token row "
                        f"fits better ({p.rows if p else 0} rows below it)")
+        if own.overlap is False:
+            out.append("overlap = false  # its memory time adds to its compute time: fits better")
+        elif own.overlap:
+            out.append("overlap = true  # not its fallback's false: the max fits better")
     return "\n".join(out) + "\n"

@@ -61,8 +61,9 @@ def flash_attention(graph: nx.DiGraph, block=None, causal=1) -> nx.DiGraph:
                                    block if block is not None else FLASH_MIN_ROWS)
         attrs = {**a, "kinds": fused.attrs["kinds"], "sram_needed": needed,
                  "block_rows": block if block is not None else FLASH_MIN_ROWS}
-        fused = replace(fused, flops=cost.flops, reads=cost.reads, writes=cost.writes,
-                        attrs=attrs)
+        # the softmax of the scores the kernel computes (causal: about half), not of all
+        fused = replace(fused, flops=cost.flops, vector_flops=cost.vector, reads=cost.reads,
+                        writes=cost.writes, attrs=attrs)
         graph = contract(graph, [qk, soft, sv], fused)
     if not found:
         raise PassError("flash_attention(): the graph has no unfused attention (QK^T, softmax, "
