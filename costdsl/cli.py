@@ -587,7 +587,9 @@ def _calibrate(args) -> str:
     from .report import calibration as report
     hw, measured = _measured(args)
     source = ", ".join(args.measurements)
-    fit = fit_efficiency(measured, source=source, launch=not args.no_launch, sms=hw.sms)
+    tile = hw.efficiency.tile if hw.efficiency else None
+    fit = fit_efficiency(measured, source=source, launch=not args.no_launch, sms=hw.sms,
+                         tile=tile)
     before = errors(measured, predict(measured, None))
     after = errors(measured, predict(measured, fit.efficiency))
     tail = ""
@@ -611,7 +613,8 @@ def _validate(args) -> str:
         columns.append(("calibrated", predict(measured, hw.efficiency)))
     folds = None
     if args.folds or args.group:
-        held, folds = cross_validate(measured, args.folds or 5, args.group, sms=hw.sms)
+        held, folds = cross_validate(measured, args.folds or 5, args.group, sms=hw.sms,
+                                     tile=hw.efficiency.tile if hw.efficiency else None)
         columns.append((f"{'by ' + args.group if args.group else str(folds) + '-fold'} held-out",
                         held))
     tables = [(name, errors(measured, values)) for name, values in columns]

@@ -24,14 +24,14 @@ e = 1 / u, se(e) = se(u) / u^2.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Mapping
 
 import numpy as np
 
 from ..errors import CostDSLError
 from ..hardware.efficiency import (ATTENTION_FAMILIES, FALLBACK, MAX_FRACTION, Efficiency,
-                                   KindEfficiency)
+                                   KindEfficiency, Tile)
 from .measurements import Measured
 
 MAX_LAUNCH_S = 1e-3   # a launch cost above a millisecond is not a kernel launch
@@ -85,19 +85,26 @@ def _launch_key(piece) -> str:
     return f"{piece.family}.launch" if _own(piece) else "launch"
 
 
-def _overlap(kind: str, serial: frozenset) -> bool | None:
-    """A family's `overlap`: False where its traffic adds to its compute, True where it would
-    otherwise inherit a False from its fallback (decode's attention from prefill's)."""
-    if kind in serial:
-        return False
-    return True if FALLBACK.get(kind) in serial else None
+@dataclass(frozen=True)
+class Choices:
+    """The model's discrete choices, held fixed while its parameters are fitted: the rows that
+    fill the chip by family (occupancy), the families whose traffic adds to their compute
+    (overlap = false), and the GEMMs' tile model (the file's own, never chosen by the fit)."""
+    fill: Mapping[str, float] = field(default_factory=dict)
+    serial: frozenset = frozenset()
+    tile: Tile | None = None
+
+    def overlap(self, kind: str) -> bool | None:
+        """A family's `overlap`: False where its traffic adds to its compute, True where it
+        would otherwise inherit a False from its fallback (decode's attention from prefill's)."""
+        if kind in self.serial:
+            return False
+        return True if FALLBACK.get(kind) in self.serial else None
 
 
 def _efficiency(u: Mapping[str, float], launches: Mapping[str, float],
-                source: str = "", fill: Mapping[str, float] | None = None,
-                serial: frozenset = frozenset()) -> Efficiency:
+                source: str = "", choices: Choices = Choices()) -> Efficiency:
     compute = {k.split(".", 1)[1]: 1 / v for k, v in u.items() if k.startswith("compute.")}
-    fill = fill or {}
     kinds = {}
     for key in list(u) + list(launches):
         kind, _, what = key.rpartition(".")
@@ -107,9 +114,10 @@ def _efficiency(u: Mapping[str, float], launches: Mapping[str, float],
         kinds[kind] = KindEfficiency(
             1 / u[f"{kind}.bandwidth"] if f"{kind}.bandwidth" in u else None,
             1 / u[f"{kind}.compute"] if f"{kind}.compute" in u else None,
-            launches.get(f"{kind}.launch"), fill.get(kind), _overlap(kind, serial))
+            launches.get(f"{kind}.launch"), choices.fill.get(kind), choices.overlap(kind))
     return Efficiency(bandwidth=1 / u.get("bandwidth", 1.0), compute=compute,
-                      launch_s=launches.get("launch", 0.0), kinds=kinds, source=source)
+                      launch_s=launches.get("launch", 0.0), kinds=kinds, source=source,
+                      tile=choices.tile)
 
 
 def _is_launch(name: str) -> bool:
@@ -117,29 +125,29 @@ def _is_launch(name: str) -> bool:
 
 
 def _assign(measured: list[Measured], e: Efficiency | None, launch: bool = True,
-            fill: Mapping[str, float] | None = None, serial: frozenset = frozenset()):
+            choices: Choices = Choices()):
     """Per row: the coefficient of each parameter (seconds at efficiency 1 for a fraction's
     inverse, occurrences for a launch cost), with each op on the side of its max that wins
-    under `e` (None: the ideal roofline), or on both for a family in `serial`. `fill`: the
-    rows that fill the chip, by family."""
-    fill = fill or {}
+    under `e` (None: the ideal roofline), or on both for a family in `choices.serial`."""
+    waves = Efficiency(tile=choices.tile)
     rows = []
     for m in measured:
         coef: dict[str, float] = {}
         for p in m.pieces:
-            memory_s = p.memory_s * p.stretch(fill.get(p.family, 0.0))
+            memory_s = p.memory_s * p.stretch(choices.fill.get(p.family, 0.0))
+            matrix_s = p.matrix_s * p.waves(waves)
             if e is None:
-                compute_wins = p.matrix_s + p.vector_s > memory_s
+                compute_wins = matrix_s + p.vector_s > memory_s
             else:
-                c = (p.matrix_s / e.compute_for(p.compute_type or "", p.family)
+                c = (matrix_s / e.compute_for(p.compute_type or "", p.family)
                      + p.vector_s / e.compute_for(p.vector_type, p.family))
                 compute_wins = c > memory_s / e.bandwidth_for(p.family)
-            if compute_wins or p.family in serial:
-                for part, seconds in (("matrix", p.matrix_s), ("vector", p.vector_s)):
+            if compute_wins or p.family in choices.serial:
+                for part, seconds in (("matrix", matrix_s), ("vector", p.vector_s)):
                     if seconds:
                         k = _key(p, "compute", part)
                         coef[k] = coef.get(k, 0.0) + p.count * seconds
-            if memory_s and (not compute_wins or p.family in serial):
+            if memory_s and (not compute_wins or p.family in choices.serial):
                 k = _key(p, "memory")
                 coef[k] = coef.get(k, 0.0) + p.count * memory_s
             if launch:
@@ -187,11 +195,10 @@ def _solve(assigned: list[dict], times: np.ndarray, names: list[str]):
     return values, stderr
 
 
-def _split(values: Mapping[str, float], source: str,
-           fill: Mapping[str, float] | None = None, serial: frozenset = frozenset()) -> Efficiency:
+def _split(values: Mapping[str, float], source: str, choices: Choices = Choices()) -> Efficiency:
     u = {k: v for k, v in values.items() if not _is_launch(k)}
     launches = {k: v for k, v in values.items() if _is_launch(k)}
-    return _efficiency(u, launches, source, fill, serial)
+    return _efficiency(u, launches, source, choices)
 
 
 @dataclass(frozen=True)
@@ -205,22 +212,21 @@ class _Solved:
 
 
 def _fit(measured: list[Measured], times: np.ndarray, source: str, launch: bool,
-         fill: Mapping[str, float], serial: frozenset = frozenset()) -> _Solved:
-    """The alternating fit with the occupancy `fill` of each family and the families without
-    overlap (`serial`) held fixed. An assignment that never settles (ops near their ridge can
-    flip back and forth) keeps the round whose parameters fit best under the model itself, max
-    and all."""
-    assigned = _assign(measured, None, launch, fill, serial)
+         choices: Choices) -> _Solved:
+    """The alternating fit with the model's discrete `choices` held fixed. An assignment that
+    never settles (ops near their ridge can flip back and forth) keeps the round whose
+    parameters fit best under the model itself, max and all."""
+    assigned = _assign(measured, None, launch, choices)
     best = None
     for rounds in range(1, MAX_ROUNDS + 1):
         names = sorted({k for coef in assigned for k in coef})
         values, stderr = _solve(assigned, times, names)
-        e = _split(values, source, fill, serial)
+        e = _split(values, source, choices)
         residual = predict(measured, e) / times - 1
         solved = _Solved(e, values, stderr, assigned, rounds, float(residual @ residual))
         if best is None or solved.objective < best.objective:
             best = solved
-        again = _assign(measured, e, launch, fill, serial)
+        again = _assign(measured, e, launch, choices)
         if again == assigned:
             break
         assigned = again
@@ -234,11 +240,12 @@ def _row_parallel_families(measured: list[Measured]) -> list[str]:
 
 
 def fit_efficiency(measured: list[Measured], source: str = "", launch: bool = True,
-                   sms: int | None = None) -> Fit:
+                   sms: int | None = None, tile: Tile | None = None) -> Fit:
     """Least-squares efficiencies (and launch costs) for the measured rows. With the chip's
     multiprocessor count `sms`, each elementwise family is also tried with occupancy (one
     thread block per row, `rows = sms`), kept where it lowers the squared relative error:
-    a choice between two physical models, not a fitted number."""
+    a choice between two physical models, not a fitted number; prefill's attention likewise
+    with overlap = false. A `tile` model (the hardware file's) is kept and fitted under."""
     times = np.array([m.row.time_s for m in measured])
     names = sorted({k for coef in _assign(measured, None, launch) for k in coef})
     if len(measured) < len(names) + 1:
@@ -246,17 +253,18 @@ def fit_efficiency(measured: list[Measured], source: str = "", launch: bool = Tr
                                f"parameters ({', '.join(names)})",
                                hint=f"give at least {len(names) + 1} rows, spread over sizes "
                                     "where different ops are memory- and compute-bound")
-    fill: dict[str, float] = {}
-    best = _fit(measured, times, source, launch, fill)
-    for family in _row_parallel_families(measured) if sms else ():
-        trial = _fit(measured, times, source, launch, {**fill, family: float(sms)})
-        if trial.objective < best.objective:
-            fill, best = {**fill, family: float(sms)}, trial
-    serial: frozenset = frozenset()
-    for family in sorted({p.family for m in measured for p in m.pieces} & SERIAL_CANDIDATES):
-        trial = _fit(measured, times, source, launch, fill, serial | {family})
-        if trial.objective < best.objective:
-            serial, best = serial | {family}, trial
+    choices = Choices(tile=tile)
+    best = _fit(measured, times, source, launch, choices)
+    trials = [replace(choices, fill={family: float(sms)}) for family in
+              (_row_parallel_families(measured) if sms else ())]
+    trials += [replace(choices, serial=frozenset({family})) for family in
+               sorted({p.family for m in measured for p in m.pieces} & SERIAL_CANDIDATES)]
+    for trial in trials:     # each choice added to those kept so far, kept if it fits better
+        tried = replace(choices, fill={**choices.fill, **trial.fill},
+                        serial=choices.serial | trial.serial)
+        solved = _fit(measured, times, source, launch, tried)
+        if solved.objective < best.objective:
+            choices, best = tried, solved
     assigned, values, stderr = best.assigned, best.values, best.stderr
     used = {k for coef in assigned for k in coef}  # the assignment the values were solved on
     params = []
@@ -267,11 +275,11 @@ def fit_efficiency(measured: list[Measured], source: str = "", launch: bool = Tr
         else:  # report fractions, not their inverses
             params.append(Parameter(n, 1 / values[n], se / values[n] ** 2 if se else se,
                                     sum(1 for c in assigned if n in c)))
-    for family, rows in sorted(fill.items()):
+    for family, rows in sorted(choices.fill.items()):
         params.append(Parameter(f"{family}.rows", rows, None,
                                 sum(1 for m in measured for p in m.pieces
                                     if p.family == family and p.rows < rows)))
-    for family in sorted(serial):
+    for family in sorted(choices.serial):
         params.append(Parameter(f"{family}.overlap", 0.0, None,
                                 sum(1 for m in measured for p in m.pieces if p.family == family)))
     every = _all_parameters(measured) | ({_launch_key(p) for m in measured for p in m.pieces}
@@ -340,7 +348,8 @@ def predict(measured: list[Measured], e: Efficiency | None) -> np.ndarray:
 
 
 def cross_validate(measured: list[Measured], folds: int, group: str | None = None,
-                   seed: int = 0, sms: int | None = None) -> tuple[np.ndarray, int]:
+                   seed: int = 0, sms: int | None = None,
+                   tile: Tile | None = None) -> tuple[np.ndarray, int]:
     """Held-out predictions: each row predicted by a fit on the other folds. Folds are random
     (seeded) or, with `group` ("model", "kind", "stage" or "file"), one group of rows per fold,
     so that a model, size or whole measurement source the fit has not seen is predicted.
@@ -365,7 +374,7 @@ def cross_validate(measured: list[Measured], folds: int, group: str | None = Non
     for f in range(folds):
         train = [m for m, g in zip(measured, fold_of) if g != f]
         test = [i for i in range(n) if fold_of[i] == f]
-        fitted = fit_efficiency(train, sms=sms).efficiency
+        fitted = fit_efficiency(train, sms=sms, tile=tile).efficiency
         out[test] = [measured[i].predict(fitted) for i in test]
     return out, folds
 

@@ -10,9 +10,10 @@ maps to one type is solved separately and only roots inside their range are kept
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Mapping
 
+import numpy as np
 import sympy
 
 from ..errors import EvaluationError
@@ -39,6 +40,8 @@ class Crossover:
     reason: str | None = None       # why there is none
     limit: sympy.Expr | None = None # intensity as the symbol grows without bound
     closed_form: bool = True        # False: found numerically (x in an exponent, as in MoE)
+    unquantised: float | None = None  # with a tile model: the root without wave quantisation
+                                      # (`expression`); `value` is then the step it turns at
 
     @property
     def latex(self) -> str | None:
@@ -253,7 +256,8 @@ def op_crossover(op: OpRoofline, hw: Hardware, x: sympy.Symbol,
     Where min()/max() appear (a sliding window), x is split at their switch points and each
     interval is solved with the active branch.
     """
-    flops = _bind(op.effective_flops, values, x)
+    stepped = _bind(op.effective_flops, values, x)
+    flops = unquantised(stepped, x)
     nbytes = _bind(op.effective_bytes if op.node.transfers else op.bytes, values, x)
     pieces = _intervals(minmax_breakpoints(flops + nbytes, x)
                         if not (flops + nbytes).free_symbols - {x} else [])
@@ -274,7 +278,7 @@ def op_crossover(op: OpRoofline, hw: Hardware, x: sympy.Symbol,
                     _direction(intensity, x, value), peak / op.bandwidth, ctype,
                     closed_form=closed))
     if found:
-        return found
+        return _stepped(op, found, stepped, nbytes, x) if stepped != flops else found
     ctype = op.compute_type
     ridge = op.ridge if ctype else None
     last = pieces[-1][2]
@@ -313,12 +317,60 @@ class StageCrossover:
     first_compute_bound: Crossover | None   # the first op to turn compute-bound as x grows
     time: sympy.Expr | None             # stage time as a Piecewise in x (None if params free)
     breakpoints: tuple[float, ...]
+    note: str | None = None             # what the stage-level forms leave out (wave steps)
 
 
 def _stage_sums(stage: StageRoofline, values, x):
     compute = sum((op.node.repeat * op.compute_time for op in stage.ops), sympy.Integer(0))
     memory = sum((op.node.repeat * op.memory_time for op in stage.ops), sympy.Integer(0))
-    return _bind(stage.steps * compute, values, x), _bind(stage.steps * memory, values, x)
+    return (unquantised(_bind(stage.steps * compute, values, x), x),
+            _bind(stage.steps * memory, values, x))
+
+
+def unquantised(expr: sympy.Expr, x: sympy.Symbol) -> sympy.Expr:
+    """expr with every ceiling in x read as its argument: a tile model's wave quantisation
+    smoothed (exact at whole waves, below by less than one wave between), so that sums over
+    ops keep closed-form roots and a Piecewise of few pieces."""
+    return sympy.sympify(expr).replace(
+        lambda e: isinstance(e, sympy.ceiling) and x in e.free_symbols, lambda e: e.args[0])
+
+
+def _has_steps(expr: sympy.Expr, x: sympy.Symbol) -> bool:
+    return any(x in c.free_symbols for c in sympy.sympify(expr).atoms(sympy.ceiling))
+
+
+MAX_STEP_SCAN = 10**6
+"""The largest integer a stepped crossover is searched up to (one vectorised evaluation)."""
+
+
+def _first_step(g: sympy.Expr, x: sympy.Symbol, limit: float) -> float | None:
+    """The least integer x >= 1 at which g (x alone, with ceilings) is >= 0, searched up to
+    `limit` (at most MAX_STEP_SCAN): where a GEMM's compute time, a staircase of whole waves,
+    first reaches its memory time."""
+    top = int(min(max(limit, 1.0), MAX_STEP_SCAN))
+    fn = sympy.lambdify([x], g, modules="numpy")
+    grid = np.arange(1, top + 1, dtype=float)
+    hits = np.nonzero(np.asarray(fn(grid), dtype=float) >= 0)[0]
+    return float(grid[hits[0]]) if hits.size else None
+
+
+def _stepped(op: OpRoofline, crossovers: list[Crossover], flops, nbytes, x) -> list[Crossover]:
+    """Crossovers of a GEMM under wave quantisation: the closed form is that of the smooth
+    model (ceil(u) read as u); compute time is a staircase in x, so the op turns compute-bound
+    at the first integer where a step reaches the memory time -- a step, not a root. Wave
+    quantisation only adds compute time, so that step is at or before the smooth root."""
+    out = []
+    for c in crossovers:
+        g = (flops * S.bandwidth - S.peak * nbytes).subs(
+            {S.peak: (c.ridge or 0.0) * op.bandwidth, S.bandwidth: op.bandwidth})
+        if c.direction != "memory->compute" or c.value is None or g.free_symbols != {x} \
+                or not x.is_integer:
+            out.append(c)
+            continue
+        step = _first_step(g, x, math.ceil(c.value))
+        out.append(replace(c, value=step if step is not None else c.value,
+                           unquantised=c.value))
+    return out
 
 
 def piecewise_time(stage: StageRoofline, hw: Hardware, x: sympy.Symbol,
@@ -335,7 +387,8 @@ def piecewise_time(stage: StageRoofline, hw: Hardware, x: sympy.Symbol,
     breakpoints = list(breakpoints) + [
         p for op in stage.ops for p in minmax_breakpoints(_bind(op.flops + op.bytes, values, x), x)]
     memory = [_bind(op.node.repeat * op.memory_time, values, x) for op in stage.ops]
-    compute = [None if x in BIT_SYMBOLS else _bind(op.node.repeat * op.compute_time, values, x)
+    compute = [None if x in BIT_SYMBOLS else
+               unquantised(_bind(op.node.repeat * op.compute_time, values, x), x)
                for op in stage.ops]  # with a bitwidth, the peak depends on the piece
     launches = _bind(sum((op.node.repeat * (op.launch + op.serial_transfer)
                           for op in stage.ops), sympy.Integer(0)),
@@ -387,8 +440,12 @@ def stage_crossover(stage: StageRoofline, hw: Hardware, x: sympy.Symbol,
     numeric = [c.value for c in ops if c.value is not None]
     fully_bound = all(not (sympy.sympify(e).free_symbols - {x}) for e in (compute, memory))
     time = piecewise_time(stage, hw, x, values, numeric) if fully_bound else None
+    steps = any(_has_steps(op.waves, x) for op in stage.ops)
+    note = ("GEMM wave quantisation (the hardware's [efficiency.tile]) is smoothed in the "
+            "stage balance and time (ceil(u) read as u: exact at whole waves); each GEMM's "
+            "crossover above is the step at which it turns") if steps else None
     return StageCrossover(x, balance, float(balance) if balance is not None and balance.is_number
-                          else None, reason, first, time, tuple(sorted(set(numeric))))
+                          else None, reason, first, time, tuple(sorted(set(numeric))), note)
 
 
 def solvable_symbol(name: str, free_params: tuple[str, ...]) -> sympy.Symbol:
@@ -434,7 +491,7 @@ def quantization_crossover(high: StageRoofline, low: StageRoofline, hw: Hardware
                                       f"({b.compute_type} vs {a.compute_type}): it saves at "
                                       f"every {x.name}"))
             continue
-        flops = _bind(a.effective_flops, high_values, x)
+        flops = unquantised(_bind(a.effective_flops, high_values, x), x)
         numbers = {S.peak: p_b, S.bandwidth: a.bandwidth}
         roots = roots_in(flops * S.bandwidth - S.peak * bytes_a, x, numbers)
         if not roots:

@@ -45,6 +45,7 @@ class StageNumbers:
     schedule: tuple[int, int] = (1, 1)       # (pipeline stages, microbatches)
     occupancy: np.ndarray | float = 1.0      # memory time's stretch when rows leave SMs idle
     overlap: np.ndarray | bool = True        # False: memory time adds to compute (efficiency)
+    waves: np.ndarray | float = 1.0          # matrix work's wave quantisation factor (tile)
 
     @cached_property
     def bytes(self) -> np.ndarray:
@@ -59,7 +60,9 @@ class StageNumbers:
     @cached_property
     def compute_time(self) -> np.ndarray:
         # ops without arithmetic have peak inf: 0 / inf is 0, no warning to silence
-        return compute_seconds(self.flops, self.vector_flops, self.peak, self.vector_peak)
+        matrix = (self.flops - self.vector_flops) * self.waves
+        return compute_seconds(matrix + self.vector_flops, self.vector_flops, self.peak,
+                               self.vector_peak)
 
     @cached_property
     def device_memory_time(self) -> np.ndarray:
@@ -144,13 +147,13 @@ def bound_args(symbols, values: Mapping[sympy.Symbol, object]):
 @functools.lru_cache(maxsize=64)
 def _rows(stage: StageRoofline):
     """Per stage: the symbols and the rows [repeat..., flops..., bytes by class...,
-    vector flops..., transfers..., occupancy...] of every op."""
+    vector flops..., transfers..., occupancy..., waves...] of every op."""
     rows = [o.node.repeat for o in stage.ops] + [o.flops for o in stage.ops]
     for cls in CLASSES:
         rows += [o.bytes_by_class[cls] for o in stage.ops]
     rows += [o.vector_flops for o in stage.ops]
     rows += [o.overlapped_transfer for o in stage.ops] + [o.serial_transfer for o in stage.ops]
-    rows += [o.occupancy for o in stage.ops]
+    rows += [o.occupancy for o in stage.ops] + [o.waves for o in stage.ops]
     rows = [sympy.sympify(r) for r in rows]
     symbols = sorted(set().union(*(r.free_symbols for r in rows)), key=lambda s: s.name)
     return symbols, rows
@@ -224,6 +227,7 @@ def evaluate(stage: StageRoofline, values: Mapping[sympy.Symbol, object]) -> Sta
         transfer_time=table[(3 + k) * n:(4 + k) * n],
         serial_time=table[(4 + k) * n:(5 + k) * n],
         occupancy=table[(5 + k) * n:(6 + k) * n],
+        waves=table[(6 + k) * n:(7 + k) * n],
         channels=fixed["channels"], schedule=stage.schedule)
 
 

@@ -112,16 +112,18 @@ def _total(step: StageRoofline, bits: Mapping[sympy.Symbol, float]):
     for op in step.ops:
         logits = op.node.attrs.get("tokens") == "last"
         parts = []
-        for expr in (op.compute_time, op.streaming_time, op.overlapped_transfer,
-                     op.serial_transfer, row_count(op.node)):
+        for expr in (op.matrix_time, op.vector_time, op.streaming_time,
+                     op.overlapped_transfer, op.serial_transfer, row_count(op.node)):
             bound = sympy.sympify(expr).xreplace(bits)
             summed = _aggregated(bound, _LOGIT_MONOMIALS if logits else _MONOMIALS)
             if summed is None:
                 summed = _mean_field(bound, logits)
                 approximate.append(op.node.name)
             parts.append(summed)
-        compute, streaming, beside, serial, rows = parts
-        # one batched kernel over every sequence's rows: the occupancy of their sum
+        matrix, vector, streaming, beside, serial, rows = parts
+        # one batched kernel over every sequence's rows: the occupancy and the GEMM's waves of
+        # their sum
+        compute = matrix * op.waves_at(rows) + vector
         memory = streaming * op.occupancy_at(rows) + beside
         time = kernel_time(compute, memory, op.overlap) + op.launch + serial
         total += op.node.repeat * time

@@ -34,7 +34,7 @@ from ..hardware.efficiency import Efficiency
 from .. import symbols as S
 from .evaluate import evaluate
 from .records import Settings
-from .roofline import kind_of, row_count
+from .roofline import kind_of, row_count, wave_factor
 
 COLUMNS = ("hardware", "model", "stage", "batch", "seq", "tokens", "w_bits", "a_bits",
            "kv_bits", "op", "time_s")
@@ -74,6 +74,8 @@ class Piece:
     vector_s: float       # vector operations / vector rate
     memory_s: float       # bytes / bandwidth
     rows: float = 1.0     # rows of its output (tokens, or tokens x heads): thread blocks
+    cols: float = 0.0     # a GEMM's output columns (0: not a GEMM): its tiles under a tile model
+    sms: int | None = None   # the device's SM count (a tile model's wave, unless it gives one)
 
     def stretch(self, fill_rows: float) -> float:
         """The memory time's factor when `fill_rows` rows fill the chip (roofline.occupancy)."""
@@ -81,11 +83,19 @@ class Piece:
             return 1.0
         return max(1.0, fill_rows / self.rows)
 
+    def waves(self, e: Efficiency | None) -> float:
+        """The matrix work's factor under `e`'s tile model (roofline.wave_factor); 1 without."""
+        if e is None or e.tile is None or not self.cols or not (e.tile.sms or self.sms):
+            return 1.0
+        return float(wave_factor(self.rows, self.cols, e.tile.m, e.tile.n,
+                                 e.tile.sms or self.sms, ceil=math.ceil))
+
     def time(self, e: Efficiency | None) -> float:
         """Seconds of the piece's occurrences under efficiency `e` (None: ideal)."""
         if e is None:
             return self.count * max(self.matrix_s + self.vector_s, self.memory_s)
-        compute = (self.matrix_s / e.compute_for(self.compute_type or "", self.family)
+        compute = (self.matrix_s * self.waves(e)
+                   / e.compute_for(self.compute_type or "", self.family)
                    + self.vector_s / e.compute_for(self.vector_type, self.family))
         memory = self.memory_s * self.stretch(e.rows_for(self.family)) \
             / e.bandwidth_for(self.family)
@@ -206,6 +216,7 @@ def _pieces(model, stage, bits, rows, hw: Hardware, file: str) -> dict[int, tupl
         vector = np.nan_to_num(n.vector_flops / n.vector_peak)
     memory = n.bytes / n.bandwidth
     counts = _row_counts(symbolic, values, len(rows))
+    columns = _gemm_columns(symbolic, values, len(rows))
     vector_type = hw.vector_type
     out = {}
     for j, r in enumerate(rows):
@@ -216,14 +227,26 @@ def _pieces(model, stage, bits, rows, hw: Hardware, file: str) -> dict[int, tupl
                   float(n.repeat[i][j]) if r.op == "total" else 1.0,
                   float(matrix[i][j]) if n.compute_types[i] else 0.0,
                   float(vector[i][j]) if n.compute_types[i] else 0.0, float(memory[i][j]),
-                  float(counts[i][j]))
+                  float(counts[i][j]), float(columns[i][j]), hw.sms)
             for i in chosen)
     return out
 
 
 def _row_counts(symbolic, values, n: int) -> np.ndarray:
     """Output rows of every op at every measured row (ops on axis 0)."""
-    exprs = [row_count(o.node) for o in symbolic.ops]
+    return _per_op([row_count(o.node) for o in symbolic.ops], values, n)
+
+
+def _gemm_columns(symbolic, values, n: int) -> np.ndarray:
+    """Output columns of every GEMM (a linear layer or a fused group of them: the elements it
+    writes per row), 0 for every other op."""
+    return _per_op([sympy.Add(*(a.elements for a in o.node.writes)) / row_count(o.node)
+                    if kind_of(o.node) == "linear" and o.node.engine == "matrix"
+                    else sympy.Integer(0) for o in symbolic.ops], values, n)
+
+
+def _per_op(exprs, values, n: int) -> np.ndarray:
+    """Expressions (one per op) at every measured row (ops on axis 0)."""
     symbols = sorted(set().union(*(sympy.sympify(e).free_symbols for e in exprs)),
                      key=lambda s: s.name)
     f = sympy.lambdify(symbols, exprs, modules="numpy")

@@ -124,6 +124,32 @@ def memory_seconds(nbytes, bandwidth):
     return nbytes / bandwidth
 
 
+def wave_factor(rows, cols, tile_m: int, tile_n: int, sms: int, ceil=sympy.ceiling):
+    """The factor on a GEMM's matrix work when its rows x cols output is cut into tile_m x
+    tile_n tiles, one thread block each, run `sms` at a time: whole waves of whole tiles,
+    ceil(ceil(rows / m) ceil(cols / n) / sms) sms m n, over rows x cols. 1 where the output
+    fills its waves exactly; ceil is sympy's (symbolic) or numpy's (measured rows)."""
+    tiles = ceil(rows / tile_m) * ceil(cols / tile_n)
+    return ceil(tiles / sms) * (sms * tile_m * tile_n) / (rows * cols)
+
+
+def gemm_tile(node: Node, hw: Hardware, kind: str) -> tuple | None:
+    """(m, n, sms, output columns) of a linear layer (or a fused group of them) under the
+    hardware's tile model; None for any other op or without one. The output's columns are the
+    elements it writes per row (a fused q+k+v writes all three: one GEMM over the concatenated
+    weights)."""
+    tile = hw.efficiency.tile if hw.efficiency else None
+    if tile is None or kind != "linear" or node.engine != "matrix":
+        return None
+    sms = tile.sms or hw.sms
+    if not sms:
+        raise EvaluationError(f"[efficiency.tile] of {hw.name} gives no sms and the file no SM "
+                              "count: the tiles of a wave are unknown", file=hw.source or None,
+                              hint="add sms = N to [efficiency.tile] or to the hardware file")
+    cols = sympy.Add(*(a.elements for a in node.writes)) / row_count(node)
+    return tile.m, tile.n, sms, cols
+
+
 def kernel_time(compute: sympy.Expr, memory: sympy.Expr, overlap: bool = True) -> sympy.Expr:
     """A kernel's time before its launch cost: the larger of its compute and memory times when
     its traffic hides behind its arithmetic (the roofline), their sum when it does not (an
@@ -152,6 +178,7 @@ class OpRoofline:
     serial: bool = False        # its transfer adds to the kernel (offload without overlap)
     fill_rows: float = 0.0      # token rows that fill the chip (efficiency `rows`; 0: none)
     overlap: bool = True        # False: the memory time adds to the compute time (efficiency)
+    tile: tuple | None = None   # GEMM wave quantisation: (m, n, sms, output columns); None: none
 
     @property
     def flops(self) -> sympy.Expr:
@@ -162,13 +189,44 @@ class OpRoofline:
     def vector_flops(self) -> sympy.Expr:
         return self.node.vector_flops * self.node.share
 
+    def waves_at(self, rows: sympy.Expr) -> sympy.Expr:
+        """The factor on the matrix work of a GEMM of `rows` output rows under the tile model
+        (wave_factor); 1 without one."""
+        if self.tile is None:
+            return sympy.Integer(1)
+        m, n, sms, cols = self.tile
+        return wave_factor(rows, cols, m, n, sms)
+
+    @property
+    def waves(self) -> sympy.Expr:
+        return self.waves_at(row_count(self.node))
+
+    @property
+    def matrix_flops(self) -> sympy.Expr:
+        """Operations the matrix units spend: the op's matrix work, rounded up to whole waves of
+        tiles under a tile model (the idle blocks of a partial wave count)."""
+        return (self.flops - self.vector_flops) * self.waves
+
+    @property
+    def matrix_time(self) -> sympy.Expr:
+        """The matrix work at the peak, before wave quantisation (0 without arithmetic)."""
+        if not self.compute_type:
+            return sympy.Integer(0)
+        return (self.flops - self.vector_flops) / self.peak
+
+    @property
+    def vector_time(self) -> sympy.Expr:
+        if not self.compute_type:
+            return sympy.Integer(0)
+        return self.vector_flops / exact(self.vector_peak)
+
     @property
     def effective_flops(self) -> sympy.Expr:
         """Operations counted at the op's peak: vector operations weigh peak / vector_peak."""
         vector = self.vector_flops
-        if vector == 0 or not self.compute_type:
+        if (vector == 0 and self.waves == 1) or not self.compute_type:
             return self.flops
-        return self.flops - vector + vector * exact(self.peak / self.vector_peak)
+        return self.matrix_flops + vector * exact(self.peak / self.vector_peak)
 
     @property
     def bytes_by_class(self) -> dict[str, sympy.Expr]:
@@ -191,8 +249,8 @@ class OpRoofline:
     def compute_time(self) -> sympy.Expr:
         if not self.compute_type:
             return sympy.Integer(0)
-        return compute_seconds(self.flops, self.vector_flops, self.peak,
-                               exact(self.vector_peak))
+        return compute_seconds(self.matrix_flops + self.vector_flops, self.vector_flops,
+                               self.peak, exact(self.vector_peak))
 
     @property
     def transfer_bytes(self) -> sympy.Expr:
@@ -307,7 +365,8 @@ def roofline(graph: nx.DiGraph, hw: Hardware, bits: Mapping[str, float],
             hw.channel(channel).latency_s if channel else 0.0,
             serial=channel == "host" and not node.attrs.get("overlap", True),
             fill_rows=hw.rows_for(kind) if node.engine == "vector" else 0.0,
-            overlap=node.engine == "link" or hw.overlaps(kind)))
+            overlap=node.engine == "link" or hw.overlaps(kind),
+            tile=gemm_tile(node, hw, kind)))
     return StageRoofline(graph.graph["stage"], _with_overlap(ops),
                          tuple(graph.graph.get("pipeline", (1, 1))))
 

@@ -36,6 +36,12 @@ profiles this takes RMSNorm's fitted error from 20% to 9% (a Llama-2-70B norm of
 twice a 7B one, at the same fraction of the roof); `costdsl calibrate` sets it to the SM count
 where the data say so.
 
+`[efficiency.tile]` (m, n, and optionally sms: the device's SM count otherwise) models GEMM wave
+quantisation: a linear layer's M x N output is cut into ceil(M/m) ceil(N/n) tiles run sms at a
+time, and its operations count as whole waves: ops x ceil(tiles / sms) sms m n / (M N). It is
+opt-in: on the shipped measurements one fixed tile fits worse than none (cuBLAS picks its tile
+and split-K per shape, and a decode GEMV is no tile at all).
+
 `overlap = false` says a kind's traffic does not hide behind its arithmetic: time = compute +
 memory + launch instead of the max. FlashAttention is such a kernel in prefill: each block loads
 its query tile before its loop over the keys and writes its output after it, and only the loop
@@ -73,6 +79,15 @@ class KindEfficiency:
 
 
 @dataclass(frozen=True)
+class Tile:
+    """GEMM wave quantisation: a GEMM's output is cut into m x n tiles, one thread block each,
+    run in waves of `sms` blocks; a partial wave takes as long as a full one."""
+    m: int
+    n: int
+    sms: int | None = None     # blocks per wave; None: the device's SM count
+
+
+@dataclass(frozen=True)
 class Efficiency:
     bandwidth: float = 1.0
     compute: Mapping[str, float] = field(default_factory=dict)
@@ -80,6 +95,7 @@ class Efficiency:
     kinds: Mapping[str, KindEfficiency] = field(default_factory=dict)
     source: str = ""  # where the figures come from (the comment calibrate writes)
     measured_as: str = ""  # the hardware key the measurements name (a calibrated copy's origin)
+    tile: Tile | None = None  # GEMM wave quantisation ([efficiency.tile]); None: none
 
     def _own(self, kind: str, what: str):
         while kind:
@@ -114,6 +130,8 @@ class Efficiency:
     def as_dict(self) -> dict:
         return {"bandwidth": self.bandwidth, "launch_s": self.launch_s,
                 "compute": dict(self.compute),
+                "tile": None if self.tile is None else {"m": self.tile.m, "n": self.tile.n,
+                                                        "sms": self.tile.sms},
                 "kinds": {k: {"bandwidth": v.bandwidth, "compute": v.compute,
                               "launch_s": v.launch_s, "rows": v.rows, "overlap": v.overlap}
                           for k, v in self.kinds.items()}}
@@ -158,7 +176,7 @@ def parse_efficiency(table: dict, fail, parse_quantity, kinds: set[str],
 
     top, own = {}, {}
     for key, value in table.items():
-        if key in ("bandwidth", "launch", "source", "compute", "measured_as"):
+        if key in ("bandwidth", "launch", "source", "compute", "measured_as", "tile"):
             top[key] = value
         elif key in kinds or key in ATTENTION_FAMILIES:
             if not isinstance(value, dict):
@@ -185,8 +203,8 @@ def parse_efficiency(table: dict, fail, parse_quantity, kinds: set[str],
                 rows(value["rows"], f"{key}.rows") if "rows" in value else None, overlap)
         else:
             raise fail(f"unknown key {key!r} in [efficiency]", f"efficiency.{key}",
-                       "keys: bandwidth, launch, source, measured_as, [efficiency.compute], and a "
-                       "table per op kind ([efficiency.attention], "
+                       "keys: bandwidth, launch, source, measured_as, [efficiency.compute], "
+                       "[efficiency.tile], and a table per op kind ([efficiency.attention], "
                        "[efficiency.decode_attention], [efficiency.rmsnorm], ...)")
     compute = top.get("compute", {})
     if not isinstance(compute, dict):
@@ -196,4 +214,27 @@ def parse_efficiency(table: dict, fail, parse_quantity, kinds: set[str],
         compute={c: fraction(v, f"compute.{c}") for c, v in compute.items()},
         launch_s=launch(top["launch"], "launch") if "launch" in top else 0.0,
         kinds=own, source=str(top.get("source", "")),
-        measured_as=str(top.get("measured_as", "")))
+        measured_as=str(top.get("measured_as", "")),
+        tile=_tile(top["tile"], fail) if "tile" in top else None)
+
+
+def _tile(table, fail) -> Tile:
+    """[efficiency.tile]: m and n (the output tile of one thread block), sms (optional)."""
+    if not isinstance(table, dict):
+        raise fail("[efficiency.tile] must be a table", "efficiency.tile")
+    extra = set(table) - {"m", "n", "sms"}
+    if extra:
+        raise fail(f"unknown key {sorted(extra)[0]!r} in [efficiency.tile]",
+                   f"efficiency.tile.{sorted(extra)[0]}", "keys: m, n, sms")
+    for key in ("m", "n"):
+        if key not in table:
+            raise fail(f"[efficiency.tile] needs {key}: the rows (m) and columns (n) of the "
+                       "output tile one thread block computes, e.g. m = 128, n = 128",
+                       "efficiency.tile")
+    values = {}
+    for key, value in table.items():
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65536:
+            raise fail(f"efficiency tile.{key} = {value!r}: expected a whole number from 1 to "
+                       "65536", f"efficiency.tile.{key}")
+        values[key] = value
+    return Tile(values["m"], values["n"], values.get("sms"))

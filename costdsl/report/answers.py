@@ -30,7 +30,7 @@ def crossover_dict(answers: list[CrossoverAnswer]) -> dict:
                 "value": _value(c.value), "rounded": list(c.rounded) if c.rounded else None,
                 "direction": c.direction, "compute_type": c.compute_type, "ridge": c.ridge,
                 "reason": c.reason, "limit": str(c.limit) if c.limit is not None else None,
-                "closed_form": c.closed_form}
+                "closed_form": c.closed_form, "unquantised_value": _value(c.unquantised)}
                 for c in a.ops],
             "stage": {
                 "balance": str(s.balance) if s.balance is not None else None,
@@ -39,7 +39,7 @@ def crossover_dict(answers: list[CrossoverAnswer]) -> dict:
                     "op": s.first_compute_bound.op, "value": s.first_compute_bound.value},
                 "time": str(s.time) if s.time is not None else None,
                 "time_latex": printing.latex(s.time) if s.time is not None else None,
-                "breakpoints": list(s.breakpoints)},
+                "breakpoints": list(s.breakpoints), "note": s.note},
         }
         if a.quantization is not None:
             stage["quantization"] = {"versus": dict(a.versus), "ops": [
@@ -77,6 +77,10 @@ def crossover_text(answers: list[CrossoverAnswer]) -> str:
             direction = c.direction or "direction depends on the free symbols"
             formula = (f"{printing.text(c.expression)} = " if c.closed_form
                        else "(no closed form: x in an exponent; solved numerically) ")
+            if c.unquantised is not None:   # a tile model: the root is smooth, the turn a step
+                formula = (f"{printing.text(c.expression)} = {c.unquantised:.6g} without wave "
+                           f"quantisation; with it a step at ")
+                rounded = ""
             lines.append(f"  {c.op:24s} {x} = {formula}{value}{rounded}, {direction}")
         s = a.summary
         if s.first_compute_bound:
@@ -92,6 +96,8 @@ def crossover_text(answers: list[CrossoverAnswer]) -> str:
             lines.append(f"  stage balance: {s.balance_reason}")
         if s.time is not None:
             lines.append(f"  stage time (s) = {printing.text(s.time)}")
+        if s.note:
+            lines.append(f"  note: {s.note}")
         if a.quantization is not None:
             versus = ", ".join(f"{k}={v:g}" for k, v in a.versus.items())
             lines.append(f"  lower bitwidth ({versus}) stops saving time:")

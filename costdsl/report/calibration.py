@@ -110,6 +110,10 @@ def calibrated_toml(original: str, fit: Fit, measurements: str, after: ErrorTabl
     if e.compute:
         out.append("[efficiency.compute]")
         out += [f"{c} = {v:.4f}  {note('compute.' + c)}" for c, v in sorted(e.compute.items())]
+    if e.tile is not None:
+        out += ["[efficiency.tile]  # the file's wave quantisation, kept: fitted under it",
+                f"m = {e.tile.m}", f"n = {e.tile.n}"] + (
+            [f"sms = {e.tile.sms}"] if e.tile.sms else [])
     for kind, own in sorted(e.kinds.items()):
         out.append(f"[efficiency.{kind}]")
         if own.bandwidth is not None:
