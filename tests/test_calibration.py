@@ -122,8 +122,8 @@ def test_decode_attention_has_its_own_figures_and_falls_back(tmp_path):
 def test_a_decode_only_iteration_runs_decode_kernels():
     """The serving iteration of 4 sequences each decoding over 1,024 cached tokens costs the
     decode stage's time on the calibrated A100 (decode's attention figures), and a mixed one
-    does not use them."""
-    m = costdsl.load(MODELS / "llama-2-7b.arch")
+    does not use them (FlashAttention: the kernel the attention figures describe)."""
+    m = costdsl.load(MODELS / "llama-2-7b.arch", passes=["flash_attention()"])
     hw = load_hardware("nvidia-a100-80gb")
     assert "decode_attention" in hw.efficiency.kinds
     cost = m.iteration_cost(hw)
@@ -148,10 +148,26 @@ def test_latency_closed_form_counts_the_launches():
 def test_every_op_kind_may_have_efficiency_figures():
     """The hardware stage keeps its own list of op kinds; it must match the vocabulary, and
     its elementwise kinds (those that may give `rows`) the vector engine's."""
-    assert set(SIGNATURES) - {"attention", "moe", "mla", "mamba", "qk_matmul", "softmax",
-                              "sv_matmul"} <= OP_KINDS
-    vector = {k for k, sig in SIGNATURES.items() if sig.engine == "vector"} - {"softmax"}
+    assert set(SIGNATURES) - {"attention", "moe", "mla", "mamba"} <= OP_KINDS
+    vector = {k for k, sig in SIGNATURES.items() if sig.engine == "vector"}
     assert ROW_KINDS == vector | {"fused"}
+
+
+def test_unfused_attention_takes_the_gemm_figures_not_the_fused_kernels(tmp_path):
+    """QK^T and xV unfused are batched GEMMs: with only [efficiency.attention] (the fused
+    kernel's figures) in the file they run at the top-level ones, and a table of their own
+    ([efficiency.qk_matmul]) applies to them alone."""
+    path = _hw_file(tmp_path, '[efficiency]\nbandwidth = 0.8\n[efficiency.attention]\n'
+                              'bandwidth = 0.2\noverlap = false\n[efficiency.qk_matmul]\n'
+                              'bandwidth = 0.4\n')
+    hw = load_hardware(str(path))
+    m = costdsl.load(MODELS / "llama-2-7b.arch")
+    ops = {o.name: o for o in m.analyze(hw, 1, 2048, stages=("decode",)).stages["decode"].ops}
+    ideal = {o.name: o for o in m.analyze(hw.ideal(), 1, 2048, stages=("decode",))
+             .stages["decode"].ops}
+    for name, fraction in (("layers.attn.qk", 0.4), ("layers.attn.sv", 0.8)):
+        assert ideal[name].bound == "memory"
+        assert ops[name].time_s == pytest.approx(ideal[name].time_s / fraction, rel=1e-9)
 
 
 # --- calibration ------------------------------------------------------------------------------

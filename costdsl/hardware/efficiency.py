@@ -9,7 +9,7 @@ of the file):
     measured_as = "nvidia-a100-80gb"  # optional: the hardware the measurements name
     [efficiency.compute]      # achieved fraction of peak, by compute type
     fp16 = 0.72
-    [efficiency.attention]    # attention kernels (QK^T, softmax, xV, FlashAttention)
+    [efficiency.attention]    # the fused attention kernel (FlashAttention)
     bandwidth = 0.88
     compute = 0.60
     launch = "10 us"
@@ -54,8 +54,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
-ATTENTION_KINDS = frozenset({"qk_matmul", "softmax", "sv_matmul", "flash_attention"})
-"""Op kinds timed with the `attention` figures (fused ops count when a member is one)."""
+ATTENTION_KINDS = frozenset({"flash_attention"})
+"""Op kinds timed with the `attention` figures (fused ops count when a member is one): the fused
+attention kernel. Unfused attention is a batched GEMM (QK^T), an elementwise kernel (softmax)
+and another batched GEMM (xV): each takes its own kind's table ([efficiency.qk_matmul], ...)
+or, without one, the top-level figures, not those fitted on fused kernels."""
 
 FALLBACK = {"decode_attention": "attention"}
 """A family whose figures, where the file gives none of its own, are those of another."""
@@ -138,10 +141,10 @@ class Efficiency:
 
 
 def efficiency_kind(kind: str, fused_kinds=(), stage: str = "") -> str:
-    """The name an op's figures are looked up under: "attention" for attention kernels
+    """The name an op's figures are looked up under: "attention" for the fused attention kernel
     ("decode_attention" in the decode stage, which runs a kernel of its own: one query row per
     sequence, split over the KV length), a fused op's kind when all its members share it
-    (q+k+v: linear), else the op's own kind."""
+    (q+k+v: linear), else the op's own kind (unfused QK^T is "qk_matmul")."""
     members = set(fused_kinds) or {kind}
     if kind in ATTENTION_KINDS or members & ATTENTION_KINDS:
         return "decode_attention" if stage == "decode" else "attention"
