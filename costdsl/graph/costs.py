@@ -250,7 +250,9 @@ def flash_attention(attrs, q: str, k: str, v: str, out: str, rows: str, site: Si
     `block_rows` a kernel is known to use (the ceiling is dropped so that crossovers stay in
     closed form; it is off by less than one block):
         bytes   Q: b Lq H d, O: b Lq H dv (activations); K: b Hkv Lk d T, V: b Hkv Lk dv T
-                (KV cache; an MLA latent serves as both K and V and is read once per pass)
+                (KV cache; an MLA latent serves as both K and V and is read once per pass),
+                T counting the passes that reach off-chip memory (off_chip_passes: one
+                while a KV head fits in the L2)
     In prefill (Lq = Lk = N) the K/V term is 2 b Hkv N^2 g d / Br = Theta(N^2 d^2 / M), the IO
     complexity of the paper's Theorem 2 (Dao et al., NeurIPS 2022). In decode (Lq = 1, g <= Br)
     T = 1: the cache is read once.

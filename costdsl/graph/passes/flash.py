@@ -41,7 +41,8 @@ def _triples(graph: nx.DiGraph):
 def flash_attention(graph: nx.DiGraph, block=None, causal=1) -> nx.DiGraph:
     """Fuses every attention (QK^T, softmax, xV) into one FlashAttention op. In prefill the keys
     and values are reread once per block of queries that fits in the hardware's on-chip memory
-    per block (IO Theta(N^2 d^2 / M), Dao et al. 2022); in decode the KV cache is read once.
+    per block (IO Theta(N^2 d^2 / M), Dao et al. 2022), from the L2 while a KV head fits in it
+    and from memory beyond; in decode the KV cache is read once.
     block=B fixes the block at B query rows (FlashAttention-2 uses 128 on A100/H100 for
     head_dim 128). With causal=1 (the default: decoder LLMs) the kernel skips the key tiles
     above the diagonal, so a prefill attends (N + 1) / 2 positions per query on average.
