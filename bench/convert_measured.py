@@ -28,6 +28,14 @@ Writes, under tests/data/measured/ by default:
   8x1, 16x2, 32x4; head_dim 128), each as the FlashAttention op of an attention/attn-HxKV.arch
   model. Its kv_len is the context including the new token: the decode stage's seq is
   kv_len - 1.
+- llmcompass-a100.csv: a third software stack, PyTorch eager timed by wall clock
+  (PrincetonUniversity/LLMCompass @ 2e015fd2ee750e6cad8d7152df52551e5b41ef20,
+  ae/figure5/*/real_hardware/*.csv; A100 80GB): its fp16 matmul sweeps (M = 64-32768 at
+  K = N = 12288, and M = 8192 at K = N = 64-32768) as gemm/gemm-NxK.arch models, and one layer
+  of GPT-3 175B on one of four A100s at tensor parallelism 4 (gpt-3-175b-tp4.arch), op by op:
+  prefill of 8 x 2048 tokens with its two measured all-reduces, and decode of batch 8 over 3,072
+  cached tokens without them (the source enters its decode all-reduces by hand: not measured).
+  Validation only, on the DGX A100 file: it is neither stack the shipped A100 file was fitted on.
 
 Only numbers are taken; the times are milliseconds in the sources and seconds here.
 """
@@ -214,10 +222,56 @@ def _attention_model(path: Path, heads: int, kv_heads: int, head_dim: int) -> No
 def _gemm_model(path: Path, n: int, k: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
-        f"# One GEMM C[m, {n}] = A[m, {k}] x B[{k}, {n}] as aiconfigurator times it (m = tokens:\n"
-        f"# the seq of a prefill of batch 1). Only `proj` is measured.\n"
+        f"# One GEMM C[m, {n}] = A[m, {k}] x B[{k}, {n}] as aiconfigurator and LLMCompass time it\n"
+        f"# (m = tokens: the seq of a prefill of batch 1). Only `proj` is measured.\n"
         f'model "gemm-{n}x{k}" {{\n  params {{ k = {k}\n    n = {n} }}\n'
         f"  x    = embedding(tokens, vocab=2, dim=k)\n  proj = linear(x, out=n)\n}}\n")
+
+
+LLMCOMPASS_OPS = {  # LLMCompass's op -> the op of gpt-3-175b-tp4.arch
+    "LayerNorm_MHA": "layers.ln_1", "Q_K_V": "layers[q+k+v]", "Q_mul_K": "layers.attn.qk",
+    "Softmax": "layers.attn.softmax", "A_mul_V": "layers.attn.sv", "Wo_proj": "layers.proj",
+    "AllReduce_MHA": "layers.proj.all_reduce", "LayerNorm_FFN": "layers.ln_2",
+    "W1_proj": "layers.fc", "GeLU": "layers.act", "W2_proj": "layers.mlp",
+    "AllReduce_FFN": "layers.mlp.all_reduce"}
+LLMCOMPASS_LAYERS = {  # table -> stage, batch, seq (decode: cached tokens), all-reduces measured
+    "transformer_A100": ("prefill", 8, 2048, True),
+    "transformerAR_A100": ("decode", 8, 3072, False)}
+
+
+def llmcompass(shared: Path, out_dir: Path) -> list[dict]:
+    data = json.loads((shared / "llmcompass_real_hw_kernels.json").read_text())
+    commit = data["source"]["commit"][:7]
+    hw = "nvidia-a100-80gb"
+    rows = []
+    matmul = data["tables"]["matmul_A100"]
+    for g in matmul["rows"]:
+        model = f"gemm-{g['N']}x{g['K']}.arch"
+        _gemm_model(out_dir / "gemm" / model, g["N"], g["K"])
+        rows.append(row(hw, f"gemm/{model}", "prefill", 1, g["M"], "proj", g["latency_ms"],
+                        f"llmcompass {commit} {matmul['path']}"))
+    _gpt3_model(out_dir / "gpt-3-175b-tp4.arch")
+    for name, (stage, batch, seq, all_reduce) in LLMCOMPASS_LAYERS.items():
+        table = data["tables"][name]
+        for op, node in LLMCOMPASS_OPS.items():
+            if op.startswith("AllReduce") and not all_reduce:
+                continue
+            rows.append(row(hw, "gpt-3-175b-tp4.arch", stage, batch, seq, node,
+                            1e3 * table["per_op_seconds"][op], f"llmcompass {commit} {table['path']}"))
+    return rows
+
+
+def _gpt3_model(path: Path) -> None:
+    path.write_text(
+        "# One GPU of GPT-3 175B under tensor parallelism 4, as LLMCompass times it in PyTorch:\n"
+        "# q, k and v in one GEMM, attention unfused (QK^T, softmax, xV as batched GEMMs).\n"
+        "# Dimensions: Brown et al. 2020, \"Language Models are Few-Shot Learners\", Table 2.1\n"
+        "# (GPT-3 175B: 96 layers, d_model 12288, 96 heads of 128, context 2048); GPT-2's layer\n"
+        "# and vocabulary (the paper: the same model and architecture as GPT-2).\n"
+        'import "gpt2.arch"\n\n'
+        'model "GPT-3-175b-tp4" extends "gpt2" {\n  params {\n    hidden    = 12288\n'
+        "    layers    = 96\n    heads     = 96\n    positions = 2048\n  }\n"
+        "  passes {\n    tensor_parallel(n=4)\n    fuse_qkv()\n  }\n}\n")
 
 
 def write(path: Path, rows: list[dict]) -> None:
@@ -240,6 +294,7 @@ def main(argv: list[str]) -> None:
         write(out / f"aiconfigurator-gemm-{device}.csv", rows)
     for device, rows in aiconfigurator_attention(shared, out).items():
         write(out / f"aiconfigurator-attention-{device}.csv", rows)
+    write(out / "llmcompass-a100.csv", llmcompass(shared, out))
 
 
 if __name__ == "__main__":

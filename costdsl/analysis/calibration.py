@@ -134,6 +134,8 @@ def _assign(measured: list[Measured], e: Efficiency | None, launch: bool = True,
     for m in measured:
         coef: dict[str, float] = {}
         for p in m.pieces:
+            if p.collective:    # its link's fixed time: nothing here to fit (_fixed_s)
+                continue
             memory_s = p.memory_s * p.stretch(choices.fill.get(p.family, 0.0))
             matrix_s = p.matrix_s * p.waves(waves)
             if e is None:
@@ -157,13 +159,20 @@ def _assign(measured: list[Measured], e: Efficiency | None, launch: bool = True,
     return rows
 
 
-def _solve(assigned: list[dict], times: np.ndarray, names: list[str]):
+def _fixed_s(measured: list[Measured]) -> np.ndarray:
+    """Seconds of each row no efficiency scales: its collectives' time on their link."""
+    return np.array([sum(p.time(Efficiency()) for p in m.pieces if p.collective)
+                     for m in measured])
+
+
+def _solve(assigned: list[dict], times: np.ndarray, names: list[str],
+           fixed_s: np.ndarray | float = 0.0):
     """Bounded weighted least squares by an active set: (values by name, standard errors).
     Inverse fractions stay within [1 / MAX_FRACTION, 1000], launch costs within
-    [0, MAX_LAUNCH_S]."""
+    [0, MAX_LAUNCH_S]. `fixed_s`: each row's time that no parameter scales."""
     weights = 1 / times
     A = np.array([[coef.get(n, 0.0) for n in names] for coef in assigned]) * weights[:, None]
-    b = times * weights  # = 1: the relative error is what is minimised
+    b = (times - fixed_s) * weights  # 1 less the fixed share: the relative error is minimised
     lower = {n: 0.0 if _is_launch(n) else 1 / MAX_FRACTION for n in names}
     upper = {n: MAX_LAUNCH_S if _is_launch(n) else 1e3 for n in names}
     fixed: dict[str, float] = {}
@@ -217,10 +226,11 @@ def _fit(measured: list[Measured], times: np.ndarray, source: str, launch: bool,
     never settles (ops near their ridge can flip back and forth) keeps the round whose
     parameters fit best under the model itself, max and all."""
     assigned = _assign(measured, None, launch, choices)
+    fixed_s = _fixed_s(measured)
     best = None
     for rounds in range(1, MAX_ROUNDS + 1):
         names = sorted({k for coef in assigned for k in coef})
-        values, stderr = _solve(assigned, times, names)
+        values, stderr = _solve(assigned, times, names, fixed_s)
         e = _split(values, source, choices)
         residual = predict(measured, e) / times - 1
         solved = _Solved(e, values, stderr, assigned, rounds, float(residual @ residual))
@@ -282,8 +292,8 @@ def fit_efficiency(measured: list[Measured], source: str = "", launch: bool = Tr
     for family in sorted(choices.serial):
         params.append(Parameter(f"{family}.overlap", 0.0, None,
                                 sum(1 for m in measured for p in m.pieces if p.family == family)))
-    every = _all_parameters(measured) | ({_launch_key(p) for m in measured for p in m.pieces}
-                                         if launch else set())
+    every = _all_parameters(measured) | ({_launch_key(p) for m in measured for p in m.pieces
+                                          if not p.collective} if launch else set())
     return Fit(best.efficiency, tuple(params), tuple(sorted(every - used)), best.rounds,
                len(measured))
 

@@ -76,6 +76,14 @@ class Piece:
     rows: float = 1.0     # rows of its output (tokens, or tokens x heads): thread blocks
     cols: float = 0.0     # a GEMM's output columns (0: not a GEMM): its tiles under a tile model
     sms: int | None = None   # the device's SM count (a tile model's wave, unless it gives one)
+    transfer_s: float = 0.0        # a collective's time on its channel at the file's [link]
+    ideal_transfer_s: float = 0.0  # ... and at the datasheet link (what --ideal prices)
+
+    @property
+    def collective(self) -> bool:
+        """A communication op: priced by its link's alpha-beta figures ([link], fitted apart
+        from [efficiency] by links.py), with no kernel figures of its own to fit."""
+        return self.engine == "link"
 
     def stretch(self, fill_rows: float) -> float:
         """The memory time's factor when `fill_rows` rows fill the chip (roofline.occupancy)."""
@@ -92,6 +100,8 @@ class Piece:
 
     def time(self, e: Efficiency | None) -> float:
         """Seconds of the piece's occurrences under efficiency `e` (None: ideal)."""
+        if self.collective:
+            return self.count * (self.ideal_transfer_s if e is None else self.transfer_s)
         if e is None:
             return self.count * max(self.matrix_s + self.vector_s, self.memory_s)
         compute = (self.matrix_s * self.waves(e)
@@ -191,11 +201,14 @@ def resolve(rows: list[Row], csv_file: str | Path, hw: Hardware, load_model) -> 
         key = str(local) if local.suffix == ".arch" and local.exists() else spec
         if key not in models:
             models[key] = load_model(key)
-        out.update(_pieces(models[key], stage, bits, members, base, str(csv_file)))
+        out.update(_pieces(models[key], stage, bits, members, base, str(csv_file), hw))
     return [Measured(r, out[r.line]) for r in rows]
 
 
-def _pieces(model, stage, bits, rows, hw: Hardware, file: str) -> dict[int, tuple[Piece, ...]]:
+def _pieces(model, stage, bits, rows, hw: Hardware, file: str,
+            linked: Hardware | None = None) -> dict[int, tuple[Piece, ...]]:
+    """The pieces of every row at `hw` (the datasheet figures); a collective's channel time
+    also at `linked` (the file as given: its fitted [link] figures)."""
     w, a, kv = bits
     settings = Settings(1, 1, w, a, kv).validate()
     symbolic = model.roofline(hw, stage, **settings.bits())
@@ -217,6 +230,9 @@ def _pieces(model, stage, bits, rows, hw: Hardware, file: str) -> dict[int, tupl
     memory = n.bytes / n.bandwidth
     counts = _row_counts(symbolic, values, len(rows))
     columns = _gemm_columns(symbolic, values, len(rows))
+    ideal_transfer = n.transfer_time + n.serial_time
+    transfer = _transfer_times(model, stage, settings, linked, values, symbolic, rows) \
+        if linked is not None else ideal_transfer
     vector_type = hw.vector_type
     out = {}
     for j, r in enumerate(rows):
@@ -227,9 +243,21 @@ def _pieces(model, stage, bits, rows, hw: Hardware, file: str) -> dict[int, tupl
                   float(n.repeat[i][j]) if r.op == "total" else 1.0,
                   float(matrix[i][j]) if n.compute_types[i] else 0.0,
                   float(vector[i][j]) if n.compute_types[i] else 0.0, float(memory[i][j]),
-                  float(counts[i][j]), float(columns[i][j]), hw.sms)
+                  float(counts[i][j]), float(columns[i][j]), hw.sms,
+                  float(transfer[i][j]), float(ideal_transfer[i][j]))
             for i in chosen)
     return out
+
+
+def _transfer_times(model, stage, settings, linked: Hardware, values, symbolic, rows):
+    """Every op's channel time at `linked`'s own link figures: evaluated again only when a row
+    names a collective (or is a whole step that holds one); zeros otherwise."""
+    names = [o.node.name for o in symbolic.ops]
+    links = {i for i, o in enumerate(symbolic.ops) if o.node.engine == "link"}
+    if not any(r.op == "total" or names.index(r.op) in links for r in rows) or not links:
+        return np.zeros((len(names), len(rows)))
+    n = evaluate(model.roofline(linked, stage, **settings.bits()), values)
+    return np.broadcast_to(n.transfer_time + n.serial_time, (len(names), len(rows)))
 
 
 def _row_counts(symbolic, values, n: int) -> np.ndarray:
