@@ -12,7 +12,10 @@ the side that wins under the current parameters, solve the weighted linear least
 (the first assignment is the ideal roofline's; one that never settles keeps its best round).
 Bounds are kept by an active set: a parameter that leaves its range is fixed at the bound and
 the rest refitted. A parameter no measured op is bound by cannot be identified from the data:
-it is reported as such and left out (1: the datasheet figure), never invented.
+it is reported as such and left out (1: the datasheet figure), never invented. Nor is a kind
+measured in fewer rows than it has figures of its own (one time cannot say how much of it is
+bandwidth and how much launch): its rows are left out and its ops take the top-level figures.
+A collective's time is its link's (the [link] figures, fitted apart by links.py): held fixed.
 
 Occupancy and overlap are choices, not fits: given the chip's SM count, each elementwise family
 is fitted again with one thread block per token row (memory_s x max(1, sms / rows)) and keeps it
@@ -61,6 +64,10 @@ class Fit:
     unidentified: tuple[str, ...]    # parameters no row constrains (left at the datasheet)
     rounds: int
     rows: int
+    underdetermined: Mapping[str, int] = field(default_factory=dict)
+    """Families measured in fewer rows than they have figures of their own (a bandwidth and a
+    launch from one row: any split of its time fits), by rows: not fitted, their rows left out,
+    their ops priced by the top-level figures."""
 
 
 def _attention(piece) -> bool:
@@ -256,6 +263,8 @@ def fit_efficiency(measured: list[Measured], source: str = "", launch: bool = Tr
     thread block per row, `rows = sms`), kept where it lowers the squared relative error:
     a choice between two physical models, not a fitted number; prefill's attention likewise
     with overlap = false. A `tile` model (the hardware file's) is kept and fitted under."""
+    under = _underdetermined(measured, launch)
+    measured = [m for m in measured if not {p.family for p in m.pieces} & set(under)]
     times = np.array([m.row.time_s for m in measured])
     names = sorted({k for coef in _assign(measured, None, launch) for k in coef})
     if len(measured) < len(names) + 1:
@@ -295,7 +304,29 @@ def fit_efficiency(measured: list[Measured], source: str = "", launch: bool = Tr
     every = _all_parameters(measured) | ({_launch_key(p) for m in measured for p in m.pieces
                                           if not p.collective} if launch else set())
     return Fit(best.efficiency, tuple(params), tuple(sorted(every - used)), best.rounds,
-               len(measured))
+               len(measured), under)
+
+
+def _own_figures(piece, launch: bool) -> set[str]:
+    """The parameters a piece's family has of its own (none for the GEMMs and collectives)."""
+    if not _own(piece) or piece.collective:
+        return set()
+    own = {_key(piece, "memory")} if piece.memory_s else set()
+    if _attention(piece) and (piece.matrix_s or piece.vector_s):
+        own.add(_key(piece, "compute"))
+    return own | ({_launch_key(piece)} if launch else set())
+
+
+def _underdetermined(measured: list[Measured], launch: bool) -> dict[str, int]:
+    """Families with fewer measured rows than figures of their own, by rows."""
+    rows: dict[str, int] = {}
+    figures: dict[str, set[str]] = {}
+    for m in measured:
+        for family in {p.family for p in m.pieces if _own_figures(p, launch)}:
+            rows[family] = rows.get(family, 0) + 1
+        for p in m.pieces:
+            figures.setdefault(p.family, set()).update(_own_figures(p, launch))
+    return {f: n for f, n in sorted(rows.items()) if n < len(figures[f])}
 
 
 def _all_parameters(measured: list[Measured]) -> set[str]:

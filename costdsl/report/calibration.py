@@ -27,6 +27,10 @@ def fit_text(hw_name: str, fit: Fit, before: ErrorTable, after: ErrorTable) -> s
     for name in fit.unidentified:
         lines.append(f"  {name:{width}s}  not identifiable: no measured op is bound by it; "
                      "left at the datasheet figure")
+    for family, rows in fit.underdetermined.items():
+        lines.append(f"  {family + '.*':{width}s}  not identifiable: {rows} measured row"
+                     f"{'s' if rows > 1 else ''} for more figures of its own; left out of the "
+                     "fit, its ops take the top-level figures")
     lines += ["", "error against these rows (the fit's own data; `costdsl validate --folds` "
               "judges held-out rows):"]
     lines += error_lines(("ideal", before), ("calibrated", after))
@@ -71,6 +75,7 @@ def fit_dict(hw_key: str, fit: Fit, before: ErrorTable, after: ErrorTable) -> di
             "parameters": {p.name: {"value": p.value, "stderr": p.stderr, "rows": p.rows}
                            for p in fit.parameters},
             "unidentified": list(fit.unidentified),
+            "underdetermined": dict(fit.underdetermined),
             "errors": {"ideal": error_dict(before), "calibrated": error_dict(after)}}
 
 
