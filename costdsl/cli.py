@@ -582,7 +582,9 @@ def _measured(args):
 
 
 def _calibrate(args) -> str:
-    from .analysis.calibration import errors, fit_efficiency, predict
+    from .analysis.calibration import fit_efficiency
+    from .analysis.measurements import predict
+    from .analysis.validation import errors
     from .files import read_user_text
     from .report import calibration as report
     hw, measured = _measured(args)
@@ -605,7 +607,8 @@ def _calibrate(args) -> str:
 
 
 def _validate(args) -> str:
-    from .analysis.calibration import cross_validate, errors, predict
+    from .analysis.measurements import predict
+    from .analysis.validation import cross_validate, errors
     from .report import calibration as report
     hw, measured = _measured(args)
     columns = [("ideal", predict(measured, None))]

@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 
 import costdsl
-from costdsl.analysis.calibration import cross_validate, errors, fit_efficiency, predict
+from costdsl.analysis.calibration import fit_efficiency
+from costdsl.analysis.validation import cross_validate, errors
+from costdsl.analysis.measurements import predict
 from costdsl.analysis.latency import stepwise_decode_total
 from costdsl.analysis.measurements import read_measurements, resolve
 from costdsl.analysis.records import Settings

@@ -280,3 +280,8 @@ def _per_op(exprs, values, n: int) -> np.ndarray:
     f = sympy.lambdify(symbols, exprs, modules="numpy")
     return np.array([np.broadcast_to(np.asarray(v, float), (n,))
                      for v in f(*(values[s] for s in symbols))])
+
+
+def predict(measured: list[Measured], e: Efficiency | None) -> np.ndarray:
+    """Each row's predicted seconds under `e` (None: the ideal roofline)."""
+    return np.array([m.predict(e) for m in measured])

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import re
 
-from ..analysis.calibration import ErrorTable, Fit
+from ..analysis.calibration import Fit
+from ..analysis.validation import ErrorTable
 from .units import seconds
 
 
