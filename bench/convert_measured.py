@@ -174,10 +174,8 @@ def aiconfigurator_gemm(shared: Path, out_dir: Path) -> dict[str, list[dict]]:
         for g in data["tables"]["gemm"]:
             if g["dtype"] != "bfloat16":
                 continue
-            model = f"gemm-{g['n']}x{g['k']}.arch"
-            _gemm_model(out_dir / "gemm" / model, g["n"], g["k"])
             out.setdefault(system[:4], []).append(
-                row(hw, f"gemm/{model}", "prefill", 1, g["m"], "proj", g["latency_ms"], source))
+                _gemm_row(out_dir, hw, g["m"], g["n"], g["k"], g["latency_ms"], source))
     return out
 
 
@@ -219,6 +217,13 @@ def _attention_model(path: Path, heads: int, kv_heads: int, head_dim: int) -> No
         f"    kv_heads = {kv_heads}\n  }}\n}}\n")
 
 
+def _gemm_row(out_dir: Path, hw: str, m: int, n: int, k: int, ms: float, source: str) -> dict:
+    """C[m, n] = A[m, k] x B[k, n] as the `proj` of gemm/gemm-NxK.arch (written if new)."""
+    model = f"gemm-{n}x{k}.arch"
+    _gemm_model(out_dir / "gemm" / model, n, k)
+    return row(hw, f"gemm/{model}", "prefill", 1, m, "proj", ms, source)
+
+
 def _gemm_model(path: Path, n: int, k: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
@@ -246,10 +251,8 @@ def llmcompass(shared: Path, out_dir: Path) -> list[dict]:
     rows = []
     matmul = data["tables"]["matmul_A100"]
     for g in matmul["rows"]:
-        model = f"gemm-{g['N']}x{g['K']}.arch"
-        _gemm_model(out_dir / "gemm" / model, g["N"], g["K"])
-        rows.append(row(hw, f"gemm/{model}", "prefill", 1, g["M"], "proj", g["latency_ms"],
-                        f"llmcompass {commit} {matmul['path']}"))
+        rows.append(_gemm_row(out_dir, hw, g["M"], g["N"], g["K"], g["latency_ms"],
+                              f"llmcompass {commit} {matmul['path']}"))
     _gpt3_model(out_dir / "gpt-3-175b-tp4.arch")
     for name, (stage, batch, seq, all_reduce) in LLMCOMPASS_LAYERS.items():
         table = data["tables"][name]
@@ -257,7 +260,8 @@ def llmcompass(shared: Path, out_dir: Path) -> list[dict]:
             if op.startswith("AllReduce") and not all_reduce:
                 continue
             rows.append(row(hw, "gpt-3-175b-tp4.arch", stage, batch, seq, node,
-                            1e3 * table["per_op_seconds"][op], f"llmcompass {commit} {table['path']}"))
+                            1e3 * table["per_op_seconds"][op],
+                            f"llmcompass {commit} {table['path']}"))
     return rows
 
 

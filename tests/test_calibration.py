@@ -654,6 +654,11 @@ def test_too_few_rows_says_how_many(tmp_path, capsys):
     path.write_text(HEADER + "nvidia-a6000,llama-2-7b,decode,1,128,,16,16,16,layers.q,1e-4\n")
     main(["calibrate", str(path), "--hw", "nvidia-a6000"])
     assert "give at least 3 rows" in capsys.readouterr().err
+    # a lone norm is also a kind with fewer rows than figures: still said as too few rows
+    path.write_text(HEADER + "nvidia-a6000,llama-2-7b,prefill,1,64,,16,16,16,layers.attn_norm,"
+                             "5e-6\n")
+    assert main(["calibrate", str(path), "--hw", "nvidia-a6000"]) == 2
+    assert "1 measured rows cannot fit 2 parameters" in capsys.readouterr().err
 
 
 def test_missing_columns(tmp_path, capsys):

@@ -168,7 +168,7 @@ def _assign(measured: list[Measured], e: Efficiency | None, launch: bool = True,
 
 def _fixed_s(measured: list[Measured]) -> np.ndarray:
     """Seconds of each row no efficiency scales: its collectives' time on their link."""
-    return np.array([sum(p.time(Efficiency()) for p in m.pieces if p.collective)
+    return np.array([sum(p.count * p.transfer_s for p in m.pieces if p.collective)
                      for m in measured])
 
 
@@ -263,15 +263,16 @@ def fit_efficiency(measured: list[Measured], source: str = "", launch: bool = Tr
     thread block per row, `rows = sms`), kept where it lowers the squared relative error:
     a choice between two physical models, not a fitted number; prefill's attention likewise
     with overlap = false. A `tile` model (the hardware file's) is kept and fitted under."""
-    under = _underdetermined(measured, launch)
-    measured = [m for m in measured if not {p.family for p in m.pieces} & set(under)]
-    times = np.array([m.row.time_s for m in measured])
     names = sorted({k for coef in _assign(measured, None, launch) for k in coef})
     if len(measured) < len(names) + 1:
         raise CalibrationError(f"{len(measured)} measured rows cannot fit {len(names)} "
                                f"parameters ({', '.join(names)})",
                                hint=f"give at least {len(names) + 1} rows, spread over sizes "
                                     "where different ops are memory- and compute-bound")
+    # leaving out a family's k rows drops its f > k figures: enough rows remain for the rest
+    under = _underdetermined(measured, launch)
+    measured = [m for m in measured if not {p.family for p in m.pieces} & set(under)]
+    times = np.array([m.row.time_s for m in measured])
     choices = Choices(tile=tile)
     best = _fit(measured, times, source, launch, choices)
     trials = [replace(choices, fill={family: float(sms)}) for family in

@@ -206,7 +206,7 @@ def resolve(rows: list[Row], csv_file: str | Path, hw: Hardware, load_model) -> 
 
 
 def _pieces(model, stage, bits, rows, hw: Hardware, file: str,
-            linked: Hardware | None = None) -> dict[int, tuple[Piece, ...]]:
+            linked: Hardware) -> dict[int, tuple[Piece, ...]]:
     """The pieces of every row at `hw` (the datasheet figures); a collective's channel time
     also at `linked` (the file as given: its fitted [link] figures)."""
     w, a, kv = bits
@@ -231,8 +231,7 @@ def _pieces(model, stage, bits, rows, hw: Hardware, file: str,
     counts = _row_counts(symbolic, values, len(rows))
     columns = _gemm_columns(symbolic, values, len(rows))
     ideal_transfer = n.transfer_time + n.serial_time
-    transfer = _transfer_times(model, stage, settings, linked, values, symbolic, rows) \
-        if linked is not None else ideal_transfer
+    transfer = _transfer_times(model, stage, settings, linked, values, symbolic, names, rows)
     vector_type = hw.vector_type
     out = {}
     for j, r in enumerate(rows):
@@ -249,10 +248,9 @@ def _pieces(model, stage, bits, rows, hw: Hardware, file: str,
     return out
 
 
-def _transfer_times(model, stage, settings, linked: Hardware, values, symbolic, rows):
+def _transfer_times(model, stage, settings, linked: Hardware, values, symbolic, names, rows):
     """Every op's channel time at `linked`'s own link figures: evaluated again only when a row
     names a collective (or is a whole step that holds one); zeros otherwise."""
-    names = [o.node.name for o in symbolic.ops]
     links = {i for i, o in enumerate(symbolic.ops) if o.node.engine == "link"}
     if not any(r.op == "total" or names.index(r.op) in links for r in rows) or not links:
         return np.zeros((len(names), len(rows)))
