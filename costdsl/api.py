@@ -16,7 +16,7 @@ from typing import Iterable, Mapping
 import networkx as nx
 import sympy
 
-from .analysis.capacity import Fit, fit
+from .analysis.capacity import Fit, fit, max_batch
 from .analysis.compare import Comparison, compare
 from .analysis.crossover import (CrossoverAnswer, quantization_crossover, solvable_symbol,
                                  stage_crossover, stage_crossovers)
@@ -53,8 +53,13 @@ from .language.design import Design
 from .language.elaborate import elaborate, parse_overrides
 from .language.library import Library, load_library
 from .language.parser import parse_passes
+from . import progress
 from . import symbols as S
 
+
+FUSING_PASSES = ("fuse", "fuse_all", "fuse_qkv", "fuse_linear_act", "fuse_norm_linear",
+                 "fuse_residual", "flash_attention")
+"""Passes that merge ops into one kernel: parallelism passes go before them (with_layout)."""
 
 COMPRESSION_ARGS = {"prune": ("heads", "kv_heads", "ffn", "layers"), "low_rank": ("rank",),
                     "sparsify": ("weights",)}
@@ -86,6 +91,16 @@ class Model:
         for i, p in enumerate(passes, 1):
             calls += [p] if isinstance(p, ast.PassCall) else list(parse_passes(p, f"--pass[{i}]"))
         return Model(self.design, self.library, self.overrides, tuple(calls))
+
+    def with_layout(self, passes: Iterable[str]) -> "Model":
+        """The same model split by parallelism passes placed before the first fusion in its
+        pipeline: a split is defined on the layers as written (q, k and v apart; a fused
+        kernel has no split), and fusing the split layers gives the per-device kernels."""
+        calls = [c for i, p in enumerate(passes, 1) for c in parse_passes(p, f"layout[{i}]")]
+        pipeline = list(self.passes)
+        at = next((i for i, c in enumerate(pipeline) if c.name in FUSING_PASSES), len(pipeline))
+        return Model(replace(self.design, passes=()), self.library, self.overrides,
+                     tuple(pipeline[:at] + calls + pipeline[at:]))
 
     def without_passes(self) -> "Model":
         """The model as its layers describe it: no pass applied (the baseline of `compare`)."""
@@ -288,15 +303,17 @@ class Model:
             return best, times[best]
         return best_draft_length(verify, draft_verify, d.accept, settings.values())
 
-    def decoding_strategy(self, text: "str | Decoding | None" = None) -> "Decoding | None":
+    def decoding_strategy(self, text: "str | Decoding | None" = None,
+                          solving: str | None = None) -> "Decoding | None":
         """The decoding strategy: `text` (as --decoding gives it) if given, else the model
-        file's `decoding { ... }` section, else None (plain decoding)."""
+        file's `decoding { ... }` section, else None (plain decoding). `solving` "accept": the
+        acceptance rate may be left out (it is what is solved for)."""
         if isinstance(text, Decoding):
             return text
         if text is not None:
-            return parse_decoding(text)
+            return parse_decoding(text, solving=solving)
         call = self.design.decoding
-        return decoding_of(call) if call is not None else None
+        return decoding_of(call, solving=solving) if call is not None else None
 
     @functools.cache
     def _with_medusa_heads(self, heads: int, layers: int, lm_head: str) -> "Model":
@@ -434,7 +451,8 @@ class Model:
         if target_time is not None or target_memory is not None:
             memory = stage_memory(graphs[stage][1], graphs["decode"][1])
             answers += target_answers(symbolic, memory.weights + memory.kv_cache, x, values,
-                                      low, high, target_time, target_memory)
+                                      low, high, target_time, target_memory,
+                                      none_at=high if solve == "rank" else low)
         return answers
 
     def _compression_call(self, solve: str) -> int:
@@ -524,10 +542,11 @@ class Model:
 
     def plan(self, hw: str | Hardware, seq: int, gen: int, batch: int | None = 1,
              objective: str = "latency", bits: Iterable[float] = (16, 8, 4),
-             kv_bits: float = 16, a_bits: float = 16) -> PlanResult:
+             kv_bits: float = 16, a_bits: float = 16, max_batch: int = S.MAX_SIZE
+             ) -> PlanResult:
         """Every layout of the system's devices (tp x pp, x ep for MoE) at every weight
         bitwidth in `bits`, ranked by `objective` ("latency": TPOT; "throughput": tokens/s).
-        batch=None: each plan at the largest batch that fits it."""
+        batch=None: each plan at the largest batch that fits it, at most `max_batch`."""
         hw = _hardware(hw)
         if objective not in OBJECTIVES:
             raise EvaluationError(f"unknown objective {objective!r}",
@@ -539,10 +558,10 @@ class Model:
             raise EvaluationError("--bits names no bitwidth")
         moe = any(op.kind == "moe" or op.kind.startswith("expert") for op in self.design.ops)
         plans, skipped = [], []
-        for layout in plan_layouts(hw.count, moe):
+        for layout in progress.steps("plan: layouts", plan_layouts(hw.count, moe)):
             micro = layout[1] if objective == "throughput" else 1
             try:
-                model = self.with_passes(_layout_passes(layout, micro))
+                model = self.with_layout(_layout_passes(layout, micro))
                 memory = {st: model.memory(st) for st in STAGES}
             except CostDSLError as err:
                 skipped.append(("tp={} pp={} ep={}".format(*layout), err.message))
@@ -550,9 +569,8 @@ class Model:
             for w in bits:
                 settings = Settings(batch or 1, seq, w, a_bits, kv_bits).validate()
                 if batch is None:
-                    settings = replace(settings, batch=max(1, model.fit(
-                        hw, seq=seq + gen - 1, batch=1, w_bits=w, a_bits=a_bits,
-                        kv_bits=kv_bits).max_batch))
+                    settings = replace(settings, batch=max(1, min(max_batch, model.max_batch(
+                        hw, seq=seq + gen - 1, w_bits=w, a_bits=a_bits, kv_bits=kv_bits))))
                 stages = [model._roofline(st, hw, settings) for st in STAGES]
                 plans.append(evaluate_plan(*stages, memory, layout, settings.values(), seq, gen,
                                            hw.memory_bytes, micro))
@@ -672,7 +690,7 @@ class Model:
             raise EvaluationError(f"the attainment must be a fraction in (0, 1], got {attainment}")
         run = lambda rate: self.simulate(hw, synthetic(rate, n, prompt, output, seed), config,
                                          slo, w_bits, a_bits, kv_bits, decoding)[1]
-        rows = [(float(r), run(float(r))) for r in sorted(rates)]
+        rows = [(float(r), run(float(r))) for r in progress.steps("rates", sorted(rates))]
         good = [r for r, summary in rows if summary.slo_attainment >= attainment]
         if not good:
             return rows, None
@@ -681,7 +699,7 @@ class Model:
         if not above:
             return rows, low
         high = min(above)
-        for _ in range(10):   # 2^-10 of the bracket
+        for _ in progress.steps("bisecting the largest rate", range(10)):  # 2^-10 of it
             mid = (low + high) / 2
             low, high = (mid, high) if run(mid).slo_attainment >= attainment else (low, mid)
         return rows, low
@@ -713,8 +731,28 @@ class Model:
         the weights, from the memory expressions of both stages."""
         hw = _hardware(hw)
         settings = Settings(batch, seq, w_bits, a_bits, kv_bits).validate()
-        return fit({s: self.memory(s) for s in STAGES}, settings.values(), hw.memory_bytes,
-                   seq, batch)
+        result = fit({s: self.memory(s) for s in STAGES}, settings.values(), hw.memory_bytes,
+                     seq, batch)
+        devices = self._devices("decode", hw.count, hw.nodes) if hw.count > 1 else None
+        return replace(result, devices=devices, fused_max_batch=self._fused_max_batch(
+            hw, settings, result.max_batch))
+
+    def max_batch(self, hw: str | Hardware, seq: int, w_bits: float = 16, a_bits: float = 16,
+                  kv_bits: float = 16) -> int:
+        """The largest batch that fits at `seq` (fit's first answer, alone)."""
+        hw = _hardware(hw)
+        settings = Settings(1, seq, w_bits, a_bits, kv_bits).validate()
+        return max_batch({s: self.memory(s) for s in STAGES}, settings.values(),
+                         hw.memory_bytes, seq)
+
+    def _fused_max_batch(self, hw: Hardware, settings: Settings, unfused: int) -> int | None:
+        """The largest batch with FlashAttention, where the model's attention materialises its
+        score matrix and fusing it lets at least a quarter more sequences fit; else None."""
+        if not any(n.kind == "qk_matmul" for n in nodes(self.graph("prefill"))):
+            return None
+        fused = self.with_passes(["flash_attention()"]).max_batch(
+            hw, settings.seq, settings.w_bits, settings.a_bits, settings.kv_bits)
+        return fused if fused >= 1.25 * unfused + 1 else None
 
     def compare(self, hw: str | Hardware, batch: int, seq: int, w_bits: float = 16,
                 a_bits: float = 16, kv_bits: float = 16,

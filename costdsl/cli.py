@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import re
@@ -11,7 +12,7 @@ import numpy as np
 
 from . import api
 from .report.units import seconds
-from .symbols import MAX_SIZE
+from .symbols import BITS_RANGE, MAX_SIZE, is_bitwidth
 from .version import __version__
 from .errors import CostDSLError
 from .graph.lower import STAGES
@@ -41,8 +42,8 @@ def _bits(text):
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"a bitwidth must be a number, got {text!r}")
-    if not 0 < value <= 64:
-        raise argparse.ArgumentTypeError(f"a bitwidth must be in (0, 64], got {value:g}")
+    if not is_bitwidth(value):
+        raise argparse.ArgumentTypeError(f"a bitwidth must be in {BITS_RANGE}, got {value:g}")
     return int(value) if value.is_integer() else value
 
 
@@ -71,8 +72,9 @@ def _measurement_args(p: argparse.ArgumentParser, hw_help: str) -> None:
     p.add_argument("measurements", nargs="+",
                    help="measurement CSV files (see the README for their columns)")
     p.add_argument("--hw", required=True, metavar="HW", help=hw_help)
-    p.add_argument("--model", dest="only_model", metavar="MODEL",
-                   help="use only the rows of this model (as the CSV names it)")
+    p.add_argument("--only-model", "--model", dest="only_model", metavar="MODEL",
+                   help="use only the rows of this model (as the CSV names it; --model: the "
+                        "older spelling)")
     p.add_argument("--pass", dest="passes", action="append", default=[], metavar="PASS",
                    help="a pass applied to every row's model (repeatable)")
     p.add_argument("--format", choices=("text", "json"), default="text")
@@ -136,9 +138,9 @@ def _ideal(hw, args):
 
 
 def _bits_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--w-bits", type=_bits, default=16, help="weight bitwidth (default 16)")
-    p.add_argument("--a-bits", type=_bits, default=16, help="activation bitwidth (default 16)")
-    p.add_argument("--kv-bits", type=_bits, default=16, help="KV-cache bitwidth (default 16)")
+    p.add_argument("--w-bits", type=_bits, default=16, help="weight bitwidth")
+    p.add_argument("--a-bits", type=_bits, default=16, help="activation bitwidth")
+    p.add_argument("--kv-bits", type=_bits, default=16, help="KV-cache bitwidth")
 
 
 def _stage_args(p: argparse.ArgumentParser, default: str, all: bool = True,
@@ -179,13 +181,38 @@ def _versus(pairs: list[str]) -> dict | None:
     return out or None
 
 
+class _Help(argparse.HelpFormatter):
+    """Help that shows each option's default (unless its text already says it, or there is
+    none to show)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS, []) \
+                or action.option_strings == [] or isinstance(action.default, tuple):
+            return text
+        return text + " (default: %(default)s)"
+
+
+def _solve_help() -> str:
+    """The symbols `crossover --solve` answers for, from what exists."""
+    compression = sorted({a for args in api.COMPRESSION_ARGS.values() for a in args})
+    return ("batch, seq, tokens (step stage), w_bits, a_bits, kv_bits, or a model parameter "
+            "left free (--free or a `?` in the file); with a pass: sparsity "
+            "(contextual_sparsity), offload (offload), " + ", ".join(compression) +
+            " (" + ", ".join(sorted(api.COMPRESSION_ARGS)) + ", with --target-time or "
+            "--target-memory; rank alone for low_rank); with --decoding: accept, batch or k")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="costdsl", description="Symbolic roofline cost models of LLM inference.")
     parser.add_argument("--version", action="version", version=f"costdsl {__version__}")
     parser.add_argument("--no-cache", action="store_true",
                         help="neither read nor write the compile cache (COSTDSL_NO_CACHE=1)")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress line on the terminal during long work")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser = functools.partial(sub.add_parser, formatter_class=_Help)
 
     p = sub.add_parser("cache", help="the persistent compile cache: where it is, or clear it")
     p.add_argument("action", choices=("info", "clear"))
@@ -239,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kv-bits", default="16", metavar="LIST")
     _stage_args(p, "all", tokens_range=True)
     _decoding_arg(p, ": adds its time per token and speedup at each point")
-    p.add_argument("--out", metavar="FILE.csv|FILE.parquet|FILE.json|FILE.npz",
+    p.add_argument("-o", "--out", metavar="FILE.csv|FILE.parquet|FILE.json|FILE.npz",
                    help="write here (format from the suffix; .npz: one NumPy array per column, "
                         "the fast form for big grids); default: CSV on standard output")
     p.set_defaults(run=_sweep)
@@ -256,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--range", dest="sweep", metavar="RANGE",
                    help="x values for batch/seq/memory/serve plots, e.g. 1:4096:log64")
     _decoding_arg(p, " (the speculative plot needs it)")
-    p.add_argument("--out", required=True, metavar="FILE.png|FILE.svg")
+    p.add_argument("-o", "--out", required=True, metavar="FILE.png|FILE.svg")
     p.set_defaults(run=_plot)
 
     p = sub.add_parser("calibrate", help="fit the hardware's efficiencies to measured times")
@@ -284,9 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("crossover", help="where each op changes bound, solved in closed form")
     _model_args(p)
     _deployment_args(p)
-    p.add_argument("--solve", required=True, metavar="SYMBOL",
-                   help="batch, seq, tokens (step stage), w_bits, a_bits, kv_bits, a free "
-                        "model parameter, or sparsity (when a contextual_sparsity pass pays)")
+    p.add_argument("--solve", required=True, metavar="SYMBOL", help=_solve_help())
     _stage_args(p, "decode")
     p.add_argument("--free", action="append", default=[], metavar="SYMBOL",
                    help="leave this symbol free in the answers instead of bound (repeatable)")
@@ -325,12 +350,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gen", type=_positive_int("--gen"), default=256,
                    help="tokens generated per sequence")
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--batch", type=_positive_int("--batch"), default=None)
-    size.add_argument("--max-batch", action="store_true",
-                      help="each plan at the largest batch that fits it")
+    size.add_argument("--batch", type=_positive_int("--batch"), default=None,
+                      help="every plan at this batch (default 1)")
+    size.add_argument("--max-batch", nargs="?", const=MAX_SIZE, default=None, metavar="N",
+                      type=_positive_int("--max-batch"),
+                      help="each plan at the largest batch that fits it, at most N (as "
+                           "simulate's --max-batch: the most sequences in a batch)")
     p.add_argument("--objective", choices=("latency", "throughput"), default="latency")
-    p.add_argument("--bits", default="16,8,4", metavar="LIST",
-                   help="weight bitwidths to try, comma-separated (default 16,8,4)")
+    p.add_argument("--w-bits", "--bits", dest="bits", default="16,8,4", metavar="LIST",
+                   help="weight bitwidths to try, comma-separated (--bits: the older "
+                        "spelling)")
     p.add_argument("--kv-bits", type=_bits, default=16)
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(run=_plan)
@@ -343,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     _simulation_args(p, required=True)
     _bits_args(p)
     p.add_argument("--format", choices=("text", "json"), default="text")
-    p.add_argument("--out", metavar="FILE.csv", help="write one row per request here")
+    p.add_argument("-o", "--out", metavar="FILE.csv", help="write one row per request here")
     p.add_argument("--plot", metavar="FILE.png",
                    help="with --sweep-rate: p99 TTFT and TPOT against rate; otherwise the "
                         "run's timeline of batch size and KV blocks")
@@ -399,7 +428,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("hardware", help="list the shipped hardware files")
     p.set_defaults(run=_hardware)
+    _show_defaults(sub)
     return parser
+
+
+def _show_defaults(sub) -> None:
+    """An option with no help text still shows its default (argparse prints nothing for it)."""
+    for command in sub.choices.values():
+        for action in command._actions:
+            if action.help is None and action.option_strings and \
+                    action.default not in (None, False, argparse.SUPPRESS):
+                action.help = f"(default: {action.default})"
 
 
 def _analyze(args) -> str:
@@ -471,8 +510,13 @@ def _sweep(args) -> str:
     if not hws:
         raise CostDSLError(f"--hw {args.hw!r}: no hardware named",
                            hint="e.g. --hw nvidia-a100-80gb,nvidia-h100-sxm")
-    tokens = parse_range(args.tokens, "tokens") if args.tokens else None
-    table = sweep(model, hws, parse_range(args.batch, "batch"), parse_range(args.seq, "seq"),
+    notes: list[str] = []
+    tokens = parse_range(args.tokens, "tokens", notes=notes) if args.tokens else None
+    batches, seqs = parse_range(args.batch, "batch", notes=notes), parse_range(args.seq, "seq",
+                                                                               notes=notes)
+    for note in notes:
+        print(f"costdsl: note: {note}", file=sys.stderr)
+    table = sweep(model, hws, batches, seqs,
                   bit_combinations(args.w_bits, args.a_bits, args.kv_bits), _stages(args.stage),
                   tokens, model.decoding_strategy(args.decoding))
     out = args.out or ""
@@ -656,7 +700,8 @@ def _load(args) -> api.Model:
 def _speculative_crossover(args, model) -> str:
     hw = _hw(args)
     bits = _bits_of(args)
-    spec = model.speculate(hw, args.decoding, args.batch, args.seq, **bits)
+    decoding = model.decoding_strategy(args.decoding, args.solve)
+    spec = model.speculate(hw, decoding, args.batch, args.seq, **bits)
     if args.solve == "accept":
         answer = answers_report.speculation_answer(
             "accept", spec, spec.break_even,
@@ -748,7 +793,8 @@ def _crossover(args) -> str:
         raise CostDSLError("--target-time and --target-memory go with --solve on a compression "
                            "pass's argument", hint="e.g. --pass 'prune(ffn=0.5)' --solve ffn "
                                                    "--target-time 10ms")
-    if args.solve in ("accept", "batch", "k") and model.decoding_strategy(args.decoding):
+    if args.solve in ("accept", "batch", "k") and model.decoding_strategy(args.decoding,
+                                                                          args.solve):
         return _speculative_crossover(args, model)
     if args.decoding:
         raise CostDSLError(f"--solve {args.solve} with --decoding: solve for accept, batch or k")
@@ -782,9 +828,10 @@ def _latency(args) -> str:
     if args.format == "json":
         out = answers_report.latency_dict(result)
         if spec is not None:
-            out["decoding"] = answers_report.speculation_dict(spec)
+            out["decoding"] = {**answers_report.speculation_dict(spec),
+                               "request": answers_report.with_strategy(result, spec)}
         return dumps(out)
-    text = answers_report.latency_text(result)
+    text = answers_report.latency_text(result, spec, args.decoding)
     return text + ("\n".join(answers_report.speculation_lines(spec)) + "\n" if spec else "")
 
 
@@ -799,7 +846,7 @@ def _plan(args) -> str:
             raise CostDSLError(f"--bits {args.bits!r}: {err}") from None
     batch = None if args.max_batch else (args.batch or 1)
     result = model.plan(_hw(args), args.seq, args.gen, batch, args.objective, bits,
-                        args.kv_bits)
+                        args.kv_bits, max_batch=args.max_batch or MAX_SIZE)
     if args.format == "json":
         return dumps(plans_report.plan_dict(result))
     return plans_report.plan_text(result)
@@ -864,7 +911,7 @@ def _simulate(args, plot: str | None = None) -> str:
     plot = plot or getattr(args, "plot", None)
     if plot is not None and getattr(args, "kind", None) == "rate" and not args.sweep_rate:
         raise CostDSLError("plot rate needs --sweep-rate A:B:N and --slo")
-    if not (args.requests or args.rate or args.sweep_rate):
+    if not (args.requests or args.rate is not None or args.sweep_rate):
         raise CostDSLError("give the requests: --requests FILE.csv, --rate R or --sweep-rate")
     model = _load(args)
     hw = _hw(args)
@@ -878,28 +925,33 @@ def _simulate(args, plot: str | None = None) -> str:
                                       args.output, args.seed, config, slo, args.attainment,
                                       decoding=getattr(args, "decoding", None), **bits)
         table = [{"rate": r, **sim_report.summary_dict(s)} for r, s in rows]
-        if plot:
-            return f"wrote {plots.rate(table, best, slo, model.name, hw.name, plot)}\n"
+        wrote = plots.rate(table, best, slo, model.name, hw.name, plot) if plot else None
+        if getattr(args, "kind", None) == "rate":  # `plot rate`: the image is the answer
+            return f"wrote {wrote}\n"
         if args.format == "json":
             return dumps({"rates": table, "max_rate": best, "slo": slo,
                           "attainment": args.attainment})
-        return sim_report.rate_sweep_text(table, best, slo, args.attainment)
+        return sim_report.rate_sweep_text(table, best, slo, args.attainment) + \
+            (f"wrote {wrote}\n" if wrote else "")
     stream = (read_requests(args.requests) if args.requests else
               synthetic(args.rate, args.n, args.prompt, args.output, args.seed))
     trace, summary = model.simulate(hw, stream, config, slo,
                                     decoding=getattr(args, "decoding", None), **bits)
+    wrote = []
     if plot:
-        return f"wrote {plots.timeline(trace, model.name, hw.name, name, plot)}\n"
+        wrote.append(plots.timeline(trace, model.name, hw.name, name, plot))
+    if getattr(args, "kind", None) == "timeline":  # `plot timeline`: the image is the answer
+        return f"wrote {wrote[0]}\n"
     if args.out:
         _write(args.out, sim_report.requests_csv(trace))
+        wrote.append(args.out)
     if args.format == "json":
         return dumps({"summary": sim_report.summary_dict(summary),
                       "requests": sim_report.request_rows(trace)})
     scheduler = name if name != "disaggregated" else f"disaggregated({prefill} prefill, " \
         f"{decode} decode)"
     title = f"{model.name} on {hw.name}, {scheduler} scheduler; requests: {stream.source}"
-    return sim_report.summary_text(title, summary, slo) + (f"wrote {args.out}\n" if args.out
-                                                           else "")
+    return sim_report.summary_text(title, summary, slo) + "".join(f"wrote {w}\n" for w in wrote)
 
 
 def _report(args) -> str:
@@ -1036,6 +1088,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.no_cache:
         os.environ["COSTDSL_NO_CACHE"] = "1"
+    from . import progress
+    progress.enable(not args.quiet and sys.stderr.isatty())
     try:
         out = args.run(args)
     except CostDSLError as err:

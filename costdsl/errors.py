@@ -20,8 +20,22 @@ def caret_context(file: str | None, line: int | None, column: int | None) -> str
     lines = text.splitlines()
     if not 1 <= line <= len(lines):
         return None
-    caret = " " * (max(column or 1, 1) - 1) + "^"
-    return f"{lines[line - 1]}\n{caret}"
+    return _clipped(lines[line - 1], max(column or 1, 1) - 1)
+
+
+CONTEXT_WIDTH = 100
+"""The most characters of the offending line an error quotes (a 200 kB line is not shown)."""
+
+
+def _clipped(text: str, at: int) -> str:
+    """The line with a caret under index `at`, cut to CONTEXT_WIDTH around it ('...' marks a
+    cut)."""
+    if len(text) <= CONTEXT_WIDTH:
+        return f"{text}\n{' ' * at}^"
+    start = max(0, min(at - CONTEXT_WIDTH // 2, len(text) - CONTEXT_WIDTH))
+    head = "..." if start > 0 else ""
+    tail = "..." if start + CONTEXT_WIDTH < len(text) else ""
+    return f"{head}{text[start:start + CONTEXT_WIDTH]}{tail}\n{' ' * (len(head) + at - start)}^"
 
 
 class CostDSLError(Exception):

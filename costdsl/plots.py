@@ -79,9 +79,9 @@ def roofline(analysis, stage: str, path: str) -> str:
     # number the ops that matter (>= 2% of the stage's time) and list them in a box: op
     # names beside markers overlap wherever ops share an intensity
     notable = [o for o in sorted(ops, key=lambda o: -o.share) if o.share >= 0.02]
-    for i, o in enumerate(notable, 1):
-        ax.annotate(str(i), (o.intensity, o.attainable), textcoords="offset points",
-                    xytext=(3 + 7 * (i % 3), -11 - 6 * (i % 2)), fontsize=7, weight="bold")
+    for (x, y), numbers in _coinciding(notable):
+        ax.annotate(",".join(map(str, numbers)), (x, y), textcoords="offset points",
+                    xytext=(4, -11), fontsize=7, weight="bold")
     if notable:
         ax.text(0.01, 0.99, "\n".join(f"{i}  {o.name}: {100 * o.share:.0f}% of time"
                                       for i, o in enumerate(notable, 1)),
@@ -201,28 +201,58 @@ def serve(curve, model_name: str, hw, path: str) -> str:
     return _save(fig, path)
 
 
+def _coinciding(notable) -> list[tuple[tuple[float, float], list[int]]]:
+    """The numbers of the notable ops grouped by where their markers fall: ops within 3% of
+    each other on both log axes share one label ("4,6,8"), the rest keep their own, each
+    label placed at its group's first op (labels of coinciding ops would pile into a blob)."""
+    groups: list[tuple[tuple[float, float], list[int]]] = []
+    for i, o in enumerate(notable, 1):
+        here = (o.intensity, o.attainable)
+        for at, numbers in groups:
+            if all(abs(np.log10(a / b)) < 0.013 for a, b in zip(here, at)):
+                numbers.append(i)
+                break
+        else:
+            groups.append((here, [i]))
+    return groups
+
+
 def predicted_vs_measured(measured, columns, hw_name: str, path: str) -> str:
     """Predicted against measured time per row, log axes, one marker per model of the time
     (ideal, calibrated, held-out), with the y = x line and +-10% band."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.2, 5.6))
     times = np.array([m.row.time_s for m in measured])
-    markers = ["o", "^", "s", "D"]
-    for (name, predicted), marker in zip(columns, markers):
-        ape = 100 * np.mean(np.abs(predicted - times) / times)
-        ax.scatter(times, predicted, s=14, marker=marker, alpha=0.65,
-                   label=f"{name} (MAPE {ape:.1f}%)")
     lo = min(times.min(), min(p.min() for _, p in columns)) / 1.5
     hi = max(times.max(), max(p.max() for _, p in columns)) * 1.5
-    line = np.array([lo, hi])
-    ax.plot(line, line, color="black", lw=1, label="y = x")
-    ax.fill_between(line, line / 1.1, line * 1.1, color="grey", alpha=0.15, label="±10%")
+    line = np.geomspace(lo, hi, 50)
+    ax.fill_between(line, line / 1.1, line * 1.1, color="#59a14f", alpha=0.35, lw=0,
+                    label="±10%", zorder=1)
+    for k in (1 / 1.1, 1.1):
+        ax.plot(line, line * k, color="#59a14f", lw=0.8, ls="--", zorder=1)
+    ax.plot(line, line, color="black", lw=1, label="y = x", zorder=2)
+    # held-out hollow and underneath, the calibrated fit filled on top: both stay visible
+    style = {"held-out": dict(marker="o", facecolors="none", edgecolors="#e15759", s=26,
+                              zorder=3),
+             "calibrated": dict(marker="^", color="#4e79a7", s=12, zorder=4),
+             "ideal": dict(marker="s", color="#bab0ac", s=10, alpha=0.6, zorder=2)}
+    order = sorted(columns, key=lambda c: ("ideal", "held-out", "calibrated").index(
+        _series(c[0])) if _series(c[0]) else -1)
+    for name, predicted in order:
+        ape = 100 * np.mean(np.abs(predicted - times) / times)
+        ax.scatter(times, predicted, label=f"{name} (MAPE {ape:.1f}%)",
+                   **style.get(_series(name), dict(marker="D", s=12, zorder=3)))
     ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi),
            xlabel="measured time (s)", ylabel="predicted time (s)",
            title=f"{hw_name}: {len(measured)} measured kernels")
     ax.legend(loc="upper left", fontsize=8)
     ax.grid(True, which="both", alpha=0.2)
     return _save(fig, path)
+
+
+def _series(name: str) -> str | None:
+    """Which of the validation's series a column is, from its name."""
+    return next((k for k in ("held-out", "calibrated", "ideal") if k in name.lower()), None)
 
 
 def speculative(curves, path: str) -> str:

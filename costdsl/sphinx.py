@@ -12,8 +12,8 @@
        :solve: batch
        :seq: 2048
 
-Paths are relative to the document (then to Sphinx's source directory); math is docutils `math`
-nodes, so every builder renders it its own way (MathJax or MathML in HTML, LaTeX in PDF). A
+Paths are relative to the document (then to Sphinx's source directory); math is MathML in
+HTML (the browser renders it: an offline build needs no MathJax from a CDN) and LaTeX in PDF. A
 model the directive cannot compile is a located Sphinx warning, not a crash. The extension also
 registers the `.arch` Pygments lexer, so that `.. code-block:: arch` highlights.
 """
@@ -45,6 +45,17 @@ def _table(header: list[str], rows: list[list]) -> nodes.table:
     return table
 
 
+def _math(expr) -> list[nodes.Node]:
+    """The formula as MathML for HTML (rendered by the browser itself: no MathJax, so an
+    offline build shows math, not raw \\(...\\)) and as LaTeX for PDF; other builders get
+    the LaTeX text."""
+    latex = printing.latex(expr)
+    return [nodes.raw("", f'<span class="math costdsl-math"><math display="inline">'
+                          f"{printing.mathml(expr)}</math></span>", format="html"),
+            nodes.raw("", f"${latex}$", format="latex"),
+            nodes.raw("", latex, format="text")]
+
+
 def _row(cells) -> nodes.row:
     row = nodes.row()
     for cell in cells:
@@ -53,7 +64,7 @@ def _row(cells) -> nodes.row:
             entry += nodes.paragraph(text=cell)
         else:
             paragraph = nodes.paragraph()
-            paragraph += nodes.math(text=printing.latex(cell))
+            paragraph += _math(cell)
             entry += paragraph
         row += entry
     return row

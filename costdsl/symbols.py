@@ -42,6 +42,20 @@ MAX_SIZE = 10**9
 any deployment, and low enough that products of sizes and dimensions stay exact in float64 and
 inside int64 (a batch of 1e20 would wrap to a negative number in an integer column)."""
 
+MIN_BITS, MAX_BITS = 1, 64
+"""A bitwidth is at least 1 (fractional widths such as 4.25, with a block's scales, are fine)
+and at most 64."""
+BITS_RANGE = f"[{MIN_BITS}, {MAX_BITS}]"
+
+
+def is_bitwidth(value) -> bool:
+    """True for a number in BITS_RANGE (NaN and infinities are not)."""
+    try:
+        return MIN_BITS <= float(value) <= MAX_BITS
+    except (TypeError, ValueError):
+        return False
+
+
 DEFAULT_BITS = {"w_bits": 16, "a_bits": 16, "kv_bits": 16}
 
 

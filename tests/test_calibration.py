@@ -639,7 +639,7 @@ HEADER = "hardware,model,stage,batch,seq,tokens,w_bits,a_bits,kv_bits,op,time_s\
      "but the hardware given is 'nvidia-a6000'"),
     ("nvidia-a6000,llama-2-7b,decode,1,128,,16,16,16,layers.q,1e-4\n", "cannot fit"),
     ("nvidia-a6000,llama-2-7b,draft,1,128,,16,16,16,layers.q,1e-4\n", "expected one of"),
-    ("nvidia-a6000,llama-2-7b,decode,1,128,5,16,16,16,layers.q,1e-4\n", "only for them"),
+    ("nvidia-a6000,llama-2-7b,decode,1,128,5,16,16,16,layers.q,1e-4\n", "contradicts the decode stage"),
 ])
 def test_bad_measurements(body, message, tmp_path, capsys):
     path = tmp_path / "m.csv"

@@ -45,6 +45,7 @@ def test_directives_insert_the_tables(tmp_path):
 """)
     assert "layers.q" in page and "per model" in page
     assert page.count('class="math') > 20             # formulas as math nodes
+    assert page.count("<math") > 20 and "\\(" not in page  # MathML: no MathJax needed offline
     assert re.search(r"layers\.gate.*?memory-&gt;compute|memory->compute", page, re.S)
     assert '<span class="k">model</span>' in page      # the arch lexer highlighted the block
     assert "costdsl" not in warnings

@@ -355,7 +355,8 @@ model "w4-fa" extends "w4" { passes { flash_attention(); fuse_qkv() } }
 
 @pytest.mark.parametrize("text, message", [
     ("quantize()", "sets nothing"),
-    ("quantize(weights=0)", r"bitwidth must be in \(0, 64\]"),
+    ("quantize(weights=0)", r"bitwidth must be in \[1, 64\]"),
+    ("quantize(weights=0.5)", r"bitwidth must be in \[1, 64\]"),
     ('quantize(weights="4")', "takes a number"),
     ("quantize(weights=4, group=0)", "positive integer"),
     ("quantize(weights=4, bits=3)", "no argument 'bits'"),

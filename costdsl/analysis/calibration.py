@@ -27,6 +27,8 @@ e = 1 / u, se(e) = se(u) / u^2.
 """
 from __future__ import annotations
 
+from .. import progress
+
 from dataclasses import dataclass, field, replace
 from typing import Mapping
 
@@ -235,7 +237,7 @@ def _fit(measured: list[Measured], times: np.ndarray, source: str, launch: bool,
     assigned = _assign(measured, None, launch, choices)
     fixed_s = _fixed_s(measured)
     best = None
-    for rounds in range(1, MAX_ROUNDS + 1):
+    for rounds in progress.steps("calibrate: rounds", range(1, MAX_ROUNDS + 1)):
         names = sorted({k for coef in assigned for k in coef})
         values, stderr = _solve(assigned, times, names, fixed_s)
         e = _split(values, source, choices)

@@ -40,6 +40,8 @@ class CompressionAnswer:
 
 
 def _number(expr, values) -> float | None:
+    if expr is None:
+        return None
     v = sympy.sympify(expr).xreplace(values)
     return float(v) if v.is_number and v.is_real else None
 
@@ -78,29 +80,46 @@ def low_rank_answers(dense: StageRoofline, factored: StageRoofline, x: sympy.Sym
 
 def target_answers(stage: StageRoofline, weights_kv: sympy.Expr, x: sympy.Symbol, values: dict,
                    low: float, high: float, target_time: float | None,
-                   target_memory: float | None) -> list[CompressionAnswer]:
-    """The value of x that brings the stage time (or weights + KV cache) to the target."""
+                   target_memory: float | None, none_at: float | None = None
+                   ) -> list[CompressionAnswer]:
+    """The value of x that brings the stage time (or weights + KV cache) to the target.
+
+    `none_at` is the value of x that compresses nothing (0 of a fraction removed): where the
+    target already holds there, the answer is that value, "already met"; where it is not met
+    anywhere in [low, high], "out of reach", the closed form kept only as a formula."""
     out = []
     at = {k: v for k, v in values.items() if k != x}
+    none_at = low if none_at is None else none_at
     if target_time is not None:
         memory_bound = sum((o.node.repeat * o.node.share * (o.node.bytes / o.bandwidth + o.launch)
                             for o in stage.ops), sympy.Integer(0))
         closed = _positive_root(memory_bound.xreplace(at) - target_time, x)
         g = sympy.sympify(stage.time).xreplace(at) - target_time
-        exact = bracketed_root(g, x, low, high, 2000)
-        out.append(CompressionAnswer("stage", "target_time", closed, _number(closed, at), exact,
-                                     "closed form: every op memory-bound (bytes at the "
-                                     "bandwidth, plus launches); exact: the whole time model"
-                                     + ("" if exact is not None else
-                                        f"; out of reach for {x.name} in [{low:g}, {high:.6g}]"
-                                        " alone")))
+        out.append(_target("stage", "target_time", g, closed, at, x, low, high, none_at,
+                           "closed form: every op memory-bound (bytes at the bandwidth, plus "
+                           "launches); exact: the whole time model", 2000))
     if target_memory is not None:
-        closed = _positive_root(weights_kv.xreplace(at) - target_memory, x)
-        value = _number(closed, at)
-        out.append(CompressionAnswer("memory", "target_memory", closed, value,
-                                     value if value is not None and low <= value <= high
-                                     else None, "weights and KV cache (activations left out)"
-                                     + ("" if value is not None and low <= value <= high else
-                                        f"; out of reach for {x.name} in [{low:g}, "
-                                        f"{high:.6g}] alone")))
+        g = sympy.sympify(weights_kv).xreplace(at) - target_memory
+        closed = _positive_root(g, x)
+        out.append(_target("memory", "target_memory", g, closed, at, x, low, high, none_at,
+                           "weights and KV cache (activations left out)", 2000))
     return out
+
+
+def _target(op: str, question: str, g: sympy.Expr, closed, at: dict, x: sympy.Symbol,
+            low: float, high: float, none_at: float, note: str, steps: int) -> CompressionAnswer:
+    """One target's answer from g = (quantity - target) as a function of x."""
+    start = _number(g.xreplace({x: none_at}), at) if g.free_symbols <= {x} else None
+    if start is not None and start <= 0:
+        return CompressionAnswer(op, question, closed, _number(closed, at), none_at,
+                                 f"{note}; already met with no compression ({x.name} = "
+                                 f"{none_at:g})")
+    exact = bracketed_root(g, x, low, high, steps)
+    closed_value = _number(closed, at)
+    if closed_value is not None and not low <= closed_value <= high:
+        closed_value = None
+    if exact is None:
+        return CompressionAnswer(op, question, closed, closed_value, None,
+                                 f"{note}; out of reach for {x.name} in [{low:g}, {high:.6g}] "
+                                 "alone")
+    return CompressionAnswer(op, question, closed, closed_value, exact, note)

@@ -87,7 +87,7 @@ def transcendental(expr: sympy.Expr, x: sympy.Symbol) -> bool:
 def numeric_roots(g: sympy.Expr, x: sympy.Symbol, low: float, high: float) -> list[float]:
     """Positive roots of a function of x alone in (low, high]: sign changes on a log grid
     (1e-3 to 1e9, 400 points), each refined by bisection to machine precision."""
-    fn = sympy.lambdify([x], g, modules="math")
+    fn = _safe(sympy.lambdify([x], g, modules="math"))
     lo, hi = max(low, 1e-3), min(high, 1e9)
     if not lo < hi:
         return []
@@ -97,20 +97,37 @@ def numeric_roots(g: sympy.Expr, x: sympy.Symbol, low: float, high: float) -> li
     for (a, fa), (b, fb) in zip(zip(grid, values), zip(grid[1:], values[1:])):
         if fa == 0:
             roots.append(a)
-        elif fa * fb < 0:
-            roots.append(_bisect(fn, a, b, fa))
+        elif fa * fb < 0 and (root := _bisect(fn, a, b, fa)) is not None:
+            roots.append(root)
     return roots
 
 
-def _bisect(fn, a: float, b: float, fa: float) -> float:
-    """The root of fn in [a, b], where it changes sign (fa = fn(a)), to machine precision."""
+def _safe(fn):
+    """fn, with NaN where it cannot be evaluated (a pole: a denominator that crosses zero, an
+    overflow): a NaN never counts as a sign change, so a pole is never reported as a root."""
+    def evaluate(v: float) -> float:
+        try:
+            return float(fn(v))
+        except (ZeroDivisionError, OverflowError, ValueError):
+            return math.nan
+    return evaluate
+
+
+def _bisect(fn, a: float, b: float, fa: float) -> float | None:
+    """The root of fn in [a, b], where it changes sign (fa = fn(a)), to machine precision; None
+    where the sign change is a pole (the function grows without bound towards it)."""
+    fb = fn(b)
     for _ in range(200):
         mid = (a + b) / 2
         if (fn(mid) < 0) == (fa < 0):
             a = mid
         else:
             b = mid
-    return (a + b) / 2
+    root = (a + b) / 2
+    at = fn(root)
+    if not math.isfinite(at) or abs(at) > max(abs(fa), abs(fb)):
+        return None
+    return root
 
 
 def bracketed_root(g: sympy.Expr, x: sympy.Symbol, low: float, high: float,
@@ -120,14 +137,14 @@ def bracketed_root(g: sympy.Expr, x: sympy.Symbol, low: float, high: float,
     symbols or keeps its sign."""
     if g.free_symbols != {x}:
         return None
-    fn = sympy.lambdify([x], g, modules="math")
+    fn = _safe(sympy.lambdify([x], g, modules="math"))
     grid = [low + (high - low) * i / steps for i in range(steps)]
     values = [fn(v) for v in grid]
     for (a, fa), (b, fb) in zip(zip(grid, values), zip(grid[1:], values[1:])):
         if fa == 0:
             return a
-        if fa * fb < 0:
-            return _bisect(fn, a, b, fa)
+        if fa * fb < 0 and (root := _bisect(fn, a, b, fa)) is not None:
+            return root
     return None
 
 
@@ -277,8 +294,16 @@ def op_crossover(op: OpRoofline, hw: Hardware, x: sympy.Symbol,
                     float(value) if value.is_number else None,
                     _direction(intensity, x, value), peak / op.bandwidth, ctype,
                     closed_form=closed))
+    below = [c for c in found if x.is_integer and c.value is not None and c.value < 1]
+    found = [c for c in found if c not in below]
     if found:
         return _stepped(op, found, stepped, nbytes, x) if stepped != flops else found
+    if below:  # a count (batch, seq, tokens) is at least 1: the switch is never reached
+        c = max(below, key=lambda c: c.value)
+        side = "compute" if c.direction == "memory->compute" else "memory"
+        return [replace(c, expression=None, value=None, direction=None,
+                        reason=f"it switches at {x.name} = {c.value:.3g}, below 1: "
+                               f"{side}-bound for every {x.name}")]
     ctype = op.compute_type
     ridge = op.ridge if ctype else None
     last = pieces[-1][2]
@@ -403,7 +428,7 @@ def piecewise_time(stage: StageRoofline, hw: Hardware, x: sympy.Symbol,
             compute_wins = float(ct.subs(x, probe)) > float(mt.subs(x, probe))
             total += (ct if compute_wins else mt) if op.overlap else ct + mt
         condition = x < high if high != math.inf else True
-        pieces.append((sympy.expand(stage.steps * total).evalf(15), condition))
+        pieces.append((sympy.expand(_bind(stage.steps, values, x) * total).evalf(15), condition))
     return sympy.Piecewise(*pieces)
 
 

@@ -17,6 +17,7 @@ import sympy
 
 from ..errors import EvaluationError
 from ..graph.schema import CLASSES
+from .. import symbols as S
 from .compiled import cached_functions
 from .roofline import StageRoofline, compute_seconds, memory_seconds
 
@@ -228,7 +229,15 @@ def evaluate(stage: StageRoofline, values: Mapping[sympy.Symbol, object]) -> Sta
         serial_time=table[(4 + k) * n:(5 + k) * n],
         occupancy=table[(5 + k) * n:(6 + k) * n],
         waves=table[(6 + k) * n:(7 + k) * n],
-        channels=fixed["channels"], schedule=stage.schedule)
+        channels=fixed["channels"], schedule=_schedule(stage.schedule, values))
+
+
+def _schedule(schedule: tuple[int, int], values) -> tuple:
+    """(stages, microbatches used): at most one microbatch per sequence of the batch."""
+    stages, microbatches = schedule
+    if microbatches > 1 and S.batch in values:
+        return stages, np.minimum(microbatches, np.asarray(values[S.batch], dtype=float))
+    return schedule
 
 
 def _compute_bound_time(stage: StageRoofline) -> sympy.Expr:

@@ -167,8 +167,16 @@ def _row(record: dict, file: str, line: int) -> Row:
     if stage not in STAGES:
         raise fail(f"stage = {stage!r}: expected one of {', '.join(STAGES)}")
     tokens = number("tokens", integer=True, optional=True)
-    if (stage in ("step", "verify")) != (tokens is not None):
-        raise fail("tokens is given for the step and verify stages, and only for them")
+    if stage in ("step", "verify") and tokens is None:
+        raise fail(f"the {stage} stage needs tokens (the new tokens per sequence)")
+    if stage in ("prefill", "decode") and tokens is not None:
+        # a tokens column that agrees with the stage is fine: decode is the step of 1 new
+        # token, prefill that of seq tokens; only a contradicting one is refused
+        agrees = 1 if stage == "decode" else number("seq", True)
+        if tokens != agrees:
+            raise fail(f"tokens = {tokens} contradicts the {stage} stage (it has {agrees} new "
+                       "tokens per sequence); use stage = step for other counts")
+        tokens = None
     op = (record.get("op") or "").strip()
     if not op:
         raise fail("op is empty: an op name of the model, or total")

@@ -54,8 +54,9 @@ class Settings:
                                       f"largest size costdsl accepts")
         for name in ("w_bits", "a_bits", "kv_bits"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not 0 < value <= 64:
-                raise EvaluationError(f"{name} must be a bitwidth in (0, 64], got {value!r}")
+            if not isinstance(value, (int, float)) or not S.is_bitwidth(value):
+                raise EvaluationError(f"{name} must be a bitwidth in {S.BITS_RANGE}, got "
+                                      f"{value!r}")
         return self
 
 

@@ -17,7 +17,7 @@ import csv
 import io
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 
 import numpy as np
 
@@ -26,6 +26,9 @@ from ..files import read_user_text
 from .. import symbols as S
 
 MAX_REQUESTS = 10_000_000
+MIN_RATE, MAX_RATE = 1e-6, 1e9
+"""Arrival rates (requests/s) a synthetic stream may have: a slower one spans more than a float
+clock resolves, a faster one arrives within a nanosecond."""
 
 
 @dataclass(frozen=True)
@@ -71,22 +74,40 @@ def read_requests(path: str) -> Stream:
         output.append(_count(cells[2], names[2], path, line))
     if not arrival:
         raise EvaluationError(f"{path}: no requests after the header")
-    times = np.array(arrival, dtype=float)
-    if names[0] == "TIMESTAMP":
-        times = times - times.min()
+    times = _relative(np.array(arrival, dtype=float), path)
     order = np.argsort(times, kind="stable")
     reordered = int(np.sum(order != np.arange(len(order))))
     return Stream(times[order], np.array(prompt, dtype=np.int64)[order],
                   np.array(output, dtype=np.int64)[order], path, reordered)
 
 
+MAX_SPAN_S = 1e9
+"""The longest span of arrivals (about 32 years): past it a float64 clock keeps less than a
+microsecond, and a trace that long is a unit mistake (nanoseconds in a column of seconds)."""
+
+
+def _relative(times: np.ndarray, source: str) -> np.ndarray:
+    """Arrivals as seconds after the first: the simulation keeps its clock near 0, where a float
+    resolves nanoseconds (epoch times of 1.7e9 s, or 1.7e18 ns, would lose the step times)."""
+    times = times - times.min()
+    span = float(times.max())
+    if not span <= MAX_SPAN_S:
+        raise EvaluationError(f"{source}: the arrivals span {span:.3g} s, more than the "
+                              f"{MAX_SPAN_S:.0e} s a simulation can resolve",
+                              hint="arrival_s is in seconds (epoch nanoseconds divided by 1e9)")
+    return times
+
+
 def _time(cell: str, column: str, path: str, line: int) -> float:
     if column == "TIMESTAMP":
         try:
-            return datetime.fromisoformat(cell.replace("Z", "+00:00")).timestamp()
+            stamp = datetime.fromisoformat(cell.replace("Z", "+00:00"))
         except ValueError:
             raise EvaluationError(f"{path}:{line}: {column} {cell!r} is not a date-time",
                                   file=path, line=line) from None
+        # A naive time (as Azure's traces write them) is read as UTC, never in the machine's
+        # time zone: a daylight-saving change would otherwise move requests by an hour.
+        return (stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)).timestamp()
     try:
         value = float(cell)
     except ValueError:
@@ -153,14 +174,16 @@ def _draw(rng: np.random.Generator, spec: tuple[str, tuple[float, ...]], n: int)
 
 def synthetic(rate: float, n: int, prompt: str, output: str, seed: int = 0) -> Stream:
     """`n` requests arriving as a Poisson process at `rate` per second."""
-    if not (isinstance(rate, (int, float)) and np.isfinite(rate) and rate > 0):
-        raise EvaluationError(f"the arrival rate must be a positive number of requests/s, got "
-                              f"{rate!r}")
+    if not (isinstance(rate, (int, float)) and np.isfinite(rate) and
+            MIN_RATE <= rate <= MAX_RATE):
+        raise EvaluationError(f"the arrival rate must be a positive number of requests/s from "
+                              f"{MIN_RATE:g} to {MAX_RATE:g}, got {rate!r}")
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_REQUESTS:
         raise EvaluationError(f"the number of requests must be from 1 to {MAX_REQUESTS:,}, got "
                               f"{n!r}")
     specs = parse_distribution(prompt, "--prompt"), parse_distribution(output, "--output")
     rng = np.random.Generator(np.random.PCG64(seed))
     arrival = np.cumsum(rng.exponential(1 / rate, n))
+    _relative(arrival, f"--rate {rate:g} with {n:,} requests")  # the span's limit
     return Stream(arrival, _draw(rng, specs[0], n), _draw(rng, specs[1], n),
                   f"Poisson {rate:g}/s, prompt {prompt}, output {output}, seed {seed}")

@@ -39,11 +39,13 @@ class NotApplicableError(CostDSLError):
     label = "not applicable"
 
 # The type an operand of `bits` bits asks for, and what to fall back to when the chip lacks it.
+# fp64 closes every chain: a wider type always holds the operands (a chip listing only fp64,
+# an HPC part, runs everything there).
 _PROMOTION = {
-    "int4": ("int4", "fp4", "int8", "fp8", "fp16", "bf16", "fp32"),
-    "int8": ("int8", "fp8", "fp16", "bf16", "fp32"),
-    "fp16": ("fp16", "bf16", "fp32"),
-    "fp32": ("fp32", "tf32", "fp16", "bf16"),  # a TPU has no fp32 figure: its bf16 units
+    "int4": ("int4", "fp4", "int8", "fp8", "fp16", "bf16", "fp32", "fp64"),
+    "int8": ("int8", "fp8", "fp16", "bf16", "fp32", "fp64"),
+    "fp16": ("fp16", "bf16", "fp32", "fp64"),
+    "fp32": ("fp32", "tf32", "fp16", "bf16", "fp64"),  # a TPU has no fp32 figure: its bf16
 }
 
 
@@ -330,10 +332,12 @@ class StageRoofline:
     cache_key: tuple | None = None       # what it was built from (the persistent cache's key)
 
     @property
-    def steps(self) -> int:
-        """Slowest-stage times a step takes: m + n - 1 (GPipe; 1 without a pipeline)."""
+    def steps(self) -> sympy.Expr:
+        """Slowest-stage times a step takes: m + n - 1 (GPipe; 1 without a pipeline), m the
+        microbatches the batch allows (at most one per sequence: min(m, batch))."""
         stages, microbatches = self.schedule
-        return microbatches + stages - 1
+        used = sympy.Min(microbatches, S.batch) if microbatches > 1 else microbatches
+        return used + stages - 1
 
     @property
     def time(self) -> sympy.Expr:

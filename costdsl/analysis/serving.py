@@ -81,7 +81,7 @@ def serve_curve(model, hw: Hardware, seq: int, gen: int, batches: np.ndarray | N
     curve shows the memory limit."""
     base = Settings(1, seq, **bits).validate().values()
     last = seq + max(gen - 2, 0)  # tokens cached at the last decode step
-    max_batch = model.fit(hw, seq=last + 1, batch=1, **bits).max_batch
+    max_batch = model.max_batch(hw, seq=last + 1, **bits)
     if batches is None:
         batches = 2 ** np.arange(0, max(1, int(np.log2(max(max_batch, 1))) + 2))
     b = batches.astype(float)

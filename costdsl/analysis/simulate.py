@@ -490,7 +490,7 @@ class Summary:
     goodput_rps: float | None  # requests/s meeting the SLO (None: no SLO given)
     slo_attainment: float | None
     mean_in_system: float      # time-weighted requests arrived and not finished
-    arrival_rate: float        # requests / (last arrival - first arrival)
+    arrival_rate: float | None  # requests / (last arrival - first arrival); None: all at once
     reordered: int = 0
 
 
@@ -537,5 +537,5 @@ def summarise(trace: Trace, slo: dict | None = None, reordered: int = 0) -> Summ
         goodput_rps=float(met.sum()) / duration if met is not None else None,
         slo_attainment=float(met.mean()) if met is not None else None,
         mean_in_system=trace.in_system_area / duration,
-        arrival_rate=(len(trace.arrival) - 1) / span if span > 0 else math.inf,
+        arrival_rate=(len(trace.arrival) - 1) / span if span > 0 else None,
         reordered=reordered)

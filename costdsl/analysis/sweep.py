@@ -19,13 +19,16 @@ from ..errors import CostDSLError
 from .evaluate import compute_bound_share, stage_time, tokens_processed
 from ..hardware import Hardware
 from .memory import evaluate_memory
+from .. import progress
 from .. import symbols as S
 
 MAX_POINTS = 4_000_000  # beyond this a CSV is gigabytes: ask for log spacing instead
 
 
-def parse_range(text: str, name: str, integer: bool = True) -> np.ndarray:
-    """`a:b`, `a:b:logN` or `v1,v2,...` -> sorted unique values (see the module doc)."""
+def parse_range(text: str, name: str, integer: bool = True,
+                notes: list[str] | None = None) -> np.ndarray:
+    """`a:b`, `a:b:logN` or `v1,v2,...` -> sorted unique values (see the module doc). Where
+    rounding or repeats leave fewer values than asked, a line saying so goes to `notes`."""
     def number(t: str) -> float:
         try:
             v = float(t)
@@ -73,7 +76,12 @@ def parse_range(text: str, name: str, integer: bool = True) -> np.ndarray:
         values = np.array([number(t) for t in items[:count(len(items))]])
         if not len(values):
             raise CostDSLError(f"--{name}: no values given")
-    return np.unique(values.astype(np.int64) if integer else values)
+    unique = np.unique(values.astype(np.int64) if integer else values)
+    if notes is not None and len(unique) < len(values):
+        notes.append(f"--{name} {text}: {len(unique):,} distinct values of the {len(values):,} "
+                     f"asked ({len(values) - len(unique):,} "
+                     + ("rounded onto the same integer" if ":" in text else "repeated") + ")")
+    return unique
 
 
 @dataclass(frozen=True)
@@ -103,7 +111,8 @@ def sweep(model, hardware: Sequence[Hardware], batches: np.ndarray, seqs: np.nda
     b, s = grid[0], grid[1]
     t_new = grid[2] if tokens is not None else None
     blocks = []
-    for hw, (w, a, kv) in itertools.product(hardware, bits):
+    for hw, (w, a, kv) in progress.steps("sweep: hardware x bitwidths",
+                                         list(itertools.product(hardware, bits))):
         settings = Settings(1, 1, w, a, kv).validate()
         values = {**settings.values(), S.batch: b, S.seq: s,
                   **({} if t_new is None else {S.tokens: t_new})}
@@ -132,7 +141,8 @@ def sweep(model, hardware: Sequence[Hardware], batches: np.ndarray, seqs: np.nda
             per_token, speedup = model.speculation_grid(hw, decoding, values)
             cols["decoding_time_per_token_s"] = np.broadcast_to(per_token, b.shape)
             cols["decoding_speedup"] = np.broadcast_to(speedup, b.shape)
-        cols["memory_bytes"] = np.broadcast_to(memory, b.shape)
+        # bytes as float64 in every sweep (a model whose memory does not vary would give ints)
+        cols["memory_bytes"] = np.broadcast_to(np.asarray(memory, dtype=float), b.shape)
         cols["fits"] = cols["memory_bytes"] <= hw.memory_bytes
         blocks.append(cols)
     if len(blocks) == 1:   # one hardware and bitwidth: the columns as they are
@@ -144,6 +154,7 @@ def bit_combinations(w: str, a: str, kv: str) -> list[tuple[float, float, float]
     lists = [parse_range(t, n, integer=False) for t, n in ((w, "w-bits"), (a, "a-bits"),
                                                             (kv, "kv-bits"))]
     for values, name in zip(lists, ("w-bits", "a-bits", "kv-bits")):
-        if any(v > 64 for v in values):
-            raise CostDSLError(f"--{name}: a bitwidth must be in (0, 64]")
+        bad = [v for v in values if not S.is_bitwidth(v)]
+        if bad:
+            raise CostDSLError(f"--{name}: a bitwidth must be in {S.BITS_RANGE}, got {bad[0]:g}")
     return [tuple(float(x) for x in c) for c in itertools.product(*lists)]

@@ -7,6 +7,7 @@ from typing import Mapping
 
 import numpy as np
 
+from .. import progress
 from ..hardware.efficiency import Tile
 from .calibration import CalibrationError, fit_efficiency
 from .measurements import Measured
@@ -75,7 +76,7 @@ def cross_validate(measured: list[Measured], folds: int, group: str | None = Non
         fold_of = np.empty(n, int)
         fold_of[order] = np.arange(n) % folds
     out = np.empty(n)
-    for f in range(folds):
+    for f in progress.steps("validate: folds", range(folds)):
         train = [m for m, g in zip(measured, fold_of) if g != f]
         test = [i for i in range(n) if fold_of[i] == f]
         fitted = fit_efficiency(train, sms=sms, tile=tile).efficiency

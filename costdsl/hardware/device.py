@@ -29,6 +29,7 @@ from ..errors import HardwareError, register_source
 from .efficiency import Efficiency, parse_efficiency
 from .system import SYSTEM_KEYS, Host, Link, parse_count, parse_host, parse_link
 from ..files import read_user_text
+from ..names import did_you_mean
 from ..resources import shipped_dir
 
 COMPUTE_TYPES = ("fp64", "fp32", "tf32", "fp16", "bf16", "fp8", "int8", "fp4", "int4")
@@ -230,8 +231,10 @@ def resolve_path(spec: str) -> Path:
     shipped = shipped_dir("hardware") / f"{spec}.toml"
     if shipped.exists():
         return shipped
+    guess = did_you_mean(spec, shipped_names())
     raise HardwareError(f"unknown hardware {spec!r}",
-                        hint="shipped: " + ", ".join(shipped_names()) + "; or give a .toml path")
+                        hint=(guess + " " if guess else "") + "shipped: " +
+                        ", ".join(shipped_names()) + "; or give a .toml path")
 
 
 def shipped_names() -> list[str]:

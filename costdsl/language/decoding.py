@@ -3,6 +3,7 @@ accept=0.8)'` -> a checked `Decoding` record. The syntax is that of a pass call;
 is checked where it is written (file, line and column of the flag's text)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import sympy
@@ -51,16 +52,17 @@ class Decoding:
         return {**out, "tree": list(self.tree)} if self.tree else out
 
 
-def parse_decoding(text: str, file: str = "--decoding") -> Decoding:
+def parse_decoding(text: str, file: str = "--decoding", solving: str | None = None) -> Decoding:
     calls = parse_passes(text, file)
     if len(calls) != 1:
         raise DecodingError("give one decoding strategy", file=file,
                             hint='e.g. speculative(draft="tinyllama-1.1b", k=4, accept=0.8)')
-    return decoding_of(calls[0], text)
+    return decoding_of(calls[0], text, solving)
 
 
-def decoding_of(call: ast.PassCall, text: str = "") -> Decoding:
-    """The checked strategy of a `decoding { ... }` section or a --decoding flag."""
+def decoding_of(call: ast.PassCall, text: str = "", solving: str | None = None) -> Decoding:
+    """The checked strategy of a `decoding { ... }` section or a --decoding flag. `solving`
+    "accept": the acceptance rate is the unknown, so it may be left out (it is then NaN)."""
     if call.name not in STRATEGIES:
         raise at(DecodingError, f"unknown decoding strategy {call.name!r}", call.pos,
                  hint="strategies: " + ", ".join(STRATEGIES))
@@ -72,7 +74,8 @@ def decoding_of(call: ast.PassCall, text: str = "") -> Decoding:
         if arg.name in given:
             raise at(DecodingError, f"argument {arg.name!r} given twice", arg.pos)
         given[arg.name] = arg
-    missing = [a for a in REQUIRED[call.name] if a not in given] + \
+    missing = [a for a in REQUIRED[call.name] if a not in given
+               and not (a == "accept" and solving == "accept")] + \
         ([] if call.name != "speculative" or "k" in given or "tree" in given else ["k"])
     if missing:
         raise at(DecodingError, f"{call.name}() needs {', '.join(a + '=' for a in missing)}",
@@ -93,11 +96,13 @@ def decoding_of(call: ast.PassCall, text: str = "") -> Decoding:
     if tree is not None and k != len(tree):
         raise at(DecodingError, f"k={k} but the tree has {len(tree)} levels", given["k"].pos,
                  hint="a tree's depth is its k: give one of the two")
-    return Decoding(call.name, draft.value, int(k), _accept(given["accept"]), call.pos,
+    return Decoding(call.name, draft.value, int(k), _accept(given.get("accept")), call.pos,
                     call.text or text, tree)
 
 
-def _accept(arg: ast.PassArg) -> float:
+def _accept(arg: ast.PassArg | None) -> float:
+    if arg is None:  # the unknown of `crossover --solve accept`
+        return math.nan
     accept = _number(arg)
     if not 0 <= accept <= 1:
         raise at(DecodingError, f"accept= must be a probability in [0, 1], got {accept}",
@@ -129,7 +134,7 @@ def _medusa(call: ast.PassCall, given: dict, text: str) -> Decoding:
                  f"{sizes['heads']} heads", given["tree"].pos,
                  hint="level l of the tree holds the candidates of head l")
     k = len(tree) if tree is not None else sizes["heads"]
-    return Decoding(call.name, "", k, _accept(given["accept"]), call.pos, call.text or text,
+    return Decoding(call.name, "", k, _accept(given.get("accept")), call.pos, call.text or text,
                     tree, medusa=(sizes["heads"], sizes["layers"], lm_head))
 
 

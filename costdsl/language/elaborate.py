@@ -6,7 +6,6 @@ sees the parameters of the model that instantiates it, plus the keyword argument
 """
 from __future__ import annotations
 
-import difflib
 from dataclasses import replace
 from typing import Mapping
 
@@ -21,6 +20,7 @@ from .ops import (BOOL, SIGNATURES, Choice, Ref, TensorInfo, attention_dims, req
 from .library import Library
 from .parser import parse_expr
 from .provenance import Origins, names_in
+from ..names import did_you_mean
 from ..symbols import RUNTIME, model_param
 
 RESERVED = {"peak", "bandwidth", "sram"}
@@ -135,8 +135,7 @@ def block_names(block: ast.Block, blocks: Mapping[str, ast.Block]) -> set[str]:
 
 
 def _suggest(name: str, options) -> str | None:
-    close = difflib.get_close_matches(name, list(options), n=3)
-    return ("did you mean " + " or ".join(repr(c) for c in close) + "?") if close else None
+    return did_you_mean(name, options)
 
 
 # --- the body -----------------------------------------------------------------------------------
@@ -483,8 +482,32 @@ def _mamba_parts(name: str, x: Tensor, a: dict) -> tuple[list[tuple], set[str]]:
 _COMPOSITES = {"mla": _mla_parts, "mamba": _mamba_parts}
 
 
+def check_names(library: Library) -> None:
+    """Every op a block or model of any loaded file calls exists, and every `extends` names a
+    model: a file is checked whole, not only the model picked (a misspelled op in an unused
+    model of an imported file is still an error of that file)."""
+    items = [*library.blocks.values(), *library.models.values(),
+             *(i for shadowed in (library.shadowed or {}).values() for i in shadowed)]
+    for item in items:
+        if isinstance(item, ast.Model) and item.base is not None \
+                and item.base not in library.models:
+            raise at(ArchNameError, f"model {item.name!r} extends unknown model {item.base!r}",
+                     item.pos, hint=_suggest(item.base, sorted(library.models)))
+        for stmt in item.body:
+            if not isinstance(stmt, ast.Assign):
+                continue
+            callee = stmt.call.callee
+            if callee in library.blocks or (callee in SIGNATURES
+                                             and not SIGNATURES[callee].internal):
+                continue
+            known = user_kinds() + sorted(library.blocks)
+            raise at(ArchNameError, f"unknown op {callee!r}", stmt.call.pos,
+                     hint=_suggest(callee, known) or "ops are " + ", ".join(user_kinds()))
+
+
 def elaborate(library: Library, model_name: str | None = None,
               overrides: Mapping[str, ast.Expr] | None = None) -> Design:
+    check_names(library)
     model = pick_model(library, model_name)
     params_ast, body, passes, decoding = _flatten(model, library)
     params, free, defs = evaluate_params(params_ast, overrides)

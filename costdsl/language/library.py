@@ -10,6 +10,7 @@ from . import ast
 from ..errors import ArchError, ArchNameError, CostDSLError, at
 from .parser import parse_program
 from ..files import read_user_text
+from ..names import did_you_mean
 from ..resources import shipped_dir
 
 
@@ -40,8 +41,10 @@ MAX_ARCH_BYTES = 2**20
 def read_arch(path: str | Path) -> str:
     path = Path(path)
     if not path.exists():
-        shipped = ", ".join(sorted(p.stem for p in shipped_dir("models").glob("*.arch")))
-        raise CostDSLError(f"no such file or shipped model: {path}", hint=f"shipped: {shipped}")
+        names = sorted(p.stem for p in shipped_dir("models").glob("*.arch"))
+        guess = did_you_mean(path.name, names) if len(path.parts) == 1 else None
+        raise CostDSLError(f"no such file or shipped model: {path}",
+                           hint=(guess + " " if guess else "") + f"shipped: {', '.join(names)}")
     return read_user_text(path, "model file", limit=MAX_ARCH_BYTES,
                           hint="write repeated layers once, as a block with `repeat`")
 

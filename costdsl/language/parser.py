@@ -6,6 +6,7 @@ what was expected, and, where a short broken example matches, a named diagnosis.
 from __future__ import annotations
 
 import functools
+import re
 from fractions import Fraction
 
 import lark
@@ -277,8 +278,33 @@ class _ToAst(Transformer_NonRecursive):
             tuple(c for c in children if isinstance(c, ast.Model)))
 
 
+MAX_TOKENS = 20_000
+"""The most tokens one input may hold: the parser takes tens of microseconds a token, so this
+keeps any input under about a second to parse and check. The largest shipped file has 330;
+a model written with blocks and `repeat` needs a few hundred whatever its size."""
+
+_TOKEN = re.compile(r'#[^\n]*|\s+|"[^"\n]*"?|[A-Za-z_][A-Za-z_0-9]*|[0-9][0-9.]*(?:[eE][+-]?[0-9]+)?|.')
+
+
+def _check_size(text: str, file: str) -> None:
+    """ArchSyntaxError at the first token past MAX_TOKENS (comments and blanks not counted)."""
+    count = 0
+    for m in _TOKEN.finditer(text):
+        if m.group()[0] in "# \t\r\n":
+            continue
+        count += 1
+        if count > MAX_TOKENS:
+            line = text.count("\n", 0, m.start()) + 1
+            column = m.start() - (text.rfind("\n", 0, m.start()) + 1) + 1
+            raise ArchSyntaxError(f"more than {MAX_TOKENS:,} tokens: the input is too long to "
+                                  "compile", file=file, line=line, column=column,
+                                  hint="write repeated layers once, as a block with `repeat`, "
+                                       "and long sums as products")
+
+
 def _parse(text: str, file: str, start: str):
     register_source(file, text)
+    _check_size(text, file)
     try:
         tree = _parser().parse(text, start=start)
     except lark.exceptions.UnexpectedInput as err:

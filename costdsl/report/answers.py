@@ -5,12 +5,13 @@ import math
 
 import sympy
 
-from ..analysis.crossover import CrossoverAnswer
+from ..analysis.crossover import BIT_SYMBOLS, CrossoverAnswer
 from ..analysis.latency import Latency
 from ..analysis.sensitivity import Sensitivity
 from . import printing
 from .units import seconds, si
 from .jsonsafe import dumps
+from .jsonout import devices_dict
 
 
 def _value(v):
@@ -81,7 +82,11 @@ def crossover_text(answers: list[CrossoverAnswer]) -> str:
                 formula = (f"{printing.text(c.expression)} = {c.unquantised:.6g} without wave "
                            f"quantisation; with it a step at ")
                 rounded = ""
-            lines.append(f"  {c.op:24s} {x} = {formula}{value}{rounded}, {direction}")
+            # A bitwidth changes the compute type: the same formula holds in each type's range
+            # with that type's peak, so the row says which peak it is.
+            peak = (f" (peak of {c.compute_type})" if first.symbol in BIT_SYMBOLS
+                    and c.compute_type else "")
+            lines.append(f"  {c.op:24s} {x} = {formula}{value}{rounded}{peak}, {direction}")
         s = a.summary
         if s.first_compute_bound:
             lines.append(f"  first op to turn compute-bound: {s.first_compute_bound.op} at "
@@ -120,16 +125,37 @@ def latency_dict(l: Latency) -> dict:
             "time_model": l.time_model}
 
 
-def latency_text(l: Latency) -> str:
+def with_strategy(l: Latency, spec) -> dict:
+    """The request's figures under a decoding strategy: its time per output token (taken at
+    the request's mean cache length, where step times linear in the cache equal their mean)
+    over the gen - 1 tokens after the first; TTFT is plain prefill's."""
+    tpot = spec.time_per_token_s
+    e2e = l.ttft_s + (l.gen - 1) * tpot
+    return {"tpot_s": tpot, "e2e_s": e2e, "tokens_per_s_per_user": l.gen / e2e,
+            "tokens_per_s": l.settings.batch * l.gen / e2e, "speedup": l.tpot_s / tpot}
+
+
+def latency_text(l: Latency, spec=None, strategy: str | None = None) -> str:
     s = l.settings
-    return "\n".join([
-        f"batch={s.batch} prompt={s.seq} generated={l.gen} "
-        f"(w_bits={s.w_bits:g} a_bits={s.a_bits:g} kv_bits={s.kv_bits:g})",
-        f"time to first token   {seconds(l.ttft_s)}",
-        f"time per output token {seconds(l.tpot_s)} (mean over {l.gen - 1} decode steps)",
-        f"end to end            {seconds(l.e2e_s)}",
-        f"tokens/s per user     {l.tokens_per_s_per_user:.4g}",
-        f"tokens/s in total     {l.tokens_per_s:.4g}",
+    head = [f"batch={s.batch} prompt={s.seq} generated={l.gen} "
+            f"(w_bits={s.w_bits:g} a_bits={s.a_bits:g} kv_bits={s.kv_bits:g})",
+            f"time to first token   {seconds(l.ttft_s)}"]
+    if spec is None:
+        head += [f"time per output token {seconds(l.tpot_s)} (mean over {l.gen - 1} decode "
+                 f"steps)",
+                 f"end to end            {seconds(l.e2e_s)}",
+                 f"tokens/s per user     {l.tokens_per_s_per_user:.4g}",
+                 f"tokens/s in total     {l.tokens_per_s:.4g}"]
+    else:
+        d = with_strategy(l, spec)
+        head += [f"with {strategy or spec.strategy} (plain decoding beside it):",
+                 f"time per output token {seconds(d['tpot_s'])} (plain {seconds(l.tpot_s)}: "
+                 f"{d['speedup']:.3g}x)",
+                 f"end to end            {seconds(d['e2e_s'])} (plain {seconds(l.e2e_s)})",
+                 f"tokens/s per user     {d['tokens_per_s_per_user']:.4g} (plain "
+                 f"{l.tokens_per_s_per_user:.4g})",
+                 f"tokens/s in total     {d['tokens_per_s']:.4g} (plain {l.tokens_per_s:.4g})"]
+    return "\n".join(head + [
         f"one decode step with s cached tokens (s) = {printing.text(l.step_time)}",
         f"whole request in g generated tokens (s)  = {printing.text(l.request_total)}",
         f"time model: {l.time_model}" + (" (achieved fractions and launch costs of the "
@@ -155,8 +181,12 @@ def sensitivity_text(items: list[Sensitivity]) -> str:
 def fit_dict(model: str, hw, f) -> dict:
     return {"model": model, "hardware": hw.key, "seq": f.seq, "batch": f.batch,
             "capacity_bytes": f.capacity_bytes, "weights_bytes": f.weights_bytes,
-            "per_sequence": str(f.per_sequence), "per_sequence_bytes": f.per_sequence_bytes,
-            "max_batch": f.max_batch, "max_seq": f.max_seq, "max_seq_reason": f.max_seq_reason,
+            "per_sequence": None if f.per_sequence is None else str(f.per_sequence),
+            "per_sequence_bytes": f.per_sequence_bytes,
+            "max_batch": f.max_batch, "max_batch_method": f.max_batch_method,
+            "fused_attention_max_batch": f.fused_max_batch,
+            "devices": None if f.devices is None else devices_dict(f.devices),
+            "max_seq": f.max_seq, "max_seq_reason": f.max_seq_reason,
             "kv_crossover": {"expression": None if f.kv_crossover is None else str(f.kv_crossover),
                              "latex": None if f.kv_crossover is None else sympy.latex(f.kv_crossover),
                              "value": f.kv_crossover_value, "reason": f.kv_crossover_reason}}
@@ -164,11 +194,19 @@ def fit_dict(model: str, hw, f) -> dict:
 
 def fit_text(model: str, hw, f, bits: dict) -> str:
     setting = " ".join(f"{k}={v:g}" for k, v in bits.items())
-    lines = [f"{model} on {hw.name} ({si(f.capacity_bytes, 'B')}), {setting}",
-             f"weights: {si(f.weights_bytes, 'B')}; one sequence at seq {f.seq}: "
-             f"{si(f.per_sequence_bytes, 'B')} (KV cache + activation peak, larger stage)",
-             f"largest batch at seq {f.seq}: {f.max_batch}"
-             f"   = floor((memory - weights) / per_sequence(seq))"]
+    lines = [f"{model} on {hw.name} ({si(f.capacity_bytes, 'B')}"
+             f"{' per device' if f.devices else ''}), {setting}"]
+    if f.devices is not None:
+        lines.append(_devices_note(f.devices))
+    lines += [f"weights: {si(f.weights_bytes, 'B')}; one sequence at seq {f.seq}: "
+              f"{si(f.per_sequence_bytes, 'B')} (KV cache + activation peak, larger stage)",
+              f"largest batch at seq {f.seq}: {f.max_batch}" +
+              (f"   = floor((memory - weights) / per_sequence(seq))" if f.max_batch_method is None
+               else f" ({f.max_batch_method})")]
+    if f.fused_max_batch is not None:
+        lines.append(f"  the attention is unfused: its score matrix (batch x heads x seq^2) "
+                     f"dominates the memory; with flash_attention() the largest batch is "
+                     f"{f.fused_max_batch}")
     if f.max_seq is not None:
         lines.append(f"longest context at batch {f.batch}: {f.max_seq:,} tokens"
                      + (f" ({f.max_seq_reason})" if f.max_seq_reason else ""))
@@ -179,8 +217,19 @@ def fit_text(model: str, hw, f, bits: dict) -> str:
                      f"{f.kv_crossover} = {f.kv_crossover_value:,.0f} tokens")
     else:
         lines.append(f"KV cache against weights: {f.kv_crossover_reason}")
-    lines.append(f"per_sequence(seq) = {f.per_sequence} bytes")
+    if f.per_sequence is not None:
+        lines.append(f"per_sequence(seq) = {f.per_sequence} bytes")
     return "\n".join(lines) + "\n"
+
+
+def _devices_note(d) -> str:
+    """What a fit on a system measures: one device, split as the model's passes say."""
+    layout = " x ".join(f"{g}={n}" for g, n in d.layout.items() if n != 1)
+    if d.used > 1:
+        return (f"devices: {d.used} of {d.count} ({layout}); memory, weights and sequences are "
+                "per device")
+    return (f"devices: the model on one of the {d.count} devices (no parallelism pass); give "
+            f"--pass 'tensor_parallel(n={d.count})' to split it, or see `costdsl plan`")
 
 
 def serve_dict(model: str, hw, c, spec=None) -> dict:
@@ -258,10 +307,13 @@ def speculation_dict(s) -> dict:
               "medusa": {**dict(zip(("heads", "layers", "lm_head"), s.medusa or ())),
                          "k": s.k, "accept": s.accept, **tree},
               "lookahead": {"accept_per_step": s.accept}}[s.strategy]
+    known = lambda v: None if math.isnan(s.accept) else v  # accept solved for: no figure
+    if math.isnan(s.accept):
+        params = {**params, "accept" if "accept" in params else "accept_per_step": None}
     return {"strategy": s.strategy, "params": params,
             "verified_tokens": s.verified,
-            "batch": s.batch, "seq": s.seq, "tokens_per_step": s.tokens_per_step,
-            "time_per_token_s": s.time_per_token_s, "speedup": s.speedup,
+            "batch": s.batch, "seq": s.seq, "tokens_per_step": known(s.tokens_per_step),
+            "time_per_token_s": known(s.time_per_token_s), "speedup": known(s.speedup),
             "draft_step_s": s.draft_step_s, "verify_s": s.verify_s,
             "plain_decode_step_s": s.decode_s,
             "speedup_expression": str(s.speedup_expr),
@@ -290,6 +342,11 @@ def speculation_lines(s) -> list[str]:
                 f"  tokens per target step E = {s.tokens_per_step:.4g}; draft step "
                 f"{seconds(s.draft_step_s)}, verification of {s.verified} tokens "
                 f"{seconds(s.verify_s)}, plain decode step {seconds(s.decode_s)}"]
+    if math.isnan(s.accept):  # the unknown of --solve accept: only what does not need it
+        head = [line.replace("accept=nan", "accept solved for")
+                .replace(f"tokens per target step E = nan; ", "")
+                .replace(f"tokens per step E = nan; ", "") for line in head]
+        return head + [f"  speedup(accept) = {printing.text(s.speedup_expr)}"]
     return head + [
             f"  time per output token {seconds(s.time_per_token_s)} against "
             f"{seconds(s.decode_s)}: speedup {s.speedup:.3g}x",

@@ -29,7 +29,7 @@ def text(tables: list[FormulaTable]) -> str:
 
 
 def markdown(tables: list[FormulaTable]) -> str:
-    out = [printing.LEGEND + ".", "", _kept(tables) + "."]
+    out = [printing.MATH_LEGEND + ".", "", _kept(tables) + "."]
     for t in tables:
         out += ["", f"### {t.stage}", "",
                 "| op | kind | x | " + " | ".join(COLUMNS) + " |",
@@ -43,7 +43,7 @@ def markdown(tables: list[FormulaTable]) -> str:
 
 def latex(tables: list[FormulaTable]) -> str:
     """One `tabular` per stage; needs only plain LaTeX (no packages)."""
-    out = [f"% {printing.LEGEND}", f"% {_kept(tables)}"]
+    out = [f"% {printing.MATH_LEGEND}", f"% {_kept(tables)}"]
     for t in tables:
         out += [f"% stage: {t.stage}",
                 r"\begin{tabular}{l l r " + "l " * len(COLUMNS) + "}", r"\hline",

@@ -28,7 +28,7 @@ td:first-child,th:first-child{text-align:left}
 .graphrow{display:flex;gap:1em;align-items:flex-start}
 .details{border:1px solid #ccc;padding:.5em 1em;min-height:3em;min-width:320px;background:#fafafa;
 position:sticky;top:1em}
-.edge{stroke:#999;fill:none;marker-end:url(#arrow)}
+.edge{stroke:#999;fill:none;marker-end:url(#arrow)}.edge.skip{stroke:#666;stroke-dasharray:4 3}
 math{font-size:1.05em}math[data-latex]{cursor:copy}
 .legend span{display:inline-block;padding:0 .6em;margin-right:.4em;color:#fff;border-radius:3px}
 .note{color:#666;font-size:.85em}
@@ -71,7 +71,7 @@ def render(data: dict) -> str:
     for stage, result in a.stages.items():
         formulas = data["formulas"].get(stage)
         parts += [f'<h2 id="stage-{stage}">{_e(stage)}: {_e(result.description)}</h2>',
-                  _legend(), '<div class="graphrow">',
+                  _legend({o.bound for o in result.ops}), '<div class="graphrow">',
                   _graph(stage, result, data["edges"][stage], formulas),
                   f'<div class="details" id="details-{stage}">Click an op of the graph for its '
                   "formulas and numbers.</div></div>",
@@ -83,7 +83,7 @@ def render(data: dict) -> str:
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f"<title>{_e(a.model)} on {_e(a.hardware.name)}: costdsl report</title>"
             f"<style>{_STYLE}</style></head><body>\n{body}\n"
-            f'<p class="note">{_e(printing.LEGEND)}. Written by costdsl; no network needed.</p>'
+            f'<p class="note">{_e(printing.MATH_LEGEND)}. Written by costdsl; no network needed.</p>'
             f"<script>{_SCRIPT}</script></body></html>\n")
 
 
@@ -109,15 +109,18 @@ def _summary(a) -> str:
     return f'<table class="summary">{cells}</table>'
 
 
-def _legend() -> str:
+def _legend(bounds: set[str]) -> str:
+    """A chip for each bound that occurs in the stage (a chip for a colour never drawn only
+    puzzles the reader)."""
     return '<p class="legend">' + "".join(
         f'<span style="background:{c}">{_e(b)}-bound</span>' for b, c in BOUND_COLOUR.items()
-    ) + "</p>"
+        if b in bounds) + "</p>"
 
 
 # --- the op graph ----------------------------------------------------------------------------------
 
-BOX_W, BOX_H, GAP_X, GAP_Y = 150, 34, 40, 18
+BOX_W, BOX_H, GAP_X, GAP_Y = 150, 44, 40, 18
+LINE_CHARS = 24  # characters of an op name per line of its box (font 10, 150 px)
 
 
 def _layers(names: list[str], edges: list[tuple[str, str]]) -> dict[str, int]:
@@ -149,27 +152,57 @@ def _graph(stage: str, result, edges, formulas) -> str:
            'markerHeight="6" orient="auto"><path d="M0,0L10,5L0,10z" fill="#999"/></marker>'
            "</defs>"]
     for src, dst in edges:
-        (x1, y1), (x2, y2) = pos[src], pos[dst]
-        out.append(f'<path class="edge" d="M{x1 + BOX_W / 2},{y1 + BOX_H} C{x1 + BOX_W / 2},'
-                   f'{y1 + BOX_H + GAP_Y} {x2 + BOX_W / 2},{y2 - GAP_Y} {x2 + BOX_W / 2},{y2}"/>')
+        out.append(_edge(pos[src], pos[dst], depth[dst] - depth[src] > 1))
     templates = []
     rows_by_op = {r.op: r for r in formulas.rows} if formulas else {}
     for o in result.ops:
         x, y = pos[o.name]
-        label = o.name if len(o.name) <= 22 else "…" + o.name[-21:]
         repeat = f" ×{o.repeat}" if o.repeat != 1 else ""
+        lines = _name_lines(o.name)
+        names = "".join(f'<tspan x="{x + BOX_W / 2}" dy="{0 if i == 0 else 11}">{_e(t)}</tspan>'
+                        for i, t in enumerate(lines))
         out.append(
             f'<g class="node" data-op="{_e(o.name)}" data-stage="{stage}" tabindex="0">'
             f"<title>{_e(o.name)} ({_e(o.kind)}, {_e(o.bound)}-bound, {seconds(o.time_s)})"
             f'</title><rect x="{x}" y="{y}" width="{BOX_W}" height="{BOX_H}" rx="5" '
             f'fill="{BOUND_COLOUR.get(o.bound, "#888")}"/>'
-            f'<text x="{x + BOX_W / 2}" y="{y + 14}" text-anchor="middle" font-size="11" '
-            f'fill="#fff">{_e(label)}</text><text x="{x + BOX_W / 2}" y="{y + 27}" '
+            f'<text x="{x + BOX_W / 2}" y="{y + (13 if len(lines) > 1 else 18)}" '
+            f'text-anchor="middle" font-size="10" fill="#fff">{names}</text>'
+            f'<text x="{x + BOX_W / 2}" y="{y + 38}" '
             f'text-anchor="middle" font-size="9" fill="#fff">{_e(o.kind)}{repeat} · '
             f"{seconds(o.time_s)}</text></g>")
         templates.append(_op_template(stage, o, rows_by_op.get(o.name)))
     out.append("</svg>")
     return "\n".join(out + templates)
+
+
+def _edge(a: tuple[float, float], b: tuple[float, float], skip: bool) -> str:
+    """An edge from the bottom of a box to the top of the next level's; an edge that skips
+    levels (a residual) runs beside the column, through the gap right of the boxes, so that it
+    is never hidden under the ops between."""
+    (x1, y1), (x2, y2) = a, b
+    if not skip:
+        return (f'<path class="edge" d="M{x1 + BOX_W / 2},{y1 + BOX_H} C{x1 + BOX_W / 2},'
+                f'{y1 + BOX_H + GAP_Y} {x2 + BOX_W / 2},{y2 - GAP_Y} {x2 + BOX_W / 2},{y2}"/>')
+    lane = max(x1, x2) + BOX_W + GAP_X / 2
+    return (f'<path class="edge skip" d="M{x1 + BOX_W},{y1 + BOX_H / 2} '
+            f'C{lane},{y1 + BOX_H / 2} {lane},{y1 + BOX_H / 2} {lane},{y1 + BOX_H} '
+            f'L{lane},{y2} C{lane},{y2 + BOX_H / 2} {lane},{y2 + BOX_H / 2} '
+            f'{x2 + BOX_W},{y2 + BOX_H / 2}"/>')
+
+
+def _name_lines(name: str) -> list[str]:
+    """An op name on at most two lines of LINE_CHARS, broken after a '.', '+' or '[' (a fused
+    op's `layers[q+k+v]`); a name longer than two lines keeps its ends around an ellipsis."""
+    if len(name) <= LINE_CHARS:
+        return [name]
+    if len(name) > 2 * LINE_CHARS:
+        half = LINE_CHARS - 1
+        name = name[:half] + "…" + name[-half:]
+    cut = max((i + 1 for i, c in enumerate(name[:LINE_CHARS]) if c in ".+[_"), default=LINE_CHARS)
+    if len(name) - cut > LINE_CHARS:
+        cut = len(name) - LINE_CHARS
+    return [name[:cut], name[cut:]]
 
 
 def _op_template(stage: str, o, row) -> str:
@@ -212,10 +245,16 @@ def _roofline(a, stage: str, result) -> str:
         out.append(f'<polyline fill="none" stroke="#555" points="{px(start)},'
                    f'{py(start * hw.bandwidth_Bps)} {px(ridge)},{py(peak)} {px(10 ** x1)},'
                    f'{py(peak)}"/>')
+        ctype = next((c for c, v in hw.peak.items() if v == peak), "")
+        out.append(f'<text x="{px(ridge) + 4:.1f}" y="{py(peak) - 3:.1f}" font-size="9" '
+                   f'fill="#555">{_e(ctype)} {si(peak, "OP/s")}, ridge {ridge:.4g}</text>')
     for o in ops:
         out.append(f'<circle cx="{px(o.intensity):.1f}" cy="{py(o.attainable):.1f}" r="4" '
                    f'fill="{BOUND_COLOUR.get(o.bound, "#888")}"><title>{_e(o.name)}: '
                    f'{o.intensity:.3g} ops/byte, {si(o.attainable, "OP/s")}</title></circle>')
+    for (x, y), names in _point_labels(ops, px, py):  # below the point: ceilings sit above
+        out.append(f'<text x="{x + 5:.1f}" y="{y + 13:.1f}" font-size="10" fill="#222">'
+                   f'{_e(names)}</text>')
     for decade in range(math.ceil(x0), math.floor(x1) + 1):
         out.append(f'<text x="{px(10 ** decade)}" y="{CHART_H - PAD + 15}" font-size="10" '
                    f'text-anchor="middle">1e{decade}</text>')
@@ -227,6 +266,30 @@ def _roofline(a, stage: str, result) -> str:
     out.append(f'<text x="12" y="{CHART_H / 2}" font-size="11" text-anchor="middle" '
                f'transform="rotate(-90 12 {CHART_H / 2})">operations / s</text></svg>')
     return "\n".join(out)
+
+
+LABELLED = 6  # ops of the largest shares named on the chart (the rest in their tooltips)
+
+
+def _point_labels(ops, px, py) -> list[tuple[tuple[float, float], str]]:
+    """Labels for the points of the ops with the largest shares: ops drawn at the same place
+    share one label ("q, k, v"), and a label that would overlap one already placed is left
+    out."""
+    top = sorted(ops, key=lambda o: -o.share)[:LABELLED]
+    groups: dict[tuple[float, float], list[str]] = {}
+    for o in top:
+        at = (round(px(o.intensity)), round(py(o.attainable)))
+        groups.setdefault(at, []).append(o.name.rsplit(".", 1)[-1])
+    placed, out = [], []
+    for (x, y), names in groups.items():
+        text = ", ".join(names)
+        box = (x + 5, y + 3, x + 5 + 6 * len(text), y + 15)
+        if any(not (box[2] < b[0] or b[2] < box[0] or box[3] < b[1] or b[3] < box[1])
+               for b in placed):
+            continue
+        placed.append(box)
+        out.append(((x, y), text))
+    return out
 
 
 # --- tables ----------------------------------------------------------------------------------------

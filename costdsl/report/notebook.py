@@ -73,12 +73,39 @@ def latency_latex(l: Latency) -> str:
     return f"$T(g) = {printing.latex(l.request_total)}$"
 
 
+def _fit_text(f: Fit) -> str:
+    seq = "unbounded" if f.max_seq is None else f"{f.max_seq:,}"
+    return (f"largest batch at seq {f.seq}: {f.max_batch}; longest context at batch {f.batch}: "
+            f"{seq}; weights {f.weights_bytes:.4g} B of {f.capacity_bytes:.4g} B\n")
+
+
+def _texts():
+    """The plain-text form of each record: what `print(record)` shows (the CLI's text)."""
+    from . import comparison, formula_tables, tables
+    from .answers import crossover_text, latency_text
+    return ((Analysis, tables.text), (CrossoverAnswer, lambda c: crossover_text([c])),
+            (FormulaTable, lambda t: formula_tables.text([t])), (Latency, latency_text),
+            (Fit, _fit_text), (Comparison, comparison.text))
+
+
+def _short(text_of):
+    """A one-line repr: the record's kind and the first line of its text (a REPL echoing a
+    record shows this, not a 16,000-character dataclass dump; print() shows the whole text)."""
+    def short(record) -> str:
+        first = text_of(record).strip().splitlines()[0] if text_of(record).strip() else ""
+        return f"<{type(record).__name__}: {first}>"
+    return short
+
+
 def install() -> None:
-    """Give the records their notebook forms."""
+    """Give the records their notebook forms and their printed forms."""
     for cls, fn in ((Analysis, analysis_html), (CrossoverAnswer, crossover_html),
                     (FormulaTable, formulas_html), (Latency, latency_html), (Fit, fit_html),
                     (Comparison, comparison_html)):
         cls._repr_html_ = fn
+    for cls, text_of in _texts():
+        cls.__str__ = text_of
+        cls.__repr__ = _short(text_of)
     Crossover._repr_latex_ = crossover_latex
     Latency._repr_latex_ = latency_latex
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from . import printing
+from ..analysis.offloading import stage_offload
 
 
 def offload_dict(answers: dict, batch: int) -> dict:
@@ -9,13 +10,16 @@ def offload_dict(answers: dict, batch: int) -> dict:
     batch from which all of it is free, and the stage's free fraction (the least)."""
     out = {}
     for stage, items in answers.items():
+        whole = stage_offload(items)
         out[stage] = {
             "batch": batch,
-            "free_fraction": min((a.value for a in items), default=None),
-            "all_free_from_batch": max((a.free_from for a in items
-                                        if a.free_from is not None), default=None),
+            "free_fraction": whole.value,
+            "limited_by": whole.limited_by,
+            "all_free_from_batch": whole.all_free_from,
+            "negligible": list(whole.left_out),
             "ops": [{"op": a.op, "fraction": printing.text(a.fraction), "value": a.value,
-                     "all_free_from_batch": a.free_from} for a in items]}
+                     "all_free_from_batch": a.free_from, "weight_share": a.weight_share,
+                     "negligible": a.negligible} for a in items]}
     return out
 
 
@@ -27,14 +31,20 @@ def offload_text(answers: dict, batch: int) -> str:
         for a in items:
             free = (f"; all of it free from batch {a.free_from:,.0f}" if a.free_from is not None
                     else "; never all of it below 1e9")
-            lines.append(f"  {a.op:24s} f* = {printing.text(a.fraction)} = {a.value:.3g}{free}")
-        if items:
-            least = min(items, key=lambda a: a.value)
-            last = [a.free_from for a in items if a.free_from is not None]
-            lines.append(f"  the step keeps its time offloading up to {least.value:.3g} of the "
-                         f"selected weights (limited by {least.op})" +
-                         (f"; offloading all of them is free from batch {max(last):,.0f}"
-                          if len(last) == len(items) else ""))
-        else:
+            small = (f" (negligible: {a.weight_share:.1e} of the selected weights)"
+                     if a.negligible else "")
+            lines.append(f"  {a.op:24s} f* = {printing.text(a.fraction)} = {a.value:.3g}"
+                         f"{free}{small}")
+        whole = stage_offload(items)
+        if whole.value is not None:
+            lines.append(f"  the step keeps its time offloading up to {whole.value:.3g} of the "
+                         f"selected weights (limited by {whole.limited_by})" +
+                         (f"; offloading all of them is free from batch "
+                          f"{whole.all_free_from:,.0f}" if whole.all_free_from is not None
+                          else ""))
+        elif not items:
             lines.append("  no op of this stage has offloaded weights")
+        if whole.left_out:
+            lines.append(f"  left out of the stage's answer, their weights negligible: "
+                         f"{', '.join(whole.left_out)}")
     return "\n".join(lines) + "\n"

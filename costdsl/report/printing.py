@@ -12,6 +12,11 @@ _LATEX_NAMES = {S.batch: "b", S.seq: "s", S.gen: "g", S.w_bits: r"\beta_w",
                 S.a_bits: r"\beta_a", S.kv_bits: r"\beta_{kv}", S.peak: "P", S.bandwidth: "B"}
 LEGEND = ("b = batch, s = seq (prompt length in prefill, cached tokens in decode), "
           "w_bits / a_bits / kv_bits = bitwidths of weights / activations / KV cache")
+MATH_LEGEND = ("b = batch, s = seq (prompt length in prefill, cached tokens in decode), "
+               "β_w / β_a / β_kv = bitwidths of weights / activations / KV cache, "
+               "P = peak, B = bandwidth")
+"""The legend of the typeset forms (LaTeX, MathML, Markdown math), which print the bitwidths
+as β: each output names the symbols as it prints them."""
 
 
 def text(expr) -> str:

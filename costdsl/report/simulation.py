@@ -45,12 +45,16 @@ def requests_csv(trace) -> str:
     return out.getvalue()
 
 
+def _arriving(rate: float | None) -> str:
+    return "all arriving at once" if rate is None else f"arriving at {rate:.3g}/s"
+
+
 def summary_text(title: str, s, slo: dict | None) -> str:
     lines = [title]
     if s.reordered:
         lines.append(f"note: {s.reordered} request rows were out of arrival order; sorted")
     lines.append(f"{s.requests} requests over {seconds(s.duration_s)}: {s.requests_per_s:.3g} "
-                 f"requests/s (arriving at {s.arrival_rate:.3g}/s), {s.input_tokens_per_s:,.0f} "
+                 f"requests/s ({_arriving(s.arrival_rate)}), {s.input_tokens_per_s:,.0f} "
                  f"tokens/s in, {s.output_tokens_per_s:,.0f} out")
     lines.append(f"{'':6s}{'mean':>10s}{'p50':>10s}{'p90':>10s}{'p99':>10s}")
     for name, key in (("TTFT", "ttft_s"), ("TPOT", "tpot_s"), ("E2E", "e2e_s")):

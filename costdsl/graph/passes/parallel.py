@@ -240,7 +240,9 @@ def pipeline_parallel(graph: nx.DiGraph, n, microbatches) -> nx.DiGraph:
     out = nx.DiGraph(**graph.graph)
     out.graph["parallel"] = _layout(graph, "pp", n)
     out.graph["pipeline"] = (n, m)
-    per_batch = {S.batch: S.batch / m} if m != 1 else {}
+    # A batch of b sequences runs as min(m, b) microbatches of ceil(b / min(m, b)) sequences
+    # each: never a fraction of a sequence, and never more microbatches than sequences.
+    per_batch = {S.batch: sympy.ceiling(S.batch / sympy.Min(m, S.batch))} if m != 1 else {}
     for key, data in graph.nodes(data=True):
         node = data["op"]
         if node.repeat != 1:

@@ -30,7 +30,7 @@ class PassError(CostDSLError):
 @dataclass(frozen=True)
 class Arg:
     """An argument a pass takes: `kind` says what values are valid.
-    bits: a bitwidth in (0, 64] or a symbol; fraction: a number in [0, 1] or a symbol; count: a
+    bits: a bitwidth in [1, 64] or a symbol; fraction: a number in [0, 1] or a symbol; count: a
     positive integer; size: a positive integer or a symbol (a model parameter left free); flag:
     0 or 1; pattern: a quoted string (op names or globs, or a word); degree: a size, or a new
     name (a parallel degree left free, as a symbol of that name)."""
@@ -78,8 +78,9 @@ def _resolve(spec: Arg, arg: ast.PassArg, call: ast.PassCall, scope) -> object:
         scope = {**scope, "true": sympy.Integer(1), "false": sympy.Integer(0)}
     value = to_sympy(arg.value, scope)
     if spec.kind == "bits":
-        if value.is_number and not 0 < value <= 64:
-            raise at(PassError, f"{where}: a bitwidth must be in (0, 64], got {value}", arg.pos)
+        if value.is_number and not S.is_bitwidth(value):
+            raise at(PassError, f"{where}: a bitwidth must be in {S.BITS_RANGE}, got {value}",
+                     arg.pos)
         return value
     if spec.kind == "fraction":  # a number in [0, 1], or a model parameter left free
         if value.is_number and not 0 <= value <= 1:
