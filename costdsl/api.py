@@ -629,16 +629,20 @@ class Model:
         free = (hw.memory_bytes - at(decode.weights, 1, 1)
                 - at(prefill.activation_peak, 1, tokens)) * config.kv_memory
         block = per_token * config.kv_block
-        if block <= 0:
-            raise EvaluationError(f"{self.name!r} keeps no KV cache: nothing to allocate")
+        if block <= 0 and fixed <= 0:
+            raise EvaluationError(f"{self.name!r} keeps neither a KV cache nor a state per "
+                                  "sequence: nothing to allocate")
         if free <= 0:
             raise EvaluationError(f"{self.name!r} leaves no memory for a KV cache on "
                                   f"{hw.name}: weights and activations take it all",
                                   hint="quantize, or a parallel layout on a system")
+        links = (hw.host.bandwidth_Bps if hw.host else None,
+                 hw.channel_bandwidth("link") if hw.link else None,
+                 hw.link.latency_s if hw.link else 0.0)
+        if block <= 0:  # a recurrent state only (Mamba): one block is one sequence's state
+            return KVPool(int(free // fixed), fixed, 1, *links, grows=False)
         return KVPool(int(free // block), block, math.ceil(fixed / block) if fixed else 0,
-                      hw.host.bandwidth_Bps if hw.host else None,
-                      hw.channel_bandwidth("link") if hw.link else None,
-                      hw.link.latency_s if hw.link else 0.0)
+                      *links)
 
     def simulate(self, hw: str | Hardware, stream: Stream, config: SimConfig | None = None,
                  slo: Mapping[str, float] | None = None, w_bits: float = 16,

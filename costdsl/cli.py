@@ -37,6 +37,16 @@ def _positive_int(name):
     return parse
 
 
+def _seed(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a seed is a whole number, got {text!r}")
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"a seed is from 0 to 2^63 - 1, got {value}")
+    return value
+
+
 def _bits(text):
     try:
         value = float(text)
@@ -96,7 +106,8 @@ def _simulation_args(p: argparse.ArgumentParser, required: bool) -> None:
                         "fixed(n)")
     p.add_argument("--output", default="lognormal(256, 0.6)", metavar="DIST",
                    help="output lengths, as --prompt")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seed", type=_seed, default=1,
+                   help="the random generator's seed (a whole number from 0)")
     p.add_argument("--scheduler", type=_scheduler, default=("continuous", 0, 0),
                    metavar="NAME",
                    help="static, continuous, chunked, or disaggregated(prefill=P, decode=D) on a "
@@ -974,10 +985,9 @@ def _graph(args) -> str:
 
 def _cache(args) -> str:
     from .analysis import compiled
-    directory = compiled.cache_dir()
+    directory, why = compiled.cache_status()
     if directory is None:
-        return "the compile cache is off (COSTDSL_NO_CACHE, or a directory that is not " \
-               "private to you)\n"
+        return f"the compile cache is off: {why}\n"
     if args.action == "clear":
         return f"removed {compiled.clear()} entries from {directory}\n"
     entries = list(directory.glob("*.json"))

@@ -723,17 +723,23 @@ def test_measure_script_takes_its_shapes_from_the_graph():
     assert {s.op: s for s in prefill}["lm_head"].shape["m"] == 2  # tokens=last
 
 
-def test_a_fit_that_does_not_settle_keeps_its_best_round(tmp_path, capsys):
-    """Found by the fuzz suite: seven rows whose bound assignment oscillates; the fit reports
-    the parameters of the best assignment it solved, never a missing one."""
+def test_repeated_rows_are_one_equation(tmp_path, capsys):
+    """Found by the fuzz suite: six timings of one embedding at one size and one activation row
+    made a fit whose bound assignment oscillated, and ten identical rows drove the bandwidth to
+    its 4.0 cap (issue 25). Repeats of a configuration are one equation: two distinct rows
+    cannot fit the four figures (embedding and act bandwidth and launch), and it is said."""
     rows = ["nvidia-a100-80gb,llama-2-7b-vidur.arch,prefill,1,1,,16,16,16,embed,3e-06"] * 6 + \
         ["nvidia-a100-80gb,llama-2-7b-vidur.arch,prefill,1,2,,16,5,16,layers.act,7e-06"]
     path = tmp_path / "m.csv"
     path.write_text(HEADER + "\n".join(rows) + "\n")
     (tmp_path / "llama-2-7b-vidur.arch").write_text(
         (MEASURED / "llama-2-7b-vidur.arch").read_text())
-    assert main(["calibrate", str(path), "--hw", "nvidia-a100-80gb"]) == 0, \
-        capsys.readouterr().err
+    assert main(["calibrate", str(path), "--hw", "nvidia-a100-80gb"]) == 2
+    assert "7 rows, 2 distinct" in capsys.readouterr().err
+    path.write_text(HEADER + "nvidia-a6000,llama-2-7b,decode,1,128,,16,16,16,layers.q,5e-5\n"
+                    * 10)
+    assert main(["calibrate", str(path), "--hw", "nvidia-a6000"]) == 2
+    assert "10 rows, 1 distinct" in capsys.readouterr().err
 
 
 def test_a_whole_measurement_file_can_be_held_out(capsys):

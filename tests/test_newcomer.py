@@ -376,3 +376,62 @@ def test_progress_only_on_a_terminal(capsys):
         assert "x: 0/3" in capsys.readouterr().err
     finally:
         progress.enable(False)
+
+
+# --- oracles over the new input surfaces --------------------------------------------------------
+
+def test_plain_and_azure_traces_of_the_same_requests_agree(tmp_path, capsys):
+    plain, azure = tmp_path / "plain.csv", tmp_path / "azure.csv"
+    plain.write_text("arrival_s,prompt_tokens,output_tokens\n0,300,20\n0.25,120,40\n1.5,800,8\n")
+    azure.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n"
+                     "2023-11-16 18:15:46.000000,300,20\n2023-11-16 18:15:46.250000,120,40\n"
+                     "2023-11-16 18:15:47.500000,800,8\n")
+    outs = []
+    for trace in (plain, azure):
+        code, out, err = run(["simulate", "llama-2-7b", "--hw", "nvidia-a100-80gb", "--requests",
+                              str(trace), "--format", "json"], capsys)
+        assert code == 0, err
+        outs.append(json.loads(out))
+    assert outs[0]["summary"] == outs[1]["summary"]
+    assert outs[0]["requests"] == outs[1]["requests"]
+
+
+def test_a_sweep_equals_itself_without_the_cache(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COSTDSL_CACHE", str(tmp_path / "cache"))
+    argv = ["sweep", "llama-2-7b", "--hw", "nvidia-a100-80gb", "--batch", "1:64:log5", "--seq",
+            "128,4096", "--w-bits", "4,16"]
+    first = run(argv, capsys)[1]      # builds the entries
+    second = run(argv, capsys)[1]     # reads them
+    plain = run(["--no-cache"] + argv, capsys)[1]
+    assert first == second == plain and len(first.splitlines()) == 21
+
+
+@pytest.mark.parametrize("efficiency", [
+    "[efficiency]  # an earlier fit\nbandwidth = 0.9\n[efficiency.rmsnorm]  # its own\n"
+    "bandwidth = 0.5\n",
+    "[efficiency]\nbandwidth = 0.9\n[efficiency.tile]  # kept\nm = 128\nn = 128\n",
+    "efficiency = { bandwidth = 0.9, launch = \"2 us\" }\n",
+])
+def test_a_written_calibration_loads_back_and_predicts_the_same(efficiency, tmp_path, capsys):
+    source = (ROOT / "hardware" / "nvidia-h100-sxm.toml").read_text()
+    start = source.find("\n[efficiency")
+    device = source if start < 0 else source[:start] + "\n"
+    if efficiency.startswith("efficiency ="):   # an inline table belongs before the sections
+        device = efficiency + device
+    else:
+        device = device + efficiency
+    hw = tmp_path / "nvidia-h100-sxm.toml"   # the name the measurement rows give
+    hw.write_text(device)
+    measured = ROOT / "tests" / "data" / "measured" / "aiconfigurator-gemm-h100.csv"
+    out = tmp_path / "fitted.toml"
+    code, text, err = run(["calibrate", str(measured), "--hw", str(hw), "-o", str(out),
+                           "--format", "json"], capsys)
+    assert code == 0, err
+    fitted = json.loads(text)
+    code, text, err = run(["validate", str(measured), "--hw", str(out), "--format", "json"],
+                          capsys)
+    assert code == 0, err
+    judged = json.loads(text)
+    # the file rounds the fractions to 4 digits: the same error to within 0.01 points
+    assert judged["models"]["calibrated"]["mape_percent"] == pytest.approx(
+        fitted["errors"]["calibrated"]["mape_percent"], abs=0.01)

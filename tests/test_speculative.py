@@ -142,7 +142,7 @@ def test_crossover_json_carries_expression_latex_value(capsys):
     ('speculative(draft="tinyllama-1.1b", tree=[4, 2], k=3, accept=0.5)', "the tree has 2 levels"),
     ('speculative(draft="tinyllama-1.1b", tree=[64, 64, 64], accept=0.5)', "more than 4096"),
     ('speculative(draft="tinyllama-1.1b", k=[4], accept=0.5)', "takes a number"),
-    ("lookahead(window=5, ngram=1, guesses=5, accept_per_step=1)", "at least 2"),
+    ("lookahead(window=5, ngram=1, guesses=5, accept_per_step=1)", "from 2 to 4096"),
     ("lookahead(window=5, ngram=4, guesses=5, accept_per_step=5)", "from 1 (none"),
     ("lookahead(window=5, ngram=4, accept_per_step=2)", "needs guesses="),
     ("lookahead(window=500, ngram=40, guesses=5, accept_per_step=2)", "more than 4096"),

@@ -266,9 +266,12 @@ def fit_efficiency(measured: list[Measured], source: str = "", launch: bool = Tr
     a choice between two physical models, not a fitted number; prefill's attention likewise
     with overlap = false. A `tile` model (the hardware file's) is kept and fitted under."""
     names = sorted({k for coef in _assign(measured, None, launch) for k in coef})
-    if len(measured) < len(names) + 1:
-        raise CalibrationError(f"{len(measured)} measured rows cannot fit {len(names)} "
-                               f"parameters ({', '.join(names)})",
+    distinct = len({_configuration(m) for m in measured})
+    if distinct < len(names) + 1:
+        repeats = (f" ({len(measured)} rows, {distinct} distinct: a repeated measurement of one "
+                   "configuration is one equation)" if distinct < len(measured) else "")
+        raise CalibrationError(f"{distinct} measured rows cannot fit {len(names)} "
+                               f"parameters ({', '.join(names)}){repeats}",
                                hint=f"give at least {len(names) + 1} rows, spread over sizes "
                                     "where different ops are memory- and compute-bound")
     # leaving out a family's k rows drops its f > k figures: enough rows remain for the rest
@@ -320,16 +323,24 @@ def _own_figures(piece, launch: bool) -> set[str]:
     return own | ({_launch_key(piece)} if launch else set())
 
 
+def _configuration(m: Measured) -> tuple:
+    """What a row measures: the same op at the same sizes measured again adds no equation."""
+    r = m.row
+    return (r.model, r.stage, r.batch, r.seq, r.tokens, r.bits, r.op)
+
+
 def _underdetermined(measured: list[Measured], launch: bool) -> dict[str, int]:
-    """Families with fewer measured rows than figures of their own, by rows."""
-    rows: dict[str, int] = {}
+    """Families with fewer distinct measured configurations than figures of their own, by
+    distinct configurations (ten timings of one kernel at one size pin one equation: a
+    bandwidth and a launch cannot both come from it)."""
+    seen: dict[str, set[tuple]] = {}
     figures: dict[str, set[str]] = {}
     for m in measured:
         for family in {p.family for p in m.pieces if _own_figures(p, launch)}:
-            rows[family] = rows.get(family, 0) + 1
+            seen.setdefault(family, set()).add(_configuration(m))
         for p in m.pieces:
             figures.setdefault(p.family, set()).update(_own_figures(p, launch))
-    return {f: n for f, n in sorted(rows.items()) if n < len(figures[f])}
+    return {f: len(c) for f, c in sorted(seen.items()) if len(c) < len(figures[f])}
 
 
 def _all_parameters(measured: list[Measured]) -> set[str]:

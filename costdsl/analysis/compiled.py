@@ -34,7 +34,7 @@ import sympy
 
 from ..version import __version__
 
-SCHEMA = 1
+SCHEMA = 2  # 2: entries carry their key and a digest of their content
 
 
 class Unsupported(Exception):
@@ -152,8 +152,13 @@ def compile_tree(tree, symbols: Sequence[str]) -> Callable:
 
 def cache_dir() -> Path | None:
     """The cache directory, or None when disabled or unsafe to use."""
+    return cache_status()[0]
+
+
+def cache_status() -> tuple[Path | None, str]:
+    """(the cache directory or None, why it is off: "" when on)."""
     if os.environ.get("COSTDSL_NO_CACHE"):
-        return None
+        return None, "COSTDSL_NO_CACHE is set (or --no-cache was given)"
     base = os.environ.get("COSTDSL_CACHE")
     if base:
         path = Path(base)
@@ -163,11 +168,21 @@ def cache_dir() -> Path | None:
     try:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
         info = path.stat()
-    except OSError:
-        return None
+    except OSError as err:
+        what = "is a file, not a directory" if path.is_file() else \
+            f"cannot be made ({err.strerror or err})"
+        return None, f"{path} {what}"
     if hasattr(os, "getuid") and (info.st_uid != os.getuid() or info.st_mode & 0o022):
-        return None   # someone else's, or writable by others: entries could be planted
-    return path
+        # someone else's, or writable by others: entries could be planted
+        return None, f"{path} is not private to you (owned by another user or writable by others)"
+    return path, ""
+
+
+def _digest(key: str, symbols, trees) -> str:
+    """What an entry must hash to: its key and its content (a changed digit, a swapped tree or
+    an entry copied under another key is caught on read and rebuilt)."""
+    text = json.dumps([key, symbols, trees], separators=(",", ":"), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 @functools.lru_cache(maxsize=1)
@@ -195,20 +210,17 @@ def cached_functions(parts, build: Callable[[], tuple[list[str], list]]
     read from the cache, or made by `build()` (-> symbol names, expressions) and stored. None
     when the expressions have a node the tree form does not cover (compile them as before)."""
     directory = cache_dir()
-    path = directory / f"{key_of(parts)}.json" if directory else None
+    key = key_of(parts)
+    path = directory / f"{key}.json" if directory else None
     if path is not None and path.exists():
         try:
-            entry = json.loads(path.read_text())
-            if not isinstance(entry, dict) or entry.get("schema") != SCHEMA:
-                raise CorruptEntry("not an entry of this costdsl")
-            symbols, trees = entry["symbols"], entry["trees"]
-            if not (isinstance(symbols, list) and all(isinstance(s, str) for s in symbols)
-                    and isinstance(trees, list)):
-                raise CorruptEntry("malformed entry")
-            return symbols, [compile_tree(t, symbols) for t in trees]
-        except (OSError, ValueError, KeyError, TypeError, CorruptEntry, SyntaxError) as err:
-            print(f"costdsl: warning: cache entry {path.name} is unreadable ({err}); rebuilt",
-                  file=sys.stderr)
+            return _read(path, key)
+        except (OSError, ValueError, KeyError, TypeError, CorruptEntry, SyntaxError,
+                ZeroDivisionError, RecursionError, MemoryError) as err:
+            reason = type(err).__name__ if isinstance(err, (RecursionError, MemoryError)) \
+                else str(err) or type(err).__name__
+            print(f"costdsl: warning: cache entry {path.name} is unreadable ({reason}); "
+                  "rebuilt", file=sys.stderr)
     symbols, expressions = build()
     try:
         trees = [to_tree(e) for e in expressions]
@@ -216,8 +228,23 @@ def cached_functions(parts, build: Callable[[], tuple[list[str], list]]
         return None
     functions = [compile_tree(t, symbols) for t in trees]
     if path is not None:
-        _store(path, {"schema": SCHEMA, "symbols": symbols, "trees": trees})
+        _store(path, {"schema": SCHEMA, "key": key, "symbols": symbols, "trees": trees,
+                      "digest": _digest(key, symbols, trees)})
     return symbols, functions
+
+
+def _read(path: Path, key: str) -> tuple[list[str], list[Callable]]:
+    """An entry's functions, after checking its shape, its key and its digest."""
+    entry = json.loads(path.read_text())
+    if not isinstance(entry, dict) or entry.get("schema") != SCHEMA:
+        raise CorruptEntry("not an entry of this costdsl")
+    symbols, trees = entry["symbols"], entry["trees"]
+    if not (isinstance(symbols, list) and all(isinstance(s, str) for s in symbols)
+            and isinstance(trees, list)):
+        raise CorruptEntry("malformed entry")
+    if entry.get("key") != key or entry.get("digest") != _digest(key, symbols, trees):
+        raise CorruptEntry("its digest does not match its content")
+    return symbols, [compile_tree(t, symbols) for t in trees]
 
 
 def _store(path: Path, entry: dict) -> None:

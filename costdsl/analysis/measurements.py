@@ -180,10 +180,21 @@ def _row(record: dict, file: str, line: int) -> Row:
     op = (record.get("op") or "").strip()
     if not op:
         raise fail("op is empty: an op name of the model, or total")
+    bits = tuple(number(k) for k in ("w_bits", "a_bits", "kv_bits"))
+    for key, value in zip(("w_bits", "a_bits", "kv_bits"), bits):
+        if not S.is_bitwidth(value):
+            raise fail(f"{key} = {value:g} is not a bitwidth in {S.BITS_RANGE}")
+    time_s = number("time_s")
+    if not MIN_TIME_S <= time_s <= MAX_TIME_S:
+        raise fail(f"time_s = {time_s:g} is outside {MIN_TIME_S:g} to {MAX_TIME_S:g} s: no "
+                   "kernel or step is timed that finely or that long (a unit mistake?)")
     return Row((record.get("hardware") or "").strip(), (record.get("model") or "").strip(),
-               stage, number("batch", True), number("seq", True), tokens,
-               (number("w_bits"), number("a_bits"), number("kv_bits")), op,
-               number("time_s"), (record.get("source") or "").strip(), line, file)
+               stage, number("batch", True), number("seq", True), tokens, bits, op,
+               time_s, (record.get("source") or "").strip(), line, file)
+
+
+MIN_TIME_S, MAX_TIME_S = 1e-9, 1e6
+"""Measured times a row may hold: a nanosecond (below any kernel launch) to ~12 days."""
 
 
 def resolve(rows: list[Row], csv_file: str | Path, hw: Hardware, load_model) -> list[Measured]:
@@ -208,7 +219,14 @@ def resolve(rows: list[Row], csv_file: str | Path, hw: Hardware, load_model) -> 
         local = Path(csv_file).parent / spec
         key = str(local) if local.suffix == ".arch" and local.exists() else spec
         if key not in models:
-            models[key] = load_model(key)
+            try:
+                models[key] = load_model(key)
+            except MeasurementError:
+                raise
+            except CostDSLError as err:  # the model's own error, located at the row naming it
+                line = min(r.line for r in members)
+                raise MeasurementError(f"model = {spec!r}: {err.message}", file=str(csv_file),
+                                       line=line, hint=err.hint) from None
         out.update(_pieces(models[key], stage, bits, members, base, str(csv_file), hw))
     return [Measured(r, out[r.line]) for r in rows]
 

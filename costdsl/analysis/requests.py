@@ -181,6 +181,8 @@ def synthetic(rate: float, n: int, prompt: str, output: str, seed: int = 0) -> S
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_REQUESTS:
         raise EvaluationError(f"the number of requests must be from 1 to {MAX_REQUESTS:,}, got "
                               f"{n!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise EvaluationError(f"the seed must be a whole number from 0, got {seed!r}")
     specs = parse_distribution(prompt, "--prompt"), parse_distribution(output, "--output")
     rng = np.random.Generator(np.random.PCG64(seed))
     arrival = np.cumsum(rng.exponential(1 / rate, n))

@@ -87,6 +87,12 @@ class KVPool:
     swap_Bps: float | None = None   # host link for swapping; None: no [host]
     link_Bps: float | None = None   # between instances (a disaggregated server's KV transfer)
     link_latency_s: float = 0.0
+    grows: bool = True          # False: a sequence's memory does not grow with its tokens
+                                # (a recurrent state only: one block of state per sequence)
+
+    def token_blocks(self, tokens: int, block: int) -> int:
+        """Blocks `tokens` cached tokens take (none where only a fixed state is kept)."""
+        return _blocks(tokens, block) if self.grows else 0
 
 
 @dataclass(frozen=True)
@@ -144,7 +150,7 @@ def simulate(stream: Stream, cost: IterationCost, pool: KVPool, config: Config,
     requests = [_Request(i, float(a), int(p), int(o)) for i, (a, p, o) in
                 enumerate(zip(stream.arrival_s, stream.prompt, stream.output))]
     for r in requests:
-        need = _blocks(r.prompt + r.output, config.kv_block) + pool.fixed_blocks
+        need = pool.token_blocks(r.prompt + r.output, config.kv_block) + pool.fixed_blocks
         if need > pool.blocks:
             raise EvaluationError(
                 f"request {r.i} (arrival {r.arrival:g} s, {r.prompt} prompt + {r.output} output "
@@ -425,7 +431,8 @@ class _Run:
             self.swap_time += need * self.pool.block_bytes / self.pool.swap_Bps
             r.swapped = False
             return True
-        need = _blocks(r.cached + tokens, self.config.kv_block) + self.pool.fixed_blocks
+        need = self.pool.token_blocks(r.cached + tokens, self.config.kv_block) + \
+            self.pool.fixed_blocks
         if need > self.free:
             return False
         self.free -= need
@@ -439,7 +446,7 @@ class _Run:
         for r, t in plan:
             if not r.active:   # pre-empted below for an older sequence's block
                 continue
-            need = -(-(r.cached + t) // block) + fixed - r.blocks
+            need = self.pool.token_blocks(r.cached + t, block) + fixed - r.blocks
             if need <= 0:
                 continue
             while need > self.free and r.active:

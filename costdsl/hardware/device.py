@@ -179,12 +179,15 @@ def parse_quantity(value, family: str, where: str) -> float:
         number = float(m.group(1)) * _PREFIX[m.group(2) or ""]
     else:
         raise ValueError(f"{where} must be a number or a quantity string")
-    if not (0 < number <= MAX_FIGURE):
-        raise ValueError(f"{where} must be a positive finite figure of at most {MAX_FIGURE:g} "
-                         f"{family}")
+    if not (MIN_FIGURE <= number <= MAX_FIGURE):
+        raise ValueError(f"{where} must be a positive finite figure from {MIN_FIGURE:g} to "
+                         f"{MAX_FIGURE:g} {family}")
     return number
 
 
+MIN_FIGURE = 1.0
+"""Every figure here (bytes, bytes/s, ops/s) is at least one base unit: 1e-310 B/s is a typo,
+and would overflow every time computed from it."""
 MAX_FIGURE = 1e20
 """No memory, bandwidth or rate of real hardware comes near 1e20 base units (a B200's fp4 peak
 is 9e15 ops/s); a larger figure, or inf, is a typo that would print as 0 s or NaN."""
@@ -208,18 +211,37 @@ ROW_KINDS = frozenset({
 _EXAMPLE = {"bytes": '"48 GiB"', "bytes/s": '"768 GB/s"', "ops/s": '"154.8 TFLOPS"'}
 
 
+_HEADER = re.compile(r"^\s*\[\s*([A-Za-z0-9_.\- ]+?)\s*\]\s*(#.*)?$")
+
+
 def _line_of(text: str, key: str) -> int | None:
-    """The line of `key` (`section.key` for a key inside a [section] or its sub-tables)."""
+    """The line of `key`, a dotted path (`efficiency.compute.fp16`): a table header naming it
+    (`[efficiency.tile]`), or the key in the table that holds it, written plainly
+    (`fp16 = ` under `[efficiency.compute]`) or dotted (`compute.fp16 = ` under
+    `[efficiency]`). None where the file does not show it (never another table's line)."""
+    parts = key.split(".")
     lines = text.splitlines()
-    start, name = 0, key
-    if "." in key:
-        section, name = key.rsplit(".", 1)
-        header = next((i for i, l in enumerate(lines) if l.strip() == f"[{section}]"), None)
-        if header is not None:
-            start = header + 1
-    for i, line in enumerate(lines[start:], start + 1):
-        if re.match(rf"\s*\[?{re.escape(name)}\]?\s*(=|$)", line):
-            return i
+    headers = {}
+    for i, line in enumerate(lines):
+        m = _HEADER.match(line)
+        if m:
+            headers[i] = [p.strip() for p in m.group(1).split(".")]
+    for i, names in headers.items():
+        if names == parts:
+            return i + 1
+    bounds = sorted(headers) + [len(lines)]
+    for k in range(len(parts) - 1, -1, -1):
+        section, rest = parts[:k], parts[k:]
+        starts = [i + 1 for i, names in headers.items() if names == section] if section else [0]
+        pattern = re.compile(r"^\s*" + r"\s*\.\s*".join(map(re.escape, rest)) + r"\s*=")
+        for first in starts:
+            last = next(b for b in bounds if b >= first)
+            for i in range(first, last):
+                if pattern.match(lines[i]):
+                    return i + 1
+    if len(parts) == 1:  # a bare key: wherever it is first written
+        pattern = re.compile(rf"^\s*{re.escape(key)}\s*=")
+        return next((i + 1 for i, line in enumerate(lines) if pattern.match(line)), None)
     return None
 
 

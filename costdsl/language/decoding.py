@@ -148,8 +148,8 @@ def _lookahead(call: ast.PassCall, given: dict, text: str) -> Decoding:
         v = _number(given[name])
         low = 2 if name == "ngram" else 1
         if not (v.is_integer and low <= v <= MAX_TREE_NODES):
-            raise at(DecodingError, f"{name}= must be an integer of at least {low}, got {v}",
-                     given[name].pos)
+            raise at(DecodingError, f"{name}= must be an integer from {low} to "
+                     f"{MAX_TREE_NODES}, got {v}", given[name].pos)
         sizes.append(int(v))
     w, n, g = sizes
     tokens = 1 + (w + g) * (n - 1)
@@ -176,6 +176,9 @@ def _tree(arg: ast.PassArg) -> tuple[int, ...]:
             raise at(DecodingError, f"tree= holds positive integers (candidates per level), "
                      f"got {w}", item.pos)
         widths.append(int(w))
+    if len(widths) > MAX_K:
+        raise at(DecodingError, f"tree= has {len(widths)} levels, more than {MAX_K} (a level "
+                 "is a draft step)", arg.pos)
     nodes, frontier = 0, 1
     for w in widths:
         frontier *= w

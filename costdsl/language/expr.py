@@ -171,8 +171,10 @@ def _checked(value: sympy.Expr, pos) -> sympy.Expr:
         return value
     if value.is_Rational and value != 0 and (abs(value.p) > MAX_MAGNITUDE * value.q
                                              or value.q > MAX_MAGNITUDE * abs(value.p)):
-        raise at(ArchError, f"the value is out of range: numbers in a model are limited to "
-                 f"1e{round(math.log10(MAX_MAGNITUDE))} in magnitude", pos)
+        e = round(math.log10(MAX_MAGNITUDE))
+        what = "small" if value.q > abs(value.p) else "large"
+        raise at(ArchError, f"the value {float(value):.3g} is too {what}: numbers in a model "
+                 f"are limited to magnitudes from 1e-{e} to 1e{e}", pos)
     return value
 
 

@@ -1,7 +1,6 @@
 """Calibration and validation answers as text, JSON, and a calibrated hardware file."""
 from __future__ import annotations
 
-import re
 
 from ..analysis.calibration import Fit
 from ..analysis.validation import ErrorTable
@@ -81,59 +80,92 @@ def fit_dict(hw_key: str, fit: Fit, before: ErrorTable, after: ErrorTable) -> di
 
 
 _OUR_COMMENT = "# Calibrated by `costdsl calibrate`"
-_SECTION = re.compile(r"^\[efficiency(\.[a-z0-9_]+)?\]\s*$")
 
 
 def calibrated_toml(original: str, fit: Fit, measurements: str, after: ErrorTable,
                     hw_key: str, held_out: ErrorTable | None = None) -> str:
-    """The hardware file's text with its [efficiency] section (re)written from the fit."""
-    kept, skipping = [], False
-    for line in original.splitlines():
-        if line.strip().startswith("["):
-            skipping = bool(_SECTION.match(line.strip()))
-        if not skipping:
-            kept.append(line)
-    while kept and (not kept[-1].strip() or kept[-1].startswith(_OUR_COMMENT)
-                    or kept[-1].startswith("# (")):
-        kept.pop()  # blank lines and the comment an earlier calibration wrote
+    """The hardware file's text with its [efficiency] section (re)written from the fit.
+
+    Edited with a TOML library (tomlkit), not line by line: whatever form the old section has
+    (headers with comments, an [efficiency.tile], an inline `efficiency = {...}`, dotted keys)
+    it is removed whole, the rest of the file keeps its comments, and the result loads back."""
+    import tomlkit
+    doc = tomlkit.parse(_without_our_comment(original))
+    doc.pop("efficiency", None)
     e = fit.efficiency
     by = {p.name: p for p in fit.parameters}
 
     def note(name):
         p = by.get(name)
-        return f"# fitted: {_value(p)}, {p.rows} rows" if p else "# not identifiable here"
+        return f"fitted: {_value(p)}, {p.rows} rows" if p else "not identifiable here"
+
+    def put(table, key, value, comment):
+        table.add(key, value)
+        table[key].comment(comment)
 
     judged = (f"held-out MAPE {held_out.overall_mape:.1f}%" if held_out else
               f"MAPE {after.overall_mape:.1f}% on the fit's own rows")
-    out = kept + ["", f"{_OUR_COMMENT} from {measurements}",
-                  f"# ({fit.rows} rows; {judged}). Time = max(ops / (compute x peak), "
-                  "bytes / (bandwidth x datasheet bandwidth) x max(1, rows / the op's rows)) "
-                  "+ launch (the sum of the two, not their max, where overlap = false).",
-                  "[efficiency]",
-                  f"bandwidth = {e.bandwidth:.4f}  {note('bandwidth')}",
-                  f'launch = "{e.launch_s * 1e6:.2f} us"  {note("launch")}',
-                  f'measured_as = "{hw_key}"  # the hardware the measurement rows name']
+    section = tomlkit.table()
+    put(section, "bandwidth", round(e.bandwidth, 4), note("bandwidth"))
+    put(section, "launch", f"{e.launch_s * 1e6:.2f} us", note("launch"))
+    put(section, "measured_as", hw_key, "the hardware the measurement rows name")
     if e.compute:
-        out.append("[efficiency.compute]")
-        out += [f"{c} = {v:.4f}  {note('compute.' + c)}" for c, v in sorted(e.compute.items())]
+        compute = tomlkit.table()
+        for c, v in sorted(e.compute.items()):
+            put(compute, c, round(v, 4), note("compute." + c))
+        section.add("compute", compute)
     if e.tile is not None:
-        out += ["[efficiency.tile]  # the file's wave quantisation, kept: fitted under it",
-                f"m = {e.tile.m}", f"n = {e.tile.n}"] + (
-            [f"sms = {e.tile.sms}"] if e.tile.sms else [])
+        tile = tomlkit.table()
+        tile.comment("the file's wave quantisation, kept: fitted under it")
+        tile.add("m", e.tile.m)
+        tile.add("n", e.tile.n)
+        if e.tile.sms:
+            tile.add("sms", e.tile.sms)
+        section.add("tile", tile)
     for kind, own in sorted(e.kinds.items()):
-        out.append(f"[efficiency.{kind}]")
-        if own.bandwidth is not None:
-            out.append(f"bandwidth = {own.bandwidth:.4f}  {note(kind + '.bandwidth')}")
-        if own.compute is not None:
-            out.append(f"compute = {own.compute:.4f}  {note(kind + '.compute')}")
-        if own.launch_s is not None:
-            out.append(f'launch = "{own.launch_s * 1e6:.2f} us"  {note(kind + ".launch")}')
-        if own.rows is not None:
-            p = by.get(kind + ".rows")
-            out.append(f"rows = {own.rows:g}  # the SM count: one thread block per token row "
-                       f"fits better ({p.rows if p else 0} rows below it)")
-        if own.overlap is False:
-            out.append("overlap = false  # its memory time adds to its compute time: fits better")
-        elif own.overlap:
-            out.append("overlap = true  # not its fallback's false: the max fits better")
+        section.add(kind, _kind_table(kind, own, by, note, put))
+    doc.add(tomlkit.nl())
+    doc.add(tomlkit.comment(f"{_OUR_COMMENT[2:]} from {measurements}"))
+    doc.add(tomlkit.comment(
+        f"({fit.rows} rows; {judged}). Time = max(ops / (compute x peak), bytes / (bandwidth x "
+        "datasheet bandwidth) x max(1, rows / the op's rows)) + launch (the sum of the two, "
+        "not their max, where overlap = false)."))
+    doc.add("efficiency", section)
+    return tomlkit.dumps(doc)
+
+
+def _kind_table(kind, own, by, note, put):
+    import tomlkit
+    table = tomlkit.table()
+    if own.bandwidth is not None:
+        put(table, "bandwidth", round(own.bandwidth, 4), note(kind + ".bandwidth"))
+    if own.compute is not None:
+        put(table, "compute", round(own.compute, 4), note(kind + ".compute"))
+    if own.launch_s is not None:
+        put(table, "launch", f"{own.launch_s * 1e6:.2f} us", note(kind + ".launch"))
+    if own.rows is not None:
+        p = by.get(kind + ".rows")
+        put(table, "rows", int(own.rows) if float(own.rows).is_integer() else own.rows,
+            f"the SM count: one thread block per token row fits better "
+            f"({p.rows if p else 0} rows below it)")
+    if own.overlap is False:
+        put(table, "overlap", False, "its memory time adds to its compute time: fits better")
+    elif own.overlap:
+        put(table, "overlap", True, "not its fallback's false: the max fits better")
+    return table
+
+
+def _without_our_comment(text: str) -> str:
+    """The text less the two comment lines an earlier calibration wrote above its section."""
+    lines = text.splitlines()
+    out, skip = [], 0
+    for line in lines:
+        if line.startswith(_OUR_COMMENT):
+            skip = 2
+        if skip:
+            skip -= 1
+            continue
+        out.append(line)
+    while out and not out[-1].strip():
+        out.pop()
     return "\n".join(out) + "\n"
