@@ -534,6 +534,11 @@ class Model:
     def _param_values(self) -> dict:
         return {k: _number(v) for k, v in self.design.params.items()}
 
+    def devices(self, hw: str | Hardware, stage: str = "decode"):
+        """How the model's parallel layout sits on `hw`'s devices (records.Devices)."""
+        hw = _hardware(hw)
+        return self._devices(stage, hw.count, hw.nodes)
+
     @functools.cache
     def _devices(self, stage: str, count: int, nodes: int):
         """The layout of the stage's graph on `count` devices over `nodes` nodes."""
@@ -737,7 +742,7 @@ class Model:
         settings = Settings(batch, seq, w_bits, a_bits, kv_bits).validate()
         result = fit({s: self.memory(s) for s in STAGES}, settings.values(), hw.memory_bytes,
                      seq, batch)
-        devices = self._devices("decode", hw.count, hw.nodes) if hw.count > 1 else None
+        devices = self.devices(hw) if hw.count > 1 else None
         return replace(result, devices=devices, fused_max_batch=self._fused_max_batch(
             hw, settings, result.max_batch))
 

@@ -20,6 +20,7 @@ from .report import FORMATS
 from .report import answers as answers_report
 from .report.formula_tables import FORMATS as FORMULA_FORMATS
 from .report.jsonsafe import dumps
+from .report.jsonout import devices_dict
 
 
 def _positive_int(name):
@@ -507,9 +508,13 @@ def _serve_curve(args) -> str:
     if decoding is not None:
         from .analysis.serving import speculative_serving
         spec = speculative_serving(model, hw, decoding, curve, _bits_of(args))
+    devices = model.devices(hw) if hw.count > 1 else None
     if args.format == "json":
-        return dumps(answers_report.serve_dict(model.name, hw, curve, spec))
-    return answers_report.serve_text(model.name, hw, curve, spec)
+        out = answers_report.serve_dict(model.name, hw, curve, spec)
+        if devices is not None:
+            out["devices"] = devices_dict(devices)
+        return dumps(out)
+    return answers_report.serve_text(model.name, hw, curve, spec, devices)
 
 
 def _sweep(args) -> str:

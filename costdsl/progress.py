@@ -43,3 +43,23 @@ def steps(label: str, items: Iterable[T], total: int | None = None) -> Iterator[
 def _draw(text: str) -> None:
     sys.stderr.write("\r\033[K" + text)
     sys.stderr.flush()
+
+
+class Counter:
+    """Progress of a loop that is not a for loop: `update(done)` with the count so far."""
+
+    def __init__(self, label: str, total: int):
+        self.label, self.total = label, total
+        self.start = self.last = time.monotonic()
+
+    def update(self, done: int) -> None:
+        if not _enabled:
+            return
+        now = time.monotonic()
+        if now - self.last >= _EVERY_S:
+            _draw(f"{self.label}: {done:,}/{self.total:,} ({now - self.start:.0f} s)")
+            self.last = now
+
+    def close(self) -> None:
+        if _enabled:
+            _draw("")

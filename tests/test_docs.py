@@ -25,12 +25,6 @@ def test_language_reference_complete_example_compiles(tmp_path):
     assert {"prefill", "decode"} == set(a.stages)
 
 
-def test_readme_python_example_runs():
-    code = _blocks("README.md", "python")[0]
-    namespace = {}
-    exec(compile(code, "README.md", "exec"), namespace)  # the README's own example, not user input
-
-
 def test_shipped_examples_compile_and_apply_their_passes():
     examples = sorted((ROOT / "examples").glob("*.arch"))
     assert examples

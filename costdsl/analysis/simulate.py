@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from .. import progress
 from ..errors import EvaluationError
 from .iteration import IterationCost
 from .requests import Stream
@@ -270,6 +271,7 @@ class _Run:
         arrived = finished = 0
         arrivals = [r.arrival for r in self.requests]
         previous_end = arrivals[0]
+        shown = progress.Counter("simulate: requests finished", n)
         while finished < n:
             if not self.running and not self.waiting:
                 self.clock = max(self.clock, self.requests[arrived].arrival)
@@ -290,6 +292,8 @@ class _Run:
             trace.in_system_area += self._in_system(start + step / 2, arrivals, finished) * step
             previous_end = self.clock
             finished += len(done)
+            shown.update(finished)
+        shown.close()
         return trace
 
     def iterate(self, batch: list[tuple[_Request, int]], trace: Trace

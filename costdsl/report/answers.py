@@ -257,12 +257,14 @@ def _serve_dict(model: str, hw, c) -> dict:
                            c.tokens_per_s, c.memory_bytes, c.fits, c.decode_compute_share)]}
 
 
-def serve_text(model: str, hw, c, spec=None) -> str:
+def serve_text(model: str, hw, c, spec=None, devices=None) -> str:
     lines = [f"{model} on {hw.name}: prompt {c.seq}, {c.gen} generated tokens per request "
-             f"({hw.time_model} time model)",
-             f"memory runs out above batch {c.max_batch} "
-             f"({si(c.capacity_bytes, 'B')}, cache at its longest)" if c.max_batch else
-             f"not even one request fits in {si(c.capacity_bytes, 'B')}"]
+             f"({hw.time_model} time model)"]
+    if devices is not None:
+        lines.append(_devices_note(devices))
+    lines.append(f"memory runs out above batch {c.max_batch} "
+                 f"({si(c.capacity_bytes, 'B')}, cache at its longest)" if c.max_batch else
+                 f"not even one request fits in {si(c.capacity_bytes, 'B')}")
     if c.first_compute_batch is not None:
         lines.append(f"decode: {c.first_compute_op} turns compute-bound at batch "
                      f"{c.first_compute_batch:.1f}")
