@@ -100,8 +100,9 @@ def calibrated_toml(original: str, fit: Fit, measurements: str, after: ErrorTabl
         return f"fitted: {_value(p)}, {p.rows} rows" if p else "not identifiable here"
 
     def put(table, key, value, comment):
-        table.add(key, value)
-        table[key].comment(comment)
+        item = tomlkit.item(value)   # an item, so that a bool carries its comment too
+        item.comment(comment)
+        table.add(key, item)
 
     judged = (f"held-out MAPE {held_out.overall_mape:.1f}%" if held_out else
               f"MAPE {after.overall_mape:.1f}% on the fit's own rows")

@@ -1,0 +1,152 @@
+"""Convert the kernel tables the `aiconfigurator-core` package ships to costdsl's measurement CSVs.
+
+    pip install aiconfigurator-core pyarrow        # in a scratch environment
+    python bench/convert_aiconfigurator.py [OUT_DIR]
+
+The package (ai-dynamo/aiconfigurator, Apache-2.0: the licence text is in its wheel's
+`licenses/LICENSE`) carries measured kernel times per GPU and serving stack as Parquet under
+`aiconfigurator_core/systems/data/<system>/<family>/<stack>/<version>/`. This script reads the
+vLLM tables of the chips the shipped files had no measurements for, the H200 SXM and the B200
+SXM, and writes under tests/data/measured/ by default:
+
+- aiconfigurator-gemm-{h200,b200}.csv: bf16 GEMMs (`torch.nn.functional.linear`) of the nine
+  LLM shapes the A100 and H100 sets hold (n x k = 4096x4096, 6144x4096, 4096x12288, 12288x4096,
+  4096x16384, 16384x4096, 8192x8192, 8192x16384, 10240x8192) at m = 1 to 16,384 (powers of two),
+  each as the `proj` of gemm/gemm-NxK.arch (a prefill of batch 1 and seq m).
+- aiconfigurator-attention-{h200,b200}.csv: FlashAttention kernels for the five per-GPU head
+  layouts of the older sets (query x KV heads 32x8, 64x8, 8x1, 16x2, 32x4; head_dim 128; no
+  window): decode ("generation", batch 1 to 256, bf16 and fp8 KV, a context of isl + step
+  tokens including the new one, so the decode stage's seq is isl + step - 1 = 127 to 32,767)
+  and prefill ("context", batch 1, 4 and 16 of 128 to 16,384 tokens, bf16).
+
+- collectives.csv, the rows of networks aic_h200_sxm and aic_b200_sxm (the rest of the file is
+  kept): NCCL all-reduce, all-gather and all-to-all on 2, 4 and 8 GPUs of one node
+  (`comm/nccl/<newest version>/nccl_perf.parquet`, fp16, 512 B to 512 MiB: the sizes of the
+  A100 and H100 rows), bytes = 2 x the table's fp16 elements.
+
+Only numbers are taken (latencies in milliseconds there, seconds here); each row's `source`
+names the package version, the table's path inside it and the stack version.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from convert_measured import ATTENTION_OP, ROOT, _attention_model, _gemm_row, row, write
+
+SYSTEMS = {"h200_sxm": ("h200", "nvidia-h200"), "b200_sxm": ("b200", "nvidia-b200")}
+STACK = "vllm"
+GEMM_SHAPES = {(4096, 4096), (6144, 4096), (4096, 12288), (12288, 4096), (4096, 16384),
+               (16384, 4096), (8192, 8192), (8192, 16384), (10240, 8192)}   # (n, k)
+GEMM_M = {2 ** i for i in range(15)}                                       # 1 .. 16,384
+HEADS = {(32, 8), (64, 8), (8, 1), (16, 2), (32, 4)}
+DECODE_BATCH = {1, 2, 4, 8, 16, 32, 64, 128, 256}
+DECODE_STEPS = {127, 511, 1023, 2047, 4095, 8191, 16383, 32767}          # isl = 1
+PREFILL_BATCH = {1, 4, 16}
+PREFILL_HEADS = {(32, 8), (64, 8)}
+
+
+COLLECTIVES = {"all_reduce", "all_gather", "alltoall"}
+
+
+def _package() -> tuple[Path, str]:
+    import aiconfigurator_core
+    from importlib.metadata import version
+    return Path(aiconfigurator_core.__file__).parent, version("aiconfigurator-core")
+
+
+def _table(data: Path, system: str, family: str, name: str, stack: str = STACK):
+    """(rows as dicts, the stack version, the path inside the package) of the newest version
+    of `family`'s table `name` for `stack` (vLLM's kernels; NCCL's collectives)."""
+    import pyarrow.parquet as pq
+    versions = sorted((data / system / family / stack).iterdir(),
+                      key=lambda p: tuple(int(x) if x.isdigit() else 0
+                                          for x in p.name.split(".")))
+    path = versions[-1] / f"{name}.parquet"
+    return pq.read_table(path).to_pylist(), versions[-1].name, path.relative_to(data.parents[1])
+
+
+def gemm(data: Path, out_dir: Path, release: str) -> dict[str, list[dict]]:
+    out = {}
+    for system, (short, hw) in SYSTEMS.items():
+        records, stack, path = _table(data, system, "gemm", "gemm_perf")
+        source = f"aiconfigurator-core {release} {path} (vLLM {stack})"
+        rows = [_gemm_row(out_dir, hw, r["m"], r["n"], r["k"], r["latency"], source)
+                for r in records if r["gemm_dtype"] == "bfloat16"
+                and (r["n"], r["k"]) in GEMM_SHAPES and r["m"] in GEMM_M]
+        out[short] = sorted(rows, key=lambda r: (r["model"], int(r["seq"])))
+    return out
+
+
+def attention(data: Path, out_dir: Path, release: str) -> dict[str, list[dict]]:
+    out = {}
+    for system, (short, hw) in SYSTEMS.items():
+        rows = out.setdefault(short, [])
+        for table, stage in (("generation_attention_perf", "decode"),
+                             ("context_attention_perf", "prefill")):
+            records, stack, path = _table(data, system, "attention", table)
+            source = f"aiconfigurator-core {release} {path} (vLLM {stack})"
+            for r in records:
+                layout = (r["num_heads"], r["num_key_value_heads"])
+                if r["head_dim"] != 128 or r["window_size"] != 0 or r["beam_width"] != 1:
+                    continue
+                model = f"attention/attn-{layout[0]}x{layout[1]}.arch"
+                if stage == "decode":
+                    if layout not in HEADS or r["batch_size"] not in DECODE_BATCH or \
+                            r["isl"] != 1 or r["step"] not in DECODE_STEPS:
+                        continue
+                    line = row(hw, model, stage, r["batch_size"], r["isl"] + r["step"] - 1,
+                               ATTENTION_OP, r["latency"], source)
+                    line["kv_bits"] = {"bfloat16": 16, "fp8": 8}[r["kv_cache_dtype"]]
+                else:
+                    if layout not in PREFILL_HEADS or r["batch_size"] not in PREFILL_BATCH or \
+                            r["kv_cache_dtype"] != "bfloat16" or r["isl"] < 128:
+                        continue
+                    line = row(hw, model, stage, r["batch_size"], r["isl"], ATTENTION_OP,
+                               r["latency"], source)
+                _attention_model(out_dir / model, layout[0], layout[1], 128)
+                rows.append(line)
+        rows.sort(key=lambda r: (r["stage"], r["model"], r["kv_bits"], int(r["batch"]),
+                                 int(r["seq"])))
+    return out
+
+
+def collectives(data: Path, path: Path, release: str) -> int:
+    """Rewrite the aic_h200_sxm and aic_b200_sxm rows of collectives.csv, every other line
+    kept byte for byte (the file's own line endings); the number of rows written."""
+    networks = {f"aic_{system}" for system in SYSTEMS}
+    lines = [l for l in path.open(newline="").read().splitlines(keepends=True)
+             if l.split(",", 1)[0] not in networks]
+    end = "\r\n" if lines[-1].endswith("\r\n") else "\n"
+    added = []
+    for system in SYSTEMS:
+        records, nccl, where = _table(data, system, "comm", "nccl_perf", "nccl")
+        note = f"; aic_{system}: aiconfigurator-core {release} {where} (NCCL {nccl})"
+        if f"aic_{system}:" not in lines[0]:
+            head = lines[0].rstrip("\r\n")
+            lines[0] = head + note + lines[0][len(head):]
+        for r in sorted(records, key=lambda r: (r["op_name"], r["num_gpus"], r["message_size"])):
+            if r["op_name"] in COLLECTIVES and r["nccl_dtype"] == "half" and \
+                    r["num_gpus"] in (2, 4, 8) and r["message_size"] <= 2 ** 28:
+                added.append(f"aic_{system},{r['op_name']},{r['num_gpus']},{r['num_gpus']},"
+                             f"{2 * r['message_size']},{r['latency']:.6g}{end}")
+    with path.open("w", newline="") as f:
+        f.write("".join(lines + added))
+    print(f"wrote {path}: {len(added)} rows of aic_h200_sxm and aic_b200_sxm")
+    return len(added)
+
+
+def main(argv: list[str]) -> None:
+    out = Path(argv[0]) if argv else ROOT / "tests" / "data" / "measured"
+    package, release = _package()
+    data = package / "systems" / "data"
+    for device, rows in gemm(data, out, release).items():
+        write(out / f"aiconfigurator-gemm-{device}.csv", rows)
+    for device, rows in attention(data, out, release).items():
+        write(out / f"aiconfigurator-attention-{device}.csv", rows)
+    collectives(data, out / "collectives.csv", release)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).parent))
+    main(sys.argv[1:])
