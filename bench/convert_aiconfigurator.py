@@ -17,8 +17,13 @@ SXM, and writes under tests/data/measured/ by default:
   layouts of the older sets (query x KV heads 32x8, 64x8, 8x1, 16x2, 32x4; head_dim 128; no
   window): decode ("generation", batch 1 to 256, bf16 and fp8 KV, a context of isl + step
   tokens including the new one, so the decode stage's seq is isl + step - 1 = 127 to 32,767)
-  and prefill ("context", batch 1, 4 and 16 of 128 to 16,384 tokens, bf16).
+  and prefill ("context", batch 1, 4 and 16 of 128 to 16,384 tokens, bf16), from the stack's
+  main kernel (the table's most common `kernel_source`: FA3 on Hopper, FlashInfer's TRT-LLM
+  kernels on the B200).
 
+- aiconfigurator-{gemm,attention}-{h100,h200,b200}-{trtllm,sglang}.csv: the same selections
+  from the TensorRT-LLM and SGLang tables (each the newest version the package has), for the
+  files' [stack.trtllm] and [stack.sglang] figures.
 - collectives.csv, the rows of networks aic_h200_sxm and aic_b200_sxm (the rest of the file is
   kept): NCCL all-reduce, all-gather and all-to-all on 2, 4 and 8 GPUs of one node
   (`comm/nccl/<newest version>/nccl_perf.parquet`, fp16, 512 B to 512 MiB: the sizes of the
@@ -30,12 +35,15 @@ names the package version, the table's path inside it and the stack version.
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from pathlib import Path
 
 from convert_measured import ATTENTION_OP, ROOT, _attention_model, _gemm_row, row, write
 
 SYSTEMS = {"h200_sxm": ("h200", "nvidia-h200"), "b200_sxm": ("b200", "nvidia-b200")}
-STACK = "vllm"
+STACK = "vllm"   # the shipped files' default stack
+OTHER_STACKS = ("trtllm", "sglang")   # each a [stack.NAME] of the H100, H200 and B200 files
+STACK_SYSTEMS = {"h100_sxm": ("h100", "nvidia-h100-sxm"), **SYSTEMS}
 GEMM_SHAPES = {(4096, 4096), (6144, 4096), (4096, 12288), (12288, 4096), (4096, 16384),
                (16384, 4096), (8192, 8192), (8192, 16384), (10240, 8192)}   # (n, k)
 GEMM_M = {2 ** i for i in range(15)}                                       # 1 .. 16,384
@@ -57,7 +65,7 @@ def _package() -> tuple[Path, str]:
 
 def _table(data: Path, system: str, family: str, name: str, stack: str = STACK):
     """(rows as dicts, the stack version, the path inside the package) of the newest version
-    of `family`'s table `name` for `stack` (vLLM's kernels; NCCL's collectives)."""
+    of `family`'s table `name` for `stack` (a serving stack's kernels; NCCL's collectives)."""
     import pyarrow.parquet as pq
     versions = sorted((data / system / family / stack).iterdir(),
                       key=lambda p: tuple(int(x) if x.isdigit() else 0
@@ -66,27 +74,39 @@ def _table(data: Path, system: str, family: str, name: str, stack: str = STACK):
     return pq.read_table(path).to_pylist(), versions[-1].name, path.relative_to(data.parents[1])
 
 
-def gemm(data: Path, out_dir: Path, release: str) -> dict[str, list[dict]]:
+def _suffix(stack: str) -> str:
+    return "" if stack == STACK else f"-{stack}"
+
+
+def gemm(data: Path, out_dir: Path, release: str, stack: str = STACK,
+         systems: dict = SYSTEMS) -> dict[str, list[dict]]:
     out = {}
-    for system, (short, hw) in SYSTEMS.items():
-        records, stack, path = _table(data, system, "gemm", "gemm_perf")
-        source = f"aiconfigurator-core {release} {path} (vLLM {stack})"
+    for system, (short, hw) in systems.items():
+        records, version, path = _table(data, system, "gemm", "gemm_perf", stack)
+        source = f"aiconfigurator-core {release} {path} ({stack} {version})"
         rows = [_gemm_row(out_dir, hw, r["m"], r["n"], r["k"], r["latency"], source)
                 for r in records if r["gemm_dtype"] == "bfloat16"
                 and (r["n"], r["k"]) in GEMM_SHAPES and r["m"] in GEMM_M]
-        out[short] = sorted(rows, key=lambda r: (r["model"], int(r["seq"])))
+        out[short + _suffix(stack)] = sorted(rows, key=lambda r: (r["model"], int(r["seq"])))
     return out
 
 
-def attention(data: Path, out_dir: Path, release: str) -> dict[str, list[dict]]:
+def attention(data: Path, out_dir: Path, release: str, stack: str = STACK,
+              systems: dict = SYSTEMS) -> dict[str, list[dict]]:
     out = {}
-    for system, (short, hw) in SYSTEMS.items():
-        rows = out.setdefault(short, [])
+    for system, (short, hw) in systems.items():
+        rows = out.setdefault(short + _suffix(stack), [])
         for table, stage in (("generation_attention_perf", "decode"),
                              ("context_attention_perf", "prefill")):
-            records, stack, path = _table(data, system, "attention", table)
-            source = f"aiconfigurator-core {release} {path} (vLLM {stack})"
+            records, version, path = _table(data, system, "attention", table, stack)
+            # one kernel per table: the stack's main backend (the most rows), not a mix with
+            # the fallbacks it also times (Triton, FlashInfer beside FA3 or TRT-LLM's MHA)
+            main = Counter(r["kernel_source"] for r in records).most_common(1)[0][0]
+            source = (f"aiconfigurator-core {release} {path} ({stack} {version}, kernel "
+                      f"{main})")
             for r in records:
+                if r["kernel_source"] != main:
+                    continue
                 layout = (r["num_heads"], r["num_key_value_heads"])
                 if r["head_dim"] != 128 or r["window_size"] != 0 or r["beam_width"] != 1:
                     continue
@@ -120,7 +140,7 @@ def collectives(data: Path, path: Path, release: str) -> int:
     end = "\r\n" if lines[-1].endswith("\r\n") else "\n"
     added = []
     for system in SYSTEMS:
-        records, nccl, where = _table(data, system, "comm", "nccl_perf", "nccl")
+        records, nccl, where = _table(data, system, "comm", "nccl_perf", "nccl")  # NCCL's own
         note = f"; aic_{system}: aiconfigurator-core {release} {where} (NCCL {nccl})"
         if f"aic_{system}:" not in lines[0]:
             head = lines[0].rstrip("\r\n")
@@ -140,10 +160,11 @@ def main(argv: list[str]) -> None:
     out = Path(argv[0]) if argv else ROOT / "tests" / "data" / "measured"
     package, release = _package()
     data = package / "systems" / "data"
-    for device, rows in gemm(data, out, release).items():
-        write(out / f"aiconfigurator-gemm-{device}.csv", rows)
-    for device, rows in attention(data, out, release).items():
-        write(out / f"aiconfigurator-attention-{device}.csv", rows)
+    for stack, systems in [(STACK, SYSTEMS)] + [(s, STACK_SYSTEMS) for s in OTHER_STACKS]:
+        for device, rows in gemm(data, out, release, stack, systems).items():
+            write(out / f"aiconfigurator-gemm-{device}.csv", rows)
+        for device, rows in attention(data, out, release, stack, systems).items():
+            write(out / f"aiconfigurator-attention-{device}.csv", rows)
     collectives(data, out / "collectives.csv", release)
 
 

@@ -89,6 +89,9 @@ def _measurement_args(p: argparse.ArgumentParser, hw_help: str) -> None:
     p.add_argument("--pass", dest="passes", action="append", default=[], metavar="PASS",
                    help="a pass applied to every row's model (repeatable)")
     p.add_argument("--format", choices=("text", "json"), default="text")
+    _stack_arg(p, "the serving stack the measurements come from, e.g. \"trtllm 1.3.0rc20\": "
+                  "calibrate writes its figures as [stack.NAME] (as [efficiency] where the file "
+                  "has none or it is the default's stack), validate judges that stack's figures")
 
 
 def _simulation_args(p: argparse.ArgumentParser, required: bool) -> None:
@@ -137,6 +140,16 @@ def _ideal_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ideal", action="store_true",
                    help="ignore the hardware file's [efficiency]: the ideal roofline of the "
                         "datasheet figures")
+    _stack_arg(p)
+
+
+_STACK_HELP = ("the serving stack whose measured kernels price the times (vllm, trtllm, "
+               "sglang: those the hardware file has; `costdsl hardware` lists them); default: "
+               "the file's [efficiency], vLLM for the shipped files")
+
+
+def _stack_arg(p: argparse.ArgumentParser, help: str = _STACK_HELP) -> None:
+    p.add_argument("--stack", metavar="NAME", help=help)
 
 
 def _hw(args):
@@ -146,6 +159,8 @@ def _hw(args):
 
 
 def _ideal(hw, args):
+    if getattr(args, "stack", None):
+        hw = hw.with_stack(args.stack)
     return hw.ideal() if getattr(args, "ideal", False) else hw
 
 
@@ -624,11 +639,27 @@ def _plot(args) -> str:
     return f"wrote {path}\n"
 
 
-def _measured(args):
-    """The measurement rows (filtered by --model) resolved against the hardware."""
+def _stack_section(hw, stack: str | None) -> str | None:
+    """Where `calibrate --stack` writes: None for [efficiency] (no stack asked, no default yet,
+    a default that names no stack, or the default's own stack), else the [stack.NAME] of the
+    stack's name."""
+    from .hardware.stacks import DEFAULT, stack_name
+    if not stack:
+        return None
+    name = stack.split()[0].lower()
+    if hw.efficiency is None or stack_name(hw.efficiency) in (name, DEFAULT):
+        return None
+    return name
+
+
+def _measured(args, pick_stack: bool = True):
+    """The measurement rows (filtered by --model) resolved against the hardware (priced by
+    --stack's figures where `pick_stack`)."""
     from .analysis.measurements import MeasurementError, read_measurements, resolve
     from .hardware import load_hardware
     hw = load_hardware(args.hw)
+    if pick_stack and args.stack:
+        hw = hw.with_stack(args.stack)
     measured = []
     for path in args.measurements:
         rows = read_measurements(path)
@@ -647,9 +678,10 @@ def _calibrate(args) -> str:
     from .analysis.validation import errors
     from .files import read_user_text
     from .report import calibration as report
-    hw, measured = _measured(args)
+    hw, measured = _measured(args, pick_stack=False)
     source = ", ".join(args.measurements)
-    tile = hw.efficiency.tile if hw.efficiency else None
+    into = _stack_section(hw, args.stack)
+    tile = hw.efficiency.tile if hw.efficiency and into is None else None
     fit = fit_efficiency(measured, source=source, launch=not args.no_launch, sms=hw.sms,
                          tile=tile)
     before = errors(measured, predict(measured, None))
@@ -658,7 +690,9 @@ def _calibrate(args) -> str:
     if args.out:
         text = report.calibrated_toml(read_user_text(hw.source, "hardware file"), fit, source,
                                       after, hw.efficiency.measured_as if hw.efficiency and
-                                      hw.efficiency.measured_as else hw.key)
+                                      hw.efficiency.measured_as else hw.key,
+                                      stack=args.stack or (hw.efficiency.stack if hw.efficiency
+                                                           else ""), into_stack=into)
         _write(args.out, text)
         tail = f"wrote {args.out}\n"
     if args.format == "json":
@@ -1066,7 +1100,7 @@ def _hardware(args) -> str:
     from .hardware import load_hardware, shipped_names
     from .report.units import si
     rows = [("name", "device", "fp16 (bf16)", "bandwidth", "memory", "host link",
-             "ridge (ops/byte)", "SMs", "time model")]
+             "ridge (ops/byte)", "SMs", "time model", "stacks (default first)")]
     systems = [("system", "devices", "count", "bandwidth (all)", "memory (all)", "link",
                 "network")]
     for key in shipped_names():
@@ -1086,7 +1120,8 @@ def _hardware(args) -> str:
                      si(hw.bandwidth_Bps, "B/s"), si(hw.memory_bytes, "B"),
                      si(hw.host.bandwidth_Bps, "B/s") if hw.host else "-",
                      f"{hw.ridge(half):.1f}" if half else "-", str(hw.sms or "-"),
-                     "calibrated" if hw.efficiency else "ideal"))
+                     "calibrated" if hw.efficiency else "ideal",
+                     ", ".join(hw.stack_names) or "-"))
     return _columns(rows) + "\n" + _columns(systems)
 
 

@@ -27,6 +27,7 @@ from typing import Mapping
 
 from ..errors import HardwareError, register_source
 from .efficiency import Efficiency, parse_efficiency
+from .stacks import DEFAULT, parse_stacks, pick, stack_name
 from .system import SYSTEM_KEYS, Host, Link, parse_count, parse_host, parse_link
 from ..files import read_user_text
 from ..names import did_you_mean
@@ -69,6 +70,7 @@ class Hardware:
     ideal_links: bool = False       # ideal(): links at their datasheet bandwidth too
     sms: int | None = None          # streaming multiprocessors: blocks that run at once
     l2_bytes: float | None = None   # last-level cache (L2): re-reads that fit are served on chip
+    stacks: Mapping[str, Efficiency] = field(default_factory=dict)  # [stack.NAME] figures
 
     @property
     def is_system(self) -> bool:
@@ -86,6 +88,21 @@ class Hardware:
 
     def channel_bandwidth(self, name: str) -> float:
         return self.channel(name).achieved(self.ideal_links)
+
+    @property
+    def stack(self) -> str | None:
+        """The serving stack (and version) whose kernels price the times; None when ideal."""
+        return (self.efficiency.stack or DEFAULT) if self.efficiency is not None else None
+
+    @property
+    def stack_names(self) -> list[str]:
+        """The stacks `with_stack` can pick: the default's name first."""
+        return ([stack_name(self.efficiency)] if self.efficiency is not None else []) + \
+            sorted(self.stacks)
+
+    def with_stack(self, name: str) -> "Hardware":
+        """The same hardware priced by stack `name`'s figures ([stack.NAME] or the default)."""
+        return replace(self, efficiency=pick(self.efficiency, self.stacks, name, self.key))
 
     def ideal(self) -> "Hardware":
         """The same hardware with its [efficiency] ignored: the survey's ideal roofline."""
@@ -347,7 +364,7 @@ def _with_channels(hw: Hardware, data: dict, fail) -> Hardware:
 def _system(data: dict, path: Path, fail, within: tuple[str, ...]) -> Hardware:
     """A system file: the named device, `count` of them over `nodes` nodes, with the file's
     links and host memory (or the device's)."""
-    unknown = sorted(set(data) - {"name", "notes", "efficiency", *SYSTEM_KEYS,
+    unknown = sorted(set(data) - {"name", "notes", "efficiency", "stack", *SYSTEM_KEYS,
                                   *CHANNEL_SECTIONS})
     if unknown:
         raise fail(f"unknown key {unknown[0]!r} in a system file", unknown[0],
@@ -379,7 +396,11 @@ def _system(data: dict, path: Path, fail, within: tuple[str, ...]) -> Hardware:
                      nodes=nodes, device_key=device.key)
     system = _with_channels(system, data, fail)
     if "efficiency" in data:   # its devices' kernels as calibrated on this system
-        system = replace(system, efficiency=_efficiency_of(data, device.peak, fail))
+        system = replace(system, efficiency=_efficiency_of(data, device.peak, fail),
+                         stacks=_stacks_of(data, device.peak, fail))
+    elif "stack" in data:
+        system = replace(system, stacks={**device.stacks,
+                                         **_stacks_of(data, device.peak, fail)})
     if count > 1 and system.link is None:
         raise fail(f"a system of {count} devices needs a [link] (here or in the device file)",
                    hint="add [link] with the interconnect's bandwidth per device")
@@ -389,6 +410,12 @@ def _system(data: dict, path: Path, fail, within: tuple[str, ...]) -> Hardware:
     return system
 
 
+def _stacks_of(data: dict, peak: Mapping[str, float], fail) -> dict[str, Efficiency]:
+    """The file's [stack.NAME] sections, each read and checked as [efficiency] is."""
+    return parse_stacks(data, lambda table, located: _efficiency_table(table, peak, located),
+                        fail)
+
+
 def _efficiency_of(data: dict, peak: Mapping[str, float], fail) -> Efficiency | None:
     """The file's [efficiency] section (None without one), its compute types checked against
     the chip's [peak]."""
@@ -396,7 +423,11 @@ def _efficiency_of(data: dict, peak: Mapping[str, float], fail) -> Efficiency | 
         return None
     if not isinstance(data["efficiency"], dict):
         raise fail("[efficiency] must be a table", "efficiency")
-    efficiency = parse_efficiency(data["efficiency"], fail, parse_quantity, OP_KINDS, ROW_KINDS)
+    return _efficiency_table(data["efficiency"], peak, fail)
+
+
+def _efficiency_table(table: dict, peak: Mapping[str, float], fail) -> Efficiency:
+    efficiency = parse_efficiency(table, fail, parse_quantity, OP_KINDS, ROW_KINDS)
     unknown_types = set(efficiency.compute) - set(peak)
     if unknown_types:
         raise fail(f"[efficiency.compute] names {sorted(unknown_types)[0]!r}, which [peak] "
@@ -411,7 +442,7 @@ def _from_table(data: dict, path: Path, fail) -> Hardware:
                        hint="a device file needs name, bandwidth, memory and a [peak] table; a "
                             "system file names a device and a count")
     unknown = set(data) - {"name", "bandwidth", "memory", "sram", "sram_per_block", "sms",
-                           "l2", "peak", "notes", "efficiency", *CHANNEL_SECTIONS}
+                           "l2", "peak", "notes", "efficiency", "stack", *CHANNEL_SECTIONS}
     if unknown:
         key = sorted(unknown)[0]
         raise fail(f"unknown key {key!r}", key,
@@ -466,4 +497,4 @@ def _from_table(data: dict, path: Path, fail) -> Hardware:
     efficiency = _efficiency_of(data, peak, fail)
     return Hardware(path.stem, data["name"], bandwidth, memory, peak, sram.get("sram"), str(path),
                     sram.get("sram_per_block"), efficiency, sparse, sms=sms,
-                    l2_bytes=sram.get("l2"))
+                    l2_bytes=sram.get("l2"), stacks=_stacks_of(data, peak, fail))

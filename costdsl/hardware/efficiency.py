@@ -97,6 +97,7 @@ class Efficiency:
     launch_s: float = 0.0
     kinds: Mapping[str, KindEfficiency] = field(default_factory=dict)
     source: str = ""  # where the figures come from (the comment calibrate writes)
+    stack: str = ""  # the serving stack (and version) whose kernels were measured
     measured_as: str = ""  # the hardware key the measurements name (a calibrated copy's origin)
     tile: Tile | None = None  # GEMM wave quantisation ([efficiency.tile]); None: none
 
@@ -179,7 +180,7 @@ def parse_efficiency(table: dict, fail, parse_quantity, kinds: set[str],
 
     top, own = {}, {}
     for key, value in table.items():
-        if key in ("bandwidth", "launch", "source", "compute", "measured_as", "tile"):
+        if key in ("bandwidth", "launch", "source", "compute", "measured_as", "tile", "stack"):
             top[key] = value
         elif key in kinds or key in ATTENTION_FAMILIES:
             if not isinstance(value, dict):
@@ -206,7 +207,8 @@ def parse_efficiency(table: dict, fail, parse_quantity, kinds: set[str],
                 rows(value["rows"], f"{key}.rows") if "rows" in value else None, overlap)
         else:
             raise fail(f"unknown key {key!r} in [efficiency]", f"efficiency.{key}",
-                       "keys: bandwidth, launch, source, measured_as, [efficiency.compute], "
+                       "keys: bandwidth, launch, source, measured_as, stack, "
+                       "[efficiency.compute], "
                        "[efficiency.tile], and a table per op kind ([efficiency.attention], "
                        "[efficiency.decode_attention], [efficiency.rmsnorm], ...)")
     compute = top.get("compute", {})
@@ -217,8 +219,16 @@ def parse_efficiency(table: dict, fail, parse_quantity, kinds: set[str],
         compute={c: fraction(v, f"compute.{c}") for c, v in compute.items()},
         launch_s=launch(top["launch"], "launch") if "launch" in top else 0.0,
         kinds=own, source=str(top.get("source", "")),
-        measured_as=str(top.get("measured_as", "")),
+        measured_as=str(top.get("measured_as", "")), stack=_text(top, "stack", fail),
         tile=_tile(top["tile"], fail) if "tile" in top else None)
+
+
+def _text(top: dict, key: str, fail) -> str:
+    value = top.get(key, "")
+    if not isinstance(value, str):
+        raise fail(f"efficiency {key} = {value!r}: expected text, e.g. \"vllm 0.24.0\"",
+                   f"efficiency.{key}")
+    return value
 
 
 def _tile(table, fail) -> Tile:

@@ -83,15 +83,24 @@ _OUR_COMMENT = "# Calibrated by `costdsl calibrate`"
 
 
 def calibrated_toml(original: str, fit: Fit, measurements: str, after: ErrorTable,
-                    hw_key: str, held_out: ErrorTable | None = None) -> str:
-    """The hardware file's text with its [efficiency] section (re)written from the fit.
+                    hw_key: str, held_out: ErrorTable | None = None, stack: str = "",
+                    into_stack: str | None = None) -> str:
+    """The hardware file's text with its [efficiency] section (re)written from the fit; with
+    `into_stack` a stack's name, its [stack.NAME] instead (the default stack left as it is).
+    `stack` is written as the figures' `stack` (name and version).
 
     Edited with a TOML library (tomlkit), not line by line: whatever form the old section has
     (headers with comments, an [efficiency.tile], an inline `efficiency = {...}`, dotted keys)
     it is removed whole, the rest of the file keeps its comments, and the result loads back."""
     import tomlkit
-    doc = tomlkit.parse(_without_our_comment(original))
-    doc.pop("efficiency", None)
+    doc = tomlkit.parse(_without_our_comment(original) if into_stack is None else original)
+    stack_name = into_stack
+    if stack_name is None:
+        doc.pop("efficiency", None)
+    else:
+        stacks = doc.get("stack")
+        if stacks is not None:
+            stacks.pop(stack_name, None)
     e = fit.efficiency
     by = {p.name: p for p in fit.parameters}
 
@@ -107,9 +116,18 @@ def calibrated_toml(original: str, fit: Fit, measurements: str, after: ErrorTabl
     judged = (f"held-out MAPE {held_out.overall_mape:.1f}%" if held_out else
               f"MAPE {after.overall_mape:.1f}% on the fit's own rows")
     section = tomlkit.table()
+    header = [f"{_OUR_COMMENT[2:]} from {measurements}",
+              f"({fit.rows} rows; {judged}). Time = max(ops / (compute x peak), bytes / "
+              "(bandwidth x datasheet bandwidth) x max(1, rows / the op's rows)) + launch (the "
+              "sum of the two, not their max, where overlap = false)."]
+    if stack_name is not None:   # a stack's table carries its own account, first inside it
+        for line in header:
+            section.add(tomlkit.comment(line))
     put(section, "bandwidth", round(e.bandwidth, 4), note("bandwidth"))
     put(section, "launch", f"{e.launch_s * 1e6:.2f} us", note("launch"))
     put(section, "measured_as", hw_key, "the hardware the measurement rows name")
+    if stack:
+        put(section, "stack", stack, "the serving stack whose kernels were measured")
     if e.compute:
         compute = tomlkit.table()
         for c, v in sorted(e.compute.items()):
@@ -125,13 +143,14 @@ def calibrated_toml(original: str, fit: Fit, measurements: str, after: ErrorTabl
         section.add("tile", tile)
     for kind, own in sorted(e.kinds.items()):
         section.add(kind, _kind_table(kind, own, by, note, put))
-    doc.add(tomlkit.nl())
-    doc.add(tomlkit.comment(f"{_OUR_COMMENT[2:]} from {measurements}"))
-    doc.add(tomlkit.comment(
-        f"({fit.rows} rows; {judged}). Time = max(ops / (compute x peak), bytes / (bandwidth x "
-        "datasheet bandwidth) x max(1, rows / the op's rows)) + launch (the sum of the two, "
-        "not their max, where overlap = false)."))
-    doc.add("efficiency", section)
+    if stack_name is None:
+        doc.add(tomlkit.nl())
+        for line in header:
+            doc.add(tomlkit.comment(line))
+        doc.add("efficiency", section)
+    else:
+        stacks = doc.setdefault("stack", tomlkit.table(is_super_table=True))
+        stacks.add(stack_name, section)
     return tomlkit.dumps(doc)
 
 

@@ -57,7 +57,7 @@ def to_dict(a: Analysis) -> dict:
         "file": a.file,
         "hardware": {"key": hw.key, "name": hw.name, "bandwidth": hw.bandwidth_Bps,
                      "memory": hw.memory_bytes, "peak": dict(hw.peak),
-                     "time_model": hw.time_model,
+                     "time_model": hw.time_model, "stack": hw.stack,
                      "efficiency": hw.efficiency.as_dict() if hw.efficiency else None},
         "settings": {"batch": s.batch, "seq": s.seq, "w_bits": _num(float(s.w_bits)),
                      "a_bits": _num(float(s.a_bits)), "kv_bits": _num(float(s.kv_bits)),

@@ -65,7 +65,8 @@ def time_model(hw) -> str:
     parts = [f"bandwidth {e.bandwidth:.3g}"] + [f"{c} {v:.3g}" for c, v in e.compute.items()]
     if e.kinds:
         parts.append("own figures for " + ", ".join(sorted(e.kinds)))
-    return (f"achieved fractions from the hardware file ({', '.join(parts)}; launch "
+    stack = f" of {e.stack}'s kernels" if e.stack else ""
+    return (f"achieved fractions{stack} from the hardware file ({', '.join(parts)}; launch "
             f"{seconds(e.launch_s)} per kernel); --ideal for the datasheet roofline")
 
 

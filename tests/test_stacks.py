@@ -1,0 +1,160 @@
+"""Serving stacks (issue 26): one device's kernels under vLLM, TensorRT-LLM or SGLang, each a
+named set of fitted figures in the hardware file, picked with --stack."""
+import json
+
+import numpy as np
+import pytest
+
+import costdsl
+from costdsl.analysis.calibration import fit_efficiency
+from costdsl.analysis.measurements import predict, read_measurements, resolve
+from costdsl.analysis.validation import cross_validate, errors
+from costdsl.cli import main
+from costdsl.errors import CostDSLError
+from costdsl.hardware import load_hardware
+
+from conftest import DATA, ROOT
+
+MEASURED = DATA / "measured"
+CHIPS = {"h100": "nvidia-h100-sxm", "h200": "nvidia-h200", "b200": "nvidia-b200"}
+
+
+def run(argv, capsys):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_each_calibrated_hopper_and_blackwell_file_has_three_stacks():
+    for key in CHIPS.values():
+        hw = load_hardware(key)
+        assert hw.stack_names == ["vllm", "sglang", "trtllm"]
+        assert hw.stack.startswith("vllm ")
+        assert hw.with_stack("trtllm").stack == "trtllm 1.3.0rc20"
+        assert hw.with_stack("SGLang").stack == "sglang 0.5.14"     # names ignore case
+        assert hw.with_stack("vllm") is hw or hw.with_stack("vllm").efficiency == hw.efficiency
+    assert load_hardware("nvidia-hgx-h200").stack_names == ["vllm", "sglang", "trtllm"]
+
+
+def test_a_stack_the_file_lacks_names_those_it_has(capsys):
+    with pytest.raises(CostDSLError, match="its stacks: vllm, sglang, trtllm"):
+        load_hardware("nvidia-h200").with_stack("tgi")
+    code, out, err = run(["analyze", "llama-2-7b", "--hw", "nvidia-a6000", "--stack", "vllm"],
+                         capsys)
+    assert code == 2 and "not calibrated" in err and "--stack vllm" in err
+
+
+def test_the_stack_prices_the_times_and_says_so(capsys):
+    """A stack is only a different set of fractions: the same model on the same chip differs
+    by the stacks' kernels, the ideal roofline ignores them, and the output names the stack."""
+    times = {}
+    for stack in ("vllm", "trtllm", "sglang"):
+        code, out, err = run(["analyze", "llama-2-7b", "--hw", "nvidia-h200", "--stack", stack,
+                              "--stage", "decode", "--format", "json"], capsys)
+        data = json.loads(out)
+        assert data["hardware"]["stack"].startswith(stack)
+        times[stack] = data["stages"]["decode"]["total"]["time_s"]
+    assert len(set(times.values())) == 3
+    ideal = [json.loads(run(["analyze", "llama-2-7b", "--hw", "nvidia-h200", "--stack", s,
+                             "--ideal", "--stage", "decode", "--format", "json"], capsys)[1])
+             ["stages"]["decode"]["total"]["time_s"] for s in ("vllm", "trtllm")]
+    assert ideal[0] == ideal[1] < min(times.values())
+    code, out, err = run(["analyze", "llama-2-7b", "--hw", "nvidia-h200", "--stack", "trtllm"],
+                         capsys)
+    assert "trtllm 1.3.0rc20's kernels" in out
+
+
+def test_a_stack_is_the_same_figures_as_a_file_whose_default_it_is(tmp_path):
+    """[stack.trtllm] read through --stack equals a file whose [efficiency] holds the same
+    table: the selection changes nothing but which figures are used."""
+    hw = load_hardware("nvidia-h100-sxm").with_stack("trtllm")
+    import tomllib
+    data = tomllib.loads((ROOT / "hardware" / "nvidia-h100-sxm.toml").read_text())
+    text = (ROOT / "hardware" / "nvidia-h100-sxm.toml").read_text()
+    head = text[:text.index("\n[efficiency]")]
+    table = data["stack"]["trtllm"]
+    lines = [head, "[efficiency]"] + [f"{k} = {json.dumps(v)}" for k, v in table.items()
+                                      if not isinstance(v, dict)]
+    for kind, sub in table.items():
+        if isinstance(sub, dict):
+            lines.append(f"[efficiency.{kind}]")
+            lines += [f"{k} = {json.dumps(v)}" for k, v in sub.items()]
+    path = tmp_path / "nvidia-h100-sxm.toml"
+    path.write_text("\n".join(lines) + "\n")
+    same = load_hardware(str(path))
+    m = costdsl.load("llama-3-8b")
+    a = m.analyze(hw, batch=8, seq=1024)
+    b = m.analyze(same, batch=8, seq=1024)
+    for stage in ("prefill", "decode"):
+        assert a.stages[stage].total.time_s == pytest.approx(b.stages[stage].total.time_s,
+                                                             rel=1e-12)
+
+
+@pytest.mark.parametrize("chip, stack, limits", [
+    # measured on the development machine (5-fold held out: all rows, GEMMs): H100 trtllm
+    # 12.2/3.5, sglang 14.5/5.8; H200 trtllm 14.6/3.7, sglang 16.5/7.0; B200 trtllm 7.9/6.4,
+    # sglang 16.9/6.7 (the ideal roofline: 52 to 62% on all rows)
+    ("h100", "trtllm", (13, 4.5)), ("h100", "sglang", (15.5, 6.5)),
+    ("h200", "trtllm", (15.5, 4.5)), ("h200", "sglang", (17.5, 8)),
+    ("b200", "trtllm", (9, 7)), ("b200", "sglang", (18, 7.5))])
+def test_each_stack_is_the_fit_of_its_kernels(chip, stack, limits):
+    """A stack's figures are the fit of aiconfigurator-core 0.12.0's tables for it (refitting
+    gives them) and predict rows they did not see within `limits`, over 3x better than the
+    ideal roofline. Decode attention is the weak part for these stacks (15 to 20% held out:
+    one bandwidth and one launch per kernel miss their split-KV heuristics)."""
+    hw = load_hardware(CHIPS[chip]).with_stack(stack)
+    measured = []
+    for family in ("gemm", "attention"):
+        path = MEASURED / f"aiconfigurator-{family}-{chip}-{stack}.csv"
+        measured += resolve(read_measurements(path), path, hw, costdsl.load)
+    assert len(measured) == 829
+    fitted = fit_efficiency(measured, sms=hw.sms).efficiency
+    assert hw.efficiency.bandwidth == pytest.approx(fitted.bandwidth, abs=6e-5)
+    assert hw.efficiency.compute["fp16"] == pytest.approx(fitted.compute["fp16"], abs=6e-5)
+    held, _ = cross_validate(measured, 5, sms=hw.sms)
+    table = errors(measured, held)
+    gemm = [i for i, m in enumerate(measured) if m.kind == "linear"]
+    gemm_mape = 100 * np.mean([abs(held[i] / measured[i].row.time_s - 1) for i in gemm])
+    assert table.overall_mape < limits[0] and gemm_mape < limits[1]
+    assert table.overall_mape < errors(measured, predict(measured, None)).overall_mape / 3
+
+
+def test_calibrate_writes_a_stack_beside_the_default_and_replaces_it(tmp_path, capsys):
+    source = (ROOT / "hardware" / "nvidia-h100-sxm.toml").read_text()
+    start = source.index("\n[stack.")
+    hw = tmp_path / "nvidia-h100-sxm.toml"
+    hw.write_text(source[:start] + "\n")            # the default (vllm) alone
+    files = [str(MEASURED / f"aiconfigurator-{f}-h100-trtllm.csv") for f in ("gemm", "attention")]
+    for _ in range(2):   # written, then written again over itself
+        code, out, err = run(["calibrate", *files, "--hw", str(hw), "--stack", "trtllm 1.3.0rc20",
+                              "-o", str(hw)], capsys)
+        assert code == 0, err
+    text = hw.read_text()
+    assert text.count("[stack.trtllm]") == 1 and text.count("[efficiency]") == 1
+    loaded = load_hardware(str(hw))
+    assert loaded.stack_names == ["vllm", "trtllm"]
+    assert loaded.efficiency == load_hardware("nvidia-h100-sxm").efficiency   # untouched
+    code, out, err = run(["validate", *files, "--hw", str(hw), "--stack", "trtllm",
+                          "--format", "json"], capsys)
+    shipped = load_hardware("nvidia-h100-sxm").with_stack("trtllm").efficiency
+    assert loaded.with_stack("trtllm").efficiency == shipped
+    assert json.loads(out)["models"]["calibrated"]["mape_percent"] < 13
+
+
+@pytest.mark.parametrize("extra, message, line", [
+    ('[stack.trtllm]\nstack = "vllm 0.24.0"\nbandwidth = 0.8\n', "its first word must be", 9),
+    ('[stack.trtllm]\nbandwidth = 7\n', "stack.trtllm bandwidth = 7", 9),
+    ('[stack.trtllm.foo]\nbandwidth = 0.5\n', "unknown key 'foo' in [stack.trtllm]", 8),
+    ("stack = 3\n", "[stack] must hold one table per stack", None),
+])
+def test_bad_stack_tables_are_located(extra, message, line, tmp_path):
+    base = ('# a made-up device for the test\nname = "T"\nbandwidth = "1 TB/s"\n'
+            'memory = "80 GB"\n[peak]\nfp16 = "300 TFLOPS"\n')
+    text = (extra + base) if not extra.startswith("[") else (base + "\n" + extra)
+    path = tmp_path / "t.toml"
+    path.write_text(text)
+    with pytest.raises(CostDSLError) as err:
+        load_hardware(str(path))
+    assert message in str(err.value), str(err.value)
+    if line is not None:
+        assert err.value.line == line, str(err.value)
