@@ -226,7 +226,7 @@ class Model:
                                                  self._values(low, set(free) | {solve})))
         bound = {k.name: v for k, v in values.items()}
         return CrossoverAnswer(stage, x, bound, tuple(ops), summary, quant, versus,
-                               hw.time_model)
+                               hw.time_model, hw.stack)
 
     def _check_crossover_request(self, x: sympy.Symbol, stage: str, free: list[str],
                                  versus: Mapping[str, float] | None, settings: Settings) -> None:

@@ -158,3 +158,22 @@ def test_bad_stack_tables_are_located(extra, message, line, tmp_path):
     assert message in str(err.value), str(err.value)
     if line is not None:
         assert err.value.line == line, str(err.value)
+
+
+def test_every_answer_names_its_stack(capsys):
+    base = ["--hw", "nvidia-h200", "--stack", "sglang"]
+    code, out, err = run(["latency", "llama-3-8b", *base, "--gen", "8", "--format", "json"],
+                         capsys)
+    assert json.loads(out)["stack"] == "sglang 0.5.14"
+    code, out, err = run(["latency", "llama-3-8b", *base, "--gen", "8"], capsys)
+    assert "sglang 0.5.14's kernels" in out
+    code, out, err = run(["crossover", "llama-3-8b", *base, "--solve", "batch", "--format",
+                          "json"], capsys)
+    assert json.loads(out)["stack"] == "sglang 0.5.14"
+    code, out, err = run(["serve-curve", "llama-3-8b", *base, "--seq", "512", "--gen", "8",
+                          "--batch", "1,2"], capsys)
+    assert "sglang 0.5.14's kernels" in out.splitlines()[0]
+    # an uncalibrated file names none
+    code, out, err = run(["latency", "llama-3-8b", "--hw", "nvidia-a6000", "--gen", "8",
+                          "--format", "json"], capsys)
+    assert json.loads(out)["stack"] is None

@@ -543,3 +543,4 @@ class CrossoverAnswer:
     quantization: tuple[QuantCrossover, ...] | None = None
     versus: Mapping[str, float] | None = None
     time_model: str = "ideal"           # "ideal" or "efficiency" (achieved peak and bandwidth)
+    stack: str | None = None            # the serving stack whose kernels priced it

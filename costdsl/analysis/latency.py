@@ -37,6 +37,7 @@ class Latency:
     decode_total: sympy.Expr      # all decode steps, Piecewise in gen
     request_total: sympy.Expr     # prefill + decode_total, in gen
     time_model: str = "ideal"     # "ideal" or "efficiency": which model the times come from
+    stack: str | None = None      # the serving stack whose kernels priced them (efficiency)
 
     @property
     def tokens_per_s_per_user(self) -> float:
@@ -87,7 +88,7 @@ def request_latency(prefill: StageRoofline, decode: StageRoofline, hw: Hardware,
     total_decode = float(decode_total.subs(S.gen, gen)) if gen > 1 else 0.0
     return Latency(settings, gen, ttft, total_decode / (gen - 1) if gen > 1 else 0.0,
                    ttft + total_decode, step, decode_total,
-                   sympy.Float(ttft, 15) + decode_total, hw.time_model)
+                   sympy.Float(ttft, 15) + decode_total, hw.time_model, hw.stack)
 
 
 def stepwise_decode_total(decode: StageRoofline, settings: Settings, gen: int) -> float:

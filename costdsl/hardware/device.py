@@ -27,7 +27,7 @@ from typing import Mapping
 
 from ..errors import HardwareError, register_source
 from .efficiency import Efficiency, parse_efficiency
-from .stacks import DEFAULT, parse_stacks, pick, stack_name
+from .stacks import parse_stacks, pick, stack_name
 from .system import SYSTEM_KEYS, Host, Link, parse_count, parse_host, parse_link
 from ..files import read_user_text
 from ..names import did_you_mean
@@ -91,8 +91,9 @@ class Hardware:
 
     @property
     def stack(self) -> str | None:
-        """The serving stack (and version) whose kernels price the times; None when ideal."""
-        return (self.efficiency.stack or DEFAULT) if self.efficiency is not None else None
+        """The serving stack (and version) whose kernels price the times; None when ideal or
+        when the file's figures do not say (a calibration written without --stack)."""
+        return (self.efficiency.stack or None) if self.efficiency is not None else None
 
     @property
     def stack_names(self) -> list[str]:

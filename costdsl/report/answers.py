@@ -21,7 +21,7 @@ def _value(v):
 def crossover_dict(answers: list[CrossoverAnswer]) -> dict:
     first = answers[0]
     out = {"solve": first.symbol.name, "bound": dict(first.bound),
-           "time_model": first.time_model, "stages": {}}
+           "time_model": first.time_model, "stack": first.stack, "stages": {}}
     for a in answers:
         s = a.summary
         stage = {
@@ -63,7 +63,9 @@ def crossover_text(answers: list[CrossoverAnswer]) -> str:
     first = answers[0]
     x = first.symbol.name
     bound = ", ".join(f"{k}={v:g}" for k, v in first.bound.items())
-    achieved = " (achieved: the hardware file's efficiencies)" if first.time_model != "ideal" \
+    achieved = f" (achieved: {first.stack}'s kernels as the hardware file fits them)" \
+        if first.time_model != "ideal" and first.stack else \
+        " (achieved: the hardware file's efficiencies)" if first.time_model != "ideal" \
         else ""
     lines = [f"crossovers in {x} ({bound}); P = peak of the op's compute type, "
              f"B = bandwidth{achieved}; " + printing.LEGEND]
@@ -122,7 +124,7 @@ def latency_dict(l: Latency) -> dict:
             "decode_step_time": str(l.step_time), "decode_total": str(l.decode_total),
             "request_total": str(l.request_total),
             "request_total_latex": printing.latex(l.request_total),
-            "time_model": l.time_model}
+            "time_model": l.time_model, "stack": l.stack}
 
 
 def with_strategy(l: Latency, spec) -> dict:
@@ -158,7 +160,10 @@ def latency_text(l: Latency, spec=None, strategy: str | None = None) -> str:
     return "\n".join(head + [
         f"one decode step with s cached tokens (s) = {printing.text(l.step_time)}",
         f"whole request in g generated tokens (s)  = {printing.text(l.request_total)}",
-        f"time model: {l.time_model}" + (" (achieved fractions and launch costs of the "
+        f"time model: {l.time_model}" + (f" ({l.stack}'s kernels: achieved fractions and "
+                                         "launch costs of the hardware file; --ideal for the "
+                                         "datasheet roofline)" if l.stack else
+                                         " (achieved fractions and launch costs of the "
                                          "hardware file; --ideal for the datasheet roofline)"
                                          if l.time_model != "ideal" else " roofline"),
     ]) + "\n"
@@ -243,7 +248,7 @@ def serve_dict(model: str, hw, c, spec=None) -> dict:
 
 
 def _serve_dict(model: str, hw, c) -> dict:
-    return {"model": model, "hardware": hw.key, "time_model": hw.time_model,
+    return {"model": model, "hardware": hw.key, "time_model": hw.time_model, "stack": hw.stack,
             "seq": c.seq, "gen": c.gen,
             "capacity_bytes": c.capacity_bytes, "max_batch": c.max_batch,
             "decode_balance_batch": c.decode_balance_batch,
@@ -259,7 +264,8 @@ def _serve_dict(model: str, hw, c) -> dict:
 
 def serve_text(model: str, hw, c, spec=None, devices=None) -> str:
     lines = [f"{model} on {hw.name}: prompt {c.seq}, {c.gen} generated tokens per request "
-             f"({hw.time_model} time model)"]
+             f"({hw.time_model} time model" + (f", {hw.stack}'s kernels" if hw.stack else "") +
+             ")"]
     if devices is not None:
         lines.append(_devices_note(devices))
     lines.append(f"memory runs out above batch {c.max_batch} "
