@@ -177,3 +177,14 @@ def test_every_answer_names_its_stack(capsys):
     code, out, err = run(["latency", "llama-3-8b", "--hw", "nvidia-a6000", "--gen", "8",
                           "--format", "json"], capsys)
     assert json.loads(out)["stack"] is None
+
+
+@pytest.mark.parametrize("hw, ctype", [("nvidia-h100-sxm", "fp8"), ("nvidia-b200", "fp8"),
+                                       ("nvidia-a6000", "int8"), ("intel-xeon-8480", "int8")])
+def test_eight_bit_gemms_run_on_fp8_units_where_the_chip_has_them(hw, ctype):
+    """W8A8 is FP8 on Hopper and Blackwell (what the stacks run there), int8 where a chip has
+    no FP8 (Ampere's A6000, the Xeon's AMX): an [efficiency.compute] fp8 figure applies."""
+    roof = costdsl.load("llama-2-7b", passes=["quantize(weights=8, acts=8)"]).roofline(
+        hw, "decode")
+    q = next(o for o in roof.ops if o.node.name == "layers.q")
+    assert q.compute_type == ctype

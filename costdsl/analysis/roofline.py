@@ -40,10 +40,12 @@ class NotApplicableError(CostDSLError):
 
 # The type an operand of `bits` bits asks for, and what to fall back to when the chip lacks it.
 # fp64 closes every chain: a wider type always holds the operands (a chip listing only fp64,
-# an HPC part, runs everything there).
+# an HPC part, runs everything there). 8-bit operands run on the chip's FP8 units where it has
+# them (the W8A8 GEMMs vLLM, TensorRT-LLM and SGLang run on Hopper and Blackwell are FP8; every
+# shipped chip lists its int8 and fp8 rates equal), else on its int8 units (Ampere, Ada's int8).
 _PROMOTION = {
     "int4": ("int4", "fp4", "int8", "fp8", "fp16", "bf16", "fp32", "fp64"),
-    "int8": ("int8", "fp8", "fp16", "bf16", "fp32", "fp64"),
+    "int8": ("fp8", "int8", "fp16", "bf16", "fp32", "fp64"),
     "fp16": ("fp16", "bf16", "fp32", "fp64"),
     "fp32": ("fp32", "tf32", "fp16", "bf16", "fp64"),  # a TPU has no fp32 figure: its bf16
 }
