@@ -21,6 +21,11 @@ SXM, and writes under tests/data/measured/ by default:
   main kernel (the table's most common `kernel_source`: FA3 on Hopper, FlashInfer's TRT-LLM
   kernels on the B200).
 
+- aiconfigurator-gemm-fp8-{h200,b200}.csv (and -{h100,h200,b200}-{trtllm,sglang}): FP8 GEMMs
+  (per-tensor scales) of the same shapes as W8A8 rows, m = 1,024 to 16,384 only: there they are
+  compute-bound and give the fp8 units' achieved fraction; at small m their time carries the
+  activation-quantisation kernel, which a GEMM's bandwidth and launch do not describe (it
+  would pull the bf16 GEMMs' figures).
 - aiconfigurator-{gemm,attention}-{h100,h200,b200}-{trtllm,sglang}.csv: the same selections
   from the TensorRT-LLM and SGLang tables (each the newest version the package has), for the
   files' [stack.trtllm] and [stack.sglang] figures.
@@ -47,6 +52,7 @@ STACK_SYSTEMS = {"h100_sxm": ("h100", "nvidia-h100-sxm"), **SYSTEMS}
 GEMM_SHAPES = {(4096, 4096), (6144, 4096), (4096, 12288), (12288, 4096), (4096, 16384),
                (16384, 4096), (8192, 8192), (8192, 16384), (10240, 8192)}   # (n, k)
 GEMM_M = {2 ** i for i in range(15)}                                       # 1 .. 16,384
+FP8_MIN_M = 1024   # FP8 GEMMs from here on: compute-bound (see the module's docstring)
 HEADS = {(32, 8), (64, 8), (8, 1), (16, 2), (32, 4)}
 DECODE_BATCH = {1, 2, 4, 8, 16, 32, 64, 128, 256}
 DECODE_STEPS = {127, 511, 1023, 2047, 4095, 8191, 16383, 32767}          # isl = 1
@@ -88,6 +94,11 @@ def gemm(data: Path, out_dir: Path, release: str, stack: str = STACK,
                 for r in records if r["gemm_dtype"] == "bfloat16"
                 and (r["n"], r["k"]) in GEMM_SHAPES and r["m"] in GEMM_M]
         out[short + _suffix(stack)] = sorted(rows, key=lambda r: (r["model"], int(r["seq"])))
+        fp8 = [_gemm_row(out_dir, hw, r["m"], r["n"], r["k"], r["latency"], source, 8)
+               for r in records if r["gemm_dtype"] == "fp8" and (r["n"], r["k"]) in GEMM_SHAPES
+               and r["m"] in GEMM_M and r["m"] >= FP8_MIN_M]
+        out["fp8-" + short + _suffix(stack)] = sorted(fp8, key=lambda r: (r["model"],
+                                                                          int(r["seq"])))
     return out
 
 

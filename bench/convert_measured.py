@@ -217,11 +217,15 @@ def _attention_model(path: Path, heads: int, kv_heads: int, head_dim: int) -> No
         f"    kv_heads = {kv_heads}\n  }}\n}}\n")
 
 
-def _gemm_row(out_dir: Path, hw: str, m: int, n: int, k: int, ms: float, source: str) -> dict:
-    """C[m, n] = A[m, k] x B[k, n] as the `proj` of gemm/gemm-NxK.arch (written if new)."""
+def _gemm_row(out_dir: Path, hw: str, m: int, n: int, k: int, ms: float, source: str,
+              bits: int = 16) -> dict:
+    """C[m, n] = A[m, k] x B[k, n] as the `proj` of gemm/gemm-NxK.arch (written if new); an
+    8-bit GEMM (FP8, per-tensor scales) as W8A8."""
     model = f"gemm-{n}x{k}.arch"
     _gemm_model(out_dir / "gemm" / model, n, k)
-    return row(hw, f"gemm/{model}", "prefill", 1, m, "proj", ms, source)
+    out = row(hw, f"gemm/{model}", "prefill", 1, m, "proj", ms, source)
+    out["w_bits"] = out["a_bits"] = bits
+    return out
 
 
 def _gemm_model(path: Path, n: int, k: int) -> None:

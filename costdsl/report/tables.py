@@ -66,6 +66,9 @@ def time_model(hw) -> str:
     if e.kinds:
         parts.append("own figures for " + ", ".join(sorted(e.kinds)))
     stack = f" of {e.stack}'s kernels" if e.stack else ""
+    borrowed = e.borrowed(c for c in hw.peak if c not in ("fp32", "fp64"))
+    if borrowed:
+        parts.append("unfitted " + ", ".join(f"{c} at {f}'s" for c, f in borrowed.items()))
     return (f"achieved fractions{stack} from the hardware file ({', '.join(parts)}; launch "
             f"{seconds(e.launch_s)} per kernel); --ideal for the datasheet roofline")
 
