@@ -754,12 +754,17 @@ class Model:
         return max_batch({s: self.memory(s) for s in STAGES}, settings.values(),
                          hw.memory_bytes, seq)
 
+    @functools.cache
+    def _flash_attention(self) -> "Model":
+        """This model with FlashAttention, compiled once (fit asks it at every call)."""
+        return self.with_passes(["flash_attention()"])
+
     def _fused_max_batch(self, hw: Hardware, settings: Settings, unfused: int) -> int | None:
         """The largest batch with FlashAttention, where the model's attention materialises its
         score matrix and fusing it lets at least a quarter more sequences fit; else None."""
         if not any(n.kind == "qk_matmul" for n in nodes(self.graph("prefill"))):
             return None
-        fused = self.with_passes(["flash_attention()"]).max_batch(
+        fused = self._flash_attention().max_batch(
             hw, settings.seq, settings.w_bits, settings.a_bits, settings.kv_bits)
         return fused if fused >= 1.25 * unfused + 1 else None
 
