@@ -720,10 +720,11 @@ def _validate(args) -> str:
         plots.predicted_vs_measured(measured, columns, hw.name, args.plot)
     if args.format == "json":
         return dumps({"hardware": hw.key, "rows": len(measured), "folds": folds,
-                      "group": args.group,
+                      "group": args.group, "stack": hw.stack,
                       "models": {name: report.error_dict(t) for name, t in tables}})
-    head = (f"{len(measured)} measured rows on {hw.name}; absolute percentage error of the "
-            "predicted times:")
+    stack = f" ({hw.stack}'s figures)" if hw.stack else ""
+    head = (f"{len(measured)} measured rows on {hw.name}{stack}; absolute percentage error of "
+            "the predicted times:")
     lines = [head, *report.error_lines(*tables)]
     if args.plot:
         lines.append(f"wrote {args.plot}")

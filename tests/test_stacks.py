@@ -195,3 +195,22 @@ def test_eight_bit_gemms_run_on_fp8_units_where_the_chip_has_them(hw, ctype):
         hw, "decode")
     q = next(o for o in roof.ops if o.node.name == "layers.q")
     assert q.compute_type == ctype
+
+
+def test_validate_reports_by_stack_and_compute_type(capsys):
+    """The same vLLM measurements judged by each stack's figures: its own fit best; the error
+    table splits the bf16 (fp16 units) and FP8 GEMMs."""
+    files = [str(MEASURED / f"aiconfigurator-{f}-h200.csv")
+             for f in ("gemm", "gemm-fp8", "attention")]
+    judged = {}
+    for stack in ("vllm", "trtllm", "sglang"):
+        code, out, err = run(["validate", *files, "--hw", "nvidia-h200", "--stack", stack,
+                              "--format", "json"], capsys)
+        data = json.loads(out)
+        assert data["stack"].startswith(stack)
+        calibrated = data["models"]["calibrated"]
+        assert calibrated["by_compute_type"]["fp8"]["rows"] == 45
+        judged[stack] = calibrated["mape_percent"]
+    assert judged["vllm"] < min(judged["trtllm"], judged["sglang"])
+    code, out, err = run(["validate", *files, "--hw", "nvidia-h200"], capsys)
+    assert "(vllm 0.24.0's figures)" in out.splitlines()[0] and "by compute type:" in out

@@ -23,6 +23,7 @@ class ErrorTable:
     by_kind: Mapping[str, tuple[float, float, int]]   # kind -> (mean, max, rows)
     by_stage: Mapping[str, tuple[float, float, int]]
     summed: tuple[float, float, int] | None = None    # (mean, max, configurations)
+    by_type: Mapping[str, tuple[float, float, int]] = None  # compute type -> (mean, max, rows)
 
 
 def errors(measured: list[Measured], predicted: np.ndarray) -> ErrorTable:
@@ -36,7 +37,16 @@ def errors(measured: list[Measured], predicted: np.ndarray) -> ErrorTable:
         return {k: (float(np.mean(v)), float(np.max(v)), len(v)) for k, v in sorted(groups.items())}
 
     return ErrorTable(float(ape.mean()), float(ape.max()), table(lambda m: m.kind),
-                      table(lambda m: m.row.stage), _summed(measured, predicted, times))
+                      table(lambda m: m.row.stage), _summed(measured, predicted, times),
+                      table(compute_type))
+
+
+def compute_type(m: Measured) -> str:
+    """The row's compute type: that of its matrix work (fp16, fp8, ...), else of its vector
+    work, "-" for data movement and collectives (a row of several ops: their types joined)."""
+    types = sorted({p.compute_type for p in m.pieces if p.matrix_s and p.compute_type}) or \
+        sorted({p.vector_type for p in m.pieces if p.vector_s and p.vector_type})
+    return "+".join(types) or "-"
 
 
 def _summed(measured: list[Measured], predicted: np.ndarray, times: np.ndarray):

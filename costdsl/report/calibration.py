@@ -43,7 +43,8 @@ def error_lines(*tables: tuple[str, ErrorTable]) -> list[str]:
     head = "  " + f"{'':24s}" + "".join(f"{n + ' MAPE / max':>32s}" for n in names)
     lines = [head]
     first = tables[0][1]
-    for title, key in (("by op kind", "by_kind"), ("by stage", "by_stage")):
+    for title, key in (("by op kind", "by_kind"), ("by stage", "by_stage"),
+                       ("by compute type", "by_type")):
         lines.append(f"  {title}:")
         for group, (_, _, count) in getattr(first, key).items():
             cells = "".join(f"{getattr(t, key)[group][0]:>21.1f}% /{getattr(t, key)[group][1]:>7.1f}%"
@@ -65,6 +66,8 @@ def error_dict(t: ErrorTable) -> dict:
                         for k, v in t.by_kind.items()},
             "by_stage": {k: {"mape_percent": v[0], "max_percent": v[1], "rows": v[2]}
                          for k, v in t.by_stage.items()},
+            "by_compute_type": {k: {"mape_percent": v[0], "max_percent": v[1], "rows": v[2]}
+                                for k, v in (t.by_type or {}).items()},
             "summed": None if t.summed is None else {
                 "mape_percent": t.summed[0], "max_percent": t.summed[1],
                 "configurations": t.summed[2]}}
