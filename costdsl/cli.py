@@ -1101,7 +1101,8 @@ def _hardware(args) -> str:
     from .hardware import load_hardware, shipped_names
     from .report.units import si
     rows = [("name", "device", "fp16 (bf16)", "bandwidth", "memory", "host link",
-             "ridge (ops/byte)", "SMs", "time model", "stacks (default first)")]
+             "ridge (ops/byte)", "SMs", "time model", "stacks (default first)",
+             "fitted types")]
     systems = [("system", "devices", "count", "bandwidth (all)", "memory (all)", "link",
                 "network")]
     for key in shipped_names():
@@ -1122,8 +1123,15 @@ def _hardware(args) -> str:
                      si(hw.host.bandwidth_Bps, "B/s") if hw.host else "-",
                      f"{hw.ridge(half):.1f}" if half else "-", str(hw.sms or "-"),
                      "calibrated" if hw.efficiency else "ideal",
-                     ", ".join(hw.stack_names) or "-"))
+                     ", ".join(hw.stack_names) or "-", _fitted_types(hw)))
     return _columns(rows) + "\n" + _columns(systems)
+
+
+def _fitted_types(hw) -> str:
+    """The compute types with a fitted fraction, over the file's stacks (default first)."""
+    sets = [hw.efficiency] + [hw.stacks[n] for n in sorted(hw.stacks)] if hw.efficiency else []
+    types = [c for e in sets for c in e.compute]
+    return ", ".join(dict.fromkeys(types)) or "-"
 
 
 def _columns(rows) -> str:

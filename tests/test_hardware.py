@@ -39,11 +39,12 @@ def test_issue_3_devices_are_shipped_and_listed(capsys):
                         ("google-tpu-v5e", "240.5"), ("intel-xeon-8480", "373.3")]:
         assert re.search(rf"{name}\s.*\s{re.escape(ridge)}\s", out, re.M), name
     # the SM count (whitepapers), which time model a file gives and its stacks (issue 26)
-    assert re.search(r"^nvidia-a100-80gb\s.*\s108\s+calibrated\s+vllm$", out, re.M)
-    assert re.search(r"^nvidia-h200\s.*\s132\s+calibrated\s+vllm, sglang, trtllm$", out,
-                     re.M)
-    assert re.search(r"^nvidia-a6000\s.*\s84\s+ideal\s+-$", out, re.M)
-    assert re.search(r"^amd-mi300x\s.*\s-\s+ideal\s+-$", out, re.M)
+    # and the compute types with a fitted fraction
+    assert re.search(r"^nvidia-a100-80gb\s.*\s108\s+calibrated\s+vllm\s+fp16$", out, re.M)
+    assert re.search(r"^nvidia-h200\s.*\s132\s+calibrated\s+vllm, sglang, trtllm\s+"
+                     r"fp16, fp8$", out, re.M)
+    assert re.search(r"^nvidia-a6000\s.*\s84\s+ideal\s+-\s+-$", out, re.M)
+    assert re.search(r"^amd-mi300x\s.*\s-\s+ideal\s+-\s+-$", out, re.M)
 
 
 def _ctype(hw, passes, op="layers.q"):
