@@ -639,19 +639,6 @@ def _plot(args) -> str:
     return f"wrote {path}\n"
 
 
-def _stack_section(hw, stack: str | None) -> str | None:
-    """Where `calibrate --stack` writes: None for [efficiency] (no stack asked, no default yet,
-    a default that names no stack, or the default's own stack), else the [stack.NAME] of the
-    stack's name."""
-    from .hardware.stacks import DEFAULT, stack_name
-    if not stack:
-        return None
-    name = stack.split()[0].lower()
-    if hw.efficiency is None or stack_name(hw.efficiency) in (name, DEFAULT):
-        return None
-    return name
-
-
 def _measured(args, pick_stack: bool = True):
     """The measurement rows (filtered by --model) resolved against the hardware (priced by
     --stack's figures where `pick_stack`)."""
@@ -680,7 +667,8 @@ def _calibrate(args) -> str:
     from .report import calibration as report
     hw, measured = _measured(args, pick_stack=False)
     source = ", ".join(args.measurements)
-    into = _stack_section(hw, args.stack)
+    from .hardware.stacks import section_for
+    into = section_for(hw.efficiency, args.stack)
     tile = hw.efficiency.tile if hw.efficiency and into is None else None
     fit = fit_efficiency(measured, source=source, launch=not args.no_launch, sms=hw.sms,
                          tile=tile)

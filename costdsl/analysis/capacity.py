@@ -20,7 +20,6 @@ from typing import Mapping
 import sympy
 
 from .crossover import _intervals, minmax_breakpoints, resolve_minmax, roots_in
-from ..errors import EvaluationError
 from .evaluate import check_bound
 from .memory import StageMemory, memory_symbols
 from .. import symbols as S
@@ -130,12 +129,10 @@ def max_batch(stages: Mapping[str, StageMemory], values: Mapping[sympy.Symbol, f
 def fit(stages: Mapping[str, StageMemory], values: Mapping[sympy.Symbol, float],
         capacity: float, seq: int, batch: int) -> Fit:
     """`values` binds the bitwidths (batch and seq are solved for or set here)."""
-    bits = {k: v for k, v in values.items() if k not in (S.batch, S.seq)}
-    free = set().union(*(memory_symbols(m) for m in stages.values())) - {S.batch, S.seq}
-    check_bound(sorted(free, key=lambda s: s.name), bits)  # a family file's free dimensions
-    weights = _weights(stages, bits)
-    load = _load(stages, values)
+    # first: it checks that the family file's free dimensions are bound
     per_seq, per_seq_at, max_batch, method = _batch_answer(stages, values, capacity, seq)
+    weights = _weights(stages, {k: v for k, v in values.items() if k not in (S.batch, S.seq)})
+    load = _load(stages, values)
     max_seq, reason = _max_seq(load.subs(S.batch, batch), weights, capacity, batch)
     kv, kv_value, kv_reason = _kv_crossover(stages, values, batch, weights)
     return Fit(capacity, weights, seq, batch, per_seq, per_seq_at, max_batch, max_seq, reason,

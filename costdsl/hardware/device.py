@@ -27,7 +27,7 @@ from typing import Mapping
 
 from ..errors import HardwareError, register_source
 from .efficiency import Efficiency, parse_efficiency
-from .stacks import parse_stacks, pick, stack_name
+from .stacks import offered, parse_stacks, pick
 from .system import SYSTEM_KEYS, Host, Link, parse_count, parse_host, parse_link
 from ..files import read_user_text
 from ..names import did_you_mean
@@ -98,8 +98,7 @@ class Hardware:
     @property
     def stack_names(self) -> list[str]:
         """The stacks `with_stack` can pick: the default's name first."""
-        return ([stack_name(self.efficiency)] if self.efficiency is not None else []) + \
-            sorted(self.stacks)
+        return offered(self.efficiency, self.stacks)
 
     def with_stack(self, name: str) -> "Hardware":
         """The same hardware priced by stack `name`'s figures ([stack.NAME] or the default)."""

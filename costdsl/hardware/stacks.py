@@ -33,6 +33,11 @@ def stack_name(e: Efficiency | None) -> str | None:
     return e.stack.split()[0].lower() if e.stack.strip() else DEFAULT
 
 
+def offered(default: Efficiency | None, stacks: Mapping[str, Efficiency]) -> list[str]:
+    """The stacks a file offers: the default's name first, then its [stack.NAME] tables."""
+    return ([stack_name(default)] if default is not None else []) + sorted(stacks)
+
+
 def located(fail, name: str):
     """`fail` for a [stack.NAME] table: the keys and messages of [efficiency] moved there."""
     def stack_fail(message, key=None, hint=None):
@@ -60,6 +65,18 @@ def parse_stacks(data: dict, parse_one, fail) -> dict[str, Efficiency]:
     return out
 
 
+def section_for(default: Efficiency | None, stack: str | None) -> str | None:
+    """Where figures calibrated for `stack` are written: None for [efficiency] (no stack asked,
+    no default yet, a default that names no stack, or the default's own stack), else the name
+    of its [stack.NAME]."""
+    if not stack or not stack.strip():
+        return None
+    name = stack.split()[0].lower()
+    if default is None or stack_name(default) in (name, DEFAULT):
+        return None
+    return name
+
+
 def pick(default: Efficiency | None, stacks: Mapping[str, Efficiency], name: str,
          hardware: str) -> Efficiency:
     """The figures of stack `name`; an error names the stacks the file has."""
@@ -68,7 +85,7 @@ def pick(default: Efficiency | None, stacks: Mapping[str, Efficiency], name: str
         return default
     if key in stacks:
         return stacks[key]
-    have = ([stack_name(default)] if default is not None else []) + sorted(stacks)
+    have = offered(default, stacks)
     raise HardwareError(f"{hardware} has no figures for the stack {name!r}",
                         hint=("its stacks: " + ", ".join(have)) if have else
                         "the file is not calibrated: `costdsl calibrate MEASURED.csv --hw "

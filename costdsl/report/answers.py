@@ -206,7 +206,7 @@ def fit_text(model: str, hw, f, bits: dict) -> str:
     lines += [f"weights: {si(f.weights_bytes, 'B')}; one sequence at seq {f.seq}: "
               f"{si(f.per_sequence_bytes, 'B')} (KV cache + activation peak, larger stage)",
               f"largest batch at seq {f.seq}: {f.max_batch}" +
-              (f"   = floor((memory - weights) / per_sequence(seq))" if f.max_batch_method is None
+              ("   = floor((memory - weights) / per_sequence(seq))" if f.max_batch_method is None
                else f" ({f.max_batch_method})")]
     if f.fused_max_batch is not None:
         lines.append(f"  the attention is unfused: its score matrix (batch x heads x seq^2) "
@@ -338,27 +338,24 @@ def speculation_lines(s) -> list[str]:
                 f"{s.speedup:.3g}x; it pays above {s.break_even:.4g} tokens accepted per step",
                 f"  speedup(accept) = {printing.text(s.speedup_expr)}"]
     tree = f", tree={list(s.tree)}" if s.tree else ""
+    unknown = math.isnan(s.accept)   # the unknown of --solve accept: only what does not need it
+    accept = "accept solved for" if unknown else f"accept={s.accept:g}"
     if s.strategy == "medusa":
-        head = [f"Medusa decoding ({s.k} heads' candidates{tree}, accept={s.accept:g}) at "
+        tokens = "" if unknown else f"tokens per step E = {s.tokens_per_step:.4g}; "
+        head = [f"Medusa decoding ({s.k} heads' candidates{tree}, {accept}) at "
                 f"batch {s.batch}, {s.seq} cached:",
-                f"  tokens per step E = {s.tokens_per_step:.4g}; one step verifying {s.verified}"
-                f" tokens with the heads {seconds(s.verify_s)}, plain decode step "
-                f"{seconds(s.decode_s)}"]
-    else:
-        head = [f"speculative decoding (draft {s.draft}, k={s.k}{tree}, accept={s.accept:g}) "
-                f"at batch {s.batch}, {s.seq} cached:",
-                f"  tokens per target step E = {s.tokens_per_step:.4g}; draft step "
-                f"{seconds(s.draft_step_s)}, verification of {s.verified} tokens "
+                f"  {tokens}one step verifying {s.verified} tokens with the heads "
                 f"{seconds(s.verify_s)}, plain decode step {seconds(s.decode_s)}"]
-    if math.isnan(s.accept):  # the unknown of --solve accept: only what does not need it
-        head = [line.replace("accept=nan", "accept solved for")
-                .replace(f"tokens per target step E = nan; ", "")
-                .replace(f"tokens per step E = nan; ", "") for line in head]
-        return head + [f"  speedup(accept) = {printing.text(s.speedup_expr)}"]
-    return head + [
-            f"  time per output token {seconds(s.time_per_token_s)} against "
-            f"{seconds(s.decode_s)}: speedup {s.speedup:.3g}x",
-            f"  speedup(accept) = {printing.text(s.speedup_expr)}"]
+    else:
+        tokens = "" if unknown else f"tokens per target step E = {s.tokens_per_step:.4g}; "
+        head = [f"speculative decoding (draft {s.draft}, k={s.k}{tree}, {accept}) "
+                f"at batch {s.batch}, {s.seq} cached:",
+                f"  {tokens}draft step {seconds(s.draft_step_s)}, verification of "
+                f"{s.verified} tokens {seconds(s.verify_s)}, plain decode step "
+                f"{seconds(s.decode_s)}"]
+    speed = [] if unknown else [f"  time per output token {seconds(s.time_per_token_s)} against "
+                                f"{seconds(s.decode_s)}: speedup {s.speedup:.3g}x"]
+    return head + speed + [f"  speedup(accept) = {printing.text(s.speedup_expr)}"]
 
 
 def speculation_answer(solve: str, s, value, reason: str | None, expression=None,

@@ -97,13 +97,12 @@ def calibrated_toml(original: str, fit: Fit, measurements: str, after: ErrorTabl
     it is removed whole, the rest of the file keeps its comments, and the result loads back."""
     import tomlkit
     doc = tomlkit.parse(_without_our_comment(original) if into_stack is None else original)
-    stack_name = into_stack
-    if stack_name is None:
+    if into_stack is None:
         doc.pop("efficiency", None)
     else:
         stacks = doc.get("stack")
         if stacks is not None:
-            stacks.pop(stack_name, None)
+            stacks.pop(into_stack, None)
     e = fit.efficiency
     by = {p.name: p for p in fit.parameters}
 
@@ -123,7 +122,7 @@ def calibrated_toml(original: str, fit: Fit, measurements: str, after: ErrorTabl
               f"({fit.rows} rows; {judged}). Time = max(ops / (compute x peak), bytes / "
               "(bandwidth x datasheet bandwidth) x max(1, rows / the op's rows)) + launch (the "
               "sum of the two, not their max, where overlap = false)."]
-    if stack_name is not None:   # a stack's table carries its own account, first inside it
+    if into_stack is not None:   # a stack's table carries its own account, first inside it
         for line in header:
             section.add(tomlkit.comment(line))
     put(section, "bandwidth", round(e.bandwidth, 4), note("bandwidth"))
@@ -146,14 +145,14 @@ def calibrated_toml(original: str, fit: Fit, measurements: str, after: ErrorTabl
         section.add("tile", tile)
     for kind, own in sorted(e.kinds.items()):
         section.add(kind, _kind_table(kind, own, by, note, put))
-    if stack_name is None:
+    if into_stack is None:
         doc.add(tomlkit.nl())
         for line in header:
             doc.add(tomlkit.comment(line))
         doc.add("efficiency", section)
     else:
         stacks = doc.setdefault("stack", tomlkit.table(is_super_table=True))
-        stacks.add(stack_name, section)
+        stacks.add(into_stack, section)
     return tomlkit.dumps(doc)
 
 

@@ -92,8 +92,8 @@ def _short(text_of):
     """A one-line repr: the record's kind and the first line of its text (a REPL echoing a
     record shows this, not a 16,000-character dataclass dump; print() shows the whole text)."""
     def short(record) -> str:
-        first = text_of(record).strip().splitlines()[0] if text_of(record).strip() else ""
-        return f"<{type(record).__name__}: {first}>"
+        lines = text_of(record).strip().splitlines()
+        return f"<{type(record).__name__}: {lines[0] if lines else ''}>"
     return short
 
 
