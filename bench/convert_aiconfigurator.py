@@ -34,6 +34,12 @@ SXM, and writes under tests/data/measured/ by default:
   (`comm/nccl/<newest version>/nccl_perf.parquet`, fp16, 512 B to 512 MiB: the sizes of the
   A100 and H100 rows), bytes = 2 x the table's fp16 elements.
 
+- allreduce-stacks.csv: each stack's own all-reduce (`comm/<stack>/<version>/
+  custom_allreduce_perf.parquet`: vLLM's and SGLang's custom all-reduce captured in CUDA
+  graphs, TensorRT-LLM's AllReduce op) on 2, 4 and 8 GPUs, bf16, 256 B to 1 GiB, for the stack
+  versions the hardware files' [efficiency] and [stack.NAME] name (STACK_VERSIONS); the median
+  of repeated rows. These are the times `[all_reduce.NAME]` in the system files is fitted to.
+
 Only numbers are taken (latencies in milliseconds there, seconds here); each row's `source`
 names the package version, the table's path inside it and the stack version.
 """
@@ -61,6 +67,11 @@ PREFILL_HEADS = {(32, 8), (64, 8)}
 
 
 COLLECTIVES = {"all_reduce", "all_gather", "alltoall"}
+STACK_VERSIONS = {   # (system, stack): the version the shipped files' kernels were fitted on
+    ("a100_sxm", "vllm"): "0.14.0", ("h100_sxm", "vllm"): "0.19.0",
+    ("h200_sxm", "vllm"): "0.24.0", ("b200_sxm", "vllm"): "0.24.0",
+    **{(system, "trtllm"): "1.3.0rc20" for system in STACK_SYSTEMS},
+    **{(system, "sglang"): "0.5.14" for system in STACK_SYSTEMS}}
 
 
 def _package() -> tuple[Path, str]:
@@ -167,6 +178,33 @@ def collectives(data: Path, path: Path, release: str) -> int:
     return len(added)
 
 
+def stack_all_reduce(data: Path, path: Path, release: str) -> int:
+    """Write allreduce-stacks.csv: each (system, stack) of STACK_VERSIONS, graph-captured
+    kernels only (how the stacks serve decode), the median of repeated rows."""
+    from statistics import median
+
+    import pyarrow.parquet as pq
+    lines, sources = [], []
+    for (system, stack), version in sorted(STACK_VERSIONS.items()):
+        where = data / system / "comm" / stack / version / "custom_allreduce_perf.parquet"
+        times: dict[tuple[int, int], list[float]] = {}
+        for r in pq.read_table(where).to_pylist():
+            if "eager" in r["kernel_source"].lower() or r["allreduce_dtype"] != "bfloat16":
+                continue
+            times.setdefault((r["num_gpus"], 2 * r["message_size"]), []).append(r["latency"])
+        sources.append(f"aic_{system} {stack}: {where.relative_to(data.parents[1])}")
+        for (gpus, size), ts in sorted(times.items()):
+            lines.append(f"aic_{system},{stack} {version},{gpus},{size},{median(ts):.6g}\n")
+    head = (f"# Each serving stack's own all-reduce (bf16, CUDA graphs), numbers only: "
+            f"aiconfigurator-core {release} (Apache-2.0), systems/data/<system>/comm/<stack>/"
+            f"<version>/custom_allreduce_perf.parquet; bytes = 2 x its bf16 elements; the median "
+            f"of repeated rows\n# " + "; ".join(sources) + "\n"
+            "network,stack,devices,bytes,time_ms\n")
+    path.write_text(head + "".join(lines))
+    print(f"wrote {path}: {len(lines)} rows")
+    return len(lines)
+
+
 def main(argv: list[str]) -> None:
     out = Path(argv[0]) if argv else ROOT / "tests" / "data" / "measured"
     package, release = _package()
@@ -177,6 +215,7 @@ def main(argv: list[str]) -> None:
         for device, rows in attention(data, out, release, stack, systems).items():
             write(out / f"aiconfigurator-attention-{device}.csv", rows)
     collectives(data, out / "collectives.csv", release)
+    stack_all_reduce(data, out / "allreduce-stacks.csv", release)
 
 
 if __name__ == "__main__":

@@ -810,7 +810,8 @@ def _hardware_key(hw: Hardware) -> tuple:
         return known[1]
     key = (hw.key, hw.bandwidth_Bps, hw.sram_per_block, hw.l2_bytes, tuple(sorted(hw.peak.items())),
            tuple(sorted(hw.sparse_peak.items())), repr(hw.efficiency),
-           repr((hw.count, hw.nodes, hw.link, hw.network, hw.host, hw.ideal_links)))
+           repr((hw.count, hw.nodes, hw.link, hw.network, hw.host, hw.ideal_links)),
+           repr(hw.all_reduce))
     if len(_HARDWARE_KEYS) > 256:
         _HARDWARE_KEYS.clear()
     _HARDWARE_KEYS[id(hw)] = (hw, key)

@@ -2,6 +2,8 @@
 `batch` in a cost rule and `batch` in a crossover solve are the same object."""
 from __future__ import annotations
 
+import functools
+
 import sympy
 
 batch = sympy.Symbol("batch", positive=True, integer=True)
@@ -67,3 +69,11 @@ def model_param(name: str) -> sympy.Symbol:
 def to_bytes(elements, bits):
     """bytes = elements x bits / 8, the one place this conversion is written."""
     return elements * bits / 8
+
+
+@functools.lru_cache(maxsize=4096)
+def exact(x: float) -> sympy.Expr:
+    """A hardware figure as the exact rational of its decimal form (1.39e-06 -> 139/10^8), so
+    that formulas keep exact coefficients; nsimplify's search for a simpler form is costly and
+    finds nothing simpler in a datasheet figure."""
+    return sympy.oo if x == float("inf") else sympy.Rational(repr(float(x)))

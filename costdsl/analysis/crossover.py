@@ -225,9 +225,21 @@ def minmax_breakpoints(expr: sympy.Expr, x: sympy.Symbol) -> list[float]:
         for _, condition in f.args:
             if isinstance(condition, sympy.core.relational.Relational) and \
                     x in condition.free_symbols:
-                points += [float(r) for r in _positive_roots(condition.lhs - condition.rhs, x)
+                points += [_switch(condition, x, r)
+                           for r in _positive_roots(condition.lhs - condition.rhs, x)
                            if r.is_number]
     return points
+
+
+def _switch(condition, x: sympy.Symbol, root: sympy.Expr) -> float:
+    """Where `condition` changes truth near its boundary `root`: for a whole-number x and a
+    whole root, half-way to the neighbour on the other side (tp <= 2 holds at 2: the switch
+    is at 2.5, so that the piece `tp < 2.5` holds tp = 2), else the root itself."""
+    value = float(root)
+    if not x.is_integer or not value.is_integer():
+        return value
+    at, below = (bool(condition.subs(x, v)) for v in (root, root - 1))
+    return value + 0.5 if at == below else value - 0.5
 
 
 def resolve_minmax(expr: sympy.Expr, x: sympy.Symbol, probe: float) -> sympy.Expr:
@@ -410,7 +422,8 @@ def piecewise_time(stage: StageRoofline, hw: Hardware, x: sympy.Symbol,
     if x in BIT_SYMBOLS:
         breakpoints = list(breakpoints) + [high for _, high in BIT_REGIONS[:-1]]
     breakpoints = list(breakpoints) + [
-        p for op in stage.ops for p in minmax_breakpoints(_bind(op.flops + op.bytes, values, x), x)]
+        p for op in stage.ops
+        for p in minmax_breakpoints(_bind(op.flops + op.bytes + op.transfer_time, values, x), x)]
     memory = [_bind(op.node.repeat * op.memory_time, values, x) for op in stage.ops]
     compute = [None if x in BIT_SYMBOLS else
                unquantised(_bind(op.node.repeat * op.compute_time, values, x), x)

@@ -18,7 +18,8 @@ import numpy as np
 import sympy
 
 from ..errors import EvaluationError
-from ..graph.costs import collective
+from ..graph.costs import all_reduce_terms, collective
+from ..hardware.collectives import Algorithm
 
 _KINDS = {"all_reduce": "all_reduce", "all_gather": "all_gather", "alltoall": "all_to_all",
           "all_to_all": "all_to_all", "send_recv": "send_recv", "reduce_scatter": "reduce_scatter"}
@@ -93,3 +94,96 @@ def fit_link(rows: list[CollectiveRow]) -> LinkFit:
     large = np.array([r.bytes >= LARGE for r in rows])
     return LinkFit(alpha, 1 / inverse_b, len(rows), float(errors.mean()),
                    float(errors[large].mean()) if large.any() else float("nan"))
+
+
+# --- a stack's own all-reduce (hardware.collectives) -------------------------------------------
+
+@dataclass(frozen=True)
+class StackAllReduceRow:
+    network: str
+    stack: str          # "vllm 0.24.0"
+    devices: int
+    bytes: float        # the message S
+    time_s: float
+
+
+def read_stack_all_reduce(path: str | Path) -> list[StackAllReduceRow]:
+    """Rows of a CSV with network, stack, devices, bytes, time_ms ('#' lines name sources)."""
+    with open(path, newline="") as f:
+        lines = [line for line in f if not line.startswith("#")]
+    return [StackAllReduceRow(r["network"], r["stack"], int(r["devices"]), float(r["bytes"]),
+                              float(r["time_ms"]) * 1e-3) for r in csv.DictReader(lines)]
+
+
+def algorithm_seconds(a: Algorithm, message: float, n: int, bandwidth: float) -> float:
+    """The time hardware.collectives prices one all-reduce at by algorithm `a` (numbers)."""
+    steps, sent = all_reduce_terms(a.name, message, n)
+    return a.latency_s + float(steps) * a.step_latency_s + float(sent) / (a.efficiency * bandwidth)
+
+
+def predict_all_reduce(algorithms: tuple[Algorithm, ...], message: float, n: int,
+                       bandwidth: float) -> float:
+    for a in algorithms:
+        if a.up_to_bytes is None or message <= a.up_to_bytes:
+            return algorithm_seconds(a, message, n, bandwidth)
+    raise EvaluationError("no algorithm covers the message (the last needs no up_to)")
+
+
+@dataclass(frozen=True)
+class AllReduceFit:
+    devices: int
+    algorithms: tuple[Algorithm, ...]   # one_shot, two_shot (each with up_to), ring above
+    rows: int
+    mape: float
+
+    def predict(self, message: float, bandwidth: float) -> float:
+        return predict_all_reduce(self.algorithms, message, self.devices, bandwidth)
+
+
+REGIMES = ("one_shot", "two_shot", "ring")
+MIN_ROWS = 3   # per regime: a latency and an efficiency, and one row to spare
+
+
+def fit_stack_all_reduce(rows: list[StackAllReduceRow], bandwidth: float) -> AllReduceFit:
+    """One group size's algorithms: the switch sizes (among the measured ones) and each
+    regime's latency and efficiency minimising the mean relative error, one-shot below the
+    first switch, two-shot up to the second and a ring above (the stack's NCCL fallback)."""
+    devices = {r.devices for r in rows}
+    if len(devices) != 1:
+        raise EvaluationError("fit one group size at a time")
+    n = devices.pop()
+    rows = sorted(rows, key=lambda r: r.bytes)
+    sizes = sorted({r.bytes for r in rows})
+    best = None
+    for i, low in enumerate(sizes):
+        for high in sizes[i + 1:]:
+            parts = ([r for r in rows if r.bytes <= low],
+                     [r for r in rows if low < r.bytes <= high],
+                     [r for r in rows if r.bytes > high])
+            fits = [_regime(name, part, n, bandwidth, up_to)
+                    for name, part, up_to in zip(REGIMES, parts, (low, high, None))]
+            if any(f is None for f in fits):
+                continue
+            error = sum(e for _, e in fits) / len(rows)
+            if best is None or error < best[0]:
+                best = (error, tuple(a for a, _ in fits))
+    if best is None:
+        raise EvaluationError(f"too few all-reduce sizes to fit three regimes over {n} devices "
+                              f"({len(sizes)} sizes; at least {3 * MIN_ROWS} needed)")
+    return AllReduceFit(n, best[1], len(rows), best[0])
+
+
+def _regime(name: str, rows: list[StackAllReduceRow], n: int, bandwidth: float,
+            up_to: float | None) -> tuple[Algorithm, float] | None:
+    """(the algorithm, its summed relative error) fitted to `rows`; None where it cannot be."""
+    if len(rows) < MIN_ROWS:
+        return None
+    sent = np.array([float(all_reduce_terms(name, r.bytes, n)[1]) / bandwidth for r in rows])
+    t = np.array([r.time_s for r in rows])
+    terms = np.stack([np.ones_like(sent), sent], axis=1) / t[:, None]
+    (latency, inverse), *_ = np.linalg.lstsq(terms, np.ones_like(t), rcond=None)
+    if latency < 0 or inverse <= 0 or 1 / inverse > 4:
+        return None
+    predicted = latency + sent * inverse
+    return (Algorithm(name, up_to, float(latency), float(1 / inverse)),
+            float(np.sum(np.abs(predicted - t) / t)))

@@ -18,7 +18,6 @@ activations compute in fp32); a gather has no arithmetic.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-import functools
 from functools import cached_property
 from typing import Mapping
 
@@ -28,9 +27,11 @@ import sympy
 from ..errors import CostDSLError, EvaluationError
 from ..graph.schema import Node, nodes
 from ..hardware import Hardware
+from ..hardware.collectives import AllReduce
 from ..hardware.efficiency import efficiency_kind
 from .. import symbols as S
-from ..symbols import BITS_BY_CLASS
+from .allreduce import all_reduce_time
+from ..symbols import BITS_BY_CLASS, exact
 
 
 class NotApplicableError(CostDSLError):
@@ -94,14 +95,6 @@ def matrix_peak(node: Node, hw: Hardware, ctype: str, kind: str | None = None) -
     if node.attrs.get("sparse_nm"):
         return hw.sparse_peak_for(ctype, kind)
     return hw.peak_for(ctype, kind)
-
-
-@functools.lru_cache(maxsize=4096)
-def exact(x: float) -> sympy.Expr:
-    """A hardware figure as the exact rational of its decimal form (1.39e-06 -> 139/10^8), so
-    that formulas keep exact coefficients; nsimplify's search for a simpler form is costly and
-    finds nothing simpler in a datasheet figure."""
-    return sympy.oo if x == float("inf") else sympy.Rational(repr(float(x)))
 
 
 def larger(a: sympy.Expr, b: sympy.Expr) -> sympy.Expr:
@@ -183,6 +176,8 @@ class OpRoofline:
     fill_rows: float = 0.0      # token rows that fill the chip (efficiency `rows`; 0: none)
     overlap: bool = True        # False: the memory time adds to the compute time (efficiency)
     tile: tuple | None = None   # GEMM wave quantisation: (m, n, sms, output columns); None: none
+    all_reduce: AllReduce | None = None  # the stack's all-reduce algorithms (None: the ring)
+    link_bandwidth: float = float("inf")  # the link's datasheet bytes/s: their fractions' base
 
     @property
     def flops(self) -> sympy.Expr:
@@ -268,9 +263,20 @@ class OpRoofline:
         (costs.collective), less the compute it overlaps (at least 0)."""
         if not self.node.transfers:
             return sympy.Integer(0)
-        raw = (self.node.messages * self.node.share * exact(self.channel_latency)
-               + self.transfer_bytes / self.channel_bandwidth)
+        share = self.node.share
+        sent = self.transfer_bytes / share if share != 1 else self.transfer_bytes
+        time = self.node.messages * exact(self.channel_latency) + sent / self.channel_bandwidth
+        if self.all_reduce is not None:   # the stack's own kernels below their switch sizes
+            time = all_reduce_time(self.all_reduce, self.message_bytes, self.node.attrs["devices"],
+                                   self.link_bandwidth, time)
+        raw = share * time
         return sympy.Max(raw - self.hidden, 0) if self.hidden != 0 else raw
+
+    @property
+    def message_bytes(self) -> sympy.Expr:
+        """The message S of an all-reduce, one occurrence: the ring sends 2 (n - 1) S / n."""
+        n = sympy.sympify(self.node.attrs["devices"])
+        return self.transfer_bytes / self.node.share * n / (2 * (n - 1))
 
     @property
     def overlapped_transfer(self) -> sympy.Expr:
@@ -372,9 +378,18 @@ def roofline(graph: nx.DiGraph, hw: Hardware, bits: Mapping[str, float],
             serial=channel == "host" and not node.attrs.get("overlap", True),
             fill_rows=hw.rows_for(kind) if node.engine == "vector" else 0.0,
             overlap=node.engine == "link" or hw.overlaps(kind),
-            tile=gemm_tile(node, hw, kind)))
+            tile=gemm_tile(node, hw, kind),
+            **_stack_all_reduce(node, hw, channel)))
     return StageRoofline(graph.graph["stage"], _with_overlap(ops),
                          tuple(graph.graph.get("pipeline", (1, 1))))
+
+
+def _stack_all_reduce(node: Node, hw: Hardware, channel: str | None) -> dict:
+    """The stack's all-reduce algorithms for an all-reduce inside a node, where the hardware
+    file has them for the stack that prices it."""
+    if node.kind != "all_reduce" or channel != "link" or hw.all_reduce is None:
+        return {}
+    return {"all_reduce": hw.all_reduce, "link_bandwidth": hw.link.bandwidth_Bps}
 
 
 def _with_overlap(ops: list[OpRoofline]) -> tuple[OpRoofline, ...]:

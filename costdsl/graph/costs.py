@@ -520,6 +520,22 @@ def collective(kind: str, message: sympy.Expr, n: sympy.Expr) -> tuple[sympy.Exp
     return steps, steps * message / n
 
 
+def all_reduce_terms(algorithm: str, message: sympy.Expr, n: sympy.Expr
+                     ) -> tuple[sympy.Expr, sympy.Expr]:
+    """(message steps, bytes each device receives) of an all-reduce of S bytes over n devices by
+    `algorithm` (the custom all-reduce kernels of vLLM and TensorRT-LLM, NCCL's ring):
+    - one_shot: every device reads the other n - 1 buffers whole and reduces locally: one step,
+      (n - 1) S bytes.
+    - two_shot: a reduce-scatter then an all-gather through peer memory, each one step moving
+      (n - 1) S / n: 2 steps, 2 (n - 1) S / n bytes.
+    - ring: as `collective("all_reduce")`, 2 (n - 1) steps of S / n."""
+    if algorithm == "one_shot":
+        return sympy.Integer(1), (n - 1) * message
+    if algorithm == "two_shot":
+        return sympy.Integer(2), 2 * (n - 1) * message / n
+    return collective("all_reduce", message, n)
+
+
 def busiest_load(pairs: sympy.Expr, n: sympy.Expr) -> sympy.Expr:
     """Expected token-expert pairs on the busiest of n devices when `pairs` pairs fall uniformly
     and independently: m / n + sqrt(2 (m / n) ln n), at most m (Raab and Steger, "Balls into Bins

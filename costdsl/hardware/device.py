@@ -27,7 +27,8 @@ from typing import Mapping
 
 from ..errors import HardwareError, register_source
 from .efficiency import Efficiency, parse_efficiency
-from .stacks import offered, parse_stacks, pick
+from .collectives import AllReduce, parse_all_reduce
+from .stacks import offered, parse_stacks, pick, stack_name
 from .system import SYSTEM_KEYS, Host, Link, parse_count, parse_host, parse_link
 from ..files import read_user_text
 from ..names import did_you_mean
@@ -71,6 +72,7 @@ class Hardware:
     sms: int | None = None          # streaming multiprocessors: blocks that run at once
     l2_bytes: float | None = None   # last-level cache (L2): re-reads that fit are served on chip
     stacks: Mapping[str, Efficiency] = field(default_factory=dict)  # [stack.NAME] figures
+    all_reduces: Mapping[str, AllReduce] = field(default_factory=dict)  # [all_reduce.NAME]
 
     @property
     def is_system(self) -> bool:
@@ -99,6 +101,15 @@ class Hardware:
     def stack_names(self) -> list[str]:
         """The stacks `with_stack` can pick: the default's name first."""
         return offered(self.efficiency, self.stacks)
+
+    @property
+    def all_reduce(self) -> AllReduce | None:
+        """The all-reduce algorithms of the stack that prices the times (None: NCCL's ring over
+        the link for every message, as in the ideal roofline or a stack the file has no
+        [all_reduce.NAME] for)."""
+        if self.efficiency is None or self.ideal_links:
+            return None
+        return self.all_reduces.get(stack_name(self.efficiency))
 
     def with_stack(self, name: str) -> "Hardware":
         """The same hardware priced by stack `name`'s figures ([stack.NAME] or the default)."""
@@ -235,8 +246,18 @@ def _line_of(text: str, key: str) -> int | None:
     """The line of `key`, a dotted path (`efficiency.compute.fp16`): a table header naming it
     (`[efficiency.tile]`), or the key in the table that holds it, written plainly
     (`fp16 = ` under `[efficiency.compute]`) or dotted (`compute.fp16 = ` under
-    `[efficiency]`). None where the file does not show it (never another table's line)."""
+    `[efficiency]`); a key inside an inline table, the line of the key holding the table
+    (`one_shot = { ... }`). None where the file does not show it (never another table's line)."""
     parts = key.split(".")
+    for end in range(len(parts), 1, -1):
+        found = _line_of_key(text, parts[:end])
+        if found is not None:
+            return found
+    return _line_of_key(text, parts)
+
+
+def _line_of_key(text: str, parts: list[str]) -> int | None:
+    key = ".".join(parts)
     lines = text.splitlines()
     headers = {}
     for i, line in enumerate(lines):
@@ -358,19 +379,22 @@ def _with_channels(hw: Hardware, data: dict, fail) -> Hardware:
             found[section] = parse_link(data[section], fail, parse_quantity, section)
     if "host" in data:
         found["host"] = parse_host(data["host"], fail, parse_quantity)
+    if "all_reduce" in data:   # a system's own measurements replace its device's, per stack
+        found["all_reduces"] = {**hw.all_reduces,
+                                **parse_all_reduce(data, fail, parse_quantity)}
     return replace(hw, **found)
 
 
 def _system(data: dict, path: Path, fail, within: tuple[str, ...]) -> Hardware:
     """A system file: the named device, `count` of them over `nodes` nodes, with the file's
     links and host memory (or the device's)."""
-    unknown = sorted(set(data) - {"name", "notes", "efficiency", "stack", *SYSTEM_KEYS,
-                                  *CHANNEL_SECTIONS})
+    unknown = sorted(set(data) - {"name", "notes", "efficiency", "stack", "all_reduce",
+                                  *SYSTEM_KEYS, *CHANNEL_SECTIONS})
     if unknown:
         raise fail(f"unknown key {unknown[0]!r} in a system file", unknown[0],
                    hint="a system file has name, device, count, nodes, [link], [host], "
-                        "[network] and [efficiency]; the device's own figures belong in its "
-                        "device file")
+                        "[network], [all_reduce], [efficiency] and [stack]; the device's own "
+                        "figures belong in its device file")
     if not isinstance(data.get("name"), str):
         raise fail("a system file needs a name string", "name" if "name" in data else None)
     if not isinstance(data["device"], str) or not data["device"]:
@@ -442,14 +466,15 @@ def _from_table(data: dict, path: Path, fail) -> Hardware:
                        hint="a device file needs name, bandwidth, memory and a [peak] table; a "
                             "system file names a device and a count")
     unknown = set(data) - {"name", "bandwidth", "memory", "sram", "sram_per_block", "sms",
-                           "l2", "peak", "notes", "efficiency", "stack", *CHANNEL_SECTIONS}
+                           "l2", "peak", "notes", "efficiency", "stack", "all_reduce",
+                           *CHANNEL_SECTIONS}
     if unknown:
         key = sorted(unknown)[0]
         raise fail(f"unknown key {key!r}", key,
                    hint="keys: name, bandwidth, memory, sram, sram_per_block, sms, l2, [peak], "
                         "notes, "
-                        "[efficiency], [link], [host], [network]; a system file has device "
-                        "and count")
+                        "[efficiency], [stack], [link], [host], [network], [all_reduce]; a "
+                        "system file has device and count")
     if not isinstance(data["name"], str):
         raise fail("name must be a string", "name")
     if not isinstance(data["peak"], dict) or not data["peak"]:

@@ -1,7 +1,8 @@
 """The JSON form of an Analysis: a stable interface other tools read.
 
 Top-level keys: model, hardware (with time_model: "ideal" or "efficiency", and the efficiency
-fractions used or null), settings, params ({"total": int, "active": int}), passes
+fractions used or null; all_reduce: the stack's all-reduce algorithms by group size, or null
+where NCCL's ring over the link prices every all-reduce), settings, params ({"total": int, "active": int}), passes
 (the passes applied, as written), memory (weights_bytes, kv_cache_bytes, activation_peak_bytes,
 total_bytes, fits, capacity_bytes, headroom_bytes, host_bytes, host_capacity_bytes, and the
 same per stage), devices (count, used, nodes, tp, pp, ep, microbatches: every other figure is
@@ -58,6 +59,7 @@ def to_dict(a: Analysis) -> dict:
         "hardware": {"key": hw.key, "name": hw.name, "bandwidth": hw.bandwidth_Bps,
                      "memory": hw.memory_bytes, "peak": dict(hw.peak),
                      "time_model": hw.time_model, "stack": hw.stack,
+                     "all_reduce": hw.all_reduce.as_dict() if hw.all_reduce else None,
                      "efficiency": hw.efficiency.as_dict() if hw.efficiency else None},
         "settings": {"batch": s.batch, "seq": s.seq, "w_bits": _num(float(s.w_bits)),
                      "a_bits": _num(float(s.a_bits)), "kv_bits": _num(float(s.kv_bits)),

@@ -53,7 +53,10 @@ def devices_line(a: Analysis) -> str:
     link = f"; link {si(hw.link.bandwidth_Bps, 'B/s')}" if hw.link else ""
     network = f", network {si(hw.network.bandwidth_Bps, 'B/s')}" if hw.network else ""
     batches = f", {d.microbatches} microbatches" if d.microbatches > 1 else ""
-    return (f"devices: {d.used} of {d.count} ({layout}{batches}){link}{network}; times, "
+    tp = d.layout.get("tp", 1)
+    reduce = (f"; all-reduce: {hw.all_reduce.describe(tp)}"
+              if hw.all_reduce is not None and isinstance(tp, int) and tp > 1 else "")
+    return (f"devices: {d.used} of {d.count} ({layout}{batches}){link}{network}{reduce}; times, "
             "memory and parameters are per device")
 
 

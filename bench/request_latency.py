@@ -1,0 +1,155 @@
+"""Request latencies from costdsl against an independent composition of measured kernels.
+
+    python bench/request_latency.py --aic-python /tmp/aic/bin/python [--quick] [--json OUT]
+
+The composition is NVIDIA's AIConfigurator (`aiconfigurator-core`, Apache-2.0), which prices
+every op of a static-batching request from its measured kernel tables (GEMM, attention,
+all-reduce, elementwise) for a given GPU and serving stack. It needs its own environment
+(`python -m venv /tmp/aic && /tmp/aic/bin/pip install aiconfigurator-core pyarrow`): this script
+runs itself there with --worker to get AIConfigurator's numbers, then prices the same requests
+with costdsl (`Model.latency`, the calibrated hardware files, `fuse_all()` as the stacks fuse
+their kernels, tensor parallel on the system files) and prints TTFT and TPOT side by side with their ratios.
+
+Grid: Llama-3.1-8B (costdsl's llama-3-8b: the same shapes) at TP 1 and 2, Llama-3.1-70B
+(llama-3-70b) at TP 2, 4 and 8; H100 (TensorRT-LLM 1.3.0rc20: AIConfigurator's H100 vLLM tables
+are 0.24.0, the H100 file's default figures 0.19), H200 and B200 (vLLM 0.24.0); bf16 and fp8
+GEMMs (per-tensor scales; KV cache bf16); batch 1 to 256; prompt 1,024, 128 generated tokens.
+The kernel tables both sides use are the same measurements: this checks that costdsl's closed
+forms, fitted to those kernels, compose into the request times the kernels add up to.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = {"llama-3-8b": ("meta-llama/Meta-Llama-3.1-8B", (1, 2)),
+          "llama-3-70b": ("meta-llama/Meta-Llama-3.1-70B", (2, 4, 8))}
+CHIPS = {   # costdsl device, system; AIConfigurator system, stack, version
+    "h100": ("nvidia-h100-sxm", "nvidia-dgx-h100", "h100_sxm", "trtllm", "1.3.0rc20"),
+    "h200": ("nvidia-h200", "nvidia-hgx-h200", "h200_sxm", "vllm", "0.24.0"),
+    "b200": ("nvidia-b200", "nvidia-hgx-b200", "b200_sxm", "vllm", "0.24.0")}
+BATCHES = (1, 8, 64, 256)
+FORMATS = ("bf16", "fp8")
+PROMPT, GEN = 1024, 128
+
+
+def grid(quick: bool) -> list[dict]:
+    out = []
+    for model, (_, tps) in MODELS.items():
+        for chip in CHIPS:
+            for fmt in FORMATS:
+                for tp in (tps[:1] if quick else tps):
+                    for batch in (BATCHES[::3] if quick else BATCHES):
+                        out.append({"model": model, "chip": chip, "format": fmt, "tp": tp,
+                                    "batch": batch})
+    return out
+
+
+def aiconfigurator(configs: list[dict]) -> list[dict]:
+    """AIConfigurator's static-batching TTFT and TPOT (seconds) for each config (run in its own
+    environment)."""
+    from aiconfigurator_core.sdk import common, config
+    from aiconfigurator_core.sdk.backends.factory import get_backend
+    from aiconfigurator_core.sdk.models import get_model
+    from aiconfigurator_core.sdk.perf_database import get_database
+    out = []
+    for c in configs:
+        _, _, system, stack, version = CHIPS[c["chip"]]
+        try:
+            db = get_database(system, stack, version, allow_unlisted_version=True)
+            quant = common.GEMMQuantMode.fp8 if c["format"] == "fp8" else None
+            model = get_model(MODELS[c["model"]][0],
+                              config.ModelConfig(tp_size=c["tp"], gemm_quant_mode=quant), stack)
+            summary = get_backend(stack).run_static(
+                model, db, config.RuntimeConfig(batch_size=c["batch"], isl=PROMPT, osl=GEN),
+                "static").get_summary_df().iloc[0]
+            out.append({**c, "ttft_s": float(summary["ttft"]) / 1e3,
+                        "tpot_s": float(summary["tpot"]) / 1e3})
+        except Exception as err:   # a configuration its tables do not cover
+            out.append({**c, "error": f"{type(err).__name__}: {err}"[:200]})
+    return out
+
+
+def costdsl_latency(configs: list[dict]) -> list[dict]:
+    import costdsl
+    from costdsl.hardware import load_hardware
+    out = []
+    for c in configs:
+        device, system, _, stack, _ = CHIPS[c["chip"]]
+        hw = load_hardware(system if c["tp"] > 1 else device).with_stack(stack)
+        model = costdsl.load(ROOT / "models" / f"{c['model']}.arch", passes=["fuse_all()"])
+        if c["tp"] > 1:   # placed before the fusion, as `plan` does
+            model = model.with_layout([f"tensor_parallel(n={c['tp']})"])
+        bits = 8 if c["format"] == "fp8" else 16
+        start = time.perf_counter()
+        lat = model.latency(hw, batch=c["batch"], seq=PROMPT, gen=GEN, w_bits=bits, a_bits=bits)
+        out.append({**c, "ttft_s": lat.ttft_s, "tpot_s": lat.tpot_s,
+                    "seconds": time.perf_counter() - start})
+    return out
+
+
+def report(peer: list[dict], ours: list[dict]) -> dict:
+    print(f"{'model':12} {'chip':5} {'fmt':4} {'tp':>2} {'batch':>5}  {'TTFT aic':>9} "
+          f"{'costdsl':>9} {'ratio':>6}  {'TPOT aic':>9} {'costdsl':>9} {'ratio':>6}")
+    ratios = {"ttft": [], "tpot": []}
+    by_group: dict[tuple, list[float]] = {}
+    for p, o in zip(peer, ours):
+        if "error" in p:
+            print(f"{p['model']:12} {p['chip']:5} {p['format']:4} {p['tp']:2} {p['batch']:5}  "
+                  f"AIConfigurator: {p['error'][:70]}")
+            continue
+        rt, rp = o["ttft_s"] / p["ttft_s"], o["tpot_s"] / p["tpot_s"]
+        ratios["ttft"].append(rt)
+        ratios["tpot"].append(rp)
+        by_group.setdefault((p["chip"], p["format"]), []).extend([rt, rp])
+        print(f"{p['model']:12} {p['chip']:5} {p['format']:4} {p['tp']:2} {p['batch']:5}  "
+              f"{p['ttft_s'] * 1e3:7.1f}ms {o['ttft_s'] * 1e3:7.1f}ms {rt:6.3f}  "
+              f"{p['tpot_s'] * 1e3:7.2f}ms {o['tpot_s'] * 1e3:7.2f}ms {rp:6.3f}")
+    summary = {}
+    print()
+    for key, values in [(("all",), ratios["ttft"] + ratios["tpot"]), (("ttft",), ratios["ttft"]),
+                        (("tpot",), ratios["tpot"])] + sorted(by_group.items()):
+        errors = [abs(r - 1) for r in values]
+        within = sum(e <= 0.10 for e in errors) / len(errors)
+        name = " ".join(key)
+        summary[name] = {"n": len(values), "median_abs_error": statistics.median(errors),
+                         "mean_abs_error": statistics.fmean(errors), "max_abs_error": max(errors),
+                         "within_10pct": within}
+        print(f"{name:10} n={len(values):3}  mean |ratio-1| {100 * statistics.fmean(errors):5.1f}%"
+              f"  median {100 * statistics.median(errors):5.1f}%  max {100 * max(errors):5.1f}%"
+              f"  within 10%: {100 * within:3.0f}%")
+    return summary
+
+
+def main(argv: list[str]) -> None:
+    if "--worker" in argv:
+        json.dump(aiconfigurator(json.load(sys.stdin)), sys.stdout)
+        return
+    if "--aic-python" not in argv:
+        sys.exit("usage: request_latency.py --aic-python PATH [--quick] [--json OUT] (PATH: a "
+                 "Python with aiconfigurator-core installed)")
+    python = argv[argv.index("--aic-python") + 1]
+    configs = grid("--quick" in argv)
+    start = time.perf_counter()
+    done = subprocess.run([python, __file__, "--worker"], input=json.dumps(configs),
+                          capture_output=True, text=True, check=True)
+    peer = json.loads(done.stdout)
+    peer_s = time.perf_counter() - start
+    start = time.perf_counter()
+    ours = costdsl_latency(configs)
+    ours_s = time.perf_counter() - start
+    summary = report(peer, ours)
+    print(f"\n{len(configs)} requests: AIConfigurator {peer_s:.1f} s (one process), costdsl "
+          f"{ours_s:.1f} s (in process)")
+    if "--json" in argv:
+        Path(argv[argv.index("--json") + 1]).write_text(json.dumps(
+            {"configs": peer, "costdsl": ours, "summary": summary}, indent=1))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
