@@ -22,10 +22,10 @@ SXM, and writes under tests/data/measured/ by default:
   kernels on the B200).
 
 - aiconfigurator-gemm-fp8-{h200,b200}.csv (and -{h100,h200,b200}-{trtllm,sglang}): FP8 GEMMs
-  (per-tensor scales) of the same shapes as W8A8 rows, m = 1,024 to 16,384 only: there they are
-  compute-bound and give the fp8 units' achieved fraction; at small m their time carries the
-  activation-quantisation kernel, which a GEMM's bandwidth and launch do not describe (it
-  would pull the bf16 GEMMs' figures).
+  (per-tensor scales) of the same shapes as W8A8 rows, m = 1 to 16,384: from m = 1,024 they
+  are compute-bound and give the fp8 units' achieved fraction; below, their time carries the
+  activation-quantisation kernel and the FP8 kernel's own streaming rate, which the
+  [efficiency.fp8_gemm] figures (a bandwidth and a launch of their own) describe.
 - aiconfigurator-{gemm,attention}-{h100,h200,b200}-{trtllm,sglang}.csv: the same selections
   from the TensorRT-LLM and SGLang tables (each the newest version the package has), for the
   files' [stack.trtllm] and [stack.sglang] figures.
@@ -58,7 +58,6 @@ STACK_SYSTEMS = {"h100_sxm": ("h100", "nvidia-h100-sxm"), **SYSTEMS}
 GEMM_SHAPES = {(4096, 4096), (6144, 4096), (4096, 12288), (12288, 4096), (4096, 16384),
                (16384, 4096), (8192, 8192), (8192, 16384), (10240, 8192)}   # (n, k)
 GEMM_M = {2 ** i for i in range(15)}                                       # 1 .. 16,384
-FP8_MIN_M = 1024   # FP8 GEMMs from here on: compute-bound (see the module's docstring)
 HEADS = {(32, 8), (64, 8), (8, 1), (16, 2), (32, 4)}
 DECODE_BATCH = {1, 2, 4, 8, 16, 32, 64, 128, 256}
 DECODE_STEPS = {127, 511, 1023, 2047, 4095, 8191, 16383, 32767}          # isl = 1
@@ -107,7 +106,7 @@ def gemm(data: Path, out_dir: Path, release: str, stack: str = STACK,
         out[short + _suffix(stack)] = sorted(rows, key=lambda r: (r["model"], int(r["seq"])))
         fp8 = [_gemm_row(out_dir, hw, r["m"], r["n"], r["k"], r["latency"], source, 8)
                for r in records if r["gemm_dtype"] == "fp8" and (r["n"], r["k"]) in GEMM_SHAPES
-               and r["m"] in GEMM_M and r["m"] >= FP8_MIN_M]
+               and r["m"] in GEMM_M]
         out["fp8-" + short + _suffix(stack)] = sorted(fp8, key=lambda r: (r["model"],
                                                                           int(r["seq"])))
     return out

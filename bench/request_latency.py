@@ -7,8 +7,8 @@ every op of a static-batching request from its measured kernel tables (GEMM, att
 all-reduce, elementwise) for a given GPU and serving stack. It needs its own environment
 (`python -m venv /tmp/aic && /tmp/aic/bin/pip install aiconfigurator-core pyarrow`): this script
 runs itself there with --worker to get AIConfigurator's numbers, then prices the same requests
-with costdsl (`Model.latency`, the calibrated hardware files, `fuse_all()` as the stacks fuse
-their kernels, tensor parallel on the system files) and prints TTFT and TPOT side by side with their ratios.
+with costdsl (`Model.latency`, the calibrated hardware files, `fuse_serving()`: the kernels the
+stacks run, tensor parallel on the system files, fp8 as the stacks' W8A8 GEMMs) and prints TTFT and TPOT side by side with their ratios.
 
 Grid: Llama-3.1-8B (costdsl's llama-3-8b: the same shapes) at TP 1 and 2, Llama-3.1-70B
 (llama-3-70b) at TP 2, 4 and 8; H100 (TensorRT-LLM 1.3.0rc20: AIConfigurator's H100 vLLM tables
@@ -36,6 +36,7 @@ CHIPS = {   # costdsl device, system; AIConfigurator system, stack, version
 BATCHES = (1, 8, 64, 256)
 FORMATS = ("bf16", "fp8")
 PROMPT, GEN = 1024, 128
+FP8_GEMMS = "layers.q,layers.k,layers.v,layers.o,layers.gate,layers.up,layers.down"
 
 
 def grid(quick: bool) -> list[dict]:
@@ -82,12 +83,15 @@ def costdsl_latency(configs: list[dict]) -> list[dict]:
     for c in configs:
         device, system, _, stack, _ = CHIPS[c["chip"]]
         hw = load_hardware(system if c["tp"] > 1 else device).with_stack(stack)
-        model = costdsl.load(ROOT / "models" / f"{c['model']}.arch", passes=["fuse_all()"])
+        # fp8: the stacks' W8A8 GEMMs (weights and the GEMM's input in FP8, quantised on the
+        # fly); the activations between them, the all-reduces and the LM head stay bf16
+        fp8 = [f'quantize(weights=8, acts=8, ops="{FP8_GEMMS}")'] if c["format"] == "fp8" else []
+        model = costdsl.load(ROOT / "models" / f"{c['model']}.arch",
+                             passes=fp8 + ["fuse_serving()"])
         if c["tp"] > 1:   # placed before the fusion, as `plan` does
             model = model.with_layout([f"tensor_parallel(n={c['tp']})"])
-        bits = 8 if c["format"] == "fp8" else 16
         start = time.perf_counter()
-        lat = model.latency(hw, batch=c["batch"], seq=PROMPT, gen=GEN, w_bits=bits, a_bits=bits)
+        lat = model.latency(hw, batch=c["batch"], seq=PROMPT, gen=GEN)
         out.append({**c, "ttft_s": lat.ttft_s, "tpot_s": lat.tpot_s,
                     "seconds": time.perf_counter() - start})
     return out

@@ -57,8 +57,9 @@ from . import progress
 from . import symbols as S
 
 
-FUSING_PASSES = ("fuse", "fuse_all", "fuse_qkv", "fuse_linear_act", "fuse_norm_linear",
-                 "fuse_residual", "flash_attention")
+FUSING_PASSES = ("fuse", "fuse_all", "fuse_serving", "fuse_qkv", "fuse_linear_act",
+                 "fuse_norm_linear", "fuse_residual", "fuse_gate_up", "fuse_add_norm", "fuse_rope",
+                 "flash_attention")
 """Passes that merge ops into one kernel: parallelism passes go before them (with_layout)."""
 
 COMPRESSION_ARGS = {"prune": ("heads", "kv_heads", "ffn", "layers"), "low_rank": ("rank",),

@@ -35,8 +35,8 @@ from typing import Mapping
 import numpy as np
 
 from ..errors import CostDSLError
-from ..hardware.efficiency import (ATTENTION_FAMILIES, FALLBACK, MAX_FRACTION, Efficiency,
-                                   KindEfficiency, Tile)
+from ..hardware.efficiency import (ATTENTION_FAMILIES, FALLBACK, GEMM_FAMILIES, MAX_FRACTION,
+                                   Efficiency, KindEfficiency, Tile)
 from .measurements import Measured, predict
 
 MAX_LAUNCH_S = 1e-3   # a launch cost above a millisecond is not a kernel launch
@@ -77,8 +77,9 @@ def _attention(piece) -> bool:
 
 
 def _own(piece) -> bool:
-    """Whether a piece's kind gets figures of its own (everything but the matrix kinds)."""
-    return _attention(piece) or piece.engine != "matrix"
+    """Whether a piece's kind gets figures of its own (everything but the matrix kinds, and of
+    those the narrow GEMMs: a bandwidth and a launch, their compute in [efficiency.compute])."""
+    return _attention(piece) or piece.engine != "matrix" or piece.family in GEMM_FAMILIES
 
 
 def _key(piece, side: str, part: str = "matrix") -> str:

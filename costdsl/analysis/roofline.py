@@ -28,7 +28,7 @@ from ..errors import CostDSLError, EvaluationError
 from ..graph.schema import Node, nodes
 from ..hardware import Hardware
 from ..hardware.collectives import AllReduce
-from ..hardware.efficiency import efficiency_kind
+from ..hardware.efficiency import GEMM_FAMILIES, efficiency_kind, typed_family
 from .. import symbols as S
 from .allreduce import all_reduce_time
 from ..symbols import BITS_BY_CLASS, exact
@@ -136,7 +136,7 @@ def gemm_tile(node: Node, hw: Hardware, kind: str) -> tuple | None:
     elements it writes per row (a fused q+k+v writes all three: one GEMM over the concatenated
     weights)."""
     tile = hw.efficiency.tile if hw.efficiency else None
-    if tile is None or kind != "linear" or node.engine != "matrix":
+    if tile is None or kind not in ("linear", *GEMM_FAMILIES) or node.engine != "matrix":
         return None
     sms = tile.sms or hw.sms
     if not sms:
@@ -367,7 +367,7 @@ def roofline(graph: nx.DiGraph, hw: Hardware, bits: Mapping[str, float],
     for node in nodes(graph):
         hardware_values = _hardware_values(node, hw, values)
         ctype = compute_type(node, hw, values)
-        kind = kind_of(node, kernels)
+        kind = typed_family(kind_of(node, kernels), node.engine, ctype)
         peak = matrix_peak(node, hw, ctype, kind) if ctype else float("inf")
         channel = _channel(node, hw, layout)
         ops.append(OpRoofline(

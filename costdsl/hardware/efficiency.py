@@ -60,7 +60,15 @@ attention kernel. Unfused attention is a batched GEMM (QK^T), an elementwise ker
 and another batched GEMM (xV): each takes its own kind's table ([efficiency.qk_matmul], ...)
 or, without one, the top-level figures, not those fitted on fused kernels."""
 
-FALLBACK = {"decode_attention": "attention"}
+NARROW_GEMM_TYPES = ("fp8", "int8", "fp4", "int4")
+GEMM_FAMILIES = frozenset(f"{t}_gemm" for t in NARROW_GEMM_TYPES)
+"""The linear layers of a narrow compute type run kernels of their own: an FP8 GEMM under
+TensorRT-LLM first quantises its activations (13-15 us per call at m <= 16 on Hopper and
+Blackwell in aiconfigurator's tables, against 4-5 us for bf16) and streams its weights at
+another fraction of the bandwidth. `[efficiency.fp8_gemm]` gives them their own bandwidth and
+launch (their compute fraction stays in [efficiency.compute]); without it, the top-level ones."""
+
+FALLBACK = {"decode_attention": "attention", **{f: "linear" for f in GEMM_FAMILIES}}
 """A family whose figures, where the file gives none of its own, are those of another."""
 
 ATTENTION_FAMILIES = frozenset({"attention", "decode_attention"})
@@ -182,6 +190,15 @@ def efficiency_kind(kind: str, fused_kinds=(), stage: str = "") -> str:
     return members.pop() if len(members) == 1 else kind
 
 
+def typed_family(family: str, engine: str, ctype: str | None) -> str:
+    """The family a linear layer's figures are looked up under in its compute type: fp8_gemm
+    for an FP8 one (NARROW_GEMM_TYPES; a GEMM fused with its norm, activation or residual add
+    too: the GEMM is the kernel), its own family otherwise."""
+    if family in ("linear", "fused") and engine == "matrix" and ctype in NARROW_GEMM_TYPES:
+        return f"{ctype}_gemm"
+    return family
+
+
 def parse_efficiency(table: dict, fail, parse_quantity, kinds: set[str],
                      row_kinds: set[str] = frozenset()) -> Efficiency:
     """The [efficiency] table of a hardware file. `fail(message, key)` makes the located error;
@@ -212,7 +229,7 @@ def parse_efficiency(table: dict, fail, parse_quantity, kinds: set[str],
     for key, value in table.items():
         if key in ("bandwidth", "launch", "source", "compute", "measured_as", "tile", "stack"):
             top[key] = value
-        elif key in kinds or key in ATTENTION_FAMILIES:
+        elif key in kinds or key in ATTENTION_FAMILIES or key in GEMM_FAMILIES:
             if not isinstance(value, dict):
                 raise fail(f"[efficiency.{key}] must be a table", f"efficiency.{key}")
             extra = set(value) - {"bandwidth", "compute", "launch", "rows", "overlap"}
@@ -240,7 +257,8 @@ def parse_efficiency(table: dict, fail, parse_quantity, kinds: set[str],
                        "keys: bandwidth, launch, source, measured_as, stack, "
                        "[efficiency.compute], "
                        "[efficiency.tile], and a table per op kind ([efficiency.attention], "
-                       "[efficiency.decode_attention], [efficiency.rmsnorm], ...)")
+                       "[efficiency.decode_attention], [efficiency.rmsnorm], ...) or narrow "
+                       "GEMM type ([efficiency.fp8_gemm], ...)")
     compute = top.get("compute", {})
     if not isinstance(compute, dict):
         raise fail("[efficiency.compute] must be a table", "efficiency.compute")

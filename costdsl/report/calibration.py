@@ -178,16 +178,16 @@ def _kind_table(kind, own, by, note, put):
 
 
 def _without_our_comment(text: str) -> str:
-    """The text less the two comment lines an earlier calibration wrote above its section."""
+    """The text less the two comment lines an earlier calibration wrote above [efficiency]
+    (those inside a [stack.NAME] table are that table's own, and stay)."""
     lines = text.splitlines()
-    out, skip = [], 0
-    for line in lines:
+    drop = set()
+    for i, line in enumerate(lines):
         if line.startswith(_OUR_COMMENT):
-            skip = 2
-        if skip:
-            skip -= 1
-            continue
-        out.append(line)
+            after = next((l for l in lines[i + 2:] if l.strip()), "")
+            if after.replace(" ", "").startswith("[efficiency"):
+                drop |= {i, i + 1}
+    out = [line for i, line in enumerate(lines) if i not in drop]
     while out and not out[-1].strip():
         out.pop()
     return "\n".join(out) + "\n"

@@ -40,15 +40,20 @@ def _consumers(graph: nx.DiGraph, node: str, tensor: str) -> list[str]:
     return [c for c in graph.successors(node) if tensor in graph.edges[node, c]["tensors"]]
 
 
-def _check_legal(graph: nx.DiGraph, members: list[Node]) -> set[str]:
-    """The intermediates of a legal group; PassError naming the op that blocks it otherwise."""
+def _check_legal(graph: nx.DiGraph, members: list[Node],
+                 shared: bool = False) -> tuple[set[str], set[str]]:
+    """(the intermediates, the shared results) of a legal group; PassError naming the op that
+    blocks it otherwise. A shared result is read both inside and outside the group: allowed
+    only with `shared` (written once for the outside, handed on in registers inside)."""
     inside = {m.name for m in members}
-    intermediates = set()
+    intermediates, both = set(), set()
     for m in members:
         for tensor in m.outputs:
             users = _consumers(graph, m.name, tensor)
             outside = [u for u in users if u not in inside]
-            if outside and len(outside) < len(users):
+            if outside and len(outside) < len(users) and shared:
+                both.add(tensor)
+            elif outside and len(outside) < len(users):
                 raise PassError(f"cannot fuse {m.name!r}: its output {tensor!r} is also read by "
                                 f"{outside[0]!r}, outside the fusion",
                                 hint=f"fuse {outside[0]!r} too, or leave {m.name!r} out")
@@ -70,7 +75,7 @@ def _check_legal(graph: nx.DiGraph, members: list[Node]) -> set[str]:
         blocker = sorted(between)[0]
         raise PassError(f"cannot fuse: {blocker!r} runs between ops of the group (it reads "
                         f"one member's result and feeds another)", hint=f"fuse {blocker!r} too")
-    return intermediates
+    return intermediates, both
 
 
 def _merge_accesses(accesses, drop: set[str]) -> tuple[Access, ...]:
@@ -84,9 +89,10 @@ def _merge_accesses(accesses, drop: set[str]) -> tuple[Access, ...]:
 
 
 def merge(graph: nx.DiGraph, members: list[Node], kind: str = "fused",
-          attrs: dict | None = None) -> Node:
-    """The fused op of a legal group (members in execution order)."""
-    intermediates = _check_legal(graph, members)
+          attrs: dict | None = None, shared: bool = False) -> Node:
+    """The fused op of a legal group (members in execution order); `shared`: see
+    _check_legal."""
+    intermediates, both = _check_legal(graph, members, shared)
     produced = {t for m in members for t in m.outputs}
     inputs = list(dict.fromkeys(t for m in members for t in m.inputs if t not in produced))
     outputs = [t for m in members for t in m.outputs if t not in intermediates]
@@ -101,7 +107,7 @@ def merge(graph: nx.DiGraph, members: list[Node], kind: str = "fused",
         inputs=tuple(inputs), output=outputs[0], extra_outputs=tuple(outputs[1:]),
         out_shape=members[-1].out_shape,
         flops=sum((m.flops for m in members), sympy.Integer(0)), vector_flops=vector,
-        reads=_merge_accesses([a for m in members for a in m.reads], intermediates),
+        reads=_merge_accesses([a for m in members for a in m.reads], intermediates | both),
         writes=_merge_accesses([a for m in members for a in m.writes], intermediates),
         params=sum((m.params for m in members), sympy.Integer(0)),
         active_params=sum((m.active_params if m.active_params is not None else m.params
@@ -132,20 +138,20 @@ def contract(graph: nx.DiGraph, members: list[Node], fused: Node) -> nx.DiGraph:
 
 
 def fuse_group(graph: nx.DiGraph, members: list[Node], kind: str = "fused",
-               attrs: dict | None = None) -> nx.DiGraph:
+               attrs: dict | None = None, shared: bool = False) -> nx.DiGraph:
     order = {n.name: i for i, n in enumerate(nodes(graph))}
     members = sorted(members, key=lambda m: order[m.name])
-    return contract(graph, members, merge(graph, members, kind, attrs))
+    return contract(graph, members, merge(graph, members, kind, attrs, shared))
 
 
-def _try_fuse(graph, groups) -> nx.DiGraph:
+def _try_fuse(graph, groups, shared: bool = False) -> nx.DiGraph:
     """Fuse each group that is legal; a named fusion skips the places where it does not apply."""
     for names in groups:
         members = [graph.nodes[n]["op"] for n in names if n in graph]
         if len(members) < 2:
             continue
         try:
-            graph = fuse_group(graph, members)
+            graph = fuse_group(graph, members, shared=shared)
         except PassError:
             continue
     return graph
@@ -186,6 +192,53 @@ def fuse_linear_act(graph: nx.DiGraph) -> nx.DiGraph:
                            for f in feeders):
             groups.append(list(dict.fromkeys(feeders)) + [node.name])
     return _try_fuse(graph, groups)
+
+
+@register("fuse_gate_up")
+def fuse_gate_up(graph: nx.DiGraph) -> nx.DiGraph:
+    """A gated MLP's gate and up projections as one GEMM over their concatenated weights (vLLM's
+    and TensorRT-LLM's merged gate_up projection): their common input is read once; the
+    SwiGLU / GeGLU stays its own kernel."""
+    groups = []
+    for node in nodes(graph):
+        if node.kind not in ACTIVATION_KINDS or len(node.inputs) < 2:
+            continue
+        feeders = [_producer(graph, node.name, t) for t in node.inputs]
+        ops = [graph.nodes[f]["op"] for f in feeders if f]
+        if len(ops) == len(feeders) and all(o.kind == "linear" for o in ops) and \
+                len({o.inputs for o in ops}) == 1:
+            groups.append(list(dict.fromkeys(feeders)))
+    return _try_fuse(graph, groups)
+
+
+@register("fuse_rope")
+def fuse_rope(graph: nx.DiGraph) -> nx.DiGraph:
+    """The rotary embeddings of the queries and keys of one attention as one kernel (vLLM's
+    rotary_embedding rotates both in place in one launch)."""
+    groups = []
+    for node in nodes(graph):
+        if node.kind != "qk_matmul" and "qk_matmul" not in kinds_of(node):
+            continue
+        ropes = [p for t in node.inputs for p in [_producer(graph, node.name, t)]
+                 if p and graph.nodes[p]["op"].kind == "rope"]
+        if len(ropes) >= 2:
+            groups.append(ropes)
+    return _try_fuse(graph, groups)
+
+
+@register("fuse_add_norm")
+def fuse_add_norm(graph: nx.DiGraph) -> nx.DiGraph:
+    """A residual add merged into the norm that reads its sum (vLLM's and TensorRT-LLM's fused
+    add + RMSNorm kernel): the sum is written once for the residual stream and normalised in
+    registers, not read back."""
+    groups = []
+    for node in nodes(graph):
+        if node.kind not in NORM_KINDS:
+            continue
+        p = _producer(graph, node.name, node.inputs[0])
+        if p and graph.nodes[p]["op"].kind == "add":
+            groups.append([p, node.name])
+    return _try_fuse(graph, groups, shared=True)
 
 
 @register("fuse_qkv")

@@ -1,4 +1,5 @@
-"""fuse_all: the usual inference-engine fusions in the order that lets each find its pattern."""
+"""Fusion presets: fuse_all (every fusion costdsl knows, in the order that lets each find its
+pattern) and fuse_serving (the kernels the serving stacks run)."""
 from __future__ import annotations
 
 import networkx as nx
@@ -16,5 +17,22 @@ def fuse_all(graph: nx.DiGraph) -> nx.DiGraph:
     for name in ORDER:
         if name == "flash_attention" and not has_attention(graph):
             continue  # an SSM-only model: nothing to fuse, which fuse_all does not mind
+        graph = PASSES[name].run(graph)
+    return graph
+
+
+SERVING = ("fuse_qkv", "fuse_rope", "flash_attention", "fuse_gate_up", "fuse_add_norm")
+
+
+@register("fuse_serving")
+def fuse_serving(graph: nx.DiGraph) -> nx.DiGraph:
+    """The kernels vLLM, TensorRT-LLM and SGLang run for a decoder layer: one QKV GEMM, one
+    rotary kernel for q and k, FlashAttention, one gate_up GEMM, the SwiGLU on its own, the
+    residual add fused into the next RMSNorm (fuse_qkv, fuse_rope, flash_attention,
+    fuse_gate_up, fuse_add_norm).
+    fuse_all goes further (norms and activations into the GEMMs) than these stacks do."""
+    for name in SERVING:
+        if name == "flash_attention" and not has_attention(graph):
+            continue
         graph = PASSES[name].run(graph)
     return graph
