@@ -469,3 +469,59 @@ def test_fuse_qkv_alone_finds_v_through_the_softmax():
     m = costdsl.load(MODELS / "llama-2-7b.arch", passes=["fuse_qkv()"])
     names = [n.name for n in nodes(m.graph("decode"))]
     assert "layers[q+k+v]" in names and "layers.v" not in names
+
+
+# --- the kernels the serving stacks run (fuse_serving) -------------------------------------------
+
+def test_fuse_serving_gives_the_stacks_kernels():
+    """vLLM's decoder layer: RMSNorm, one QKV GEMM, one rotary kernel for q and k,
+    FlashAttention, the output GEMM, the residual add fused into the MLP's RMSNorm, one gate_up
+    GEMM, the SwiGLU, the down GEMM, the residual add (the next layer's input norm is in the
+    next occurrence of the repeated layer, so this add stays alone)."""
+    m = costdsl.load(LLAMA, passes=["fuse_serving()"])
+    assert [n.name for n in nodes(m.graph("decode")) if n.name.startswith("layers")] == [
+        "layers.attn_norm", "layers[q+k+v]", "layers[q_rot+k_rot]",
+        "layers.attn[qk+softmax+sv]", "layers.o", "layers[h+mlp_norm]", "layers[gate+up]",
+        "layers.act", "layers.down", "layers.out"]
+    assert check(m.graph("prefill")) and check(m.graph("decode"))
+
+
+def test_fused_add_norm_writes_the_sum_once_and_never_reads_it_back():
+    """Llama-2-7B decode at batch 1 (H = 4,096, fp16): the add reads x and o and writes h; the
+    norm reads h and its gain and writes n: 6 x 8,192 bytes apart. Fused, h is still written
+    (the next residual add reads it) but handed to the norm in registers: 5 x 8,192 bytes."""
+    m = costdsl.load(LLAMA, passes=["fuse_add_norm()"])
+    fused = _op(m, "decode", "layers[h+mlp_norm]")
+    assert sum(_bytes_at(fused, batch=1, a_bits=16, w_bits=16, kv_bits=16).values()) == \
+        5 * 2 * H
+    assert set(fused.outputs) == {"layers.h", "layers.mlp_norm"}
+    plain = costdsl.load(LLAMA)
+    apart = sum(sum(_bytes_at(_op(plain, "decode", n), batch=1, a_bits=16, w_bits=16,
+                              kv_bits=16).values()) for n in ("layers.h", "layers.mlp_norm"))
+    assert apart == 6 * 2 * H
+
+
+def test_fused_gate_up_reads_its_input_once():
+    """gate and up (4,096 -> 11,008 each) as one GEMM at batch 1: 2 x 4096 x 11008 weights,
+    the input once (4,096) and both outputs (2 x 11,008), in fp16; the SwiGLU stays apart."""
+    m = costdsl.load(LLAMA, passes=["fuse_gate_up()"])
+    fused = _op(m, "decode", "layers[gate+up]")
+    assert sum(_bytes_at(fused, batch=1, a_bits=16, w_bits=16, kv_bits=16).values()) == \
+        2 * (2 * H * F + H + 2 * F)
+    assert "layers.act" in m.graph("decode")
+
+
+def test_narrow_gemms_take_their_own_figures_fused_or_not():
+    """A W8A8 linear layer on the H200 under vLLM 0.24.0 is priced by [efficiency.fp8_gemm]
+    (its bandwidth and launch), fused with its residual add or not; a bf16 one by the
+    top-level figures."""
+    hw = load_hardware("nvidia-h200")
+    fp8 = hw.efficiency.kinds["fp8_gemm"]
+    for passes in ([], ["fuse_residual()"]):
+        m = costdsl.load(LLAMA, passes=["quantize(weights=8, acts=8)"] + passes)
+        roof = {o.node.name: o for o in m.roofline(hw, "decode").ops}
+        o = roof["layers[o+h]" if passes else "layers.o"]
+        assert o.compute_type == "fp8" and o.launch == fp8.launch_s
+        assert o.bandwidth == pytest.approx(fp8.bandwidth * hw.bandwidth_Bps)
+    plain = {o.node.name: o for o in costdsl.load(LLAMA).roofline(hw, "decode").ops}
+    assert plain["layers.o"].launch == hw.efficiency.launch_s
