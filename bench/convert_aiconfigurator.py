@@ -26,9 +26,14 @@ SXM, and writes under tests/data/measured/ by default:
   are compute-bound and give the fp8 units' achieved fraction; below, their time carries the
   activation-quantisation kernel and the FP8 kernel's own streaming rate, which the
   [efficiency.fp8_gemm] figures (a bandwidth and a launch of their own) describe.
-- aiconfigurator-{gemm,attention}-{h100,h200,b200}-{trtllm,sglang}.csv: the same selections
-  from the TensorRT-LLM and SGLang tables (each the newest version the package has), for the
-  files' [stack.trtllm] and [stack.sglang] figures.
+- aiconfigurator-gemm-{fp8block,nvfp4}-<chip>[-<stack>].csv: block-scaled GEMMs of the same
+  shapes and sizes, each table's main kernel (its most common kernel_source): FP8 with 128 x 128
+  weight blocks (DeepGEMM / CUTLASS; Hopper and Blackwell) and NVFP4 (B200 only), as the proj
+  of gemm/gemm-NxK-{fp8block,nvfp4}.arch (the GEMM with its quantize pass: scales per block).
+- aiconfigurator-{gemm,attention}-{a100,h100,h200,b200}-{trtllm,sglang}.csv: the same
+  selections from the TensorRT-LLM and SGLang tables (each the newest version the package has
+  for the chip: 1.3.0rc20 and 0.5.14, on the A100 1.0.0 and 0.5.10), for the files'
+  [stack.trtllm] and [stack.sglang] figures.
 - collectives.csv, the rows of networks aic_h200_sxm and aic_b200_sxm (the rest of the file is
   kept): NCCL all-reduce, all-gather and all-to-all on 2, 4 and 8 GPUs of one node
   (`comm/nccl/<newest version>/nccl_perf.parquet`, fp16, 512 B to 512 MiB: the sizes of the
@@ -54,7 +59,8 @@ from convert_measured import ATTENTION_OP, ROOT, _attention_model, _gemm_row, ro
 SYSTEMS = {"h200_sxm": ("h200", "nvidia-h200"), "b200_sxm": ("b200", "nvidia-b200")}
 STACK = "vllm"   # the shipped files' default stack
 OTHER_STACKS = ("trtllm", "sglang")   # each a [stack.NAME] of the H100, H200 and B200 files
-STACK_SYSTEMS = {"h100_sxm": ("h100", "nvidia-h100-sxm"), **SYSTEMS}
+STACK_SYSTEMS = {"a100_sxm": ("a100", "nvidia-a100-80gb"), "h100_sxm": ("h100", "nvidia-h100-sxm"),
+                 **SYSTEMS}
 GEMM_SHAPES = {(4096, 4096), (6144, 4096), (4096, 12288), (12288, 4096), (4096, 16384),
                (16384, 4096), (8192, 8192), (8192, 16384), (10240, 8192)}   # (n, k)
 GEMM_M = {2 ** i for i in range(15)}                                       # 1 .. 16,384
@@ -66,11 +72,21 @@ PREFILL_HEADS = {(32, 8), (64, 8)}
 
 
 COLLECTIVES = {"all_reduce", "all_gather", "alltoall"}
+BLOCK_FORMATS = {   # aiconfigurator's gemm_dtype: (file name, bits, the quantize pass it is)
+    "fp8_block": ("fp8block", 8, 'quantize(weights=8, acts=8, group=16384, scale_bits=32, '
+                                 'ops="proj")'),
+    "nvfp4": ("nvfp4", 4, 'quantize(weights=4, acts=4, group=16, scale_bits=8, ops="proj")')}
+BLOCK_NOTES = {
+    "fp8block": "DeepSeek-V3's FP8 recipe: one fp32 scale per 128 x 128 weight block, the "
+                "activations scaled per 1 x 128",
+    "nvfp4": "NVIDIA's NVFP4: E2M1 values with one FP8 E4M3 scale per 16, 4.5 bits per "
+             "weight"}
 STACK_VERSIONS = {   # (system, stack): the version the shipped files' kernels were fitted on
     ("a100_sxm", "vllm"): "0.14.0", ("h100_sxm", "vllm"): "0.19.0",
     ("h200_sxm", "vllm"): "0.24.0", ("b200_sxm", "vllm"): "0.24.0",
     **{(system, "trtllm"): "1.3.0rc20" for system in STACK_SYSTEMS},
-    **{(system, "sglang"): "0.5.14" for system in STACK_SYSTEMS}}
+    **{(system, "sglang"): "0.5.14" for system in STACK_SYSTEMS},
+    ("a100_sxm", "trtllm"): "1.0.0", ("a100_sxm", "sglang"): "0.5.10"}   # the A100's newest
 
 
 def _package() -> tuple[Path, str]:
@@ -109,7 +125,32 @@ def gemm(data: Path, out_dir: Path, release: str, stack: str = STACK,
                and r["m"] in GEMM_M]
         out["fp8-" + short + _suffix(stack)] = sorted(fp8, key=lambda r: (r["model"],
                                                                           int(r["seq"])))
+        for dtype, (name, bits, quantize) in BLOCK_FORMATS.items():
+            chosen = [r for r in records if r["gemm_dtype"] == dtype
+                      and (r["n"], r["k"]) in GEMM_SHAPES and r["m"] in GEMM_M]
+            if not chosen:
+                continue
+            main = Counter(r["kernel_source"] for r in chosen).most_common(1)[0][0]
+            rows = [_block_row(out_dir, hw, r, name, bits, quantize, f"{source}, {main}")
+                    for r in chosen if r["kernel_source"] == main]
+            out[f"{name}-{short}{_suffix(stack)}"] = sorted(
+                rows, key=lambda r: (r["model"], int(r["seq"])))
     return out
+
+
+def _block_row(out_dir: Path, hw: str, r: dict, name: str, bits: int, quantize: str,
+               source: str) -> dict:
+    """A block-scaled GEMM as the `proj` of gemm/gemm-NxK-<name>.arch: the plain GEMM with
+    its quantize pass (the scales' bits per weight)."""
+    n, k = r["n"], r["k"]
+    base = _gemm_row(out_dir, hw, r["m"], n, k, r["latency"], source, bits)
+    path = out_dir / "gemm" / f"gemm-{n}x{k}-{name}.arch"
+    path.write_text(f"# gemm-{n}x{k} with {name} weights and activations ({BLOCK_NOTES[name]})\n"
+                    f'import "gemm-{n}x{k}.arch"\n'
+                    f'model "gemm-{n}x{k}-{name}" extends "gemm-{n}x{k}" {{\n'
+                    f"  passes {{\n    {quantize}\n  }}\n}}\n")
+    base["model"] = f"gemm/{path.name}"
+    return base
 
 
 def attention(data: Path, out_dir: Path, release: str, stack: str = STACK,
@@ -210,7 +251,8 @@ def main(argv: list[str]) -> None:
     data = package / "systems" / "data"
     for stack, systems in [(STACK, SYSTEMS)] + [(s, STACK_SYSTEMS) for s in OTHER_STACKS]:
         for device, rows in gemm(data, out, release, stack, systems).items():
-            write(out / f"aiconfigurator-gemm-{device}.csv", rows)
+            if rows:   # the A100 has no FP8
+                write(out / f"aiconfigurator-gemm-{device}.csv", rows)
         for device, rows in attention(data, out, release, stack, systems).items():
             write(out / f"aiconfigurator-attention-{device}.csv", rows)
     collectives(data, out / "collectives.csv", release)

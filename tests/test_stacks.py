@@ -17,6 +17,7 @@ from conftest import DATA, ROOT
 
 MEASURED = DATA / "measured"
 CHIPS = {"h100": "nvidia-h100-sxm", "h200": "nvidia-h200", "b200": "nvidia-b200"}
+GEMM_FAMILIES = ("gemm", "gemm-fp8", "gemm-fp8block", "gemm-nvfp4")
 
 
 def run(argv, capsys):
@@ -92,12 +93,13 @@ def test_a_stack_is_the_same_figures_as_a_file_whose_default_it_is(tmp_path):
 
 @pytest.mark.parametrize("chip, stack, limits", [
     # measured on the development machine (5-fold held out: all rows, bf16 GEMMs, FP8 GEMMs
-    # of m = 1 to 16,384): H100 trtllm 11.3/3.5/5.7, sglang 13.4/5.8/6.8; H200 trtllm
-    # 13.3/3.7/5.5, sglang 15.5/6.9/9.3; B200 trtllm 7.8/6.3/7.6, sglang 15.9/6.7/9.8 (the
-    # ideal roofline: 51 to 62% on all rows)
-    ("h100", "trtllm", (12.5, 4.5, 7)), ("h100", "sglang", (14.5, 6.5, 8)),
-    ("h200", "trtllm", (14.5, 4.5, 6.5)), ("h200", "sglang", (16.5, 8, 10.5)),
-    ("b200", "trtllm", (9, 7, 8.5)), ("b200", "sglang", (17, 7.5, 11))])
+    # of m = 1 to 16,384, FP8 128 x 128-block GEMMs, NVFP4 GEMMs): H100 trtllm
+    # 10.5/3.5/5.5/5.6, sglang 13.0/5.7/6.9/9.6; H200 trtllm 12.5/3.8/5.4/7.1, sglang
+    # 15.2/7.0/9.4/12.9; B200 trtllm 8.7/6.3/7.6/8.7/14.8, sglang 14.9/6.6/9.8/8.6/14.0 (the
+    # ideal roofline: 50 to 63% on all rows)
+    ("h100", "trtllm", (11.5, 4.5, 6.5, 6.5, 0)), ("h100", "sglang", (14, 6.5, 8, 10.5, 0)),
+    ("h200", "trtllm", (13.5, 4.5, 6.5, 8, 0)), ("h200", "sglang", (16, 8, 10.5, 14, 0)),
+    ("b200", "trtllm", (9.5, 7, 8.5, 9.5, 16)), ("b200", "sglang", (16, 7.5, 11, 9.5, 15))])
 def test_each_stack_is_the_fit_of_its_kernels(chip, stack, limits):
     """A stack's figures are the fit of aiconfigurator-core 0.12.0's tables for it (refitting
     gives them: bandwidth, the fp16 and fp8 fractions) and predict rows they did not see within
@@ -109,10 +111,11 @@ def test_each_stack_is_the_fit_of_its_kernels(chip, stack, limits):
     a kernel of its own, 7 us under SGLang; 4 to 6 us for bf16)."""
     hw = load_hardware(CHIPS[chip]).with_stack(stack)
     measured = []
-    for family in ("gemm", "gemm-fp8", "attention"):
+    for family in GEMM_FAMILIES + ("attention",):
         path = MEASURED / f"aiconfigurator-{family}-{chip}-{stack}.csv"
-        measured += resolve(read_measurements(path), path, hw, costdsl.load)
-    assert len(measured) == 964
+        if path.exists():   # NVFP4: the B200 only
+            measured += resolve(read_measurements(path), path, hw, costdsl.load)
+    assert len(measured) == (1234 if chip == "b200" else 1099)
     fitted = fit_efficiency(measured, sms=hw.sms).efficiency
     assert hw.efficiency.bandwidth == pytest.approx(fitted.bandwidth, abs=6e-5)
     for ctype in ("fp16", "fp8"):
@@ -126,9 +129,13 @@ def test_each_stack_is_the_fit_of_its_kernels(chip, stack, limits):
     table = errors(measured, held)
     mape = lambda rows: 100 * np.mean([abs(held[i] / measured[i].row.time_s - 1) for i in rows])
     bf16 = [i for i, m in enumerate(measured) if m.kind == "linear" and m.row.bits[0] == 16]
-    fp8 = [i for i, m in enumerate(measured) if m.kind == "linear" and m.row.bits[0] == 8]
-    assert len(fp8) == 135
+    fp8 = [i for i, m in enumerate(measured) if m.kind == "linear" and m.row.bits[0] == 8
+           and "block" not in m.row.model]
+    block = [i for i, m in enumerate(measured) if "fp8block" in m.row.model]
+    fp4 = [i for i, m in enumerate(measured) if "nvfp4" in m.row.model]
+    assert len(fp8) == len(block) == 135 and len(fp4) == (135 if chip == "b200" else 0)
     assert table.overall_mape < limits[0] and mape(bf16) < limits[1] and mape(fp8) < limits[2]
+    assert mape(block) < limits[3] and (not fp4 or mape(fp4) < limits[4])
     assert table.overall_mape < errors(measured, predict(measured, None)).overall_mape / 3
 
 
@@ -138,7 +145,7 @@ def test_calibrate_writes_a_stack_beside_the_default_and_replaces_it(tmp_path, c
     hw = tmp_path / "nvidia-h100-sxm.toml"
     hw.write_text(source[:start] + "\n")            # the default (vllm) alone
     files = [str(MEASURED / f"aiconfigurator-{f}-h100-trtllm.csv")
-             for f in ("gemm", "gemm-fp8", "attention")]
+             for f in ("gemm", "gemm-fp8", "gemm-fp8block", "attention")]
     for _ in range(2):   # written, then written again over itself
         code, out, err = run(["calibrate", *files, "--hw", str(hw), "--stack", "trtllm 1.3.0rc20",
                               "-o", str(hw)], capsys)
@@ -249,3 +256,34 @@ def test_fp8_gemm_by_hand_on_the_h100_under_tensorrt_llm():
     assert small.bound == "memory"
     assert small.time_s == pytest.approx((8192 ** 2 + 2 * 8192) / (0.8257 * 3.35e12)
                                          + 13.6e-6, rel=1e-9)
+
+
+def test_nvfp4_gemm_by_hand_on_the_b200():
+    """NVFP4 on the B200 under vLLM 0.24.0: quantize(weights=4, acts=4, group=16,
+    scale_bits=8) gives 4 + 8/16 = 4.5 bits per weight and the fp4 units (9 PFLOPS), priced by
+    [efficiency.fp4_block_gemm] (its own compute fraction, bandwidth and launch). An 8192 x
+    8192 layer at m = 8,192: compute-bound, 2 x 8192^3 / (f x 9e15) + launch; at m = 1 it
+    streams 8192^2 x 4.5 / 8 bytes of weights (plus 4-bit input and output) at its bandwidth.
+    A per-tensor FP8 layer (no group) is not priced by the block figures."""
+    hw = load_hardware("nvidia-b200")
+    own = hw.efficiency.kinds["fp4_block_gemm"]
+    nvfp4 = costdsl.load(MEASURED / "gemm" / "gemm-8192x8192-nvfp4.arch")
+
+    def proj(model, seq, bits):
+        a = model.analyze(hw, batch=1, seq=seq, w_bits=bits, a_bits=bits, stages=["prefill"])
+        return next(o for o in a.stages["prefill"].ops if o.name == "proj")
+
+    big = proj(nvfp4, 8192, 4)
+    assert big.compute_type == "fp4" and big.bound == "compute"
+    assert big.time_s == pytest.approx(2 * 8192 ** 3 / (own.compute * 9e15) + own.launch_s,
+                                       rel=1e-9)
+    small = proj(nvfp4, 1, 4)
+    weights = 8192 ** 2 * 4.5 / 8
+    assert small.bytes_by_class["weight"] == weights
+    assert small.time_s == pytest.approx((weights + 2 * 8192 * 4 / 8)
+                                         / (own.bandwidth * 8e12) + own.launch_s, rel=1e-9)
+    plain = proj(costdsl.load(MEASURED / "gemm" / "gemm-8192x8192.arch"), 1, 8)
+    assert plain.compute_type == "fp8"
+    fp8 = hw.efficiency.kinds["fp8_gemm"]
+    assert plain.time_s == pytest.approx((8192 ** 2 + 2 * 8192) / (fp8.bandwidth * 8e12)
+                                         + fp8.launch_s, rel=1e-9)

@@ -82,10 +82,18 @@ def _own(piece) -> bool:
     return _attention(piece) or piece.engine != "matrix" or piece.family in GEMM_FAMILIES
 
 
+def _own_compute(piece) -> bool:
+    """Whether a piece's family has a compute fraction of its own: the attention kernels, and
+    the block-scaled GEMMs (DeepGEMM's FP8 is not the per-tensor FP8 kernel)."""
+    return _attention(piece) or piece.family.endswith("_block_gemm")
+
+
 def _key(piece, side: str, part: str = "matrix") -> str:
     """The parameter that scales one part of a piece on the given side of its max."""
     if side == "memory":
         return f"{piece.family}.bandwidth" if _own(piece) else "bandwidth"
+    if _own_compute(piece) and part == "matrix":
+        return f"{piece.family}.compute"
     if _attention(piece):
         return f"{piece.family}.compute"
     return f"compute.{piece.compute_type if part == 'matrix' else piece.vector_type}"
@@ -319,7 +327,7 @@ def _own_figures(piece, launch: bool) -> set[str]:
     if not _own(piece) or piece.collective:
         return set()
     own = {_key(piece, "memory")} if piece.memory_s else set()
-    if _attention(piece) and (piece.matrix_s or piece.vector_s):
+    if _own_compute(piece) and (piece.matrix_s or piece.vector_s):
         own.add(_key(piece, "compute"))
     return own | ({_launch_key(piece)} if launch else set())
 

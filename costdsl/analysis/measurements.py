@@ -264,7 +264,8 @@ def _pieces(model, stage, bits, rows, hw: Hardware, file: str,
         chosen = range(len(names)) if r.op == "total" else [names.index(r.op)]
         out[r.line] = tuple(
             Piece(n.kinds[i], typed_family(kind_of(symbolic.ops[i].node),
-                                           symbolic.ops[i].node.engine, n.compute_types[i]),
+                                           symbolic.ops[i].node.engine, n.compute_types[i],
+                                           bool(symbolic.ops[i].node.scale_bits.get("weight"))),
                   symbolic.ops[i].node.engine, n.compute_types[i], vector_type,
                   float(n.repeat[i][j]) if r.op == "total" else 1.0,
                   float(matrix[i][j]) if n.compute_types[i] else 0.0,

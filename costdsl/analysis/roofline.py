@@ -367,7 +367,8 @@ def roofline(graph: nx.DiGraph, hw: Hardware, bits: Mapping[str, float],
     for node in nodes(graph):
         hardware_values = _hardware_values(node, hw, values)
         ctype = compute_type(node, hw, values)
-        kind = typed_family(kind_of(node, kernels), node.engine, ctype)
+        kind = typed_family(kind_of(node, kernels), node.engine, ctype,
+                            bool(node.scale_bits.get("weight")))
         peak = matrix_peak(node, hw, ctype, kind) if ctype else float("inf")
         channel = _channel(node, hw, layout)
         ops.append(OpRoofline(

@@ -61,14 +61,20 @@ and another batched GEMM (xV): each takes its own kind's table ([efficiency.qk_m
 or, without one, the top-level figures, not those fitted on fused kernels."""
 
 NARROW_GEMM_TYPES = ("fp8", "int8", "fp4", "int4")
-GEMM_FAMILIES = frozenset(f"{t}_gemm" for t in NARROW_GEMM_TYPES)
+GEMM_FAMILIES = frozenset(f"{t}{block}_gemm" for t in NARROW_GEMM_TYPES
+                          for block in ("", "_block"))
 """The linear layers of a narrow compute type run kernels of their own: an FP8 GEMM under
 TensorRT-LLM first quantises its activations (13-15 us per call at m <= 16 on Hopper and
 Blackwell in aiconfigurator's tables, against 4-5 us for bf16) and streams its weights at
 another fraction of the bandwidth. `[efficiency.fp8_gemm]` gives them their own bandwidth and
-launch (their compute fraction stays in [efficiency.compute]); without it, the top-level ones."""
+launch (their compute fraction stays in [efficiency.compute]); without it, the top-level ones.
+Block-scaled GEMMs (weights with group-wise scales: FP8 in 128 x 128 blocks, NVFP4 in 16s) are
+other kernels again (DeepGEMM, CUTLASS block-scaled): `[efficiency.fp8_block_gemm]`, falling
+back to fp8_gemm's figures."""
 
-FALLBACK = {"decode_attention": "attention", **{f: "linear" for f in GEMM_FAMILIES}}
+FALLBACK = {"decode_attention": "attention",
+            **{f"{t}_gemm": "linear" for t in NARROW_GEMM_TYPES},
+            **{f"{t}_block_gemm": f"{t}_gemm" for t in NARROW_GEMM_TYPES}}
 """A family whose figures, where the file gives none of its own, are those of another."""
 
 ATTENTION_FAMILIES = frozenset({"attention", "decode_attention"})
@@ -190,12 +196,13 @@ def efficiency_kind(kind: str, fused_kinds=(), stage: str = "") -> str:
     return members.pop() if len(members) == 1 else kind
 
 
-def typed_family(family: str, engine: str, ctype: str | None) -> str:
+def typed_family(family: str, engine: str, ctype: str | None, blocked: bool = False) -> str:
     """The family a linear layer's figures are looked up under in its compute type: fp8_gemm
     for an FP8 one (NARROW_GEMM_TYPES; a GEMM fused with its norm, activation or residual add
-    too: the GEMM is the kernel), its own family otherwise."""
+    too: the GEMM is the kernel), fp8_block_gemm where its weights carry group-wise scales
+    (`blocked`), its own family otherwise."""
     if family in ("linear", "fused") and engine == "matrix" and ctype in NARROW_GEMM_TYPES:
-        return f"{ctype}_gemm"
+        return f"{ctype}_block_gemm" if blocked else f"{ctype}_gemm"
     return family
 
 
