@@ -26,6 +26,7 @@ FILES = {"aic_a100_sxm": ("nvidia-dgx-a100",), "aic_h100_sxm": ("nvidia-dgx-h100
                                                                 "nvidia-dgx-h100-2node"),
          "aic_h200_sxm": ("nvidia-hgx-h200",), "aic_b200_sxm": ("nvidia-hgx-b200",)}
 FOLDS = 5
+MARK = "# Each stack's own all-reduce"
 
 
 def held_out(rows, bandwidth: float) -> float:
@@ -79,7 +80,10 @@ def main(argv: list[str]) -> None:
 
 
 def write(path: Path, stacks: dict) -> None:
-    doc = tomlkit.parse(path.read_text())
+    text = path.read_text()
+    if MARK in text:   # this script's block closes the file: drop it whole, comments and all
+        text = text[:text.index(MARK)].rstrip("\n# ") + "\n"
+    doc = tomlkit.parse(text)
     doc.pop("all_reduce", None)
     section = tomlkit.table(is_super_table=True)
     for name, groups in sorted(stacks.items()):
@@ -103,7 +107,7 @@ def write(path: Path, stacks: dict) -> None:
             table.add(str(gpus), group)
         section.add(name, table)
     doc.add(tomlkit.nl())
-    for line in ("Each stack's own all-reduce (hardware/collectives.py), fitted by",
+    for line in (MARK[2:] + " (hardware/collectives.py), fitted by",
                  "bench/fit_all_reduce.py: the ring entry is the stack's NCCL fallback for",
                  "larger messages; efficiencies are fractions of the [link] bandwidth."):
         doc.add(tomlkit.comment(line))

@@ -40,7 +40,8 @@ def test_issue_3_devices_are_shipped_and_listed(capsys):
         assert re.search(rf"{name}\s.*\s{re.escape(ridge)}\s", out, re.M), name
     # the SM count (whitepapers), which time model a file gives and its stacks (issue 26)
     # and the compute types with a fitted fraction
-    assert re.search(r"^nvidia-a100-80gb\s.*\s108\s+calibrated\s+vllm\s+fp16$", out, re.M)
+    assert re.search(r"^nvidia-a100-80gb\s.*\s108\s+calibrated\s+vllm, sglang, trtllm\s+fp16$",
+                     out, re.M)
     assert re.search(r"^nvidia-h200\s.*\s132\s+calibrated\s+vllm, sglang, trtllm\s+"
                      r"fp16, fp8, fp8-block$", out, re.M)
     assert re.search(r"^nvidia-b200\s.*\s148\s+calibrated\s+vllm, sglang, trtllm\s+"

@@ -287,3 +287,28 @@ def test_nvfp4_gemm_by_hand_on_the_b200():
     fp8 = hw.efficiency.kinds["fp8_gemm"]
     assert plain.time_s == pytest.approx((8192 ** 2 + 2 * 8192) / (fp8.bandwidth * 8e12)
                                          + fp8.launch_s, rel=1e-9)
+
+
+@pytest.mark.parametrize("stack, rows, limits", [
+    # measured (5-fold held out: all rows, bf16 GEMMs): trtllm 13.7 / 5.9 (decode attention
+    # 19.0), sglang 10.0 / 5.4 (13.5); the ideal roofline 48.5 and 56.0
+    ("trtllm", 509, (14.5, 6.5)), ("sglang", 475, (11, 6))])
+def test_a100_stacks_are_the_fit_of_their_kernels(stack, rows, limits):
+    """The A100's [stack.trtllm] (TensorRT-LLM 1.0.0) and [stack.sglang] (SGLang 0.5.10: the
+    newest the package has for the A100) are the fit of aiconfigurator-core's bf16 GEMMs and
+    attention kernels for them (no FP8 on the A100), and the DGX A100 has their all-reduce."""
+    hw = load_hardware("nvidia-a100-80gb").with_stack(stack)
+    measured = []
+    for family in ("gemm", "attention"):
+        path = MEASURED / f"aiconfigurator-{family}-a100-{stack}.csv"
+        measured += resolve(read_measurements(path), path, hw, costdsl.load)
+    assert len(measured) == rows
+    fitted = fit_efficiency(measured, sms=hw.sms).efficiency
+    assert hw.efficiency.bandwidth == pytest.approx(fitted.bandwidth, abs=6e-5)
+    assert hw.efficiency.compute["fp16"] == pytest.approx(fitted.compute["fp16"], abs=6e-5)
+    held, _ = cross_validate(measured, 5, sms=hw.sms)
+    linear = [i for i, m in enumerate(measured) if m.kind == "linear"]
+    assert errors(measured, held).overall_mape < limits[0]
+    assert 100 * np.mean([abs(held[i] / measured[i].row.time_s - 1) for i in linear]) < limits[1]
+    assert load_hardware("nvidia-dgx-a100").with_stack(stack).all_reduce.stack == \
+        hw.stack
