@@ -19,6 +19,7 @@ import tomlkit
 
 from costdsl.analysis.links import fit_stack_all_reduce, read_stack_all_reduce
 from costdsl.hardware import load_hardware
+from costdsl.hardware.collectives import size_text
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data" / "measured" / "allreduce-stacks.csv"
@@ -40,17 +41,10 @@ def held_out(rows, bandwidth: float) -> float:
     return float(np.mean(errors))
 
 
-def _size(b: float) -> str:
-    for unit, scale in (("MiB", 2 ** 20), ("KiB", 1024)):
-        if b >= scale and b % scale == 0:
-            return f"{b / scale:g} {unit}"
-    return f"{b:g} B"
-
-
 def entry(a) -> tomlkit.items.InlineTable:
     t = tomlkit.inline_table()
     if a.up_to_bytes is not None:
-        t["up_to"] = _size(a.up_to_bytes)
+        t["up_to"] = size_text(a.up_to_bytes)
     t["latency"] = f"{a.latency_s * 1e6:.2f} us"
     t["efficiency"] = round(a.efficiency, 3)
     return t
@@ -67,7 +61,7 @@ def main(argv: list[str]) -> None:
         bandwidth = load_hardware(files[0]).link.bandwidth_Bps
         fit = fit_stack_all_reduce(group, bandwidth)
         error = held_out(group, bandwidth)
-        switches = ", ".join(_size(a.up_to_bytes) for a in fit.algorithms if a.up_to_bytes)
+        switches = ", ".join(size_text(a.up_to_bytes) for a in fit.algorithms if a.up_to_bytes)
         print(f"{network:14} {stack:18} {gpus:4} {len(group):4} {100 * fit.mape:5.1f}% "
               f"{100 * error:7.1f}%  {switches}")
         name = stack.split()[0]

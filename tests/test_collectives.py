@@ -11,6 +11,7 @@ import pytest
 import sympy
 
 import costdsl
+from costdsl.analysis.allreduce import all_reduce_time
 from costdsl.analysis.links import (fit_stack_all_reduce, predict_all_reduce,
                                     read_stack_all_reduce)
 from costdsl.cli import main
@@ -148,11 +149,19 @@ def test_the_algorithm_is_named_in_text_and_json(capsys):
     assert [a["name"] for a in data["groups"]["8"]] == ["one_shot", "two_shot", "ring"]
 
 
-def test_predict_covers_every_size():
+def test_the_fit_and_the_closed_form_price_alike():
+    """links.predict_all_reduce (what the fit minimises) and analysis.allreduce's Piecewise
+    (what every analysis prices) give the same time at every size, switches included."""
     hw = load_hardware("nvidia-hgx-h200")
-    algorithms = hw.all_reduce.for_group(8)
-    times = [predict_all_reduce(algorithms, 2.0 ** k, 8, 450e9) for k in range(8, 31)]
-    assert all(t > 0 for t in times)
+    S = sympy.Symbol("S", positive=True)
+    for n in (2, 4, 8):
+        algorithms = hw.all_reduce.for_group(n)
+        ring = sympy.Integer(0)    # every group has its own ring entry: the link is not reached
+        closed = all_reduce_time(hw.all_reduce, S, n, 450e9, ring)
+        for k in range(8, 31):
+            for size in (2.0 ** k, 2.0 ** k + 1):
+                assert float(closed.subs(S, size)) == pytest.approx(
+                    predict_all_reduce(algorithms, size, n, 450e9), rel=1e-12)
 
 
 BASE = ('# a made-up system for the test\nname = "T"\ndevice = "nvidia-h100-sxm"\ncount = 8\n'

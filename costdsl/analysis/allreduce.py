@@ -46,11 +46,3 @@ def _time(a: Algorithm, message: sympy.Expr, n: sympy.Expr, bandwidth: float) ->
     return (exact(a.latency_s) + steps * exact(a.step_latency_s)
             + sent / exact(a.efficiency * bandwidth))
 
-
-def algorithm_at(table: AllReduce, message_bytes: float, n: int) -> str:
-    """The algorithm `table` runs for a message of `message_bytes` over `n` devices ("ring"
-    above the listed sizes: the link's own)."""
-    for a in table.for_group(n):
-        if a.up_to_bytes is None or message_bytes <= a.up_to_bytes:
-            return a.name
-    return "ring"

@@ -56,7 +56,7 @@ class AllReduce:
 
     def describe(self, devices: int) -> str:
         """One line: which algorithm runs up to which size over `devices` devices."""
-        parts = [f"{a.name.replace('_', '-')} to {_size(a.up_to_bytes)}"
+        parts = [f"{a.name.replace('_', '-')} to {size_text(a.up_to_bytes)}"
                  if a.up_to_bytes is not None else f"{a.name.replace('_', '-')} above"
                  for a in self.for_group(devices)]
         if self.for_group(devices)[-1].up_to_bytes is not None:
@@ -70,7 +70,8 @@ class AllReduce:
                      for a in algorithms] for n, algorithms in self.groups}}
 
 
-def _size(b: float) -> str:
+def size_text(b: float) -> str:
+    """A message size as the files write it: \"128 KiB\", \"64 MiB\", \"256 B\"."""
     for unit, scale in (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 1024)):
         if b >= scale:
             return f"{b / scale:g} {unit}"
