@@ -170,7 +170,8 @@ def attention(data: Path, out_dir: Path, release: str, stack: str = STACK,
                 if r["kernel_source"] != main:
                     continue
                 layout = (r["num_heads"], r["num_key_value_heads"])
-                if r["head_dim"] != 128 or r.get("window_size", 0) != 0 or r.get("beam_width", 1) != 1:
+                if r["head_dim"] != 128 or r.get("window_size", 0) != 0 or \
+                        r.get("beam_width", 1) != 1:   # the A100's older tables lack both
                     continue
                 model = f"attention/attn-{layout[0]}x{layout[1]}.arch"
                 if stage == "decode":

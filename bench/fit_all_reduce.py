@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import tomlkit
 
-from costdsl.analysis.links import fit_stack_all_reduce, read_stack_all_reduce
+from costdsl.analysis.links import (fit_stack_all_reduce, held_out_all_reduce,
+                                    read_stack_all_reduce)
 from costdsl.hardware import load_hardware
 from costdsl.hardware.collectives import size_text
 
@@ -28,17 +29,6 @@ FILES = {"aic_a100_sxm": ("nvidia-dgx-a100",), "aic_h100_sxm": ("nvidia-dgx-h100
          "aic_h200_sxm": ("nvidia-hgx-h200",), "aic_b200_sxm": ("nvidia-hgx-b200",)}
 FOLDS = 5
 MARK = "# Each stack's own all-reduce"
-
-
-def held_out(rows, bandwidth: float) -> float:
-    """Mean relative error of each row predicted by a fit without its fold."""
-    rows = sorted(rows, key=lambda r: r.bytes)
-    errors = []
-    for k in range(FOLDS):
-        test = rows[k::FOLDS]
-        fit = fit_stack_all_reduce([r for i, r in enumerate(rows) if i % FOLDS != k], bandwidth)
-        errors += [abs(fit.predict(r.bytes, bandwidth) - r.time_s) / r.time_s for r in test]
-    return float(np.mean(errors))
 
 
 def entry(a) -> tomlkit.items.InlineTable:
@@ -60,7 +50,7 @@ def main(argv: list[str]) -> None:
         files = FILES[network]
         bandwidth = load_hardware(files[0]).link.bandwidth_Bps
         fit = fit_stack_all_reduce(group, bandwidth)
-        error = held_out(group, bandwidth)
+        error = float(np.mean([e for _, e in held_out_all_reduce(group, bandwidth, FOLDS)]))
         switches = ", ".join(size_text(a.up_to_bytes) for a in fit.algorithms if a.up_to_bytes)
         print(f"{network:14} {stack:18} {gpus:4} {len(group):4} {100 * fit.mape:5.1f}% "
               f"{100 * error:7.1f}%  {switches}")

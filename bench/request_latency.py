@@ -8,12 +8,14 @@ all-reduce, elementwise) for a given GPU and serving stack. It needs its own env
 (`python -m venv /tmp/aic && /tmp/aic/bin/pip install aiconfigurator-core pyarrow`): this script
 runs itself there with --worker to get AIConfigurator's numbers, then prices the same requests
 with costdsl (`Model.latency`, the calibrated hardware files, `fuse_serving()`: the kernels the
-stacks run, tensor parallel on the system files, fp8 as the stacks' W8A8 GEMMs) and prints TTFT and TPOT side by side with their ratios.
+stacks run, tensor parallel on the system files, fp8 as the stacks' W8A8 GEMMs) and prints TTFT
+and TPOT side by side with their ratios.
 
 Grid: Llama-3.1-8B (costdsl's llama-3-8b: the same shapes) at TP 1 and 2, Llama-3.1-70B
 (llama-3-70b) at TP 2, 4 and 8; H100 (TensorRT-LLM 1.3.0rc20: AIConfigurator's H100 vLLM tables
 are 0.24.0, the H100 file's default figures 0.19), H200 and B200 (vLLM 0.24.0); bf16 and fp8
-GEMMs (per-tensor scales; KV cache bf16); batch 1 to 256; prompt 1,024, 128 generated tokens.
+GEMMs (per-tensor scales, bf16 activations between them; KV cache bf16); batch 1 to 256;
+prompt 1,024, 128 generated tokens.
 The kernel tables both sides use are the same measurements: this checks that costdsl's closed
 forms, fitted to those kernels, compose into the request times the kernels add up to.
 """

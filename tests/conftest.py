@@ -21,3 +21,25 @@ def write_arch(tmp_path):
         path.write_text(text)
         return path
     return write
+
+
+def held_out(measured, hw, folds: int = 5):
+    """The rows' k-fold held-out predictions (costdsl.analysis.validation.cross_validate): their
+    error table, and the MAPE in percent of any subset of row indices."""
+    import numpy as np
+    from costdsl.analysis.validation import cross_validate, errors
+    held, _ = cross_validate(measured, folds, sms=hw.sms)
+    mape = lambda rows: 100 * np.mean([abs(held[i] / measured[i].row.time_s - 1) for i in rows])
+    return errors(measured, held), mape
+
+
+def gemm_rows(measured) -> dict[str, list[int]]:
+    """Indices of the single-GEMM rows by number format: bf16, fp8 (per-tensor scales),
+    fp8block (128 x 128 blocks) and nvfp4, the last two named by their model files."""
+    out = {"bf16": [], "fp8": [], "fp8block": [], "nvfp4": []}
+    for i, m in enumerate(measured):
+        if m.kind != "linear":
+            continue
+        block = next((b for b in ("fp8block", "nvfp4") if b in m.row.model), None)
+        out[block or ("bf16" if m.row.bits[0] == 16 else "fp8")].append(i)
+    return out

@@ -27,7 +27,7 @@ from costdsl.hardware.device import OP_KINDS, ROW_KINDS
 from costdsl.hardware.efficiency import Efficiency, KindEfficiency, Tile
 from costdsl.language.ops import SIGNATURES
 
-from conftest import DATA, MODELS, ROOT
+from conftest import DATA, MODELS, ROOT, gemm_rows, held_out
 
 MEASURED = DATA / "measured"
 A6000 = (ROOT / "hardware" / "nvidia-a6000.toml").read_text()
@@ -508,7 +508,8 @@ def test_h200_and_b200_are_calibrated_from_aiconfigurators_vllm_kernels(key, chi
                                   f"aiconfigurator-gemm-fp8-{chip}.csv",
                                   f"aiconfigurator-gemm-fp8block-{chip}.csv",
                                   f"aiconfigurator-attention-{chip}.csv"]
-                            + ([f"aiconfigurator-gemm-nvfp4-{chip}.csv"] if chip == "b200" else []))
+                            + ([f"aiconfigurator-gemm-nvfp4-{chip}.csv"]
+                               if chip == "b200" else []))
     assert len(measured) == {"h200": 1054, "b200": 1234}[chip]
     fitted = fit_efficiency(measured, sms=hw.sms).efficiency
     assert hw.efficiency.bandwidth == pytest.approx(fitted.bandwidth, abs=6e-5)
@@ -518,13 +519,10 @@ def test_h200_and_b200_are_calibrated_from_aiconfigurators_vllm_kernels(key, chi
         fitted.kinds["fp8_gemm"].launch_s, abs=6e-9)
     assert hw.efficiency.kinds["decode_attention"].bandwidth == pytest.approx(
         fitted.kinds["decode_attention"].bandwidth, abs=6e-5)
-    held, _ = cross_validate(measured, 5, sms=hw.sms)
-    table = errors(measured, held)
-    mape = lambda rows: 100 * np.mean([abs(held[i] / measured[i].row.time_s - 1) for i in rows])
-    bf16 = [i for i, m in enumerate(measured) if m.kind == "linear" and m.row.bits[0] == 16]
-    fp8 = [i for i, m in enumerate(measured) if m.kind == "linear" and m.row.bits[0] == 8
-           and "block" not in m.row.model]
-    assert table.overall_mape < limits[0] and mape(bf16) < limits[1] and mape(fp8) < limits[2]
+    table, mape = held_out(measured, hw)
+    rows = gemm_rows(measured)
+    assert table.overall_mape < limits[0] and mape(rows["bf16"]) < limits[1] and \
+        mape(rows["fp8"]) < limits[2]
     assert table.overall_mape < errors(measured, predict(measured, None)).overall_mape / 4
 
 

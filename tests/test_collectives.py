@@ -12,7 +12,7 @@ import sympy
 
 import costdsl
 from costdsl.analysis.allreduce import all_reduce_time
-from costdsl.analysis.links import (fit_stack_all_reduce, predict_all_reduce,
+from costdsl.analysis.links import (fit_stack_all_reduce, held_out_all_reduce, predict_all_reduce,
                                     read_stack_all_reduce)
 from costdsl.cli import main
 from costdsl.errors import CostDSLError
@@ -66,15 +66,11 @@ def test_held_out_error_per_stack():
     (bench/fit_all_reduce.py): 1.9-14.5% per group."""
     decode, every = defaultdict(list), defaultdict(list)
     for network, stack, devices in GROUPS:
-        rows = sorted(_group(network, stack, devices), key=lambda r: r.bytes)
         bandwidth = load_hardware(SYSTEMS[network]).link.bandwidth_Bps
-        for k in range(5):
-            fit = fit_stack_all_reduce([r for i, r in enumerate(rows) if i % 5 != k], bandwidth)
-            for r in rows[k::5]:
-                error = abs(fit.predict(r.bytes, bandwidth) / r.time_s - 1)
-                every[network, stack].append(error)
-                if r.bytes <= 2 ** 20:
-                    decode[network, stack].append(error)
+        for r, error in held_out_all_reduce(_group(network, stack, devices), bandwidth):
+            every[network, stack].append(error)
+            if r.bytes <= 2 ** 20:
+                decode[network, stack].append(error)
     for key in every:
         # TensorRT-LLM 1.0.0 on the A100 switches algorithm at 8 KiB and again at 512 KiB to
         # 4 MiB by group size: 14% held out in the decode range, the loosest group

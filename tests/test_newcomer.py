@@ -4,7 +4,6 @@ Each test runs the command or call the issue names and checks the answer it shou
 expected values say where they come from.
 """
 import json
-import math
 from pathlib import Path
 
 import pytest

@@ -2,18 +2,17 @@
 named set of fitted figures in the hardware file, picked with --stack."""
 import json
 
-import numpy as np
 import pytest
 
 import costdsl
 from costdsl.analysis.calibration import fit_efficiency
 from costdsl.analysis.measurements import predict, read_measurements, resolve
-from costdsl.analysis.validation import cross_validate, errors
+from costdsl.analysis.validation import errors
 from costdsl.cli import main
 from costdsl.errors import CostDSLError
 from costdsl.hardware import load_hardware
 
-from conftest import DATA, ROOT
+from conftest import DATA, ROOT, gemm_rows, held_out
 
 MEASURED = DATA / "measured"
 CHIPS = {"h100": "nvidia-h100-sxm", "h200": "nvidia-h200", "b200": "nvidia-b200"}
@@ -125,14 +124,9 @@ def test_each_stack_is_the_fit_of_its_kernels(chip, stack, limits):
     assert own.bandwidth == pytest.approx(refit.bandwidth, abs=6e-5)
     assert own.launch_s == pytest.approx(refit.launch_s, abs=6e-9)
     assert (own.launch_s > 2 * hw.efficiency.launch_s) == (stack == "trtllm")
-    held, _ = cross_validate(measured, 5, sms=hw.sms)
-    table = errors(measured, held)
-    mape = lambda rows: 100 * np.mean([abs(held[i] / measured[i].row.time_s - 1) for i in rows])
-    bf16 = [i for i, m in enumerate(measured) if m.kind == "linear" and m.row.bits[0] == 16]
-    fp8 = [i for i, m in enumerate(measured) if m.kind == "linear" and m.row.bits[0] == 8
-           and "block" not in m.row.model]
-    block = [i for i, m in enumerate(measured) if "fp8block" in m.row.model]
-    fp4 = [i for i, m in enumerate(measured) if "nvfp4" in m.row.model]
+    table, mape = held_out(measured, hw)
+    rows = gemm_rows(measured)
+    bf16, fp8, block, fp4 = rows["bf16"], rows["fp8"], rows["fp8block"], rows["nvfp4"]
     assert len(fp8) == len(block) == 135 and len(fp4) == (135 if chip == "b200" else 0)
     assert table.overall_mape < limits[0] and mape(bf16) < limits[1] and mape(fp8) < limits[2]
     assert mape(block) < limits[3] and (not fp4 or mape(fp4) < limits[4])
@@ -306,9 +300,7 @@ def test_a100_stacks_are_the_fit_of_their_kernels(stack, rows, limits):
     fitted = fit_efficiency(measured, sms=hw.sms).efficiency
     assert hw.efficiency.bandwidth == pytest.approx(fitted.bandwidth, abs=6e-5)
     assert hw.efficiency.compute["fp16"] == pytest.approx(fitted.compute["fp16"], abs=6e-5)
-    held, _ = cross_validate(measured, 5, sms=hw.sms)
-    linear = [i for i, m in enumerate(measured) if m.kind == "linear"]
-    assert errors(measured, held).overall_mape < limits[0]
-    assert 100 * np.mean([abs(held[i] / measured[i].row.time_s - 1) for i in linear]) < limits[1]
+    table, mape = held_out(measured, hw)
+    assert table.overall_mape < limits[0] and mape(gemm_rows(measured)["bf16"]) < limits[1]
     assert load_hardware("nvidia-dgx-a100").with_stack(stack).all_reduce.stack == \
         hw.stack

@@ -92,9 +92,7 @@ def _key(piece, side: str, part: str = "matrix") -> str:
     """The parameter that scales one part of a piece on the given side of its max."""
     if side == "memory":
         return f"{piece.family}.bandwidth" if _own(piece) else "bandwidth"
-    if _own_compute(piece) and part == "matrix":
-        return f"{piece.family}.compute"
-    if _attention(piece):
+    if _attention(piece) or (_own_compute(piece) and part == "matrix"):
         return f"{piece.family}.compute"
     return f"compute.{piece.compute_type if part == 'matrix' else piece.vector_type}"
 

@@ -173,6 +173,18 @@ def fit_stack_all_reduce(rows: list[StackAllReduceRow], bandwidth: float) -> All
     return AllReduceFit(n, best[1], len(rows), best[0])
 
 
+def held_out_all_reduce(rows: list[StackAllReduceRow], bandwidth: float,
+                        folds: int = 5) -> list[tuple[StackAllReduceRow, float]]:
+    """Each row of one group with its relative error as predicted by a fit that did not see it:
+    the sizes in ascending order, every `folds`-th left out in turn (switches refitted)."""
+    rows = sorted(rows, key=lambda r: r.bytes)
+    out = []
+    for k in range(folds):
+        fit = fit_stack_all_reduce([r for i, r in enumerate(rows) if i % folds != k], bandwidth)
+        out += [(r, abs(fit.predict(r.bytes, bandwidth) / r.time_s - 1)) for r in rows[k::folds]]
+    return out
+
+
 def _regime(name: str, rows: list[StackAllReduceRow], n: int, bandwidth: float,
             up_to: float | None) -> tuple[Algorithm, float] | None:
     """(the algorithm, its summed relative error) fitted to `rows`; None where it cannot be."""

@@ -30,11 +30,11 @@ import sympy
 from ..errors import CostDSLError
 from ..files import read_user_text
 from ..hardware import Hardware
-from ..hardware.efficiency import Efficiency, typed_family
+from ..hardware.efficiency import Efficiency
 from .. import symbols as S
 from .evaluate import evaluate
 from .records import Settings
-from .roofline import kind_of, row_count, wave_factor
+from .roofline import family_of, kind_of, row_count, wave_factor
 
 COLUMNS = ("hardware", "model", "stage", "batch", "seq", "tokens", "w_bits", "a_bits",
            "kv_bits", "op", "time_s")
@@ -263,9 +263,7 @@ def _pieces(model, stage, bits, rows, hw: Hardware, file: str,
     for j, r in enumerate(rows):
         chosen = range(len(names)) if r.op == "total" else [names.index(r.op)]
         out[r.line] = tuple(
-            Piece(n.kinds[i], typed_family(kind_of(symbolic.ops[i].node),
-                                           symbolic.ops[i].node.engine, n.compute_types[i],
-                                           bool(symbolic.ops[i].node.scale_bits.get("weight"))),
+            Piece(n.kinds[i], family_of(symbolic.ops[i].node, n.compute_types[i]),
                   symbolic.ops[i].node.engine, n.compute_types[i], vector_type,
                   float(n.repeat[i][j]) if r.op == "total" else 1.0,
                   float(matrix[i][j]) if n.compute_types[i] else 0.0,

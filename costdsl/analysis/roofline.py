@@ -367,8 +367,7 @@ def roofline(graph: nx.DiGraph, hw: Hardware, bits: Mapping[str, float],
     for node in nodes(graph):
         hardware_values = _hardware_values(node, hw, values)
         ctype = compute_type(node, hw, values)
-        kind = typed_family(kind_of(node, kernels), node.engine, ctype,
-                            bool(node.scale_bits.get("weight")))
+        kind = family_of(node, ctype, kernels)
         peak = matrix_peak(node, hw, ctype, kind) if ctype else float("inf")
         channel = _channel(node, hw, layout)
         ops.append(OpRoofline(
@@ -456,6 +455,13 @@ def _channel(node: Node, hw: Hardware, layout: dict) -> str | None:
 def kind_of(node: Node, kernels: str | None = None) -> str:
     """The name the op's efficiencies are looked up under (hardware.efficiency)."""
     return efficiency_kind(node.kind, node.attrs.get("kinds", ()), kernels or node.stage)
+
+
+def family_of(node: Node, ctype: str | None, kernels: str | None = None) -> str:
+    """The name the op's figures are looked up under in its compute type: kind_of, with a
+    narrow GEMM's own (fp8_gemm; fp8_block_gemm where its weights carry group-wise scales)."""
+    return typed_family(kind_of(node, kernels), node.engine, ctype,
+                        bool(node.scale_bits.get("weight")))
 
 
 def row_count(node: Node) -> sympy.Expr:

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .system import figure, fraction
+
 ALGORITHMS = ("one_shot", "two_shot", "ring")
 ALGORITHM_KEYS = ("up_to", "latency", "step_latency", "efficiency")
 MAX_GROUP = 1024
@@ -143,20 +145,8 @@ def _algorithm(name: str, entry, where: str, fail, parse_quantity) -> Algorithm:
     for key in ("latency", "efficiency"):
         if key not in entry:
             raise fail(f"{where} needs {key}", where)
-    figure = lambda key, family: _quantity(entry[key], family, f"{where}.{key}", fail,
-                                           parse_quantity)
-    efficiency = entry["efficiency"]
-    if isinstance(efficiency, bool) or not isinstance(efficiency, (int, float)) or \
-            not 0 < efficiency <= 4:
-        raise fail(f"{where}.efficiency must be a fraction in (0, 4], got {efficiency!r}",
-                   f"{where}.efficiency")
-    return Algorithm(name, figure("up_to", "bytes") if "up_to" in entry else None,
-                     figure("latency", "seconds"), float(efficiency),
-                     figure("step_latency", "seconds") if "step_latency" in entry else 0.0)
-
-
-def _quantity(value, family: str, where: str, fail, parse_quantity) -> float:
-    try:
-        return parse_quantity(value, family, where)
-    except ValueError as err:
-        raise fail(str(err), where) from None
+    efficiency = fraction(entry, "efficiency", where, fail)
+    quantity = lambda key, family: figure(entry, key, family, where, fail, parse_quantity)
+    return Algorithm(name, quantity("up_to", "bytes") if "up_to" in entry else None,
+                     quantity("latency", "seconds"), efficiency,
+                     quantity("step_latency", "seconds") if "step_latency" in entry else 0.0)

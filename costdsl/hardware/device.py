@@ -249,11 +249,10 @@ def _line_of(text: str, key: str) -> int | None:
     `[efficiency]`); a key inside an inline table, the line of the key holding the table
     (`one_shot = { ... }`). None where the file does not show it (never another table's line)."""
     parts = key.split(".")
-    for end in range(len(parts), 1, -1):
-        found = _line_of_key(text, parts[:end])
-        if found is not None:
-            return found
-    return _line_of_key(text, parts)
+    if len(parts) == 1:
+        return _line_of_key(text, parts)
+    return next((found for end in range(len(parts), 1, -1)
+                 if (found := _line_of_key(text, parts[:end])) is not None), None)
 
 
 def _line_of_key(text: str, parts: list[str]) -> int | None:

@@ -57,16 +57,10 @@ def parse_link(table, fail, parse_quantity, section: str) -> Link:
     _only(table, LINK_KEYS, section, fail)
     if "bandwidth" not in table:
         raise fail(f"[{section}] needs bandwidth (per device, one direction)", section)
-    bandwidth = _figure(table, "bandwidth", "bytes/s", section, fail, parse_quantity)
-    latency = (_figure(table, "latency", "seconds", section, fail, parse_quantity)
+    bandwidth = figure(table, "bandwidth", "bytes/s", section, fail, parse_quantity)
+    latency = (figure(table, "latency", "seconds", section, fail, parse_quantity)
                if "latency" in table else 0.0)
-    efficiency = None
-    if "efficiency" in table:
-        value = table["efficiency"]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 4:
-            raise fail(f"{section}.efficiency must be a fraction in (0, 4], got {value!r}",
-                       f"{section}.efficiency")
-        efficiency = float(value)
+    efficiency = fraction(table, "efficiency", section, fail) if "efficiency" in table else None
     return Link(bandwidth, latency, efficiency)
 
 
@@ -76,9 +70,9 @@ def parse_host(table, fail, parse_quantity) -> Host:
     _only(table, HOST_KEYS, "host", fail)
     if "bandwidth" not in table:
         raise fail("[host] needs bandwidth (the host link, one direction)", "host")
-    memory = (_figure(table, "memory", "bytes", "host", fail, parse_quantity)
+    memory = (figure(table, "memory", "bytes", "host", fail, parse_quantity)
               if "memory" in table else None)
-    return Host(_figure(table, "bandwidth", "bytes/s", "host", fail, parse_quantity), memory)
+    return Host(figure(table, "bandwidth", "bytes/s", "host", fail, parse_quantity), memory)
 
 
 def parse_count(data, key: str, fail, default: int | None = None) -> int:
@@ -89,11 +83,22 @@ def parse_count(data, key: str, fail, default: int | None = None) -> int:
     return value
 
 
-def _figure(table, key, family, section, fail, parse_quantity) -> float:
+def figure(table, key, family, section, fail, parse_quantity) -> float:
+    """table[key], a quantity of `family`, in base units; a located error otherwise."""
     try:
         return parse_quantity(table[key], family, f"{section}.{key}")
     except ValueError as err:
         raise fail(str(err), f"{section}.{key}") from None
+
+
+def fraction(table, key, section, fail) -> float:
+    """table[key], an achieved fraction of a link's bandwidth in (0, 4] (above 1: the switch
+    reduces in the network, NVLink SHARP)."""
+    value = table[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 4:
+        raise fail(f"{section}.{key} must be a fraction in (0, 4], got {value!r}",
+                   f"{section}.{key}")
+    return float(value)
 
 
 def _only(table, keys, section, fail) -> None:
