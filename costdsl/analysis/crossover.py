@@ -194,10 +194,18 @@ def _direction(intensity: sympy.Expr, x: sympy.Symbol, root: sympy.Expr) -> str 
     return None
 
 
-def _no_root_reason(op: OpRoofline, intensity: sympy.Expr, x: sympy.Symbol, ridge: float):
+def _no_root_reason(op: OpRoofline, intensity: sympy.Expr, x: sympy.Symbol, ridge: float,
+                    flat_after: float | None = None):
+    """Why an op has no crossover in x. `flat_after`: the last switch of a min() in x (a
+    sliding window), beyond which the costs stop depending on x."""
     if op.node.flops == 0:
         return "the op does no arithmetic: it is memory-bound whatever the value", None
     limit = _limit(intensity, x)
+    if x not in intensity.free_symbols and flat_after is not None:
+        state = "memory" if limit < ridge else "compute"
+        return (f"intensity is flat beyond {x.name} = {flat_after:.6g} ({sympy.N(intensity, 4)} "
+                f"ops/byte, ridge {ridge:.4g}): a sliding window caps the positions it attends, "
+                f"so it is {state}-bound for every {x.name}"), limit
     if x not in intensity.free_symbols:
         return (f"intensity does not depend on {x.name} ({sympy.N(intensity, 4)} ops/byte, "
                 f"ridge {ridge:.4g})"), limit
@@ -321,7 +329,9 @@ def op_crossover(op: OpRoofline, hw: Hardware, x: sympy.Symbol,
     last = pieces[-1][2]
     intensity = (sympy.simplify(resolve_minmax(flops, x, last) / resolve_minmax(nbytes, x, last))
                  if flops != 0 else sympy.Integer(0))
-    reason, limit = _no_root_reason(op, intensity, x, ridge or 0.0)
+    flat_after = pieces[-1][0] if len(pieces) > 1 and x in (flops + nbytes).free_symbols \
+        else None
+    reason, limit = _no_root_reason(op, intensity, x, ridge or 0.0, flat_after)
     return [Crossover(op.node.name, op.node.kind, op.node.repeat, x, None, None, None, ridge,
                       ctype, reason, limit)]
 

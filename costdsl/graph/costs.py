@@ -184,15 +184,32 @@ def qk_matmul(op, ins, out, site):
                 (b, h, lq, lk))
 
 
+def sink_logits(attrs) -> sympy.Expr:
+    """Logits a softmax row holds beyond the scores: 1 with attention sinks (gpt-oss: a
+    learned logit per head joins each row's denominator and is dropped after), else 0."""
+    return sympy.Integer(1 if attrs.get("sinks") == "true" else 0)
+
+
+def sink_weights(op_name: str, attrs) -> tuple[Access, ...]:
+    """The sinks' H parameters, read by the softmax (none without sinks)."""
+    if attrs.get("sinks") != "true":
+        return ()
+    return (Access(f"{op_name}.sinks", "weight", attrs["heads"]),)
+
+
 @rule("softmax")
 def softmax(op, ins, out, site):
-    """P = softmax(S) row by row: 5 operations per score (max, subtract, exp, sum, divide);
-    reads and writes b H Lq Lk."""
+    """P = softmax(S) row by row: 5 operations per logit (max, subtract, exp, sum, divide);
+    reads and writes b H Lq Lk. With sinks=true each row also holds its head's sink logit
+    (5 b H Lq more operations) and the op holds and reads the H sinks."""
     (s,) = ins
     b, h, _, _, lq, lk = _attention_sizes(op.attrs, s.rows, site)
     elements = b * h * lq * lk
-    return Cost(5 * elements, (Access(s.name, s.cls, elements),),
-                (Access(out.name, out.cls, elements),), sympy.Integer(0), (b, h, lq, lk))
+    sinks = sink_weights(op.name, op.attrs)
+    return Cost(5 * b * h * lq * (lk + sink_logits(op.attrs)),
+                (Access(s.name, s.cls, elements),) + sinks,
+                (Access(out.name, out.cls, elements),),
+                sum((a.elements for a in sinks), sympy.Integer(0)), (b, h, lq, lk))
 
 
 @rule("sv_matmul")
@@ -240,7 +257,7 @@ def off_chip_passes(passes, head_bytes):
 
 
 def flash_attention(attrs, q: str, k: str, v: str, out: str, rows: str, site: Site,
-                    v_dim=None, block_rows=None, causal: bool = True) -> Cost:
+                    v_dim=None, block_rows=None, causal: bool = True, name: str = "") -> Cost:
     """FlashAttention: QK^T, softmax and xV in one kernel; the score matrix stays on chip.
 
     Loop order of FlashAttention-2: each thread block holds Br query rows (Q and O tiles) and
@@ -263,7 +280,8 @@ def flash_attention(attrs, q: str, k: str, v: str, out: str, rows: str, site: Si
     min(that, W)). causal=False counts every position, as a kernel that masks without skipping.
         operations  2 b H Lq Lk (d + dv) on the matrix units (QK^T and xV) and 5 b H Lq Lk
                     (softmax) on the vector units, as the three unfused ops; no score matrix
-                    is written. dv is the value width (d unless given)."""
+                    is written. dv is the value width (d unless given). With sinks, each
+                    softmax row holds one logit more and the H sinks (of op `name`) are read."""
     b, h, hkv, d, lq, lk = _attention_sizes(attrs, rows, site)
     if causal and rows == "all":
         lk = sympy.Min(site.cached + (site.new + 1) / 2, attrs["window"])
@@ -277,10 +295,13 @@ def flash_attention(attrs, q: str, k: str, v: str, out: str, rows: str, site: Si
     kv_reads = ((Access(k, "kv", b * lk * hkv * d * passes),) if k == v else
                 (Access(k, "kv", b * lk * hkv * d * passes),
                  Access(v, "kv", b * lk * hkv * dv * passes)))
-    return Cost(2 * scores * (d + dv) + 5 * scores,
-                (Access(q, "act", b * lq * h * d),) + kv_reads,
-                (Access(out, "act", b * lq * h * dv),), sympy.Integer(0), (b * lq, h * dv),
-                vector=5 * scores)
+    logits = scores + b * h * lq * sink_logits(attrs)
+    sinks = sink_weights(name, attrs)
+    return Cost(2 * scores * (d + dv) + 5 * logits,
+                (Access(q, "act", b * lq * h * d),) + kv_reads + sinks,
+                (Access(out, "act", b * lq * h * dv),),
+                sum((a.elements for a in sinks), sympy.Integer(0)), (b * lq, h * dv),
+                vector=5 * logits)
 
 
 def experts_touched(experts, top_k, tokens):
@@ -292,12 +313,16 @@ def experts_touched(experts, top_k, tokens):
 
 @rule("router")
 def router(op, ins, out, site):
-    """Router logits x W_r: 2 n hidden E operations; reads n x hidden and hidden x E weights;
-    writes n x E. The top-k selection on the logits is not counted (O(n E))."""
+    """Router logits x W_r (+ b_r): 2 n hidden E operations (+ n E with the bias); reads
+    n x hidden and hidden x E weights (+ E); writes n x E. The top-k selection on the logits is
+    not counted (O(n E))."""
     (x,) = ins
     n, e = _rows_of(out, site), op.attrs["experts"]
-    return Cost(2 * n * x.width * e, (_read(x, n), _weight(op, "weight", x.width * e)),
-                (_write(out, site),), x.width * e, (n, e))
+    bias = op.attrs.get("bias") == "true"
+    return Cost(2 * n * x.width * e + (n * e if bias else 0),
+                (_read(x, n), _weight(op, "weight", x.width * e))
+                + ((_weight(op, "bias", e),) if bias else ()),
+                (_write(out, site),), x.width * e + (e if bias else 0), (n, e))
 
 
 @rule("expert_linear")
@@ -306,20 +331,24 @@ def expert_linear(op, ins, out, site):
     operations 2 n k in out; reads n k x in activations (each token once per expert it
     visits) and the weights of the experts touched, experts_touched(E, k, n) x in x out;
     writes n k x out, or, for the last linear (combine), the weighted sum of the k results:
-    n x out, with 2 n k out more operations. Holds E in out parameters; a token uses k in out."""
+    n x out, with 2 n k out more operations. Holds E in out parameters; a token uses k in out.
+    With bias=true every expert adds its out-wide bias: n k out operations, the touched
+    experts' biases read, E out parameters held (k out used)."""
     (x,) = ins
     a = op.attrs
     n, e, k = _rows_of(out, site), a["experts"], a["top_k"]
     d_in, d_out = x.width, a["out"]
     combine = a["combine"]
+    bias = d_out if a.get("bias") == "true" else 0
     touched = experts_touched(e, k, n)
     written = n * d_out if combine else n * k * d_out
     return Cost(
-        flops=2 * n * k * d_in * d_out + (2 * n * k * d_out if combine else 0),
-        reads=(Access(x.name, x.cls, n * k * d_in), _weight(op, "weight", touched * d_in * d_out)),
+        flops=2 * n * k * d_in * d_out + n * k * bias + (2 * n * k * d_out if combine else 0),
+        reads=(Access(x.name, x.cls, n * k * d_in),
+               _weight(op, "weight", touched * (d_in * d_out + bias))),
         writes=(Access(out.name, out.cls, written),),
-        params=e * d_in * d_out, out_shape=(n if combine else n * k, d_out),
-        active=k * d_in * d_out)
+        params=e * (d_in * d_out + bias), out_shape=(n if combine else n * k, d_out),
+        active=k * (d_in * d_out + bias))
 
 
 # --- multi-head latent attention (DeepSeek-V2, arXiv:2405.04434, section 2.1) ------------------
@@ -431,8 +460,11 @@ def expert_act(op, ins, out, site):
 @rule("rmsnorm")
 def rmsnorm(op, ins, out, site):
     """x / sqrt(mean(x^2) + eps) * g: 4 operations per element (square, sum, scale, gain);
-    the per-row rsqrt is negligible. Reads x and g (width), writes y. Holds width parameters."""
-    return _elementwise(op, ins, out, site, 4, [("weight", out.width)])
+    the per-row rsqrt is negligible. Reads x and g, writes y. Holds the gain: `dim` parameters
+    (the width, or one head's width for a per-head norm such as Qwen3's QK-norm, whose heads
+    share the gain)."""
+    gain = op.attrs.get("dim") if op.attrs.get("dim") is not None else out.width
+    return _elementwise(op, ins, out, site, 4, [("weight", gain)])
 
 
 @rule("layernorm")

@@ -28,6 +28,17 @@ RESERVED = {"peak", "bandwidth", "sram"}
 
 MODEL_INPUT = "tokens"
 
+CYCLE = "cycle"
+"""The built-in that stacks layers of several kinds in a repeating pattern (`layer_types`)."""
+
+
+def layers_at(layers: sympy.Expr, place: int, period: int) -> sympy.Expr:
+    """How many of `layers` layers fall on place `place` of a pattern of `period` places
+    (layers place, place + period, ...): ceil((L - place) / period), none when L <= place.
+    A free L is assumed to cover the pattern once."""
+    count = sympy.ceiling((layers - place) / sympy.Integer(period))
+    return sympy.Max(count, 0) if count.is_number else count
+
 
 # --- models and parameters ----------------------------------------------------------------------
 
@@ -131,7 +142,13 @@ def block_names(block: ast.Block, blocks: Mapping[str, ast.Block]) -> set[str]:
                 found.update(names_in(stmt.repeat))
             if stmt.call.callee in blocks:
                 todo.append(blocks[stmt.call.callee])
+            elif stmt.call.callee == CYCLE:
+                todo += [blocks[n] for n in _cycle_blocks(stmt.call) if n in blocks]
     return found
+
+
+def _cycle_blocks(call: ast.Call) -> list[str]:
+    return [a.name for a in call.tensors[1:]] + [kw.name for kw in call.keywords]
 
 
 def _suggest(name: str, options) -> str | None:
@@ -193,6 +210,8 @@ class _Elaborator:
 
     def statement(self, stmt: ast.Assign, scope, params, prefix, repeat) -> Tensor:
         call = stmt.call
+        if call.callee == CYCLE and call.callee not in self.library.blocks:
+            return self.cycle(stmt, scope, params, prefix, repeat)
         inputs = [self.lookup(a.name, scope, a.pos) for a in call.tensors]
         if call.callee in self.library.blocks:
             return self.instantiate(stmt, inputs, params, prefix, repeat)
@@ -208,16 +227,7 @@ class _Elaborator:
 
     def instantiate(self, stmt, inputs, params, prefix, repeat) -> Tensor:
         block = self.library.blocks[stmt.call.callee]
-        if block.name in self.active:
-            cycle = " -> ".join(self.active[self.active.index(block.name):] + [block.name])
-            raise at(ArchError, f"block {block.name!r} calls itself ({cycle})", stmt.call.pos,
-                     hint="a block cannot contain itself; use `repeat` to stack layers")
-        if len(self.active) >= MAX_BLOCK_NESTING:
-            raise at(ArchError, f"blocks nest more than {MAX_BLOCK_NESTING} deep",
-                     stmt.call.pos)
-        if len(inputs) != len(block.inputs):
-            raise at(ArchError, f"block {block.name!r} takes {len(block.inputs)} input(s) "
-                     f"({', '.join(block.inputs)}), got {len(inputs)}", stmt.call.pos)
+        self.check_call(block, inputs, stmt.call.pos)
         inner = dict(params)
         used = block_names(block, self.library.blocks)
         for kw in stmt.call.keywords:
@@ -228,28 +238,104 @@ class _Elaborator:
             if kw.name in [k.name for k in stmt.call.keywords[:stmt.call.keywords.index(kw)]]:
                 raise at(ArchError, f"keyword {kw.name!r} is given twice", kw.pos)
             inner[kw.name] = to_sympy(kw.value, params)
-        count = sympy.Integer(1)
-        if stmt.repeat is not None:
-            count = to_sympy(stmt.repeat, params)
-            if count.is_number and not (count.is_integer and count >= 1):
-                pos, note = self.origins.locate(stmt.repeat, stmt.repeat.pos, "a repeat count")
-                raise at(ArchError, f"repeat count must be a positive integer, got {shown(count)}"
-                         f"{note}", pos)
-        scope = dict(zip(block.inputs, inputs))
+        count = self.repeat_count(stmt, params) if stmt.repeat is not None else sympy.Integer(1)
         inner_prefix = prefix if stmt.inline else f"{prefix}{stmt.target}."
+        carried = stmt.pos if stmt.repeat is not None else None
+        return self.run_block(block, inputs, inner, inner_prefix, repeat * count, carried)
+
+    def check_call(self, block: ast.Block, inputs, pos) -> None:
+        if block.name in self.active:
+            cycle = " -> ".join(self.active[self.active.index(block.name):] + [block.name])
+            raise at(ArchError, f"block {block.name!r} calls itself ({cycle})", pos,
+                     hint="a block cannot contain itself; use `repeat` to stack layers")
+        if len(self.active) >= MAX_BLOCK_NESTING:
+            raise at(ArchError, f"blocks nest more than {MAX_BLOCK_NESTING} deep", pos)
+        if len(inputs) != len(block.inputs):
+            raise at(ArchError, f"block {block.name!r} takes {len(block.inputs)} input(s) "
+                     f"({', '.join(block.inputs)}), got {len(inputs)}", pos)
+
+    def repeat_count(self, stmt, params) -> sympy.Expr:
+        count = to_sympy(stmt.repeat, params)
+        if count.is_number and not (count.is_integer and count >= 1):
+            pos, note = self.origins.locate(stmt.repeat, stmt.repeat.pos, "a repeat count")
+            raise at(ArchError, f"repeat count must be a positive integer, got {shown(count)}"
+                     f"{note}", pos)
+        return count
+
+    def run_block(self, block, inputs, params, prefix, repeat, carried_at) -> Tensor:
+        """The block's ops under `prefix`, each occurring `repeat` times. `carried_at`: the
+        position of a statement that stacks the block, whose output must be as wide as its
+        input (None when it runs once)."""
+        scope = dict(zip(block.inputs, inputs))
         self.active.append(block.name)
-        out = self.body(block.body, scope, inner, inner_prefix, repeat * count, block)
+        out = self.body(block.body, scope, params, prefix, repeat, block)
         self.active.pop()
         result = self.tensors[out]
-        if stmt.repeat is not None:
-            carried = inputs[0]
+        if carried_at is not None:
             try:
-                require_equal(result.width, carried.width,
+                require_equal(result.width, inputs[0].width,
                               f"a repeated block must return what it takes: output "
-                              f"{result.name!r} and input {carried.name!r} differ in width")
+                              f"{result.name!r} and input {inputs[0].name!r} differ in width")
             except ShapeError as err:
-                raise at(ShapeError, err.message, stmt.pos) from None
+                raise at(ShapeError, err.message, carried_at) from None
         return result
+
+    def cycle(self, stmt, scope, params, prefix, repeat) -> Tensor:
+        """`t = cycle(x, a, b, ...) repeat L`: L layers, layer i running the block at place
+        i mod P of the pattern (P entries; `a=5, b=1` writes five a's then one b). Each block
+        of the pattern becomes one instance, `t.a`, repeated as many times as it holds layers:
+        costs are sums over layers, so the order inside the stack changes no figure."""
+        call = stmt.call
+        if stmt.inline:
+            raise at(ArchError, "`inline` applies to blocks, not to cycle()", stmt.pos)
+        if stmt.repeat is None:
+            raise at(ArchError, "cycle() needs `repeat N`: the number of layers the pattern is "
+                     "cycled over", call.pos, hint="e.g. layers = cycle(embed, local, "
+                     "local, global) repeat layers")
+        if not call.tensors:
+            raise at(ArchError, "cycle() takes the input tensor first, then the blocks of the "
+                     "pattern", call.pos)
+        x = self.lookup(call.tensors[0].name, scope, call.tensors[0].pos)
+        layers = self.repeat_count(stmt, params)
+        pattern = self.pattern(call, params)
+        counts: dict[str, sympy.Expr] = {}
+        for place, (name, _) in enumerate(pattern):
+            counts[name] = counts.get(name, 0) + layers_at(layers, place, len(pattern))
+        where = {name: pos for name, pos in reversed(pattern)}  # first appearance
+        tensor = x
+        for name, count in counts.items():
+            if count == 0:
+                continue
+            block = self.library.blocks[name]
+            self.check_call(block, [tensor], where[name])
+            tensor = self.run_block(block, [tensor], dict(params),
+                                    f"{prefix}{stmt.target}.{name}.", repeat * count, where[name])
+        return tensor
+
+    def pattern(self, call, params) -> list[tuple[str, ast.Pos]]:
+        """The blocks of a cycle() in order, one entry per layer of the period."""
+        named = [(a.name, a.pos, sympy.Integer(1)) for a in call.tensors[1:]]
+        counted = []
+        for kw in call.keywords:
+            count = to_sympy(kw.value, params)
+            if not (count.is_number and count.is_integer and count >= 1):
+                raise at(ArchError, f"cycle(): {kw.name}= counts consecutive layers: a positive "
+                         f"whole number, got {shown(count)}", kw.pos)
+            counted.append((kw.name, kw.pos, count))
+        if named and counted:
+            raise at(ArchError, "cycle() takes blocks one layer each (cycle(x, a, b)) or counted "
+                     "(cycle(x, a=5, b=1)), not both", call.pos)
+        entries = named or counted
+        if not entries:
+            raise at(ArchError, "cycle() needs at least one block after its input", call.pos)
+        out = []
+        for name, pos, count in entries:
+            if name not in self.library.blocks:
+                raise at(ArchNameError, f"cycle(): {name!r} is not a block", pos,
+                         hint=_suggest(name, self.library.blocks) or
+                         "the pattern names blocks, each run as one layer")
+            out += [(name, pos)] * int(count)
+        return out
 
     def op(self, stmt, inputs, params, prefix, repeat, scope) -> Tensor:
         call = stmt.call
@@ -394,7 +480,7 @@ def _moe_parts(name: str, x: Tensor, a: dict) -> list[tuple]:
     """(suffix, kind, inputs, output, width, attrs) of the ops a `moe` op runs, in order."""
     from .ops import GATED
     hidden, ffn, gated = x.width, a["ffn"], a["act"] in GATED
-    routed = {"experts": a["experts"], "top_k": a["top_k"], "act": a["act"]}
+    routed = {"experts": a["experts"], "top_k": a["top_k"], "act": a["act"], "bias": a["bias"]}
     parts = [("router", "router", (x.name,), f"{name}.router", a["experts"], routed)]
     if gated:
         parts.append(("gate", "expert_linear", (x.name,), f"{name}.gate", ffn,
@@ -497,6 +583,8 @@ def check_names(library: Library) -> None:
             if not isinstance(stmt, ast.Assign):
                 continue
             callee = stmt.call.callee
+            if callee == CYCLE:
+                continue  # its blocks are checked where it is elaborated
             if callee in library.blocks or (callee in SIGNATURES
                                              and not SIGNATURES[callee].internal):
                 continue

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import CostDSLError
@@ -50,38 +50,73 @@ DEEPSEEK = (Field("hidden", "hidden_size"), Field("layers", "num_hidden_layers")
             Field("experts", "n_routed_experts"), Field("top_k", "num_experts_per_tok"),
             Field("shared_experts", "n_shared_experts"), Field("vocab", "vocab_size"))
 
-# Fields whose value the family file assumes: another value is a different architecture.
-ASSUMED = {
-    "opt": {"activation_function": "relu", "do_layer_norm_before": True},
-    "deepseek_v2": {"moe_layer_freq": 1},
-    "deepseek_v3": {"moe_layer_freq": 1},
-}
+QWEN3_HEAD_DIM = Field("head_dim", "head_dim", default="128")  # Qwen3Config's default
+QWEN3 = LLAMA[:-1] + (QWEN3_HEAD_DIM,)
+QWEN3_MOE = (Field("hidden", "hidden_size"), Field("layers", "num_hidden_layers"),
+             Field("heads", "num_attention_heads"), Field("kv_heads", "num_key_value_heads"),
+             QWEN3_HEAD_DIM,
+             Field("ffn", "moe_intermediate_size"), Field("experts", "num_experts"),
+             Field("top_k", "num_experts_per_tok"), Field("vocab", "vocab_size"))
+GPT_OSS = (Field("hidden", "hidden_size"), Field("layers", "num_hidden_layers"),
+           Field("heads", "num_attention_heads"), Field("kv_heads", "num_key_value_heads"),
+           Field("head_dim", "head_dim"), Field("ffn", "intermediate_size"),
+           Field("experts", "num_local_experts"), Field("top_k", "num_experts_per_tok"),
+           Field("sliding_window", "sliding_window"), Field("vocab", "vocab_size"))
+
+_NO_SLIDING = {"use_sliding_window": False}   # Qwen's per-layer window switch, off in release
+
+
+@dataclass(frozen=True)
+class Family:
+    source: str                       # the file to import
+    base: str                         # the model it defines, extended by the import
+    fields: tuple[Field, ...]
+    fixed: dict = field(default_factory=dict)     # parameters the model_type implies
+    tied: str | None = None           # the base with the LM head tied to the embedding;
+                                      # None: the family has only an untied head
+    assumed: dict = field(default_factory=dict)   # fields whose value the family is written
+                                                  # for: another value is another architecture
+
 
 FAMILIES = {
-    # model_type: (file to import, base model, fields, fixed parameters)
-    "llama": ("llama.arch", "llama", LLAMA, {}),
-    "mistral": ("llama.arch", "llama",
-                LLAMA + (Field("window", "sliding_window", default="inf", convert=_window),), {}),
-    "qwen2": ("llama.arch", "llama", LLAMA, {"qkv_bias": "1"}),
-    "mixtral": ("mixtral-8x7b.arch", "Mixtral-8x7B-v0.1",
-                LLAMA + (Field("experts", "num_local_experts"),
-                         Field("top_k", "num_experts_per_tok"),
-                         Field("window", "sliding_window", default="inf", convert=_window)), {}),
-    "phi3": ("llama.arch", "llama",
-             LLAMA + (Field("window", "sliding_window", default="inf", convert=_window),), {}),
-    "opt": ("opt.arch", "opt",
-            (Field("hidden", "hidden_size"), Field("layers", "num_hidden_layers"),
-             Field("heads", "num_attention_heads"), Field("ffn", "ffn_dim"),
-             Field("vocab", "vocab_size"),
-             Field("positions", "max_position_embeddings", convert=_opt_positions)), {}),
-    "deepseek_v2": ("deepseek.arch", "deepseek", DEEPSEEK, {}),
-    "deepseek_v3": ("deepseek.arch", "deepseek", DEEPSEEK, {}),
-    "gpt2": ("gpt2.arch", "gpt2",
-             (Field("hidden", "n_embd"), Field("layers", "n_layer"), Field("heads", "n_head"),
-              Field("ffn", "n_inner", default="4 * hidden"), Field("vocab", "vocab_size"),
-              Field("positions", "n_positions")), {}),
+    "llama": Family("llama.arch", "llama", LLAMA, tied="llama_tied"),
+    "mistral": Family("llama.arch", "llama", LLAMA + (
+        Field("window", "sliding_window", default="inf", convert=_window),), tied="llama_tied"),
+    "qwen2": Family("llama.arch", "llama", LLAMA, {"qkv_bias": "1"}, tied="llama_tied",
+                    assumed=_NO_SLIDING),
+    "mixtral": Family("mixtral-8x7b.arch", "Mixtral-8x7B-v0.1", LLAMA + (
+        Field("experts", "num_local_experts"), Field("top_k", "num_experts_per_tok"),
+        Field("window", "sliding_window", default="inf", convert=_window))),
+    "phi3": Family("llama.arch", "llama", LLAMA + (
+        Field("window", "sliding_window", default="inf", convert=_window),), tied="llama_tied"),
+    "opt": Family("opt.arch", "opt", (
+        Field("hidden", "hidden_size"), Field("layers", "num_hidden_layers"),
+        Field("heads", "num_attention_heads"), Field("ffn", "ffn_dim"),
+        Field("vocab", "vocab_size"),
+        Field("positions", "max_position_embeddings", convert=_opt_positions)),
+        tied="opt", assumed={"activation_function": "relu", "do_layer_norm_before": True}),
+    "deepseek_v2": Family("deepseek.arch", "deepseek", DEEPSEEK,
+                          assumed={"moe_layer_freq": 1}),
+    "deepseek_v3": Family("deepseek.arch", "deepseek", DEEPSEEK,
+                          assumed={"moe_layer_freq": 1}),
+    "gpt2": Family("gpt2.arch", "gpt2", (
+        Field("hidden", "n_embd"), Field("layers", "n_layer"), Field("heads", "n_head"),
+        Field("ffn", "n_inner", default="4 * hidden"), Field("vocab", "vocab_size"),
+        Field("positions", "n_positions")), tied="gpt2"),
+    "qwen3": Family("qwen3.arch", "qwen3", QWEN3, tied="qwen3_tied",
+                    assumed={"attention_bias": False, **_NO_SLIDING}),
+    "qwen3_moe": Family("qwen3.arch", "qwen3_moe", QWEN3_MOE,
+                        assumed={"attention_bias": False, "mlp_only_layers": [],
+                                 "decoder_sparse_step": 1, **_NO_SLIDING}),
+    "gpt_oss": Family("gpt-oss.arch", "gpt-oss", GPT_OSS, assumed={"attention_bias": True}),
 }
-UNTIED = {"llama", "mistral", "qwen2", "mixtral", "phi3", "deepseek_v2", "deepseek_v3"}  # families whose LM head has its own matrix
+"""model_type -> the shipped family its config.json fills in. A family ties its head when
+`tie_word_embeddings` is true; gpt2's and opt's files always tie it (their `tied` is the base)."""
+
+MXFP4_EXPERTS = ('quantize(weights=4, group=32, scale_bits=8, '
+                 'ops="layers.*.moe.gate,layers.*.moe.up,layers.*.moe.down")')
+"""gpt-oss's released quantization (quantization_config.quant_method "mxfp4"): the experts'
+weights as 4-bit values with one 8-bit scale per 32, the rest bf16."""
 
 
 def read_config(path: str | Path) -> dict:
@@ -108,18 +143,9 @@ def _number(value, key: str, file: str) -> str:
     return str(int(value))
 
 
-def to_arch(config: dict, file: str, name: str | None = None) -> str:
-    model_type = config.get("model_type")
-    if model_type not in FAMILIES:
-        raise CostDSLError(f"field 'model_type' is {model_type!r}, which costdsl cannot import "
-                           f"yet", file=file, hint="supported: " + ", ".join(sorted(FAMILIES)))
-    source, base, fields, fixed = FAMILIES[model_type]
-    if model_type in UNTIED and config.get("tie_word_embeddings"):
-        raise CostDSLError("field 'tie_word_embeddings' is true, but the shipped "
-                           f"{model_type} family has an untied LM head", file=file,
-                           hint="write the model by hand with linear(..., tied=embed)")
-    for key, wanted in ASSUMED.get(model_type, {}).items():
-        if key in config and config[key] != wanted:
+def _check_assumed(config: dict, family: Family, model_type: str, file: str) -> None:
+    for key, wanted in family.assumed.items():
+        if key in config and config[key] is not None and config[key] != wanted:
             raise CostDSLError(f"field {key!r} is {config[key]!r}; the shipped {model_type} family "
                                f"is written for {wanted!r}", file=file,
                                hint="write the model by hand, starting from the family file")
@@ -127,8 +153,54 @@ def to_arch(config: dict, file: str, name: str | None = None) -> str:
             != config.get("hidden_size"):
         raise CostDSLError("field 'word_embed_proj_dim' differs from 'hidden_size' (OPT-350m's "
                            "projections); the shipped opt family has none", file=file)
+    if model_type == "gpt_oss":
+        _check_alternating(config.get("layer_types"), file)
+
+
+def _check_alternating(layer_types, file: str) -> None:
+    """gpt-oss's family cycles (sliding, full) from layer 0: layer_types must say the same."""
+    if layer_types is None:
+        return
+    if not isinstance(layer_types, list):
+        raise CostDSLError("field 'layer_types' must be a list of layer kinds", file=file)
+    for i, kind in enumerate(layer_types):
+        wanted = "sliding_attention" if i % 2 == 0 else "full_attention"
+        if kind != wanted:
+            raise CostDSLError(f"field 'layer_types': layer {i} is {kind!r}; the shipped gpt_oss "
+                               f"family alternates sliding_attention and full_attention from "
+                               f"layer 0 (cycle(embed, sliding_attention, full_attention))",
+                               file=file, hint="write the model by hand with another cycle()")
+
+
+def _base(config: dict, family: Family, model_type: str, file: str) -> str:
+    if not config.get("tie_word_embeddings"):
+        return family.base
+    if family.tied is None:
+        raise CostDSLError("field 'tie_word_embeddings' is true, but the shipped "
+                           f"{model_type} family has an untied LM head", file=file,
+                           hint="write the model by hand with linear(..., tied=embed)")
+    return family.tied
+
+
+def _passes(config: dict, model_type: str) -> list[str]:
+    quant = config.get("quantization_config")
+    if model_type == "gpt_oss" and isinstance(quant, dict) \
+            and quant.get("quant_method") == "mxfp4":
+        return ["  passes {                    # quantization_config: quant_method mxfp4",
+                f"    {MXFP4_EXPERTS}", "  }"]
+    return []
+
+
+def to_arch(config: dict, file: str, name: str | None = None) -> str:
+    model_type = config.get("model_type")
+    if model_type not in FAMILIES:
+        raise CostDSLError(f"field 'model_type' is {model_type!r}, which costdsl cannot import "
+                           f"yet", file=file, hint="supported: " + ", ".join(sorted(FAMILIES)))
+    family = FAMILIES[model_type]
+    base = _base(config, family, model_type, file)
+    _check_assumed(config, family, model_type, file)
     lines = []
-    for f in fields:
+    for f in family.fields:
         value = config.get(f.key)
         if value is None:
             if f.default is None:
@@ -140,7 +212,7 @@ def to_arch(config: dict, file: str, name: str | None = None) -> str:
         else:
             text = f.convert(value) if f.convert else _number(value, f.key, file)
         lines.append(f"    {f.param:14s} = {text:14s}# {f.key}")
-    for param, text in fixed.items():
+    for param, text in family.fixed.items():
         lines.append(f"    {param:14s} = {text:14s}# model_type {model_type}")
     path = Path(file)
     folder_named = path.name == "config.json" and path.parent.name  # models/<name>/config.json
@@ -153,8 +225,9 @@ def to_arch(config: dict, file: str, name: str | None = None) -> str:
                                 "line breaks; give one with --name")
     return "\n".join([
         f"# Imported by `costdsl import` from {Path(file).name} (model_type {model_type!r}).",
-        f'import "{source}"', "",
-        f'model "{title}" extends "{base}" {{', "  params {", *lines, "  }", "}", ""])
+        f'import "{family.source}"', "",
+        f'model "{title}" extends "{base}" {{', "  params {", *lines, "  }",
+        *_passes(config, model_type), "}", ""])
 
 
 def check_imported(text: str, config_file: str) -> None:

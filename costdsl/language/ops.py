@@ -137,7 +137,8 @@ def _linear(ins, a):
            heads=Dim(doc="query heads"), kv_heads=Dim(infer=True, doc="key/value heads (GQA)"),
            head_dim=Dim(infer=True, doc="width of one head"),
            causal=Choice(BOOL, "true", "causal mask"),
-           window=Dim(default="oo", doc="sliding window: keys attended per query (inf: all)"))
+           window=Dim(default="oo", doc="sliding window: keys attended per query (inf: all)"),
+           sinks=Choice(BOOL, "false", "a learned logit per head joins each softmax (gpt-oss)"))
 def _attention(ins, a):
     """softmax(Q K^T / sqrt(d)) V per head; expands to qk, softmax and sv ops."""
     q, k, v = ins
@@ -171,7 +172,8 @@ GATED = ("swiglu", "geglu")
            ffn=Dim(doc="intermediate width of one expert"),
            shared=Dim(default=0, doc="shared experts every token visits"),
            shared_ffn=Dim(infer=True, doc="intermediate width of one shared expert"),
-           act=Choice(ACTIVATIONS, "swiglu", "the experts' activation"))
+           act=Choice(ACTIVATIONS, "swiglu", "the experts' activation"),
+           bias=Choice(BOOL, "false", "biases on the router and every expert linear (gpt-oss)"))
 def _moe(ins, a):
     """Mixture of experts: a router picks top_k of `experts` MLPs per token (plus `shared`
     experts every token visits); expands into router, expert and shared-expert ops."""
@@ -277,18 +279,24 @@ def _ssm_scan(ins, a):
 
 # --- elementwise --------------------------------------------------------------------------------
 
-@signature("rmsnorm", ["x"], "vector", dim=Dim(infer=True))
+@signature("rmsnorm", ["x"], "vector",
+           dim=Dim(infer=True, doc="features normalised together (the gain's length); less "
+                                   "than the width: per head, e.g. QK-norm over head_dim"))
 def _rmsnorm(ins, a):
-    """x / sqrt(mean(x^2) + eps) * g."""
+    """x / sqrt(mean(x^2) + eps) * g, over groups of `dim` features sharing one gain g."""
     if a["dim"] is not None:
-        require_equal(a["dim"], ins[0].width, "dim differs from the input's width")
+        groups = ins[0].width / a["dim"]
+        if groups.is_number and not (groups.is_integer and groups >= 1):
+            raise ShapeError(f"dim={a['dim']} does not divide the input's width {ins[0].width}")
     return ins[0].width
 
 
 @signature("layernorm", ["x"], "vector", dim=Dim(infer=True))
 def _layernorm(ins, a):
     """(x - mean) / sqrt(var + eps) * g + b."""
-    return _rmsnorm(ins, a)
+    if a["dim"] is not None:
+        require_equal(a["dim"], ins[0].width, "dim differs from the input's width")
+    return ins[0].width
 
 
 @signature("rope", ["x"], "vector", head_dim=Dim(doc="width of one head"))

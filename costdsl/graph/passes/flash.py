@@ -57,7 +57,7 @@ def flash_attention(graph: nx.DiGraph, block=None, causal=1) -> nx.DiGraph:
         a = qk.attrs
         rows = "all" if qk.out_shape[2] == site.new else "last"
         cost = flash_cost(a, q, k, v, sv.output, rows, site, v_dim=sv.attrs["head_dim"],
-                          block_rows=block, causal=bool(causal))
+                          block_rows=block, causal=bool(causal), name=soft.name)
         needed = flash_sram_needed(a["head_dim"], S.a_bits, S.kv_bits,
                                    block if block is not None else FLASH_MIN_ROWS)
         attrs = {**a, "kinds": fused.attrs["kinds"], "sram_needed": needed,
