@@ -13,6 +13,12 @@ DATA = Path(__file__).resolve().parent / "data"
 MODELS = ROOT / "models"
 
 
+def shipped_sizes() -> list[str]:
+    """The shipped model files whose dimensions are all bound (not the families)."""
+    import costdsl
+    return sorted(p.name for p in MODELS.glob("*.arch") if not costdsl.load(p).free_names)
+
+
 @pytest.fixture
 def write_arch(tmp_path):
     """Write a .arch text to a temporary file and return its path."""

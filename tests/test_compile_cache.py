@@ -10,7 +10,7 @@ import costdsl
 from costdsl.analysis import compiled
 from costdsl.cli import main
 
-from conftest import MODELS
+from conftest import MODELS, shipped_sizes
 
 SWEEP = ["--batch", "1:40", "--seq", "128:8192:log9", "--stage", "all"]
 
@@ -102,8 +102,7 @@ def test_cache_command(cache, tmp_path, capsys):
     os.environ.pop("COSTDSL_NO_CACHE", None)   # main() set it for the rest of this process
 
 
-SHIPPED = sorted(p.name for p in MODELS.glob("*.arch")
-                 if not costdsl.load(p).free_names)   # not the families: their dims are free
+SHIPPED = shipped_sizes()
 
 
 @pytest.mark.parametrize("model", SHIPPED)

@@ -150,9 +150,10 @@ def test_every_op_matches_its_hand_derivation(stage, expected):
 
 def test_every_user_op_kind_is_exercised():
     from costdsl.language.ops import SIGNATURES
-    kinds = {n.kind for toy in ("toy.arch", "toy2.arch")
+    from costdsl.language.ops import COMPOSITE_KINDS
+    kinds = {n.kind for toy in ("toy.arch", "toy2.arch", "toy3.arch")
              for n in nodes(costdsl.load(DATA / toy).graph("prefill"))}
-    assert kinds == set(SIGNATURES) - {"attention", "moe", "mla", "mamba"}  # the composites
+    assert kinds == set(SIGNATURES) - set(COMPOSITE_KINDS)
 
 
 def test_bytes_use_the_bitwidth_of_each_tensor_class():

@@ -244,21 +244,22 @@ def test_fit_on_an_h100_counts_only_the_full_layers_growing():
 
 # --- every new model through the commands -------------------------------------------------------
 
-NEW = ["llama-3.2-1b", "llama-3.2-3b", "qwen3-8b", "qwen3-32b", "qwen3-30b-a3b",
-       "qwen3-235b-a22b", "gpt-oss-20b", "gpt-oss-120b"]
+NEW = ["llama-3.2-1b", "llama-3.2-3b", "qwen3-8b", "qwen3-32b", "qwen3-30b-a3b", "qwen3.5-27b",
+       "qwen3.5-35b-a3b", "qwen3.5-397b-a17b",
+       "qwen3-235b-a22b", "gpt-oss-20b", "gpt-oss-120b", "nemotron-3-nano-30b-a3b"]
 
 
 @pytest.mark.parametrize("name", NEW)
-def test_every_new_model_runs_through_the_commands(name):
+def test_every_new_model_runs_through_the_commands(name, capsys):
+    from costdsl.cli import main
     path = str(MODELS / f"{name}.arch")
     for args in (["check", path], ["params", path],
                  ["analyze", path, "--hw", "nvidia-h100-sxm", "--batch", "4", "--seq", "1024"],
                  ["formulas", path, "--stage", "decode"],
                  ["crossover", path, "--hw", "nvidia-h100-sxm", "--solve", "batch"]):
-        result = subprocess.run([sys.executable, "-m", "costdsl", *args], capture_output=True,
-                                text=True, timeout=300)
-        assert result.returncode == 0, (args, result.stderr)
-        assert "Traceback" not in result.stderr
+        assert main(args) == 0, args
+        out, err = capsys.readouterr()
+        assert out and "Traceback" not in err
 
 
 @pytest.mark.parametrize("name", ["qwen3-8b", "qwen3-30b-a3b", "gpt-oss-120b"])
@@ -314,3 +315,218 @@ def test_import_refuses_what_the_families_do_not_say():
         to_arch({"model_type": "qwen3", "use_sliding_window": True}, "config.json")
     with pytest.raises(CostDSLError, match="untied LM head"):
         to_arch({"model_type": "mixtral", "tie_word_embeddings": True}, "config.json")
+
+
+# --- Qwen3.5: Gated DeltaNet beside gated full attention ----------------------------------------
+
+def test_qwen3_5_text_decoder_parameters():
+    """Qwen3.5-27B's text decoder, from its config.json: embedding and head 2 x 248320 x 5120;
+    48 DeltaNet layers of qkv 5120 x (2 x 16 x 128 + 48 x 128), z 5120 x 6144, a/b 5120 x 96,
+    conv 10240 x 4, A_log and dt_bias 2 x 48, gated norm 128, out_proj 6144 x 5120; 16 gated
+    attention layers of q and its gate 2 x 5120 x 6144, k and v 2 x 5120 x 1024, QK-norm 2 x 256,
+    o 6144 x 5120; 64 SwiGLU MLPs 3 x 5120 x 17408 and 2 x 5120 norms; the final norm 5120:
+    26,895,998,464. The name says 27B (the card's figure includes the vision encoder, which is
+    not modelled, and not the MTP layer)."""
+    assert _load("qwen3.5-27b").params() == 26_895_998_464
+    assert round(int(_load("qwen3.5-35b-a3b").params()) / B) == 35
+    assert round(int(_load("qwen3.5-35b-a3b").active_params()) / B) == 3
+    assert round(int(_load("qwen3.5-397b-a17b").params()) / B) == 396   # 397 with the vision
+    assert round(int(_load("qwen3.5-397b-a17b").active_params()) / B) == 17
+
+
+def test_a_deltanet_decode_step_reads_and_writes_its_state():
+    """Qwen3.5-27B, batch 1, decode: the delta rule does, per value head, 7 dk dv + 2 dv + 9
+    operations (decay, k^T S, correction, rank-1 update, readout; gates) and 6 Hk dk for the
+    L2-norms of q and k: 48 (7 x 128^2 + 2 x 128 + 9) + 6 x 16 x 128 = 5,530,032 at any context;
+    it reads and writes the 48 x 128 x 128 state (bf16): 2 x 1,572,864 bytes."""
+    m = _load("qwen3.5-27b")
+    for seq in (1024, 131072):
+        rule = _decode_op(m, "layers.linear_attention.attn.rule", seq)
+        assert rule.flops == 5_530_032
+        assert rule.bytes_by_class["kv"] == 2 * 48 * 128 * 128 * 2
+
+
+def test_a_deltanet_prefill_runs_the_chunkwise_form():
+    """Prefill of 4,096 tokens, batch 1, chunks of 64: per token and value head 6 dk dv +
+    64 (6 dk + 4 dv + 2) + 64^2 / 3, plus the gates and the q/k norms; the state written once
+    (48 x 128^2 x 2 bytes) and each of the 64 chunk boundaries' states written and read back."""
+    m = _load("qwen3.5-27b")
+    a = m.analyze("nvidia-h100-sxm", batch=1, seq=4096, stages=("prefill",))
+    rule = next(o for o in a.stages["prefill"].ops if o.name == "layers.linear_attention.attn.rule")
+    per_token = 48 * (6 * 128 * 128 + 64 * (6 * 128 + 4 * 128 + 2) + sympy.Rational(64 ** 2, 3)) \
+        + 6 * 16 * 128 + 9 * 48
+    assert rule.flops == pytest.approx(float(4096 * per_token), rel=1e-12)
+    state = 48 * 128 * 128 * 2
+    assert rule.bytes_by_class["kv"] == state
+    assert rule.bytes_by_class["act"] == 4096 * (10240 + 96 + 6144) * 2 + 2 * 64 * state
+
+
+def test_qwen3_5_memory_holds_the_full_layers_cache_and_fixed_states():
+    """Per sequence: 16 full layers x 2 x 4 KV heads x 256 x 2 bytes = 65,536 bytes per token,
+    and 48 DeltaNet layers' fixed state: (48 x 128 x 128 + 10240 x 3 of the conv) x 2 bytes =
+    78,446,592 bytes whatever the context."""
+    kv = kv_cache_bytes(_load("qwen3.5-27b").graph("decode"), S.seq).subs(S.kv_bits, 16)
+    assert sympy.expand(kv - S.batch * (65536 * S.seq + 78_446_592)) == 0
+
+
+def test_tensor_parallel_splits_deltanet_and_gated_attention_by_heads():
+    """TP 4 on Qwen3.5-27B: every projection, the conv, the delta rule and its state a quarter;
+    the gated norm's and QK-norm's shared gains kept whole; the attention's output gate split
+    with its heads; an all-reduce after each out_proj, o and down."""
+    base = _load("qwen3.5-27b")
+    tp = base.with_passes(["tensor_parallel(n=4)"])
+    g0, g1 = base.graph("decode"), tp.graph("decode")
+    ratio = lambda name, field: sympy.simplify(getattr(g1.nodes[name]["op"], field)
+                                               / getattr(g0.nodes[name]["op"], field))
+    for name in ("layers.linear_attention.attn.qkv", "layers.linear_attention.attn.rule",
+                 "layers.linear_attention.attn.conv", "layers.linear_attention.attn.out_proj",
+                 "layers.full_attention.attn_gate", "layers.full_attention.gate_act",
+                 "layers.full_attention.gated", "layers.full_attention.attn.qk"):
+        assert ratio(name, "flops") == sympy.Rational(1, 4), name
+    for name in ("layers.linear_attention.attn.norm", "layers.full_attention.q_norm"):
+        assert ratio(name, "params") == 1, name
+    rule = g1.nodes["layers.linear_attention.attn.rule"]["op"]
+    assert sum(a.elements for a in rule.writes if a.cls == "kv") == S.batch * 12 * 128 * 128
+    reduced = sorted(n for n in g1.nodes if g1.nodes[n]["op"].kind == "all_reduce")
+    assert reduced == ["layers.full_attention.down.all_reduce",
+                       "layers.full_attention.o.all_reduce",
+                       "layers.linear_attention.attn.out_proj.all_reduce",
+                       "layers.linear_attention.down.all_reduce"]
+
+
+def test_tensor_parallel_splits_qwen3_attention_behind_its_qk_norm():
+    """The query projection sits behind QK-norm and RoPE: the layout finds it through them
+    (it used to leave the attention whole on every device)."""
+    base = _load("qwen3-8b")
+    g0 = base.graph("decode")
+    g1 = base.with_passes(["tensor_parallel(n=4)"]).graph("decode")
+    for name in ("layers.q", "layers.attn.qk", "layers.q_norm", "layers.k_rot"):
+        assert sympy.simplify(g1.nodes[name]["op"].flops / g0.nodes[name]["op"].flops) \
+            == sympy.Rational(1, 4), name
+    assert g1.nodes["layers.q_norm"]["op"].params == 128
+
+
+def test_tensor_parallel_refuses_an_attention_it_cannot_split(write_arch):
+    """A query that reaches attention through an op the layout has no rule for is an error,
+    not an attention left whole on every device."""
+    path = write_arch("""
+model "odd" {
+  params { hidden = 64 }
+  e    = embedding(tokens, vocab=10, dim=hidden)
+  q    = linear(e, out=hidden)
+  qa   = silu(q)
+  k    = linear(e, out=hidden)
+  v    = linear(e, out=hidden)
+  attn = attention(qa, k, v, heads=4)
+  o    = linear(attn, out=hidden)
+}
+""")
+    with pytest.raises(CostDSLError, match="cannot split attn.qk"):
+        costdsl.load(path, passes=["tensor_parallel(n=2)"]).graph("decode")
+
+
+def test_qwen3_5_imports_from_its_multimodal_config(tmp_path):
+    for config, shipped in (("qwen3.5-27b.json", "qwen3.5-27b.arch"),
+                            ("qwen3.5-35b-a3b.json", "qwen3.5-35b-a3b.arch"),
+                            ("qwen3.5-397b-a17b.json", "qwen3.5-397b-a17b.arch")):
+        from costdsl.language.importer import read_config, to_arch
+        text = to_arch(read_config(DATA / "configs" / config), config)
+        assert "vision encoder is not imported" in text
+        imported = costdsl.load(tmp_path / "q.arch", text=text)
+        reference = costdsl.load(MODELS / shipped)
+        assert imported.params() == reference.params()
+        assert imported.active_params() == reference.active_params()
+
+
+def test_qwen3_5_import_checks_the_pattern_and_the_gate():
+    from costdsl.language.importer import to_arch
+    text = {"model_type": "qwen3_5", "text_config": {
+        "model_type": "qwen3_5_text", "layer_types": ["linear_attention", "full_attention"]}}
+    with pytest.raises(CostDSLError, match="layer 1 is 'full_attention'.*'linear_attention'"):
+        to_arch(text, "config.json")
+    with pytest.raises(CostDSLError, match="'attn_output_gate' is False"):
+        to_arch({"model_type": "qwen3_5_text", "attn_output_gate": False}, "config.json")
+
+
+# --- Nemotron 3: Mamba-2 beside attention and squared-ReLU experts ------------------------------
+
+def test_nemotron_3_nano_parameters():
+    """NVIDIA-Nemotron-3-Nano-30B-A3B, its config.json: 23 Mamba-2 layers of z 2688 x 4096,
+    x/B/C/dt 2688 x (4096 + 2 x 8 x 128 + 64), conv 6144 x 4 + 6144, A_log, D, dt_bias 3 x 64,
+    gated norm 4096, out_proj 4096 x 2688; 23 MoE layers of router 2688 x 128, 128 experts of
+    2 x 2688 x 1856 (squared ReLU: no gate), a shared expert 2 x 2688 x 3712; 6 attention
+    layers of q and o 2 x 2688 x 4096, k and v 2 x 2688 x 256; a norm per layer, the final norm,
+    embedding and head 2 x 131072 x 2688: 31,577,937,344. Model card: 31.6B total, 3.2B active
+    (3.6B with the embeddings): 6 of 128 experts."""
+    m = _load("nemotron-3-nano-30b-a3b")
+    assert m.params() == 31_577_937_344
+    active = int(m.active_params())
+    assert active == 3_580_073_408
+    assert round(active / B, 1) == 3.6
+    assert round((active - 131072 * 2688) / B, 1) == 3.2
+
+
+def test_nemotron_layers_follow_the_hybrid_override_pattern():
+    graph = _load("nemotron-3-nano-30b-a3b").graph("decode")
+    repeats = {n.name: n.repeat for n in nodes(graph)}
+    assert (repeats["layers.M.mixer.scan"], repeats["layers.E.moe.router"],
+            repeats["layers.A.attn.qk"]) == (23, 23, 6)
+
+
+def test_a_mamba2_decode_step_by_hand():
+    """toy3's Mamba-2 layer (H 4 heads of P 2, N 3, G 2), batch 1 decode: per head the decay
+    (2), dt x (P), the update 3 P N and the readout 2 P N, plus dt's softplus (3) and the D skip
+    (2 P): 4 (5 x 2 x 3 + 2 + 2 + 3 + 4) = 164 operations; it reads and writes the 4 x 2 x 3
+    state, and reads x, B, C (8 + 12) and dt (4) of its inputs."""
+    m = costdsl.load(DATA / "toy3.arch")
+    a = m.analyze("nvidia-h100-sxm", batch=1, seq=64, stages=("decode",))
+    scan = next(o for o in a.stages["decode"].ops if o.name == "layers.ssm_layer.m.scan")
+    assert scan.flops == 164
+    assert scan.bytes_by_class["kv"] == 2 * 24 * 2
+    assert scan.bytes_by_class["act"] == (20 + 4 + 8) * 2      # reads u and dt, writes y
+
+
+def test_a_mamba2_prefill_by_hand():
+    """toy3, prefill of 16 tokens (chunks of 4): per token 4 heads x (4 P N + 2 q P + 2 q +
+    2 P N / q) + 2 q N G + 4 (3 + 2 P) = 4 (24 + 16 + 8 + 3) + 48 + 28 = 280; the state written
+    once, and each of the 4 chunks' states written and read back (4 x 24 each way)."""
+    m = costdsl.load(DATA / "toy3.arch")
+    a = m.analyze("nvidia-h100-sxm", batch=1, seq=16, stages=("prefill",))
+    scan = next(o for o in a.stages["prefill"].ops if o.name == "layers.ssm_layer.m.scan")
+    assert scan.flops == 16 * 280
+    assert scan.bytes_by_class["kv"] == 24 * 2
+    assert scan.bytes_by_class["act"] == (16 * (20 + 4 + 8) + 2 * 4 * 24) * 2
+
+
+def test_nemotron_memory_by_hand():
+    """Per sequence: 6 attention layers x 2 x 2 KV heads x 128 x 2 bytes = 6,144 bytes per
+    token, and 23 Mamba-2 layers' fixed state (64 x 64 x 128 + 6144 x 3 of the conv) x 2 bytes
+    = 24,965,120 bytes."""
+    kv = kv_cache_bytes(_load("nemotron-3-nano-30b-a3b").graph("decode"), S.seq)
+    assert sympy.expand(kv.subs(S.kv_bits, 16) - S.batch * (6144 * S.seq + 24_965_120)) == 0
+
+
+def test_nemotron_imports_its_pattern_and_refuses_latent_experts(tmp_path):
+    from costdsl.language.importer import read_config, to_arch
+    config = read_config(DATA / "configs" / "nemotron-3-nano-30b-a3b.json")
+    imported = costdsl.load(tmp_path / "n.arch", text=to_arch(config, "n.json"))
+    reference = _load("nemotron-3-nano-30b-a3b")
+    assert imported.params() == reference.params()
+    assert imported.active_params() == reference.active_params()
+    with pytest.raises(CostDSLError, match="'moe_latent_size' is 1024"):
+        to_arch({**config, "moe_latent_size": 1024}, "n.json")
+    with pytest.raises(CostDSLError, match="holds 'X'"):
+        to_arch({**config, "hybrid_override_pattern": "X" * 52}, "n.json")
+    with pytest.raises(CostDSLError, match="has 3 letters for 52 layers"):
+        to_arch({**config, "hybrid_override_pattern": "MEM"}, "n.json")
+
+
+def test_a_one_token_step_of_a_linear_attention_is_a_decode_step():
+    """The step site with tokens = 1 prices the recurrent form, as decode does."""
+    for name in ("qwen3.5-27b", "nemotron-3-nano-30b-a3b"):
+        m = _load(name)
+        step, decode = m.graph("step"), m.graph("decode")
+        for op in ("layers.linear_attention.attn.rule", "layers.M.mixer.scan"):
+            if op in decode.nodes:
+                s, d = step.nodes[op]["op"], decode.nodes[op]["op"]
+                assert sympy.simplify(s.flops.subs(S.tokens, 1) - d.flops) == 0

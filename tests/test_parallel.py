@@ -17,6 +17,7 @@ from costdsl.cli import main
 from costdsl.errors import CostDSLError, HardwareError
 from costdsl.graph.schema import nodes
 from costdsl.hardware import load_hardware
+from conftest import shipped_sizes
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
@@ -217,8 +218,7 @@ def test_expert_parallel_needs_experts(dgx):
 
 # --- n = 1 is the identity -----------------------------------------------------------------------
 
-SHIPPED = sorted(p.name for p in MODELS.glob("*.arch")
-                 if p.stem not in ("llama", "opt", "mamba", "deepseek"))  # families: dims free
+SHIPPED = shipped_sizes()
 IDENTITY = ["tensor_parallel(n=1)", "pipeline_parallel(n=1)", "expert_parallel(n=1)",
             "offload(weights=0)"]
 

@@ -411,17 +411,21 @@ def _state_site_accesses(name, elements, site):
 
 @rule("ssm_conv")
 def ssm_conv(op, ins, out, site):
-    """Depthwise causal conv1d of width K on the x half of in_proj, then SiLU: operations
-    n Di (2 K + 1 + 4); reads n Di, weights Di K + bias Di; writes n Di. State: the last K - 1
-    inputs of each channel, b Di (K - 1). Holds Di K + Di parameters."""
+    """Depthwise causal conv1d of width K on Di channels (Mamba: the x half of in_proj; Gated
+    DeltaNet: q, k and v), then SiLU: operations n Di (2 K + 1 + 4), the 1 for the bias;
+    reads n Di, weights Di K + bias Di; writes n Di. State: the last K - 1 inputs of each
+    channel, b Di (K - 1). Holds Di K + Di parameters; without a bias (conv_bias false: Gated
+    DeltaNet) n Di fewer operations and Di fewer parameters."""
     (xz,) = ins
     a = op.attrs
     n, di, k = _rows_of(out, site), a["d_inner"], a["d_conv"]
+    bias = 0 if a.get("conv_bias") is False else 1
     state_reads, state_writes = _state_site_accesses(f"{op.name}.state", S.batch * di * (k - 1),
                                                      site)
-    return Cost(n * di * (2 * k + 5),
-                (Access(xz.name, xz.cls, n * di), _weight(op, "weight", di * k + di)) + state_reads,
-                (_write(out, site),) + state_writes, di * k + di, (n, di))
+    held = di * k + bias * di
+    return Cost(n * di * (2 * k + 4 + bias),
+                (Access(xz.name, xz.cls, n * di), _weight(op, "weight", held)) + state_reads,
+                (_write(out, site),) + state_writes, held, (n, di))
 
 
 @rule("ssm_scan")
@@ -443,13 +447,131 @@ def ssm_scan(op, ins, out, site):
                 (_write(out, site),) + state_writes, di * ns + di, (n, di))
 
 
-ACT_OPS = {"swiglu": 5, "geglu": 10, "gelu": 9, "silu": 4, "relu": 1}  # per element, as below
+# --- Gated DeltaNet (Yang, Kautz and Hatamizadeh, "Gated Delta Networks: Improving Mamba2 with
+# Delta Rule", ICLR 2025; the chunkwise form of Yang et al., "Parallelizing Linear Transformers
+# with the Delta Rule over Sequence Length", NeurIPS 2024, section 3, as flash-linear-attention's
+# chunk_gated_delta_rule runs it). Hv value heads, Hk query/key heads, dk, dv head widths, C
+# the chunk. Per value head the state S is dk x dv; per token S <- a S (I - b k k^T) + b v k^T
+# and o = S^T q.
+
+DELTA_GATES = 9
+"""Operations per value head and token for its decay and step: the decay g = -exp(A_log)
+softplus(a + dt_bias) (add, softplus 3, multiply, exp: 6) and beta = sigmoid(b) (3)."""
+
+
+def by_form(site: Site, recurrent, chunked):
+    """A linear-attention or SSM kernel's figure by the form it runs: the recurrent step for
+    one new token (decode), the chunked form for more (a prefill, a step of `tokens`): a
+    Piecewise in the new tokens where their count is a symbol, so that a one-token step or
+    prompt prices as the decode step it is."""
+    if site.new == 1:
+        return recurrent
+    return sympy.Piecewise((recurrent, site.new <= 1), (chunked, True))
+
+
+def delta_rule_flops(hv, hk, dk, dv, new, chunk) -> sympy.Expr:
+    """(recurrent, chunked) operations per token of the gated delta rule. Both forms
+    L2-normalise q and k (3 operations per element each: 6 Hk dk) and compute the gates
+    (DELTA_GATES per value head).
+    - One new token (decode): the recurrent step per value head: the decay a S (dk dv), k^T S
+      (2 dk dv), the correction b (v - k^T S) (2 dv), the rank-1 update (2 dk dv) and the
+      readout S^T q (2 dk dv): 7 dk dv + 2 dv.
+    - Several (prefill, a step of t tokens): the chunkwise form with chunks of c = min(C, t):
+      per chunk and value head K K^T (2 c^2 dk), the triangular inverse of the UT transform
+      (c^3 / 3), W = T (b K) and U = T (b V) (2 c^2 dk + 2 c^2 dv), U - W S (2 c dk dv), the
+      causal Q K^T and its product with the corrected values (2 c^2 dk + 2 c^2 dv), Q S
+      (2 c dk dv), the state update K^T U (2 c dk dv) and the decay masks (2 c^2): per token
+      6 dk dv + c (6 dk + 4 dv + 2) + c^2 / 3."""
+    common = 6 * hk * dk + DELTA_GATES * hv
+    c = sympy.Min(chunk, new)
+    return (hv * (7 * dk * dv + 2 * dv) + common,
+            hv * (6 * dk * dv + c * (6 * dk + 4 * dv + 2) + c ** 2 / 3) + common)
+
+
+def _chunk_states(op, state, chunk, site: Site) -> tuple[Access, ...]:
+    """The states a chunked kernel writes at every chunk boundary and reads back: `state`
+    elements t / min(C, t) times (none for a one-token step)."""
+    if site.new == 1:
+        return ()
+    per_step = by_form(site, sympy.Integer(0), state * site.new / sympy.Min(chunk, site.new))
+    return (Access(f"{op.name}.chunk_states", "act", per_step),)
+
+
+@rule("delta_rule")
+def delta_rule(op, ins, out, site):
+    """The gated delta rule over n tokens: operations n x delta_rule_flops(...). Reads q, k, v
+    (the conv's output, n (2 Hk dk + Hv dv)), a and b (n 2 Hv) and A_log and dt_bias (2 Hv
+    parameters); writes o (n Hv dv). State (KV class): b Hv dk dv, read and written by a step
+    over a cache, written once by a prefill. The chunkwise form also writes and reads back the
+    state at every chunk boundary (b Hv (t / c) dk dv each way: flash-linear-attention keeps
+    them in memory between its state and output kernels). Holds 2 Hv parameters."""
+    u, ab = ins
+    a = op.attrs
+    hv, hk, dk, dv = a["heads"], a["k_heads"], a["k_dim"], a["v_dim"]
+    n = _rows_of(out, site)
+    state = S.batch * hv * dk * dv
+    state_reads, state_writes = _state_site_accesses(f"{op.name}.state", state, site)
+    chunks = _chunk_states(op, state, a["chunk"], site)
+    return Cost(n * by_form(site, *delta_rule_flops(hv, hk, dk, dv, site.new, a["chunk"])),
+                (_read(u, n), _read(ab, n), _weight(op, "gates", 2 * hv)) + chunks + state_reads,
+                (_write(out, site),) + chunks + state_writes, 2 * hv, (n, hv * dv))
+
+
+@rule("gated_rmsnorm")
+def gated_rmsnorm(op, ins, out, site):
+    """RMSNorm of y in groups, times silu(z): 4 + 4 + 1 = 9 operations per element; reads y, z
+    and the gain; writes the result. Holds the gain, `gain` parameters (Gated DeltaNet: one
+    dv-wide gain its heads share; Mamba-2: one per channel)."""
+    return _elementwise(op, ins, out, site, 9, [("weight", op.attrs["gain"])])
+
+
+# --- Mamba-2 (Dao and Gu, "Transformers are SSMs: Generalized Models and Efficient Algorithms
+# Through Structured State Space Duality", ICML 2024, sections 6-7: the SSD algorithm). H heads
+# of P channels, N the state per channel, G groups sharing B and C, Q the chunk. Per head the
+# state h is P x N, its decay a scalar exp(dt A) per token.
+
+def ssd_flops(h, p, n, g, new, chunk) -> sympy.Expr:
+    """(recurrent, chunked) operations per token of the SSD scan. Both forms: dt's softplus
+    with its bias (3 per head) and the D skip (2 P per head).
+    - One new token (decode): per head the decay exp(dt A) (2), the update h = a h + (dt x) B^T
+      (P for dt x, 3 P N) and the readout y = h C (2 P N): 5 P N + P + 2.
+    - Several: the chunked SSD with chunks of q = min(Q, t): per token the intra-chunk C B^T
+      per group (2 q N G), the decay mask per head (2 q) and its product with x (2 q P), the
+      chunk states B^T x and their readout C h (4 P N per head), and the state passing between
+      chunks (2 P N / q per head)."""
+    common = h * (3 + 2 * p)
+    q = sympy.Min(chunk, new)
+    return (h * (5 * p * n + p + 2) + common,
+            h * (4 * p * n + 2 * q * p + 2 * q + 2 * p * n / q) + 2 * q * n * g + common)
+
+
+@rule("ssd_scan")
+def ssd_scan(op, ins, out, site):
+    """The SSD scan over n tokens: operations n x ssd_flops(...). Reads x, B and C (the conv's
+    output, n (H P + 2 G N)), dt (n H of the projection) and A_log, D and dt_bias (3 H
+    parameters); writes y (n H P). State (KV class): b H P N, read and written by a step over a
+    cache, written once by a prefill; the chunked form also writes and reads back each chunk's
+    state (b H (t / q) P N each way). Holds 3 H parameters."""
+    u, zx = ins
+    a = op.attrs
+    h, p, n, g = a["heads"], a["head_dim"], a["d_state"], a["groups"]
+    rows = _rows_of(out, site)
+    state = S.batch * h * p * n
+    state_reads, state_writes = _state_site_accesses(f"{op.name}.state", state, site)
+    chunks = _chunk_states(op, state, a["chunk"], site)
+    return Cost(rows * by_form(site, *ssd_flops(h, p, n, g, site.new, a["chunk"])),
+                (_read(u, rows), Access(zx.name, zx.cls, rows * h),
+                 _weight(op, "gates", 3 * h)) + chunks + state_reads,
+                (_write(out, site),) + chunks + state_writes, 3 * h, (rows, h * p))
+
+
+ACT_OPS = {"swiglu": 5, "geglu": 10, "gelu": 9, "silu": 4, "relu": 1, "relu2": 2}  # per element, as below
 
 
 @rule("expert_act")
 def expert_act(op, ins, out, site):
     """The experts' activation on n k routed rows of the expert width: the per-element count of
-    the named activation (swiglu 5, geglu 10, gelu 9, silu 4, relu 1)."""
+    the named activation (swiglu 5, geglu 10, gelu 9, silu 4, relu 1, relu2 2)."""
     n, k, width = _rows_of(out, site), op.attrs["top_k"], out.width
     rows = n * k
     return Cost(ACT_OPS[op.attrs["act"]] * rows * width,
@@ -476,11 +598,22 @@ def layernorm(op, ins, out, site):
 
 @rule("rope")
 def rope(op, ins, out, site):
-    """x cos + rotate_half(x) sin (RoFormer, Su et al. 2021): 3 operations per element; reads x
-    and the cos and sin rows of each token's position (2 n head_dim); writes the rotated x."""
+    """x cos + rotate_half(x) sin (RoFormer, Su et al. 2021): 3 operations per rotated element;
+    reads x and the cos and sin rows of each token's position (2 n r); writes the rotated x.
+    r = rotary_dim (head_dim unless a partial rotary factor leaves the rest unrotated: those
+    features are read and written, not computed)."""
+    d = op.attrs["head_dim"]
+    r = op.attrs.get("rotary_dim") if op.attrs.get("rotary_dim") is not None else d
     base = _elementwise(op, ins, out, site, 3)
-    tables = Access(f"{op.name}.cos_sin", "act", 2 * base.out_shape[0] * op.attrs["head_dim"])
-    return Cost(base.flops, base.reads + (tables,), base.writes, base.params, base.out_shape)
+    tables = Access(f"{op.name}.cos_sin", "act", 2 * base.out_shape[0] * r)
+    return Cost(base.flops * r / d, base.reads + (tables,), base.writes, base.params,
+                base.out_shape)
+
+
+@rule("sigmoid")
+def sigmoid(op, ins, out, site):
+    """1 / (1 + exp(-x)): 3 operations per element (exp, add, divide)."""
+    return _elementwise(op, ins, out, site, 3)
 
 
 @rule("silu")
@@ -493,6 +626,12 @@ def silu(op, ins, out, site):
 def gelu(op, ins, out, site):
     """0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))): 9 operations per element."""
     return _elementwise(op, ins, out, site, 9)
+
+
+@rule("relu2")
+def relu2(op, ins, out, site):
+    """max(x, 0)^2: 2 operations per element."""
+    return _elementwise(op, ins, out, site, 2)
 
 
 @rule("relu")

@@ -223,16 +223,17 @@ is 9e15 ops/s); a larger figure, or inf, is a typo that would print as 0 s or Na
 OP_KINDS = frozenset({
     "embedding", "position_embedding", "linear", "router", "expert_linear", "expert_act",
     "mla_absorb", "mla_cache", "mla_v_up", "ssm_conv", "ssm_scan", "rmsnorm", "layernorm",
-    "rope", "silu", "gelu", "relu", "swiglu", "geglu", "add", "mul", "fused",
-    "qk_matmul", "softmax", "sv_matmul"})
+    "rope", "sigmoid", "silu", "gelu", "relu", "swiglu", "geglu", "add", "mul", "fused",
+    "qk_matmul", "softmax", "sv_matmul", "delta_rule", "gated_rmsnorm", "ssd_scan",
+    "relu2"})
 """Op kinds an [efficiency] sub-table may name (the language's ops as the graph holds them;
 the hardware stage does not import the language, so the list is kept here and a test checks it
 against the op vocabulary)."""
 
 ROW_KINDS = frozenset({
     "position_embedding", "expert_act", "mla_cache", "ssm_conv", "ssm_scan", "rmsnorm",
-    "layernorm", "rope", "silu", "gelu", "relu", "swiglu", "geglu", "add", "mul", "fused",
-    "softmax"})
+    "layernorm", "rope", "sigmoid", "silu", "gelu", "relu", "swiglu", "geglu", "add", "mul",
+    "fused", "softmax", "gated_rmsnorm", "relu2"})
 """The elementwise kinds (the vector engine; a fused op where its members are): those whose
 [efficiency] table may give `rows`, the occupancy of one thread block per token row."""
 

@@ -565,7 +565,49 @@ def _mamba_parts(name: str, x: Tensor, a: dict) -> tuple[list[tuple], set[str]]:
     ], set()
 
 
-_COMPOSITES = {"mla": _mla_parts, "mamba": _mamba_parts}
+def _deltanet_parts(name: str, x: Tensor, a: dict) -> tuple[list[tuple], set[str]]:
+    """deltanet -> the q/k/v, z and a/b projections (in_proj_qkv, in_proj_z, in_proj_b and
+    in_proj_a of Qwen3.5), the causal conv over q, k and v (no bias) with SiLU, the gated
+    delta rule, the gated RMSNorm and out_proj (transformers' Qwen3NextGatedDeltaNet)."""
+    hv, hk, dk, dv = a["heads"], a["k_heads"], a["k_dim"], a["v_dim"]
+    qkv, value = 2 * hk * dk + hv * dv, hv * dv
+    conv = {"d_inner": qkv, "d_conv": a["d_conv"], "conv_bias": False, "recurrent": True}
+    rule = {"heads": hv, "k_heads": hk, "k_dim": dk, "v_dim": dv, "chunk": a["chunk"],
+            "recurrent": True}
+    return [
+        ("qkv", "linear", (x.name,), f"{name}.qkv", qkv, {**_DENSE, "out": qkv}),
+        ("z", "linear", (x.name,), f"{name}.z", value, {**_DENSE, "out": value}),
+        ("ab", "linear", (x.name,), f"{name}.ab", 2 * hv, {**_DENSE, "out": 2 * hv}),
+        ("conv", "ssm_conv", (f"{name}.qkv",), f"{name}.u", qkv, conv),
+        ("rule", "delta_rule", (f"{name}.u", f"{name}.ab"), f"{name}.y", value, rule),
+        ("norm", "gated_rmsnorm", (f"{name}.y", f"{name}.z"), f"{name}.gated", value,
+         {"gain": dv}),
+        ("out_proj", "linear", (f"{name}.gated",), name, x.width, {**_DENSE, "out": x.width}),
+    ], set()
+
+
+def _mamba2_parts(name: str, x: Tensor, a: dict) -> tuple[list[tuple], set[str]]:
+    """mamba2 -> the gate z and the x, B, C, dt projection (Mamba-2's in_proj, split), the
+    causal conv over x, B and C (with bias) and SiLU, the SSD scan with the D skip, the gated
+    RMSNorm (one gain per channel) and out_proj (transformers' Mamba2Mixer / NemotronH)."""
+    h, p, n, g = a["heads"], a["head_dim"], a["d_state"], a["groups"]
+    inner, xbc = h * p, h * p + 2 * g * n
+    conv = {"d_inner": xbc, "d_conv": a["d_conv"], "recurrent": True}
+    scan = {"heads": h, "head_dim": p, "d_state": n, "groups": g, "chunk": a["chunk"],
+            "recurrent": True}
+    return [
+        ("z", "linear", (x.name,), f"{name}.z", inner, {**_DENSE, "out": inner}),
+        ("in_proj", "linear", (x.name,), f"{name}.xbcdt", xbc + h, {**_DENSE, "out": xbc + h}),
+        ("conv", "ssm_conv", (f"{name}.xbcdt",), f"{name}.u", xbc, conv),
+        ("scan", "ssd_scan", (f"{name}.u", f"{name}.xbcdt"), f"{name}.y", inner, scan),
+        ("norm", "gated_rmsnorm", (f"{name}.y", f"{name}.z"), f"{name}.gated", inner,
+         {"gain": inner}),
+        ("out_proj", "linear", (f"{name}.gated",), name, x.width, {**_DENSE, "out": x.width}),
+    ], set()
+
+
+_COMPOSITES = {"mla": _mla_parts, "mamba": _mamba_parts, "deltanet": _deltanet_parts,
+               "mamba2": _mamba2_parts}
 
 
 def check_names(library: Library) -> None:

@@ -63,6 +63,33 @@ GPT_OSS = (Field("hidden", "hidden_size"), Field("layers", "num_hidden_layers"),
            Field("experts", "num_local_experts"), Field("top_k", "num_experts_per_tok"),
            Field("sliding_window", "sliding_window"), Field("vocab", "vocab_size"))
 
+QWEN3_5 = (Field("hidden", "hidden_size"), Field("layers", "num_hidden_layers"),
+           Field("heads", "num_attention_heads"), Field("kv_heads", "num_key_value_heads"),
+           Field("head_dim", "head_dim", default="256"),
+           Field("linear_k_heads", "linear_num_key_heads"),
+           Field("linear_v_heads", "linear_num_value_heads"),
+           Field("linear_k_dim", "linear_key_head_dim"),
+           Field("linear_v_dim", "linear_value_head_dim"),
+           Field("linear_conv", "linear_conv_kernel_dim", default="4"),
+           Field("vocab", "vocab_size"))
+QWEN3_5_ASSUMED = {"attn_output_gate": True, "full_attention_interval": 4,
+                   "mlp_only_layers": [], "attention_bias": False,
+                   "partial_rotary_factor": 0.25}
+QWEN3_5_LAYERS = ("linear_attention",) * 3 + ("full_attention",)
+
+NEMOTRON_H = (Field("hidden", "hidden_size"), Field("layers", "num_hidden_layers"),
+              Field("heads", "num_attention_heads"), Field("kv_heads", "num_key_value_heads"),
+              Field("head_dim", "head_dim"), Field("mamba_heads", "mamba_num_heads"),
+              Field("mamba_head_dim", "mamba_head_dim"), Field("d_state", "ssm_state_size"),
+              Field("groups", "n_groups"), Field("conv", "conv_kernel"),
+              Field("chunk", "chunk_size"), Field("ffn", "intermediate_size"),
+              Field("expert_ffn", "moe_intermediate_size"),
+              Field("shared_ffn", "moe_shared_expert_intermediate_size"),
+              Field("experts", "n_routed_experts"), Field("top_k", "num_experts_per_tok"),
+              Field("vocab", "vocab_size"))
+NEMOTRON_H_BLOCKS = {"M": "M", "E": "E", "*": "A", "-": "D"}
+"""hybrid_override_pattern's letters -> the blocks of models/nemotron-3-nano-30b-a3b.arch."""
+
 _NO_SLIDING = {"use_sliding_window": False}   # Qwen's per-layer window switch, off in release
 
 
@@ -76,6 +103,10 @@ class Family:
                                       # None: the family has only an untied head
     assumed: dict = field(default_factory=dict)   # fields whose value the family is written
                                                   # for: another value is another architecture
+    layer_types: tuple[str, ...] | None = None    # the cycle() of the family, as layer_types
+                                                  # lists it from layer 0
+    pattern: str | None = None        # a field spelling the layers one letter each: the
+                                      # import writes the model's body with that cycle()
 
 
 FAMILIES = {
@@ -108,8 +139,26 @@ FAMILIES = {
     "qwen3_moe": Family("qwen3.arch", "qwen3_moe", QWEN3_MOE,
                         assumed={"attention_bias": False, "mlp_only_layers": [],
                                  "decoder_sparse_step": 1, **_NO_SLIDING}),
-    "gpt_oss": Family("gpt-oss.arch", "gpt-oss", GPT_OSS, assumed={"attention_bias": True}),
+    "gpt_oss": Family("gpt-oss.arch", "gpt-oss", GPT_OSS, assumed={"attention_bias": True},
+                      layer_types=("sliding_attention", "full_attention")),
+    "qwen3_5_text": Family("qwen3.5.arch", "qwen3_5",
+                           QWEN3_5 + (Field("ffn", "intermediate_size"),),
+                           assumed=QWEN3_5_ASSUMED, layer_types=QWEN3_5_LAYERS),
+    "qwen3_5_moe_text": Family("qwen3.5.arch", "qwen3_5_moe", QWEN3_5 + (
+        Field("ffn", "moe_intermediate_size"),
+        Field("shared_ffn", "shared_expert_intermediate_size"),
+        Field("experts", "num_experts"), Field("top_k", "num_experts_per_tok")),
+        assumed=QWEN3_5_ASSUMED, layer_types=QWEN3_5_LAYERS),
 }
+FAMILIES["nemotron_h"] = Family(
+    "nemotron-3-nano-30b-a3b.arch", "NVIDIA-Nemotron-3-Nano-30B-A3B", NEMOTRON_H,
+    assumed={"n_shared_experts": 1, "mlp_hidden_act": "relu2", "mamba_hidden_act": "silu",
+             "use_bias": False, "mamba_proj_bias": False, "use_conv_bias": True,
+             "attention_bias": False, "mlp_bias": False,
+             "moe_latent_size": None},            # Nemotron 3 Super's latent experts: not yet
+    pattern="hybrid_override_pattern")
+FAMILIES["qwen3_5"] = FAMILIES["qwen3_5_text"]          # the multimodal config: its text_config
+FAMILIES["qwen3_5_moe"] = FAMILIES["qwen3_5_moe_text"]
 """model_type -> the shipped family its config.json fills in. A family ties its head when
 `tie_word_embeddings` is true; gpt2's and opt's files always tie it (their `tied` is the base)."""
 
@@ -153,23 +202,36 @@ def _check_assumed(config: dict, family: Family, model_type: str, file: str) -> 
             != config.get("hidden_size"):
         raise CostDSLError("field 'word_embed_proj_dim' differs from 'hidden_size' (OPT-350m's "
                            "projections); the shipped opt family has none", file=file)
-    if model_type == "gpt_oss":
-        _check_alternating(config.get("layer_types"), file)
+    if family.layer_types is not None:
+        _check_layer_types(config.get("layer_types"), family.layer_types, model_type, file)
 
 
-def _check_alternating(layer_types, file: str) -> None:
-    """gpt-oss's family cycles (sliding, full) from layer 0: layer_types must say the same."""
+def _check_layer_types(layer_types, pattern: tuple[str, ...], model_type: str, file: str):
+    """A family's cycle() runs `pattern` from layer 0: layer_types must say the same."""
     if layer_types is None:
         return
     if not isinstance(layer_types, list):
         raise CostDSLError("field 'layer_types' must be a list of layer kinds", file=file)
     for i, kind in enumerate(layer_types):
-        wanted = "sliding_attention" if i % 2 == 0 else "full_attention"
+        wanted = pattern[i % len(pattern)]
         if kind != wanted:
-            raise CostDSLError(f"field 'layer_types': layer {i} is {kind!r}; the shipped gpt_oss "
-                               f"family alternates sliding_attention and full_attention from "
-                               f"layer 0 (cycle(embed, sliding_attention, full_attention))",
-                               file=file, hint="write the model by hand with another cycle()")
+            raise CostDSLError(f"field 'layer_types': layer {i} is {kind!r}; the shipped "
+                               f"{model_type} family cycles {', '.join(pattern)} from layer 0, "
+                               f"so layer {i} is {wanted!r}", file=file,
+                               hint="write the model by hand with another cycle()")
+
+
+def text_config(config: dict) -> dict:
+    """The decoder's fields of a multimodal config (Qwen3.5's `text_config`; the vision
+    encoder's are not read), with the rotary factor lifted out of `rope_parameters`; a plain
+    config as it is."""
+    text = config.get("text_config")
+    if isinstance(text, dict):
+        config = {"tie_word_embeddings": config.get("tie_word_embeddings"), **text}
+    rope = config.get("rope_parameters")
+    if isinstance(rope, dict) and "partial_rotary_factor" in rope:
+        config = {**config, "partial_rotary_factor": rope["partial_rotary_factor"]}
+    return config
 
 
 def _base(config: dict, family: Family, model_type: str, file: str) -> str:
@@ -182,6 +244,32 @@ def _base(config: dict, family: Family, model_type: str, file: str) -> str:
     return family.tied
 
 
+def _body(config: dict, family: Family, file: str) -> list[str]:
+    """The model's statements where the config spells its layer pattern (Nemotron-H)."""
+    if family.pattern is None:
+        return []
+    pattern = config.get(family.pattern)
+    if not isinstance(pattern, str) or not pattern:
+        raise CostDSLError(f"missing field {family.pattern!r} (the layer pattern)", file=file)
+    unknown = sorted(set(pattern) - set(NEMOTRON_H_BLOCKS))
+    if unknown:
+        raise CostDSLError(f"field {family.pattern!r} holds {unknown[0]!r}; the shipped blocks "
+                           f"are " + ", ".join(f"{k} ({v})" for k, v in NEMOTRON_H_BLOCKS.items()),
+                           file=file)
+    if len(pattern) != config.get("num_hidden_layers"):
+        raise CostDSLError(f"field {family.pattern!r} has {len(pattern)} letters for "
+                           f"{config.get('num_hidden_layers')} layers (num_hidden_layers)",
+                           file=file)
+    names = [NEMOTRON_H_BLOCKS[c] for c in pattern]
+    rows = [", ".join(names[i:i + 16]) for i in range(0, len(names), 16)]
+    blocks = ",\n                      ".join(rows)
+    return ["  embed      = embedding(tokens, vocab=vocab, dim=hidden)",
+            f"  # {family.pattern} {pattern!r}",
+            f"  layers     = cycle(embed, {blocks}) repeat layers",
+            "  final_norm = rmsnorm(layers)",
+            "  lm_head    = linear(final_norm, out=vocab, tokens=last)"]
+
+
 def _passes(config: dict, model_type: str) -> list[str]:
     quant = config.get("quantization_config")
     if model_type == "gpt_oss" and isinstance(quant, dict) \
@@ -192,6 +280,8 @@ def _passes(config: dict, model_type: str) -> list[str]:
 
 
 def to_arch(config: dict, file: str, name: str | None = None) -> str:
+    top = config
+    config = text_config(config)
     model_type = config.get("model_type")
     if model_type not in FAMILIES:
         raise CostDSLError(f"field 'model_type' is {model_type!r}, which costdsl cannot import "
@@ -216,7 +306,7 @@ def to_arch(config: dict, file: str, name: str | None = None) -> str:
         lines.append(f"    {param:14s} = {text:14s}# model_type {model_type}")
     path = Path(file)
     folder_named = path.name == "config.json" and path.parent.name  # models/<name>/config.json
-    title = name or config.get("_name_or_path") or folder_named or path.stem
+    title = name or top.get("_name_or_path") or folder_named or path.stem
     if not isinstance(title, str) or '"' in title or "\n" in title or not title.strip():
         source_of = "--name" if name else "the field '_name_or_path'"
         raise CostDSLError(f"{source_of} gives the model name {title!r}, which a .arch file "
@@ -224,10 +314,12 @@ def to_arch(config: dict, file: str, name: str | None = None) -> str:
                            hint="a model name is non-empty text without double quotes or "
                                 "line breaks; give one with --name")
     return "\n".join([
-        f"# Imported by `costdsl import` from {Path(file).name} (model_type {model_type!r}).",
+        f"# Imported by `costdsl import` from {Path(file).name} (model_type {model_type!r})"
+        + ("; its text_config: the vision encoder is not imported." if top is not config
+           and "text_config" in top else "."),
         f'import "{family.source}"', "",
         f'model "{title}" extends "{base}" {{', "  params {", *lines, "  }",
-        *_passes(config, model_type), "}", ""])
+        *_body(config, family, file), *_passes(config, model_type), "}", ""])
 
 
 def check_imported(text: str, config_file: str) -> None:

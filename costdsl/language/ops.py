@@ -163,7 +163,7 @@ def attention_dims(ins: list[TensorInfo], a: dict) -> dict:
     return {**a, "head_dim": head_dim, "kv_heads": kv_heads}
 
 
-ACTIVATIONS = ("swiglu", "geglu", "gelu", "silu", "relu")
+ACTIVATIONS = ("swiglu", "geglu", "gelu", "silu", "relu", "relu2")
 GATED = ("swiglu", "geglu")
 
 
@@ -277,6 +277,61 @@ def _ssm_scan(ins, a):
     return a["d_inner"]
 
 
+@signature("mamba2", ["x"], "matrix", operands=("weight", "act"),
+           heads=Dim(doc="SSM heads (mamba_num_heads)"),
+           head_dim=Dim(doc="channels per head (mamba_head_dim)"),
+           d_state=Dim(default=128, doc="state per channel (ssm_state_size)"),
+           groups=Dim(default=1, doc="groups sharing B and C (n_groups)"),
+           d_conv=Dim(default=4, doc="causal convolution width (conv_kernel)"),
+           chunk=Dim(default=128, doc="tokens per chunk of the SSD prefill kernel (chunk_size)"))
+def _mamba2(ins, a):
+    """Mamba-2 (Dao and Gu 2024, "Transformers are SSMs"): z and x, B, C, dt projected from x,
+    a causal conv over x, B and C, the SSD scan over a head_dim x d_state state per head, a
+    gated RMSNorm and the output projection. Its state replaces the KV cache."""
+    ratio = a["heads"] / a["groups"]
+    if ratio.is_number and not ratio.is_integer:
+        raise ShapeError(f"heads ({a['heads']}) is not a multiple of groups ({a['groups']})")
+    return ins[0].width
+
+
+@signature("ssd_scan", ["u", "zxbcdt"], "matrix", operands=("act", "kv"), internal=True)
+def _ssd_scan(ins, a):
+    """The SSD scan of Mamba-2 over each head's head_dim x d_state state."""
+    return a["heads"] * a["head_dim"]
+
+
+@signature("deltanet", ["x"], "matrix", operands=("weight", "act"),
+           heads=Dim(doc="value heads, each with its own state (linear_num_value_heads)"),
+           k_heads=Dim(doc="query/key heads, shared by heads / k_heads value heads "
+                           "(linear_num_key_heads)"),
+           k_dim=Dim(doc="query/key head width (linear_key_head_dim)"),
+           v_dim=Dim(doc="value head width (linear_value_head_dim)"),
+           d_conv=Dim(default=4, doc="causal convolution width (linear_conv_kernel_dim)"),
+           chunk=Dim(default=64, doc="tokens per chunk of the chunkwise prefill kernel"))
+def _deltanet(ins, a):
+    """Gated DeltaNet linear attention (Yang, Kautz and Hatamizadeh 2024; Qwen3-Next and
+    Qwen3.5's linear_attention layers): q, k, v, the output gate z and the per-head decay and
+    step (a, b) projected from x, a causal conv over q, k and v, the gated delta rule over a
+    k_dim x v_dim state per value head, a gated RMSNorm and the output projection. Its state
+    replaces the KV cache and does not grow with the context."""
+    ratio = a["heads"] / a["k_heads"]
+    if ratio.is_number and not ratio.is_integer:
+        raise ShapeError(f"heads ({a['heads']}) is not a multiple of k_heads ({a['k_heads']})")
+    return ins[0].width
+
+
+@signature("delta_rule", ["u", "ab"], "matrix", operands=("act", "kv"), internal=True)
+def _delta_rule(ins, a):
+    """The gated delta rule over each value head's k_dim x v_dim state."""
+    return a["heads"] * a["v_dim"]
+
+
+@signature("gated_rmsnorm", ["y", "z"], "vector", internal=True)
+def _gated_rmsnorm(ins, a):
+    """RMSNorm of each v_dim head of y, times silu(z)."""
+    return ins[0].width
+
+
 # --- elementwise --------------------------------------------------------------------------------
 
 @signature("rmsnorm", ["x"], "vector",
@@ -299,9 +354,22 @@ def _layernorm(ins, a):
     return ins[0].width
 
 
-@signature("rope", ["x"], "vector", head_dim=Dim(doc="width of one head"))
+@signature("rope", ["x"], "vector", head_dim=Dim(doc="width of one head"),
+           rotary_dim=Dim(infer=True, doc="features of a head that rotate (partial_rotary_factor "
+                                          "x head_dim); the rest pass through"))
 def _rope(ins, a):
-    """Rotary position embedding: x * cos + rotate_half(x) * sin."""
+    """Rotary position embedding: x * cos + rotate_half(x) * sin, on rotary_dim of each head."""
+    if a["rotary_dim"] is not None:
+        over = a["rotary_dim"] - a["head_dim"]
+        if over.is_number and over > 0:
+            raise ShapeError(f"rotary_dim={a['rotary_dim']} is wider than head_dim="
+                             f"{a['head_dim']}")
+    return ins[0].width
+
+
+@signature("sigmoid", ["x"], "vector")
+def _sigmoid(ins, a):
+    """1 / (1 + exp(-x)) (an output gate's squashing)."""
     return ins[0].width
 
 
@@ -314,6 +382,12 @@ def _silu(ins, a):
 @signature("gelu", ["x"], "vector")
 def _gelu(ins, a):
     """GELU, tanh approximation."""
+    return ins[0].width
+
+
+@signature("relu2", ["x"], "vector")
+def _relu2(ins, a):
+    """max(x, 0)^2 (squared ReLU: Nemotron-H's MLPs)."""
     return ins[0].width
 
 
@@ -345,6 +419,10 @@ def _add(ins, a):
 def _mul(ins, a):
     """a * b elementwise."""
     return _same_width(ins)
+
+
+COMPOSITE_KINDS = ("attention", "moe", "mla", "mamba", "mamba2", "deltanet")
+"""User kinds that lower into others: none of them is a node of the op graph."""
 
 
 def user_kinds() -> list[str]:

@@ -19,7 +19,7 @@ from .registry import Arg, PassError, register
 from .select import select
 
 LINEAR_KINDS = ("linear", "expert_linear")
-ACTIVATION_KINDS = ("silu", "gelu", "relu", "swiglu", "geglu", "expert_act")
+ACTIVATION_KINDS = ("silu", "gelu", "relu", "relu2", "swiglu", "geglu", "expert_act")
 NORM_KINDS = ("rmsnorm", "layernorm")
 _ENGINE_RANK = {"memory": 0, "vector": 1, "matrix": 2}
 

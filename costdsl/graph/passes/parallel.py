@@ -40,14 +40,18 @@ import sympy
 
 from ..costs import Access, busiest_load, experts_touched
 from ..schema import Node, nodes
-from .prune import _scale_all, _scale_inside, _scale_reader, kv_side, shrink_attention, shrink_mlp
+from .prune import (_scale_all, _scale_headwise, _scale_inside, _scale_reader, kv_side,
+                    shrink_attention, shrink_mlp)
 from .registry import Arg, PassError, register
 from .rewire import comm_node, insert_after, substituted
 from .sparsity import _attention_groups, _mlp_groups
 from ... import symbols as S
 
-UNSPLIT_KINDS = ("ssm_conv", "ssm_scan", "fused")
-"""Op kinds tensor_parallel has no split for (n > 1 refuses them rather than guess)."""
+UNSPLIT_KINDS = ("ssm_conv", "ssm_scan", "ssd_scan", "fused")
+"""Op kinds tensor_parallel has no split for (n > 1 refuses them rather than guess), outside
+the Gated DeltaNet layers it splits by heads."""
+SPLIT_KERNELS = ("qk_matmul", "flash_attention", "delta_rule")
+"""Kernels every tensor-parallel layout must split: one left whole is an error, not a guess."""
 
 
 def _layout(graph: nx.DiGraph, group: str, n) -> dict:
@@ -156,9 +160,10 @@ def _moe_groups(graph: nx.DiGraph):
 def tensor_parallel(graph: nx.DiGraph, n, overlap) -> nx.DiGraph:
     """Megatron-style tensor parallelism over n devices (see the module's documentation)."""
     n = sympy.sympify(n)
+    deltanets = {node.group for node in nodes(graph) if node.kind == "delta_rule"}
     if n != 1:
         for node in nodes(graph):
-            if node.kind in UNSPLIT_KINDS:
+            if node.kind in UNSPLIT_KINDS and node.group not in deltanets:
                 raise PassError(f"tensor_parallel has no split for {node.name} ({node.kind})",
                                 arg="n", hint="run tensor_parallel before fusion passes; "
                                 "state-space (Mamba) layers are not split yet")
@@ -174,6 +179,8 @@ def tensor_parallel(graph: nx.DiGraph, n, overlap) -> nx.DiGraph:
     mla_reduce, mla_split = _split_mla(graph, out, n)
     reduce_after += mla_reduce
     grouped |= mla_split
+    for group in sorted(deltanets):
+        reduce_after.append(_split_deltanet(graph, out, group, n))
     for feeders, act, readers in list(_mlp_groups(graph)):
         _divides(n, act.out_shape[1], "MLP channels", act.name)
         shrink_mlp(out, feeders, act, readers, 1 / n)
@@ -193,6 +200,7 @@ def tensor_parallel(graph: nx.DiGraph, n, overlap) -> nx.DiGraph:
     out.graph["parallel"] = _layout(graph, "tp", n)
     if n == 1:
         return out
+    _check_split(graph, out)
     for name in _merge_partial_sums(out, reduce_after):
         op = out.nodes[name]["op"]
         out = insert_after(out, name, op.output, comm_node("all_reduce", op, op.output,
@@ -203,6 +211,38 @@ def tensor_parallel(graph: nx.DiGraph, n, overlap) -> nx.DiGraph:
         out = insert_after(out, head.name, op.output, comm_node(
             "all_gather", op, op.output, _out_elements(op) * n, n, "tp", overlap=False))
     return out
+
+
+def _split_deltanet(graph: nx.DiGraph, out: nx.DiGraph, group: str, n) -> str:
+    """A Gated DeltaNet layer over n devices by heads (as vLLM splits Qwen3-Next): the q/k/v, z
+    and a/b projections by columns, the conv, the delta rule (with its state) and the gated
+    norm by heads (the norm's gain is shared, kept whole), out_proj by rows. Returns out_proj,
+    which an all-reduce follows."""
+    members = {node.kind: node for node in nodes(graph) if node.group == group}
+    rule = members["delta_rule"]
+    _divides(n, rule.attrs["k_heads"], "key heads", rule.name)
+    _divides(n, rule.attrs["heads"], "value heads", rule.name)
+    proj = [node for node in nodes(graph) if node.group == group and node.kind == "linear"]
+    *feeders, out_proj = proj
+    for f in feeders:
+        out.nodes[f.name]["op"] = _scale_all(f, 1 / n)
+    for kind in ("ssm_conv", "delta_rule"):
+        out.nodes[members[kind].name]["op"] = _scale_inside(members[kind], 1 / n, 1 / n)
+    norm = members["gated_rmsnorm"]
+    out.nodes[norm.name]["op"] = _scale_headwise(norm, 1 / n)
+    out.nodes[out_proj.name]["op"] = _scale_reader(out_proj, 1 / n, set(norm.outputs))
+    return out_proj.name
+
+
+def _check_split(graph: nx.DiGraph, out: nx.DiGraph) -> None:
+    """Every attention and linear-attention kernel was split: one the layout did not recognise
+    (a shape of layer it has no rule for) would silently run whole on every device."""
+    for node in nodes(graph):
+        if node.kind in SPLIT_KERNELS and out.nodes[node.name]["op"] is node:
+            raise PassError(f"tensor_parallel cannot split {node.name}: the ops around it are "
+                            "not an attention it knows (projection, head-wise ops, kernels, "
+                            "output projection)", arg="n",
+                            hint="run tensor_parallel before fusion passes")
 
 
 def _merge_partial_sums(graph: nx.DiGraph, partial: list[str]) -> list[str]:

@@ -32,7 +32,7 @@ from ..costs import Access
 from ..schema import Node, nodes
 from .registry import Arg, PassError, register
 from .select import matches, patterns, select
-from .sparsity import _attention_groups, _mlp_groups, _producer
+from .sparsity import HEAD_WISE, _attention_groups, _mlp_groups, _producer, head_chain
 
 
 def _kept(fraction, units, what: str, arg: str) -> sympy.Expr:
@@ -139,7 +139,8 @@ def kv_side(graph, kernels: list[Node]) -> list[Node]:
             if not cached & set(graph.edges[x, k.name]["tensors"]):
                 continue
             p = graph.nodes[x]["op"]
-            chain = [p] + ([_producer(graph, p.name, p.inputs[0], ())] if p.kind == "rope" else [])
+            projection, between = head_chain(graph, k.name, p.output)
+            chain = between + [projection]
             side += [c for c in chain if c is not None and c not in side]
     return side
 
@@ -167,17 +168,44 @@ def shrink_attention(graph, out, q: Node, kernels: list[Node], o: Node, kv_side:
     """Keep the share `keep_q` of an attention's query heads and `keep_kv` of its KV heads: the
     query projection and its RoPE, the K/V side, the kernels, and the output projection's
     input (tensor parallelism keeps 1/n of each, or one replicated KV head)."""
-    q_rope = [graph.nodes[s]["op"] for s in graph.successors(q.name)
-              if graph.nodes[s]["op"].kind == "rope"]
+    _, q_side = head_chain(graph, kernels[0].name, kernels[0].inputs[0])
     out.nodes[q.name]["op"] = _scale_all(q, keep_q)
-    for r in q_rope:
-        out.nodes[r.name]["op"] = _scale_inside(r, keep_q, keep_q)
+    for r in q_side:
+        out.nodes[r.name]["op"] = _scale_headwise(r, keep_q)
     for p in kv_side:
-        out.nodes[p.name]["op"] = (_scale_inside(p, keep_kv, keep_kv) if p.kind == "rope"
+        out.nodes[p.name]["op"] = (_scale_headwise(p, keep_kv) if p.kind in HEAD_WISE
                                    else _scale_all(p, keep_kv, keep_kv))
     for k in kernels:
         out.nodes[k.name]["op"] = _scale_inside(k, keep_q, keep_kv)
+        if k.kind == "mul":
+            for g in _gate_branch(graph, k, kernels):
+                out.nodes[g.name]["op"] = (_scale_all(g, keep_q) if g.kind == "linear"
+                                           else _scale_inside(g, keep_q, keep_q))
     out.nodes[o.name]["op"] = _scale_reader(o, keep_q, set(kernels[-1].outputs))
+
+
+def _scale_headwise(node: Node, keep) -> Node:
+    """A head-by-head op (RoPE, QK-norm) on a share `keep` of the heads: its work and tensors
+    scale, its weights (a gain the heads share) do not."""
+    scaled = _scale_inside(node, keep, keep)
+    weights = tuple(a for a in node.reads if a.cls == "weight")
+    return replace(scaled, params=node.params,
+                   reads=tuple(a for a in scaled.reads if a.cls != "weight") + weights)
+
+
+def _gate_branch(graph, gate: Node, kernels: list[Node]) -> list[Node]:
+    """The ops computing an attention output gate's other factor: elementwise ops back to the
+    projection that starts them (Qwen3.5: sigmoid of a linear), nearest first."""
+    inside = {k.output for k in kernels}
+    tensor = next(t for t in gate.inputs if t not in inside)
+    branch = []
+    op = _producer(graph, gate.name, tensor, ())
+    while op is not None:
+        branch.append(op)
+        if op.kind == "linear" or not op.inputs:
+            break
+        op = _producer(graph, op.name, op.inputs[0], ())
+    return branch
 
 
 def _prune_layers(graph, out, layers, include) -> bool:

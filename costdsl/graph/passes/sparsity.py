@@ -36,7 +36,7 @@ from .fusion import kinds_of
 from .registry import Arg, PassError, register
 from ... import symbols as S
 
-ACTIVATION_KINDS = ("swiglu", "geglu", "gelu", "silu", "relu")
+ACTIVATION_KINDS = ("swiglu", "geglu", "gelu", "silu", "relu", "relu2")
 ATTENTION_KINDS = ("qk_matmul", "softmax", "sv_matmul", "flash_attention")
 
 
@@ -49,6 +49,27 @@ def _producer(graph, node: str, tensor: str, skip=("rope",)):
                 return _producer(graph, p, op.inputs[0], skip)
             return op
     return None
+
+
+HEAD_WISE = ("rope", "rmsnorm")
+"""Ops between a projection and the attention kernels that work head by head (RoPE, Qwen3's
+QK-norm): they shrink with the heads."""
+
+
+def head_chain(graph, node: str, tensor: str) -> tuple[Node | None, list[Node]]:
+    """The op writing `tensor` for `node` found through head-wise ops, and those ops (nearest
+    first): the query projection behind its RoPE and QK-norm."""
+    between = []
+    op = _producer(graph, node, tensor, ())
+    while op is not None and op.kind in HEAD_WISE:
+        between.append(op)
+        op = _producer(graph, op.name, op.inputs[0], ())
+    return op, between
+
+
+def _successors(graph, node: Node, kind: str) -> list[Node]:
+    return [graph.nodes[s]["op"] for s in graph.successors(node.name)
+            if kind in kinds_of(graph.nodes[s]["op"])]
 
 
 def _rows(node: Node) -> sympy.Expr:
@@ -93,11 +114,13 @@ def _mlp_groups(graph):
 
 def _attention_groups(graph):
     """(query projection, attention kernels, output projection) of every attention whose query
-    projection is a plain linear (a fused QKV projection would take K and V with it)."""
+    projection is a plain linear (a fused QKV projection would take K and V with it). An output
+    gate (Qwen3.5: the attention's output times sigmoid of another projection) between the
+    kernels and the output projection counts as the last kernel: it works head by head."""
     for qk in nodes(graph):
         if "qk_matmul" not in kinds_of(qk):
             continue
-        q = _producer(graph, qk.name, qk.inputs[0])
+        q, _ = head_chain(graph, qk.name, qk.inputs[0])
         kernels, last = [qk], qk
         while "sv_matmul" not in kinds_of(last):
             nxt = [graph.nodes[s]["op"] for s in graph.successors(last.name)
@@ -106,8 +129,11 @@ def _attention_groups(graph):
                 break
             last = nxt[0]
             kernels.append(last)
-        o = [graph.nodes[s]["op"] for s in graph.successors(last.name)
-             if "linear" in kinds_of(graph.nodes[s]["op"])]
+        o = _successors(graph, last, "linear")
+        gates = _successors(graph, last, "mul")
+        if not o and len(gates) == 1 and _successors(graph, gates[0], "linear"):
+            kernels.append(gates[0])
+            o = _successors(graph, gates[0], "linear")
         if q is not None and q.kind == "linear" and o:
             yield q, kernels, o[0]
 
