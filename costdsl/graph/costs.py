@@ -497,6 +497,20 @@ def _chunk_states(op, state, chunk, site: Site) -> tuple[Access, ...]:
     return (Access(f"{op.name}.chunk_states", "act", per_step),)
 
 
+def _state_scan(op, out, site: Site, state, per_token, inputs, gates) -> Cost:
+    """A scan over n tokens that keeps `state` elements per sequence (KV class): operations
+    n x per_token in the form the step runs (by_form); reads `inputs(n)` and `gates`
+    parameters; writes its output; the state read and written by a step over a cache, written
+    once by a prefill; a chunked form's chunk states written and read back."""
+    n = _rows_of(out, site)
+    state = S.batch * state
+    state_reads, state_writes = _state_site_accesses(f"{op.name}.state", state, site)
+    chunks = _chunk_states(op, state, op.attrs["chunk"], site)
+    return Cost(n * by_form(site, *per_token),
+                inputs(n) + (_weight(op, "gates", gates),) + chunks + state_reads,
+                (_write(out, site),) + chunks + state_writes, gates, (n, out.width))
+
+
 @rule("delta_rule")
 def delta_rule(op, ins, out, site):
     """The gated delta rule over n tokens: operations n x delta_rule_flops(...). Reads q, k, v
@@ -508,13 +522,9 @@ def delta_rule(op, ins, out, site):
     u, ab = ins
     a = op.attrs
     hv, hk, dk, dv = a["heads"], a["k_heads"], a["k_dim"], a["v_dim"]
-    n = _rows_of(out, site)
-    state = S.batch * hv * dk * dv
-    state_reads, state_writes = _state_site_accesses(f"{op.name}.state", state, site)
-    chunks = _chunk_states(op, state, a["chunk"], site)
-    return Cost(n * by_form(site, *delta_rule_flops(hv, hk, dk, dv, site.new, a["chunk"])),
-                (_read(u, n), _read(ab, n), _weight(op, "gates", 2 * hv)) + chunks + state_reads,
-                (_write(out, site),) + chunks + state_writes, 2 * hv, (n, hv * dv))
+    return _state_scan(op, out, site, hv * dk * dv,
+                       delta_rule_flops(hv, hk, dk, dv, site.new, a["chunk"]),
+                       lambda n: (_read(u, n), _read(ab, n)), 2 * hv)
 
 
 @rule("gated_rmsnorm")
@@ -555,14 +565,8 @@ def ssd_scan(op, ins, out, site):
     u, zx = ins
     a = op.attrs
     h, p, n, g = a["heads"], a["head_dim"], a["d_state"], a["groups"]
-    rows = _rows_of(out, site)
-    state = S.batch * h * p * n
-    state_reads, state_writes = _state_site_accesses(f"{op.name}.state", state, site)
-    chunks = _chunk_states(op, state, a["chunk"], site)
-    return Cost(rows * by_form(site, *ssd_flops(h, p, n, g, site.new, a["chunk"])),
-                (_read(u, rows), Access(zx.name, zx.cls, rows * h),
-                 _weight(op, "gates", 3 * h)) + chunks + state_reads,
-                (_write(out, site),) + chunks + state_writes, 3 * h, (rows, h * p))
+    return _state_scan(op, out, site, h * p * n, ssd_flops(h, p, n, g, site.new, a["chunk"]),
+                       lambda rows: (_read(u, rows), Access(zx.name, zx.cls, rows * h)), 3 * h)
 
 
 ACT_OPS = {"swiglu": 5, "geglu": 10, "gelu": 9, "silu": 4, "relu": 1, "relu2": 2}  # per element, as below
