@@ -530,3 +530,22 @@ def test_a_one_token_step_of_a_linear_attention_is_a_decode_step():
             if op in decode.nodes:
                 s, d = step.nodes[op]["op"], decode.nodes[op]["op"]
                 assert sympy.simplify(s.flops.subs(S.tokens, 1) - d.flops) == 0
+
+
+def test_tensor_parallel_splits_mamba2_by_heads_and_groups():
+    """TP 4 on Nemotron 3 Nano: z, x/B/C/dt, the conv, the scan with its 64 x 64 x 128 state
+    and the per-channel norm gain a quarter each; out_proj by rows with an all-reduce after it.
+    8 groups do not split over 16 devices: an error naming them."""
+    base = _load("nemotron-3-nano-30b-a3b")
+    g0 = base.graph("decode")
+    g1 = base.with_passes(["tensor_parallel(n=4)"]).graph("decode")
+    for name in ("layers.M.mixer.z", "layers.M.mixer.in_proj", "layers.M.mixer.conv",
+                 "layers.M.mixer.scan", "layers.M.mixer.norm", "layers.M.mixer.out_proj"):
+        a, b = g0.nodes[name]["op"], g1.nodes[name]["op"]
+        assert sympy.simplify(b.flops / a.flops) == sympy.Rational(1, 4), name
+        assert b.params * 4 == a.params, name
+    scan = g1.nodes["layers.M.mixer.scan"]["op"]
+    assert sum(a.elements for a in scan.writes if a.cls == "kv") == S.batch * 16 * 64 * 128
+    assert "layers.M.mixer.out_proj.all_reduce" in g1.nodes
+    with pytest.raises(CostDSLError, match="8 groups do not split over n=16"):
+        base.with_passes(["tensor_parallel(n=16)"]).graph("decode")

@@ -47,10 +47,13 @@ from .rewire import comm_node, insert_after, substituted
 from .sparsity import _attention_groups, _mlp_groups
 from ... import symbols as S
 
-UNSPLIT_KINDS = ("ssm_conv", "ssm_scan", "ssd_scan", "fused")
+UNSPLIT_KINDS = ("ssm_conv", "ssm_scan", "fused")
 """Op kinds tensor_parallel has no split for (n > 1 refuses them rather than guess), outside
-the Gated DeltaNet layers it splits by heads."""
-SPLIT_KERNELS = ("qk_matmul", "flash_attention", "delta_rule")
+the Gated DeltaNet and Mamba-2 layers it splits by heads."""
+HEAD_SPLIT = {"delta_rule": ("k_heads", "heads"), "ssd_scan": ("groups", "heads")}
+"""The state-keeping kernels split by heads, with the counts n must divide (Gated DeltaNet's
+key and value heads; Mamba-2's groups of B and C, and its heads)."""
+SPLIT_KERNELS = ("qk_matmul", "flash_attention", *HEAD_SPLIT)
 """Kernels every tensor-parallel layout must split: one left whole is an error, not a guess."""
 
 
@@ -160,10 +163,10 @@ def _moe_groups(graph: nx.DiGraph):
 def tensor_parallel(graph: nx.DiGraph, n, overlap) -> nx.DiGraph:
     """Megatron-style tensor parallelism over n devices (see the module's documentation)."""
     n = sympy.sympify(n)
-    deltanets = {node.group for node in nodes(graph) if node.kind == "delta_rule"}
+    mixers = {node.group: node for node in nodes(graph) if node.kind in HEAD_SPLIT}
     if n != 1:
         for node in nodes(graph):
-            if node.kind in UNSPLIT_KINDS and node.group not in deltanets:
+            if node.kind in UNSPLIT_KINDS and node.group not in mixers:
                 raise PassError(f"tensor_parallel has no split for {node.name} ({node.kind})",
                                 arg="n", hint="run tensor_parallel before fusion passes; "
                                 "state-space (Mamba) layers are not split yet")
@@ -179,8 +182,8 @@ def tensor_parallel(graph: nx.DiGraph, n, overlap) -> nx.DiGraph:
     mla_reduce, mla_split = _split_mla(graph, out, n)
     reduce_after += mla_reduce
     grouped |= mla_split
-    for group in sorted(deltanets):
-        reduce_after.append(_split_deltanet(graph, out, group, n))
+    for group, kernel in sorted(mixers.items()):
+        reduce_after.append(_split_mixer(graph, out, kernel, n))
     for feeders, act, readers in list(_mlp_groups(graph)):
         _divides(n, act.out_shape[1], "MLP channels", act.name)
         shrink_mlp(out, feeders, act, readers, 1 / n)
@@ -213,23 +216,25 @@ def tensor_parallel(graph: nx.DiGraph, n, overlap) -> nx.DiGraph:
     return out
 
 
-def _split_deltanet(graph: nx.DiGraph, out: nx.DiGraph, group: str, n) -> str:
-    """A Gated DeltaNet layer over n devices by heads (as vLLM splits Qwen3-Next): the q/k/v, z
-    and a/b projections by columns, the conv, the delta rule (with its state) and the gated
-    norm by heads (the norm's gain is shared, kept whole), out_proj by rows. Returns out_proj,
-    which an all-reduce follows."""
-    members = {node.kind: node for node in nodes(graph) if node.group == group}
-    rule = members["delta_rule"]
-    _divides(n, rule.attrs["k_heads"], "key heads", rule.name)
-    _divides(n, rule.attrs["heads"], "value heads", rule.name)
-    proj = [node for node in nodes(graph) if node.group == group and node.kind == "linear"]
-    *feeders, out_proj = proj
+def _split_mixer(graph: nx.DiGraph, out: nx.DiGraph, kernel: Node, n) -> str:
+    """A Gated DeltaNet or Mamba-2 layer over n devices by heads (as vLLM splits Qwen3-Next and
+    Nemotron-H): its input projections by columns, the conv, the scan (with its state) and the
+    gated norm by heads, out_proj by rows. The norm's gain splits with the channels where it
+    has one per channel (Mamba-2) and stays whole where the heads share it (Gated DeltaNet).
+    Returns out_proj, which an all-reduce follows."""
+    for count in HEAD_SPLIT[kernel.kind]:
+        _divides(n, kernel.attrs[count], count.replace("_", " "), kernel.name)
+    members = [node for node in nodes(graph) if node.group == kernel.group]
+    *feeders, out_proj = [m for m in members if m.kind == "linear"]
     for f in feeders:
         out.nodes[f.name]["op"] = _scale_all(f, 1 / n)
-    for kind in ("ssm_conv", "delta_rule"):
-        out.nodes[members[kind].name]["op"] = _scale_inside(members[kind], 1 / n, 1 / n)
-    norm = members["gated_rmsnorm"]
-    out.nodes[norm.name]["op"] = _scale_headwise(norm, 1 / n)
+    norm = next(m for m in members if m.kind == "gated_rmsnorm")
+    for m in members:
+        if m.kind in ("ssm_conv", kernel.kind):
+            out.nodes[m.name]["op"] = _scale_inside(m, 1 / n, 1 / n)
+    shared_gain = norm.attrs["gain"] != norm.out_shape[1]
+    out.nodes[norm.name]["op"] = (_scale_headwise(norm, 1 / n) if shared_gain
+                                  else _scale_inside(norm, 1 / n, 1 / n))
     out.nodes[out_proj.name]["op"] = _scale_reader(out_proj, 1 / n, set(norm.outputs))
     return out_proj.name
 
