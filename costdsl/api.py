@@ -19,6 +19,7 @@ import sympy
 from .analysis.capacity import Fit, fit, max_batch
 from .analysis.compare import Comparison, compare
 from .analysis.crossover import (CrossoverAnswer, quantization_crossover, solvable_symbol,
+                                 variant_crossover,
                                  stage_crossover, stage_crossovers)
 from .analysis.formulas import FormulaTable, formula_table
 from .analysis.latency import Latency, request_latency
@@ -203,12 +204,15 @@ class Model:
                   batch: int = 1, seq: int = 2048, w_bits: float = 16, a_bits: float = 16,
                   kv_bits: float = 16, free: Iterable[str] = (),
                   versus: Mapping[str, float] | None = None,
-                  tokens: int | None = None) -> CrossoverAnswer:
+                  tokens: int | None = None,
+                  variant: Mapping[str, object] | None = None) -> CrossoverAnswer:
         """Crossover points of every op of `stage` in the symbol `solve`, the others bound to
         the given values except those named in `free`. `versus` (e.g. {"w_bits": 2}) adds, per
         op, the value of `solve` above which that lower bitwidth no longer saves time.
         `solve="tokens"` on the step stage: how many new tokens per sequence turn each op
-        compute-bound (speculative verification, chunked prefill)."""
+        compute-bound (speculative verification, chunked prefill). `variant` (e.g.
+        {"index_heads": 0}: DeepSeek-V3.2 with dense attention) adds where this model and the
+        one those parameter values make take equal stage time, in closed form."""
         hw = _hardware(hw)
         x = solvable_symbol(solve, self.free_names)
         free = list(free)
@@ -226,8 +230,20 @@ class Model:
             quant = tuple(quantization_crossover(symbolic, low_symbolic, hw, x, values,
                                                  self._values(low, set(free) | {solve})))
         bound = {k.name: v for k, v in values.items()}
-        return CrossoverAnswer(stage, x, bound, tuple(ops), summary, quant, versus,
-                               hw.time_model, hw.stack)
+        answer = CrossoverAnswer(stage, x, bound, tuple(ops), summary, quant, versus,
+                                 hw.time_model, hw.stack)
+        if not variant:
+            return answer
+        other = self.with_parameters(variant)._roofline(stage, hw, settings)
+        crossings, note = variant_crossover(symbolic, other, hw, x, values)
+        return replace(answer, variant={k: str(v) for k, v in variant.items()},
+                       variant_crossings=crossings, variant_note=note)
+
+    def with_parameters(self, values: Mapping[str, object]) -> "Model":
+        """The same file and passes with these parameters set (text or numbers, parsed)."""
+        overrides = {**self.overrides, **_overrides(values)}
+        return Model(elaborate(self.library, self.design.name, overrides), self.library,
+                     overrides, self.extra_passes)
 
     def _check_crossover_request(self, x: sympy.Symbol, stage: str, free: list[str],
                                  versus: Mapping[str, float] | None, settings: Settings) -> None:

@@ -195,6 +195,18 @@ def _bits_of(args) -> dict:
     return {"w_bits": args.w_bits, "a_bits": args.a_bits, "kv_bits": args.kv_bits}
 
 
+def _variant(pairs: list[str]) -> dict | None:
+    """--variant NAME=EXPR pairs -> parameter values (text, parsed by the language later)."""
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip().isidentifier() or not value.strip():
+            raise CostDSLError(f"--variant {pair!r}: expected PARAM=VALUE, e.g. "
+                               "--variant index_heads=0")
+        out[name.strip()] = value.strip()
+    return out or None
+
+
 def _versus(pairs: list[str]) -> dict | None:
     out = {}
     for pair in pairs:
@@ -347,6 +359,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--versus", action="append", default=[], metavar="BITS=VALUE",
                    help="also report where this lower bitwidth stops saving time, "
                         "e.g. --w-bits 4 --versus w_bits=2")
+    p.add_argument("--variant", action="append", default=[], metavar="PARAM=VALUE",
+                   help="also report where the model and this variant of it (its parameters "
+                        "set so) take equal stage time, e.g. --variant index_heads=0: "
+                        "DeepSeek-V3.2 against dense attention (repeatable)")
     p.add_argument("--target-time", metavar="TIME",
                    help="with --solve on a compression pass's argument: the stage time to reach "
                         "(e.g. 10ms)")
@@ -839,7 +855,7 @@ def _crossover(args) -> str:
         raise CostDSLError(f"--solve {args.solve} with --decoding: solve for accept, batch or k")
     answers = [model.crossover(args.solve, _hw(args), stage, batch=args.batch, seq=args.seq,
                                free=args.free, versus=_versus(args.versus), tokens=args.tokens,
-                               **_bits_of(args))
+                               variant=_variant(args.variant), **_bits_of(args))
                for stage in _stages(args.stage)]
     return (answers_report.crossover_json if args.format == "json"
             else answers_report.crossover_text)(answers)

@@ -246,7 +246,8 @@ def test_fit_on_an_h100_counts_only_the_full_layers_growing():
 
 NEW = ["llama-3.2-1b", "llama-3.2-3b", "qwen3-8b", "qwen3-32b", "qwen3-30b-a3b", "qwen3.5-27b",
        "qwen3.5-35b-a3b", "qwen3.5-397b-a17b",
-       "qwen3-235b-a22b", "gpt-oss-20b", "gpt-oss-120b", "nemotron-3-nano-30b-a3b"]
+       "qwen3-235b-a22b", "gpt-oss-20b", "gpt-oss-120b", "nemotron-3-nano-30b-a3b",
+       "deepseek-v3.2"]
 
 
 @pytest.mark.parametrize("name", NEW)
@@ -279,6 +280,7 @@ def test_serving_passes_and_tensor_parallel_compose(name):
     ("qwen3-235b-a22b.json", "qwen3-235b-a22b.arch"),
     ("gpt-oss-20b.json", "gpt-oss-20b.arch"),
     ("gpt-oss-120b.json", "gpt-oss-120b.arch"),
+    ("deepseek-v3.2.json", "deepseek-v3.2.arch"),
 ])
 def test_imported_config_matches_the_shipped_model(tmp_path, config, shipped):
     out = tmp_path / "imported.arch"
@@ -549,3 +551,68 @@ def test_tensor_parallel_splits_mamba2_by_heads_and_groups():
     assert "layers.M.mixer.out_proj.all_reduce" in g1.nodes
     with pytest.raises(CostDSLError, match="8 groups do not split over n=16"):
         base.with_passes(["tensor_parallel(n=16)"]).graph("decode")
+
+
+# --- DeepSeek Sparse Attention (DeepSeek-V3.2) --------------------------------------------------
+
+def test_deepseek_v3_2_adds_the_indexer_to_v3():
+    """Per layer the indexer holds wq_b 1536 x (64 x 128), wk 7168 x 128, its key's LayerNorm
+    2 x 128 and weights_proj 7168 x 64: 13,959,424; x 61 on top of DeepSeek-V3's main model
+    (the imported config: tests/test_import.py)."""
+    from costdsl.language.importer import read_config, to_arch
+    v3 = costdsl.load(MODELS / "v3.arch",
+                      text=to_arch(read_config(DATA / "configs" / "deepseek-v3.json"), "v3.json"))
+    assert _load("deepseek-v3.2").params() - v3.params() == 61 * 13_959_424
+
+
+def test_sparse_attention_decode_by_hand():
+    """Decode at 131,072 cached tokens, batch 1: the indexer scores all 131,073 positions
+    (64 heads x 128: 2 x 64 x 128 + 3 x 64 + 1 = 16,577 operations each) reading their 128-wide
+    keys (2 bytes); the latent attention reads only the 2,048 selected latents (576 wide):
+    QK^T 2 x 128 x 2048 x 576 operations."""
+    m = _load("deepseek-v3.2")
+    indexer = _decode_op(m, "layers.attn.indexer", 131072)
+    assert indexer.flops == 131073 * 16577
+    assert indexer.bytes_by_class["kv"] == 131073 * 128 * 2
+    qk = _decode_op(m, "layers.attn.qk", 131072)
+    assert qk.flops == 2 * 128 * 2048 * 576
+    assert qk.bytes_by_class["kv"] == 2048 * 576 * 2
+
+
+def test_sparse_attention_caches_every_latent_and_index_key():
+    """The selection bounds what is read, not what is held: per token and layer the 576-wide
+    latent and the 128-wide index key, 61 layers, 2 bytes: 86,192 bytes per token."""
+    kv = kv_cache_bytes(_load("deepseek-v3.2").graph("decode"), S.seq).subs(S.kv_bits, 16)
+    assert sympy.expand(kv - S.batch * S.seq * 61 * (576 + 128) * 2) == 0
+
+
+def test_where_sparse_attention_beats_dense_in_closed_form():
+    """DeepSeek-V3.2 against itself with index_heads=0 (dense MLA): the stage times are equal
+    where their difference, a Piecewise in seq, has its root; above it the sparse model is
+    faster, and both sides of the root say so by the times themselves."""
+    m = _load("deepseek-v3.2")
+    answer = m.crossover("seq", "nvidia-h100-sxm", stage="decode", batch=8,
+                         variant={"index_heads": 0})
+    (crossing,) = answer.variant_crossings
+    assert crossing.faster_above == "model" and "this model is faster" in answer.variant_note
+    dense = m.with_parameters({"index_heads": 0})
+    time = lambda model, s: model.analyze("nvidia-h100-sxm", batch=8, seq=s,
+                                          stages=("decode",)).stages["decode"].total.time_s
+    below, above = int(crossing.value * 0.8), int(crossing.value * 1.25)
+    assert time(m, below) > time(dense, below) and time(m, above) < time(dense, above)
+
+
+def test_variant_flag_in_text_and_json(capsys):
+    from costdsl.cli import main
+    path = str(MODELS / "deepseek-v3.2.arch")
+    assert main(["crossover", path, "--hw", "nvidia-h100-sxm", "--solve", "seq",
+                 "--variant", "index_heads=0", "--format", "json"]) == 0
+    import json
+    variant = json.loads(capsys.readouterr().out)["stages"]["decode"]["variant"]
+    assert variant["set"] == {"index_heads": "0"} and variant["crossings"][0]["value"] > 0
+    assert main(["crossover", path, "--hw", "nvidia-h100-sxm", "--solve", "seq",
+                 "--variant", "index_heads=0"]) == 0
+    assert "against the variant with index_heads=0" in capsys.readouterr().out
+    assert main(["crossover", path, "--hw", "nvidia-h100-sxm", "--solve", "seq",
+                 "--variant", "index_heads"]) == 2
+    assert "expected PARAM=VALUE" in capsys.readouterr().err

@@ -64,6 +64,9 @@ def _positive_roots(poly: sympy.Expr, x: sympy.Symbol) -> list[sympy.Expr]:
     # that is not an integer, while the crossover usually lies between two integers.
     real = sympy.Symbol(x.name, positive=True)
     numerator = sympy.numer(sympy.together(poly.subs(x, real)))
+    if numerator.free_symbols == {real} and numerator.is_polynomial(real) \
+            and sympy.degree(numerator, real) >= 3:
+        return _numeric_positive_roots(numerator, real, x)
     try:
         roots = [r.subs(real, x) for r in sympy.solve(numerator, real)]
     except NotImplementedError:
@@ -76,6 +79,18 @@ def _positive_roots(poly: sympy.Expr, x: sympy.Symbol) -> list[sympy.Expr]:
             continue
         kept.append(sympy.simplify(r))
     return kept
+
+
+def _numeric_positive_roots(numerator, real, x) -> list[sympy.Expr]:
+    """The positive real roots of a numeric polynomial of degree 3 or more. sympy's closed
+    forms of a cubic with float coefficients carry imaginary rounding (5000 + 1e-20 i) that
+    hides real roots; numeric root finding does not."""
+    out = []
+    for r in sympy.Poly(numerator, real).nroots(n=15):
+        re, im = sympy.re(r), sympy.im(r)
+        if abs(im) <= 1e-9 * max(1.0, abs(re)) and re > 0:
+            out.append(sympy.Float(re, 15))
+    return out
 
 
 def transcendental(expr: sympy.Expr, x: sympy.Symbol) -> bool:
@@ -556,6 +571,38 @@ def quantization_crossover(high: StageRoofline, low: StageRoofline, hw: Hardware
 
 
 @dataclass(frozen=True)
+class VariantCrossing:
+    """A value of x where the model and a variant of it (other parameter values: dense against
+    sparse attention, say) take equal stage time."""
+    expression: sympy.Expr
+    value: float
+    faster_above: str        # "model" or "variant": which one is faster just above it
+
+
+def variant_crossover(base: StageRoofline, other: StageRoofline, hw: Hardware,
+                      x: sympy.Symbol, values: Mapping[sympy.Symbol, float]
+                      ) -> tuple[tuple[VariantCrossing, ...], str]:
+    """Where the two stage times are equal: each a Piecewise in x (piecewise_time), their
+    difference solved in closed form between the union of their breakpoints. Returns the
+    crossings and a sentence on which is faster beyond the last one."""
+    difference = piecewise_time(base, hw, x, values, []) - piecewise_time(other, hw, x, values, [])
+    pieces = _intervals(minmax_breakpoints(difference, x))
+    crossings = []
+    for low, high, probe in pieces:
+        g = resolve_minmax(difference, x, probe)
+        # terms in 1 / x (a chunked scan's chunk states): the numerator has the same positive
+        # roots, the denominator being a positive power of x
+        for root, value, _ in roots_in(sympy.numer(sympy.together(g)), x, {}, low, high):
+            after = float(g.subs(x, float(value) * (1 + 1e-6) + 1e-9))
+            crossings.append(VariantCrossing(root, float(value),
+                                             "variant" if after > 0 else "model"))
+    far = max([pieces[-1][2]] + [2 * c.value for c in crossings])   # past every crossing
+    tail = float(resolve_minmax(difference, x, far).subs(x, far))
+    faster = "the variant" if tail > 0 else "this model" if tail < 0 else "neither"
+    return tuple(crossings), f"{faster} is faster as {x.name} grows"
+
+
+@dataclass(frozen=True)
 class CrossoverAnswer:
     """Per-op and stage-level crossovers of one stage in one symbol."""
     stage: str
@@ -567,3 +614,6 @@ class CrossoverAnswer:
     versus: Mapping[str, float] | None = None
     time_model: str = "ideal"           # "ideal" or "efficiency" (achieved peak and bandwidth)
     stack: str | None = None            # the serving stack whose kernels priced it
+    variant: Mapping[str, str] | None = None      # the parameters the variant sets
+    variant_crossings: tuple[VariantCrossing, ...] | None = None
+    variant_note: str | None = None

@@ -167,8 +167,13 @@ def _attention_sizes(a, rows: str, site: Site):
     positions (a rolling cache), and in prefill each query's row of scores is W wide at most
     (a banded kernel; the full seq x seq matrix is not formed)."""
     lq = site.new if rows == "all" else site.last
-    return S.batch, a["heads"], a["kv_heads"], a["head_dim"], lq, sympy.Min(site.context,
-                                                                             a["window"])
+    return S.batch, a["heads"], a["kv_heads"], a["head_dim"], lq, attended(site.context, a)
+
+
+def attended(context, attrs) -> sympy.Expr:
+    """Cached positions a query attends: the context, at most the sliding window, and at most
+    the `select` tokens a sparse attention's indexer picks (DeepSeek Sparse Attention)."""
+    return sympy.Min(context, attrs["window"], attrs.get("select", sympy.oo))
 
 
 @rule("qk_matmul")
@@ -176,12 +181,36 @@ def qk_matmul(op, ins, out, site):
     """S = Q K^T for every head: operations 2 b H Lq Lk d; reads Q (b Lq H d) and the cached K
     (b Lk Hkv d, read once per KV head: query heads of a group share it); writes the full
     score matrix b H Lq Lk, mask included."""
-    q, k = ins
+    q, k, *selected = ins
     b, h, hkv, d, lq, lk = _attention_sizes(op.attrs, q.rows, site)
     return Cost(2 * b * h * lq * lk * d,
-                (Access(q.name, q.cls, b * lq * h * d), Access(k.name, k.cls, b * lk * hkv * d)),
+                (Access(q.name, q.cls, b * lq * h * d), Access(k.name, k.cls, b * lk * hkv * d))
+                + tuple(Access(t.name, t.cls, b * lq * lk) for t in selected),
                 (Access(out.name, out.cls, b * h * lq * lk),), sympy.Integer(0),
                 (b, h, lq, lk))
+
+
+@rule("indexer")
+def indexer(op, ins, out, site):
+    """DeepSeek Sparse Attention's indexer (DeepSeek-AI 2025, "DeepSeek-V3.2: Pushing the
+    Frontier of Open Large Language Models", section 2.1): each query scores every attended
+    cached token, Lk = min(context, window) of them, with Hi heads of width di:
+    I = sum_j w_j ReLU(q_j . k), then keeps the top `select`. Operations per query
+    2 Hi di Lk (the dot products), 3 Hi Lk (ReLU, weight, sum) and Lk (the selection); reads
+    the queries (Hi di) and head weights (Hi) of its rows and the cached keys (b Lk di, KV
+    class); writes the selected positions (b Lq min(Lk, select)). Unfused: the score matrix
+    stays in the kernel, as DeepSeek's released kernels keep it."""
+    q, k, w = ins
+    a = op.attrs
+    hi, di, rows = a["heads"], a["head_dim"], q.rows
+    b = S.batch
+    lq = site.new if rows == "all" else site.last
+    lk = sympy.Min(site.context, a["window"])
+    return Cost(b * lq * lk * (2 * hi * di + 3 * hi + 1),
+                (Access(q.name, q.cls, b * lq * hi * di), Access(k.name, k.cls, b * lk * di),
+                 Access(w.name, w.cls, b * lq * hi)),
+                (Access(out.name, out.cls, b * lq * sympy.Min(lk, a["select"])),),
+                sympy.Integer(0), (b, lq, sympy.Min(lk, a["select"])))
 
 
 def sink_logits(attrs) -> sympy.Expr:
@@ -257,7 +286,8 @@ def off_chip_passes(passes, head_bytes):
 
 
 def flash_attention(attrs, q: str, k: str, v: str, out: str, rows: str, site: Site,
-                    v_dim=None, block_rows=None, causal: bool = True, name: str = "") -> Cost:
+                    v_dim=None, block_rows=None, causal: bool = True, name: str = "",
+                    selected: tuple[str, ...] = ()) -> Cost:
     """FlashAttention: QK^T, softmax and xV in one kernel; the score matrix stays on chip.
 
     Loop order of FlashAttention-2: each thread block holds Br query rows (Q and O tiles) and
@@ -281,10 +311,11 @@ def flash_attention(attrs, q: str, k: str, v: str, out: str, rows: str, site: Si
         operations  2 b H Lq Lk (d + dv) on the matrix units (QK^T and xV) and 5 b H Lq Lk
                     (softmax) on the vector units, as the three unfused ops; no score matrix
                     is written. dv is the value width (d unless given). With sinks, each
-                    softmax row holds one logit more and the H sinks (of op `name`) are read."""
+                    softmax row holds one logit more and the H sinks (of op `name`) are read;
+                    a sparse attention reads the positions its indexer selected (b Lq Lk)."""
     b, h, hkv, d, lq, lk = _attention_sizes(attrs, rows, site)
     if causal and rows == "all":
-        lk = sympy.Min(site.cached + (site.new + 1) / 2, attrs["window"])
+        lk = attended(site.cached + (site.new + 1) / 2, attrs)
     dv = d if v_dim is None else v_dim
     group = h / hkv
     rows_per_block = block_rows if block_rows is not None else flash_rows(d, S.a_bits, S.kv_bits)
@@ -297,8 +328,9 @@ def flash_attention(attrs, q: str, k: str, v: str, out: str, rows: str, site: Si
                  Access(v, "kv", b * lk * hkv * dv * passes)))
     logits = scores + b * h * lq * sink_logits(attrs)
     sinks = sink_weights(name, attrs)
+    picks = tuple(Access(t, "act", b * lq * lk) for t in selected)
     return Cost(2 * scores * (d + dv) + 5 * logits,
-                (Access(q, "act", b * lq * h * d),) + kv_reads + sinks,
+                (Access(q, "act", b * lq * h * d),) + kv_reads + sinks + picks,
                 (Access(out, "act", b * lq * h * dv),),
                 sum((a.elements for a in sinks), sympy.Integer(0)), (b * lq, h * dv),
                 vector=5 * logits)

@@ -532,11 +532,18 @@ def _mla_parts(name: str, x: Tensor, a: dict) -> tuple[list[tuple], set[str]]:
         parts.append(("q", "linear", (x.name,), q, h * (dn + dr), {**_DENSE, "out": h * (dn + dr)}))
     latent = f"{name}.latent"
     attn = {"heads": h, "kv_heads": sympy.Integer(1), "causal": "true", "window": a["window"]}
+    selected = ()
+    if a["index_heads"] != 0:
+        indexed, selected = _indexer_parts(name, x, a, f"{name}.q_norm" if a["q_lora_rank"] != 0
+                                           else x.name)
+        parts += indexed
+        attn = {**attn, "select": a["index_topk"]}
     parts += [
         ("absorb", "mla_absorb", (q,), f"{name}.q_latent", h * (c + dr), dims),
         ("kv_a", "linear", (x.name,), f"{name}.kv_a", c + dr, {**_DENSE, "out": c + dr}),
         ("cache", "mla_cache", (f"{name}.kv_a",), latent, c + dr, dims),
-        ("qk", "qk_matmul", (f"{name}.q_latent", latent), f"{name}.scores", sympy.Integer(0),
+        ("qk", "qk_matmul", (f"{name}.q_latent", latent, *selected), f"{name}.scores",
+         sympy.Integer(0),
          {**attn, "head_dim": c + dr}),
         ("softmax", "softmax", (f"{name}.scores",), f"{name}.probs", sympy.Integer(0),
          {**attn, "head_dim": c + dr}),
@@ -544,7 +551,25 @@ def _mla_parts(name: str, x: Tensor, a: dict) -> tuple[list[tuple], set[str]]:
          {**attn, "head_dim": c}),
         ("v_up", "mla_v_up", (f"{name}.o_latent",), name, h * dv, dims),
     ]
-    return parts, {latent}
+    return parts, {latent} | ({f"{name}.index_k"} if selected else set())
+
+
+def _indexer_parts(name: str, x: Tensor, a: dict, q_source: str) -> tuple[list[tuple], tuple]:
+    """DeepSeek Sparse Attention's indexer (DeepSeek-V3.2's Indexer): its queries from the
+    compressed query (wq_b: q_lora_rank -> Hi di), one key per token (wk: hidden -> di, then a
+    LayerNorm: the cached index key), per-head weights (weights_proj: hidden -> Hi), and the
+    scoring and top-k selection the attention then reads."""
+    hi, di = a["index_heads"], a["index_dim"]
+    parts = [
+        ("index_q", "linear", (q_source,), f"{name}.index_q", hi * di, {**_DENSE, "out": hi * di}),
+        ("index_wk", "linear", (x.name,), f"{name}.index_key", di, {**_DENSE, "out": di}),
+        ("index_k", "layernorm", (f"{name}.index_key",), f"{name}.index_k", di, {"dim": None}),
+        ("index_w", "linear", (x.name,), f"{name}.index_w", hi, {**_DENSE, "out": hi}),
+        ("indexer", "indexer", (f"{name}.index_q", f"{name}.index_k", f"{name}.index_w"),
+         f"{name}.selected", sympy.Integer(0),
+         {"heads": hi, "head_dim": di, "window": a["window"], "select": a["index_topk"]}),
+    ]
+    return parts, (f"{name}.selected",)
 
 
 def _mamba_parts(name: str, x: Tensor, a: dict) -> tuple[list[tuple], set[str]]:

@@ -130,6 +130,9 @@ FAMILIES = {
                           assumed={"moe_layer_freq": 1}),
     "deepseek_v3": Family("deepseek.arch", "deepseek", DEEPSEEK,
                           assumed={"moe_layer_freq": 1}),
+    "deepseek_v32": Family("deepseek.arch", "deepseek", DEEPSEEK + (
+        Field("index_heads", "index_n_heads"), Field("index_dim", "index_head_dim"),
+        Field("index_topk", "index_topk")), assumed={"moe_layer_freq": 1}),
     "gpt2": Family("gpt2.arch", "gpt2", (
         Field("hidden", "n_embd"), Field("layers", "n_layer"), Field("heads", "n_head"),
         Field("ffn", "n_inner", default="4 * hidden"), Field("vocab", "vocab_size"),

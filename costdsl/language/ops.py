@@ -226,13 +226,26 @@ def _sv(ins, a):
            qk_rope_dim=Dim(doc="decoupled RoPE width, shared by the heads (qk_rope_head_dim)"),
            v_dim=Dim(doc="per-head value width (v_head_dim)"),
            q_lora_rank=Dim(default=0, doc="query compression rank (q_lora_rank); 0: none"),
-           window=Dim(default="oo", doc="sliding window (inf: all positions)"))
+           window=Dim(default="oo", doc="sliding window (inf: all positions)"),
+           index_heads=Dim(default=0, doc="DeepSeek Sparse Attention's indexer heads "
+                                          "(index_n_heads); 0: dense attention"),
+           index_dim=Dim(default=128, doc="width of an indexer head and of its cached key "
+                                          "(index_head_dim)"),
+           index_topk=Dim(default=2048, doc="cached tokens the indexer selects per query "
+                                            "(index_topk)"))
 def _mla(ins, a):
     """Multi-head latent attention (DeepSeek-V2): the KV cache holds one latent of
     kv_lora_rank + qk_rope_dim per token, shared by all heads; the key and value up-projections
     are absorbed into the query and the output. Returns heads x v_dim (the o projection is
     written after it, as after `attention`)."""
     return a["heads"] * a["v_dim"]
+
+
+@signature("indexer", ["q", "k", "w"], "matrix", operands=("act", "kv"), internal=True)
+def _indexer(ins, a):
+    """DeepSeek Sparse Attention's lightning indexer: scores every cached token with its heads
+    and selects the top-k for the attention."""
+    return sympy.Integer(0)
 
 
 @signature("mla_absorb", ["q"], "matrix", operands=("weight", "act"), internal=True)

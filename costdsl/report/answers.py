@@ -47,6 +47,10 @@ def crossover_dict(answers: list[CrossoverAnswer]) -> dict:
                 {"op": q.op, "expression": str(q.expression) if q.expression is not None
                  else None, "value": _value(q.value), "reason": q.reason}
                 for q in a.quantization]}
+        if a.variant is not None:
+            stage["variant"] = {"set": dict(a.variant), "note": a.variant_note, "crossings": [
+                {"expression": str(c.expression), "value": c.value,
+                 "faster_above": c.faster_above} for c in a.variant_crossings]}
         out["stages"][a.stage] = stage
     # the flat form, for a single stage
     if len(answers) == 1:
@@ -112,7 +116,21 @@ def crossover_text(answers: list[CrossoverAnswer]) -> str:
                 what = (f"above {x} = {q.value:.6g} ({printing.text(q.expression)})"
                         if q.expression is not None else q.reason)
                 lines.append(f"    {q.op:22s} {what}")
+        if a.variant is not None:
+            lines += _variant_lines(a, x)
     return "\n".join(lines) + "\n"
+
+
+def _variant_lines(a: CrossoverAnswer, x: str) -> list[str]:
+    variant = ", ".join(f"{k}={v}" for k, v in a.variant.items())
+    lines = [f"  against the variant with {variant}:"]
+    for c in a.variant_crossings:
+        faster = "this model" if c.faster_above == "model" else "the variant"
+        lines.append(f"    equal stage time at {x} = {c.value:.6g}: above it {faster} is faster")
+    if not a.variant_crossings:
+        lines.append("    the stage times never cross")
+    lines.append(f"    {a.variant_note}")
+    return lines
 
 
 def latency_dict(l: Latency) -> dict:

@@ -52,12 +52,13 @@ def flash_attention(graph: nx.DiGraph, block=None, causal=1) -> nx.DiGraph:
     for qk, soft, sv in list(_triples(graph)):
         found = True
         fused = merge(graph, [qk, soft, sv], kind="flash_attention")
-        q, k = qk.inputs
+        q, k, *selected = qk.inputs      # a sparse attention also reads its indexer's choice
         v = sv.inputs[1]
         a = qk.attrs
         rows = "all" if qk.out_shape[2] == site.new else "last"
         cost = flash_cost(a, q, k, v, sv.output, rows, site, v_dim=sv.attrs["head_dim"],
-                          block_rows=block, causal=bool(causal), name=soft.name)
+                          block_rows=block, causal=bool(causal), name=soft.name,
+                          selected=tuple(selected))
         needed = flash_sram_needed(a["head_dim"], S.a_bits, S.kv_bits,
                                    block if block is not None else FLASH_MIN_ROWS)
         attrs = {**a, "kinds": fused.attrs["kinds"], "sram_needed": needed,
