@@ -43,6 +43,7 @@ from .analysis.offloading import OffloadAnswer, offload_answers
 from .analysis.speculative import (Speculation, best_draft_length, lookahead, speculate,
                                    speculation_grid, stop_paying_batch)
 from .errors import CostDSLError, EvaluationError, at
+from .names import did_you_mean
 from .graph.lower import STAGES, STEP_STAGES, lower
 from .graph.passes import apply_passes
 from .graph.passes.registry import resolve_args
@@ -241,6 +242,10 @@ class Model:
 
     def with_parameters(self, values: Mapping[str, object]) -> "Model":
         """The same file and passes with these parameters set (text or numbers, parsed)."""
+        for name in values:
+            if name not in self.design.params:
+                raise EvaluationError(f"--variant {name}: the model has no parameter {name!r}",
+                                      hint=did_you_mean(name, sorted(self.design.params)))
         overrides = {**self.overrides, **_overrides(values)}
         return Model(elaborate(self.library, self.design.name, overrides), self.library,
                      overrides, self.extra_passes)

@@ -616,3 +616,7 @@ def test_variant_flag_in_text_and_json(capsys):
     assert main(["crossover", path, "--hw", "nvidia-h100-sxm", "--solve", "seq",
                  "--variant", "index_heads"]) == 2
     assert "expected PARAM=VALUE" in capsys.readouterr().err
+    assert main(["crossover", path, "--hw", "nvidia-h100-sxm", "--solve", "seq",
+                 "--variant", "index_head=0"]) == 2
+    err = capsys.readouterr().err
+    assert "--variant index_head: the model has no parameter" in err and "index_heads" in err
