@@ -532,11 +532,12 @@ def _mla_parts(name: str, x: Tensor, a: dict) -> tuple[list[tuple], set[str]]:
         parts.append(("q", "linear", (x.name,), q, h * (dn + dr), {**_DENSE, "out": h * (dn + dr)}))
     latent = f"{name}.latent"
     attn = {"heads": h, "kv_heads": sympy.Integer(1), "causal": "true", "window": a["window"]}
-    selected = ()
+    selected, cached = (), {latent}
     if a["index_heads"] != 0:
-        indexed, selected = _indexer_parts(name, x, a, f"{name}.q_norm" if a["q_lora_rank"] != 0
-                                           else x.name)
+        indexed, selected, index_key = _indexer_parts(
+            name, x, a, f"{name}.q_norm" if a["q_lora_rank"] != 0 else x.name)
         parts += indexed
+        cached.add(index_key)
         attn = {**attn, "select": a["index_topk"]}
     parts += [
         ("absorb", "mla_absorb", (q,), f"{name}.q_latent", h * (c + dr), dims),
@@ -551,14 +552,16 @@ def _mla_parts(name: str, x: Tensor, a: dict) -> tuple[list[tuple], set[str]]:
          {**attn, "head_dim": c}),
         ("v_up", "mla_v_up", (f"{name}.o_latent",), name, h * dv, dims),
     ]
-    return parts, {latent} | ({f"{name}.index_k"} if selected else set())
+    return parts, cached
 
 
-def _indexer_parts(name: str, x: Tensor, a: dict, q_source: str) -> tuple[list[tuple], tuple]:
+def _indexer_parts(name: str, x: Tensor, a: dict, q_source: str
+                   ) -> tuple[list[tuple], tuple[str], str]:
     """DeepSeek Sparse Attention's indexer (DeepSeek-V3.2's Indexer): its queries from the
     compressed query (wq_b: q_lora_rank -> Hi di), one key per token (wk: hidden -> di, then a
     LayerNorm: the cached index key), per-head weights (weights_proj: hidden -> Hi), and the
-    scoring and top-k selection the attention then reads."""
+    scoring and top-k selection the attention then reads. Returns the parts, the selection
+    (for the attention to read) and the cached key."""
     hi, di = a["index_heads"], a["index_dim"]
     parts = [
         ("index_q", "linear", (q_source,), f"{name}.index_q", hi * di, {**_DENSE, "out": hi * di}),
@@ -569,7 +572,7 @@ def _indexer_parts(name: str, x: Tensor, a: dict, q_source: str) -> tuple[list[t
          f"{name}.selected", sympy.Integer(0),
          {"heads": hi, "head_dim": di, "window": a["window"], "select": a["index_topk"]}),
     ]
-    return parts, (f"{name}.selected",)
+    return parts, (f"{name}.selected",), f"{name}.index_k"
 
 
 def _mamba_parts(name: str, x: Tensor, a: dict) -> tuple[list[tuple], set[str]]:

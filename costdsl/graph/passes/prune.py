@@ -32,7 +32,7 @@ from ..costs import Access
 from ..schema import Node, nodes
 from .registry import Arg, PassError, register
 from .select import matches, patterns, select
-from .sparsity import HEAD_WISE, _attention_groups, _mlp_groups, _producer, head_chain
+from .sparsity import HEAD_WISE, _attention_groups, _mlp_groups, head_chain
 
 
 def _kept(fraction, units, what: str, arg: str) -> sympy.Expr:
@@ -198,14 +198,8 @@ def _gate_branch(graph, gate: Node, kernels: list[Node]) -> list[Node]:
     projection that starts them (Qwen3.5: sigmoid of a linear), nearest first."""
     inside = {k.output for k in kernels}
     tensor = next(t for t in gate.inputs if t not in inside)
-    branch = []
-    op = _producer(graph, gate.name, tensor, ())
-    while op is not None:
-        branch.append(op)
-        if op.kind == "linear" or not op.inputs:
-            break
-        op = _producer(graph, op.name, op.inputs[0], ())
-    return branch
+    start, between = head_chain(graph, gate.name, tensor, through=lambda op: op.kind != "linear")
+    return between + ([start] if start is not None else [])
 
 
 def _prune_layers(graph, out, layers, include) -> bool:

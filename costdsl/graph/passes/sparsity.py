@@ -56,12 +56,14 @@ HEAD_WISE = ("rope", "rmsnorm")
 QK-norm): they shrink with the heads."""
 
 
-def head_chain(graph, node: str, tensor: str) -> tuple[Node | None, list[Node]]:
-    """The op writing `tensor` for `node` found through head-wise ops, and those ops (nearest
-    first): the query projection behind its RoPE and QK-norm."""
+def head_chain(graph, node: str, tensor: str,
+               through=lambda op: op.kind in HEAD_WISE) -> tuple[Node | None, list[Node]]:
+    """The op writing `tensor` for `node` found by walking up through the ops `through`
+    accepts (head-wise ops by default), and those ops (nearest first): the query projection
+    behind its RoPE and QK-norm."""
     between = []
     op = _producer(graph, node, tensor, ())
-    while op is not None and op.kind in HEAD_WISE:
+    while op is not None and through(op) and op.inputs:
         between.append(op)
         op = _producer(graph, op.name, op.inputs[0], ())
     return op, between
