@@ -27,12 +27,12 @@ from .analysis.memory import LazyMemory, StageMemory, memory_numbers, stage_memo
 from .analysis.params import OpParams, active_params, op_params, total_params
 from .analysis.plan import OBJECTIVES, PlanResult, evaluate_plan, layouts as plan_layouts
 from .analysis.plan import rank
-from .analysis.iteration import IterationCost, iteration_cost
+from .serving.iteration import IterationCost, iteration_cost
 from .analysis.compiled import cached_functions
 from .analysis.evaluate import GridFunctions, total_expression
 from .analysis.memory import memory_rows
-from .analysis.requests import Stream, synthetic
-from .analysis.simulate import (Config as SimConfig, KVPool, Speculative, Summary, Trace,
+from .serving.requests import Stream, synthetic
+from .serving.simulate import (Config as SimConfig, KVPool, Speculative, Summary, Trace,
                                 simulate, summarise)
 from .analysis.records import Analysis, Settings, check_stages, devices_of, stage_result
 from .analysis.roofline import StageRoofline, compute_type, roofline
@@ -627,7 +627,7 @@ class Model:
                        kv_bits: float = 16) -> IterationCost:
         """One serving iteration's time as a compiled function of (N, T, TT, TC, C, L): the
         sequences, their new tokens, sum t^2, sum t c, the tokens cached and the rows that need
-        logits (see analysis.iteration)."""
+        logits (see serving.iteration)."""
         hw = _hardware(hw)
         settings = Settings(1, 1, w_bits, a_bits, kv_bits).validate()
         key = ("iteration", _hardware_key(hw), tuple(settings.bits().items()))

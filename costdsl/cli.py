@@ -528,7 +528,7 @@ def _fit(args) -> str:
 
 
 def _serve_curve(args) -> str:
-    from .analysis.serving import serve_curve
+    from .serving.curve import serve_curve
     from .analysis.sweep import parse_range
     model = _load(args)
     hw = _hw(args)
@@ -537,7 +537,7 @@ def _serve_curve(args) -> str:
     decoding = model.decoding_strategy(args.decoding)
     spec = None
     if decoding is not None:
-        from .analysis.serving import speculative_serving
+        from .serving.curve import speculative_serving
         spec = speculative_serving(model, hw, decoding, curve, _bits_of(args))
     devices = model.devices(hw) if hw.count > 1 else None
     if args.format == "json":
@@ -649,7 +649,7 @@ def _plot(args) -> str:
     elif args.kind == "memory":
         path = plots.memory(curves.memory_curve(model, hw, args.batch, values, bits), args.out)
     else:
-        from .analysis.serving import serve_curve
+        from .serving.curve import serve_curve
         curve = serve_curve(model, hw, args.seq, args.gen, values, bits)
         path = plots.serve(curve, model.name, hw, args.out)
     return f"wrote {path}\n"
@@ -959,8 +959,8 @@ def _rates(text: str) -> list[float]:
 
 def _simulate(args, plot: str | None = None) -> str:
     """`simulate`, and `plot rate|timeline` (plot: the image to write)."""
-    from .analysis.requests import read_requests, synthetic
-    from .analysis.simulate import Config
+    from .serving.requests import read_requests, synthetic
+    from .serving.simulate import Config
     from .report import simulation as sim_report
     from . import plots
     plot = plot or getattr(args, "plot", None)

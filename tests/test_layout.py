@@ -1,6 +1,6 @@
 """The package layout shows the pipeline, and imports only point down it.
 
-language, hardware -> graph -> analysis -> report, plots -> api, cli. The foundations (errors,
+language, hardware -> graph -> analysis -> serving -> report, plots -> api, cli. The foundations (errors,
 symbols, resources) sit below every stage. Lazy imports inside functions count too.
 """
 import ast
@@ -15,8 +15,10 @@ RANK = {"errors": 0, "symbols": 0, "resources": 0, "files": 0, "version": 0, "na
         "language": 1, "hardware": 1,
         "graph": 2,
         "analysis": 3,
-        "report": 4, "plots": 4,
-        "api": 5, "cli": 5, "__init__": 5, "__main__": 5, "sphinx": 6, "markdown_ext": 6, "pygments_lexer": 5}
+        "serving": 4,
+        "report": 5, "plots": 5,
+        "api": 6, "cli": 6, "__init__": 6, "__main__": 6, "sphinx": 7, "markdown_ext": 7,
+        "pygments_lexer": 6}
 
 
 def _modules():

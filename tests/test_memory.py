@@ -135,7 +135,7 @@ def test_fit_cli(capsys):
 
 def test_serving_metrics_agree_with_analyze_and_latency():
     from costdsl.hardware import load_hardware
-    from costdsl.analysis.serving import serve_curve
+    from costdsl.serving.curve import serve_curve
     m = costdsl.load(LLAMA)
     bits = dict(w_bits=16, a_bits=16, kv_bits=16)
     curve = serve_curve(m, load_hardware(A6000), 512, 64, np.array([1, 8, 64]), bits)

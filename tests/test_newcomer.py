@@ -105,7 +105,7 @@ def test_naive_azure_timestamps_are_utc(tmp_path, monkeypatch):
     """A naive TIMESTAMP is read as UTC: across New York's 2024 daylight-saving change (02:00
     local on 10 March), two requests an hour apart in UTC stay an hour apart."""
     import time
-    from costdsl.analysis.requests import read_requests
+    from costdsl.serving.requests import read_requests
     monkeypatch.setenv("TZ", "America/New_York")
     time.tzset()
     try:

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import costdsl
-from costdsl.analysis.iteration import IterationCost
-from costdsl.analysis.requests import Stream, read_requests, synthetic
-from costdsl.analysis.simulate import Config, KVPool, simulate, summarise
+from costdsl.serving.iteration import IterationCost
+from costdsl.serving.requests import Stream, read_requests, synthetic
+from costdsl.serving.simulate import Config, KVPool, simulate, summarise
 from costdsl.cli import main
 from costdsl.errors import CostDSLError
 
@@ -222,7 +222,7 @@ def test_speculative_decoding_in_the_server_matches_speculate(llama):
 
 
 def test_accepted_tokens_follow_the_geometric_model():
-    from costdsl.analysis.simulate import Speculative, _Run
+    from costdsl.serving.simulate import Speculative, _Run
     run = _Run([], TOY, KVPool(10, 1.0), Config(), Speculative(4, 0.7, TOY, seed=3))
     mean = np.mean([run._emitted() for _ in range(20000)])
     assert mean == pytest.approx((1 - 0.7 ** 5) / (1 - 0.7), rel=0.02)   # 2.77 tokens

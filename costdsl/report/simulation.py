@@ -1,10 +1,10 @@
-"""Text, JSON and CSV forms of a serving simulation (analysis.simulate)."""
+"""Text, JSON and CSV forms of a serving simulation (serving.simulate)."""
 from __future__ import annotations
 
 import csv
 import io
 
-from ..analysis.simulate import request_metrics
+from ..serving.simulate import request_metrics
 from .units import seconds
 
 

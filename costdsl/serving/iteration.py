@@ -34,7 +34,7 @@ from typing import Callable, Mapping
 
 import sympy
 
-from .roofline import StageRoofline, kernel_time, row_count
+from ..analysis.roofline import StageRoofline, kernel_time, row_count
 from .. import symbols as S
 
 N, T, TT, TC, C, L = sympy.symbols("N T TT TC C L", nonnegative=True)

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import EvaluationError
-from .records import Settings
-from .evaluate import compute_bound_share, stage_time
+from ..analysis.records import Settings
+from ..analysis.evaluate import compute_bound_share, stage_time
 from ..hardware import Hardware
-from .memory import evaluate_memory
+from ..analysis.memory import evaluate_memory
 from .. import symbols as S
 
 

@@ -1,6 +1,6 @@
 """A serving simulation: requests arrive, a scheduler batches them every iteration, the KV cache
 is handed out in blocks, and each iteration takes the time the compiled cost model gives its
-mixed batch (analysis.iteration: one call of a lambdified function of five sums, never a loop
+mixed batch (serving.iteration: one call of a lambdified function of five sums, never a loop
 over ops).
 
 Schedulers (the survey's section 5.3 and its Figure 19):
