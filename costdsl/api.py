@@ -26,12 +26,15 @@ from .analysis.latency import Latency, request_latency
 from .analysis.memory import LazyMemory, StageMemory, memory_numbers, stage_memory
 from .analysis.params import OpParams, active_params, op_params, total_params
 from .analysis.plan import OBJECTIVES, PlanResult, evaluate_plan, layouts as plan_layouts
-from .analysis.plan import rank
+from .analysis.plan import layout_passes, rank
 from .serving.iteration import IterationCost, iteration_cost
 from .analysis.compiled import cached_functions
 from .analysis.evaluate import GridFunctions, total_expression
 from .analysis.memory import memory_rows
+from .serving.executor import Executor
 from .serving.requests import Stream, synthetic
+from .serving.search import (SLO as SearchSLO, SearchResult, Space as SearchSpace, Workload,
+                             search as search_deployments)
 from .serving.simulate import (Config as SimConfig, KVPool, Speculative, Summary, Trace,
                                 simulate, summarise)
 from .analysis.records import Analysis, Settings, check_stages, devices_of, stage_result
@@ -588,7 +591,7 @@ class Model:
         for layout in progress.steps("plan: layouts", plan_layouts(hw.count, moe)):
             micro = layout[1] if objective == "throughput" else 1
             try:
-                model = self.with_layout(_layout_passes(layout, micro))
+                model = self.with_layout(layout_passes(layout, micro))
                 memory = {st: model.memory(st) for st in STAGES}
             except CostDSLError as err:
                 skipped.append(("tp={} pp={} ep={}".format(*layout), err.message))
@@ -735,6 +738,19 @@ class Model:
             low, high = (mid, high) if run(mid).slo_attainment >= attainment else (low, mid)
         return rows, low
 
+    def search(self, hw: "str | Hardware | Iterable[str | Hardware]", slo: SearchSLO,
+               workload: Workload, workers: int = 1, cluster: str | None = None,
+               **space) -> SearchResult:
+        """The deployment that meets `slo` for `workload` with the fewest GPUs (or dollars, or
+        the most tokens/s per GPU: `objective=`), its runner-up of the other mode and the
+        Pareto frontier, over every layout of each system (serving.search; `space`: the
+        fields of serving.search.Space other than the systems). Trials run here, on `workers`
+        local processes, or on the Dask scheduler at `cluster`."""
+        systems = [hw] if isinstance(hw, (str, Hardware)) else list(hw)
+        space = SearchSpace(tuple(_hardware(h) for h in systems), **space)
+        with Executor(workers, cluster) as executor:
+            return search_deployments(self, space, slo, workload, executor)
+
     def report_data(self, hw: str | Hardware, batch: int = 1, seq: int = 2048,
                     w_bits: float = 16, a_bits: float = 16, kv_bits: float = 16,
                     stages: Iterable[str] = STAGES) -> dict:
@@ -798,14 +814,6 @@ class Model:
         kw = dict(batch=batch, seq=seq, w_bits=w_bits, a_bits=a_bits, kv_bits=kv_bits,
                   stages=tuple(stages), tokens=tokens)
         return compare(self.without_passes().analyze(hw, **kw), self.analyze(hw, **kw))
-
-
-def _layout_passes(layout: tuple[int, int, int], microbatches: int) -> list[str]:
-    """The parallelism passes of a (tp, pp, ep) layout (none for a degree of 1)."""
-    tp, pp, ep = layout
-    return ([f"tensor_parallel(n={tp})"] if tp > 1 else []) + \
-        ([f"pipeline_parallel(n={pp}, microbatches={microbatches})"] if pp > 1 else []) + \
-        ([f"expert_parallel(n={ep})"] if ep > 1 else [])
 
 
 def _settings(batch, seq, w_bits, a_bits, kv_bits, tokens, stages: tuple[str, ...],

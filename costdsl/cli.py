@@ -7,6 +7,7 @@ import math
 import os
 import re
 import sys
+from dataclasses import replace
 
 import numpy as np
 
@@ -422,6 +423,58 @@ def build_parser() -> argparse.ArgumentParser:
     _decoding_arg(p, " (a draft model's chain: the draft's steps and the target's "
                      "verification each iteration)")
     p.set_defaults(run=_simulate)
+
+    p = sub.add_parser("search", help="the deployment meeting an SLO with the fewest GPUs: "
+                                      "layouts, replicas, aggregated or disaggregated")
+    _model_args(p)
+    p.add_argument("--hw", required=True, metavar="SYSTEM[,SYSTEM...]",
+                   help="systems (or devices) to deploy on; several: each is searched, and "
+                        "a disaggregated server may prefill on one and decode on another")
+    _ideal_arg(p)
+    p.add_argument("--slo", required=True, metavar="LIST",
+                   help='targets and their quantile, e.g. "ttft=1s,tpot=50ms,quantile=p90" '
+                        "(default quantile p90)")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--rate", type=float, metavar="R", help="requests/s the fleet serves")
+    target.add_argument("--concurrency", type=_positive_int("--concurrency"), metavar="C",
+                        help="requests in flight the fleet holds")
+    p.add_argument("--isl", type=_positive_int("--isl"), metavar="N",
+                   help="prompt tokens of every request (or --prompt DIST)")
+    p.add_argument("--osl", type=_positive_int("--osl"), metavar="N",
+                   help="output tokens of every request (or --output DIST)")
+    p.add_argument("--prompt", metavar="DIST", help="prompt lengths, as simulate's --prompt")
+    p.add_argument("--output", metavar="DIST", help="output lengths, as simulate's --output")
+    p.add_argument("--requests", metavar="FILE.csv",
+                   help="take the lengths from a request file (its rows drawn with --seed)")
+    p.add_argument("--n", type=_positive_int("--n"), default=200,
+                   help="requests simulated per trial (default 200)")
+    p.add_argument("--seed", type=_seed, default=1)
+    p.add_argument("--gpus", type=_positive_int("--gpus"), metavar="N",
+                   help="the most GPUs the deployment may use")
+    p.add_argument("--price", metavar="LIST",
+                   help='$ per GPU-hour by hardware, e.g. "nvidia-dgx-h100=2.5"')
+    p.add_argument("--w-bits", "--bits", dest="bits", default="16", metavar="LIST",
+                   help="weight bitwidths to try, comma-separated (default 16)")
+    p.add_argument("--kv-bits", dest="kv_bits_list", default="16", metavar="LIST",
+                   help="KV-cache bitwidths to try (default 16)")
+    p.add_argument("--mode", default="aggregated,disaggregated", metavar="LIST",
+                   help="aggregated, disaggregated or both (default both)")
+    p.add_argument("--schedulers", default="continuous,chunked", metavar="LIST",
+                   help="schedulers of an aggregated instance (default continuous,chunked)")
+    p.add_argument("--chunk", type=_positive_int("--chunk"), default=2048,
+                   help="token budget per iteration of the chunked scheduler (default 2048)")
+    p.add_argument("--objective", choices=("gpus", "cost", "throughput_per_gpu"),
+                   default="gpus")
+    workers = p.add_mutually_exclusive_group()
+    workers.add_argument("--workers", type=_positive_int("--workers"), metavar="N",
+                         help="local worker processes (default: the machine's cores)")
+    workers.add_argument("--cluster", metavar="ADDRESS",
+                         help="a running Dask scheduler, e.g. tcp://10.0.0.5:8786 (needs "
+                              "costdsl[cluster])")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--out", metavar="FILE.csv", help="write the Pareto frontier as CSV")
+    p.add_argument("--plot", metavar="FILE.png", help="plot the deployments and the frontier")
+    p.set_defaults(run=_search)
 
     p = sub.add_parser("report", help="one self-contained HTML report: graph, roofline, "
                                       "tables, crossovers and formulas")
@@ -939,6 +992,121 @@ def _slo(text: str | None) -> dict | None:
         out[name] = float(m.group(1)) * _SLO_UNITS[m.group(2)]
         if not 0 < out[name] < 1e7:
             raise CostDSLError(f"--slo {text!r}: {name} must be a positive duration")
+    return out
+
+
+def _search(args) -> str:
+    from .serving.executor import default_workers
+    from .serving.search import MODES, SCHEDULERS, SLO, Workload
+    from .report import search as search_report
+    from . import plots
+    from .hardware import load_hardware
+    model = _load(args)
+    systems = [_ideal(load_hardware(h.strip()), args) for h in args.hw.split(",") if h.strip()]
+    workload = Workload.from_stream(_search_stream(args), args.rate, args.concurrency)
+    space = dict(w_bits=tuple(_bits_list(args.bits, "--bits")),
+                 kv_bits=tuple(_bits_list(args.kv_bits_list, "--kv-bits")),
+                 schedulers=_choices(args.schedulers, SCHEDULERS, "--schedulers"),
+                 modes=_choices(args.mode, MODES, "--mode"), chunk=args.chunk,
+                 gpus=args.gpus, prices=_prices(args.price), objective=args.objective)
+    result = model.search(systems, _search_slo(args.slo), workload,
+                          workers=args.workers or default_workers(), cluster=args.cluster,
+                          **space)
+    wrote = []
+    if args.out:
+        _write(args.out, search_report.frontier_csv(result))
+        wrote.append(args.out)
+    if args.plot:
+        wrote.append(plots.pareto(result, args.plot))
+    if args.format == "json":
+        return dumps(search_report.search_dict(result))
+    return search_report.search_text(result) + "".join(f"wrote {w}\n" for w in wrote)
+
+
+def _search_stream(args):
+    """The requests' lengths: fixed (--isl/--osl), drawn (--prompt/--output), or a file's."""
+    from .serving.requests import Stream, read_requests, synthetic
+    if args.requests:
+        if any(v is not None for v in (args.isl, args.osl, args.prompt, args.output)):
+            raise CostDSLError("--requests gives the lengths: drop --isl, --osl, --prompt and "
+                               "--output")
+        trace = read_requests(args.requests)
+        rng = np.random.Generator(np.random.PCG64(args.seed))
+        pick = rng.integers(0, len(trace), args.n)
+        return Stream(np.zeros(args.n), trace.prompt[pick], trace.output[pick],
+                      f"lengths of {args.requests}")
+    if args.isl is not None and args.prompt is not None:
+        raise CostDSLError("give --isl N or --prompt DIST, not both")
+    if args.osl is not None and args.output is not None:
+        raise CostDSLError("give --osl N or --output DIST, not both")
+    prompt = args.prompt or (f"fixed({args.isl})" if args.isl else None)
+    output = args.output or (f"fixed({args.osl})" if args.osl else None)
+    if prompt is None or output is None:
+        raise CostDSLError("give the request lengths: --isl N --osl N, --prompt DIST --output "
+                           "DIST, or --requests FILE.csv")
+    stream = synthetic(1.0, args.n, prompt, output, args.seed)
+    if args.isl is not None and args.osl is not None:
+        return replace(stream, source=f"ISL {args.isl}, OSL {args.osl}")
+    return replace(stream, source=f"prompt {prompt}, output {output}")
+
+
+_QUANTILE = re.compile(r"p([0-9]+(?:\.[0-9]+)?)|(0?\.[0-9]+)")
+
+
+def _search_slo(text: str):
+    """SLO(ttft, tpot, quantile) from "ttft=1s,tpot=50ms,quantile=p90"."""
+    from .serving.search import SLO
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    quantile, rest = 0.9, []
+    for part in parts:
+        name, _, value = part.partition("=")
+        if name.strip() != "quantile":
+            rest.append(part)
+            continue
+        m = _QUANTILE.fullmatch(value.strip())
+        if not m:
+            raise CostDSLError(f"--slo {text!r}: quantile must be pNN (p90, p99.9) or a "
+                               f"fraction such as 0.9, got {value.strip()!r}")
+        quantile = float(m.group(1)) / 100 if m.group(1) else float(m.group(2))
+    targets = _slo(",".join(rest)) if rest else {}
+    if "e2e" in targets:
+        raise CostDSLError(f"--slo {text!r}: search takes ttft= and tpot= targets")
+    return SLO(targets.get("ttft"), targets.get("tpot"), quantile).validate()
+
+
+def _bits_list(text: str, flag: str) -> list[float]:
+    out = []
+    for part in text.split(","):
+        try:
+            out.append(_bits(part.strip()))
+        except argparse.ArgumentTypeError as err:
+            raise CostDSLError(f"{flag} {text!r}: {err}") from None
+    return out
+
+
+def _choices(text: str, known: tuple[str, ...], flag: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise CostDSLError(f"{flag} {text!r}: expected some of " + ", ".join(known))
+    return names
+
+
+def _prices(text: str | None) -> dict:
+    """{hardware key: $ per GPU-hour} from "nvidia-dgx-h100=2.5,nvidia-hgx-h200=3.5"."""
+    out = {}
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        name, _, value = part.partition("=")
+        try:
+            price = float(value)
+        except ValueError:
+            price = math.nan
+        if not name.strip() or not (math.isfinite(price) and price > 0):
+            raise CostDSLError(f"--price {text!r}: expected HARDWARE=DOLLARS_PER_GPU_HOUR, got "
+                               f"{part.strip()!r}")
+        out[name.strip()] = price
     return out
 
 

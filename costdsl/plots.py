@@ -324,3 +324,28 @@ def timeline(trace, model: str, hw: str, scheduler: str, path: str) -> str:
     ax.grid(True, alpha=0.3)
     return _save(fig, path)
 
+
+
+def pareto(result, path: str) -> str:
+    """Every deployment the search sized, tokens/s per GPU against tokens/s per user, the
+    frontier joined and the recommendation marked (costdsl search --plot)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    for mode, marker in (("aggregated", "o"), ("disaggregated", "s")):
+        points = [d for d in result.deployments if d.mode == mode]
+        if points:
+            ax.scatter([d.tokens_per_s_per_user for d in points],
+                       [d.tokens_per_s_per_gpu for d in points], marker=marker, s=18,
+                       alpha=0.5, label=mode)
+    front = result.frontier
+    ax.plot([d.tokens_per_s_per_user for d in front], [d.tokens_per_s_per_gpu for d in front],
+            color="black", lw=1, label="Pareto frontier")
+    best = result.recommendation
+    ax.scatter([best.tokens_per_s_per_user], [best.tokens_per_s_per_gpu], marker="*", s=160,
+               color="red", zorder=3, label=f"recommended ({best.gpus} GPUs)")
+    ax.set_xlabel("tokens/s per user")
+    ax.set_ylabel("tokens/s per GPU")
+    ax.set_title(f"{result.model}: deployments meeting the SLO")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)

@@ -63,3 +63,22 @@ class Counter:
     def close(self) -> None:
         if _enabled:
             _draw("")
+
+
+class Line:
+    """A status line the work rewrites with its own text (`show`), at most ten times a second."""
+
+    def __init__(self):
+        self.last = 0.0
+
+    def show(self, text: str) -> None:
+        if not _enabled:
+            return
+        now = time.monotonic()
+        if now - self.last >= _EVERY_S:
+            _draw(text)
+            self.last = now
+
+    def close(self) -> None:
+        if _enabled:
+            _draw("")

@@ -273,3 +273,31 @@ def test_disaggregated_on_the_command_line(capsys):
               "--scheduler", "disaggregated(prefill=1)"])
     assert exit.value.code == 2
     assert "disaggregated(prefill=P, decode=D)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("scheduler, memory, model", [
+    ("continuous", 0.9, "llama-2-7b.arch"), ("chunked", 0.9, "llama-2-7b.arch"),
+    ("static", 0.9, "llama-2-7b.arch"), ("continuous", 0.02, "llama-2-7b.arch"),
+    ("continuous", 0.9, "mamba-2.8b.arch")])
+def test_repeated_decode_iterations_run_in_one_go_with_the_same_numbers(
+        scheduler, memory, model, monkeypatch):
+    """The fast path over iterations that repeat the same decoding batch (_decode_run) gives
+    the trace iterating one by one gives, to the bit: clocks, blocks, per-iteration records and
+    the in-system area (the 0.02 pool pre-empts; Mamba keeps a state, no growing blocks)."""
+    from costdsl.serving import simulate as sim
+    m = costdsl.load(MODELS / model)
+    stream = synthetic(4, 150, "lognormal(400, 0.6)", "lognormal(200, 0.8)", seed=5)
+    config = Config(scheduler=scheduler, kv_memory=memory, chunk=256)
+    fast, fast_summary = m.simulate(HW, stream, config)
+    monkeypatch.setattr(sim._Run, "_decode_run", lambda self, *a: None)
+    slow, slow_summary = m.simulate(HW, stream, config)
+    assert len(fast.iteration_time) == len(slow.iteration_time) > 1000
+    for name in ("first_token", "finish", "preemptions", "generated"):
+        assert np.array_equal(getattr(fast, name), getattr(slow, name)), name
+    for name in ("iteration_end", "iteration_time", "iteration_batch", "iteration_blocks"):
+        assert getattr(fast, name) == getattr(slow, name), name
+    assert fast.in_system_area == slow.in_system_area
+    assert fast.max_blocks_used == slow.max_blocks_used
+    assert fast_summary == slow_summary
+    if memory < 0.1:
+        assert fast_summary.preemptions > 0

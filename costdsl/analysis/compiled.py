@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import os
 import re
 import sys
@@ -138,12 +139,53 @@ def to_source(tree, names: dict[str, str], depth: int = 0) -> str:
     raise CorruptEntry(f"unknown operator {op!r}")
 
 
-def compile_tree(tree, symbols: Sequence[str]) -> Callable:
-    """A numpy function of the symbols (in order) computing the tree."""
+_SCALAR_NARY = {"add": " + ", "mul": " * ", "and": " and ", "or": " or "}
+_SCALAR_FUNCTION = {"ceil": "_m.ceil", "floor": "_m.floor", "log": "_m.log", "exp": "_m.exp",
+                    "abs": "abs"}
+
+
+def to_scalar_source(tree, names: dict[str, str], depth: int = 0) -> str:
+    """Python source over floats (the math module, conditional expressions) for a tree: a
+    serving simulation calls one iteration's cost thousands of times on scalars, where numpy's
+    per-call overhead would be most of the time. Checked node by node as `to_source`."""
+    if depth > 200 or not isinstance(tree, list) or not tree or not isinstance(tree[0], str):
+        raise CorruptEntry("malformed node")
+    op, args = tree[0], tree[1:]
+    if op in ("s", "q", "true"):
+        return to_source(tree, names, depth)
+    if op == "f":
+        if len(args) != 1 or not isinstance(args[0], str) or not _FLOAT.match(args[0]):
+            raise CorruptEntry("malformed number")
+        return f"_float({args[0]!r})"
+    if op == "inf":
+        return "_float('inf')"
+    sub = lambda t: to_scalar_source(t, names, depth + 1)
+    if op in _SCALAR_NARY and args:
+        return "(" + _SCALAR_NARY[op].join(sub(a) for a in args) + ")"
+    if op in _REDUCE and args:
+        return f"{op}(" + ", ".join(sub(a) for a in args) + ")" if len(args) > 1 else sub(args[0])
+    if op in _SCALAR_FUNCTION and len(args) == 1:
+        return f"{_SCALAR_FUNCTION[op]}({sub(args[0])})"
+    if op in _COMPARE and len(args) == 2:
+        return f"({sub(args[0])}{_COMPARE[op]}{sub(args[1])})"
+    if op == "pow" and len(args) == 2:
+        return f"(({sub(args[0])}) ** ({sub(args[1])}))"
+    if op == "pw" and args and all(isinstance(a, list) and len(a) == 2 for a in args):
+        out = "_float('nan')"
+        for e, c in reversed(args):
+            out = f"({sub(e)} if {sub(c)} else {out})"
+        return out
+    raise CorruptEntry(f"unknown operator {op!r}")
+
+
+def compile_tree(tree, symbols: Sequence[str], scalar: bool = False) -> Callable:
+    """A numpy function of the symbols (in order) computing the tree; `scalar`: a function of
+    floats (the math module), several times faster per call on one point."""
     names = {s: f"_a{i}" for i, s in enumerate(symbols)}
-    body = to_source(tree, names)
+    body = (to_scalar_source if scalar else to_source)(tree, names)
     source = f"def _f({', '.join(names.values())}):\n    return {body}\n"
-    scope = {"_np": np, "__builtins__": {}}
+    scope = {"_np": np, "_m": math, "_float": float, "max": max, "min": min, "abs": abs,
+             "__builtins__": {}}
     exec(compile(source, "<costdsl compiled expression>", "exec"), scope)  # our own source
     return scope["_f"]
 

@@ -38,6 +38,14 @@ def layouts(count: int, moe: bool) -> list[tuple[int, int, int]]:
     return out
 
 
+def layout_passes(layout: tuple[int, int, int], microbatches: int) -> list[str]:
+    """The parallelism passes of a (tp, pp, ep) layout (none for a degree of 1)."""
+    tp, pp, ep = layout
+    return ([f"tensor_parallel(n={tp})"] if tp > 1 else []) + \
+        ([f"pipeline_parallel(n={pp}, microbatches={microbatches})"] if pp > 1 else []) + \
+        ([f"expert_parallel(n={ep})"] if ep > 1 else [])
+
+
 def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 

@@ -29,11 +29,12 @@ which the efficiency model's launch cost (per op) does not count.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Mapping
 
 import sympy
 
+from ..analysis.compiled import Unsupported, compile_tree, to_tree
 from ..analysis.roofline import StageRoofline, kernel_time, row_count
 from .. import symbols as S
 
@@ -56,6 +57,10 @@ class IterationCost:
     decode_function: Callable[..., float] | None = None
     """The same with decode's kernels (its attention efficiencies), for an iteration in which
     every sequence decodes one token; None where the hardware prices them alike."""
+    decode_expression: sympy.Expr | None = None
+    decode_steps: Callable[..., object] | None = None
+    """numpy: the times of many iterations in which every sequence decodes (the same six sums,
+    as arrays); the simulation's run of repeated decode iterations takes them in one call."""
 
     def __call__(self, n: float, t: float, tt: float, tc: float, c: float,
                  l: float | None = None) -> float:
@@ -98,11 +103,36 @@ def iteration_cost(step: StageRoofline, bits: Mapping[sympy.Symbol, float],
     bitwidths bound; `decode`: the same graph's roofline with decode's kernels, used when every
     sequence of an iteration decodes."""
     total, approximate = _total(step, bits)
-    function = sympy.lambdify(AGGREGATES, total, modules="math")
-    decode_function = None
-    if decode is not None:
-        decode_function = sympy.lambdify(AGGREGATES, _total(decode, bits)[0], modules="math")
-    return IterationCost(total, function, tuple(dict.fromkeys(approximate)), decode_function)
+    decode_total = _total(decode, bits)[0] if decode is not None else None
+    try:
+        record = cost_record(IterationCost(total, None, (), None, decode_total))
+    except Unsupported:   # a node the tree form lacks: sympy's printer, and no vector form
+        return IterationCost(total, _lambdified(total), tuple(dict.fromkeys(approximate)),
+                             _lambdified(decode_total), decode_total)
+    return replace(cost_from_record(record), expression=total, decode_expression=decode_total,
+                   mean_field_ops=tuple(dict.fromkeys(approximate)))
+
+
+def _lambdified(expr: sympy.Expr | None):
+    return None if expr is None else sympy.lambdify(AGGREGATES, expr, modules="math")
+
+
+def cost_record(cost: IterationCost) -> dict:
+    """The iteration cost as plain data (expression trees, analysis.compiled): what travels to
+    a worker process or a cluster, never code or a pickle of a function."""
+    return {"symbols": [s.name for s in AGGREGATES], "time": to_tree(cost.expression),
+            "decode_time": to_tree(cost.decode_expression)
+            if cost.decode_expression is not None else None}
+
+
+def cost_from_record(record: dict) -> IterationCost:
+    """The iteration cost a `cost_record` describes, compiled from its checked trees into
+    functions of floats."""
+    symbols = record["symbols"]
+    decode = record.get("decode_time")
+    return IterationCost(None, compile_tree(record["time"], symbols, scalar=True), (),
+                         compile_tree(decode, symbols, scalar=True) if decode else None,
+                         None, compile_tree(decode or record["time"], symbols))
 
 
 def _total(step: StageRoofline, bits: Mapping[sympy.Symbol, float]):
@@ -127,4 +157,5 @@ def _total(step: StageRoofline, bits: Mapping[sympy.Symbol, float]):
         memory = streaming * op.occupancy_at(rows) + beside
         time = kernel_time(compute, memory, op.overlap) + op.launch + serial
         total += op.node.repeat * time
-    return step.steps * total, approximate
+    # a pipeline's steps (microbatches + stages - 1) count the iteration's sequences
+    return sympy.sympify(step.steps).xreplace({S.batch: N}) * total, approximate
