@@ -32,6 +32,7 @@ from .analysis.compiled import cached_functions
 from .analysis.evaluate import GridFunctions, total_expression
 from .analysis.memory import memory_rows
 from .serving.executor import Executor
+from .serving.fleet import simulate_fleet
 from .serving.requests import Stream, synthetic
 from .serving.search import (SLO as SearchSLO, SearchResult, Space as SearchSpace, Workload,
                              search as search_deployments)
@@ -708,6 +709,22 @@ class Model:
             speculation = Speculative(d.k, d.accept, draft.iteration_cost(hw, **bits))
         trace = simulate(stream, cost, pool, config, speculation)
         return trace, summarise(trace, slo, stream.reordered)
+
+    def simulate_fleet(self, hw: str | Hardware, stream: Stream, replicas: int,
+                       router: str = "least_outstanding", config: SimConfig | None = None,
+                       slo: Mapping[str, float] | None = None, w_bits: float = 16,
+                       a_bits: float = 16, kv_bits: float = 16
+                       ) -> tuple[Trace, Summary, list[Summary | None]]:
+        """Serve `stream` on `replicas` instances of the layout behind a router
+        (serving.fleet): the fleet's trace and summary, and each replica's summary (None for
+        one that served nothing)."""
+        hw = _hardware(hw)
+        config = (config or SimConfig()).validate()
+        bits = dict(w_bits=w_bits, a_bits=a_bits, kv_bits=kv_bits)
+        trace, own = simulate_fleet(stream, self.iteration_cost(hw, **bits),
+                                    self.kv_pool(hw, config, **bits), config, replicas, router)
+        return trace, summarise(trace, slo, stream.reordered), \
+            [summarise(t, slo) if t is not None else None for t in own]
 
     def rate_sweep(self, hw: str | Hardware, rates: Iterable[float], n: int, prompt: str,
                    output: str, seed: int, config: SimConfig, slo: Mapping[str, float],

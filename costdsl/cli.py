@@ -126,6 +126,14 @@ def _simulation_args(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument("--kv-memory", type=float, default=0.9,
                    help="fraction of the memory left after weights and activations for KV")
     p.add_argument("--preempt", choices=("recompute", "swap"), default="recompute")
+    p.add_argument("--replicas", type=_positive_int("--replicas"), default=1,
+                   help="instances of the layout behind a router (default 1)")
+    p.add_argument("--router", default="least_outstanding",
+                   choices=("round_robin", "least_outstanding", "least_kv", "prefix_affinity"),
+                   help="how a fleet's router picks a replica (default least_outstanding)")
+    p.add_argument("--prefix-cache", choices=("on", "off"), default="on",
+                   help="share KV blocks of common prefixes (requests naming hash_ids or a "
+                        "session_id); default on, as vLLM, SGLang and TensorRT-LLM run")
     p.add_argument("--slo", metavar="LIST", help='e.g. "ttft=2s,tpot=100ms" (also e2e=)')
     p.add_argument("--attainment", type=float, default=0.9,
                    help="share of requests that must meet the SLO in --sweep-rate (default 0.9)")
@@ -1141,7 +1149,8 @@ def _simulate(args, plot: str | None = None) -> str:
     slo = _slo(args.slo)
     name, prefill, decode = args.scheduler
     config = Config(name, args.chunk, args.max_batch, args.max_tokens, args.kv_block,
-                    args.kv_memory, args.preempt, prefill, decode).validate()
+                    args.kv_memory, args.preempt, prefill, decode,
+                    prefix_cache=args.prefix_cache == "on").validate()
     bits = _bits_of(args)
     if args.sweep_rate:
         rows, best = model.rate_sweep(hw, _rates(args.sweep_rate), args.n, args.prompt,
@@ -1158,8 +1167,15 @@ def _simulate(args, plot: str | None = None) -> str:
             (f"wrote {wrote}\n" if wrote else "")
     stream = (read_requests(args.requests) if args.requests else
               synthetic(args.rate, args.n, args.prompt, args.output, args.seed))
-    trace, summary = model.simulate(hw, stream, config, slo,
-                                    decoding=getattr(args, "decoding", None), **bits)
+    replicas = None
+    if args.replicas > 1:
+        if getattr(args, "decoding", None) is not None:
+            raise CostDSLError("--replicas serves plain decoding: drop --decoding")
+        trace, summary, replicas = model.simulate_fleet(hw, stream, args.replicas, args.router,
+                                                        config, slo, **bits)
+    else:
+        trace, summary = model.simulate(hw, stream, config, slo,
+                                        decoding=getattr(args, "decoding", None), **bits)
     wrote = []
     if plot:
         wrote.append(plots.timeline(trace, model.name, hw.name, name, plot))
@@ -1169,12 +1185,19 @@ def _simulate(args, plot: str | None = None) -> str:
         _write(args.out, sim_report.requests_csv(trace))
         wrote.append(args.out)
     if args.format == "json":
-        return dumps({"summary": sim_report.summary_dict(summary),
-                      "requests": sim_report.request_rows(trace)})
+        out = {"summary": sim_report.summary_dict(summary),
+               "requests": sim_report.request_rows(trace)}
+        if replicas is not None:
+            out["replicas"] = [sim_report.summary_dict(s) if s is not None else None
+                               for s in replicas]
+            out["router"] = args.router
+        return dumps(out)
     scheduler = name if name != "disaggregated" else f"disaggregated({prefill} prefill, " \
         f"{decode} decode)"
     title = f"{model.name} on {hw.name}, {scheduler} scheduler; requests: {stream.source}"
-    return sim_report.summary_text(title, summary, slo) + "".join(f"wrote {w}\n" for w in wrote)
+    fleet = sim_report.replicas_text(replicas, args.router) if replicas is not None else ""
+    return sim_report.summary_text(title, summary, slo) + fleet + \
+        "".join(f"wrote {w}\n" for w in wrote)
 
 
 def _report(args) -> str:

@@ -222,8 +222,8 @@ def test_speculative_decoding_in_the_server_matches_speculate(llama):
 
 
 def test_accepted_tokens_follow_the_geometric_model():
-    from costdsl.serving.simulate import Speculative, _Run
-    run = _Run([], TOY, KVPool(10, 1.0), Config(), Speculative(4, 0.7, TOY, seed=3))
+    from costdsl.serving.simulate import Speculative, Server
+    run = Server([], TOY, KVPool(10, 1.0), Config(), Speculative(4, 0.7, TOY, seed=3))
     mean = np.mean([run._emitted() for _ in range(20000)])
     assert mean == pytest.approx((1 - 0.7 ** 5) / (1 - 0.7), rel=0.02)   # 2.77 tokens
 
@@ -289,7 +289,7 @@ def test_repeated_decode_iterations_run_in_one_go_with_the_same_numbers(
     stream = synthetic(4, 150, "lognormal(400, 0.6)", "lognormal(200, 0.8)", seed=5)
     config = Config(scheduler=scheduler, kv_memory=memory, chunk=256)
     fast, fast_summary = m.simulate(HW, stream, config)
-    monkeypatch.setattr(sim._Run, "_decode_run", lambda self, *a: None)
+    monkeypatch.setattr(sim.Server, "_decode_run", lambda self, *a: None)
     slow, slow_summary = m.simulate(HW, stream, config)
     assert len(fast.iteration_time) == len(slow.iteration_time) > 1000
     for name in ("first_token", "finish", "preemptions", "generated"):

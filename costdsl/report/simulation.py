@@ -22,7 +22,8 @@ def summary_dict(s) -> dict:
             "kv_pool_blocks": s.kv_pool_blocks, "preemptions": s.preemptions,
             "goodput_rps": s.goodput_rps, "slo_attainment": s.slo_attainment,
             "arrival_rate": s.arrival_rate, "mean_in_system": s.mean_in_system,
-            "reordered_rows": s.reordered}
+            "reordered_rows": s.reordered, "prefix_hit_rate": s.prefix_hit_rate,
+            "prefill_tokens_saved": s.prefill_tokens_saved}
 
 
 def request_rows(trace) -> list[dict]:
@@ -64,10 +65,28 @@ def summary_text(title: str, s, slo: dict | None) -> str:
     lines.append(f"mean batch {s.mean_batch:.1f}; KV blocks {100 * s.kv_utilisation:.0f}% used on "
                  f"average, peak {s.kv_peak_blocks:,} of {s.kv_pool_blocks:,}; "
                  f"{s.preemptions} pre-emptions")
+    if s.prefill_tokens_saved:
+        lines.append(f"prefix cache: {100 * s.prefix_hit_rate:.1f}% of prompt tokens found "
+                     f"cached, {s.prefill_tokens_saved:,} tokens not prefilled")
     if slo:
         shown = ", ".join(f"{k} <= {seconds(v)}" for k, v in slo.items())
         lines.append(f"goodput {s.goodput_rps:.3g} requests/s meet the SLO ({shown}): "
                      f"{100 * s.slo_attainment:.1f}% of requests")
+    return "\n".join(lines) + "\n"
+
+
+def replicas_text(replicas: list, router: str) -> str:
+    """One line per replica of a fleet: its share of the requests and its latencies."""
+    lines = [f"{len(replicas)} replicas behind the {router} router:",
+             f"{'replica':>8s}{'requests':>10s}{'p90 TTFT':>11s}{'p90 TPOT':>11s}"
+             f"{'mean batch':>12s}{'prefix hit':>12s}"]
+    for i, s in enumerate(replicas):
+        if s is None:
+            lines.append(f"{i:8d}{0:10d}")
+            continue
+        hit = f"{100 * s.prefix_hit_rate:.1f}%" if s.prefix_hit_rate is not None else "-"
+        lines.append(f"{i:8d}{s.requests:10d}{seconds(s.ttft_s['p90']):>11s}"
+                     f"{seconds(s.tpot_s['p90']):>11s}{s.mean_batch:12.1f}{hit:>12s}")
     return "\n".join(lines) + "\n"
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -38,6 +39,8 @@ class Stream:
     output: np.ndarray        # int >= 1
     source: str
     reordered: int = 0        # rows that arrived out of order in the file (sorted here)
+    hashes: tuple | None = None   # per request, the hashes of its shareable KV blocks (a
+                                  # trace's hash_ids, or its session's earlier turns)
 
     def __len__(self) -> int:
         return len(self.arrival_s)
@@ -61,7 +64,8 @@ def read_requests(path: str) -> Stream:
     index = [header.index(n) for n in names]
     if len(rows) - 1 > MAX_REQUESTS:
         raise EvaluationError(f"{path}: more than {MAX_REQUESTS:,} requests")
-    arrival, prompt, output = [], [], []
+    prefix = _prefix_column(header, path)
+    arrival, prompt, output, keys = [], [], [], []
     for line, row in enumerate(rows[1:], 2):
         if not any(cell.strip() for cell in row):
             continue
@@ -72,13 +76,70 @@ def read_requests(path: str) -> Stream:
         arrival.append(_time(cells[0], names[0], path, line))
         prompt.append(_count(cells[1], names[1], path, line))
         output.append(_count(cells[2], names[2], path, line))
+        if prefix is not None:
+            keys.append(_prefix_key(row[header.index(prefix)].strip(), prefix, path, line))
     if not arrival:
         raise EvaluationError(f"{path}: no requests after the header")
     times = _relative(np.array(arrival, dtype=float), path)
     order = np.argsort(times, kind="stable")
     reordered = int(np.sum(order != np.arange(len(order))))
-    return Stream(times[order], np.array(prompt, dtype=np.int64)[order],
-                  np.array(output, dtype=np.int64)[order], path, reordered)
+    prompt = np.array(prompt, dtype=np.int64)[order]
+    output = np.array(output, dtype=np.int64)[order]
+    hashes = None
+    if prefix is not None:
+        keys = [keys[i] for i in order]
+        hashes = tuple(SessionBlocks(k) if prefix == "session_id" else k for k in keys)
+    return Stream(times[order], prompt, output, path, reordered, hashes)
+
+
+PREFIX_COLUMNS = ("hash_ids", "session_id")
+
+
+def _prefix_column(header: list[str], path: str) -> str | None:
+    """Which column names a request's shareable prefix, if any."""
+    present = [c for c in PREFIX_COLUMNS if c in header]
+    if len(present) > 1:
+        raise EvaluationError(f"{path}:1: hash_ids and session_id both given: a request names "
+                              "its prefix blocks one way", file=path, line=1)
+    return present[0] if present else None
+
+
+def _prefix_key(cell: str, column: str, path: str, line: int):
+    """A row's hash_ids (a list of integers, one per KV block of its prompt, as the public
+    Mooncake traces give them) or its session_id (any text; empty: no session)."""
+    if column == "session_id":
+        return cell or None
+    try:
+        value = json.loads(cell) if cell else []
+    except ValueError:
+        value = None
+    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool)
+                                              for v in value):
+        raise EvaluationError(f"{path}:{line}: hash_ids {cell!r} is not a list of integers",
+                              file=path, line=line, hint='e.g. "[17, 18, 19]": one hash per '
+                                                         'KV block of the prompt')
+    return tuple(value)
+
+
+class SessionBlocks:
+    """The KV blocks of a multi-turn chat's turn: each turn's prompt extends the last turn's
+    prompt and answer, so block j of every turn of a session holds the same tokens and has the
+    hash (session, j). As long as any sequence (a block count never exceeds the tokens); sliced
+    to the blocks the simulation asks for."""
+    __slots__ = ("session",)
+    _LENGTH = 1 << 40
+
+    def __init__(self, session):
+        self.session = session
+
+    def __len__(self) -> int:
+        return self._LENGTH if self.session is not None else 0
+
+    def __getitem__(self, index: slice) -> list:
+        if self.session is None:
+            return []
+        start, stop, step = index.indices(self._LENGTH)
+        return [(self.session, j) for j in range(start, stop, step)]
 
 
 MAX_SPAN_S = 1e9

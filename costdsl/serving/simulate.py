@@ -39,6 +39,7 @@ import numpy as np
 from .. import progress
 from ..errors import EvaluationError
 from .iteration import IterationCost
+from .prefix import PrefixCache
 from .requests import Stream
 
 SCHEDULERS = ("static", "continuous", "chunked", "disaggregated")
@@ -56,6 +57,7 @@ class Config:
     preempt: str = "recompute"
     prefill_instances: int = 0    # disaggregated: instances that only prefill
     decode_instances: int = 0     # ... and those that only decode
+    prefix_cache: bool = False    # share KV blocks by hash (requests that name them)
 
     def validate(self) -> "Config":
         if self.scheduler not in SCHEDULERS:
@@ -114,10 +116,14 @@ class Speculative:
 
 class _Request:
     __slots__ = ("i", "arrival", "prompt", "output", "pending", "cached", "generated", "blocks",
-                 "first", "finish", "preemptions", "swapped", "active", "ready")
+                 "first", "finish", "preemptions", "swapped", "active", "ready", "hashes",
+                 "hashed", "saved")
 
-    def __init__(self, i, arrival, prompt, output):
+    def __init__(self, i, arrival, prompt, output, hashes=()):
         self.i, self.arrival, self.prompt, self.output = i, arrival, prompt, output
+        self.hashes = hashes  # the hash of each KV block of its sequence that may be shared
+        self.hashed = 0       # its leading blocks held through the prefix cache
+        self.saved = 0        # prompt tokens it did not prefill: found in the cache
         self.pending, self.cached, self.generated, self.blocks = prompt, 0, 0, 0
         self.first = self.finish = math.nan
         self.preemptions = 0
@@ -141,6 +147,8 @@ class Trace:
     iteration_batch: list = field(default_factory=list)   # sequences in each iteration
     iteration_blocks: list = field(default_factory=list)  # blocks held during it
     in_system_area: float = 0.0   # integral over time of the requests arrived, unfinished
+    prefill_saved: np.ndarray | None = None   # per request: prompt tokens found in the cache
+                                              # (None: no prefix cache)
     pool_blocks: int = 0
     max_blocks_used: int = 0
 
@@ -150,14 +158,24 @@ def simulate(stream: Stream, cost: IterationCost, pool: KVPool, config: Config,
     """`prefilled`: every request arrives with its prompt cached and its first token emitted
     (at its arrival): the decode instance of a disaggregated server, served alone."""
     config = config.validate()
-    requests = [_Request(i, float(a), int(p), int(o)) for i, (a, p, o) in
-                enumerate(zip(stream.arrival_s, stream.prompt, stream.output))]
+    requests = requests_of(stream)
     if prefilled:
         if any(r.output < 2 for r in requests):
             raise EvaluationError("a prefilled request must have a token left to decode "
                                   "(output of at least 2)")
         for r in requests:
             r.pending, r.cached, r.generated, r.first = 0, r.prompt, 1, r.arrival
+    check_requests(requests, pool, config)
+    if config.scheduler == "disaggregated":
+        if pool.link_Bps is None:
+            raise EvaluationError("a disaggregated server moves each prompt's KV cache between "
+                                  "devices: the hardware needs a [link] (a system file)")
+        return _disaggregated(requests, cost, pool, config, speculative, stream)
+    return Server(requests, cost, pool, config, speculative).run(stream)
+
+
+def check_requests(requests: list[_Request], pool: KVPool, config: Config) -> None:
+    """Every request fits the pool alone, and swapping has a host link to swap over."""
     for r in requests:
         need = pool.token_blocks(r.prompt + r.output, config.kv_block) + pool.fixed_blocks
         if need > pool.blocks:
@@ -169,12 +187,12 @@ def simulate(stream: Stream, cost: IterationCost, pool: KVPool, config: Config,
     if config.preempt == "swap" and pool.swap_Bps is None:
         raise EvaluationError("--preempt swap moves KV blocks over the host link; the hardware "
                               "file has no [host] section", hint="use --preempt recompute")
-    if config.scheduler == "disaggregated":
-        if pool.link_Bps is None:
-            raise EvaluationError("a disaggregated server moves each prompt's KV cache between "
-                                  "devices: the hardware needs a [link] (a system file)")
-        return _disaggregated(requests, cost, pool, config, speculative, stream)
-    return _Run(requests, cost, pool, config, speculative).run(stream)
+
+
+def requests_of(stream: Stream) -> list[_Request]:
+    hashes = stream.hashes if stream.hashes is not None else ((),) * len(stream)
+    return [_Request(i, float(a), int(p), int(o), h) for i, (a, p, o, h) in
+            enumerate(zip(stream.arrival_s, stream.prompt, stream.output, hashes))]
 
 
 def _disaggregated(requests, cost, pool, config, speculative, stream) -> Trace:
@@ -185,14 +203,14 @@ def _disaggregated(requests, cost, pool, config, speculative, stream) -> Trace:
     queues (prompts by arrival, prefilled requests by the end of their transfer) and each keeps
     its own clock and KV pool; the earliest instance with work runs next, so every queue is fed
     in time order."""
-    trace = _trace(stream, pool)
+    trace = new_trace(stream, pool, config)
     whole = replace(config, scheduler="continuous")
     prompts: deque[_Request] = deque()
     decodes: deque[_Request] = deque()
     transfers: list[tuple[float, int, _Request]] = []
-    prefill = [_Run(requests, cost, pool, whole, speculative, "prefill")
+    prefill = [Server(requests, cost, pool, whole, speculative, "prefill")
                for _ in range(config.prefill_instances)]
-    decode = [_Run(requests, cost, pool, whole, speculative, "decode")
+    decode = [Server(requests, cost, pool, whole, speculative, "decode")
               for _ in range(config.decode_instances)]
     for inst in prefill:
         inst.waiting = prompts
@@ -249,18 +267,22 @@ def _next_start(inst, queue, next_arrival, next_transfer) -> float | None:
     return None if upcoming is None else max(inst.clock, upcoming)
 
 
-def _trace(stream: Stream, pool: KVPool) -> Trace:
+def new_trace(stream: Stream, pool: KVPool, config: Config | None = None) -> Trace:
     n = len(stream)
+    saved = np.zeros(n, dtype=np.int64) if config is not None and config.prefix_cache else None
     return Trace(stream.arrival_s.copy(), np.full(n, np.nan), np.full(n, np.nan),
                  stream.output.copy(), stream.prompt.copy(), np.zeros(n, dtype=np.int64),
-                 np.zeros(n, dtype=np.int64), pool_blocks=pool.blocks)
+                 np.zeros(n, dtype=np.int64), pool_blocks=pool.blocks, prefill_saved=saved)
 
 
 def _blocks(tokens: int, block: int) -> int:
     return -(-tokens // block)
 
 
-class _Run:
+class Server:
+    """One serving instance: its clock, its queue, its running batch, its KV pool (and prefix
+    cache); `run` serves a stream alone, `advance` steps it inside a fleet."""
+
     def __init__(self, requests, cost, pool, config, speculative=None, role="both"):
         self.requests, self.cost, self.pool, self.config = requests, cost, pool, config
         self.role = role   # "both"; or in a disaggregated server "prefill" or "decode"
@@ -273,10 +295,11 @@ class _Run:
         self.running: list[_Request] = []     # admission order: the newest is last
         self.swap_time = 0.0
         self.preempted = 0    # pre-emptions so far
+        self.cache = PrefixCache() if config.prefix_cache else None
 
     def run(self, stream: Stream) -> Trace:
         n = len(self.requests)
-        trace = _trace(stream, self.pool)
+        trace = new_trace(stream, self.pool, self.config)
         arrived = finished = 0
         arrivals = [r.arrival for r in self.requests]
         previous_end = arrivals[0]
@@ -308,13 +331,35 @@ class _Run:
             trace.in_system_area += self._in_system(start + step / 2, arrivals, finished) * step
             previous_end = self.clock
             finished += len(done)
-            # (a pre-emption frees blocks: a waiting request may fit the next iteration)
-            steady = (not done and self.speculative is None and preempted == self.preempted
-                      and len(batch) == len(self.running)
-                      and all(t == 1 and not r.pending for r, t in batch))
+            steady = self.repeats(batch, done, preempted)
             shown.update(finished)
         shown.close()
         return trace
+
+    def repeats(self, batch, done, preempted: int) -> bool:
+        """Whether the next iterations repeat `batch` until something arrives or finishes:
+        every running sequence decoded one token, none finished, none was pre-empted (that
+        frees blocks: a waiting request may fit the next iteration)."""
+        return (not done and self.speculative is None and preempted == self.preempted
+                and len(batch) == len(self.running)
+                and all(t == 1 and not r.pending for r, t in batch))
+
+    def advance(self, trace: Trace, until: float) -> None:
+        """Run the iterations that start before `until` (a fleet's next arrival, which its
+        router may send here): the replica's work up to the moment it is next asked."""
+        steady = False
+        while (self.running or self.waiting) and self.clock < until:
+            if steady:
+                self._decode_run(trace, until, 0)
+                if self.clock >= until:
+                    return
+            preempted = self.preempted
+            batch = self._schedule()
+            if not batch:
+                raise EvaluationError("the simulation cannot make progress: a request never "
+                                      "fits the KV pool")
+            _, done = self.iterate(batch, trace)
+            steady = self.repeats(batch, done, preempted)
 
     def _decode_run(self, trace: Trace, horizon: float, in_system: int) -> None:
         """The iterations that repeat the last one's batch (every running sequence decoding one
@@ -396,6 +441,7 @@ class _Run:
                 if r.pending:
                     continue
                 emitted, prefilled = 1, True
+                self._cache_blocks(r)
             else:
                 emitted = 1 if plain else self._emitted()
                 r.cached += emitted          # the rejected drafts leave the cache
@@ -408,6 +454,9 @@ class _Run:
                 trace.first_token[r.i], trace.finish[r.i] = r.first, r.finish
                 trace.preemptions[r.i] = r.preemptions
                 trace.generated[r.i] = r.generated
+                if trace.prefill_saved is not None:
+                    trace.prefill_saved[r.i] = r.saved
+                self._cache_blocks(r)
             elif not (prefilled and self.role == "prefill"):
                 continue
             self._release(r)
@@ -463,7 +512,7 @@ class _Run:
         if c.scheduler == "static":
             if not self.running:
                 while self.waiting and len(self.running) < c.max_batch and \
-                        self._admit(self.waiting[0], self.waiting[0].pending):
+                        self._admit(self.waiting[0], self.waiting[0].pending, 0):
                     self._start(self.waiting.popleft())
             plan = [(r, r.pending or self.decode_tokens) for r in self.running]
             return self._grow(plan)
@@ -478,13 +527,15 @@ class _Run:
                 budget -= t
         while self.waiting and len(self.running) < c.max_batch and budget > 0:
             r = self.waiting[0]
+            hit = self._hit(r)
             if not r.pending:      # prefilled elsewhere, or swapped out while decoding
                 t = self.decode_tokens
             else:
-                t = min(r.pending, budget) if c.scheduler == "chunked" else r.pending
+                pending = r.pending - hit * c.kv_block
+                t = min(pending, budget) if c.scheduler == "chunked" else pending
             if c.scheduler == "continuous" and t > budget and plan:
                 break                      # a whole prompt waits for a lighter iteration
-            if not self._admit(r, t):
+            if not self._admit(r, t, hit):
                 break
             self._start(self.waiting.popleft())
             plan.append((r, t))
@@ -495,23 +546,56 @@ class _Run:
         self.running.append(r)
         r.active = True
 
-    def _admit(self, r: _Request, tokens: int) -> bool:
-        """Give `r` the blocks its first step needs (swapping it back in if it was out)."""
+    def _hit(self, r: _Request) -> int:
+        """Leading blocks of a request about to start its prompt that the prefix cache holds
+        (at least one prompt token is left to prefill: it gives the first token)."""
+        if self.cache is None or not r.hashes or r.cached or r.swapped or not r.pending:
+            return 0
+        usable = min(len(r.hashes), (r.pending - 1) // self.config.kv_block)
+        return self.cache.match(r.hashes[:usable])
+
+    def _admit(self, r: _Request, tokens: int, hit: int = 0) -> bool:
+        """Give `r` the blocks its first step needs (swapping it back in if it was out); `hit`
+        leading blocks are shared from the prefix cache and skip their prefill."""
         if r.swapped:
             need = r.blocks
-            if need > self.free:
+            if not self._ensure(need):
                 return False
             self.free -= need
             self.swap_time += need * self.pool.block_bytes / self.pool.swap_Bps
             r.swapped = False
             return True
-        need = self.pool.token_blocks(r.cached + tokens, self.config.kv_block) + \
-            self.pool.fixed_blocks
-        if need > self.free:
+        shared = hit * self.config.kv_block
+        need = self.pool.token_blocks(r.cached + shared + tokens, self.config.kv_block) + \
+            self.pool.fixed_blocks - hit
+        if not self._ensure(need, r.hashes[:hit]):
             return False
         self.free -= need
-        r.blocks = need
+        r.blocks = need + hit
+        if hit:
+            self.cache.acquire(r.hashes[:hit])
+            r.hashed = hit
+            r.cached += shared
+            r.pending -= shared
+            r.saved += shared
         return True
+
+    def _ensure(self, need: int, keep=()) -> bool:
+        """Free blocks for `need`, evicting idle cached blocks (oldest first) if it takes."""
+        while need > self.free and self.cache is not None and self.cache.evict(keep):
+            self.free += 1
+        return need <= self.free
+
+    def _cache_blocks(self, r: _Request) -> None:
+        """The blocks `r` has filled join the prefix cache under their hashes (a block already
+        there is shared instead, and `r`'s own copy freed)."""
+        if self.cache is None or not r.hashes:
+            return
+        full = min(len(r.hashes), r.cached // self.config.kv_block)
+        for h in r.hashes[r.hashed:full]:
+            if not self.cache.insert(h):
+                self.free += 1
+        r.hashed = max(r.hashed, full)
 
     def _grow(self, plan: list[tuple[_Request, int]]) -> list[tuple[_Request, int]]:
         """Blocks for every sequence's new tokens; pre-empt the newest when they run out."""
@@ -523,7 +607,7 @@ class _Run:
             need = self.pool.token_blocks(r.cached + t, block) + fixed - r.blocks
             if need <= 0:
                 continue
-            while need > self.free and r.active:
+            while not self._ensure(need) and r.active:
                 self._preempt(self.running[-1])
                 preempted = True
             if r.active:
@@ -536,9 +620,12 @@ class _Run:
         self.running.remove(r)
         r.active = False
         r.preemptions += 1
-        if self.config.preempt == "swap":
+        if self.config.preempt == "swap":   # all its blocks go out as its own copies
             self.swap_time += r.blocks * self.pool.block_bytes / self.pool.swap_Bps
-            self.free += r.blocks
+            self.free += r.blocks - r.hashed
+            if r.hashed:
+                self.cache.release(r.hashes[:r.hashed])
+                r.hashed = 0
             r.swapped = True
         else:   # recompute: the prompt and what it generated are prefilled again
             self._release(r)
@@ -548,7 +635,10 @@ class _Run:
         self.waiting.appendleft(r)
 
     def _release(self, r: _Request) -> None:
-        self.free += r.blocks
+        self.free += r.blocks - r.hashed
+        if r.hashed:
+            self.cache.release(r.hashes[:r.hashed])
+            r.hashed = 0
         r.blocks = 0
 
 
@@ -574,6 +664,8 @@ class Summary:
     mean_in_system: float      # time-weighted requests arrived and not finished
     arrival_rate: float | None  # requests / (last arrival - first arrival); None: all at once
     reordered: int = 0
+    prefix_hit_rate: float | None = None     # prompt tokens found in the prefix cache, as a
+    prefill_tokens_saved: int | None = None  # share of all prompt tokens; None: cache off
 
 
 def _percentiles(x: np.ndarray) -> dict:
@@ -620,4 +712,12 @@ def summarise(trace: Trace, slo: dict | None = None, reordered: int = 0) -> Summ
         slo_attainment=float(met.mean()) if met is not None else None,
         mean_in_system=trace.in_system_area / duration,
         arrival_rate=(len(trace.arrival) - 1) / span if span > 0 else None,
-        reordered=reordered)
+        reordered=reordered, **_prefix_summary(trace))
+
+
+def _prefix_summary(trace: Trace) -> dict:
+    if trace.prefill_saved is None:
+        return {}
+    saved = int(trace.prefill_saved.sum())
+    return {"prefix_hit_rate": saved / float(trace.prompt.sum()),
+            "prefill_tokens_saved": saved}
