@@ -275,3 +275,17 @@ def test_lengths_come_from_one_place(capsys, tmp_path):
     assert "--requests gives the lengths" in capsys.readouterr().err
     assert main(base) == 2
     assert "give the request lengths" in capsys.readouterr().err
+
+
+def test_a_price_in_the_hardware_file(llama, tmp_path):
+    """`price_per_hour` in a system file prices the deployment without --price; --price
+    overrides it."""
+    source = (load_hardware(SYSTEM).source)
+    text = open(source).read().replace("count = 8", "count = 8\nprice_per_hour = 1.5", 1)
+    path = tmp_path / "priced-dgx.toml"
+    path.write_text(text)
+    hw = load_hardware(str(path))
+    r = llama.search(hw, SLO, workload(), workers=1, objective="cost", **SMALL)
+    assert r.recommendation.cost_per_hour == pytest.approx(1.5 * r.recommendation.gpus)
+    r = llama.search(hw, SLO, workload(), workers=1, prices={"priced-dgx": 3.0}, **SMALL)
+    assert r.recommendation.cost_per_hour == pytest.approx(3.0 * r.recommendation.gpus)

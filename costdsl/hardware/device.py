@@ -73,6 +73,7 @@ class Hardware:
     l2_bytes: float | None = None   # last-level cache (L2): re-reads that fit are served on chip
     stacks: Mapping[str, Efficiency] = field(default_factory=dict)  # [stack.NAME] figures
     all_reduces: Mapping[str, AllReduce] = field(default_factory=dict)  # [all_reduce.NAME]
+    price_per_hour: float | None = None   # $ per device-hour (`search --objective cost`)
 
     @property
     def is_system(self) -> bool:
@@ -389,7 +390,7 @@ def _system(data: dict, path: Path, fail, within: tuple[str, ...]) -> Hardware:
     """A system file: the named device, `count` of them over `nodes` nodes, with the file's
     links and host memory (or the device's)."""
     unknown = sorted(set(data) - {"name", "notes", "efficiency", "stack", "all_reduce",
-                                  *SYSTEM_KEYS, *CHANNEL_SECTIONS})
+                                  "price_per_hour", *SYSTEM_KEYS, *CHANNEL_SECTIONS})
     if unknown:
         raise fail(f"unknown key {unknown[0]!r} in a system file", unknown[0],
                    hint="a system file has name, device, count, nodes, [link], [host], "
@@ -417,7 +418,8 @@ def _system(data: dict, path: Path, fail, within: tuple[str, ...]) -> Hardware:
     if count % nodes:
         raise fail(f"count = {count} devices do not split evenly over nodes = {nodes}", "nodes")
     system = replace(device, key=path.stem, name=data["name"], source=str(path), count=count,
-                     nodes=nodes, device_key=device.key)
+                     nodes=nodes, device_key=device.key,
+                     price_per_hour=_price(data, fail, device.price_per_hour))
     system = _with_channels(system, data, fail)
     if "efficiency" in data:   # its devices' kernels as calibrated on this system
         system = replace(system, efficiency=_efficiency_of(data, device.peak, fail),
@@ -467,6 +469,7 @@ def _from_table(data: dict, path: Path, fail) -> Hardware:
                             "system file names a device and a count")
     unknown = set(data) - {"name", "bandwidth", "memory", "sram", "sram_per_block", "sms",
                            "l2", "peak", "notes", "efficiency", "stack", "all_reduce",
+                           "price_per_hour",
                            *CHANNEL_SECTIONS}
     if unknown:
         key = sorted(unknown)[0]
@@ -522,4 +525,17 @@ def _from_table(data: dict, path: Path, fail) -> Hardware:
     efficiency = _efficiency_of(data, peak, fail)
     return Hardware(path.stem, data["name"], bandwidth, memory, peak, sram.get("sram"), str(path),
                     sram.get("sram_per_block"), efficiency, sparse, sms=sms,
-                    l2_bytes=sram.get("l2"), stacks=_stacks_of(data, peak, fail))
+                    l2_bytes=sram.get("l2"), stacks=_stacks_of(data, peak, fail),
+                    price_per_hour=_price(data, fail))
+
+
+def _price(data: dict, fail, default: float | None = None) -> float | None:
+    """`price_per_hour`: dollars per device-hour, a positive number (its source in a comment
+    beside it, as every figure's)."""
+    if "price_per_hour" not in data:
+        return default
+    value = data["price_per_hour"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise fail(f"price_per_hour must be a positive number of dollars per device-hour, got "
+                   f"{value!r}", "price_per_hour")
+    return float(value)

@@ -494,7 +494,7 @@ def _achieved(inst: Instance, answer: dict, space: Space, workload: Workload) ->
 
 
 def _price(space: Space, hw: Hardware) -> float | None:
-    return space.prices.get(hw.key, getattr(hw, "price_per_hour", None))
+    return space.prices.get(hw.key, hw.price_per_hour)
 
 
 def _price_of(space: Space, key: str) -> float | None:
