@@ -453,7 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", metavar="DIST", help="prompt lengths, as simulate's --prompt")
     p.add_argument("--output", metavar="DIST", help="output lengths, as simulate's --output")
     p.add_argument("--requests", metavar="FILE.csv",
-                   help="take the lengths from a request file (its rows drawn with --seed)")
+                   help="take the lengths (and hash_ids or session_id prefixes) from a "
+                        "request file: its first --n rows")
     p.add_argument("--n", type=_positive_int("--n"), default=200,
                    help="requests simulated per trial (default 200)")
     p.add_argument("--seed", type=_seed, default=1)
@@ -1039,10 +1040,10 @@ def _search_stream(args):
             raise CostDSLError("--requests gives the lengths: drop --isl, --osl, --prompt and "
                                "--output")
         trace = read_requests(args.requests)
-        rng = np.random.Generator(np.random.PCG64(args.seed))
-        pick = rng.integers(0, len(trace), args.n)
-        return Stream(np.zeros(args.n), trace.prompt[pick], trace.output[pick],
-                      f"lengths of {args.requests}")
+        n = min(args.n, len(trace))     # its first rows, in order: a chat's turns stay turns
+        hashes = trace.hashes[:n] if trace.hashes is not None else None
+        return Stream(np.zeros(n), trace.prompt[:n], trace.output[:n],
+                      f"the first {n} requests of {args.requests}", hashes=hashes)
     if args.isl is not None and args.prompt is not None:
         raise CostDSLError("give --isl N or --prompt DIST, not both")
     if args.osl is not None and args.output is not None:

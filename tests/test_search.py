@@ -289,3 +289,23 @@ def test_a_price_in_the_hardware_file(llama, tmp_path):
     assert r.recommendation.cost_per_hour == pytest.approx(1.5 * r.recommendation.gpus)
     r = llama.search(hw, SLO, workload(), workers=1, prices={"priced-dgx": 3.0}, **SMALL)
     assert r.recommendation.cost_per_hour == pytest.approx(3.0 * r.recommendation.gpus)
+
+
+def test_shared_prefixes_raise_the_rate_a_replica_serves(llama):
+    """A trace whose requests share most of their prompt (hash_ids): the trials' prefix cache
+    skips it, so one replica serves more requests/s than the same lengths without prefixes."""
+    from costdsl.serving.requests import Stream
+    n, prompt = 60, 1024
+    shared = tuple(range(1, 57))               # 896 tokens in common
+    hashes = tuple(shared + tuple(1000 * (i + 1) + j for j in range(8)) for i in range(n))
+    stream = Stream(np.zeros(n), np.full(n, prompt), np.full(n, 128), "t", hashes=hashes)
+    slo = S.SLO(0.1, 0.03)
+    plain = S.Workload.from_stream(Stream(np.zeros(n), stream.prompt, stream.output, "t"),
+                                   20.0, None)
+    cached = S.Workload.from_stream(stream, 20.0, None)
+    assert "prefixes" in cached.as_record() and "prefixes" not in plain.as_record()
+    one = dict(SMALL, w_bits=(16,))
+    without = llama.search(SYSTEM, slo, plain, workers=1, **one).recommendation
+    with_prefix = llama.search(SYSTEM, slo, cached, workers=1, **one).recommendation
+    # measured: 4 GPUs (one tp=4 replica) without, a single GPU with
+    assert with_prefix.gpus < without.gpus

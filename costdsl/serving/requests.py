@@ -121,6 +121,20 @@ def _prefix_key(cell: str, column: str, path: str, line: int):
     return tuple(value)
 
 
+def prefix_record(hashes) -> list | dict:
+    """A request's shareable blocks as plain data (a trial record): a list of integers, or
+    {"session": id}."""
+    if isinstance(hashes, SessionBlocks):
+        return {"session": hashes.session}
+    return [int(h) for h in hashes]
+
+
+def prefix_from_record(record) -> "tuple | SessionBlocks":
+    if isinstance(record, dict):
+        return SessionBlocks(record["session"])
+    return tuple(int(h) for h in record)
+
+
 class SessionBlocks:
     """The KV blocks of a multi-turn chat's turn: each turn's prompt extends the last turn's
     prompt and answer, so block j of every turn of a session holds the same tokens and has the

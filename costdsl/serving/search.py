@@ -40,7 +40,7 @@ from ..errors import CostDSLError, EvaluationError
 from ..hardware import Hardware
 from .executor import Executor
 from .iteration import cost_record
-from .requests import Stream
+from .requests import Stream, prefix_record
 from .simulate import Config, KVPool
 from .trial import run_trial
 
@@ -82,6 +82,7 @@ class Workload:
     source: str
     rate: float | None = None
     concurrency: int | None = None
+    hashes: tuple | None = None   # each request's shareable KV blocks (a trace's prefixes)
 
     @staticmethod
     def from_stream(stream: Stream, rate: float | None, concurrency: int | None
@@ -98,15 +99,19 @@ class Workload:
         rng = np.random.Generator(np.random.PCG64(0))
         gaps = rng.exponential(1.0, len(stream))
         return Workload(gaps, stream.prompt.copy(), stream.output.copy(), stream.source, rate,
-                        concurrency)
+                        concurrency, stream.hashes)
 
     @property
     def mean_output(self) -> float:
         return float(np.mean(self.output))
 
     def as_record(self) -> dict:
-        return {"gaps": [float(g) for g in self.gaps], "prompt": [int(p) for p in self.prompt],
-                "output": [int(o) for o in self.output]}
+        record = {"gaps": [float(g) for g in self.gaps],
+                  "prompt": [int(p) for p in self.prompt],
+                  "output": [int(o) for o in self.output]}
+        if self.hashes is not None:
+            record["prefixes"] = [prefix_record(h) for h in self.hashes]
+        return record
 
 
 @dataclass(frozen=True)
@@ -361,10 +366,11 @@ def _configs(role: str, root: int, space: Space, workload: Workload) -> list[Con
     longest = int(np.max(workload.prompt))
     tokens = max(MAX_TOKENS, longest)
     if role == "prefill":
-        return [Config("continuous", max_batch=MAX_BATCH, max_tokens=tokens)]
+        return [Config("continuous", max_batch=MAX_BATCH, max_tokens=tokens,
+                       prefix_cache=True)]
     limits = sorted({max(1, root // f) for f in BATCH_FRACTIONS}, reverse=True)
     schedulers = space.schedulers if role == "aggregated" else ("continuous",)
-    return [Config(s, chunk=space.chunk, max_batch=b, max_tokens=tokens)
+    return [Config(s, chunk=space.chunk, max_batch=b, max_tokens=tokens, prefix_cache=True)
             for s in schedulers for b in limits]
 
 

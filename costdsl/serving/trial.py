@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import EvaluationError
 from .iteration import cost_from_record
-from .requests import Stream
+from .requests import Stream, prefix_from_record
 from .simulate import Config, KVPool, simulate
 
 KINDS = ("aggregated", "prefill", "decode")
@@ -51,11 +51,15 @@ def run_trial(record: dict) -> dict:
     elif kind == "decode":
         keep = output >= 2
         gaps, prompt, output = gaps[keep], prompt[keep], output[keep]
+    prefixes = shape.get("prefixes")
+    hashes = tuple(prefix_from_record(h) for h in prefixes) if prefixes is not None else None
+    if hashes is not None and kind == "decode":
+        hashes = tuple(h for h, k in zip(hashes, keep) if k)
     slo = record["slo"]
     transfer = np.asarray(record.get("transfer_s", 0.0)) * prompt if kind == "decode" else 0.0
 
     def attempt(rate: float) -> dict:
-        stream = Stream(np.cumsum(gaps / rate), prompt, output, "search")
+        stream = Stream(np.cumsum(gaps / rate), prompt, output, "search", hashes=hashes)
         try:
             trace = simulate(stream, cost, pool, config, prefilled=kind == "decode")
         except EvaluationError as err:     # a request that never fits the instance's pool
