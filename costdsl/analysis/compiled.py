@@ -83,10 +83,6 @@ def to_tree(expr) -> list:
 
 _NUMBER = re.compile(r"^-?[0-9]+(/[0-9]+)?$")
 _FLOAT = re.compile(r"^-?(inf|nan|[0-9.]+(e[-+]?[0-9]+)?)$")
-_NUMPY = {"add": " + ", "mul": " * ", "and": " & ", "or": " | "}
-_REDUCE = {"max": "_np.maximum", "min": "_np.minimum"}
-_FUNCTION = {"ceil": "_np.ceil", "floor": "_np.floor", "log": "_np.log", "exp": "_np.exp",
-             "abs": "_np.abs"}
 _COMPARE = {"gt": " > ", "ge": " >= ", "lt": " < ", "le": " <= "}
 
 
@@ -94,9 +90,71 @@ class CorruptEntry(Exception):
     pass
 
 
-def to_source(tree, names: dict[str, str], depth: int = 0) -> str:
-    """Python source (numpy) for a tree, every node checked: an unknown operator, a malformed
-    number or a symbol outside `names` (symbol name -> argument name) is CorruptEntry."""
+class _Numpy:
+    """How the numpy source spells each node: arrays in, arrays out (grids)."""
+    nary = {"add": " + ", "mul": " * ", "and": " & ", "or": " | "}
+    functions = {"ceil": "_np.ceil", "floor": "_np.floor", "log": "_np.log", "exp": "_np.exp",
+                 "abs": "_np.abs"}
+
+    @staticmethod
+    def float(text: str) -> str:
+        return f"_np.float64({text!r})"
+
+    inf = "_np.inf"
+
+    @staticmethod
+    def reduce(op: str, parts: list[str]) -> str:
+        out = parts[0]
+        for part in parts[1:]:
+            out = f"_np.{'maximum' if op == 'max' else 'minimum'}({out}, {part})"
+        return out
+
+    @staticmethod
+    def power(base: str, exponent: str) -> str:
+        return f"_np.power({base}, {exponent})"
+
+    @staticmethod
+    def piecewise(pieces: list[tuple[str, str]]) -> str:
+        values = ", ".join(f"_np.asarray({e}, dtype=_np.float64)" for e, _ in pieces)
+        conditions = ", ".join(f"_np.asarray({c}, dtype=_np.bool_)" for _, c in pieces)
+        return f"_np.select(_np.broadcast_arrays({conditions}), " \
+               f"_np.broadcast_arrays({values}), _np.nan)"
+
+
+class _Scalar:
+    """How the scalar source spells each node: floats and the math module, conditional
+    expressions for pieces. A serving simulation calls one iteration's cost thousands of times
+    on one point, where numpy's per-call overhead would be most of the time."""
+    nary = {"add": " + ", "mul": " * ", "and": " and ", "or": " or "}
+    functions = {"ceil": "_m.ceil", "floor": "_m.floor", "log": "_m.log", "exp": "_m.exp",
+                 "abs": "abs"}
+
+    @staticmethod
+    def float(text: str) -> str:
+        return f"_float({text!r})"
+
+    inf = "_float('inf')"
+
+    @staticmethod
+    def reduce(op: str, parts: list[str]) -> str:
+        return f"{op}(" + ", ".join(parts) + ")" if len(parts) > 1 else parts[0]
+
+    @staticmethod
+    def power(base: str, exponent: str) -> str:
+        return f"(({base}) ** ({exponent}))"
+
+    @staticmethod
+    def piecewise(pieces: list[tuple[str, str]]) -> str:
+        out = "_float('nan')"
+        for e, c in reversed(pieces):
+            out = f"({e} if {c} else {out})"
+        return out
+
+
+def to_source(tree, names: dict[str, str], depth: int = 0, dialect=_Numpy) -> str:
+    """Python source for a tree (numpy, or with `dialect=_Scalar` plain floats), every node
+    checked: an unknown operator, a malformed number or a symbol outside `names` (symbol
+    name -> argument name) is CorruptEntry."""
     if depth > 200 or not isinstance(tree, list) or not tree or not isinstance(tree[0], str):
         raise CorruptEntry("malformed node")
     op, args = tree[0], tree[1:]
@@ -112,69 +170,24 @@ def to_source(tree, names: dict[str, str], depth: int = 0) -> str:
     if op == "f":
         if len(args) != 1 or not isinstance(args[0], str) or not _FLOAT.match(args[0]):
             raise CorruptEntry("malformed number")
-        return f"_np.float64({args[0]!r})"
+        return dialect.float(args[0])
     if op == "inf":
-        return "_np.inf"
+        return dialect.inf
     if op == "true":
         return "True"
-    sub = lambda t: to_source(t, names, depth + 1)
-    if op in _NUMPY and args:
-        return "(" + _NUMPY[op].join(sub(a) for a in args) + ")"
-    if op in _REDUCE and args:
-        out = sub(args[0])
-        for a in args[1:]:
-            out = f"{_REDUCE[op]}({out}, {sub(a)})"
-        return out
-    if op in _FUNCTION and len(args) == 1:
-        return f"{_FUNCTION[op]}({sub(args[0])})"
+    sub = lambda t: to_source(t, names, depth + 1, dialect)
+    if op in dialect.nary and args:
+        return "(" + dialect.nary[op].join(sub(a) for a in args) + ")"
+    if op in ("max", "min") and args:
+        return dialect.reduce(op, [sub(a) for a in args])
+    if op in dialect.functions and len(args) == 1:
+        return f"{dialect.functions[op]}({sub(args[0])})"
     if op in _COMPARE and len(args) == 2:
         return f"({sub(args[0])}{_COMPARE[op]}{sub(args[1])})"
     if op == "pow" and len(args) == 2:
-        return f"_np.power({sub(args[0])}, {sub(args[1])})"
+        return dialect.power(sub(args[0]), sub(args[1]))
     if op == "pw" and args and all(isinstance(a, list) and len(a) == 2 for a in args):
-        values = ", ".join(f"_np.asarray({sub(e)}, dtype=_np.float64)" for e, _ in args)
-        conditions = ", ".join(f"_np.asarray({sub(c)}, dtype=_np.bool_)" for _, c in args)
-        return f"_np.select(_np.broadcast_arrays({conditions}), " \
-               f"_np.broadcast_arrays({values}), _np.nan)"
-    raise CorruptEntry(f"unknown operator {op!r}")
-
-
-_SCALAR_NARY = {"add": " + ", "mul": " * ", "and": " and ", "or": " or "}
-_SCALAR_FUNCTION = {"ceil": "_m.ceil", "floor": "_m.floor", "log": "_m.log", "exp": "_m.exp",
-                    "abs": "abs"}
-
-
-def to_scalar_source(tree, names: dict[str, str], depth: int = 0) -> str:
-    """Python source over floats (the math module, conditional expressions) for a tree: a
-    serving simulation calls one iteration's cost thousands of times on scalars, where numpy's
-    per-call overhead would be most of the time. Checked node by node as `to_source`."""
-    if depth > 200 or not isinstance(tree, list) or not tree or not isinstance(tree[0], str):
-        raise CorruptEntry("malformed node")
-    op, args = tree[0], tree[1:]
-    if op in ("s", "q", "true"):
-        return to_source(tree, names, depth)
-    if op == "f":
-        if len(args) != 1 or not isinstance(args[0], str) or not _FLOAT.match(args[0]):
-            raise CorruptEntry("malformed number")
-        return f"_float({args[0]!r})"
-    if op == "inf":
-        return "_float('inf')"
-    sub = lambda t: to_scalar_source(t, names, depth + 1)
-    if op in _SCALAR_NARY and args:
-        return "(" + _SCALAR_NARY[op].join(sub(a) for a in args) + ")"
-    if op in _REDUCE and args:
-        return f"{op}(" + ", ".join(sub(a) for a in args) + ")" if len(args) > 1 else sub(args[0])
-    if op in _SCALAR_FUNCTION and len(args) == 1:
-        return f"{_SCALAR_FUNCTION[op]}({sub(args[0])})"
-    if op in _COMPARE and len(args) == 2:
-        return f"({sub(args[0])}{_COMPARE[op]}{sub(args[1])})"
-    if op == "pow" and len(args) == 2:
-        return f"(({sub(args[0])}) ** ({sub(args[1])}))"
-    if op == "pw" and args and all(isinstance(a, list) and len(a) == 2 for a in args):
-        out = "_float('nan')"
-        for e, c in reversed(args):
-            out = f"({sub(e)} if {sub(c)} else {out})"
-        return out
+        return dialect.piecewise([(sub(e), sub(c)) for e, c in args])
     raise CorruptEntry(f"unknown operator {op!r}")
 
 
@@ -182,7 +195,7 @@ def compile_tree(tree, symbols: Sequence[str], scalar: bool = False) -> Callable
     """A numpy function of the symbols (in order) computing the tree; `scalar`: a function of
     floats (the math module), several times faster per call on one point."""
     names = {s: f"_a{i}" for i, s in enumerate(symbols)}
-    body = (to_scalar_source if scalar else to_source)(tree, names)
+    body = to_source(tree, names, dialect=_Scalar if scalar else _Numpy)
     source = f"def _f({', '.join(names.values())}):\n    return {body}\n"
     scope = {"_np": np, "_m": math, "_float": float, "max": max, "min": min, "abs": abs,
              "__builtins__": {}}
