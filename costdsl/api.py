@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -27,6 +28,7 @@ from .analysis.memory import LazyMemory, StageMemory, memory_numbers, stage_memo
 from .analysis.params import OpParams, active_params, op_params, total_params
 from .analysis.plan import OBJECTIVES, PlanResult, evaluate_plan, layouts as plan_layouts
 from .analysis.plan import layout_passes, rank
+from .analysis.export import memory_record, stage_record
 from .serving.iteration import IterationCost, iteration_cost
 from .analysis.compiled import cached_functions
 from .analysis.evaluate import GridFunctions, total_expression
@@ -71,6 +73,10 @@ FUSING_PASSES = ("fuse", "fuse_all", "fuse_serving", "fuse_qkv", "fuse_linear_ac
 COMPRESSION_ARGS = {"prune": ("heads", "kv_heads", "ffn", "layers"), "low_rank": ("rank",),
                     "sparsify": ("weights",)}
 """The compression passes' arguments `crossover --solve` answers for."""
+
+
+LIVE_BITS = (4, 8, 16)
+"""The bitwidths a live report offers for weights, activations and the KV cache."""
 
 
 class Model:
@@ -788,6 +794,32 @@ class Model:
                 "formulas": {st: self.formulas(st) for st in stages},
                 "crossovers": crossovers,
                 "edges": {st: [(u, v) for u, v in self.graph(st).edges] for st in stages}}
+
+    def live_data(self, hws: Iterable[str | Hardware], stages: Iterable[str] = STAGES,
+                  bits: Iterable[float] = LIVE_BITS) -> dict:
+        """What a live report evaluates in the browser, as plain data: per hardware and stage,
+        each distinct roofline over the bitwidth choices (bitwidths that give the same compute
+        types share one) as expression trees (analysis.export), and the memory of each stage."""
+        bits = tuple(bits)
+        out = {"model": self.name, "bits": list(bits), "hardware": []}
+        for h in hws:
+            hw = _hardware(h)
+            entry = {"key": hw.key, "name": hw.name, "capacity": hw.memory_bytes,
+                     "time_model": hw.time_model, "stages": {}}
+            for stage in stages:
+                variants, pick = [], {}
+                keys: dict = {}
+                for w, a, kv in itertools.product(bits, repeat=3):
+                    settings = Settings(1, 1, w, a, kv).validate()
+                    key = self._bits_key(stage, hw, settings)
+                    if key not in keys:
+                        keys[key] = len(variants)
+                        variants.append(stage_record(self._roofline(stage, hw, settings)))
+                    pick[f"{w:g}/{a:g}/{kv:g}"] = keys[key]
+                entry["stages"][stage] = {"variants": variants, "pick": pick,
+                                          "memory": memory_record(self.memory(stage))}
+            out["hardware"].append(entry)
+        return out
 
     def fit(self, hw: str | Hardware, seq: int, batch: int = 1, w_bits: float = 16,
             a_bits: float = 16, kv_bits: float = 16) -> Fit:

@@ -490,6 +490,9 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     _deployment_args(p)
     p.add_argument("--stage", choices=("prefill", "decode", "all"), default="all")
+    p.add_argument("--live", action="store_true",
+                   help="controls that recompute every op in the page (batch, seq, bitwidths, "
+                        "the hardware among --hw A,B,...), the view kept in the URL")
     p.add_argument("-o", "--out", required=True, metavar="FILE.html")
     p.set_defaults(run=_report)
 
@@ -1203,9 +1206,15 @@ def _simulate(args, plot: str | None = None) -> str:
 
 def _report(args) -> str:
     from .report import html as html_report
+    from .hardware import load_hardware
     model = _load(args)
-    data = model.report_data(_hw(args), args.batch, args.seq, stages=_stages(args.stage),
+    systems = [_ideal(load_hardware(h.strip()), args) for h in args.hw.split(",") if h.strip()]
+    if len(systems) > 1 and not args.live:
+        raise CostDSLError("several --hw make a live report: add --live")
+    data = model.report_data(systems[0], args.batch, args.seq, stages=_stages(args.stage),
                              **_bits_of(args))
+    if args.live:   # (a free parameter has stopped report_data already, with its name)
+        data["live"] = model.live_data(systems, _stages(args.stage))
     _write(args.out, html_report.render(data))
     return f"wrote {args.out}\n"
 

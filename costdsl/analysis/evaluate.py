@@ -146,7 +146,7 @@ def bound_args(symbols, values: Mapping[sympy.Symbol, object]):
 
 
 @functools.lru_cache(maxsize=64)
-def _rows(stage: StageRoofline):
+def stage_rows(stage: StageRoofline):
     """Per stage: the symbols and the rows [repeat..., flops..., bytes by class...,
     vector flops..., transfers..., occupancy..., waves...] of every op."""
     rows = [o.node.repeat for o in stage.ops] + [o.flops for o in stage.ops]
@@ -162,14 +162,14 @@ def _rows(stage: StageRoofline):
 
 @functools.lru_cache(maxsize=64)
 def _compiled(stage: StageRoofline):
-    symbols, rows = _rows(stage)
+    symbols, rows = stage_rows(stage)
     return sympy.lambdify(symbols, rows, modules="numpy")
 
 
 @functools.lru_cache(maxsize=64)
 def _compiled_scalar(stage: StageRoofline):
     """The rows for one configuration: plain floats, no array overhead per operation."""
-    symbols, rows = _rows(stage)
+    symbols, rows = stage_rows(stage)
     return sympy.lambdify(symbols, rows, modules="math")
 
 
@@ -177,7 +177,7 @@ _SEEN: "weakref.WeakSet[StageRoofline]" = weakref.WeakSet()
 
 
 def _table(stage: StageRoofline, values) -> tuple[np.ndarray, tuple[int, ...]]:
-    symbols, rows = _rows(stage)
+    symbols, rows = stage_rows(stage)
     args, shape = bound_args(symbols, values)
     if not shape and stage not in _SEEN:
         # one configuration, first time: substituting is cheaper than compiling (lambdify
@@ -192,7 +192,7 @@ def _table(stage: StageRoofline, values) -> tuple[np.ndarray, tuple[int, ...]]:
 
 
 @functools.lru_cache(maxsize=64)
-def _static(stage: StageRoofline) -> dict:
+def static_numbers(stage: StageRoofline) -> dict:
     """What of a stage's numbers no value changes: names, kinds, and the hardware's rates."""
     ops = stage.ops
     return dict(names=tuple(o.node.name for o in ops), kinds=tuple(o.node.kind for o in ops),
@@ -210,7 +210,7 @@ def evaluate(stage: StageRoofline, values: Mapping[sympy.Symbol, object]) -> Sta
     table, shape = _table(stage, values)
     n = len(stage.ops)
     extra = (1,) * len(shape)
-    fixed = _static(stage)
+    fixed = static_numbers(stage)
     rates = {k: fixed[k].reshape((n,) + extra) if extra else fixed[k]
              for k in ("peak", "bandwidth", "vector_peak", "launch", "overlap")}
     k = len(CLASSES)

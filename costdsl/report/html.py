@@ -68,6 +68,15 @@ def render(data: dict) -> str:
     {stage: CrossoverAnswer or None}, edges {stage: [(producer, consumer)]}."""
     a = data["analysis"]
     parts = [f"<h1>{_e(a.model)} on {_e(a.hardware.name)}</h1>", _summary(a)]
+    live = data.get("live")
+    if live is not None:
+        from . import live as live_report
+        s = a.settings
+        parts.append(live_report.section(live, {
+            "batch": s.batch, "seq": s.seq, "w_bits": s.w_bits, "a_bits": s.a_bits,
+            "kv_bits": s.kv_bits, "hw": a.hardware.key, "stage": next(iter(a.stages))}))
+        parts.append('<p class="note">Below: the report at the settings it was written '
+                     "with.</p>")
     for stage, result in a.stages.items():
         formulas = data["formulas"].get(stage)
         parts += [f'<h2 id="stage-{stage}">{_e(stage)}: {_e(result.description)}</h2>',
@@ -84,7 +93,8 @@ def render(data: dict) -> str:
             f"<title>{_e(a.model)} on {_e(a.hardware.name)}: costdsl report</title>"
             f"<style>{_STYLE}</style></head><body>\n{body}\n"
             f'<p class="note">{_e(printing.MATH_LEGEND)}. Written by costdsl; no network needed.</p>'
-            f"<script>{_SCRIPT}</script></body></html>\n")
+            f"<script>{_SCRIPT}</script>"
+            + (live_report.script() if live is not None else "") + "</body></html>\n")
 
 
 def _summary(a) -> str:

@@ -1,0 +1,188 @@
+"""The live part of the HTML report (`report --live`): controls for batch, context, bitwidths,
+hardware and stage, and a table that the page recomputes from the model's own expressions.
+
+The data is `Model.live_data`'s: per hardware, stage and distinct roofline, each op's rows as
+expression trees. The script walks a tree with a dozen operators (no `eval`, no generated code,
+no library) and repeats evaluate.StageNumbers' arithmetic, so every number shown equals the
+CLI's JSON for the same settings (to float rounding); the DOM carries them for tools:
+`tr[data-op][data-time-s]` per op (one occurrence, seconds) and `[data-stage][data-total-time-s]`
+for the stage. The settings live in the URL fragment (#batch=64&seq=4096&hw=...&stage=decode),
+so a link reproduces a view.
+"""
+from __future__ import annotations
+
+import html
+import json
+
+from .html import BOUND_COLOUR
+
+_STYLE = """
+#live{border:1px solid #ccc;background:#f6f8fa;padding:.6em 1em;margin:1em 0}
+#live label{margin-right:1em;white-space:nowrap}#live input{width:6em}
+#live-summary{font-size:.95em}.over{color:#b00}
+"""
+
+_SCRIPT = r"""
+(function(){
+var D=JSON.parse(document.getElementById('costdsl-live').textContent);
+var COLOUR=JSON.parse(document.getElementById('costdsl-colours').textContent);
+function num(x){return x==='inf'?Infinity:x;}
+function esc(s){return String(s).replace(/[&<>"]/g,function(c){
+  return {'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;'}[c];});}
+function fl(s){return s==='inf'?Infinity:s==='-inf'?-Infinity:s==='nan'?NaN:Number(s);}
+function ev(t,env){
+  var op=t[0],i,v;
+  switch(op){
+  case 's':return env[t[1]];
+  case 'q':var p=t[1].split('/');return p.length>1?Number(p[0])/Number(p[1]):Number(p[0]);
+  case 'f':return fl(t[1]);
+  case 'inf':return Infinity;
+  case 'true':return true;
+  case 'add':v=ev(t[1],env);for(i=2;i<t.length;i++)v+=ev(t[i],env);return v;
+  case 'mul':v=ev(t[1],env);for(i=2;i<t.length;i++)v*=ev(t[i],env);return v;
+  case 'max':v=ev(t[1],env);for(i=2;i<t.length;i++)v=Math.max(v,ev(t[i],env));return v;
+  case 'min':v=ev(t[1],env);for(i=2;i<t.length;i++)v=Math.min(v,ev(t[i],env));return v;
+  case 'and':for(i=1;i<t.length;i++)if(!ev(t[i],env))return false;return true;
+  case 'or':for(i=1;i<t.length;i++)if(ev(t[i],env))return true;return false;
+  case 'ceil':return Math.ceil(ev(t[1],env));
+  case 'floor':return Math.floor(ev(t[1],env));
+  case 'log':return Math.log(ev(t[1],env));
+  case 'exp':return Math.exp(ev(t[1],env));
+  case 'abs':return Math.abs(ev(t[1],env));
+  case 'gt':return ev(t[1],env)>ev(t[2],env);
+  case 'ge':return ev(t[1],env)>=ev(t[2],env);
+  case 'lt':return ev(t[1],env)<ev(t[2],env);
+  case 'le':return ev(t[1],env)<=ev(t[2],env);
+  case 'pow':return Math.pow(ev(t[1],env),ev(t[2],env));
+  case 'pw':for(i=1;i<t.length;i++)if(ev(t[i][1],env))return ev(t[i][0],env);return NaN;
+  }
+  throw new Error('unknown operator '+op);
+}
+/* evaluate.StageNumbers, line for line */
+function stage(rec,env){
+  var n=rec.names.length,k=rec.classes.length,r=rec.rows.map(function(t){return ev(t,env);});
+  var ops=[],sum=0;
+  for(var i=0;i<n;i++){
+    var bytes=0;for(var c=0;c<k;c++)bytes+=r[(2+c)*n+i];
+    var flops=r[n+i],vector=r[(2+k)*n+i],transfer=r[(3+k)*n+i],serial=r[(4+k)*n+i];
+    var occupancy=r[(5+k)*n+i],waves=r[(6+k)*n+i];
+    var matrix=(flops-vector)*waves;
+    var compute=((matrix+vector)-vector)/num(rec.peak[i])+vector/num(rec.vector_peak[i]);
+    var device=bytes/num(rec.bandwidth[i])*occupancy,memory=device+transfer;
+    var time=(rec.overlap[i]?Math.max(compute,memory):compute+memory)+num(rec.launch[i])+serial;
+    var bound;
+    if(compute>memory&&!serial)bound='compute';
+    else if(rec.channels[i]&&transfer+serial>device)bound=rec.channels[i];
+    else bound=compute>memory?'compute':'memory';
+    ops.push({name:rec.names[i],kind:rec.kinds[i],repeat:r[i],time:time,bound:bound});
+    sum+=r[i]*time;
+  }
+  var st=rec.schedule[0],mb=rec.schedule[1];
+  return {ops:ops,total:mb*sum*(1+(st-1)/mb)};
+}
+function secs(s){
+  if(!isFinite(s))return String(s);
+  var a=Math.abs(s),u=a>=1?[1,'s']:a>=1e-3?[1e3,'ms']:a>=1e-6?[1e6,'us']:[1e9,'ns'];
+  return (s*u[0]).toPrecision(3).replace(/\.?0+$/,'')+' '+u[1];
+}
+function bytes(b){
+  var u=[[1e12,'TB'],[1e9,'GB'],[1e6,'MB'],[1e3,'kB']];
+  for(var i=0;i<u.length;i++)if(b>=u[i][0])return (b/u[i][0]).toPrecision(3)+' '+u[i][1];
+  return b.toFixed(0)+' B';
+}
+var ids=['batch','seq','w_bits','a_bits','kv_bits','hw','stage'];
+function read(){var s={};ids.forEach(function(k){s[k]=document.getElementById('c-'+k).value;});
+  return s;}
+function fromHash(){
+  var h=location.hash.replace(/^#/,'');if(!h)return;
+  h.split('&').forEach(function(p){
+    var kv=p.split('='),el=document.getElementById('c-'+kv[0]);
+    if(el&&kv.length===2)el.value=decodeURIComponent(kv[1]);
+  });
+}
+function toHash(s){
+  var h='#'+ids.map(function(k){return k+'='+encodeURIComponent(s[k]);}).join('&');
+  if(location.hash!==h)history.replaceState(null,'',h);
+}
+function update(){
+  var s=read(),hw=D.hardware.filter(function(h){return h.key===s.hw;})[0]||D.hardware[0];
+  var entry=hw.stages[s.stage]||hw.stages[Object.keys(hw.stages)[0]];
+  var pick=entry.pick[s.w_bits+'/'+s.a_bits+'/'+s.kv_bits];
+  var out=document.getElementById('live-ops'),total=document.getElementById('live-total');
+  var batch=Number(s.batch),seq=Number(s.seq);
+  if(pick===undefined||!(batch>=1)||!(seq>=1)){total.textContent='settings out of range';return;}
+  var env={batch:batch,seq:seq,w_bits:Number(s.w_bits),a_bits:Number(s.a_bits),
+           kv_bits:Number(s.kv_bits),tokens:1};
+  var res=stage(entry.variants[pick],env);
+  var rows=['<tr><th>op</th><th>kind</th><th>×</th><th>bound</th><th>time</th><th>share</th></tr>'];
+  res.ops.forEach(function(o){
+    rows.push('<tr data-op="'+esc(o.name)+'" data-time-s="'+o.time+'" data-bound="'+o.bound+
+      '"><td>'+esc(o.name)+'</td><td>'+esc(o.kind)+'</td><td>'+o.repeat+'</td><td style="color:'+
+      (COLOUR[o.bound]||'#888')+'">'+o.bound+'</td><td>'+secs(o.time)+'</td><td>'+
+      (100*o.repeat*o.time/res.total).toFixed(1)+'%</td></tr>');
+    document.querySelectorAll('.node[data-stage="'+s.stage+'"]').forEach(function(g){
+      if(g.getAttribute('data-op')===o.name)
+        g.querySelector('rect').setAttribute('fill',COLOUR[o.bound]||'#888');});
+  });
+  out.innerHTML=rows.join('');
+  total.setAttribute('data-stage',s.stage);
+  total.setAttribute('data-total-time-s',String(res.total));
+  var mem=entry.memory.map(function(t){return ev(t,env);});
+  var used=mem[0]+mem[1]+mem[2],fits=used<=hw.capacity;
+  total.innerHTML=esc(s.stage)+' on '+esc(hw.name)+': <b>'+secs(res.total)+'</b>; memory '+
+    bytes(used)+' (weights '+bytes(mem[0])+', KV '+bytes(mem[1])+', activations '+
+    bytes(mem[2])+') of '+bytes(hw.capacity)+': <span class="'+(fits?'':'over')+'">'+
+    (fits?'fits':'does not fit')+'</span>';
+  toHash(s);
+}
+fromHash();
+ids.forEach(function(k){document.getElementById('c-'+k).addEventListener('change',update);
+  document.getElementById('c-'+k).addEventListener('input',update);});
+window.addEventListener('hashchange',function(){fromHash();update();});
+update();
+})();
+"""
+
+
+def _e(text) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _json(data) -> str:
+    """JSON inside a <script> element: `</` cannot end it early."""
+    return json.dumps(data, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
+
+
+def _select(name: str, options: list[tuple[str, str]], chosen: str) -> str:
+    items = "".join(f'<option value="{_e(v)}"{" selected" if v == chosen else ""}>{_e(t)}'
+                    f"</option>" for v, t in options)
+    return f'<select id="c-{name}">{items}</select>'
+
+
+def section(data: dict, initial: dict) -> str:
+    """The controls, the live table and the embedded data (`initial`: batch, seq, bitwidths,
+    hardware key and stage the page opens at, unless its URL says otherwise)."""
+    bits = [(f"{b:g}", f"{b:g}") for b in data["bits"]]
+    stages = list(data["hardware"][0]["stages"])
+    controls = "".join([
+        f'<label>batch <input id="c-batch" type="number" min="1" step="1" '
+        f'value="{initial["batch"]}"></label>',
+        f'<label>seq <input id="c-seq" type="number" min="1" step="1" '
+        f'value="{initial["seq"]}"></label>',
+        *(f"<label>{n.split('_')[0]} bits {_select(n, bits, f'{initial[n]:g}')}</label>"
+          for n in ("w_bits", "a_bits", "kv_bits")),
+        f"<label>hardware {_select('hw', [(h['key'], h['name']) for h in data['hardware']], initial['hw'])}"
+        "</label>",
+        f"<label>stage {_select('stage', [(s, s) for s in stages], initial['stage'])}</label>"])
+    return (f"<style>{_STYLE}</style>"
+            '<h2 id="live-view">Live: any setting, computed in this page</h2>'
+            f'<form id="live" onsubmit="return false">{controls}</form>'
+            '<p id="live-summary"><span id="live-total"></span></p>'
+            '<table class="ops" id="live-ops"></table>'
+            f'<script type="application/json" id="costdsl-live">{_json(data)}</script>'
+            f'<script type="application/json" id="costdsl-colours">{_json(BOUND_COLOUR)}'
+            f"</script>")
+
+
+def script() -> str:
+    return f"<script>{_SCRIPT}</script>"
