@@ -5,8 +5,8 @@
 Prints, for issue 28's question (Llama-3-70B on DGX H100 nodes, ISL 2048 / OSL 512, 10
 requests/s, p90 TTFT <= 1 s, TPOT <= 50 ms): the wall time of `costdsl search` as a whole
 process with the default workers (and serially with --serial), the candidates, what each closed
-form pruned and the simulations run; then `costdsl plan` of Llama-2-70B over a DGX A100 with
---max-batch. Each figure also as a multiple of `python -c "import costdsl"` in the same run,
+form pruned and the simulations run; a fleet of 10 replicas serving 100,000 requests; then
+`costdsl plan` of Llama-2-70B over a DGX A100 with --max-batch. Each figure also as a multiple of `python -c "import costdsl"` in the same run,
 so machines compare. Not a test: the targets live in the README.
 """
 from __future__ import annotations
@@ -23,6 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 SEARCH = ["search", "llama-3-70b", "--hw", "nvidia-dgx-h100", "--slo", "ttft=1s,tpot=50ms",
           "--rate", "10", "--isl", "2048", "--osl", "512", "--format", "json"]
+FLEET = ["simulate", "llama-2-7b", "--hw", "nvidia-a100-80gb", "--rate", "40", "--n", "100000",
+         "--replicas", "10", "--scheduler", "chunked"]
 PLAN = ["plan", "llama-2-70b", "--hw", "nvidia-dgx-a100", "--max-batch", "--w-bits", "16,8,4"]
 
 
@@ -56,6 +58,9 @@ def main() -> None:
               ", ".join(f"{k} {v}" for k, v in c["pruned_by"].items()) +
               f"), simulated {c['simulated']} ({c['simulations']} simulations)")
         print(f"  recommended: {best['mode']}, {best['gpus']} GPUs, binding {best['binding']}")
+    seconds, _ = run(FLEET)
+    print(f"simulate 100,000 requests on 10 replicas (Llama-2-7b, A100, chunked): "
+          f"{seconds:.1f} s whole process ({seconds / imported:.0f}x the import)")
     seconds, _ = run(PLAN)
     print(f"plan llama-2-70b --hw nvidia-dgx-a100 --max-batch, 3 bitwidths: {seconds:.1f} s "
           f"whole process ({seconds / imported:.0f}x the import)")

@@ -445,28 +445,25 @@ def _check_gpus(space: Space, prepared: list[_Layout]) -> None:
 
 def _run_trials(candidates, space, slo, workload, shape, executor, pruned) -> dict[int, dict]:
     """Trials in rounds, best bound first: after each round, candidates whose bound cannot
-    beat the best aggregated deployment so far are dropped (`dominated`); the pools of a
-    disaggregated server are all tried (they combine in pairs after)."""
-    bound = lambda inst: _bound(inst, space, workload)
-    pending = sorted(candidates, key=lambda c: (c[0].role != "aggregated", bound(c[0]),
-                                                c[0].id))
+    beat the best deployment found so far (of either mode) are dropped (`dominated`)."""
+    bounds = _bounds(candidates, space, workload)
+    pending = sorted(candidates, key=lambda c: (bounds[c[0].id], c[0].id))
     answers: dict[int, dict] = {}
     best = math.inf
     shown = progress.Line()
     while pending:
-        keep = [c for c in pending if c[0].role != "aggregated" or bound(c[0]) <= best]
+        keep = [c for c in pending if bounds[c[0].id] <= best]
         _count(pruned, "dominated", len(pending) - len(keep)) if len(keep) < len(pending) \
             else None
-        pending = keep
-        batch, pending = pending[:ROUND], pending[ROUND:]
+        batch, pending = keep[:ROUND], keep[ROUND:]
         if not batch:
             break
         records = [_trial_record(*candidate, slo, shape) for candidate in batch]
         for answer in executor.map(run_trial, records):
             answers[answer["id"]] = answer
-        for inst, *_ in batch:
-            if inst.role == "aggregated" and answers[inst.id]["rate"] > 0:
-                best = min(best, _achieved(inst, answers[inst.id], space, workload))
+        found = _deployments([c for c in candidates if c[0].id in answers], answers, space,
+                             workload)
+        best = min([best] + [_score(d, space.objective) for d in found])
         shown.show(f"search: pruned {sum(pruned.values())}, simulated {len(answers)}, "
                    f"left {len(pending)}")
     shown.close()
@@ -479,22 +476,44 @@ def _target(workload: Workload, e2e: float) -> float:
     return workload.rate if workload.rate is not None else workload.concurrency / e2e
 
 
-def _bound(inst: Instance, space: Space, workload: Workload) -> float:
-    """The best the objective could be for this instance (lower is better): from its ceiling."""
+def _score(d: Deployment, objective: str) -> float:
+    """The objective of a deployment, lower is better."""
+    if objective == "throughput_per_gpu":
+        return -d.tokens_per_s_per_gpu
+    if objective == "cost":
+        return d.cost_per_hour if d.cost_per_hour is not None else math.inf
+    return d.gpus
+
+
+def _bounds(candidates, space: Space, workload: Workload) -> dict[int, float]:
+    """The best score any deployment with each candidate could reach, from the roofline's
+    ceilings: an aggregated instance alone; a prefill or decode pool with the most favourable
+    pool of the other kind (same bitwidths)."""
+    parts = {c[0].id: _part(c[0], space, workload) for c in candidates}
+    other = {"prefill": "decode", "decode": "prefill"}
+    best_part: dict[tuple, float] = {}
+    for inst, *_ in candidates:
+        key = (inst.role, inst.w_bits, inst.kv_bits)
+        best_part[key] = min(best_part.get(key, math.inf), parts[inst.id])
+    out = {}
+    for inst, *_ in candidates:
+        own = parts[inst.id]
+        if inst.role != "aggregated":
+            own += best_part.get((other[inst.role], inst.w_bits, inst.kv_bits), math.inf)
+        if space.objective == "throughput_per_gpu":   # parts are GPU-seconds per request
+            own = -inst.mean_output / own if own > 0 else -math.inf
+        out[inst.id] = own
+    return out
+
+
+def _part(inst: Instance, space: Space, workload: Workload) -> float:
+    """An instance's least share of a deployment's score: GPU-seconds per request (throughput
+    per GPU), or GPUs (dollars an hour) for the target rate; a concurrency's rate is unknown
+    before simulating, so one instance is the least."""
     if space.objective == "throughput_per_gpu":
-        return -inst.ceiling * inst.mean_output / inst.gpus
-    rate = workload.rate if workload.rate is not None else inst.ceiling  # no better bound
+        return inst.gpus / inst.ceiling
+    rate = workload.rate if workload.rate is not None else inst.ceiling
     gpus = math.ceil(rate / inst.ceiling - 1e-9) * inst.gpus
-    return gpus * (_price_of(space, inst.hardware) or 1.0) if space.objective == "cost" \
-        else gpus
-
-
-def _achieved(inst: Instance, answer: dict, space: Space, workload: Workload) -> float:
-    rate = answer["rate"]
-    if space.objective == "throughput_per_gpu":
-        return -rate * inst.mean_output / inst.gpus
-    target = _target(workload, answer["e2e_mean_s"])
-    gpus = math.ceil(target / rate - 1e-9) * inst.gpus
     return gpus * (_price_of(space, inst.hardware) or 1.0) if space.objective == "cost" \
         else gpus
 
