@@ -805,7 +805,8 @@ class Model:
         for h in hws:
             hw = _hardware(h)
             entry = {"key": hw.key, "name": hw.name, "capacity": hw.memory_bytes,
-                     "time_model": hw.time_model, "stages": {}}
+                     "time_model": hw.time_model, "bandwidth": hw.bandwidth_Bps,
+                     "peak": dict(hw.peak), "stages": {}}
             for stage in stages:
                 variants, pick = [], {}
                 keys: dict = {}

@@ -124,3 +124,13 @@ def test_graph_export_round_trips(fmt, tmp_path):
     assert set(g.nodes) == set(original.nodes) and g.number_of_edges() == original.number_of_edges()
     assert g.nodes["layers.moe.gate"]["kind"] == "expert_linear"
     assert "b" in g.nodes["layers.attn_norm"]["operations"]   # a formula in the batch
+
+
+def test_a_crossover_below_one_sequence_is_said_so(report):
+    """Prefill's linears at 1,024 tokens switch at batch 0.168: the report says they are
+    compute-bound for every batch, and no crossover cell shows a batch below one."""
+    import re
+    text = report.read_text()
+    assert "it switches at batch = 0.168, below 1: compute-bound for every batch" in text
+    values = [float(v) for v in re.findall(r"</math></td><td>([0-9.e+-]+)</td>", text)]
+    assert values and min(values) >= 1

@@ -74,11 +74,57 @@ function stage(rec,env){
     if(compute>memory&&!serial)bound='compute';
     else if(rec.channels[i]&&transfer+serial>device)bound=rec.channels[i];
     else bound=compute>memory?'compute':'memory';
-    ops.push({name:rec.names[i],kind:rec.kinds[i],repeat:r[i],time:time,bound:bound});
+    ops.push({name:rec.names[i],kind:rec.kinds[i],repeat:r[i],time:time,bound:bound,
+              flops:flops,bytes:bytes,peak:num(rec.peak[i]),bandwidth:num(rec.bandwidth[i]),
+              typed:!!rec.compute_types[i]});
     sum+=r[i]*time;
   }
   var st=rec.schedule[0],mb=rec.schedule[1];
   return {ops:ops,total:mb*sum*(1+(st-1)/mb)};
+}
+/* the roofline chart: the hardware's ceilings and each op with arithmetic at its intensity */
+var W=640,H=380,P=50;
+function chart(hw,ops,total){
+  var pts=ops.filter(function(o){return o.typed&&o.flops>0&&o.bytes>0;}).map(function(o){
+    var x=o.flops/o.bytes;return {o:o,x:x,y:Math.min(o.peak,x*o.bandwidth)};});
+  var peaks=Object.keys(hw.peak).map(function(k){return [k,hw.peak[k]];});
+  var xs=pts.map(function(p){return p.x;}).concat(peaks.map(function(p){return p[1]/hw.bandwidth;}));
+  var ys=pts.map(function(p){return p.y;}).concat(peaks.map(function(p){return p[1];}));
+  var lg=Math.log10,x0=lg(Math.min.apply(null,xs.concat([0.1]))/2),x1=lg(Math.max.apply(null,xs)*4);
+  var y0=lg(Math.min.apply(null,ys)/4),y1=lg(Math.max.apply(null,ys)*2);
+  function px(v){return P+(lg(v)-x0)/(x1-x0)*(W-2*P);}
+  function py(v){return H-P-(lg(v)-y0)/(y1-y0)*(H-2*P);}
+  var s=['<rect x="'+P+'" y="'+P+'" width="'+(W-2*P)+'" height="'+(H-2*P)+'" fill="none" stroke="#ccc"/>'];
+  peaks.forEach(function(p){
+    var ridge=p[1]/hw.bandwidth,start=Math.max(Math.pow(10,x0),Math.pow(10,y0)/hw.bandwidth);
+    s.push('<polyline fill="none" stroke="#555" points="'+px(start)+','+py(start*hw.bandwidth)+
+      ' '+px(ridge)+','+py(p[1])+' '+px(Math.pow(10,x1))+','+py(p[1])+'"/>');
+    s.push('<text x="'+(px(ridge)+4)+'" y="'+(py(p[1])-3)+'" font-size="9" fill="#555">'+
+      esc(p[0])+' ridge '+ridge.toPrecision(4)+'</text>');
+  });
+  var top=pts.slice().sort(function(a,b){return b.o.repeat*b.o.time-a.o.repeat*a.o.time;})
+    .slice(0,6).map(function(p){return p.o.name;});
+  var labels={};   /* ops drawn at the same place share one label: "gate, up" */
+  pts.forEach(function(p){
+    s.push('<circle class="live-point" data-op="'+esc(p.o.name)+'" cx="'+px(p.x).toFixed(1)+
+      '" cy="'+py(p.y).toFixed(1)+'" r="4" fill="'+(COLOUR[p.o.bound]||'#888')+'"><title>'+
+      esc(p.o.name)+': '+p.x.toPrecision(3)+' ops/byte</title></circle>');
+    if(top.indexOf(p.o.name)<0)return;
+    var at=Math.round(px(p.x))+','+Math.round(py(p.y));
+    (labels[at]=labels[at]||[]).push(p.o.name.split('.').pop());
+  });
+  Object.keys(labels).forEach(function(at){
+    var xy=at.split(',');
+    s.push('<text x="'+(Number(xy[0])+5)+'" y="'+(Number(xy[1])+13)+'" font-size="10">'+
+      esc(labels[at].join(', '))+'</text>');
+  });
+  for(var d=Math.ceil(x0);d<=Math.floor(x1);d++)s.push('<text x="'+px(Math.pow(10,d))+'" y="'+
+    (H-P+15)+'" font-size="10" text-anchor="middle">1e'+d+'</text>');
+  for(d=Math.ceil(y0);d<=Math.floor(y1);d++)s.push('<text x="'+(P-5)+'" y="'+py(Math.pow(10,d))+
+    '" font-size="10" text-anchor="end">1e'+d+'</text>');
+  s.push('<text x="'+W/2+'" y="'+(H-10)+'" font-size="11" text-anchor="middle">intensity '+
+    '(operations / byte)</text>');
+  document.getElementById('live-roofline').innerHTML=s.join('');
 }
 function secs(s){
   if(!isFinite(s))return String(s);
@@ -125,6 +171,7 @@ function update(){
         g.querySelector('rect').setAttribute('fill',COLOUR[o.bound]||'#888');});
   });
   out.innerHTML=rows.join('');
+  chart(hw,res.ops,res.total);
   total.setAttribute('data-stage',s.stage);
   total.setAttribute('data-total-time-s',String(res.total));
   var mem=entry.memory.map(function(t){return ev(t,env);});
@@ -178,6 +225,8 @@ def section(data: dict, initial: dict) -> str:
             '<h2 id="live-view">Live: any setting, computed in this page</h2>'
             f'<form id="live" onsubmit="return false">{controls}</form>'
             '<p id="live-summary"><span id="live-total"></span></p>'
+            f'<svg id="live-roofline" width="640" height="380" '
+            'xmlns="http://www.w3.org/2000/svg"></svg>'
             '<table class="ops" id="live-ops"></table>'
             f'<script type="application/json" id="costdsl-live">{_json(data)}</script>'
             f'<script type="application/json" id="costdsl-colours">{_json(BOUND_COLOUR)}'
