@@ -493,6 +493,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--live", action="store_true",
                    help="controls that recompute every op in the page (batch, seq, bitwidths, "
                         "the hardware among --hw A,B,...), the view kept in the URL")
+    p.add_argument("--compare", metavar="MODEL",
+                   help="with --live: a second model the page compares with (the model without "
+                        "its passes is offered too, where it has some)")
     p.add_argument("-o", "--out", required=True, metavar="FILE.html")
     p.set_defaults(run=_report)
 
@@ -1214,9 +1217,24 @@ def _report(args) -> str:
     data = model.report_data(systems[0], args.batch, args.seq, stages=_stages(args.stage),
                              **_bits_of(args))
     if args.live:   # (a free parameter has stopped report_data already, with its name)
-        data["live"] = model.live_data(systems, _stages(args.stage))
+        data["live"] = _live_configs(args, model, systems)
     _write(args.out, html_report.render(data))
     return f"wrote {args.out}\n"
+
+
+def _live_configs(args, model, systems) -> dict:
+    """The live page's configurations: the model; without its passes, where it has some; and
+    the --compare model, each on every --hw."""
+    stages = _stages(args.stage)
+    configs = [(model.name, model)]
+    if model.passes:
+        configs.append((f"{model.name} without passes", model.without_passes()))
+    if args.compare:
+        other = api.load(args.compare)
+        configs.append((other.name if other.name != model.name else f"{other.name} "
+                        f"({args.compare})", other))
+    out = [{"label": label, **m.live_data(systems, stages)} for label, m in configs]
+    return {"bits": out[0]["bits"], "configs": out}
 
 
 def _graph(args) -> str:

@@ -137,3 +137,40 @@ def test_several_hw_need_live_and_free_parameters_a_value(tmp_path, capsys):
     assert main(["report", str(family), "--hw", "nvidia-a100-80gb", "--live", "-o", out]) == 2
     err = capsys.readouterr().err
     assert "parameter ffn is still free" in err and "--set ffn=VALUE" in err
+
+
+def test_the_compare_view(tmp_path, page):
+    """Two chips, the model without its pass, another model: the per-stage speedup is the ratio
+    of analyze's totals, and the ops listed as changing bound are those whose CLI bounds
+    differ."""
+    path = tmp_path / "compare.html"
+    assert main(["report", str(MODELS / "llama-2-7b.arch"), "--hw", ",".join(HARDWARE),
+                 "--live", "--pass", "flash_attention()", "--compare", "mistral-7b",
+                 "-o", str(path)]) == 0
+    model = costdsl.load(MODELS / "llama-2-7b.arch", passes=["flash_attention()"])
+    cases = [("0:nvidia-a6000", model, "nvidia-a6000"),
+             ("1:nvidia-a100-80gb", model.without_passes(), "nvidia-a100-80gb"),
+             ("2:nvidia-a100-80gb", costdsl.load(MODELS / "mistral-7b.arch"), "nvidia-a100-80gb")]
+    options, seen = page, []
+    for vs, other, hw in cases:
+        options.goto(f"{path.as_uri()}#batch=180&seq=2048&w_bits=16&a_bits=16&kv_bits=16"
+                     f"&config=0&hw=nvidia-a100-80gb&stage=decode&vs={vs}")
+        options.reload()
+        rows = options.eval_on_selector_all(
+            "tr[data-compare-stage]", "els => els.map(e => [e.dataset.compareStage, "
+                                      "Number(e.dataset.speedup)])")
+        changed = options.eval_on_selector_all(
+            "li[data-op]", "els => els.map(e => [e.dataset.op, e.dataset.boundA, "
+                           "e.dataset.boundB])")
+        assert [r[0] for r in rows] == ["prefill", "decode"]
+        mine = model.analyze("nvidia-a100-80gb", batch=180, seq=2048)
+        theirs = other.analyze(hw, batch=180, seq=2048)
+        for stage, speedup in rows:
+            assert speedup == pytest.approx(mine.stages[stage].total.time_s /
+                                            theirs.stages[stage].total.time_s, rel=1e-9)
+        bounds = {o.name: o.bound for o in theirs.stages["decode"].ops}
+        expected = [[o.name, o.bound, bounds[o.name]] for o in mine.stages["decode"].ops
+                    if o.name in bounds and bounds[o.name] != o.bound]
+        assert changed == expected
+        seen += changed
+    assert seen   # the linears turn compute-bound near batch 172 on the A100, 200 on the A6000

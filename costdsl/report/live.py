@@ -136,7 +136,7 @@ function bytes(b){
   for(var i=0;i<u.length;i++)if(b>=u[i][0])return (b/u[i][0]).toPrecision(3)+' '+u[i][1];
   return b.toFixed(0)+' B';
 }
-var ids=['batch','seq','w_bits','a_bits','kv_bits','hw','stage'];
+var ids=['batch','seq','w_bits','a_bits','kv_bits','config','hw','stage','vs'];
 function read(){var s={};ids.forEach(function(k){s[k]=document.getElementById('c-'+k).value;});
   return s;}
 function fromHash(){
@@ -150,16 +150,50 @@ function toHash(s){
   var h='#'+ids.map(function(k){return k+'='+encodeURIComponent(s[k]);}).join('&');
   if(location.hash!==h)history.replaceState(null,'',h);
 }
-function update(){
-  var s=read(),hw=D.hardware.filter(function(h){return h.key===s.hw;})[0]||D.hardware[0];
-  var entry=hw.stages[s.stage]||hw.stages[Object.keys(hw.stages)[0]];
+/* one configuration (model or passes) on one hardware at the controls' settings */
+function compute(config,hwKey,stageName,s){
+  var cfg=D.configs[Number(config)]||D.configs[0];
+  var hw=cfg.hardware.filter(function(h){return h.key===hwKey;})[0]||cfg.hardware[0];
+  var entry=hw.stages[stageName];
+  if(!entry)return null;
   var pick=entry.pick[s.w_bits+'/'+s.a_bits+'/'+s.kv_bits];
-  var out=document.getElementById('live-ops'),total=document.getElementById('live-total');
   var batch=Number(s.batch),seq=Number(s.seq);
-  if(pick===undefined||!(batch>=1)||!(seq>=1)){total.textContent='settings out of range';return;}
+  if(pick===undefined||!(batch>=1)||!(seq>=1))return null;
   var env={batch:batch,seq:seq,w_bits:Number(s.w_bits),a_bits:Number(s.a_bits),
            kv_bits:Number(s.kv_bits),tokens:1};
-  var res=stage(entry.variants[pick],env);
+  return {cfg:cfg,hw:hw,entry:entry,env:env,res:stage(entry.variants[pick],env)};
+}
+function compare(s){
+  var box=document.getElementById('live-compare');
+  if(!s.vs){box.innerHTML='';return;}
+  var vs=s.vs.split(':'),rows=['<tr><th>stage</th><th>this view</th><th>compared</th>'+
+    '<th>speedup of the compared</th></tr>'],changed=[];
+  Object.keys(D.configs[0].hardware[0].stages).forEach(function(st){
+    var a=compute(s.config,s.hw,st,s),b=compute(vs[0],vs[1],st,s);
+    if(!a||!b)return;
+    rows.push('<tr data-compare-stage="'+st+'" data-a-time-s="'+a.res.total+'" data-b-time-s="'+
+      b.res.total+'" data-speedup="'+(a.res.total/b.res.total)+'"><td>'+st+'</td><td>'+
+      secs(a.res.total)+'</td><td>'+secs(b.res.total)+'</td><td>'+
+      (a.res.total/b.res.total).toFixed(3)+'x</td></tr>');
+    if(st!==s.stage)return;
+    var other={};b.res.ops.forEach(function(o){other[o.name]=o;});
+    a.res.ops.forEach(function(o){
+      var q=other[o.name];
+      if(q&&q.bound!==o.bound)changed.push('<li data-op="'+esc(o.name)+'" data-bound-a="'+
+        o.bound+'" data-bound-b="'+q.bound+'">'+esc(o.name)+': '+o.bound+' &rarr; '+q.bound+
+        '</li>');
+    });
+  });
+  var other=D.configs[Number(vs[0])]||D.configs[0];
+  box.innerHTML='<h3>Compared with '+esc(other.label)+' on '+esc(vs[1])+'</h3><table>'+
+    rows.join('')+'</table><p>Ops of the '+esc(s.stage)+' stage that change bound: '+
+    (changed.length?'</p><ul>'+changed.join('')+'</ul>':'none.</p>');
+}
+function update(){
+  var s=read(),out=document.getElementById('live-ops'),total=document.getElementById('live-total');
+  var got=compute(s.config,s.hw,s.stage,s);
+  if(!got){total.textContent='settings out of range';return;}
+  var hw=got.hw,entry=got.entry,env=got.env,res=got.res;
   var rows=['<tr><th>op</th><th>kind</th><th>×</th><th>bound</th><th>time</th><th>share</th></tr>'];
   res.ops.forEach(function(o){
     rows.push('<tr data-op="'+esc(o.name)+'" data-time-s="'+o.time+'" data-bound="'+o.bound+
@@ -176,10 +210,11 @@ function update(){
   total.setAttribute('data-total-time-s',String(res.total));
   var mem=entry.memory.map(function(t){return ev(t,env);});
   var used=mem[0]+mem[1]+mem[2],fits=used<=hw.capacity;
-  total.innerHTML=esc(s.stage)+' on '+esc(hw.name)+': <b>'+secs(res.total)+'</b>; memory '+
+  total.innerHTML=esc(got.cfg.label)+', '+esc(s.stage)+' on '+esc(hw.name)+': <b>'+secs(res.total)+'</b>; memory '+
     bytes(used)+' (weights '+bytes(mem[0])+', KV '+bytes(mem[1])+', activations '+
     bytes(mem[2])+') of '+bytes(hw.capacity)+': <span class="'+(fits?'':'over')+'">'+
     (fits?'fits':'does not fit')+'</span>';
+  compare(s);
   toHash(s);
 }
 fromHash();
@@ -207,10 +242,16 @@ def _select(name: str, options: list[tuple[str, str]], chosen: str) -> str:
 
 
 def section(data: dict, initial: dict) -> str:
-    """The controls, the live table and the embedded data (`initial`: batch, seq, bitwidths,
-    hardware key and stage the page opens at, unless its URL says otherwise)."""
+    """The controls, the live table, the compare view and the embedded data ({"bits",
+    "configs": [Model.live_data with a "label"]}: the model, and what it is compared with);
+    `initial`: batch, seq, bitwidths, hardware key and stage the page opens at, unless its URL
+    says otherwise."""
     bits = [(f"{b:g}", f"{b:g}") for b in data["bits"]]
-    stages = list(data["hardware"][0]["stages"])
+    configs = data["configs"]
+    hardware = configs[0]["hardware"]
+    stages = list(hardware[0]["stages"])
+    versus = [("", "nothing")] + [(f"{i}:{h['key']}", f"{c['label']} on {h['name']}")
+                                  for i, c in enumerate(configs) for h in hardware]
     controls = "".join([
         f'<label>batch <input id="c-batch" type="number" min="1" step="1" '
         f'value="{initial["batch"]}"></label>',
@@ -218,15 +259,19 @@ def section(data: dict, initial: dict) -> str:
         f'value="{initial["seq"]}"></label>',
         *(f"<label>{n.split('_')[0]} bits {_select(n, bits, f'{initial[n]:g}')}</label>"
           for n in ("w_bits", "a_bits", "kv_bits")),
-        f"<label>hardware {_select('hw', [(h['key'], h['name']) for h in data['hardware']], initial['hw'])}"
+        f"<label>model {_select('config', [(str(i), c['label']) for i, c in enumerate(configs)], '0')}"
         "</label>",
-        f"<label>stage {_select('stage', [(s, s) for s in stages], initial['stage'])}</label>"])
+        f"<label>hardware {_select('hw', [(h['key'], h['name']) for h in hardware], initial['hw'])}"
+        "</label>",
+        f"<label>stage {_select('stage', [(s, s) for s in stages], initial['stage'])}</label>",
+        f"<label>compare with {_select('vs', versus, '')}</label>"])
     return (f"<style>{_STYLE}</style>"
             '<h2 id="live-view">Live: any setting, computed in this page</h2>'
             f'<form id="live" onsubmit="return false">{controls}</form>'
             '<p id="live-summary"><span id="live-total"></span></p>'
             f'<svg id="live-roofline" width="640" height="380" '
             'xmlns="http://www.w3.org/2000/svg"></svg>'
+            '<div id="live-compare"></div>'
             '<table class="ops" id="live-ops"></table>'
             f'<script type="application/json" id="costdsl-live">{_json(data)}</script>'
             f'<script type="application/json" id="costdsl-colours">{_json(BOUND_COLOUR)}'
