@@ -434,3 +434,16 @@ def test_a_written_calibration_loads_back_and_predicts_the_same(efficiency, tmp_
     # the file rounds the fractions to 4 digits: the same error to within 0.01 points
     assert judged["models"]["calibrated"]["mape_percent"] == pytest.approx(
         fitted["errors"]["calibrated"]["mape_percent"], abs=0.01)
+
+
+@pytest.mark.parametrize("hw", ["nvidia-a100-80gb", "nvidia-h100-sxm"])
+def test_a_crossover_with_a_symbol_left_free_on_a_calibrated_chip(hw, capsys):
+    """`crossover --solve batch --free seq` of prefill on a calibrated file stopped with an
+    internal error (a min/max of the free seq reached float(), then sympy's limit): each op
+    is still answered, and the stage balance says why it has no closed form."""
+    assert main(["crossover", str(MODELS / "llama-2-7b.arch"), "--hw", hw, "--stage",
+                 "prefill", "--solve", "batch", "--free", "seq"]) == 0
+    out = capsys.readouterr().out
+    assert "internal error" not in out
+    assert "stage balance: total compute time equals total memory time at no batch found in " \
+           "closed form while seq stays free" in out

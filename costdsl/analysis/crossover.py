@@ -270,7 +270,10 @@ def resolve_minmax(expr: sympy.Expr, x: sympy.Symbol, probe: float) -> sympy.Exp
     and each Piecewise in x by its branch there, so that between two breakpoints the expression
     is a plain polynomial ratio."""
     def active(f):
-        values = [float(a.subs(x, probe)) for a in f.args]
+        values = [a.subs(x, probe) for a in f.args]
+        if not all(v.is_number for v in values):
+            return f     # depends on a symbol left free: keep it whole
+        values = [float(v) for v in values]
         chosen = min(values) if isinstance(f, sympy.Min) else max(values)
         return f.args[values.index(chosen)]
 
@@ -487,7 +490,12 @@ def _balance(compute: sympy.Expr, memory: sympy.Expr, x: sympy.Symbol):
         for root, _, _ in roots_in(c - m, x, {}, low, high):
             return root, None
     c, m = (resolve_minmax(e, x, pieces[-1][2]) for e in (compute, memory))
-    ratio = _limit(c / m, x) if m != 0 else sympy.oo
+    try:
+        ratio = _limit(c / m, x) if m != 0 else sympy.oo
+    except (NotImplementedError, TypeError, ValueError):   # a min/max of symbols left free
+        free = ", ".join(sorted(s.name for s in (c / m).free_symbols - {x}))
+        return None, (f"total compute time equals total memory time at no {x.name} found in "
+                      f"closed form while {free} stays free")
     return None, (f"total compute time never equals total memory time; their ratio tends to "
                   f"{sympy.N(ratio, 4)} as {x.name} grows")
 
