@@ -28,7 +28,7 @@ from .analysis.memory import LazyMemory, StageMemory, memory_numbers, stage_memo
 from .analysis.params import OpParams, active_params, op_params, total_params
 from .analysis.plan import OBJECTIVES, PlanResult, evaluate_plan, layouts as plan_layouts
 from .analysis.plan import layout_passes, rank
-from .analysis.export import memory_record, stage_record
+from .analysis.export import crossover_records, memory_record, stage_record
 from .serving.iteration import IterationCost, iteration_cost
 from .analysis.compiled import cached_functions
 from .analysis.evaluate import GridFunctions, total_expression
@@ -796,10 +796,13 @@ class Model:
                 "edges": {st: [(u, v) for u, v in self.graph(st).edges] for st in stages}}
 
     def live_data(self, hws: Iterable[str | Hardware], stages: Iterable[str] = STAGES,
-                  bits: Iterable[float] = LIVE_BITS) -> dict:
+                  bits: Iterable[float] = LIVE_BITS,
+                  crossover_bits: tuple[float, float, float] | None = (16, 16, 16)) -> dict:
         """What a live report evaluates in the browser, as plain data: per hardware and stage,
         each distinct roofline over the bitwidth choices (bitwidths that give the same compute
-        types share one) as expression trees (analysis.export), and the memory of each stage."""
+        types share one) as expression trees (analysis.export), the memory of each stage, and
+        at `crossover_bits` (None: none) each op's crossover in batch as a closed form in seq
+        and in seq as one in batch."""
         bits = tuple(bits)
         out = {"model": self.name, "bits": list(bits), "hardware": []}
         for h in hws:
@@ -818,8 +821,29 @@ class Model:
                         variants.append(stage_record(self._roofline(stage, hw, settings)))
                     pick[f"{w:g}/{a:g}/{kv:g}"] = keys[key]
                 entry["stages"][stage] = {"variants": variants, "pick": pick,
-                                          "memory": memory_record(self.memory(stage))}
+                                          "memory": memory_record(self.memory(stage)),
+                                          "crossovers": self._live_crossovers(
+                                              hw, stage, crossover_bits)
+                                          if crossover_bits else None}
             out["hardware"].append(entry)
+        return out
+
+    def _live_crossovers(self, hw: Hardware, stage: str, bits: tuple[float, float, float]
+                         ) -> dict:
+        """Each op's switch in batch (seq left free) and in seq (batch left free), with the
+        hardware's figures put in, as trees: {"bits": "w/a/kv", "batch": [...], "seq": [...]}."""
+        w, a, kv = bits
+        bandwidth = {o.node.name: o.bandwidth for o in
+                     self._roofline(stage, hw, Settings(1, 1, w, a, kv).validate()).ops}
+        out = {"bits": f"{w:g}/{a:g}/{kv:g}"}
+        for solve, free in (("batch", "seq"), ("seq", "batch")):
+            try:
+                answer = self.crossover(solve, hw, stage, w_bits=w, a_bits=a, kv_bits=kv,
+                                        free=[free])
+            except CostDSLError:
+                out[solve] = []
+                continue
+            out[solve] = crossover_records(answer.ops, bandwidth)
         return out
 
     def fit(self, hw: str | Hardware, seq: int, batch: int = 1, w_bits: float = 16,

@@ -1233,7 +1233,9 @@ def _live_configs(args, model, systems) -> dict:
         other = api.load(args.compare)
         configs.append((other.name if other.name != model.name else f"{other.name} "
                         f"({args.compare})", other))
-    out = [{"label": label, **m.live_data(systems, stages)} for label, m in configs]
+    at = (args.w_bits, args.a_bits, args.kv_bits)   # the markers: the model's, at these bits
+    out = [{"label": label, **m.live_data(systems, stages, crossover_bits=at if i == 0 else None)}
+           for i, (label, m) in enumerate(configs)]
     return {"bits": out[0]["bits"], "configs": out}
 
 

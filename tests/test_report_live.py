@@ -62,14 +62,14 @@ def page(page_file):
         pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         pg.on("pageerror", lambda e: errors.append(str(e)))
         pg.goto(page_file.as_uri())
-        pg.errors = errors
+        pg.errors, pg.base = errors, page_file.as_uri()
         yield pg
         b.close()
 
 
 def _view(page, batch, seq, w, a, kv, hw, stage):
-    page.goto(f"{page.url.split('#')[0]}#batch={batch}&seq={seq}&w_bits={w}&a_bits={a}"
-              f"&kv_bits={kv}&hw={hw}&stage={stage}")
+    page.goto(f"{page.base}#batch={batch}&seq={seq}&w_bits={w}&a_bits={a}"
+              f"&kv_bits={kv}&config=0&hw={hw}&stage={stage}&vs=")
     page.reload()
     rows = page.eval_on_selector_all(
         "tr[data-op]", "els => els.map(e => [e.dataset.op, e.dataset.timeS, e.dataset.bound])")
@@ -174,3 +174,25 @@ def test_the_compare_view(tmp_path, page):
         assert changed == expected
         seen += changed
     assert seen   # the linears turn compute-bound near batch 172 on the A100, 200 on the A6000
+
+
+@pytest.mark.parametrize("stage, batch, seq", [("prefill", 4, 512), ("decode", 64, 4096)])
+def test_crossover_markers_are_the_closed_forms(page, stage, batch, seq):
+    """Each marker is the op's crossover solved with the other symbol left free, evaluated in
+    the page at this view's settings: `crossover --solve batch` at this seq, and `--solve seq`
+    at this batch, give the same values."""
+    _view(page, batch, seq, 16, 16, 16, "nvidia-a100-80gb", stage)
+    marks = page.eval_on_selector_all(
+        "g.crossover", "els => els.map(e => [e.dataset.axis, e.dataset.op, "
+                       "Number(e.dataset.value)])")
+    model = costdsl.load(MODELS / "llama-2-7b.arch")
+    for axis in ("batch", "seq"):
+        cli = model.crossover(axis, "nvidia-a100-80gb", stage, batch=batch, seq=seq)
+        expected = {c.op: c.value for c in cli.ops if c.value is not None and c.value >= 1}
+        shown = {op: v for a, op, v in marks if a == axis}
+        assert set(shown) == set(expected), axis
+        for op, value in shown.items():
+            assert value == pytest.approx(expected[op], rel=1e-9), (axis, op)
+    assert any(a == "seq" for a, _, _ in marks) or stage == "decode"
+    page.select_option("#c-w_bits", "8")
+    assert "solved at 16/16/16 bits" in page.inner_text("#live-markers")

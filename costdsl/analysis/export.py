@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import math
 
-from .compiled import to_tree
+import sympy
+
+from .compiled import Unsupported, to_tree
+from .. import symbols as S
 from .evaluate import stage_rows, static_numbers
 from .memory import memory_rows
 from .roofline import StageRoofline
@@ -40,3 +43,20 @@ def stage_record(stage: StageRoofline) -> dict:
 def memory_record(memory) -> list:
     """Weights, KV cache and activation peak of one device, as trees."""
     return [to_tree(r) for r in memory_rows(memory)[:3]]
+
+
+def crossover_records(crossovers, bandwidth: dict[str, float]) -> list[dict]:
+    """Each op's crossover as a tree in the symbols left free, the op's peak and bandwidth put
+    in (the printed form keeps them as symbols); ops without one, or with a root the tree form
+    lacks, are left out."""
+    out = []
+    for c in crossovers:
+        if c.expression is None or c.ridge is None or c.op not in bandwidth:
+            continue
+        b = bandwidth[c.op]
+        expr = sympy.sympify(c.expression).subs({S.peak: c.ridge * b, S.bandwidth: b})
+        try:
+            out.append({"op": c.op, "tree": to_tree(expr), "direction": c.direction or ""})
+        except Unsupported:
+            continue
+    return out

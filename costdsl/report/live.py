@@ -126,6 +126,46 @@ function chart(hw,ops,total){
     '(operations / byte)</text>');
   document.getElementById('live-roofline').innerHTML=s.join('');
 }
+/* where each op changes bound: its closed-form crossover at the other settings, on an axis */
+function markers(cx,s,env){
+  var box=document.getElementById('live-markers');
+  if(!cx){box.innerHTML='';return;}
+  if(cx.bits!==s.w_bits+'/'+s.a_bits+'/'+s.kv_bits){
+    box.innerHTML='<p class="note">Crossover markers: solved at '+esc(cx.bits)+
+      ' bits (weights/activations/KV); choose them to see where each op changes bound.</p>';
+    return;}
+  box.innerHTML=[['batch',Number(s.batch)],['seq',Number(s.seq)]].map(function(a){
+    var pts=[];
+    cx[a[0]].forEach(function(c){var v=ev(c.tree,env);
+      if(isFinite(v)&&v>=1)pts.push({op:c.op,v:v,dir:c.direction});});
+    return strip(a[0],pts,a[1]);
+  }).join('');
+}
+function strip(name,pts,current){
+  var lg=Math.log10,hi=Math.max(current*4,1024),W2=640,L=50;
+  pts.forEach(function(p){hi=Math.max(hi,p.v*2);});
+  function px(v){return L+lg(v)/lg(hi)*(W2-2*L);}
+  var s=['<line x1="'+L+'" y1="40" x2="'+(W2-L)+'" y2="40" stroke="#999"/>'];
+  for(var d=0;d<=Math.floor(lg(hi));d++)s.push('<text x="'+px(Math.pow(10,d))+
+    '" y="55" font-size="9" text-anchor="middle">1e'+d+'</text>');
+  var groups={};
+  pts.forEach(function(p){
+    s.push('<g class="crossover" data-axis="'+name+'" data-op="'+esc(p.op)+'" data-value="'+
+      p.v+'"><line x1="'+px(p.v)+'" y1="30" x2="'+px(p.v)+'" y2="40" stroke="'+
+      (p.dir==='memory->compute'?COLOUR.compute:COLOUR.memory)+'"/><title>'+esc(p.op)+
+      ': '+p.dir+' at '+name+' '+p.v.toPrecision(4)+'</title></g>');
+    var at=Math.round(px(p.v)/30);
+    (groups[at]=groups[at]||{x:px(p.v),n:[]}).n.push(p.op.split('.').pop());
+  });
+  Object.keys(groups).forEach(function(k,i){var g=groups[k];
+    s.push('<text x="'+g.x+'" y="'+(i%2?14:25)+'" font-size="9" text-anchor="middle">'+
+      esc(g.n.slice(0,3).join(', ')+(g.n.length>3?', ...':''))+'</text>');});
+  s.push('<path d="M'+px(current)+',40 l-5,9 l10,0 z" fill="#222"><title>'+name+' '+current+
+    '</title></path>');
+  return '<div><b>'+name+'</b>: where each op changes bound (the triangle: this view)<br>'+
+    '<svg class="axis" width="'+W2+'" height="60" xmlns="http://www.w3.org/2000/svg">'+
+    s.join('')+'</svg></div>';
+}
 function secs(s){
   if(!isFinite(s))return String(s);
   var a=Math.abs(s),u=a>=1?[1,'s']:a>=1e-3?[1e3,'ms']:a>=1e-6?[1e6,'us']:[1e9,'ns'];
@@ -206,6 +246,7 @@ function update(){
   });
   out.innerHTML=rows.join('');
   chart(hw,res.ops,res.total);
+  markers(entry.crossovers,s,env);
   total.setAttribute('data-stage',s.stage);
   total.setAttribute('data-total-time-s',String(res.total));
   var mem=entry.memory.map(function(t){return ev(t,env);});
@@ -269,6 +310,7 @@ def section(data: dict, initial: dict) -> str:
             '<h2 id="live-view">Live: any setting, computed in this page</h2>'
             f'<form id="live" onsubmit="return false">{controls}</form>'
             '<p id="live-summary"><span id="live-total"></span></p>'
+            '<div id="live-markers"></div>'
             f'<svg id="live-roofline" width="640" height="380" '
             'xmlns="http://www.w3.org/2000/svg"></svg>'
             '<div id="live-compare"></div>'
