@@ -1012,7 +1012,7 @@ def _slo(text: str | None) -> dict | None:
 
 def _search(args) -> str:
     from .serving.executor import default_workers
-    from .serving.search import MODES, SCHEDULERS, SLO, Workload
+    from .serving.search import MODES, SCHEDULERS, Workload
     from .report import search as search_report
     from . import plots
     from .hardware import load_hardware

@@ -6,7 +6,6 @@ settings, op by op, within 1e-9 relative; its bounds give the graph's colours. S
 over batch 1-1024, seq 128-128k and bitwidths 4-16, on a calibrated file (the A100 80GB: vLLM's
 fitted efficiencies, launch costs, L2) and an ideal one (the RTX A6000).
 """
-import itertools
 import re
 import shutil
 

@@ -233,18 +233,20 @@ def test_cli_text_json_csv_and_plot(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--slo", "ttft=1s,quantile=p100", "--rate", "1"], "quantile must be in (0, 1)"),
-    (["--slo", "ttft=1s,quantile=x", "--rate", "1"], "quantile must be pNN"),
-    (["--slo", "ttft=1s", "--rate", "0"], "--rate must be a positive number"),
-    (["--slo", "ttft=1s", "--rate", "1", "--gpus", "0"], "--gpus"),
-    (["--slo", "ttft=1s", "--rate", "1", "--price", "nvidia-h100-sxm=2"],
+    (["--slo", "ttft=1s,tpot=1s,quantile=p100", "--rate", "1"], "quantile must be in (0, 1)"),
+    (["--slo", "ttft=1s,tpot=1s,quantile=x", "--rate", "1"], "quantile must be pNN"),
+    (["--slo", "ttft=1s,tpot=1s", "--rate", "0"], "--rate must be a positive number"),
+    (["--slo", "ttft=1s,tpot=1s", "--rate", "1", "--gpus", "0"], "--gpus"),
+    (["--slo", "ttft=1s,tpot=1s", "--rate", "1", "--price", "nvidia-h100-sxm=2"],
      "--price names 'nvidia-h100-sxm', not among the systems searched"),
-    (["--slo", "ttft=1s", "--rate", "1", "--price", "nvidia-dgx-a100=free"],
+    (["--slo", "ttft=1s,tpot=1s", "--rate", "1", "--price", "nvidia-dgx-a100=free"],
      "expected HARDWARE=DOLLARS_PER_GPU_HOUR"),
-    (["--slo", "ttft=1s", "--rate", "1", "--objective", "cost"],
+    (["--slo", "ttft=1s,tpot=1s", "--rate", "1", "--objective", "cost"],
      "--objective cost needs a price for nvidia-dgx-a100"),
-    (["--slo", "ttft=1s", "--rate", "1", "--mode", "fleet"], "expected some of aggregated"),
+    (["--slo", "ttft=1s,tpot=1s", "--rate", "1", "--mode", "fleet"],
+     "expected some of aggregated"),
     (["--slo", "e2e=1s", "--rate", "1"], "search takes ttft= and tpot="),
+    (["--slo", "tpot=50ms", "--rate", "1"], "needs both a TTFT and a TPOT target"),
 ])
 def test_bad_input_is_a_clear_error(extra, message, capsys):
     args = ["search", str(MODELS / "llama-2-7b.arch"), "--hw", SYSTEM, "--isl", "128",
@@ -261,7 +263,7 @@ def test_bad_input_is_a_clear_error(extra, message, capsys):
 def test_too_few_gpus_says_so(capsys):
     """Llama-2-70B in 16 bits needs more than one 80 GB A100."""
     assert main(["search", str(MODELS / "llama-2-70b.arch"), "--hw", SYSTEM, "--isl", "128",
-                 "--osl", "16", "--slo", "ttft=1s", "--rate", "1", "--gpus", "1",
+                 "--osl", "16", "--slo", "ttft=1s,tpot=1s", "--rate", "1", "--gpus", "1",
                  "--workers", "1"]) == 2
     assert "no layout of the model fits in 1 GPU" in capsys.readouterr().err
 
@@ -269,7 +271,7 @@ def test_too_few_gpus_says_so(capsys):
 def test_lengths_come_from_one_place(capsys, tmp_path):
     path = tmp_path / "r.csv"
     path.write_text("arrival_s,prompt_tokens,output_tokens\n0,100,10\n1,200,20\n")
-    base = ["search", str(MODELS / "llama-2-7b.arch"), "--hw", SYSTEM, "--slo", "ttft=1s",
+    base = ["search", str(MODELS / "llama-2-7b.arch"), "--hw", SYSTEM, "--slo", "ttft=1s,tpot=1s",
             "--rate", "1", "--workers", "1"]
     assert main(base + ["--requests", str(path), "--isl", "5"]) == 2
     assert "--requests gives the lengths" in capsys.readouterr().err

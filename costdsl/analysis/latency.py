@@ -13,14 +13,16 @@ total is a Piecewise in `gen` whose breakpoints are where the last step crosses 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from typing import Callable
 
 import numpy as np
 import sympy
 
 from .records import Settings, stage_result
 from .crossover import stage_crossover
-from .evaluate import evaluate
+from .evaluate import evaluate, stage_time
 from ..hardware import Hardware
 from .roofline import StageRoofline
 from .. import symbols as S
@@ -33,11 +35,30 @@ class Latency:
     ttft_s: float                 # time to first token: the prefill
     tpot_s: float                 # mean time per output token after the first
     e2e_s: float                  # end to end: prefill and every decode step
-    step_time: sympy.Expr         # one decode step, Piecewise in seq (tokens cached)
-    decode_total: sympy.Expr      # all decode steps, Piecewise in gen
-    request_total: sympy.Expr     # prefill + decode_total, in gen
     time_model: str = "ideal"     # "ideal" or "efficiency": which model the times come from
     stack: str | None = None      # the serving stack whose kernels priced them (efficiency)
+    closed_forms: Callable[[], tuple] | None = field(default=None, repr=False, compare=False)
+    """Builds (step time, decode total, request total) when first asked: solving the step's
+    crossovers in seq and summing its pieces costs about a second, the numbers a millisecond."""
+
+    @cached_property
+    def _forms(self) -> tuple:
+        return self.closed_forms()
+
+    @property
+    def step_time(self) -> sympy.Expr:
+        """One decode step, Piecewise in seq (tokens cached)."""
+        return self._forms[0]
+
+    @property
+    def decode_total(self) -> sympy.Expr:
+        """All decode steps, Piecewise in gen."""
+        return self._forms[1]
+
+    @property
+    def request_total(self) -> sympy.Expr:
+        """prefill + decode_total, in gen."""
+        return self._forms[2]
 
     @property
     def tokens_per_s_per_user(self) -> float:
@@ -79,16 +100,38 @@ def decode_sum(step_time: sympy.Expr, seq0: int) -> sympy.Expr:
     return sympy.Piecewise(*pieces)
 
 
+NUMERIC_STEPS = 2_000_000
+"""Decode steps summed numerically (one vectorised evaluation of the compiled step time, a
+few milliseconds); a longer request takes its total from the closed form."""
+
+
 def request_latency(prefill: StageRoofline, decode: StageRoofline, hw: Hardware,
                     settings: Settings, gen: int) -> Latency:
-    values = {k: v for k, v in settings.values().items() if k != S.seq}
-    step = stage_crossover(decode, hw, S.seq, values).time
-    decode_total = decode_sum(step, settings.seq)
+    """The request's numbers now (the decode steps summed over every cache length: the same
+    sum the closed form states), its closed forms when asked."""
     ttft = stage_result(prefill, settings).total.time_s
-    total_decode = float(decode_total.subs(S.gen, gen)) if gen > 1 else 0.0
-    return Latency(settings, gen, ttft, total_decode / (gen - 1) if gen > 1 else 0.0,
-                   ttft + total_decode, step, decode_total,
-                   sympy.Float(ttft, 15) + decode_total, hw.time_model, hw.stack)
+
+    def closed_forms() -> tuple:
+        values = {k: v for k, v in settings.values().items() if k != S.seq}
+        step = stage_crossover(decode, hw, S.seq, values).time
+        total = decode_sum(step, settings.seq)
+        return step, total, sympy.Float(ttft, 15) + total
+
+    latency = Latency(settings, gen, ttft, 0.0, ttft, hw.time_model, hw.stack, closed_forms)
+    if gen <= 1:
+        return latency
+    if gen - 1 <= NUMERIC_STEPS:
+        total_decode = _decode_steps(decode, settings, gen)
+    else:
+        total_decode = float(latency.decode_total.subs(S.gen, gen))
+    return replace(latency, tpot_s=total_decode / (gen - 1), e2e_s=ttft + total_decode)
+
+
+def _decode_steps(decode: StageRoofline, settings: Settings, gen: int) -> float:
+    """sum_{c = seq}^{seq + gen - 2} decode(c), every step evaluated (stage_time's compiled
+    function, from the compile cache where it is warm)."""
+    cached = np.arange(settings.seq, settings.seq + gen - 1, dtype=float)
+    return float(np.sum(stage_time(decode, {**settings.values(), S.seq: cached})))
 
 
 def stepwise_decode_total(decode: StageRoofline, settings: Settings, gen: int) -> float:

@@ -88,13 +88,16 @@ function chart(hw,ops,total){
   var pts=ops.filter(function(o){return o.typed&&o.flops>0&&o.bytes>0;}).map(function(o){
     var x=o.flops/o.bytes;return {o:o,x:x,y:Math.min(o.peak,x*o.bandwidth)};});
   var peaks=Object.keys(hw.peak).map(function(k){return [k,hw.peak[k]];});
-  var xs=pts.map(function(p){return p.x;}).concat(peaks.map(function(p){return p[1]/hw.bandwidth;}));
+  var xs=pts.map(function(p){return p.x;})
+    .concat(peaks.map(function(p){return p[1]/hw.bandwidth;}));
   var ys=pts.map(function(p){return p.y;}).concat(peaks.map(function(p){return p[1];}));
-  var lg=Math.log10,x0=lg(Math.min.apply(null,xs.concat([0.1]))/2),x1=lg(Math.max.apply(null,xs)*4);
+  var lg=Math.log10,x0=lg(Math.min.apply(null,xs.concat([0.1]))/2);
+  var x1=lg(Math.max.apply(null,xs)*4);
   var y0=lg(Math.min.apply(null,ys)/4),y1=lg(Math.max.apply(null,ys)*2);
   function px(v){return P+(lg(v)-x0)/(x1-x0)*(W-2*P);}
   function py(v){return H-P-(lg(v)-y0)/(y1-y0)*(H-2*P);}
-  var s=['<rect x="'+P+'" y="'+P+'" width="'+(W-2*P)+'" height="'+(H-2*P)+'" fill="none" stroke="#ccc"/>'];
+  var s=['<rect x="'+P+'" y="'+P+'" width="'+(W-2*P)+'" height="'+(H-2*P)+
+    '" fill="none" stroke="#ccc"/>'];
   peaks.forEach(function(p){
     var ridge=p[1]/hw.bandwidth,start=Math.max(Math.pow(10,x0),Math.pow(10,y0)/hw.bandwidth);
     s.push('<polyline fill="none" stroke="#555" points="'+px(start)+','+py(start*hw.bandwidth)+
@@ -234,7 +237,8 @@ function update(){
   var got=compute(s.config,s.hw,s.stage,s);
   if(!got){total.textContent='settings out of range';return;}
   var hw=got.hw,entry=got.entry,env=got.env,res=got.res;
-  var rows=['<tr><th>op</th><th>kind</th><th>×</th><th>bound</th><th>time</th><th>share</th></tr>'];
+  var rows=['<tr><th>op</th><th>kind</th><th>×</th><th>bound</th><th>time</th>'+
+    '<th>share</th></tr>'];
   res.ops.forEach(function(o){
     rows.push('<tr data-op="'+esc(o.name)+'" data-time-s="'+o.time+'" data-bound="'+o.bound+
       '"><td>'+esc(o.name)+'</td><td>'+esc(o.kind)+'</td><td>'+o.repeat+'</td><td style="color:'+
@@ -251,7 +255,8 @@ function update(){
   total.setAttribute('data-total-time-s',String(res.total));
   var mem=entry.memory.map(function(t){return ev(t,env);});
   var used=mem[0]+mem[1]+mem[2],fits=used<=hw.capacity;
-  total.innerHTML=esc(got.cfg.label)+', '+esc(s.stage)+' on '+esc(hw.name)+': <b>'+secs(res.total)+'</b>; memory '+
+  total.innerHTML=esc(got.cfg.label)+', '+esc(s.stage)+' on '+esc(hw.name)+': <b>'+
+    secs(res.total)+'</b>; memory '+
     bytes(used)+' (weights '+bytes(mem[0])+', KV '+bytes(mem[1])+', activations '+
     bytes(mem[2])+') of '+bytes(hw.capacity)+': <span class="'+(fits?'':'over')+'">'+
     (fits?'fits':'does not fit')+'</span>';
@@ -291,6 +296,8 @@ def section(data: dict, initial: dict) -> str:
     configs = data["configs"]
     hardware = configs[0]["hardware"]
     stages = list(hardware[0]["stages"])
+    labels = [(str(i), c["label"]) for i, c in enumerate(configs)]
+    chips = [(h["key"], h["name"]) for h in hardware]
     versus = [("", "nothing")] + [(f"{i}:{h['key']}", f"{c['label']} on {h['name']}")
                                   for i, c in enumerate(configs) for h in hardware]
     controls = "".join([
@@ -300,10 +307,8 @@ def section(data: dict, initial: dict) -> str:
         f'value="{initial["seq"]}"></label>',
         *(f"<label>{n.split('_')[0]} bits {_select(n, bits, f'{initial[n]:g}')}</label>"
           for n in ("w_bits", "a_bits", "kv_bits")),
-        f"<label>model {_select('config', [(str(i), c['label']) for i, c in enumerate(configs)], '0')}"
-        "</label>",
-        f"<label>hardware {_select('hw', [(h['key'], h['name']) for h in hardware], initial['hw'])}"
-        "</label>",
+        f"<label>model {_select('config', labels, '0')}</label>",
+        f"<label>hardware {_select('hw', chips, initial['hw'])}</label>",
         f"<label>stage {_select('stage', [(s, s) for s in stages], initial['stage'])}</label>",
         f"<label>compare with {_select('vs', versus, '')}</label>"])
     return (f"<style>{_STYLE}</style>"

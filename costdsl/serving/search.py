@@ -60,9 +60,12 @@ class SLO:
     quantile: float = 0.9
 
     def validate(self) -> "SLO":
-        if self.ttft_s is None and self.tpot_s is None:
-            raise EvaluationError("the SLO names no target", hint='e.g. --slo "ttft=1s,'
-                                                                 'tpot=50ms"')
+        if self.ttft_s is None or self.tpot_s is None:
+            # a rate past what the server keeps up with still meets a TPOT target alone (the
+            # queue grows before prefill) and a TTFT target alone sizes no decode pool
+            raise EvaluationError("the search's SLO needs both a TTFT and a TPOT target",
+                                  hint='e.g. --slo "ttft=1s,tpot=50ms" (a loose one, such as '
+                                       'tpot=1s, where only the other matters)')
         if not 0 < self.quantile < 1:
             raise EvaluationError(f"the SLO's quantile must be in (0, 1), got {self.quantile!r}",
                                   hint="e.g. quantile=p90 or quantile=0.9")
