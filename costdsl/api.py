@@ -820,11 +820,11 @@ class Model:
                         keys[key] = len(variants)
                         variants.append(stage_record(self._roofline(stage, hw, settings)))
                     pick[f"{w:g}/{a:g}/{kv:g}"] = keys[key]
+                solved = crossover_bits and stage in ("prefill", "decode")
                 entry["stages"][stage] = {"variants": variants, "pick": pick,
                                           "memory": memory_record(self.memory(stage)),
                                           "crossovers": self._live_crossovers(
-                                              hw, stage, crossover_bits)
-                                          if crossover_bits else None}
+                                              hw, stage, crossover_bits) if solved else None}
             out["hardware"].append(entry)
         return out
 

@@ -1225,7 +1225,7 @@ def _report(args) -> str:
 def _live_configs(args, model, systems) -> dict:
     """The live page's configurations: the model; without its passes, where it has some; and
     the --compare model, each on every --hw."""
-    stages = _stages(args.stage)
+    stages = _stages(args.stage) + ("step",)   # the step: `tokens` new over `seq` cached
     configs = [(model.name, model)]
     if model.passes:
         configs.append((f"{model.name} without passes", model.without_passes()))

@@ -66,8 +66,8 @@ def page(page_file):
         b.close()
 
 
-def _view(page, batch, seq, w, a, kv, hw, stage):
-    page.goto(f"{page.base}#batch={batch}&seq={seq}&w_bits={w}&a_bits={a}"
+def _view(page, batch, seq, w, a, kv, hw, stage, tokens=16):
+    page.goto(f"{page.base}#batch={batch}&seq={seq}&tokens={tokens}&w_bits={w}&a_bits={a}"
               f"&kv_bits={kv}&config=0&hw={hw}&stage={stage}&vs=")
     page.reload()
     rows = page.eval_on_selector_all(
@@ -195,3 +195,17 @@ def test_crossover_markers_are_the_closed_forms(page, stage, batch, seq):
     assert any(a == "seq" for a, _, _ in marks) or stage == "decode"
     page.select_option("#c-w_bits", "8")
     assert "solved at 16/16/16 bits" in page.inner_text("#live-markers")
+
+
+@pytest.mark.parametrize("tokens, hw", [(4, "nvidia-a100-80gb"), (512, "nvidia-a6000")])
+def test_the_step_stage_with_its_tokens(page, tokens, hw):
+    """The step stage (`tokens` new per sequence over `seq` cached: speculative verification,
+    chunked prefill) at the page's tokens control is `analyze --stage step --tokens`."""
+    rows, total, _ = _view(page, 12, 3000, 16, 16, 8, hw, "step", tokens=tokens)
+    cli = costdsl.load(MODELS / "llama-2-7b.arch").analyze(
+        hw, batch=12, seq=3000, kv_bits=8, stages=["step"], tokens=tokens).stages["step"]
+    assert [r[0] for r in rows] == [o.name for o in cli.ops]
+    for (name, time_s, bound), o in zip(rows, cli.ops):
+        assert float(time_s) == pytest.approx(o.time_s, rel=1e-9), name
+        assert bound == o.bound, name
+    assert total == pytest.approx(cli.total.time_s, rel=1e-9)

@@ -179,7 +179,7 @@ function bytes(b){
   for(var i=0;i<u.length;i++)if(b>=u[i][0])return (b/u[i][0]).toPrecision(3)+' '+u[i][1];
   return b.toFixed(0)+' B';
 }
-var ids=['batch','seq','w_bits','a_bits','kv_bits','config','hw','stage','vs'];
+var ids=['batch','seq','tokens','w_bits','a_bits','kv_bits','config','hw','stage','vs'];
 function read(){var s={};ids.forEach(function(k){s[k]=document.getElementById('c-'+k).value;});
   return s;}
 function fromHash(){
@@ -200,10 +200,10 @@ function compute(config,hwKey,stageName,s){
   var entry=hw.stages[stageName];
   if(!entry)return null;
   var pick=entry.pick[s.w_bits+'/'+s.a_bits+'/'+s.kv_bits];
-  var batch=Number(s.batch),seq=Number(s.seq);
-  if(pick===undefined||!(batch>=1)||!(seq>=1))return null;
+  var batch=Number(s.batch),seq=Number(s.seq),tokens=Number(s.tokens);
+  if(pick===undefined||!(batch>=1)||!(seq>=1)||!(tokens>=1))return null;
   var env={batch:batch,seq:seq,w_bits:Number(s.w_bits),a_bits:Number(s.a_bits),
-           kv_bits:Number(s.kv_bits),tokens:1};
+           kv_bits:Number(s.kv_bits),tokens:tokens};
   return {cfg:cfg,hw:hw,entry:entry,env:env,res:stage(entry.variants[pick],env)};
 }
 function compare(s){
@@ -212,6 +212,7 @@ function compare(s){
   var vs=s.vs.split(':'),rows=['<tr><th>stage</th><th>this view</th><th>compared</th>'+
     '<th>speedup of the compared</th></tr>'],changed=[];
   Object.keys(D.configs[0].hardware[0].stages).forEach(function(st){
+    if(st==='step'&&s.stage!=='step')return;   /* the step only when it is the view */
     var a=compute(s.config,s.hw,st,s),b=compute(vs[0],vs[1],st,s);
     if(!a||!b)return;
     rows.push('<tr data-compare-stage="'+st+'" data-a-time-s="'+a.res.total+'" data-b-time-s="'+
@@ -305,6 +306,8 @@ def section(data: dict, initial: dict) -> str:
         f'value="{initial["batch"]}"></label>',
         f'<label>seq <input id="c-seq" type="number" min="1" step="1" '
         f'value="{initial["seq"]}"></label>',
+        '<label title="the step stage: new tokens per sequence over seq cached">tokens '
+        '<input id="c-tokens" type="number" min="1" step="1" value="16"></label>',
         *(f"<label>{n.split('_')[0]} bits {_select(n, bits, f'{initial[n]:g}')}</label>"
           for n in ("w_bits", "a_bits", "kv_bits")),
         f"<label>model {_select('config', labels, '0')}</label>",
