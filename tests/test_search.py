@@ -311,3 +311,17 @@ def test_shared_prefixes_raise_the_rate_a_replica_serves(llama):
     with_prefix = llama.search(SYSTEM, slo, cached, workers=1, **one).recommendation
     # measured: 4 GPUs (one tp=4 replica) without, a single GPU with
     assert with_prefix.gpus < without.gpus
+
+
+def test_prefill_and_decode_pools_may_sit_on_different_systems(llama):
+    """With two systems, a disaggregated deployment may prefill on one and decode on the
+    other: every pairing is sized, and its GPUs add up per pool."""
+    r = llama.search(["nvidia-dgx-a100", "nvidia-dgx-h100"], SLO, workload(n=40), workers=1,
+                     modes=("disaggregated",))
+    mixed = [d for d in r.deployments if d.prefill["hardware"] != d.decode["hardware"]]
+    assert mixed
+    for d in mixed:
+        assert d.hardware == f"{d.prefill['hardware']}+{d.decode['hardware']}"
+        gp = d.prefill["layout"]["tp"] * d.prefill["layout"]["pp"]
+        gd = d.decode["layout"]["tp"] * d.decode["layout"]["pp"]
+        assert d.gpus == d.prefill["instances"] * gp + d.decode["instances"] * gd
