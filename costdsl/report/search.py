@@ -30,6 +30,10 @@ def _layout(layout: dict) -> str:
     return "tp={tp} pp={pp} ep={ep}".format(**layout)
 
 
+def _gpus(n: int) -> str:
+    return f"{n} GPU{'s' if n != 1 else ''}"
+
+
 def _short(layout: dict) -> str:
     """tp4, tp2pp2, tp1ep8: the degrees above 1 after tp."""
     return f"tp{layout['tp']}" + "".join(f"{k}{layout[k]}" for k in ("pp", "ep")
@@ -43,10 +47,10 @@ def describe(d) -> str:
         p, q = d.prefill, d.decode
         return (f"disaggregated: {p['instances']} prefill x {_layout(p['layout'])} on "
                 f"{p['hardware']} + {q['instances']} decode x {_layout(q['layout'])} on "
-                f"{q['hardware']} (decode batch <= {d.max_batch}), {bits}: {d.gpus} GPUs")
+                f"{q['hardware']} (decode batch <= {d.max_batch}), {bits}: {_gpus(d.gpus)}")
     return (f"aggregated: {d.replicas} replica{'s' if d.replicas > 1 else ''} x "
             f"{_layout(d.layout)} on {d.hardware}, {d.scheduler} scheduler, batch <= "
-            f"{d.max_batch}, {bits}: {d.gpus} GPUs")
+            f"{d.max_batch}, {bits}: {_gpus(d.gpus)}")
 
 
 def _money(d) -> str:
