@@ -29,11 +29,12 @@ from .analysis.params import OpParams, active_params, op_params, total_params
 from .analysis.plan import OBJECTIVES, PlanResult, evaluate_plan, layouts as plan_layouts
 from .analysis.plan import layout_passes, rank
 from .analysis.export import crossover_records, memory_record, stage_record
-from .serving.iteration import IterationCost, iteration_cost
+from .serving.iteration import IterationCost, cost_record, iteration_cost
 from .analysis.compiled import cached_functions
 from .analysis.evaluate import GridFunctions, total_expression
 from .analysis.memory import memory_rows
 from .serving.executor import Executor
+from .serving.ratesweep import largest_rate, simulate_record
 from .serving.fleet import simulate_fleet
 from .serving.requests import Stream, synthetic
 from .serving.search import (SLO as SearchSLO, SearchResult, Space as SearchSpace, Workload,
@@ -735,31 +736,36 @@ class Model:
     def rate_sweep(self, hw: str | Hardware, rates: Iterable[float], n: int, prompt: str,
                    output: str, seed: int, config: SimConfig, slo: Mapping[str, float],
                    attainment: float = 0.9, w_bits: float = 16, a_bits: float = 16,
-                   kv_bits: float = 16, decoding: "Decoding | str | None" = None
+                   kv_bits: float = 16, decoding: "Decoding | str | None" = None,
+                   workers: int = 1, cluster: str | None = None
                    ) -> tuple[list[tuple[float, Summary]], float | None]:
         """Summaries of synthetic streams at each rate, and the largest rate at which a share
-        `attainment` of the requests meet `slo`, by bisection between the rates that bracket it
-        (a fixed seed: the same stream shape at every rate)."""
+        `attainment` of the requests meet `slo` (serving.ratesweep: the bracketing rates
+        narrowed in rounds; a fixed seed gives the same stream shape at every rate). The
+        simulations of a round run on `workers` local processes or the Dask scheduler at
+        `cluster` (speculative decoding runs here)."""
         if not slo:
             raise EvaluationError("a rate sweep looks for the largest rate meeting an SLO: give "
                                   "--slo", hint='e.g. --slo "ttft=2s,tpot=100ms"')
         if not 0 < attainment <= 1:
             raise EvaluationError(f"the attainment must be a fraction in (0, 1], got {attainment}")
-        run = lambda rate: self.simulate(hw, synthetic(rate, n, prompt, output, seed), config,
-                                         slo, w_bits, a_bits, kv_bits, decoding)[1]
-        rows = [(float(r), run(float(r))) for r in progress.steps("rates", sorted(rates))]
-        good = [r for r, summary in rows if summary.slo_attainment >= attainment]
-        if not good:
-            return rows, None
-        low = max(good)
-        above = [r for r, summary in rows if r > low]
-        if not above:
-            return rows, low
-        high = min(above)
-        for _ in progress.steps("bisecting the largest rate", range(10)):  # 2^-10 of it
-            mid = (low + high) / 2
-            low, high = (mid, high) if run(mid).slo_attainment >= attainment else (low, mid)
-        return rows, low
+        hw = _hardware(hw)
+        config = config.validate()
+        bits = dict(w_bits=w_bits, a_bits=a_bits, kv_bits=kv_bits)
+        streams = lambda rs: [synthetic(r, n, prompt, output, seed) for r in rs]
+        if decoding is not None:
+            many = lambda rs: [self.simulate(hw, s, config, slo, decoding=decoding, **bits)[1]
+                               for s in streams(rs)]
+            return largest_rate(many, rates, attainment)
+        base = {"cost": cost_record(self.iteration_cost(hw, **bits)),
+                "pool": self.kv_pool(hw, config, **bits).__dict__.copy(),
+                "config": config.__dict__.copy(), "slo": dict(slo)}
+        records = lambda rs: [{**base, "arrival": s.arrival_s.tolist(),
+                               "prompt": s.prompt.tolist(), "output": s.output.tolist()}
+                              for s in streams(rs)]
+        with Executor(workers, cluster) as executor:
+            many = lambda rs: executor.map(simulate_record, records(rs))
+            return largest_rate(many, rates, attainment)
 
     def search(self, hw: "str | Hardware | Iterable[str | Hardware]", slo: SearchSLO,
                workload: Workload, workers: int = 1, cluster: str | None = None,

@@ -137,6 +137,9 @@ def _simulation_args(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument("--slo", metavar="LIST", help='e.g. "ttft=2s,tpot=100ms" (also e2e=)')
     p.add_argument("--attainment", type=float, default=0.9,
                    help="share of requests that must meet the SLO in --sweep-rate (default 0.9)")
+    p.add_argument("--workers", type=_positive_int("--workers"), metavar="N",
+                   help="--sweep-rate: local processes that simulate a round's rates together "
+                        "(default: the machine's cores)")
 
 
 def _decoding_arg(p: argparse.ArgumentParser, more: str = "") -> None:
@@ -1160,9 +1163,11 @@ def _simulate(args, plot: str | None = None) -> str:
                     prefix_cache=args.prefix_cache == "on").validate()
     bits = _bits_of(args)
     if args.sweep_rate:
+        from .serving.executor import default_workers
         rows, best = model.rate_sweep(hw, _rates(args.sweep_rate), args.n, args.prompt,
                                       args.output, args.seed, config, slo, args.attainment,
-                                      decoding=getattr(args, "decoding", None), **bits)
+                                      decoding=getattr(args, "decoding", None),
+                                      workers=args.workers or default_workers(), **bits)
         table = [{"rate": r, **sim_report.summary_dict(s)} for r, s in rows]
         wrote = plots.rate(table, best, slo, model.name, hw.name, plot) if plot else None
         if getattr(args, "kind", None) == "rate":  # `plot rate`: the image is the answer

@@ -301,3 +301,24 @@ def test_repeated_decode_iterations_run_in_one_go_with_the_same_numbers(
     assert fast_summary == slow_summary
     if memory < 0.1:
         assert fast_summary.preemptions > 0
+
+
+def test_a_rate_sweep_is_the_same_on_any_workers_and_brackets_its_answer(llama):
+    """The rounds of a sweep run their rates together on a local pool: the same rows and the
+    same largest rate as serially; at that rate 90% of requests meet the SLO, and the bracket
+    above it (a rate that fails) is within 3^-7 of the first bracket."""
+    slo = {"ttft": 1.0, "tpot": 0.05}
+    args = (HW, [10.0, 25.0, 40.0], 80, "lognormal(512, 0.5)", "lognormal(128, 0.5)", 3,
+            Config(scheduler="chunked"), slo)
+    serial_rows, serial = llama.rate_sweep(*args, workers=1)
+    pooled_rows, pooled = llama.rate_sweep(*args, workers=2)
+    assert serial == pooled and serial is not None
+    assert [(r, s) for r, s in serial_rows] == [(r, s) for r, s in pooled_rows]
+    good = [r for r, s in serial_rows if s.slo_attainment >= 0.9]
+    low, high = max(good), min(r for r, _ in serial_rows if r > max(good))
+    assert low <= serial < high
+    at = lambda rate: llama.simulate(HW, synthetic(rate, 80, "lognormal(512, 0.5)",
+                                                   "lognormal(128, 0.5)", 3),
+                                     Config(scheduler="chunked"), slo)[1].slo_attainment
+    assert at(serial) >= 0.9
+    assert at(serial + (high - low) / 3 ** 7) < 0.9 or serial + (high - low) / 3 ** 7 >= high
