@@ -27,7 +27,7 @@ from .analysis.latency import Latency, request_latency
 from .analysis.memory import LazyMemory, StageMemory, memory_numbers, stage_memory
 from .analysis.params import OpParams, active_params, op_params, total_params
 from .analysis.plan import OBJECTIVES, PlanResult, evaluate_plan, layouts as plan_layouts
-from .analysis.plan import layout_passes, rank
+from .analysis.plan import has_experts, layout_passes, rank
 from .analysis.export import crossover_records, memory_record, stage_record
 from .serving.iteration import IterationCost, cost_record, iteration_cost
 from .analysis.compiled import cached_functions
@@ -40,7 +40,7 @@ from .serving.requests import Stream, synthetic
 from .serving.search import (SLO as SearchSLO, SearchResult, Space as SearchSpace, Workload,
                              search as search_deployments)
 from .serving.simulate import (Config as SimConfig, KVPool, Speculative, Summary, Trace,
-                                simulate, summarise)
+                                server_record, simulate, summarise)
 from .analysis.records import Analysis, Settings, check_stages, devices_of, stage_result
 from .analysis.roofline import StageRoofline, compute_type, roofline
 from .analysis.sensitivity import Sensitivity, sensitivity
@@ -594,7 +594,7 @@ class Model:
         bits = tuple(bits)
         if not bits:
             raise EvaluationError("--bits names no bitwidth")
-        moe = any(op.kind == "moe" or op.kind.startswith("expert") for op in self.design.ops)
+        moe = has_experts(self.design)
         plans, skipped = [], []
         for layout in progress.steps("plan: layouts", plan_layouts(hw.count, moe)):
             micro = layout[1] if objective == "throughput" else 1
@@ -757,9 +757,8 @@ class Model:
             many = lambda rs: [self.simulate(hw, s, config, slo, decoding=decoding, **bits)[1]
                                for s in streams(rs)]
             return largest_rate(many, rates, attainment)
-        base = {"cost": cost_record(self.iteration_cost(hw, **bits)),
-                "pool": self.kv_pool(hw, config, **bits).__dict__.copy(),
-                "config": config.__dict__.copy(), "slo": dict(slo)}
+        base = {**server_record(cost_record(self.iteration_cost(hw, **bits)),
+                                self.kv_pool(hw, config, **bits), config), "slo": dict(slo)}
         records = lambda rs: [{**base, "arrival": s.arrival_s.tolist(),
                                "prompt": s.prompt.tolist(), "output": s.output.tolist()}
                               for s in streams(rs)]

@@ -170,6 +170,16 @@ def _hw(args):
     return _ideal(load_hardware(args.hw), args)
 
 
+def _hws(args) -> list:
+    """The hardware of a command that takes several (--hw A,B), each ideal under --ideal."""
+    from .hardware import load_hardware
+    hws = [_ideal(load_hardware(h.strip()), args) for h in args.hw.split(",") if h.strip()]
+    if not hws:
+        raise CostDSLError(f"--hw {args.hw!r}: no hardware named",
+                           hint="e.g. --hw nvidia-a100-80gb,nvidia-h100-sxm")
+    return hws
+
+
 def _ideal(hw, args):
     if getattr(args, "stack", None):
         hw = hw.with_stack(args.stack)
@@ -620,14 +630,10 @@ def _serve_curve(args) -> str:
 
 
 def _sweep(args) -> str:
-    from .hardware import load_hardware
     from .report import sweepout
     from .analysis.sweep import bit_combinations, parse_range, sweep
     model = _load(args)
-    hws = [_ideal(load_hardware(h.strip()), args) for h in args.hw.split(",") if h.strip()]
-    if not hws:
-        raise CostDSLError(f"--hw {args.hw!r}: no hardware named",
-                           hint="e.g. --hw nvidia-a100-80gb,nvidia-h100-sxm")
+    hws = _hws(args)
     notes: list[str] = []
     tokens = parse_range(args.tokens, "tokens", notes=notes) if args.tokens else None
     batches, seqs = parse_range(args.batch, "batch", notes=notes), parse_range(args.seq, "seq",
@@ -964,12 +970,7 @@ def _latency(args) -> str:
 def _plan(args) -> str:
     from .report import plans as plans_report
     model = _load(args)
-    bits = []
-    for part in args.bits.split(","):
-        try:
-            bits.append(_bits(part.strip()))
-        except argparse.ArgumentTypeError as err:
-            raise CostDSLError(f"--bits {args.bits!r}: {err}") from None
+    bits = _bits_list(args.bits, "--bits")
     batch = None if args.max_batch else (args.batch or 1)
     result = model.plan(_hw(args), args.seq, args.gen, batch, args.objective, bits,
                         args.kv_bits, max_batch=args.max_batch or MAX_SIZE)
@@ -1018,9 +1019,8 @@ def _search(args) -> str:
     from .serving.search import MODES, SCHEDULERS, Workload
     from .report import search as search_report
     from . import plots
-    from .hardware import load_hardware
     model = _load(args)
-    systems = [_ideal(load_hardware(h.strip()), args) for h in args.hw.split(",") if h.strip()]
+    systems = _hws(args)
     workload = Workload.from_stream(_search_stream(args), args.rate, args.concurrency)
     space = dict(w_bits=tuple(_bits_list(args.bits, "--bits")),
                  kv_bits=tuple(_bits_list(args.kv_bits_list, "--kv-bits")),
@@ -1093,6 +1093,7 @@ def _search_slo(text: str):
 
 
 def _bits_list(text: str, flag: str) -> list[float]:
+    """Bitwidths from a comma-separated list (plan's and search's --bits)."""
     out = []
     for part in text.split(","):
         try:
@@ -1214,9 +1215,8 @@ def _simulate(args, plot: str | None = None) -> str:
 
 def _report(args) -> str:
     from .report import html as html_report
-    from .hardware import load_hardware
     model = _load(args)
-    systems = [_ideal(load_hardware(h.strip()), args) for h in args.hw.split(",") if h.strip()]
+    systems = _hws(args)
     if len(systems) > 1 and not args.live:
         raise CostDSLError("several --hw make a live report: add --live")
     data = model.report_data(systems[0], args.batch, args.seq, stages=_stages(args.stage),

@@ -45,30 +45,11 @@ def _draw(text: str) -> None:
     sys.stderr.flush()
 
 
-class Counter:
-    """Progress of a loop that is not a for loop: `update(done)` with the count so far."""
-
-    def __init__(self, label: str, total: int):
-        self.label, self.total = label, total
-        self.start = self.last = time.monotonic()
-
-    def update(self, done: int) -> None:
-        if not _enabled:
-            return
-        now = time.monotonic()
-        if now - self.last >= _EVERY_S:
-            _draw(f"{self.label}: {done:,}/{self.total:,} ({now - self.start:.0f} s)")
-            self.last = now
-
-    def close(self) -> None:
-        if _enabled:
-            _draw("")
-
-
 class Line:
     """A status line the work rewrites with its own text (`show`), at most ten times a second."""
 
     def __init__(self):
+        self.start = time.monotonic()
         self.last = 0.0
 
     def show(self, text: str) -> None:
@@ -82,3 +63,17 @@ class Line:
     def close(self) -> None:
         if _enabled:
             _draw("")
+
+
+class Counter(Line):
+    """Progress of a loop that is not a for loop: `update(done)` with the count so far."""
+
+    def __init__(self, label: str, total: int):
+        super().__init__()
+        self.label, self.total = label, total
+        self.last = self.start   # the first line after a tenth of a second: short work draws none
+
+    def update(self, done: int) -> None:
+        if _enabled:   # called every iteration: nothing is formatted when the line is off
+            self.show(f"{self.label}: {done:,}/{self.total:,} "
+                      f"({time.monotonic() - self.start:.0f} s)")

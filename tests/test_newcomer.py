@@ -447,3 +447,17 @@ def test_a_crossover_with_a_symbol_left_free_on_a_calibrated_chip(hw, capsys):
     assert "internal error" not in out
     assert "stage balance: total compute time equals total memory time at no batch found in " \
            "closed form while seq stays free" in out
+
+
+@pytest.mark.parametrize("args", [
+    ["search", "--slo", "ttft=1s,tpot=1s", "--rate", "1", "--isl", "8", "--osl", "8"],
+    ["report", "--live", "-o", "never.html"],
+    ["sweep", "--batch", "1:4:2"]])
+def test_a_hw_list_that_names_nothing(args, capsys, tmp_path, monkeypatch):
+    """`--hw ,` named no hardware: report stopped with an internal IndexError; every command
+    that takes a list of hardware now says so in one line."""
+    monkeypatch.chdir(tmp_path)
+    assert main([args[0], str(MODELS / "llama-2-7b.arch"), "--hw", ","] + args[1:]) == 2
+    err = capsys.readouterr().err
+    assert "--hw ',': no hardware named" in err and "internal error" not in err
+    assert not (tmp_path / "never.html").exists()

@@ -27,6 +27,11 @@ from .. import symbols as S
 OBJECTIVES = ("latency", "throughput")
 
 
+def has_experts(design) -> bool:
+    """Whether the model routes tokens to experts (its layouts may then split them: ep)."""
+    return any(op.kind == "moe" or op.kind.startswith("expert") for op in design.ops)
+
+
 def layouts(count: int, moe: bool) -> list[tuple[int, int, int]]:
     """Every (tp, pp, ep) with tp x pp x ep = count (ep = 1 unless the model has experts)."""
     out = []

@@ -157,10 +157,15 @@ def attention_dims(ins: list[TensorInfo], a: dict) -> dict:
     require_equal(k.width, kv_heads * head_dim, f"key {k.name!r} is not kv_heads x head_dim wide")
     require_equal(v.width, kv_heads * head_dim,
                   f"value {v.name!r} is not kv_heads x head_dim wide")
-    ratio = heads / kv_heads
-    if ratio.is_number and not ratio.is_integer:
-        raise ShapeError(f"heads ({heads}) is not a multiple of kv_heads ({kv_heads})")
+    _shared_heads(heads, kv_heads, "kv_heads")
     return {**a, "head_dim": head_dim, "kv_heads": kv_heads}
+
+
+def _shared_heads(heads, shared, name: str) -> None:
+    """Heads share `shared` groups (of keys and values, of B and C) evenly."""
+    ratio = heads / shared
+    if ratio.is_number and not ratio.is_integer:
+        raise ShapeError(f"heads ({heads}) is not a multiple of {name} ({shared})")
 
 
 ACTIVATIONS = ("swiglu", "geglu", "gelu", "silu", "relu", "relu2")
@@ -301,9 +306,7 @@ def _mamba2(ins, a):
     """Mamba-2 (Dao and Gu 2024, "Transformers are SSMs"): z and x, B, C, dt projected from x,
     a causal conv over x, B and C, the SSD scan over a head_dim x d_state state per head, a
     gated RMSNorm and the output projection. Its state replaces the KV cache."""
-    ratio = a["heads"] / a["groups"]
-    if ratio.is_number and not ratio.is_integer:
-        raise ShapeError(f"heads ({a['heads']}) is not a multiple of groups ({a['groups']})")
+    _shared_heads(a["heads"], a["groups"], "groups")
     return ins[0].width
 
 
@@ -327,9 +330,7 @@ def _deltanet(ins, a):
     step (a, b) projected from x, a causal conv over q, k and v, the gated delta rule over a
     k_dim x v_dim state per value head, a gated RMSNorm and the output projection. Its state
     replaces the KV cache and does not grow with the context."""
-    ratio = a["heads"] / a["k_heads"]
-    if ratio.is_number and not ratio.is_integer:
-        raise ShapeError(f"heads ({a['heads']}) is not a multiple of k_heads ({a['k_heads']})")
+    _shared_heads(a["heads"], a["k_heads"], "k_heads")
     return ins[0].width
 
 

@@ -13,9 +13,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .iteration import cost_from_record
 from .requests import Stream
-from .simulate import Config, KVPool, Summary, simulate, summarise
+from .simulate import Summary, server_of, simulate, summarise
 
 ROUNDS = 7
 POINTS = 2   # rates tried per round
@@ -52,6 +51,5 @@ def simulate_record(record: dict) -> Summary:
     stream = Stream(np.asarray(record["arrival"], dtype=float),
                     np.asarray(record["prompt"], dtype=np.int64),
                     np.asarray(record["output"], dtype=np.int64), "sweep")
-    trace = simulate(stream, cost_from_record(record["cost"]), KVPool(**record["pool"]),
-                     Config(**record["config"]))
+    trace = simulate(stream, *server_of(record))
     return summarise(trace, record["slo"])

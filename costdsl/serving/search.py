@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 import numpy as np
 
@@ -35,13 +36,13 @@ from .. import progress
 from .. import symbols as S
 from ..analysis.evaluate import stage_time
 from ..analysis.memory import evaluate_memory
-from ..analysis.plan import layout_passes, layouts
+from ..analysis.plan import has_experts, layout_passes, layouts
 from ..errors import CostDSLError, EvaluationError
 from ..hardware import Hardware
 from .executor import Executor
 from .iteration import cost_record
 from .requests import Stream, prefix_record
-from .simulate import Config, KVPool
+from .simulate import Config, KVPool, server_record
 from .trial import run_trial
 
 OBJECTIVES = ("gpus", "cost", "throughput_per_gpu")
@@ -107,6 +108,15 @@ class Workload:
     @property
     def mean_output(self) -> float:
         return float(np.mean(self.output))
+
+    @property
+    def mean_prompt(self) -> float:
+        return float(np.mean(self.prompt))
+
+    @property
+    def longest(self) -> int:
+        """The most tokens one request caches (its prompt and output)."""
+        return int(np.max(self.prompt + self.output))
 
     def as_record(self) -> dict:
         record = {"gaps": [float(g) for g in self.gaps],
@@ -230,6 +240,12 @@ class _Layout:
     prefill_one: float        # one prompt's prefill
     prefill_each: float       # a prompt's prefill amortised over the largest prefill batch
 
+    @cached_property
+    def cost(self) -> dict:
+        """The iteration cost as a trial record carries it (one per layout, shared by the
+        scheduler and batch variants tried on it)."""
+        return cost_record(self.model.iteration_cost(self.hw, **self.bits))
+
     def tpot_root(self, tpot: float | None) -> int:
         """The largest batch whose decode step meets `tpot` (all smaller ones meet it too)."""
         if tpot is None:
@@ -242,10 +258,9 @@ def _prepare(model, hw: Hardware, layout, bits: dict, workload: Workload) -> _La
     g = layout[0] * layout[1] * layout[2]
     sub = replace(hw, count=g, nodes=1) if hw.is_system else hw
     compiled = model.with_layout(layout_passes(layout, layout[1]))
-    longest = int(np.max(workload.prompt + workload.output))
-    isl = float(np.mean(workload.prompt))
+    isl = workload.mean_prompt
     values = {S.w_bits: bits["w_bits"], S.a_bits: bits["a_bits"], S.kv_bits: bits["kv_bits"]}
-    fits = _fits(compiled, sub, values, longest)
+    fits = _fits(compiled, sub, values, workload.longest)
     steps = np.zeros(0)
     prefill_one = prefill_each = math.inf
     if fits >= 1:
@@ -275,7 +290,7 @@ def _fits(model, hw: Hardware, values: dict, seq: int) -> int:
 
 def _layouts(model, space: Space, workload: Workload, pruned: dict, near: list):
     """Every (system, layout, bitwidths) that compiles, with its bounds; the others counted."""
-    moe = any(op.kind == "moe" or op.kind.startswith("expert") for op in model.design.ops)
+    moe = has_experts(model.design)
     out = []
     for hw in space.systems:
         sizes = [g for g in range(1, hw.per_node + 1) if hw.per_node % g == 0]
@@ -311,17 +326,15 @@ def _count(pruned: dict, reason: str, n: int) -> None:
 def _candidates(prepared: list[_Layout], space: Space, slo: SLO, workload: Workload,
                 pruned: dict, near: list) -> list[tuple[Instance, _Layout, Config, KVPool]]:
     """Every instance of every role, less those a closed form rules out."""
-    osl = workload.mean_output
-    longest = int(np.max(workload.prompt + workload.output))
+    osl, longest = workload.mean_output, workload.longest
     out = []
     for lay in prepared:
         tp, pp, ep = lay.layout
         label = f"{lay.hw.key} tp={tp} pp={pp} ep={ep} w{lay.bits['w_bits']:g}"
-        roles = ["aggregated"] + (["prefill", "decode"] if "disaggregated" in space.modes
-                                  and _transfer_link(lay.hw) else [])
-        if "aggregated" not in space.modes:
-            roles.remove("aggregated")
-        root = min(lay.tpot_root(slo.tpot_s), len(lay.steps))
+        roles = (["aggregated"] if "aggregated" in space.modes else []) + \
+            (["prefill", "decode"] if "disaggregated" in space.modes and _transfer_link(lay.hw)
+             else [])
+        root = lay.tpot_root(slo.tpot_s)
         ttft_miss = slo.ttft_s is not None and lay.prefill_one > slo.ttft_s
         tpot_miss = root < 1
         for role in roles:
@@ -366,8 +379,7 @@ def _variants(role: str, space: Space) -> int:
 
 def _configs(role: str, root: int, space: Space, workload: Workload) -> list[Config]:
     """The scheduler settings tried for a role: batch limits from the TPOT root down."""
-    longest = int(np.max(workload.prompt))
-    tokens = max(MAX_TOKENS, longest)
+    tokens = max(MAX_TOKENS, int(np.max(workload.prompt)))
     if role == "prefill":
         return [Config("continuous", max_batch=MAX_BATCH, max_tokens=tokens,
                        prefix_cache=True)]
@@ -390,13 +402,11 @@ def _transfer_link(hw: Hardware):
 
 def _trial_record(instance: Instance, lay: _Layout, config: Config, pool: KVPool, slo: SLO,
                   shape: dict) -> dict:
-    cost = lay.model.iteration_cost(lay.hw, **lay.bits)
     link = _transfer_link(lay.hw)
     per_token = pool.block_bytes / config.kv_block if pool.grows else 0.0
     transfer = per_token / lay.hw.channel_bandwidth(link) if link else 0.0
-    return {"id": instance.id, "kind": instance.role, "cost": cost_record(cost),
-            "pool": pool.__dict__.copy(), "config": config.__dict__.copy(),
-            "stream": shape, "slo": slo.as_record(), "transfer_s": transfer,
+    return {**server_record(lay.cost, pool, config), "id": instance.id,
+            "kind": instance.role, "stream": shape, "slo": slo.as_record(), "transfer_s": transfer,
             "ceiling": instance.ceiling}
 
 
@@ -456,8 +466,8 @@ def _run_trials(candidates, space, slo, workload, shape, executor, pruned) -> di
     shown = progress.Line()
     while pending:
         keep = [c for c in pending if bounds[c[0].id] <= best]
-        _count(pruned, "dominated", len(pending) - len(keep)) if len(keep) < len(pending) \
-            else None
+        if len(keep) < len(pending):
+            _count(pruned, "dominated", len(pending) - len(keep))
         batch, pending = keep[:ROUND], keep[ROUND:]
         if not batch:
             break

@@ -32,13 +32,13 @@ import bisect
 import heapq
 import math
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
 from .. import progress
 from ..errors import EvaluationError
-from .iteration import IterationCost
+from .iteration import IterationCost, cost_from_record
 from .prefix import PrefixCache
 from .requests import Stream
 
@@ -189,6 +189,18 @@ def check_requests(requests: list[_Request], pool: KVPool, config: Config) -> No
                               "file has no [host] section", hint="use --preempt recompute")
 
 
+def server_record(cost: dict, pool: KVPool, config: Config) -> dict:
+    """A server as plain data, what a worker process or a cluster gets: its iteration cost's
+    trees (iteration.cost_record), its KV pool and its scheduler's settings."""
+    return {"cost": cost, "pool": asdict(pool), "config": asdict(config)}
+
+
+def server_of(record: dict) -> tuple[IterationCost, KVPool, Config]:
+    """The cost, pool and settings a `server_record` describes."""
+    return (cost_from_record(record["cost"]), KVPool(**record["pool"]),
+            Config(**record["config"]))
+
+
 def requests_of(stream: Stream) -> list[_Request]:
     hashes = stream.hashes if stream.hashes is not None else ((),) * len(stream)
     return [_Request(i, float(a), int(p), int(o), h) for i, (a, p, o, h) in
@@ -273,6 +285,11 @@ def new_trace(stream: Stream, pool: KVPool, config: Config | None = None) -> Tra
     return Trace(stream.arrival_s.copy(), np.full(n, np.nan), np.full(n, np.nan),
                  stream.output.copy(), stream.prompt.copy(), np.zeros(n, dtype=np.int64),
                  np.zeros(n, dtype=np.int64), pool_blocks=pool.blocks, prefill_saved=saved)
+
+
+RUN_POINTS = 1 << 20
+"""Sequences x iterations one run of repeated decode iterations takes at once: its block
+arrays stay a few MB whatever the batch and the output length."""
 
 
 def _blocks(tokens: int, block: int) -> int:
@@ -373,7 +390,8 @@ class Server:
         batch = self.running
         n = len(batch)
         steps = min(r.output - r.generated for r in batch) - 1  # the last one is scheduled
-        if steps <= 0 or self.swap_time:
+        steps = min(steps, max(1, RUN_POINTS // n))   # bounds the block arrays below; a
+        if steps <= 0 or self.swap_time:              # longer run goes on after an iteration
             return
         cached = np.array([r.cached for r in batch], dtype=np.int64)
         held = np.array([r.blocks for r in batch], dtype=np.int64)

@@ -24,9 +24,8 @@ import math
 import numpy as np
 
 from ..errors import EvaluationError
-from .iteration import cost_from_record
 from .requests import Stream, prefix_from_record
-from .simulate import Config, KVPool, simulate
+from .simulate import request_metrics, server_of, simulate
 
 KINDS = ("aggregated", "prefill", "decode")
 BISECTIONS = 6        # the rate to 1/64 of the ceiling
@@ -39,9 +38,7 @@ def run_trial(record: dict) -> dict:
     kind = record["kind"]
     if kind not in KINDS:
         raise EvaluationError(f"unknown trial kind {kind!r}")
-    cost = cost_from_record(record["cost"])
-    pool = KVPool(**record["pool"])
-    config = Config(**record["config"])
+    cost, pool, config = server_of(record)
     shape = record["stream"]
     gaps = np.asarray(shape["gaps"], dtype=float)
     prompt = np.asarray(shape["prompt"], dtype=np.int64)
@@ -94,11 +91,12 @@ def run_trial(record: dict) -> dict:
 def _judge(rate: float, trace, kind: str, slo: dict, transfer) -> dict:
     """The trace's q-quantiles against the SLO, and which target it misses most."""
     q = slo["quantile"]
-    ttft = trace.first_token - trace.arrival
-    steps = np.maximum(trace.output - 1, 1)
-    first = trace.first_token - transfer
-    tpot = np.where(trace.output > 1, (trace.finish - first) / steps, 0.0)
-    e2e = trace.finish - (trace.arrival - transfer if kind == "decode" else trace.arrival)
+    m = request_metrics(trace)
+    # a decode instance's requests emitted their first token `transfer` before arriving
+    ttft = m["ttft_s"]
+    tpot = m["tpot_s"] + np.where(trace.output > 1, transfer / np.maximum(trace.output - 1, 1),
+                                  0.0)
+    e2e = m["e2e_s"] + transfer
     out = {"rate": rate, "ttft_s": float(np.quantile(ttft, q)),
            "tpot_s": float(np.quantile(tpot, q)), "tpot_mean_s": float(np.mean(tpot)),
            "e2e_mean_s": float(np.mean(e2e)),
