@@ -24,13 +24,15 @@ from .analysis.crossover import (CrossoverAnswer, quantization_crossover, solvab
                                  stage_crossover, stage_crossovers)
 from .analysis.formulas import FormulaTable, formula_table
 from .analysis.latency import Latency, request_latency
-from .analysis.memory import LazyMemory, StageMemory, memory_numbers, stage_memory
+from .analysis.memory import StageMemory, memory_numbers, stage_memory
+from .analysis.numbers import LazyMemory
 from .analysis.params import OpParams, active_params, op_params, total_params
 from .analysis.plan import OBJECTIVES, PlanResult, evaluate_plan, layouts as plan_layouts
 from .analysis.plan import has_experts, layout_passes, rank
-from .analysis.export import crossover_records, memory_record, stage_record
+from .analysis.export import crossover_records, memory_record, memory_trees, stage_record
+from .analysis.programs import AnalysisProgram
 from .serving.iteration import IterationCost, cost_record, iteration_cost
-from .analysis.compiled import cached_functions
+from .analysis.compiled import Unsupported, cached_functions
 from .analysis.evaluate import GridFunctions, total_expression
 from .analysis.memory import memory_rows
 from .serving.executor import Executor
@@ -55,14 +57,16 @@ from .graph.lower import STAGES, STEP_STAGES, lower
 from .graph.passes import apply_passes
 from .graph.passes.registry import resolve_args
 from .graph.schema import check as check_graph, nodes
-from .hardware import Hardware, load_hardware
+from .hardware import Hardware, figures_key, load_hardware
 from .language import ast
 from .language.decoding import Decoding, DecodingError, decoding_of, parse_decoding
 from .language.design import Design
 from .language.elaborate import elaborate, parse_overrides
 from .language.library import Library, load_library
 from .language.parser import parse_passes
+from .limits import COMPRESSION_ARGS
 from . import progress
+from .report import notebook as _notebook
 from . import symbols as S
 
 
@@ -71,9 +75,6 @@ FUSING_PASSES = ("fuse", "fuse_all", "fuse_serving", "fuse_qkv", "fuse_linear_ac
                  "flash_attention")
 """Passes that merge ops into one kernel: parallelism passes go before them (with_layout)."""
 
-COMPRESSION_ARGS = {"prune": ("heads", "kv_heads", "ffn", "layers"), "low_rank": ("rank",),
-                    "sparsify": ("weights",)}
-"""The compression passes' arguments `crossover --solve` answers for."""
 
 
 LIVE_BITS = (4, 8, 16)
@@ -91,6 +92,7 @@ class Model:
         self.overrides = dict(overrides or {})
         self.extra_passes = tuple(extra_passes)
         self._rooflines: dict[tuple, StageRoofline] = {}
+        self._programs: dict[tuple, AnalysisProgram] = {}
         self._bits_keys: dict[tuple, tuple] = {}
 
     @property
@@ -181,7 +183,7 @@ class Model:
         repeated analyses reuse its lambdified numpy function rather than compile it again.
         `kernels`: the stage whose kernels' efficiencies apply, where not the graph's own (a
         draft's one-token steps run decode's kernels on its verify graph)."""
-        key = (stage, _hardware_key(hw), self._bits_key(stage, hw, settings))
+        key = (stage, figures_key(hw), self._bits_key(stage, hw, settings))
         if kernels is not None:
             key += (kernels,)
         if key not in self._rooflines:
@@ -195,7 +197,7 @@ class Model:
         """What of the bitwidths a roofline depends on: the compute type each op runs in (the
         bytes keep the bitwidths as symbols), and the on-chip tile sizes that depend on them.
         Bitwidths giving the same types share one roofline and its compiled functions."""
-        memo = (stage, _hardware_key(hw), settings.w_bits, settings.a_bits, settings.kv_bits)
+        memo = (stage, figures_key(hw), settings.w_bits, settings.a_bits, settings.kv_bits)
         if memo not in self._bits_keys:
             self._bits_keys[memo] = self._compute_types(stage, hw, settings)
         return self._bits_keys[memo]
@@ -545,6 +547,16 @@ class Model:
         hw = _hardware(hw)
         stages = tuple(stages)
         settings = _settings(batch, seq, w_bits, a_bits, kv_bits, tokens, stages)
+        key = (stages, figures_key(hw)) + tuple(self._bits_key(s, hw, settings) for s in stages)
+        if key not in self._programs:
+            try:
+                self._programs[key] = AnalysisProgram(self.analysis_record(hw, stages, settings))
+            except Unsupported:   # an expression the tree form lacks: numbers the sympy way
+                return self._analysis_by_sympy(hw, stages, settings)
+        return self._programs[key].analysis(hw, settings)
+
+    def _analysis_by_sympy(self, hw: Hardware, stages: tuple[str, ...],
+                           settings: Settings) -> Analysis:
         results = {stage: stage_result(self._roofline(stage, hw, settings), settings)
                    for stage in stages}
         total = self.params()
@@ -557,11 +569,31 @@ class Model:
             {s: self.memory(s) for s in results}, values, hw.memory_bytes,
             hw.host.memory_bytes if hw.host else None))
         stage = next(iter(results)) if results else "decode"
-        graph = self.graph(stage)
         return Analysis(self.name, self.design.file, hw, settings, self._param_values(),
                         int(total), results, int(self.active_params()),
-                        tuple(graph.graph["passes"]) if results else (), memory,
+                        tuple(self.graph(stage).graph["passes"]) if results else (), memory,
                         self._devices(stage, hw.count, hw.nodes))
+
+    def analysis_record(self, hw: str | Hardware, stages: Iterable[str],
+                        settings: Settings) -> dict:
+        """Everything `analyze` reports at any batch and context, as data (analysis.programs
+        reads it): each stage's rows and memory as expression trees, the parameters, passes
+        and layout. The bitwidths of `settings` choose the kernels (their compute types)."""
+        hw = _hardware(hw)
+        stages = tuple(stages)
+        total = self.params()
+        stage = stages[0] if stages else "decode"
+        d = self._devices(stage, hw.count, hw.nodes)
+        return {"model": self.name, "file": str(self.design.file),
+                "stages": {s: stage_record(self._roofline(s, hw, settings)) for s in stages},
+                "memory": {s: memory_trees(self.memory(s)) for s in stages},
+                "params": self._param_values(),
+                "params_total": int(total) if total.is_number else 0,
+                "params_active": int(self.active_params()) if total.is_number else 0,
+                "params_free": sorted(s.name for s in total.free_symbols),
+                "passes": list(self.graph(stage).graph["passes"]) if stages else [],
+                "devices": {"count": d.count, "used": d.used, "layout": d.layout,
+                            "nodes": d.nodes, "microbatches": d.microbatches}}
 
     @functools.cache
     def _param_values(self) -> dict:
@@ -621,7 +653,7 @@ class Model:
         functions of the grid, from the persistent cache when an entry for these exact inputs
         exists (analysis.compiled), else compiled and stored."""
         key = ("grid", repr(self.design), repr(self.extra_passes), repr(self.overrides), stage,
-               _hardware_key(hw), settings.w_bits, settings.a_bits, settings.kv_bits)
+               figures_key(hw), settings.w_bits, settings.a_bits, settings.kv_bits)
         if key not in self._rooflines:
             def build():
                 symbolic = self._roofline(stage, hw, settings)
@@ -641,7 +673,7 @@ class Model:
         logits (see serving.iteration)."""
         hw = _hardware(hw)
         settings = Settings(1, 1, w_bits, a_bits, kv_bits).validate()
-        key = ("iteration", _hardware_key(hw), tuple(settings.bits().items()))
+        key = ("iteration", figures_key(hw), tuple(settings.bits().items()))
         if key not in self._rooflines:
             decode = None
             if hw.efficiency is not None and "decode_attention" in hw.efficiency.kinds:
@@ -908,25 +940,6 @@ def _vocabulary(design: Design):
     return next((op.attrs["vocab"] for op in design.ops if op.kind == "embedding"), None)
 
 
-_HARDWARE_KEYS: dict[int, tuple[Hardware, tuple]] = {}
-
-
-def _hardware_key(hw: Hardware) -> tuple:
-    """Every figure of a hardware record that enters a roofline, as a hashable key (kept per
-    record: building it formats the efficiency tables, too slow to repeat per call)."""
-    known = _HARDWARE_KEYS.get(id(hw))
-    if known is not None and known[0] is hw:
-        return known[1]
-    key = (hw.key, hw.bandwidth_Bps, hw.sram_per_block, hw.l2_bytes, tuple(sorted(hw.peak.items())),
-           tuple(sorted(hw.sparse_peak.items())), repr(hw.efficiency),
-           repr((hw.count, hw.nodes, hw.link, hw.network, hw.host, hw.ideal_links)),
-           repr(hw.all_reduce))
-    if len(_HARDWARE_KEYS) > 256:
-        _HARDWARE_KEYS.clear()
-    _HARDWARE_KEYS[id(hw)] = (hw, key)
-    return key
-
-
 def _hardware(hw: str | Hardware) -> Hardware:
     return hw if isinstance(hw, Hardware) else load_hardware(hw)
 
@@ -956,3 +969,6 @@ def _overrides(set) -> dict[str, ast.Expr] | None:
     if isinstance(set, Mapping):
         set = [f"{k}={v}" for k, v in set.items()]
     return parse_overrides(list(set))
+
+
+_notebook.install()   # notebook display of the result records (_repr_html_, _repr_latex_)

@@ -11,17 +11,17 @@ from dataclasses import replace
 
 import numpy as np
 
-from . import api
 from .report.units import seconds
-from .symbols import BITS_RANGE, MAX_SIZE, is_bitwidth
+from .limits import BITS_RANGE, COMPRESSION_ARGS, MAX_SIZE, STAGES, is_bitwidth
 from .version import __version__
 from .errors import CostDSLError
-from .graph.lower import STAGES
 from .report import FORMATS
-from .report import answers as answers_report
-from .report.formula_tables import FORMATS as FORMULA_FORMATS
 from .report.jsonsafe import dumps
 from .report.jsonout import devices_dict
+
+FORMULA_FORMATS = ("text", "markdown", "latex", "json")
+"""The forms of `formulas` (report.formula_tables.FORMATS, named here so that the parser does
+not load the printer)."""
 
 
 def _positive_int(name):
@@ -256,11 +256,11 @@ class _Help(argparse.HelpFormatter):
 
 def _solve_help() -> str:
     """The symbols `crossover --solve` answers for, from what exists."""
-    compression = sorted({a for args in api.COMPRESSION_ARGS.values() for a in args})
+    compression = sorted({a for args in COMPRESSION_ARGS.values() for a in args})
     return ("batch, seq, tokens (step stage), w_bits, a_bits, kv_bits, or a model parameter "
             "left free (--free or a `?` in the file); with a pass: sparsity "
             "(contextual_sparsity), offload (offload), " + ", ".join(compression) +
-            " (" + ", ".join(sorted(api.COMPRESSION_ARGS)) + ", with --target-time or "
+            " (" + ", ".join(sorted(COMPRESSION_ARGS)) + ", with --target-time or "
             "--target-memory; rank alone for low_rank); with --decoding: accept, batch or k")
 
 
@@ -525,7 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
     _stage_args(p, "all")
     p.add_argument("--keep", default="", metavar="A,B,...",
                    help="model parameters to keep as symbols (the others are bound)")
-    p.add_argument("--format", choices=tuple(FORMULA_FORMATS), default="text")
+    p.add_argument("--format", choices=FORMULA_FORMATS, default="text")
     p.set_defaults(run=_formulas)
 
     p = sub.add_parser("sensitivity", help="elasticity of stage time to each knob")
@@ -566,13 +566,30 @@ def _show_defaults(sub) -> None:
 
 
 def _analyze(args) -> str:
-    model = _load(args)
-    analysis = model.analyze(_hw(args), batch=args.batch, seq=args.seq,
-                             stages=_stages(args.stage), tokens=args.tokens, **_bits_of(args))
-    return FORMATS[args.format](analysis)
+    """From the cache where it holds this model's record (the compiler is not loaded), else
+    compiled and kept; the numbers come from the record either way."""
+    from . import recall
+    from .analysis.programs import AnalysisProgram
+    from .analysis.records import Settings, check_stages
+    from .hardware import figures_key
+    try:
+        hw = _hw(args)
+    except CostDSLError:
+        _load(args)   # a broken model file is reported first, as every other command does
+        raise
+    stages = _stages(args.stage)
+    check_stages(args.tokens, stages)
+    settings = Settings(args.batch, args.seq, tokens=args.tokens, **_bits_of(args)).validate()
+    inputs = {**recall.model_inputs(args.model, args.model_name, args.set, args.passes),
+              "stages": stages, "bits": _bits_of(args), "hardware": figures_key(hw)}
+    program = recall.recalled(
+        "analyze", inputs, lambda: _load(args).analysis_record(hw, stages, settings),
+        lambda record: AnalysisProgram(record).compile())
+    return FORMATS[args.format](program.analysis(hw, settings))
 
 
 def _compare(args) -> str:
+    from .report import answers as answers_report
     from .report import comparison
     model = _load(args)
     decoding = model.decoding_strategy(args.decoding)
@@ -600,6 +617,7 @@ def _compare(args) -> str:
 
 
 def _fit(args) -> str:
+    from .report import answers as answers_report
     model = _load(args)
     hw = _hw(args)
     result = model.fit(hw, args.seq, args.batch, **_bits_of(args))
@@ -609,6 +627,7 @@ def _fit(args) -> str:
 
 
 def _serve_curve(args) -> str:
+    from .report import answers as answers_report
     from .serving.curve import serve_curve
     from .analysis.sweep import parse_range
     model = _load(args)
@@ -745,7 +764,7 @@ def _measured(args, pick_stack: bool = True):
         rows = read_measurements(path)
         if args.only_model:
             rows = [r for r in rows if r.model == args.only_model]
-        measured += resolve(rows, path, hw, lambda spec: api.load(spec, passes=args.passes))
+        measured += resolve(rows, path, hw, lambda spec: _load_spec(spec, args.passes))
     if not measured:
         raise MeasurementError(f"--model {args.only_model}: no row names this model",
                                file=", ".join(args.measurements))
@@ -825,11 +844,20 @@ def _passes(args) -> str:
     return "\n".join(lines)
 
 
-def _load(args) -> api.Model:
+def _load(args):
+    """The model of a command: with _load_spec, the one place a command loads the compiler
+    (`analyze` asks the cache first: recall)."""
+    from . import api
     return api.load(args.model, args.model_name, args.set, passes=args.passes)
 
 
+def _load_spec(spec: str, passes=()):
+    from . import api
+    return api.load(spec, passes=passes)
+
+
 def _speculative_crossover(args, model) -> str:
+    from .report import answers as answers_report
     hw = _hw(args)
     bits = _bits_of(args)
     decoding = model.decoding_strategy(args.decoding, args.solve)
@@ -859,6 +887,7 @@ def _speculative_crossover(args, model) -> str:
 
 
 def _sparsity_crossover(args, model) -> str:
+    from .report import answers as answers_report
     if args.decoding or args.free or args.versus:
         raise CostDSLError("--solve sparsity takes no --decoding, --free or --versus")
     stage = args.stage if args.stage != "all" else "decode"
@@ -898,6 +927,7 @@ def _target(text: str | None, flag: str) -> float | None:
 
 
 def _compression_crossover(args, model) -> str:
+    from .report import answers as answers_report
     if args.decoding or args.free or args.versus:
         raise CostDSLError(f"--solve {args.solve} on a compression pass takes no --decoding, "
                            "--free or --versus")
@@ -914,12 +944,13 @@ def _compression_crossover(args, model) -> str:
 
 
 def _crossover(args) -> str:
+    from .report import answers as answers_report
     model = _load(args)
     if args.solve == "sparsity":
         return _sparsity_crossover(args, model)
     if args.solve == "offload":
         return _offload_crossover(args, model)
-    if any(args.solve in api.COMPRESSION_ARGS.get(c.name, ()) for c in model.passes):
+    if any(args.solve in COMPRESSION_ARGS.get(c.name, ()) for c in model.passes):
         return _compression_crossover(args, model)
     if args.target_time or args.target_memory:
         raise CostDSLError("--target-time and --target-memory go with --solve on a compression "
@@ -949,6 +980,7 @@ def _offload_crossover(args, model) -> str:
 
 
 def _latency(args) -> str:
+    from .report import answers as answers_report
     model = _load(args)
     hw = _hw(args)
     result = model.latency(hw, args.batch, args.seq, args.gen, **_bits_of(args))
@@ -1235,7 +1267,7 @@ def _live_configs(args, model, systems) -> dict:
     if model.passes:
         configs.append((f"{model.name} without passes", model.without_passes()))
     if args.compare:
-        other = api.load(args.compare)
+        other = _load_spec(args.compare)
         configs.append((other.name if other.name != model.name else f"{other.name} "
                         f"({args.compare})", other))
     at = (args.w_bits, args.a_bits, args.kv_bits)   # the markers: the model's, at these bits
@@ -1254,13 +1286,13 @@ def _graph(args) -> str:
 
 
 def _cache(args) -> str:
-    from .analysis import compiled
-    directory, why = compiled.cache_status()
+    from . import cache
+    directory, why = cache.cache_status()
     if directory is None:
         return f"the compile cache is off: {why}\n"
     if args.action == "clear":
-        return f"removed {compiled.clear()} entries from {directory}\n"
-    entries = list(directory.glob("*.json"))
+        return f"removed {cache.clear()} entries from {directory}\n"
+    entries = cache.entries(directory)
     size = sum(e.stat().st_size for e in entries)
     return f"{directory}: {len(entries)} entries, {size / 1e6:.1f} MB\n"
 
@@ -1269,10 +1301,12 @@ def _formulas(args) -> str:
     model = _load(args)
     keep = [k.strip() for k in args.keep.split(",") if k.strip()]
     tables = [model.formulas(stage, keep, args.tokens) for stage in _stages(args.stage)]
+    from .report.formula_tables import FORMATS as FORMULA_FORMATS
     return FORMULA_FORMATS[args.format](tables)
 
 
 def _sensitivity(args) -> str:
+    from .report import answers as answers_report
     model = _load(args)
     items = [model.sensitivity(_hw(args), args.batch, args.seq, stage, tokens=args.tokens,
                                **_bits_of(args))

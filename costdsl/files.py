@@ -6,6 +6,8 @@ it is read. Used by every stage that reads input.
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
 from pathlib import Path
 
 from .errors import CostDSLError
@@ -27,6 +29,7 @@ def read_user_text(path: str | Path, what: str = "file",
             raise error(f"the {what} is {size:,} bytes, more than the {limit:,} costdsl reads",
                         file=str(path), hint=hint)
         data = path.read_bytes()
+        _note(path, hashlib.sha256(data).hexdigest())
     except OSError as err:
         raise error(f"cannot read {what}: {err.strerror or err}", file=str(path)) from None
     try:
@@ -37,3 +40,46 @@ def read_user_text(path: str | Path, what: str = "file",
         raise error(f"the {what} is not UTF-8 text: byte 0x{data[err.start]:02x} at offset "
                     f"{err.start} cannot be decoded", file=str(path), line=line, column=column,
                     hint="save the file as UTF-8") from None
+
+
+# --- what an answer was built from ----------------------------------------------------------------
+
+_RECORDERS: list[dict[str, str | None]] = []
+
+
+@contextlib.contextmanager
+def recording():
+    """Collect every file read while the block runs, as {resolved path: SHA-256 of its bytes},
+    and the paths looked for and not found (None): what a cached answer depends on."""
+    reads: dict[str, str | None] = {}
+    _RECORDERS.append(reads)
+    try:
+        yield reads
+    finally:
+        _RECORDERS.remove(reads)
+
+
+def _note(path: Path, digest: str | None) -> None:
+    for reads in _RECORDERS:
+        reads.setdefault(str(path.resolve()), digest)
+
+
+def note_absent(path: Path) -> None:
+    """A file looked for and not found: its appearing later would change the answer."""
+    if _RECORDERS:
+        _note(path, None)
+
+
+def unchanged(reads: dict[str, str | None]) -> bool:
+    """Every file of `reads` still has the bytes it had, and every absent one is still absent."""
+    for name, digest in reads.items():
+        path = Path(name)
+        try:
+            if digest is None:
+                if path.exists():
+                    return False
+            elif hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+                return False
+        except OSError:
+            return False
+    return True

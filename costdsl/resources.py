@@ -17,3 +17,13 @@ def shipped_dir(kind: str) -> Path:
         if candidate.is_dir():
             return candidate
     raise FileNotFoundError(f"costdsl installation is missing its {kind}/ folder")
+
+
+def resolve_model_path(spec: str | Path) -> Path:
+    """A path to a .arch file, or a shipped model by name (llama-2-7b) or file name
+    (llama-2-7b.arch, as an import would find it)."""
+    path = Path(spec)
+    if path.exists() or len(path.parts) > 1:
+        return path
+    shipped = shipped_dir("models") / (path.name if path.suffix == ".arch" else f"{spec}.arch")
+    return shipped if shipped.exists() else path

@@ -6,6 +6,9 @@ import functools
 
 import sympy
 
+# the limits, named here too
+from .limits import BITS_RANGE, MAX_BITS, MAX_SIZE, MIN_BITS, is_bitwidth  # noqa: F401
+
 batch = sympy.Symbol("batch", positive=True, integer=True)
 """Number of sequences processed together."""
 seq = sympy.Symbol("seq", positive=True, integer=True)
@@ -38,24 +41,6 @@ RUNTIME = {s.name: s for s in (batch, seq, tokens, gen, w_bits, a_bits, kv_bits)
 
 BITS_BY_CLASS = {"weight": w_bits, "act": a_bits, "kv": kv_bits}
 """Bitwidth symbol of each tensor class."""
-
-MAX_SIZE = 10**9
-"""The largest batch, sequence length, token count or generation length accepted. Far above
-any deployment, and low enough that products of sizes and dimensions stay exact in float64 and
-inside int64 (a batch of 1e20 would wrap to a negative number in an integer column)."""
-
-MIN_BITS, MAX_BITS = 1, 64
-"""A bitwidth is at least 1 (fractional widths such as 4.25, with a block's scales, are fine)
-and at most 64."""
-BITS_RANGE = f"[{MIN_BITS}, {MAX_BITS}]"
-
-
-def is_bitwidth(value) -> bool:
-    """True for a number in BITS_RANGE (NaN and infinities are not)."""
-    try:
-        return MIN_BITS <= float(value) <= MAX_BITS
-    except (TypeError, ValueError):
-        return False
 
 
 DEFAULT_BITS = {"w_bits": 16, "a_bits": 16, "kv_bits": 16}

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import costdsl
-from costdsl.analysis import compiled
+from costdsl import cache as compiled
 from costdsl.cli import main
 
 from conftest import MODELS, shipped_sizes

@@ -8,16 +8,48 @@ time, time, bound, the stage total), so it shows the CLI's numbers, not an appro
 """
 from __future__ import annotations
 
+import functools
 import math
+
+import numpy as np
 
 import sympy
 
 from .compiled import Unsupported, to_tree
 from .. import symbols as S
-from .evaluate import stage_rows, static_numbers
-from .memory import memory_rows
+from .memory import memory_rows, memory_symbols
 from .roofline import StageRoofline
 from ..graph.schema import CLASSES
+
+
+@functools.lru_cache(maxsize=64)
+def stage_rows(stage: StageRoofline):
+    """Per stage: the symbols and the rows [repeat..., flops..., bytes by class...,
+    vector flops..., transfers..., occupancy..., waves...] of every op."""
+    rows = [o.node.repeat for o in stage.ops] + [o.flops for o in stage.ops]
+    for cls in CLASSES:
+        rows += [o.bytes_by_class[cls] for o in stage.ops]
+    rows += [o.vector_flops for o in stage.ops]
+    rows += [o.overlapped_transfer for o in stage.ops] + [o.serial_transfer for o in stage.ops]
+    rows += [o.occupancy for o in stage.ops] + [o.waves for o in stage.ops]
+    rows = [sympy.sympify(r) for r in rows]
+    symbols = sorted(set().union(*(r.free_symbols for r in rows)), key=lambda s: s.name)
+    return symbols, rows
+
+
+@functools.lru_cache(maxsize=64)
+def static_numbers(stage: StageRoofline) -> dict:
+    """What of a stage's numbers no value changes: names, kinds, and the hardware's rates."""
+    ops = stage.ops
+    return dict(names=tuple(o.node.name for o in ops), kinds=tuple(o.node.kind for o in ops),
+                compute_types=tuple(o.compute_type for o in ops),
+                peak=np.array([o.peak for o in ops]), bandwidth=np.array([o.bandwidth for o in ops]),
+                vector_peak=np.array([o.vector_peak for o in ops]),
+                launch=np.array([o.launch for o in ops]),
+                overlap=np.array([o.overlap for o in ops]),
+                fused_from=tuple(o.node.fused_from for o in ops),
+                channels=tuple(o.channel for o in ops))
+
 
 
 def _number(x: float) -> float | str:
@@ -26,18 +58,28 @@ def _number(x: float) -> float | str:
     return "inf" if math.isinf(x) else x
 
 
-def stage_record(stage: StageRoofline) -> dict:
+def stage_record(stage: StageRoofline, trees: bool = True) -> dict:
+    """The stage as data (analysis.programs reads it): its rows as trees (Unsupported where
+    an expression has a node the tree form lacks; `trees=False`: without them) and the rest."""
     symbols, rows = stage_rows(stage)
     fixed = static_numbers(stage)
-    return {"symbols": [s.name for s in symbols], "classes": list(CLASSES),
-            "rows": [to_tree(r) for r in rows],
+    return {"stage": stage.stage, "symbols": [s.name for s in symbols],
+            "classes": list(CLASSES), **({"rows": [to_tree(r) for r in rows]} if trees else {}),
             "names": list(fixed["names"]), "kinds": list(fixed["kinds"]),
+            "fused_from": [list(f) for f in fixed["fused_from"]],
             "compute_types": [t or "" for t in fixed["compute_types"]],
             "channels": [c or "" for c in fixed["channels"]],
             **{k: [_number(v) for v in fixed[k]] for k in
                ("peak", "bandwidth", "vector_peak", "launch")},
             "overlap": [bool(v) for v in fixed["overlap"]],
             "schedule": list(stage.schedule)}
+
+
+def memory_trees(memory) -> dict:
+    """Weights, KV cache, activation peak and host bytes of one device, as trees in their
+    symbols (analysis.programs)."""
+    return {"symbols": [s.name for s in memory_symbols(memory)],
+            "rows": [to_tree(r) for r in memory_rows(memory)]}
 
 
 def memory_record(memory) -> list:

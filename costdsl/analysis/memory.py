@@ -23,7 +23,7 @@ import numpy as np
 import sympy
 
 from ..graph.costs import SITES
-from .evaluate import bound_args
+from .numbers import MemoryNumbers, bound_args, memory_totals
 from ..graph.schema import nodes
 from .. import symbols as S
 
@@ -129,31 +129,6 @@ def stage_memory(graph: nx.DiGraph, decode: nx.DiGraph) -> StageMemory:
 
 # --- numbers -------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class MemoryNumbers:
-    """Bytes of one deployment: the peak over the stages analysed of weights + KV + activations."""
-    weights_bytes: float
-    kv_cache_bytes: float          # the largest cache of the stages (after a decode step)
-    activation_peak_bytes: float   # the largest activation peak of the stages
-    total_bytes: float             # max over stages of weights + KV + activation peak
-    capacity_bytes: float
-    stages: dict[str, dict[str, float]]
-    host_bytes: float = 0.0        # offloaded weights and KV cache, in host memory
-    host_capacity_bytes: float | None = None   # None: the hardware file does not state it
-
-    @property
-    def fits(self) -> bool:
-        """Every device's memory holds its share, and the host holds what is offloaded (where
-        the hardware file states the host's capacity)."""
-        host_fits = self.host_capacity_bytes is None or self.host_bytes <= self.host_capacity_bytes
-        return self.total_bytes <= self.capacity_bytes and host_fits
-
-    @property
-    def headroom_bytes(self) -> float:
-        """Free memory left; negative: by how much the deployment misses."""
-        return self.capacity_bytes - self.total_bytes
-
-
 def memory_rows(memory: StageMemory) -> list[sympy.Expr]:
     """weights, KV cache, activation peak and host bytes, as expressions."""
     return _rows(memory)
@@ -194,40 +169,5 @@ def evaluate_memory(memory: StageMemory, values) -> tuple[np.ndarray, ...]:
 
 def memory_numbers(stages: dict[str, StageMemory], values, capacity: float,
                    host_capacity: float | None = None) -> MemoryNumbers:
-    per_stage = {}
-    for name, m in stages.items():
-        w, kv, act, host = (float(x) for x in evaluate_memory(m, values))
-        per_stage[name] = {"weights_bytes": w, "kv_cache_bytes": kv,
-                           "activation_peak_bytes": act, "total_bytes": w + kv + act,
-                           "host_bytes": host}
-    pick = lambda key: max(s[key] for s in per_stage.values())
-    return MemoryNumbers(pick("weights_bytes"), pick("kv_cache_bytes"),
-                         pick("activation_peak_bytes"), pick("total_bytes"), capacity, per_stage,
-                         pick("host_bytes"), host_capacity)
-
-
-class LazyMemory:
-    """A deployment's MemoryNumbers, evaluated when first read: `analyze` in a loop that reads
-    only times pays nothing for memory. Reads as the MemoryNumbers it stands for."""
-
-    def __init__(self, compute):
-        self._compute, self._numbers = compute, None
-
-    def resolved(self) -> MemoryNumbers:
-        if self._numbers is None:
-            self._numbers = self._compute()
-        return self._numbers
-
-    def __getattr__(self, name):
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(self.resolved(), name)
-
-    def __eq__(self, other):
-        return self.resolved() == (other.resolved() if isinstance(other, LazyMemory) else other)
-
-    def __hash__(self):
-        return id(self)
-
-    def __repr__(self) -> str:
-        return f"LazyMemory({self.resolved()!r})"
+    return memory_totals({name: tuple(float(x) for x in evaluate_memory(m, values))
+                          for name, m in stages.items()}, capacity, host_capacity)

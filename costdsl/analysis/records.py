@@ -1,5 +1,6 @@
-"""Analysis results as plain records: what the reports format. Built from the symbolic
-roofline of each stage by one numeric evaluation."""
+"""Analysis results as plain records: what the reports format. Built from a stage's numbers
+(analysis.numbers), whether those came from the symbolic roofline or from a program read back
+from the cache: this module loads no sympy until a symbolic stage is handed to it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,16 +8,18 @@ from functools import cached_property
 from collections.abc import Sequence
 from typing import Mapping
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import sympy
 
 from ..errors import EvaluationError
-from .evaluate import StageNumbers, evaluate
-from .memory import MemoryNumbers
 from ..hardware import Hardware
-from .roofline import StageRoofline
-from ..graph.lower import ALL_STAGES, STEP_STAGES
-from .. import symbols as S
+from ..limits import ALL_STAGES, BITS_RANGE, MAX_SIZE, STEP_STAGES, is_bitwidth
+from .numbers import MemoryNumbers, StageNumbers
+
+if TYPE_CHECKING:
+    import sympy
+    from .roofline import StageRoofline
 
 STAGE_DESCRIPTIONS = {
     "prefill": "the prompt: seq tokens of each of batch sequences",
@@ -39,23 +42,27 @@ class Settings:
     def bits(self) -> dict[str, float]:
         return {"w_bits": self.w_bits, "a_bits": self.a_bits, "kv_bits": self.kv_bits}
 
-    def values(self) -> dict[sympy.Symbol, float]:
-        values = {S.batch: self.batch, S.seq: self.seq, S.w_bits: self.w_bits,
-                  S.a_bits: self.a_bits, S.kv_bits: self.kv_bits}
-        return values if self.tokens is None else {**values, S.tokens: self.tokens}
+    def named(self) -> dict[str, float]:
+        """The values by symbol name: batch, seq, the bitwidths, and tokens where asked."""
+        values = {"batch": self.batch, "seq": self.seq, **self.bits()}
+        return values if self.tokens is None else {**values, "tokens": self.tokens}
+
+    def values(self) -> dict["sympy.Symbol", float]:
+        from .. import symbols as S
+        return {S.RUNTIME[name]: v for name, v in self.named().items()}
 
     def validate(self) -> "Settings":
         for name in ("batch", "seq") + (() if self.tokens is None else ("tokens",)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise EvaluationError(f"{name} must be a positive integer, got {value!r}")
-            if value > S.MAX_SIZE:
-                raise EvaluationError(f"{name} = {value} is more than {S.MAX_SIZE:.0e}, the "
+            if value > MAX_SIZE:
+                raise EvaluationError(f"{name} = {value} is more than {MAX_SIZE:.0e}, the "
                                       f"largest size costdsl accepts")
         for name in ("w_bits", "a_bits", "kv_bits"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not S.is_bitwidth(value):
-                raise EvaluationError(f"{name} must be a bitwidth in {S.BITS_RANGE}, got "
+            if not isinstance(value, (int, float)) or not is_bitwidth(value):
+                raise EvaluationError(f"{name} must be a bitwidth in {BITS_RANGE}, got "
                                       f"{value!r}")
         return self
 
@@ -188,17 +195,17 @@ class Devices:
 def devices_of(graph, count: int, nodes: int = 1) -> Devices:
     """The graph's parallel layout on a hardware of `count` devices over `nodes` nodes."""
     layout = {g: graph.graph.get("parallel", {}).get(g, 1) for g in ("tp", "pp", "ep")}
+    import sympy
     layout = {g: int(v) if sympy.sympify(v).is_number else str(v) for g, v in layout.items()}
     numbers = [v for v in layout.values() if isinstance(v, int)]
     used = int(np.prod(numbers)) if len(numbers) == len(layout) else count
     return Devices(count, used, layout, nodes, graph.graph.get("pipeline", (1, 1))[1])
 
 
-def stage_result(symbolic: StageRoofline, settings: Settings,
-                 extra: Mapping[sympy.Symbol, float] | None = None) -> StageResult:
-    values = {**settings.values(), **(extra or {})}
-    n = evaluate(symbolic, values)
-    return _records(n)
+def stage_result(symbolic: "StageRoofline", settings: Settings,
+                 extra: "Mapping[sympy.Symbol, float] | None" = None) -> StageResult:
+    from .evaluate import evaluate
+    return results_of(evaluate(symbolic, {**settings.values(), **(extra or {})}))
 
 
 class OpResults(Sequence):
@@ -263,7 +270,8 @@ def _op_columns(n: StageNumbers) -> dict:
             "total": (n.microbatches * n.repeat * n.time).tolist()}
 
 
-def _records(n: StageNumbers) -> StageResult:
+def results_of(n: StageNumbers) -> StageResult:
+    """A stage's records from its numbers (one configuration)."""
     stage_time = float(n.stage_time())
     return StageResult(n.stage, STAGE_DESCRIPTIONS[n.stage], OpResults(n, stage_time),
                        StageTotal(n, stage_time))

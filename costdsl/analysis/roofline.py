@@ -31,6 +31,7 @@ from ..hardware.collectives import AllReduce
 from ..hardware.efficiency import GEMM_FAMILIES, efficiency_kind, typed_family
 from .. import symbols as S
 from .allreduce import all_reduce_time
+from .numbers import compute_seconds, memory_seconds
 from ..symbols import BITS_BY_CLASS, exact
 
 
@@ -108,17 +109,6 @@ def larger(a: sympy.Expr, b: sympy.Expr) -> sympy.Expr:
     if a.is_number and b.is_number:
         return sympy.Max(a, b)
     return sympy.Max(a, b, evaluate=False)
-
-
-def compute_seconds(flops, vector_flops, peak, vector_peak):
-    """An op's compute time: its matrix work at `peak`, its vector work (`vector_flops` of
-    `flops`) at `vector_peak`. Plain arithmetic, so that the symbolic roofline (sympy) and the
-    numeric one (numpy arrays, evaluate.py) share this one statement of it."""
-    return (flops - vector_flops) / peak + vector_flops / vector_peak
-
-
-def memory_seconds(nbytes, bandwidth):
-    return nbytes / bandwidth
 
 
 def wave_factor(rows, cols, tile_m: int, tile_n: int, sms: int, ceil=sympy.ceiling):

@@ -9,14 +9,7 @@ from .costs import SITES, Site, cost_of
 from ..language.design import Design, OpInstance, Tensor
 from .schema import Node, check, connect
 from ..language.ops import SIGNATURES
-
-STAGES = ("prefill", "decode")
-"""The stages a request goes through, and what `--stage all` means."""
-ALL_STAGES = STAGES + ("step", "verify")
-"""Every stage that can be lowered: the two above, the general step, and the verification step
-(the step with logits for every new token)."""
-STEP_STAGES = ("step", "verify")
-"""The stages sized by `tokens`."""
+from ..limits import ALL_STAGES, STAGES, STEP_STAGES  # noqa: F401 (named here too)
 
 
 def lower(design: Design, stage: str) -> nx.DiGraph:

@@ -2,6 +2,7 @@
 
 A stage beside the language: analysis reads both; neither reads the other.
 """
-from .device import Hardware, load_hardware, parse_quantity, resolve_path, shipped_names
+from .device import (Hardware, figures_key, load_hardware, parse_quantity, resolve_path,
+                     shipped_names)
 
-__all__ = ["Hardware", "load_hardware", "parse_quantity", "resolve_path", "shipped_names"]
+__all__ = ["Hardware", "figures_key", "load_hardware", "parse_quantity", "resolve_path", "shipped_names"]

@@ -539,3 +539,22 @@ def _price(data: dict, fail, default: float | None = None) -> float | None:
         raise fail(f"price_per_hour must be a positive number of dollars per device-hour, got "
                    f"{value!r}", "price_per_hour")
     return float(value)
+
+
+_HARDWARE_KEYS: dict[int, tuple[Hardware, tuple]] = {}
+
+
+def figures_key(hw: Hardware) -> tuple:
+    """Every figure of a hardware record that enters a roofline, as a hashable key (kept per
+    record: building it formats the efficiency tables, too slow to repeat per call)."""
+    known = _HARDWARE_KEYS.get(id(hw))
+    if known is not None and known[0] is hw:
+        return known[1]
+    key = (hw.key, hw.bandwidth_Bps, hw.sram_per_block, hw.l2_bytes, tuple(sorted(hw.peak.items())),
+           tuple(sorted(hw.sparse_peak.items())), repr(hw.efficiency),
+           repr((hw.count, hw.nodes, hw.link, hw.network, hw.host, hw.ideal_links)),
+           repr(hw.all_reduce))
+    if len(_HARDWARE_KEYS) > 256:
+        _HARDWARE_KEYS.clear()
+    _HARDWARE_KEYS[id(hw)] = (hw, key)
+    return key

@@ -9,9 +9,9 @@ from typing import Mapping
 from . import ast
 from ..errors import ArchError, ArchNameError, CostDSLError, at
 from .parser import parse_program
-from ..files import read_user_text
+from ..files import note_absent, read_user_text
 from ..names import did_you_mean
-from ..resources import shipped_dir
+from ..resources import resolve_model_path, shipped_dir
 
 
 @dataclass(frozen=True)
@@ -21,16 +21,6 @@ class Library:
     blocks: Mapping[str, ast.Block]
     models: Mapping[str, ast.Model]
     shadowed: Mapping[str, list] = None  # definitions a later one of the same name replaced
-
-
-def resolve_model_path(spec: str | Path) -> Path:
-    """A path to a .arch file, or a shipped model by name (llama-2-7b) or file name
-    (llama-2-7b.arch, as an import would find it)."""
-    path = Path(spec)
-    if path.exists() or len(path.parts) > 1:
-        return path
-    shipped = shipped_dir("models") / (path.name if path.suffix == ".arch" else f"{spec}.arch")
-    return shipped if shipped.exists() else path
 
 
 MAX_ARCH_BYTES = 2**20
@@ -63,6 +53,7 @@ def _resolve_import(imp: ast.Import, importer: Path) -> Path:
     for candidate in (importer.parent / imp.path, shipped_dir("models") / imp.path):
         if candidate.is_file():
             return candidate.resolve()
+        note_absent(candidate)   # a file made here later would change what is imported
     raise at(ArchNameError, f"cannot find imported file {imp.path!r}", imp.pos,
              hint=f"paths are relative to {importer.parent} or to the shipped models/ folder")
 

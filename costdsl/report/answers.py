@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import math
 
-import sympy
-
 from ..analysis.crossover import BIT_SYMBOLS, CrossoverAnswer
 from ..analysis.latency import Latency
 from ..analysis.sensitivity import Sensitivity
@@ -211,8 +209,13 @@ def fit_dict(model: str, hw, f) -> dict:
             "devices": None if f.devices is None else devices_dict(f.devices),
             "max_seq": f.max_seq, "max_seq_reason": f.max_seq_reason,
             "kv_crossover": {"expression": None if f.kv_crossover is None else str(f.kv_crossover),
-                             "latex": None if f.kv_crossover is None else sympy.latex(f.kv_crossover),
+                             "latex": None if f.kv_crossover is None else _latex(f.kv_crossover),
                              "value": f.kv_crossover_value, "reason": f.kv_crossover_reason}}
+
+
+def _latex(expr) -> str:
+    import sympy   # the expression is sympy's: the compiler is loaded already
+    return sympy.latex(expr)
 
 
 def fit_text(model: str, hw, f, bits: dict) -> str:

@@ -34,7 +34,8 @@ from typing import Callable, Mapping
 
 import sympy
 
-from ..analysis.compiled import Unsupported, compile_tree, to_tree
+from ..analysis.compiled import Unsupported, to_tree
+from ..analysis.trees import compile_tree
 from ..analysis.roofline import StageRoofline, kernel_time, row_count
 from .. import symbols as S
 
