@@ -32,7 +32,7 @@ from .analysis.plan import has_experts, layout_passes, rank
 from .analysis.export import crossover_records, memory_record, memory_trees, stage_record
 from .analysis.programs import AnalysisProgram
 from .serving.iteration import IterationCost, cost_record, iteration_cost
-from .analysis.compiled import Unsupported, cached_functions
+from .analysis.compiled import Unsupported, cached_functions, to_tree
 from .analysis.evaluate import GridFunctions, total_expression
 from .analysis.memory import memory_rows
 from .serving.executor import Executor
@@ -902,6 +902,32 @@ class Model:
         settings = Settings(1, seq, w_bits, a_bits, kv_bits).validate()
         return max_batch({s: self.memory(s) for s in STAGES}, settings.values(),
                          hw.memory_bytes, seq)
+
+    def serve_record(self, hw: str | Hardware, seq: int, gen: int, bits: dict) -> dict:
+        """A serving curve's closed forms at prompt `seq` and `gen` generated tokens, as data
+        (serving.curve.ServeProgram reads it): the stage times and the decode's compute-bound
+        time as trees in batch and cache length, each stage's memory, the largest batch that
+        fits at the longest cache, and the decode crossovers in batch at `seq`."""
+        hw = _hardware(hw)
+        settings = Settings(1, seq, **bits).validate()
+        last = seq + max(gen - 2, 0)  # tokens cached at the last decode step
+        prefill, decode = (self._roofline(s, hw, settings) for s in STAGES)
+        times = {"prefill": total_expression(prefill, "time"),
+                 "decode": total_expression(decode, "time"),
+                 "compute_bound": total_expression(decode, "compute_bound_time")}
+        symbols = sorted(set().union(*(sympy.sympify(e).free_symbols for e in times.values())),
+                         key=lambda x: x.name)
+        summary = self.crossover("batch", hw, "decode", seq=seq, **bits).summary
+        first = summary.first_compute_bound
+        return {"symbols": [x.name for x in symbols],
+                "times": {k: to_tree(e) for k, e in times.items()},
+                "memory": {s: memory_trees(self.memory(s)) for s in STAGES},
+                "max_batch": self.max_batch(hw, seq=last + 1, **bits),
+                "balance": None if summary.balance_value is None else
+                float(summary.balance_value),
+                "first": None if first is None else {
+                    "value": None if first.value is None else float(first.value),
+                    "op": first.op}}
 
     @functools.cache
     def _flash_attention(self) -> "Model":

@@ -1,4 +1,8 @@
-"""The `costdsl` command: argument parsing wired to the API. No analysis happens here."""
+"""The `costdsl` command: argument parsing wired to the API. No analysis happens here.
+
+Nothing here loads the compiler (sympy, networkx, lark) at import: `_answer` decides what a
+command needs, and a model is compiled (`_load`) only where the cache cannot answer.
+"""
 from __future__ import annotations
 
 import argparse
@@ -1409,6 +1413,24 @@ def _columns(rows) -> str:
 
 INTERNAL_ERROR = 70  # EX_SOFTWARE: a bug in costdsl, never the user's mistake
 
+REMEMBERED = ("crossover", "fit", "serve-curve", "plan", "latency", "formulas", "sensitivity",
+              "compare", "params")
+"""Commands whose printed answer is a function of their arguments and the files they read
+alone: asked again, it is read back from the cache (recall) without loading the compiler.
+`analyze` keeps a record instead, which answers any batch and context; the rest always run."""
+
+
+def _answer(args) -> str:
+    """What the command prints: this is where a command's needs are decided (the compiler is
+    loaded by _load only, on a miss)."""
+    if args.command not in REMEMBERED or getattr(args, "out", None) or \
+            getattr(args, "plot", None):
+        return args.run(args)
+    from . import recall
+    inputs = {"command": args.command, "cwd": os.getcwd(),
+              "args": {k: v for k, v in sorted(vars(args).items()) if k != "run"}}
+    return recall.recalled_text(inputs, lambda: args.run(args))
+
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
@@ -1417,7 +1439,7 @@ def main(argv: list[str] | None = None) -> int:
     from . import progress
     progress.enable(not args.quiet and sys.stderr.isatty())
     try:
-        out = args.run(args)
+        out = _answer(args)
     except CostDSLError as err:
         print(f"costdsl: {err}", file=sys.stderr)
         return 2

@@ -46,3 +46,16 @@ def recalled(kind: str, inputs: dict, build: Callable[[], dict],
     answer = interpret(record)
     slot.store({"reads": reads, "record": record})
     return answer
+
+
+def recalled_text(inputs: dict, produce: Callable[[], str]) -> str:
+    """A command's printed answer for `inputs` (all its arguments and the current directory):
+    from the cache where the files it was made from are unchanged, else produce() and kept."""
+    return recalled("text", inputs, lambda: {"text": produce()}, _text)
+
+
+def _text(record: dict) -> str:
+    text = record["text"]
+    if not isinstance(text, str):
+        raise ValueError("not a printed answer")
+    return text

@@ -25,5 +25,7 @@ def resolve_model_path(spec: str | Path) -> Path:
     path = Path(spec)
     if path.exists() or len(path.parts) > 1:
         return path
+    from .files import note_absent
+    note_absent(path)   # a file of this name made here later would be read instead
     shipped = shipped_dir("models") / (path.name if path.suffix == ".arch" else f"{spec}.arch")
     return shipped if shipped.exists() else path

@@ -30,7 +30,7 @@ from .efficiency import Efficiency, parse_efficiency
 from .collectives import AllReduce, parse_all_reduce
 from .stacks import offered, parse_stacks, pick, stack_name
 from .system import SYSTEM_KEYS, Host, Link, parse_count, parse_host, parse_link
-from ..files import read_user_text
+from ..files import note_absent, read_user_text
 from ..names import did_you_mean
 from ..resources import shipped_dir
 
@@ -289,6 +289,7 @@ def resolve_path(spec: str) -> Path:
     path = Path(spec)
     if path.suffix == ".toml" or path.exists():
         return path
+    note_absent(path)   # a file of this name made here later would be read instead
     shipped = shipped_dir("hardware") / f"{spec}.toml"
     if shipped.exists():
         return shipped

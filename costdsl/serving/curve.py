@@ -14,10 +14,8 @@ import numpy as np
 
 from ..errors import EvaluationError
 from ..analysis.records import Settings
-from ..analysis.evaluate import compute_bound_share, stage_time
+from ..analysis.trees import CorruptEntry, compile_trees
 from ..hardware import Hardware
-from ..analysis.memory import evaluate_memory
-from .. import symbols as S
 
 
 @dataclass(frozen=True)
@@ -57,50 +55,102 @@ minutes."""
 _CHUNK_POINTS = 1_000_000  # steps evaluated at once: bounds the memory of the grid
 
 
-def _decode_totals(decode, base: dict, batches: np.ndarray, seq: int, gen: int) -> np.ndarray:
-    """Total time of the gen - 1 decode steps (cache seq, seq + 1, ...) at each batch,
-    evaluated in blocks of batches so that memory stays bounded whatever batch x gen is."""
-    steps = gen - 1
-    if steps == 0:
-        return np.zeros_like(batches)
-    if len(batches) * steps > MAX_STEP_POINTS:
-        raise EvaluationError(
-            f"the serving curve would evaluate {len(batches):,} batch sizes x {steps:,} decode "
-            f"steps, more than {MAX_STEP_POINTS:,}",
-            hint="give fewer batch sizes (a log range such as 1:4096:log13) or a shorter --gen")
-    cached = np.arange(seq, seq + steps, dtype=float)
-    rows = max(1, _CHUNK_POINTS // steps)
-    totals = [stage_time(decode, {**base, S.batch: block[:, None], S.seq: cached[None, :]})
-              .sum(axis=1) for block in np.array_split(batches, -(-len(batches) // rows))]
-    return np.concatenate(totals)
+class ServeProgram:
+    """A serving curve's closed forms, compiled once from their record (api's
+    `Model.serve_record`): the prefill and decode step times and the decode's compute-bound
+    time as functions of batch and cache length, each stage's memory, and the answers that do
+    not depend on the batch (the largest batch that fits, the decode crossovers). The record is
+    data, so a curve at other batch sizes is read back from the cache without the compiler."""
+
+    def __init__(self, record: dict):
+        self.symbols = tuple(record["symbols"])
+        if not all(isinstance(s, str) for s in self.symbols):
+            raise CorruptEntry("malformed symbols")
+        times = record["times"]
+        self._times = compile_trees([times[k] for k in _TIMES], self.symbols)
+        self._memory = {stage: (tuple(m["symbols"]), compile_trees(m["rows"][:3], m["symbols"]))
+                        for stage, m in record["memory"].items()}
+        self.max_batch = int(record["max_batch"])
+        self.balance = _optional(record["balance"])
+        first = record["first"]
+        self.first_value = _optional(first["value"]) if first else None
+        self.first_op = str(first["op"]) if first else None
+
+    def _time(self, which: str, values: dict) -> np.ndarray:
+        args = _args(self.symbols, values)
+        return np.broadcast_to(np.asarray(self._times(*args)[_TIMES.index(which)], dtype=float),
+                               np.broadcast_shapes(*(np.shape(a) for a in args)))
+
+    def _memory_bytes(self, stage: str, values: dict) -> np.ndarray:
+        symbols, f = self._memory[stage]
+        args = _args(symbols, values)
+        shape = np.broadcast_shapes(*(np.shape(a) for a in args))
+        return sum(np.broadcast_to(np.asarray(v, dtype=float), shape) for v in f(*args))
+
+    def curve(self, hw: Hardware, seq: int, gen: int, batches: np.ndarray | None,
+              bits: dict) -> ServeCurve:
+        """`batches` None: powers of two up to twice the largest batch that fits, so that the
+        curve shows the memory limit."""
+        base = {**Settings(1, seq, **bits).validate().named()}
+        last = seq + max(gen - 2, 0)  # tokens cached at the last decode step
+        if batches is None:
+            batches = 2 ** np.arange(0, max(1, int(np.log2(max(self.max_batch, 1))) + 2))
+        b = batches.astype(float)
+        ttft = self._time("prefill", {**base, "batch": b, "seq": seq})
+        decode_total = self._decode_totals(base, b, seq, gen)
+        tpot = decode_total / max(gen - 1, 1)
+        memory = np.maximum(self._memory_bytes("prefill", {**base, "batch": b, "seq": seq}),
+                            self._memory_bytes("decode", {**base, "batch": b, "seq": last}))
+        at_seq = {**base, "batch": b, "seq": seq}
+        share = self._time("compute_bound", at_seq) / self._time("decode", at_seq)
+        return ServeCurve(seq, gen, batches, ttft, tpot, ttft + decode_total, memory,
+                          np.asarray(share, dtype=float), hw.memory_bytes, self.max_batch,
+                          self.balance, self.first_value, self.first_op)
+
+    def _decode_totals(self, base: dict, batches: np.ndarray, seq: int, gen: int) -> np.ndarray:
+        """Total time of the gen - 1 decode steps (cache seq, seq + 1, ...) at each batch,
+        evaluated in blocks of batches so that memory stays bounded whatever batch x gen is."""
+        steps = gen - 1
+        if steps == 0:
+            return np.zeros_like(batches)
+        if len(batches) * steps > MAX_STEP_POINTS:
+            raise EvaluationError(
+                f"the serving curve would evaluate {len(batches):,} batch sizes x {steps:,} "
+                f"decode steps, more than {MAX_STEP_POINTS:,}",
+                hint="give fewer batch sizes (a log range such as 1:4096:log13) or a shorter "
+                     "--gen")
+        cached = np.arange(seq, seq + steps, dtype=float)
+        rows = max(1, _CHUNK_POINTS // steps)
+        totals = [self._time("decode", {**base, "batch": block[:, None], "seq": cached[None, :]})
+                  .sum(axis=1) for block in np.array_split(batches, -(-len(batches) // rows))]
+        return np.concatenate(totals)
+
+
+_TIMES = ("prefill", "decode", "compute_bound")
+
+
+def _optional(x) -> float | None:
+    if x is None:
+        return None
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        raise CorruptEntry(f"a value is {x!r}")
+    return float(x)
+
+
+def _args(symbols, values: dict) -> list:
+    missing = [s for s in symbols if s not in values]
+    if missing:
+        raise EvaluationError(f"parameter {missing[0]} is still free at evaluation",
+                              hint=f"bind it with --set {missing[0]}=VALUE")
+    return [np.asarray(values[s], dtype=float) for s in symbols]
 
 
 def serve_curve(model, hw: Hardware, seq: int, gen: int, batches: np.ndarray | None,
                 bits: dict) -> ServeCurve:
-    """`batches` None: powers of two up to twice the largest batch that fits, so that the
-    curve shows the memory limit."""
-    base = Settings(1, seq, **bits).validate().values()
-    last = seq + max(gen - 2, 0)  # tokens cached at the last decode step
-    max_batch = model.max_batch(hw, seq=last + 1, **bits)
-    if batches is None:
-        batches = 2 ** np.arange(0, max(1, int(np.log2(max(max_batch, 1))) + 2))
-    b = batches.astype(float)
-    prefill = model.roofline(hw, "prefill", **bits)
-    decode = model.roofline(hw, "decode", **bits)
-    ttft = stage_time(prefill, {**base, S.batch: b, S.seq: seq})
-    decode_total = _decode_totals(decode, base, b, seq, gen)
-    tpot = decode_total / max(gen - 1, 1)
-    memory = np.maximum(
-        sum(evaluate_memory(model.memory("prefill"), {**base, S.batch: b, S.seq: seq})[:3]),
-        sum(evaluate_memory(model.memory("decode"), {**base, S.batch: b, S.seq: last})[:3]))
-    share = compute_bound_share(decode, {**base, S.batch: b, S.seq: seq})
-    summary = model.crossover("batch", hw, "decode", seq=seq, **bits).summary
-    first = summary.first_compute_bound
-    return ServeCurve(seq, gen, batches, ttft, tpot, ttft + decode_total, memory,
-                      np.asarray(share, dtype=float), hw.memory_bytes, max_batch,
-                      summary.balance_value, first.value if first else None,
-                      first.op if first else None)
-
+    """The curve of `model` (compiled): its record, then the same program a cached record
+    gives."""
+    return ServeProgram(model.serve_record(hw, seq, gen, bits)).curve(hw, seq, gen, batches,
+                                                                      bits)
 
 
 @dataclass(frozen=True)
