@@ -547,13 +547,20 @@ class Model:
         hw = _hardware(hw)
         stages = tuple(stages)
         settings = _settings(batch, seq, w_bits, a_bits, kv_bits, tokens, stages)
-        key = (stages, figures_key(hw)) + tuple(self._bits_key(s, hw, settings) for s in stages)
-        if key not in self._programs:
-            try:
-                self._programs[key] = AnalysisProgram(self.analysis_record(hw, stages, settings))
-            except Unsupported:   # an expression the tree form lacks: numbers the sympy way
-                return self._analysis_by_sympy(hw, stages, settings)
-        return self._programs[key].analysis(hw, settings)
+        asked = (stages, figures_key(hw), w_bits, a_bits, kv_bits)
+        program = self._programs.get(asked)
+        if program is None:
+            # bitwidths giving the same kernels (compute types) share one program
+            key = (stages, figures_key(hw)) + tuple(self._bits_key(s, hw, settings)
+                                                    for s in stages)
+            if key not in self._programs:
+                try:
+                    self._programs[key] = AnalysisProgram(
+                        self.analysis_record(hw, stages, settings))
+                except Unsupported:   # an expression the tree form lacks: the sympy way
+                    return self._analysis_by_sympy(hw, stages, settings)
+            program = self._programs[asked] = self._programs[key]
+        return program.analysis(hw, settings)
 
     def _analysis_by_sympy(self, hw: Hardware, stages: tuple[str, ...],
                            settings: Settings) -> Analysis:
@@ -583,7 +590,6 @@ class Model:
         stages = tuple(stages)
         total = self.params()
         stage = stages[0] if stages else "decode"
-        d = self._devices(stage, hw.count, hw.nodes)
         return {"model": self.name, "file": str(self.design.file),
                 "stages": {s: stage_record(self._roofline(s, hw, settings)) for s in stages},
                 "memory": {s: memory_trees(self.memory(s)) for s in stages},
@@ -592,8 +598,7 @@ class Model:
                 "params_active": int(self.active_params()) if total.is_number else 0,
                 "params_free": sorted(s.name for s in total.free_symbols),
                 "passes": list(self.graph(stage).graph["passes"]) if stages else [],
-                "devices": {"count": d.count, "used": d.used, "layout": d.layout,
-                            "nodes": d.nodes, "microbatches": d.microbatches}}
+                "devices": self._devices(stage, hw.count, hw.nodes).record()}
 
     @functools.cache
     def _param_values(self) -> dict:

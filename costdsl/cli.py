@@ -631,25 +631,49 @@ def _fit(args) -> str:
 
 
 def _serve_curve(args) -> str:
+    """Plain decoding: from the curve's record (recall), which answers any batch sizes; a
+    decoding strategy needs the compiled model."""
+    from . import recall
+    from .hardware import figures_key
+    from .ranges import parse_range
     from .report import answers as answers_report
-    from .serving.curve import serve_curve
-    from .analysis.sweep import parse_range
-    model = _load(args)
+    from .serving.curve import ServeProgram, speculative_serving
     hw = _hw(args)
+    bits = _bits_of(args)
     batches = parse_range(args.batch, "batch") if args.batch else None
-    curve = serve_curve(model, hw, args.seq, args.gen, batches, _bits_of(args))
-    decoding = model.decoding_strategy(args.decoding)
     spec = None
-    if decoding is not None:
-        from .serving.curve import speculative_serving
-        spec = speculative_serving(model, hw, decoding, curve, _bits_of(args))
-    devices = model.devices(hw) if hw.count > 1 else None
+    if args.decoding:
+        model = _load(args)
+        decoding = model.decoding_strategy(args.decoding)
+        curve = ServeProgram(model.serve_record(hw, args.seq, args.gen, bits)).curve(
+            hw, args.seq, args.gen, batches, bits)
+        spec = speculative_serving(model, hw, decoding, curve, bits)
+        name, devices = model.name, model.devices(hw) if hw.count > 1 else None
+    else:
+        inputs = {**recall.model_inputs(args.model, args.model_name, args.set, args.passes),
+                  "hardware": figures_key(hw), "bits": bits, "seq": args.seq, "gen": args.gen}
+        def build():
+            model = _load(args)
+            devices = model.devices(hw) if hw.count > 1 else None
+            return {"name": model.name, "devices": devices and devices.record(),
+                    "curve": model.serve_record(hw, args.seq, args.gen, bits)}
+        name, devices, program = recall.recalled("serve-curve", inputs, build, _curve_of)
+        curve = program.curve(hw, args.seq, args.gen, batches, bits)
     if args.format == "json":
-        out = answers_report.serve_dict(model.name, hw, curve, spec)
+        out = answers_report.serve_dict(name, hw, curve, spec)
         if devices is not None:
             out["devices"] = devices_dict(devices)
         return dumps(out)
-    return answers_report.serve_text(model.name, hw, curve, spec, devices)
+    return answers_report.serve_text(name, hw, curve, spec, devices)
+
+
+def _curve_of(record: dict):
+    """(model name, devices, ServeProgram) of a serve-curve record."""
+    from .analysis.records import Devices
+    from .serving.curve import ServeProgram
+    devices = record["devices"]
+    return (str(record["name"]), devices and Devices.of_record(devices),
+            ServeProgram(record["curve"]))
 
 
 def _sweep(args) -> str:
@@ -1413,11 +1437,12 @@ def _columns(rows) -> str:
 
 INTERNAL_ERROR = 70  # EX_SOFTWARE: a bug in costdsl, never the user's mistake
 
-REMEMBERED = ("crossover", "fit", "serve-curve", "plan", "latency", "formulas", "sensitivity",
+REMEMBERED = ("crossover", "fit", "plan", "latency", "formulas", "sensitivity",
               "compare", "params")
 """Commands whose printed answer is a function of their arguments and the files they read
 alone: asked again, it is read back from the cache (recall) without loading the compiler.
-`analyze` keeps a record instead, which answers any batch and context; the rest always run."""
+`analyze` and `serve-curve` keep a record instead, which answers any batch and context; the
+rest always run."""
 
 
 def _answer(args) -> str:

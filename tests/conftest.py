@@ -49,3 +49,22 @@ def gemm_rows(measured) -> dict[str, list[int]]:
         block = next((b for b in ("fp8block", "nvfp4") if b in m.row.model), None)
         out[block or ("bf16" if m.row.bits[0] == 16 else "fp8")].append(i)
     return out
+
+
+def same_json(a, b, rel: float, path: str = "$") -> None:
+    """JSON values equal in structure (keys in the same order) and exactly in everything but
+    floats, which agree to `rel`."""
+    import math
+    assert type(a) is type(b) or {type(a), type(b)} <= {int, float}, path
+    if isinstance(a, dict):
+        assert list(a) == list(b), path
+        for k in a:
+            same_json(a[k], b[k], rel, f"{path}.{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            same_json(x, y, rel, f"{path}[{i}]")
+    elif isinstance(a, float) or isinstance(b, float):
+        assert math.isclose(a, b, rel_tol=rel, abs_tol=1e-300), path
+    else:
+        assert a == b, path

@@ -11,7 +11,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "costdsl"
 
 RANK = {"errors": 0, "symbols": 0, "resources": 0, "files": 0, "version": 0, "names": 0,
-        "progress": 0, "limits": 0, "cache": 0, "recall": 0,
+        "progress": 0, "limits": 0, "ranges": 0, "cache": 0, "recall": 0,
         "language": 1, "hardware": 1,
         "graph": 2,
         "analysis": 3,

@@ -2,14 +2,13 @@
 import csv
 import io
 import json
-import math
 
 import pytest
 
 import costdsl
 from costdsl.report import FORMATS, to_dict
 
-from conftest import DATA, MODELS
+from conftest import DATA, MODELS, same_json
 
 GOLDEN = DATA / "golden" / "llama-2-7b-a6000-b1-s2048.json"
 OP_KEYS = {"name", "kind", "repeat", "flops", "bytes", "intensity", "bound", "time_s"}
@@ -21,28 +20,11 @@ def analysis():
     return costdsl.load(MODELS / "llama-2-7b.arch").analyze("nvidia-a6000", batch=1, seq=2048)
 
 
-def _same(a, b, path="$"):
-    """Structure equal exactly; numbers equal to 1e-9 relative."""
-    assert type(a) is type(b) or {type(a), type(b)} <= {int, float}, path
-    if isinstance(a, dict):
-        assert list(a) == list(b), path
-        for k in a:
-            _same(a[k], b[k], f"{path}.{k}")
-    elif isinstance(a, list):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b)):
-            _same(x, y, f"{path}[{i}]")
-    elif isinstance(a, float) or isinstance(b, float):
-        assert math.isclose(a, b, rel_tol=1e-9), path
-    else:
-        assert a == b, path
-
-
 def test_json_matches_golden_file(analysis):
     produced = json.loads(FORMATS["json"](analysis))
     golden = json.loads(GOLDEN.read_text())
     produced.pop("file"), golden.pop("file")
-    _same(produced, golden)
+    same_json(produced, golden, rel=1e-9)
 
 
 def test_json_contract_keys(analysis):

@@ -16,7 +16,8 @@ import numpy as np
 
 from ..errors import EvaluationError
 from .numbers import LazyMemory, StageNumbers, memory_totals
-from .trees import CorruptEntry, compile_trees
+from .records import Analysis, Devices, lazy_results
+from .trees import CorruptEntry, compile_trees, function_of
 
 RATES = ("peak", "bandwidth", "vector_peak", "launch")
 
@@ -101,7 +102,45 @@ class StageProgram:
 
     def numbers(self, values: Mapping[str, object]) -> StageNumbers:
         """The stage's numbers at `values` (by symbol name)."""
-        table, shape = self.table(values)
+        return self._numbers_of(*self.table(values), values)
+
+    def result(self, values: Mapping[str, object]):
+        """The stage's records at one point (records.StageResult): its time at once, from the
+        rows in plain floats; the per-op numbers when first read."""
+        args = _bound(self.symbols, values)
+        rows = self.scalar(*args)
+        stages, micro = self.schedule
+        used = min(micro, float(values["batch"])) if micro > 1 and "batch" in values else micro
+        time_s = self.stage_time(rows, used)
+        return lazy_results(self.stage, lambda: self._numbers_of(
+            np.array(rows, dtype=float), (), values), time_s, len(self.names))
+
+    @cached_property
+    def stage_time(self) -> Callable:
+        """(rows, microbatches used) -> the stage's time: every op's occurrences and a
+        pipeline's bubble, each op as analysis.numbers.StageNumbers computes it, in floats."""
+        n, k = len(self.names), len(self.classes)
+        r = lambda row, i: f"r[{row * n + i}]"
+        rate = lambda x: "_inf" if x == float("inf") else repr(float(x))
+        terms = []
+        for i in range(n):
+            flops, vector, waves = r(1, i), r(2 + k, i), r(6 + k, i)
+            nbytes = "(" + " + ".join(r(2 + j, i) for j in range(k)) + ")"
+            compute = (f"((({flops} - {vector}) * {waves} + {vector}) - {vector}) / "
+                       f"{rate(self.rates['peak'][i])} + {vector} / "
+                       f"{rate(self.rates['vector_peak'][i])}")
+            memory = (f"{nbytes} / {rate(self.rates['bandwidth'][i])} * {r(5 + k, i)} + "
+                      f"{r(3 + k, i)}")
+            # the larger of the two, as numpy's maximum, without a call per op
+            kernel = f"(_c if (_c := {compute}) > (_m := {memory}) else _m)" \
+                if self.overlap[i] else f"({compute}) + ({memory})"
+            time = f"({kernel} + {rate(self.rates['launch'][i])} + {r(4 + k, i)})"
+            terms.append(f"{r(0, i)} * {time}")
+        bubble = self.schedule[0] - 1
+        total = "(" + " + ".join(terms or ["0.0"]) + ")"
+        return function_of(f"def _f(r, mb):\n    return mb * {total} * (1 + {bubble} / mb)\n")
+
+    def _numbers_of(self, table: np.ndarray, shape: tuple, values) -> StageNumbers:
         n = len(self.names)
         extra = (1,) * len(shape)
         rates = {k: v.reshape((n,) + extra) if extra else v for k, v in
@@ -153,7 +192,7 @@ class AnalysisProgram:
         self.params_total, self.params_active = record["params_total"], record["params_active"]
         self.params_free = _strings(record, "params_free", len(record["params_free"]))
         self.passes = _strings(record, "passes", len(record["passes"]))
-        self.devices = record["devices"]
+        self.devices = Devices.of_record(record["devices"])
 
     def compile(self) -> "AnalysisProgram":
         """Compile every function now (a stored record is checked node by node)."""
@@ -174,16 +213,12 @@ class AnalysisProgram:
 
     def analysis(self, hw, settings):
         """The Analysis record at `settings` on `hw` (the hardware the record was built for)."""
-        from .records import Analysis, Devices, results_of
         values = settings.named()
-        results = {name: results_of(p.numbers(values)) for name, p in self.stages.items()}
+        results = {name: p.result(values) for name, p in self.stages.items()}
         if self.params_free:
             raise EvaluationError(f"parameter {', '.join(self.params_free)} is still free at "
                                   "evaluation", hint="bind it with --set NAME=VALUE")
         memory = LazyMemory(lambda: memory_totals(
             self.memory_rows(values), hw.memory_bytes, hw.host.memory_bytes if hw.host else None))
-        d = self.devices
-        devices = Devices(int(d["count"]), int(d["used"]), dict(d["layout"]), int(d["nodes"]),
-                          int(d["microbatches"]))
         return Analysis(self.model, self.file, hw, settings, self.params, int(self.params_total),
-                        results, int(self.params_active), self.passes, memory, devices)
+                        results, int(self.params_active), self.passes, memory, self.devices)

@@ -6,9 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 from collections.abc import Sequence
-from typing import Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -108,9 +107,13 @@ class StageTotal:
     FIELDS = ("flops", "bytes", "bytes_by_class", "time_s", "compute_time_s", "memory_time_s",
               "bubble_s", "transfer_time_s")
 
-    def __init__(self, n: StageNumbers, time_s: float):
-        self._n = n
+    def __init__(self, n: "StageNumbers | Callable[[], StageNumbers]", time_s: float):
+        self._numbers = once(n)
         self.time_s = time_s
+
+    @property
+    def _n(self) -> StageNumbers:
+        return self._numbers()
 
     @cached_property
     def flops(self) -> float:
@@ -191,6 +194,17 @@ class Devices:
     nodes: int = 1
     microbatches: int = 1
 
+    def record(self) -> dict:
+        """As data (a cached record keeps it)."""
+        return {"count": self.count, "used": self.used, "layout": dict(self.layout),
+                "nodes": self.nodes, "microbatches": self.microbatches}
+
+    @classmethod
+    def of_record(cls, d: dict) -> "Devices":
+        layout = {str(g): n if isinstance(n, str) else int(n) for g, n in d["layout"].items()}
+        return cls(int(d["count"]), int(d["used"]), layout, int(d["nodes"]),
+                   int(d["microbatches"]))
+
 
 def devices_of(graph, count: int, nodes: int = 1) -> Devices:
     """The graph's parallel layout on a hardware of `count` devices over `nodes` nodes."""
@@ -213,10 +227,15 @@ class OpResults(Sequence):
     read: a loop over configurations that reads only totals never pays for per-op objects
     (the per-call path's cost); reading the ops gives the same records a tuple would."""
 
-    def __init__(self, n: StageNumbers, stage_time: float):
-        self._n, self._stage_time = n, stage_time
-        self._built: list[OpResult | None] = [None] * len(n.names)
+    def __init__(self, n: "StageNumbers | Callable[[], StageNumbers]", stage_time: float,
+                 count: int | None = None):
+        self._numbers, self._stage_time = once(n), stage_time
+        self._built: list[OpResult | None] = [None] * (len(n.names) if count is None else count)
         self._columns = None
+
+    @property
+    def _n(self) -> StageNumbers:
+        return self._numbers()
 
     def __len__(self) -> int:
         return len(self._built)
@@ -275,3 +294,28 @@ def results_of(n: StageNumbers) -> StageResult:
     stage_time = float(n.stage_time())
     return StageResult(n.stage, STAGE_DESCRIPTIONS[n.stage], OpResults(n, stage_time),
                        StageTotal(n, stage_time))
+
+
+def lazy_results(stage: str, numbers: "Callable[[], StageNumbers]", stage_time: float,
+                 count: int) -> StageResult:
+    """A stage's records whose time is known already; its `count` ops' numbers are computed
+    by `numbers()` when first read, once for the ops and the totals together."""
+    numbers = once(numbers)
+    return StageResult(stage, STAGE_DESCRIPTIONS[stage], OpResults(numbers, stage_time, count),
+                       StageTotal(numbers, stage_time))
+
+
+def once(n) -> "Callable[[], StageNumbers]":
+    """A function giving the stage's numbers: `n` itself, or `n()` computed on first call."""
+    if isinstance(n, StageNumbers):
+        return lambda: n
+    if getattr(n, "_once", False):
+        return n
+    kept: list = []
+
+    def get():
+        if not kept:
+            kept.append(n())
+        return kept[0]
+    get._once = True
+    return get

@@ -3,13 +3,17 @@ from __future__ import annotations
 
 import math
 
-from ..analysis.crossover import BIT_SYMBOLS, CrossoverAnswer
-from ..analysis.latency import Latency
-from ..analysis.sensitivity import Sensitivity
+from typing import TYPE_CHECKING
+
 from . import printing
 from .units import seconds, si
 from .jsonsafe import dumps
 from .jsonout import devices_dict
+
+if TYPE_CHECKING:
+    from ..analysis.crossover import CrossoverAnswer
+    from ..analysis.latency import Latency
+    from ..analysis.sensitivity import Sensitivity
 
 
 def _value(v):
@@ -62,6 +66,7 @@ def crossover_json(answers: list[CrossoverAnswer]) -> str:
 
 
 def crossover_text(answers: list[CrossoverAnswer]) -> str:
+    from ..analysis.crossover import BIT_SYMBOLS   # answers carry sympy: it is loaded
     first = answers[0]
     x = first.symbol.name
     bound = ", ".join(f"{k}={v:g}" for k, v in first.bound.items())

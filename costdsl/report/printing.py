@@ -1,15 +1,14 @@
 """How expressions are printed in reports: short names for the runtime symbols."""
 from __future__ import annotations
 
+import functools
 import re
 
-import sympy
-
-from .. import symbols as S
-
-_TEXT_NAMES = {S.batch: "b", S.seq: "s", S.gen: "g"}
-_LATEX_NAMES = {S.batch: "b", S.seq: "s", S.gen: "g", S.w_bits: r"\beta_w",
-                S.a_bits: r"\beta_a", S.kv_bits: r"\beta_{kv}", S.peak: "P", S.bandwidth: "B"}
+_TEXT_NAMES = {"batch": "b", "seq": "s", "gen": "g"}
+_LATEX_NAMES = {"batch": "b", "seq": "s", "gen": "g", "w_bits": r"\beta_w",
+                "a_bits": r"\beta_a", "kv_bits": r"\beta_{kv}", "peak": "P", "bandwidth": "B"}
+_MATHML_NAMES = {"batch": "b", "seq": "s", "gen": "g", "w_bits": "β_w", "a_bits": "β_a",
+                 "kv_bits": "β_kv", "peak": "P", "bandwidth": "B"}
 LEGEND = ("b = batch, s = seq (prompt length in prefill, cached tokens in decode), "
           "w_bits / a_bits / kv_bits = bitwidths of weights / activations / KV cache")
 MATH_LEGEND = ("b = batch, s = seq (prompt length in prefill, cached tokens in decode), "
@@ -19,15 +18,25 @@ MATH_LEGEND = ("b = batch, s = seq (prompt length in prefill, cached tokens in d
 as β: each output names the symbols as it prints them."""
 
 
+@functools.cache
+def _symbols(names: str) -> dict:
+    """The short names by the canonical symbol (sympy is loaded here: an expression to print
+    means the compiler is loaded already)."""
+    from .. import symbols as S
+    return {getattr(S, name): short for name, short in globals()[names].items()}
+
+
 def text(expr) -> str:
+    import sympy
     expr = sympy.sympify(expr)
-    out = sympy.sstr(expr.subs({s: sympy.Symbol(n) for s, n in _TEXT_NAMES.items()}))
+    out = sympy.sstr(expr.subs({s: sympy.Symbol(n) for s, n in _symbols("_TEXT_NAMES").items()}))
     return out.replace("**", "^").replace("*", "·")
 
 
 def latex(expr) -> str:
+    import sympy
     expr = sympy.sympify(expr)
-    names = dict(_LATEX_NAMES)
+    names = dict(_symbols("_LATEX_NAMES"))
     for symbol in expr.free_symbols:
         if symbol not in names:
             names[symbol] = r"\mathrm{" + symbol.name.replace("_", r"\_") + "}"
@@ -38,13 +47,11 @@ def latex_escape(text: str) -> str:
     return re.sub(r"([_&%$#{}])", r"\\\1", text)
 
 
-_MATHML_NAMES = {S.batch: "b", S.seq: "s", S.gen: "g", S.w_bits: "β_w", S.a_bits: "β_a",
-                 S.kv_bits: "β_kv", S.peak: "P", S.bandwidth: "B"}
-
-
 def mathml(expr) -> str:
     """Presentation MathML (the inside of a <math> element), with the report's short names."""
+    import sympy
     expr = sympy.sympify(expr)
-    names = {s: sympy.Symbol(n) for s, n in _MATHML_NAMES.items() if s in expr.free_symbols}
+    names = {s: sympy.Symbol(n) for s, n in _symbols("_MATHML_NAMES").items()
+             if s in expr.free_symbols}
     return sympy.mathml(expr.xreplace(names), printer="presentation")
 
