@@ -58,7 +58,8 @@ def commands(simulate: bool) -> dict[str, list[str]]:
         sim = COSTDSL + ["simulate", "llama-2-7b", *A100, "--n", "1000", "--scheduler",
                          "chunked"]
         out["simulate, one rate"] = sim + ["--rate", "2"]
-        out["simulate --sweep-rate 0.5:4:6"] = sim + ["--sweep-rate", "0.5:4:6"]
+        out["simulate --sweep-rate 0.5:4:6"] = sim + ["--sweep-rate", "0.5:4:6", "--slo",
+                                                     "ttft=2s,tpot=100ms"]
     return out
 
 

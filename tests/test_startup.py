@@ -131,9 +131,11 @@ def test_every_shipped_model_answers_the_same_from_the_cache(cache_env, capsys, 
     hit = _analyze(capsys, *args)
     assert len(loads) == 1 and hit == miss
     # the record is the whole answer: the Python API's numbers, op by op, to the bit
-    from costdsl.report import to_dict
+    from costdsl.report import text, to_dict
     compiled = costdsl.api.load(MODELS / model).analyze("nvidia-dgx-h100", batch=3, seq=1000)
     assert json.loads(hit) == json.loads(json.dumps(to_dict(compiled)))
+    loads.clear()
+    assert _analyze(capsys, *args[:-2]) == text(compiled) and not loads   # text: a hit too
 
 
 @pytest.fixture
