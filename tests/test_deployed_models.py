@@ -46,6 +46,14 @@ def _load(name):
     # OpenAI's model card, table 1: 20.91B and 116.83B total.
     ("gpt-oss-20b", 20_914_757_184, 20.91, 2),
     ("gpt-oss-120b", 116_829_156_672, 116.83, 2),
+    # 2 x 154880 x 6144 + 78 x (165,022,208 latent attention + 9,371,904 indexer + 2 x 6144)
+    # + 3 x 3 x 6144 x 12288 (dense MLPs) + 75 x (257 x 3 x 6144 x 2048 + 256 x 6144 router)
+    # + 6144. GLM-5 technical report, table 1: 744B (without its MTP layer).
+    ("glm-5", 743_911_199_232, 744, 0),
+    # 2 x 163840 x 7168 + 61 x (101,124,096 + 2 x 7168) + 3 x 7168 x 18432 + 60 x (385 x 3 x
+    # 7168 x 2048 + 384 x 7168) + 7168. Kimi K2's model card (the same decoder): 1T, i.e.
+    # 1.0T to the tenth (digits -2: within 100B).
+    ("kimi-k2.5", 1_026_408_209_408, 1000, -2),
 ])
 def test_total_parameters(name, exact, published, digits):
     total = _load(name).params()
@@ -62,6 +70,23 @@ def test_total_parameters(name, exact, published, digits):
 def test_active_parameters_of_qwen3_moe(name, active, published, digits):
     assert _load(name).active_params() == active
     assert abs(active / B - published) < 10 ** -digits   # the card truncates: 3.35 -> 3.3
+
+
+@pytest.mark.parametrize("name,active,embedding,published,with_embedding", [
+    # 8 of 256 routed experts and the shared one: the total less 75 x 248 x 3 x 6144 x 2048.
+    # GLM-5 technical report: 40B activated, which is our figure less the input embedding
+    # (154880 x 6144), truncated (40.83B).
+    ("glm-5", 41_784_709_632, 154880 * 6144, 40, False),
+    # 8 of 384 and the shared one: the total less 60 x 376 x 3 x 7168 x 2048. Kimi K2's card:
+    # 32B activated: our figure with the embedding's row counted, truncated (32.86B; 31.69B
+    # without the table).
+    ("kimi-k2.5", 32_861_477_888, 163840 * 7168, 32, True),
+])
+def test_active_parameters_of_deepseek_layouts(name, active, embedding, published,
+                                               with_embedding):
+    assert _load(name).active_params() == active
+    counted = active if with_embedding else active - embedding
+    assert int(counted / B) == published
 
 
 @pytest.mark.parametrize("name,active_without_embedding,published", [
@@ -247,7 +272,7 @@ def test_fit_on_an_h100_counts_only_the_full_layers_growing():
 NEW = ["llama-3.2-1b", "llama-3.2-3b", "qwen3-8b", "qwen3-32b", "qwen3-30b-a3b", "qwen3.5-27b",
        "qwen3.5-35b-a3b", "qwen3.5-397b-a17b",
        "qwen3-235b-a22b", "gpt-oss-20b", "gpt-oss-120b", "nemotron-3-nano-30b-a3b",
-       "deepseek-v3.2"]
+       "deepseek-v3.2", "glm-5", "kimi-k2.5"]
 
 
 @pytest.mark.parametrize("name", NEW)
@@ -281,6 +306,8 @@ def test_serving_passes_and_tensor_parallel_compose(name):
     ("gpt-oss-20b.json", "gpt-oss-20b.arch"),
     ("gpt-oss-120b.json", "gpt-oss-120b.arch"),
     ("deepseek-v3.2.json", "deepseek-v3.2.arch"),
+    ("glm-5.json", "glm-5.arch"),              # model_type glm_moe_dsa
+    ("kimi-k2.5.json", "kimi-k2.5.arch"),      # kimi_k25: its text_config, kimi_k2
 ])
 def test_imported_config_matches_the_shipped_model(tmp_path, config, shipped):
     out = tmp_path / "imported.arch"

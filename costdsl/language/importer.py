@@ -50,6 +50,9 @@ DEEPSEEK = (Field("hidden", "hidden_size"), Field("layers", "num_hidden_layers")
             Field("experts", "n_routed_experts"), Field("top_k", "num_experts_per_tok"),
             Field("shared_experts", "n_shared_experts"), Field("vocab", "vocab_size"))
 
+DEEPSEEK_DSA = DEEPSEEK + (Field("index_heads", "index_n_heads"),
+                           Field("index_dim", "index_head_dim"), Field("index_topk", "index_topk"))
+
 QWEN3_HEAD_DIM = Field("head_dim", "head_dim", default="128")  # Qwen3Config's default
 QWEN3 = LLAMA[:-1] + (QWEN3_HEAD_DIM,)
 QWEN3_MOE = (Field("hidden", "hidden_size"), Field("layers", "num_hidden_layers"),
@@ -130,9 +133,14 @@ FAMILIES = {
                           assumed={"moe_layer_freq": 1}),
     "deepseek_v3": Family("deepseek.arch", "deepseek", DEEPSEEK,
                           assumed={"moe_layer_freq": 1}),
-    "deepseek_v32": Family("deepseek.arch", "deepseek", DEEPSEEK + (
-        Field("index_heads", "index_n_heads"), Field("index_dim", "index_head_dim"),
-        Field("index_topk", "index_topk")), assumed={"moe_layer_freq": 1}),
+    "deepseek_v32": Family("deepseek.arch", "deepseek", DEEPSEEK_DSA,
+                           assumed={"moe_layer_freq": 1}),
+    # Kimi K2 / K2.5's decoder: DeepseekV3ForCausalLM (its config's `architectures`)
+    "kimi_k2": Family("deepseek.arch", "deepseek", DEEPSEEK, assumed={"moe_layer_freq": 1}),
+    # GLM-5 (GlmMoeDsaForCausalLM): MLA with DeepSeek Sparse Attention's indexer and
+    # DeepSeek-V3's MoE (GLM-5 technical report, arXiv:2602.15763, table 1)
+    "glm_moe_dsa": Family("deepseek.arch", "deepseek", DEEPSEEK_DSA,
+                          assumed={"moe_layer_freq": 1, "attention_bias": False}),
     "gpt2": Family("gpt2.arch", "gpt2", (
         Field("hidden", "n_embd"), Field("layers", "n_layer"), Field("heads", "n_head"),
         Field("ffn", "n_inner", default="4 * hidden"), Field("vocab", "vocab_size"),
@@ -162,6 +170,7 @@ FAMILIES["nemotron_h"] = Family(
     pattern="hybrid_override_pattern")
 FAMILIES["qwen3_5"] = FAMILIES["qwen3_5_text"]          # the multimodal config: its text_config
 FAMILIES["qwen3_5_moe"] = FAMILIES["qwen3_5_moe_text"]
+FAMILIES["kimi_k25"] = FAMILIES["kimi_k2"]              # Kimi K2.5: its text_config is kimi_k2
 """model_type -> the shipped family its config.json fills in. A family ties its head when
 `tie_word_embeddings` is true; gpt2's and opt's files always tie it (their `tied` is the base)."""
 
