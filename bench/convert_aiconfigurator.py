@@ -26,6 +26,11 @@ SXM, and writes under tests/data/measured/ by default:
   are compute-bound and give the fp8 units' achieved fraction; below, their time carries the
   activation-quantisation kernel and the FP8 kernel's own streaming rate, which the
   [efficiency.fp8_gemm] figures (a bandwidth and a launch of their own) describe.
+- aiconfigurator-gemm-fp8-tp-<chip>[-<stack>].csv: the FP8 GEMMs of the shards tensor
+  parallelism at 4 and 8 makes of those shapes (n / t or k / t, where the table times it:
+  1,024 to 4,096 columns or inputs), m = 1 to 16,384 in six sizes. Narrow layers are where an
+  FP8 GEMM's activation quantisation (a cost per input element, whatever the output width)
+  weighs most: [efficiency.fp8_gemm] input_bytes is chosen on them.
 - aiconfigurator-gemm-{fp8block,nvfp4}-<chip>[-<stack>].csv: block-scaled GEMMs of the same
   shapes and sizes, each table's main kernel (its most common kernel_source): FP8 with 128 x 128
   weight blocks (DeepGEMM / CUTLASS; Hopper and Blackwell) and NVFP4 (B200 only), as the proj
@@ -64,6 +69,10 @@ STACK_SYSTEMS = {"a100_sxm": ("a100", "nvidia-a100-80gb"), "h100_sxm": ("h100", 
 GEMM_SHAPES = {(4096, 4096), (6144, 4096), (4096, 12288), (12288, 4096), (4096, 16384),
                (16384, 4096), (8192, 8192), (8192, 16384), (10240, 8192)}   # (n, k)
 GEMM_M = {2 ** i for i in range(15)}                                       # 1 .. 16,384
+TP_DEGREES = (4, 8)
+TP_M = {1, 16, 128, 1024, 4096, 16384}
+"""The FP8 GEMMs tensor parallelism leaves: each shape's output (column-parallel: n / t) or
+input (row-parallel: k / t) split t ways, where the table times that shape, at six sizes."""
 HEADS = {(32, 8), (64, 8), (8, 1), (16, 2), (32, 4)}
 DECODE_BATCH = {1, 2, 4, 8, 16, 32, 64, 128, 256}
 DECODE_STEPS = {127, 511, 1023, 2047, 4095, 8191, 16383, 32767}          # isl = 1
@@ -125,6 +134,13 @@ def gemm(data: Path, out_dir: Path, release: str, stack: str = STACK,
                and r["m"] in GEMM_M]
         out["fp8-" + short + _suffix(stack)] = sorted(fp8, key=lambda r: (r["model"],
                                                                           int(r["seq"])))
+        sharded = _tp_shapes()
+        fp8_tp = [_gemm_row(out_dir, hw, r["m"], r["n"], r["k"], r["latency"], source, 8)
+                  for r in records if r["gemm_dtype"] == "fp8" and (r["n"], r["k"]) in sharded
+                  and r["m"] in TP_M]
+        if fp8_tp:
+            out["fp8-tp-" + short + _suffix(stack)] = sorted(
+                fp8_tp, key=lambda r: (r["model"], int(r["seq"])))
         for dtype, (name, bits, quantize) in BLOCK_FORMATS.items():
             chosen = [r for r in records if r["gemm_dtype"] == dtype
                       and (r["n"], r["k"]) in GEMM_SHAPES and r["m"] in GEMM_M]
@@ -136,6 +152,12 @@ def gemm(data: Path, out_dir: Path, release: str, stack: str = STACK,
             out[f"{name}-{short}{_suffix(stack)}"] = sorted(
                 rows, key=lambda r: (r["model"], int(r["seq"])))
     return out
+
+
+def _tp_shapes() -> set[tuple[int, int]]:
+    """(n, k) of every shard TP_DEGREES make of GEMM_SHAPES (not the full shapes themselves)."""
+    return {shard for n, k in GEMM_SHAPES for t in TP_DEGREES
+            for shard in ((n // t, k), (n, k // t))} - GEMM_SHAPES
 
 
 def _block_row(out_dir: Path, hw: str, r: dict, name: str, bits: int, quantize: str,

@@ -41,6 +41,11 @@ from .measurements import Measured, predict
 
 MAX_LAUNCH_S = 1e-3   # a launch cost above a millisecond is not a kernel launch
 MAX_ROUNDS = 50
+INPUT_BYTES = (2, 3, 4, 5, 6, 8, 10, 12, 16)
+"""The bytes per input element a narrow GEMM's activation quantisation may move before it
+(efficiency input_bytes): a grid the fit chooses from, as it chooses occupancy (3: a static
+scale, one 16-bit read and one 8-bit write; 5: a dynamic per-tensor scale, a read for the
+maximum before them)."""
 SERIAL_CANDIDATES = frozenset({"attention"})
 """Families tried with `overlap = false`: prefill's FlashAttention, whose blocks load their
 query tile before the loop over keys and write their output after it (decode's kernels stream
@@ -105,10 +110,13 @@ def _launch_key(piece) -> str:
 class Choices:
     """The model's discrete choices, held fixed while its parameters are fitted: the rows that
     fill the chip by family (occupancy), the families whose traffic adds to their compute
-    (overlap = false), and the GEMMs' tile model (the file's own, never chosen by the fit)."""
+    (overlap = false), the bytes a narrow GEMM moves per input element before it runs (its
+    activation quantisation), and the GEMMs' tile model (the file's own, never chosen by the
+    fit)."""
     fill: Mapping[str, float] = field(default_factory=dict)
     serial: frozenset = frozenset()
     tile: Tile | None = None
+    input_bytes: Mapping[str, float] = field(default_factory=dict)
 
     def overlap(self, kind: str) -> bool | None:
         """A family's `overlap`: False where its traffic adds to its compute, True where it
@@ -130,7 +138,8 @@ def _efficiency(u: Mapping[str, float], launches: Mapping[str, float],
         kinds[kind] = KindEfficiency(
             1 / u[f"{kind}.bandwidth"] if f"{kind}.bandwidth" in u else None,
             1 / u[f"{kind}.compute"] if f"{kind}.compute" in u else None,
-            launches.get(f"{kind}.launch"), choices.fill.get(kind), choices.overlap(kind))
+            launches.get(f"{kind}.launch"), choices.fill.get(kind), choices.overlap(kind),
+            choices.input_bytes.get(kind))
     return Efficiency(bandwidth=1 / u.get("bandwidth", 1.0), compute=compute,
                       launch_s=launches.get("launch", 0.0), kinds=kinds, source=source,
                       tile=choices.tile)
@@ -168,6 +177,10 @@ def _assign(measured: list[Measured], e: Efficiency | None, launch: bool = True,
             if memory_s and (not compute_wins or p.family in choices.serial):
                 k = _key(p, "memory")
                 coef[k] = coef.get(k, 0.0) + p.count * memory_s
+            prologue = choices.input_bytes.get(p.family, 0.0) * p.input_s
+            if prologue:   # a kernel before it, at its bandwidth, whichever side wins
+                k = _key(p, "memory")
+                coef[k] = coef.get(k, 0.0) + p.count * prologue
             if launch:
                 k = _launch_key(p)
                 coef[k] = coef.get(k, 0.0) + p.count
@@ -289,11 +302,15 @@ def fit_efficiency(measured: list[Measured], source: str = "", launch: bool = Tr
     best = _fit(measured, times, source, launch, choices)
     trials = [replace(choices, fill={family: float(sms)}) for family in
               (_row_parallel_families(measured) if sms else ())]
+    quantising = sorted({p.family for m in measured for p in m.pieces if p.input_s})
+    trials += [replace(choices, input_bytes={family: x}) for family in quantising
+               for x in INPUT_BYTES]
     trials += [replace(choices, serial=frozenset({family})) for family in
                sorted({p.family for m in measured for p in m.pieces} & SERIAL_CANDIDATES)]
     for trial in trials:     # each choice added to those kept so far, kept if it fits better
         tried = replace(choices, fill={**choices.fill, **trial.fill},
-                        serial=choices.serial | trial.serial)
+                        serial=choices.serial | trial.serial,
+                        input_bytes={**choices.input_bytes, **trial.input_bytes})
         solved = _fit(measured, times, source, launch, tried)
         if solved.objective < best.objective:
             choices, best = tried, solved
@@ -311,6 +328,9 @@ def fit_efficiency(measured: list[Measured], source: str = "", launch: bool = Tr
         params.append(Parameter(f"{family}.rows", rows, None,
                                 sum(1 for m in measured for p in m.pieces
                                     if p.family == family and p.rows < rows)))
+    for family, x in sorted(choices.input_bytes.items()):
+        params.append(Parameter(f"{family}.input_bytes", x, None,
+                                sum(1 for m in measured for p in m.pieces if p.family == family)))
     for family in sorted(choices.serial):
         params.append(Parameter(f"{family}.overlap", 0.0, None,
                                 sum(1 for m in measured for p in m.pieces if p.family == family)))

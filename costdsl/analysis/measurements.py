@@ -30,11 +30,11 @@ import sympy
 from ..errors import CostDSLError
 from ..files import read_user_text
 from ..hardware import Hardware
-from ..hardware.efficiency import Efficiency
+from ..hardware.efficiency import GEMM_FAMILIES, Efficiency
 from .. import symbols as S
 from .evaluate import evaluate
 from .records import Settings
-from .roofline import family_of, kind_of, row_count, wave_factor
+from .roofline import family_of, input_elements, kind_of, row_count, wave_factor
 
 COLUMNS = ("hardware", "model", "stage", "batch", "seq", "tokens", "w_bits", "a_bits",
            "kv_bits", "op", "time_s")
@@ -78,6 +78,8 @@ class Piece:
     sms: int | None = None   # the device's SM count (a tile model's wave, unless it gives one)
     transfer_s: float = 0.0        # a collective's time on its channel at the file's [link]
     ideal_transfer_s: float = 0.0  # ... and at the datasheet link (what --ideal prices)
+    input_s: float = 0.0  # a narrow GEMM's input elements / bandwidth: the seconds of one byte
+                          # per element moved before it (efficiency input_bytes: its prologue)
 
     @property
     def collective(self) -> bool:
@@ -107,10 +109,11 @@ class Piece:
         compute = (self.matrix_s * self.waves(e)
                    / e.compute_for(self.compute_type or "", self.family)
                    + self.vector_s / e.compute_for(self.vector_type, self.family))
-        memory = self.memory_s * self.stretch(e.rows_for(self.family)) \
-            / e.bandwidth_for(self.family)
+        bandwidth = e.bandwidth_for(self.family)
+        memory = self.memory_s * self.stretch(e.rows_for(self.family)) / bandwidth
         kernel = max(compute, memory) if e.overlaps(self.family) else compute + memory
-        return self.count * (kernel + e.launch_for(self.family))
+        prologue = e.input_bytes_for(self.family) * self.input_s / bandwidth
+        return self.count * (kernel + e.launch_for(self.family) + prologue)
 
 
 @dataclass(frozen=True)
@@ -256,6 +259,9 @@ def _pieces(model, stage, bits, rows, hw: Hardware, file: str,
     memory = n.bytes / n.bandwidth
     counts = _row_counts(symbolic, values, len(rows))
     columns = _gemm_columns(symbolic, values, len(rows))
+    inputs = _per_op([input_elements(o.node) if family_of(o.node, c) in GEMM_FAMILIES
+                      else sympy.Integer(0) for o, c in zip(symbolic.ops, n.compute_types)],
+                     values, len(rows)) / np.reshape(n.bandwidth, (-1, 1))
     ideal_transfer = n.transfer_time + n.serial_time
     transfer = _transfer_times(model, stage, settings, linked, values, symbolic, names, rows)
     vector_type = hw.vector_type
@@ -269,7 +275,7 @@ def _pieces(model, stage, bits, rows, hw: Hardware, file: str,
                   float(matrix[i][j]) if n.compute_types[i] else 0.0,
                   float(vector[i][j]) if n.compute_types[i] else 0.0, float(memory[i][j]),
                   float(counts[i][j]), float(columns[i][j]), hw.sms,
-                  float(transfer[i][j]), float(ideal_transfer[i][j]))
+                  float(transfer[i][j]), float(ideal_transfer[i][j]), float(inputs[i][j]))
             for i in chosen)
     return out
 

@@ -52,6 +52,7 @@ class StageNumbers:
     occupancy: np.ndarray | float = 1.0      # memory time's stretch when rows leave SMs idle
     overlap: np.ndarray | bool = True        # False: memory time adds to compute (efficiency)
     waves: np.ndarray | float = 1.0          # matrix work's wave quantisation factor (tile)
+    prologue: np.ndarray | float = 0.0       # a kernel run before it (activation quantisation)
 
     @cached_property
     def bytes(self) -> np.ndarray:
@@ -82,7 +83,7 @@ class StageNumbers:
     def time(self) -> np.ndarray:
         kernel = np.where(self.overlap, np.maximum(self.compute_time, self.memory_time),
                           self.compute_time + self.memory_time)
-        return kernel + self.launch + self.serial_time
+        return kernel + self.launch + self.serial_time + self.prologue
 
     @cached_property
     def compute_bound(self) -> np.ndarray:

@@ -5,7 +5,8 @@ read back from the cache is the same program, to the bit, as the one just built:
 here, and no second way of computing a number.
 
 Rows per op, in this order (n ops each): repeat, operations, bytes of each class, vector
-operations, overlapped transfer time, serial transfer time, occupancy, wave factor.
+operations, overlapped transfer time, serial transfer time, occupancy, wave factor, prologue
+time (a kernel run before it: a narrow GEMM's activation quantisation).
 """
 from __future__ import annotations
 
@@ -63,7 +64,7 @@ class StageProgram:
         self._trees = record.get("rows")
         if any(len(v) != n for v in (*self.rates.values(), self.overlap, self.fused_from)):
             raise CorruptEntry("the ops' columns differ in length")
-        if self._trees is not None and len(self._trees) != (7 + len(self.classes)) * n:
+        if self._trees is not None and len(self._trees) != (8 + len(self.classes)) * n:
             raise CorruptEntry("a row is missing")
         if scalar is not None:
             self.__dict__["scalar"] = scalar
@@ -134,7 +135,8 @@ class StageProgram:
             # the larger of the two, as numpy's maximum, without a call per op
             kernel = f"(_c if (_c := {compute}) > (_m := {memory}) else _m)" \
                 if self.overlap[i] else f"({compute}) + ({memory})"
-            time = f"({kernel} + {rate(self.rates['launch'][i])} + {r(4 + k, i)})"
+            time = (f"({kernel} + {rate(self.rates['launch'][i])} + {r(4 + k, i)} + "
+                    f"{r(7 + k, i)})")
             terms.append(f"{r(0, i)} * {time}")
         bubble = self.schedule[0] - 1
         total = "(" + " + ".join(terms or ["0.0"]) + ")"
@@ -155,6 +157,7 @@ class StageProgram:
             vector_peak=rates["vector_peak"], fused_from=self.fused_from,
             launch=rates["launch"], overlap=rates["overlap"], transfer_time=row(3 + k),
             serial_time=row(4 + k), occupancy=row(5 + k), waves=row(6 + k),
+            prologue=row(7 + k),
             channels=self.channels, schedule=self._schedule(values))
 
     def _schedule(self, values) -> tuple:

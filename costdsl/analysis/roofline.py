@@ -137,6 +137,12 @@ def gemm_tile(node: Node, hw: Hardware, kind: str) -> tuple | None:
     return tile.m, tile.n, sms, cols
 
 
+def input_elements(node: Node) -> sympy.Expr:
+    """Elements of the activations a GEMM reads (its input; a fused group's shared input once:
+    fusion keeps one read of it)."""
+    return sympy.Add(*(a.elements for a in node.reads if a.cls == "act"))
+
+
 def kernel_time(compute: sympy.Expr, memory: sympy.Expr, overlap: bool = True) -> sympy.Expr:
     """A kernel's time before its launch cost: the larger of its compute and memory times when
     its traffic hides behind its arithmetic (the roofline), their sum when it does not (an
@@ -168,6 +174,7 @@ class OpRoofline:
     tile: tuple | None = None   # GEMM wave quantisation: (m, n, sms, output columns); None: none
     all_reduce: AllReduce | None = None  # the stack's all-reduce algorithms (None: the ring)
     link_bandwidth: float = float("inf")  # the link's datasheet bytes/s: their fractions' base
+    input_bytes: float = 0.0    # bytes per input element a kernel before it moves (prologue)
 
     @property
     def flops(self) -> sympy.Expr:
@@ -307,10 +314,19 @@ class OpRoofline:
         the intensity crossovers solve against (transfers weigh B / B_channel per byte)."""
         return self.memory_time * self.bandwidth
 
+    @property
+    def prologue(self) -> sympy.Expr:
+        """A kernel run before this one, on its own: a narrow GEMM's activation quantisation
+        (efficiency input_bytes per input element, at the GEMM family's bandwidth); 0 else."""
+        if not self.input_bytes:
+            return sympy.Integer(0)
+        moved = exact(self.input_bytes) * input_elements(self.node) * self.node.share
+        return memory_seconds(moved, self.bandwidth)
+
     @cached_property
     def time(self) -> sympy.Expr:
         return kernel_time(self.compute_time, self.memory_time, self.overlap) + self.launch \
-            + self.serial_transfer
+            + self.serial_transfer + self.prologue
 
     @property
     def attainable(self) -> sympy.Expr:
@@ -369,6 +385,7 @@ def roofline(graph: nx.DiGraph, hw: Hardware, bits: Mapping[str, float],
             fill_rows=hw.rows_for(kind) if node.engine == "vector" else 0.0,
             overlap=node.engine == "link" or hw.overlaps(kind),
             tile=gemm_tile(node, hw, kind),
+            input_bytes=hw.input_bytes_for(kind) if kind in GEMM_FAMILIES else 0.0,
             **_stack_all_reduce(node, hw, channel)))
     return StageRoofline(graph.graph["stage"], _with_overlap(ops),
                          tuple(graph.graph.get("pipeline", (1, 1))))

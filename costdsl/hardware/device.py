@@ -151,6 +151,10 @@ class Hardware:
         ideal roofline always does)."""
         return self.efficiency.overlaps(kind) if self.efficiency else True
 
+    def input_bytes_for(self, kind: str = "linear") -> float:
+        """Bytes a kernel of `kind` moves per input element before it runs (0 ideal)."""
+        return self.efficiency.input_bytes_for(kind) if self.efficiency else 0.0
+
     def launch_for(self, kind: str = "linear") -> float:
         """Seconds of fixed cost per kernel of `kind` (0 for the ideal roofline)."""
         return self.efficiency.launch_for(kind) if self.efficiency else 0.0

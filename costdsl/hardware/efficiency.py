@@ -48,6 +48,16 @@ its query tile before its loop over the keys and writes its output after it, and
 streams (with the keys' re-reads served by the L2, what is left of the traffic is exactly the
 queries and outputs). On aiconfigurator's prefill kernels this takes the fit from 16% to 5%
 (A100) and 12% to 2.4% (H100). The bound an op is reported under still compares the two terms.
+
+`input_bytes` (narrow GEMM families only) is the traffic a stack's FP8 or INT8 GEMM moves per
+element of its input before the GEMM runs: the activations, bf16 between layers, are quantised
+to the GEMM's type first (a dynamic per-tensor scale reads them for the maximum, again to cast,
+and writes them narrow: 5 bytes per element from 16 bits). Its time grows with tokens x input
+width and not with the output width, so it weighs most on the narrow layers tensor parallelism
+leaves: in aiconfigurator's H100 TensorRT-LLM tables an FP8 GEMM of 8,192 x 4,096 takes 111 us
+at 256 output columns and 440 us at 8,192 (bf16: 31 and 701 us), a constant of ~99 us that
+grows with m x k. The bytes count in the op's activation traffic, at the family's bandwidth;
+`costdsl calibrate` chooses the figure per stack from a grid, as it chooses `rows`.
 """
 from __future__ import annotations
 
@@ -93,6 +103,8 @@ class KindEfficiency:
     launch_s: float | None = None
     rows: float | None = None      # token rows that fill the chip (None: occupancy not modelled)
     overlap: bool | None = None    # False: memory time adds to compute time (None: inherit, True)
+    input_bytes: float | None = None   # bytes moved per input element before the GEMM (its
+                                       # activation quantisation); None: inherit, else 0
 
 
 @dataclass(frozen=True)
@@ -161,6 +173,11 @@ class Efficiency:
         """Token rows a kernel of `kind` needs to fill the chip (0: occupancy not modelled)."""
         return self._own(kind, "rows") or 0.0
 
+    def input_bytes_for(self, kind: str) -> float:
+        """Bytes a kernel of `kind` moves per element of its input before it runs: the
+        quantisation of its activations to its compute type (0: none modelled)."""
+        return self._own(kind, "input_bytes") or 0.0
+
     def overlaps(self, kind: str) -> bool:
         """Whether a kernel of `kind` hides its memory traffic behind its compute (the max)."""
         own = self._own(kind, "overlap")
@@ -172,7 +189,9 @@ class Efficiency:
                 "tile": None if self.tile is None else {"m": self.tile.m, "n": self.tile.n,
                                                         "sms": self.tile.sms},
                 "kinds": {k: {"bandwidth": v.bandwidth, "compute": v.compute,
-                              "launch_s": v.launch_s, "rows": v.rows, "overlap": v.overlap}
+                              "launch_s": v.launch_s, "rows": v.rows, "overlap": v.overlap,
+                              **({"input_bytes": v.input_bytes}
+                                 if v.input_bytes is not None else {})}
                           for k, v in self.kinds.items()}}
 
 
@@ -226,6 +245,14 @@ def parse_efficiency(table: dict, fail, parse_quantity, kinds: set[str],
                        "1e6) that fill the chip, e.g. its SM count", f"efficiency.{key}")
         return float(value)
 
+    def per_element(value, key):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                not 0 <= value <= 64:
+            raise fail(f"efficiency {key} = {value!r}: expected bytes per input element (0 to "
+                       "64), e.g. 5 for a dynamic per-tensor quantisation from 16 bits",
+                       f"efficiency.{key}")
+        return float(value)
+
     def launch(value, key):
         try:
             return parse_quantity(value, "seconds", f"efficiency.{key}")
@@ -239,11 +266,17 @@ def parse_efficiency(table: dict, fail, parse_quantity, kinds: set[str],
         elif key in kinds or key in ATTENTION_FAMILIES or key in GEMM_FAMILIES:
             if not isinstance(value, dict):
                 raise fail(f"[efficiency.{key}] must be a table", f"efficiency.{key}")
-            extra = set(value) - {"bandwidth", "compute", "launch", "rows", "overlap"}
+            extra = set(value) - {"bandwidth", "compute", "launch", "rows", "overlap",
+                                  "input_bytes"}
             if extra:
                 raise fail(f"unknown key {sorted(extra)[0]!r} in [efficiency.{key}]",
                            f"efficiency.{key}.{sorted(extra)[0]}",
-                           "keys: bandwidth, compute, launch, rows, overlap")
+                           "keys: bandwidth, compute, launch, rows, overlap, input_bytes")
+            if "input_bytes" in value and key not in GEMM_FAMILIES:
+                raise fail(f"efficiency {key}.input_bytes: the traffic of an activation "
+                           f"quantisation before a narrow GEMM; {key} is not one",
+                           f"efficiency.{key}.input_bytes",
+                           "input_bytes applies to " + ", ".join(sorted(GEMM_FAMILIES)))
             overlap = value.get("overlap")
             if overlap is not None and not isinstance(overlap, bool):
                 raise fail(f"efficiency {key}.overlap = {overlap!r}: expected true or false "
@@ -258,7 +291,9 @@ def parse_efficiency(table: dict, fail, parse_quantity, kinds: set[str],
                 fraction(value["bandwidth"], f"{key}.bandwidth") if "bandwidth" in value else None,
                 fraction(value["compute"], f"{key}.compute") if "compute" in value else None,
                 launch(value["launch"], f"{key}.launch") if "launch" in value else None,
-                rows(value["rows"], f"{key}.rows") if "rows" in value else None, overlap)
+                rows(value["rows"], f"{key}.rows") if "rows" in value else None, overlap,
+                per_element(value["input_bytes"], f"{key}.input_bytes")
+                if "input_bytes" in value else None)
         else:
             raise fail(f"unknown key {key!r} in [efficiency]", f"efficiency.{key}",
                        "keys: bandwidth, launch, source, measured_as, stack, "

@@ -12,6 +12,8 @@ def _value(p) -> str:
         return f"{p.value:g} (the SM count: one block per row)"
     if p.name.endswith(".overlap"):
         return "false (memory time adds to compute time)"
+    if p.name.endswith(".input_bytes"):
+        return f"{p.value:g} bytes per input element (chosen)"
     if p.name == "launch" or p.name.endswith(".launch"):
         shown = seconds(p.value)
         return shown + (f" ± {seconds(p.stderr)}" if p.stderr is not None else "")
@@ -170,6 +172,10 @@ def _kind_table(kind, own, by, note, put):
         put(table, "rows", int(own.rows) if float(own.rows).is_integer() else own.rows,
             f"the SM count: one thread block per token row fits better "
             f"({p.rows if p else 0} rows below it)")
+    if own.input_bytes:
+        p = by.get(kind + ".input_bytes")
+        put(table, "input_bytes", own.input_bytes,
+            f"chosen: its input quantised first, bytes per element ({p.rows if p else 0} rows)")
     if own.overlap is False:
         put(table, "overlap", False, "its memory time adds to its compute time: fits better")
     elif own.overlap:

@@ -144,7 +144,8 @@ def _total(step: StageRoofline, bits: Mapping[sympy.Symbol, float]):
         logits = op.node.attrs.get("tokens") == "last"
         parts = []
         for expr in (op.matrix_time, op.vector_time, op.streaming_time,
-                     op.overlapped_transfer, op.serial_transfer, row_count(op.node)):
+                     op.overlapped_transfer, op.serial_transfer + op.prologue,
+                     row_count(op.node)):
             bound = sympy.sympify(expr).xreplace(bits)
             summed = _aggregated(bound, _LOGIT_MONOMIALS if logits else _MONOMIALS)
             if summed is None:
