@@ -32,6 +32,8 @@ FAMILIES = {
                "(cycle); qwen3_5_moe beside it",
     "gpt-oss": "gpt-oss: sliding-window and full layers in turn (cycle), attention sinks, "
                "biased routed experts",
+    "llama4": "Llama 4: chunked RoPE layers and global NoPE layers, 3 to 1 (cycle), L2 "
+              "QK-norm, a shared expert and top-1 routed experts",
 }
 OUT = ROOT / "docs" / "families"
 

@@ -54,6 +54,14 @@ def _load(name):
     # 7168 x 2048 + 384 x 7168) + 7168. Kimi K2's model card (the same decoder): 1T, i.e.
     # 1.0T to the tenth (digits -2: within 100B).
     ("kimi-k2.5", 1_026_408_209_408, 1000, -2),
+    # 2 x 202048 x 5120 + 48 x (62,914,560 attention + 2 x 5120 + 5120 x 16 router
+    # + 17 x 3 x 5120 x 8192 experts and shared expert) + 5120 (the QK-norm holds no gain).
+    # Model card: 109B with the vision encoder (not modelled, ~0.9B): 107.8B here.
+    ("llama-4-scout", 107_769_861_120, 108, 0),
+    # 24 dense layers (62,914,560 + 2 x 5120 + 3 x 5120 x 16384) and 24 MoE layers
+    # (62,914,560 + 2 x 5120 + 5120 x 128 + 129 x 3 x 5120 x 8192) + 2 x 202048 x 5120 + 5120.
+    # Model card: 400B.
+    ("llama-4-maverick", 400_711_848_960, 400, 0),
 ])
 def test_total_parameters(name, exact, published, digits):
     total = _load(name).params()
@@ -81,6 +89,10 @@ def test_active_parameters_of_qwen3_moe(name, active, published, digits):
     # 32B activated: our figure with the embedding's row counted, truncated (32.86B; 31.69B
     # without the table).
     ("kimi-k2.5", 32_861_477_888, 163840 * 7168, 32, True),
+    # one routed expert and the shared one per MoE layer; Meta's cards: 17B activated (ours
+    # with the embedding's row: 17.17B and 17.18B)
+    ("llama-4-scout", 17_172_894_720, 202048 * 5120, 17, True),
+    ("llama-4-maverick", 17_184_691_200, 202048 * 5120, 17, True),
 ])
 def test_active_parameters_of_deepseek_layouts(name, active, embedding, published,
                                                with_embedding):
@@ -226,6 +238,35 @@ def test_gpt_oss_kv_cache_grows_with_the_full_layers_only():
     assert sympy.simplify(kv - expected) == 0
 
 
+def test_llama_4_chunked_layers_hold_a_chunk_and_the_nope_layers_the_context():
+    """Llama 4 Scout's KV cache at context c: 12 NoPE layers x 2 (K, V) x 8 heads x 128 x 2
+    bytes x c, and 36 chunked layers x the same x min(c, 8192)."""
+    kv = kv_cache_bytes(_load("llama-4-scout").graph("decode"), S.seq).subs(S.kv_bits, 16)
+    per_layer = 2 * 8 * 128 * 2
+    expected = S.batch * (12 * per_layer * S.seq + 36 * per_layer * sympy.Min(S.seq, 8192))
+    assert sympy.simplify(kv - expected) == 0
+
+
+def test_llama_4_layers_as_the_config_says():
+    """Scout: RoPE, L2 QK-norm (3 operations per element, no gain) and an 8,192-token chunk
+    on layers 0-2 of every 4, none of them on layer 3; Maverick: no QK-norm, dense MLPs
+    (16,384 wide) on even layers, 128 experts on odd ones."""
+    scout = _load("llama-4-scout").graph("decode")
+    names = set(scout.nodes)
+    assert "layers.chunked_moe.q_norm" in names and "layers.chunked_moe.q_rot" in names
+    assert {n for n in names if n.startswith("layers.global_moe.") and ("_rot" in n or
+                                                                        "q_norm" in n)} == set()
+    norm = scout.nodes["layers.chunked_moe.q_norm"]["op"]
+    assert norm.params == 0 and norm.flops == 3 * 40 * 128 * S.batch   # 40 heads x 128 a token
+    assert norm.repeat == 36 and scout.nodes["layers.global_moe.attn.qk"]["op"].repeat == 12
+    maverick = _load("llama-4-maverick")
+    kinds = {n.split(".")[1] for n in maverick.graph("decode").nodes if n.startswith("layers.")}
+    assert kinds == {"chunked_dense", "chunked_moe_plain", "global_moe"}
+    dense = maverick.graph("decode").nodes["layers.chunked_dense.gate"]["op"]
+    assert dense.params == 5120 * 16384
+    assert maverick.graph("decode").nodes["layers.chunked_dense.gate"]["op"].repeat == 24
+
+
 def test_mxfp4_experts_take_four_and_a_quarter_bits():
     """The shipped gpt-oss files quantize the experts to MXFP4: 4 bits + an 8-bit scale per 32.
     Weights: experts 36 x 3 x 128 x 2880^2 (+ biases) at 4.25 bits, the rest at 16."""
@@ -272,7 +313,7 @@ def test_fit_on_an_h100_counts_only_the_full_layers_growing():
 NEW = ["llama-3.2-1b", "llama-3.2-3b", "qwen3-8b", "qwen3-32b", "qwen3-30b-a3b", "qwen3.5-27b",
        "qwen3.5-35b-a3b", "qwen3.5-397b-a17b",
        "qwen3-235b-a22b", "gpt-oss-20b", "gpt-oss-120b", "nemotron-3-nano-30b-a3b",
-       "deepseek-v3.2", "glm-5", "kimi-k2.5"]
+       "deepseek-v3.2", "glm-5", "kimi-k2.5", "llama-4-scout", "llama-4-maverick"]
 
 
 @pytest.mark.parametrize("name", NEW)
@@ -308,6 +349,8 @@ def test_serving_passes_and_tensor_parallel_compose(name):
     ("deepseek-v3.2.json", "deepseek-v3.2.arch"),
     ("glm-5.json", "glm-5.arch"),              # model_type glm_moe_dsa
     ("kimi-k2.5.json", "kimi-k2.5.arch"),      # kimi_k25: its text_config, kimi_k2
+    ("llama-4-scout.json", "llama-4-scout.arch"),         # llama4: its text_config
+    ("llama-4-maverick.json", "llama-4-maverick.arch"),   # the dense/MoE alternation
 ])
 def test_imported_config_matches_the_shipped_model(tmp_path, config, shipped):
     out = tmp_path / "imported.arch"

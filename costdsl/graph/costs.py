@@ -620,7 +620,9 @@ def rmsnorm(op, ins, out, site):
     """x / sqrt(mean(x^2) + eps) * g: 4 operations per element (square, sum, scale, gain);
     the per-row rsqrt is negligible. Reads x and g, writes y. Holds the gain: `dim` parameters
     (the width, or one head's width for a per-head norm such as Qwen3's QK-norm, whose heads
-    share the gain)."""
+    share the gain). `gain=false`: 3 operations per element, nothing held or read but x."""
+    if op.attrs.get("gain") == "false":   # the normalisation alone (an L2 norm): no gain
+        return _elementwise(op, ins, out, site, 3)
     gain = op.attrs.get("dim") if op.attrs.get("dim") is not None else out.width
     return _elementwise(op, ins, out, site, 4, [("weight", gain)])
 

@@ -93,6 +93,22 @@ NEMOTRON_H = (Field("hidden", "hidden_size"), Field("layers", "num_hidden_layers
 NEMOTRON_H_BLOCKS = {"M": "M", "E": "E", "*": "A", "-": "D"}
 """hybrid_override_pattern's letters -> the blocks of models/nemotron-3-nano-30b-a3b.arch."""
 
+LLAMA4 = (Field("hidden", "hidden_size"), Field("layers", "num_hidden_layers"),
+          Field("heads", "num_attention_heads"), Field("kv_heads", "num_key_value_heads"),
+          Field("head_dim", "head_dim"), Field("chunk", "attention_chunk_size"),
+          Field("ffn", "intermediate_size"), Field("dense_ffn", "intermediate_size_mlp"),
+          Field("experts", "num_local_experts"), Field("top_k", "num_experts_per_tok"),
+          Field("vocab", "vocab_size"))
+LLAMA4_LAYOUTS = {   # (use_qk_norm, interleave_moe_layer_step) -> the body; None: the family's
+    (True, 1): None,                                              # Scout
+    (False, 2): ["  embed      = embedding(tokens, vocab=vocab, dim=hidden)",   # Maverick
+                 "  layers     = cycle(embed, chunked_dense, chunked_moe_plain, chunked_dense, "
+                 "global_moe) repeat layers",
+                 "  final_norm = rmsnorm(layers)",
+                 "  lm_head    = linear(final_norm, out=vocab, tokens=last)"]}
+"""The layer layouts the shipped llama4 family writes: Scout's QK-normed chunked layers, all
+MoE; Maverick's plain chunked layers with dense and MoE MLPs alternating."""
+
 _NO_SLIDING = {"use_sliding_window": False}   # Qwen's per-layer window switch, off in release
 
 
@@ -171,6 +187,10 @@ FAMILIES["nemotron_h"] = Family(
 FAMILIES["qwen3_5"] = FAMILIES["qwen3_5_text"]          # the multimodal config: its text_config
 FAMILIES["qwen3_5_moe"] = FAMILIES["qwen3_5_moe_text"]
 FAMILIES["kimi_k25"] = FAMILIES["kimi_k2"]              # Kimi K2.5: its text_config is kimi_k2
+FAMILIES["llama4_text"] = Family("llama4.arch", "llama4", LLAMA4,
+                                 assumed={"attention_bias": False, "no_rope_layers": None,
+                                          "nope_layer_interval": 4, "moe_layers": None})
+FAMILIES["llama4"] = FAMILIES["llama4_text"]            # the multimodal config: its text_config
 """model_type -> the shipped family its config.json fills in. A family ties its head when
 `tie_word_embeddings` is true; gpt2's and opt's files always tie it (their `tied` is the base)."""
 
@@ -257,7 +277,10 @@ def _base(config: dict, family: Family, model_type: str, file: str) -> str:
 
 
 def _body(config: dict, family: Family, file: str) -> list[str]:
-    """The model's statements where the config spells its layer pattern (Nemotron-H)."""
+    """The model's statements where the config spells its layer pattern (Nemotron-H) or picks
+    one of the family's layouts (Llama 4)."""
+    if family.source == "llama4.arch":
+        return _llama4_body(config, file)
     if family.pattern is None:
         return []
     pattern = config.get(family.pattern)
@@ -280,6 +303,16 @@ def _body(config: dict, family: Family, file: str) -> list[str]:
             f"  layers     = cycle(embed, {blocks}) repeat layers",
             "  final_norm = rmsnorm(layers)",
             "  lm_head    = linear(final_norm, out=vocab, tokens=last)"]
+
+
+def _llama4_body(config: dict, file: str) -> list[str]:
+    layout = (bool(config.get("use_qk_norm", True)), config.get("interleave_moe_layer_step", 1))
+    if layout not in LLAMA4_LAYOUTS:
+        raise CostDSLError(f"fields 'use_qk_norm' and 'interleave_moe_layer_step' are "
+                           f"{layout[0]} and {layout[1]}; the shipped llama4 family writes "
+                           "Scout's (true, 1) and Maverick's (false, 2)", file=file,
+                           hint="write the model by hand with another cycle()")
+    return LLAMA4_LAYOUTS[layout] or []
 
 
 def _passes(config: dict, model_type: str) -> list[str]:

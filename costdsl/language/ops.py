@@ -350,7 +350,9 @@ def _gated_rmsnorm(ins, a):
 
 @signature("rmsnorm", ["x"], "vector",
            dim=Dim(infer=True, doc="features normalised together (the gain's length); less "
-                                   "than the width: per head, e.g. QK-norm over head_dim"))
+                                   "than the width: per head, e.g. QK-norm over head_dim"),
+           gain=Choice(BOOL, "true", "a learned gain (false: the norm alone, no parameters: "
+                                     "Llama 4's L2 QK-norm)"))
 def _rmsnorm(ins, a):
     """x / sqrt(mean(x^2) + eps) * g, over groups of `dim` features sharing one gain g."""
     if a["dim"] is not None:
