@@ -51,3 +51,26 @@ def test_lazy_op_records_behave_as_a_tuple():
         ops[len(ops)]
     # the records add up to the stage's total, as the eager ones did
     assert sum(o.total_time_s for o in ops) == pytest.approx(a.stages["decode"].total.time_s)
+
+
+@pytest.mark.parametrize("name, hw, passes, stack, bits", [
+    ("llama-2-70b.arch", "nvidia-dgx-h100-2node",            # pipeline bubble, all-reduces
+     ["tensor_parallel(n=8)", "pipeline_parallel(n=2, microbatches=2)"], None, 16),
+    ("llama-3-70b.arch", "nvidia-dgx-h100", ["tensor_parallel(n=8)", "fuse_serving()"],
+     "trtllm", 8),                                           # FP8 GEMMs' quantisation prologue
+    ("mixtral-8x7b.arch", "nvidia-h100-sxm", ["offload(weights=0.5, overlap=false)"],
+     None, 16),                                              # serial host transfers
+    ("qwen3.5-35b-a3b.arch", "nvidia-h200", [], "sglang", 16),
+])
+def test_the_stage_time_in_floats_is_the_per_op_numbers_total(name, hw, passes, stack, bits):
+    """A stage's time comes from one generated float function of its rows (the per-call
+    path); the per-op numbers, computed when read, add up to it to rounding."""
+    from costdsl.hardware import load_hardware
+    h = load_hardware(hw)
+    h = h.with_stack(stack) if stack else h
+    model = costdsl.load(MODELS / name, passes=passes)
+    for batch, seq in ((1, 100), (7, 3000), (64, 8192)):
+        a = model.analyze(h, batch=batch, seq=seq, w_bits=bits, a_bits=bits)
+        for stage in a.stages.values():
+            numbers = stage.total._n
+            assert stage.total.time_s == pytest.approx(float(numbers.stage_time()), rel=1e-12)

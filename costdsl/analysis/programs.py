@@ -119,28 +119,47 @@ class StageProgram:
     @cached_property
     def stage_time(self) -> Callable:
         """(rows, microbatches used) -> the stage's time: every op's occurrences and a
-        pipeline's bubble, each op as analysis.numbers.StageNumbers computes it, in floats."""
+        pipeline's bubble, each op as analysis.numbers.StageNumbers computes it, in floats.
+        Rows that are 0 or 1 whatever the values (no transfer, no wave model) are left out of
+        the source: adding 0.0 or multiplying by 1.0 changes no float."""
         n, k = len(self.names), len(self.classes)
         r = lambda row, i: f"r[{row * n + i}]"
         rate = lambda x: "_inf" if x == float("inf") else repr(float(x))
+        zero = lambda row, i: self._constant(row * n + i) == 0
+        one = lambda row, i: self._constant(row * n + i) == 1
         terms = []
         for i in range(n):
-            flops, vector, waves = r(1, i), r(2 + k, i), r(6 + k, i)
-            nbytes = "(" + " + ".join(r(2 + j, i) for j in range(k)) + ")"
-            compute = (f"((({flops} - {vector}) * {waves} + {vector}) - {vector}) / "
-                       f"{rate(self.rates['peak'][i])} + {vector} / "
-                       f"{rate(self.rates['vector_peak'][i])}")
-            memory = (f"{nbytes} / {rate(self.rates['bandwidth'][i])} * {r(5 + k, i)} + "
-                      f"{r(3 + k, i)}")
+            flops, vector = r(1, i), r(2 + k, i)
+            classes = [r(2 + j, i) for j in range(k) if not zero(2 + j, i)] or ["0.0"]
+            nbytes = "(" + " + ".join(classes) + ")"
+            matrix = flops if one(6 + k, i) else f"({flops} - {vector}) * {r(6 + k, i)}"
+            if zero(2 + k, i):   # no vector work: the matrix work alone at the peak
+                compute = f"({matrix}) / {rate(self.rates['peak'][i])}"
+            else:
+                compute = (f"((({flops} - {vector}) * {r(6 + k, i)} + {vector}) - {vector}) / "
+                           f"{rate(self.rates['peak'][i])} + {vector} / "
+                           f"{rate(self.rates['vector_peak'][i])}")
+            memory = f"{nbytes} / {rate(self.rates['bandwidth'][i])}"
+            if not one(5 + k, i):
+                memory += f" * {r(5 + k, i)}"
+            if not zero(3 + k, i):
+                memory += f" + {r(3 + k, i)}"
             # the larger of the two, as numpy's maximum, without a call per op
             kernel = f"(_c if (_c := {compute}) > (_m := {memory}) else _m)" \
                 if self.overlap[i] else f"({compute}) + ({memory})"
-            time = (f"({kernel} + {rate(self.rates['launch'][i])} + {r(4 + k, i)} + "
-                    f"{r(7 + k, i)})")
-            terms.append(f"{r(0, i)} * {time}")
+            extra = "".join(f" + {r(row, i)}" for row in (4 + k, 7 + k) if not zero(row, i))
+            terms.append(f"{r(0, i)} * ({kernel} + {rate(self.rates['launch'][i])}{extra})")
         bubble = self.schedule[0] - 1
         total = "(" + " + ".join(terms or ["0.0"]) + ")"
         return function_of(f"def _f(r, mb):\n    return mb * {total} * (1 + {bubble} / mb)\n")
+
+    def _constant(self, row: int) -> float | None:
+        """The value of a row that no symbol changes (a whole number), else None."""
+        tree = self._trees[row] if self._trees is not None else None
+        if isinstance(tree, list) and len(tree) == 2 and tree[0] == "q" and \
+                isinstance(tree[1], str) and tree[1].lstrip("-").isdigit():
+            return int(tree[1])
+        return None
 
     def _numbers_of(self, table: np.ndarray, shape: tuple, values) -> StageNumbers:
         n = len(self.names)
