@@ -30,7 +30,7 @@ from __future__ import annotations
 from .. import progress
 
 from dataclasses import dataclass, field, replace
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -272,6 +272,22 @@ def _fit(measured: list[Measured], times: np.ndarray, source: str, launch: bool,
     return replace(best, rounds=rounds)
 
 
+def _descend(objective: Callable[[float], float]) -> None:
+    """Walk INPUT_BYTES from 5 towards whichever side lowers `objective`, while it does: the
+    error is one valley over the grid, so a few fits find what all of them would."""
+    start = INPUT_BYTES.index(5)
+    at = {start: objective(INPUT_BYTES[start])}
+    for step in (1, -1):
+        i = start
+        while 0 <= i + step < len(INPUT_BYTES):
+            at[i + step] = objective(INPUT_BYTES[i + step])
+            if at[i + step] >= at[i]:
+                break
+            i += step
+        if i != start:   # it went this way: the other side is uphill
+            return
+
+
 def _row_parallel_families(measured: list[Measured]) -> list[str]:
     """Families whose kernels may run one thread block per row: the elementwise kinds."""
     return sorted({p.family for m in measured for p in m.pieces
@@ -300,20 +316,23 @@ def fit_efficiency(measured: list[Measured], source: str = "", launch: bool = Tr
     times = np.array([m.row.time_s for m in measured])
     choices = Choices(tile=tile)
     best = _fit(measured, times, source, launch, choices)
-    trials = [replace(choices, fill={family: float(sms)}) for family in
-              (_row_parallel_families(measured) if sms else ())]
-    quantising = sorted({p.family for m in measured for p in m.pieces if p.input_s})
-    trials += [replace(choices, input_bytes={family: x}) for family in quantising
-               for x in INPUT_BYTES]
-    trials += [replace(choices, serial=frozenset({family})) for family in
-               sorted({p.family for m in measured for p in m.pieces} & SERIAL_CANDIDATES)]
-    for trial in trials:     # each choice added to those kept so far, kept if it fits better
+    def attempt(trial: Choices) -> float:
+        """Fit with `trial` added to the choices kept so far; keep it if it fits better."""
+        nonlocal choices, best
         tried = replace(choices, fill={**choices.fill, **trial.fill},
                         serial=choices.serial | trial.serial,
                         input_bytes={**choices.input_bytes, **trial.input_bytes})
         solved = _fit(measured, times, source, launch, tried)
         if solved.objective < best.objective:
             choices, best = tried, solved
+        return solved.objective
+
+    for family in (_row_parallel_families(measured) if sms else ()):
+        attempt(Choices(fill={family: float(sms)}))
+    for family in sorted({p.family for m in measured for p in m.pieces if p.input_s}):
+        _descend(lambda x: attempt(Choices(input_bytes={family: x})))
+    for family in sorted({p.family for m in measured for p in m.pieces} & SERIAL_CANDIDATES):
+        attempt(Choices(serial=frozenset({family})))
     assigned, values, stderr = best.assigned, best.values, best.stderr
     used = {k for coef in assigned for k in coef}  # the assignment the values were solved on
     params = []
