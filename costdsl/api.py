@@ -92,7 +92,8 @@ class Model:
         self.overrides = dict(overrides or {})
         self.extra_passes = tuple(extra_passes)
         self._rooflines: dict[tuple, StageRoofline] = {}
-        self._programs: dict[tuple, AnalysisProgram] = {}
+        self._programs: dict[tuple, AnalysisProgram] = {}   # by stages, hardware, kernels
+        self._asked: dict[tuple, AnalysisProgram] = {}      # ... by the bitwidths asked
         self._bits_keys: dict[tuple, tuple] = {}
 
     @property
@@ -548,7 +549,7 @@ class Model:
         stages = tuple(stages)
         settings = _settings(batch, seq, w_bits, a_bits, kv_bits, tokens, stages)
         asked = (stages, figures_key(hw), w_bits, a_bits, kv_bits)
-        program = self._programs.get(asked)
+        program = self._asked.get(asked)
         if program is None:
             # bitwidths giving the same kernels (compute types) share one program
             key = (stages, figures_key(hw)) + tuple(self._bits_key(s, hw, settings)
@@ -559,7 +560,7 @@ class Model:
                         self.analysis_record(hw, stages, settings))
                 except Unsupported:   # an expression the tree form lacks: the sympy way
                     return self._analysis_by_sympy(hw, stages, settings)
-            program = self._programs[asked] = self._programs[key]
+            program = self._asked[asked] = self._programs[key]
         return program.analysis(hw, settings)
 
     def _analysis_by_sympy(self, hw: Hardware, stages: tuple[str, ...],

@@ -90,8 +90,7 @@ class Slot:
         self.key = key_of(parts)
         self.path = None
         if directory is not None:
-            self.path = directory / folder / f"{self.key}.json" if folder else \
-                directory / f"{self.key}.json"
+            self.path = directory / folder / f"{self.key}.json"   # folder "": at the top
 
     def load(self, interpret: Callable[[dict], T]) -> T | None:
         """interpret(content) of the stored entry, after checking its schema, its key and its

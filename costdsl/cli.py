@@ -575,21 +575,30 @@ def _analyze(args) -> str:
     from . import recall
     from .analysis.programs import AnalysisProgram
     from .analysis.records import Settings, check_stages
+    hw, inputs = _recall_inputs(args)
+    stages = _stages(args.stage)
+    check_stages(args.tokens, stages)
+    settings = Settings(args.batch, args.seq, tokens=args.tokens, **_bits_of(args)).validate()
+    program = recall.recalled(
+        "analyze", {**inputs, "stages": stages, "bits": _bits_of(args)},
+        lambda: _load(args).analysis_record(hw, stages, settings),
+        lambda record: AnalysisProgram(record).compile())
+    return FORMATS[args.format](program.analysis(hw, settings))
+
+
+def _recall_inputs(args):
+    """The hardware of a command answered from a record (recall), and what names the record:
+    the model as given and the hardware's figures. A broken model file is reported before a
+    broken hardware file, as the commands that compile first report it."""
+    from . import recall
     from .hardware import figures_key
     try:
         hw = _hw(args)
     except CostDSLError:
-        _load(args)   # a broken model file is reported first, as every other command does
+        _load(args)
         raise
-    stages = _stages(args.stage)
-    check_stages(args.tokens, stages)
-    settings = Settings(args.batch, args.seq, tokens=args.tokens, **_bits_of(args)).validate()
-    inputs = {**recall.model_inputs(args.model, args.model_name, args.set, args.passes),
-              "stages": stages, "bits": _bits_of(args), "hardware": figures_key(hw)}
-    program = recall.recalled(
-        "analyze", inputs, lambda: _load(args).analysis_record(hw, stages, settings),
-        lambda record: AnalysisProgram(record).compile())
-    return FORMATS[args.format](program.analysis(hw, settings))
+    return hw, {**recall.model_inputs(args.model, args.model_name, args.set, args.passes),
+                "hardware": figures_key(hw)}
 
 
 def _compare(args) -> str:
@@ -634,30 +643,28 @@ def _serve_curve(args) -> str:
     """Plain decoding: from the curve's record (recall), which answers any batch sizes; a
     decoding strategy needs the compiled model."""
     from . import recall
-    from .hardware import figures_key
     from .ranges import parse_range
     from .report import answers as answers_report
-    from .serving.curve import ServeProgram, speculative_serving
-    hw = _hw(args)
+    from .serving.curve import serve_curve, speculative_serving
+    hw, inputs = _recall_inputs(args)
     bits = _bits_of(args)
     batches = parse_range(args.batch, "batch") if args.batch else None
     spec = None
     if args.decoding:
         model = _load(args)
         decoding = model.decoding_strategy(args.decoding)
-        curve = ServeProgram(model.serve_record(hw, args.seq, args.gen, bits)).curve(
-            hw, args.seq, args.gen, batches, bits)
+        curve = serve_curve(model, hw, args.seq, args.gen, batches, bits)
         spec = speculative_serving(model, hw, decoding, curve, bits)
         name, devices = model.name, model.devices(hw) if hw.count > 1 else None
     else:
-        inputs = {**recall.model_inputs(args.model, args.model_name, args.set, args.passes),
-                  "hardware": figures_key(hw), "bits": bits, "seq": args.seq, "gen": args.gen}
         def build():
             model = _load(args)
             devices = model.devices(hw) if hw.count > 1 else None
             return {"name": model.name, "devices": devices and devices.record(),
                     "curve": model.serve_record(hw, args.seq, args.gen, bits)}
-        name, devices, program = recall.recalled("serve-curve", inputs, build, _curve_of)
+        name, devices, program = recall.recalled(
+            "serve-curve", {**inputs, "bits": bits, "seq": args.seq, "gen": args.gen}, build,
+            _curve_of)
         curve = program.curve(hw, args.seq, args.gen, batches, bits)
     if args.format == "json":
         out = answers_report.serve_dict(name, hw, curve, spec)

@@ -14,12 +14,11 @@ from typing import Mapping
 import numpy as np
 import sympy
 
-from ..errors import EvaluationError
 
 from .compiled import Unsupported, cached_functions
 from .export import stage_record, stage_rows
 from .programs import StageProgram
-from .numbers import StageNumbers, bound_args, check_bound  # noqa: F401 (named here too)
+from .numbers import StageNumbers, bound_args, check_bound, check_named  # noqa: F401
 from .roofline import StageRoofline
 
 
@@ -67,10 +66,7 @@ class GridFunctions:
 
     def __call__(self, i: int, values: Mapping[sympy.Symbol, object]) -> np.ndarray:
         by_name = {s.name: v for s, v in values.items()}
-        missing = [n for n in self.names if n not in by_name]
-        if missing:
-            raise EvaluationError(f"parameter {missing[0]} is still free at evaluation",
-                                  hint=f"bind it with --set {missing[0]}=VALUE")
+        check_named(self.names, by_name)
         args = [np.asarray(by_name[n], dtype=float) for n in self.names]
         shape = np.broadcast_shapes(*(a.shape for a in args)) if args else ()
         return np.broadcast_to(np.asarray(self.functions[i](*args), dtype=float), shape)

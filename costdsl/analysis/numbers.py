@@ -198,13 +198,24 @@ class LazyMemory:
         return f"LazyMemory({self.resolved()!r})"
 
 
+def free_error(names: list[str]) -> EvaluationError:
+    """The error of parameters (at least one) that no value binds at evaluation."""
+    return EvaluationError(f"parameter {', '.join(names)} is still free at evaluation",
+                           hint=f"bind it with --set {names[0]}=VALUE")
+
+
+def check_named(names, values: Mapping[str, object]) -> None:
+    """free_error for the names of `names` that `values` (by name) leaves free."""
+    missing = [n for n in names if n not in values]
+    if missing:
+        raise free_error(missing)
+
+
 def check_bound(symbols, values: Mapping["sympy.Symbol", object]) -> None:
     """EvaluationError naming every symbol of `symbols` that `values` leaves free."""
-    missing = [s for s in symbols if s not in values]
+    missing = [s.name for s in symbols if s not in values]
     if missing:
-        names = ", ".join(s.name for s in missing)
-        raise EvaluationError(f"parameter {names} is still free at evaluation",
-                              hint=f"bind it with --set {missing[0].name}=VALUE")
+        raise free_error(missing)
 
 
 def bound_args(symbols, values: Mapping["sympy.Symbol", object]):

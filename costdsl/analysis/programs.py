@@ -16,7 +16,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from ..errors import EvaluationError
-from .numbers import LazyMemory, StageNumbers, memory_totals
+from .numbers import LazyMemory, StageNumbers, check_named, memory_totals
 from .records import Analysis, Devices, lazy_results
 from .trees import CorruptEntry, compile_trees, function_of
 
@@ -88,10 +88,7 @@ class StageProgram:
 
     def table(self, values: Mapping[str, object]) -> tuple[np.ndarray, tuple[int, ...]]:
         """Every row at `values` (by symbol name; numbers, or arrays broadcast together)."""
-        missing = [s for s in self.symbols if s not in values]
-        if missing:
-            raise EvaluationError(f"parameter {', '.join(missing)} is still free at "
-                                  "evaluation", hint=f"bind it with --set {missing[0]}=VALUE")
+        check_named(self.symbols, values)
         args = [values[s] for s in self.symbols]
         if all(isinstance(a, (int, float)) for a in args):
             return np.array(self.scalar(*(float(a) for a in args)), dtype=float), ()
@@ -110,9 +107,7 @@ class StageProgram:
         rows in plain floats; the per-op numbers when first read."""
         args = _bound(self.symbols, values)
         rows = self.scalar(*args)
-        stages, micro = self.schedule
-        used = min(micro, float(values["batch"])) if micro > 1 and "batch" in values else micro
-        time_s = self.stage_time(rows, used)
+        time_s = self.stage_time(rows, float(self._schedule(values)[1]))
         return lazy_results(self.stage, lambda: self._numbers_of(
             np.array(rows, dtype=float), (), values), time_s, len(self.names))
 
@@ -132,13 +127,14 @@ class StageProgram:
             flops, vector = r(1, i), r(2 + k, i)
             classes = [r(2 + j, i) for j in range(k) if not zero(2 + j, i)] or ["0.0"]
             nbytes = "(" + " + ".join(classes) + ")"
-            matrix = flops if one(6 + k, i) else f"({flops} - {vector}) * {r(6 + k, i)}"
+            matrix = flops if zero(2 + k, i) else f"({flops} - {vector})"
+            if not one(6 + k, i):
+                matrix = f"{matrix} * {r(6 + k, i)}"
             if zero(2 + k, i):   # no vector work: the matrix work alone at the peak
                 compute = f"({matrix}) / {rate(self.rates['peak'][i])}"
             else:
-                compute = (f"((({flops} - {vector}) * {r(6 + k, i)} + {vector}) - {vector}) / "
-                           f"{rate(self.rates['peak'][i])} + {vector} / "
-                           f"{rate(self.rates['vector_peak'][i])}")
+                compute = (f"(({matrix} + {vector}) - {vector}) / {rate(self.rates['peak'][i])}"
+                           f" + {vector} / {rate(self.rates['vector_peak'][i])}")
             memory = f"{nbytes} / {rate(self.rates['bandwidth'][i])}"
             if not one(5 + k, i):
                 memory += f" * {r(5 + k, i)}"
@@ -189,10 +185,7 @@ class StageProgram:
 
 def _bound(symbols, values: Mapping[str, object]) -> list[float]:
     """The values of `symbols` at one point; a free one is the error analysis gives."""
-    missing = [s for s in symbols if s not in values]
-    if missing:
-        raise EvaluationError(f"parameter {', '.join(missing)} is still free at evaluation",
-                              hint=f"bind it with --set {missing[0]}=VALUE")
+    check_named(symbols, values)
     return [float(values[s]) for s in symbols]
 
 

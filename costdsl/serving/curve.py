@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import EvaluationError
 from ..analysis.records import Settings
+from ..analysis.numbers import check_named
 from ..analysis.trees import CorruptEntry, compile_trees
 from ..hardware import Hardware
 
@@ -66,8 +67,8 @@ class ServeProgram:
         self.symbols = tuple(record["symbols"])
         if not all(isinstance(s, str) for s in self.symbols):
             raise CorruptEntry("malformed symbols")
-        times = record["times"]
-        self._times = compile_trees([times[k] for k in _TIMES], self.symbols)
+        # one function per total: a sum over decode steps evaluates only the decode's
+        self._times = {k: compile_trees([record["times"][k]], self.symbols) for k in _TIMES}
         self._memory = {stage: (tuple(m["symbols"]), compile_trees(m["rows"][:3], m["symbols"]))
                         for stage, m in record["memory"].items()}
         self.max_batch = int(record["max_batch"])
@@ -78,7 +79,8 @@ class ServeProgram:
 
     def _time(self, which: str, values: dict) -> np.ndarray:
         args = _args(self.symbols, values)
-        return np.broadcast_to(np.asarray(self._times(*args)[_TIMES.index(which)], dtype=float),
+        (time,) = self._times[which](*args)
+        return np.broadcast_to(np.asarray(time, dtype=float),
                                np.broadcast_shapes(*(np.shape(a) for a in args)))
 
     def _memory_bytes(self, stage: str, values: dict) -> np.ndarray:
@@ -91,7 +93,7 @@ class ServeProgram:
               bits: dict) -> ServeCurve:
         """`batches` None: powers of two up to twice the largest batch that fits, so that the
         curve shows the memory limit."""
-        base = {**Settings(1, seq, **bits).validate().named()}
+        base = Settings(1, seq, **bits).validate().named()
         last = seq + max(gen - 2, 0)  # tokens cached at the last decode step
         if batches is None:
             batches = 2 ** np.arange(0, max(1, int(np.log2(max(self.max_batch, 1))) + 2))
@@ -138,10 +140,7 @@ def _optional(x) -> float | None:
 
 
 def _args(symbols, values: dict) -> list:
-    missing = [s for s in symbols if s not in values]
-    if missing:
-        raise EvaluationError(f"parameter {missing[0]} is still free at evaluation",
-                              hint=f"bind it with --set {missing[0]}=VALUE")
+    check_named(symbols, values)
     return [np.asarray(values[s], dtype=float) for s in symbols]
 
 
