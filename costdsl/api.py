@@ -305,7 +305,8 @@ class Model:
                                                             a_bits, kv_bits)
         if d.lookahead:
             return lookahead(stages[0], stages[1], d.k + 1, d.accept, settings.values())
-        return replace(speculate(*stages, d.draft, d.k, d.accept, settings.values(), d.tree,
+        name = draft.name if d.strategy == "mtp" else d.draft
+        return replace(speculate(*stages, name, d.k, d.accept, settings.values(), d.tree,
                                  d.strategy), medusa=d.medusa)
 
     def speculation_batch_limit(self, hw: str | Hardware, decoding: "Decoding | str | None" = None,
@@ -392,7 +393,10 @@ class Model:
 
     def _draft_model(self, d: Decoding) -> "Model":
         """The draft model a speculative strategy names (a file beside the model's file, a
-        path or a shipped name), checked to share the target's tokenizer."""
+        path or a shipped name), checked to share the target's tokenizer; for `mtp`, the
+        model's own multi-token-prediction module."""
+        if d.strategy == "mtp":
+            return self._mtp_module(d)
         beside = Path(d.pos.file).parent / d.draft  # a draft named in a model file: beside it
         draft = load(beside if beside.suffix == ".arch" and beside.is_file() else d.draft)
         mine, theirs = _vocabulary(self.design), _vocabulary(draft.design)
@@ -402,6 +406,30 @@ class Model:
                      f"of {mine}", d.pos, hint="pair models of one family (TinyLlama or "
                      "llama-68m with Llama-2)")
         return draft
+
+    def _mtp_module(self, d: Decoding) -> "Model":
+        """The MTP module of `mtp(...)`: the model `module=` names, by default "<name>-MTP", of
+        this model's file and its imports, with this model's --set values and extra passes (it
+        runs inside the target's deployment: the same sharding and fusion)."""
+        name = d.draft or f"{self.name}-MTP"
+        if name not in self.library.models:
+            modules = [m for m in self.library.models if m.endswith("-MTP")]
+            raise at(DecodingError, f"{self.name!r} has no multi-token-prediction module: no "
+                     f"model {name!r} in {self.library.root.file} or its imports", d.pos,
+                     hint=(f"modules here: {', '.join(modules)} (module=...)" if modules else
+                           f'write one as model "{self.name}-MTP" (see deepseek.arch\'s '
+                           "deepseek_mtp), or use speculative(draft=...)"))
+        design = elaborate(self.library, name, self.overrides)
+        return Model(design, self.library, self.overrides, self.extra_passes)
+
+    def mtp_module(self) -> "Model | None":
+        """The model's multi-token-prediction module ("<name>-MTP" of its file, with this
+        model's --set values; None: it has none), whose parameters `params` reports beside
+        the model's own count, which leaves them out as the published counts mostly do."""
+        if f"{self.name}-MTP" not in self.library.models:
+            return None
+        design = elaborate(self.library, f"{self.name}-MTP", self.overrides)
+        return Model(design, self.library, self.overrides)
 
     def sparsity_answers(self, hw: str | Hardware, batch: int, seq: int, stage: str = "decode",
                          w_bits: float = 16, a_bits: float = 16, kv_bits: float = 16,

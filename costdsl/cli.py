@@ -1368,8 +1368,12 @@ def _params(args) -> str:
     model = _load(args)
     total, active, ops = model.params(), model.active_params(), model.params_by_op()
     number = lambda e: int(e) if e.is_number else str(e)
+    mtp = model.mtp_module()
+    mtp_total = mtp.params() if mtp is not None else None
     if args.format == "json":
         return dumps({"model": model.name, "total": number(total), "active": number(active),
+                      "mtp": None if mtp is None else {"model": mtp.name,
+                                                       "total": number(mtp_total)},
                       "ops": [{"name": o.name, "kind": o.kind, "repeat": number(o.repeat),
                                "params": number(o.params), "active": number(o.active),
                                "total": number(o.params * o.repeat)} for o in ops]})
@@ -1380,7 +1384,11 @@ def _params(args) -> str:
         rows.append((o.name, o.kind, fmt(o.repeat), fmt(o.params), fmt(o.params * o.repeat),
                      share))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = [f"{model.name}: {fmt(total)} parameters, {fmt(active)} active per token", ""]
+    lines = [f"{model.name}: {fmt(total)} parameters, {fmt(active)} active per token"]
+    if mtp is not None:
+        lines.append(f"its multi-token-prediction module {mtp.name!r}: {fmt(mtp_total)} "
+                     f"parameters more, not counted above (with it: {fmt(total + mtp_total)})")
+    lines.append("")
     lines += ["  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in
                         enumerate(zip(r, widths))).rstrip() for r in rows]
     return "\n".join(lines) + "\n"

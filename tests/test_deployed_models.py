@@ -313,7 +313,8 @@ def test_fit_on_an_h100_counts_only_the_full_layers_growing():
 NEW = ["llama-3.2-1b", "llama-3.2-3b", "qwen3-8b", "qwen3-32b", "qwen3-30b-a3b", "qwen3.5-27b",
        "qwen3.5-35b-a3b", "qwen3.5-397b-a17b",
        "qwen3-235b-a22b", "gpt-oss-20b", "gpt-oss-120b", "nemotron-3-nano-30b-a3b",
-       "deepseek-v3.2", "glm-5", "kimi-k2.5", "llama-4-scout", "llama-4-maverick"]
+       "deepseek-v3.2", "glm-5", "kimi-k2.5", "llama-4-scout", "llama-4-maverick",
+       "nemotron-3-super-120b-a12b"]
 
 
 @pytest.mark.parametrize("name", NEW)
@@ -578,19 +579,137 @@ def test_nemotron_memory_by_hand():
     assert sympy.expand(kv.subs(S.kv_bits, 16) - S.batch * (6144 * S.seq + 24_965_120)) == 0
 
 
-def test_nemotron_imports_its_pattern_and_refuses_latent_experts(tmp_path):
+def test_nemotron_imports_its_pattern_and_latent_experts(tmp_path):
     from costdsl.language.importer import read_config, to_arch
+    for name in ("nemotron-3-nano-30b-a3b", "nemotron-3-super-120b-a12b"):
+        config = read_config(DATA / "configs" / f"{name}.json")
+        imported = costdsl.load(tmp_path / "n.arch", text=to_arch(config, "n.json", "N"))
+        reference = _load(name)
+        assert imported.params() == reference.params(), name
+        assert imported.active_params() == reference.active_params(), name
+        module = reference.mtp_module()
+        assert (imported.mtp_module() is None) == (module is None), name
+        if module is not None:
+            assert imported.mtp_module().params() == module.params()
+    other = to_arch({**config, "mtp_hybrid_override_pattern": "*-"}, "n.json")
+    assert "'*-': not written" in other and "-MTP" not in other
     config = read_config(DATA / "configs" / "nemotron-3-nano-30b-a3b.json")
-    imported = costdsl.load(tmp_path / "n.arch", text=to_arch(config, "n.json"))
-    reference = _load("nemotron-3-nano-30b-a3b")
-    assert imported.params() == reference.params()
-    assert imported.active_params() == reference.active_params()
-    with pytest.raises(CostDSLError, match="'moe_latent_size' is 1024"):
-        to_arch({**config, "moe_latent_size": 1024}, "n.json")
     with pytest.raises(CostDSLError, match="holds 'X'"):
         to_arch({**config, "hybrid_override_pattern": "X" * 52}, "n.json")
     with pytest.raises(CostDSLError, match="has 3 letters for 52 layers"):
         to_arch({**config, "hybrid_override_pattern": "MEM"}, "n.json")
+
+
+def test_nemotron_3_super_parameters():
+    """NVIDIA-Nemotron-3-Super-120B-A12B, its config.json. 40 Mamba-2 layers: z 4096 x 8192,
+    x/B/C/dt 4096 x (8192 + 2 x 8 x 128 + 128), conv 10240 x 4 + 10240, A_log/D/dt_bias 3 x 128,
+    gated norm 8192, out_proj 8192 x 4096, norm 4096: 109,640,064 each. 40 LatentMoE layers:
+    norm 4096, router 4096 x 512, fc1/fc2_latent_proj 2 x 4096 x 1024, 512 experts of
+    2 x 1024 x 2688 (squared ReLU: no gate), shared expert 2 x 4096 x 5376: 2,873,102,336 each.
+    8 attention layers: norm, q and o 4096^2, k and v 4096 x 256: 35,655,680 each. Embedding and
+    head 2 x 131072 x 4096, final norm. Active: 22 of 512 experts (22 x 2 x 1024 x 2688 per
+    layer). Published (NVIDIA's page and card): 120B total, 12B active."""
+    m = _load("nemotron-3-super-120b-a12b")
+    mamba, moe, attn = 109_640_064, 2_873_102_336, 35_655_680
+    assert m.params() == 40 * mamba + 40 * moe + 8 * attn + 2 * 131072 * 4096 + 4096 \
+        == 120_668_687_360
+    routed = 512 * 2 * 1024 * 2688
+    active = m.params() - 40 * routed + 40 * 22 * 2 * 1024 * 2688
+    assert m.active_params() == active == 12_770_216_960
+    assert int(m.params() / B) == 120 and int((active - 131072 * 4096) / B) == 12
+
+
+def test_latent_experts_decode_step_by_hand():
+    """Nemotron 3 Super, one decode token (batch 1): the router reads the 4096-wide input
+    (2 x 4096 x 512 operations), fc1_latent_proj takes it to 1024 (2 x 4096 x 1024), each of the
+    22 experts it visits runs 1024 -> 2688 -> 1024 (2 x 22 x 1024 x 2688 per linear, reading
+    22 x 1024 activations into `up`), the weighted sum of the 22 results (2 x 22 x 1024 more),
+    and fc2_latent_proj back to 4096; the shared expert works at 4096."""
+    a = _load("nemotron-3-super-120b-a12b").analyze("nvidia-h100-sxm", batch=1, seq=1024,
+                                                    stages=("decode",))
+    ops = {o.name: o for o in a.stages["decode"].ops}
+    assert ops["layers.E.moe.router"].flops == 2 * 4096 * 512
+    assert ops["layers.E.moe.latent_down"].flops == 2 * 4096 * 1024
+    assert ops["layers.E.moe.up"].flops == 2 * 22 * 1024 * 2688
+    assert ops["layers.E.moe.up"].bytes_by_class["act"] == 2 * (22 * 1024 + 22 * 2688)
+    assert ops["layers.E.moe.up"].bytes_by_class["weight"] == 2 * 22 * 1024 * 2688
+    assert ops["layers.E.moe.down"].flops == 2 * 22 * 2688 * 1024 + 2 * 22 * 1024
+    assert ops["layers.E.moe.latent_up"].flops == 2 * 1024 * 4096
+    assert ops["layers.E.moe.shared_up"].flops == 2 * 4096 * 5376
+
+
+# --- multi-token prediction --------------------------------------------------------------------
+
+def test_mtp_modules_by_hand():
+    """DeepSeek-V3's module (the checkpoint's layer 61): its own embedding and head
+    (2 x 129280 x 7168), enorm, hnorm and the head's norm (3 x 7168), eh_proj 14336 x 7168, and
+    one decoder layer like the main model's MoE layers. DeepSeek-V3.2: 671.9B + 13.5B = 685B,
+    the model card's total "with the MTP module". Nemotron 3 Super's module: embedding and head
+    (2 x 131072 x 4096), three norms, eh_proj 8192 x 4096, one attention and one LatentMoE layer
+    (as above)."""
+    m = _load("deepseek-v3.2")
+    by_op = {o.name: o for o in m.params_by_op()}
+    layer = sum(o.params for name, o in by_op.items() if name.startswith("layers."))
+    module = m.mtp_module()
+    assert module.name == "DeepSeek-V3.2-MTP"
+    assert module.params() == 2 * 129280 * 7168 + 3 * 7168 + 2 * 7168 * 7168 + layer
+    assert round((m.params() + module.params()) / B) == 685
+    super_ = _load("nemotron-3-super-120b-a12b").mtp_module()
+    assert super_.params() == (2 * 131072 * 4096 + 3 * 4096 + 2 * 4096 * 4096 + 35_655_680
+                               + 2_873_102_336)
+    assert _load("llama-3-8b").mtp_module() is None
+
+
+def test_mtp_decoding_runs_the_module_as_the_draft():
+    """mtp(depth=2, accept=0.8): each target step runs the module twice (one decode step of the
+    module model each) and verifies 3 tokens; E = 1 + 0.8 + 0.64; the speedup
+    E T_decode / (2 T_module + T_verify(3))."""
+    m = _load("deepseek-v3.2")
+    s = m.speculate("nvidia-h200", "mtp(depth=2, accept=0.8)", batch=4, seq=4096)
+    module = m.mtp_module().analyze("nvidia-h200", batch=4, seq=4096, stages=("decode",))
+    decode = m.analyze("nvidia-h200", batch=4, seq=4096, stages=("decode",))
+    assert s.draft == "DeepSeek-V3.2-MTP" and s.verified == 3
+    assert s.draft_step_s == pytest.approx(module.stages["decode"].total.time_s, rel=1e-12)
+    assert s.decode_s == pytest.approx(decode.stages["decode"].total.time_s, rel=1e-12)
+    assert s.tokens_per_step == pytest.approx(2.44)
+    assert s.speedup == pytest.approx(2.44 * s.decode_s / (2 * s.draft_step_s + s.verify_s))
+    tree = m.speculate("nvidia-h200", "mtp(tree=[2, 1], accept=0.8)", batch=4, seq=4096)
+    assert tree.k == 2 and tree.verified == 1 + 2 + 2
+
+
+def test_mtp_decoding_errors_name_the_module(capsys):
+    from costdsl.cli import main
+    cases = [("llama-3-8b", "mtp(accept=0.8)", 'no model \'Llama-3-8B-MTP\''),
+             ("deepseek-v3.2", 'mtp(accept=0.8, module="X")', "modules here: DeepSeek-V3.2-MTP"),
+             ("deepseek-v3.2", "mtp(depth=0, accept=0.8)", "depth= must be an integer"),
+             ("deepseek-v3.2", "mtp(depth=3, tree=[2], accept=0.8)", "the tree has 1 levels")]
+    for name, decoding, message in cases:
+        assert main(["latency", name, "--hw", "nvidia-h200", "--gen", "8",
+                     "--decoding", decoding]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (decoding, err)
+
+
+def test_params_reports_the_mtp_module_beside_the_count(capsys):
+    from costdsl.cli import main
+    import json
+    assert main(["params", "glm-5", "--format", "json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["mtp"]["model"] == "GLM-5-MTP"
+    assert out["total"] == _load("glm-5").params()      # the report's 744B: no module
+    assert main(["params", "glm-5"]) == 0
+    assert "'GLM-5-MTP': 11,856,085,760 parameters more, not counted above" \
+        in capsys.readouterr().out
+
+
+def test_imported_deepseek_configs_write_their_mtp_module(tmp_path):
+    from costdsl.language.importer import read_config, to_arch
+    for name in ("deepseek-v3.2", "glm-5"):
+        config = read_config(DATA / "configs" / f"{name}.json")
+        imported = costdsl.load(tmp_path / "x.arch", text=to_arch(config, "x.json", "X"))
+        assert imported.mtp_module().params() == _load(name).mtp_module().params(), name
+    kimi = read_config(DATA / "configs" / "kimi-k2.5.json")    # num_nextn_predict_layers 0
+    assert "-MTP" not in to_arch(kimi, "k.json")
 
 
 def test_a_one_token_step_of_a_linear_attention_is_a_decode_step():

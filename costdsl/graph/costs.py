@@ -703,6 +703,12 @@ def mul(op, ins, out, site):
     return _elementwise(op, ins, out, site, 1)
 
 
+@rule("concat")
+def concat(op, ins, out, site):
+    """[a; b]: a copy, no arithmetic; reads both, writes n x (a + b)."""
+    return _elementwise(op, ins, out, site, 0)
+
+
 # --- communication between devices (the parallelism passes insert these ops) ------------------
 # An alpha-beta model per collective over n devices (Thakur, Rabenseifner, Gropp, "Optimization
 # of Collective Communication Operations in MPICH", IJHPCA 2005; NCCL's ring algorithms): a

@@ -15,10 +15,12 @@ from .parser import parse_passes
 
 STRATEGIES = {"speculative": ("draft", "k", "accept", "tree"),
               "lookahead": ("window", "ngram", "guesses", "accept_per_step"),
-              "medusa": ("heads", "layers", "accept", "tree", "lm_head")}
+              "medusa": ("heads", "layers", "accept", "tree", "lm_head"),
+              "mtp": ("depth", "accept", "tree", "module")}
 REQUIRED = {"speculative": ("draft", "accept"),
             "lookahead": ("window", "ngram", "guesses", "accept_per_step"),
-            "medusa": ("accept",)}
+            "medusa": ("accept",),
+            "mtp": ("accept",)}
 MEDUSA_LM_HEADS = ("shared", "own")
 MAX_K = 64  # draft tokens per target step; real systems use 1 to 8
 
@@ -30,7 +32,8 @@ class DecodingError(CostDSLError):
 @dataclass(frozen=True)
 class Decoding:
     strategy: str
-    draft: str      # the draft model: a .arch file or a shipped name
+    draft: str      # the draft model: a .arch file or a shipped name (mtp: the module's model
+                    # name, "" for the target's "<name>-MTP")
     k: int          # draft tokens per target step (a tree's depth)
     accept: float   # per-token acceptance probability, in [0, 1]
     pos: ast.Pos
@@ -48,7 +51,9 @@ class Decoding:
             out = {"heads": heads, "layers": layers, "lm_head": lm_head, "k": self.k,
                    "accept": self.accept}
             return {**out, "tree": list(self.tree)} if self.tree else out
-        out = {"draft": self.draft, "k": self.k, "accept": self.accept}
+        out = ({"module": self.draft or None, "depth": self.k, "accept": self.accept}
+               if self.strategy == "mtp" else
+               {"draft": self.draft, "k": self.k, "accept": self.accept})
         return {**out, "tree": list(self.tree)} if self.tree else out
 
 
@@ -84,6 +89,8 @@ def decoding_of(call: ast.PassCall, text: str = "", solving: str | None = None) 
         return _lookahead(call, given, text)
     if call.name == "medusa":
         return _medusa(call, given, text)
+    if call.name == "mtp":
+        return _mtp(call, given, text)
     draft = given["draft"]
     if not isinstance(draft.value, str):
         raise at(DecodingError, 'draft= takes a quoted model name or file, e.g. '
@@ -136,6 +143,31 @@ def _medusa(call: ast.PassCall, given: dict, text: str) -> Decoding:
     k = len(tree) if tree is not None else sizes["heads"]
     return Decoding(call.name, "", k, _accept(given.get("accept")), call.pos, call.text or text,
                     tree, medusa=(sizes["heads"], sizes["layers"], lm_head))
+
+
+def _mtp(call: ast.PassCall, given: dict, text: str) -> Decoding:
+    """mtp(depth=1, accept=0.8, tree=[...], module="NAME"): the model's own multi-token-
+    prediction module as the draft (DeepSeek-V3's MTP, run by vLLM and SGLang as a speculative
+    draft): `depth` draft steps per target step, each a pass of the module (reused when depth
+    exceeds the modules trained); the module is the model `module` of the target's file, by
+    default "<target>-MTP"."""
+    tree = _tree(given["tree"]) if "tree" in given else None
+    depth = _number(given["depth"]) if "depth" in given else sympy.Integer(
+        len(tree) if tree is not None else 1)
+    if not (depth.is_integer and 1 <= depth <= MAX_K):
+        raise at(DecodingError, f"depth= must be an integer from 1 to {MAX_K}, got {depth}",
+                 given["depth"].pos, hint="depth: draft tokens the MTP module proposes per step")
+    if tree is not None and depth != len(tree):
+        raise at(DecodingError, f"depth={depth} but the tree has {len(tree)} levels",
+                 given["depth"].pos, hint="a tree's depth is its number of levels: give one")
+    module = ""
+    if "module" in given:
+        module = given["module"].value
+        if not isinstance(module, str) or not module:
+            raise at(DecodingError, 'module= takes the quoted name of a model of the file, e.g. '
+                     'module="DeepSeek-V3.2-MTP"', given["module"].pos)
+    return Decoding(call.name, module, int(depth), _accept(given.get("accept")), call.pos,
+                    call.text or text, tree)
 
 
 MAX_TREE_NODES = 4096  # tokens one verification may carry

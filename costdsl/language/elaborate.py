@@ -477,22 +477,36 @@ class _Elaborator:
 
 
 def _moe_parts(name: str, x: Tensor, a: dict) -> list[tuple]:
-    """(suffix, kind, inputs, output, width, attrs) of the ops a `moe` op runs, in order."""
+    """(suffix, kind, inputs, output, width, attrs) of the ops a `moe` op runs, in order.
+
+    With latent=L (LatentMoE, Nemotron 3 Super): the router still reads the hidden input; the
+    routed experts read its projection to L (fc1_latent_proj) and their weighted sum is
+    projected back (fc2_latent_proj); the shared experts work on the hidden input."""
     from .ops import GATED
     hidden, ffn, gated = x.width, a["ffn"], a["act"] in GATED
+    latent = a["latent"]
     routed = {"experts": a["experts"], "top_k": a["top_k"], "act": a["act"], "bias": a["bias"]}
     parts = [("router", "router", (x.name,), f"{name}.router", a["experts"], routed)]
+    expert_in, expert_width = x.name, hidden
+    if latent != 0:
+        expert_in, expert_width = f"{name}.latent_down", latent
+        parts.append(("latent_down", "linear", (x.name,), expert_in, latent,
+                      {**_DENSE, "out": latent}))
     if gated:
-        parts.append(("gate", "expert_linear", (x.name,), f"{name}.gate", ffn,
+        parts.append(("gate", "expert_linear", (expert_in,), f"{name}.gate", ffn,
                       {**routed, "out": ffn, "combine": False}))
-    parts.append(("up", "expert_linear", (x.name,), f"{name}.up", ffn,
+    parts.append(("up", "expert_linear", (expert_in,), f"{name}.up", ffn,
                   {**routed, "out": ffn, "combine": False}))
     act_in = (f"{name}.gate", f"{name}.up") if gated else (f"{name}.up",)
     parts.append(("act", "expert_act", act_in, f"{name}.act", ffn, routed))
     shared = a["shared"]
     routed_out = f"{name}.routed" if shared != 0 else name
-    parts.append(("down", "expert_linear", (f"{name}.act",), routed_out, hidden,
-                  {**routed, "out": hidden, "combine": True}))
+    summed = f"{name}.routed_latent" if latent != 0 else routed_out
+    parts.append(("down", "expert_linear", (f"{name}.act",), summed, expert_width,
+                  {**routed, "out": expert_width, "combine": True}))
+    if latent != 0:
+        parts.append(("latent_up", "linear", (summed,), routed_out, hidden,
+                      {**_DENSE, "out": hidden}))
     if shared != 0:
         width = shared * (a["shared_ffn"] if a["shared_ffn"] is not None else ffn)
         dense = _DENSE

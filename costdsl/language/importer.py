@@ -89,6 +89,7 @@ NEMOTRON_H = (Field("hidden", "hidden_size"), Field("layers", "num_hidden_layers
               Field("expert_ffn", "moe_intermediate_size"),
               Field("shared_ffn", "moe_shared_expert_intermediate_size"),
               Field("experts", "n_routed_experts"), Field("top_k", "num_experts_per_tok"),
+              Field("latent", "moe_latent_size", default="0", convert=_zero_if_null),
               Field("vocab", "vocab_size"))
 NEMOTRON_H_BLOCKS = {"M": "M", "E": "E", "*": "A", "-": "D"}
 """hybrid_override_pattern's letters -> the blocks of models/nemotron-3-nano-30b-a3b.arch."""
@@ -181,8 +182,7 @@ FAMILIES["nemotron_h"] = Family(
     "nemotron-3-nano-30b-a3b.arch", "NVIDIA-Nemotron-3-Nano-30B-A3B", NEMOTRON_H,
     assumed={"n_shared_experts": 1, "mlp_hidden_act": "relu2", "mamba_hidden_act": "silu",
              "use_bias": False, "mamba_proj_bias": False, "use_conv_bias": True,
-             "attention_bias": False, "mlp_bias": False,
-             "moe_latent_size": None},            # Nemotron 3 Super's latent experts: not yet
+             "attention_bias": False, "mlp_bias": False},
     pattern="hybrid_override_pattern")
 FAMILIES["qwen3_5"] = FAMILIES["qwen3_5_text"]          # the multimodal config: its text_config
 FAMILIES["qwen3_5_moe"] = FAMILIES["qwen3_5_moe_text"]
@@ -315,6 +315,30 @@ def _llama4_body(config: dict, file: str) -> list[str]:
     return LLAMA4_LAYOUTS[layout] or []
 
 
+MTP_BLOCKS = {"deepseek.arch": "deepseek_mtp", "nemotron-3-nano-30b-a3b.arch": "nemotron_mtp"}
+"""The shipped multi-token-prediction module of a family file (its block)."""
+NEMOTRON_MTP_PATTERN = "*E"   # the layers of the shipped nemotron_mtp block
+
+
+def _mtp_model(config: dict, family: Family, title: str) -> list[str]:
+    """The model "<title>-MTP" (written before the main model, which stays the file's last)
+    where the config has multi-token-prediction layers the family's module describes; a comment
+    where it has layers the family cannot write."""
+    count = config.get("num_nextn_predict_layers")
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1 \
+            or family.source not in MTP_BLOCKS:
+        return []
+    pattern = config.get("mtp_hybrid_override_pattern")
+    if family.source.startswith("nemotron") and pattern != NEMOTRON_MTP_PATTERN:
+        return [f"# num_nextn_predict_layers {count} with mtp_hybrid_override_pattern "
+                f"{pattern!r}: not written (the shipped module is {NEMOTRON_MTP_PATTERN!r})", ""]
+    more = (f"; {count} modules of this shape are trained, a draft step runs one"
+            if count > 1 else "")
+    return [f'model "{title}-MTP" extends "{title}" {{   # num_nextn_predict_layers: {count}'
+            f"{more}",
+            f"  mtp = {MTP_BLOCKS[family.source]}(tokens)", "}", ""]
+
+
 def _passes(config: dict, model_type: str) -> list[str]:
     quant = config.get("quantization_config")
     if model_type == "gpt_oss" and isinstance(quant, dict) \
@@ -362,7 +386,7 @@ def to_arch(config: dict, file: str, name: str | None = None) -> str:
         f"# Imported by `costdsl import` from {Path(file).name} (model_type {model_type!r})"
         + ("; its text_config: the vision encoder is not imported." if top is not config
            and "text_config" in top else "."),
-        f'import "{family.source}"', "",
+        f'import "{family.source}"', "", *_mtp_model(config, family, title),
         f'model "{title}" extends "{base}" {{', "  params {", *lines, "  }",
         *_body(config, family, file), *_passes(config, model_type), "}", ""])
 

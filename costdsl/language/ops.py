@@ -177,6 +177,9 @@ GATED = ("swiglu", "geglu")
            ffn=Dim(doc="intermediate width of one expert"),
            shared=Dim(default=0, doc="shared experts every token visits"),
            shared_ffn=Dim(infer=True, doc="intermediate width of one shared expert"),
+           latent=Dim(default=0, doc="width the routed experts work in (LatentMoE's "
+                                     "moe_latent_size): the input is projected down to it "
+                                     "and their sum back up; 0: the input's width"),
            act=Choice(ACTIVATIONS, "swiglu", "the experts' activation"),
            bias=Choice(BOOL, "false", "biases on the router and every expert linear (gpt-oss)"))
 def _moe(ins, a):
@@ -435,6 +438,13 @@ def _add(ins, a):
 def _mul(ins, a):
     """a * b elementwise."""
     return _same_width(ins)
+
+
+@signature("concat", ["a", "b"], "memory")
+def _concat(ins, a):
+    """[a; b] along the features (DeepSeek-V3's MTP module joins the normed embedding and the
+    normed hidden state before eh_proj): width a + b."""
+    return ins[0].width + ins[1].width
 
 
 COMPOSITE_KINDS = ("attention", "moe", "mla", "mamba", "mamba2", "deltanet")

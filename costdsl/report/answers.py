@@ -340,7 +340,8 @@ def speculation_dict(s) -> dict:
     params = {"speculative": {"draft": s.draft, "k": s.k, "accept": s.accept, **tree},
               "medusa": {**dict(zip(("heads", "layers", "lm_head"), s.medusa or ())),
                          "k": s.k, "accept": s.accept, **tree},
-              "lookahead": {"accept_per_step": s.accept}}[s.strategy]
+              "lookahead": {"accept_per_step": s.accept},
+              "mtp": {"module": s.draft, "depth": s.k, "accept": s.accept, **tree}}[s.strategy]
     known = lambda v: None if math.isnan(s.accept) else v  # accept solved for: no figure
     if math.isnan(s.accept):
         params = {**params, "accept" if "accept" in params else "accept_per_step": None}
@@ -374,7 +375,9 @@ def speculation_lines(s) -> list[str]:
                 f"{seconds(s.verify_s)}, plain decode step {seconds(s.decode_s)}"]
     else:
         tokens = "" if unknown else f"tokens per target step E = {s.tokens_per_step:.4g}; "
-        head = [f"speculative decoding (draft {s.draft}, k={s.k}{tree}, {accept}) "
+        what = (f"MTP decoding (module {s.draft}, depth={s.k}" if s.strategy == "mtp" else
+                f"speculative decoding (draft {s.draft}, k={s.k}")
+        head = [f"{what}{tree}, {accept}) "
                 f"at batch {s.batch}, {s.seq} cached:",
                 f"  {tokens}draft step {seconds(s.draft_step_s)}, verification of "
                 f"{s.verified} tokens {seconds(s.verify_s)}, plain decode step "
