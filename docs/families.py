@@ -34,6 +34,9 @@ FAMILIES = {
                "biased routed experts",
     "llama4": "Llama 4: chunked RoPE layers and global NoPE layers, 3 to 1 (cycle), L2 "
               "QK-norm, a shared expert and top-1 routed experts",
+    "gemma4": "Gemma 4: five sliding-window layers per global layer (cycle), K = V on the "
+              "global layers, norms after attention and MLP; gemma4_moe (a dense MLP beside "
+              "routed experts) beside it",
 }
 OUT = ROOT / "docs" / "families"
 

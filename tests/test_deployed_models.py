@@ -314,7 +314,7 @@ NEW = ["llama-3.2-1b", "llama-3.2-3b", "qwen3-8b", "qwen3-32b", "qwen3-30b-a3b",
        "qwen3.5-35b-a3b", "qwen3.5-397b-a17b",
        "qwen3-235b-a22b", "gpt-oss-20b", "gpt-oss-120b", "nemotron-3-nano-30b-a3b",
        "deepseek-v3.2", "glm-5", "kimi-k2.5", "llama-4-scout", "llama-4-maverick",
-       "nemotron-3-super-120b-a12b"]
+       "nemotron-3-super-120b-a12b", "gemma-4-31b", "gemma-4-26b-a4b"]
 
 
 @pytest.mark.parametrize("name", NEW)
@@ -636,6 +636,70 @@ def test_latent_experts_decode_step_by_hand():
     assert ops["layers.E.moe.down"].flops == 2 * 22 * 2688 * 1024 + 2 * 22 * 1024
     assert ops["layers.E.moe.latent_up"].flops == 2 * 1024 * 4096
     assert ops["layers.E.moe.shared_up"].flops == 2 * 4096 * 5376
+
+
+# --- Gemma 4: 5 sliding layers per global one, K = V on the global layers ------------------------
+
+def test_gemma_4_parameters():
+    """From the config.json text_configs. 31B: 50 sliding layers of q 5376 x 8192, k and v
+    5376 x 4096, o 8192 x 5376, q/k norms 2 x 256; 10 global layers of q 5376 x 16384, k
+    5376 x 2048 (no v_proj: K = V), o 16384 x 5376, q/k norms 2 x 512; every layer a GeGLU MLP
+    3 x 5376 x 21504 and four norms of 5376; the tied embedding 262144 x 5376 once; the final
+    norm. Card: 30.7B. 26B A4B: 25 sliding + 5 global layers at hidden 2816 (16 heads; 8 x 256
+    and 2 x 512 KV heads), each with the dense MLP 3 x 2816 x 2112, seven norms, the router
+    2816 x 128 and 128 experts of 3 x 2816 x 704. Card: 25.2B total, 3.8B active (8 experts;
+    the embedding counted, as the card does: 3.1B without it)."""
+    m = _load("gemma-4-31b")
+    sliding = 2 * 5376 * 8192 + 2 * 5376 * 4096 + 2 * 256
+    full = 2 * 5376 * 16384 + 5376 * 2048 + 2 * 512
+    layer = 3 * 5376 * 21504 + 4 * 5376
+    assert m.params() == 50 * sliding + 10 * full + 60 * layer + 262144 * 5376 + 5376 \
+        == 30_697_345_280
+    assert round(int(m.params()) / B, 1) == 30.7
+    moe = _load("gemma-4-26b-a4b")
+    sliding = 2 * 2816 * 4096 + 2 * 2816 * 2048 + 2 * 256
+    full = 2 * 2816 * 8192 + 2816 * 1024 + 2 * 512
+    experts = 128 * 3 * 2816 * 704
+    layer = 3 * 2816 * 2112 + 7 * 2816 + 2816 * 128 + experts
+    total = 25 * sliding + 5 * full + 30 * layer + 262144 * 2816 + 2816
+    assert moe.params() == total == 25_233_053_440
+    active = total - 30 * experts + 30 * 8 * 3 * 2816 * 704
+    assert moe.active_params() == active
+    assert round(total / B, 1) == 25.2 and round(int(active) / B, 1) == 3.8
+
+
+def test_gemma_4_caches_by_hand():
+    """Per sequence, 26B A4B at 16 bits: the 5 global layers cache K and V (2 heads x 512
+    each: K = V shares the projection, but K is normed and rotated, V normed without a gain, so
+    both are kept) for every token: 5 x 2 x 2 x 512 x 2 = 20,480 bytes per token; the 25
+    sliding layers 2 x 8 x 256 x 2 = 8,192 bytes per token and layer for at most 1,024 tokens."""
+    kv = kv_cache_bytes(_load("gemma-4-26b-a4b").graph("decode"), S.seq)
+    want = S.batch * (20480 * S.seq + 25 * 8192 * sympy.Min(1024, S.seq))
+    assert sympy.simplify(kv.subs(S.kv_bits, 16) - want) == 0
+
+
+def test_gemma_4_sliding_decode_reads_the_window_not_the_context():
+    """Decode at 32,768 cached tokens, batch 1, 31B: a sliding layer's scores read 1,024 cached
+    keys of 16 heads x 256 (2 bytes each); a global layer's 32,769 keys of 4 x 512."""
+    a = _load("gemma-4-31b").analyze("nvidia-h100-sxm", batch=1, seq=32768, stages=("decode",))
+    ops = {o.name: o for o in a.stages["decode"].ops}
+    assert ops["layers.sliding_attention.attn.qk"].bytes_by_class["kv"] == 1024 * 16 * 256 * 2
+    assert ops["layers.full_attention.attn.qk"].bytes_by_class["kv"] == 32769 * 4 * 512 * 2
+
+
+def test_gemma_4_imports(tmp_path):
+    from costdsl.language.importer import read_config, to_arch
+    for name in ("gemma-4-31b", "gemma-4-26b-a4b"):
+        config = read_config(DATA / "configs" / f"{name}.json")
+        imported = costdsl.load(tmp_path / "g.arch", text=to_arch(config, "g.json"))
+        assert imported.params() == _load(name).params(), name
+        assert imported.active_params() == _load(name).active_params(), name
+    text = {**config["text_config"], "hidden_size_per_layer_input": 256}
+    with pytest.raises(CostDSLError, match="'hidden_size_per_layer_input' is 256"):
+        to_arch({**config, "text_config": text}, "g.json")
+    text = {**config["text_config"], "layer_types": ["sliding_attention"] * 30}
+    with pytest.raises(CostDSLError, match="layer 5 is 'sliding_attention'"):
+        to_arch({**config, "text_config": text}, "g.json")
 
 
 # --- multi-token prediction --------------------------------------------------------------------

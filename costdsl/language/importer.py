@@ -110,6 +110,22 @@ LLAMA4_LAYOUTS = {   # (use_qk_norm, interleave_moe_layer_step) -> the body; Non
 """The layer layouts the shipped llama4 family writes: Scout's QK-normed chunked layers, all
 MoE; Maverick's plain chunked layers with dense and MoE MLPs alternating."""
 
+GEMMA4 = (Field("hidden", "hidden_size"), Field("layers", "num_hidden_layers"),
+          Field("heads", "num_attention_heads"), Field("kv_heads", "num_key_value_heads"),
+          Field("global_kv_heads", "num_global_key_value_heads"),
+          Field("head_dim", "head_dim"), Field("global_head_dim", "global_head_dim"),
+          Field("sliding_window", "sliding_window"), Field("ffn", "intermediate_size"),
+          Field("vocab", "vocab_size"))
+GEMMA4_MOE = GEMMA4 + (Field("expert_ffn", "moe_intermediate_size"),
+                       Field("experts", "num_experts"), Field("top_k", "top_k_experts"))
+GEMMA4_ASSUMED = {"attention_k_eq_v": True, "attention_bias": False,
+                  "hidden_activation": "gelu_pytorch_tanh", "hidden_size_per_layer_input": 0,
+                  "num_kv_shared_layers": 0, "use_double_wide_mlp": False,
+                  "tie_word_embeddings": True, "partial_rotary_factor": 0.25}
+"""What models/gemma4.arch is written for: the 26B A4B and 31B layouts (the E2B/E4B sizes'
+per-layer embeddings and shared KV layers are another architecture)."""
+GEMMA4_LAYERS = ("sliding_attention",) * 5 + ("full_attention",)
+
 _NO_SLIDING = {"use_sliding_window": False}   # Qwen's per-layer window switch, off in release
 
 
@@ -191,6 +207,13 @@ FAMILIES["llama4_text"] = Family("llama4.arch", "llama4", LLAMA4,
                                  assumed={"attention_bias": False, "no_rope_layers": None,
                                           "nope_layer_interval": 4, "moe_layers": None})
 FAMILIES["llama4"] = FAMILIES["llama4_text"]            # the multimodal config: its text_config
+FAMILIES["gemma4_text"] = Family("gemma4.arch", "gemma4", GEMMA4, tied="gemma4",
+                                 assumed={**GEMMA4_ASSUMED, "enable_moe_block": False},
+                                 layer_types=GEMMA4_LAYERS)
+FAMILIES["gemma4"] = FAMILIES["gemma4_text"]            # the multimodal config: its text_config
+GEMMA4_MOE_FAMILY = Family("gemma4.arch", "gemma4_moe", GEMMA4_MOE, tied="gemma4_moe",
+                           assumed=GEMMA4_ASSUMED, layer_types=GEMMA4_LAYERS)
+"""Gemma 4 with enable_moe_block true (26B A4B): the same model_type, another family file model."""
 """model_type -> the shipped family its config.json fills in. A family ties its head when
 `tie_word_embeddings` is true; gpt2's and opt's files always tie it (their `tied` is the base)."""
 
@@ -261,6 +284,8 @@ def text_config(config: dict) -> dict:
     if isinstance(text, dict):
         config = {"tie_word_embeddings": config.get("tie_word_embeddings"), **text}
     rope = config.get("rope_parameters")
+    if isinstance(rope, dict) and isinstance(rope.get("full_attention"), dict):
+        rope = rope["full_attention"]     # Gemma 4: per layer type; the global layers' factor
     if isinstance(rope, dict) and "partial_rotary_factor" in rope:
         config = {**config, "partial_rotary_factor": rope["partial_rotary_factor"]}
     return config
@@ -356,6 +381,8 @@ def to_arch(config: dict, file: str, name: str | None = None) -> str:
         raise CostDSLError(f"field 'model_type' is {model_type!r}, which costdsl cannot import "
                            f"yet", file=file, hint="supported: " + ", ".join(sorted(FAMILIES)))
     family = FAMILIES[model_type]
+    if family.source == "gemma4.arch" and config.get("enable_moe_block") is True:
+        family = GEMMA4_MOE_FAMILY
     base = _base(config, family, model_type, file)
     _check_assumed(config, family, model_type, file)
     lines = []
