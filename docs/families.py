@@ -34,6 +34,8 @@ FAMILIES = {
                "biased routed experts",
     "llama4": "Llama 4: chunked RoPE layers and global NoPE layers, 3 to 1 (cycle), L2 "
               "QK-norm, a shared expert and top-1 routed experts",
+    "deepseek-v4": "DeepSeek-V4: compressed sparse attention (window, pooled and indexed "
+                   "entries), hyper-connections, grouped output projection, MTP module",
     "gemma4": "Gemma 4: five sliding-window layers per global layer (cycle), K = V on the "
               "global layers, norms after attention and MLP; gemma4_moe (a dense MLP beside "
               "routed experts) beside it",

@@ -314,7 +314,8 @@ NEW = ["llama-3.2-1b", "llama-3.2-3b", "qwen3-8b", "qwen3-32b", "qwen3-30b-a3b",
        "qwen3.5-35b-a3b", "qwen3.5-397b-a17b",
        "qwen3-235b-a22b", "gpt-oss-20b", "gpt-oss-120b", "nemotron-3-nano-30b-a3b",
        "deepseek-v3.2", "glm-5", "kimi-k2.5", "llama-4-scout", "llama-4-maverick",
-       "nemotron-3-super-120b-a12b", "gemma-4-31b", "gemma-4-26b-a4b"]
+       "nemotron-3-super-120b-a12b", "gemma-4-31b", "gemma-4-26b-a4b", "deepseek-v4-flash",
+       "deepseek-v4-pro"]
 
 
 @pytest.mark.parametrize("name", NEW)
@@ -700,6 +701,124 @@ def test_gemma_4_imports(tmp_path):
     text = {**config["text_config"], "layer_types": ["sliding_attention"] * 30}
     with pytest.raises(CostDSLError, match="layer 5 is 'sliding_attention'"):
         to_arch({**config, "text_config": text}, "g.json")
+
+
+# --- DeepSeek-V4: compressed attention, hyper-connections, grouped output projection -------------
+
+V4_FLASH_LAYER = {  # DeepSeek-V4-Flash, per layer, from inference/model.py's tensor shapes
+    "attention": 64 + 4096 * 1024 + 1024 + 1024 * 64 * 512 + 4096 * 512 + 512
+                 + 8 * 1024 * (64 * 512 // 8) + 8 * 1024 * 4096,
+    # attn_sink, wq_a, q_norm, wq_b, wkv, kv_norm, wo_a (8 groups of 1024 x 4096), wo_b
+    "ratio4": 2 * 4096 * 2 * 512 + 4 * 2 * 512 + 512                  # Compressor (overlap)
+              + 1024 * 64 * 128 + 4096 * 64                            # indexer wq_b, weights
+              + 2 * 4096 * 2 * 128 + 4 * 2 * 128 + 128,                # indexer's Compressor
+    "ratio128": 2 * 4096 * 512 + 128 * 512 + 512,
+    "rest": 2 * 4096 + 2 * (24 * 16384 + 24 + 3)                       # norms, hc_attn/ffn
+            + 4096 * 256 + 3 * 4096 * 2048,                             # gate, shared expert
+    "experts": 256 * 3 * 4096 * 2048}
+
+
+def test_deepseek_v4_flash_parameters():
+    """43 layers: 2 window-only, 21 ratio-4 (with the indexer), 20 ratio-128 (the config's
+    compress_ratios); every layer the attention, hyper-connection mixes (24 x 16384 + 24 + 3
+    twice) and the MoE; the embedding and head 2 x 129280 x 4096, the final norm and the head's
+    mix (4 x 16384 + 4 + 1). Model card: 284B total, 13B activated (6 of 256 experts; without
+    the embedding)."""
+    p = V4_FLASH_LAYER
+    layer = p["attention"] + p["rest"] + p["experts"]
+    total = (43 * layer + 21 * p["ratio4"] + 20 * p["ratio128"] + 2 * 129280 * 4096 + 4096
+             + 4 * 16384 + 4 + 1)
+    m = _load("deepseek-v4-flash")
+    assert m.params() == total == 284_332_230_231
+    active = total - 43 * p["experts"] + 43 * 6 * 3 * 4096 * 2048
+    assert m.active_params() == active
+    assert round(total / B) == 284 and round((active - 129280 * 4096) / B) == 13
+
+
+def test_deepseek_v4_pro_parameters():
+    """61 layers (2 ratio-128, then 30 ratio-4 and 29 ratio-128 in turn) at hidden 7168, 128
+    heads, 384 experts of 3072 (top 6), 16 output groups. Model card: 1.6T total, 49B
+    activated (without the embedding)."""
+    m = _load("deepseek-v4-pro")
+    assert round(int(m.params()) / 10 ** 12, 1) == 1.6
+    assert round(int(m.active_params() - 129280 * 7168) / B) == 49
+
+
+def test_deepseek_v4_cache_by_hand():
+    """Per sequence and token at 16 bits (DeepSeek-V4-Flash): every layer keeps its last 128
+    tokens' 512-wide entries (43 x 512 x 2 bytes, bounded); a ratio-4 layer adds a 512-wide
+    entry and a 128-wide index key per 4 tokens, a ratio-128 layer a 512-wide entry per 128:
+    2 (21 (512 + 128) / 4 + 20 x 512 / 128) = 6,880 bytes per token (DeepSeek-V3.2: 61 x
+    (576 + 128) x 2 = 85,888)."""
+    kv = kv_cache_bytes(_load("deepseek-v4-flash").graph("decode"), S.seq)
+    want = S.batch * (6880 * S.seq + 43 * 512 * 2 * sympy.Min(128, S.seq))
+    assert sympy.simplify(kv.subs(S.kv_bits, 16) - want) == 0
+
+
+def test_deepseek_v4_decode_attention_by_hand():
+    """Decode at 131,072 cached tokens, batch 1: a window-only layer's kernel attends 128
+    entries, a ratio-4 layer 128 + 512 (its index_topk of 32,768 compressed), a ratio-128 layer
+    128 + 131,073 / 128; each entry 512 wide, read once per sequence (one KV head for the 64
+    query heads), 4 x 64 x 512 operations per entry on the matrix units and 5 x 64 per logit
+    (one more: the sink) on the vector units. The ratio-4 indexer scores the 32,768.25 entries
+    with 64 heads of 128."""
+    a = _load("deepseek-v4-flash").analyze("nvidia-h200", batch=1, seq=131072,
+                                           stages=("decode",))
+    ops = {o.name: o for o in a.stages["decode"].ops}
+    for name, entries in (("first", 128), ("middle.csa_layer", 640),
+                          ("middle.hca_layer", 128 + 131073 / 128)):
+        kernel = ops[f"{name}.attn.attn"]
+        assert kernel.flops == pytest.approx(4 * 64 * 512 * entries + 5 * 64 * (entries + 1))
+        assert kernel.bytes_by_class["kv"] == pytest.approx(entries * 512 * 2)
+    indexer = ops["middle.csa_layer.attn.indexer"]
+    assert indexer.flops == pytest.approx(131073 / 4 * (2 * 64 * 128 + 3 * 64 + 1))
+
+
+def test_hyper_connections_by_hand():
+    """One decode token (Flash): hc_pre reads the 4 x 4096 streams and does 2 x 16384 x 24
+    (the 24 mixing logits) + 3 x 16384 (RMS) + 4 x 24 + 20 x 4 x 16 (Sinkhorn) + 2 x 16384
+    (the weighted sum) operations; hc_post 2 x 4 x 4096 + 2 x 16 x 4096 and writes the 16384
+    streams; the grouped wo_a 2 x 8 x 1024 x 4096."""
+    a = _load("deepseek-v4-flash").analyze("nvidia-h200", batch=1, seq=1024,
+                                           stages=("decode",))
+    ops = {o.name: o for o in a.stages["decode"].ops}
+    assert ops["first.a_in"].flops == 2 * 16384 * 24 + 3 * 16384 + 4 * 24 + 20 * 4 * 16 \
+        + 2 * 16384
+    assert ops["first.a_out"].flops == 2 * 4 * 4096 + 2 * 16 * 4096
+    assert ops["first.o_a"].flops == 2 * 8 * 1024 * 4096
+
+
+def test_deepseek_v4_tensor_parallel_splits_heads_and_groups():
+    """TP 8: wq_b, the kernel (its heads; the one KV head's entries read whole) and wo_a (a
+    group per device) an eighth each, wo_b by rows with an all-reduce after it; 16 devices do
+    not split 8 output groups."""
+    base = _load("deepseek-v4-flash")
+    g0, g1 = base.graph("decode"), base.with_passes(["tensor_parallel(n=8)"]).graph("decode")
+    for name in ("middle.csa_layer.attn.q", "middle.csa_layer.attn.attn", "middle.csa_layer.o_a",
+                 "middle.csa_layer.o"):
+        a, b = g0.nodes[name]["op"], g1.nodes[name]["op"]
+        assert sympy.simplify(b.flops / a.flops) == sympy.Rational(1, 8), name
+    kernel0, kernel1 = g0.nodes["middle.csa_layer.attn.attn"]["op"], \
+        g1.nodes["middle.csa_layer.attn.attn"]["op"]
+    kv = lambda node: sum(a.elements for a in node.reads if a.cls == "kv")
+    assert sympy.simplify(kv(kernel1) - kv(kernel0)) == 0
+    assert "middle.csa_layer.o.all_reduce" in g1.nodes
+    with pytest.raises(CostDSLError, match="8 output groups"):
+        base.with_passes(["tensor_parallel(n=16)"]).graph("decode")
+
+
+def test_deepseek_v4_imports_and_its_mtp(tmp_path):
+    from costdsl.language.importer import read_config, to_arch
+    for name in ("deepseek-v4-flash", "deepseek-v4-pro"):
+        config = read_config(DATA / "configs" / f"{name}.json")
+        imported = costdsl.load(tmp_path / "v4.arch", text=to_arch(config, "v4.json", "V"))
+        assert imported.params() == _load(name).params(), name
+        assert imported.mtp_module().params() == _load(name).mtp_module().params(), name
+    with pytest.raises(CostDSLError, match="'compress_ratios' holds 16"):
+        to_arch({**config, "compress_ratios": [16] * 62}, "v4.json")
+    s = _load("deepseek-v4-flash").speculate("nvidia-h200", "mtp(depth=1, accept=0.9)",
+                                             batch=8, seq=8192)
+    assert s.draft == "DeepSeek-V4-Flash-MTP" and s.speedup > 1
 
 
 # --- multi-token prediction --------------------------------------------------------------------

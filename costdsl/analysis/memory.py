@@ -22,7 +22,7 @@ import networkx as nx
 import numpy as np
 import sympy
 
-from ..graph.costs import SITES
+from ..graph.costs import SITES, window_of
 from .numbers import MemoryNumbers, bound_args, memory_totals
 from ..graph.schema import nodes
 from .. import symbols as S
@@ -56,7 +56,7 @@ def _held(node, cls: str, where: str) -> sympy.Expr:
 
 def _window(graph: nx.DiGraph, producer: str, tensor: str) -> sympy.Expr:
     """The most positions of `tensor` any consumer attends (inf: no window)."""
-    windows = [graph.nodes[c]["op"].attrs.get("window", sympy.oo)
+    windows = [window_of(graph.nodes[c]["op"], tensor)
                for c in graph.successors(producer)
                if tensor in graph.edges[producer, c]["tensors"]]
     return sympy.Max(*windows) if windows else sympy.oo

@@ -150,14 +150,16 @@ def linear(op, ins, out, site):
     n, d_out = _rows_of(out, site), out.width
     bias = op.attrs["bias"] == "true"
     tied = op.attrs.get("tied")
-    matrix = (Access(f"{tied.name}.weight", "weight", d_in * d_out) if tied
-              else _weight(op, "weight", d_in * d_out))
+    # groups > 1: block-diagonal, each output feature reads in / groups inputs
+    matrix_size = d_in * d_out / op.attrs.get("groups", 1)
+    matrix = (Access(f"{tied.name}.weight", "weight", matrix_size) if tied
+              else _weight(op, "weight", matrix_size))
     return Cost(
-        flops=2 * n * d_in * d_out + (n * d_out if bias else 0),
+        flops=2 * n * matrix_size + (n * d_out if bias else 0),
         reads=(Access(x.name, x.cls, n * d_in), matrix) +
               ((_weight(op, "bias", d_out),) if bias else ()),
         writes=(_write(out, site),),
-        params=(0 if tied else d_in * d_out) + (d_out if bias else 0),
+        params=(0 if tied else matrix_size) + (d_out if bias else 0),
         out_shape=(n, d_out))
 
 
@@ -205,12 +207,122 @@ def indexer(op, ins, out, site):
     hi, di, rows = a["heads"], a["head_dim"], q.rows
     b = S.batch
     lq = site.new if rows == "all" else site.last
-    lk = sympy.Min(site.context, a["window"])
+    # DeepSeek-V4's indexer scores compressed entries, one per `ratio` tokens
+    lk = sympy.Min(site.context / a.get("ratio", 1), a["window"])
     return Cost(b * lq * lk * (2 * hi * di + 3 * hi + 1),
                 (Access(q.name, q.cls, b * lq * hi * di), Access(k.name, k.cls, b * lk * di),
                  Access(w.name, w.cls, b * lq * hi)),
                 (Access(out.name, out.cls, b * lq * sympy.Min(lk, a["select"])),),
                 sympy.Integer(0), (b, lq, sympy.Min(lk, a["select"])))
+
+
+# --- DeepSeek-V4's compressed attention (DeepSeek-AI 2026, DeepSeek-V4 inference/model.py) -------
+
+@rule("kv_compress")
+def kv_compress(op, ins, out, site):
+    """The Compressor: every `ratio` tokens' projected values and gate scores (2 o d each, o = 2
+    where windows overlap at ratio 4, else 1; projected by the linear before it) are pooled into
+    one d-wide entry: the position bias added (o d per token), a softmax over the pooled
+    window per feature and the weighted sum (7 o d per token), then the entry's RMSNorm and
+    RoPE on its rope_dim features (4 d + 3 r per entry). Reads the projections; writes one
+    entry per `ratio` tokens to the cache (KV class). Holds the position bias (ratio o d) and
+    the norm's gain (d). Not counted: its per-sequence state of the window being pooled
+    (2 o ratio x o d values in float32, fixed per sequence and layer)."""
+    (x,) = ins
+    a = op.attrs
+    d, r, ratio, o = a["head_dim"], a["rope_dim"], a["ratio"], a["overlap"]
+    n = _rows_of(out, site)
+    entries = n / ratio
+    return Cost(n * 8 * o * d + entries * (4 * d + 3 * r),
+                (_read(x, n), _weight(op, "position_bias", ratio * o * d),
+                 _weight(op, "norm", d), Access(f"{op.name}.cos_sin", "act", 2 * entries * r)),
+                (Access(out.name, out.cls, entries * d),), ratio * o * d + d, (entries, d))
+
+
+@rule("sparse_attention")
+def sparse_attention(op, ins, out, site):
+    """DeepSeek-V4's attention kernel (its sparse_attn): each query's H heads over one d-wide KV
+    head that serves as key and value, attending the last `window` tokens' entries and the
+    compressed entries (one per `ratio` tokens: all of them, or the `select` the indexer picks),
+    with a sink logit per head. Causal: a prompt's query at position p attends min(p, W) window
+    entries and min(p / R, select) compressed ones, (new + 1) / 2 positions on average.
+        operations  2 b H Lq Lk (d + d) on the matrix units (scores and values over the same
+                    entries) and 5 b H Lq (Lk + 1) (the softmax with the sink) on the vector
+                    units, Lk = window entries + compressed entries; nothing written between
+        bytes       Q and O (b Lq H d), each query's attended entries (b Lq Lk d, KV class:
+                    every query gathers its own selection; in decode Lq = 1), the indices the
+                    indexer selected, the H sinks."""
+    q, window_kv, *rest = ins
+    a = op.attrs
+    b, h, d, w, ratio = S.batch, a["heads"], a["head_dim"], a["window"], a["ratio"]
+    lq = site.new if q.rows == "all" else site.last
+    position = site.cached + (site.new + 1) / 2 if q.rows == "all" else site.context
+    in_window = sympy.Min(position, w)
+    compressed = (sympy.Min(position / ratio, a["select"]) if ratio != 0 else sympy.Integer(0))
+    reads = [Access(q.name, q.cls, b * lq * h * d),
+             Access(window_kv.name, window_kv.cls, b * lq * in_window * d)]
+    if rest:
+        reads.append(Access(rest[0].name, rest[0].cls, b * lq * compressed * d))
+    reads += [Access(t.name, t.cls, b * lq * compressed) for t in rest[1:]]
+    reads.append(Access(f"{op.name}.sinks", "weight", h))
+    lk = in_window + compressed
+    softmax_ops = 5 * b * h * lq * (lk + 1)
+    return Cost(4 * b * h * lq * lk * d + softmax_ops, tuple(reads),
+                (Access(out.name, out.cls, b * lq * h * d),), h, (b * lq, h * d),
+                vector=softmax_ops)
+
+
+def window_of(node, tensor: str):
+    """The most positions of a cached `tensor` that `node` (a consumer) attends: its window,
+    except for DeepSeek-V4's compressed entries, which its kernel reads beyond the window."""
+    if node.kind == "sparse_attention" and tensor != node.inputs[1]:
+        return sympy.oo
+    return node.attrs.get("window", sympy.oo)
+
+
+# --- hyper-connections (DeepSeek-V4: Xie et al. 2025, "mHC: Manifold-Constrained
+# Hyper-Connections"; the Block's hc_pre / hc_post) ------------------------------------------------
+
+@rule("hc_expand")
+def hc_expand(op, ins, out, site):
+    """The embedding copied into hc streams: reads n d, writes n hc d; no arithmetic."""
+    return _elementwise(op, ins, out, site, 0)
+
+
+@rule("hc_pre")
+def hc_pre(op, ins, out, site):
+    """The streams (n x hc d) mixed into one d-wide input: an RMS scale of the streams (3 hc d),
+    m mixing logits from them (2 hc d m, a matrix product; m = (2 + hc) hc in a layer: the
+    pre-weights, post-weights and the hc x hc combination; hc at the head), their scale, bias
+    and sigmoid (4 m), in a layer the Sinkhorn normalisation of the combination (iters x 4 hc^2)
+    and the weighted sum of the streams (2 hc d). Holds the mixing matrix (m hc d), its bias
+    (m) and scales (3 in a layer, 1 at the head); reads the streams; writes n d. The post- and
+    combination weights it passes to hc_post (hc + hc^2 per token) are not counted."""
+    (x,) = ins
+    a = op.attrs
+    hc, head = a["hc"], a["head"] == "true"
+    m = hc if head else (2 + hc) * hc
+    width = x.width
+    n = _rows_of(out, site)
+    sinkhorn = 0 if head else a["iters"] * 4 * hc ** 2
+    vector = n * (3 * width + 4 * m + sinkhorn + 2 * width)
+    params = m * width + m + (1 if head else 3)
+    return Cost(2 * n * width * m + vector,
+                (_read(x, n), _weight(op, "weight", params)),
+                (_write(out, site),), params, (n, out.width), vector=vector)
+
+
+@rule("hc_post")
+def hc_post(op, ins, out, site):
+    """The sublayer's output x (n x d) spread over the hc streams by the post-weights and the
+    streams mixed by the hc x hc combination: y_i = post_i x + sum_j comb_ij s_j, 2 hc d +
+    2 hc^2 d operations per row; reads x and the streams, writes the n x hc d streams."""
+    x, streams = ins
+    hc = op.attrs["hc"]
+    n = _rows_of(out, site)
+    d = x.width
+    return Cost(n * (2 * hc * d + 2 * hc * hc * d), (_read(x, n), _read(streams, n)),
+                (_write(out, site),), sympy.Integer(0), (n, out.width))
 
 
 def sink_logits(attrs) -> sympy.Expr:

@@ -648,8 +648,69 @@ def _mamba2_parts(name: str, x: Tensor, a: dict) -> tuple[list[tuple], set[str]]
     ], set()
 
 
+def _compressed_attention_parts(name: str, x: Tensor, a: dict) -> tuple[list[tuple], set[str]]:
+    """compressed_attention -> DeepSeek-V4's Attention (inference/model.py): the low-rank query
+    (wq_a, q_norm, wq_b), each head RMS-scaled without a gain and rotated on rope_dim features;
+    the one KV head (wkv, kv_norm, RoPE: the window's cache entry); with ratio R the Compressor
+    (wkv and wgate as one projection of 2 o d, o = 2 at R = 4 where windows overlap, then the
+    pooling into one cached entry per R tokens); with index heads the Indexer (its queries from
+    the compressed query, per-head weights, its own Compressor of index_dim entries, the
+    scoring of the compressed entries and the top-k); the fused kernel; and the inverse RoPE
+    of the output's rope_dim features."""
+    h, d, r, qr, w, ratio = (a["heads"], a["head_dim"], a["rope_dim"], a["q_lora_rank"],
+                             a["window"], a["ratio"])
+    rope = {"head_dim": d, "rotary_dim": r}
+    parts = [
+        ("q_a", "linear", (x.name,), f"{name}.q_a", qr, {**_DENSE, "out": qr}),
+        ("q_norm", "rmsnorm", (f"{name}.q_a",), f"{name}.q_norm", qr, {"dim": None}),
+        ("q", "linear", (f"{name}.q_norm",), f"{name}.q", h * d, {**_DENSE, "out": h * d}),
+        ("q_scale", "rmsnorm", (f"{name}.q",), f"{name}.q_scaled", h * d,
+         {"dim": d, "gain": "false"}),
+        ("q_rope", "rope", (f"{name}.q_scaled",), f"{name}.q_rot", h * d, rope),
+        ("kv", "linear", (x.name,), f"{name}.kv_proj", d, {**_DENSE, "out": d}),
+        ("kv_norm", "rmsnorm", (f"{name}.kv_proj",), f"{name}.kv_normed", d, {"dim": None}),
+        ("kv_rope", "rope", (f"{name}.kv_normed",), f"{name}.window_kv", d, rope),
+    ]
+    cached = {f"{name}.window_kv"}
+    kernel_in = [f"{name}.q_rot", f"{name}.window_kv"]
+    select = sympy.oo
+    if ratio != 0:
+        overlap = 2 if ratio == 4 else 1   # the Compressor's overlapping windows at ratio 4
+        parts += _compressor_parts(name, "compress", x, d, r, ratio, overlap)
+        cached.add(f"{name}.compress")
+        kernel_in.append(f"{name}.compress")
+        if a["index_heads"] != 0:
+            hi, di, select = a["index_heads"], a["index_dim"], a["index_topk"]
+            parts += [("index_q", "linear", (f"{name}.q_norm",), f"{name}.index_q", hi * di,
+                       {**_DENSE, "out": hi * di}),
+                      ("index_w", "linear", (x.name,), f"{name}.index_w", hi,
+                       {**_DENSE, "out": hi})]
+            parts += _compressor_parts(name, "index_k", x, di, r, ratio, 2)
+            parts.append(("indexer", "indexer",
+                          (f"{name}.index_q", f"{name}.index_k", f"{name}.index_w"),
+                          f"{name}.selected", sympy.Integer(0),
+                          {"heads": hi, "head_dim": di, "window": sympy.oo, "select": select,
+                           "ratio": ratio}))
+            cached.add(f"{name}.index_k")
+            kernel_in.append(f"{name}.selected")
+    parts += [("attn", "sparse_attention", tuple(kernel_in), f"{name}.o_rot", h * d,
+               {"heads": h, "head_dim": d, "window": w, "ratio": ratio, "select": select}),
+              ("o_rope", "rope", (f"{name}.o_rot",), name, h * d, rope)]
+    return parts, cached
+
+
+def _compressor_parts(name: str, part: str, x: Tensor, d, r, ratio, overlap) -> list[tuple]:
+    """A Compressor: its wkv and wgate as one projection (2 o d), then the pooling into one
+    d-wide cached entry per `ratio` tokens (op `NAME.<part>`, its output the cached tensor)."""
+    width = 2 * overlap * d
+    return [(f"{part}_proj", "linear", (x.name,), f"{name}.{part}_proj", width,
+             {**_DENSE, "out": width}),
+            (part, "kv_compress", (f"{name}.{part}_proj",), f"{name}.{part}", d,
+             {"head_dim": d, "rope_dim": r, "ratio": ratio, "overlap": sympy.Integer(overlap)})]
+
+
 _COMPOSITES = {"mla": _mla_parts, "mamba": _mamba_parts, "deltanet": _deltanet_parts,
-               "mamba2": _mamba2_parts}
+               "mamba2": _mamba2_parts, "compressed_attention": _compressed_attention_parts}
 
 
 def check_names(library: Library) -> None:

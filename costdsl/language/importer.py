@@ -126,6 +126,19 @@ GEMMA4_ASSUMED = {"attention_k_eq_v": True, "attention_bias": False,
 per-layer embeddings and shared KV layers are another architecture)."""
 GEMMA4_LAYERS = ("sliding_attention",) * 5 + ("full_attention",)
 
+DEEPSEEK_V4 = (Field("hidden", "hidden_size"), Field("layers", "num_hidden_layers"),
+               Field("heads", "num_attention_heads"), Field("head_dim", "head_dim"),
+               Field("rope_dim", "qk_rope_head_dim"), Field("q_lora_rank", "q_lora_rank"),
+               Field("o_groups", "o_groups"), Field("o_lora_rank", "o_lora_rank"),
+               Field("window", "sliding_window"), Field("index_heads", "index_n_heads"),
+               Field("index_dim", "index_head_dim"), Field("index_topk", "index_topk"),
+               Field("hc_mult", "hc_mult"), Field("sinkhorn_iters", "hc_sinkhorn_iters"),
+               Field("expert_ffn", "moe_intermediate_size"),
+               Field("experts", "n_routed_experts"), Field("top_k", "num_experts_per_tok"),
+               Field("vocab", "vocab_size"))
+DEEPSEEK_V4_LAYERS = {0: "window_layer", 4: "csa_layer", 128: "hca_layer"}
+"""compress_ratios entries -> the blocks of models/deepseek-v4.arch."""
+
 _NO_SLIDING = {"use_sliding_window": False}   # Qwen's per-layer window switch, off in release
 
 
@@ -207,6 +220,11 @@ FAMILIES["llama4_text"] = Family("llama4.arch", "llama4", LLAMA4,
                                  assumed={"attention_bias": False, "no_rope_layers": None,
                                           "nope_layer_interval": 4, "moe_layers": None})
 FAMILIES["llama4"] = FAMILIES["llama4_text"]            # the multimodal config: its text_config
+FAMILIES["deepseek_v4"] = Family(
+    "deepseek-v4.arch", "deepseek-v4", DEEPSEEK_V4,
+    assumed={"num_key_value_heads": 1, "n_shared_experts": 1, "hidden_act": "silu",
+             "attention_bias": False, "tie_word_embeddings": False},
+    pattern="compress_ratios")
 FAMILIES["gemma4_text"] = Family("gemma4.arch", "gemma4", GEMMA4, tied="gemma4",
                                  assumed={**GEMMA4_ASSUMED, "enable_moe_block": False},
                                  layer_types=GEMMA4_LAYERS)
@@ -302,10 +320,12 @@ def _base(config: dict, family: Family, model_type: str, file: str) -> str:
 
 
 def _body(config: dict, family: Family, file: str) -> list[str]:
-    """The model's statements where the config spells its layer pattern (Nemotron-H) or picks
-    one of the family's layouts (Llama 4)."""
+    """The model's statements where the config spells its layer pattern (Nemotron-H,
+    DeepSeek-V4) or picks one of the family's layouts (Llama 4)."""
     if family.source == "llama4.arch":
         return _llama4_body(config, file)
+    if family.source == "deepseek-v4.arch":
+        return _deepseek_v4_body(config, file)
     if family.pattern is None:
         return []
     pattern = config.get(family.pattern)
@@ -330,6 +350,28 @@ def _body(config: dict, family: Family, file: str) -> list[str]:
             "  lm_head    = linear(final_norm, out=vocab, tokens=last)"]
 
 
+def _deepseek_v4_body(config: dict, file: str) -> list[str]:
+    """One block per layer as compress_ratios lists them (its entries past num_hidden_layers
+    are the MTP layers')."""
+    ratios, layers = config.get("compress_ratios"), config.get("num_hidden_layers")
+    if not isinstance(ratios, list) or not isinstance(layers, int) or len(ratios) < layers:
+        raise CostDSLError("field 'compress_ratios' must list a ratio for each of the "
+                           f"{layers} layers (num_hidden_layers)", file=file)
+    unknown = [r for r in ratios if r not in DEEPSEEK_V4_LAYERS]
+    if unknown:
+        raise CostDSLError(f"field 'compress_ratios' holds {unknown[0]!r}; the shipped blocks "
+                           "are " + ", ".join(f"{k} ({v})" for k, v in DEEPSEEK_V4_LAYERS.items()),
+                           file=file)
+    names = [DEEPSEEK_V4_LAYERS[r] for r in ratios[:layers]]
+    rows = [", ".join(names[i:i + 6]) for i in range(0, len(names), 6)]
+    blocks = ",\n                   ".join(rows)
+    return ["  embed   = embedding(tokens, vocab=vocab, dim=hidden)",
+            "  streams = hc_expand(embed, hc=hc_mult)",
+            "  # compress_ratios, one block per layer",
+            f"  layers  = cycle(streams, {blocks}) repeat layers",
+            "  logits  = v4_head(layers) inline"]
+
+
 def _llama4_body(config: dict, file: str) -> list[str]:
     layout = (bool(config.get("use_qk_norm", True)), config.get("interleave_moe_layer_step", 1))
     if layout not in LLAMA4_LAYOUTS:
@@ -340,7 +382,8 @@ def _llama4_body(config: dict, file: str) -> list[str]:
     return LLAMA4_LAYOUTS[layout] or []
 
 
-MTP_BLOCKS = {"deepseek.arch": "deepseek_mtp", "nemotron-3-nano-30b-a3b.arch": "nemotron_mtp"}
+MTP_BLOCKS = {"deepseek.arch": "deepseek_mtp", "nemotron-3-nano-30b-a3b.arch": "nemotron_mtp",
+              "deepseek-v4.arch": "v4_mtp"}
 """The shipped multi-token-prediction module of a family file (its block)."""
 NEMOTRON_MTP_PATTERN = "*E"   # the layers of the shipped nemotron_mtp block
 
@@ -357,6 +400,10 @@ def _mtp_model(config: dict, family: Family, title: str) -> list[str]:
     if family.source.startswith("nemotron") and pattern != NEMOTRON_MTP_PATTERN:
         return [f"# num_nextn_predict_layers {count} with mtp_hybrid_override_pattern "
                 f"{pattern!r}: not written (the shipped module is {NEMOTRON_MTP_PATTERN!r})", ""]
+    ratios = config.get("compress_ratios") or []
+    if family.source == "deepseek-v4.arch" and ratios[config["num_hidden_layers"]:][:1] != [0]:
+        return [f"# num_nextn_predict_layers {count}: its layer's compress ratio is not 0; "
+                "not written (the shipped module has a window-only layer)", ""]
     more = (f"; {count} modules of this shape are trained, a draft step runs one"
             if count > 1 else "")
     return [f'model "{title}-MTP" extends "{title}" {{   # num_nextn_predict_layers: {count}'

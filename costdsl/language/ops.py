@@ -117,13 +117,19 @@ def _position_embedding(ins, a):
 
 @signature("linear", ["x"], "matrix", operands=("weight", "act"),
            out=Dim(doc="output features"), **{"in": Dim(infer=True, doc="input features")},
+           groups=Dim(default=1, doc="block-diagonal groups: group i maps the i-th in/groups "
+                                     "features to the i-th out/groups (DeepSeek-V4's wo_a)"),
            bias=Choice(BOOL, "false", "add a bias vector"),
            tokens=Choice(("all", "last"), "all", "which positions it runs on"),
            tied=Ref("embedding", "use the transposed table of this embedding as W"))
 def _linear(ins, a):
-    """y = x W (+ b), W of in x out."""
+    """y = x W (+ b), W of in x out (groups > 1: a block-diagonal W of groups blocks)."""
     if a["in"] is not None:
         require_equal(a["in"], ins[0].width, f"in= differs from the width of {ins[0].name!r}")
+    for size, what in ((ins[0].width, "input width"), (a["out"], "out=")):
+        per = size / a["groups"]
+        if per.is_number and not per.is_integer:
+            raise ShapeError(f"the {what} ({size}) does not split into groups={a['groups']}")
     tied = a.get("tied")
     if tied is not None:
         require_equal(tied.attrs["dim"], ins[0].width,
@@ -247,6 +253,45 @@ def _mla(ins, a):
     are absorbed into the query and the output. Returns heads x v_dim (the o projection is
     written after it, as after `attention`)."""
     return a["heads"] * a["v_dim"]
+
+
+@signature("compressed_attention", ["x"], "matrix", operands=("act", "kv"),
+           heads=Dim(doc="query heads (num_attention_heads); one shared KV head"),
+           head_dim=Dim(doc="width of a head, keys and values alike (head_dim)"),
+           rope_dim=Dim(doc="rotated features of a head (qk_rope_head_dim)"),
+           q_lora_rank=Dim(doc="query compression rank (q_lora_rank)"),
+           window=Dim(doc="recent tokens every query attends (sliding_window)"),
+           ratio=Dim(default=0, doc="tokens pooled into one compressed entry (compress_ratios"
+                                    "[layer]); 0: the window alone"),
+           index_heads=Dim(default=0, doc="indexer heads choosing compressed entries "
+                                          "(index_n_heads); 0: every compressed entry"),
+           index_dim=Dim(default=128, doc="width of an indexer head (index_head_dim)"),
+           index_topk=Dim(default=512, doc="compressed entries the indexer selects "
+                                           "(index_topk)"))
+def _compressed_attention(ins, a):
+    """DeepSeek-V4's attention: one KV head of head_dim shared by every query head and serving
+    as both key and value, over the last `window` tokens and, with ratio R > 0, over entries
+    each pooling R tokens (all of them, or the index_topk an indexer selects); a sink logit per
+    head. Returns heads x head_dim per token: write the grouped output projection after it."""
+    if a["ratio"] == 0 and a["index_heads"] != 0:
+        raise ShapeError("index_heads= selects compressed entries: give ratio= too")
+    over = a["rope_dim"] - a["head_dim"]
+    if over.is_number and over > 0:
+        raise ShapeError(f"rope_dim={a['rope_dim']} is wider than head_dim={a['head_dim']}")
+    return a["heads"] * a["head_dim"]
+
+
+@signature("kv_compress", ["kv_score"], "vector", operands=("act", "kv"), internal=True)
+def _kv_compress(ins, a):
+    """Gated pooling of `ratio` tokens' projections into one cached entry (DeepSeek-V4's
+    Compressor)."""
+    return a["head_dim"]
+
+
+@signature("sparse_attention", ["q", "kv"], "matrix", operands=("act", "kv"), internal=True)
+def _sparse_attention(ins, a):
+    """One fused kernel over the window's entries and the selected compressed ones."""
+    return a["heads"] * a["head_dim"]
 
 
 @signature("indexer", ["q", "k", "w"], "matrix", operands=("act", "kv"), internal=True)
@@ -447,7 +492,37 @@ def _concat(ins, a):
     return ins[0].width + ins[1].width
 
 
-COMPOSITE_KINDS = ("attention", "moe", "mla", "mamba", "mamba2", "deltanet")
+# --- hyper-connections (DeepSeek-V4: hc_mult residual streams) ------------------------------------
+
+@signature("hc_expand", ["x"], "memory", hc=Dim(doc="residual streams (hc_mult)"))
+def _hc_expand(ins, a):
+    """The embedding copied into `hc` residual streams: width hc x the input's."""
+    return a["hc"] * ins[0].width
+
+
+@signature("hc_pre", ["streams"], "vector", hc=Dim(doc="residual streams (hc_mult)"),
+           head=Choice(BOOL, "false", "the head's reduction (hc mixes, a sigmoid), not a "
+                                      "layer's ((2 + hc) hc mixes, Sinkhorn)"),
+           iters=Dim(default=20, doc="Sinkhorn iterations (hc_sinkhorn_iters)"))
+def _hc_pre(ins, a):
+    """Hyper-connections' input side: the streams mixed into the one input of the sublayer."""
+    width = ins[0].width / a["hc"]
+    if width.is_number and not width.is_integer:
+        raise ShapeError(f"the streams' width {ins[0].width} is not a multiple of hc={a['hc']}")
+    return width
+
+
+@signature("hc_post", ["x", "streams"], "vector", hc=Dim(doc="residual streams (hc_mult)"))
+def _hc_post(ins, a):
+    """Hyper-connections' output side: the sublayer's output spread over the streams and the
+    streams mixed among themselves (the residual)."""
+    require_equal(ins[0].width * a["hc"], ins[1].width,
+                  f"the streams {ins[1].name!r} are not hc={a['hc']} times {ins[0].name!r}")
+    return ins[1].width
+
+
+COMPOSITE_KINDS = ("attention", "moe", "mla", "mamba", "mamba2", "deltanet",
+                   "compressed_attention")
 """User kinds that lower into others: none of them is a node of the op graph."""
 
 

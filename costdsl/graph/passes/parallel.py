@@ -53,7 +53,7 @@ the Gated DeltaNet and Mamba-2 layers it splits by heads."""
 HEAD_SPLIT = {"delta_rule": ("k_heads", "heads"), "ssd_scan": ("groups", "heads")}
 """The state-keeping kernels split by heads, with the counts n must divide (Gated DeltaNet's
 key and value heads; Mamba-2's groups of B and C, and its heads)."""
-SPLIT_KERNELS = ("qk_matmul", "flash_attention", *HEAD_SPLIT)
+SPLIT_KERNELS = ("qk_matmul", "flash_attention", "sparse_attention", *HEAD_SPLIT)
 """Kernels every tensor-parallel layout must split: one left whole is an error, not a guess."""
 
 
@@ -144,6 +144,35 @@ def _split_mla(graph, out, n) -> tuple[list[str], set[str]]:
     return reduce_after, split
 
 
+def _split_compressed(graph, out, n) -> tuple[list[str], set[str]]:
+    """DeepSeek-V4's attention over n devices (its reference's layout): wq_b, the per-head
+    scaling and RoPE, the kernel and the output's inverse RoPE split by heads; the grouped
+    wo_a by groups (n must divide o_groups); wo_b by rows, an all-reduce after it. The one KV
+    head, its window cache and the compressed entries are replicated (every head reads them),
+    and so is the indexer (its scores need every head: as DeepSeek Sparse Attention's here).
+    Returns the ops an all-reduce follows and those split."""
+    reduce_after, split = [], set()
+    for kernel in [n_ for n_ in nodes(graph) if n_.kind == "sparse_attention"]:
+        part = lambda suffix: graph.nodes[f"{kernel.group}.{suffix}"]["op"]
+        q, scale, rope, o_rope = part("q"), part("q_scale"), part("q_rope"), part("o_rope")
+        o_a = _successor(graph, o_rope, ("linear",))
+        o = _successor(graph, o_a, ("linear",)) if o_a is not None else None
+        if o is None:
+            raise PassError(f"tensor_parallel cannot split {kernel.name}: its output is not "
+                            "projected by a grouped linear and a linear (wo_a, wo_b)", arg="n")
+        _divides(n, kernel.attrs["heads"], "attention heads", kernel.name)
+        _divides(n, o_a.attrs.get("groups", 1), "output groups (o_groups)", o_a.name)
+        out.nodes[q.name]["op"] = _scale_all(q, 1 / n)
+        for node in (scale, rope, o_rope):
+            out.nodes[node.name]["op"] = _scale_headwise(node, 1 / n)
+        out.nodes[kernel.name]["op"] = _scale_inside(kernel, 1 / n, 1)
+        out.nodes[o_a.name]["op"] = _scale_all(o_a, 1 / n)
+        out.nodes[o.name]["op"] = _scale_reader(o, 1 / n, set(o_a.outputs))
+        reduce_after.append(o.name)
+        split |= {q.name, o_a.name, o.name}
+    return reduce_after, split
+
+
 def _moe_groups(graph: nx.DiGraph):
     """(expert linears feeding the activation, activation, combining linear) per MoE."""
     for act in nodes(graph):
@@ -179,9 +208,10 @@ def tensor_parallel(graph: nx.DiGraph, n, overlap) -> nx.DiGraph:
         shrink_attention(graph, out, q, kernels, o, side, 1 / n, _kv_keep(n, h, hkv, q.name))
         reduce_after.append(o.name)
         grouped |= {q.name, o.name} | {p.name for p in side}
-    mla_reduce, mla_split = _split_mla(graph, out, n)
-    reduce_after += mla_reduce
-    grouped |= mla_split
+    for split_attention in (_split_mla, _split_compressed):
+        more_reduce, more_split = split_attention(graph, out, n)
+        reduce_after += more_reduce
+        grouped |= more_split
     for group, kernel in sorted(mixers.items()):
         reduce_after.append(_split_mixer(graph, out, kernel, n))
     for feeders, act, readers in list(_mlp_groups(graph)):
