@@ -151,9 +151,36 @@ def test_every_op_matches_its_hand_derivation(stage, expected):
 def test_every_user_op_kind_is_exercised():
     from costdsl.language.ops import SIGNATURES
     from costdsl.language.ops import COMPOSITE_KINDS
-    kinds = {n.kind for toy in ("toy.arch", "toy2.arch", "toy3.arch")
+    kinds = {n.kind for toy in ("toy.arch", "toy2.arch", "toy3.arch", "toy4.arch")
              for n in nodes(costdsl.load(DATA / toy).graph("prefill"))}
     assert kinds == set(SIGNATURES) - set(COMPOSITE_KINDS)
+
+
+def test_deepseek_v4_mechanisms_by_hand():
+    """toy4, a prompt of 8 tokens (batch 1): n = 8 rows.
+    - compress (kv_compress, ratio 4 with overlapping windows: o = 2, d = 8, r = 2): 8 o d per
+      token + (4 d + 3 r) per entry = 8 x 128 + 2 x 38 = 1,100 operations; reads the 32-wide
+      projections (8 x 32 x 2 B), the position bias (4 x 2 x 8) and gain (8), the cos/sin of
+      its 2 entries (2 x 2 x 2); writes 2 entries of 8 to the cache: 704 bytes.
+    - attn (sparse_attention, 2 heads of 8): a prompt's query attends (8 + 1) / 2 = 4.5
+      positions on average: min(4.5, 4) = 4 window entries and min(4.5 / 4, 2) = 1.125
+      compressed ones; 4 x 8 x 2 x 8 x 5.125 + 5 x 2 x 8 x 6.125 = 3,114 operations.
+    - a_in (hc_pre over 2 streams of 8: m = (2 + 2) 2 = 8 mixes, 1 Sinkhorn iteration): per
+      row 2 x 16 x 8 + 3 x 16 + 4 x 8 + 4 x 2^2 + 2 x 16 = 384; the head's (m = 2, no
+      Sinkhorn) 64 + 48 + 8 + 32 = 152.
+    - s1 (hc_post): 2 x 2 x 8 + 2 x 4 x 8 = 96 per row.
+    - o_a (2 groups, 16 -> 8): 2 x 8 x 16 x 8 / 2 = 1,024 operations, 64 weights.
+    - both (concat of two 8-wide rows): reads and writes 8 x 16 x 2 bytes, no operations."""
+    a = costdsl.load(DATA / "toy4.arch").analyze("nvidia-h100-sxm", batch=1, seq=8,
+                                               stages=("prefill",))
+    ops = {o.name: o for o in a.stages["prefill"].ops}
+    assert ops["attn.compress"].flops == 1100 and ops["attn.compress"].bytes == 704
+    assert ops["attn.compress"].bytes_by_class["kv"] == 2 * 8 * 2
+    assert ops["attn.attn"].flops == 3114
+    assert ops["a_in"].flops == 8 * 384 and ops["h"].flops == 8 * 152
+    assert ops["s1"].flops == 8 * 96
+    assert ops["o_a"].flops == 1024 and ops["o_a"].bytes_by_class["weight"] == 64 * 2
+    assert ops["both"].flops == 0 and ops["both"].bytes == 2 * 8 * 16 * 2
 
 
 def test_bytes_use_the_bitwidth_of_each_tensor_class():
