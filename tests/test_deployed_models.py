@@ -315,7 +315,7 @@ NEW = ["llama-3.2-1b", "llama-3.2-3b", "qwen3-8b", "qwen3-32b", "qwen3-30b-a3b",
        "qwen3-235b-a22b", "gpt-oss-20b", "gpt-oss-120b", "nemotron-3-nano-30b-a3b",
        "deepseek-v3.2", "glm-5", "kimi-k2.5", "llama-4-scout", "llama-4-maverick",
        "nemotron-3-super-120b-a12b", "gemma-4-31b", "gemma-4-26b-a4b", "deepseek-v4-flash",
-       "deepseek-v4-pro"]
+       "deepseek-v4-pro", "minimax-m3"]
 
 
 @pytest.mark.parametrize("name", NEW)
@@ -819,6 +819,53 @@ def test_deepseek_v4_imports_and_its_mtp(tmp_path):
     s = _load("deepseek-v4-flash").speculate("nvidia-h200", "mtp(depth=1, accept=0.9)",
                                              batch=8, seq=8192)
     assert s.draft == "DeepSeek-V4-Flash-MTP" and s.speedup > 1
+
+
+# --- MiniMax-M3: block-sparse attention -----------------------------------------------------------
+
+def test_minimax_m3_parameters():
+    """From the config.json: every layer q and o 6144 x 8192, k and v 6144 x 512, QK-norms
+    2 x 128, two norms; 57 sparse layers add the index query 6144 x (4 x 128) and key
+    6144 x 128 and a MoE (router 6144 x 128, 128 experts of 3 x 6144 x 3072, a shared one);
+    3 dense layers a 3 x 6144 x 12288 MLP; embedding and head 2 x 200064 x 6144, the final
+    norm. Release: 428B total (with the vision encoder and MTP modules), 23B activated."""
+    attention = 2 * 6144 * 8192 + 2 * 6144 * 512 + 2 * 128 + 2 * 6144
+    index = 6144 * 512 + 6144 * 128
+    expert = 3 * 6144 * 3072
+    moe = 6144 * 128 + 128 * expert + expert
+    total = (60 * attention + 57 * (index + moe) + 3 * 3 * 6144 * 12288
+             + 2 * 200064 * 6144 + 6144)
+    m = _load("minimax-m3")
+    assert m.params() == total == 426_174_551_040
+    active = total - 57 * 124 * expert
+    assert m.active_params() == active
+    assert round((active - 2 * 200064 * 6144) / B, 1) == 23.5
+
+
+def test_minimax_m3_block_sparse_decode_by_hand():
+    """Decode at 131,072 cached tokens, batch 1: the block selector scores all 131,073 index
+    keys (4 heads of 128: 2 x 4 x 128 + 3 x 4 + 1 = 1,037 operations each, reading the
+    128-wide keys) and keeps 16 blocks; the attention reads 16 x 128 = 2,048 tokens of its 4
+    KV heads of 128 (2 bytes each), not the 131,073; the cache holds every token's keys,
+    values and index key."""
+    a = _load("minimax-m3").analyze("nvidia-h200", batch=1, seq=131072, stages=("decode",))
+    ops = {o.name: o for o in a.stages["decode"].ops}
+    blocks = ops["layers.blocks"]
+    assert blocks.flops == 131073 * 1037
+    assert blocks.bytes_by_class["kv"] == 131073 * 128 * 2
+    assert ops["layers.attn.qk"].bytes_by_class["kv"] == 2048 * 4 * 128 * 2
+    kv = kv_cache_bytes(_load("minimax-m3").graph("decode"), S.seq).subs(S.kv_bits, 16)
+    assert sympy.expand(kv - S.batch * S.seq * (60 * 2 * 512 + 57 * 128) * 2) == 0
+
+
+def test_minimax_m3_imports_and_refuses_another_layout(tmp_path):
+    from costdsl.language.importer import read_config, to_arch
+    config = read_config(DATA / "configs" / "minimax-m3.json")
+    imported = costdsl.load(tmp_path / "m3.arch", text=to_arch(config, "m3.json"))
+    assert imported.params() == _load("minimax-m3").params()
+    sparse = {**config["sparse_attention_config"], "sparse_attention_freq": [1] * 60}
+    with pytest.raises(CostDSLError, match="'sparse_attention_freq' is not 3 zeros"):
+        to_arch({**config, "sparse_attention_config": sparse}, "m3.json")
 
 
 # --- multi-token prediction --------------------------------------------------------------------

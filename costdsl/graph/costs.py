@@ -19,7 +19,7 @@ Conventions (every rule follows them; tests derive expected values from them by 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import sympy
@@ -202,18 +202,20 @@ def indexer(op, ins, out, site):
     the queries (Hi di) and head weights (Hi) of its rows and the cached keys (b Lk di, KV
     class); writes the selected positions (b Lq min(Lk, select)). Unfused: the score matrix
     stays in the kernel, as DeepSeek's released kernels keep it."""
-    q, k, w = ins
+    q, k, *weights = ins
     a = op.attrs
     hi, di, rows = a["heads"], a["head_dim"], q.rows
     b = S.batch
     lq = site.new if rows == "all" else site.last
     # DeepSeek-V4's indexer scores compressed entries, one per `ratio` tokens
     lk = sympy.Min(site.context / a.get("ratio", 1), a["window"])
+    # MiniMax-M3's block selector (no head weights) keeps whole blocks: one index per block
+    kept = sympy.Min(lk, a["select"]) / a.get("block", 1)
     return Cost(b * lq * lk * (2 * hi * di + 3 * hi + 1),
-                (Access(q.name, q.cls, b * lq * hi * di), Access(k.name, k.cls, b * lk * di),
-                 Access(w.name, w.cls, b * lq * hi)),
-                (Access(out.name, out.cls, b * lq * sympy.Min(lk, a["select"])),),
-                sympy.Integer(0), (b, lq, sympy.Min(lk, a["select"])))
+                (Access(q.name, q.cls, b * lq * hi * di), Access(k.name, k.cls, b * lk * di))
+                + tuple(Access(w.name, w.cls, b * lq * hi) for w in weights),
+                (Access(out.name, out.cls, b * lq * kept),),
+                sympy.Integer(0), (b, lq, kept))
 
 
 # --- DeepSeek-V4's compressed attention (DeepSeek-AI 2026, DeepSeek-V4 inference/model.py) -------
@@ -323,6 +325,19 @@ def hc_post(op, ins, out, site):
     d = x.width
     return Cost(n * (2 * hc * d + 2 * hc * hc * d), (_read(x, n), _read(streams, n)),
                 (_write(out, site),), sympy.Integer(0), (n, out.width))
+
+
+@rule("block_index")
+def block_index(op, ins, out, site):
+    """MiniMax Sparse Attention's block selector (MiniMax-M3): the indexer's work, every cached
+    token's index key scored by each query's `heads` index heads of `dim` (2 Hi di + 3 Hi + 1
+    operations per pair: the dot products, their combination, the selection), without head
+    weights; writes the `topk` blocks kept per query (the attention then reads topk x block
+    tokens)."""
+    a = op.attrs
+    index = {"heads": a["heads"], "head_dim": a["dim"], "window": sympy.oo,
+             "select": a["topk"] * a["block"], "block": a["block"]}
+    return indexer(replace(op, attrs=index), ins, out, site)
 
 
 def sink_logits(attrs) -> sympy.Expr:

@@ -363,6 +363,8 @@ class _Elaborator:
         name = prefix + stmt.target
         if sig.kind == "attention":
             return self.expand_attention(name, inputs, attrs, repeat, call.pos, width)
+        if sig.kind == "block_index":   # MiniMax-M3's selector: its index key is cached
+            self.kv.add(inputs[1].name)
         if sig.kind == "moe":
             return self.expand_moe(name, inputs[0], attrs, repeat, call.pos)
         if sig.kind in _COMPOSITES:
@@ -467,7 +469,13 @@ class _Elaborator:
         q, k, v = inputs
         self.kv.update((k.name, v.name))
         zero = sympy.Integer(0)
-        parts = [("qk", "qk_matmul", (q.name, k.name), f"{name}.scores"),
+        chooser, selected = attrs.get("select"), ()
+        if chooser is not None:   # a block_index keeps topk blocks; qk reads its choice
+            attrs = {**attrs, "select": chooser.attrs["topk"] * chooser.attrs["block"]}
+            selected = (chooser.output,)
+        else:
+            attrs = {k_: v_ for k_, v_ in attrs.items() if k_ != "select"}
+        parts = [("qk", "qk_matmul", (q.name, k.name, *selected), f"{name}.scores"),
                  ("softmax", "softmax", (f"{name}.scores",), f"{name}.probs"),
                  ("sv", "sv_matmul", (f"{name}.probs", v.name), name)]
         for part, kind, ins, out in parts:

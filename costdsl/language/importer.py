@@ -139,6 +139,20 @@ DEEPSEEK_V4 = (Field("hidden", "hidden_size"), Field("layers", "num_hidden_layer
 DEEPSEEK_V4_LAYERS = {0: "window_layer", 4: "csa_layer", 128: "hca_layer"}
 """compress_ratios entries -> the blocks of models/deepseek-v4.arch."""
 
+MINIMAX_M3 = (Field("hidden", "hidden_size"), Field("layers", "num_hidden_layers"),
+              Field("dense_layers", "first_k_dense_replace"),
+              Field("heads", "num_attention_heads"), Field("kv_heads", "num_key_value_heads"),
+              Field("head_dim", "head_dim"), Field("rotary_dim", "rotary_dim"),
+              Field("index_heads", "sparse_num_index_heads"),
+              Field("index_dim", "sparse_index_dim"),
+              Field("topk_blocks", "sparse_topk_blocks"), Field("block_size", "sparse_block_size"),
+              Field("dense_ffn", "dense_intermediate_size"),
+              Field("expert_ffn", "moe_intermediate_size"),
+              Field("shared_ffn", "shared_intermediate_size"),
+              Field("experts", "num_local_experts"), Field("top_k", "num_experts_per_tok"),
+              Field("vocab", "vocab_size"))
+"""MiniMax-M3's text_config, its sparse_attention_config's fields read as if top-level."""
+
 _NO_SLIDING = {"use_sliding_window": False}   # Qwen's per-layer window switch, off in release
 
 
@@ -225,6 +239,11 @@ FAMILIES["deepseek_v4"] = Family(
     assumed={"num_key_value_heads": 1, "n_shared_experts": 1, "hidden_act": "silu",
              "attention_bias": False, "tie_word_embeddings": False},
     pattern="compress_ratios")
+FAMILIES["minimax_m3"] = Family(
+    "minimax-m3.arch", "MiniMax-M3", MINIMAX_M3,
+    assumed={"attention_output_gate": False, "use_qk_norm": True, "qk_norm_type": "per_head",
+             "n_shared_experts": 1, "tie_word_embeddings": False, "use_sparse_attention": True,
+             "sparse_init_block": 0, "sparse_local_block": 1, "sparse_score_type": "max"})
 FAMILIES["gemma4_text"] = Family("gemma4.arch", "gemma4", GEMMA4, tied="gemma4",
                                  assumed={**GEMMA4_ASSUMED, "enable_moe_block": False},
                                  layer_types=GEMMA4_LAYERS)
@@ -277,6 +296,24 @@ def _check_assumed(config: dict, family: Family, model_type: str, file: str) -> 
                            "projections); the shipped opt family has none", file=file)
     if family.layer_types is not None:
         _check_layer_types(config.get("layer_types"), family.layer_types, model_type, file)
+    if model_type == "minimax_m3":
+        _check_minimax_layers(config, file)
+
+
+def _check_minimax_layers(config: dict, file: str) -> None:
+    """The shipped MiniMax-M3 file writes first_k_dense_replace dense layers, then sparse MoE
+    ones: the per-layer lists must say the same."""
+    dense, layers = config.get("first_k_dense_replace"), config.get("num_hidden_layers")
+    if not isinstance(dense, int) or not isinstance(layers, int):
+        return
+    wanted = [0] * dense + [1] * (layers - dense)
+    for key in ("sparse_attention_freq", "moe_layer_freq", "sparse_disable_index_value"):
+        value = config.get(key)
+        if value is not None and [int(bool(v)) for v in value] != wanted:
+            raise CostDSLError(f"field {key!r} is not {dense} zeros then ones (first_k_dense_"
+                               f"replace {dense}); the shipped minimax_m3 family is written for "
+                               "that layout", file=file,
+                               hint="write the model by hand from models/minimax-m3.arch")
 
 
 def _check_layer_types(layer_types, pattern: tuple[str, ...], model_type: str, file: str):
@@ -302,6 +339,9 @@ def text_config(config: dict) -> dict:
     if isinstance(text, dict):
         config = {"tie_word_embeddings": config.get("tie_word_embeddings"), **text}
     rope = config.get("rope_parameters")
+    sparse = config.get("sparse_attention_config")
+    if config.get("model_type") == "minimax_m3" and isinstance(sparse, dict):
+        config = {**config, **sparse}     # its sparse_* fields, read as the others
     if isinstance(rope, dict) and isinstance(rope.get("full_attention"), dict):
         rope = rope["full_attention"]     # Gemma 4: per layer type; the global layers' factor
     if isinstance(rope, dict) and "partial_rotary_factor" in rope:

@@ -144,7 +144,9 @@ def _linear(ins, a):
            head_dim=Dim(infer=True, doc="width of one head"),
            causal=Choice(BOOL, "true", "causal mask"),
            window=Dim(default="oo", doc="sliding window: keys attended per query (inf: all)"),
-           sinks=Choice(BOOL, "false", "a learned logit per head joins each softmax (gpt-oss)"))
+           sinks=Choice(BOOL, "false", "a learned logit per head joins each softmax (gpt-oss)"),
+           select=Ref("block_index", "a block_index op choosing the cached tokens each query "
+                                     "attends (MiniMax-M3's sparse attention)"))
 def _attention(ins, a):
     """softmax(Q K^T / sqrt(d)) V per head; expands to qk, softmax and sv ops."""
     q, k, v = ins
@@ -292,6 +294,22 @@ def _kv_compress(ins, a):
 def _sparse_attention(ins, a):
     """One fused kernel over the window's entries and the selected compressed ones."""
     return a["heads"] * a["head_dim"]
+
+
+@signature("block_index", ["q", "k"], "matrix", operands=("act", "kv"),
+           heads=Dim(doc="index heads (sparse_num_index_heads)"),
+           dim=Dim(doc="width of an index head and of the cached index key (sparse_index_dim)"),
+           topk=Dim(doc="blocks each query attends (sparse_topk_blocks, the local one included)"),
+           block=Dim(default=128, doc="tokens per block (sparse_block_size)"))
+def _block_index(ins, a):
+    """MiniMax Sparse Attention's block selector: each query's index heads score every cached
+    token's index key; a block scores its best token; the top `topk` blocks are kept. Its key
+    input is cached (one `dim`-wide key per token); `attention(..., select=NAME)` reads only
+    the tokens of the blocks it keeps."""
+    require_equal(ins[0].width, a["heads"] * a["dim"], f"index query {ins[0].name!r} is not "
+                  "heads x dim wide")
+    require_equal(ins[1].width, a["dim"], f"index key {ins[1].name!r} is not dim wide")
+    return sympy.Integer(0)
 
 
 @signature("indexer", ["q", "k", "w"], "matrix", operands=("act", "kv"), internal=True)
