@@ -13,7 +13,7 @@ and TPOT side by side with their ratios.
 
 Grid: Llama-3.1-8B (costdsl's llama-3-8b: the same shapes) at TP 1 and 2, Llama-3.1-70B
 (llama-3-70b) at TP 2, 4 and 8; H100 (TensorRT-LLM 1.3.0rc20: AIConfigurator's H100 vLLM tables
-are 0.24.0, the H100 file's default figures 0.19), H200 and B200 (vLLM 0.24.0); bf16 and fp8
+are 0.24.0, the H100 file's default figures 0.19), H200, B200, B300 and GB200 (vLLM 0.24.0); bf16 and fp8
 GEMMs (per-tensor scales, bf16 activations between them; KV cache bf16); batch 1 to 256;
 prompt 1,024, 128 generated tokens.
 The kernel tables both sides use are the same measurements: this checks that costdsl's closed
@@ -34,7 +34,9 @@ MODELS = {"llama-3-8b": ("meta-llama/Meta-Llama-3.1-8B", (1, 2)),
 CHIPS = {   # costdsl device, system; AIConfigurator system, stack, version
     "h100": ("nvidia-h100-sxm", "nvidia-dgx-h100", "h100_sxm", "trtllm", "1.3.0rc20"),
     "h200": ("nvidia-h200", "nvidia-hgx-h200", "h200_sxm", "vllm", "0.24.0"),
-    "b200": ("nvidia-b200", "nvidia-hgx-b200", "b200_sxm", "vllm", "0.24.0")}
+    "b200": ("nvidia-b200", "nvidia-hgx-b200", "b200_sxm", "vllm", "0.24.0"),
+    "b300": ("nvidia-b300", "nvidia-hgx-b300", "b300_sxm", "vllm", "0.24.0"),
+    "gb200": ("nvidia-gb200", "nvidia-gb200-nvl72", "gb200", "vllm", "0.24.0")}
 BATCHES = (1, 8, 64, 256)
 FORMATS = ("bf16", "fp8")
 PROMPT, GEN = 1024, 128
