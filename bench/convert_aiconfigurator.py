@@ -7,7 +7,7 @@ The package (ai-dynamo/aiconfigurator, Apache-2.0: the licence text is in its wh
 `licenses/LICENSE`) carries measured kernel times per GPU and serving stack as Parquet under
 `aiconfigurator_core/systems/data/<system>/<family>/<stack>/<version>/`. This script reads the
 vLLM tables of the chips the shipped files had no measurements for, the H200 SXM, the B200 SXM,
-the B300 SXM and the GB200, and writes under tests/data/measured/ by default:
+the B300 SXM, the GB200 and the GB300, and writes under tests/data/measured/ by default:
 
 - aiconfigurator-gemm-{h200,b200}.csv: bf16 GEMMs (`torch.nn.functional.linear`) of the nine
   LLM shapes the A100 and H100 sets hold (n x k = 4096x4096, 6144x4096, 4096x12288, 12288x4096,
@@ -62,7 +62,8 @@ from pathlib import Path
 from convert_measured import ATTENTION_OP, ROOT, _attention_model, _gemm_row, row, write
 
 SYSTEMS = {"h200_sxm": ("h200", "nvidia-h200"), "b200_sxm": ("b200", "nvidia-b200"),
-           "b300_sxm": ("b300", "nvidia-b300"), "gb200": ("gb200", "nvidia-gb200")}
+           "b300_sxm": ("b300", "nvidia-b300"), "gb200": ("gb200", "nvidia-gb200"),
+           "gb300": ("gb300", "nvidia-gb300")}
 STACK = "vllm"   # the shipped files' default stack
 OTHER_STACKS = ("trtllm", "sglang")   # each a [stack.NAME] of the H100, H200 and B200 files
 STACK_SYSTEMS = {"a100_sxm": ("a100", "nvidia-a100-80gb"), "h100_sxm": ("h100", "nvidia-h100-sxm"),
@@ -94,7 +95,7 @@ BLOCK_NOTES = {
 STACK_VERSIONS = {   # (system, stack): the version the shipped files' kernels were fitted on
     ("a100_sxm", "vllm"): "0.14.0", ("h100_sxm", "vllm"): "0.19.0",
     ("h200_sxm", "vllm"): "0.24.0", ("b200_sxm", "vllm"): "0.24.0",
-    ("b300_sxm", "vllm"): "0.24.0", ("gb200", "vllm"): "0.24.0",
+    ("b300_sxm", "vllm"): "0.24.0", ("gb200", "vllm"): "0.24.0", ("gb300", "vllm"): "0.24.0",
     **{(system, "trtllm"): "1.3.0rc20" for system in STACK_SYSTEMS},
     **{(system, "sglang"): "0.5.14" for system in STACK_SYSTEMS},
     ("a100_sxm", "trtllm"): "1.0.0", ("a100_sxm", "sglang"): "0.5.10"}   # the A100's newest

@@ -27,7 +27,8 @@ DATA = ROOT / "tests" / "data" / "measured" / "allreduce-stacks.csv"
 FILES = {"aic_a100_sxm": ("nvidia-dgx-a100",), "aic_h100_sxm": ("nvidia-dgx-h100",
                                                                 "nvidia-dgx-h100-2node"),
          "aic_h200_sxm": ("nvidia-hgx-h200",), "aic_b200_sxm": ("nvidia-hgx-b200",),
-         "aic_b300_sxm": ("nvidia-hgx-b300",), "aic_gb200": ("nvidia-gb200-nvl72",)}
+         "aic_b300_sxm": ("nvidia-hgx-b300",), "aic_gb200": ("nvidia-gb200-nvl72",),
+         "aic_gb300": ("nvidia-gb300-nvl72",)}
 FOLDS = 5
 MARK = "# Each stack's own all-reduce"
 

@@ -23,7 +23,8 @@ from conftest import DATA, MODELS
 ROWS = read_stack_all_reduce(DATA / "measured" / "allreduce-stacks.csv")
 SYSTEMS = {"aic_a100_sxm": "nvidia-dgx-a100", "aic_h100_sxm": "nvidia-dgx-h100",
            "aic_h200_sxm": "nvidia-hgx-h200", "aic_b200_sxm": "nvidia-hgx-b200",
-           "aic_b300_sxm": "nvidia-hgx-b300", "aic_gb200": "nvidia-gb200-nvl72"}
+           "aic_b300_sxm": "nvidia-hgx-b300", "aic_gb200": "nvidia-gb200-nvl72",
+           "aic_gb300": "nvidia-gb300-nvl72"}
 GROUPS = sorted({(r.network, r.stack, r.devices) for r in ROWS})
 
 

@@ -278,8 +278,8 @@ def test_offload_needs_a_host_section():
 
 # --- collectives measured ------------------------------------------------------------------------
 
-NVLINK5 = ("aic_b200_sxm", "aic_b300_sxm", "aic_gb200")
-"""The B200's, B300's and GB200's NCCL times (NVLink 5): kept apart below, where one
+NVLINK5 = ("aic_b200_sxm", "aic_b300_sxm", "aic_gb200", "aic_gb300")
+"""The B200's, B300's, GB200's and GB300's NCCL times (NVLink 5): kept apart below, where one
 algorithm's alpha-beta misses (the GB200's 4-GPU all-reduce by 16.1%)."""
 
 
@@ -314,7 +314,8 @@ def test_one_algorithm_misses_nvlink5_at_eight_gpus(network):
     ("nvidia-dgx-h100", "aic_h100_sxm", 450e9, 8), ("nvidia-dgx-a100", "aic_a100_sxm", 300e9, 8),
     ("nvidia-hgx-h200", "aic_h200_sxm", 450e9, 8), ("nvidia-hgx-b200", "aic_b200_sxm", 900e9, 8),
     ("nvidia-hgx-b300", "aic_b300_sxm", 900e9, 8),
-    ("nvidia-gb200-nvl72", "aic_gb200", 900e9, 4)])   # the package times GB200 trays of 4
+    ("nvidia-gb200-nvl72", "aic_gb200", 900e9, 4),    # the package times GB200 trays of 4
+    ("nvidia-gb300-nvl72", "aic_gb300", 900e9, 4)])
 def test_shipped_links_are_the_fit(system, network, datasheet, devices):
     rows = [r for r in read_collectives(DATA / "collectives.csv")
             if r.network == network and r.devices == devices]

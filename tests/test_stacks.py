@@ -16,7 +16,7 @@ from conftest import DATA, ROOT, gemm_rows, held_out
 
 MEASURED = DATA / "measured"
 CHIPS = {"h100": "nvidia-h100-sxm", "h200": "nvidia-h200", "b200": "nvidia-b200",
-         "b300": "nvidia-b300", "gb200": "nvidia-gb200"}
+         "b300": "nvidia-b300", "gb200": "nvidia-gb200", "gb300": "nvidia-gb300"}
 GEMM_FAMILIES = ("gemm", "gemm-fp8", "gemm-fp8-tp", "gemm-fp8block", "gemm-nvfp4")
 
 
@@ -98,14 +98,16 @@ def test_a_stack_is_the_same_figures_as_a_file_whose_default_it_is(tmp_path):
     # 12.8/5.6/9.9/9.3; H200 trtllm 11.4/3.8/5.6/5.7, sglang 15.3/7.1/12.6/14.1; B200 trtllm
     # 8.2/6.3/7.4/6.9/13.7, sglang 14.9/6.6/14.3/7.2/12.4; B300 trtllm 8.5/5.5/7.2/7.4/13.7,
     # sglang 14.9/6.3/13.4/7.7/11.9; GB200 trtllm 8.5/7.5/7.3/7.7/13.7, sglang
-    # 14.3/7.9/13.7/8.8/11.8 (the ideal roofline: 52 to 67% on all rows). The same FP8
+    # 14.3/7.9/13.7/8.8/11.8; GB300 trtllm 8.5/6.1/7.4/7.6/13.9, sglang 13.9/6.7/12.8/7.6/11.4
+    # (the ideal roofline: 52 to 67% on all rows). The same FP8
     # rows under the figures before the activation quantisation was a kernel of its own
     # (input_bytes), calibrated: 11.8, 14.3, 11.4, 15.5, 12.5 and 17.6%.
     ("h100", "trtllm", (10.5, 4.5, 6.5, 6, 0)), ("h100", "sglang", (13.5, 6.5, 10.5, 10, 0)),
     ("h200", "trtllm", (12, 4.5, 6.5, 6.5, 0)), ("h200", "sglang", (16, 8, 13.5, 15, 0)),
     ("b200", "trtllm", (9, 7, 8.5, 8, 14.5)), ("b200", "sglang", (16, 7.5, 15, 8, 13.5)),
     ("b300", "trtllm", (9, 6, 8, 8, 14.5)), ("b300", "sglang", (15.5, 7, 14, 8.5, 12.5)),
-    ("gb200", "trtllm", (9, 8, 8, 8.5, 14.5)), ("gb200", "sglang", (15, 8.5, 14.5, 9.5, 12.5))])
+    ("gb200", "trtllm", (9, 8, 8, 8.5, 14.5)), ("gb200", "sglang", (15, 8.5, 14.5, 9.5, 12.5)),
+    ("gb300", "trtllm", (9, 6.5, 8, 8, 14.5)), ("gb300", "sglang", (14.5, 7, 13.5, 8, 12))])
 def test_each_stack_is_the_fit_of_its_kernels(chip, stack, limits):
     """A stack's figures are the fit of aiconfigurator-core 0.12.0's tables for it (refitting
     gives them: bandwidth, the fp16 and fp8 fractions) and predict rows they did not see within
@@ -121,7 +123,7 @@ def test_each_stack_is_the_fit_of_its_kernels(chip, stack, limits):
         path = MEASURED / f"aiconfigurator-{family}-{chip}-{stack}.csv"
         if path.exists():   # NVFP4: Blackwell only
             measured += resolve(read_measurements(path), path, hw, costdsl.load)
-    blackwell = chip in ("b200", "b300", "gb200")
+    blackwell = chip in ("b200", "b300", "gb200", "gb300")
     assert len(measured) == (1414 if blackwell else 1279)
     fitted = fit_efficiency(measured, sms=hw.sms).efficiency
     assert hw.efficiency.bandwidth == pytest.approx(fitted.bandwidth, abs=6e-5)
