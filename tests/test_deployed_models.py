@@ -932,9 +932,22 @@ def test_params_reports_the_mtp_module_beside_the_count(capsys):
         in capsys.readouterr().out
 
 
+def test_qwen3_5_mtp_module_by_hand():
+    """Qwen3.5-27B's module: the embedding (248320 x 5120; the main model's, counted here), the
+    two input norms and the final one (3 x 5120), fc 10240 x 5120, one gated full-attention
+    layer with its MLP (as the main model's); the head is tied to the embedding (read, not
+    held). mtp(depth=2) drafts with it."""
+    m = _load("qwen3.5-27b")
+    layer = sum(o.params for o in m.params_by_op() if o.name.startswith("layers.full_attention."))
+    module = m.mtp_module()
+    assert module.params() == 248320 * 5120 + 3 * 5120 + 2 * 5120 * 5120 + layer
+    s = m.speculate("nvidia-h200", "mtp(depth=2, accept=0.8)", batch=1, seq=4096)
+    assert s.draft == "Qwen3.5-27B-MTP" and s.speedup > 1
+
+
 def test_imported_deepseek_configs_write_their_mtp_module(tmp_path):
     from costdsl.language.importer import read_config, to_arch
-    for name in ("deepseek-v3.2", "glm-5"):
+    for name in ("deepseek-v3.2", "glm-5", "qwen3.5-27b", "qwen3.5-35b-a3b"):
         config = read_config(DATA / "configs" / f"{name}.json")
         imported = costdsl.load(tmp_path / "x.arch", text=to_arch(config, "x.json", "X"))
         assert imported.mtp_module().params() == _load(name).mtp_module().params(), name

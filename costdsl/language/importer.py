@@ -422,9 +422,9 @@ def _llama4_body(config: dict, file: str) -> list[str]:
     return LLAMA4_LAYOUTS[layout] or []
 
 
-MTP_BLOCKS = {"deepseek.arch": "deepseek_mtp", "nemotron-3-nano-30b-a3b.arch": "nemotron_mtp",
-              "deepseek-v4.arch": "v4_mtp"}
-"""The shipped multi-token-prediction module of a family file (its block)."""
+MTP_BLOCKS = {"deepseek": "deepseek_mtp", "NVIDIA-Nemotron-3-Nano-30B-A3B": "nemotron_mtp",
+              "deepseek-v4": "v4_mtp", "qwen3_5": "qwen35_mtp", "qwen3_5_moe": "qwen35_mtp_moe"}
+"""The shipped multi-token-prediction module (a block) of each family model an import extends."""
 NEMOTRON_MTP_PATTERN = "*E"   # the layers of the shipped nemotron_mtp block
 
 
@@ -432,9 +432,9 @@ def _mtp_model(config: dict, family: Family, title: str) -> list[str]:
     """The model "<title>-MTP" (written before the main model, which stays the file's last)
     where the config has multi-token-prediction layers the family's module describes; a comment
     where it has layers the family cannot write."""
-    count = config.get("num_nextn_predict_layers")
+    count = config.get("num_nextn_predict_layers", config.get("mtp_num_hidden_layers"))
     if not isinstance(count, int) or isinstance(count, bool) or count < 1 \
-            or family.source not in MTP_BLOCKS:
+            or family.base not in MTP_BLOCKS:
         return []
     pattern = config.get("mtp_hybrid_override_pattern")
     if family.source.startswith("nemotron") and pattern != NEMOTRON_MTP_PATTERN:
@@ -446,9 +446,11 @@ def _mtp_model(config: dict, family: Family, title: str) -> list[str]:
                 "not written (the shipped module has a window-only layer)", ""]
     more = (f"; {count} modules of this shape are trained, a draft step runs one"
             if count > 1 else "")
-    return [f'model "{title}-MTP" extends "{title}" {{   # num_nextn_predict_layers: {count}'
+    field = "num_nextn_predict_layers" if "num_nextn_predict_layers" in config else \
+        "mtp_num_hidden_layers"
+    return [f'model "{title}-MTP" extends "{title}" {{   # {field}: {count}'
             f"{more}",
-            f"  mtp = {MTP_BLOCKS[family.source]}(tokens)", "}", ""]
+            f"  mtp = {MTP_BLOCKS[family.base]}(tokens)", "}", ""]
 
 
 def _passes(config: dict, model_type: str) -> list[str]:
