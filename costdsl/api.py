@@ -260,7 +260,7 @@ class Model:
             if name not in self.design.params:
                 raise EvaluationError(f"--variant {name}: the model has no parameter {name!r}",
                                       hint=did_you_mean(name, sorted(self.design.params)))
-        overrides = {**self.overrides, **_overrides(values)}
+        overrides = {**(self.overrides or {}), **_overrides(values, "--variant")}
         return Model(elaborate(self.library, self.design.name, overrides), self.library,
                      overrides, self.extra_passes)
 
@@ -1023,12 +1023,12 @@ def load(path: str | Path, model: str | None = None,
     return Model(elaborate(library, model, overrides), library, overrides).with_passes(passes)
 
 
-def _overrides(set) -> dict[str, ast.Expr] | None:
+def _overrides(set, flag: str = "--set") -> dict[str, ast.Expr] | None:
     if set is None:
         return None
     if isinstance(set, Mapping):
         set = [f"{k}={v}" for k, v in set.items()]
-    return parse_overrides(list(set))
+    return parse_overrides(list(set), flag)
 
 
 _notebook.install()   # notebook display of the result records (_repr_html_, _repr_latex_)

@@ -1052,3 +1052,8 @@ def test_variant_flag_in_text_and_json(capsys):
                  "--variant", "index_head=0"]) == 2
     err = capsys.readouterr().err
     assert "--variant index_head: the model has no parameter" in err and "index_heads" in err
+    assert main(["crossover", path, "--hw", "nvidia-h100-sxm", "--solve", "seq",
+                 "--variant", "index_heads=-1"]) == 2
+    err = capsys.readouterr().err   # located at the flag that gave the value, not at --set
+    assert err.startswith("costdsl: --variant index_heads:1:1: error: index_heads= must be a "
+                          "positive integer, got -1") and "Traceback" not in err

@@ -761,13 +761,14 @@ def elaborate(library: Library, model_name: str | None = None,
                   passes, decoding)
 
 
-def parse_overrides(pairs: list[str]) -> dict[str, ast.Expr]:
-    """`NAME=EXPR` strings (from --set) -> parsed expressions. Parsed, never evaluated."""
+def parse_overrides(pairs: list[str], flag: str = "--set") -> dict[str, ast.Expr]:
+    """`NAME=EXPR` strings (from --set, or `flag`) -> parsed expressions. Parsed, never
+    evaluated; an error in one is located at `flag NAME`."""
     out = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
         name = name.strip()
         if not sep or not name.isidentifier() or not value.strip():
-            raise CostDSLError(f"--set {pair!r}: expected NAME=VALUE, e.g. --set hidden=4096")
-        out[name] = parse_expr(value, f"--set {name}")
+            raise CostDSLError(f"{flag} {pair!r}: expected NAME=VALUE, e.g. --set hidden=4096")
+        out[name] = parse_expr(value, f"{flag} {name}")
     return out

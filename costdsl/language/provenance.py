@@ -7,6 +7,9 @@ names an expression uses back to where each was defined, without recursion.
 """
 from __future__ import annotations
 
+OVERRIDE_FLAGS = ("--set", "--variant")
+"""The flags whose values override parameters: what the user wrote, located by the flag."""
+
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -48,7 +51,7 @@ class Origins:
             value = self.defs[name][1]
             if not isinstance(value, ast.Free):
                 todo += list(reversed(names_in(value)))
-        flagged = [n for n in order if self.defs[n][0].file.startswith("--set")]
+        flagged = [n for n in order if self.defs[n][0].file.startswith(OVERRIDE_FLAGS)]
         return flagged or [n for n in order if self.defs[n][0].file == self.root]
 
     def locate(self, expr, use: ast.Pos, what: str) -> tuple[ast.Pos, str]:
