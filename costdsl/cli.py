@@ -149,7 +149,8 @@ def _simulation_args(p: argparse.ArgumentParser, required: bool) -> None:
 def _decoding_arg(p: argparse.ArgumentParser, more: str = "") -> None:
     p.add_argument("--decoding", metavar="STRATEGY",
                    help='a decoding strategy, e.g. speculative(draft="tinyllama-1.1b", k=4, '
-                        'accept=0.8)' + more)
+                        'accept=0.8), medusa(heads=4, accept=0.7), mtp(depth=2, accept=0.8) '
+                        "(the model's own MTP module), lookahead(...)" + more)
 
 
 def _ideal_arg(p: argparse.ArgumentParser) -> None:
