@@ -409,8 +409,7 @@ class Model:
 
     def _mtp_module(self, d: Decoding) -> "Model":
         """The MTP module of `mtp(...)`: the model `module=` names, by default "<name>-MTP", of
-        this model's file and its imports, with this model's --set values and extra passes (it
-        runs inside the target's deployment: the same sharding and fusion)."""
+        this model's file and its imports."""
         name = d.draft or f"{self.name}-MTP"
         if name not in self.library.models:
             modules = [m for m in self.library.models if m.endswith("-MTP")]
@@ -419,17 +418,21 @@ class Model:
                      hint=(f"modules here: {', '.join(modules)} (module=...)" if modules else
                            f'write one as model "{self.name}-MTP" (see deepseek.arch\'s '
                            "deepseek_mtp), or use speculative(draft=...)"))
-        design = elaborate(self.library, name, self.overrides)
-        return Model(design, self.library, self.overrides, self.extra_passes)
+        return self._sibling(name)
 
     def mtp_module(self) -> "Model | None":
-        """The model's multi-token-prediction module ("<name>-MTP" of its file, with this
-        model's --set values; None: it has none), whose parameters `params` reports beside
-        the model's own count, which leaves them out as the published counts mostly do."""
-        if f"{self.name}-MTP" not in self.library.models:
-            return None
-        design = elaborate(self.library, f"{self.name}-MTP", self.overrides)
-        return Model(design, self.library, self.overrides)
+        """The model's multi-token-prediction module ("<name>-MTP" of its file; None: it has
+        none), whose parameters `params` reports beside the model's own count, which leaves
+        them out as the published counts mostly do."""
+        name = f"{self.name}-MTP"
+        return self._sibling(name) if name in self.library.models else None
+
+    def _sibling(self, name: str) -> "Model":
+        """Another model of this model's file and imports, with its --set values and extra
+        passes (an MTP module runs inside the target's deployment: the same sharding and
+        fusion)."""
+        design = elaborate(self.library, name, self.overrides)
+        return Model(design, self.library, self.overrides, self.extra_passes)
 
     def sparsity_answers(self, hw: str | Hardware, batch: int, seq: int, stage: str = "decode",
                          w_bits: float = 16, a_bits: float = 16, kv_bits: float = 16,
