@@ -183,6 +183,20 @@ def test_deepseek_v4_mechanisms_by_hand():
     assert ops["both"].flops == 0 and ops["both"].bytes == 2 * 8 * 16 * 2
 
 
+def test_block_sparse_attention_by_hand():
+    """toy4's block-sparse attention, one decode step over 8 cached tokens (9 in context): the
+    selector scores all 9 index keys (2 heads of 4: 2 x 2 x 4 + 3 x 2 + 1 = 23 operations each)
+    reading the query (8), the 9 keys (36) and writing 1 kept block; the attention (2 heads of
+    4) attends min(9, 1 block x 2) = 2 tokens: 2 x 2 x 2 x 4 = 32 operations for the scores,
+    reading the query (8), 2 keys of 2 heads (16) and the 2 selected positions, writing 4
+    scores."""
+    a = costdsl.load(DATA / "toy4.arch").analyze("nvidia-h100-sxm", batch=1, seq=8,
+                                               stages=("decode",))
+    ops = {o.name: o for o in a.stages["decode"].ops}
+    assert ops["kept"].flops == 9 * 23 and ops["kept"].bytes == (8 + 36 + 1) * 2
+    assert ops["sparse.qk"].flops == 32 and ops["sparse.qk"].bytes == (8 + 16 + 2 + 4) * 2
+
+
 def test_bytes_use_the_bitwidth_of_each_tensor_class():
     """k_rot writes 40 KV elements (prefill); q reads 80 activations and 72 weights.
     At w_bits=4, a_bits=16, kv_bits=8: kr writes 40*8/8 = 40 bytes; q reads 80*2 + 72*0.5 = 196."""
