@@ -12,7 +12,7 @@ from costdsl.cli import main
 from costdsl.errors import CostDSLError
 from costdsl.hardware import load_hardware
 
-from conftest import DATA, ROOT, gemm_rows, held_out
+from conftest import DATA, ROOT, gemm_rows, held_out, judged
 
 MEASURED = DATA / "measured"
 CHIPS = {"h100": "nvidia-h100-sxm", "h200": "nvidia-h200", "b200": "nvidia-b200",
@@ -135,7 +135,7 @@ def test_each_stack_is_the_fit_of_its_kernels(chip, stack, limits):
     assert own.bandwidth == pytest.approx(refit.bandwidth, abs=6e-5)
     assert own.launch_s == pytest.approx(refit.launch_s, abs=6e-9)
     assert (own.launch_s > 2 * hw.efficiency.launch_s) == (stack == "trtllm")
-    table, mape = held_out(measured, hw)
+    table, mape = judged(measured, hw, chip)
     rows = gemm_rows(measured)
     bf16, fp8, block, fp4 = rows["bf16"], rows["fp8"], rows["fp8block"], rows["nvfp4"]
     assert len(fp8) == 315 and len(block) == 135 and len(fp4) == (135 if blackwell else 0)
@@ -222,7 +222,7 @@ def test_validate_reports_by_stack_and_compute_type(capsys):
     table splits the bf16 (fp16 units) and FP8 GEMMs."""
     files = [str(MEASURED / f"aiconfigurator-{f}-h200.csv")
              for f in ("gemm", "gemm-fp8", "attention")]
-    judged = {}
+    by_stack = {}
     for stack in ("vllm", "trtllm", "sglang"):
         code, out, err = run(["validate", *files, "--hw", "nvidia-h200", "--stack", stack,
                               "--format", "json"], capsys)
@@ -230,8 +230,8 @@ def test_validate_reports_by_stack_and_compute_type(capsys):
         assert data["stack"].startswith(stack)
         calibrated = data["models"]["calibrated"]
         assert calibrated["by_compute_type"]["fp8"]["rows"] == 135
-        judged[stack] = calibrated["mape_percent"]
-    assert judged["vllm"] < min(judged["trtllm"], judged["sglang"])
+        by_stack[stack] = calibrated["mape_percent"]
+    assert by_stack["vllm"] < min(by_stack["trtllm"], by_stack["sglang"])
     code, out, err = run(["validate", *files, "--hw", "nvidia-h200"], capsys)
     assert "(vllm 0.24.0's figures)" in out.splitlines()[0] and "by compute type:" in out
 
