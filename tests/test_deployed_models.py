@@ -907,6 +907,14 @@ def test_mtp_decoding_runs_the_module_as_the_draft():
     assert tree.k == 2 and tree.verified == 1 + 2 + 2
 
 
+def test_serve_curve_names_the_mtp_module_it_resolved(capsys):
+    from costdsl.cli import main
+    assert main(["serve-curve", "qwen3.5-27b", "--hw", "nvidia-h200", "--seq", "2048", "--gen",
+                 "64", "--batch", "1,8", "--decoding", "mtp(depth=1, accept=0.8)"]) == 0
+    out = capsys.readouterr().out
+    assert "mtp decoding: module=Qwen3.5-27B-MTP, depth=1, accept=0.8" in out
+
+
 def test_mtp_decoding_errors_name_the_module(capsys):
     from costdsl.cli import main
     cases = [("llama-3-8b", "mtp(accept=0.8)", 'no model \'Llama-3-8B-MTP\''),
