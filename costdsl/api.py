@@ -260,7 +260,7 @@ class Model:
             if name not in self.design.params:
                 raise EvaluationError(f"--variant {name}: the model has no parameter {name!r}",
                                       hint=did_you_mean(name, sorted(self.design.params)))
-        overrides = {**(self.overrides or {}), **_overrides(values, "--variant")}
+        overrides = {**self.overrides, **_overrides(values, "--variant")}
         return Model(elaborate(self.library, self.design.name, overrides), self.library,
                      overrides, self.extra_passes)
 
@@ -305,8 +305,7 @@ class Model:
                                                             a_bits, kv_bits)
         if d.lookahead:
             return lookahead(stages[0], stages[1], d.k + 1, d.accept, settings.values())
-        name = draft.name if d.strategy == "mtp" else d.draft
-        return replace(speculate(*stages, name, d.k, d.accept, settings.values(), d.tree,
+        return replace(speculate(*stages, d.draft, d.k, d.accept, settings.values(), d.tree,
                                  d.strategy), medusa=d.medusa)
 
     def speculation_batch_limit(self, hw: str | Hardware, decoding: "Decoding | str | None" = None,
@@ -346,11 +345,15 @@ class Model:
         file's `decoding { ... }` section, else None (plain decoding). `solving` "accept": the
         acceptance rate may be left out (it is what is solved for)."""
         if isinstance(text, Decoding):
-            return text
-        if text is not None:
-            return parse_decoding(text, solving=solving)
-        call = self.design.decoding
-        return decoding_of(call, solving=solving) if call is not None else None
+            d = text
+        elif text is not None:
+            d = parse_decoding(text, solving=solving)
+        else:
+            call = self.design.decoding
+            d = decoding_of(call, solving=solving) if call is not None else None
+        if d is not None and d.strategy == "mtp" and not d.draft:   # the model's own module
+            d = replace(d, draft=f"{self.name}-MTP")
+        return d
 
     @functools.cache
     def _with_medusa_heads(self, heads: int, layers: int, lm_head: str) -> "Model":
@@ -408,9 +411,9 @@ class Model:
         return draft
 
     def _mtp_module(self, d: Decoding) -> "Model":
-        """The MTP module of `mtp(...)`: the model `module=` names, by default "<name>-MTP", of
-        this model's file and its imports."""
-        name = d.draft or f"{self.name}-MTP"
+        """The MTP module of `mtp(...)`: the model `module=` names (decoding_strategy gives
+        "<name>-MTP" by default) of this model's file and its imports."""
+        name = d.draft
         if name not in self.library.models:
             modules = [m for m in self.library.models if m.endswith("-MTP")]
             raise at(DecodingError, f"{self.name!r} has no multi-token-prediction module: no "
@@ -427,10 +430,11 @@ class Model:
         name = f"{self.name}-MTP"
         return self._sibling(name) if name in self.library.models else None
 
+    @functools.cache
     def _sibling(self, name: str) -> "Model":
         """Another model of this model's file and imports, with its --set values and extra
         passes (an MTP module runs inside the target's deployment: the same sharding and
-        fusion)."""
+        fusion); kept, with its compiled stages, as the draft of every speculate call."""
         design = elaborate(self.library, name, self.overrides)
         return Model(design, self.library, self.overrides, self.extra_passes)
 

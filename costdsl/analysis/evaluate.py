@@ -14,7 +14,6 @@ from typing import Mapping
 import numpy as np
 import sympy
 
-
 from .compiled import Unsupported, cached_functions
 from .export import stage_record, stage_rows
 from .programs import StageProgram

@@ -95,16 +95,27 @@ def decoding_of(call: ast.PassCall, text: str = "", solving: str | None = None) 
     if not isinstance(draft.value, str):
         raise at(DecodingError, 'draft= takes a quoted model name or file, e.g. '
                  'draft="tinyllama-1.1b"', draft.pos)
-    tree = _tree(given["tree"]) if "tree" in given else None
-    k = _number(given["k"]) if "k" in given else sympy.Integer(len(tree))
-    if not (k.is_integer and 1 <= k <= MAX_K):
-        raise at(DecodingError, f"k= must be an integer from 1 to {MAX_K}, got {k}",
-                 given["k"].pos, hint="k draft tokens are verified per target step")
-    if tree is not None and k != len(tree):
-        raise at(DecodingError, f"k={k} but the tree has {len(tree)} levels", given["k"].pos,
-                 hint="a tree's depth is its k: give one of the two")
-    return Decoding(call.name, draft.value, int(k), _accept(given.get("accept")), call.pos,
+    k, tree = _draft_steps(given, "k", "k draft tokens are verified per target step",
+                           "a tree's depth is its k: give one of the two")
+    return Decoding(call.name, draft.value, k, _accept(given.get("accept")), call.pos,
                     call.text or text, tree)
+
+
+def _draft_steps(given: dict, name: str, hint: str, tree_hint: str
+                 ) -> tuple[int, tuple[int, ...] | None]:
+    """(draft steps per target step, the token tree or None) of a drafting strategy: the
+    argument `name` (k=, depth=), else the tree's depth, else 1; from 1 to MAX_K and equal
+    to the tree's depth where both are given."""
+    tree = _tree(given["tree"]) if "tree" in given else None
+    steps = _number(given[name]) if name in given else sympy.Integer(
+        len(tree) if tree is not None else 1)
+    if not (steps.is_integer and 1 <= steps <= MAX_K):
+        raise at(DecodingError, f"{name}= must be an integer from 1 to {MAX_K}, got {steps}",
+                 given[name].pos, hint=hint)
+    if tree is not None and steps != len(tree):
+        raise at(DecodingError, f"{name}={steps} but the tree has {len(tree)} levels",
+                 given[name].pos, hint=tree_hint)
+    return int(steps), tree
 
 
 def _accept(arg: ast.PassArg | None) -> float:
@@ -151,22 +162,15 @@ def _mtp(call: ast.PassCall, given: dict, text: str) -> Decoding:
     draft): `depth` draft steps per target step, each a pass of the module (reused when depth
     exceeds the modules trained); the module is the model `module` of the target's file, by
     default "<target>-MTP"."""
-    tree = _tree(given["tree"]) if "tree" in given else None
-    depth = _number(given["depth"]) if "depth" in given else sympy.Integer(
-        len(tree) if tree is not None else 1)
-    if not (depth.is_integer and 1 <= depth <= MAX_K):
-        raise at(DecodingError, f"depth= must be an integer from 1 to {MAX_K}, got {depth}",
-                 given["depth"].pos, hint="depth: draft tokens the MTP module proposes per step")
-    if tree is not None and depth != len(tree):
-        raise at(DecodingError, f"depth={depth} but the tree has {len(tree)} levels",
-                 given["depth"].pos, hint="a tree's depth is its number of levels: give one")
+    depth, tree = _draft_steps(given, "depth", "depth: draft tokens the MTP module proposes "
+                               "per step", "a tree's depth is its number of levels: give one")
     module = ""
     if "module" in given:
         module = given["module"].value
         if not isinstance(module, str) or not module:
             raise at(DecodingError, 'module= takes the quoted name of a model of the file, e.g. '
                      'module="DeepSeek-V3.2-MTP"', given["module"].pos)
-    return Decoding(call.name, module, int(depth), _accept(given.get("accept")), call.pos,
+    return Decoding(call.name, module, depth, _accept(given.get("accept")), call.pos,
                     call.text or text, tree)
 
 

@@ -693,7 +693,7 @@ def _compressed_attention_parts(name: str, x: Tensor, a: dict) -> tuple[list[tup
                        {**_DENSE, "out": hi * di}),
                       ("index_w", "linear", (x.name,), f"{name}.index_w", hi,
                        {**_DENSE, "out": hi})]
-            parts += _compressor_parts(name, "index_k", x, di, r, ratio, 2)
+            parts += _compressor_parts(name, "index_k", x, di, r, ratio, overlap)
             parts.append(("indexer", "indexer",
                           (f"{name}.index_q", f"{name}.index_k", f"{name}.index_w"),
                           f"{name}.selected", sympy.Integer(0),

@@ -371,18 +371,12 @@ def _body(config: dict, family: Family, file: str) -> list[str]:
     pattern = config.get(family.pattern)
     if not isinstance(pattern, str) or not pattern:
         raise CostDSLError(f"missing field {family.pattern!r} (the layer pattern)", file=file)
-    unknown = sorted(set(pattern) - set(NEMOTRON_H_BLOCKS))
-    if unknown:
-        raise CostDSLError(f"field {family.pattern!r} holds {unknown[0]!r}; the shipped blocks "
-                           f"are " + ", ".join(f"{k} ({v})" for k, v in NEMOTRON_H_BLOCKS.items()),
-                           file=file)
+    names = _block_names(pattern, NEMOTRON_H_BLOCKS, family.pattern, file)
     if len(pattern) != config.get("num_hidden_layers"):
         raise CostDSLError(f"field {family.pattern!r} has {len(pattern)} letters for "
                            f"{config.get('num_hidden_layers')} layers (num_hidden_layers)",
                            file=file)
-    names = [NEMOTRON_H_BLOCKS[c] for c in pattern]
-    rows = [", ".join(names[i:i + 16]) for i in range(0, len(names), 16)]
-    blocks = ",\n                      ".join(rows)
+    blocks = _cycle_rows(names, 16, 22)
     return ["  embed      = embedding(tokens, vocab=vocab, dim=hidden)",
             f"  # {family.pattern} {pattern!r}",
             f"  layers     = cycle(embed, {blocks}) repeat layers",
@@ -397,19 +391,29 @@ def _deepseek_v4_body(config: dict, file: str) -> list[str]:
     if not isinstance(ratios, list) or not isinstance(layers, int) or len(ratios) < layers:
         raise CostDSLError("field 'compress_ratios' must list a ratio for each of the "
                            f"{layers} layers (num_hidden_layers)", file=file)
-    unknown = [r for r in ratios if r not in DEEPSEEK_V4_LAYERS]
-    if unknown:
-        raise CostDSLError(f"field 'compress_ratios' holds {unknown[0]!r}; the shipped blocks "
-                           "are " + ", ".join(f"{k} ({v})" for k, v in DEEPSEEK_V4_LAYERS.items()),
-                           file=file)
-    names = [DEEPSEEK_V4_LAYERS[r] for r in ratios[:layers]]
-    rows = [", ".join(names[i:i + 6]) for i in range(0, len(names), 6)]
-    blocks = ",\n                   ".join(rows)
+    names = _block_names(ratios, DEEPSEEK_V4_LAYERS, "compress_ratios", file)[:layers]
+    blocks = _cycle_rows(names, 6, 19)
     return ["  embed   = embedding(tokens, vocab=vocab, dim=hidden)",
             "  streams = hc_expand(embed, hc=hc_mult)",
             "  # compress_ratios, one block per layer",
             f"  layers  = cycle(streams, {blocks}) repeat layers",
             "  logits  = v4_head(layers) inline"]
+
+
+def _block_names(entries, blocks: dict, field: str, file: str) -> list[str]:
+    """The block each entry of a per-layer field names (a letter of Nemotron-H's pattern, a
+    ratio of DeepSeek-V4's compress_ratios); an entry with no shipped block is an error."""
+    unknown = sorted(set(entries) - set(blocks))
+    if unknown:
+        raise CostDSLError(f"field {field!r} holds {unknown[0]!r}; the shipped blocks are "
+                           + ", ".join(f"{k} ({v})" for k, v in blocks.items()), file=file)
+    return [blocks[e] for e in entries]
+
+
+def _cycle_rows(names: list[str], per_row: int, indent: int) -> str:
+    """A cycle()'s block names, `per_row` to a line, continuation lines indented to match."""
+    rows = [", ".join(names[i:i + per_row]) for i in range(0, len(names), per_row)]
+    return (",\n" + " " * indent).join(rows)
 
 
 def _llama4_body(config: dict, file: str) -> list[str]:

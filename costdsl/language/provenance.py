@@ -7,13 +7,13 @@ names an expression uses back to where each was defined, without recursion.
 """
 from __future__ import annotations
 
-OVERRIDE_FLAGS = ("--set", "--variant")
-"""The flags whose values override parameters: what the user wrote, located by the flag."""
-
 from dataclasses import dataclass
 from typing import Mapping
 
 from . import ast
+
+OVERRIDE_FLAGS = ("--set", "--variant")
+"""The flags whose values override parameters: what the user wrote, located by the flag."""
 
 
 def names_in(node) -> list[str]:

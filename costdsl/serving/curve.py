@@ -166,9 +166,6 @@ def speculative_serving(model, hw: Hardware, decoding, curve: ServeCurve,
                         bits: dict) -> SpeculativeServing:
     seq = curve.seq + (curve.gen - 1) // 2
     specs = [model.speculate(hw, decoding, int(b), seq, **bits) for b in curve.batch]
-    params = {"strategy": decoding.strategy, **decoding.params()}
-    if decoding.strategy == "mtp" and specs:   # the module the default name resolved to
-        params["module"] = specs[0].draft
-    return SpeculativeServing(params,
+    return SpeculativeServing({"strategy": decoding.strategy, **decoding.params()},
                               np.array([s.time_per_token_s for s in specs]),
                               np.array([s.speedup for s in specs]))
