@@ -59,7 +59,7 @@ def own_rows(measured, hw):
 
 def judged(measured, hw, chip: str):
     """`held_out` for the chips calibrated first (A100 to B200) or with COSTDSL_HELD_OUT=all,
-    `own_rows` for the later Blackwell files (B300, GB200, GB300)."""
+    `own_rows` for the later files (B300, GB200, GB300, L40S, RTX PRO 6000)."""
     first = chip in ("a100", "h100", "h200", "b200")
     return held_out(measured, hw) if first or HELD_OUT_EVERYWHERE else own_rows(measured, hw)
 
