@@ -60,7 +60,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from convert_measured import ATTENTION_OP, ROOT, _attention_model, _gemm_row, row, write
+from convert_measured import (ATTENTION_BASE, ATTENTION_OP, ROOT, _attention_model, _gemm_row,
+                              row, write)
 
 SYSTEMS = {"h200_sxm": ("h200", "nvidia-h200"), "b200_sxm": ("b200", "nvidia-b200"),
            "b300_sxm": ("b300", "nvidia-b300"), "gb200": ("gb200", "nvidia-gb200"),
@@ -84,11 +85,10 @@ PREFILL_BATCH = {1, 4, 16}
 PREFILL_HEADS = {(32, 8), (64, 8)}
 
 
-TILE_64 = {"l40s": ("tile64.arch", "attention-tile64"),
-           "rtx_pro_6000_server": ("tile64.arch", "attention-tile64")}
-"""Chips with 99 KiB of shared memory per block: their attention models tile 64 query rows
-(attention/tile64.arch says why), not the 128 of the base the others share."""
-_BASE = ("../llama-2-70b-tp2-attention.arch", "Llama-2-70b-tp2-attention")
+TILE_64 = {"l40s", "rtx_pro_6000_server"}
+"""Chips with 99 KiB of shared memory per block: their attention models extend TILE_64_BASE,
+64 query rows per tile (attention/tile64.arch says why), not the 128 of ATTENTION_BASE."""
+TILE_64_BASE = ("tile64.arch", "attention-tile64")
 L2_RESIDENT = {"l40s": 96 * 2**20, "rtx_pro_6000_server": 128 * 2**20}
 """The L2 of the GDDR chips, in bytes (their hardware files name the sources). Their decode
 kernels are timed re-run on one cache, which stays in the L2 when it is small enough: the
@@ -230,8 +230,8 @@ def attention(data: Path, out_dir: Path, release: str, stack: str = STACK,
                 if r["head_dim"] != 128 or r.get("window_size", 0) != 0 or \
                         r.get("beam_width", 1) != 1:   # the A100's older tables lack both
                     continue
-                tile = "-tile64" if system in TILE_64 else ""
-                model = f"attention/attn-{layout[0]}x{layout[1]}{tile}.arch"
+                tiled = system in TILE_64
+                model = f"attention/attn-{layout[0]}x{layout[1]}{'-tile64' if tiled else ''}.arch"
                 if stage == "decode":
                     if layout not in HEADS or r["batch_size"] not in DECODE_BATCH or \
                             r["isl"] != 1 or r["step"] not in DECODE_STEPS:
@@ -248,7 +248,7 @@ def attention(data: Path, out_dir: Path, release: str, stack: str = STACK,
                     line = row(hw, model, stage, r["batch_size"], r["isl"], ATTENTION_OP,
                                r["latency"], source)
                 _attention_model(out_dir / model, layout[0], layout[1], 128,
-                                 TILE_64.get(system, _BASE))
+                                 TILE_64_BASE if tiled else ATTENTION_BASE)
                 rows.append(line)
         rows.sort(key=lambda r: (r["stage"], r["model"], r["kv_bits"], int(r["batch"]),
                                  int(r["seq"])))
@@ -258,9 +258,11 @@ def attention(data: Path, out_dir: Path, release: str, stack: str = STACK,
 def _l2_resident(system: str, r: dict, kv_heads: int) -> bool:
     """Whether a decode row's K and V (the batch's, head_dim 128) would be read from the L2."""
     l2 = L2_RESIDENT.get(system)
+    if l2 is None:
+        return False
     width = {"bfloat16": 2, "fp8": 1}[r["kv_cache_dtype"]]
     cache = r["batch_size"] * (r["isl"] + r["step"]) * kv_heads * 128 * 2 * width
-    return l2 is not None and l2 / 16 < cache < 3 * l2
+    return l2 / 16 < cache < 3 * l2
 
 
 def collectives(data: Path, path: Path, release: str) -> int:

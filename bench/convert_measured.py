@@ -205,9 +205,12 @@ def aiconfigurator_attention(shared: Path, out_dir: Path) -> dict[str, list[dict
     return out
 
 
+ATTENTION_BASE = ("../llama-2-70b-tp2-attention.arch", "Llama-2-70b-tp2-attention")
+"""(file, model) the attention models extend: one GPU's Llama-2-70B attention layer."""
+
+
 def _attention_model(path: Path, heads: int, kv_heads: int, head_dim: int,
-                     base: tuple[str, str] = ("../llama-2-70b-tp2-attention.arch",
-                                              "Llama-2-70b-tp2-attention")) -> None:
+                     base: tuple[str, str] = ATTENTION_BASE) -> None:
     """attn-HxK[-tile64].arch: the (file, model) `base` with this head layout."""
     path.parent.mkdir(parents=True, exist_ok=True)
     name = path.name.removesuffix(".arch")

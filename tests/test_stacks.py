@@ -20,6 +20,18 @@ CHIPS = {"h100": "nvidia-h100-sxm", "h200": "nvidia-h200", "b200": "nvidia-b200"
 GEMM_FAMILIES = ("gemm", "gemm-fp8", "gemm-fp8-tp", "gemm-fp8block", "gemm-nvfp4")
 
 
+def _measured(chip: str, stack: str, hw) -> list:
+    """The converted aiconfigurator rows of `chip` under `stack` (GEMMs of every format the
+    chip has, attention), resolved against `hw`."""
+    suffix = "" if stack == "vllm" else f"-{stack}"
+    measured = []
+    for family in GEMM_FAMILIES + ("attention",):
+        path = MEASURED / f"aiconfigurator-{family}-{chip}{suffix}.csv"
+        if path.exists():   # NVFP4: Blackwell only
+            measured += resolve(read_measurements(path), path, hw, costdsl.load)
+    return measured
+
+
 def run(argv, capsys):
     code = main(argv)
     out, err = capsys.readouterr()
@@ -118,11 +130,7 @@ def test_each_stack_is_the_fit_of_its_kernels(chip, stack, limits):
     ([efficiency.fp8_gemm]: 13 to 16 us under TensorRT-LLM, which quantises the activations in
     a kernel of its own, 7 us under SGLang; 4 to 6 us for bf16)."""
     hw = load_hardware(CHIPS[chip]).with_stack(stack)
-    measured = []
-    for family in GEMM_FAMILIES + ("attention",):
-        path = MEASURED / f"aiconfigurator-{family}-{chip}-{stack}.csv"
-        if path.exists():   # NVFP4: Blackwell only
-            measured += resolve(read_measurements(path), path, hw, costdsl.load)
+    measured = _measured(chip, stack, hw)
     blackwell = chip in ("b200", "b300", "gb200", "gb300")
     assert len(measured) == (1414 if blackwell else 1279)
     fitted = fit_efficiency(measured, sms=hw.sms).efficiency
@@ -166,15 +174,11 @@ def test_gddr_chips_are_the_fit_of_their_kernels(chip, stack, limits):
     their large L2s left out (bench/convert_aiconfigurator.py, L2_RESIDENT): the fitted decode
     bandwidth is then a DRAM figure, below the datasheet's (with those rows: 1.62 of the L40S's
     864 GB/s, an L2 rate). Within `limits` on the fit's own rows, 2.5x better than the ideal."""
-    assert sorted(load_hardware(GDDR[chip]).stack_names) == ["sglang", "trtllm", "vllm"]
-    hw = load_hardware(GDDR[chip]).with_stack(stack)
+    shipped = load_hardware(GDDR[chip])
+    assert sorted(shipped.stack_names) == ["sglang", "trtllm", "vllm"]
+    hw = shipped.with_stack(stack)
     assert hw.stack.startswith(stack)
-    suffix = "" if stack == "vllm" else f"-{stack}"
-    measured = []
-    for family in GEMM_FAMILIES + ("attention",):
-        path = MEASURED / f"aiconfigurator-{family}-{chip}{suffix}.csv"
-        if path.exists():
-            measured += resolve(read_measurements(path), path, hw, costdsl.load)
+    measured = _measured(chip, stack, hw)
     fitted = fit_efficiency(measured, sms=hw.sms).efficiency
     assert hw.efficiency.bandwidth == pytest.approx(fitted.bandwidth, abs=6e-5)
     for ctype in ("fp16", "fp8"):
