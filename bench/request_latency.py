@@ -148,6 +148,10 @@ def main(argv: list[str]) -> None:
                  "(PATH: a Python with aiconfigurator-core installed)")
     python = argv[argv.index("--aic-python") + 1]
     chips = argv[argv.index("--chips") + 1].split(",") if "--chips" in argv else list(CHIPS)
+    unknown = [c for c in chips if c not in CHIPS]
+    if unknown:
+        sys.exit(f"request_latency.py: unknown chip {', '.join(unknown)} (chips: "
+                 f"{', '.join(CHIPS)})")
     configs = grid("--quick" in argv, chips)
     start = time.perf_counter()
     done = subprocess.run([python, __file__, "--worker"], input=json.dumps(configs),
