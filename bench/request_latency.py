@@ -19,7 +19,8 @@ are 0.24.0, the H100 file's default figures 0.19), H200, B200, B300, GB200, L40S
 GEMMs (per-tensor scales, bf16 activations between them; KV cache bf16); batch 1 to 256;
 prompt 1,024, 128 generated tokens.
 The kernel tables both sides use are the same measurements: this checks that costdsl's closed
-forms, fitted to those kernels, compose into the request times the kernels add up to.
+forms, fitted to those kernels, compose into the request times the kernels add up to (the
+kernels alone: the files' serving-engine figures, fitted to real servers, are left out here).
 """
 from __future__ import annotations
 
@@ -91,7 +92,10 @@ def costdsl_latency(configs: list[dict]) -> list[dict]:
     out = []
     for c in configs:
         device, system, _, stack, _ = CHIPS[c["chip"]]
-        hw = load_hardware(system if c["tp"] > 1 else device).with_stack(stack)
+        # the kernels alone: AIConfigurator's static composition adds no serving engine
+        # (bench/serving_silicon.py judges the engine's figures against real servers)
+        hw = load_hardware(system if c["tp"] > 1 else device).with_stack(stack) \
+            .with_framework(None)
         # fp8: the stacks' W8A8 GEMMs (weights and the GEMM's input in FP8, quantised on the
         # fly); the activations between them, the all-reduces and the LM head stay bf16
         fp8 = [f'quantize(weights=8, acts=8, ops="{FP8_GEMMS}")'] if c["format"] == "fp8" else []

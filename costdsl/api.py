@@ -684,7 +684,7 @@ class Model:
                         hw, seq=seq + gen - 1, w_bits=w, a_bits=a_bits, kv_bits=kv_bits))))
                 stages = [model._roofline(st, hw, settings) for st in STAGES]
                 plans.append(evaluate_plan(*stages, memory, layout, settings.values(), seq, gen,
-                                           hw.memory_bytes, micro))
+                                           hw.memory_bytes, micro, hw.request_s))
         ranked = rank(plans, objective)
         return PlanResult(self.name, hw.key, hw.count, seq, gen, objective, tuple(ranked),
                           tuple(skipped))
@@ -717,11 +717,14 @@ class Model:
         key = ("iteration", figures_key(hw), tuple(settings.bits().items()))
         if key not in self._rooflines:
             decode = None
-            if hw.efficiency is not None and "decode_attention" in hw.efficiency.kinds:
+            graphs = hw.framework is not None and hw.framework.graph_launch_s is not None
+            if hw.efficiency is not None and ("decode_attention" in hw.efficiency.kinds
+                                              or graphs):
                 decode = self._roofline("verify", hw, settings, kernels="decode")
-            self._rooflines[key] = iteration_cost(self._roofline("verify", hw, settings),
-                                                  {k: v for k, v in settings.values().items()
-                                                   if k.name.endswith("_bits")}, decode)
+            self._rooflines[key] = iteration_cost(   # a mixed iteration runs eagerly
+                self._roofline("verify", hw, settings, kernels="step"),
+                {k: v for k, v in settings.values().items() if k.name.endswith("_bits")}, decode,
+                hw.framework.request_s if hw.framework is not None else 0.0)
         return self._rooflines[key]
 
     def kv_pool(self, hw: str | Hardware, config: SimConfig, w_bits: float = 16,

@@ -109,6 +109,10 @@ def _simulation_args(p: argparse.ArgumentParser, required: bool) -> None:
     source.add_argument("--sweep-rate", metavar="A:B:N",
                         help="N rates from A to B (or a list): goodput against rate and the "
                              "largest rate meeting --slo")
+    p.add_argument("--concurrency", type=_positive_int("--concurrency"), metavar="C",
+                   help="at most C requests in flight: a request is sent at its time or when one "
+                        "of the C finishes (vllm bench serve --max-concurrency); without "
+                        "--rate or --requests, a closed loop of C clients")
     p.add_argument("--n", type=_positive_int("--n"), default=1000, help="synthetic requests")
     p.add_argument("--prompt", default="lognormal(1024, 0.8)", metavar="DIST",
                    help="prompt lengths: lognormal(median, sigma), uniform(a, b), normal(m, sd), "
@@ -439,7 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     p.add_argument("--hw", required=True, metavar="HW", help="a hardware or system file")
     _ideal_arg(p)
-    _simulation_args(p, required=True)
+    _simulation_args(p, required=False)   # or --concurrency alone: _simulate asks for one
     _bits_args(p)
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.add_argument("-o", "--out", metavar="FILE.csv", help="write one row per request here")
@@ -1221,15 +1225,20 @@ def _simulate(args, plot: str | None = None) -> str:
     plot = plot or getattr(args, "plot", None)
     if plot is not None and getattr(args, "kind", None) == "rate" and not args.sweep_rate:
         raise CostDSLError("plot rate needs --sweep-rate A:B:N and --slo")
-    if not (args.requests or args.rate is not None or args.sweep_rate):
-        raise CostDSLError("give the requests: --requests FILE.csv, --rate R or --sweep-rate")
+    concurrency = getattr(args, "concurrency", None) or 0
+    if not (args.requests or args.rate is not None or args.sweep_rate or concurrency):
+        raise CostDSLError("give the requests: --requests FILE.csv, --rate R, --concurrency C "
+                           "or --sweep-rate")
+    if concurrency and args.replicas > 1:
+        raise CostDSLError("--concurrency drives one instance; a fleet (--replicas) takes a "
+                           "--rate or a --requests file")
     model = _load(args)
     hw = _hw(args)
     slo = _slo(args.slo)
     name, prefill, decode = args.scheduler
     config = Config(name, args.chunk, args.max_batch, args.max_tokens, args.kv_block,
                     args.kv_memory, args.preempt, prefill, decode,
-                    prefix_cache=args.prefix_cache == "on").validate()
+                    prefix_cache=args.prefix_cache == "on", concurrency=concurrency).validate()
     bits = _bits_of(args)
     if args.sweep_rate:
         from .serving.executor import default_workers
@@ -1247,7 +1256,11 @@ def _simulate(args, plot: str | None = None) -> str:
         return sim_report.rate_sweep_text(table, best, slo, args.attainment) + \
             (f"wrote {wrote}\n" if wrote else "")
     stream = (read_requests(args.requests) if args.requests else
-              synthetic(args.rate, args.n, args.prompt, args.output, args.seed))
+              synthetic(1.0 if args.rate is None else args.rate, args.n, args.prompt,
+                        args.output, args.seed))
+    if concurrency and not args.requests and args.rate is None:   # every client starts at once
+        stream = replace(stream, arrival_s=np.zeros(len(stream)),
+                         source=stream.source.replace("Poisson 1/s, ", "all at once, "))
     replicas = None
     if args.replicas > 1:
         if getattr(args, "decoding", None) is not None:
@@ -1275,7 +1288,8 @@ def _simulate(args, plot: str | None = None) -> str:
         return dumps(out)
     scheduler = name if name != "disaggregated" else f"disaggregated({prefill} prefill, " \
         f"{decode} decode)"
-    title = f"{model.name} on {hw.name}, {scheduler} scheduler; requests: {stream.source}"
+    source = stream.source + (f", at most {concurrency} in flight" if concurrency else "")
+    title = f"{model.name} on {hw.name}, {scheduler} scheduler; requests: {source}"
     fleet = sim_report.replicas_text(replicas, args.router) if replicas is not None else ""
     return sim_report.summary_text(title, summary, slo) + fleet + \
         "".join(f"wrote {w}\n" for w in wrote)

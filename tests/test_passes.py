@@ -514,14 +514,15 @@ def test_fused_gate_up_reads_its_input_once():
 def test_narrow_gemms_take_their_own_figures_fused_or_not():
     """A W8A8 linear layer on the H200 under vLLM 0.24.0 is priced by [efficiency.fp8_gemm]
     (its bandwidth and launch), fused with its residual add or not; a bf16 one by the
-    top-level figures."""
+    top-level figures. (Prefill: a decode iteration runs as a CUDA graph, its kernels at the
+    file's framework graph_launch: tests/test_framework.py.)"""
     hw = load_hardware("nvidia-h200")
     fp8 = hw.efficiency.kinds["fp8_gemm"]
     for passes in ([], ["fuse_residual()"]):
         m = costdsl.load(LLAMA, passes=["quantize(weights=8, acts=8)"] + passes)
-        roof = {o.node.name: o for o in m.roofline(hw, "decode").ops}
+        roof = {o.node.name: o for o in m.roofline(hw, "prefill").ops}
         o = roof["layers[o+h]" if passes else "layers.o"]
         assert o.compute_type == "fp8" and o.launch == fp8.launch_s
         assert o.bandwidth == pytest.approx(fp8.bandwidth * hw.bandwidth_Bps)
-    plain = {o.node.name: o for o in costdsl.load(LLAMA).roofline(hw, "decode").ops}
+    plain = {o.node.name: o for o in costdsl.load(LLAMA).roofline(hw, "prefill").ops}
     assert plain["layers.o"].launch == hw.efficiency.launch_s

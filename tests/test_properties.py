@@ -34,7 +34,7 @@ def test_vectorised_evaluation_equals_one_at_a_time(batches):
     symbolic = ROOFLINES["decode"]
     grid = evaluate(symbolic, {S.batch: np.array(batches), S.seq: 1024, S.w_bits: 16,
                                S.a_bits: 16, S.kv_bits: 16})
-    totals = grid.total(grid.time)
+    totals = grid.stage_time()   # the ops' occurrences and the serving engine's time
     for i, b in enumerate(batches):
         one = stage_result(symbolic, Settings(b, 1024)).total.time_s
         assert math.isclose(totals[i], one, rel_tol=1e-12)
@@ -46,4 +46,9 @@ def test_stage_time_sweep_equals_per_op_evaluation():
     values = {S.batch: np.array([[1], [7], [300]]), S.seq: np.array([[128, 4096, 32768]]),
               S.w_bits: 16, S.a_bits: 16, S.kv_bits: 8}
     per_op = evaluate(symbolic, values)
-    assert np.allclose(stage_time(symbolic, values), per_op.total(per_op.time), rtol=1e-12)
+    assert np.allclose(stage_time(symbolic, values), per_op.stage_time(), rtol=1e-12)
+    # the ops' own times sum to the stage's less the serving engine's (step + per sequence)
+    step, per_sequence = symbolic.server
+    assert step > 0 and np.allclose(per_op.total(per_op.time) + step
+                                    + per_sequence * values[S.batch], per_op.stage_time(),
+                                    rtol=1e-12)

@@ -444,7 +444,8 @@ def piecewise_time(stage: StageRoofline, hw: Hardware, x: sympy.Symbol,
 
     Between two consecutive breakpoints every op stays on one side of its roofline, so each
     piece is a sum of compute or memory terms (plus the launch cost of every kernel, under an
-    efficiency model). Solving for a bitwidth, the compute type (and
+    efficiency model, and the serving engine's time per iteration and sequence, with a stack's
+    framework figures). Solving for a bitwidth, the compute type (and
     with it the peak) changes at 4, 8 and 16 bits: those are breakpoints too.
     """
     if x in BIT_SYMBOLS:
@@ -469,7 +470,8 @@ def piecewise_time(stage: StageRoofline, hw: Hardware, x: sympy.Symbol,
             compute_wins = float(ct.subs(x, probe)) > float(mt.subs(x, probe))
             total += (ct if compute_wins else mt) if op.overlap else ct + mt
         condition = x < high if high != math.inf else True
-        pieces.append((sympy.expand(_bind(stage.steps, values, x) * total).evalf(15), condition))
+        pieces.append((sympy.expand(_bind(stage.steps, values, x) * total
+                                    + _bind(stage.server_time, values, x)).evalf(15), condition))
     return sympy.Piecewise(*pieces)
 
 

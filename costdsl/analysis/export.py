@@ -73,7 +73,7 @@ def stage_record(stage: StageRoofline, trees: bool = True) -> dict:
             **{k: [_number(v) for v in fixed[k]] for k in
                ("peak", "bandwidth", "vector_peak", "launch")},
             "overlap": [bool(v) for v in fixed["overlap"]],
-            "schedule": list(stage.schedule)}
+            "schedule": list(stage.schedule), "server": [float(v) for v in stage.server]}
 
 
 def memory_trees(memory) -> dict:

@@ -32,11 +32,13 @@ from .. import symbols as S
 class Latency:
     settings: Settings
     gen: int
-    ttft_s: float                 # time to first token: the prefill
+    ttft_s: float                 # time to first token: the prefill (and the engine's
+                                  # time per request, with a stack's framework figures)
     tpot_s: float                 # mean time per output token after the first
     e2e_s: float                  # end to end: prefill and every decode step
     time_model: str = "ideal"     # "ideal" or "efficiency": which model the times come from
     stack: str | None = None      # the serving stack whose kernels priced them (efficiency)
+    framework: object = None      # its serving engine's figures (hardware Framework), if any
     closed_forms: Callable[[], tuple] | None = field(default=None, repr=False, compare=False)
     """Builds (step time, decode total, request total) when first asked: solving the step's
     crossovers in seq and summing its pieces costs about a second, the numbers a millisecond."""
@@ -109,7 +111,8 @@ def request_latency(prefill: StageRoofline, decode: StageRoofline, hw: Hardware,
                     settings: Settings, gen: int) -> Latency:
     """The request's numbers now (the decode steps summed over every cache length: the same
     sum the closed form states), its closed forms when asked."""
-    ttft = stage_result(prefill, settings).total.time_s
+    # the prefill, and the serving engine's time per request before it (0 without figures)
+    ttft = stage_result(prefill, settings).total.time_s + hw.request_s
 
     def closed_forms() -> tuple:
         values = {k: v for k, v in settings.values().items() if k != S.seq}
@@ -117,7 +120,8 @@ def request_latency(prefill: StageRoofline, decode: StageRoofline, hw: Hardware,
         total = decode_sum(step, settings.seq)
         return step, total, sympy.Float(ttft, 15) + total
 
-    latency = Latency(settings, gen, ttft, 0.0, ttft, hw.time_model, hw.stack, closed_forms)
+    latency = Latency(settings, gen, ttft, 0.0, ttft, hw.time_model, hw.stack, hw.framework,
+                      closed_forms)
     if gen <= 1:
         return latency
     if gen - 1 <= NUMERIC_STEPS:

@@ -53,6 +53,7 @@ class StageNumbers:
     overlap: np.ndarray | bool = True        # False: memory time adds to compute (efficiency)
     waves: np.ndarray | float = 1.0          # matrix work's wave quantisation factor (tile)
     prologue: np.ndarray | float = 0.0       # a kernel run before it (activation quantisation)
+    server: np.ndarray | float = 0.0         # the serving engine's time around the kernels
 
     @cached_property
     def bytes(self) -> np.ndarray:
@@ -129,7 +130,16 @@ class StageNumbers:
 
     def stage_time(self) -> np.ndarray:
         """The step's time: every op's occurrences, and a pipeline's bubble."""
-        return self.total(self.time) * (1 + self.bubble_steps / self.microbatches)
+        return self.total(self.time) * (1 + self.bubble_steps / self.microbatches) + self.server
+
+
+def server_seconds(server: tuple[float, float], values: Mapping[str, object]):
+    """The serving engine's time of one iteration (StageRoofline.server) at `values` (by
+    name): step + per_sequence x batch."""
+    step, per_sequence = server
+    if not per_sequence:
+        return step
+    return step + per_sequence * np.asarray(values["batch"], dtype=float)
 
 
 @dataclass(frozen=True)

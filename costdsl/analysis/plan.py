@@ -101,11 +101,13 @@ class PlanResult:
 
 
 def evaluate_plan(prefill: StageRoofline, decode: StageRoofline, memory: dict, layout,
-                  values: dict, seq: int, gen: int, capacity: float, microbatches: int) -> Plan:
-    """The plan's numbers from its compiled stages and memory expressions (see the module)."""
+                  values: dict, seq: int, gen: int, capacity: float, microbatches: int,
+                  request_s: float = 0.0) -> Plan:
+    """The plan's numbers from its compiled stages and memory expressions (see the module);
+    `request_s`: the serving engine's time per request before its first token."""
     tp, pp, ep = layout
     batch = values[S.batch]
-    ttft = float(stage_time(prefill, {**values, S.seq: seq}))
+    ttft = float(stage_time(prefill, {**values, S.seq: seq})) + request_s
     cached = np.arange(seq, seq + max(gen - 1, 1), dtype=float)
     steps = stage_time(decode, {**values, S.seq: cached})
     tpot = float(np.mean(steps))

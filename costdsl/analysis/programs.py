@@ -16,7 +16,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from ..errors import EvaluationError
-from .numbers import LazyMemory, StageNumbers, check_named, memory_totals
+from .numbers import LazyMemory, StageNumbers, check_named, memory_totals, server_seconds
 from .records import Analysis, Devices, lazy_results
 from .trees import CorruptEntry, compile_trees, function_of
 
@@ -61,6 +61,8 @@ class StageProgram:
                                 record["fused_from"])
         stages, micro = record["schedule"]
         self.schedule = (int(stages), int(micro))
+        step, per_sequence = record.get("server", (0.0, 0.0))
+        self.server = (float(step), float(per_sequence))
         self._trees = record.get("rows")
         if any(len(v) != n for v in (*self.rates.values(), self.overlap, self.fused_from)):
             raise CorruptEntry("the ops' columns differ in length")
@@ -107,7 +109,8 @@ class StageProgram:
         rows in plain floats; the per-op numbers when first read."""
         args = _bound(self.symbols, values)
         rows = self.scalar(*args)
-        time_s = self.stage_time(rows, float(self._schedule(values)[1]))
+        time_s = self.stage_time(rows, float(self._schedule(values)[1])) + \
+            server_seconds(self.server, values)
         return lazy_results(self.stage, lambda: self._numbers_of(
             np.array(rows, dtype=float), (), values), time_s, len(self.names))
 
@@ -173,7 +176,8 @@ class StageProgram:
             launch=rates["launch"], overlap=rates["overlap"], transfer_time=row(3 + k),
             serial_time=row(4 + k), occupancy=row(5 + k), waves=row(6 + k),
             prologue=row(7 + k),
-            channels=self.channels, schedule=self._schedule(values))
+            channels=self.channels, schedule=self._schedule(values),
+            server=server_seconds(self.server, values))
 
     def _schedule(self, values) -> tuple:
         """(stages, microbatches used): at most one microbatch per sequence of the batch."""

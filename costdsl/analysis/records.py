@@ -148,6 +148,12 @@ class StageTotal:
         """Time on links, network and host link not hidden."""
         return float(self._n.total(self._n.transfer_time + self._n.serial_time))
 
+    @property
+    def server_s(self) -> float:
+        """The serving engine's time around the kernels (hardware efficiency.Framework: per
+        iteration, per sequence, and in prefill per request); 0 without its figures."""
+        return float(self._n.server)
+
     def _fields(self) -> tuple:
         return tuple(getattr(self, f) for f in self.FIELDS)
 

@@ -344,6 +344,16 @@ class StageRoofline:
     ops: tuple[OpRoofline, ...]
     schedule: tuple[int, int] = (1, 1)   # (pipeline stages, microbatches)
     cache_key: tuple | None = None       # what it was built from (the persistent cache's key)
+    server: tuple[float, float] = (0.0, 0.0)
+    """The serving engine's time around the kernels (hardware efficiency.Framework): seconds
+    per iteration and per sequence of it."""
+
+    @property
+    def server_time(self) -> sympy.Expr:
+        """The engine's time of one iteration: step (+ request) + per_sequence x batch."""
+        step, per_sequence = self.server
+        time = sympy.Float(step, 15) if step else sympy.Integer(0)
+        return time + sympy.Float(per_sequence, 15) * S.batch if per_sequence else time
 
     @property
     def steps(self) -> sympy.Expr:
@@ -357,7 +367,8 @@ class StageRoofline:
     def time(self) -> sympy.Expr:
         """Total stage time: sum over ops of repeat x time (ops run one after another), times
         the pipeline's steps (each op's time is that of one microbatch)."""
-        return self.steps * sympy.Add(*(o.node.repeat * o.time for o in self.ops))
+        return self.steps * sympy.Add(*(o.node.repeat * o.time for o in self.ops)) + \
+            self.server_time
 
 
 def roofline(graph: nx.DiGraph, hw: Hardware, bits: Mapping[str, float],
@@ -369,6 +380,8 @@ def roofline(graph: nx.DiGraph, hw: Hardware, bits: Mapping[str, float],
     values = {BITS_BY_CLASS[c]: v for c, v in _by_class(bits).items()}
     vector_type = hw.vector_type
     layout = check_devices(graph, hw)
+    stage = graph.graph["stage"]
+    graph_launch = _graph_launch(hw, kernels or stage)
     ops = []
     for node in nodes(graph):
         hardware_values = _hardware_values(node, hw, values)
@@ -378,7 +391,8 @@ def roofline(graph: nx.DiGraph, hw: Hardware, bits: Mapping[str, float],
         channel = _channel(node, hw, layout)
         ops.append(OpRoofline(
             node, ctype, peak, hw.bandwidth_for(kind), hw.peak_for(vector_type, kind),
-            hardware_values, 0.0 if node.engine == "link" else hw.launch_for(kind), channel,
+            hardware_values, 0.0 if node.engine == "link" else
+            hw.launch_for(kind) if graph_launch is None else graph_launch, channel,
             hw.channel_bandwidth(channel) if channel else float("inf"),
             hw.channel(channel).latency_s if channel else 0.0,
             serial=channel == "host" and not node.attrs.get("overlap", True),
@@ -387,8 +401,29 @@ def roofline(graph: nx.DiGraph, hw: Hardware, bits: Mapping[str, float],
             tile=gemm_tile(node, hw, kind),
             input_bytes=hw.input_bytes_for(kind) if kind in GEMM_FAMILIES else 0.0,
             **_stack_all_reduce(node, hw, channel)))
-    return StageRoofline(graph.graph["stage"], _with_overlap(ops),
-                         tuple(graph.graph.get("pipeline", (1, 1))))
+    return StageRoofline(stage, _with_overlap(ops), tuple(graph.graph.get("pipeline", (1, 1))),
+                         server=_server(hw))
+
+
+GRAPH_STAGES = ("decode", "verify")
+"""The iterations the stacks capture in CUDA graphs: decodes, and the verification of drafted
+tokens (a decode batch of k + 1 tokens per sequence); prefills and mixed steps run eagerly."""
+
+
+def _graph_launch(hw: Hardware, kernels: str) -> float | None:
+    """The per-kernel cost of an iteration the stack runs as a CUDA graph (None: each kernel's
+    own launch: an eager stage, or a stack without graphs)."""
+    framework = hw.framework
+    return (framework.graph_launch_s if framework is not None and kernels in GRAPH_STAGES
+            else None)
+
+
+def _server(hw: Hardware) -> tuple[float, float]:
+    """(seconds per iteration, per sequence) the serving engine adds to every stage (its cost
+    per request, before the first token, is the request's: latency and the simulation add
+    it)."""
+    f = hw.framework
+    return (0.0, 0.0) if f is None else (f.step_s, f.per_sequence_s)
 
 
 def _stack_all_reduce(node: Node, hw: Hardware, channel: str | None) -> dict:

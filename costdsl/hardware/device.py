@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Mapping
 
 from ..errors import HardwareError, register_source
-from .efficiency import Efficiency, parse_efficiency
+from .efficiency import Efficiency, Framework, parse_efficiency
 from .collectives import AllReduce, parse_all_reduce
 from .stacks import offered, parse_stacks, pick, stack_name
 from .system import SYSTEM_KEYS, Host, Link, parse_count, parse_host, parse_link
@@ -115,6 +115,23 @@ class Hardware:
     def with_stack(self, name: str) -> "Hardware":
         """The same hardware priced by stack `name`'s figures ([stack.NAME] or the default)."""
         return replace(self, efficiency=pick(self.efficiency, self.stacks, name, self.key))
+
+    @property
+    def framework(self) -> Framework | None:
+        """The serving engine's figures around the kernels (None: the kernels alone)."""
+        return self.efficiency.framework if self.efficiency is not None else None
+
+    @property
+    def request_s(self) -> float:
+        """The serving engine's seconds per request before its first token (0 without)."""
+        return self.framework.request_s if self.framework is not None else 0.0
+
+    def with_framework(self, framework: Framework | None) -> "Hardware":
+        """The same kernels inside another serving engine (None: the kernels alone, as they
+        were measured: what calibrate and validate compare)."""
+        if self.efficiency is None:
+            return self
+        return replace(self, efficiency=replace(self.efficiency, framework=framework))
 
     def ideal(self) -> "Hardware":
         """The same hardware with its [efficiency] ignored: the survey's ideal roofline."""

@@ -49,6 +49,27 @@ streams (with the keys' re-reads served by the L2, what is left of the traffic i
 queries and outputs). On aiconfigurator's prefill kernels this takes the fit from 16% to 5%
 (A100) and 12% to 2.4% (H100). The bound an op is reported under still compares the two terms.
 
+`[efficiency.framework]` (or `[stack.NAME.framework]`) is the serving engine around the
+kernels, fitted per stack to served requests (bench/serving_silicon.py, on the measured
+benchmark runs of tests/data/measured/serving-silicon.csv) rather than to kernels:
+
+    [efficiency.framework]
+    graph_launch = "1 us"     # per kernel of a decode iteration, replacing each kernel's launch
+    step = "0.3 ms"           # per iteration: scheduling, sampling, the host's sync
+    per_sequence = "20 us"    # per sequence of an iteration (its sampling and bookkeeping)
+    request = "25 ms"         # per request, before its first token: API server, tokenizer,
+                              # the first token's way back to the client
+
+The stacks capture decode iterations in CUDA graphs: their kernels launch back to back without
+the host, and the per-kernel cost a kernel timed alone carries (the `launch` figures: event
+timing, a quantisation kernel launched separately) mostly disappears. `graph_launch` is what is
+left per kernel; without it, decode kernels keep their own launch (graphs off). Prefill and
+mixed iterations run eagerly (their launches stay). `step` and `per_sequence` add to every
+iteration (stage time = kernels + step + per_sequence x batch); `request` to a request's time
+to first token (`latency`, `serve-curve`, `plan`, and in `simulate` the time before the
+scheduler sees it), not to a stage. Without the table the figures are 0: the kernels alone.
+Calibration and validation compare kernels timed alone: they ignore the table.
+
 `input_bytes` (narrow GEMM families only) is the traffic a stack's FP8 or INT8 GEMM moves per
 element of its input before the GEMM runs: the activations, bf16 between layers, are quantised
 to the GEMM's type first (a dynamic per-tensor scale reads them for the maximum, again to cast,
@@ -117,6 +138,23 @@ class Tile:
 
 
 @dataclass(frozen=True)
+class Framework:
+    """The serving engine around the kernels ([efficiency.framework]), in seconds."""
+    graph_launch_s: float | None = None   # per decode kernel in a CUDA graph; None: no graphs
+    step_s: float = 0.0                   # per iteration
+    per_sequence_s: float = 0.0           # per sequence of an iteration
+    request_s: float = 0.0                # per request, before its first token
+
+    def as_dict(self) -> dict:
+        return {"graph_launch_s": self.graph_launch_s, "step_s": self.step_s,
+                "per_sequence_s": self.per_sequence_s, "request_s": self.request_s}
+
+
+FRAMEWORK_KEYS = {"graph_launch": "graph_launch_s", "step": "step_s",
+                  "per_sequence": "per_sequence_s", "request": "request_s"}
+
+
+@dataclass(frozen=True)
 class Efficiency:
     bandwidth: float = 1.0
     compute: Mapping[str, float] = field(default_factory=dict)
@@ -126,6 +164,7 @@ class Efficiency:
     stack: str = ""  # the serving stack (and version) whose kernels were measured
     measured_as: str = ""  # the hardware key the measurements name (a calibrated copy's origin)
     tile: Tile | None = None  # GEMM wave quantisation ([efficiency.tile]); None: none
+    framework: Framework | None = None  # the serving engine around the kernels; None: none
 
     def _own(self, kind: str, what: str):
         while kind:
@@ -192,7 +231,8 @@ class Efficiency:
                               "launch_s": v.launch_s, "rows": v.rows, "overlap": v.overlap,
                               **({"input_bytes": v.input_bytes}
                                  if v.input_bytes is not None else {})}
-                          for k, v in self.kinds.items()}}
+                          for k, v in self.kinds.items()},
+                **({"framework": self.framework.as_dict()} if self.framework else {})}
 
 
 UNFITTED_FALLBACK = {
@@ -261,7 +301,8 @@ def parse_efficiency(table: dict, fail, parse_quantity, kinds: set[str],
 
     top, own = {}, {}
     for key, value in table.items():
-        if key in ("bandwidth", "launch", "source", "compute", "measured_as", "tile", "stack"):
+        if key in ("bandwidth", "launch", "source", "compute", "measured_as", "tile", "stack",
+                   "framework"):
             top[key] = value
         elif key in kinds or key in ATTENTION_FAMILIES or key in GEMM_FAMILIES:
             if not isinstance(value, dict):
@@ -297,8 +338,8 @@ def parse_efficiency(table: dict, fail, parse_quantity, kinds: set[str],
         else:
             raise fail(f"unknown key {key!r} in [efficiency]", f"efficiency.{key}",
                        "keys: bandwidth, launch, source, measured_as, stack, "
-                       "[efficiency.compute], "
-                       "[efficiency.tile], and a table per op kind ([efficiency.attention], "
+                       "[efficiency.compute], [efficiency.tile], "
+                       "[efficiency.framework], and a table per op kind ([efficiency.attention], "
                        "[efficiency.decode_attention], [efficiency.rmsnorm], ...) or narrow "
                        "GEMM type ([efficiency.fp8_gemm], ...)")
     compute = top.get("compute", {})
@@ -310,7 +351,21 @@ def parse_efficiency(table: dict, fail, parse_quantity, kinds: set[str],
         launch_s=launch(top["launch"], "launch") if "launch" in top else 0.0,
         kinds=own, source=str(top.get("source", "")),
         measured_as=str(top.get("measured_as", "")), stack=_text(top, "stack", fail),
-        tile=_tile(top["tile"], fail) if "tile" in top else None)
+        tile=_tile(top["tile"], fail) if "tile" in top else None,
+        framework=_framework(top["framework"], fail, launch) if "framework" in top else None)
+
+
+def _framework(table, fail, seconds) -> Framework:
+    """[efficiency.framework]: graph_launch, step, per_sequence, request (durations)."""
+    if not isinstance(table, dict):
+        raise fail("[efficiency.framework] must be a table", "efficiency.framework")
+    extra = set(table) - set(FRAMEWORK_KEYS)
+    if extra:
+        raise fail(f"unknown key {sorted(extra)[0]!r} in [efficiency.framework]",
+                   f"efficiency.framework.{sorted(extra)[0]}",
+                   "keys: " + ", ".join(FRAMEWORK_KEYS))
+    return Framework(**{FRAMEWORK_KEYS[k]: seconds(v, f"framework.{k}")
+                        for k, v in table.items()})
 
 
 def _text(top: dict, key: str, fail) -> str:

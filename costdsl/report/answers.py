@@ -9,6 +9,7 @@ from . import printing
 from .units import seconds, si
 from .jsonsafe import dumps
 from .jsonout import devices_dict
+from .tables import framework_text
 
 if TYPE_CHECKING:
     from ..analysis.crossover import CrossoverAnswer
@@ -145,7 +146,8 @@ def latency_dict(l: Latency) -> dict:
             "decode_step_time": str(l.step_time), "decode_total": str(l.decode_total),
             "request_total": str(l.request_total),
             "request_total_latex": printing.latex(l.request_total),
-            "time_model": l.time_model, "stack": l.stack}
+            "time_model": l.time_model, "stack": l.stack,
+            "framework": l.framework.as_dict() if l.framework is not None else None}
 
 
 def with_strategy(l: Latency, spec) -> dict:
@@ -182,10 +184,12 @@ def latency_text(l: Latency, spec=None, strategy: str | None = None) -> str:
         f"one decode step with s cached tokens (s) = {printing.text(l.step_time)}",
         f"whole request in g generated tokens (s)  = {printing.text(l.request_total)}",
         f"time model: {l.time_model}" + (f" ({l.stack}'s kernels: achieved fractions and "
-                                         "launch costs of the hardware file; --ideal for the "
+                                         "launch costs of the hardware file"
+                                         f"{framework_text(l.framework)}; --ideal for the "
                                          "datasheet roofline)" if l.stack else
                                          " (achieved fractions and launch costs of the "
-                                         "hardware file; --ideal for the datasheet roofline)"
+                                         f"hardware file{framework_text(l.framework)}; --ideal "
+                                         "for the datasheet roofline)"
                                          if l.time_model != "ideal" else " roofline"),
     ]) + "\n"
 

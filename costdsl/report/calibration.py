@@ -100,11 +100,11 @@ def calibrated_toml(original: str, fit: Fit, measurements: str, after: ErrorTabl
     import tomlkit
     doc = tomlkit.parse(_without_our_comment(original) if into_stack is None else original)
     if into_stack is None:
-        doc.pop("efficiency", None)
+        framework = _framework_table(doc.pop("efficiency", None))
     else:
         stacks = doc.get("stack")
-        if stacks is not None:
-            stacks.pop(into_stack, None)
+        framework = _framework_table(stacks.pop(into_stack, None) if stacks is not None
+                                     else None)
     e = fit.efficiency
     by = {p.name: p for p in fit.parameters}
 
@@ -147,6 +147,8 @@ def calibrated_toml(original: str, fit: Fit, measurements: str, after: ErrorTabl
         section.add("tile", tile)
     for kind, own in sorted(e.kinds.items()):
         section.add(kind, _kind_table(kind, own, by, note, put))
+    if framework is not None:   # fitted to served requests, not to these kernels: kept
+        section.add("framework", framework)
     if into_stack is None:
         doc.add(tomlkit.nl())
         for line in header:
@@ -156,6 +158,15 @@ def calibrated_toml(original: str, fit: Fit, measurements: str, after: ErrorTabl
         stacks = doc.setdefault("stack", tomlkit.table(is_super_table=True))
         stacks.add(into_stack, section)
     return tomlkit.dumps(doc)
+
+
+def _framework_table(section):
+    """The [framework] table of a section being rewritten, copied with its comments (None where
+    it has none)."""
+    import tomlkit
+    if section is None or "framework" not in section:
+        return None
+    return tomlkit.parse(tomlkit.dumps({"framework": section["framework"]}))["framework"]
 
 
 def _kind_table(kind, own, by, note, put):

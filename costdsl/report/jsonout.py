@@ -10,7 +10,9 @@ one device's), stages. stages.prefill,
 stages.decode and stages.step (with settings.tokens, when the step stage is asked for) hold `ops` (name, kind, repeat, flops, bytes, intensity, bound ("memory", "compute", or "link" / "network" /
 "host" for transfers), time_s for one occurrence, plus compute_type, attainable, bytes_by_class) and `total` (flops, bytes, time_s
 over all occurrences, plus compute_time_s, memory_time_s, transfer_time_s, bubble_s,
-bytes_by_class). New keys may be
+server_s (the serving engine's time around the kernels, in time_s; 0 without a hardware
+file's framework figures), bytes_by_class); hardware.efficiency.framework holds those figures
+(graph_launch_s, step_s, per_sequence_s, request_s) where the file has them. New keys may be
 added; existing ones keep their names and meaning.
 """
 from __future__ import annotations
@@ -83,7 +85,7 @@ def to_dict(a: Analysis) -> dict:
                       "time_s": st.total.time_s, "compute_time_s": st.total.compute_time_s,
                       "memory_time_s": st.total.memory_time_s,
                       "transfer_time_s": st.total.transfer_time_s,
-                      "bubble_s": st.total.bubble_s,
+                      "bubble_s": st.total.bubble_s, "server_s": st.total.server_s,
                       "bytes_by_class": {k: _num(v) for k, v in st.total.bytes_by_class.items()}},
         } for name, st in a.stages.items()},
     }

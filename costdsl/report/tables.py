@@ -73,7 +73,20 @@ def time_model(hw) -> str:
     if borrowed:
         parts.append("unfitted " + ", ".join(f"{c} at {f}'s" for c, f in borrowed.items()))
     return (f"achieved fractions{stack} from the hardware file ({', '.join(parts)}; launch "
-            f"{seconds(e.launch_s)} per kernel); --ideal for the datasheet roofline")
+            f"{seconds(e.launch_s)} per kernel){framework_text(e.framework)}; --ideal for the "
+            "datasheet roofline")
+
+
+def framework_text(f) -> str:
+    """The serving engine's figures, as the time-model line names them."""
+    if f is None:
+        return ""
+    graphs = ("" if f.graph_launch_s is None else
+              "decode in CUDA graphs with no cost per kernel, " if f.graph_launch_s == 0 else
+              f"decode in CUDA graphs at {seconds(f.graph_launch_s)} per kernel, ")
+    return (f"; serving engine: {graphs}{seconds(f.step_s)} per iteration, "
+            f"{seconds(f.per_sequence_s)} per sequence, {seconds(f.request_s)} per request "
+            "before its first token")
 
 
 def _stage_summary(stage: StageResult) -> str:
@@ -84,6 +97,8 @@ def _stage_summary(stage: StageResult) -> str:
         extra += f"; transfers {seconds(t.transfer_time_s)} ({100 * t.transfer_time_s / t.time_s:.0f}%)"
     if t.bubble_s:
         extra += f"; pipeline bubble {seconds(t.bubble_s)}"
+    if t.server_s:
+        extra += f"; serving engine {seconds(t.server_s)} ({100 * t.server_s / t.time_s:.0f}%)"
     return (f"time {seconds(t.time_s)} (all compute-bound would be {seconds(t.compute_time_s)}, "
             f"all memory-bound {seconds(t.memory_time_s)}){extra}; bytes: weights "
             f"{si(b['weight'], 'B')}, activations {si(b['act'], 'B')}, KV cache {si(b['kv'], 'B')}")

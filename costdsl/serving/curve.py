@@ -98,7 +98,7 @@ class ServeProgram:
         if batches is None:
             batches = 2 ** np.arange(0, max(1, int(np.log2(max(self.max_batch, 1))) + 2))
         b = batches.astype(float)
-        ttft = self._time("prefill", {**base, "batch": b, "seq": seq})
+        ttft = self._time("prefill", {**base, "batch": b, "seq": seq}) + hw.request_s
         decode_total = self._decode_totals(base, b, seq, gen)
         tpot = decode_total / max(gen - 1, 1)
         memory = np.maximum(self._memory_bytes("prefill", {**base, "batch": b, "seq": seq}),

@@ -36,7 +36,7 @@ def simulate_fleet(stream: Stream, cost: IterationCost, pool: KVPool, config: Co
     """The fleet's trace and each replica's (None for a replica that served nothing)."""
     config = config.validate()
     _check(config, replicas, router)
-    requests = requests_of(stream)
+    requests = requests_of(stream, cost.request_s)
     check_requests(requests, pool, config)
     runs = [Server(requests, cost, pool, config) for _ in range(replicas)]
     traces = [new_trace(stream, pool, config) for _ in runs]

@@ -62,6 +62,10 @@ class IterationCost:
     decode_steps: Callable[..., object] | None = None
     """numpy: the times of many iterations in which every sequence decodes (the same six sums,
     as arrays); the simulation's run of repeated decode iterations takes them in one call."""
+    request_s: float = 0.0
+    """The serving engine's time per request before the scheduler sees it (API server,
+    tokenizer: hardware efficiency.Framework.request): a request is admitted that long after
+    it is sent, and its TTFT counts it."""
 
     def __call__(self, n: float, t: float, tt: float, tc: float, c: float,
                  l: float | None = None) -> float:
@@ -99,17 +103,20 @@ def _mean_field(expr: sympy.Expr, logits: bool) -> sympy.Expr:
 
 
 def iteration_cost(step: StageRoofline, bits: Mapping[sympy.Symbol, float],
-                   decode: StageRoofline | None = None) -> IterationCost:
+                   decode: StageRoofline | None = None, request_s: float = 0.0
+                   ) -> IterationCost:
     """The compiled iteration time of the `verify` (or `step`) stage's roofline with the
     bitwidths bound; `decode`: the same graph's roofline with decode's kernels, used when every
-    sequence of an iteration decodes."""
+    sequence of an iteration decodes; `request_s`: the engine's time per request before it
+    is scheduled."""
     total, approximate = _total(step, bits)
     decode_total = _total(decode, bits)[0] if decode is not None else None
     try:
-        record = cost_record(IterationCost(total, None, (), None, decode_total))
+        record = cost_record(IterationCost(total, None, (), None, decode_total,
+                                           request_s=request_s))
     except Unsupported:   # a node the tree form lacks: sympy's printer, and no vector form
         return IterationCost(total, _lambdified(total), tuple(dict.fromkeys(approximate)),
-                             _lambdified(decode_total), decode_total)
+                             _lambdified(decode_total), decode_total, request_s=request_s)
     return replace(cost_from_record(record), expression=total, decode_expression=decode_total,
                    mean_field_ops=tuple(dict.fromkeys(approximate)))
 
@@ -123,7 +130,7 @@ def cost_record(cost: IterationCost) -> dict:
     a worker process or a cluster, never code or a pickle of a function."""
     return {"symbols": [s.name for s in AGGREGATES], "time": to_tree(cost.expression),
             "decode_time": to_tree(cost.decode_expression)
-            if cost.decode_expression is not None else None}
+            if cost.decode_expression is not None else None, "request_s": cost.request_s}
 
 
 def cost_from_record(record: dict) -> IterationCost:
@@ -133,7 +140,8 @@ def cost_from_record(record: dict) -> IterationCost:
     decode = record.get("decode_time")
     return IterationCost(None, compile_tree(record["time"], symbols, scalar=True), (),
                          compile_tree(decode, symbols, scalar=True) if decode else None,
-                         None, compile_tree(decode or record["time"], symbols))
+                         None, compile_tree(decode or record["time"], symbols),
+                         float(record.get("request_s", 0.0)))
 
 
 def _total(step: StageRoofline, bits: Mapping[sympy.Symbol, float]):
@@ -159,5 +167,7 @@ def _total(step: StageRoofline, bits: Mapping[sympy.Symbol, float]):
         memory = streaming * op.occupancy_at(rows) + beside
         time = kernel_time(compute, memory, op.overlap) + op.launch + serial
         total += op.node.repeat * time
-    # a pipeline's steps (microbatches + stages - 1) count the iteration's sequences
-    return sympy.sympify(step.steps).xreplace({S.batch: N}) * total, approximate
+    # a pipeline's steps (microbatches + stages - 1) count the iteration's sequences; the
+    # serving engine's time (step + per sequence) once per iteration
+    return (sympy.sympify(step.steps).xreplace({S.batch: N}) * total
+            + step.server_time.xreplace({S.batch: N})), approximate

@@ -272,7 +272,9 @@ def _prepare(model, hw: Hardware, layout, bits: dict, workload: Workload) -> _La
         widest = max(1, min(fits, MAX_TOKENS // max(int(isl), 1)))
         p = np.asarray(stage_time(prefill, {**values, S.batch: np.array([1.0, widest]),
                                             S.seq: isl}), dtype=float)
-        prefill_one, prefill_each = float(p[0]), float(min(p[0], p[1] / widest))
+        # a request's first token also waits for the engine's time per request (not GPU time:
+        # it does not count in the prefill throughput)
+        prefill_one, prefill_each = float(p[0]) + sub.request_s, float(min(p[0], p[1] / widest))
     return _Layout(sub, compiled, layout, bits, fits, steps, prefill_one, prefill_each)
 
 

@@ -23,6 +23,13 @@ pre-empted: `recompute` frees its blocks and prefills its prompt and generated t
 later; `swap` moves its blocks to host memory over the host link (that time is added to the
 iteration) and back when it resumes.
 
+Arrivals: the stream's times (an open loop), or with `concurrency` C at most C requests in
+flight, the way serving benchmarks drive a server (`vllm bench serve --max-concurrency C
+--request-rate R`, genai-perf's `--concurrency`): request k is sent at its time in the stream
+or, when C requests are still unfinished then, the moment one of them finishes. A stream whose
+times are all equal makes the closed loop of C clients that each send their next request when
+their last one finishes.
+
 Token accounting follows `latency`: a prefill emits the first token; decode step j runs over the
 prompt and j - 1 generated tokens and emits token j + 1.
 """
@@ -58,6 +65,7 @@ class Config:
     prefill_instances: int = 0    # disaggregated: instances that only prefill
     decode_instances: int = 0     # ... and those that only decode
     prefix_cache: bool = False    # share KV blocks by hash (requests that name them)
+    concurrency: int = 0          # at most this many requests in flight; 0: no limit
 
     def validate(self) -> "Config":
         if self.scheduler not in SCHEDULERS:
@@ -76,6 +84,14 @@ class Config:
             raise EvaluationError("a disaggregated server needs prefill and decode instances, "
                                   "each 1 to 4096", hint="e.g. disaggregated(prefill=1, "
                                                          "decode=3)")
+        if isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int) or \
+                not 0 <= self.concurrency <= 10**7:
+            raise EvaluationError(f"concurrency must be a whole number of clients from 1 to 1e7 "
+                                  f"(0: the stream's arrivals), got {self.concurrency!r}")
+        if self.concurrency and self.scheduler == "disaggregated":
+            raise EvaluationError("a closed loop (concurrency) drives one serving instance; a "
+                                  "disaggregated server takes the stream's arrivals",
+                                  hint="give a --rate, or a continuous or chunked scheduler")
         if not 0 < self.kv_memory <= 1:
             raise EvaluationError(f"kv_memory must be a fraction in (0, 1], got "
                                   f"{self.kv_memory!r}")
@@ -158,7 +174,7 @@ def simulate(stream: Stream, cost: IterationCost, pool: KVPool, config: Config,
     """`prefilled`: every request arrives with its prompt cached and its first token emitted
     (at its arrival): the decode instance of a disaggregated server, served alone."""
     config = config.validate()
-    requests = requests_of(stream)
+    requests = requests_of(stream, cost.request_s)
     if prefilled:
         if any(r.output < 2 for r in requests):
             raise EvaluationError("a prefilled request must have a token left to decode "
@@ -166,6 +182,9 @@ def simulate(stream: Stream, cost: IterationCost, pool: KVPool, config: Config,
         for r in requests:
             r.pending, r.cached, r.generated, r.first = 0, r.prompt, 1, r.arrival
     check_requests(requests, pool, config)
+    if config.concurrency:
+        return Server(requests, cost, pool, config, speculative).run(
+            stream, closed_loop=config.concurrency)
     if config.scheduler == "disaggregated":
         if pool.link_Bps is None:
             raise EvaluationError("a disaggregated server moves each prompt's KV cache between "
@@ -201,9 +220,12 @@ def server_of(record: dict) -> tuple[IterationCost, KVPool, Config]:
             Config(**record["config"]))
 
 
-def requests_of(stream: Stream) -> list[_Request]:
+def requests_of(stream: Stream, delay: float = 0.0) -> list[_Request]:
+    """The stream's requests as the engine sees them: `delay` (the serving engine's time per
+    request before scheduling, IterationCost.request_s) after they are sent; the trace keeps
+    the times they were sent, so TTFT and E2E count it."""
     hashes = stream.hashes if stream.hashes is not None else ((),) * len(stream)
-    return [_Request(i, float(a), int(p), int(o), h) for i, (a, p, o, h) in
+    return [_Request(i, float(a) + delay, int(p), int(o), h) for i, (a, p, o, h) in
             enumerate(zip(stream.arrival_s, stream.prompt, stream.output, hashes))]
 
 
@@ -268,6 +290,15 @@ def _disaggregated(requests, cost, pool, config, speculative, stream) -> Trace:
     return trace
 
 
+def _close_loop(requests: list[_Request], clients: int, trace: Trace) -> list[float]:
+    """The first `clients` requests keep their times; the rest wait for a finish (arriving at
+    infinity until then). Returns the stream's times (when each may be sent at the earliest)."""
+    times = trace.arrival.tolist()
+    for r in requests[clients:]:
+        r.arrival = r.ready = trace.arrival[r.i] = math.inf
+    return times
+
+
 def _next_start(inst, queue, next_arrival, next_transfer) -> float | None:
     """When an instance can next run: now if it has sequences running; else when the head of
     its queue became available; else at the next arrival (prefill) or transfer (decode)."""
@@ -314,10 +345,14 @@ class Server:
         self.preempted = 0    # pre-emptions so far
         self.cache = PrefixCache() if config.prefix_cache else None
 
-    def run(self, stream: Stream) -> Trace:
+    def run(self, stream: Stream, closed_loop: int = 0) -> Trace:
+        """Serve the requests at their arrival times; with `closed_loop` C, a request that
+        finds C unfinished is sent when the next of them finishes."""
         n = len(self.requests)
         trace = new_trace(stream, self.pool, self.config)
         arrived = finished = 0
+        if closed_loop:
+            stream_times = _close_loop(self.requests, closed_loop, trace)
         arrivals = [r.arrival for r in self.requests]
         previous_end = arrivals[0]
         shown = progress.Counter("simulate: requests finished", n)
@@ -336,7 +371,7 @@ class Server:
             preempted = self.preempted
             batch = self._schedule()
             if not batch:  # nothing fits yet and nothing runs: wait for the next arrival
-                if arrived == n:
+                if arrived == n or math.isinf(self.requests[arrived].arrival):
                     raise EvaluationError("the simulation cannot make progress: a request "
                                           "never fits the KV pool")
                 self.clock = max(self.clock, self.requests[arrived].arrival)
@@ -348,6 +383,12 @@ class Server:
             trace.in_system_area += self._in_system(start + step / 2, arrivals, finished) * step
             previous_end = self.clock
             finished += len(done)
+            if closed_loop:   # a slot is free: the next request is sent (not before its time)
+                for k in range(finished - len(done) + closed_loop,
+                               min(finished + closed_loop, n)):
+                    trace.arrival[k] = sent = max(stream_times[k], self.clock)
+                    arrivals[k] = self.requests[k].arrival = self.requests[k].ready = \
+                        sent + self.cost.request_s
             steady = self.repeats(batch, done, preempted)
             shown.update(finished)
         shown.close()
