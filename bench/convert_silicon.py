@@ -8,9 +8,10 @@ runs of real servers: backend and version, GPU system, model, ISL/OSL, concurren
 the measured mean TTFT and TPOT (`silicon_ttft_ms`, `silicon_tpot_ms`). This keeps the runs
 costdsl can state exactly: aggregated serving (prefill and decode on the same GPUs), tensor
 parallelism only (no pipeline stages, no attention data parallelism), dense models it ships
-(Llama-3.1-8B and -70B as llama-3-8b / llama-3-70b, the same shapes; Qwen3-32B), bf16 or FP8
-GEMMs with per-tensor scales, on the chips with calibrated files. Each row names its run id and
-the package's source note (its dump date, config id and container image where it gives them).
+(Llama-3.1-8B and -70B as llama-3-8b / llama-3-70b, the same shapes; Qwen3-32B), bf16, FP8
+GEMMs with per-tensor scales or NVFP4 (the B200's), on H100, H200 and B200. Each row names its
+run id and the package's source note (its dump date, config id and container image where it
+gives them).
 
 Written to tests/data/measured/serving-silicon.csv by default: system, stack, stack_version,
 model, format, isl, osl, concurrency, tp, ttft_s, tpot_s, source.
@@ -25,9 +26,11 @@ ROOT = Path(__file__).resolve().parents[1]
 MODELS = {"meta-llama/Llama-3.1-8B-Instruct": "llama-3-8b", "meta-llama/Llama-3.1-70B":
           "llama-3-70b", "nvidia/Llama-3.1-8B-Instruct-FP8": "llama-3-8b", "Qwen/Qwen3-32B":
           "qwen3-32b"}
-SYSTEMS = {"h100_sxm": "h100", "h200_sxm": "h200", "b200_sxm": "b200", "b300_sxm": "b300",
-           "gb200": "gb200", "gb300": "gb300"}
-FORMATS = {("", ""): "bf16", ("bf16", ""): "bf16", ("fp8", "fp8"): "fp8"}
+SYSTEMS = {"h100_sxm": "h100", "h200_sxm": "h200", "b200_sxm": "b200"}
+"""(The B300, GB200 and GB300 runs are of MoE models, with attention data parallelism or wide
+expert parallelism, but three.)"""
+FORMATS = {("", ""): "bf16", ("bf16", ""): "bf16", ("fp8", "fp8"): "fp8",
+           ("fp4", "nvfp4"): "nvfp4"}
 COLUMNS = ("system", "stack", "stack_version", "model", "format", "isl", "osl", "concurrency",
            "tp", "ttft_s", "tpot_s", "source")
 

@@ -5,7 +5,7 @@
 
 The runs are tests/data/measured/serving-silicon.csv (bench/convert_silicon.py: aiconfigurator-
 core 0.12.0's `silicon_sample.csv`; vLLM, SGLang and TensorRT-LLM servers on H100, H200 and
-B200 serving Llama-3.1-8B/70B and Qwen3-32B in bf16 and FP8, TP 1 to 8, aggregated, concurrency
+B200 serving Llama-3.1-8B/70B and Qwen3-32B in bf16, FP8 and NVFP4, TP 1 to 8, aggregated, concurrency
 4 to 224, ISL/OSL 1k/100 to 8k/8k). Each run is priced the way it was measured: `costdsl
 simulate` with at most `concurrency` requests in flight (the benchmark's clients, each sending
 its next request when the last one finishes), the chunked scheduler (8,192 tokens an iteration:
@@ -39,7 +39,11 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "tests" / "data" / "measured" / "serving-silicon.csv"
 FILES = {"h100": ("nvidia-h100-sxm", "nvidia-dgx-h100"), "h200": ("nvidia-h200", "nvidia-hgx-h200"),
          "b200": ("nvidia-b200", "nvidia-hgx-b200")}
-FP8_GEMMS = "layers.q,layers.k,layers.v,layers.o,layers.gate,layers.up,layers.down"
+GEMMS = "layers.q,layers.k,layers.v,layers.o,layers.gate,layers.up,layers.down"
+QUANTIZE = {"fp8": [f'quantize(weights=8, acts=8, ops="{GEMMS}")'],   # per-tensor scales
+            # NVFP4: E2M1 values, one FP8 scale per 16 (weights and the GEMMs' inputs)
+            "nvfp4": [f'quantize(weights=4, acts=4, group=16, scale_bits=8, ops="{GEMMS}")']}
+"""The layers' GEMMs in the run's format; the LM head, attention and the rest stay bf16."""
 CHUNK = 8192
 TOGETHER = "--together" in sys.argv
 _MODELS: dict = {}
@@ -49,8 +53,8 @@ def _model(name: str, fmt: str, tp: int):
     import costdsl
     key = (name, fmt, tp)
     if key not in _MODELS:
-        fp8 = [f'quantize(weights=8, acts=8, ops="{FP8_GEMMS}")'] if fmt == "fp8" else []
-        model = costdsl.load(ROOT / "models" / f"{name}.arch", passes=fp8 + ["fuse_serving()"])
+        model = costdsl.load(ROOT / "models" / f"{name}.arch",
+                             passes=QUANTIZE.get(fmt, []) + ["fuse_serving()"])
         _MODELS[key] = model.with_layout([f"tensor_parallel(n={tp})"]) if tp > 1 else model
     return _MODELS[key]
 
@@ -73,9 +77,9 @@ def simulate(run: dict, framework="file") -> dict:
     c, tp, isl, osl = (int(run[k]) for k in ("concurrency", "tp", "isl", "osl"))
     hw = _hardware(run, framework)
     model = _model(run["model"], run["format"], tp)
-    # the FP8 checkpoints' servers keep an FP8 KV cache (TensorRT-LLM's and NVIDIA's FP8
-    # checkpoints quantise it; vLLM reads their kv_cache scheme)
-    kv_bits = 8 if run["format"] == "fp8" else 16
+    # the FP8 and NVFP4 checkpoints' servers keep an FP8 KV cache (NVIDIA's checkpoints
+    # quantise it; vLLM reads their kv_cache scheme)
+    kv_bits = 8 if run["format"] in QUANTIZE else 16
     stream = synthetic(1.0, max(6 * c, 48), f"fixed({isl})", f"fixed({osl})", 1)
     if TOGETHER:   # every client at once: the prompts of a wave prefilled together
         stream = replace(stream, arrival_s=np.zeros(len(stream)))
@@ -167,6 +171,7 @@ def report(results: list[dict]) -> dict:
         rt = r["sim_ttft_s"] / float(r["ttft_s"])
         rp = r["sim_tpot_s"] / float(r["tpot_s"])
         groups.setdefault(f"{r['system']} {r['stack']}", []).append((rt, rp))
+        groups.setdefault(f"{r['system']} {r['stack']} {r['format']}", []).append((rt, rp))
         groups.setdefault("all", []).append((rt, rp))
         print(f"{r['system']} {r['stack']:6} {r['model']:11} {r['format']:4} tp{r['tp']} "
               f"{r['isl']:>5}/{r['osl']:<5} c{r['concurrency']:<4} TTFT {float(r['ttft_s']) * 1e3:8.1f}"
@@ -186,7 +191,7 @@ def report(results: list[dict]) -> dict:
                          "ttft_median_abs_error": statistics.median(ttft),
                          "ttft_within_25pct": sum(e <= 0.25 for e in ttft) / len(ttft)}
         s = summary[name]
-        print(f"{name:14} n={s['n']:3} (+{s['overloaded']:2} overloaded)  TPOT "
+        print(f"{name:20} n={s['n']:3} (+{s['overloaded']:2} overloaded)  TPOT "
               f"{100 * s['tpot_mean_abs_error']:5.1f}% ({100 * s['tpot_within_25pct']:3.0f}% within"
               f" 25%)  TTFT {100 * s['ttft_median_abs_error']:5.1f}% "
               f"({100 * s['ttft_within_25pct']:3.0f}% within 25%)")
@@ -220,12 +225,17 @@ def held_out(staged: list[dict], base: list[dict], folds: int = 5) -> dict:
             "ttft": statistics.median(errors["ttft"]) if errors["ttft"] else math.nan}
 
 
+FIT_FORMATS = ("bf16", "fp8")
+"""The runs the figures are fitted to; the B200's NVFP4 runs are judged with them, not used."""
+
+
 def fit(runs: list[dict]) -> dict:
     """Per (chip, stack): the framework figures and their held-out errors. The request's time
     first (from the lightly loaded runs' TTFT, against the kernels alone), then the iteration
     terms (TPOT) with it in place: a request that reaches the engine later leaves the batch a
     sequence short meanwhile, so the two interact the one way."""
     from costdsl.hardware.efficiency import Framework
+    runs = [r for r in runs if r["format"] in FIT_FORMATS]
     base = _simulate_all(runs, Framework(graph_launch_s=0.0))
     groups: dict[tuple, list[dict]] = {}
     for r in base:
