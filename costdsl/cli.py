@@ -162,6 +162,10 @@ def _ideal_arg(p: argparse.ArgumentParser) -> None:
                    help="ignore the hardware file's [efficiency]: the ideal roofline of the "
                         "datasheet figures")
     _stack_arg(p)
+    p.add_argument("--engine", choices=("on", "off"), default="on",
+                   help="the serving engine around the kernels, where the stack has its "
+                        "figures ([efficiency.framework], fitted to served requests): on "
+                        "(default), or off: the kernels alone, as calibrated")
 
 
 _STACK_HELP = ("the serving stack whose measured kernels price the times (vllm, trtllm, "
@@ -192,7 +196,9 @@ def _hws(args) -> list:
 def _ideal(hw, args):
     if getattr(args, "stack", None):
         hw = hw.with_stack(args.stack)
-    return hw.ideal() if getattr(args, "ideal", False) else hw
+    if getattr(args, "ideal", False):
+        return hw.ideal()
+    return hw.with_framework(None) if getattr(args, "engine", "on") == "off" else hw
 
 
 def _bits_args(p: argparse.ArgumentParser) -> None:

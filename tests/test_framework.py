@@ -8,6 +8,7 @@ expected values here are derived by hand from a file's figures; the shipped figu
 against real servers (tests/data/measured/serving-silicon.csv: aiconfigurator-core 0.12.0's
 silicon_sample.csv, measured TTFT and TPOT of vLLM, TensorRT-LLM and SGLang)."""
 import csv
+import json
 import importlib.util
 import statistics
 
@@ -120,6 +121,21 @@ def test_the_report_says_what_the_engine_adds(tmp_path, capsys):
     assert ("serving engine: decode in CUDA graphs at 1 us per kernel, 500 us per iteration, "
             "20 us per sequence, 30 ms per request before its first token") in out
     assert "serving engine 660 us" in out   # 0.5 ms + 8 x 20 us, in the stage's summary
+
+
+def test_engine_off_prices_the_kernels_alone(tmp_path, capsys):
+    path = _with_framework(tmp_path)
+    answers = {}
+    for engine in ("on", "off"):
+        assert main(["latency", str(LLAMA), "--hw", str(path), "--batch", "8", "--seq", "1024",
+                     "--gen", "16", "--engine", engine, "--format", "json"]) == 0
+        answers[engine] = json.loads(capsys.readouterr().out)
+    hw = load_hardware(str(path))
+    kernels = costdsl.load(LLAMA).latency(hw.with_framework(None), batch=8, seq=1024, gen=16)
+    assert answers["off"]["ttft_s"] == pytest.approx(kernels.ttft_s, rel=1e-12)
+    assert answers["off"]["framework"] is None
+    assert answers["on"]["framework"]["request_s"] == 0.03
+    assert answers["on"]["ttft_s"] > answers["off"]["ttft_s"] + 0.03
 
 
 def test_calibration_ignores_the_engine(tmp_path):

@@ -62,8 +62,12 @@ benchmark runs of tests/data/measured/serving-silicon.csv) rather than to kernel
 
 The stacks capture decode iterations in CUDA graphs: their kernels launch back to back without
 the host, and the per-kernel cost a kernel timed alone carries (the `launch` figures: event
-timing, a quantisation kernel launched separately) mostly disappears. `graph_launch` is what is
-left per kernel; without it, decode kernels keep their own launch (graphs off). Prefill and
+timing, a quantisation kernel launched separately) is replaced. `graph_launch` is what a kernel
+of a served decode iteration costs beyond its roofline time instead, fitted: 0 to 5 us on the
+shipped files, below a kernel's own launch where graphs save (the B200 under TensorRT-LLM) and
+above some of them where served kernels run slower than timed alone (the H200 under vLLM: 5.2
+us against its GEMMs' 4.3 us, though its decode attention's 13.7 us drops to it); without it,
+decode kernels keep their own launch. `--engine off` prices the kernels alone. Prefill and
 mixed iterations run eagerly (their launches stay). `step` and `per_sequence` add to every
 iteration (stage time = kernels + step + per_sequence x batch); `request` to a request's time
 to first token (`latency`, `serve-curve`, `plan`, and in `simulate` the time before the
