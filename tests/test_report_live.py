@@ -4,7 +4,8 @@ numbers are the CLI's.
 Expected values: `Model.analyze` (what `costdsl analyze --format json` prints) at the same
 settings, op by op, within 1e-9 relative; its bounds give the graph's colours. Settings spread
 over batch 1-1024, seq 128-128k and bitwidths 4-16, on a calibrated file (the A100 80GB: vLLM's
-fitted efficiencies, launch costs, L2) and an ideal one (the RTX A6000).
+fitted efficiencies, launch costs, L2), one with a serving engine's figures as well (the H100:
+CUDA-graph decode, per-iteration and per-sequence time) and an ideal one (the RTX A6000).
 """
 import re
 import shutil
@@ -17,7 +18,7 @@ from costdsl.report.html import BOUND_COLOUR
 
 from conftest import MODELS
 
-HARDWARE = ("nvidia-a100-80gb", "nvidia-a6000")
+HARDWARE = ("nvidia-a100-80gb", "nvidia-a6000", "nvidia-h100-sxm")
 BATCHES = (1, 3, 16, 64, 256, 1024, 7, 128, 512, 33)
 SEQS = (128, 1000, 4096, 32768, 131072)
 BITS = (4, 8, 16)
@@ -30,7 +31,7 @@ def settings():
     for i in range(20):
         w, a, kv = BITS[i % 3], BITS[(i // 3) % 3], BITS[(i + 1) % 3]
         out.append((BATCHES[i % len(BATCHES)], SEQS[i % len(SEQS)], w, a, kv,
-                    HARDWARE[i % 2], ("decode", "prefill")[(i // 2) % 2]))
+                    HARDWARE[i % 3], ("decode", "prefill")[(i // 2) % 2]))
     return out
 
 

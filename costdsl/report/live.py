@@ -80,8 +80,9 @@ function stage(rec,env){
               typed:!!rec.compute_types[i]});
     sum+=r[i]*time;
   }
-  var st=rec.schedule[0],mb=rec.schedule[1];
-  return {ops:ops,total:mb*sum*(1+(st-1)/mb)};
+  var st=rec.schedule[0],mb=rec.schedule[1],sv=rec.server||[0,0];
+  /* and the serving engine's time of the iteration: step + per sequence x batch */
+  return {ops:ops,total:mb*sum*(1+(st-1)/mb)+sv[0]+(sv[1]?sv[1]*env.batch:0)};
 }
 /* the roofline chart: the hardware's ceilings and each op with arithmetic at its intensity */
 var W=640,H=380,P=50;
