@@ -5,8 +5,8 @@
 
 The runs are tests/data/measured/serving-silicon.csv (bench/convert_silicon.py: aiconfigurator-
 core 0.12.0's `silicon_sample.csv`; vLLM, SGLang and TensorRT-LLM servers on H100, H200 and
-B200 serving Llama-3.1-8B/70B and Qwen3-32B in bf16, FP8 and NVFP4, TP 1 to 8, aggregated, concurrency
-4 to 224, ISL/OSL 1k/100 to 8k/8k). Each run is priced the way it was measured: `costdsl
+B200 serving Llama-3.1-8B/70B and Qwen3-32B in bf16, FP8 and NVFP4, TP 1 to 8, aggregated,
+concurrency 4 to 224, ISL/OSL 1k/100 to 8k/8k). Each run is priced the way it was measured: `costdsl
 simulate` with at most `concurrency` requests in flight (the benchmark's clients, each sending
 its next request when the last one finishes), the chunked scheduler (8,192 tokens an iteration:
 the three stacks' default on these GPUs), the calibrated hardware file with the run's stack,
@@ -26,18 +26,19 @@ chip and stack the TPOT mean |ratio - 1| and the TTFT median |ratio - 1|.
 from __future__ import annotations
 
 import csv
-from dataclasses import replace
 import json
 import math
 import statistics
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "tests" / "data" / "measured" / "serving-silicon.csv"
-FILES = {"h100": ("nvidia-h100-sxm", "nvidia-dgx-h100"), "h200": ("nvidia-h200", "nvidia-hgx-h200"),
+FILES = {"h100": ("nvidia-h100-sxm", "nvidia-dgx-h100"),
+         "h200": ("nvidia-h200", "nvidia-hgx-h200"),
          "b200": ("nvidia-b200", "nvidia-hgx-b200")}
 GEMMS = "layers.q,layers.k,layers.v,layers.o,layers.gate,layers.up,layers.down"
 QUANTIZE = {"fp8": [f'quantize(weights=8, acts=8, ops="{GEMMS}")'],   # per-tensor scales
@@ -72,6 +73,7 @@ def simulate(run: dict, framework="file") -> dict:
     """The run's mean TTFT and TPOT (seconds) from costdsl's simulation of its benchmark, and
     what the fit needs: the kernels a decode iteration launches and the mean batch."""
     import numpy as np
+    from costdsl.errors import CostDSLError
     from costdsl.serving.requests import synthetic
     from costdsl.serving.simulate import Config
     c, tp, isl, osl = (int(run[k]) for k in ("concurrency", "tp", "isl", "osl"))
@@ -90,7 +92,7 @@ def simulate(run: dict, framework="file") -> dict:
     config = Config("chunked", chunk=CHUNK, max_batch=max(c, 256), concurrency=c)
     try:
         trace, _ = model.simulate(hw, stream, config, kv_bits=kv_bits)
-    except Exception as err:   # (a run the KV pool cannot hold: said, not priced)
+    except CostDSLError as err:   # (a run the KV pool cannot hold: said, not priced)
         return {**run, "error": str(err).splitlines()[0]}
     warm = slice(c, None)
     ttft = trace.first_token[warm] - trace.arrival[warm]
@@ -110,7 +112,8 @@ def _simulate_all(runs: list[dict], framework="file") -> list[dict]:
 
 OVERLOADED = 5.0
 """A run whose measured TTFT is this many times the simulated one queued for KV memory or
-the server's admission limits, which the simulation does not share: left out of the fit."""
+the server's admission limits, which the simulation does not share: the report counts it
+apart."""
 
 
 def _features(r: dict) -> list[float]:
@@ -121,8 +124,8 @@ def _features(r: dict) -> list[float]:
 
 def fit_tpot(results: list[dict]) -> list[float]:
     """(graph_launch, step, per_sequence) in seconds: non-negative least squares of the
-    measured TPOT less the simulated one (kernels alone, decode kernels with no launch), in
-    relative terms, over every subset of the terms (three: enumerating them is exact)."""
+    measured TPOT less the simulated one (decode kernels with no launch, no iteration terms),
+    in relative terms, over every subset of the terms (three: enumerating them is exact)."""
     import itertools
     import numpy as np
     rows = [r for r in results if "error" not in r]
@@ -174,8 +177,8 @@ def report(results: list[dict]) -> dict:
         groups.setdefault(f"{r['system']} {r['stack']} {r['format']}", []).append((rt, rp))
         groups.setdefault("all", []).append((rt, rp))
         print(f"{r['system']} {r['stack']:6} {r['model']:11} {r['format']:4} tp{r['tp']} "
-              f"{r['isl']:>5}/{r['osl']:<5} c{r['concurrency']:<4} TTFT {float(r['ttft_s']) * 1e3:8.1f}"
-              f" ms sim {r['sim_ttft_s'] * 1e3:8.1f} ({rt:5.2f})  TPOT "
+              f"{r['isl']:>5}/{r['osl']:<5} c{r['concurrency']:<4} TTFT "
+              f"{float(r['ttft_s']) * 1e3:8.1f} ms sim {r['sim_ttft_s'] * 1e3:8.1f} ({rt:5.2f})  TPOT "
               f"{float(r['tpot_s']) * 1e3:7.2f} ms sim {r['sim_tpot_s'] * 1e3:7.2f} ({rp:5.2f})")
     summary = {}
     print("\nper chip and stack: TPOT mean |ratio - 1|, TTFT median |ratio - 1| (its spread is the "

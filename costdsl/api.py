@@ -724,7 +724,7 @@ class Model:
             self._rooflines[key] = iteration_cost(   # a mixed iteration runs eagerly
                 self._roofline("verify", hw, settings, kernels="step"),
                 {k: v for k, v in settings.values().items() if k.name.endswith("_bits")}, decode,
-                hw.framework.request_s if hw.framework is not None else 0.0)
+                hw.request_s)
         return self._rooflines[key]
 
     def kv_pool(self, hw: str | Hardware, config: SimConfig, w_bits: float = 16,

@@ -151,7 +151,8 @@ class StageTotal:
     @property
     def server_s(self) -> float:
         """The serving engine's time around the kernels (hardware efficiency.Framework: per
-        iteration, per sequence, and in prefill per request); 0 without its figures."""
+        iteration and per sequence; its time per request is TTFT's, not a stage's); 0 without
+        its figures."""
         return float(self._n.server)
 
     def _fields(self) -> tuple:

@@ -350,7 +350,7 @@ class StageRoofline:
 
     @property
     def server_time(self) -> sympy.Expr:
-        """The engine's time of one iteration: step (+ request) + per_sequence x batch."""
+        """The engine's time of one iteration: step + per_sequence x batch."""
         step, per_sequence = self.server
         time = sympy.Float(step, 15) if step else sympy.Integer(0)
         return time + sympy.Float(per_sequence, 15) * S.batch if per_sequence else time
