@@ -670,6 +670,12 @@ def _state_scan(op, out, site: Site, state, per_token, inputs, gates) -> Cost:
                 (_write(out, site),) + chunks + state_writes, gates, (n, out.width))
 
 
+KDA_CHANNEL_GATE = 7
+"""Operations per key channel and token of Kimi Delta Attention's decay in its safe-gate form,
+g = lower_bound sigmoid(exp(A_log) (f + dt_bias)), then exp(g): add, multiply, sigmoid 3,
+multiply, exp."""
+
+
 @rule("delta_rule")
 def delta_rule(op, ins, out, site):
     """The gated delta rule over n tokens: operations n x delta_rule_flops(...). Reads q, k, v
@@ -677,13 +683,67 @@ def delta_rule(op, ins, out, site):
     parameters); writes o (n Hv dv). State (KV class): b Hv dk dv, read and written by a step
     over a cache, written once by a prefill. The chunkwise form also writes and reads back the
     state at every chunk boundary (b Hv (t / c) dk dv each way: flash-linear-attention keeps
-    them in memory between its state and output kernels). Holds 2 Hv parameters."""
-    u, ab = ins
+    them in memory between its state and output kernels). Holds 2 Hv parameters.
+    decay="channel" (Kimi Delta Attention): the decay is per key channel, so the gates read
+    f (n Hv dk) and b (n Hv, the step's part of the fused f_a/b projection), cost
+    KDA_CHANNEL_GATE per channel and 3 per head (b's sigmoid) in place of DELTA_GATES per head,
+    and hold A_log (Hv) and dt_bias (Hv dk). A diagonal decay of the state costs what a scalar
+    one does (dk dv multiplies per head), so both forms keep Gated DeltaNet's counts otherwise:
+    an assumption for the chunkwise form, whose KDA kernel also applies the decay inside each
+    chunk's products (Kimi Linear, section 3)."""
+    u, *gates = ins
     a = op.attrs
     hv, hk, dk, dv = a["heads"], a["k_heads"], a["k_dim"], a["v_dim"]
-    return _state_scan(op, out, site, hv * dk * dv,
-                       delta_rule_flops(hv, hk, dk, dv, site.new, a["chunk"]),
+    recurrent, chunked = delta_rule_flops(hv, hk, dk, dv, site.new, a["chunk"])
+    if a.get("decay") == "channel":
+        extra = hv * (KDA_CHANNEL_GATE * dk + 3) - DELTA_GATES * hv
+        f, fa_b = gates
+        return _state_scan(op, out, site, hv * dk * dv, (recurrent + extra, chunked + extra),
+                           lambda n: (_read(f, n), Access(fa_b.name, fa_b.cls, n * hv),
+                                      _read(u, n)),
+                           hv + hv * dk)
+    (ab,) = gates
+    return _state_scan(op, out, site, hv * dk * dv, (recurrent, chunked),
                        lambda n: (_read(u, n), _read(ab, n)), 2 * hv)
+
+
+def attn_res_sources(block, layers, output) -> sympy.Expr:
+    """The mean number of sources a module of Block Attention Residuals attends, over the two
+    modules (attention, feed-forward) of each of `layers` layers in blocks of `block` layers:
+    in block n (from 0) the first module attends the embedding and the n sealed blocks (n + 1),
+    every later one the current block's partial sum too (n + 2). A full block contributes
+    (n + 1) + (2 B - 1)(n + 2); the last, of r = L - B floor(L / B) layers where r > 0,
+    (N + 1) + (2 r - 1)(N + 2) with N = floor(L / B). The output's aggregation attends the
+    embedding and every block: ceil(L / B) + 1."""
+    full = sympy.floor(layers / block)
+    if output:
+        return sympy.ceiling(layers / block) + 1
+    n = sympy.Symbol("n", integer=True, nonnegative=True)
+    whole = sympy.summation((n + 1) + (2 * block - 1) * (n + 2), (n, 0, full - 1))
+    rest = layers - block * full
+    last = sympy.Piecewise((0, sympy.Eq(rest, 0)), ((full + 1) + (2 * rest - 1) * (full + 2), True))
+    return sympy.simplify((whole + last) / (2 * layers))
+
+
+ATTN_RES_SOURCE_OPS = 7
+"""Operations per source element of an Attention Residuals module: the key's sum of squares (2),
+its gain and the dot product with the pseudo-query (3) and the weighted sum (2); the 1/rms
+scale and the softmax are per source (5)."""
+
+
+@rule("attn_res")
+def attn_res(op, ins, out, site):
+    """A module's input over S sources (attn_res_sources): operations n S (7 d + 5); reads the
+    S source rows of d each (n S d: the block representations, as activations) and the
+    pseudo-query and the key norm's gain (2 d parameters); writes n d. The sources other than
+    the running sum are not tensors of the graph: their traffic is counted on its input."""
+    (x,) = ins
+    a = op.attrs
+    d, n = x.width, _rows_of(out, site)
+    s = attn_res_sources(a["block"], a["layers"], a["output"] == "true")
+    return Cost(n * s * (ATTN_RES_SOURCE_OPS * d + 5),
+                (Access(x.name, x.cls, n * s * d), _weight(op, "weight", 2 * d)),
+                (_write(out, site),), 2 * d, (n, d))
 
 
 @rule("gated_rmsnorm")

@@ -248,7 +248,7 @@ OP_KINDS = frozenset({
     "rope", "sigmoid", "silu", "gelu", "relu", "swiglu", "geglu", "add", "mul", "fused",
     "qk_matmul", "softmax", "sv_matmul", "delta_rule", "gated_rmsnorm", "ssd_scan",
     "relu2", "indexer", "block_index", "concat", "kv_compress", "sparse_attention",
-    "hc_expand", "hc_pre", "hc_post"})
+    "hc_expand", "hc_pre", "hc_post", "attn_res"})
 """Op kinds an [efficiency] sub-table may name (the language's ops as the graph holds them;
 the hardware stage does not import the language, so the list is kept here and a test checks it
 against the op vocabulary)."""
@@ -256,7 +256,8 @@ against the op vocabulary)."""
 ROW_KINDS = frozenset({
     "position_embedding", "expert_act", "mla_cache", "ssm_conv", "ssm_scan", "rmsnorm",
     "layernorm", "rope", "sigmoid", "silu", "gelu", "relu", "swiglu", "geglu", "add", "mul",
-    "fused", "softmax", "gated_rmsnorm", "relu2", "kv_compress", "hc_pre", "hc_post"})
+    "fused", "softmax", "gated_rmsnorm", "relu2", "kv_compress", "hc_pre", "hc_post",
+    "attn_res"})
 """The elementwise kinds (the vector engine; a fused op where its members are): those whose
 [efficiency] table may give `rows`, the occupancy of one thread block per token row."""
 

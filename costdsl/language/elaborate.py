@@ -500,6 +500,10 @@ def _moe_parts(name: str, x: Tensor, a: dict) -> list[tuple]:
         expert_in, expert_width = f"{name}.latent_down", latent
         parts.append(("latent_down", "linear", (x.name,), expert_in, latent,
                       {**_DENSE, "out": latent}))
+        if a["latent_norm"] == "true":
+            parts.append(("latent_norm", "rmsnorm", (expert_in,), f"{name}.latent_normed",
+                          latent, {"dim": None, "gain": "true"}))
+            expert_in = f"{name}.latent_normed"
     if gated:
         parts.append(("gate", "expert_linear", (expert_in,), f"{name}.gate", ffn,
                       {**routed, "out": ffn, "combine": False}))
@@ -636,6 +640,37 @@ def _deltanet_parts(name: str, x: Tensor, a: dict) -> tuple[list[tuple], set[str
     ], set()
 
 
+def _kda_parts(name: str, x: Tensor, a: dict) -> tuple[list[tuple], set[str]]:
+    """kda -> q, k and v (three projections, as one here), the output gate (full rank, or
+    through gate_rank with gate_rank > 0), the decay's low-rank down-projection f_a (to
+    head_dim) fused with the per-head step b (one skinny GEMM, as vLLM runs them), f_b (head_dim
+    to every head's key channels), the causal conv over q, k and v (no bias) with SiLU, the
+    delta rule with a decay per key channel, the sigmoid-gated RMSNorm (one head_dim gain) and
+    o_proj (flash-linear-attention's KimiDeltaAttention layer)."""
+    h, d, rank = a["heads"], a["head_dim"], a["gate_rank"]
+    qkv, value = 3 * h * d, h * d
+    conv = {"d_inner": qkv, "d_conv": a["d_conv"], "conv_bias": False, "recurrent": True}
+    rule = {"heads": h, "k_heads": h, "k_dim": d, "v_dim": d, "chunk": a["chunk"],
+            "decay": "channel", "recurrent": True}
+    gate = ([("g", "linear", (x.name,), f"{name}.g", value, {**_DENSE, "out": value})]
+            if rank == 0 else
+            [("g_a", "linear", (x.name,), f"{name}.g_a", rank, {**_DENSE, "out": rank}),
+             ("g", "linear", (f"{name}.g_a",), f"{name}.g", value, {**_DENSE, "out": value})])
+    return [
+        ("qkv", "linear", (x.name,), f"{name}.qkv", qkv, {**_DENSE, "out": qkv}),
+        *gate,
+        ("fa_b", "linear", (x.name,), f"{name}.fa_b", d + h, {**_DENSE, "out": d + h}),
+        ("f_b", "linear", (f"{name}.fa_b",), f"{name}.f", value,
+         {**_DENSE, "in": d, "out": value}),
+        ("conv", "ssm_conv", (f"{name}.qkv",), f"{name}.u", qkv, conv),
+        ("rule", "delta_rule", (f"{name}.u", f"{name}.f", f"{name}.fa_b"), f"{name}.y", value,
+         rule),
+        ("norm", "gated_rmsnorm", (f"{name}.y", f"{name}.g"), f"{name}.gated", value,
+         {"gain": d}),
+        ("out_proj", "linear", (f"{name}.gated",), name, x.width, {**_DENSE, "out": x.width}),
+    ], set()
+
+
 def _mamba2_parts(name: str, x: Tensor, a: dict) -> tuple[list[tuple], set[str]]:
     """mamba2 -> the gate z and the x, B, C, dt projection (Mamba-2's in_proj, split), the
     causal conv over x, B and C (with bias) and SiLU, the SSD scan with the D skip, the gated
@@ -718,6 +753,7 @@ def _compressor_parts(name: str, part: str, x: Tensor, d, r, ratio, overlap) -> 
 
 
 _COMPOSITES = {"mla": _mla_parts, "mamba": _mamba_parts, "deltanet": _deltanet_parts,
+               "kda": _kda_parts,
                "mamba2": _mamba2_parts, "compressed_attention": _compressed_attention_parts}
 
 

@@ -153,6 +153,25 @@ MINIMAX_M3 = (Field("hidden", "hidden_size"), Field("layers", "num_hidden_layers
               Field("vocab", "vocab_size"))
 """MiniMax-M3's text_config, its sparse_attention_config's fields read as if top-level."""
 
+KIMI_K3 = (Field("hidden", "hidden_size"), Field("layers", "num_hidden_layers"),
+           Field("heads", "num_attention_heads"),
+           Field("q_lora_rank", "q_lora_rank", default="0", convert=_zero_if_null),
+           Field("kv_lora_rank", "kv_lora_rank"), Field("qk_nope_dim", "qk_nope_head_dim"),
+           Field("qk_rope_dim", "qk_rope_head_dim"), Field("v_dim", "v_head_dim"),
+           Field("linear_heads", "num_heads"), Field("linear_head_dim", "head_dim"),
+           Field("linear_conv", "short_conv_kernel_size", default="4"),
+           Field("ffn", "intermediate_size"), Field("expert_ffn", "moe_intermediate_size"),
+           Field("experts", "num_experts"), Field("top_k", "num_experts_per_token"),
+           Field("shared_experts", "num_shared_experts"),
+           Field("latent", "routed_expert_hidden_size"),
+           Field("attn_res_block", "attn_res_block_size"), Field("vocab", "vocab_size"))
+"""Kimi K3's text_config (model_type kimi_linear), its linear_attn_config's fields read as if
+top-level."""
+KIMI_LAYERS = {("kda", False): "kda_layer", ("mla", False): "mla_layer",
+               ("kda", True): "kda_dense_layer", ("mla", True): "mla_dense_layer"}
+"""The shipped block of a Kimi K3 layer by its mixer (kda_layers or full_attn_layers) and
+whether it is one of the first_k_dense_replace dense layers."""
+
 _NO_SLIDING = {"use_sliding_window": False}   # Qwen's per-layer window switch, off in release
 
 
@@ -244,6 +263,12 @@ FAMILIES["minimax_m3"] = Family(
     assumed={"attention_output_gate": False, "use_qk_norm": True, "qk_norm_type": "per_head",
              "n_shared_experts": 1, "tie_word_embeddings": False, "use_sparse_attention": True,
              "sparse_init_block": 0, "sparse_local_block": 1, "sparse_score_type": "max"})
+FAMILIES["kimi_linear"] = Family(
+    "kimi-k3.arch", "kimi_k3", KIMI_K3,
+    assumed={"moe_layer_freq": 1, "mla_use_output_gate": True, "latent_moe_use_norm": True,
+             "use_full_rank_gate": True, "tie_word_embeddings": False},
+    pattern="kda_layers")
+FAMILIES["kimi_k3"] = FAMILIES["kimi_linear"]           # the multimodal config: its text_config
 FAMILIES["gemma4_text"] = Family("gemma4.arch", "gemma4", GEMMA4, tied="gemma4",
                                  assumed={**GEMMA4_ASSUMED, "enable_moe_block": False},
                                  layer_types=GEMMA4_LAYERS)
@@ -342,6 +367,9 @@ def text_config(config: dict) -> dict:
     sparse = config.get("sparse_attention_config")
     if config.get("model_type") == "minimax_m3" and isinstance(sparse, dict):
         config = {**config, **sparse}     # its sparse_* fields, read as the others
+    linear = config.get("linear_attn_config")
+    if config.get("model_type") == "kimi_linear" and isinstance(linear, dict):
+        config = {**config, **linear}     # Kimi K3's KDA fields, read as the others
     if isinstance(rope, dict) and isinstance(rope.get("full_attention"), dict):
         rope = rope["full_attention"]     # Gemma 4: per layer type; the global layers' factor
     if isinstance(rope, dict) and "partial_rotary_factor" in rope:
@@ -366,6 +394,8 @@ def _body(config: dict, family: Family, file: str) -> list[str]:
         return _llama4_body(config, file)
     if family.source == "deepseek-v4.arch":
         return _deepseek_v4_body(config, file)
+    if family.source == "kimi-k3.arch":
+        return _kimi_body(config, file)
     if family.pattern is None:
         return []
     pattern = config.get(family.pattern)
@@ -398,6 +428,29 @@ def _deepseek_v4_body(config: dict, file: str) -> list[str]:
             "  # compress_ratios, one block per layer",
             f"  layers  = cycle(streams, {blocks}) repeat layers",
             "  logits  = v4_head(layers) inline"]
+
+
+def _kimi_body(config: dict, file: str) -> list[str]:
+    """One block per layer: KDA where linear_attn_config.kda_layers lists its number (from 1),
+    MLA where full_attn_layers does, dense below first_k_dense_replace; the output's
+    aggregation over the Attention Residuals blocks before the final norm."""
+    layers = config.get("num_hidden_layers")
+    kda, full = config.get("kda_layers"), config.get("full_attn_layers")
+    if not isinstance(kda, list) or not isinstance(full, list) or not isinstance(layers, int):
+        raise CostDSLError("fields 'kda_layers' and 'full_attn_layers' (linear_attn_config) must "
+                           "list the layers' numbers", file=file)
+    if sorted(kda + full) != list(range(1, layers + 1)):
+        raise CostDSLError("fields 'kda_layers' and 'full_attn_layers' must name each of the "
+                           f"{layers} layers (num_hidden_layers, numbered from 1) once", file=file)
+    dense = config.get("first_k_dense_replace") or 0
+    names = [KIMI_LAYERS["kda" if i + 1 in kda else "mla", i < dense] for i in range(layers)]
+    blocks = _cycle_rows(names, 6, 22)
+    return ["  embed      = embedding(tokens, vocab=vocab, dim=hidden)",
+            "  # linear_attn_config: kda_layers and full_attn_layers, one block per layer",
+            f"  layers     = cycle(embed, {blocks}) repeat layers",
+            "  res_out    = attn_res(layers, block=attn_res_block, layers=layers, output=true)",
+            "  final_norm = rmsnorm(res_out)",
+            "  lm_head    = linear(final_norm, out=vocab, tokens=last)"]
 
 
 def _block_names(entries, blocks: dict, field: str, file: str) -> list[str]:
@@ -462,6 +515,10 @@ def _passes(config: dict, model_type: str) -> list[str]:
     if model_type == "gpt_oss" and isinstance(quant, dict) \
             and quant.get("quant_method") == "mxfp4":
         return ["  passes {                    # quantization_config: quant_method mxfp4",
+                f"    {MXFP4_EXPERTS}", "  }"]
+    if model_type == "kimi_linear" and isinstance(quant, dict) \
+            and quant.get("format") == "mxfp4-pack-quantized":
+        return ["  passes {                    # quantization_config: mxfp4-pack-quantized",
                 f"    {MXFP4_EXPERTS}", "  }"]
     return []
 

@@ -188,6 +188,8 @@ GATED = ("swiglu", "geglu")
            latent=Dim(default=0, doc="width the routed experts work in (LatentMoE's "
                                      "moe_latent_size): the input is projected down to it "
                                      "and their sum back up; 0: the input's width"),
+           latent_norm=Choice(BOOL, "false", "an RMSNorm of the latent projection before "
+                                             "the experts (Kimi K3's latent_moe_use_norm)"),
            act=Choice(ACTIVATIONS, "swiglu", "the experts' activation"),
            bias=Choice(BOOL, "false", "biases on the router and every expert linear (gpt-oss)"))
 def _moe(ins, a):
@@ -196,6 +198,8 @@ def _moe(ins, a):
     over = a["top_k"] - a["experts"]
     if over.is_number and over > 0:
         raise ShapeError(f"top_k={a['top_k']} is more than the {a['experts']} experts")
+    if a["latent_norm"] == "true" and a["latent"] == 0:
+        raise ShapeError("latent_norm=true needs latent= (the width the norm works on)")
     return ins[0].width
 
 
@@ -400,10 +404,43 @@ def _deltanet(ins, a):
     return ins[0].width
 
 
+@signature("kda", ["x"], "matrix", operands=("weight", "act"),
+           heads=Dim(doc="heads, each with its own state (linear_attn_config.num_heads)"),
+           head_dim=Dim(doc="query/key and value head width (linear_attn_config.head_dim)"),
+           d_conv=Dim(default=4, doc="causal convolution width (short_conv_kernel_size)"),
+           gate_rank=Dim(default=0, doc="rank of the output gate's two projections; 0: one "
+                                        "full-rank projection (use_full_rank_gate)"),
+           chunk=Dim(default=64, doc="tokens per chunk of the chunkwise prefill kernel"))
+def _kda(ins, a):
+    """Kimi Delta Attention (Kimi Team 2025, "Kimi Linear", arXiv:2510.26692; Kimi K3's
+    kda_layers): Gated DeltaNet with a decay per key channel instead of per head. q, k, v and
+    the output gate projected from x, the decay through a rank-head_dim pair (f_a, f_b), the
+    step b per head, a causal conv over q, k and v, the delta rule over a head_dim x head_dim
+    state per head, a sigmoid-gated RMSNorm and the output projection. Its state replaces the
+    KV cache and does not grow with the context."""
+    _whole(a["heads"], f"heads={a['heads']} is not a positive whole number")
+    return ins[0].width
+
+
 @signature("delta_rule", ["u", "ab"], "matrix", operands=("act", "kv"), internal=True)
 def _delta_rule(ins, a):
     """The gated delta rule over each value head's k_dim x v_dim state."""
     return a["heads"] * a["v_dim"]
+
+
+@signature("attn_res", ["x"], "vector",
+           block=Dim(doc="layers per block (attn_res_block_size)"),
+           layers=Dim(doc="the decoder's layers (num_hidden_layers): with `block`, how many "
+                          "sources each module attends"),
+           output=Choice(BOOL, "false", "the output's aggregation over every block (after the "
+                                        "last layer), not a module's"))
+def _attn_res(ins, a):
+    """Block Attention Residuals (Kimi Team 2026, "Attention Residuals", arXiv:2603.15031;
+    Kimi K3's attn_res_block_size): a module's input is a softmax over the earlier block
+    representations (the embedding, the sealed blocks and the current block's partial sum),
+    weighted by a learned pseudo-query against their RMS-normed keys, in place of the running
+    residual sum. Priced at the mean number of sources over the layers' modules."""
+    return ins[0].width
 
 
 @signature("gated_rmsnorm", ["y", "z"], "vector", internal=True)
@@ -539,7 +576,7 @@ def _hc_post(ins, a):
     return ins[1].width
 
 
-COMPOSITE_KINDS = ("attention", "moe", "mla", "mamba", "mamba2", "deltanet",
+COMPOSITE_KINDS = ("attention", "moe", "mla", "mamba", "mamba2", "deltanet", "kda",
                    "compressed_attention")
 """User kinds that lower into others: none of them is a node of the op graph."""
 

@@ -40,8 +40,8 @@ import sympy
 
 from ..costs import Access, busiest_load, experts_touched
 from ..schema import Node, nodes
-from .prune import (_scale_all, _scale_headwise, _scale_inside, _scale_reader, kv_side,
-                    shrink_attention, shrink_mlp)
+from .prune import (_gate_branch, _scale_all, _scale_headwise, _scale_inside, _scale_reader,
+                    kv_side, shrink_attention, shrink_mlp)
 from .registry import Arg, PassError, register
 from .rewire import comm_node, insert_after, substituted
 from .sparsity import _attention_groups, _mlp_groups
@@ -119,11 +119,14 @@ def _mla_groups(graph: nx.DiGraph):
             kernels.append(last)
         v_up = _successor(graph, last, ("mla_v_up",))
         o = _successor(graph, v_up, ("linear",)) if v_up is not None else None
+        gate = _successor(graph, v_up, ("mul",)) if v_up is not None and o is None else None
+        if gate is not None:   # an output gate (Kimi K3's mla_use_output_gate) before o
+            o = _successor(graph, gate, ("linear",))
         if None in kernels or v_up is None or o is None or q.kind != "linear":
             raise PassError(f"tensor_parallel cannot split {absorb.name}'s latent attention (a "
                             "fusion pass ran before it?)", arg="n",
                             hint="run tensor_parallel before fusion passes")
-        yield q, absorb, kernels, v_up, o
+        yield q, absorb, kernels, v_up, gate, o
 
 
 def _split_mla(graph, out, n) -> tuple[list[str], set[str]]:
@@ -132,13 +135,21 @@ def _split_mla(graph, out, n) -> tuple[list[str], set[str]]:
     cache replicated (one latent serves every head, so each device keeps all of it); the output
     projection split by rows. Returns the ops an all-reduce follows and those split."""
     reduce_after, split = [], set()
-    for q, absorb, kernels, v_up, o in list(_mla_groups(graph)):
+    for q, absorb, kernels, v_up, gate, o in list(_mla_groups(graph)):
         _divides(n, kernels[0].attrs["heads"], "attention heads", absorb.name)
         out.nodes[q.name]["op"] = _scale_all(q, 1 / n)
         for node in [absorb] + kernels:
             out.nodes[node.name]["op"] = _scale_inside(node, 1 / n, 1)
         out.nodes[v_up.name]["op"] = _scale_inside(v_up, 1 / n, 1 / n)
-        out.nodes[o.name]["op"] = _scale_reader(o, 1 / n, set(v_up.outputs))
+        last = v_up
+        if gate is not None:   # the gate's projection by columns, its sigmoid and product by heads
+            out.nodes[gate.name]["op"] = _scale_inside(gate, 1 / n, 1 / n)
+            for g in _gate_branch(graph, gate, [v_up]):
+                out.nodes[g.name]["op"] = (_scale_all(g, 1 / n) if g.kind == "linear"
+                                           else _scale_inside(g, 1 / n, 1 / n))
+                split.add(g.name)
+            last = gate
+        out.nodes[o.name]["op"] = _scale_reader(o, 1 / n, set(last.outputs))
         reduce_after.append(o.name)
         split |= {q.name, o.name}
     return reduce_after, split
