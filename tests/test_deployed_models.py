@@ -315,7 +315,7 @@ NEW = ["llama-3.2-1b", "llama-3.2-3b", "qwen3-8b", "qwen3-32b", "qwen3-30b-a3b",
        "qwen3-235b-a22b", "gpt-oss-20b", "gpt-oss-120b", "nemotron-3-nano-30b-a3b",
        "deepseek-v3.2", "glm-5", "kimi-k2.5", "llama-4-scout", "llama-4-maverick",
        "nemotron-3-super-120b-a12b", "gemma-4-31b", "gemma-4-26b-a4b", "deepseek-v4-flash",
-       "deepseek-v4-pro", "minimax-m3", "kimi-k3"]
+       "deepseek-v4-pro", "minimax-m3", "kimi-k3", "step-3.7-flash"]
 
 
 @pytest.mark.parametrize("name", NEW)

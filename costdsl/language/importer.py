@@ -167,6 +167,30 @@ KIMI_K3 = (Field("hidden", "hidden_size"), Field("layers", "num_hidden_layers"),
            Field("attn_res_block", "attn_res_block_size"), Field("vocab", "vocab_size"))
 """Kimi K3's text_config (model_type kimi_linear), its linear_attn_config's fields read as if
 top-level."""
+STEP3P5 = (Field("hidden", "hidden_size"), Field("layers", "num_hidden_layers"),
+           Field("heads", "num_attention_heads"),
+           Field("sliding_heads", "attention_other_setting.num_attention_heads",
+                 default="heads"),
+           Field("kv_heads", "num_attention_groups"), Field("head_dim", "head_dim"),
+           Field("full_rotary", "partial_rotary_factors.full_attention", default="head_dim"),
+           Field("sliding_rotary", "partial_rotary_factors.sliding_attention",
+                 default="head_dim"),
+           Field("sliding_window", "sliding_window"), Field("ffn", "intermediate_size"),
+           Field("expert_ffn", "moe_intermediate_size"), Field("shared_ffn", "share_expert_dim"),
+           Field("experts", "moe_num_experts"), Field("top_k", "moe_top_k"),
+           Field("vocab", "vocab_size"))
+"""Step-3.5 / 3.7's text_config (model_type step3p5), as `_step_fields` reads it: the sliding
+layers' heads from attention_other_setting, the rotary widths from partial_rotary_factors (a
+factor per layer) times head_dim."""
+STEP_ALIASES = {"num_attention_groups": "num_key_value_heads", "moe_num_experts": "num_experts",
+                "moe_top_k": "num_experts_per_tok"}
+"""Step's field -> the name a flat step3p7 config (aiconfigurator's copy) gives it."""
+STEP_LAYERS = {("full_attention", False): "full_dense", ("sliding_attention", False):
+               "sliding_dense", ("full_attention", True): "full_moe",
+               ("sliding_attention", True): "sliding_moe"}
+"""The shipped block of a Step layer by its layer_types entry and whether moe_layers_enum
+lists it."""
+
 KIMI_LAYERS = {("kda", False): "kda_layer", ("mla", False): "mla_layer",
                ("kda", True): "kda_dense_layer", ("mla", True): "mla_dense_layer"}
 """The shipped block of a Kimi K3 layer by its mixer (kda_layers or full_attn_layers) and
@@ -269,6 +293,13 @@ FAMILIES["kimi_linear"] = Family(
              "use_full_rank_gate": True, "tie_word_embeddings": False},
     pattern="kda_layers")
 FAMILIES["kimi_k3"] = FAMILIES["kimi_linear"]           # the multimodal config: its text_config
+FAMILIES["step3p5"] = Family(
+    "step-3.7-flash.arch", "step3p5", STEP3P5,
+    assumed={"use_head_wise_attn_gate": True, "attention_other_setting.attention_type":
+             "sliding_attention", "n_shared_experts": 1, "tie_word_embeddings": False,
+             "attention_bias": False},
+    pattern="layer_types")
+FAMILIES["step3p7"] = FAMILIES["step3p5"]               # the multimodal config: its text_config
 FAMILIES["gemma4_text"] = Family("gemma4.arch", "gemma4", GEMMA4, tied="gemma4",
                                  assumed={**GEMMA4_ASSUMED, "enable_moe_block": False},
                                  layer_types=GEMMA4_LAYERS)
@@ -367,6 +398,8 @@ def text_config(config: dict) -> dict:
     sparse = config.get("sparse_attention_config")
     if config.get("model_type") == "minimax_m3" and isinstance(sparse, dict):
         config = {**config, **sparse}     # its sparse_* fields, read as the others
+    if config.get("model_type") in ("step3p5", "step3p7"):
+        config = _step_fields(config)
     linear = config.get("linear_attn_config")
     if config.get("model_type") == "kimi_linear" and isinstance(linear, dict):
         config = {**config, **linear}     # Kimi K3's KDA fields, read as the others
@@ -374,6 +407,33 @@ def text_config(config: dict) -> dict:
         rope = rope["full_attention"]     # Gemma 4: per layer type; the global layers' factor
     if isinstance(rope, dict) and "partial_rotary_factor" in rope:
         config = {**config, "partial_rotary_factor": rope["partial_rotary_factor"]}
+    return config
+
+
+def _step_fields(config: dict) -> dict:
+    """A Step-3.5 / 3.7 text config with its nested and per-layer fields read as single values:
+    the flat spellings where the Step ones are absent (STEP_ALIASES), the sliding layers' heads
+    and attention type from attention_other_setting (absent: the full layers' heads), and the
+    rotary width of each layer kind (partial_rotary_factors, per layer; absent: the whole
+    head). Absent, a field is left to the family's default (the full layers' heads, the whole
+    head); a factor that differs within a kind is left out too."""
+    config = dict(config)
+    for key, flat in STEP_ALIASES.items():
+        config.setdefault(key, config.get(flat))
+    other = config.get("attention_other_setting")
+    other = other if isinstance(other, dict) else {}
+    for key in ("num_attention_heads", "attention_type"):
+        if key in other:
+            config[f"attention_other_setting.{key}"] = other[key]
+    for key in ("num_attention_groups", "head_dim"):
+        if key in other and other[key] != config.get(key):
+            config[f"attention_other_setting.{key}"] = other[key]   # refused by _step_body
+    factors, kinds = config.get("partial_rotary_factors"), config.get("layer_types")
+    head = config.get("head_dim")
+    for kind in ("full_attention", "sliding_attention"):
+        values = {f for f, k in zip(factors or [], kinds or []) if k == kind}
+        if len(values) == 1 and isinstance(head, int):
+            config[f"partial_rotary_factors.{kind}"] = int(values.pop() * head)
     return config
 
 
@@ -396,6 +456,8 @@ def _body(config: dict, family: Family, file: str) -> list[str]:
         return _deepseek_v4_body(config, file)
     if family.source == "kimi-k3.arch":
         return _kimi_body(config, file)
+    if family.source == "step-3.7-flash.arch":
+        return _step_body(config, file)
     if family.pattern is None:
         return []
     pattern = config.get(family.pattern)
@@ -450,6 +512,36 @@ def _kimi_body(config: dict, file: str) -> list[str]:
             f"  layers     = cycle(embed, {blocks}) repeat layers",
             "  res_out    = attn_res(layers, block=attn_res_block, layers=layers, output=true)",
             "  final_norm = rmsnorm(res_out)",
+            "  lm_head    = linear(final_norm, out=vocab, tokens=last)"]
+
+
+def _step_body(config: dict, file: str) -> list[str]:
+    """One block per layer: its layer_types entry (the list may run past num_hidden_layers into
+    the MTP layers) and whether moe_layers_enum (or, in a flat config, first_k_dense_replace)
+    makes it a MoE layer."""
+    for key in ("num_attention_groups", "head_dim"):
+        if f"attention_other_setting.{key}" in config:
+            raise CostDSLError(f"field 'attention_other_setting' gives the sliding layers another "
+                               f"{key}; the shipped step3p5 family shares it", file=file,
+                               hint="write the model by hand, starting from the family file")
+    layers, kinds = config.get("num_hidden_layers"), config.get("layer_types")
+    if not isinstance(kinds, list) or not isinstance(layers, int) or len(kinds) < layers:
+        raise CostDSLError(f"field 'layer_types' must name each of the {layers} layers "
+                           "(num_hidden_layers)", file=file)
+    enum = config.get("moe_layers_enum")
+    if isinstance(enum, str):
+        moe = {int(x) for x in enum.split(",") if x.strip()}
+    elif isinstance(enum, list):
+        moe = set(enum)
+    else:
+        moe = set(range(config.get("first_k_dense_replace") or 0, layers))
+    names = _block_names([(k, i in moe) for i, k in enumerate(kinds[:layers])], STEP_LAYERS,
+                         "layer_types", file)
+    blocks = _cycle_rows(names, 5, 22)
+    return ["  embed      = embedding(tokens, vocab=vocab, dim=hidden)",
+            "  # layer_types and moe_layers_enum, one block per layer",
+            f"  layers     = cycle(embed, {blocks}) repeat layers",
+            "  final_norm = rmsnorm(layers)",
             "  lm_head    = linear(final_norm, out=vocab, tokens=last)"]
 
 

@@ -534,10 +534,19 @@ def _add(ins, a):
     return _same_width(ins)
 
 
-@signature("mul", ["a", "b"], "vector")
+@signature("mul", ["a", "b"], "vector",
+           heads=Dim(infer=True, doc="b holds one factor per head, each scaling its head's "
+                                     "features of a (a head-wise gate: Step-3.5's g_proj)"))
 def _mul(ins, a):
-    """a * b elementwise."""
-    return _same_width(ins)
+    """a * b elementwise; with heads=H, b is H wide and scales each head of a."""
+    if a["heads"] is None:
+        return _same_width(ins)
+    require_equal(ins[1].width, a["heads"], f"{ins[1].name!r} is not one factor per head")
+    per_head = ins[0].width / a["heads"]
+    if per_head.is_number and not (per_head.is_integer and per_head > 0):
+        raise ShapeError(f"heads={a['heads']} does not divide {ins[0].name!r}'s width "
+                         f"{ins[0].width}")
+    return ins[0].width
 
 
 @signature("concat", ["a", "b"], "memory")
