@@ -23,7 +23,7 @@ from .analysis.crossover import (CrossoverAnswer, quantization_crossover, solvab
                                  variant_crossover,
                                  stage_crossover, stage_crossovers)
 from .analysis.formulas import FormulaTable, formula_table
-from .analysis.latency import Latency, request_latency
+from .analysis.latency import Encoder, Latency, request_latency
 from .analysis.memory import StageMemory, memory_numbers, stage_memory
 from .analysis.numbers import LazyMemory
 from .analysis.params import OpParams, active_params, op_params, total_params
@@ -285,14 +285,49 @@ class Model:
                                       hint="--versus compares a lower bitwidth")
 
     def latency(self, hw: str | Hardware, batch: int, seq: int, gen: int, w_bits: float = 16,
-                a_bits: float = 16, kv_bits: float = 16) -> Latency:
-        """TTFT, time per output token and end-to-end time of a request, in closed form."""
+                a_bits: float = 16, kv_bits: float = 16, image_tokens: int = 0) -> Latency:
+        """TTFT, time per output token and end-to-end time of a request, in closed form.
+        `image_tokens` of the prompt's `seq` come from images: the first token also waits for
+        the model's vision encoder ("<name>-Vision") over their patches."""
         hw = _hardware(hw)
         settings = Settings(batch, seq, w_bits, a_bits, kv_bits).validate()
         if isinstance(gen, bool) or not isinstance(gen, int) or gen < 1:
             raise EvaluationError(f"gen must be a positive integer, got {gen!r}")
+        encoder = self._encoder(hw, settings, image_tokens) if image_tokens else None
         return request_latency(self._roofline("prefill", hw, settings),
-                               self._roofline("decode", hw, settings), hw, settings, gen)
+                               self._roofline("decode", hw, settings), hw, settings, gen,
+                               encoder)
+
+    def _encoder(self, hw: Hardware, settings: Settings, image_tokens: int) -> Encoder:
+        """The vision encoder's prefill over the patches of `image_tokens` image tokens of
+        each sequence's prompt: its kernels (and their launches); the engine's time per
+        iteration is the prompt's, already in the prefill."""
+        if isinstance(image_tokens, bool) or not isinstance(image_tokens, int) \
+                or not 0 < image_tokens <= settings.seq:
+            raise EvaluationError(f"image tokens must be a whole number from 1 to the prompt's "
+                                  f"{settings.seq} tokens, got {image_tokens!r}")
+        vision = self.vision_module()
+        if vision is None:
+            raise EvaluationError(f"{self.name!r} has no vision encoder: no model "
+                                  f"\"{self.name}-Vision\" in its file or its imports",
+                                  hint="write one (see qwen3.5.arch's qwen35_vision) or leave "
+                                       "out the image tokens")
+        patches = image_tokens * vision.patches_per_token()
+        encoded = replace(settings, seq=patches)
+        total = stage_result(vision._roofline("prefill", hw, encoded), encoded).total
+        return Encoder(vision.name, image_tokens, patches, total.time_s - total.server_s)
+
+    def vision_module(self) -> "Model | None":
+        """The model's vision encoder ("<name>-Vision" of its file; None: it has none), whose
+        parameters `params` reports beside the language model's."""
+        name = f"{self.name}-Vision"
+        return self._sibling(name) if name in self.library.models else None
+
+    def patches_per_token(self) -> int:
+        """Input rows per output row: the product of the merges (`linear(..., merge=k)`) on the
+        way (a vision merger's 2 x 2 patches: 4; 1 for a model without)."""
+        merges = [op.attrs["merge"] for op in self.design.ops if op.attrs.get("merge", 1) != 1]
+        return int(math.prod(int(k) for k in merges))
 
     def speculate(self, hw: str | Hardware, decoding: "Decoding | str | None" = None,
                   batch: int = 1,

@@ -418,6 +418,10 @@ def build_parser() -> argparse.ArgumentParser:
     _decoding_arg(p)
     p.add_argument("--gen", type=_positive_int("--gen"), required=True,
                    help="tokens generated per sequence")
+    p.add_argument("--image-tokens", type=_positive_int("--image-tokens"), default=0,
+                   metavar="N", help="of the prompt's --seq tokens, N come from images: the "
+                                     "first token waits for the model's vision encoder "
+                                     "(\"<name>-Vision\") over their patches")
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(run=_latency)
 
@@ -1029,7 +1033,8 @@ def _latency(args) -> str:
     from .report import answers as answers_report
     model = _load(args)
     hw = _hw(args)
-    result = model.latency(hw, args.batch, args.seq, args.gen, **_bits_of(args))
+    result = model.latency(hw, args.batch, args.seq, args.gen, **_bits_of(args),
+                           image_tokens=args.image_tokens)
     spec = None
     if model.decoding_strategy(args.decoding):  # at the request's mean cache length (step
         # times are linear in it)
@@ -1389,12 +1394,15 @@ def _params(args) -> str:
     model = _load(args)
     total, active, ops = model.params(), model.active_params(), model.params_by_op()
     number = lambda e: int(e) if e.is_number else str(e)
-    mtp = model.mtp_module()
+    mtp, vision = model.mtp_module(), model.vision_module()
     mtp_total = mtp.params() if mtp is not None else None
+    vision_total = vision.params() if vision is not None else None
     if args.format == "json":
         return dumps({"model": model.name, "total": number(total), "active": number(active),
                       "mtp": None if mtp is None else {"model": mtp.name,
                                                        "total": number(mtp_total)},
+                      "vision": None if vision is None else {"model": vision.name,
+                                                             "total": number(vision_total)},
                       "ops": [{"name": o.name, "kind": o.kind, "repeat": number(o.repeat),
                                "params": number(o.params), "active": number(o.active),
                                "total": number(o.params * o.repeat)} for o in ops]})
@@ -1409,6 +1417,9 @@ def _params(args) -> str:
     if mtp is not None:
         lines.append(f"its multi-token-prediction module {mtp.name!r}: {fmt(mtp_total)} "
                      f"parameters more, not counted above (with it: {fmt(total + mtp_total)})")
+    if vision is not None:
+        lines.append(f"its vision encoder {vision.name!r}: {fmt(vision_total)} parameters "
+                     f"more, not counted above (with it: {fmt(total + vision_total)})")
     lines.append("")
     lines += ["  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in
                         enumerate(zip(r, widths))).rstrip() for r in rows]

@@ -40,6 +40,7 @@ class Latency:
     stack: str | None = None      # the serving stack whose kernels priced them (efficiency)
     framework: object = None      # its serving engine's figures (hardware Framework), if any
     closed_forms: Callable[[], tuple] | None = field(default=None, repr=False, compare=False)
+    encoder: "Encoder | None" = None  # a multimodal prompt's vision encoder, in ttft_s
     """Builds (step time, decode total, request total) when first asked: solving the step's
     crossovers in seq and summing its pieces costs about a second, the numbers a millisecond."""
 
@@ -107,12 +108,25 @@ NUMERIC_STEPS = 2_000_000
 few milliseconds); a longer request takes its total from the closed form."""
 
 
+@dataclass(frozen=True)
+class Encoder:
+    """A multimodal prompt's vision encoder: its model, the prompt's image tokens, the patches
+    it encodes for them (the merger's patches per token times those), and its kernels' time
+    (the encoder runs in the prompt's iteration: the engine's step is the prefill's)."""
+    model: str
+    image_tokens: int
+    patches: int
+    time_s: float
+
+
 def request_latency(prefill: StageRoofline, decode: StageRoofline, hw: Hardware,
-                    settings: Settings, gen: int) -> Latency:
+                    settings: Settings, gen: int, encoder: Encoder | None = None) -> Latency:
     """The request's numbers now (the decode steps summed over every cache length: the same
-    sum the closed form states), its closed forms when asked."""
+    sum the closed form states), its closed forms when asked. With an encoder, the first token
+    also waits for it."""
     # the prefill, and the serving engine's time per request before it (0 without figures)
-    ttft = stage_result(prefill, settings).total.time_s + hw.request_s
+    ttft = stage_result(prefill, settings).total.time_s + hw.request_s \
+        + (encoder.time_s if encoder is not None else 0.0)
 
     def closed_forms() -> tuple:
         values = {k: v for k, v in settings.values().items() if k != S.seq}
@@ -121,7 +135,7 @@ def request_latency(prefill: StageRoofline, decode: StageRoofline, hw: Hardware,
         return step, total, sympy.Float(ttft, 15) + total
 
     latency = Latency(settings, gen, ttft, 0.0, ttft, hw.time_model, hw.stack, hw.framework,
-                      closed_forms)
+                      closed_forms, encoder)
     if gen <= 1:
         return latency
     if gen - 1 <= NUMERIC_STEPS:

@@ -42,7 +42,11 @@ class Site:
         return self.cached + self.new
 
     def rows(self, rows: str) -> sympy.Expr:
-        return S.batch * (self.new if rows == "all" else self.last)
+        """Rows of a tensor: every new position ("all"), the last ("last"), or every k-th
+        ("all/k": a vision merger's rows, k patches read as one)."""
+        whole, _, divisor = rows.partition("/")
+        per_sequence = self.new if whole == "all" else self.last
+        return S.batch * per_sequence / int(divisor or 1)
 
 
 PREFILL = Site("prefill", S.seq, sympy.Integer(0))
@@ -128,6 +132,19 @@ def embedding(op, ins, out, site):
                 op.attrs["vocab"] * dim, (n, dim))
 
 
+@rule("patch_embed")
+def patch_embed(op, ins, out, site):
+    """A vision encoder's patches through the patch convolution (a linear map of P pixel
+    values to D): operations 2 n P D (+ n D for the bias); reads the n x P pixels (activations)
+    and the P x D weights (+ D); writes n x D. Holds P D (+ D) parameters."""
+    n, p, d = _rows_of(out, site), op.attrs["pixels"], out.width
+    bias = op.attrs["bias"] == "true"
+    return Cost(2 * n * p * d + (n * d if bias else 0),
+                (Access(f"{op.name}.pixels", "act", n * p), _weight(op, "weight", p * d))
+                + ((_weight(op, "bias", d),) if bias else ()),
+                (_write(out, site),), p * d + (d if bias else 0), (n, d))
+
+
 @rule("position_embedding")
 def position_embedding(op, ins, out, site):
     """x + P[position]: 1 operation per element; reads n rows of the positions x dim table."""
@@ -145,8 +162,10 @@ def linear(op, ins, out, site):
     With tied=E, W is embedding E's table: it is read in full as here, but it belongs to E, so
     this op holds no parameters for it (the table is counted once)."""
     (x,) = ins
-    # in= below the input's width: the op reads the first `in` features (Mamba's dt_proj)
-    d_in = op.attrs["in"] if op.attrs.get("in") is not None else x.width
+    # in= below the input's width: the op reads the first `in` features (Mamba's dt_proj);
+    # merge = k: an output row reads k input rows, one k x in wide row
+    d_in = (op.attrs["in"] if op.attrs.get("in") is not None else x.width) \
+        * op.attrs.get("merge", 1)
     n, d_out = _rows_of(out, site), out.width
     bias = op.attrs["bias"] == "true"
     tied = op.attrs.get("tied")

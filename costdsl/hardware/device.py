@@ -248,7 +248,7 @@ OP_KINDS = frozenset({
     "rope", "sigmoid", "silu", "gelu", "relu", "swiglu", "geglu", "add", "mul", "fused",
     "qk_matmul", "softmax", "sv_matmul", "delta_rule", "gated_rmsnorm", "ssd_scan",
     "relu2", "indexer", "block_index", "concat", "kv_compress", "sparse_attention",
-    "hc_expand", "hc_pre", "hc_post", "attn_res"})
+    "hc_expand", "hc_pre", "hc_post", "attn_res", "patch_embed"})
 """Op kinds an [efficiency] sub-table may name (the language's ops as the graph holds them;
 the hardware stage does not import the language, so the list is kept here and a test checks it
 against the op vocabulary)."""

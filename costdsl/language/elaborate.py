@@ -346,8 +346,9 @@ class _Elaborator:
         attrs = self.attributes(sig, call, params, scope)
         infos = [TensorInfo(t.name, t.width, t.rows) for t in inputs]
         try:
-            if sig.kind != "embedding" and any(t.rows == "ids" for t in infos):
-                raise ShapeError("`tokens` holds token ids: only `embedding` can read it")
+            if sig.kind not in INPUT_KINDS and any(t.rows == "ids" for t in infos):
+                raise ShapeError("`tokens` holds token ids: only `embedding` can read it "
+                                 "(and `patch_embed` in a vision encoder)")
             if len({t.rows for t in infos}) > 1:
                 raise ShapeError("inputs mix all positions with only the last position")
             if sig.kind == "attention":
@@ -359,7 +360,9 @@ class _Elaborator:
             raise at(ShapeError, f"{call.callee} {stmt.target!r}: {err.message}{note}",
                      pos) from None
         rows = "last" if attrs.get("tokens") == "last" else (
-            "all" if sig.kind == "embedding" else infos[0].rows)
+            "all" if sig.kind in INPUT_KINDS else infos[0].rows)
+        if attrs.get("merge", 1) != 1:
+            rows = merged_rows(rows, attrs["merge"])
         name = prefix + stmt.target
         if sig.kind == "attention":
             return self.expand_attention(name, inputs, attrs, repeat, call.pos, width)
@@ -535,7 +538,17 @@ def _moe_parts(name: str, x: Tensor, a: dict) -> list[tuple]:
     return parts
 
 
-_DENSE = {"in": None, "bias": "false", "tokens": "all", "tied": None}
+_DENSE = {"in": None, "bias": "false", "tokens": "all", "tied": None, "merge": 1}
+
+INPUT_KINDS = ("embedding", "patch_embed")
+"""The ops that read the model input (token ids, or a vision encoder's patches)."""
+
+
+def merged_rows(rows: str, k) -> str:
+    """The rows of an op reading k consecutive rows as one: "all/k" (composed: "all/4" merged
+    by 2 is "all/8")."""
+    whole, _, divisor = rows.partition("/")
+    return f"{whole}/{int(k) * int(divisor or 1)}"
 
 
 def _mla_parts(name: str, x: Tensor, a: dict) -> tuple[list[tuple], set[str]]:

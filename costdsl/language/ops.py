@@ -121,11 +121,17 @@ def _position_embedding(ins, a):
                                      "features to the i-th out/groups (DeepSeek-V4's wo_a)"),
            bias=Choice(BOOL, "false", "add a bias vector"),
            tokens=Choice(("all", "last"), "all", "which positions it runs on"),
-           tied=Ref("embedding", "use the transposed table of this embedding as W"))
+           tied=Ref("embedding", "use the transposed table of this embedding as W"),
+           merge=Dim(default=1, doc="consecutive rows read as one: n / merge rows of merge x "
+                                    "the input's width (a vision merger's 2 x 2 patches: 4)"))
 def _linear(ins, a):
-    """y = x W (+ b), W of in x out (groups > 1: a block-diagonal W of groups blocks)."""
+    """y = x W (+ b), W of in x out (groups > 1: a block-diagonal W of groups blocks; merge
+    = k: each output row reads k consecutive input rows, W of k in x out)."""
     if a["in"] is not None:
         require_equal(a["in"], ins[0].width, f"in= differs from the width of {ins[0].name!r}")
+    if a["merge"] != 1 and ins[0].rows != "all" and not ins[0].rows.startswith("all/"):
+        raise ShapeError(f"merge= needs every position's rows; {ins[0].name!r} has only the "
+                         "last position's")
     for size, what in ((ins[0].width, "input width"), (a["out"], "out=")):
         per = size / a["groups"]
         if per.is_number and not per.is_integer:
@@ -139,6 +145,21 @@ def _linear(ins, a):
     return a["out"]
 
 
+@signature("patch_embed", ["ids"], "matrix", operands=("weight", "act"),
+           pixels=Dim(doc="values of one patch: channels x temporal x patch x patch (Qwen3.5's "
+                          "in_channels x temporal_patch_size x patch_size^2)"),
+           dim=Dim(doc="the encoder's width"),
+           bias=Choice(BOOL, "true", "a bias vector (the patch convolution's)"))
+def _patch_embed(ins, a):
+    """A vision encoder's input: each image patch's pixels through one linear map (the patch
+    convolution, whose stride is its kernel). Reads the model input: in an encoder model, `seq`
+    counts patches per sequence."""
+    if ins[0].rows != "ids":
+        raise ShapeError(f"patch_embed reads the model input (`tokens`: here the patches), not "
+                         f"the activation {ins[0].name!r}")
+    return a["dim"]
+
+
 @signature("attention", ["q", "k", "v"], "matrix", operands=("act", "kv"),
            heads=Dim(doc="query heads"), kv_heads=Dim(infer=True, doc="key/value heads (GQA)"),
            head_dim=Dim(infer=True, doc="width of one head"),
@@ -150,6 +171,9 @@ def _linear(ins, a):
 def _attention(ins, a):
     """softmax(Q K^T / sqrt(d)) V per head; expands to qk, softmax and sv ops."""
     q, k, v = ins
+    if q.rows not in ("all", "last"):
+        raise ShapeError(f"attention over merged rows ({q.name!r}): merge after the encoder's "
+                         "attention, as a vision merger does")
     return q.width  # checked in `attention_dims`
 
 

@@ -147,7 +147,10 @@ def latency_dict(l: Latency) -> dict:
             "request_total": str(l.request_total),
             "request_total_latex": printing.latex(l.request_total),
             "time_model": l.time_model, "stack": l.stack,
-            "framework": l.framework.as_dict() if l.framework is not None else None}
+            "framework": l.framework.as_dict() if l.framework is not None else None,
+            "encoder": None if l.encoder is None else {
+                "model": l.encoder.model, "image_tokens": l.encoder.image_tokens,
+                "patches": l.encoder.patches, "time_s": l.encoder.time_s}}
 
 
 def with_strategy(l: Latency, spec) -> dict:
@@ -165,6 +168,10 @@ def latency_text(l: Latency, spec=None, strategy: str | None = None) -> str:
     head = [f"batch={s.batch} prompt={s.seq} generated={l.gen} "
             f"(w_bits={s.w_bits:g} a_bits={s.a_bits:g} kv_bits={s.kv_bits:g})",
             f"time to first token   {seconds(l.ttft_s)}"]
+    if l.encoder is not None:
+        e = l.encoder
+        head[-1] += (f" (of it the vision encoder {e.model!r}: {seconds(e.time_s)} over "
+                     f"{e.patches:,} patches for the {e.image_tokens:,} image tokens)")
     if spec is None:
         head += [f"time per output token {seconds(l.tpot_s)} (mean over {l.gen - 1} decode "
                  f"steps)",

@@ -74,7 +74,7 @@ def _scale_inside(node: Node, keep, kv_keep) -> Node:
         return Access(a.tensor, a.cls, a.elements * (kv_keep if a.cls == "kv" else keep))
     attrs = dict(node.attrs)
     for key, k in (("heads", keep), ("kv_heads", kv_keep)):
-        if key in attrs:
+        if attrs.get(key) is not None:
             attrs[key] = attrs[key] * k
     return replace(node, flops=node.flops * keep, vector_flops=node.vector_flops * keep,
                    reads=tuple(scale(a) for a in node.reads),
