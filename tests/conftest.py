@@ -13,6 +13,19 @@ DATA = Path(__file__).resolve().parent / "data"
 MODELS = ROOT / "models"
 
 
+def error_of(write_arch, *lines: str):
+    """The error of loading a small model whose statements `lines` follow `x`, a 64-wide
+    embedding (line 3): the first of them is line 4."""
+    import costdsl
+    from costdsl.errors import CostDSLError
+    body = "".join(f"  {line}\n" for line in lines)
+    path = write_arch('model "m" {\n  params { hidden = 64 }\n'
+                      f'  x = embedding(tokens, vocab=10, dim=hidden)\n{body}}}\n')
+    with pytest.raises(CostDSLError) as err:
+        costdsl.load(path)
+    return err.value
+
+
 def shipped_sizes() -> list[str]:
     """The shipped model files whose dimensions are all bound (not the families)."""
     import costdsl

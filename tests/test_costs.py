@@ -151,7 +151,7 @@ def test_every_op_matches_its_hand_derivation(stage, expected):
 def test_every_user_op_kind_is_exercised():
     from costdsl.language.ops import SIGNATURES
     from costdsl.language.ops import COMPOSITE_KINDS
-    kinds = {n.kind for toy in ("toy.arch", "toy2.arch", "toy3.arch", "toy4.arch")
+    kinds = {n.kind for toy in ("toy.arch", "toy2.arch", "toy3.arch", "toy4.arch", "toy5.arch")
              for n in nodes(costdsl.load(DATA / toy).graph("prefill"))}
     assert kinds == set(SIGNATURES) - set(COMPOSITE_KINDS)
 
@@ -181,6 +181,38 @@ def test_deepseek_v4_mechanisms_by_hand():
     assert ops["s1"].flops == 8 * 96
     assert ops["o_a"].flops == 1024 and ops["o_a"].bytes_by_class["weight"] == 64 * 2
     assert ops["both"].flops == 0 and ops["both"].bytes == 2 * 8 * 16 * 2
+
+
+def test_kimi_and_vision_mechanisms_by_hand():
+    """toy5, a prompt of 4 rows (batch 1):
+    - patches (patch_embed, 12 -> 8 with bias): 2 x 4 x 12 x 8 + 4 x 8 = 800 operations; reads
+      the 4 x 12 pixels and 12 x 8 + 8 parameters, writes 4 x 8: (48 + 104 + 32) x 2 bytes.
+    - a_in (attn_res, 3 layers in blocks of 2): the six modules attend 1, 2 (layer 0), 2, 2
+      (layer 1), 2, 3 (layer 2, a new block: the embedding, block 1, its partial sum): 2 on
+      average, 4 x 2 x (7 x 8 + 5) = 488 operations, reading 4 x 2 x 8 sources and 2 x 8
+      parameters; the output's aggregation attends ceil(3 / 2) + 1 = 3: 4 x 3 x 61 = 732.
+    - mixer.rule (the delta rule with a decay per key channel, 2 heads of 4, chunks of 4): per
+      token 2 (6 x 16 + 4 (24 + 16 + 2) + 16 / 3) for the chunkwise form, 6 x 2 x 4 for the q/k
+      norms and 2 (7 x 4 + 3) for the gates; holds A_log and dt_bias, 2 + 8.
+    - mixer.fa_b (f_a to 4 and b, 2): 8 x 6 parameters; mixer.f_b reads its first 4 features.
+    - gated (a gate per head): 4 x 8 operations, reading 4 x 8 and 4 x 2, writing 4 x 8.
+    - merged (2 rows as one): 2 rows of 16 -> 8: 2 x 2 x 16 x 8 = 512 operations, 128 weights,
+      reading the 4 x 8 input, writing 2 x 8."""
+    a = costdsl.load(DATA / "toy5.arch").analyze("nvidia-h100-sxm", batch=1, seq=4,
+                                               stages=("prefill",))
+    ops = {o.name: o for o in a.stages["prefill"].ops}
+    assert ops["patches"].flops == 800 and ops["patches"].bytes == (48 + 104 + 32) * 2
+    assert ops["a_in"].flops == 488
+    assert ops["a_in"].bytes == (4 * 2 * 8 + 4 * 8 + 2 * 8) * 2
+    assert ops["o_in"].flops == 732
+    per_token = 2 * (6 * 16 + 4 * (24 + 16 + 2) + 16 / 3) + 6 * 2 * 4 + 2 * (7 * 4 + 3)
+    assert ops["mixer.rule"].flops == pytest.approx(4 * per_token)
+    params = {p.name: p.params for p in costdsl.load(DATA / "toy5.arch").params_by_op()}
+    assert params["mixer.rule"] == 2 + 8 and params["mixer.fa_b"] == 8 * 6
+    assert ops["mixer.f_b"].bytes_by_class["act"] == (4 * 4 + 4 * 8) * 2
+    assert ops["gated"].flops == 32 and ops["gated"].bytes == (32 + 8 + 32) * 2
+    assert ops["merged"].flops == 512
+    assert ops["merged"].bytes == (4 * 8 + 128 + 2 * 8) * 2
 
 
 def test_block_sparse_attention_by_hand():

@@ -12,7 +12,7 @@ from costdsl import symbols as S
 from costdsl.analysis.memory import kv_cache_bytes
 from costdsl.graph.costs import attn_res_sources
 
-from conftest import DATA, MODELS
+from conftest import DATA, MODELS, error_of
 
 D, V, H, HD = 7168, 163840, 96, 128
 
@@ -166,10 +166,5 @@ def test_import_refuses_what_the_family_cannot_write(tmp_path, edit, message):
     ("y = kda(x, heads=4, head_dim=16, gate_rank=-1)", "gate_rank= must be a positive integer"),
 ])
 def test_bad_attributes_are_located(write_arch, statement, message):
-    from costdsl.errors import CostDSLError
-    path = write_arch('model "m" {\n  params { hidden = 64 }\n'
-                      '  x = embedding(tokens, vocab=10, dim=hidden)\n'
-                      f'  {statement}\n}}\n')
-    with pytest.raises(CostDSLError) as err:
-        costdsl.load(path)
-    assert message in str(err.value) and err.value.line == 4
+    err = error_of(write_arch, statement)
+    assert message in str(err) and err.line == 4

@@ -13,7 +13,7 @@ import costdsl
 from costdsl import symbols as S
 from costdsl.analysis.memory import kv_cache_bytes
 
-from conftest import DATA, MODELS
+from conftest import DATA, MODELS, error_of
 
 D, V = 4096, 128896
 CONFIG = DATA / "configs" / "step-3.7-flash.json"
@@ -142,11 +142,5 @@ def test_import_refuses_what_the_family_cannot_write(tmp_path, edit, message):
     ("y = mul(x, h, heads=5)", "heads=5 does not divide"),
 ])
 def test_a_head_wise_product_checks_its_widths(write_arch, statement, message):
-    from costdsl.errors import CostDSLError
-    path = write_arch('model "m" {\n  params { hidden = 64 }\n'
-                      '  x = embedding(tokens, vocab=10, dim=hidden)\n'
-                      '  g = linear(x, out=8)\n  h = linear(x, out=5)\n'
-                      f'  {statement}\n}}\n')
-    with pytest.raises(CostDSLError) as err:
-        costdsl.load(path)
-    assert message in str(err.value) and err.value.line == 6
+    err = error_of(write_arch, "g = linear(x, out=8)", "h = linear(x, out=5)", statement)
+    assert message in str(err) and err.line == 6

@@ -7,10 +7,10 @@ import pytest
 
 import costdsl
 from costdsl.cli import main
-from costdsl.errors import CostDSLError, EvaluationError
+from costdsl.errors import EvaluationError
 from costdsl.language.elaborate import merged_rows
 
-from conftest import MODELS
+from conftest import MODELS, error_of
 
 W, F, L = 1152, 4304, 27     # vision_config: hidden_size, intermediate_size, depth
 
@@ -108,18 +108,13 @@ def test_image_token_errors(model, tokens, message):
                                                        image_tokens=tokens)
 
 
-@pytest.mark.parametrize("statement,message", [
-    ("y = patch_embed(x, pixels=12, dim=8)", "patch_embed reads the model input"),
-    ("m = linear(x, out=32, merge=4)\n  y = attention(m, m, m, heads=4)",
-     "attention over merged rows"),
-    ("l = linear(x, out=8, tokens=last)\n  y = linear(l, out=8, merge=2)",
-     "merge= needs every position's rows"),
+@pytest.mark.parametrize("lines,message,line", [
+    (["y = patch_embed(x, pixels=12, dim=8)"], "patch_embed reads the model input", 4),
+    (["m = linear(x, out=32, merge=4)", "y = attention(m, m, m, heads=4)"],
+     "attention over merged rows", 5),
+    (["l = linear(x, out=8, tokens=last)", "y = linear(l, out=8, merge=2)"],
+     "merge= needs every position's rows", 5),
 ])
-def test_bad_vision_statements_are_located(write_arch, statement, message):
-    path = write_arch('model "m" {\n  params { hidden = 64 }\n'
-                      '  x = embedding(tokens, vocab=10, dim=hidden)\n'
-                      f'  {statement}\n}}\n')
-    with pytest.raises(CostDSLError) as err:
-        costdsl.load(path)
-    assert message in str(err.value)
-    assert err.value.line is not None
+def test_bad_vision_statements_are_located(write_arch, lines, message, line):
+    err = error_of(write_arch, *lines)
+    assert message in str(err) and err.line == line
