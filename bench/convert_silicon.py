@@ -15,6 +15,19 @@ gives them).
 
 Written to tests/data/measured/serving-silicon.csv by default: system, stack, stack_version,
 model, format, isl, osl, concurrency, tp, ttft_s, tpot_s, source.
+
+    python bench/convert_silicon.py --moe [PATH/TO/silicon_sample.csv] [OUT.csv]
+
+keeps instead the runs of the mixture-of-experts models costdsl ships, served with tensor
+parallelism alone (attention and every expert split over the same GPUs: moe_tp_size =
+tp_size, no expert or attention data parallelism, no pipeline): DeepSeek-R1 and -V3 (the
+shipped deepseek-v3.2 without its indexer: `set` index_heads=0, DeepSeek-V3's layout), GLM-5,
+Qwen3-235B-A22B (FP8), Qwen3.5-397B-A17B and Kimi-K2.5, on H200, B200 and B300, in each
+run's GEMM and expert formats (`format` "GEMM+EXPERTS" where they differ: fp8, fp8_block, nvfp4,
+int4_wo; the block-scaled FP8 checkpoints' "fp8" as fp8_block, BLOCK_FP8). gpt-oss's runs are left out: their "fp4" on Hopper is MXFP4 experts through
+kernels the package's labels do not say. A measurement listed twice (under its database id
+and its source file's) is kept once. Written to tests/data/measured/serving-silicon-moe.csv,
+with a `set` column.
 """
 from __future__ import annotations
 
@@ -33,6 +46,23 @@ FORMATS = {("", ""): "bf16", ("bf16", ""): "bf16", ("fp8", "fp8"): "fp8",
            ("fp4", "nvfp4"): "nvfp4"}
 COLUMNS = ("system", "stack", "stack_version", "model", "format", "isl", "osl", "concurrency",
            "tp", "ttft_s", "tpot_s", "source")
+MOE_MODELS = {"deepseek-ai/DeepSeek-R1": ("deepseek-v3.2", "index_heads=0"),
+              "deepseek-ai/DeepSeek-V3": ("deepseek-v3.2", "index_heads=0"),
+              "zhipuai/GLM-5": ("glm-5", ""), "Qwen/Qwen3-235B-A22B-FP8": ("qwen3-235b-a22b", ""),
+              "Qwen/Qwen3.5-397B-A17B": ("qwen3.5-397b-a17b", ""),
+              "moonshotai/Kimi-K2.5": ("kimi-k2.5", "")}
+"""The package's MoE checkpoints -> (shipped model, --set values making it that checkpoint)."""
+MOE_SYSTEMS = {"h200_sxm": "h200", "b200_sxm": "b200", "b300_sxm": "b300"}
+"""(GB200's runs are labelled TP 12 to 72 with every expert split as wide: layouts that cannot
+split DeepSeek's 128 heads; the servers ran attention otherwise than the label says.)"""
+BLOCK_FP8 = {"deepseek-ai/DeepSeek-R1", "deepseek-ai/DeepSeek-V3", "Qwen/Qwen3-235B-A22B-FP8",
+             "zhipuai/GLM-5"}
+"""Checkpoints whose FP8 weights carry one scale per 128 x 128 block (their config.json:
+quant_method fp8, weight_block_size [128, 128], as the package's model_configs copy them;
+GLM-5's FP8 release zai-org/GLM-5-FP8): an "fp8" run of them is block-scaled FP8, whatever
+kernel family the package's label names."""
+MOE_FORMATS = {"fp8", "fp8_block", "nvfp4", "int4_wo"}
+MOE_COLUMNS = COLUMNS[:5] + ("set",) + COLUMNS[5:]
 
 
 def _package_csv() -> Path:
@@ -61,15 +91,42 @@ def convert(r: dict) -> dict:
                       + r["silicon_data_source"].split(";")[0]}
 
 
+def kept_moe(r: dict) -> bool:
+    return (r["mode"] == "agg" and r["model_path"] in MOE_MODELS and r["system"] in MOE_SYSTEMS
+            and r["pp_size"] == "1" and r["attention_dp_size"] in ("", "1")
+            and r["moe_ep_size"] in ("", "1") and r["moe_tp_size"] == r["tp_size"]
+            and {r["gemm_quant_mode"], r["moe_quant_mode"]} <= MOE_FORMATS
+            and float(r["silicon_ttft_ms"]) > 0 and float(r["silicon_tpot_ms"]) > 0)
+
+
+def convert_moe(r: dict) -> dict:
+    gemm, experts = r["gemm_quant_mode"], r["moe_quant_mode"]
+    if r["model_path"] in BLOCK_FP8:
+        gemm, experts = (("fp8_block" if f == "fp8" else f) for f in (gemm, experts))
+    model, values = MOE_MODELS[r["model_path"]]
+    # the columns a dense run has, read through convert(), then the MoE run's own
+    row = convert({**r, "model_path": "Qwen/Qwen3-32B", "system": "h100_sxm",
+                   "precision": "", "gemm_quant_mode": ""})
+    return {**row, "system": MOE_SYSTEMS[r["system"]], "model": model, "set": values,
+            "format": gemm if gemm == experts else f"{gemm}+{experts}"}
+
+
 def main(argv: list[str]) -> None:
+    moe = "--moe" in argv
+    argv = [a for a in argv if a != "--moe"]
     source = Path(argv[0]) if argv else _package_csv()
     out = Path(argv[1]) if len(argv) > 1 else ROOT / "tests" / "data" / "measured" / \
-        "serving-silicon.csv"
+        ("serving-silicon-moe.csv" if moe else "serving-silicon.csv")
+    keep, change, columns = (kept_moe, convert_moe, MOE_COLUMNS) if moe else \
+        (kept, convert, COLUMNS)
     with open(source, newline="") as f:
-        rows = [convert(r) for r in csv.DictReader(f) if kept(r)]
-    rows.sort(key=lambda r: tuple(r[k] for k in COLUMNS[:9]))
+        rows = [change(r) for r in csv.DictReader(f) if keep(r)]
+    if moe:   # the same measurement under two ids (the database dump and its source file)
+        rows = list({tuple(r[k] for k in columns if k not in ("stack_version", "source")): r
+                     for r in reversed(rows)}.values())
+    rows.sort(key=lambda r: tuple(r[k] for k in columns[:10]))
     with open(out, "w", newline="") as f:
-        writer = csv.DictWriter(f, COLUMNS, lineterminator="\n")
+        writer = csv.DictWriter(f, columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
     print(f"wrote {len(rows)} runs to {out}")
