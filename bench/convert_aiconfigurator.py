@@ -2,6 +2,7 @@
 
     pip install aiconfigurator-core pyarrow        # in a scratch environment
     python bench/convert_aiconfigurator.py [OUT_DIR]
+    python bench/convert_aiconfigurator.py --moe   # the MoE kernel tables alone
 
 The package (ai-dynamo/aiconfigurator, Apache-2.0: the licence text is in its wheel's
 `licenses/LICENSE`) carries measured kernel times per GPU and serving stack as Parquet under
@@ -50,6 +51,17 @@ and writes under tests/data/measured/ by default:
   graphs, TensorRT-LLM's AllReduce op) on 2, 4 and 8 GPUs, bf16, 256 B to 1 GiB, for the stack
   versions the hardware files' [efficiency] and [stack.NAME] name (STACK_VERSIONS); the median
   of repeated rows. These are the times `[all_reduce.NAME]` in the system files is fitted to.
+
+- aiconfigurator-moe-<chip>[-<stack>].csv (`--moe`: these alone): the routed experts of one MoE
+  layer (`moe/moe_perf.parquet`: the fused kernel that permutes the tokens, runs every expert's
+  gate/up and down GEMMs with the activation between, and combines them), for the H200 and the
+  B200 under each stack, at its calibrated version where the package has it (MOE_VERSIONS):
+  balanced routing, no expert parallelism, one GPU's share of the intermediate width under
+  tensor parallelism 1 and 4, the shapes of the MoE models the package names (hidden x
+  intermediate, experts, top-k), 1 to 16,384 tokens, bf16, FP8 (per-tensor), block-scaled FP8
+  and NVFP4 experts (each the table's main kernel for that format), as `y.gate+y.up+y.act+y.down`
+  (the four ops' times summed) of moe/moe-HxF-eEkK[-format].arch (a prefill of batch 1 whose seq is the tokens). The router
+  is another kernel, not in these times.
 
 Only numbers are taken (latencies in milliseconds there, seconds here); each row's `source`
 names the package version, the table's path inside it and the stack version.
@@ -123,6 +135,28 @@ STACK_VERSIONS = {   # (system, stack): the version the shipped files' kernels w
 ALL_REDUCE_VERSIONS = {**STACK_VERSIONS, ("l40s", "vllm"): "0.22.0"}
 """The stack versions whose all-reduce tables are read: the kernels' own, but for the L40S,
 whose newest vLLM all-reduce table is 0.22.0's (its rows say 0.14.0: the package reuses them)."""
+
+
+MOE_SYSTEMS = {"h200_sxm": ("h200", "nvidia-h200"), "b200_sxm": ("b200", "nvidia-b200")}
+MOE_VERSIONS = {("h200_sxm", "vllm"): "0.24.0", ("b200_sxm", "vllm"): "0.24.0",
+                ("h200_sxm", "sglang"): "0.5.14", ("b200_sxm", "sglang"): "0.5.14",
+                ("h200_sxm", "trtllm"): "1.3.0rc20"}
+"""The MoE tables read: the versions the files' kernels were fitted on (the B200 has no
+TensorRT-LLM MoE table with balanced routing)."""
+MOE_SKIP = {("h200_sxm", "vllm", "fp8")}
+"""Tables left out: vLLM's only per-tensor FP8 MoE kernel on the H200 is FlashInfer's CUTLASS
+MoE (built for Blackwell), which runs 64 tokens slower than 4,096 (8.95 ms against 6.01 ms at
+4,096 x 2,048, 256 experts, top 8): not the kernel vLLM serves FP8 MoE with on Hopper."""
+MOE_TOKENS = {1, 4, 16, 64, 256, 1024, 4096, 16384}
+MOE_TP = {1, 4}
+MOE_FORMATS = {   # aiconfigurator's moe_dtype: (file suffix, the quantize pass of the experts)
+    "bfloat16": ("", ""),
+    "fp8": ("fp8", 'quantize(weights=8, acts=8, ops="y.gate,y.up,y.down")'),
+    "fp8_block": ("fp8block", 'quantize(weights=8, acts=8, group=16384, scale_bits=32, '
+                              'ops="y.gate,y.up,y.down")'),
+    "nvfp4": ("nvfp4", 'quantize(weights=4, acts=4, group=16, scale_bits=8, '
+                       'ops="y.gate,y.up,y.down")')}
+MOE_OP = "y.gate+y.up+y.act+y.down"
 
 
 def _package() -> tuple[Path, str]:
@@ -317,10 +351,72 @@ def stack_all_reduce(data: Path, path: Path, release: str) -> int:
     return len(lines)
 
 
+def _moe_model(out_dir: Path, hidden: int, ffn: int, experts: int, top_k: int,
+               fmt: str) -> str:
+    """moe/moe-HxF-eEkK.arch (and its format's variant, with the experts' quantize pass),
+    written if new; returns the path relative to out_dir."""
+    name = f"moe-{hidden}x{ffn}-e{experts}k{top_k}"
+    folder = out_dir / "moe"
+    folder.mkdir(parents=True, exist_ok=True)
+    base = folder / f"{name}.arch"
+    if not base.exists():
+        base.write_text(
+            "# One MoE layer's routed experts as aiconfigurator times them (bench/"
+            "convert_aiconfigurator.py):\n"
+            f"# hidden {hidden}, {experts} experts of {ffn} (one GPU's share), top {top_k}, "
+            "SwiGLU. Only y's\n# gate, up, act and down are measured (the router is another "
+            "kernel).\n"
+            f'model "{name}" {{\n  params {{ hidden = {hidden} }}\n'
+            "  x = embedding(tokens, vocab=16, dim=hidden)\n"
+            f"  y = moe(x, experts={experts}, top_k={top_k}, ffn={ffn})\n}}\n")
+    suffix, quantize = MOE_FORMATS[fmt]
+    if not suffix:
+        return f"moe/{base.name}"
+    path = folder / f"{name}-{suffix}.arch"
+    path.write_text(f'import "{base.name}"\nmodel "{name}-{suffix}" extends "{name}" {{\n'
+                    f"  passes {{\n    {quantize}\n  }}\n}}\n")
+    return f"moe/{path.name}"
+
+
+def moe(data: Path, out_dir: Path, release: str) -> dict[str, list[dict]]:
+    """By file: the MoE kernel rows of each chip and stack (MOE_VERSIONS), each format's main
+    kernel (its most common kernel_source)."""
+    import pyarrow.parquet as pq
+    out: dict[str, list[dict]] = {}
+    for (system, stack), version in MOE_VERSIONS.items():
+        device, hw = MOE_SYSTEMS[system]
+        path = data / system / "moe" / stack / version / "moe_perf.parquet"
+        table = [r for r in pq.read_table(path).to_pylist()
+                 if r["moe_ep_size"] == 1 and r["distribution"] == "balanced"
+                 and r["moe_dtype"] in MOE_FORMATS and r["moe_tp_size"] in MOE_TP
+                 and r["num_tokens"] in MOE_TOKENS and r["inter_size"] % r["moe_tp_size"] == 0
+                 and (system, stack, r["moe_dtype"]) not in MOE_SKIP]
+        main_kernel = {fmt: Counter(r["kernel_source"] for r in table
+                                    if r["moe_dtype"] == fmt).most_common(1)[0][0]
+                       for fmt in {r["moe_dtype"] for r in table}}
+        source = f"aiconfigurator-core {release} {path.relative_to(data.parents[1])}"
+        rows = []
+        for r in table:
+            if r["kernel_source"] != main_kernel[r["moe_dtype"]]:
+                continue
+            model = _moe_model(out_dir, r["hidden_size"], r["inter_size"] // r["moe_tp_size"],
+                               r["num_experts"], r["topk"], r["moe_dtype"])
+            rows.append(row(hw, model, "prefill", 1, r["num_tokens"], MOE_OP, r["latency"],
+                            f"{source} ({stack} {version}, kernel {r['kernel_source']}, "
+                            f"moe_tp {r['moe_tp_size']})"))
+        rows.sort(key=lambda x: (x["model"], int(x["seq"])))
+        out[f"{device}{_suffix(stack)}"] = rows
+    return out
+
+
 def main(argv: list[str]) -> None:
-    out = Path(argv[0]) if argv else ROOT / "tests" / "data" / "measured"
+    out = Path(argv[0]) if argv and argv[0] != "--moe" else ROOT / "tests" / "data" / "measured"
     package, release = _package()
     data = package / "systems" / "data"
+    if "--moe" in argv:
+        for name, rows in moe(data, out, release).items():
+            write(out / f"aiconfigurator-moe-{name}.csv", rows)
+        return
     for stack, systems in [(STACK, SYSTEMS)] + [(s, STACK_SYSTEMS) for s in OTHER_STACKS]:
         for device, rows in gemm(data, out, release, stack, systems).items():
             if rows:   # the A100 has no FP8

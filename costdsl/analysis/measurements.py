@@ -7,7 +7,9 @@ A measurement file is CSV with the columns
 one row per measured kernel (or whole step): `hardware` the hardware file's key (its file name
 without .toml) or its `name`; `model` a .arch file (relative to the CSV's folder) or a shipped
 model; `stage` prefill, decode or step (`tokens` only for step; empty otherwise); `op` an op
-name of the model's graph after its passes, or `total` for the whole step; `time_s` the
+name of the model's graph after its passes, several joined by `+` (their times summed: kernels
+timed as one, as a fused MoE's grouped GEMMs and activation), or `total` for the whole step;
+`time_s` the
 measured seconds of one occurrence (of one layer's op; `total`: the whole step). `source` says
 how it was measured.
 
@@ -242,11 +244,12 @@ def _pieces(model, stage, bits, rows, hw: Hardware, file: str,
     settings = Settings(1, 1, w, a, kv).validate()
     symbolic = model.roofline(hw, stage, **settings.bits())
     names = [o.node.name for o in symbolic.ops]
-    unknown = sorted({r.op for r in rows} - set(names) - {"total"})
+    unknown = sorted({part for r in rows for part in op_parts(r.op)} - set(names) - {"total"})
     if unknown:
         raise MeasurementError(f"unknown op name(s) for {model.name} ({stage}): "
                                f"{', '.join(unknown)}", file=file,
-                               line=min(r.line for r in rows if r.op in unknown),
+                               line=min(r.line for r in rows
+                                        if set(op_parts(r.op)) & set(unknown)),
                                hint="ops: " + ", ".join(names))
     values = {**settings.values(), S.batch: np.array([r.batch for r in rows], float),
               S.seq: np.array([r.seq for r in rows], float)}
@@ -267,7 +270,8 @@ def _pieces(model, stage, bits, rows, hw: Hardware, file: str,
     vector_type = hw.vector_type
     out = {}
     for j, r in enumerate(rows):
-        chosen = range(len(names)) if r.op == "total" else [names.index(r.op)]
+        chosen = range(len(names)) if r.op == "total" else \
+            [names.index(part) for part in op_parts(r.op)]
         out[r.line] = tuple(
             Piece(n.kinds[i], family_of(symbolic.ops[i].node, n.compute_types[i]),
                   symbolic.ops[i].node.engine, n.compute_types[i], vector_type,
@@ -280,11 +284,24 @@ def _pieces(model, stage, bits, rows, hw: Hardware, file: str,
     return out
 
 
+def op_parts(op: str) -> list[str]:
+    """The op names a row's `op` sums: split at each `+` outside brackets (a fused op's own name,
+    `layers.attn[qk+softmax+sv]`, is one)."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(op):
+        depth += (ch == "[") - (ch == "]")
+        if ch == "+" and depth == 0:
+            parts.append(op[start:i])
+            start = i + 1
+    return parts + [op[start:]]
+
+
 def _transfer_times(model, stage, settings, linked: Hardware, values, symbolic, names, rows):
     """Every op's channel time at `linked`'s own link figures: evaluated again only when a row
     names a collective (or is a whole step that holds one); zeros otherwise."""
     links = {i for i, o in enumerate(symbolic.ops) if o.node.engine == "link"}
-    if not any(r.op == "total" or names.index(r.op) in links for r in rows) or not links:
+    if not any(r.op == "total" or any(names.index(p) in links for p in op_parts(r.op))
+               for r in rows) or not links:
         return np.zeros((len(names), len(rows)))
     n = evaluate(model.roofline(linked, stage, **settings.bits()), values)
     return np.broadcast_to(n.transfer_time + n.serial_time, (len(names), len(rows)))
