@@ -35,8 +35,8 @@ from typing import Callable, Mapping
 import numpy as np
 
 from ..errors import CostDSLError
-from ..hardware.efficiency import (ATTENTION_FAMILIES, FALLBACK, GEMM_FAMILIES, MAX_FRACTION,
-                                   Efficiency, KindEfficiency, Tile)
+from ..hardware.efficiency import (ATTENTION_FAMILIES, EXPERT_FAMILIES, FALLBACK, GEMM_FAMILIES,
+                                   MAX_FRACTION, Efficiency, KindEfficiency, Tile)
 from .measurements import Measured, predict
 
 MAX_LAUNCH_S = 1e-3   # a launch cost above a millisecond is not a kernel launch
@@ -83,14 +83,18 @@ def _attention(piece) -> bool:
 
 def _own(piece) -> bool:
     """Whether a piece's kind gets figures of its own (everything but the matrix kinds, and of
-    those the narrow GEMMs: a bandwidth and a launch, their compute in [efficiency.compute])."""
-    return _attention(piece) or piece.engine != "matrix" or piece.family in GEMM_FAMILIES
+    those the narrow GEMMs: a bandwidth and a launch, their compute in [efficiency.compute];
+    and the routed experts' GEMMs)."""
+    return _attention(piece) or piece.engine != "matrix" or piece.family in GEMM_FAMILIES \
+        or piece.family in EXPERT_FAMILIES
 
 
 def _own_compute(piece) -> bool:
-    """Whether a piece's family has a compute fraction of its own: the attention kernels, and
-    the block-scaled GEMMs (DeepGEMM's FP8 is not the per-tensor FP8 kernel)."""
-    return _attention(piece) or piece.family.endswith("_block_gemm")
+    """Whether a piece's family has a compute fraction of its own: the attention kernels, the
+    block-scaled GEMMs (DeepGEMM's FP8 is not the per-tensor FP8 kernel) and the experts'
+    grouped GEMMs."""
+    return _attention(piece) or piece.family.endswith("_block_gemm") \
+        or piece.family in EXPERT_FAMILIES
 
 
 def _key(piece, side: str, part: str = "matrix") -> str:

@@ -107,9 +107,19 @@ Block-scaled GEMMs (weights with group-wise scales: FP8 in 128 x 128 blocks, NVF
 other kernels again (DeepGEMM, CUTLASS block-scaled): `[efficiency.fp8_block_gemm]`, falling
 back to fp8_gemm's figures."""
 
+EXPERT_FAMILIES = frozenset({"expert_linear"} | {f"{t}{block}_expert" for t in NARROW_GEMM_TYPES
+                                                  for block in ("", "_block")})
+"""The routed experts' GEMMs (a fused MoE kernel's grouped GEMMs) are kernels of their own:
+`[efficiency.expert_linear]` for bf16 experts, `[efficiency.fp8_expert]`,
+`[efficiency.fp8_block_expert]`, `[efficiency.fp4_block_expert]` ... for narrow ones (each a
+bandwidth, a compute fraction and a launch: bench/fit_experts.py fits them to the package's MoE
+tables). Without them, an expert GEMM is priced as the top-level figures price a GEMM."""
+
 FALLBACK = {"decode_attention": "attention",
             **{f"{t}_gemm": "linear" for t in NARROW_GEMM_TYPES},
-            **{f"{t}_block_gemm": f"{t}_gemm" for t in NARROW_GEMM_TYPES}}
+            **{f"{t}_block_gemm": f"{t}_gemm" for t in NARROW_GEMM_TYPES},
+            **{f"{t}{block}_expert": "expert_linear" for t in NARROW_GEMM_TYPES
+               for block in ("", "_block")}}
 """A family whose figures, where the file gives none of its own, are those of another."""
 
 ATTENTION_FAMILIES = frozenset({"attention", "decode_attention"})
@@ -263,9 +273,12 @@ def typed_family(family: str, engine: str, ctype: str | None, blocked: bool = Fa
     """The family a linear layer's figures are looked up under in its compute type: fp8_gemm
     for an FP8 one (NARROW_GEMM_TYPES; a GEMM fused with its norm, activation or residual add
     too: the GEMM is the kernel), fp8_block_gemm where its weights carry group-wise scales
-    (`blocked`), its own family otherwise."""
+    (`blocked`), fp8_expert / fp8_block_expert for a routed expert's (EXPERT_FAMILIES), its
+    own family otherwise."""
     if family in ("linear", "fused") and engine == "matrix" and ctype in NARROW_GEMM_TYPES:
         return f"{ctype}_block_gemm" if blocked else f"{ctype}_gemm"
+    if family == "expert_linear" and ctype in NARROW_GEMM_TYPES:
+        return f"{ctype}_block_expert" if blocked else f"{ctype}_expert"
     return family
 
 
@@ -308,7 +321,8 @@ def parse_efficiency(table: dict, fail, parse_quantity, kinds: set[str],
         if key in ("bandwidth", "launch", "source", "compute", "measured_as", "tile", "stack",
                    "framework"):
             top[key] = value
-        elif key in kinds or key in ATTENTION_FAMILIES or key in GEMM_FAMILIES:
+        elif key in kinds or key in ATTENTION_FAMILIES or key in GEMM_FAMILIES \
+                or key in EXPERT_FAMILIES:
             if not isinstance(value, dict):
                 raise fail(f"[efficiency.{key}] must be a table", f"efficiency.{key}")
             extra = set(value) - {"bandwidth", "compute", "launch", "rows", "overlap",

@@ -1,0 +1,171 @@
+"""The routed experts' own kernel figures, fitted to the measured fused-MoE kernels.
+
+    python bench/fit_experts.py [--write]
+
+For each chip and stack with MoE kernel rows (tests/data/measured/aiconfigurator-moe-<chip>
+[-<stack>].csv: bench/convert_aiconfigurator.py --moe), costdsl's calibration
+(`fit_efficiency`) on those rows alone gives the expert families their figures: the grouped
+GEMMs of bf16 experts ([efficiency.expert_linear]), of FP8, block-scaled FP8 and NVFP4 experts
+([efficiency.fp8_expert], [efficiency.fp8_block_expert], [efficiency.fp4_block_expert]), and
+the activation between them ([efficiency.expert_act]: it also carries what else the fused
+kernel runs, the tokens' permutation and the combine, which no op of the graph prices). Only
+those families are kept: the rest
+of the file (the dense GEMMs', attention's, the top-level figures) stays as `costdsl calibrate`
+fitted it, so no other price moves. Prints, per chip and stack, the MAPE of the MoE rows with
+the file as it is, with the experts' figures added (all rows), and 5-fold held out (each fold
+priced by a fit on the other four); --write puts the families into the hardware file's section
+for the stack ([efficiency] for its default, [stack.NAME] otherwise), with their standard
+errors and row counts as comments (tomlkit: the rest of the file as it was); a fit with a
+compute fraction above the datasheet peak is reported, not written (`physical`).
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+MEASURED = ROOT / "tests" / "data" / "measured"
+SETS = {("h200", "vllm"): "nvidia-h200", ("b200", "vllm"): "nvidia-b200",
+        ("h200", "sglang"): "nvidia-h200", ("b200", "sglang"): "nvidia-b200",
+        ("h200", "trtllm"): "nvidia-h200"}
+FOLDS = 5
+
+
+def _families():
+    from costdsl.hardware.efficiency import EXPERT_FAMILIES
+    return EXPERT_FAMILIES | {"expert_act"}
+
+
+def _csv(chip: str, stack: str) -> Path:
+    return MEASURED / f"aiconfigurator-moe-{chip}{'' if stack == 'vllm' else '-' + stack}.csv"
+
+
+def _measured(chip: str, stack: str):
+    from costdsl.analysis.measurements import read_measurements, resolve
+    from costdsl.cli import _load_spec
+    from costdsl.hardware import load_hardware
+    hw = load_hardware(SETS[chip, stack]).with_stack(stack)
+    path = _csv(chip, stack)
+    return hw, resolve(read_measurements(path), path, hw, lambda spec: _load_spec(spec, []))
+
+
+def _with_experts(efficiency, fitted):
+    """The file's figures with the expert families of `fitted` (a calibration Fit) added."""
+    kinds = {k: v for k, v in fitted.efficiency.kinds.items() if k in _families()}
+    return replace(efficiency, kinds={**efficiency.kinds, **kinds})
+
+
+def _mape(measured, efficiency, index=None) -> float:
+    from costdsl.analysis.measurements import predict
+    chosen = measured if index is None else [measured[i] for i in index]
+    predicted = predict(chosen, efficiency)
+    times = np.array([m.row.time_s for m in chosen])
+    return float(100 * np.mean(np.abs(predicted / times - 1)))
+
+
+def fit(chip: str, stack: str) -> dict:
+    from costdsl.analysis.calibration import fit_efficiency
+    hw, measured = _measured(chip, stack)
+    source = str(_csv(chip, stack).relative_to(ROOT))
+    fitted = fit_efficiency(measured, source=source, sms=hw.sms)
+    held = []
+    for k in range(FOLDS):
+        train = [m for i, m in enumerate(measured) if i % FOLDS != k]
+        test = [i for i in range(len(measured)) if i % FOLDS == k]
+        fold = fit_efficiency(train, source=source, sms=hw.sms)
+        held.append(_mape(measured, _with_experts(hw.efficiency, fold), test) * len(test))
+    return {"hw": hw, "fit": fitted, "rows": len(measured), "source": source,
+            "before": _mape(measured, hw.efficiency),
+            "after": _mape(measured, _with_experts(hw.efficiency, fitted)),
+            "held_out": sum(held) / len(measured)}
+
+
+def physical(r: dict) -> bool:
+    """Whether every fitted compute fraction is at most the datasheet peak: a fraction above 1
+    says the table times less work than the layer's (H200 TensorRT-LLM's rows fit 1.29 for
+    bf16 experts and the bound, 4, for FP8 ones), and such a fit is reported, not written."""
+    return all(p.value <= 1 for p in r["fit"].parameters
+               if p.name.endswith(".compute") and p.name.split(".")[0] in _families())
+
+
+def write(results: dict) -> None:
+    """Each chip's expert families into its device file, in the section of each stack (the
+    physical fits: `physical`)."""
+    import tomlkit
+    by_file: dict[str, list] = {}
+    for (chip, stack), r in results.items():
+        if physical(r):
+            by_file.setdefault(SETS[chip, stack], []).append((stack, r))
+    for device, entries in by_file.items():
+        path = ROOT / "hardware" / f"{device}.toml"
+        doc = tomlkit.parse(path.read_text())
+        default = str(doc["efficiency"]["stack"]).split()[0]
+        for stack, r in entries:
+            section = doc["efficiency"] if stack == default else doc["stack"][stack]
+            for family, table in _tables(r).items():
+                if family in section:
+                    del section[family]
+                section.add(family, table)
+        path.write_text(tomlkit.dumps(doc))
+        print(f"wrote {path.relative_to(ROOT)}")
+
+
+def _tables(r: dict) -> dict:
+    """{family: its tomlkit table}: the fitted figures with their standard errors and rows."""
+    import tomlkit
+    params = {p.name: p for p in r["fit"].parameters}
+    out = {}
+    for family, own in sorted(r["fit"].efficiency.kinds.items()):
+        if family not in _families():
+            continue
+        table = tomlkit.table()
+        table.add(tomlkit.comment(f"fitted by bench/fit_experts.py to {r['rows']} MoE kernel "
+                                  f"rows ({r['source']}); MoE rows held out 5-fold: "
+                                  f"{r['held_out']:.1f}%"))
+        for key, value, unit in (("bandwidth", own.bandwidth, ""), ("compute", own.compute, ""),
+                                 ("launch", own.launch_s, "s"), ("rows", own.rows, ""),
+                                 ("overlap", own.overlap, "")):
+            if value is None:
+                continue
+            p = params.get(f"{family}.{key}")
+            item = tomlkit.item(_duration(value) if unit else
+                                (value if isinstance(value, bool) else round(value, 4)))
+            if p is not None and unit and not 0 < (p.stderr or 0) <= 10 * value:
+                # every row launches each of the kernel's parts once: their sum is pinned,
+                # not the split
+                item.comment(f"fitted: one of the fused kernel's launches, {p.rows} rows")
+            elif p is not None and p.stderr is not None:
+                spread = _duration(p.stderr) if unit else f"{p.stderr:.4f}"
+                item.comment(f"fitted: ± {spread}, {p.rows} rows")
+            elif key in ("rows", "overlap"):
+                item.comment("chosen: fits better")
+            table.add(key, item)
+        table.add(tomlkit.nl())
+        out[family] = table
+    return out
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds * 1e6:.3g} us" if seconds < 1e-3 else f"{seconds * 1e3:.3g} ms"
+
+
+def main(argv: list[str]) -> None:
+    results = {}
+    for chip, stack in SETS:
+        r = results[chip, stack] = fit(chip, stack)
+        figures = ", ".join(f"{p.name} {p.value:.4g}" for p in r["fit"].parameters
+                            if p.name.split(".")[0] in _families())
+        print(f"{chip} {stack} ({r['rows']} rows): MAPE {r['before']:.1f}% as shipped -> "
+              f"{r['after']:.1f}% with the experts' figures ({r['held_out']:.1f}% held out)"
+              + ("" if physical(r) else ": a compute fraction above 1, not written")
+              + f"\n  {figures}")
+    if "--write" in argv:
+        write(results)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
