@@ -1441,7 +1441,7 @@ def _hardware(args) -> str:
     from .report.units import si
     rows = [("name", "device", "fp16 (bf16)", "bandwidth", "memory", "host link",
              "ridge (ops/byte)", "SMs", "time model", "stacks (default first)",
-             "fitted types")]
+             "fitted types", "fitted experts")]
     systems = [("system", "devices", "count", "bandwidth (all)", "memory (all)", "link",
                 "network")]
     for key in shipped_names():
@@ -1462,7 +1462,8 @@ def _hardware(args) -> str:
                      si(hw.host.bandwidth_Bps, "B/s") if hw.host else "-",
                      f"{hw.ridge(half):.1f}" if half else "-", str(hw.sms or "-"),
                      "calibrated" if hw.efficiency else "ideal",
-                     ", ".join(hw.stack_names) or "-", _fitted_types(hw)))
+                     ", ".join(hw.stack_names) or "-", _fitted_types(hw),
+                     _fitted_experts(hw)))
     return _columns(rows) + "\n" + _columns(systems)
 
 
@@ -1474,6 +1475,17 @@ def _fitted_types(hw) -> str:
     types += [k.removesuffix("_gemm").replace("_", "-") for e in sets for k in sorted(e.kinds)
               if k.endswith("_block_gemm") and e.kinds[k].compute is not None]
     return ", ".join(dict.fromkeys(types)) or "-"
+
+
+def _fitted_experts(hw) -> str:
+    """The routed experts' formats with figures of their own (bench/fit_experts.py), over the
+    file's stacks: bf16 (expert_linear), fp8, fp8-block, fp4-block (NVFP4)."""
+    sets = [hw.efficiency] + [hw.stacks[n] for n in sorted(hw.stacks)] if hw.efficiency else []
+    names = {"expert_linear": "bf16"}
+    found = [names.get(k, k.removesuffix("_expert").replace("_", "-")) for e in sets
+             for k in sorted(e.kinds) if (k == "expert_linear" or k.endswith("_expert"))
+             and e.kinds[k].compute is not None]
+    return ", ".join(dict.fromkeys(found)) or "-"
 
 
 def _columns(rows) -> str:
