@@ -18,9 +18,10 @@ model, format, isl, osl, concurrency, tp, ttft_s, tpot_s, source.
 
     python bench/convert_silicon.py --moe [PATH/TO/silicon_sample.csv] [OUT.csv]
 
-keeps instead the runs of the mixture-of-experts models costdsl ships, served with tensor
-parallelism alone (attention and every expert split over the same GPUs: moe_tp_size =
-tp_size, no expert or attention data parallelism, no pipeline): DeepSeek-R1 and -V3 (the
+keeps instead the runs of the mixture-of-experts models costdsl ships, served over one tensor-
+parallel group (no attention data parallelism, no pipeline), its experts split by width
+(moe_tp_size = tp_size: `experts` "split") or spread whole over the same GPUs (moe_ep_size =
+tp_size: "ep", `tensor_parallel(n, experts="ep")`): DeepSeek-R1 and -V3 (the
 shipped deepseek-v3.2 without its indexer: `set` index_heads=0, DeepSeek-V3's layout), GLM-5,
 Qwen3-235B-A22B (FP8), Qwen3.5-397B-A17B and Kimi-K2.5, on H200, B200 and B300, in each
 run's GEMM and expert formats (`format` "GEMM+EXPERTS" where they differ: fp8, fp8_block, nvfp4,
@@ -62,7 +63,7 @@ quant_method fp8, weight_block_size [128, 128], as the package's model_configs c
 GLM-5's FP8 release zai-org/GLM-5-FP8): an "fp8" run of them is block-scaled FP8, whatever
 kernel family the package's label names."""
 MOE_FORMATS = {"fp8", "fp8_block", "nvfp4", "int4_wo"}
-MOE_COLUMNS = COLUMNS[:5] + ("set",) + COLUMNS[5:]
+MOE_COLUMNS = COLUMNS[:5] + ("set",) + COLUMNS[5:9] + ("experts",) + COLUMNS[9:]
 
 
 def _package_csv() -> Path:
@@ -91,10 +92,22 @@ def convert(r: dict) -> dict:
                       + r["silicon_data_source"].split(";")[0]}
 
 
+def _experts(r: dict) -> str | None:
+    """How a MoE run lays out its experts over the TP group: "split" (each expert's width over
+    the GPUs: moe_tp_size = tp_size), "ep" (whole experts spread over them: moe_ep_size =
+    tp_size, vLLM's --enable-expert-parallel), None for any other layout."""
+    tp, ep, mtp = r["tp_size"], r["moe_ep_size"] or "1", r["moe_tp_size"] or "1"
+    if mtp == tp and ep == "1":
+        return "split"
+    if ep == tp and mtp == "1" and tp != "1":
+        return "ep"
+    return None
+
+
 def kept_moe(r: dict) -> bool:
     return (r["mode"] == "agg" and r["model_path"] in MOE_MODELS and r["system"] in MOE_SYSTEMS
             and r["pp_size"] == "1" and r["attention_dp_size"] in ("", "1")
-            and r["moe_ep_size"] in ("", "1") and r["moe_tp_size"] == r["tp_size"]
+            and _experts(r) is not None
             and {r["gemm_quant_mode"], r["moe_quant_mode"]} <= MOE_FORMATS
             and float(r["silicon_ttft_ms"]) > 0 and float(r["silicon_tpot_ms"]) > 0)
 
@@ -108,7 +121,8 @@ def convert_moe(r: dict) -> dict:
     row = convert({**r, "model_path": "Qwen/Qwen3-32B", "system": "h100_sxm",
                    "precision": "", "gemm_quant_mode": ""})
     return {**row, "system": MOE_SYSTEMS[r["system"]], "model": model, "set": values,
-            "format": gemm if gemm == experts else f"{gemm}+{experts}"}
+            "format": gemm if gemm == experts else f"{gemm}+{experts}",
+            "experts": _experts(r)}
 
 
 def main(argv: list[str]) -> None:

@@ -25,8 +25,9 @@ them into the device files. Prints each run's measured and simulated TTFT and TP
 chip and stack the TPOT mean |ratio - 1| and the TTFT median |ratio - 1|.
 
 --moe: the MoE runs instead (tests/data/measured/serving-silicon-moe.csv, bench/convert_silicon.py
---moe: DeepSeek-R1/V3, GLM-5, Qwen3-235B-A22B, Qwen3.5-397B-A17B and Kimi-K2.5 served with
-tensor parallelism alone on H200, B200 and B300), judged with the shipped figures (the
+--moe: DeepSeek-R1/V3, GLM-5, Qwen3-235B-A22B, Qwen3.5-397B-A17B and Kimi-K2.5 over one
+tensor-parallel group on H200, B200 and B300, the experts split by width or spread whole over
+it: tensor_parallel(n, experts="ep")), judged with the shipped figures (the
 engine's fitted on the dense runs): the run's GEMMs and experts in its formats (MOE_QUANTIZE),
 a bf16 KV cache.
 """
@@ -81,16 +82,18 @@ def _moe_passes(path: Path, values: str, fmt: str) -> list[str]:
             for f, names in ((gemm, linears), (moe or gemm, experts)) if f in MOE_QUANTIZE]
 
 
-def _model(name: str, fmt: str, tp: int, values: str = ""):
+def _model(name: str, fmt: str, tp: int, values: str = "", experts: str = "split"):
     import costdsl
-    key = (name, fmt, tp, values)
+    key = (name, fmt, tp, values, experts)
     if key not in _MODELS:
         path = ROOT / "models" / f"{name}.arch"
         quantize = _moe_passes(path, values, fmt) if name in MOE_MODELS \
             else QUANTIZE.get(fmt, [])
         model = costdsl.load(path, set=[values] if values else None,
                              passes=quantize + ["fuse_serving()"])
-        _MODELS[key] = model.with_layout([f"tensor_parallel(n={tp})"]) if tp > 1 else model
+        layout = f'tensor_parallel(n={tp}, experts="{experts}")' if experts != "split" \
+            else f"tensor_parallel(n={tp})"
+        _MODELS[key] = model.with_layout([layout]) if tp > 1 else model
     return _MODELS[key]
 
 
@@ -125,7 +128,8 @@ def _simulated(run: dict, hw, moe: bool, c: int, tp: int, isl: int, osl: int) ->
     import numpy as np
     from costdsl.serving.requests import synthetic
     from costdsl.serving.simulate import Config
-    model = _model(run["model"], run["format"], tp, run.get("set", ""))
+    model = _model(run["model"], run["format"], tp, run.get("set", ""),
+                   run.get("experts") or "split")
     # the FP8 and NVFP4 checkpoints' servers keep an FP8 KV cache (NVIDIA's checkpoints
     # quantise it; vLLM reads their kv_cache scheme); the MoE releases' (their makers' own
     # checkpoints) a bf16 one
@@ -220,6 +224,8 @@ def report(results: list[dict]) -> dict:
         rp = r["sim_tpot_s"] / float(r["tpot_s"])
         groups.setdefault(f"{r['system']} {r['stack']}", []).append((rt, rp))
         groups.setdefault(f"{r['system']} {r['stack']} {r['format']}", []).append((rt, rp))
+        if r.get("experts") == "ep":
+            groups.setdefault(f"{r['system']} {r['stack']} experts ep", []).append((rt, rp))
         groups.setdefault("all", []).append((rt, rp))
         print(f"{r['system']} {r['stack']:6} {r['model']:11} {r['format']:4} tp{r['tp']} "
               f"{r['isl']:>5}/{r['osl']:<5} c{r['concurrency']:<4} TTFT "

@@ -211,6 +211,31 @@ def test_mixtral_expert_parallel_8_by_hand(dgx):
     assert a.memory.kv_cache_bytes == base.memory.kv_cache_bytes
 
 
+def test_tensor_parallel_with_the_experts_spread_by_hand(dgx):
+    """Mixtral-8x7B at TP 8 with experts="ep" (vLLM's --enable-expert-parallel): attention
+    split by heads as at TP 8, each device one whole expert (4096 x 14336 weights), the busiest
+    device's share of the 64 sequences' 128 token-expert pairs, 16 + sqrt(2 x 16 x ln 8), as
+    expert_parallel prices it; no all-to-all, the all-reduces of TP 8 (after o and after the
+    MoE). Refused for experts the degree does not divide, and for a choice it does not know."""
+    a = analysis("mixtral-8x7b.arch", ['tensor_parallel(n=8, experts="ep")'], dgx, batch=64,
+                 seq=1024)
+    tp = analysis("mixtral-8x7b.arch", ["tensor_parallel(n=8)"], dgx, batch=64, seq=1024)
+    decode = a.stages["decode"]
+    gate = op(decode, "layers.moe.gate")
+    assert gate.bytes_by_class["weight"] == pytest.approx(4096 * 14336 * 2)
+    load = 16 + (2 * 16 * sympy.log(8).evalf()) ** 0.5
+    assert gate.flops == pytest.approx(2 * float(load) * 4096 * 14336)
+    assert op(decode, "layers.q").flops == op(tp.stages["decode"], "layers.q").flops
+    kinds = [o.kind for o in decode.ops]
+    assert "all_to_all" not in kinds and kinds.count("all_reduce") == 2
+    with pytest.raises(CostDSLError, match="experts do not split over n=16"):
+        analysis("mixtral-8x7b.arch", ['tensor_parallel(n=16, experts="ep")'], dgx, batch=1,
+                 seq=64)
+    with pytest.raises(CostDSLError, match='expected "split" or "ep"'):
+        analysis("mixtral-8x7b.arch", ['tensor_parallel(n=8, experts="wide")'], dgx, batch=1,
+                 seq=64)
+
+
 def test_expert_parallel_needs_experts(dgx):
     with pytest.raises(CostDSLError, match="found no routed experts"):
         analysis("llama-2-7b.arch", ["expert_parallel(n=2)"], dgx, batch=1, seq=64)

@@ -11,7 +11,11 @@ on the network otherwise.
   split by columns, o and the MLP's reading linear by rows; query heads split n ways, KV heads
   too where n divides them, else each device keeps one KV head (replicated: kv_heads < n, as
   vLLM does); latent attention (MLA) split by heads with its latent cache replicated; routed
-  experts split each expert's width; the LM head split by vocabulary. One
+  experts split each expert's width (`experts=ep`: the routed experts spread over the n
+  devices instead, E / n each at full width, as vLLM's --enable-expert-parallel runs them under
+  TP: every device holds every token, runs the busiest device's share of the token-expert
+  pairs, and the same all-reduce combines them; no all-to-all); the LM head split by
+  vocabulary. One
   all-reduce of the layer's output after the attention and one after the MLP (or MoE: after the
   add of its routed and shared experts' partial sums), an all-gather of the logits after the
   head. Norms, residual adds, the embedding and the router
@@ -199,10 +203,19 @@ def _moe_groups(graph: nx.DiGraph):
 @register("tensor_parallel",
           n=Arg("degree", 1, help="devices the layers are split over (a number, or a new name "
                                   "left free: crossover --solve NAME)"),
-          overlap=Arg("flag", 0, help="1: a collective overlaps the compute since the last one"))
-def tensor_parallel(graph: nx.DiGraph, n, overlap) -> nx.DiGraph:
+          overlap=Arg("flag", 0, help="1: a collective overlaps the compute since the last one"),
+          experts=Arg("pattern", "split", help='"split": each routed expert\'s width over the n '
+                                               'devices (default); "ep": the experts spread over '
+                                               'them, E / n each at full width'))
+def tensor_parallel(graph: nx.DiGraph, n, overlap, experts) -> nx.DiGraph:
     """Megatron-style tensor parallelism over n devices (see the module's documentation)."""
     n = sympy.sympify(n)
+    if experts not in ("split", "ep"):
+        raise PassError(f'tensor_parallel(experts="{experts}"): expected "split" or "ep"',
+                        arg="experts")
+    if experts == "ep" and not n.is_Integer:
+        raise PassError("tensor_parallel(experts=ep) spreads whole experts: n must be a number",
+                        arg="n")
     mixers = {node.group: node for node in nodes(graph) if node.kind in HEAD_SPLIT}
     if n != 1:
         for node in nodes(graph):
@@ -231,12 +244,18 @@ def tensor_parallel(graph: nx.DiGraph, n, overlap) -> nx.DiGraph:
         reduce_after += [r.name for r in readers]
         grouped |= {f.name for f in feeders + readers}
     for feeders, act, readers in list(_moe_groups(graph)):
-        _divides(n, act.out_shape[1], "expert channels", act.name)
-        for f in feeders:
-            out.nodes[f.name]["op"] = _scale_all(f, 1 / n)
-        out.nodes[act.name]["op"] = _scale_inside(act, 1 / n, 1 / n)
-        for r in readers:
-            out.nodes[r.name]["op"] = _scale_reader(r, 1 / n, set(act.outputs))
+        if experts == "ep":   # whole experts per device, every token on every device: each
+            # runs its own experts' share of the token-expert pairs (the busiest device's)
+            _divides(n, act.attrs["experts"], "experts", act.name)
+            for node in feeders + [act] + readers:
+                out.nodes[node.name]["op"] = _expert_share(node, int(n), "max")
+        else:
+            _divides(n, act.out_shape[1], "expert channels", act.name)
+            for f in feeders:
+                out.nodes[f.name]["op"] = _scale_all(f, 1 / n)
+            out.nodes[act.name]["op"] = _scale_inside(act, 1 / n, 1 / n)
+            for r in readers:
+                out.nodes[r.name]["op"] = _scale_reader(r, 1 / n, set(act.outputs))
         reduce_after += [r.name for r in readers]
     head = _lm_head(graph, grouped)
     if head is not None:
