@@ -28,7 +28,7 @@ from .analysis.memory import StageMemory, memory_numbers, stage_memory
 from .analysis.numbers import LazyMemory
 from .analysis.params import OpParams, active_params, op_params, total_params
 from .analysis.plan import OBJECTIVES, PlanResult, evaluate_plan, layouts as plan_layouts
-from .analysis.plan import has_experts, layout_passes, rank
+from .analysis.plan import has_experts, layout_name, layout_passes, rank
 from .analysis.export import crossover_records, memory_record, memory_trees, stage_record
 from .analysis.programs import AnalysisProgram
 from .serving.iteration import IterationCost, cost_record, iteration_cost
@@ -690,8 +690,9 @@ class Model:
              objective: str = "latency", bits: Iterable[float] = (16, 8, 4),
              kv_bits: float = 16, a_bits: float = 16, max_batch: int = S.MAX_SIZE
              ) -> PlanResult:
-        """Every layout of the system's devices (tp x pp, x ep for MoE) at every weight
-        bitwidth in `bits`, ranked by `objective` ("latency": TPOT; "throughput": tokens/s).
+        """Every layout of the system's devices (tp x pp, x ep for MoE, and for MoE each TP
+        group with its experts spread over it) at every weight bitwidth in `bits`, ranked by
+        `objective` ("latency": TPOT; "throughput": tokens/s).
         batch=None: each plan at the largest batch that fits it, at most `max_batch`."""
         hw = _hardware(hw)
         if objective not in OBJECTIVES:
@@ -704,13 +705,13 @@ class Model:
             raise EvaluationError("--bits names no bitwidth")
         moe = has_experts(self.design)
         plans, skipped = [], []
-        for layout in progress.steps("plan: layouts", plan_layouts(hw.count, moe)):
+        for layout in progress.steps("plan: layouts", plan_layouts(hw.count, moe, spread=True)):
             micro = layout[1] if objective == "throughput" else 1
             try:
                 model = self.with_layout(layout_passes(layout, micro))
                 memory = {st: model.memory(st) for st in STAGES}
             except CostDSLError as err:
-                skipped.append(("tp={} pp={} ep={}".format(*layout), err.message))
+                skipped.append((layout_name(layout), err.message))
                 continue
             for w in bits:
                 settings = Settings(batch or 1, seq, w, a_bits, kv_bits).validate()

@@ -5,6 +5,7 @@ the datasheet figures in hardware/, and the alpha-beta formulas of graph.costs.c
 ring all-reduce 2 (n-1) (alpha + S / (n B)), all-gather and all-to-all (n-1) (alpha + S/(n B)),
 send/recv alpha + S / B.
 """
+import re
 from pathlib import Path
 
 import pytest
@@ -390,6 +391,33 @@ def test_plan_numbers_are_those_of_analyze(dgx):
     assert p.ttft_s == pytest.approx(a.stages["prefill"].total.time_s)
     assert p.tpot_s == pytest.approx(a.stages["decode"].total.time_s)   # gen 2: one step at 1024
     assert p.bubble_share == pytest.approx(0.5)
+
+
+def test_plan_tries_the_experts_spread_over_tp(capsys):
+    """Qwen3-30B-A3B on a DGX H100 (its vLLM figures, the engine's 3.84 ms an iteration
+    included): every layout with tp > 1 and ep = 1 also with its experts spread whole over the
+    TP group (tensor_parallel's experts="ep"), priced as analyze prices that pass; a layout
+    without a pipeline has no bubble (the engine's time is not one); the JSON says which
+    layout ("experts"), the table shows "tp" in its ep column."""
+    hw = _hardware("nvidia-dgx-h100")
+    result = costdsl.load(MODELS / "qwen3-30b-a3b.arch").plan(hw, seq=1024, gen=2, batch=4,
+                                                              bits=(16,))
+    spread = [p for p in result.plans if p.experts == "ep"]
+    assert {(p.tp, p.pp, p.ep) for p in spread} == {(8, 1, 1), (4, 2, 1), (2, 4, 1)}
+    p = next(p for p in spread if p.tp == 8)
+    a = costdsl.load(MODELS / "qwen3-30b-a3b.arch",
+                     passes=['tensor_parallel(n=8, experts="ep")']).analyze(hw, batch=4,
+                                                                            seq=1024)
+    assert p.tpot_s == pytest.approx(a.stages["decode"].total.time_s)
+    assert all(q.bubble_share == 0 for q in result.plans if q.pp == 1)
+    assert main(["plan", str(MODELS / "qwen3-30b-a3b.arch"), "--hw", "nvidia-dgx-h100",
+                 "--bits", "16", "--format", "json"]) == 0
+    import json
+    plans = json.loads(capsys.readouterr().out)["plans"]
+    assert sorted({q["experts"] for q in plans}) == ["ep", "split"]
+    assert main(["plan", str(MODELS / "qwen3-30b-a3b.arch"), "--hw", "nvidia-dgx-h100",
+                 "--bits", "16"]) == 0
+    assert re.search(r"^\s+8\s+1\s+tp\s+16\s", capsys.readouterr().out, re.M)
 
 
 def test_fraction_offloadable_before_decode_slows_by_hand(capsys):

@@ -32,23 +32,35 @@ def has_experts(design) -> bool:
     return any(op.kind == "moe" or op.kind.startswith("expert") for op in design.ops)
 
 
-def layouts(count: int, moe: bool) -> list[tuple[int, int, int]]:
-    """Every (tp, pp, ep) with tp x pp x ep = count (ep = 1 unless the model has experts)."""
+def layouts(count: int, moe: bool, spread: bool = False) -> list[tuple]:
+    """Every (tp, pp, ep) with tp x pp x ep = count (ep = 1 unless the model has experts);
+    with `spread`, for a model with experts, each layout with tp > 1 and ep = 1 also as
+    (tp, pp, 1, "ep"): its experts spread whole over the TP group (tensor_parallel's
+    experts="ep") instead of split by width."""
     out = []
     for tp in _divisors(count):
         for pp in _divisors(count // tp):
             ep = count // (tp * pp)
             if ep == 1 or moe:
                 out.append((tp, pp, ep))
+            if spread and moe and ep == 1 and tp > 1:
+                out.append((tp, pp, 1, "ep"))
     return out
 
 
-def layout_passes(layout: tuple[int, int, int], microbatches: int) -> list[str]:
-    """The parallelism passes of a (tp, pp, ep) layout (none for a degree of 1)."""
-    tp, pp, ep = layout
-    return ([f"tensor_parallel(n={tp})"] if tp > 1 else []) + \
+def layout_passes(layout: tuple, microbatches: int) -> list[str]:
+    """The parallelism passes of a (tp, pp, ep[, "ep"]) layout (none for a degree of 1)."""
+    tp, pp, ep, *spread = layout
+    experts = ', experts="ep"' if spread else ""
+    return ([f"tensor_parallel(n={tp}{experts})"] if tp > 1 else []) + \
         ([f"pipeline_parallel(n={pp}, microbatches={microbatches})"] if pp > 1 else []) + \
         ([f"expert_parallel(n={ep})"] if ep > 1 else [])
+
+
+def layout_name(layout: tuple) -> str:
+    """tp=T pp=P ep=E, or "tp=T pp=P experts spread over tp"."""
+    tp, pp, ep, *spread = layout
+    return f"tp={tp} pp={pp} " + ("experts spread over tp" if spread else f"ep={ep}")
 
 
 def _divisors(n: int) -> list[int]:
@@ -72,6 +84,7 @@ class Plan:
     communication_share: float     # of a mid-request decode step
     bubble_share: float            # of a mid-request decode step
     communication: sympy.Expr | None = None   # decode communication time per step, in batch
+    experts: str = "split"        # "ep": the routed experts spread whole over the TP group
 
     def as_dict(self) -> dict:
         return {"tp": self.tp, "pp": self.pp, "ep": self.ep, "w_bits": self.w_bits,
@@ -81,7 +94,11 @@ class Plan:
                 "communication_share": self.communication_share,
                 "bubble_share": self.bubble_share,
                 "communication_s": str(self.communication) if self.communication is not None
-                else None}
+                else None, "experts": self.experts}
+
+    @property
+    def layout(self) -> tuple:
+        return (self.tp, self.pp, self.ep) + (("ep",) if self.experts == "ep" else ())
 
 
 @dataclass(frozen=True)
@@ -105,7 +122,7 @@ def evaluate_plan(prefill: StageRoofline, decode: StageRoofline, memory: dict, l
                   request_s: float = 0.0) -> Plan:
     """The plan's numbers from its compiled stages and memory expressions (see the module);
     `request_s`: the serving engine's time per request before its first token."""
-    tp, pp, ep = layout
+    tp, pp, ep, *spread = layout
     batch = values[S.batch]
     ttft = float(stage_time(prefill, {**values, S.seq: seq})) + request_s
     cached = np.arange(seq, seq + max(gen - 1, 1), dtype=float)
@@ -115,14 +132,17 @@ def evaluate_plan(prefill: StageRoofline, decode: StageRoofline, memory: dict, l
     numbers = evaluate(decode, mid)
     total = float(numbers.stage_time())
     transfer = float(numbers.total(numbers.transfer_time + numbers.serial_time))
-    bubble = total - float(numbers.total(numbers.time))
+    # the pipeline's idle stages: the step less its kernels and the serving engine's time
+    bubble = total - float(numbers.total(numbers.time)) - float(np.sum(numbers.server))
+    bubble = bubble if bubble > 1e-9 * total else 0.0   # (rounding, without a pipeline)
     device_memory = max(
         float(sum(evaluate_memory(memory["prefill"], {**values, S.seq: seq})[:3])),
         float(sum(evaluate_memory(memory["decode"], {**values, S.seq: seq + gen - 1})[:3])))
     return Plan(tp, pp, ep, float(values[S.w_bits]), float(values[S.kv_bits]), int(batch),
                 microbatches, device_memory <= capacity, device_memory, ttft, tpot,
                 batch * gen / (ttft + (gen - 1) * tpot), transfer / total if total else 0.0,
-                bubble / total if total else 0.0, _communication(decode, mid))
+                bubble / total if total else 0.0, _communication(decode, mid),
+                "ep" if spread else "split")
 
 
 def _communication(decode: StageRoofline, values: dict) -> sympy.Expr | None:

@@ -1,7 +1,7 @@
 """Text and JSON forms of a deployment plan (analysis.plan.PlanResult)."""
 from __future__ import annotations
 
-from ..analysis.plan import Plan
+from ..analysis.plan import Plan, layout_name
 from .units import seconds, si
 
 
@@ -19,7 +19,8 @@ def plan_text(r) -> str:
     rows = [("tp", "pp", "ep", "w_bits", "batch", "memory/device", "fits", "TTFT", "TPOT",
              "tokens/s", "comm", "bubble")]
     for p in r.plans:
-        rows.append((str(p.tp), str(p.pp), str(p.ep), f"{p.w_bits:g}", str(p.batch),
+        rows.append((str(p.tp), str(p.pp), "tp" if p.experts == "ep" else str(p.ep),
+                     f"{p.w_bits:g}", str(p.batch),
                      si(p.memory_per_device_bytes, "B"), "yes" if p.fits else "no",
                      seconds(p.ttft_s), seconds(p.tpot_s), f"{p.tokens_per_s:,.0f}",
                      f"{100 * p.communication_share:.0f}%", f"{100 * p.bubble_share:.0f}%"))
@@ -38,7 +39,7 @@ def reason(plans: list[Plan], objective: str) -> str:
         smallest = min(plans, key=lambda p: p.memory_per_device_bytes, default=None)
         return ("no layout fits: the smallest needs "
                 f"{smallest.memory_per_device_bytes / 1e9:.1f} GB per device "
-                f"(tp={smallest.tp} pp={smallest.pp} ep={smallest.ep}, {smallest.w_bits:g}-bit "
+                f"({layout_name(smallest.layout)}, {smallest.w_bits:g}-bit "
                 "weights)") if smallest else "no layout could be built"
     best = fitting[0]
     text = [f"{_name(best)} wins on {objective}: TPOT {seconds(best.tpot_s)}, TTFT "
@@ -48,8 +49,7 @@ def reason(plans: list[Plan], objective: str) -> str:
                     f"step (communication per step = {best.communication} s)")
     if best.bubble_share:
         text.append(f"the pipeline bubble {100 * best.bubble_share:.0f}%")
-    other = next((p for p in fitting[1:] if (p.tp, p.pp, p.ep) != (best.tp, best.pp, best.ep)),
-                 None)
+    other = next((p for p in fitting[1:] if p.layout != best.layout), None)
     if other is not None:
         parts = [f"next layout {_name(other)}: TPOT {seconds(other.tpot_s)}"]
         if other.communication_share:
@@ -61,4 +61,4 @@ def reason(plans: list[Plan], objective: str) -> str:
 
 
 def _name(p: Plan) -> str:
-    return f"tp={p.tp} pp={p.pp} ep={p.ep} at {p.w_bits:g}-bit weights"
+    return f"{layout_name(p.layout)} at {p.w_bits:g}-bit weights"
