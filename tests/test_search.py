@@ -227,7 +227,7 @@ def test_cli_text_json_csv_and_plot(tmp_path, capsys):
                 "tokens_per_s_per_user", "ttft_s", "tpot_s", "cost_per_hour",
                 "cost_per_million_tokens", "binding"):
         assert key in rec, key
-    assert set(rec["layout"]) == {"tp", "pp", "ep"}
+    assert set(rec["layout"]) == {"tp", "pp", "ep", "experts"}   # experts: "split" or "ep"
     assert set(data["candidates"]) >= {"total", "pruned_by", "simulated"}
     assert data["frontier"] and data["runner_up"] is None
 
@@ -325,3 +325,25 @@ def test_prefill_and_decode_pools_may_sit_on_different_systems(llama):
         gp = d.prefill["layout"]["tp"] * d.prefill["layout"]["pp"]
         gd = d.decode["layout"]["tp"] * d.decode["layout"]["pp"]
         assert d.gpus == d.prefill["instances"] * gp + d.decode["instances"] * gd
+
+
+def test_moe_layouts_include_the_experts_spread_over_tp():
+    """A MoE model's candidates: every TP group (tp > 1, ep = 1) also with its experts spread
+    whole over it (tensor_parallel's experts="ep"), priced as analyze prices that layout; its
+    record and labels say so (layout key "experts", "tp=8 pp=1 experts spread over tp")."""
+    model = costdsl.load(MODELS / "qwen3-30b-a3b.arch")
+    hw = load_hardware("nvidia-dgx-h100")
+    space = S.Space((hw,), **SMALL)
+    prepared = S._layouts(model, space, workload(), {}, [])
+    spread = [lay for lay in prepared if lay.layout[3:] == ("ep",)]
+    assert {lay.layout[:2] for lay in spread} == {(2, 1), (4, 1), (8, 1), (2, 2), (4, 2),
+                                                  (2, 4)}
+    lay = next(lay for lay in spread if lay.layout[:2] == (8, 1))
+    sub = lay.hw
+    expected = model.with_layout(['tensor_parallel(n=8, experts="ep")']).analyze(
+        sub, batch=1, seq=1024, stages=["decode"]).stages["decode"].total.time_s
+    assert lay.steps[0] == pytest.approx(expected, rel=1e-9)
+    candidates = S._candidates(prepared, space, S.SLO(5.0, 1.0, 0.9), workload(), {}, [])
+    inst = next(c[0] for c in candidates if c[0].experts == "ep" and c[0].tp == 8)
+    assert inst.layout == {"tp": 8, "pp": 1, "ep": 1, "experts": "ep"}
+    assert inst.label == "nvidia-dgx-h100 tp=8 pp=1 experts spread over tp"

@@ -27,7 +27,8 @@ def search_dict(r) -> dict:
 
 
 def _layout(layout: dict) -> str:
-    return "tp={tp} pp={pp} ep={ep}".format(**layout)
+    return "tp={tp} pp={pp} ".format(**layout) + (
+        "experts spread over tp" if layout.get("experts") == "ep" else f"ep={layout['ep']}")
 
 
 def _gpus(n: int) -> str:
@@ -35,9 +36,10 @@ def _gpus(n: int) -> str:
 
 
 def _short(layout: dict) -> str:
-    """tp4, tp2pp2, tp1ep8: the degrees above 1 after tp."""
+    """tp4, tp2pp2, tp1ep8: the degrees above 1 after tp; tp8+ep: the experts spread over tp."""
     return f"tp{layout['tp']}" + "".join(f"{k}{layout[k]}" for k in ("pp", "ep")
-                                         if layout[k] > 1)
+                                         if layout[k] > 1) + \
+        ("+ep" if layout.get("experts") == "ep" else "")
 
 
 def describe(d) -> str:
@@ -104,7 +106,7 @@ FIELDS = ("mode", "hardware", "tp", "pp", "ep", "prefill_instances", "prefill_la
           "decode_instances", "decode_layout", "replicas", "gpus", "w_bits", "kv_bits",
           "scheduler", "max_batch", "rate_per_replica", "tokens_per_s_per_gpu",
           "tokens_per_s_per_user", "ttft_s", "tpot_s", "cost_per_hour",
-          "cost_per_million_tokens", "binding", "headroom")
+          "cost_per_million_tokens", "binding", "headroom", "experts")
 
 
 def frontier_csv(r) -> str:

@@ -36,7 +36,7 @@ from .. import progress
 from .. import symbols as S
 from ..analysis.evaluate import stage_time
 from ..analysis.memory import evaluate_memory
-from ..analysis.plan import has_experts, layout_passes, layouts
+from ..analysis.plan import has_experts, layout_name, layout_passes, layouts
 from ..errors import CostDSLError, EvaluationError
 from ..hardware import Hardware
 from .executor import Executor
@@ -158,6 +158,7 @@ class Instance:
     max_batch: int
     ceiling: float            # requests/s the roofline allows one instance
     mean_output: float
+    experts: str = "split"    # "ep": a MoE's experts spread whole over the TP group
 
     @property
     def gpus(self) -> int:
@@ -165,11 +166,12 @@ class Instance:
 
     @property
     def layout(self) -> dict:
-        return {"tp": self.tp, "pp": self.pp, "ep": self.ep}
+        return {"tp": self.tp, "pp": self.pp, "ep": self.ep, "experts": self.experts}
 
     @property
     def label(self) -> str:
-        return f"{self.hardware} tp={self.tp} pp={self.pp} ep={self.ep}"
+        return f"{self.hardware} " + layout_name(
+            (self.tp, self.pp, self.ep) + (("ep",) if self.experts == "ep" else ()))
 
 
 @dataclass(frozen=True)
@@ -233,7 +235,7 @@ class _Layout:
     """One layout at one bitwidth on one system: its compiled model and closed-form bounds."""
     hw: Hardware
     model: object
-    layout: tuple[int, int, int]
+    layout: tuple   # (tp, pp, ep), or (tp, pp, 1, "ep"): the experts spread over tp
     bits: dict
     fits: int                 # the largest batch that fits the longest request
     steps: np.ndarray         # decode step time at batch 1..len, shortest mean context
@@ -296,7 +298,7 @@ def _layouts(model, space: Space, workload: Workload, pruned: dict, near: list):
     out = []
     for hw in space.systems:
         sizes = [g for g in range(1, hw.per_node + 1) if hw.per_node % g == 0]
-        shapes = [lay for g in sizes for lay in layouts(g, moe)]
+        shapes = [lay for g in sizes for lay in layouts(g, moe, spread=True)]
         for lay in progress.steps(f"search: closed forms on {hw.key}", shapes):
             g = lay[0] * lay[1] * lay[2]
             if space.gpus is not None and g > space.gpus:
@@ -309,8 +311,7 @@ def _layouts(model, space: Space, workload: Workload, pruned: dict, near: list):
                         prepared = _prepare(model, hw, lay, bits, workload)
                     except CostDSLError as err:
                         _count(pruned, "layout", 1)
-                        near.append((math.inf, f"{hw.key} tp={lay[0]} pp={lay[1]} ep={lay[2]}",
-                                     err.message))
+                        near.append((math.inf, f"{hw.key} {layout_name(lay)}", err.message))
                         continue
                     if prepared.fits < 1:
                         _count(pruned, "memory", 1)
@@ -331,8 +332,8 @@ def _candidates(prepared: list[_Layout], space: Space, slo: SLO, workload: Workl
     osl, longest = workload.mean_output, workload.longest
     out = []
     for lay in prepared:
-        tp, pp, ep = lay.layout
-        label = f"{lay.hw.key} tp={tp} pp={pp} ep={ep} w{lay.bits['w_bits']:g}"
+        tp, pp, ep, *spread = lay.layout
+        label = f"{lay.hw.key} {layout_name(lay.layout)} w{lay.bits['w_bits']:g}"
         roles = (["aggregated"] if "aggregated" in space.modes else []) + \
             (["prefill", "decode"] if "disaggregated" in space.modes and _transfer_link(lay.hw)
              else [])
@@ -369,7 +370,7 @@ def _candidates(prepared: list[_Layout], space: Space, slo: SLO, workload: Workl
                            "decode": 1 / decode_each}[role]
                 instance = Instance(0, role, lay.hw.key, tp, pp, ep, lay.bits["w_bits"],
                                     lay.bits["kv_bits"], config.scheduler, config.chunk, b,
-                                    ceiling, osl)
+                                    ceiling, osl, "ep" if spread else "split")
                 out.append((instance, lay, config, pool))
     return [(replace(inst, id=i), *rest) for i, (inst, *rest) in enumerate(out)]
 
