@@ -737,8 +737,8 @@ def attn_res_sources(block, layers, output) -> sympy.Expr:
     full = sympy.floor(layers / block)
     if output:
         return sympy.ceiling(layers / block) + 1
-    n = sympy.Symbol("n", integer=True, nonnegative=True)
-    whole = sympy.summation((n + 1) + (2 * block - 1) * (n + 2), (n, 0, full - 1))
+    # the full blocks' sum over n < N of (n + 1) + (2 B - 1)(n + 2) = 2 B n + 4 B - 1
+    whole = block * full * (full - 1) + full * (4 * block - 1)
     rest = layers - block * full
     last = sympy.Piecewise((0, sympy.Eq(rest, 0)), ((full + 1) + (2 * rest - 1) * (full + 2), True))
     return sympy.simplify((whole + last) / (2 * layers))

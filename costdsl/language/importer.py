@@ -468,11 +468,20 @@ def _body(config: dict, family: Family, file: str) -> list[str]:
         raise CostDSLError(f"field {family.pattern!r} has {len(pattern)} letters for "
                            f"{config.get('num_hidden_layers')} layers (num_hidden_layers)",
                            file=file)
-    blocks = _cycle_rows(names, 16, 22)
+    return _cycle_body(f"{family.pattern} {pattern!r}", names, 16)
+
+
+def _cycle_body(comment: str, names: list[str], per_row: int,
+                before_norm: tuple[str, ...] = ()) -> list[str]:
+    """The statements of a model whose layers are one block each (`names`, a cycle() as long
+    as the stack), under `comment`; `before_norm` statements between the layers and the final
+    norm, which reads the last of them (the layers where there are none)."""
+    last = before_norm[-1].split("=")[0].strip() if before_norm else "layers"
     return ["  embed      = embedding(tokens, vocab=vocab, dim=hidden)",
-            f"  # {family.pattern} {pattern!r}",
-            f"  layers     = cycle(embed, {blocks}) repeat layers",
-            "  final_norm = rmsnorm(layers)",
+            f"  # {comment}",
+            f"  layers     = cycle(embed, {_cycle_rows(names, per_row, 22)}) repeat layers",
+            *before_norm,
+            f"  final_norm = rmsnorm({last})",
             "  lm_head    = linear(final_norm, out=vocab, tokens=last)"]
 
 
@@ -506,13 +515,9 @@ def _kimi_body(config: dict, file: str) -> list[str]:
                            f"{layers} layers (num_hidden_layers, numbered from 1) once", file=file)
     dense = config.get("first_k_dense_replace") or 0
     names = [KIMI_LAYERS["kda" if i + 1 in kda else "mla", i < dense] for i in range(layers)]
-    blocks = _cycle_rows(names, 6, 22)
-    return ["  embed      = embedding(tokens, vocab=vocab, dim=hidden)",
-            "  # linear_attn_config: kda_layers and full_attn_layers, one block per layer",
-            f"  layers     = cycle(embed, {blocks}) repeat layers",
-            "  res_out    = attn_res(layers, block=attn_res_block, layers=layers, output=true)",
-            "  final_norm = rmsnorm(res_out)",
-            "  lm_head    = linear(final_norm, out=vocab, tokens=last)"]
+    return _cycle_body(
+        "linear_attn_config: kda_layers and full_attn_layers, one block per layer", names, 6,
+        ("  res_out    = attn_res(layers, block=attn_res_block, layers=layers, output=true)",))
 
 
 def _step_body(config: dict, file: str) -> list[str]:
@@ -537,12 +542,7 @@ def _step_body(config: dict, file: str) -> list[str]:
         moe = set(range(config.get("first_k_dense_replace") or 0, layers))
     names = _block_names([(k, i in moe) for i, k in enumerate(kinds[:layers])], STEP_LAYERS,
                          "layer_types", file)
-    blocks = _cycle_rows(names, 5, 22)
-    return ["  embed      = embedding(tokens, vocab=vocab, dim=hidden)",
-            "  # layer_types and moe_layers_enum, one block per layer",
-            f"  layers     = cycle(embed, {blocks}) repeat layers",
-            "  final_norm = rmsnorm(layers)",
-            "  lm_head    = linear(final_norm, out=vocab, tokens=last)"]
+    return _cycle_body("layer_types and moe_layers_enum, one block per layer", names, 5)
 
 
 def _block_names(entries, blocks: dict, field: str, file: str) -> list[str]:
@@ -602,15 +602,17 @@ def _mtp_model(config: dict, family: Family, title: str) -> list[str]:
             f"  mtp = {MTP_BLOCKS[family.base]}(tokens)", "}", ""]
 
 
+MXFP4_RELEASES = {"gpt_oss": ("quant_method", "mxfp4"),
+                  "kimi_linear": ("format", "mxfp4-pack-quantized")}
+"""The families whose released quantization_config (this field, this value) is MXFP4 routed
+experts: MXFP4_EXPERTS."""
+
+
 def _passes(config: dict, model_type: str) -> list[str]:
     quant = config.get("quantization_config")
-    if model_type == "gpt_oss" and isinstance(quant, dict) \
-            and quant.get("quant_method") == "mxfp4":
-        return ["  passes {                    # quantization_config: quant_method mxfp4",
-                f"    {MXFP4_EXPERTS}", "  }"]
-    if model_type == "kimi_linear" and isinstance(quant, dict) \
-            and quant.get("format") == "mxfp4-pack-quantized":
-        return ["  passes {                    # quantization_config: mxfp4-pack-quantized",
+    key, value = MXFP4_RELEASES.get(model_type, (None, None))
+    if key is not None and isinstance(quant, dict) and quant.get(key) == value:
+        return [f"  passes {{                    # quantization_config: {key} {value}",
                 f"    {MXFP4_EXPERTS}", "  }"]
     return []
 
