@@ -754,8 +754,8 @@ class Model:
         if key not in self._rooflines:
             decode = None
             graphs = hw.framework is not None and hw.framework.graph_launch_s is not None
-            if hw.efficiency is not None and ("decode_attention" in hw.efficiency.kinds
-                                              or graphs):
+            if hw.efficiency is not None and (any(k.startswith("decode_attention")
+                                                  for k in hw.efficiency.kinds) or graphs):
                 decode = self._roofline("verify", hw, settings, kernels="decode")
             self._rooflines[key] = iteration_cost(   # a mixed iteration runs eagerly
                 self._roofline("verify", hw, settings, kernels="step"),

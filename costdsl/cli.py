@@ -1441,7 +1441,7 @@ def _hardware(args) -> str:
     from .report.units import si
     rows = [("name", "device", "fp16 (bf16)", "bandwidth", "memory", "host link",
              "ridge (ops/byte)", "SMs", "time model", "stacks (default first)",
-             "fitted types", "fitted experts")]
+             "fitted types", "fitted experts", "fitted KV caches")]
     systems = [("system", "devices", "count", "bandwidth (all)", "memory (all)", "link",
                 "network")]
     for key in shipped_names():
@@ -1463,7 +1463,7 @@ def _hardware(args) -> str:
                      f"{hw.ridge(half):.1f}" if half else "-", str(hw.sms or "-"),
                      "calibrated" if hw.efficiency else "ideal",
                      ", ".join(hw.stack_names) or "-", _fitted_types(hw),
-                     _fitted_experts(hw)))
+                     _fitted_experts(hw), _fitted_caches(hw)))
     return _columns(rows) + "\n" + _columns(systems)
 
 
@@ -1485,6 +1485,16 @@ def _fitted_experts(hw) -> str:
     found = [names.get(k, k.removesuffix("_expert").replace("_", "-")) for e in sets
              for k in sorted(e.kinds) if (k == "expert_linear" or k.endswith("_expert"))
              and e.kinds[k].compute is not None]
+    return ", ".join(dict.fromkeys(found)) or "-"
+
+
+def _fitted_caches(hw) -> str:
+    """The KV cache widths decode's attention has figures of its own for, over the file's
+    stacks: bf16 (decode_attention), fp8 (decode_attention_kv8), fp4 (_kv4)."""
+    sets = [hw.efficiency] + [hw.stacks[n] for n in sorted(hw.stacks)] if hw.efficiency else []
+    names = {"decode_attention": "bf16", "decode_attention_kv8": "fp8",
+             "decode_attention_kv4": "fp4"}
+    found = [names[k] for k in names for e in sets if k in e.kinds]
     return ", ".join(dict.fromkeys(found)) or "-"
 
 

@@ -545,10 +545,11 @@ def test_the_ideal_roofline_is_optimistic_on_real_kernels(a100):
     assert np.median(times / ideal) > 1.3
 
 
-@pytest.mark.parametrize("shipped, limit", [("a100", 10), ("h100", 10)])
+@pytest.mark.parametrize("shipped, limit", [("a100", 10), ("h100", 9)])
 def test_held_out_error_of_the_calibration(shipped, limit, request):
     """5-fold cross-validation on 717 A100 and 1,011 H100 kernels: figures reported in the
-    README (9.3% and 9.2% when measured). The GEMMs (linear, fused q+k+v and gate+up: 230 and
+    README (9.3% and 8.5% when measured; the H100 9.2% before its FP8-cache decode kernel
+    had figures of its own). The GEMMs (linear, fused q+k+v and gate+up: 230 and
     239 rows) within 8% held out; all kinds within `limit`; at least 4x better than the ideal
     roofline; prefill's attention (overlap = false, re-reads from the L2) within 10%."""
     hw, measured = request.getfixturevalue(shipped)

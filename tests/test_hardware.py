@@ -39,16 +39,17 @@ def test_issue_3_devices_are_shipped_and_listed(capsys):
                         ("google-tpu-v5e", "240.5"), ("intel-xeon-8480", "373.3")]:
         assert re.search(rf"{name}\s.*\s{re.escape(ridge)}\s", out, re.M), name
     # the SM count (whitepapers), which time model a file gives and its stacks (issue 26),
-    # the compute types with a fitted fraction and the MoE experts' formats with their own
+    # the compute types with a fitted fraction, the MoE experts' formats with their own and
+    # the KV caches decode's attention has its own figures for
     assert re.search(r"^nvidia-a100-80gb\s.*\s108\s+calibrated\s+vllm, sglang, trtllm\s+fp16"
-                     r"\s+-$", out, re.M)
+                     r"\s+-\s+bf16$", out, re.M)
     assert re.search(r"^nvidia-h200\s.*\s132\s+calibrated\s+vllm, sglang, trtllm\s+"
-                     r"fp16, fp8, fp8-block\s+bf16, fp8-block$", out, re.M)
+                     r"fp16, fp8, fp8-block\s+bf16, fp8-block\s+bf16, fp8$", out, re.M)
     assert re.search(r"^nvidia-b200\s.*\s148\s+calibrated\s+vllm, sglang, trtllm\s+"
-                     r"fp16, fp8, fp4-block, fp8-block\s+bf16, fp4-block, fp8-block, fp8$", out,
-                     re.M)   # NVFP4: fp4-block
-    assert re.search(r"^nvidia-a6000\s.*\s84\s+ideal\s+-\s+-\s+-$", out, re.M)
-    assert re.search(r"^amd-mi300x\s.*\s-\s+ideal\s+-\s+-\s+-$", out, re.M)
+                     r"fp16, fp8, fp4-block, fp8-block\s+bf16, fp4-block, fp8-block, fp8\s+"
+                     r"bf16, fp8$", out, re.M)   # NVFP4: fp4-block
+    assert re.search(r"^nvidia-a6000\s.*\s84\s+ideal\s+-\s+-\s+-\s+-$", out, re.M)
+    assert re.search(r"^amd-mi300x\s.*\s-\s+ideal\s+-\s+-\s+-\s+-$", out, re.M)
 
 
 def _ctype(hw, passes, op="layers.q"):

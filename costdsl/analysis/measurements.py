@@ -36,7 +36,8 @@ from ..hardware.efficiency import GEMM_FAMILIES, Efficiency
 from .. import symbols as S
 from .evaluate import evaluate
 from .records import Settings
-from .roofline import family_of, input_elements, kind_of, row_count, wave_factor
+from .roofline import (bit_values, family_of, input_elements, kind_of, row_count,
+                       wave_factor)
 
 COLUMNS = ("hardware", "model", "stage", "batch", "seq", "tokens", "w_bits", "a_bits",
            "kv_bits", "op", "time_s")
@@ -262,8 +263,10 @@ def _pieces(model, stage, bits, rows, hw: Hardware, file: str,
     memory = n.bytes / n.bandwidth
     counts = _row_counts(symbolic, values, len(rows))
     columns = _gemm_columns(symbolic, values, len(rows))
-    inputs = _per_op([input_elements(o.node) if family_of(o.node, c) in GEMM_FAMILIES
-                      else sympy.Integer(0) for o, c in zip(symbolic.ops, n.compute_types)],
+    bit_of = bit_values(settings.bits())
+    families = [family_of(o.node, c, bits=bit_of) for o, c in zip(symbolic.ops, n.compute_types)]
+    inputs = _per_op([input_elements(o.node) if f in GEMM_FAMILIES
+                      else sympy.Integer(0) for o, f in zip(symbolic.ops, families)],
                      values, len(rows)) / np.reshape(n.bandwidth, (-1, 1))
     ideal_transfer = n.transfer_time + n.serial_time
     transfer = _transfer_times(model, stage, settings, linked, values, symbolic, names, rows)
@@ -273,7 +276,7 @@ def _pieces(model, stage, bits, rows, hw: Hardware, file: str,
         chosen = range(len(names)) if r.op == "total" else \
             [names.index(part) for part in op_parts(r.op)]
         out[r.line] = tuple(
-            Piece(n.kinds[i], family_of(symbolic.ops[i].node, n.compute_types[i]),
+            Piece(n.kinds[i], families[i],
                   symbolic.ops[i].node.engine, n.compute_types[i], vector_type,
                   float(n.repeat[i][j]) if r.op == "total" else 1.0,
                   float(matrix[i][j]) if n.compute_types[i] else 0.0,

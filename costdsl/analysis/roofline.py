@@ -28,7 +28,7 @@ from ..errors import CostDSLError, EvaluationError
 from ..graph.schema import Node, nodes
 from ..hardware import Hardware
 from ..hardware.collectives import AllReduce
-from ..hardware.efficiency import GEMM_FAMILIES, efficiency_kind, typed_family
+from ..hardware.efficiency import GEMM_FAMILIES, efficiency_kind, kv_family, typed_family
 from .. import symbols as S
 from .allreduce import all_reduce_time
 from .numbers import compute_seconds, memory_seconds
@@ -377,7 +377,7 @@ def roofline(graph: nx.DiGraph, hw: Hardware, bits: Mapping[str, float],
     They stay symbols in the byte expressions, substituted when evaluated. `kernels`: the stage
     whose kernels' efficiencies apply (default the graph's own; a serving iteration of only
     decodes runs decode's attention kernel on the step graph)."""
-    values = {BITS_BY_CLASS[c]: v for c, v in _by_class(bits).items()}
+    values = bit_values(bits)
     vector_type = hw.vector_type
     layout = check_devices(graph, hw)
     stage = graph.graph["stage"]
@@ -386,7 +386,7 @@ def roofline(graph: nx.DiGraph, hw: Hardware, bits: Mapping[str, float],
     for node in nodes(graph):
         hardware_values = _hardware_values(node, hw, values)
         ctype = compute_type(node, hw, values)
-        kind = family_of(node, ctype, kernels)
+        kind = family_of(node, ctype, kernels, values)
         peak = matrix_peak(node, hw, ctype, kind) if ctype else float("inf")
         channel = _channel(node, hw, layout)
         ops.append(OpRoofline(
@@ -499,11 +499,21 @@ def kind_of(node: Node, kernels: str | None = None) -> str:
     return efficiency_kind(node.kind, node.attrs.get("kinds", ()), kernels or node.stage)
 
 
-def family_of(node: Node, ctype: str | None, kernels: str | None = None) -> str:
+def family_of(node: Node, ctype: str | None, kernels: str | None = None,
+              bits: Mapping[sympy.Symbol, float] | None = None) -> str:
     """The name the op's figures are looked up under in its compute type: kind_of, with a
-    narrow GEMM's own (fp8_gemm; fp8_block_gemm where its weights carry group-wise scales)."""
-    return typed_family(kind_of(node, kernels), node.engine, ctype,
-                        bool(node.scale_bits.get("weight")))
+    narrow GEMM's own (fp8_gemm; fp8_block_gemm where its weights carry group-wise scales) and,
+    given the bitwidths' values, decode attention's over a narrow KV cache (kv_family)."""
+    family = typed_family(kind_of(node, kernels), node.engine, ctype,
+                          bool(node.scale_bits.get("weight")))
+    if bits is None or not any(a.cls == "kv" for a in node.reads):
+        return family
+    return kv_family(family, _numeric_bits(node, "kv", bits))
+
+
+def bit_values(bits: Mapping[str, float]) -> dict[sympy.Symbol, float]:
+    """{bitwidth symbol: value} from w_bits / a_bits / kv_bits keywords."""
+    return {BITS_BY_CLASS[c]: v for c, v in _by_class(bits).items()}
 
 
 def row_count(node: Node) -> sympy.Expr:

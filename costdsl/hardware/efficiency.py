@@ -115,16 +115,27 @@ EXPERT_FAMILIES = frozenset({"expert_linear"} | {f"{t}{block}_expert" for t in N
 bandwidth, a compute fraction and a launch: bench/fit_experts.py fits them to the package's MoE
 tables). Without them, an expert GEMM is priced as the top-level figures price a GEMM."""
 
-FALLBACK = {"decode_attention": "attention",
+KV_TYPES = {8: "kv8", 4: "kv4"}
+"""The narrow KV caches a decode attention kernel may read, by the widest bits each covers."""
+
+KV_FAMILIES = frozenset(f"decode_attention_{t}" for t in KV_TYPES.values())
+"""Decode's attention over a narrow KV cache is a kernel of its own: `[efficiency.
+decode_attention_kv8]` for an 8-bit (FP8) cache, `_kv4` for a 4-bit one. The stacks read an FP8
+cache at their own rate, not at half the bf16 kernel's time: in aiconfigurator's tables SGLang's
+FP8-cache decode kernels on the H200 take 0.85 of the bf16 kernel's time where the bytes say
+0.5, TensorRT-LLM's on Hopper less than the bytes say. Without a table of its own, decode's."""
+
+FALLBACK = {"decode_attention": "attention", "decode_attention_kv8": "decode_attention",
+            "decode_attention_kv4": "decode_attention_kv8",
             **{f"{t}_gemm": "linear" for t in NARROW_GEMM_TYPES},
             **{f"{t}_block_gemm": f"{t}_gemm" for t in NARROW_GEMM_TYPES},
             **{f"{t}{block}_expert": "expert_linear" for t in NARROW_GEMM_TYPES
                for block in ("", "_block")}}
 """A family whose figures, where the file gives none of its own, are those of another."""
 
-ATTENTION_FAMILIES = frozenset({"attention", "decode_attention"})
-"""The attention kernels' efficiency tables (prefill's and decode's): families of several op
-kinds, not op kinds themselves."""
+ATTENTION_FAMILIES = frozenset({"attention", "decode_attention"}) | KV_FAMILIES
+"""The attention kernels' efficiency tables (prefill's and decode's, decode's by KV cache type):
+families of several op kinds, not op kinds themselves."""
 
 MAX_FRACTION = 4.0
 """The largest efficiency accepted: above 1 means on-chip reuse; 4x the datasheet is a typo."""
@@ -279,6 +290,17 @@ def typed_family(family: str, engine: str, ctype: str | None, blocked: bool = Fa
         return f"{ctype}_block_gemm" if blocked else f"{ctype}_gemm"
     if family == "expert_linear" and ctype in NARROW_GEMM_TYPES:
         return f"{ctype}_block_expert" if blocked else f"{ctype}_expert"
+    return family
+
+
+def kv_family(family: str, kv_bits: float | None) -> str:
+    """Decode's attention family for a cache of `kv_bits` (decode_attention_kv8 for 8 bits or
+    fewer, _kv4 for 4 or fewer; KV_FAMILIES); any other family, or a 16-bit cache, unchanged."""
+    if family != "decode_attention" or kv_bits is None:
+        return family
+    for bits, name in sorted(KV_TYPES.items()):
+        if kv_bits <= bits:
+            return f"{family}_{name}"
     return family
 
 

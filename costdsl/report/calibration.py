@@ -1,9 +1,9 @@
 """Calibration and validation answers as text, JSON, and a calibrated hardware file."""
 from __future__ import annotations
 
-
 from ..analysis.calibration import Fit
 from ..analysis.validation import ErrorTable
+from ..hardware.efficiency import EXPERT_FAMILIES
 from .units import seconds
 
 
@@ -100,12 +100,12 @@ def calibrated_toml(original: str, fit: Fit, measurements: str, after: ErrorTabl
     import tomlkit
     doc = tomlkit.parse(_without_our_comment(original) if into_stack is None else original)
     if into_stack is None:
-        framework = _framework_table(doc.pop("efficiency", None))
+        old = doc.get("efficiency")
     else:
         stacks = doc.get("stack")
-        framework = _framework_table(stacks.pop(into_stack, None) if stacks is not None
-                                     else None)
+        old = stacks.pop(into_stack, None) if stacks is not None else None
     e = fit.efficiency
+    kept = _kept_tables(old, set(e.kinds))
     by = {p.name: p for p in fit.parameters}
 
     def note(name):
@@ -130,8 +130,9 @@ def calibrated_toml(original: str, fit: Fit, measurements: str, after: ErrorTabl
     put(section, "bandwidth", round(e.bandwidth, 4), note("bandwidth"))
     put(section, "launch", f"{e.launch_s * 1e6:.2f} us", note("launch"))
     put(section, "measured_as", hw_key, "the hardware the measurement rows name")
-    if stack:
-        put(section, "stack", stack, "the serving stack whose kernels were measured")
+    if stack:   # the file's own account of the stack, where it names the same one
+        put(section, "stack", stack, _comment(old, "stack", stack) or
+            "the serving stack whose kernels were measured")
     if e.compute:
         compute = tomlkit.table()
         for c, v in sorted(e.compute.items()):
@@ -147,26 +148,42 @@ def calibrated_toml(original: str, fit: Fit, measurements: str, after: ErrorTabl
         section.add("tile", tile)
     for kind, own in sorted(e.kinds.items()):
         section.add(kind, _kind_table(kind, own, by, note, put))
-    if framework is not None:   # fitted to served requests, not to these kernels: kept
-        section.add("framework", framework)
+    for name, table in kept:
+        section.add(name, table)
     if into_stack is None:
-        doc.add(tomlkit.nl())
-        for line in header:
-            doc.add(tomlkit.comment(line))
-        doc.add("efficiency", section)
-    else:
-        stacks = doc.setdefault("stack", tomlkit.table(is_super_table=True))
-        stacks.add(into_stack, section)
-    return tomlkit.dumps(doc)
+        if old is not None:
+            doc["efficiency"] = section     # where it was: a refit moves nothing else
+        else:
+            doc.add(tomlkit.nl())
+            doc.add("efficiency", section)
+        return _header_above_default(tomlkit.dumps(doc), ["# " + line for line in header],
+                                     _default_header(original))
+    stacks = doc.setdefault("stack", tomlkit.table(is_super_table=True))
+    stacks.add(into_stack, section)
+    return _header_above_default(tomlkit.dumps(doc), _default_header(original))
 
 
-def _framework_table(section):
-    """The [framework] table of a section being rewritten, copied with its comments (None where
-    it has none)."""
+FITTED_ELSEWHERE = ("framework", "expert_act", *sorted(EXPERT_FAMILIES))
+"""Tables of a section that other fits write: the serving engine's (bench/serving_silicon.py,
+to served requests) and the routed experts' (bench/fit_experts.py, to MoE kernels)."""
+
+
+def _comment(section, key: str, value) -> str:
+    """The comment on `key` in a section being rewritten, where it holds `value` ("" else)."""
+    if section is None or section.get(key) != value:
+        return ""
+    return section[key].trivia.comment.lstrip("#").strip()
+
+
+def _kept_tables(section, fitted: set[str]) -> list:
+    """The tables of a section being rewritten that this fit does not produce and another fit
+    wrote (FITTED_ELSEWHERE), copied with their comments, in the section's order."""
     import tomlkit
-    if section is None or "framework" not in section:
-        return None
-    return tomlkit.parse(tomlkit.dumps({"framework": section["framework"]}))["framework"]
+    if section is None:
+        return []
+    names = [k for k in section if k in FITTED_ELSEWHERE and k not in fitted]
+    copied = tomlkit.parse(tomlkit.dumps({k: section[k] for k in names}))
+    return [(k, copied[k]) for k in names]
 
 
 def _kind_table(kind, own, by, note, put):
@@ -192,6 +209,33 @@ def _kind_table(kind, own, by, note, put):
     elif own.overlap:
         put(table, "overlap", True, "not its fallback's false: the max fits better")
     return table
+
+
+def _default_header(text: str) -> list[str]:
+    """The two comment lines an earlier calibration wrote for [efficiency] (not those inside a
+    [stack.NAME] table, which are that table's own); [] where there are none."""
+    lines = text.splitlines()
+    return next((lines[i:i + 2] for i, line in enumerate(lines) if line.startswith(_OUR_COMMENT)
+                 and not (i and lines[i - 1].startswith("[stack."))), [])
+
+
+def _header_above_default(text: str, header: list[str], stale: list[str] = ()) -> str:
+    """`text` with `header` directly above its [efficiency] line and the `stale` lines (an
+    older account) gone, wherever they were: TOML parsers hold a comment before a header as
+    the end of the table above it, so rewriting that table (a stack, in place) would carry the
+    default's account off with it."""
+    drop = set(header) | set(stale)
+    out, dropped = [], False
+    for line in text.splitlines():
+        if line in drop:
+            dropped = True
+        elif line.strip() or not dropped or (out and out[-1].strip()):
+            out.append(line)     # (no second blank line where the lines were dropped)
+            dropped = dropped and not line.strip()
+    if header and "[efficiency]" in out:
+        at = out.index("[efficiency]")
+        out[at:at] = header
+    return "\n".join(out) + "\n"
 
 
 def _without_our_comment(text: str) -> str:
