@@ -58,8 +58,8 @@ and writes under tests/data/measured/ by default:
   B200 under each stack, at its calibrated version where the package has it (MOE_VERSIONS):
   balanced routing, no expert parallelism, one GPU's share of the intermediate width under
   tensor parallelism 1 and 4, the shapes of the MoE models the package names (hidden x
-  intermediate, experts, top-k), 1 to 16,384 tokens, bf16, FP8 (per-tensor), block-scaled FP8
-  and NVFP4 experts (each the table's main kernel for that format), as `y.gate+y.up+y.act+y.down`
+  intermediate, experts, top-k), 1 to 16,384 tokens, bf16, FP8 (per-tensor), block-scaled FP8,
+  NVFP4 and INT4 weight-only experts (each the table's main kernel for that format), as `y.gate+y.up+y.act+y.down`
   (the four ops' times summed) of moe/moe-HxF-eEkK[-format].arch (a prefill of batch 1 whose seq is the tokens). The router
   is another kernel, not in these times.
 
@@ -155,7 +155,14 @@ MOE_FORMATS = {   # aiconfigurator's moe_dtype: (file suffix, the quantize pass 
     "fp8_block": ("fp8block", 'quantize(weights=8, acts=8, group=16384, scale_bits=32, '
                               'ops="y.gate,y.up,y.down")'),
     "nvfp4": ("nvfp4", 'quantize(weights=4, acts=4, group=16, scale_bits=8, '
-                       'ops="y.gate,y.up,y.down")')}
+                       'ops="y.gate,y.up,y.down")'),
+    # INT4 weight-only (Marlin MoE): 4-bit weights, a bf16 scale per 32 (Kimi-K2.5's
+    # compressed-tensors checkpoint, the one shape the package times), bf16 activations
+    "int4_wo": ("int4wo", 'quantize(weights=4, group=32, scale_bits=16, '
+                          'ops="y.gate,y.up,y.down")')}
+MOE_EVERY_TOKEN = {"int4_wo"}
+"""Formats timed at one shape only (INT4 weight-only: Kimi-K2.5's 7,168 x 2,048, 384 experts,
+top 8), whose every token count (27, 1 to 16,384) is kept rather than MOE_TOKENS."""
 MOE_OP = "y.gate+y.up+y.act+y.down"
 
 
@@ -389,7 +396,8 @@ def moe(data: Path, out_dir: Path, release: str) -> dict[str, list[dict]]:
         table = [r for r in pq.read_table(path).to_pylist()
                  if r["moe_ep_size"] == 1 and r["distribution"] == "balanced"
                  and r["moe_dtype"] in MOE_FORMATS and r["moe_tp_size"] in MOE_TP
-                 and r["num_tokens"] in MOE_TOKENS and r["inter_size"] % r["moe_tp_size"] == 0
+                 and (r["num_tokens"] in MOE_TOKENS or r["moe_dtype"] in MOE_EVERY_TOKEN)
+                 and r["inter_size"] % r["moe_tp_size"] == 0
                  and (system, stack, r["moe_dtype"]) not in MOE_SKIP]
         main_kernel = {fmt: Counter(r["kernel_source"] for r in table
                                     if r["moe_dtype"] == fmt).most_common(1)[0][0]

@@ -95,22 +95,17 @@ def physical(r: dict) -> bool:
 def write(results: dict) -> None:
     """Each chip's expert families into its device file, in the section of each stack (the
     physical fits: `physical`)."""
-    import tomlkit
+    from costdsl.report.calibration import with_tables
     by_file: dict[str, list] = {}
     for (chip, stack), r in results.items():
         if physical(r):
             by_file.setdefault(SETS[chip, stack], []).append((stack, r))
     for device, entries in by_file.items():
         path = ROOT / "hardware" / f"{device}.toml"
-        doc = tomlkit.parse(path.read_text())
-        default = str(doc["efficiency"]["stack"]).split()[0]
+        text = path.read_text()
         for stack, r in entries:
-            section = doc["efficiency"] if stack == default else doc["stack"][stack]
-            for family, table in _tables(r).items():
-                if family in section:
-                    del section[family]
-                section.add(family, table)
-        path.write_text(tomlkit.dumps(doc))
+            text = with_tables(text, stack, _tables(r))
+        path.write_text(text)
         print(f"wrote {path.relative_to(ROOT)}")
 
 

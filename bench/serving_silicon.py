@@ -342,20 +342,16 @@ def _duration(seconds: float) -> str:
 def write(figures: dict) -> None:
     """Each device file's framework tables, in the sections of their stacks (tomlkit: the rest
     of the file as it was)."""
-    import tomlkit
+    from costdsl.report.calibration import with_tables
     by_file: dict[str, list] = {}
     for (system, stack), f in figures.items():
         by_file.setdefault(FILES[system][0], []).append((stack, f))
     for device, tables in by_file.items():
         path = ROOT / "hardware" / f"{device}.toml"
-        doc = tomlkit.parse(path.read_text())
-        default = str(doc["efficiency"]["stack"]).split()[0]
+        text = path.read_text()
         for stack, f in tables:
-            section = doc["efficiency"] if stack == default else doc["stack"][stack]
-            if "framework" in section:
-                del section["framework"]
-            section.add("framework", framework_table(f))
-        path.write_text(tomlkit.dumps(doc))
+            text = with_tables(text, stack, {"framework": framework_table(f)})
+        path.write_text(text)
         print(f"wrote {path.relative_to(ROOT)}")
 
 

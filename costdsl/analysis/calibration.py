@@ -36,7 +36,8 @@ import numpy as np
 
 from ..errors import CostDSLError
 from ..hardware.efficiency import (ATTENTION_FAMILIES, EXPERT_FAMILIES, FALLBACK, GEMM_FAMILIES,
-                                   MAX_FRACTION, Efficiency, KindEfficiency, Tile)
+                                   MAX_FRACTION, WEIGHT_ONLY_GEMMS, Efficiency, KindEfficiency,
+                                   Tile)
 from .measurements import Measured, predict
 
 MAX_LAUNCH_S = 1e-3   # a launch cost above a millisecond is not a kernel launch
@@ -86,7 +87,7 @@ def _own(piece) -> bool:
     those the narrow GEMMs: a bandwidth and a launch, their compute in [efficiency.compute];
     and the routed experts' GEMMs)."""
     return _attention(piece) or piece.engine != "matrix" or piece.family in GEMM_FAMILIES \
-        or piece.family in EXPERT_FAMILIES
+        or piece.family in EXPERT_FAMILIES or piece.family in WEIGHT_ONLY_GEMMS
 
 
 def _own_compute(piece) -> bool:
@@ -94,7 +95,7 @@ def _own_compute(piece) -> bool:
     block-scaled GEMMs (DeepGEMM's FP8 is not the per-tensor FP8 kernel) and the experts'
     grouped GEMMs."""
     return _attention(piece) or piece.family.endswith("_block_gemm") \
-        or piece.family in EXPERT_FAMILIES
+        or piece.family in EXPERT_FAMILIES or piece.family in WEIGHT_ONLY_GEMMS
 
 
 def _key(piece, side: str, part: str = "matrix") -> str:

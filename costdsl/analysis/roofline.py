@@ -28,7 +28,8 @@ from ..errors import CostDSLError, EvaluationError
 from ..graph.schema import Node, nodes
 from ..hardware import Hardware
 from ..hardware.collectives import AllReduce
-from ..hardware.efficiency import GEMM_FAMILIES, efficiency_kind, kv_family, typed_family
+from ..hardware.efficiency import (GEMM_FAMILIES, WEIGHT_ONLY_GEMMS, efficiency_kind,
+                                   kv_family, typed_family, weight_only_family)
 from .. import symbols as S
 from .allreduce import all_reduce_time
 from .numbers import compute_seconds, memory_seconds
@@ -126,7 +127,8 @@ def gemm_tile(node: Node, hw: Hardware, kind: str) -> tuple | None:
     elements it writes per row (a fused q+k+v writes all three: one GEMM over the concatenated
     weights)."""
     tile = hw.efficiency.tile if hw.efficiency else None
-    if tile is None or kind not in ("linear", *GEMM_FAMILIES) or node.engine != "matrix":
+    if tile is None or kind not in ("linear", *GEMM_FAMILIES, *WEIGHT_ONLY_GEMMS) or \
+            node.engine != "matrix":
         return None
     sms = tile.sms or hw.sms
     if not sms:
@@ -506,9 +508,13 @@ def family_of(node: Node, ctype: str | None, kernels: str | None = None,
     given the bitwidths' values, decode attention's over a narrow KV cache (kv_family)."""
     family = typed_family(kind_of(node, kernels), node.engine, ctype,
                           bool(node.scale_bits.get("weight")))
-    if bits is None or not any(a.cls == "kv" for a in node.reads):
+    if bits is None:
         return family
-    return kv_family(family, _numeric_bits(node, "kv", bits))
+    if node.engine == "matrix" and "weight" in node.operands:
+        family = weight_only_family(family, ctype, _numeric_bits(node, "weight", bits))
+    if any(a.cls == "kv" for a in node.reads):
+        family = kv_family(family, _numeric_bits(node, "kv", bits))
+    return family
 
 
 def bit_values(bits: Mapping[str, float]) -> dict[sympy.Symbol, float]:

@@ -107,13 +107,27 @@ Block-scaled GEMMs (weights with group-wise scales: FP8 in 128 x 128 blocks, NVF
 other kernels again (DeepGEMM, CUTLASS block-scaled): `[efficiency.fp8_block_gemm]`, falling
 back to fp8_gemm's figures."""
 
+WEIGHT_ONLY_TYPES = {4: "w4a16", 8: "w8a16"}
+"""Weight-only formats by the widest weight bits each covers: narrow weights with 16-bit
+activations, widened to the activations' type inside the GEMM (Marlin, Machete, CUTLASS
+mixed-input kernels)."""
+
+WEIGHT_ONLY_GEMMS = frozenset(f"{t}_gemm" for t in WEIGHT_ONLY_TYPES.values())
+"""A weight-only linear layer (W4A16: AWQ, GPTQ, INT4 QAT checkpoints) runs in its activations'
+16-bit type, but its kernel is not a bf16 GEMM: it streams a quarter of the bytes and
+dequantises each weight before the tensor cores see it. `[efficiency.w4a16_gemm]` (and
+`w8a16_gemm`) gives it a bandwidth, a compute fraction and a launch of its own; without it,
+the top-level figures (the bf16 GEMMs')."""
+
 EXPERT_FAMILIES = frozenset({"expert_linear"} | {f"{t}{block}_expert" for t in NARROW_GEMM_TYPES
-                                                  for block in ("", "_block")})
+                                                  for block in ("", "_block")}
+                            | {f"{t}_expert" for t in WEIGHT_ONLY_TYPES.values()})
 """The routed experts' GEMMs (a fused MoE kernel's grouped GEMMs) are kernels of their own:
 `[efficiency.expert_linear]` for bf16 experts, `[efficiency.fp8_expert]`,
 `[efficiency.fp8_block_expert]`, `[efficiency.fp4_block_expert]` ... for narrow ones (each a
 bandwidth, a compute fraction and a launch: bench/fit_experts.py fits them to the package's MoE
-tables). Without them, an expert GEMM is priced as the top-level figures price a GEMM."""
+tables; `[efficiency.w4a16_expert]` for INT4 weight-only experts, vLLM's and SGLang's Marlin
+MoE). Without them, an expert GEMM is priced as the top-level figures price a GEMM."""
 
 KV_TYPES = {8: "kv8", 4: "kv4"}
 """The narrow KV caches a decode attention kernel may read, by the widest bits each covers."""
@@ -130,7 +144,9 @@ FALLBACK = {"decode_attention": "attention", "decode_attention_kv8": "decode_att
             **{f"{t}_gemm": "linear" for t in NARROW_GEMM_TYPES},
             **{f"{t}_block_gemm": f"{t}_gemm" for t in NARROW_GEMM_TYPES},
             **{f"{t}{block}_expert": "expert_linear" for t in NARROW_GEMM_TYPES
-               for block in ("", "_block")}}
+               for block in ("", "_block")},
+            **{f"{t}_gemm": "linear" for t in WEIGHT_ONLY_TYPES.values()},
+            **{f"{t}_expert": "expert_linear" for t in WEIGHT_ONLY_TYPES.values()}}
 """A family whose figures, where the file gives none of its own, are those of another."""
 
 ATTENTION_FAMILIES = frozenset({"attention", "decode_attention"}) | KV_FAMILIES
@@ -293,6 +309,18 @@ def typed_family(family: str, engine: str, ctype: str | None, blocked: bool = Fa
     return family
 
 
+def weight_only_family(family: str, ctype: str | None, weight_bits: float | None) -> str:
+    """A 16-bit linear layer's (or routed expert's) family where its weights are 8 bits or
+    fewer: w4a16_gemm / w8a16_gemm (w4a16_expert, ...: WEIGHT_ONLY_TYPES); else unchanged."""
+    if family not in ("linear", "fused", "expert_linear") or ctype not in ("fp16", "bf16") \
+            or weight_bits is None:
+        return family
+    for bits, name in sorted(WEIGHT_ONLY_TYPES.items()):
+        if weight_bits <= bits:
+            return f"{name}_expert" if family == "expert_linear" else f"{name}_gemm"
+    return family
+
+
 def kv_family(family: str, kv_bits: float | None) -> str:
     """Decode's attention family for a cache of `kv_bits` (decode_attention_kv8 for 8 bits or
     fewer, _kv4 for 4 or fewer; KV_FAMILIES); any other family, or a 16-bit cache, unchanged."""
@@ -344,7 +372,7 @@ def parse_efficiency(table: dict, fail, parse_quantity, kinds: set[str],
                    "framework"):
             top[key] = value
         elif key in kinds or key in ATTENTION_FAMILIES or key in GEMM_FAMILIES \
-                or key in EXPERT_FAMILIES:
+                or key in EXPERT_FAMILIES or key in WEIGHT_ONLY_GEMMS:
             if not isinstance(value, dict):
                 raise fail(f"[efficiency.{key}] must be a table", f"efficiency.{key}")
             extra = set(value) - {"bandwidth", "compute", "launch", "rows", "overlap",

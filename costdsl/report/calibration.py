@@ -211,6 +211,37 @@ def _kind_table(kind, own, by, note, put):
     return table
 
 
+def with_tables(original: str, stack: str, tables: dict) -> str:
+    """A hardware file's text with `tables` ({name: tomlkit table}) put into the section of
+    `stack`: [efficiency] where it is the default's stack, [stack.NAME] otherwise; a table of
+    the same name replaced, the rest of the file as it was (the default's account kept above
+    [efficiency]). What the fits that write beside `calibrate` (bench/fit_experts.py,
+    bench/serving_silicon.py) write with."""
+    import tomlkit
+    doc = tomlkit.parse(original)
+    default = str(doc["efficiency"]["stack"]).split()[0]
+    section = doc["efficiency"] if stack == default else doc["stack"][stack]
+    for name, table in tables.items():
+        if name in section:
+            del section[name]
+        section.add(name, table)
+    return _tidy(_header_above_default(tomlkit.dumps(doc), _default_header(original)))
+
+
+def _tidy(text: str) -> str:
+    """One blank line at most between the machine-written sections (from the first
+    [efficiency] or [stack.NAME] on; the datasheet part above is the author's), none at the
+    end: tomlkit leaves a removed table's spacing behind."""
+    lines = text.rstrip("\n").splitlines()
+    start = next((i for i, line in enumerate(lines)
+                  if line.startswith(("[efficiency", "[stack."))), len(lines))
+    out = lines[:start]
+    for line in lines[start:]:
+        if line.strip() or (out and out[-1].strip()):
+            out.append(line)
+    return "\n".join(out) + "\n"
+
+
 def _default_header(text: str) -> list[str]:
     """The two comment lines an earlier calibration wrote for [efficiency] (not those inside a
     [stack.NAME] table, which are that table's own); [] where there are none."""

@@ -1,0 +1,89 @@
+"""Weight-only formats are kernels of their own (issue 26: "int4 weight-only with its
+dequantisation"): a 16-bit linear layer or routed expert whose weights are 8 bits or fewer is
+looked up under w4a16_gemm / w4a16_expert (w8a16_*), fitted where measured: vLLM's and SGLang's
+Marlin MoE over Kimi-K2.5's INT4 experts in aiconfigurator's tables."""
+import csv
+
+import pytest
+
+import costdsl
+from costdsl.hardware import load_hardware
+from costdsl.hardware.efficiency import FALLBACK, weight_only_family
+
+from conftest import DATA
+
+MEASURED = DATA / "measured"
+KIMI_INT4 = "moe/moe-7168x2048-e384k8-int4wo.arch"
+EXPERTS = ("y.gate", "y.up", "y.act", "y.down")
+
+
+def test_the_family_follows_the_weight_bits():
+    assert weight_only_family("linear", "fp16", 4) == "w4a16_gemm"
+    assert weight_only_family("fused", "bf16", 8) == "w8a16_gemm"
+    assert weight_only_family("expert_linear", "fp16", 4) == "w4a16_expert"
+    assert weight_only_family("linear", "fp16", 16) == "linear"
+    assert weight_only_family("linear", "fp8", 4) == "linear"   # W4A8 runs on the FP8 units
+    assert weight_only_family("rmsnorm", "fp16", 4) == "rmsnorm"
+    assert FALLBACK["w4a16_expert"] == "expert_linear" and FALLBACK["w4a16_gemm"] == "linear"
+
+
+def _ops(model, hw, seq):
+    a = model.analyze(hw, batch=1, seq=seq, stages=("prefill",))
+    return {o.name: o for o in a.stages["prefill"].ops}
+
+
+def _measured(seq: int) -> float:
+    with open(MEASURED / "aiconfigurator-moe-b200.csv", newline="") as f:
+        return next(float(r["time_s"]) for r in csv.DictReader(f)
+                    if r["model"] == KIMI_INT4 and int(r["seq"]) == seq
+                    and "moe_tp 1)" in r["source"])
+
+
+def test_int4_experts_by_hand_on_the_b200_under_vllm():
+    """Kimi-K2.5's routed experts (384 of 7,168 x 2,048, top 8) in INT4 with a bf16 scale per
+    32 weights, one GPU, vLLM's Marlin MoE. At 16 tokens the gate GEMM streams the weights of
+    the experts touched at the fitted w4a16_expert bandwidth (0.4309 of 8 TB/s) plus 9.32 us;
+    the four ops sum within 5% of the 0.814 ms measured, where bf16 experts' figures gave half
+    of it (0.41 ms). At 16,384 tokens the dequantising GEMMs are compute-bound at 0.109 of the
+    bf16 peak: 47.5 ms for 43.0 ms measured (bf16 experts' figures: 12.3 ms)."""
+    hw = load_hardware("nvidia-b200")
+    model = costdsl.load(MEASURED / KIMI_INT4)
+    ops = _ops(model, hw, 16)
+    gate = ops["y.gate"]
+    assert gate.bound == "memory"
+    assert gate.time_s == pytest.approx(gate.bytes / (0.4309 * 8e12) + 9.319e-6, rel=1e-3)
+    total = sum(ops[n].time_s for n in EXPERTS)
+    assert total == pytest.approx(_measured(16), rel=0.05)
+    big = _ops(model, hw, 16384)
+    assert big["y.gate"].bound == "compute"
+    assert big["y.gate"].time_s == pytest.approx(
+        big["y.gate"].flops / (0.109 * 2.25e15) + 9.319e-6, rel=1e-3)
+    assert sum(big[n].time_s for n in EXPERTS) == pytest.approx(_measured(16384), rel=0.15)
+    # the same experts priced as bf16 experts (a file without the table): 2x and 3.5x fast
+    assert hw.bandwidth_for("w4a16_expert") < 0.6 * hw.bandwidth_for("expert_linear")
+    h100 = load_hardware("nvidia-h100-sxm")
+    assert h100.bandwidth_for("w4a16_expert") == h100.bandwidth_for("linear")
+
+
+def test_a_weight_only_dense_layer_takes_its_own_figures(tmp_path):
+    """A W4A16 linear layer (AWQ/GPTQ) is w4a16_gemm; a file's [efficiency.w4a16_gemm] prices
+    it, and without one it is priced as the bf16 GEMMs are (the top-level figures)."""
+    source = (DATA.parent.parent / "hardware" / "nvidia-h100-sxm.toml").read_text()
+    text = source.replace("[efficiency.compute]", "[efficiency.w4a16_gemm]\nbandwidth = 0.5\n"
+                          "compute = 0.3\nlaunch = \"20 us\"\n\n[efficiency.compute]", 1)
+    path = tmp_path / "nvidia-h100-sxm.toml"
+    path.write_text(text)
+    passes = ['quantize(weights=4, group=128, scale_bits=16, ops="layers.q")']
+    model = costdsl.load("llama-2-7b", passes=passes)
+    # a prefill of 16 tokens: memory-bound, run eagerly (each kernel its own launch)
+    a = model.analyze(load_hardware(str(path)), batch=1, seq=16, stages=("prefill",))
+    q = next(o for o in a.stages["prefill"].ops if o.name == "layers.q")
+    assert q.compute_type == "fp16" and q.bound == "memory"
+    assert q.time_s == pytest.approx(q.bytes / (0.5 * 3.35e12) + 20e-6, rel=1e-6)
+    h100 = load_hardware("nvidia-h100-sxm")
+    plain = model.analyze(h100, batch=1, seq=16, stages=("prefill",))
+    q0 = next(o for o in plain.stages["prefill"].ops if o.name == "layers.q")
+    k = next(o for o in plain.stages["prefill"].ops if o.name == "layers.k")
+    assert q0.time_s == pytest.approx(q0.bytes / (h100.efficiency.bandwidth * 3.35e12)
+                                      + h100.launch_for("linear"), rel=1e-6)
+    assert k.bytes > 3.5 * q0.bytes   # the bf16 K projection moves 3.5x the bytes and more
