@@ -159,8 +159,12 @@ MOE_FORMATS = {   # aiconfigurator's moe_dtype: (file suffix, the quantize pass 
     # INT4 weight-only (Marlin MoE): 4-bit weights, a bf16 scale per 32 (Kimi-K2.5's
     # compressed-tensors checkpoint, the one shape the package times), bf16 activations
     "int4_wo": ("int4wo", 'quantize(weights=4, group=32, scale_bits=16, '
-                          'ops="y.gate,y.up,y.down")')}
-MOE_EVERY_TOKEN = {"int4_wo"}
+                          'ops="y.gate,y.up,y.down")'),
+    # MXFP4 weights (E2M1, an 8-bit power-of-two scale per 32), bf16 activations: gpt-oss's
+    # experts as its checkpoint ships them (quantization_config: quant_method mxfp4)
+    "w4a16_mxfp4": ("mxfp4", 'quantize(weights=4, group=32, scale_bits=8, '
+                             'ops="y.gate,y.up,y.down")')}
+MOE_EVERY_TOKEN = {"int4_wo", "w4a16_mxfp4"}
 """Formats timed at one shape only (INT4 weight-only: Kimi-K2.5's 7,168 x 2,048, 384 experts,
 top 8), whose every token count (27, 1 to 16,384) is kept rather than MOE_TOKENS."""
 MOE_OP = "y.gate+y.up+y.act+y.down"

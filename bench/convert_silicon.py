@@ -23,10 +23,10 @@ parallel group (no attention data parallelism, no pipeline), its experts split b
 (moe_tp_size = tp_size: `experts` "split") or spread whole over the same GPUs (moe_ep_size =
 tp_size: "ep", `tensor_parallel(n, experts="ep")`): DeepSeek-R1 and -V3 (the
 shipped deepseek-v3.2 without its indexer: `set` index_heads=0, DeepSeek-V3's layout), GLM-5,
-Qwen3-235B-A22B (FP8), Qwen3.5-397B-A17B and Kimi-K2.5, on H200, B200 and B300, in each
-run's GEMM and expert formats (`format` "GEMM+EXPERTS" where they differ: fp8, fp8_block, nvfp4,
-int4_wo; the block-scaled FP8 checkpoints' "fp8" as fp8_block, BLOCK_FP8). gpt-oss's runs are left out: their "fp4" on Hopper is MXFP4 experts through
-kernels the package's labels do not say. A measurement listed twice (under its database id
+Qwen3-235B-A22B (FP8), Qwen3.5-397B-A17B, Kimi-K2.5 and gpt-oss-120b, on H200, B200 and B300,
+in each run's GEMM and expert formats (`format` "GEMM+EXPERTS" where they differ: fp8,
+fp8_block, nvfp4, int4_wo; the block-scaled FP8 checkpoints' "fp8" as fp8_block, BLOCK_FP8;
+gpt-oss-120b as released, "mxfp4", under vLLM only: AS_RELEASED). A measurement listed twice (under its database id
 and its source file's) is kept once. Written to tests/data/measured/serving-silicon-moe.csv,
 with a `set` column.
 """
@@ -51,7 +51,8 @@ MOE_MODELS = {"deepseek-ai/DeepSeek-R1": ("deepseek-v3.2", "index_heads=0"),
               "deepseek-ai/DeepSeek-V3": ("deepseek-v3.2", "index_heads=0"),
               "zhipuai/GLM-5": ("glm-5", ""), "Qwen/Qwen3-235B-A22B-FP8": ("qwen3-235b-a22b", ""),
               "Qwen/Qwen3.5-397B-A17B": ("qwen3.5-397b-a17b", ""),
-              "moonshotai/Kimi-K2.5": ("kimi-k2.5", "")}
+              "moonshotai/Kimi-K2.5": ("kimi-k2.5", ""),
+              "openai/gpt-oss-120b": ("gpt-oss-120b", "")}
 """The package's MoE checkpoints -> (shipped model, --set values making it that checkpoint)."""
 MOE_SYSTEMS = {"h200_sxm": "h200", "b200_sxm": "b200", "b300_sxm": "b300"}
 """(GB200's runs are labelled TP 12 to 72 with every expert split as wide: layouts that cannot
@@ -63,6 +64,14 @@ quant_method fp8, weight_block_size [128, 128], as the package's model_configs c
 GLM-5's FP8 release zai-org/GLM-5-FP8): an "fp8" run of them is block-scaled FP8, whatever
 kernel family the package's label names."""
 MOE_FORMATS = {"fp8", "fp8_block", "nvfp4", "int4_wo"}
+AS_RELEASED = {"openai/gpt-oss-120b": ("mxfp4", {"vllm"})}
+"""Checkpoints served in the one format they ship in, whatever the runs' label says, and the
+stacks whose kernels for it are known: gpt-oss-120b's experts are MXFP4 (E2M1 weights, an
+8-bit scale per 32: its config's quant_method mxfp4), the rest bf16; the package labels its runs
+"nvfp4" on Hopper too, where no FP4 tensor core exists. vLLM runs them as W4A16 (OpenAI's Triton
+MXFP4 MoE on Hopper, FlashInfer's MXFP4 x bf16 on Blackwell: the kernels of the package's
+w4a16_mxfp4 tables); TensorRT-LLM's runs are left out (W4A16 or W4A8 by configuration, which
+the runs do not record). `format` "mxfp4": the model file as shipped, no quantize pass."""
 MOE_COLUMNS = COLUMNS[:5] + ("set",) + COLUMNS[5:9] + ("experts",) + COLUMNS[9:]
 
 
@@ -105,6 +114,9 @@ def _experts(r: dict) -> str | None:
 
 
 def kept_moe(r: dict) -> bool:
+    released = AS_RELEASED.get(r["model_path"])
+    if released and r["backend"] not in released[1]:
+        return False
     return (r["mode"] == "agg" and r["model_path"] in MOE_MODELS and r["system"] in MOE_SYSTEMS
             and r["pp_size"] == "1" and r["attention_dp_size"] in ("", "1")
             and _experts(r) is not None
@@ -114,6 +126,8 @@ def kept_moe(r: dict) -> bool:
 
 def convert_moe(r: dict) -> dict:
     gemm, experts = r["gemm_quant_mode"], r["moe_quant_mode"]
+    if r["model_path"] in AS_RELEASED:
+        gemm = experts = AS_RELEASED[r["model_path"]][0]
     if r["model_path"] in BLOCK_FP8:
         gemm, experts = (("fp8_block" if f == "fp8" else f) for f in (gemm, experts))
     model, values = MOE_MODELS[r["model_path"]]

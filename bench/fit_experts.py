@@ -136,6 +136,9 @@ def _tables(r: dict) -> dict:
             elif p is not None and p.stderr is not None:
                 spread = _duration(p.stderr) if unit else f"{p.stderr:.4f}"
                 item.comment(f"fitted: ± {spread}, {p.rows} rows")
+            elif p is not None:   # a singular fit: the figure, but no spread to give
+                item.comment(f"fitted: {p.rows} rows, no standard error (collinear with the "
+                             "launches)")
             elif key in ("rows", "overlap"):
                 item.comment("chosen: fits better")
             table.add(key, item)

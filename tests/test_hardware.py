@@ -44,10 +44,12 @@ def test_issue_3_devices_are_shipped_and_listed(capsys):
     assert re.search(r"^nvidia-a100-80gb\s.*\s108\s+calibrated\s+vllm, sglang, trtllm\s+fp16"
                      r"\s+-\s+bf16$", out, re.M)
     assert re.search(r"^nvidia-h200\s.*\s132\s+calibrated\s+vllm, sglang, trtllm\s+"
-                     r"fp16, fp8, fp8-block\s+bf16, fp8-block, w4a16\s+bf16, fp8$", out, re.M)
+                     r"fp16, fp8, fp8-block\s+bf16, fp8-block, w4a16, w4a16-mx\s+bf16, fp8$", out,
+                     re.M)
     assert re.search(r"^nvidia-b200\s.*\s148\s+calibrated\s+vllm, sglang, trtllm\s+"
-                     r"fp16, fp8, fp4-block, fp8-block\s+bf16, fp4-block, fp8-block, fp8, w4a16\s+"
-                     r"bf16, fp8$", out, re.M)   # NVFP4: fp4-block
+                     r"fp16, fp8, fp4-block, fp8-block\s+"
+                     r"bf16, fp4-block, fp8-block, fp8, w4a16, w4a16-mx\s+"
+                     r"bf16, fp8$", out, re.M)   # NVFP4: fp4-block; MXFP4 experts: w4a16-mx
     assert re.search(r"^nvidia-a6000\s.*\s84\s+ideal\s+-\s+-\s+-\s+-$", out, re.M)
     assert re.search(r"^amd-mi300x\s.*\s-\s+ideal\s+-\s+-\s+-\s+-$", out, re.M)
 

@@ -511,7 +511,8 @@ def family_of(node: Node, ctype: str | None, kernels: str | None = None,
     if bits is None:
         return family
     if node.engine == "matrix" and "weight" in node.operands:
-        family = weight_only_family(family, ctype, _numeric_bits(node, "weight", bits))
+        family = weight_only_family(family, ctype, _numeric_bits(node, "weight", bits),
+                                    node.attrs.get("weight_scale_bits"))
     if any(a.cls == "kv" for a in node.reads):
         family = kv_family(family, _numeric_bits(node, "kv", bits))
     return family

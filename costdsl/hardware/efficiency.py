@@ -112,7 +112,14 @@ WEIGHT_ONLY_TYPES = {4: "w4a16", 8: "w8a16"}
 activations, widened to the activations' type inside the GEMM (Marlin, Machete, CUTLASS
 mixed-input kernels)."""
 
-WEIGHT_ONLY_GEMMS = frozenset(f"{t}_gemm" for t in WEIGHT_ONLY_TYPES.values())
+MICROSCALED = "w4a16_mx"
+"""4-bit float weights with an 8-bit shared scale per small group (MXFP4: E2M1 with an E8M0
+scale per 32, gpt-oss's and Kimi K3's experts; NVFP4 weights) under 16-bit activations: other
+kernels than the integer formats' (OpenAI's Triton MXFP4 MoE, FlashInfer's TensorRT-LLM
+MXFP4 x bf16, against Marlin for INT4): `[efficiency.w4a16_mx_expert]`, falling back to the
+integer W4A16 figures."""
+
+WEIGHT_ONLY_GEMMS = frozenset(f"{t}_gemm" for t in (*WEIGHT_ONLY_TYPES.values(), MICROSCALED))
 """A weight-only linear layer (W4A16: AWQ, GPTQ, INT4 QAT checkpoints) runs in its activations'
 16-bit type, but its kernel is not a bf16 GEMM: it streams a quarter of the bytes and
 dequantises each weight before the tensor cores see it. `[efficiency.w4a16_gemm]` (and
@@ -121,7 +128,8 @@ the top-level figures (the bf16 GEMMs')."""
 
 EXPERT_FAMILIES = frozenset({"expert_linear"} | {f"{t}{block}_expert" for t in NARROW_GEMM_TYPES
                                                   for block in ("", "_block")}
-                            | {f"{t}_expert" for t in WEIGHT_ONLY_TYPES.values()})
+                            | {f"{t}_expert" for t in (*WEIGHT_ONLY_TYPES.values(),
+                                                       MICROSCALED)})
 """The routed experts' GEMMs (a fused MoE kernel's grouped GEMMs) are kernels of their own:
 `[efficiency.expert_linear]` for bf16 experts, `[efficiency.fp8_expert]`,
 `[efficiency.fp8_block_expert]`, `[efficiency.fp4_block_expert]` ... for narrow ones (each a
@@ -146,7 +154,8 @@ FALLBACK = {"decode_attention": "attention", "decode_attention_kv8": "decode_att
             **{f"{t}{block}_expert": "expert_linear" for t in NARROW_GEMM_TYPES
                for block in ("", "_block")},
             **{f"{t}_gemm": "linear" for t in WEIGHT_ONLY_TYPES.values()},
-            **{f"{t}_expert": "expert_linear" for t in WEIGHT_ONLY_TYPES.values()}}
+            **{f"{t}_expert": "expert_linear" for t in WEIGHT_ONLY_TYPES.values()},
+            f"{MICROSCALED}_gemm": "w4a16_gemm", f"{MICROSCALED}_expert": "w4a16_expert"}
 """A family whose figures, where the file gives none of its own, are those of another."""
 
 ATTENTION_FAMILIES = frozenset({"attention", "decode_attention"}) | KV_FAMILIES
@@ -309,15 +318,19 @@ def typed_family(family: str, engine: str, ctype: str | None, blocked: bool = Fa
     return family
 
 
-def weight_only_family(family: str, ctype: str | None, weight_bits: float | None) -> str:
+def weight_only_family(family: str, ctype: str | None, weight_bits: float | None,
+                       scale_bits: float | None = None) -> str:
     """A 16-bit linear layer's (or routed expert's) family where its weights are 8 bits or
-    fewer: w4a16_gemm / w8a16_gemm (w4a16_expert, ...: WEIGHT_ONLY_TYPES); else unchanged."""
+    fewer: w4a16_gemm / w8a16_gemm (w4a16_expert, ...: WEIGHT_ONLY_TYPES), w4a16_mx_* for 4-bit
+    weights whose group scales are 8 bits or fewer (MICROSCALED); else unchanged."""
     if family not in ("linear", "fused", "expert_linear") or ctype not in ("fp16", "bf16") \
             or weight_bits is None:
         return family
+    suffix = "_expert" if family == "expert_linear" else "_gemm"
     for bits, name in sorted(WEIGHT_ONLY_TYPES.items()):
         if weight_bits <= bits:
-            return f"{name}_expert" if family == "expert_linear" else f"{name}_gemm"
+            micro = bits == 4 and scale_bits is not None and scale_bits <= 8
+            return (MICROSCALED if micro else name) + suffix
     return family
 
 

@@ -49,12 +49,15 @@ def quantize(graph: nx.DiGraph, weights, acts, kv, ops, exclude, group, scale_bi
         bits = {**node.bits, **chosen}
         scale = dict(node.scale_bits)
         vector, flops = node.vector_flops, node.flops
+        attrs = node.attrs
         if group is not None and weights is not None:
             scale["weight"] = (scale_bits + zero_bits) / group  # group is a sympy number
+            if sympy.sympify(scale_bits).is_number:   # the scale's own width names the format:
+                attrs = {**attrs, "weight_scale_bits": float(scale_bits)}  # 8: MXFP4, NVFP4
             if dequant:
                 per_weight = 2 if zero_bits else 1
                 read = sum((a.elements for a in node.reads if a.cls == "weight"), sympy.Integer(0))
                 vector, flops = vector + per_weight * read, flops + per_weight * read
         out.nodes[node.name]["op"] = replace(node, bits=bits, scale_bits=scale,
-                                             vector_flops=vector, flops=flops)
+                                             vector_flops=vector, flops=flops, attrs=attrs)
     return out
