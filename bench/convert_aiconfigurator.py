@@ -54,8 +54,8 @@ and writes under tests/data/measured/ by default:
 
 - aiconfigurator-moe-<chip>[-<stack>].csv (`--moe`: these alone): the routed experts of one MoE
   layer (`moe/moe_perf.parquet`: the fused kernel that permutes the tokens, runs every expert's
-  gate/up and down GEMMs with the activation between, and combines them), for the H200 and the
-  B200 under each stack, at its calibrated version where the package has it (MOE_VERSIONS):
+  gate/up and down GEMMs with the activation between, and combines them), for the H100, H200
+  and B200 under each stack, at its calibrated version where the package has it (MOE_VERSIONS):
   balanced routing, no expert parallelism, one GPU's share of the intermediate width under
   tensor parallelism 1 and 4, the shapes of the MoE models the package names (hidden x
   intermediate, experts, top-k), 1 to 16,384 tokens, bf16, FP8 (per-tensor), block-scaled FP8,
@@ -137,16 +137,21 @@ ALL_REDUCE_VERSIONS = {**STACK_VERSIONS, ("l40s", "vllm"): "0.22.0"}
 whose newest vLLM all-reduce table is 0.22.0's (its rows say 0.14.0: the package reuses them)."""
 
 
-MOE_SYSTEMS = {"h200_sxm": ("h200", "nvidia-h200"), "b200_sxm": ("b200", "nvidia-b200")}
-MOE_VERSIONS = {("h200_sxm", "vllm"): "0.24.0", ("b200_sxm", "vllm"): "0.24.0",
+MOE_SYSTEMS = {"h100_sxm": ("h100", "nvidia-h100-sxm"), "h200_sxm": ("h200", "nvidia-h200"),
+               "b200_sxm": ("b200", "nvidia-b200")}
+MOE_VERSIONS = {("h100_sxm", "vllm"): "0.24.0", ("h100_sxm", "sglang"): "0.5.14",
+                ("h100_sxm", "trtllm"): "1.3.0rc20",
+                ("h200_sxm", "vllm"): "0.24.0", ("b200_sxm", "vllm"): "0.24.0",
                 ("h200_sxm", "sglang"): "0.5.14", ("b200_sxm", "sglang"): "0.5.14",
                 ("h200_sxm", "trtllm"): "1.3.0rc20"}
 """The MoE tables read: the versions the files' kernels were fitted on (the B200 has no
-TensorRT-LLM MoE table with balanced routing)."""
-MOE_SKIP = {("h200_sxm", "vllm", "fp8")}
-"""Tables left out: vLLM's only per-tensor FP8 MoE kernel on the H200 is FlashInfer's CUTLASS
-MoE (built for Blackwell), which runs 64 tokens slower than 4,096 (8.95 ms against 6.01 ms at
-4,096 x 2,048, 256 experts, top 8): not the kernel vLLM serves FP8 MoE with on Hopper."""
+TensorRT-LLM MoE table with balanced routing; the H100's only vLLM MoE table is 0.24.0's, its
+GEMMs and attention 0.19's)."""
+MOE_SKIP = {("h100_sxm", "vllm", "fp8"), ("h200_sxm", "vllm", "fp8")}
+"""Tables left out: vLLM's only per-tensor FP8 MoE kernel on Hopper is FlashInfer's CUTLASS
+MoE (built for Blackwell), which runs 64 tokens slower than 4,096 (H200: 8.95 ms against
+6.01 ms at 4,096 x 2,048, 256 experts, top 8; H100: 9.77 ms against 7.54 ms): not the kernel
+vLLM serves FP8 MoE with on Hopper."""
 MOE_TOKENS = {1, 4, 16, 64, 256, 1024, 4096, 16384}
 MOE_TP = {1, 4}
 MOE_FORMATS = {   # aiconfigurator's moe_dtype: (file suffix, the quantize pass of the experts)

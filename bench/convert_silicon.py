@@ -54,7 +54,7 @@ MOE_MODELS = {"deepseek-ai/DeepSeek-R1": ("deepseek-v3.2", "index_heads=0"),
               "moonshotai/Kimi-K2.5": ("kimi-k2.5", ""),
               "openai/gpt-oss-120b": ("gpt-oss-120b", "")}
 """The package's MoE checkpoints -> (shipped model, --set values making it that checkpoint)."""
-MOE_SYSTEMS = {"h200_sxm": "h200", "b200_sxm": "b200", "b300_sxm": "b300"}
+MOE_SYSTEMS = {"h100_sxm": "h100", "h200_sxm": "h200", "b200_sxm": "b200", "b300_sxm": "b300"}
 """(GB200's runs are labelled TP 12 to 72 with every expert split as wide: layouts that cannot
 split DeepSeek's 128 heads; the servers ran attention otherwise than the label says.)"""
 BLOCK_FP8 = {"deepseek-ai/DeepSeek-R1", "deepseek-ai/DeepSeek-V3", "Qwen/Qwen3-235B-A22B-FP8",

@@ -29,7 +29,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 MEASURED = ROOT / "tests" / "data" / "measured"
-SETS = {("h200", "vllm"): "nvidia-h200", ("b200", "vllm"): "nvidia-b200",
+SETS = {("h100", "vllm"): "nvidia-h100-sxm", ("h100", "sglang"): "nvidia-h100-sxm",
+        ("h100", "trtllm"): "nvidia-h100-sxm",
+        ("h200", "vllm"): "nvidia-h200", ("b200", "vllm"): "nvidia-b200",
         ("h200", "sglang"): "nvidia-h200", ("b200", "sglang"): "nvidia-b200",
         ("h200", "trtllm"): "nvidia-h200"}
 FOLDS = 5
