@@ -15,6 +15,11 @@ of the file):
     launch = "10 us"
     [efficiency.decode_attention]  # optional: decode's attention kernel (FlashDecoding,
     bandwidth = 0.76          # paged attention) when it differs from prefill's; else `attention`
+    [efficiency.decode_attention_kv8]  # optional: decode's over an 8-bit (FP8) cache (KV_FAMILIES)
+    bandwidth = 0.51
+    [efficiency.w4a16_expert]  # optional: INT4 weight-only routed experts (WEIGHT_ONLY_GEMMS,
+    bandwidth = 0.43          # EXPERT_FAMILIES; w4a16_mx_* for MXFP4 weights)
+    compute = 0.11
     [efficiency.rmsnorm]      # any op kind may have its own figures
     bandwidth = 0.31
     rows = 108                # token rows that fill the chip: one thread block per row
