@@ -2,6 +2,7 @@
 compute type): [efficiency.decode_attention_kv8], fitted to the FP8-cache rows of
 aiconfigurator's generation-attention tables, falling back to decode's figures."""
 import csv
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -109,3 +110,15 @@ def test_calibrate_keeps_the_tables_other_fits_wrote(tmp_path, capsys):
     assert lines[at - 2].startswith("# Calibrated by `costdsl calibrate` from ")
     assert "aiconfigurator-gemm-h200.csv" in lines[at - 2]
     assert hw.read_text().count("# Calibrated by `costdsl calibrate`") == 3
+
+
+def test_validate_reports_the_cache_type(capsys):
+    """validate's table by compute type names the operand format that makes a kernel of its
+    own: the H200's decode rows over an FP8 cache as "fp16 (kv8)", apart from the bf16 ones."""
+    from costdsl.cli import main
+    path = MEASURED / "aiconfigurator-attention-h200.csv"
+    assert main(["validate", str(path), "--hw", "nvidia-h200", "--format", "json"]) == 0
+    by_type = json.loads(capsys.readouterr().out)["models"]["calibrated"]["by_compute_type"]
+    assert by_type["fp16 (kv8)"]["rows"] == 311 and by_type["fp16"]["rows"] == 311 + 72
+    assert main(["validate", str(path), "--hw", "nvidia-h200"]) == 0
+    assert "    fp16 (kv8) (311) " in capsys.readouterr().out

@@ -42,21 +42,24 @@ def fit_text(hw_name: str, fit: Fit, before: ErrorTable, after: ErrorTable) -> s
 def error_lines(*tables: tuple[str, ErrorTable]) -> list[str]:
     """Mean and max absolute percentage error by op kind and stage, one column per model."""
     names = [n for n, _ in tables]
-    head = "  " + f"{'':24s}" + "".join(f"{n + ' MAPE / max':>32s}" for n in names)
-    lines = [head]
     first = tables[0][1]
-    for title, key in (("by op kind", "by_kind"), ("by stage", "by_stage"),
-                       ("by compute type", "by_type")):
+    groups = (("by op kind", "by_kind"), ("by stage", "by_stage"), ("by compute type", "by_type"))
+    labels = {(key, g): f"{g} ({count})" for _, key in groups
+              for g, (_, _, count) in getattr(first, key).items()}
+    width = max([22] + [len(label) + 1 for label in labels.values()])   # the label column
+    head = "  " + " " * (width + 2) + "".join(f"{n + ' MAPE / max':>32s}" for n in names)
+    lines = [head]
+    for title, key in groups:
         lines.append(f"  {title}:")
-        for group, (_, _, count) in getattr(first, key).items():
+        for group in getattr(first, key):
             cells = "".join(f"{getattr(t, key)[group][0]:>21.1f}% /{getattr(t, key)[group][1]:>7.1f}%"
                             for _, t in tables)
-            lines.append(f"    {group + f' ({count})':22s}{cells}")
+            lines.append(f"    {labels[key, group]:{width}s}{cells}")
     cells = "".join(f"{t.overall_mape:>21.1f}% /{t.overall_max:>7.1f}%" for _, t in tables)
-    lines.append(f"  {'all rows':24s}{cells}")
+    lines.append(f"  {'all rows':{width + 2}s}{cells}")
     if first.summed is not None:
         cells = "".join(f"{t.summed[0]:>21.1f}% /{t.summed[1]:>7.1f}%" for _, t in tables)
-        lines.append(f"  {'summed per configuration':24s}{cells}")
+        lines.append(f"  {'summed per configuration':{width + 2}s}{cells}")
         lines.append(f"    ({first.summed[2]} configurations with several ops measured: the "
                      "error of their total time)")
     return lines
