@@ -8,7 +8,7 @@ from typing import Mapping
 import numpy as np
 
 from .. import progress
-from ..hardware.efficiency import KV_FAMILIES, WEIGHT_ONLY_GEMMS, Tile
+from ..hardware.efficiency import Tile, operand_format
 from .calibration import CalibrationError, fit_efficiency
 from .measurements import Measured
 
@@ -48,19 +48,9 @@ def compute_type(m: Measured) -> str:
     an 8-bit KV cache (kv8), 4-bit weights under 16-bit activations (w4a16, w4a16-mx)."""
     types = sorted({p.compute_type for p in m.pieces if p.matrix_s and p.compute_type}) or \
         sorted({p.vector_type for p in m.pieces if p.vector_s and p.vector_type})
-    formats = sorted({_operand_format(p.family) for p in m.pieces} - {""})
+    formats = sorted({operand_format(p.family) for p in m.pieces} - {""})
     label = "+".join(types) or "-"
     return f"{label} ({', '.join(formats)})" if formats else label
-
-
-def _operand_format(family: str) -> str:
-    """The operand format a kernel family names beyond its compute type ("" for none)."""
-    if family in KV_FAMILIES:
-        return family.rsplit("_", 1)[1]                 # decode_attention_kv8 -> kv8
-    if family in WEIGHT_ONLY_GEMMS or family.removesuffix("_expert") + "_gemm" in \
-            WEIGHT_ONLY_GEMMS:
-        return family.rsplit("_", 1)[0].replace("_", "-")   # w4a16_mx_expert -> w4a16-mx
-    return ""
 
 
 def _summed(measured: list[Measured], predicted: np.ndarray, times: np.ndarray):

@@ -149,8 +149,8 @@ KV_FAMILIES = frozenset(f"decode_attention_{t}" for t in KV_TYPES.values())
 """Decode's attention over a narrow KV cache is a kernel of its own: `[efficiency.
 decode_attention_kv8]` for an 8-bit (FP8) cache, `_kv4` for a 4-bit one. The stacks read an FP8
 cache at their own rate, not at half the bf16 kernel's time: in aiconfigurator's tables SGLang's
-FP8-cache decode kernels on the H200 take 0.85 of the bf16 kernel's time where the bytes say
-0.5, TensorRT-LLM's on Hopper less than the bytes say. Without a table of its own, decode's."""
+FP8-cache decode kernels on the H200 take 0.8 to 0.92 of the bf16 kernel's time where the bytes
+say 0.5, TensorRT-LLM's on Hopper less than the bytes say. Without a table of its own, decode's."""
 
 FALLBACK = {"decode_attention": "attention", "decode_attention_kv8": "decode_attention",
             "decode_attention_kv4": "decode_attention_kv8",
@@ -337,6 +337,17 @@ def weight_only_family(family: str, ctype: str | None, weight_bits: float | None
             micro = bits == 4 and scale_bits is not None and scale_bits <= 8
             return (MICROSCALED if micro else name) + suffix
     return family
+
+
+def operand_format(family: str) -> str:
+    """The operand format a family names beyond its compute type: kv8 / kv4 (decode attention
+    over a narrow cache), w4a16 / w8a16 / w4a16-mx (weight-only GEMMs and experts); "" else."""
+    if family in KV_FAMILIES:
+        return family.rpartition("_")[2]
+    head, _, tail = family.rpartition("_")
+    if tail in ("gemm", "expert") and f"{head}_gemm" in WEIGHT_ONLY_GEMMS:
+        return head.replace("_", "-")
+    return ""
 
 
 def kv_family(family: str, kv_bits: float | None) -> str:
