@@ -827,3 +827,21 @@ def test_a_system_file_is_calibrated_and_loads_back(tmp_path, capsys):
                                            "fp99 = 0.5"))
     assert main(["analyze", str(MODELS / "llama-2-7b.arch"), "--hw", str(bad)]) == 2
     assert "fp99" in capsys.readouterr().err
+
+
+def test_the_best_monotone_fit_of_a_series_by_hand():
+    """bench/data_floor.py: the least mean relative error of any non-decreasing sequence. For
+    times 1, 3, 2: f = 1, 2, 2 misses the 3 by 1/3 (f = 1, 3, 3 misses the 2 by 1/2), so the
+    floor is 1/3; a non-decreasing series has none; and vLLM's FP8 GEMMs on the B200 (a kernel
+    at 64 tokens slower than at 128 and 256) cannot be fitted within 8% by any model that
+    grows with m: 9.0% over the 315 rows."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("data_floor", ROOT / "bench" / "data_floor.py")
+    floor = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(floor)
+    assert floor.monotone_floor([1.0, 3.0, 2.0]) == pytest.approx(1 / 3)
+    assert floor.monotone_floor([1.0, 2.0, 2.0, 5.0]) == 0.0
+    parts = [floor.floor(DATA / "measured" / f"aiconfigurator-gemm-{f}-b200.csv")
+             for f in ("fp8", "fp8-tp")]
+    rows = sum(n for n, _ in parts)
+    assert rows == 315 and 8.5 < sum(n * m for n, m in parts) / rows < 9.5
