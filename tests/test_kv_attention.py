@@ -122,3 +122,20 @@ def test_validate_reports_the_cache_type(capsys):
     assert by_type["fp16 (kv8)"]["rows"] == 311 and by_type["fp16"]["rows"] == 311 + 72
     assert main(["validate", str(path), "--hw", "nvidia-h200"]) == 0
     assert "    fp16 (kv8) (311) " in capsys.readouterr().out
+
+
+def test_a_kernel_without_figures_of_its_own_says_whose_it_takes(capsys):
+    """The time-model line names the kernels the settings ask for that the file has no
+    figures for, and whose they take: an FP8 cache on the A100 (no FP8-cache rows) decodes at
+    the bf16 cache's figures; on the H200 it has its own; a W4A16 layer there takes the GEMMs'."""
+    from costdsl.cli import main
+
+    def line(*args):
+        assert main(["analyze", "llama-3-8b", "--stage", "decode", *args]) == 0
+        return next(l for l in capsys.readouterr().out.splitlines()
+                    if l.startswith("time model:"))
+    assert "decode_attention_kv8 at decode_attention's" in line("--hw", "nvidia-a100-80gb",
+                                                                "--kv-bits", "8")
+    h200 = line("--hw", "nvidia-h200", "--kv-bits", "8", "--w-bits", "4")
+    assert "decode_attention_kv8 at" not in h200 and "w4a16_gemm at the GEMMs'" in h200
+    assert "w4a16_gemm at" not in line("--hw", "nvidia-h200")

@@ -259,6 +259,16 @@ class Efficiency:
                 out[c] = fitted
         return out
 
+    def borrowed_family(self, family: str) -> str | None:
+        """The family whose figures `family` takes where the file gives it none of its own
+        ("linear": the top-level figures, the GEMMs'); None where it has its own."""
+        if family in self.kinds:
+            return None
+        source = FALLBACK.get(family, "")
+        while source and source not in self.kinds:
+            source = FALLBACK.get(source, "")
+        return source or "linear"
+
     def launch_for(self, kind: str) -> float:
         own = self._own(kind, "launch_s")
         return self.launch_s if own is None else own

@@ -40,7 +40,7 @@ def _headline(a: Analysis) -> list[str]:
     ]
     if hw.count > 1 or (a.devices and a.devices.used > 1):
         lines.append(devices_line(a))
-    lines.append("time model: " + time_model(hw))
+    lines.append("time model: " + time_model(hw, s))
     if a.passes:
         lines.append("passes: " + "; ".join(a.passes))
     return lines
@@ -60,8 +60,10 @@ def devices_line(a: Analysis) -> str:
             "memory and parameters are per device")
 
 
-def time_model(hw) -> str:
-    """One line saying which model the times come from."""
+def time_model(hw, settings=None) -> str:
+    """One line saying which model the times come from: the file's figures, the compute types
+    that borrow another's, and the kernels the settings ask for (an 8-bit cache's decode
+    attention, weight-only GEMMs) that borrow another family's."""
     e = hw.efficiency
     if e is None:
         return "ideal roofline (datasheet peak and bandwidth, no launch cost)"
@@ -69,12 +71,34 @@ def time_model(hw) -> str:
     if e.kinds:
         parts.append("own figures for " + ", ".join(sorted(e.kinds)))
     stack = f" of {e.stack}'s kernels" if e.stack else ""
-    borrowed = e.borrowed(c for c in hw.peak if c not in ("fp32", "fp64"))
+    borrowed = {**e.borrowed(c for c in hw.peak if c not in ("fp32", "fp64")),
+                **_borrowed_families(e, settings)}
     if borrowed:
-        parts.append("unfitted " + ", ".join(f"{c} at {f}'s" for c, f in borrowed.items()))
+        parts.append("unfitted " + ", ".join(
+            f"{c} at the GEMMs'" if f == "linear" else f"{c} at {f}'s"
+            for c, f in borrowed.items()))
     return (f"achieved fractions{stack} from the hardware file ({', '.join(parts)}; launch "
             f"{seconds(e.launch_s)} per kernel){framework_text(e.framework)}; --ideal for the "
             "datasheet roofline")
+
+
+def _borrowed_families(e, settings) -> dict[str, str]:
+    """{family: the family whose figures it takes} for the kernels `settings`' bitwidths make
+    (decode over a narrow cache, weight-only GEMMs and experts) that the file has none for."""
+    if settings is None:
+        return {}
+    from ..hardware.efficiency import kv_family, weight_only_family
+    wanted = [kv_family("decode_attention", settings.kv_bits)]
+    if settings.a_bits >= 16:
+        wanted += [weight_only_family(f, "fp16", settings.w_bits)
+                   for f in ("linear", "expert_linear")]
+    out = {}
+    for family in wanted:
+        if family not in ("decode_attention", "linear", "expert_linear"):
+            source = e.borrowed_family(family)
+            if source:
+                out[family] = source
+    return out
 
 
 def framework_text(f) -> str:
