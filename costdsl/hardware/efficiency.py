@@ -447,8 +447,11 @@ def parse_efficiency(table: dict, fail, parse_quantity, kinds: set[str],
                        "keys: bandwidth, launch, source, measured_as, stack, "
                        "[efficiency.compute], [efficiency.tile], "
                        "[efficiency.framework], and a table per op kind ([efficiency.attention], "
-                       "[efficiency.decode_attention], [efficiency.rmsnorm], ...) or narrow "
-                       "GEMM type ([efficiency.fp8_gemm], ...)")
+                       "[efficiency.decode_attention], [efficiency.rmsnorm], ...), narrow "
+                       "GEMM type ([efficiency.fp8_gemm], ...), KV cache "
+                       "([efficiency.decode_attention_kv8], _kv4), weight-only format "
+                       "([efficiency.w4a16_gemm], w4a16_expert, w4a16_mx_*, w8a16_*) or routed "
+                       "experts' kernel ([efficiency.expert_linear], fp8_expert, ...)")
     compute = top.get("compute", {})
     if not isinstance(compute, dict):
         raise fail("[efficiency.compute] must be a table", "efficiency.compute")
