@@ -128,9 +128,9 @@ def test_a_stack_is_the_same_figures_as_a_file_whose_default_it_is(tmp_path):
 def test_each_stack_is_the_fit_of_its_kernels(chip, stack, limits):
     """A stack's figures are the fit of aiconfigurator-core 0.12.0's tables for it (refitting
     gives them: bandwidth, the fp16 and fp8 fractions) and predict rows they did not see within
-    `limits`, over 3x better than the ideal roofline. Decode attention is the weak part for
-    these stacks (15 to 20% held out: one bandwidth and one launch per kernel miss their
-    split-KV heuristics); FP8 GEMMs reach 0.50 to 0.62 of the fp8 peak, bf16 ones 0.74 to 0.81,
+    `limits`, over 3x better than the ideal roofline. Decode attention, with figures per KV
+    cache type, is within 7 to 14% (one bandwidth and one launch per kernel and cache still
+    miss the stacks' split-KV heuristics: TensorRT-LLM on Hopper the most); FP8 GEMMs reach 0.50 to 0.62 of the fp8 peak, bf16 ones 0.74 to 0.81,
     and at small m stream at their own fraction with their own per-call cost
     ([efficiency.fp8_gemm]: 13 to 16 us under TensorRT-LLM, which quantises the activations in
     a kernel of its own, 7 us under SGLang; 4 to 6 us for bf16)."""
