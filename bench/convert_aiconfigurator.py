@@ -119,6 +119,11 @@ BLOCK_FORMATS = {   # aiconfigurator's gemm_dtype: (file name, bits, the quantiz
     "fp8_block": ("fp8block", 8, 'quantize(weights=8, acts=8, group=16384, scale_bits=32, '
                                  'ops="proj")'),
     "nvfp4": ("nvfp4", 4, 'quantize(weights=4, acts=4, group=16, scale_bits=8, ops="proj")')}
+WEIGHT_ONLY_FORMATS = {   # gemm_dtype: (file name, weight bits, the quantize pass it is)
+    "int4_wo": ("w4a16", 4, 'quantize(weights=4, ops="proj")'),
+    "int8_wo": ("w8a16", 8, 'quantize(weights=8, ops="proj")')}
+"""TensorRT-LLM's weight-only GEMMs (its WeightOnlyQuantMatmul plugin: INT4 or INT8 weights with
+one scale per output channel, bf16 activations, widened inside the kernel): the A100's tables."""
 BLOCK_NOTES = {
     "fp8block": "DeepSeek-V3's FP8 recipe: one fp32 scale per 128 x 128 weight block, the "
                 "activations scaled per 1 x 128",
@@ -230,7 +235,31 @@ def gemm(data: Path, out_dir: Path, release: str, stack: str = STACK,
                     for r in chosen if r["kernel_source"] == main]
             out[f"{name}-{short}{_suffix(stack)}"] = sorted(
                 rows, key=lambda r: (r["model"], int(r["seq"])))
+        for dtype, (name, bits, quantize) in WEIGHT_ONLY_FORMATS.items():
+            rows = [_weight_only_row(out_dir, hw, r, name, bits, quantize, source)
+                    for r in records if r["gemm_dtype"] == dtype
+                    and (r["n"], r["k"]) in GEMM_SHAPES and r["m"] in GEMM_M]
+            if rows:
+                out[f"{name}-{short}{_suffix(stack)}"] = sorted(
+                    rows, key=lambda r: (r["model"], int(r["seq"])))
     return out
+
+
+def _weight_only_row(out_dir: Path, hw: str, r: dict, name: str, bits: int, quantize: str,
+                     source: str) -> dict:
+    """A weight-only GEMM as the `proj` of gemm/gemm-NxK-<name>.arch: narrow weights (one scale
+    per output channel), bf16 activations."""
+    n, k = r["n"], r["k"]
+    base = _gemm_row(out_dir, hw, r["m"], n, k, r["latency"], source)
+    base["w_bits"] = bits
+    path = out_dir / "gemm" / f"gemm-{n}x{k}-{name}.arch"
+    path.write_text(f"# gemm-{n}x{k} with {bits}-bit weights (one scale per output channel) and "
+                    "bf16 activations: a weight-only GEMM\n"
+                    f'import "gemm-{n}x{k}.arch"\n'
+                    f'model "gemm-{n}x{k}-{name}" extends "gemm-{n}x{k}" {{\n'
+                    f"  passes {{\n    {quantize}\n  }}\n}}\n")
+    base["model"] = f"gemm/{path.name}"
+    return base
 
 
 def _weights_resident(system: str, stack: str, r: dict, bits: float) -> bool:

@@ -1469,11 +1469,14 @@ def _hardware(args) -> str:
 
 def _fitted_types(hw) -> str:
     """The compute types with a fitted fraction, over the file's stacks (default first), and
-    the block-scaled GEMM formats (fp8-block, fp4-block: NVFP4) with figures of their own."""
+    the block-scaled and weight-only GEMM formats (fp8-block, fp4-block: NVFP4; w4a16, w8a16)
+    with figures of their own."""
+    from .hardware.efficiency import WEIGHT_ONLY_GEMMS
     sets = [hw.efficiency] + [hw.stacks[n] for n in sorted(hw.stacks)] if hw.efficiency else []
     types = [c for e in sets for c in e.compute]
     types += [k.removesuffix("_gemm").replace("_", "-") for e in sets for k in sorted(e.kinds)
-              if k.endswith("_block_gemm") and e.kinds[k].compute is not None]
+              if (k.endswith("_block_gemm") or k in WEIGHT_ONLY_GEMMS)
+              and e.kinds[k].compute is not None]
     return ", ".join(dict.fromkeys(types)) or "-"
 
 

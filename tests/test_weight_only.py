@@ -113,3 +113,23 @@ def test_mxfp4_experts_take_their_own_figures():
         ops = _ops(model, hw, seq)
         assert sum(ops[n].time_s for n in EXPERTS) == pytest.approx(measured[seq], rel=0.15)
     assert hw.bandwidth_for("w4a16_mx_expert") != hw.bandwidth_for("w4a16_expert")
+
+
+def test_a_weight_only_gemm_by_hand_on_the_a100_under_tensorrt_llm():
+    """TensorRT-LLM 1.0's weight-only plugin on the A100 (aiconfigurator's int4_wo table:
+    INT4 weights, one scale per output channel, bf16 activations), an 8,192 x 8,192 layer: at
+    one token it streams 33.6 MB of INT4 weights at the fitted 0.8477 of 2.04 TB/s plus 19.86 us
+    (39.3 us for 37.9 us measured; priced as a bf16 GEMM it moved 4x the bytes); at 4,096 tokens
+    it is compute-bound at 0.7695 of 312 TFLOPS: 2.31 ms for 2.14 ms measured."""
+    hw = load_hardware("nvidia-a100-80gb").with_stack("trtllm")
+    model = costdsl.load(MEASURED / "gemm" / "gemm-8192x8192-w4a16.arch")
+    one = _ops(model, hw, 1)["proj"]
+    assert one.bound == "memory" and one.bytes == pytest.approx(8192 * 8192 / 2 + 2 * 2 * 8192,
+                                                                rel=1e-3)
+    assert one.time_s == pytest.approx(one.bytes / (0.8477 * 2.039e12) + 19.86e-6, rel=2e-3)
+    assert one.time_s == pytest.approx(37.888e-6, rel=0.05)
+    big = _ops(model, hw, 4096)["proj"]
+    assert big.bound == "compute"
+    assert big.time_s == pytest.approx(2 * 4096 * 8192 * 8192 / (0.7695 * 312e12) + 19.86e-6,
+                                       rel=2e-3)
+    assert big.time_s == pytest.approx(2.14016e-3, rel=0.1)
