@@ -231,35 +231,22 @@ def gemm(data: Path, out_dir: Path, release: str, stack: str = STACK,
             if not chosen:
                 continue
             main = Counter(r["kernel_source"] for r in chosen).most_common(1)[0][0]
-            rows = [_block_row(out_dir, hw, r, name, bits, quantize, f"{source}, {main}")
+            rows = [_variant_row(out_dir, hw, r, name, quantize, f"{source}, {main}",
+                                 f"{name} weights and activations ({BLOCK_NOTES[name]})",
+                                 bits, bits)
                     for r in chosen if r["kernel_source"] == main]
             out[f"{name}-{short}{_suffix(stack)}"] = sorted(
                 rows, key=lambda r: (r["model"], int(r["seq"])))
         for dtype, (name, bits, quantize) in WEIGHT_ONLY_FORMATS.items():
-            rows = [_weight_only_row(out_dir, hw, r, name, bits, quantize, source)
+            rows = [_variant_row(out_dir, hw, r, name, quantize, source,
+                                 f"{bits}-bit weights (one scale per output channel) and bf16 "
+                                 "activations: a weight-only GEMM", bits, 16)
                     for r in records if r["gemm_dtype"] == dtype
                     and (r["n"], r["k"]) in GEMM_SHAPES and r["m"] in GEMM_M]
             if rows:
                 out[f"{name}-{short}{_suffix(stack)}"] = sorted(
                     rows, key=lambda r: (r["model"], int(r["seq"])))
     return out
-
-
-def _weight_only_row(out_dir: Path, hw: str, r: dict, name: str, bits: int, quantize: str,
-                     source: str) -> dict:
-    """A weight-only GEMM as the `proj` of gemm/gemm-NxK-<name>.arch: narrow weights (one scale
-    per output channel), bf16 activations."""
-    n, k = r["n"], r["k"]
-    base = _gemm_row(out_dir, hw, r["m"], n, k, r["latency"], source)
-    base["w_bits"] = bits
-    path = out_dir / "gemm" / f"gemm-{n}x{k}-{name}.arch"
-    path.write_text(f"# gemm-{n}x{k} with {bits}-bit weights (one scale per output channel) and "
-                    "bf16 activations: a weight-only GEMM\n"
-                    f'import "gemm-{n}x{k}.arch"\n'
-                    f'model "gemm-{n}x{k}-{name}" extends "gemm-{n}x{k}" {{\n'
-                    f"  passes {{\n    {quantize}\n  }}\n}}\n")
-    base["model"] = f"gemm/{path.name}"
-    return base
 
 
 def _weights_resident(system: str, stack: str, r: dict, bits: float) -> bool:
@@ -274,14 +261,15 @@ def _tp_shapes() -> set[tuple[int, int]]:
             for shard in ((n // t, k), (n, k // t))} - GEMM_SHAPES
 
 
-def _block_row(out_dir: Path, hw: str, r: dict, name: str, bits: int, quantize: str,
-               source: str) -> dict:
-    """A block-scaled GEMM as the `proj` of gemm/gemm-NxK-<name>.arch: the plain GEMM with
-    its quantize pass (the scales' bits per weight)."""
+def _variant_row(out_dir: Path, hw: str, r: dict, name: str, quantize: str, source: str,
+                 what: str, w_bits: int, a_bits: int) -> dict:
+    """A GEMM in another format as the `proj` of gemm/gemm-NxK-<name>.arch: the plain GEMM with
+    the format's quantize pass (`what` says what it is, in the file's first line)."""
     n, k = r["n"], r["k"]
-    base = _gemm_row(out_dir, hw, r["m"], n, k, r["latency"], source, bits)
+    base = _gemm_row(out_dir, hw, r["m"], n, k, r["latency"], source)
+    base["w_bits"], base["a_bits"] = w_bits, a_bits
     path = out_dir / "gemm" / f"gemm-{n}x{k}-{name}.arch"
-    path.write_text(f"# gemm-{n}x{k} with {name} weights and activations ({BLOCK_NOTES[name]})\n"
+    path.write_text(f"# gemm-{n}x{k} with {what}\n"
                     f'import "gemm-{n}x{k}.arch"\n'
                     f'model "gemm-{n}x{k}-{name}" extends "gemm-{n}x{k}" {{\n'
                     f"  passes {{\n    {quantize}\n  }}\n}}\n")

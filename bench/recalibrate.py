@@ -56,7 +56,7 @@ def refit(key: str, table: str | None, files: list[str], write: bool) -> list[st
     from costdsl.analysis.measurements import predict, read_measurements, resolve
     from costdsl.analysis.validation import errors
     from costdsl.hardware import load_hardware
-    from costdsl.report.calibration import calibrated_toml
+    from costdsl.report.calibration import FITTED_ELSEWHERE, calibrated_toml
     from costdsl import load
     shipped = load_hardware(key)
     hw = shipped.with_stack(table) if table else shipped
@@ -71,14 +71,12 @@ def refit(key: str, table: str | None, files: list[str], write: bool) -> list[st
     moved = [f"    {name}: {old.get(name, '-')} -> {value:.4g}" for name, value in sorted(new.items())
              if name not in old or abs(value - old[name]) > max(5e-3 * abs(old[name]), 5e-8)]
     moved += [f"    {name}: {old[name]:.4g} -> (none)" for name in sorted(set(old) - set(new))
-              if not name.split(".")[0].startswith(("expert", "fp8_expert", "fp8_block_expert",
-                                                    "fp4_block_expert"))]
+              if name.split(".")[0] not in FITTED_ELSEWHERE]   # kept as they are: not moved
     lines = [f"{key} [{'stack.' + table if table else 'efficiency'}] ({hw.stack}, "
              f"{len(measured)} rows): MAPE {before:.1f}% -> {after.overall_mape:.1f}%", *moved]
     if write:
-        text = calibrated_toml(shipped.source.read_text() if hasattr(shipped.source, "read_text")
-                               else Path(shipped.source).read_text(), fit, ", ".join(files),
-                               after, shipped.efficiency.measured_as or key, stack=hw.stack,
+        text = calibrated_toml(Path(shipped.source).read_text(), fit, ", ".join(files), after,
+                               shipped.efficiency.measured_as or key, stack=hw.stack,
                                into_stack=table)
         Path(shipped.source).write_text(text)
     return lines

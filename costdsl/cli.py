@@ -1467,12 +1467,17 @@ def _hardware(args) -> str:
     return _columns(rows) + "\n" + _columns(systems)
 
 
+def _figure_sets(hw) -> list:
+    """The file's fitted figures, one set per stack, the default's first ([] uncalibrated)."""
+    return [hw.efficiency] + [hw.stacks[n] for n in sorted(hw.stacks)] if hw.efficiency else []
+
+
 def _fitted_types(hw) -> str:
     """The compute types with a fitted fraction, over the file's stacks (default first), and
     the block-scaled and weight-only GEMM formats (fp8-block, fp4-block: NVFP4; w4a16, w8a16)
     with figures of their own."""
     from .hardware.efficiency import WEIGHT_ONLY_GEMMS
-    sets = [hw.efficiency] + [hw.stacks[n] for n in sorted(hw.stacks)] if hw.efficiency else []
+    sets = _figure_sets(hw)
     types = [c for e in sets for c in e.compute]
     types += [k.removesuffix("_gemm").replace("_", "-") for e in sets for k in sorted(e.kinds)
               if (k.endswith("_block_gemm") or k in WEIGHT_ONLY_GEMMS)
@@ -1483,7 +1488,7 @@ def _fitted_types(hw) -> str:
 def _fitted_experts(hw) -> str:
     """The routed experts' formats with figures of their own (bench/fit_experts.py), over the
     file's stacks: bf16 (expert_linear), fp8, fp8-block, fp4-block (NVFP4)."""
-    sets = [hw.efficiency] + [hw.stacks[n] for n in sorted(hw.stacks)] if hw.efficiency else []
+    sets = _figure_sets(hw)
     names = {"expert_linear": "bf16"}
     found = [names.get(k, k.removesuffix("_expert").replace("_", "-")) for e in sets
              for k in sorted(e.kinds) if (k == "expert_linear" or k.endswith("_expert"))
@@ -1494,7 +1499,7 @@ def _fitted_experts(hw) -> str:
 def _fitted_caches(hw) -> str:
     """The KV cache widths decode's attention has figures of its own for, over the file's
     stacks: bf16 (decode_attention), fp8 (decode_attention_kv8), fp4 (_kv4)."""
-    sets = [hw.efficiency] + [hw.stacks[n] for n in sorted(hw.stacks)] if hw.efficiency else []
+    sets = _figure_sets(hw)
     names = {"decode_attention": "bf16", "decode_attention_kv8": "fp8",
              "decode_attention_kv4": "fp4"}
     found = [names[k] for k in names for e in sets if k in e.kinds]

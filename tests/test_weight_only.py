@@ -10,7 +10,7 @@ import costdsl
 from costdsl.hardware import load_hardware
 from costdsl.hardware.efficiency import FALLBACK, weight_only_family
 
-from conftest import DATA
+from conftest import DATA, ROOT
 
 MEASURED = DATA / "measured"
 KIMI_INT4 = "moe/moe-7168x2048-e384k8-int4wo.arch"
@@ -73,7 +73,7 @@ def test_int4_experts_by_hand_on_the_b200_under_vllm():
 def test_a_weight_only_dense_layer_takes_its_own_figures(tmp_path):
     """A W4A16 linear layer (AWQ/GPTQ) is w4a16_gemm; a file's [efficiency.w4a16_gemm] prices
     it, and without one it is priced as the bf16 GEMMs are (the top-level figures)."""
-    source = (DATA.parent.parent / "hardware" / "nvidia-h100-sxm.toml").read_text()
+    source = (ROOT / "hardware" / "nvidia-h100-sxm.toml").read_text()
     text = source.replace("[efficiency.compute]", "[efficiency.w4a16_gemm]\nbandwidth = 0.5\n"
                           "compute = 0.3\nlaunch = \"20 us\"\n\n[efficiency.compute]", 1)
     path = tmp_path / "nvidia-h100-sxm.toml"

@@ -101,7 +101,7 @@ def calibrated_toml(original: str, fit: Fit, measurements: str, after: ErrorTabl
     (headers with comments, an [efficiency.tile], an inline `efficiency = {...}`, dotted keys)
     it is removed whole, the rest of the file keeps its comments, and the result loads back."""
     import tomlkit
-    doc = tomlkit.parse(_without_our_comment(original) if into_stack is None else original)
+    doc = tomlkit.parse(original)
     if into_stack is None:
         old = doc.get("efficiency")
     else:
@@ -269,20 +269,4 @@ def _header_above_default(text: str, header: list[str], stale: list[str] = ()) -
     if header and "[efficiency]" in out:
         at = out.index("[efficiency]")
         out[at:at] = header
-    return "\n".join(out) + "\n"
-
-
-def _without_our_comment(text: str) -> str:
-    """The text less the two comment lines an earlier calibration wrote above [efficiency]
-    (those inside a [stack.NAME] table are that table's own, and stay)."""
-    lines = text.splitlines()
-    drop = set()
-    for i, line in enumerate(lines):
-        if line.startswith(_OUR_COMMENT):
-            after = next((l for l in lines[i + 2:] if l.strip()), "")
-            if after.replace(" ", "").startswith("[efficiency"):
-                drop |= {i, i + 1}
-    out = [line for i, line in enumerate(lines) if i not in drop]
-    while out and not out[-1].strip():
-        out.pop()
     return "\n".join(out) + "\n"
