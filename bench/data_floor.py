@@ -65,6 +65,9 @@ def main(argv: list[str]) -> None:
     paths = [Path(a) for a in argv] or sorted(
         p for pattern in ("aiconfigurator-gemm-*.csv", "aiconfigurator-attention-*.csv")
         for p in MEASURED.glob(pattern))
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        sys.exit(f"data_floor: no measurement file {', '.join(missing)}")
     fp8: dict[str, list[tuple[int, float]]] = defaultdict(list)
     for path in paths:
         rows, mape = floor(path)

@@ -87,6 +87,10 @@ def main(argv: list[str]) -> None:
     keys = [a for a in argv if not a.startswith("--")]
     paths = [ROOT / "hardware" / f"{k}.toml" for k in keys] if keys else \
         sorted((ROOT / "hardware").glob("*.toml"))
+    missing = [p.stem for p in paths if not p.exists()]
+    if missing:
+        sys.exit(f"recalibrate: no hardware file {', '.join(missing)} under hardware/ "
+                 "(give keys as `costdsl hardware` lists them)")
     for path in paths:
         for table, files in sections(path):
             print("\n".join(refit(path.stem, table, files, write)), flush=True)
