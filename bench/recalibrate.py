@@ -8,9 +8,10 @@ them back and runs the same calibration on the same files under the same stack, 
 change to the cost model (a new family, a new choice) reaches every shipped file the way it
 reached the first, and a file can be checked against its sources. Prints, per section, the
 figures that move (more than 0.5% or 0.05 us) and the MAPE on the fit's rows before and after;
---write writes the refitted sections (the tables other fits wrote, the serving engine's and the
-routed experts', are kept as they are: report.calibration.FITTED_ELSEWHERE). Without keys: every
-file under hardware/ with a calibrated section.
+--write writes the refitted sections where a figure moved (the tables other fits wrote, the
+serving engine's and the routed experts', are kept as they are:
+report.calibration.FITTED_ELSEWHERE; a section where nothing moved keeps its text). Without
+keys: every file under hardware/ with a calibrated section.
 """
 from __future__ import annotations
 
@@ -40,10 +41,11 @@ def sections(path: Path) -> list[tuple[str | None, list[str]]]:
 
 def _figures(e) -> dict[str, float]:
     """The fitted numbers of one section, flat: name -> value."""
+    from costdsl.hardware.efficiency import GEMM_CHOICES
     out = {"bandwidth": e.bandwidth, "launch": e.launch_s}
     out.update({f"compute.{k}": v for k, v in e.compute.items()})
     for kind, own in e.kinds.items():
-        for what in ("bandwidth", "compute", "launch_s", "input_bytes", "rows"):
+        for what in ("bandwidth", "compute", "launch_s", "rows", *GEMM_CHOICES):
             value = getattr(own, what)
             if value is not None:
                 out[f"{kind}.{what}"] = value
@@ -74,7 +76,7 @@ def refit(key: str, table: str | None, files: list[str], write: bool) -> list[st
               if name.split(".")[0] not in FITTED_ELSEWHERE]   # kept as they are: not moved
     lines = [f"{key} [{'stack.' + table if table else 'efficiency'}] ({hw.stack}, "
              f"{len(measured)} rows): MAPE {before:.1f}% -> {after.overall_mape:.1f}%", *moved]
-    if write:
+    if write and len(lines) > 1:   # a section nothing moved in keeps its text (and hand layout)
         text = calibrated_toml(Path(shipped.source).read_text(), fit, ", ".join(files), after,
                                shipped.efficiency.measured_as or key, stack=hw.stack,
                                into_stack=table)

@@ -730,6 +730,10 @@ def test_missing_columns(tmp_path, capsys):
     ("[efficiency.rmsnorm]\nrows = true\n", "rmsnorm.rows = True"),
     ("[efficiency.linear]\nrows = 108\n", "linear is not one"),
     ("[efficiency.decode_attention]\nrows = 108\n", "decode_attention is not one"),
+    ("[efficiency.rmsnorm]\ntiles = 24\n", "rmsnorm is not a GEMM family"),
+    ("[efficiency.expert_linear]\noutput_bytes = 2\n", "expert_linear is not a GEMM family"),
+    ("[efficiency.fp8_gemm]\ntiles = 0\n", "GEMM output tiles of 128 x 128 (1 to 1e6)"),
+    ("[efficiency.linear]\noutput_bytes = -1\n", "bytes per output element (0 to 64)"),
 ])
 def test_bad_efficiency_sections(section, message, tmp_path, capsys):
     path = _hw_file(tmp_path, section)

@@ -109,28 +109,31 @@ def test_a_stack_is_the_same_figures_as_a_file_whose_default_it_is(tmp_path):
     # fit's own rows for the rest: all rows, bf16 GEMMs, FP8 GEMMs of m = 1 to 16,384 at the
     # full shapes and the shards tensor parallelism at 4 and 8 makes, FP8 128 x 128-block
     # GEMMs, NVFP4 GEMMs, decode attention over bf16 and FP8 caches): H100 trtllm
-    # 8.1/3.5/5.5/5.1/-/11.4, sglang 8.2/5.6/9.9/9.3/-/8.1; H200 trtllm 9.5/3.8/5.6/5.7/-/14.1,
-    # sglang 9.2/7.1/12.6/14.1/-/7.3; B200 trtllm 8.3/6.3/7.4/6.9/13.7/8.7, sglang
-    # 10.8/6.6/14.3/7.2/12.4/10.6; B300 trtllm 8.4/5.5/7.1/7.2/13.5/9.2, sglang
-    # 10.5/6.2/13.2/7.3/11.5/11.1; GB200 trtllm 8.4/7.4/7.1/7.5/13.5/8.7, sglang
-    # 10.5/7.8/13.6/8.6/11.4/10.2; GB300 trtllm 8.3/6.0/7.0/7.4/13.7/9.1, sglang
-    # 10.3/6.5/12.7/7.3/11.0/10.9 (the ideal roofline: 52 to 67% on all rows). Decode
-    # attention with one figure for both caches (before [decode_attention_kv8]): H100 14.9 and
-    # 17.4, H200 18.1 and 19.7, B200 8.6 and 20.1 (trtllm, sglang). The same FP8 rows under the
-    # figures before the activation quantisation was a kernel of its own (input_bytes),
-    # calibrated: 11.8, 14.3, 11.4, 15.5, 12.5 and 17.6%.
-    ("h100", "trtllm", (8.8, 4.5, 6.5, 6, 0, 12)), ("h100", "sglang", (9, 6.5, 10.5, 10, 0, 9)),
-    ("h200", "trtllm", (10, 4.5, 6.5, 6.5, 0, 15)), ("h200", "sglang", (10, 8, 13.5, 15, 0, 8)),
-    ("b200", "trtllm", (9, 7, 8.5, 8, 14.5, 9.5)), ("b200", "sglang", (11.5, 7.5, 15, 8, 13.5, 11.5)),
-    ("b300", "trtllm", (9, 6, 8, 8, 14.5, 10)), ("b300", "sglang", (11, 7, 14, 8, 12, 12)),
-    ("gb200", "trtllm", (9, 8, 8, 8.5, 14.5, 9.5)), ("gb200", "sglang", (11, 8.5, 14.5, 9.5, 12, 11)),
-    ("gb300", "trtllm", (9, 6.5, 8, 8, 14.5, 10)), ("gb300", "sglang", (11, 7, 13.5, 8, 12, 11.5))])
+    # 7.6/3.5/3.9/4.7/-/11.4, sglang 7.8/5.6/8.1/9.5/-/8.1; H200 trtllm 9.1/3.8/4.4/5.4/-/14.1,
+    # sglang 8.8/7.1/11.3/13.1/-/7.3; B200 trtllm 8.3/6.3/7.4/6.9/13.7/8.7, sglang
+    # 9.7/6.6/9.7/7.1/12.4/10.6; B300 trtllm 8.4/5.5/7.1/7.2/13.5/9.2, sglang
+    # 9.5/6.2/8.9/7.2/11.5/11.1; GB200 trtllm 8.4/7.4/7.1/7.5/13.5/8.7, sglang
+    # 9.7/7.8/9.7/8.4/11.4/10.2; GB300 trtllm 8.1/6.0/6.5/7.3/12.7/9.1, sglang
+    # 9.3/6.5/8.3/7.1/11.0/10.9 (the ideal roofline: 52 to 67% on all rows). FP8 GEMMs before
+    # their few tiles and epilogue were figures of their own (tiles, output_bytes): H100 5.5 and
+    # 9.9, H200 5.6 and 12.6, B200 7.4 and 14.3, B300 7.1 and 13.2, GB200 7.1 and 13.6, GB300
+    # 7.0 and 12.7 (trtllm, sglang). Decode attention with one figure for both caches (before
+    # [decode_attention_kv8]): H100 14.9 and 17.4, H200 18.1 and 19.7, B200 8.6 and 20.1. The
+    # same FP8 rows under the figures before the activation quantisation was a kernel of its
+    # own (input_bytes), calibrated: 11.8, 14.3, 11.4, 15.5, 12.5 and 17.6%.
+    ("h100", "trtllm", (8.5, 4.5, 4.5, 5.5, 0, 12)), ("h100", "sglang", (8.5, 6.5, 9, 10, 0, 9)),
+    ("h200", "trtllm", (10, 4.5, 5, 6, 0, 15)), ("h200", "sglang", (9.5, 8, 12, 14, 0, 8)),
+    ("b200", "trtllm", (9, 7, 8.5, 8, 14.5, 9.5)), ("b200", "sglang", (10.5, 7.5, 10.5, 8, 13.5, 11.5)),
+    ("b300", "trtllm", (9, 6, 8, 8, 14.5, 10)), ("b300", "sglang", (10, 7, 9.5, 8, 12, 12)),
+    ("gb200", "trtllm", (9, 8, 8, 8.5, 14.5, 9.5)), ("gb200", "sglang", (10.5, 8.5, 10.5, 9.5, 12, 11)),
+    ("gb300", "trtllm", (9, 6.5, 8, 8, 14.5, 10)), ("gb300", "sglang", (10, 7, 9, 8, 12, 11.5))])
 def test_each_stack_is_the_fit_of_its_kernels(chip, stack, limits):
     """A stack's figures are the fit of aiconfigurator-core 0.12.0's tables for it (refitting
     gives them: bandwidth, the fp16 and fp8 fractions) and predict rows they did not see within
     `limits`, over 3x better than the ideal roofline. Decode attention, with figures per KV
     cache type, is within 7 to 14% (one bandwidth and one launch per kernel and cache still
-    miss the stacks' split-KV heuristics: TensorRT-LLM on Hopper the most); FP8 GEMMs reach 0.50 to 0.62 of the fp8 peak, bf16 ones 0.74 to 0.81,
+    miss the stacks' split-KV heuristics: TensorRT-LLM on Hopper the most); FP8 GEMMs' main
+    loops reach 0.57 to 0.82 of the fp8 peak (their epilogue apart), bf16 ones 0.64 to 0.82,
     and at small m stream at their own fraction with their own per-call cost
     ([efficiency.fp8_gemm]: 13 to 16 us under TensorRT-LLM, which quantises the activations in
     a kernel of its own, 7 us under SGLang; 4 to 6 us for bf16)."""
@@ -142,8 +145,9 @@ def test_each_stack_is_the_fit_of_its_kernels(chip, stack, limits):
     assert hw.efficiency.bandwidth == pytest.approx(fitted.bandwidth, abs=6e-5)
     for ctype in ("fp16", "fp8"):
         assert hw.efficiency.compute[ctype] == pytest.approx(fitted.compute[ctype], abs=6e-5)
-    # the GB200's bf16 GEMMs reach 0.64 of its datasheet's 2.5 PFLOPS (the B200's 2.25 at 0.68)
-    assert 0.5 < hw.efficiency.compute["fp8"] < 0.75 and 0.63 < hw.efficiency.compute["fp16"]
+    # the GB200's bf16 GEMMs reach 0.64 of its datasheet's 2.5 PFLOPS (the B200's 2.25 at 0.68);
+    # the FP8 main loop 0.57 to 0.82 of the fp8 peak, its epilogue apart (output_bytes)
+    assert 0.55 < hw.efficiency.compute["fp8"] < 0.85 and 0.63 < hw.efficiency.compute["fp16"]
     own, refit = hw.efficiency.kinds["fp8_gemm"], fitted.kinds["fp8_gemm"]
     assert own.bandwidth == pytest.approx(refit.bandwidth, abs=6e-5)
     assert own.launch_s == pytest.approx(refit.launch_s, abs=6e-9)
@@ -169,17 +173,18 @@ GDDR = {"l40s": "nvidia-l40s", "rtxpro6000": "nvidia-rtx-pro-6000"}
 
 @pytest.mark.parametrize("chip, stack, limits", [
     # measured on the development machine, the fit's own rows (all, bf16 GEMMs, FP8 GEMMs,
-    # decode attention over bf16 and FP8 caches): L40S vllm 15.5/8.4/24.5/9.8, trtllm
-    # 14.0/7.8/11.5/22.2, sglang 16.4/7.2/24.6/12.3; RTX PRO 6000 vllm 11.5/5.6/16.7/9.2,
-    # trtllm 12.6/4.5/8.8/21.3, sglang 12.8/5.8/20.9/8.6 (decode attention before the FP8
-    # cache had figures of its own: 22.7, 15.3, 21.7, 13.9). FP8 under vLLM and SGLang: their
-    # CUTLASS kernels on these chips pick tiles by shape (the L40S's 12,288 x 512 at
-    # m = 16,384 runs at a fifth of the fp8 peak, 8,192 x 8,192 at a half); TensorRT-LLM's
+    # decode attention over bf16 and FP8 caches): L40S vllm 13.1/8.4/18.6/9.8, trtllm
+    # 14.0/7.8/11.5/22.2, sglang 15.9/7.2/23.3/12.3; RTX PRO 6000 vllm 9.4/5.6/11.3/9.2,
+    # trtllm 12.6/4.5/8.8/21.3, sglang 9.1/5.8/9.6/8.6 (FP8 before tiles and output_bytes:
+    # L40S 24.5 and 24.6, RTX PRO 6000 16.7 and 20.9 under vLLM and SGLang; decode attention
+    # before the FP8 cache had figures of its own: 22.7, 15.3, 21.7, 13.9). FP8 under vLLM and
+    # SGLang: their CUTLASS kernels on these chips pick tiles by shape (the L40S's 12,288 x 512
+    # at m = 16,384 runs at a fifth of the fp8 peak, 8,192 x 8,192 at a half); TensorRT-LLM's
     # decode attention with an FP8 cache at batch 1 to 4 runs 30 to 50% slower than at
     # larger batches for its bytes, which one bandwidth and one launch cannot say.
-    ("l40s", "vllm", (16.5, 9, 25.5, 10.5)), ("l40s", "trtllm", (15, 8.5, 12.5, 23)),
-    ("l40s", "sglang", (17, 8, 25.5, 13)), ("rtxpro6000", "vllm", (12, 6, 17.5, 10)),
-    ("rtxpro6000", "trtllm", (13.5, 5, 9.5, 22)), ("rtxpro6000", "sglang", (13.5, 6.5, 21.5, 9.5))])
+    ("l40s", "vllm", (14, 9, 19.5, 10.5)), ("l40s", "trtllm", (15, 8.5, 12.5, 23)),
+    ("l40s", "sglang", (17, 8, 24, 13)), ("rtxpro6000", "vllm", (10, 6, 12, 10)),
+    ("rtxpro6000", "trtllm", (13.5, 5, 9.5, 22)), ("rtxpro6000", "sglang", (10, 6.5, 10.5, 9.5))])
 def test_gddr_chips_are_the_fit_of_their_kernels(chip, stack, limits):
     """The L40S (Ada, GDDR6) and the RTX PRO 6000 Blackwell Server Edition (GDDR7) files are
     the fit of aiconfigurator-core 0.12.0's tables for each stack (refitting gives their
@@ -309,21 +314,23 @@ def test_validate_reports_by_stack_and_compute_type(capsys):
 
 def test_fp8_gemm_by_hand_on_the_h100_under_tensorrt_llm():
     """An 8192 x 8192 layer in FP8 on the H100 under TensorRT-LLM 1.3.0rc20's figures
-    ([stack.trtllm]: fp8 0.699 of 1,979 TFLOPS; [efficiency.fp8_gemm] 0.7973 of 3.35 TB/s,
-    12.58 us per call and input_bytes = 6: the activations are quantised by a kernel of their
-    own first, 6 bytes per input element at the same bandwidth). At m = 4,096 it is
-    compute-bound: 2 x 4096 x 8192^2 / (0.699 x 1979e12) + 6 x 4096 x 8192 / (0.7973 x
-    3.35e12) + 12.58 us = 397.4 + 75.4 + 12.6 = 485 us (aiconfigurator measured 447 us). At
-    m = 1 it streams its 64 MiB of FP8 weights: (8192^2 + 2 x 8192) bytes (input and output
-    at a_bits = 8) / (0.7973 x 3.35e12) + 6 x 8192 / (0.7973 x 3.35e12) + 12.58 us = 37.7 us
-    (measured 37.4 us; the bf16 GEMM's 4.2 us launch would give 29 us). Its shard at tensor
-    parallelism 8 (1,024 x 8,192) at m = 4,096: the same 75.4 us of quantisation and an
-    eighth of the GEMM, 49.7 us: 137.6 us (measured 139.3 us; the figures before the
-    quantisation was a kernel of its own gave 71 us)."""
+    ([stack.trtllm]: fp8 0.7746 of 1,979 TFLOPS; [efficiency.fp8_gemm] 0.7792 of 3.35 TB/s,
+    12.25 us per call, input_bytes = 6: the activations are quantised by a kernel of their
+    own first, 6 bytes per input element at the same bandwidth; output_bytes = 1: each output
+    written after the main loop, not hidden). At m = 4,096 it is compute-bound:
+    2 x 4096 x 8192^2 / (0.7746 x 1979e12) + 6 x 4096 x 8192 / (0.7792 x 3.35e12) + 4096 x
+    8192 / (0.7792 x 3.35e12) + 12.25 us = 358.6 + 77.1 + 12.9 + 12.3 = 461 us (aiconfigurator
+    measured 447 us). At m = 1 it streams its 64 MiB of FP8 weights: (8192^2 + 2 x 8192) bytes
+    (input and output at a_bits = 8) / (0.7792 x 3.35e12) + the quantisation and epilogue of
+    one row + 12.25 us = 38.0 us (measured 37.4 us; the bf16 GEMM's 4.2 us launch would give
+    30 us). Its shard at tensor parallelism 8 (1,024 x 8,192) at m = 4,096: the same 77.1 us
+    of quantisation, an eighth of the GEMM and of the epilogue: 135.8 us (measured 139.3 us;
+    the figures before the quantisation was a kernel of its own gave 71 us)."""
     hw = load_hardware("nvidia-h100-sxm").with_stack("trtllm")
     fp8 = hw.efficiency.kinds["fp8_gemm"]
     f, b, launch, x = hw.efficiency.compute["fp8"], fp8.bandwidth, fp8.launch_s, fp8.input_bytes
-    assert (f, b, round(launch * 1e6, 2), x) == (0.699, 0.7973, 12.58, 6)
+    assert (f, b, round(launch * 1e6, 2), x, fp8.output_bytes) == (0.7746, 0.7792, 12.25, 6, 1)
+    assert fp8.tiles is None   # TensorRT-LLM's decode GEMMs fill the chip: no stretch chosen
 
     def proj(n, k, seq):
         m = costdsl.load(MEASURED / "gemm" / f"gemm-{n}x{k}.arch")
@@ -331,17 +338,19 @@ def test_fp8_gemm_by_hand_on_the_h100_under_tensorrt_llm():
         return next(o for o in a.stages["prefill"].ops if o.name == "proj")
 
     quantise = lambda m, k: x * m * k / (b * 3.35e12)
+    epilogue = lambda m, n: 1 * m * n / (b * 3.35e12)
     big = proj(8192, 8192, 4096)
     assert big.compute_type == "fp8" and big.bound == "compute"
-    assert big.time_s == pytest.approx(2 * 4096 * 8192 ** 2 / (f * 1979e12)
-                                       + quantise(4096, 8192) + launch, rel=1e-9)
+    assert big.time_s == pytest.approx(2 * 4096 * 8192 ** 2 / (f * 1979e12) + quantise(4096, 8192)
+                                       + epilogue(4096, 8192) + launch, rel=1e-9)
     small = proj(8192, 8192, 1)
     assert small.bound == "memory"
-    assert small.time_s == pytest.approx((8192 ** 2 + 2 * 8192) / (b * 3.35e12)
-                                         + quantise(1, 8192) + launch, rel=1e-9)
+    assert small.time_s == pytest.approx((8192 ** 2 + 2 * 8192) / (b * 3.35e12) + quantise(1, 8192)
+                                         + epilogue(1, 8192) + launch, rel=1e-9)
     shard = proj(1024, 8192, 4096)
     assert shard.time_s == pytest.approx(2 * 4096 * 1024 * 8192 / (f * 1979e12)
-                                         + quantise(4096, 8192) + launch, rel=1e-9)
+                                         + quantise(4096, 8192) + epilogue(4096, 1024) + launch,
+                                         rel=1e-9)
     assert shard.time_s == pytest.approx(139.291e-6, rel=0.03)   # aiconfigurator's measurement
 
 
@@ -375,9 +384,11 @@ def test_nvfp4_gemm_by_hand_on_the_b200():
                                          + own.launch_s, rel=1e-9)
     plain = proj(costdsl.load(MEASURED / "gemm" / "gemm-8192x8192.arch"), 1, 8)
     assert plain.compute_type == "fp8"
-    fp8 = hw.efficiency.kinds["fp8_gemm"]
+    fp8 = hw.efficiency.kinds["fp8_gemm"]   # its epilogue too (output_bytes); 64 tiles: no stretch
+    assert fp8.tiles <= 64 and own.output_bytes is None
     assert plain.time_s == pytest.approx((8192 ** 2 + 2 * 8192) / (fp8.bandwidth * 8e12)
-                                         + quantise(fp8, 1) + fp8.launch_s, rel=1e-9)
+                                         + quantise(fp8, 1) + fp8.output_bytes * 8192
+                                         / (fp8.bandwidth * 8e12) + fp8.launch_s, rel=1e-9)
 
 
 @pytest.mark.parametrize("stack, rows, limits", [

@@ -21,6 +21,10 @@ Occupancy and overlap are choices, not fits: given the chip's SM count, each ele
 is fitted again with one thread block per token row (memory_s x max(1, sms / rows)) and keeps it
 where the squared relative error drops; prefill's attention likewise with its memory time
 added to its compute time (`overlap = false`: t = compute + memory + launch, linear in both).
+A narrow GEMM's input traffic before it (`input_bytes`), and a dense GEMM family's occupancy in
+output tiles (`tiles`) and epilogue (`output_bytes`) are chosen from grids the same way (the
+last two only where they remove MIN_GAIN of the error). A GEMM's compute fraction is bounded by
+1: no matrix kernel beats its datasheet peak.
 
 Standard errors come from the final linear fit: cov(u) = s^2 (A^T W A)^-1, and for an efficiency
 e = 1 / u, se(e) = se(u) / u^2.
@@ -36,8 +40,8 @@ import numpy as np
 
 from ..errors import CostDSLError
 from ..hardware.efficiency import (ATTENTION_FAMILIES, EXPERT_FAMILIES, FALLBACK, GEMM_FAMILIES,
-                                   MAX_FRACTION, WEIGHT_ONLY_GEMMS, Efficiency, KindEfficiency,
-                                   Tile)
+                                   MAX_FRACTION, TILE_FAMILIES, WEIGHT_ONLY_GEMMS, Efficiency,
+                                   KindEfficiency, Tile)
 from .measurements import Measured, predict
 
 MAX_LAUNCH_S = 1e-3   # a launch cost above a millisecond is not a kernel launch
@@ -47,6 +51,21 @@ INPUT_BYTES = (2, 3, 4, 5, 6, 8, 10, 12, 16)
 (efficiency input_bytes): a grid the fit chooses from, as it chooses occupancy (3: a static
 scale, one 16-bit read and one 8-bit write; 5: a dynamic per-tensor scale, a read for the
 maximum before them)."""
+TILES = (1, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128)
+"""The GEMM output tiles (128 x 128) that may fill the chip (efficiency `tiles`): a grid the fit
+chooses from per GEMM family (on aiconfigurator's tables 12 to 32 on Hopper and Blackwell:
+a few tiles per SM pair stream at the chip's rate; 1: no stretch, for a typed family that
+would otherwise inherit linear's)."""
+OUTPUT_BYTES = (0, 0.5, 1, 1.5, 2, 3, 4, 5, 6, 8)
+"""The bytes per output element a GEMM's epilogue may move after its main loop, not hidden
+(efficiency output_bytes): a grid the fit chooses from (2: a 16-bit output written once at the
+kernel's bandwidth; more where the write is slower than the stream; 0: none, for a typed
+family that would otherwise inherit linear's)."""
+MIN_GAIN = 0.03
+"""The share of the squared relative error a GEMM's `tiles` or `output_bytes` must remove to be
+kept: they are schedules some stacks' kernels run and others do not, not a traffic every
+narrow GEMM has (input_bytes, kept on any gain); below it (0.9% for an A100 bf16 epilogue of
+6 bytes) a choice fits noise."""
 SERIAL_CANDIDATES = frozenset({"attention"})
 """Families tried with `overlap = false`: prefill's FlashAttention, whose blocks load their
 query tile before the loop over keys and write their output after it (decode's kernels stream
@@ -122,6 +141,19 @@ class Choices:
     serial: frozenset = frozenset()
     tile: Tile | None = None
     input_bytes: Mapping[str, float] = field(default_factory=dict)
+    tiles: Mapping[str, float] = field(default_factory=dict)
+    output_bytes: Mapping[str, float] = field(default_factory=dict)
+
+    def gemm(self, what: str, family: str) -> float:
+        """A GEMM family's chosen `what` (input_bytes, tiles, output_bytes), or the one it
+        inherits (FALLBACK: fp8_block_gemm from fp8_gemm, fp8_gemm from linear), as the
+        efficiency built from the choices prices it; 0: none."""
+        chosen = getattr(self, what)
+        while family:
+            if family in chosen:
+                return chosen[family]
+            family = FALLBACK.get(family, "")
+        return 0.0
 
     def overlap(self, kind: str) -> bool | None:
         """A family's `overlap`: False where its traffic adds to its compute, True where it
@@ -139,12 +171,15 @@ def _efficiency(u: Mapping[str, float], launches: Mapping[str, float],
         kind, _, what = key.rpartition(".")
         if kind and kind != "compute":
             kinds.setdefault(kind, {})
+    for kind in [*choices.tiles, *choices.output_bytes]:   # the GEMMs' (linear's) own table
+        kinds.setdefault(kind, {})
     for kind in kinds:
         kinds[kind] = KindEfficiency(
             1 / u[f"{kind}.bandwidth"] if f"{kind}.bandwidth" in u else None,
             1 / u[f"{kind}.compute"] if f"{kind}.compute" in u else None,
             launches.get(f"{kind}.launch"), choices.fill.get(kind), choices.overlap(kind),
-            choices.input_bytes.get(kind))
+            choices.input_bytes.get(kind), choices.tiles.get(kind),
+            choices.output_bytes.get(kind))
     return Efficiency(bandwidth=1 / u.get("bandwidth", 1.0), compute=compute,
                       launch_s=launches.get("launch", 0.0), kinds=kinds, source=source,
                       tile=choices.tile)
@@ -166,7 +201,8 @@ def _assign(measured: list[Measured], e: Efficiency | None, launch: bool = True,
         for p in m.pieces:
             if p.collective:    # its link's fixed time: nothing here to fit (_fixed_s)
                 continue
-            memory_s = p.memory_s * p.stretch(choices.fill.get(p.family, 0.0))
+            memory_s = (p.memory_s * p.stretch(choices.fill.get(p.family, 0.0))
+                        * p.tile_stretch(choices.gemm("tiles", p.family)))
             matrix_s = p.matrix_s * p.waves(waves)
             if e is None:
                 compute_wins = matrix_s + p.vector_s > memory_s
@@ -182,10 +218,11 @@ def _assign(measured: list[Measured], e: Efficiency | None, launch: bool = True,
             if memory_s and (not compute_wins or p.family in choices.serial):
                 k = _key(p, "memory")
                 coef[k] = coef.get(k, 0.0) + p.count * memory_s
-            prologue = choices.input_bytes.get(p.family, 0.0) * p.input_s
-            if prologue:   # a kernel before it, at its bandwidth, whichever side wins
+            serial = p.serial_s(choices.gemm("input_bytes", p.family),
+                                choices.gemm("output_bytes", p.family))
+            if serial:   # before and after its loop, at its bandwidth, whichever side wins
                 k = _key(p, "memory")
-                coef[k] = coef.get(k, 0.0) + p.count * prologue
+                coef[k] = coef.get(k, 0.0) + p.count * serial
             if launch:
                 k = _launch_key(p)
                 coef[k] = coef.get(k, 0.0) + p.count
@@ -199,15 +236,30 @@ def _fixed_s(measured: list[Measured]) -> np.ndarray:
                      for m in measured])
 
 
+def _lowest_inverse(name: str) -> float:
+    """The least value of a parameter: 0 for a launch cost; 1 for a GEMM's compute fraction's
+    inverse (no matrix kernel beats its datasheet peak: a fraction above 1 would be the fit
+    trading a serial term for an impossible loop; on the H200's vLLM FP8 GEMMs it reached 1.06
+    beside the epilogue); 1 / MAX_FRACTION for the rest (a bandwidth above the datasheet's is
+    on-chip reuse; attention's operations count masked blocks a kernel may skip)."""
+    if _is_launch(name):
+        return 0.0
+    if name.endswith("compute") and not name.startswith(tuple(ATTENTION_FAMILIES)) \
+            or name.startswith("compute."):
+        return 1.0
+    return 1 / MAX_FRACTION
+
+
 def _solve(assigned: list[dict], times: np.ndarray, names: list[str],
            fixed_s: np.ndarray | float = 0.0):
     """Bounded weighted least squares by an active set: (values by name, standard errors).
-    Inverse fractions stay within [1 / MAX_FRACTION, 1000], launch costs within
+    Inverse fractions stay within [1 / MAX_FRACTION, 1000] (a GEMM's compute fraction within
+    (0, 1]: _lowest_inverse), launch costs within
     [0, MAX_LAUNCH_S]. `fixed_s`: each row's time that no parameter scales."""
     weights = 1 / times
     A = np.array([[coef.get(n, 0.0) for n in names] for coef in assigned]) * weights[:, None]
     b = (times - fixed_s) * weights  # 1 less the fixed share: the relative error is minimised
-    lower = {n: 0.0 if _is_launch(n) else 1 / MAX_FRACTION for n in names}
+    lower = {n: _lowest_inverse(n) for n in names}
     upper = {n: MAX_LAUNCH_S if _is_launch(n) else 1e3 for n in names}
     fixed: dict[str, float] = {}
     values: dict[str, float] = {}
@@ -277,20 +329,31 @@ def _fit(measured: list[Measured], times: np.ndarray, source: str, launch: bool,
     return replace(best, rounds=rounds)
 
 
-def _descend(objective: Callable[[float], float]) -> None:
-    """Walk INPUT_BYTES from 5 towards whichever side lowers `objective`, while it does: the
+def _descend(objective: Callable[[float], float], grid: tuple = INPUT_BYTES,
+             start: float = 5) -> None:
+    """Walk `grid` from `start` towards whichever side lowers `objective`, while it does: the
     error is one valley over the grid, so a few fits find what all of them would."""
-    start = INPUT_BYTES.index(5)
-    at = {start: objective(INPUT_BYTES[start])}
+    start = grid.index(start)
+    at = {start: objective(grid[start])}
     for step in (1, -1):
         i = start
-        while 0 <= i + step < len(INPUT_BYTES):
-            at[i + step] = objective(INPUT_BYTES[i + step])
+        while 0 <= i + step < len(grid):
+            at[i + step] = objective(grid[i + step])
             if at[i + step] >= at[i]:
                 break
             i += step
         if i != start:   # it went this way: the other side is uphill
             return
+
+
+def _gemm_families(measured: list[Measured]) -> tuple[list[str], bool]:
+    """The dense GEMM families in the data that may give `tiles` and `output_bytes`: the typed
+    ones (fp8_gemm, ...), whose choices are made first, on their own rows, and whether linear
+    (the 16-bit GEMMs) is among them: its choice comes after (what a typed family chose is its
+    own, not linear's), and where it chose, the typed families that chose nothing inherit it
+    and are tried again (they may refuse it: tiles = 1, output_bytes = 0)."""
+    found = {p.family for m in measured for p in m.pieces if p.cols and p.family in TILE_FAMILIES}
+    return sorted(found - {"linear"}), "linear" in found
 
 
 def _row_parallel_families(measured: list[Measured]) -> list[str]:
@@ -321,21 +384,64 @@ def fit_efficiency(measured: list[Measured], source: str = "", launch: bool = Tr
     times = np.array([m.row.time_s for m in measured])
     choices = Choices(tile=tile)
     best = _fit(measured, times, source, launch, choices)
-    def attempt(trial: Choices) -> float:
+    def combined(trial: Choices) -> Choices:
+        return replace(choices, fill={**choices.fill, **trial.fill},
+                       serial=choices.serial | trial.serial,
+                       input_bytes={**choices.input_bytes, **trial.input_bytes},
+                       tiles={**choices.tiles, **trial.tiles},
+                       output_bytes={**choices.output_bytes, **trial.output_bytes})
+
+    def attempt(trial: Choices) -> None:
         """Fit with `trial` added to the choices kept so far; keep it if it fits better."""
         nonlocal choices, best
-        tried = replace(choices, fill={**choices.fill, **trial.fill},
-                        serial=choices.serial | trial.serial,
-                        input_bytes={**choices.input_bytes, **trial.input_bytes})
+        tried = combined(trial)
         solved = _fit(measured, times, source, launch, tried)
         if solved.objective < best.objective:
             choices, best = tried, solved
-        return solved.objective
+
+    def choose(what: str, family: str, grid: tuple, start: float, gain: float) -> bool:
+        """The value of a grid choice for one family that fits best (_descend), kept if it
+        lowers the error by more than the fraction `gain`; whether it was kept."""
+        nonlocal choices, best
+        tried: dict[float, tuple[Choices, _Solved]] = {}
+        now = choices.gemm(what, family)
+        def objective(x: float) -> float:
+            if x == now:   # what the family has (or inherits) already: no refit
+                return best.objective
+            trial = combined(Choices(**{what: {family: x}}))
+            tried[x] = (trial, _fit(measured, times, source, launch, trial))
+            return tried[x][1].objective
+        _descend(objective, grid, start)
+        if not tried:
+            return False
+        x = min(tried, key=lambda v: tried[v][1].objective)
+        if tried[x][1].objective >= best.objective * (1 - gain):
+            return False
+        choices, best = tried[x]
+        return True
 
     for family in (_row_parallel_families(measured) if sms else ()):
         attempt(Choices(fill={family: float(sms)}))
-    for family in sorted({p.family for m in measured for p in m.pieces if p.input_s}):
-        _descend(lambda x: attempt(Choices(input_bytes={family: x})))
+    narrow = sorted({p.family for m in measured for p in m.pieces if p.input_s})
+    for family in narrow:
+        choose("input_bytes", family, INPUT_BYTES, 5, 0.0)
+    def schedule(family: str) -> bool:
+        """A GEMM family's tiles and epilogue, each from what it has or inherits (else the
+        grid's middle); whether either was kept."""
+        kept = [choose("tiles", family, TILES, choices.gemm("tiles", family) or 24, MIN_GAIN),
+                choose("output_bytes", family, OUTPUT_BYTES,
+                       choices.gemm("output_bytes", family) or 2, MIN_GAIN)]
+        return any(kept)
+
+    typed, linear = _gemm_families(measured)
+    for family in typed:
+        schedule(family)
+    if linear and schedule("linear"):
+        for family in typed:   # those that chose nothing now inherit linear's: keep or refuse
+            schedule(family)
+    for family in narrow:   # again, beside the epilogue now chosen
+        if family in choices.input_bytes:
+            choose("input_bytes", family, INPUT_BYTES, choices.input_bytes[family], 0.0)
     for family in sorted({p.family for m in measured for p in m.pieces} & SERIAL_CANDIDATES):
         attempt(Choices(serial=frozenset({family})))
     assigned, values, stderr = best.assigned, best.values, best.stderr
@@ -352,9 +458,11 @@ def fit_efficiency(measured: list[Measured], source: str = "", launch: bool = Tr
         params.append(Parameter(f"{family}.rows", rows, None,
                                 sum(1 for m in measured for p in m.pieces
                                     if p.family == family and p.rows < rows)))
-    for family, x in sorted(choices.input_bytes.items()):
-        params.append(Parameter(f"{family}.input_bytes", x, None,
-                                sum(1 for m in measured for p in m.pieces if p.family == family)))
+    for what in ("input_bytes", "tiles", "output_bytes"):
+        for family, x in sorted(getattr(choices, what).items()):
+            params.append(Parameter(f"{family}.{what}", x, None,
+                                    sum(1 for m in measured for p in m.pieces
+                                        if p.family == family)))
     for family in sorted(choices.serial):
         params.append(Parameter(f"{family}.overlap", 0.0, None,
                                 sum(1 for m in measured for p in m.pieces if p.family == family)))

@@ -42,7 +42,7 @@ def evaluate(stage: StageRoofline, values: Mapping[sympy.Symbol, object]) -> Sta
 def _compute_bound_time(stage: StageRoofline) -> sympy.Expr:
     """Time spent in ops that are compute-bound: sum of repeat x compute time where it wins."""
     return stage.steps * sympy.Add(*(o.node.repeat * sympy.Piecewise(
-        (o.compute_time + o.launch + o.prologue + (0 if o.overlap else o.memory_time),
+        (o.compute_time + o.launch + o.serial_work + (0 if o.overlap else o.memory_time),
          o.compute_time > o.memory_time), (0, True))
         for o in stage.ops if o.compute_type))
 

@@ -25,14 +25,15 @@ from ..graph.schema import CLASSES
 @functools.lru_cache(maxsize=64)
 def stage_rows(stage: StageRoofline):
     """Per stage: the symbols and the rows [repeat..., flops..., bytes by class...,
-    vector flops..., transfers..., occupancy..., waves..., prologues...] of every op."""
+    vector flops..., transfers..., occupancy..., waves..., serial work...] of every op (serial
+    work: the prologue and epilogue, roofline.OpRoofline.serial_work)."""
     rows = [o.node.repeat for o in stage.ops] + [o.flops for o in stage.ops]
     for cls in CLASSES:
         rows += [o.bytes_by_class[cls] for o in stage.ops]
     rows += [o.vector_flops for o in stage.ops]
     rows += [o.overlapped_transfer for o in stage.ops] + [o.serial_transfer for o in stage.ops]
     rows += [o.occupancy for o in stage.ops] + [o.waves for o in stage.ops]
-    rows += [o.prologue for o in stage.ops]
+    rows += [o.serial_work for o in stage.ops]
     rows = [sympy.sympify(r) for r in rows]
     symbols = sorted(set().union(*(r.free_symbols for r in rows)), key=lambda s: s.name)
     return symbols, rows

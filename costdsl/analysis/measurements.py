@@ -36,7 +36,7 @@ from ..hardware.efficiency import GEMM_FAMILIES, Efficiency
 from .. import symbols as S
 from .evaluate import evaluate
 from .records import Settings
-from .roofline import (bit_values, family_of, input_elements, kind_of, row_count,
+from .roofline import (bit_values, family_of, gemm_tiles, input_elements, kind_of, row_count,
                        wave_factor)
 
 COLUMNS = ("hardware", "model", "stage", "batch", "seq", "tokens", "w_bits", "a_bits",
@@ -83,6 +83,8 @@ class Piece:
     ideal_transfer_s: float = 0.0  # ... and at the datasheet link (what --ideal prices)
     input_s: float = 0.0  # a narrow GEMM's input elements / bandwidth: the seconds of one byte
                           # per element moved before it (efficiency input_bytes: its prologue)
+    output_s: float = 0.0  # a GEMM's output elements / bandwidth: one byte per element after
+                           # its main loop (efficiency output_bytes: its epilogue)
 
     @property
     def collective(self) -> bool:
@@ -95,6 +97,18 @@ class Piece:
         if not fill_rows or self.engine != "vector":
             return 1.0
         return max(1.0, fill_rows / self.rows)
+
+    def tile_stretch(self, fill_tiles: float) -> float:
+        """The memory time's factor when `fill_tiles` GEMM output tiles fill the chip
+        (roofline.occupancy_at, gemm_tiles); 1 for any other op."""
+        if not fill_tiles or not self.cols:
+            return 1.0
+        return max(1.0, fill_tiles / float(gemm_tiles(self.rows, self.cols)))
+
+    def serial_s(self, input_bytes: float, output_bytes: float) -> float:
+        """Seconds at the datasheet bandwidth of the traffic outside the kernel's loop: its
+        prologue's and its epilogue's (roofline.serial_work)."""
+        return input_bytes * self.input_s + output_bytes * self.output_s
 
     def waves(self, e: Efficiency | None) -> float:
         """The matrix work's factor under `e`'s tile model (roofline.wave_factor); 1 without."""
@@ -113,10 +127,12 @@ class Piece:
                    / e.compute_for(self.compute_type or "", self.family)
                    + self.vector_s / e.compute_for(self.vector_type, self.family))
         bandwidth = e.bandwidth_for(self.family)
-        memory = self.memory_s * self.stretch(e.rows_for(self.family)) / bandwidth
+        memory = (self.memory_s * self.stretch(e.rows_for(self.family))
+                  * self.tile_stretch(e.tiles_for(self.family)) / bandwidth)
         kernel = max(compute, memory) if e.overlaps(self.family) else compute + memory
-        prologue = e.input_bytes_for(self.family) * self.input_s / bandwidth
-        return self.count * (kernel + e.launch_for(self.family) + prologue)
+        serial = self.serial_s(e.input_bytes_for(self.family),
+                               e.output_bytes_for(self.family)) / bandwidth
+        return self.count * (kernel + e.launch_for(self.family) + serial)
 
 
 @dataclass(frozen=True)
@@ -268,6 +284,7 @@ def _pieces(model, stage, bits, rows, hw: Hardware, file: str,
     inputs = _per_op([input_elements(o.node) if f in GEMM_FAMILIES
                       else sympy.Integer(0) for o, f in zip(symbolic.ops, families)],
                      values, len(rows)) / np.reshape(n.bandwidth, (-1, 1))
+    outputs = counts * columns / np.reshape(n.bandwidth, (-1, 1))   # 0 but for GEMMs
     ideal_transfer = n.transfer_time + n.serial_time
     transfer = _transfer_times(model, stage, settings, linked, values, symbolic, names, rows)
     vector_type = hw.vector_type
@@ -282,7 +299,8 @@ def _pieces(model, stage, bits, rows, hw: Hardware, file: str,
                   float(matrix[i][j]) if n.compute_types[i] else 0.0,
                   float(vector[i][j]) if n.compute_types[i] else 0.0, float(memory[i][j]),
                   float(counts[i][j]), float(columns[i][j]), hw.sms,
-                  float(transfer[i][j]), float(ideal_transfer[i][j]), float(inputs[i][j]))
+                  float(transfer[i][j]), float(ideal_transfer[i][j]), float(inputs[i][j]),
+                  float(outputs[i][j]))
             for i in chosen)
     return out
 

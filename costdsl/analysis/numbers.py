@@ -52,7 +52,7 @@ class StageNumbers:
     occupancy: np.ndarray | float = 1.0      # memory time's stretch when rows leave SMs idle
     overlap: np.ndarray | bool = True        # False: memory time adds to compute (efficiency)
     waves: np.ndarray | float = 1.0          # matrix work's wave quantisation factor (tile)
-    prologue: np.ndarray | float = 0.0       # a kernel run before it (activation quantisation)
+    serial_work: np.ndarray | float = 0.0    # before and after its loop (prologue, epilogue)
     server: np.ndarray | float = 0.0         # the serving engine's time around the kernels
 
     @cached_property
@@ -84,7 +84,7 @@ class StageNumbers:
     def time(self) -> np.ndarray:
         kernel = np.where(self.overlap, np.maximum(self.compute_time, self.memory_time),
                           self.compute_time + self.memory_time)
-        return kernel + self.launch + self.serial_time + self.prologue
+        return kernel + self.launch + self.serial_time + self.serial_work
 
     @cached_property
     def compute_bound(self) -> np.ndarray:

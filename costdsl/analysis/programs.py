@@ -5,8 +5,9 @@ read back from the cache is the same program, to the bit, as the one just built:
 here, and no second way of computing a number.
 
 Rows per op, in this order (n ops each): repeat, operations, bytes of each class, vector
-operations, overlapped transfer time, serial transfer time, occupancy, wave factor, prologue
-time (a kernel run before it: a narrow GEMM's activation quantisation).
+operations, overlapped transfer time, serial transfer time, occupancy, wave factor, serial work
+(a kernel run before it: a narrow GEMM's activation quantisation; a GEMM's epilogue after its
+loop).
 """
 from __future__ import annotations
 
@@ -175,7 +176,7 @@ class StageProgram:
             vector_peak=rates["vector_peak"], fused_from=self.fused_from,
             launch=rates["launch"], overlap=rates["overlap"], transfer_time=row(3 + k),
             serial_time=row(4 + k), occupancy=row(5 + k), waves=row(6 + k),
-            prologue=row(7 + k),
+            serial_work=row(7 + k),
             channels=self.channels, schedule=self._schedule(values),
             server=server_seconds(self.server, values))
 

@@ -28,8 +28,8 @@ from ..errors import CostDSLError, EvaluationError
 from ..graph.schema import Node, nodes
 from ..hardware import Hardware
 from ..hardware.collectives import AllReduce
-from ..hardware.efficiency import (GEMM_FAMILIES, WEIGHT_ONLY_GEMMS, efficiency_kind,
-                                   kv_family, typed_family, weight_only_family)
+from ..hardware.efficiency import (GEMM_FAMILIES, GEMM_TILE, TILE_FAMILIES, WEIGHT_ONLY_GEMMS,
+                                   efficiency_kind, kv_family, typed_family, weight_only_family)
 from .. import symbols as S
 from .allreduce import all_reduce_time
 from .numbers import compute_seconds, memory_seconds
@@ -135,8 +135,26 @@ def gemm_tile(node: Node, hw: Hardware, kind: str) -> tuple | None:
         raise EvaluationError(f"[efficiency.tile] of {hw.name} gives no sms and the file no SM "
                               "count: the tiles of a wave are unknown", file=hw.source or None,
                               hint="add sms = N to [efficiency.tile] or to the hardware file")
-    cols = sympy.Add(*(a.elements for a in node.writes)) / row_count(node)
-    return tile.m, tile.n, sms, cols
+    return tile.m, tile.n, sms, gemm_columns(node)
+
+
+def gemm_columns(node: Node) -> sympy.Expr:
+    """The output columns of a linear layer (or a fused group of them): the elements it writes
+    per row (a fused q+k+v writes all three: one GEMM over the concatenated weights)."""
+    return sympy.Add(*(a.elements for a in node.writes)) / row_count(node)
+
+
+def is_gemm(node: Node, kind: str) -> bool:
+    """Whether an op is a dense GEMM of a family that may give `tiles` and `output_bytes`."""
+    return kind in TILE_FAMILIES and node.engine == "matrix"
+
+
+def gemm_tiles(rows, cols, tile: int = GEMM_TILE):
+    """Output tiles of a rows x cols GEMM counted as max(1, rows / tile) max(1, cols / tile):
+    continuous above one tile (a closed form the crossovers can solve through), whole below.
+    Written max(tile, x) / tile: see occupancy_at."""
+    return (sympy.Max(tile, rows) if isinstance(rows, sympy.Basic) else max(tile, rows)) * \
+        (sympy.Max(tile, cols) if isinstance(cols, sympy.Basic) else max(tile, cols)) / tile ** 2
 
 
 def input_elements(node: Node) -> sympy.Expr:
@@ -177,6 +195,8 @@ class OpRoofline:
     all_reduce: AllReduce | None = None  # the stack's all-reduce algorithms (None: the ring)
     link_bandwidth: float = float("inf")  # the link's datasheet bytes/s: their fractions' base
     input_bytes: float = 0.0    # bytes per input element a kernel before it moves (prologue)
+    fill_tiles: float = 0.0     # GEMM output tiles that fill the chip (efficiency `tiles`; 0: none)
+    output_bytes: float = 0.0   # bytes per output element moved after the main loop (epilogue)
 
     @property
     def flops(self) -> sympy.Expr:
@@ -289,7 +309,11 @@ class OpRoofline:
 
     def occupancy_at(self, rows: sympy.Expr) -> sympy.Expr:
         """The factor by which too few rows stretch the memory time: max(1, fill_rows / rows),
-        with one thread block per row (1 when the hardware models no occupancy)."""
+        with one thread block per row; for a GEMM, max(1, fill_tiles / its output tiles)
+        (gemm_tiles); 1 when the hardware models no occupancy."""
+        if self.fill_tiles:
+            tiles = gemm_tiles(rows, gemm_columns(self.node))
+            return sympy.Max(exact(self.fill_tiles), tiles) / tiles
         if not self.fill_rows:
             return sympy.Integer(1)
         # written max(R, rows) / rows: sympy 1.14 folds Max(1, 108/(batch*seq)) to its second
@@ -325,10 +349,26 @@ class OpRoofline:
         moved = exact(self.input_bytes) * input_elements(self.node) * self.node.share
         return memory_seconds(moved, self.bandwidth)
 
+    @property
+    def epilogue(self) -> sympy.Expr:
+        """A GEMM's output traffic after its main loop, not hidden behind it (efficiency
+        output_bytes per output element, at the family's bandwidth); 0 else."""
+        if not self.output_bytes:
+            return sympy.Integer(0)
+        moved = exact(self.output_bytes) * sympy.Add(*(a.elements for a in self.node.writes)) \
+            * self.node.share
+        return memory_seconds(moved, self.bandwidth)
+
+    @property
+    def serial_work(self) -> sympy.Expr:
+        """The kernel time that adds to its loop's instead of hiding in the max: the prologue
+        (a kernel before it) and the epilogue (its blocks' writes after the loop)."""
+        return self.prologue + self.epilogue
+
     @cached_property
     def time(self) -> sympy.Expr:
         return kernel_time(self.compute_time, self.memory_time, self.overlap) + self.launch \
-            + self.serial_transfer + self.prologue
+            + self.serial_transfer + self.serial_work
 
     @property
     def attainable(self) -> sympy.Expr:
@@ -402,6 +442,8 @@ def roofline(graph: nx.DiGraph, hw: Hardware, bits: Mapping[str, float],
             overlap=node.engine == "link" or hw.overlaps(kind),
             tile=gemm_tile(node, hw, kind),
             input_bytes=hw.input_bytes_for(kind) if kind in GEMM_FAMILIES else 0.0,
+            fill_tiles=hw.tiles_for(kind) if is_gemm(node, kind) else 0.0,
+            output_bytes=hw.output_bytes_for(kind) if is_gemm(node, kind) else 0.0,
             **_stack_all_reduce(node, hw, channel)))
     return StageRoofline(stage, _with_overlap(ops), tuple(graph.graph.get("pipeline", (1, 1))),
                          server=_server(hw))

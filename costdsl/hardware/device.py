@@ -172,6 +172,14 @@ class Hardware:
         """Bytes a kernel of `kind` moves per input element before it runs (0 ideal)."""
         return self.efficiency.input_bytes_for(kind) if self.efficiency else 0.0
 
+    def tiles_for(self, kind: str = "linear") -> float:
+        """GEMM output tiles a kernel of `kind` needs to fill the chip (0: not modelled)."""
+        return self.efficiency.tiles_for(kind) if self.efficiency else 0.0
+
+    def output_bytes_for(self, kind: str = "linear") -> float:
+        """Bytes a kernel of `kind` moves per output element after its main loop (0 ideal)."""
+        return self.efficiency.output_bytes_for(kind) if self.efficiency else 0.0
+
     def launch_for(self, kind: str = "linear") -> float:
         """Seconds of fixed cost per kernel of `kind` (0 for the ideal roofline)."""
         return self.efficiency.launch_for(kind) if self.efficiency else 0.0

@@ -88,6 +88,20 @@ leaves: in aiconfigurator's H100 TensorRT-LLM tables an FP8 GEMM of 8,192 x 4,09
 at 256 output columns and 440 us at 8,192 (bf16: 31 and 701 us), a constant of ~99 us that
 grows with m x k. The bytes count in the op's activation traffic, at the family's bandwidth;
 `costdsl calibrate` chooses the figure per stack from a grid, as it chooses `rows`.
+
+Two figures shape a GEMM family's time where the data say so (`[efficiency.linear]` for the
+16-bit GEMMs, `[efficiency.fp8_gemm]` ... for the others; a typed family inherits linear's):
+`tiles` is the GEMMs' occupancy, the output tiles of GEMM_TILE x GEMM_TILE that fill the chip:
+a GEMM of fewer tiles (a decode GEMM of few output columns: one tile row) streams its weights on
+the SMs its tiles occupy, and its memory time is stretched by max(1, tiles / its tiles), its
+tiles max(1, M / 128) max(1, N / 128). In aiconfigurator's H200 vLLM tables a 512 x 16,384 FP8
+GEMM (4 tiles at m = 1) takes 17.5 us for 8 MB of weights, the 16,384 x 512 one (128 tiles)
+12.9 us. `output_bytes` is the traffic a kernel moves per output element after its main loop,
+at its family's bandwidth, not hidden behind it: the epilogue of a kernel whose blocks run the
+loop and then write (CUTLASS's cooperative schedules, the stacks' FP8 GEMMs at large m); in the
+same tables an FP8 GEMM of k = 512 at m = 16,384 takes 206 us where its operations take 35 us at
+the FP8 peak and its traffic 33 us. Both are choices from a grid, as `rows` and `input_bytes`;
+on the H200's vLLM FP8 GEMMs they take the held-out error from 13.6% to 8.5%.
 """
 from __future__ import annotations
 
@@ -167,6 +181,17 @@ ATTENTION_FAMILIES = frozenset({"attention", "decode_attention"}) | KV_FAMILIES
 """The attention kernels' efficiency tables (prefill's and decode's, decode's by KV cache type):
 families of several op kinds, not op kinds themselves."""
 
+GEMM_TILE = 128
+"""The side of the output tile a GEMM's occupancy (`tiles`) counts in: the 128 x 128 tile of the
+stacks' Hopper and Blackwell GEMMs at large m (CUTLASS's and cuBLAS's default shape)."""
+
+TILE_FAMILIES = frozenset({"linear"}) | GEMM_FAMILIES | WEIGHT_ONLY_GEMMS
+"""The families that may give `tiles` and `output_bytes`: the dense GEMMs (not the routed
+experts', whose grouped kernels tile by expert)."""
+
+GEMM_CHOICES = ("input_bytes", "tiles", "output_bytes")
+"""A GEMM family's chosen figures beside its fractions (listed in as_dict only where given)."""
+
 MAX_FRACTION = 4.0
 """The largest efficiency accepted: above 1 means on-chip reuse; 4x the datasheet is a typo."""
 
@@ -181,6 +206,9 @@ class KindEfficiency:
     overlap: bool | None = None    # False: memory time adds to compute time (None: inherit, True)
     input_bytes: float | None = None   # bytes moved per input element before the GEMM (its
                                        # activation quantisation); None: inherit, else 0
+    tiles: float | None = None         # GEMM output tiles that fill the chip (None: inherit)
+    output_bytes: float | None = None  # bytes moved per output element after the main loop
+                                       # (its epilogue, serial); None: inherit, else 0
 
 
 @dataclass(frozen=True)
@@ -282,6 +310,15 @@ class Efficiency:
         quantisation of its activations to its compute type (0: none modelled)."""
         return self._own(kind, "input_bytes") or 0.0
 
+    def tiles_for(self, kind: str) -> float:
+        """GEMM output tiles a kernel of `kind` needs to fill the chip (0: not modelled)."""
+        return self._own(kind, "tiles") or 0.0
+
+    def output_bytes_for(self, kind: str) -> float:
+        """Bytes a kernel of `kind` moves per output element after its main loop, serial to
+        it (its epilogue; 0: none modelled)."""
+        return self._own(kind, "output_bytes") or 0.0
+
     def overlaps(self, kind: str) -> bool:
         """Whether a kernel of `kind` hides its memory traffic behind its compute (the max)."""
         own = self._own(kind, "overlap")
@@ -294,8 +331,8 @@ class Efficiency:
                                                         "sms": self.tile.sms},
                 "kinds": {k: {"bandwidth": v.bandwidth, "compute": v.compute,
                               "launch_s": v.launch_s, "rows": v.rows, "overlap": v.overlap,
-                              **({"input_bytes": v.input_bytes}
-                                 if v.input_bytes is not None else {})}
+                              **{key: getattr(v, key) for key in GEMM_CHOICES
+                                 if getattr(v, key) is not None}}
                           for k, v in self.kinds.items()},
                 **({"framework": self.framework.as_dict()} if self.framework else {})}
 
@@ -377,27 +414,32 @@ def parse_efficiency(table: dict, fail, parse_quantity, kinds: set[str],
     `parse_quantity` reads "4 us"; `kinds` are the op kinds a sub-table may name, `row_kinds`
     those that may give `rows` (elementwise kernels: a GEMM or attention kernel tiles its
     work otherwise, and a `rows` there would be ignored without a word)."""
-    def fraction(value, key):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-                not 0 < value <= MAX_FRACTION:
-            raise fail(f"efficiency {key} = {value!r}: expected a fraction in (0, "
-                       f"{MAX_FRACTION:g}] of the datasheet figure", f"efficiency.{key}")
+    def number(value, key, low: float, high: float, expected: str, above: bool = False):
+        """`value` as a float where it is a number in [low, high] ((low, high] where `above`),
+        else the located error saying what was expected."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value > high \
+                or (value <= low if above else value < low):
+            raise fail(f"efficiency {key} = {value!r}: expected {expected}", f"efficiency.{key}")
         return float(value)
+
+    def fraction(value, key):
+        return number(value, key, 0, MAX_FRACTION, f"a fraction in (0, {MAX_FRACTION:g}] of the "
+                      "datasheet figure", above=True)
 
     def rows(value, key):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-                not 1 <= value <= 1e6:
-            raise fail(f"efficiency {key} = {value!r}: expected the number of token rows (1 to "
-                       "1e6) that fill the chip, e.g. its SM count", f"efficiency.{key}")
-        return float(value)
+        return number(value, key, 1, 1e6, "the number of token rows (1 to 1e6) that fill the "
+                      "chip, e.g. its SM count")
 
     def per_element(value, key):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-                not 0 <= value <= 64:
-            raise fail(f"efficiency {key} = {value!r}: expected bytes per input element (0 to "
-                       "64), e.g. 5 for a dynamic per-tensor quantisation from 16 bits",
-                       f"efficiency.{key}")
-        return float(value)
+        if key.endswith("output_bytes"):
+            return number(value, key, 0, 64, "bytes per output element (0 to 64), e.g. 3 for "
+                          "an epilogue slower than the stream")
+        return number(value, key, 0, 64, "bytes per input element (0 to 64), e.g. 5 for a "
+                      "dynamic per-tensor quantisation from 16 bits")
+
+    def tiles(value, key):
+        return number(value, key, 1, 1e6, f"the number of GEMM output tiles of {GEMM_TILE} x "
+                      f"{GEMM_TILE} (1 to 1e6) that fill the chip")
 
     def launch(value, key):
         try:
@@ -415,11 +457,17 @@ def parse_efficiency(table: dict, fail, parse_quantity, kinds: set[str],
             if not isinstance(value, dict):
                 raise fail(f"[efficiency.{key}] must be a table", f"efficiency.{key}")
             extra = set(value) - {"bandwidth", "compute", "launch", "rows", "overlap",
-                                  "input_bytes"}
+                                  *GEMM_CHOICES}
             if extra:
                 raise fail(f"unknown key {sorted(extra)[0]!r} in [efficiency.{key}]",
                            f"efficiency.{key}.{sorted(extra)[0]}",
-                           "keys: bandwidth, compute, launch, rows, overlap, input_bytes")
+                           "keys: bandwidth, compute, launch, rows, overlap, input_bytes, "
+                           "tiles, output_bytes")
+            for gemm_key in ("tiles", "output_bytes"):
+                if gemm_key in value and key not in TILE_FAMILIES:
+                    raise fail(f"efficiency {key}.{gemm_key}: a dense GEMM's figure; {key} is "
+                               "not a GEMM family", f"efficiency.{key}.{gemm_key}",
+                               f"{gemm_key} applies to " + ", ".join(sorted(TILE_FAMILIES)))
             if "input_bytes" in value and key not in GEMM_FAMILIES:
                 raise fail(f"efficiency {key}.input_bytes: the traffic of an activation "
                            f"quantisation before a narrow GEMM; {key} is not one",
@@ -441,7 +489,10 @@ def parse_efficiency(table: dict, fail, parse_quantity, kinds: set[str],
                 launch(value["launch"], f"{key}.launch") if "launch" in value else None,
                 rows(value["rows"], f"{key}.rows") if "rows" in value else None, overlap,
                 per_element(value["input_bytes"], f"{key}.input_bytes")
-                if "input_bytes" in value else None)
+                if "input_bytes" in value else None,
+                tiles(value["tiles"], f"{key}.tiles") if "tiles" in value else None,
+                per_element(value["output_bytes"], f"{key}.output_bytes")
+                if "output_bytes" in value else None)
         else:
             raise fail(f"unknown key {key!r} in [efficiency]", f"efficiency.{key}",
                        "keys: bandwidth, launch, source, measured_as, stack, "

@@ -14,6 +14,10 @@ def _value(p) -> str:
         return "false (memory time adds to compute time)"
     if p.name.endswith(".input_bytes"):
         return f"{p.value:g} bytes per input element (chosen)"
+    if p.name.endswith(".output_bytes"):
+        return f"{p.value:g} bytes per output element (chosen)"
+    if p.name.endswith(".tiles"):
+        return f"{p.value:g} GEMM tiles fill the chip (chosen)"
     if p.name == "launch" or p.name.endswith(".launch"):
         shown = seconds(p.value)
         return shown + (f" ± {seconds(p.stderr)}" if p.stderr is not None else "")
@@ -125,8 +129,10 @@ def calibrated_toml(original: str, fit: Fit, measurements: str, after: ErrorTabl
     section = tomlkit.table()
     header = [f"{_OUR_COMMENT[2:]} from {measurements}",
               f"({fit.rows} rows; {judged}). Time = max(ops / (compute x peak), bytes / "
-              "(bandwidth x datasheet bandwidth) x max(1, rows / the op's rows)) + launch (the "
-              "sum of the two, not their max, where overlap = false)."]
+              "(bandwidth x datasheet bandwidth) x max(1, rows / the op's rows, tiles / a "
+              "GEMM's tiles)) + launch + (input_bytes x inputs + output_bytes x outputs) / "
+              "(bandwidth x datasheet bandwidth) (the sum of the two, not their max, where "
+              "overlap = false)."]
     if into_stack is not None:   # a stack's table carries its own account, first inside it
         for line in header:
             section.add(tomlkit.comment(line))
@@ -207,6 +213,14 @@ def _kind_table(kind, own, by, note, put):
         p = by.get(kind + ".input_bytes")
         put(table, "input_bytes", own.input_bytes,
             f"chosen: its input quantised first, bytes per element ({p.rows if p else 0} rows)")
+    if own.tiles is not None:
+        p = by.get(kind + ".tiles")
+        put(table, "tiles", int(own.tiles), f"chosen: GEMM output tiles of 128 x 128 that fill "
+            f"the chip ({p.rows if p else 0} rows)")
+    if own.output_bytes is not None:
+        p = by.get(kind + ".output_bytes")
+        put(table, "output_bytes", own.output_bytes, f"chosen: bytes per output element after "
+            f"its main loop, not hidden ({p.rows if p else 0} rows)")
     if own.overlap is False:
         put(table, "overlap", False, "its memory time adds to its compute time: fits better")
     elif own.overlap:

@@ -65,12 +65,12 @@ function stage(rec,env){
   for(var i=0;i<n;i++){
     var bytes=0;for(var c=0;c<k;c++)bytes+=r[(2+c)*n+i];
     var flops=r[n+i],vector=r[(2+k)*n+i],transfer=r[(3+k)*n+i],serial=r[(4+k)*n+i];
-    var occupancy=r[(5+k)*n+i],waves=r[(6+k)*n+i],prologue=r[(7+k)*n+i];
+    var occupancy=r[(5+k)*n+i],waves=r[(6+k)*n+i],work=r[(7+k)*n+i];
     var matrix=(flops-vector)*waves;
     var compute=((matrix+vector)-vector)/num(rec.peak[i])+vector/num(rec.vector_peak[i]);
     var device=bytes/num(rec.bandwidth[i])*occupancy,memory=device+transfer;
     var time=(rec.overlap[i]?Math.max(compute,memory):compute+memory)+num(rec.launch[i])+serial
-      +prologue;
+      +work;
     var bound;
     if(compute>memory&&!serial)bound='compute';
     else if(rec.channels[i]&&transfer+serial>device)bound=rec.channels[i];

@@ -152,7 +152,7 @@ def _total(step: StageRoofline, bits: Mapping[sympy.Symbol, float]):
         logits = op.node.attrs.get("tokens") == "last"
         parts = []
         for expr in (op.matrix_time, op.vector_time, op.streaming_time,
-                     op.overlapped_transfer, op.serial_transfer + op.prologue,
+                     op.overlapped_transfer, op.serial_transfer + op.serial_work,
                      row_count(op.node)):
             bound = sympy.sympify(expr).xreplace(bits)
             summed = _aggregated(bound, _LOGIT_MONOMIALS if logits else _MONOMIALS)

@@ -1,0 +1,110 @@
+"""A GEMM's occupancy (`tiles`) and its epilogue (`output_bytes`): by hand against the shipped
+H200 figures and aiconfigurator's measurements, through the symbolic roofline and the
+measurement path alike, and recovered by the fit from rows made with known figures."""
+from dataclasses import replace
+
+import pytest
+import sympy
+
+import costdsl
+from costdsl.analysis.calibration import fit_efficiency
+from costdsl.analysis.measurements import Measured, predict, read_measurements, resolve
+from costdsl.analysis.roofline import gemm_tiles
+from costdsl.hardware import load_hardware
+
+from conftest import ROOT
+
+MEASURED = ROOT / "tests" / "data" / "measured"
+H200_HBM, H200_FP8 = 4.8e12, 1979e12   # datasheet: 4.8 TB/s; 3,958 TFLOPS FP8 with sparsity
+
+
+def _proj(hw, n: int, k: int, seq: int):
+    model = costdsl.load(MEASURED / "gemm" / f"gemm-{n}x{k}.arch")
+    a = model.analyze(hw, batch=1, seq=seq, w_bits=8, a_bits=8, stages=["prefill"])
+    return next(o for o in a.stages["prefill"].ops if o.name == "proj")
+
+
+def _measured(hw, *names):
+    out = []
+    for name in names:
+        path = MEASURED / name
+        out += resolve(read_measurements(path), path, hw, costdsl.load)
+    return out
+
+
+def test_gemm_tiles_count_whole_tiles_below_one_and_grow_smoothly_above():
+    """max(1, M / 128) x max(1, N / 128): a decode GEMM of 512 output columns is 4 tiles at any
+    batch up to 128 (one tile row), 8 at 256 tokens; symbolic in the batch where it is one."""
+    assert gemm_tiles(1, 512) == 4 and gemm_tiles(128, 512) == 4 and gemm_tiles(256, 512) == 8
+    assert gemm_tiles(16384, 4096) == 128 * 32
+    b = sympy.Symbol("b", positive=True)
+    assert gemm_tiles(b, 512).subs(b, 64) == 4 and gemm_tiles(b, 512).subs(b, 512) == 16
+
+
+def test_few_tiles_and_the_epilogue_by_hand_on_the_h200_under_vllm():
+    """The H200's vLLM 0.24.0 FP8 GEMMs ([efficiency.fp8_gemm]: 0.7267 of 4.8 TB/s, 5.24 us a
+    call, input_bytes = 10, tiles = 24, output_bytes = 3; fp8 0.9859 of 1,979 TFLOPS).
+    A 512 x 16,384 layer at m = 1 is 4 output tiles: its 8 MiB of weights stream on the SMs
+    those occupy, 24 / 4 = 6 times the chip's time: (16,384 x 512 + 16,384 + 512) bytes x 6 /
+    (0.7267 x 4.8e12) + its input's quantisation + launch = 19.7 us (aiconfigurator measured
+    17.5 us; without the stretch 8.9 us). A 4,096 x 512 layer at m = 16,384 is compute-bound
+    (35.2 us) but writes 67M outputs after its short loop (k = 512): 3 bytes each at the same
+    bandwidth, 57.7 us, and quantises its input first (24.1 us): 122 us (measured 206 us;
+    without the epilogue 65 us). An 8,192 x 8,192 layer at m = 8,192: 819 us (measured 835)."""
+    hw = load_hardware("nvidia-h200")
+    own, f = hw.efficiency.kinds["fp8_gemm"], hw.efficiency.compute["fp8"]
+    assert (own.bandwidth, own.launch_s, own.input_bytes, own.tiles, own.output_bytes, f) == \
+        (0.7267, 5.24e-6, 10, 24, 3, 0.9859)
+    stream = own.bandwidth * H200_HBM
+    serial = lambda m, n, k: (10 * m * k + 3 * m * n) / stream   # prologue + epilogue
+
+    narrow = _proj(hw, 512, 16384, 1)
+    assert narrow.bound == "memory"
+    expected = (16384 * 512 + 16384 + 512) * 6 / stream + serial(1, 512, 16384) + own.launch_s
+    assert narrow.time_s == pytest.approx(expected, rel=1e-9)
+    assert narrow.time_s == pytest.approx(17.47e-6, rel=0.15)      # aiconfigurator: 17.47 us
+
+    short = _proj(hw, 4096, 512, 16384)
+    assert short.bound == "compute"
+    expected = 2 * 16384 * 4096 * 512 / (f * H200_FP8) + serial(16384, 4096, 512) + own.launch_s
+    assert short.time_s == pytest.approx(expected, rel=1e-9)
+    assert short.time_s == pytest.approx(206.41e-6, rel=0.45)      # measured 206.41 us
+
+    square = _proj(hw, 8192, 8192, 8192)
+    assert square.time_s == pytest.approx(834.8e-6, rel=0.03)      # measured 834.8 us
+
+
+def test_the_measurement_path_prices_tiles_and_epilogue_as_the_roofline_does():
+    """calibrate and validate price a measured row from its pieces (analysis.measurements);
+    `analyze` from the symbolic roofline: the same seconds for GEMMs the stretch and the
+    epilogue both reach (the H200's FP8 rows of aiconfigurator's table)."""
+    hw = load_hardware("nvidia-h200")
+    measured = _measured(hw, "aiconfigurator-gemm-fp8-h200.csv")
+    priced = predict(measured, hw.efficiency)
+    seen = 0
+    for m, seconds in zip(measured, priced):
+        n, k = (int(x) for x in m.row.model.split("gemm-")[1].split(".")[0].split("x"))
+        if (n, m.row.seq) in ((512, 1), (4096, 16384), (8192, 128), (16384, 4096)) and k >= 512:
+            assert seconds == pytest.approx(_proj(hw, n, k, m.row.seq).time_s, rel=1e-9)
+            seen += 1
+    assert seen >= 4
+
+
+def test_the_fit_recovers_planted_tiles_and_epilogue():
+    """Rows priced by known figures (the H200's vLLM figures with the FP8 GEMMs' tiles = 16 and
+    output_bytes = 2, not the shipped 24 and 3) are fitted back to those choices and figures:
+    the grid walk finds both, the linear fit the fractions."""
+    hw = load_hardware("nvidia-h200")
+    e = hw.efficiency
+    planted = replace(e, kinds={**e.kinds, "fp8_gemm": replace(e.kinds["fp8_gemm"], tiles=16.0,
+                                                                output_bytes=2.0)})
+    measured = _measured(hw, "aiconfigurator-gemm-h200.csv", "aiconfigurator-gemm-fp8-h200.csv",
+                         "aiconfigurator-gemm-fp8-tp-h200.csv")
+    times = predict(measured, planted)
+    made = [Measured(replace(m.row, time_s=float(t)), m.pieces) for m, t in zip(measured, times)]
+    fitted = fit_efficiency(made, sms=hw.sms).efficiency
+    own = fitted.kinds["fp8_gemm"]
+    assert (own.tiles, own.output_bytes, own.input_bytes) == (16, 2, 10)
+    assert own.bandwidth == pytest.approx(0.7267, rel=1e-3)
+    assert fitted.compute["fp8"] == pytest.approx(0.9859, rel=1e-3)
+    assert "linear" not in fitted.kinds    # the bf16 GEMMs were made without either
