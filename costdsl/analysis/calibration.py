@@ -40,8 +40,8 @@ import numpy as np
 
 from ..errors import CostDSLError
 from ..hardware.efficiency import (ATTENTION_FAMILIES, EXPERT_FAMILIES, FALLBACK, GEMM_FAMILIES,
-                                   MAX_FRACTION, TILE_FAMILIES, WEIGHT_ONLY_GEMMS, Efficiency,
-                                   KindEfficiency, Tile)
+                                   MAX_FRACTION, SPLIT_FAMILIES, TILE_FAMILIES, WEIGHT_ONLY_GEMMS,
+                                   Efficiency, KindEfficiency, Tile)
 from .measurements import Measured, predict
 
 MAX_LAUNCH_S = 1e-3   # a launch cost above a millisecond is not a kernel launch
@@ -143,6 +143,7 @@ class Choices:
     input_bytes: Mapping[str, float] = field(default_factory=dict)
     tiles: Mapping[str, float] = field(default_factory=dict)
     output_bytes: Mapping[str, float] = field(default_factory=dict)
+    split: frozenset = frozenset()   # decode attention families with a split regime
 
     def gemm(self, what: str, family: str) -> float:
         """A GEMM family's chosen `what` (input_bytes, tiles, output_bytes), or the one it
@@ -179,14 +180,16 @@ def _efficiency(u: Mapping[str, float], launches: Mapping[str, float],
             1 / u[f"{kind}.compute"] if f"{kind}.compute" in u else None,
             launches.get(f"{kind}.launch"), choices.fill.get(kind), choices.overlap(kind),
             choices.input_bytes.get(kind), choices.tiles.get(kind),
-            choices.output_bytes.get(kind))
+            choices.output_bytes.get(kind),
+            1 / u[f"{kind}.split_bandwidth"] if f"{kind}.split_bandwidth" in u else None,
+            launches.get(f"{kind}.split_launch"))
     return Efficiency(bandwidth=1 / u.get("bandwidth", 1.0), compute=compute,
                       launch_s=launches.get("launch", 0.0), kinds=kinds, source=source,
                       tile=choices.tile)
 
 
 def _is_launch(name: str) -> bool:
-    return name == "launch" or name.endswith(".launch")
+    return name.rpartition(".")[2] in ("launch", "split_launch")
 
 
 def _assign(measured: list[Measured], e: Efficiency | None, launch: bool = True,
@@ -195,6 +198,7 @@ def _assign(measured: list[Measured], e: Efficiency | None, launch: bool = True,
     inverse, occurrences for a launch cost), with each op on the side of its max that wins
     under `e` (None: the ideal roofline), or on both for a family in `choices.serial`."""
     waves = Efficiency(tile=choices.tile)
+    splits = _split_start(measured, choices.split)
     rows = []
     for m in measured:
         coef: dict[str, float] = {}
@@ -216,8 +220,13 @@ def _assign(measured: list[Measured], e: Efficiency | None, launch: bool = True,
                         k = _key(p, "compute", part)
                         coef[k] = coef.get(k, 0.0) + p.count * seconds
             if memory_s and (not compute_wins or p.family in choices.serial):
-                k = _key(p, "memory")
-                coef[k] = coef.get(k, 0.0) + p.count * memory_s
+                if p.family in choices.split and _splits(p, memory_s, e, splits):
+                    for k, c in ((f"{p.family}.split_bandwidth", memory_s),
+                                 (f"{p.family}.split_launch", 1.0)):
+                        coef[k] = coef.get(k, 0.0) + p.count * c
+                else:
+                    k = _key(p, "memory")
+                    coef[k] = coef.get(k, 0.0) + p.count * memory_s
             serial = p.serial_s(choices.gemm("input_bytes", p.family),
                                 choices.gemm("output_bytes", p.family))
             if serial:   # before and after its loop, at its bandwidth, whichever side wins
@@ -228,6 +237,23 @@ def _assign(measured: list[Measured], e: Efficiency | None, launch: bool = True,
                 coef[k] = coef.get(k, 0.0) + p.count
         rows.append(coef)
     return rows
+
+
+def _split_start(measured: list[Measured], families) -> dict[str, float]:
+    """Per family with a split regime, the streaming time (at the datasheet bandwidth) from
+    which its rows start in that regime, before any figures say which is faster: the median
+    (the stacks split the larger caches)."""
+    return {f: float(np.median([p.memory_s for m in measured for p in m.pieces
+                                if p.family == f])) for f in families}
+
+
+def _splits(piece, memory_s: float, e: Efficiency | None, start: Mapping[str, float]) -> bool:
+    """Whether a decode attention piece runs split under `e` (the faster of its two regimes),
+    or, where `e` has no split figures yet, whether it starts split."""
+    split = e.split_for(piece.family) if e is not None else None
+    if split is None:
+        return memory_s >= start[piece.family]
+    return split[1] + memory_s / split[0] < memory_s / e.bandwidth_for(piece.family)
 
 
 def _fixed_s(measured: list[Measured]) -> np.ndarray:
@@ -389,7 +415,8 @@ def fit_efficiency(measured: list[Measured], source: str = "", launch: bool = Tr
                        serial=choices.serial | trial.serial,
                        input_bytes={**choices.input_bytes, **trial.input_bytes},
                        tiles={**choices.tiles, **trial.tiles},
-                       output_bytes={**choices.output_bytes, **trial.output_bytes})
+                       output_bytes={**choices.output_bytes, **trial.output_bytes},
+                       split=choices.split | trial.split)
 
     def attempt(trial: Choices) -> None:
         """Fit with `trial` added to the choices kept so far; keep it if it fits better."""
@@ -442,6 +469,11 @@ def fit_efficiency(measured: list[Measured], source: str = "", launch: bool = Tr
     for family in narrow:   # again, beside the epilogue now chosen
         if family in choices.input_bytes:
             choose("input_bytes", family, INPUT_BYTES, choices.input_bytes[family], 0.0)
+    for family in sorted({p.family for m in measured for p in m.pieces} & SPLIT_FAMILIES):
+        trial = combined(Choices(split=frozenset({family})))
+        solved = _fit(measured, times, source, launch, trial)
+        if solved.objective < best.objective * (1 - MIN_GAIN):
+            choices, best = trial, solved
     for family in sorted({p.family for m in measured for p in m.pieces} & SERIAL_CANDIDATES):
         attempt(Choices(serial=frozenset({family})))
     assigned, values, stderr = best.assigned, best.values, best.stderr

@@ -243,7 +243,9 @@ def minmax_breakpoints(expr: sympy.Expr, x: sympy.Symbol) -> list[float]:
             continue
         for i, a in enumerate(f.args):
             for b in f.args[i + 1:]:
-                points += [float(r) for r in _positive_roots(a - b, x) if r.is_number]
+                for difference in _branches(a - b, x):
+                    points += [float(r) for r in _positive_roots(difference, x)
+                               if r.is_number and _meets(a, b, x, r)]
     for f in expr.atoms(sympy.Piecewise):
         for _, condition in f.args:
             if isinstance(condition, sympy.core.relational.Relational) and \
@@ -252,6 +254,27 @@ def minmax_breakpoints(expr: sympy.Expr, x: sympy.Symbol) -> list[float]:
                            for r in _positive_roots(condition.lhs - condition.rhs, x)
                            if r.is_number]
     return points
+
+
+def _branches(expr: sympy.Expr, x: sympy.Symbol) -> list[sympy.Expr]:
+    """`expr` with each min() or max() inside it in x replaced by each of its arguments, in
+    turn (a GEMM's occupancy is max(T, tiles) with tiles = max(128, rows) N / 128^2: the outer
+    switch is where T equals the inner's either branch); `expr` itself where it has none. A
+    root of a branch not taken only splits a piece where nothing changes."""
+    inner = next((f for f in expr.atoms(sympy.Min, sympy.Max) if x in f.free_symbols), None)
+    if inner is None:
+        return [expr]
+    branches = [b for a in inner.args for b in _branches(expr.xreplace({inner: a}), x)]
+    # only the branches whose roots come in closed form quickly (a rational function of x: an
+    # occupancy's switch); a branch with logs (a MoE's expected experts) is left to the search
+    return [expr] + [b for b in branches if b.is_rational_function(x)]
+
+
+def _meets(a: sympy.Expr, b: sympy.Expr, x: sympy.Symbol, root: sympy.Expr) -> bool:
+    """Whether a and b (min() and max() inside them as they are) are equal at x = root: a root
+    of a branch _branches took is a switch only where that branch is the one taken."""
+    at_a, at_b = (complex(e.subs(x, root)) for e in (a, b))
+    return abs(at_a - at_b) <= 1e-9 * max(abs(at_a), abs(at_b), 1e-30)
 
 
 def _switch(condition, x: sympy.Symbol, root: sympy.Expr) -> float:
@@ -452,14 +475,16 @@ def piecewise_time(stage: StageRoofline, hw: Hardware, x: sympy.Symbol,
         breakpoints = list(breakpoints) + [high for _, high in BIT_REGIONS[:-1]]
     breakpoints = list(breakpoints) + [
         p for op in stage.ops
-        for p in minmax_breakpoints(_bind(op.flops + op.bytes + op.transfer_time, values, x), x)]
+        for p in minmax_breakpoints(_bind(op.flops + op.bytes + op.memory_time
+                                          + op.transfer_time, values, x), x)]
     memory = [_bind(op.node.repeat * op.memory_time, values, x) for op in stage.ops]
     compute = [None if x in BIT_SYMBOLS else
                unquantised(_bind(op.node.repeat * op.compute_time, values, x), x)
                for op in stage.ops]  # with a bitwidth, the peak depends on the piece
-    launches = _bind(sum((op.node.repeat * (op.launch + op.serial_transfer)
-                          for op in stage.ops), sympy.Integer(0)),
-                     values, x)  # fixed costs per kernel (and serial transfers), in every piece
+    # fixed costs per kernel, serial transfers and the work beside a kernel's loop (a narrow
+    # GEMM's input quantisation, an epilogue), in every piece
+    launches = _bind(sum((op.node.repeat * (op.launch + op.serial_transfer + op.serial_work)
+                          for op in stage.ops), sympy.Integer(0)), values, x)
     pieces = []
     for low, high, probe in _intervals(breakpoints):
         total = launches

@@ -1,7 +1,8 @@
 """A stage's per-op numbers as plain data, for a page that evaluates them itself (`report
 --live`): the rows `evaluate` computes (repeat, operations, bytes by class, vector operations,
 transfers, occupancy, GEMM waves), each an expression tree (analysis.compiled), and the rates
-each op runs at (peak, bandwidth, vector peak, launch cost, overlap, channel).
+each op runs at (peak, bandwidth, vector peak, launch cost, a decode attention kernel's split
+regime, overlap, channel).
 
 The page repeats evaluate.StageNumbers' few lines of arithmetic on them (compute time, memory
 time, time, bound, the stage total), so it shows the CLI's numbers, not an approximation.
@@ -48,6 +49,8 @@ def static_numbers(stage: StageRoofline) -> dict:
                 peak=np.array([o.peak for o in ops]), bandwidth=np.array([o.bandwidth for o in ops]),
                 vector_peak=np.array([o.vector_peak for o in ops]),
                 launch=np.array([o.launch for o in ops]),
+                split_launch=np.array([o.split[0] if o.split else math.inf for o in ops]),
+                split_ratio=np.array([o.split[1] if o.split else 1.0 for o in ops]),
                 overlap=np.array([o.overlap for o in ops]),
                 fused_from=tuple(o.node.fused_from for o in ops),
                 channels=tuple(o.channel for o in ops))
@@ -72,7 +75,7 @@ def stage_record(stage: StageRoofline, trees: bool = True) -> dict:
             "compute_types": [t or "" for t in fixed["compute_types"]],
             "channels": [c or "" for c in fixed["channels"]],
             **{k: [_number(v) for v in fixed[k]] for k in
-               ("peak", "bandwidth", "vector_peak", "launch")},
+               ("peak", "bandwidth", "vector_peak", "launch", "split_launch", "split_ratio")},
             "overlap": [bool(v) for v in fixed["overlap"]],
             "schedule": list(stage.schedule), "server": [float(v) for v in stage.server]}
 

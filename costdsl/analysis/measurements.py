@@ -127,8 +127,12 @@ class Piece:
                    / e.compute_for(self.compute_type or "", self.family)
                    + self.vector_s / e.compute_for(self.vector_type, self.family))
         bandwidth = e.bandwidth_for(self.family)
-        memory = (self.memory_s * self.stretch(e.rows_for(self.family))
-                  * self.tile_stretch(e.tiles_for(self.family)) / bandwidth)
+        streamed = (self.memory_s * self.stretch(e.rows_for(self.family))
+                    * self.tile_stretch(e.tiles_for(self.family)))
+        memory = streamed / bandwidth
+        split = e.split_for(self.family)
+        if split is not None:   # the faster of unsplit and split (roofline.OpRoofline.split_at)
+            memory = min(memory, split[1] + streamed / split[0])
         kernel = max(compute, memory) if e.overlaps(self.family) else compute + memory
         serial = self.serial_s(e.input_bytes_for(self.family),
                                e.output_bytes_for(self.family)) / bandwidth

@@ -53,6 +53,8 @@ class StageNumbers:
     overlap: np.ndarray | bool = True        # False: memory time adds to compute (efficiency)
     waves: np.ndarray | float = 1.0          # matrix work's wave quantisation factor (tile)
     serial_work: np.ndarray | float = 0.0    # before and after its loop (prologue, epilogue)
+    split_launch: np.ndarray | float = np.inf  # decode attention's split regime: its fixed
+    split_ratio: np.ndarray | float = 1.0      # cost and bandwidth ratio (inf, 1: none)
     server: np.ndarray | float = 0.0         # the serving engine's time around the kernels
 
     @cached_property
@@ -74,7 +76,8 @@ class StageNumbers:
 
     @cached_property
     def device_memory_time(self) -> np.ndarray:
-        return memory_seconds(self.bytes, self.bandwidth) * self.occupancy
+        streaming = memory_seconds(self.bytes, self.bandwidth) * self.occupancy
+        return np.minimum(streaming, self.split_launch + self.split_ratio * streaming)
 
     @cached_property
     def memory_time(self) -> np.ndarray:

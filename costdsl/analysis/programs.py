@@ -22,6 +22,9 @@ from .records import Analysis, Devices, lazy_results
 from .trees import CorruptEntry, compile_trees, function_of
 
 RATES = ("peak", "bandwidth", "vector_peak", "launch")
+SPLIT_RATES = {"split_launch": "inf", "split_ratio": 1.0}
+"""A decode attention kernel's split regime per op (roofline.OpRoofline.split_at: its fixed
+cost, its bandwidth ratio), and what an op without one has."""
 
 
 def _rate(x) -> float:
@@ -57,6 +60,8 @@ class StageProgram:
         self.compute_types = tuple(t or None for t in _strings(record, "compute_types", n))
         self.channels = tuple(c or None for c in _strings(record, "channels", n))
         self.rates = {k: np.array([_rate(v) for v in record[k]], dtype=float) for k in RATES}
+        self.rates.update({k: np.array([_rate(v) for v in record.get(k, [none] * n)], dtype=float)
+                           for k, none in SPLIT_RATES.items()})
         self.overlap = np.array([bool(v) for v in record["overlap"]], dtype=bool)
         self.fused_from = tuple(_strings({"group": f}, "group", len(f)) for f in
                                 record["fused_from"])
@@ -142,6 +147,10 @@ class StageProgram:
             memory = f"{nbytes} / {rate(self.rates['bandwidth'][i])}"
             if not one(5 + k, i):
                 memory += f" * {r(5 + k, i)}"
+            split = self.rates["split_launch"][i]
+            if split != float("inf"):   # the faster of unsplit and split (OpRoofline.split_at)
+                memory = (f"min((_d := {memory}), {rate(split)} + "
+                          f"{rate(self.rates['split_ratio'][i])} * _d)")
             if not zero(3 + k, i):
                 memory += f" + {r(3 + k, i)}"
             # the larger of the two, as numpy's maximum, without a call per op
@@ -175,6 +184,7 @@ class StageProgram:
             peak=rates["peak"], bandwidth=rates["bandwidth"], vector_flops=row(2 + k),
             vector_peak=rates["vector_peak"], fused_from=self.fused_from,
             launch=rates["launch"], overlap=rates["overlap"], transfer_time=row(3 + k),
+            split_launch=rates["split_launch"], split_ratio=rates["split_ratio"],
             serial_time=row(4 + k), occupancy=row(5 + k), waves=row(6 + k),
             serial_work=row(7 + k),
             channels=self.channels, schedule=self._schedule(values),

@@ -28,8 +28,9 @@ from ..errors import CostDSLError, EvaluationError
 from ..graph.schema import Node, nodes
 from ..hardware import Hardware
 from ..hardware.collectives import AllReduce
-from ..hardware.efficiency import (GEMM_FAMILIES, GEMM_TILE, TILE_FAMILIES, WEIGHT_ONLY_GEMMS,
-                                   efficiency_kind, kv_family, typed_family, weight_only_family)
+from ..hardware.efficiency import (GEMM_FAMILIES, GEMM_TILE, SPLIT_FAMILIES, TILE_FAMILIES,
+                                   WEIGHT_ONLY_GEMMS, efficiency_kind, kv_family, typed_family,
+                                   weight_only_family)
 from .. import symbols as S
 from .allreduce import all_reduce_time
 from .numbers import compute_seconds, memory_seconds
@@ -197,6 +198,8 @@ class OpRoofline:
     input_bytes: float = 0.0    # bytes per input element a kernel before it moves (prologue)
     fill_tiles: float = 0.0     # GEMM output tiles that fill the chip (efficiency `tiles`; 0: none)
     output_bytes: float = 0.0   # bytes per output element moved after the main loop (epilogue)
+    split: tuple[float, float] | None = None  # decode attention's split regime: (seconds,
+                                              # bandwidth / its bandwidth); None: none
 
     @property
     def flops(self) -> sympy.Expr:
@@ -329,10 +332,20 @@ class OpRoofline:
         """Bytes over the achieved bandwidth, before the occupancy stretch."""
         return memory_seconds(self.bytes, self.bandwidth)
 
+    def split_at(self, streaming: sympy.Expr) -> sympy.Expr:
+        """A decode attention kernel's memory time from its unsplit streaming time: the faster
+        of streaming unsplit and split over more blocks (a fixed cost, then the same bytes at
+        the split regime's bandwidth: efficiency split_launch, split_bandwidth); unchanged
+        without a split regime."""
+        if self.split is None:
+            return streaming
+        fixed, ratio = self.split
+        return sympy.Min(streaming, sympy.Float(fixed, 15) + exact(ratio) * streaming)
+
     @cached_property
     def memory_time(self) -> sympy.Expr:
         """Device memory time, and the transfers that overlap it (they share the step)."""
-        return self.streaming_time * self.occupancy + self.overlapped_transfer
+        return self.split_at(self.streaming_time * self.occupancy) + self.overlapped_transfer
 
     @property
     def effective_bytes(self) -> sympy.Expr:
@@ -444,9 +457,16 @@ def roofline(graph: nx.DiGraph, hw: Hardware, bits: Mapping[str, float],
             input_bytes=hw.input_bytes_for(kind) if kind in GEMM_FAMILIES else 0.0,
             fill_tiles=hw.tiles_for(kind) if is_gemm(node, kind) else 0.0,
             output_bytes=hw.output_bytes_for(kind) if is_gemm(node, kind) else 0.0,
+            split=_split(hw, kind),
             **_stack_all_reduce(node, hw, channel)))
     return StageRoofline(stage, _with_overlap(ops), tuple(graph.graph.get("pipeline", (1, 1))),
                          server=_server(hw))
+
+
+def _split(hw: Hardware, kind: str) -> tuple[float, float] | None:
+    """(seconds, bandwidth ratio) of a decode attention kernel's split regime, None else."""
+    split = hw.split_for(kind) if kind in SPLIT_FAMILIES else None
+    return None if split is None else (split[1], hw.bandwidth_for(kind) / split[0])
 
 
 GRAPH_STAGES = ("decode", "verify")

@@ -180,6 +180,11 @@ class Hardware:
         """Bytes a kernel of `kind` moves per output element after its main loop (0 ideal)."""
         return self.efficiency.output_bytes_for(kind) if self.efficiency else 0.0
 
+    def split_for(self, kind: str) -> tuple[float, float] | None:
+        """(bytes/s, seconds) of a decode attention kernel's split regime; None without one."""
+        split = self.efficiency.split_for(kind) if self.efficiency else None
+        return None if split is None else (self.bandwidth_Bps * split[0], split[1])
+
     def launch_for(self, kind: str = "linear") -> float:
         """Seconds of fixed cost per kernel of `kind` (0 for the ideal roofline)."""
         return self.efficiency.launch_for(kind) if self.efficiency else 0.0

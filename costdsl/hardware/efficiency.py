@@ -189,6 +189,14 @@ TILE_FAMILIES = frozenset({"linear"}) | GEMM_FAMILIES | WEIGHT_ONLY_GEMMS
 """The families that may give `tiles` and `output_bytes`: the dense GEMMs (not the routed
 experts', whose grouped kernels tile by expert)."""
 
+SPLIT_FAMILIES = frozenset({"decode_attention"}) | KV_FAMILIES
+"""The kernels that may give `split_bandwidth` and `split_launch`: decode's attention, which the
+stacks run unsplit (one block per sequence and KV head streaming the cache) or split over the
+cache with a reduction after (multi-block, split-KV), whichever their heuristics expect faster:
+time = launch + min(bytes / (bandwidth B), split_launch + bytes / (split_bandwidth B)). In
+aiconfigurator's tables TensorRT-LLM's XQA on the H200 streams a small cache at 0.57 of HBM and
+a large one at 0.95 after an 11 us reduction: one line misses both by 13%, the two 9%."""
+
 GEMM_CHOICES = ("input_bytes", "tiles", "output_bytes")
 """A GEMM family's chosen figures beside its fractions (listed in as_dict only where given)."""
 
@@ -209,6 +217,8 @@ class KindEfficiency:
     tiles: float | None = None         # GEMM output tiles that fill the chip (None: inherit)
     output_bytes: float | None = None  # bytes moved per output element after the main loop
                                        # (its epilogue, serial); None: inherit, else 0
+    split_bandwidth: float | None = None  # decode attention split over more blocks: its
+    split_launch_s: float | None = None   # bandwidth fraction and fixed cost (None: inherit)
 
 
 @dataclass(frozen=True)
@@ -319,6 +329,12 @@ class Efficiency:
         it (its epilogue; 0: none modelled)."""
         return self._own(kind, "output_bytes") or 0.0
 
+    def split_for(self, kind: str) -> tuple[float, float] | None:
+        """(bandwidth fraction, seconds) of a decode attention kernel's split regime (its
+        cache split over more blocks and reduced after); None where the file gives none."""
+        bandwidth, launch = self._own(kind, "split_bandwidth"), self._own(kind, "split_launch_s")
+        return None if bandwidth is None or launch is None else (bandwidth, launch)
+
     def overlaps(self, kind: str) -> bool:
         """Whether a kernel of `kind` hides its memory traffic behind its compute (the max)."""
         own = self._own(kind, "overlap")
@@ -331,7 +347,8 @@ class Efficiency:
                                                         "sms": self.tile.sms},
                 "kinds": {k: {"bandwidth": v.bandwidth, "compute": v.compute,
                               "launch_s": v.launch_s, "rows": v.rows, "overlap": v.overlap,
-                              **{key: getattr(v, key) for key in GEMM_CHOICES
+                              **{key: getattr(v, key)
+                                 for key in (*GEMM_CHOICES, "split_bandwidth", "split_launch_s")
                                  if getattr(v, key) is not None}}
                           for k, v in self.kinds.items()},
                 **({"framework": self.framework.as_dict()} if self.framework else {})}
@@ -457,12 +474,18 @@ def parse_efficiency(table: dict, fail, parse_quantity, kinds: set[str],
             if not isinstance(value, dict):
                 raise fail(f"[efficiency.{key}] must be a table", f"efficiency.{key}")
             extra = set(value) - {"bandwidth", "compute", "launch", "rows", "overlap",
-                                  *GEMM_CHOICES}
+                                  *GEMM_CHOICES, "split_bandwidth", "split_launch"}
             if extra:
                 raise fail(f"unknown key {sorted(extra)[0]!r} in [efficiency.{key}]",
                            f"efficiency.{key}.{sorted(extra)[0]}",
                            "keys: bandwidth, compute, launch, rows, overlap, input_bytes, "
-                           "tiles, output_bytes")
+                           "tiles, output_bytes, split_bandwidth, split_launch")
+            for split_key in ("split_bandwidth", "split_launch"):
+                if split_key in value and key not in SPLIT_FAMILIES:
+                    raise fail(f"efficiency {key}.{split_key}: decode attention's split regime; "
+                               f"{key} is not a decode attention kernel",
+                               f"efficiency.{key}.{split_key}",
+                               f"{split_key} applies to " + ", ".join(sorted(SPLIT_FAMILIES)))
             for gemm_key in ("tiles", "output_bytes"):
                 if gemm_key in value and key not in TILE_FAMILIES:
                     raise fail(f"efficiency {key}.{gemm_key}: a dense GEMM's figure; {key} is "
@@ -492,7 +515,11 @@ def parse_efficiency(table: dict, fail, parse_quantity, kinds: set[str],
                 if "input_bytes" in value else None,
                 tiles(value["tiles"], f"{key}.tiles") if "tiles" in value else None,
                 per_element(value["output_bytes"], f"{key}.output_bytes")
-                if "output_bytes" in value else None)
+                if "output_bytes" in value else None,
+                fraction(value["split_bandwidth"], f"{key}.split_bandwidth")
+                if "split_bandwidth" in value else None,
+                launch(value["split_launch"], f"{key}.split_launch")
+                if "split_launch" in value else None)
         else:
             raise fail(f"unknown key {key!r} in [efficiency]", f"efficiency.{key}",
                        "keys: bandwidth, launch, source, measured_as, stack, "

@@ -18,7 +18,7 @@ def _value(p) -> str:
         return f"{p.value:g} bytes per output element (chosen)"
     if p.name.endswith(".tiles"):
         return f"{p.value:g} GEMM tiles fill the chip (chosen)"
-    if p.name == "launch" or p.name.endswith(".launch"):
+    if p.name.rpartition(".")[2] in ("launch", "split_launch"):
         shown = seconds(p.value)
         return shown + (f" ± {seconds(p.stderr)}" if p.stderr is not None else "")
     return f"{p.value:.4f}" + (f" ± {p.stderr:.4f}" if p.stderr is not None else "")
@@ -221,6 +221,12 @@ def _kind_table(kind, own, by, note, put):
         p = by.get(kind + ".output_bytes")
         put(table, "output_bytes", own.output_bytes, f"chosen: bytes per output element after "
             f"its main loop, not hidden ({p.rows if p else 0} rows)")
+    if own.split_bandwidth is not None:
+        put(table, "split_bandwidth", round(own.split_bandwidth, 4),
+            note(kind + ".split_bandwidth") + " (split over more blocks, reduced after)")
+    if own.split_launch_s is not None:
+        put(table, "split_launch", f"{own.split_launch_s * 1e6:.2f} us",
+            note(kind + ".split_launch"))
     if own.overlap is False:
         put(table, "overlap", False, "its memory time adds to its compute time: fits better")
     elif own.overlap:
