@@ -2,6 +2,8 @@
 streaming the cache unsplit and splitting it over more blocks with a reduction after, by hand
 against aiconfigurator's H200 TensorRT-LLM measurements, in the closed forms in the cache
 length and the batch, and in what the fit keeps."""
+from dataclasses import replace
+
 import pytest
 import sympy
 
@@ -9,7 +11,8 @@ import costdsl
 from costdsl import symbols as S
 from costdsl.analysis.calibration import fit_efficiency
 from costdsl.analysis.crossover import minmax_breakpoints, stage_crossover
-from costdsl.analysis.measurements import read_measurements, resolve
+from costdsl.analysis.measurements import Measured, predict, read_measurements, resolve
+from costdsl.analysis.validation import errors
 from costdsl.cli import main
 from costdsl.hardware import load_hardware
 
@@ -128,3 +131,24 @@ def test_bad_split_figures(section, message, tmp_path, capsys):
     assert main(["analyze", str(ROOT / "models" / "llama-2-7b.arch"), "--hw", str(path)]) == 2
     err = capsys.readouterr().err
     assert message in err and "split.toml:" in err, err
+
+
+def test_an_fp8_cache_without_a_split_of_its_own_runs_decode_attentions():
+    """Where the FP8-cache kernel has no split figures of its own it inherits decode's (as its
+    other figures do); the fit prices its rows the same way: rows made with figures where only
+    decode_attention splits are fitted back to within 0.5%, and the FP8-cache kernel is given
+    no split of its own (inheriting fits them exactly)."""
+    hw = _trtllm_h200()
+    e = hw.efficiency
+    kv8 = e.kinds["decode_attention_kv8"]
+    planted = replace(e, kinds={**e.kinds, "decode_attention_kv8": replace(
+        kv8, split_bandwidth=None, split_launch_s=None)})
+    path = MEASURED / "aiconfigurator-attention-h200-trtllm.csv"
+    measured = [m for m in resolve(read_measurements(path), path, hw, costdsl.load)
+                if m.row.stage == "decode"]
+    made = [Measured(replace(m.row, time_s=float(t)), m.pieces)
+            for m, t in zip(measured, predict(measured, planted))]
+    fitted = fit_efficiency(made, sms=hw.sms).efficiency
+    assert fitted.kinds["decode_attention_kv8"].split_bandwidth is None
+    assert fitted.split_for("decode_attention_kv8") == fitted.split_for("decode_attention")
+    assert errors(made, predict(made, fitted)).overall_mape < 0.5

@@ -220,9 +220,10 @@ def _assign(measured: list[Measured], e: Efficiency | None, launch: bool = True,
                         k = _key(p, "compute", part)
                         coef[k] = coef.get(k, 0.0) + p.count * seconds
             if memory_s and (not compute_wins or p.family in choices.serial):
-                if p.family in choices.split and _splits(p, memory_s, e, splits):
-                    for k, c in ((f"{p.family}.split_bandwidth", memory_s),
-                                 (f"{p.family}.split_launch", 1.0)):
+                owner = _split_owner(p.family, choices.split)
+                if owner and _splits(p, memory_s, e, splits[owner]):
+                    for k, c in ((f"{owner}.split_bandwidth", memory_s),
+                                 (f"{owner}.split_launch", 1.0)):
                         coef[k] = coef.get(k, 0.0) + p.count * c
                 else:
                     k = _key(p, "memory")
@@ -247,12 +248,23 @@ def _split_start(measured: list[Measured], families) -> dict[str, float]:
                                 if p.family == f])) for f in families}
 
 
-def _splits(piece, memory_s: float, e: Efficiency | None, start: Mapping[str, float]) -> bool:
+def _split_owner(family: str, split) -> str | None:
+    """The family whose split regime `family` runs: its own where chosen, else the one it
+    inherits (decode_attention_kv8 from decode_attention: FALLBACK), as the efficiency built
+    from the fit prices it; None: no split."""
+    while family:
+        if family in split:
+            return family
+        family = FALLBACK.get(family, "")
+    return None
+
+
+def _splits(piece, memory_s: float, e: Efficiency | None, start: float) -> bool:
     """Whether a decode attention piece runs split under `e` (the faster of its two regimes),
-    or, where `e` has no split figures yet, whether it starts split."""
+    or, where `e` has no split figures yet, whether it starts split (from `start` on)."""
     split = e.split_for(piece.family) if e is not None else None
     if split is None:
-        return memory_s >= start[piece.family]
+        return memory_s >= start
     return split[1] + memory_s / split[0] < memory_s / e.bandwidth_for(piece.family)
 
 
