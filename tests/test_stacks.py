@@ -109,7 +109,7 @@ def test_a_stack_is_the_same_figures_as_a_file_whose_default_it_is(tmp_path):
     # fit's own rows for the rest: all rows, bf16 GEMMs, FP8 GEMMs of m = 1 to 16,384 at the
     # full shapes and the shards tensor parallelism at 4 and 8 makes, FP8 128 x 128-block
     # GEMMs, NVFP4 GEMMs, decode attention over bf16 and FP8 caches): H100 trtllm
-    # 6.5/3.5/3.9/4.7/-/9.1, sglang 7.8/5.6/8.1/9.5/-/8.1; H200 trtllm 6.7/3.8/4.4/5.4/-/9.1,
+    # 6.5/3.5/3.9/4.7/-/9.2, sglang 7.8/5.6/8.1/9.5/-/8.1; H200 trtllm 6.7/3.8/4.4/5.4/-/9.1,
     # sglang 8.8/7.1/11.3/13.1/-/7.3; B200 trtllm 8.3/6.3/7.4/6.9/13.7/8.7, sglang
     # 9.7/6.6/9.7/7.1/12.4/10.6; B300 trtllm 8.4/5.5/7.1/7.2/13.5/9.2, sglang
     # 9.5/6.2/8.9/7.2/11.5/11.1; GB200 trtllm 8.4/7.4/7.1/7.5/13.5/8.7, sglang
