@@ -41,7 +41,7 @@ import numpy as np
 from ..errors import CostDSLError
 from ..hardware.efficiency import (ATTENTION_FAMILIES, EXPERT_FAMILIES, FALLBACK, GEMM_FAMILIES,
                                    MAX_FRACTION, SPLIT_FAMILIES, TILE_FAMILIES, WEIGHT_ONLY_GEMMS,
-                                   Efficiency, KindEfficiency, Tile)
+                                   Efficiency, KindEfficiency, Tile, lineage)
 from .measurements import Measured, predict
 
 MAX_LAUNCH_S = 1e-3   # a launch cost above a millisecond is not a kernel launch
@@ -150,11 +150,7 @@ class Choices:
         inherits (FALLBACK: fp8_block_gemm from fp8_gemm, fp8_gemm from linear), as the
         efficiency built from the choices prices it; 0: none."""
         chosen = getattr(self, what)
-        while family:
-            if family in chosen:
-                return chosen[family]
-            family = FALLBACK.get(family, "")
-        return 0.0
+        return next((chosen[f] for f in lineage(family) if f in chosen), 0.0)
 
     def overlap(self, kind: str) -> bool | None:
         """A family's `overlap`: False where its traffic adds to its compute, True where it
@@ -252,11 +248,7 @@ def _split_owner(family: str, split) -> str | None:
     """The family whose split regime `family` runs: its own where chosen, else the one it
     inherits (decode_attention_kv8 from decode_attention: FALLBACK), as the efficiency built
     from the fit prices it; None: no split."""
-    while family:
-        if family in split:
-            return family
-        family = FALLBACK.get(family, "")
-    return None
+    return next((f for f in lineage(family) if f in split), None)
 
 
 def _splits(piece, memory_s: float, e: Efficiency | None, start: float) -> bool:

@@ -36,8 +36,8 @@ from ..hardware.efficiency import GEMM_FAMILIES, Efficiency
 from .. import symbols as S
 from .evaluate import evaluate
 from .records import Settings
-from .roofline import (bit_values, family_of, gemm_tiles, input_elements, kind_of, row_count,
-                       wave_factor)
+from .roofline import (bit_values, family_of, gemm_columns, gemm_tiles, input_elements,
+                       kind_of, row_count, wave_factor)
 
 COLUMNS = ("hardware", "model", "stage", "batch", "seq", "tokens", "w_bits", "a_bits",
            "kv_bits", "op", "time_s")
@@ -340,7 +340,7 @@ def _row_counts(symbolic, values, n: int) -> np.ndarray:
 def _gemm_columns(symbolic, values, n: int) -> np.ndarray:
     """Output columns of every GEMM (a linear layer or a fused group of them: the elements it
     writes per row), 0 for every other op."""
-    return _per_op([sympy.Add(*(a.elements for a in o.node.writes)) / row_count(o.node)
+    return _per_op([gemm_columns(o.node)
                     if kind_of(o.node) == "linear" and o.node.engine == "matrix"
                     else sympy.Integer(0) for o in symbolic.ops], values, n)
 

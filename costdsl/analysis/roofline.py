@@ -139,10 +139,15 @@ def gemm_tile(node: Node, hw: Hardware, kind: str) -> tuple | None:
     return tile.m, tile.n, sms, gemm_columns(node)
 
 
+def output_elements(node: Node) -> sympy.Expr:
+    """Elements an op writes (a fused group's every output)."""
+    return sympy.Add(*(a.elements for a in node.writes))
+
+
 def gemm_columns(node: Node) -> sympy.Expr:
     """The output columns of a linear layer (or a fused group of them): the elements it writes
     per row (a fused q+k+v writes all three: one GEMM over the concatenated weights)."""
-    return sympy.Add(*(a.elements for a in node.writes)) / row_count(node)
+    return output_elements(node) / row_count(node)
 
 
 def is_gemm(node: Node, kind: str) -> bool:
@@ -368,8 +373,7 @@ class OpRoofline:
         output_bytes per output element, at the family's bandwidth); 0 else."""
         if not self.output_bytes:
             return sympy.Integer(0)
-        moved = exact(self.output_bytes) * sympy.Add(*(a.elements for a in self.node.writes)) \
-            * self.node.share
+        moved = exact(self.output_bytes) * output_elements(self.node) * self.node.share
         return memory_seconds(moved, self.bandwidth)
 
     @property

@@ -177,6 +177,13 @@ FALLBACK = {"decode_attention": "attention", "decode_attention_kv8": "decode_att
             f"{MICROSCALED}_gemm": "w4a16_gemm", f"{MICROSCALED}_expert": "w4a16_expert"}
 """A family whose figures, where the file gives none of its own, are those of another."""
 
+def lineage(family: str):
+    """`family`, then the families whose figures it takes where it gives none (FALLBACK)."""
+    while family:
+        yield family
+        family = FALLBACK.get(family, "")
+
+
 ATTENTION_FAMILIES = frozenset({"attention", "decode_attention"}) | KV_FAMILIES
 """The attention kernels' efficiency tables (prefill's and decode's, decode's by KV cache type):
 families of several op kinds, not op kinds themselves."""
@@ -260,12 +267,11 @@ class Efficiency:
     framework: Framework | None = None  # the serving engine around the kernels; None: none
 
     def _own(self, kind: str, what: str):
-        while kind:
-            own = self.kinds.get(kind)
+        for family in lineage(kind):
+            own = self.kinds.get(family)
             value = getattr(own, what) if own is not None else None
             if value is not None:
                 return value
-            kind = FALLBACK.get(kind, "")
         return None
 
     def bandwidth_for(self, kind: str) -> float:
