@@ -108,3 +108,35 @@ def test_the_fit_recovers_planted_tiles_and_epilogue():
     assert own.bandwidth == pytest.approx(0.7267, rel=1e-3)
     assert fitted.compute["fp8"] == pytest.approx(0.9859, rel=1e-3)
     assert "linear" not in fitted.kinds    # the bf16 GEMMs were made without either
+
+
+def test_the_grid_walk_crosses_a_flat_stretch_to_the_valley():
+    """`tiles` changes nothing until it passes the fewest tiles of a row's GEMM: an objective
+    flat from 1 to 32 and lowest at 64 (by construction) is walked to 64, not left at the
+    start; a rise still stops the walk (96 and 128 are not tried)."""
+    from costdsl.analysis.calibration import TILES, _descend
+    error = {1: 5, 4: 5, 8: 5, 12: 5, 16: 5, 24: 5, 32: 5, 48: 3, 64: 1, 96: 2, 128: 4}
+    tried = []
+    _descend(lambda x: tried.append(x) or error[x], TILES, 24)
+    assert min(tried, key=error.get) == 64
+    assert 128 not in tried
+
+
+def test_the_fit_finds_nvfp4_tiles_beyond_a_flat_stretch():
+    """TensorRT-LLM's NVFP4 GEMMs on the B200 (aiconfigurator's table: no GEMM there has fewer
+    than 32 tiles, so tiles from 1 to 32 price them alike) made with tiles = 64, not the
+    shipped 96, are fitted back to 64 and to their fractions: before the walk crossed flat
+    stretches it stopped at 32 and kept no tiles (13.7% held out on the real rows)."""
+    hw = load_hardware("nvidia-b200").with_stack("trtllm")
+    e = hw.efficiency
+    assert e.kinds["fp4_block_gemm"].tiles == 96          # the shipped fit's choice
+    planted = replace(e, kinds={**e.kinds, "fp4_block_gemm": replace(
+        e.kinds["fp4_block_gemm"], tiles=64.0)})
+    measured = _measured(hw, "aiconfigurator-gemm-b200-trtllm.csv",
+                         "aiconfigurator-gemm-nvfp4-b200-trtllm.csv")
+    times = predict(measured, planted)
+    made = [Measured(replace(m.row, time_s=float(t)), m.pieces) for m, t in zip(measured, times)]
+    own = fit_efficiency(made, sms=hw.sms).efficiency.kinds["fp4_block_gemm"]
+    assert own.tiles == 64
+    assert own.bandwidth == pytest.approx(e.kinds["fp4_block_gemm"].bandwidth, rel=1e-3)
+    assert own.compute == pytest.approx(e.kinds["fp4_block_gemm"].compute, rel=1e-3)

@@ -3,6 +3,7 @@ compute type): [efficiency.decode_attention_kv8], fitted to the FP8-cache rows o
 aiconfigurator's generation-attention tables, falling back to decode's figures."""
 import csv
 import json
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -110,6 +111,9 @@ def test_calibrate_keeps_the_tables_other_fits_wrote(tmp_path, capsys):
     assert lines[at - 2].startswith("# Calibrated by `costdsl calibrate` from ")
     assert "aiconfigurator-gemm-h200.csv" in lines[at - 2]
     assert hw.read_text().count("# Calibrated by `costdsl calibrate`") == 3
+    # the rewritten stack stays where it stood (it used to move to the end of the file)
+    order = lambda text: [l for l in text.splitlines() if re.fullmatch(r"\[stack\.\w+\]", l)]
+    assert order(hw.read_text()) == order(source)
 
 
 def test_validate_reports_the_cache_type(capsys):

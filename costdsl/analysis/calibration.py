@@ -361,18 +361,21 @@ def _fit(measured: list[Measured], times: np.ndarray, source: str, launch: bool,
 
 def _descend(objective: Callable[[float], float], grid: tuple = INPUT_BYTES,
              start: float = 5) -> None:
-    """Walk `grid` from `start` towards whichever side lowers `objective`, while it does: the
-    error is one valley over the grid, so a few fits find what all of them would."""
+    """Walk `grid` from `start` towards whichever side lowers `objective`, while it does not
+    rise: the error is one valley over the grid, so a few fits find what all of them would.
+    A flat stretch is walked through, not taken for the valley's floor: `tiles` changes
+    nothing until it passes the fewest tiles a row's GEMM has (an NVFP4 table whose smallest
+    GEMM has 32 tiles is flat from 1 to 32 and falls by 75% at 128)."""
     start = grid.index(start)
     at = {start: objective(grid[start])}
     for step in (1, -1):
         i = start
         while 0 <= i + step < len(grid):
             at[i + step] = objective(grid[i + step])
-            if at[i + step] >= at[i]:
+            if at[i + step] > at[i]:
                 break
             i += step
-        if i != start:   # it went this way: the other side is uphill
+        if at[i] < at[start]:   # it went down this way: the other side is uphill
             return
 
 

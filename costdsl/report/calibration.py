@@ -110,7 +110,7 @@ def calibrated_toml(original: str, fit: Fit, measurements: str, after: ErrorTabl
         old = doc.get("efficiency")
     else:
         stacks = doc.get("stack")
-        old = stacks.pop(into_stack, None) if stacks is not None else None
+        old = stacks.get(into_stack) if stacks is not None else None
     e = fit.efficiency
     kept = _kept_tables(old, set(e.kinds))
     by = {p.name: p for p in fit.parameters}
@@ -168,7 +168,7 @@ def calibrated_toml(original: str, fit: Fit, measurements: str, after: ErrorTabl
         return _header_above_default(tomlkit.dumps(doc), ["# " + line for line in header],
                                      _default_header(original))
     stacks = doc.setdefault("stack", tomlkit.table(is_super_table=True))
-    stacks.add(into_stack, section)
+    stacks[into_stack] = section   # where it was, as [efficiency] is; a new one last
     return _header_above_default(tomlkit.dumps(doc), _default_header(original))
 
 
