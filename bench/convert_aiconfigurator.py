@@ -101,19 +101,29 @@ TILE_64 = {"l40s", "rtx_pro_6000_server"}
 """Chips with 99 KiB of shared memory per block: their attention models extend TILE_64_BASE,
 64 query rows per tile (attention/tile64.arch says why), not the 128 of ATTENTION_BASE."""
 TILE_64_BASE = ("tile64.arch", "attention-tile64")
-L2_RESIDENT = {"l40s": 96 * 2**20, "rtx_pro_6000_server": 128 * 2**20}
-"""The L2 of the GDDR chips, in bytes (their hardware files name the sources). Their decode
-kernels are timed re-run on one cache, which stays in the L2 when it is small enough: the
-L40S's reads 1/8 to 1 L2 of K and V at 0.9 to 2.5x its GDDR6's datasheet rate, the RTX PRO
-6000's up to 2 L2 at up to 1.5x, then drops to 0.7-0.85 beyond. A served decode step never
-finds a layer's cache there (the other layers' weights pass through the L2 between two
-steps), so these rows are left out; the launch-bound ones below L2/16 and the ones past 3 L2
-are kept. The HBM chips read no faster than their datasheet at any size: all kept. GEMM
-weights stay in the L2 in TensorRT-LLM's tables alone: on the RTX PRO 6000 an 8,192 x 8,192
-bf16 GEMM at m = 2 to 64 takes 42 to 57 us there (2.4 to 3.2 TB/s of its 1.79 TB/s GDDR7),
-95 us in vLLM's; so that stack's memory-bound rows (m < 512) whose weights fit are left out."""
-RESIDENT_WEIGHTS = {"trtllm"}
-"""The stacks whose GEMM tables re-read weights that fit in the L2 (L2_RESIDENT chips only)."""
+L2_RESIDENT = {"l40s": (96 * 2**20, 3), "rtx_pro_6000_server": (128 * 2**20, 3),
+               **{system: (126.5 * 2**20, 1) for system in ("b200_sxm", "b300_sxm", "gb200",
+                                                            "gb300")}}
+"""(L2 bytes, the multiple of it up to which a decode row's K and V are read from it) for the
+chips whose tables show it (their hardware files name the L2's sources). Decode kernels are
+timed re-run on one cache, which stays in the L2 when it is small enough: the L40S's reads 1/8
+to 1 L2 of K and V at 0.9 to 2.5x its GDDR6's datasheet rate, the RTX PRO 6000's up to 2 L2 at
+up to 1.5x, then drops to 0.7-0.85 beyond (3 L2: past the slope's end). On the Blackwell
+datacenter chips, whose 126.5 MB L2 is the largest beside their HBM, the rows with 1/2 to 1 L2
+of K and V take 1.17 to 1.37x less than a fit to the others prices them (the B200's, all three
+stacks; SGLang's 32x4 layout at batch 16: 12 us for 67 MB, 28 us for 134 MB, a launch of 9 us
+in both): fitted without the rows between L2/16 and one L2, the B200's decode attention misses
+those past one L2 by 2.3 to 3.6%, not 8.6 to 9.6%. A served decode step never finds a layer's
+cache in the L2 (the other layers' weights pass through it between two steps), so these rows
+are left out; the launch-bound ones below L2/16 and those past the bound are kept. Hopper's
+50 MB L2 shows it weakly (1.12x on the H200 under vLLM and SGLang) and leaving its rows out
+fits the rest no better: all kept, as on the A100. GEMM weights stay in the L2 in
+TensorRT-LLM's tables alone, on the GDDR chips: on the RTX PRO 6000 an 8,192 x 8,192 bf16 GEMM
+at m = 2 to 64 takes 42 to 57 us there (2.4 to 3.2 TB/s of its 1.79 TB/s GDDR7), 95 us in
+vLLM's; so that stack's memory-bound rows (m < 512) whose weights fit are left out."""
+RESIDENT_WEIGHTS = {("l40s", "trtllm"), ("rtx_pro_6000_server", "trtllm")}
+"""The (chip, stack) GEMM tables that re-read weights which fit in the L2: the GDDR chips'
+under TensorRT-LLM."""
 COLLECTIVES = {"all_reduce", "all_gather", "alltoall"}
 BLOCK_FORMATS = {   # aiconfigurator's gemm_dtype: (file name, bits, the quantize pass it is)
     "fp8_block": ("fp8block", 8, 'quantize(weights=8, acts=8, group=16384, scale_bits=32, '
@@ -251,8 +261,10 @@ def gemm(data: Path, out_dir: Path, release: str, stack: str = STACK,
 
 def _weights_resident(system: str, stack: str, r: dict, bits: float) -> bool:
     """Whether a memory-bound GEMM row's weights were read from the chip's L2 (L2_RESIDENT)."""
-    l2 = L2_RESIDENT.get(system) if stack in RESIDENT_WEIGHTS else None
-    return l2 is not None and r["m"] < 512 and r["n"] * r["k"] * bits / 8 <= l2
+    if (system, stack) not in RESIDENT_WEIGHTS:
+        return False
+    l2, _ = L2_RESIDENT[system]
+    return r["m"] < 512 and r["n"] * r["k"] * bits / 8 <= l2
 
 
 def _tp_shapes() -> set[tuple[int, int]]:
@@ -324,12 +336,12 @@ def attention(data: Path, out_dir: Path, release: str, stack: str = STACK,
 
 def _l2_resident(system: str, r: dict, kv_heads: int) -> bool:
     """Whether a decode row's K and V (the batch's, head_dim 128) would be read from the L2."""
-    l2 = L2_RESIDENT.get(system)
-    if l2 is None:
+    if system not in L2_RESIDENT:
         return False
+    l2, bound = L2_RESIDENT[system]
     width = {"bfloat16": 2, "fp8": 1}[r["kv_cache_dtype"]]
     cache = r["batch_size"] * (r["isl"] + r["step"]) * kv_heads * 128 * 2 * width
-    return l2 / 16 < cache < 3 * l2
+    return l2 / 16 < cache < bound * l2
 
 
 def collectives(data: Path, path: Path, release: str) -> int:

@@ -110,11 +110,14 @@ def test_a_stack_is_the_same_figures_as_a_file_whose_default_it_is(tmp_path):
     # full shapes and the shards tensor parallelism at 4 and 8 makes, FP8 128 x 128-block
     # GEMMs, NVFP4 GEMMs, decode attention over bf16 and FP8 caches): H100 trtllm
     # 6.5/3.5/3.9/4.7/-/9.2, sglang 7.8/5.6/8.1/9.5/-/8.1; H200 trtllm 6.7/3.8/4.4/5.4/-/9.1,
-    # sglang 8.8/7.1/11.3/13.1/-/7.3; B200 trtllm 8.3/6.3/7.4/6.9/13.7/8.7, sglang
-    # 9.7/6.6/9.7/7.1/12.4/10.6; B300 trtllm 8.4/5.5/7.1/7.2/13.5/9.2, sglang
-    # 9.5/6.2/8.9/7.2/11.5/11.1; GB200 trtllm 8.4/7.4/7.1/7.5/13.5/8.7, sglang
-    # 9.7/7.8/9.7/8.4/11.4/10.2; GB300 trtllm 8.1/6.0/6.5/7.3/12.7/9.1, sglang
-    # 9.3/6.5/8.3/7.1/11.0/10.9 (the ideal roofline: 52 to 67% on all rows). FP8 GEMMs before
+    # sglang 8.8/7.1/11.3/13.1/-/7.3; B200 trtllm 5.3/6.3/6.3/7.0/6.5/3.2, sglang
+    # 7.4/6.5/9.8/6.9/11.9/4.1; B300 trtllm 5.0/5.5/6.2/7.0/7.8/2.2, sglang
+    # 6.9/6.2/8.9/7.2/9.9/4.5; GB200 trtllm 5.7/7.4/6.2/7.4/6.8/3.9, sglang
+    # 7.1/7.8/9.7/8.4/9.3/3.2; GB300 trtllm 5.3/6.0/6.1/7.3/7.9/3.2, sglang
+    # 6.5/6.5/8.3/7.1/9.0/3.8 (the ideal roofline: 52 to 67% on all rows). On the Blackwell
+    # chips the decode rows read from the L2 are left out (bench/convert_aiconfigurator.py
+    # L2_RESIDENT); with them decode attention was 8.7-11.1%. NVFP4 under TensorRT-LLM before
+    # the grid walk crossed flat stretches (no tiles found): 12.7-13.7%. FP8 GEMMs before
     # their few tiles and epilogue were figures of their own (tiles, output_bytes): H100 5.5 and
     # 9.9, H200 5.6 and 12.6, B200 7.4 and 14.3, B300 7.1 and 13.2, GB200 7.1 and 13.6, GB300
     # 7.0 and 12.7 (trtllm, sglang). TensorRT-LLM's decode attention on Hopper before its split
@@ -124,10 +127,10 @@ def test_a_stack_is_the_same_figures_as_a_file_whose_default_it_is(tmp_path):
     # own (input_bytes), calibrated: 11.8, 14.3, 11.4, 15.5, 12.5 and 17.6%.
     ("h100", "trtllm", (7.5, 4.5, 4.5, 5.5, 0, 10)), ("h100", "sglang", (8.5, 6.5, 9, 10, 0, 9)),
     ("h200", "trtllm", (7.5, 4.5, 5, 6, 0, 10)), ("h200", "sglang", (9.5, 8, 12, 14, 0, 8)),
-    ("b200", "trtllm", (9, 7, 8.5, 8, 14.5, 9.5)), ("b200", "sglang", (10.5, 7.5, 10.5, 8, 13.5, 11.5)),
-    ("b300", "trtllm", (9, 6, 8, 8, 14.5, 10)), ("b300", "sglang", (10, 7, 9.5, 8, 12, 12)),
-    ("gb200", "trtllm", (9, 8, 8, 8.5, 14.5, 9.5)), ("gb200", "sglang", (10.5, 8.5, 10.5, 9.5, 12, 11)),
-    ("gb300", "trtllm", (9, 6.5, 8, 8, 14.5, 10)), ("gb300", "sglang", (10, 7, 9, 8, 12, 11.5))])
+    ("b200", "trtllm", (6, 7, 7, 7.5, 7, 4)), ("b200", "sglang", (8, 7, 10.5, 7.5, 12.5, 5)),
+    ("b300", "trtllm", (5.5, 6, 7, 7.5, 8.5, 3)), ("b300", "sglang", (7.5, 7, 9.5, 8, 10.5, 5)),
+    ("gb200", "trtllm", (6.5, 8, 7, 8, 7.5, 4.5)), ("gb200", "sglang", (7.5, 8.5, 10.5, 9, 10, 4)),
+    ("gb300", "trtllm", (6, 6.5, 7, 8, 8.5, 4)), ("gb300", "sglang", (7, 7, 9, 8, 9.5, 4.5))])
 def test_each_stack_is_the_fit_of_its_kernels(chip, stack, limits):
     """A stack's figures are the fit of aiconfigurator-core 0.12.0's tables for it (refitting
     gives them: bandwidth, the fp16 and fp8 fractions) and predict rows they did not see within
@@ -141,7 +144,7 @@ def test_each_stack_is_the_fit_of_its_kernels(chip, stack, limits):
     hw = load_hardware(CHIPS[chip]).with_stack(stack)
     measured = _measured(chip, stack, hw)
     blackwell = chip in ("b200", "b300", "gb200", "gb300")
-    assert len(measured) == (1414 if blackwell else 1279)
+    assert len(measured) == (1150 if blackwell else 1279)   # Blackwell: 264 L2 rows out
     fitted = fit_efficiency(measured, sms=hw.sms).efficiency
     assert hw.efficiency.bandwidth == pytest.approx(fitted.bandwidth, abs=6e-5)
     for ctype in ("fp16", "fp8"):
@@ -167,16 +170,17 @@ def test_each_stack_is_the_fit_of_its_kernels(chip, stack, limits):
     kv8, refit_kv8 = hw.efficiency.kinds["decode_attention_kv8"], fitted.kinds["decode_attention_kv8"]
     assert kv8.bandwidth == pytest.approx(refit_kv8.bandwidth, abs=6e-5)
     assert kv8.launch_s == pytest.approx(refit_kv8.launch_s, abs=6e-9)
-    # TensorRT-LLM's XQA on Hopper splits a large cache over more blocks: a regime of its own,
-    # streaming at 0.95 to 0.98 of HBM after 9 to 22 us (unsplit: 0.51 to 0.57)
+    # TensorRT-LLM's XQA splits a large cache over more blocks: a regime of its own, streaming
+    # at 0.93 to 0.98 of HBM after 9 to 22 us on Hopper, 3.4 to 3.7 us on Blackwell (unsplit:
+    # 0.50 to 0.57)
     split = hw.efficiency.split_for("decode_attention")
-    assert (split is not None) == (stack == "trtllm" and chip in ("h100", "h200"))
+    assert (split is not None) == (stack == "trtllm")
     refit_split = fitted.split_for("decode_attention")   # the refit gives the same regime
     assert (refit_split is None) == (split is None)
     if split is not None:
         assert split[0] == pytest.approx(refit_split[0], abs=6e-5)
         assert split[1] == pytest.approx(refit_split[1], abs=6e-9)
-        assert 0.9 < split[0] < 1.0 and 9e-6 < split[1] < 25e-6
+        assert 0.9 < split[0] < 1.0 and 3e-6 < split[1] < 25e-6
 
 
 GDDR = {"l40s": "nvidia-l40s", "rtxpro6000": "nvidia-rtx-pro-6000"}
