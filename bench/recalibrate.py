@@ -46,7 +46,7 @@ def _figures(e) -> dict[str, float]:
     out.update({f"compute.{k}": v for k, v in e.compute.items()})
     for kind, own in e.kinds.items():
         for what in ("bandwidth", "compute", "launch_s", "rows", *GEMM_CHOICES,
-                     "split_bandwidth", "split_launch_s"):
+                     "split_bandwidth", "split_launch_s", "floor_s"):
             value = getattr(own, what)
             if value is not None:
                 out[f"{kind}.{what}"] = value

@@ -106,3 +106,15 @@ def same_json(a, b, rel: float, path: str = "$") -> None:
         assert math.isclose(a, b, rel_tol=rel, abs_tol=1e-300), path
     else:
         assert a == b, path
+
+
+def rejected_section(section: str, tmp_path, capsys) -> str:
+    """The error `analyze` gives (exit 2) for the A6000's file with `section` added, the file
+    named in it: what a user sees for a bad efficiency figure."""
+    from costdsl.cli import main
+    path = tmp_path / "bad.toml"
+    path.write_text((ROOT / "hardware" / "nvidia-a6000.toml").read_text() + "\n" + section)
+    assert main(["analyze", str(ROOT / "models" / "llama-2-7b.arch"), "--hw", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.toml:" in err, err
+    return err

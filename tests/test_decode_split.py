@@ -13,10 +13,9 @@ from costdsl.analysis.calibration import fit_efficiency
 from costdsl.analysis.crossover import minmax_breakpoints, stage_crossover
 from costdsl.analysis.measurements import Measured, predict, read_measurements, resolve
 from costdsl.analysis.validation import errors
-from costdsl.cli import main
 from costdsl.hardware import load_hardware
 
-from conftest import ROOT
+from conftest import ROOT, rejected_section
 
 MEASURED = ROOT / "tests" / "data" / "measured"
 HBM = 4.8e12   # H200 datasheet: 4.8 TB/s
@@ -130,12 +129,7 @@ def test_the_fit_keeps_the_split_only_where_the_data_ask():
     ("[efficiency.decode_attention]\nsplit_bandwidth = 5\n", "expected a fraction in (0, 4]"),
 ])
 def test_bad_split_figures(section, message, tmp_path, capsys):
-    source = (ROOT / "hardware" / "nvidia-a6000.toml").read_text()
-    path = tmp_path / "split.toml"
-    path.write_text(source + "\n" + section)
-    assert main(["analyze", str(ROOT / "models" / "llama-2-7b.arch"), "--hw", str(path)]) == 2
-    err = capsys.readouterr().err
-    assert message in err and "split.toml:" in err, err
+    assert message in rejected_section(section, tmp_path, capsys)
 
 
 def test_an_fp8_cache_without_a_split_of_its_own_runs_decode_attentions():

@@ -144,6 +144,7 @@ class Choices:
     tiles: Mapping[str, float] = field(default_factory=dict)
     output_bytes: Mapping[str, float] = field(default_factory=dict)
     split: frozenset = frozenset()   # decode attention families with a split regime
+    floor: frozenset = frozenset()   # GEMM families whose call has a host time (a floor)
 
     def gemm(self, what: str, family: str) -> float:
         """A GEMM family's chosen `what` (input_bytes, tiles, output_bytes), or the one it
@@ -174,18 +175,22 @@ def _efficiency(u: Mapping[str, float], launches: Mapping[str, float],
         kinds[kind] = KindEfficiency(
             1 / u[f"{kind}.bandwidth"] if f"{kind}.bandwidth" in u else None,
             1 / u[f"{kind}.compute"] if f"{kind}.compute" in u else None,
-            launches.get(f"{kind}.launch"), choices.fill.get(kind), choices.overlap(kind),
+            # a floor's family launches nothing beside it (not its fallback's launch)
+            launches.get(f"{kind}.launch", 0.0 if kind in choices.floor else None),
+            choices.fill.get(kind), choices.overlap(kind),
             choices.input_bytes.get(kind), choices.tiles.get(kind),
             choices.output_bytes.get(kind),
             1 / u[f"{kind}.split_bandwidth"] if f"{kind}.split_bandwidth" in u else None,
-            launches.get(f"{kind}.split_launch"))
+            launches.get(f"{kind}.split_launch"), launches.get(f"{kind}.floor"))
     return Efficiency(bandwidth=1 / u.get("bandwidth", 1.0), compute=compute,
                       launch_s=launches.get("launch", 0.0), kinds=kinds, source=source,
                       tile=choices.tile)
 
 
 def _is_launch(name: str) -> bool:
-    return name.rpartition(".")[2] in ("launch", "split_launch")
+    """Whether a parameter is a duration (a launch, a split's or a floor's fixed cost), not
+    the inverse of a fraction."""
+    return name.rpartition(".")[2] in ("launch", "split_launch", "floor")
 
 
 def _assign(measured: list[Measured], e: Efficiency | None, launch: bool = True,
@@ -195,6 +200,7 @@ def _assign(measured: list[Measured], e: Efficiency | None, launch: bool = True,
     under `e` (None: the ideal roofline), or on both for a family in `choices.serial`."""
     waves = Efficiency(tile=choices.tile)
     splits = _split_start(measured, choices.split)
+    floors = _floor_start(measured, choices.floor)
     rows = []
     for m in measured:
         coef: dict[str, float] = {}
@@ -206,11 +212,19 @@ def _assign(measured: list[Measured], e: Efficiency | None, launch: bool = True,
             matrix_s = p.matrix_s * p.waves(waves)
             if e is None:
                 compute_wins = matrix_s + p.vector_s > memory_s
+                kernel = max(matrix_s + p.vector_s, memory_s)
             else:
                 c = (matrix_s / e.compute_for(p.compute_type or "", p.family)
                      + p.vector_s / e.compute_for(p.vector_type, p.family))
                 compute_wins = c > memory_s / e.bandwidth_for(p.family)
-            if compute_wins or p.family in choices.serial:
+                kernel = max(c, memory_s / e.bandwidth_for(p.family))
+            floored = bool(p.cols) and p.family in choices.floor
+            at_floor = floored and (kernel < floors[p.family] if e is None
+                                    else e.floor_for(p.family) > kernel)
+            if at_floor:   # the call's host time, the GPU's work under it
+                coef[f"{p.family}.floor"] = coef.get(f"{p.family}.floor", 0.0) + p.count
+                compute_wins = memory_s = 0   # neither side of the kernel's max counts
+            if compute_wins or (p.family in choices.serial and not at_floor):
                 for part, seconds in (("matrix", matrix_s), ("vector", p.vector_s)):
                     if seconds:
                         k = _key(p, "compute", part)
@@ -229,11 +243,20 @@ def _assign(measured: list[Measured], e: Efficiency | None, launch: bool = True,
             if serial:   # before and after its loop, at its bandwidth, whichever side wins
                 k = _key(p, "memory")
                 coef[k] = coef.get(k, 0.0) + p.count * serial
-            if launch:
+            if launch and not floored:   # a floor's call launches nothing beside it
                 k = _launch_key(p)
                 coef[k] = coef.get(k, 0.0) + p.count
         rows.append(coef)
     return rows
+
+
+def _floor_start(measured: list[Measured], families) -> dict[str, float]:
+    """Per GEMM family with a floor, the ideal kernel time (at the datasheet) below which its
+    rows start at the floor, before any figures say where it lies: the median (the floor is
+    what the small GEMMs of a table share)."""
+    return {f: float(np.median([max(p.matrix_s + p.vector_s, p.memory_s)
+                                for m in measured for p in m.pieces if p.family == f]))
+            for f in families}
 
 
 def _split_start(measured: list[Measured], families) -> dict[str, float]:
@@ -423,7 +446,7 @@ def fit_efficiency(measured: list[Measured], source: str = "", launch: bool = Tr
                        input_bytes={**choices.input_bytes, **trial.input_bytes},
                        tiles={**choices.tiles, **trial.tiles},
                        output_bytes={**choices.output_bytes, **trial.output_bytes},
-                       split=choices.split | trial.split)
+                       split=choices.split | trial.split, floor=choices.floor | trial.floor)
 
     def attempt(trial: Choices) -> None:
         """Fit with `trial` added to the choices kept so far; keep it if it fits better."""
@@ -478,6 +501,11 @@ def fit_efficiency(measured: list[Measured], source: str = "", launch: bool = Tr
             choose("input_bytes", family, INPUT_BYTES, choices.input_bytes[family], 0.0)
     for family in sorted({p.family for m in measured for p in m.pieces} & SPLIT_FAMILIES):
         trial = combined(Choices(split=frozenset({family})))
+        solved = _fit(measured, times, source, launch, trial)
+        if solved.objective < best.objective * (1 - MIN_GAIN):
+            choices, best = trial, solved
+    for family in typed:   # a call bound by its host time (FLOOR_NOTE), kept at MIN_GAIN
+        trial = combined(Choices(floor=frozenset({family})))
         solved = _fit(measured, times, source, launch, trial)
         if solved.objective < best.objective * (1 - MIN_GAIN):
             choices, best = trial, solved

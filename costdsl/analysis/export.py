@@ -51,6 +51,7 @@ def static_numbers(stage: StageRoofline) -> dict:
                 launch=np.array([o.launch for o in ops]),
                 split_launch=np.array([o.split[0] if o.split else math.inf for o in ops]),
                 split_ratio=np.array([o.split[1] if o.split else 1.0 for o in ops]),
+                floor=np.array([o.floor for o in ops]),
                 overlap=np.array([o.overlap for o in ops]),
                 fused_from=tuple(o.node.fused_from for o in ops),
                 channels=tuple(o.channel for o in ops))
@@ -75,7 +76,8 @@ def stage_record(stage: StageRoofline, trees: bool = True) -> dict:
             "compute_types": [t or "" for t in fixed["compute_types"]],
             "channels": [c or "" for c in fixed["channels"]],
             **{k: [_number(v) for v in fixed[k]] for k in
-               ("peak", "bandwidth", "vector_peak", "launch", "split_launch", "split_ratio")},
+               ("peak", "bandwidth", "vector_peak", "launch", "split_launch", "split_ratio",
+                "floor")},
             "overlap": [bool(v) for v in fixed["overlap"]],
             "schedule": list(stage.schedule), "server": [float(v) for v in stage.server]}
 

@@ -133,6 +133,8 @@ class Piece:
         split = e.split_for(self.family)
         if split is not None:   # the faster of unsplit and split (roofline.OpRoofline.split_at)
             memory = min(memory, split[1] + streamed / split[0])
+        if self.cols:   # a GEMM's host time, the least a call takes (OpRoofline.device_time)
+            memory = max(memory, e.floor_for(self.family))
         kernel = max(compute, memory) if e.overlaps(self.family) else compute + memory
         serial = self.serial_s(e.input_bytes_for(self.family),
                                e.output_bytes_for(self.family)) / bandwidth

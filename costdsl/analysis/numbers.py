@@ -55,6 +55,7 @@ class StageNumbers:
     serial_work: np.ndarray | float = 0.0    # before and after its loop (prologue, epilogue)
     split_launch: np.ndarray | float = np.inf  # decode attention's split regime: its fixed
     split_ratio: np.ndarray | float = 1.0      # cost and bandwidth ratio (inf, 1: none)
+    floor: np.ndarray | float = 0.0            # a call's host time: its least (0: none)
     server: np.ndarray | float = 0.0         # the serving engine's time around the kernels
 
     @cached_property
@@ -77,7 +78,8 @@ class StageNumbers:
     @cached_property
     def device_memory_time(self) -> np.ndarray:
         streaming = memory_seconds(self.bytes, self.bandwidth) * self.occupancy
-        return np.minimum(streaming, self.split_launch + self.split_ratio * streaming)
+        return np.maximum(np.minimum(streaming, self.split_launch + self.split_ratio * streaming),
+                          self.floor)
 
     @cached_property
     def memory_time(self) -> np.ndarray:

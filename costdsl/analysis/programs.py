@@ -22,9 +22,10 @@ from .records import Analysis, Devices, lazy_results
 from .trees import CorruptEntry, compile_trees, function_of
 
 RATES = ("peak", "bandwidth", "vector_peak", "launch")
-SPLIT_RATES = {"split_launch": "inf", "split_ratio": 1.0}
+SPLIT_RATES = {"split_launch": "inf", "split_ratio": 1.0, "floor": 0.0}
 """A decode attention kernel's split regime per op (roofline.OpRoofline.split_at: its fixed
-cost, its bandwidth ratio), and what an op without one has."""
+cost, its bandwidth ratio), a GEMM's floor (its host time: OpRoofline.device_time), and what an
+op without them has (records written before either lack them)."""
 
 
 def _rate(x) -> float:
@@ -151,6 +152,8 @@ class StageProgram:
             if split != float("inf"):   # the faster of unsplit and split (OpRoofline.split_at)
                 memory = (f"min((_d := {memory}), {rate(split)} + "
                           f"{rate(self.rates['split_ratio'][i])} * _d)")
+            if self.rates["floor"][i]:   # the call's host time: at least (OpRoofline.device_time)
+                memory = f"max({memory}, {rate(self.rates['floor'][i])})"
             if not zero(3 + k, i):
                 memory += f" + {r(3 + k, i)}"
             # the larger of the two, as numpy's maximum, without a call per op
@@ -185,6 +188,7 @@ class StageProgram:
             vector_peak=rates["vector_peak"], fused_from=self.fused_from,
             launch=rates["launch"], overlap=rates["overlap"], transfer_time=row(3 + k),
             split_launch=rates["split_launch"], split_ratio=rates["split_ratio"],
+            floor=rates["floor"],
             serial_time=row(4 + k), occupancy=row(5 + k), waves=row(6 + k),
             serial_work=row(7 + k),
             channels=self.channels, schedule=self._schedule(values),

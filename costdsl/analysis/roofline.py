@@ -198,6 +198,7 @@ class OpRoofline:
     fill_rows: float = 0.0      # token rows that fill the chip (efficiency `rows`; 0: none)
     overlap: bool = True        # False: the memory time adds to the compute time (efficiency)
     tile: tuple | None = None   # GEMM wave quantisation: (m, n, sms, output columns); None: none
+    floor: float = 0.0          # seconds a call takes at least: its host time (efficiency floor)
     all_reduce: AllReduce | None = None  # the stack's all-reduce algorithms (None: the ring)
     link_bandwidth: float = float("inf")  # the link's datasheet bytes/s: their fractions' base
     input_bytes: float = 0.0    # bytes per input element a kernel before it moves (prologue)
@@ -347,10 +348,17 @@ class OpRoofline:
         fixed, ratio = self.split
         return sympy.Min(streaming, sympy.Float(fixed, 15) + exact(ratio) * streaming)
 
+    def device_time(self, streaming: sympy.Expr) -> sympy.Expr:
+        """The kernel's memory side from its streaming time: the split regime's (split_at),
+        at least the call's floor (its host time, efficiency floor: the GPU's work runs under
+        it, so the time is max(compute, memory, floor))."""
+        memory = self.split_at(streaming)
+        return sympy.Max(memory, sympy.Float(self.floor, 15)) if self.floor else memory
+
     @cached_property
     def memory_time(self) -> sympy.Expr:
         """Device memory time, and the transfers that overlap it (they share the step)."""
-        return self.split_at(self.streaming_time * self.occupancy) + self.overlapped_transfer
+        return self.device_time(self.streaming_time * self.occupancy) + self.overlapped_transfer
 
     @property
     def effective_bytes(self) -> sympy.Expr:
@@ -462,6 +470,7 @@ def roofline(graph: nx.DiGraph, hw: Hardware, bits: Mapping[str, float],
             fill_tiles=hw.tiles_for(kind) if is_gemm(node, kind) else 0.0,
             output_bytes=hw.output_bytes_for(kind) if is_gemm(node, kind) else 0.0,
             split=_split(hw, kind),
+            floor=hw.floor_for(kind) if graph_launch is None and is_gemm(node, kind) else 0.0,
             **_stack_all_reduce(node, hw, channel)))
     return StageRoofline(stage, _with_overlap(ops), tuple(graph.graph.get("pipeline", (1, 1))),
                          server=_server(hw))

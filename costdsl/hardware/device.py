@@ -185,6 +185,11 @@ class Hardware:
         split = self.efficiency.split_for(kind) if self.efficiency else None
         return None if split is None else (self.bandwidth_Bps * split[0], split[1])
 
+    def floor_for(self, kind: str = "linear") -> float:
+        """Seconds a call of `kind` takes at least: its host time outside a CUDA graph
+        (efficiency floor; 0 for the ideal roofline)."""
+        return self.efficiency.floor_for(kind) if self.efficiency else 0.0
+
     def launch_for(self, kind: str = "linear") -> float:
         """Seconds of fixed cost per kernel of `kind` (0 for the ideal roofline)."""
         return self.efficiency.launch_for(kind) if self.efficiency else 0.0

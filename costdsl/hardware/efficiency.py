@@ -204,6 +204,13 @@ time = launch + min(bytes / (bandwidth B), split_launch + bytes / (split_bandwid
 aiconfigurator's tables TensorRT-LLM's XQA on the H200 streams a small cache at 0.57 of HBM and
 a large one at 0.95 after an 11 us reduction: one line misses both by 13%, the two 9%."""
 
+FLOOR_NOTE = """A GEMM family's `floor`: the per-call time of a stack whose call is bound by its
+host work where no CUDA graph captures it (vLLM 0.24's block-FP8 path: 85 us on the H200, 190
+to 330 us on Blackwell). The GPU's work runs under it, so the kernel takes the larger of its
+roofline time and the floor (time = max(compute, memory, floor) + its serial work), not their
+sum; the family's launch is 0 beside it. A decode step in CUDA graphs pays no floor (the
+graph's launch instead)."""
+
 GEMM_CHOICES = ("input_bytes", "tiles", "output_bytes")
 """A GEMM family's chosen figures beside its fractions (listed in as_dict only where given)."""
 
@@ -226,6 +233,8 @@ class KindEfficiency:
                                        # (its epilogue, serial); None: inherit, else 0
     split_bandwidth: float | None = None  # decode attention split over more blocks: its
     split_launch_s: float | None = None   # bandwidth fraction and fixed cost (None: inherit)
+    floor_s: float | None = None   # a call's host time the kernel runs under (no CUDA graph):
+                                   # its time is at least this (None: none)
 
 
 @dataclass(frozen=True)
@@ -335,6 +344,16 @@ class Efficiency:
         it (its epilogue; 0: none modelled)."""
         return self._own(kind, "output_bytes") or 0.0
 
+    def floor_for(self, kind: str) -> float:
+        """Seconds a call of `kind` takes at least, its host time (FLOOR_NOTE); 0: none. It
+        goes with the launch: the floor of the first family in the lineage that gives a
+        launch or a floor (a family with a launch of its own does not take its fallback's)."""
+        for family in lineage(kind):
+            own = self.kinds.get(family)
+            if own is not None and (own.launch_s is not None or own.floor_s is not None):
+                return own.floor_s or 0.0
+        return 0.0
+
     def split_for(self, kind: str) -> tuple[float, float] | None:
         """(bandwidth fraction, seconds) of a decode attention kernel's split regime (its
         cache split over more blocks and reduced after); None where the file gives none."""
@@ -354,7 +373,8 @@ class Efficiency:
                 "kinds": {k: {"bandwidth": v.bandwidth, "compute": v.compute,
                               "launch_s": v.launch_s, "rows": v.rows, "overlap": v.overlap,
                               **{key: getattr(v, key)
-                                 for key in (*GEMM_CHOICES, "split_bandwidth", "split_launch_s")
+                                 for key in (*GEMM_CHOICES, "split_bandwidth", "split_launch_s",
+                                             "floor_s")
                                  if getattr(v, key) is not None}}
                           for k, v in self.kinds.items()},
                 **({"framework": self.framework.as_dict()} if self.framework else {})}
@@ -480,19 +500,19 @@ def parse_efficiency(table: dict, fail, parse_quantity, kinds: set[str],
             if not isinstance(value, dict):
                 raise fail(f"[efficiency.{key}] must be a table", f"efficiency.{key}")
             extra = set(value) - {"bandwidth", "compute", "launch", "rows", "overlap",
-                                  *GEMM_CHOICES, "split_bandwidth", "split_launch"}
+                                  *GEMM_CHOICES, "split_bandwidth", "split_launch", "floor"}
             if extra:
                 raise fail(f"unknown key {sorted(extra)[0]!r} in [efficiency.{key}]",
                            f"efficiency.{key}.{sorted(extra)[0]}",
                            "keys: bandwidth, compute, launch, rows, overlap, input_bytes, "
-                           "tiles, output_bytes, split_bandwidth, split_launch")
+                           "tiles, output_bytes, split_bandwidth, split_launch, floor")
             for split_key in ("split_bandwidth", "split_launch"):
                 if split_key in value and key not in SPLIT_FAMILIES:
                     raise fail(f"efficiency {key}.{split_key}: decode attention's split regime; "
                                f"{key} is not a decode attention kernel",
                                f"efficiency.{key}.{split_key}",
                                f"{split_key} applies to " + ", ".join(sorted(SPLIT_FAMILIES)))
-            for gemm_key in ("tiles", "output_bytes"):
+            for gemm_key in ("tiles", "output_bytes", "floor"):
                 if gemm_key in value and key not in TILE_FAMILIES:
                     raise fail(f"efficiency {key}.{gemm_key}: a dense GEMM's figure; {key} is "
                                "not a GEMM family", f"efficiency.{key}.{gemm_key}",
@@ -525,7 +545,8 @@ def parse_efficiency(table: dict, fail, parse_quantity, kinds: set[str],
                 fraction(value["split_bandwidth"], f"{key}.split_bandwidth")
                 if "split_bandwidth" in value else None,
                 launch(value["split_launch"], f"{key}.split_launch")
-                if "split_launch" in value else None)
+                if "split_launch" in value else None,
+                launch(value["floor"], f"{key}.floor") if "floor" in value else None)
         else:
             raise fail(f"unknown key {key!r} in [efficiency]", f"efficiency.{key}",
                        "keys: bandwidth, launch, source, measured_as, stack, "

@@ -18,7 +18,7 @@ def _value(p) -> str:
         return f"{p.value:g} bytes per output element (chosen)"
     if p.name.endswith(".tiles"):
         return f"{p.value:g} GEMM tiles fill the chip (chosen)"
-    if p.name.rpartition(".")[2] in ("launch", "split_launch"):
+    if p.name.rpartition(".")[2] in ("launch", "split_launch", "floor"):
         shown = seconds(p.value)
         return shown + (f" ± {seconds(p.stderr)}" if p.stderr is not None else "")
     return f"{p.value:.4f}" + (f" ± {p.stderr:.4f}" if p.stderr is not None else "")
@@ -203,7 +203,11 @@ def _kind_table(kind, own, by, note, put):
     if own.compute is not None:
         put(table, "compute", round(own.compute, 4), note(kind + ".compute"))
     if own.launch_s is not None:
-        put(table, "launch", f"{own.launch_s * 1e6:.2f} us", note(kind + ".launch"))
+        put(table, "launch", f"{own.launch_s * 1e6:.2f} us", note(kind + ".launch")
+            if own.floor_s is None else "none beside its floor")
+    if own.floor_s is not None:
+        put(table, "floor", f"{own.floor_s * 1e6:.2f} us", note(kind + ".floor") +
+            " (its host time: the GPU's work runs under it)")
     if own.rows is not None:
         p = by.get(kind + ".rows")
         put(table, "rows", int(own.rows) if float(own.rows).is_integer() else own.rows,

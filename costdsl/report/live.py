@@ -71,6 +71,7 @@ function stage(rec,env){
     var device=bytes/num(rec.bandwidth[i])*occupancy;
     if(rec.split_launch&&rec.split_launch[i]!=='inf')
       device=Math.min(device,rec.split_launch[i]+rec.split_ratio[i]*device);
+    if(rec.floor&&rec.floor[i])device=Math.max(device,rec.floor[i]);
     var memory=device+transfer;
     var time=(rec.overlap[i]?Math.max(compute,memory):compute+memory)+num(rec.launch[i])+serial
       +work;
