@@ -70,6 +70,10 @@ def time_model(hw, settings=None) -> str:
     parts = [f"bandwidth {e.bandwidth:.3g}"] + [f"{c} {v:.3g}" for c, v in e.compute.items()]
     if e.kinds:
         parts.append("own figures for " + ", ".join(sorted(e.kinds)))
+    floors = {k: v.floor_s for k, v in sorted(e.kinds.items()) if v.floor_s}
+    if floors:   # a call's host time: outside a CUDA graph, the least a GEMM of it takes
+        parts.append(", ".join(f"{k} at least {seconds(v)} a call outside CUDA graphs"
+                               for k, v in floors.items()))
     stack = f" of {e.stack}'s kernels" if e.stack else ""
     borrowed = {**e.borrowed(c for c in hw.peak if c not in ("fp32", "fp64")),
                 **_borrowed_families(e, settings)}
