@@ -187,7 +187,7 @@ def _efficiency(u: Mapping[str, float], launches: Mapping[str, float],
                       tile=choices.tile)
 
 
-def _is_launch(name: str) -> bool:
+def is_duration(name: str) -> bool:
     """Whether a parameter is a duration (a launch, a split's or a floor's fixed cost), not
     the inverse of a fraction."""
     return name.rpartition(".")[2] in ("launch", "split_launch", "floor")
@@ -199,8 +199,9 @@ def _assign(measured: list[Measured], e: Efficiency | None, launch: bool = True,
     inverse, occurrences for a launch cost), with each op on the side of its max that wins
     under `e` (None: the ideal roofline), or on both for a family in `choices.serial`."""
     waves = Efficiency(tile=choices.tile)
-    splits = _split_start(measured, choices.split)
-    floors = _floor_start(measured, choices.floor)
+    splits = _median_start(measured, choices.split, lambda p: p.memory_s)
+    floors = _median_start(measured, choices.floor,
+                           lambda p: max(p.matrix_s + p.vector_s, p.memory_s))
     rows = []
     for m in measured:
         coef: dict[str, float] = {}
@@ -219,25 +220,12 @@ def _assign(measured: list[Measured], e: Efficiency | None, launch: bool = True,
                 compute_wins = c > memory_s / e.bandwidth_for(p.family)
                 kernel = max(c, memory_s / e.bandwidth_for(p.family))
             floored = bool(p.cols) and p.family in choices.floor
-            at_floor = floored and (kernel < floors[p.family] if e is None
-                                    else e.floor_for(p.family) > kernel)
-            if at_floor:   # the call's host time, the GPU's work under it
+            if floored and (kernel < floors[p.family] if e is None
+                            else e.floor_for(p.family) > kernel):
+                # the call's host time, the GPU's work under it: neither side of the max counts
                 coef[f"{p.family}.floor"] = coef.get(f"{p.family}.floor", 0.0) + p.count
-                compute_wins = memory_s = 0   # neither side of the kernel's max counts
-            if compute_wins or (p.family in choices.serial and not at_floor):
-                for part, seconds in (("matrix", matrix_s), ("vector", p.vector_s)):
-                    if seconds:
-                        k = _key(p, "compute", part)
-                        coef[k] = coef.get(k, 0.0) + p.count * seconds
-            if memory_s and (not compute_wins or p.family in choices.serial):
-                owner = _split_owner(p.family, choices.split)
-                if owner and _splits(p, memory_s, e, splits[owner]):
-                    for k, c in ((f"{owner}.split_bandwidth", memory_s),
-                                 (f"{owner}.split_launch", 1.0)):
-                        coef[k] = coef.get(k, 0.0) + p.count * c
-                else:
-                    k = _key(p, "memory")
-                    coef[k] = coef.get(k, 0.0) + p.count * memory_s
+            else:
+                _kernel_sides(coef, p, matrix_s, memory_s, compute_wins, e, choices, splits)
             serial = p.serial_s(choices.gemm("input_bytes", p.family),
                                 choices.gemm("output_bytes", p.family))
             if serial:   # before and after its loop, at its bandwidth, whichever side wins
@@ -250,20 +238,33 @@ def _assign(measured: list[Measured], e: Efficiency | None, launch: bool = True,
     return rows
 
 
-def _floor_start(measured: list[Measured], families) -> dict[str, float]:
-    """Per GEMM family with a floor, the ideal kernel time (at the datasheet) below which its
-    rows start at the floor, before any figures say where it lies: the median (the floor is
-    what the small GEMMs of a table share)."""
-    return {f: float(np.median([max(p.matrix_s + p.vector_s, p.memory_s)
-                                for m in measured for p in m.pieces if p.family == f]))
-            for f in families}
+def _kernel_sides(coef: dict, p, matrix_s: float, memory_s: float, compute_wins: bool,
+                  e: Efficiency | None, choices: Choices, splits: Mapping[str, float]) -> None:
+    """Add to a row's coefficients a piece's kernel on the side of its max that wins (both
+    for a family in `choices.serial`), its memory side in the split regime where it runs
+    split."""
+    if compute_wins or p.family in choices.serial:
+        for part, seconds in (("matrix", matrix_s), ("vector", p.vector_s)):
+            if seconds:
+                k = _key(p, "compute", part)
+                coef[k] = coef.get(k, 0.0) + p.count * seconds
+    if memory_s and (not compute_wins or p.family in choices.serial):
+        owner = _split_owner(p.family, choices.split)
+        if owner and _splits(p, memory_s, e, splits[owner]):
+            for k, c in ((f"{owner}.split_bandwidth", memory_s),
+                         (f"{owner}.split_launch", 1.0)):
+                coef[k] = coef.get(k, 0.0) + p.count * c
+        else:
+            k = _key(p, "memory")
+            coef[k] = coef.get(k, 0.0) + p.count * memory_s
 
 
-def _split_start(measured: list[Measured], families) -> dict[str, float]:
-    """Per family with a split regime, the streaming time (at the datasheet bandwidth) from
-    which its rows start in that regime, before any figures say which is faster: the median
-    (the stacks split the larger caches)."""
-    return {f: float(np.median([p.memory_s for m in measured for p in m.pieces
+def _median_start(measured: list[Measured], families, seconds) -> dict[str, float]:
+    """Per family, the median of `seconds(piece)` over its pieces: where its rows start in a
+    regime before any figures say which holds (the split regime from the median streaming
+    time up: the stacks split the larger caches; the floor below the median ideal kernel
+    time: the floor is what the small GEMMs of a table share)."""
+    return {f: float(np.median([seconds(p) for m in measured for p in m.pieces
                                 if p.family == f])) for f in families}
 
 
@@ -295,7 +296,7 @@ def _lowest_inverse(name: str) -> float:
     trading a serial term for an impossible loop; on the H200's vLLM FP8 GEMMs it reached 1.06
     beside the epilogue); 1 / MAX_FRACTION for the rest (a bandwidth above the datasheet's is
     on-chip reuse; attention's operations count masked blocks a kernel may skip)."""
-    if _is_launch(name):
+    if is_duration(name):
         return 0.0
     if name.endswith("compute") and not name.startswith(tuple(ATTENTION_FAMILIES)) \
             or name.startswith("compute."):
@@ -313,7 +314,7 @@ def _solve(assigned: list[dict], times: np.ndarray, names: list[str],
     A = np.array([[coef.get(n, 0.0) for n in names] for coef in assigned]) * weights[:, None]
     b = (times - fixed_s) * weights  # 1 less the fixed share: the relative error is minimised
     lower = {n: _lowest_inverse(n) for n in names}
-    upper = {n: MAX_LAUNCH_S if _is_launch(n) else 1e3 for n in names}
+    upper = {n: MAX_LAUNCH_S if is_duration(n) else 1e3 for n in names}
     fixed: dict[str, float] = {}
     values: dict[str, float] = {}
     for _ in range(len(names) + 1):
@@ -344,8 +345,8 @@ def _solve(assigned: list[dict], times: np.ndarray, names: list[str],
 
 
 def _split(values: Mapping[str, float], source: str, choices: Choices = Choices()) -> Efficiency:
-    u = {k: v for k, v in values.items() if not _is_launch(k)}
-    launches = {k: v for k, v in values.items() if _is_launch(k)}
+    u = {k: v for k, v in values.items() if not is_duration(k)}
+    launches = {k: v for k, v in values.items() if is_duration(k)}
     return _efficiency(u, launches, source, choices)
 
 
@@ -448,12 +449,13 @@ def fit_efficiency(measured: list[Measured], source: str = "", launch: bool = Tr
                        output_bytes={**choices.output_bytes, **trial.output_bytes},
                        split=choices.split | trial.split, floor=choices.floor | trial.floor)
 
-    def attempt(trial: Choices) -> None:
-        """Fit with `trial` added to the choices kept so far; keep it if it fits better."""
+    def attempt(trial: Choices, gain: float = 0.0) -> None:
+        """Fit with `trial` added to the choices kept so far; keep it if it lowers the error
+        by more than the fraction `gain`."""
         nonlocal choices, best
         tried = combined(trial)
         solved = _fit(measured, times, source, launch, tried)
-        if solved.objective < best.objective:
+        if solved.objective < best.objective * (1 - gain):
             choices, best = tried, solved
 
     def choose(what: str, family: str, grid: tuple, start: float, gain: float) -> bool:
@@ -500,23 +502,17 @@ def fit_efficiency(measured: list[Measured], source: str = "", launch: bool = Tr
         if family in choices.input_bytes:
             choose("input_bytes", family, INPUT_BYTES, choices.input_bytes[family], 0.0)
     for family in sorted({p.family for m in measured for p in m.pieces} & SPLIT_FAMILIES):
-        trial = combined(Choices(split=frozenset({family})))
-        solved = _fit(measured, times, source, launch, trial)
-        if solved.objective < best.objective * (1 - MIN_GAIN):
-            choices, best = trial, solved
-    for family in typed:   # a call bound by its host time (FLOOR_NOTE), kept at MIN_GAIN
-        trial = combined(Choices(floor=frozenset({family})))
-        solved = _fit(measured, times, source, launch, trial)
-        if solved.objective < best.objective * (1 - MIN_GAIN):
-            choices, best = trial, solved
+        attempt(Choices(split=frozenset({family})), MIN_GAIN)
+    for family in typed:   # a call bound by its host time (FLOOR_NOTE)
+        attempt(Choices(floor=frozenset({family})), MIN_GAIN)
     for family in sorted({p.family for m in measured for p in m.pieces} & SERIAL_CANDIDATES):
         attempt(Choices(serial=frozenset({family})))
     assigned, values, stderr = best.assigned, best.values, best.stderr
     used = {k for coef in assigned for k in coef}  # the assignment the values were solved on
     params = []
-    for n in sorted(used, key=lambda n: (_is_launch(n), n)):
+    for n in sorted(used, key=lambda n: (is_duration(n), n)):
         se = stderr.get(n)
-        if _is_launch(n):
+        if is_duration(n):
             params.append(Parameter(n, values[n], se, sum(1 for c in assigned if n in c)))
         else:  # report fractions, not their inverses
             params.append(Parameter(n, 1 / values[n], se / values[n] ** 2 if se else se,

@@ -366,23 +366,24 @@ class OpRoofline:
         the intensity crossovers solve against (transfers weigh B / B_channel per byte)."""
         return self.memory_time * self.bandwidth
 
+    def _traffic(self, per_element: float, elements: sympy.Expr) -> sympy.Expr:
+        """Seconds of `per_element` bytes for each of `elements` (this device's share) at the
+        op's bandwidth; 0 where it moves none."""
+        if not per_element:
+            return sympy.Integer(0)
+        return memory_seconds(exact(per_element) * elements * self.node.share, self.bandwidth)
+
     @property
     def prologue(self) -> sympy.Expr:
         """A kernel run before this one, on its own: a narrow GEMM's activation quantisation
         (efficiency input_bytes per input element, at the GEMM family's bandwidth); 0 else."""
-        if not self.input_bytes:
-            return sympy.Integer(0)
-        moved = exact(self.input_bytes) * input_elements(self.node) * self.node.share
-        return memory_seconds(moved, self.bandwidth)
+        return self._traffic(self.input_bytes, input_elements(self.node))
 
     @property
     def epilogue(self) -> sympy.Expr:
         """A GEMM's output traffic after its main loop, not hidden behind it (efficiency
         output_bytes per output element, at the family's bandwidth); 0 else."""
-        if not self.output_bytes:
-            return sympy.Integer(0)
-        moved = exact(self.output_bytes) * output_elements(self.node) * self.node.share
-        return memory_seconds(moved, self.bandwidth)
+        return self._traffic(self.output_bytes, output_elements(self.node))
 
     @property
     def serial_work(self) -> sympy.Expr:
@@ -456,6 +457,7 @@ def roofline(graph: nx.DiGraph, hw: Hardware, bits: Mapping[str, float],
         kind = family_of(node, ctype, kernels, values)
         peak = matrix_peak(node, hw, ctype, kind) if ctype else float("inf")
         channel = _channel(node, hw, layout)
+        gemm = is_gemm(node, kind)
         ops.append(OpRoofline(
             node, ctype, peak, hw.bandwidth_for(kind), hw.peak_for(vector_type, kind),
             hardware_values, 0.0 if node.engine == "link" else
@@ -467,10 +469,10 @@ def roofline(graph: nx.DiGraph, hw: Hardware, bits: Mapping[str, float],
             overlap=node.engine == "link" or hw.overlaps(kind),
             tile=gemm_tile(node, hw, kind),
             input_bytes=hw.input_bytes_for(kind) if kind in GEMM_FAMILIES else 0.0,
-            fill_tiles=hw.tiles_for(kind) if is_gemm(node, kind) else 0.0,
-            output_bytes=hw.output_bytes_for(kind) if is_gemm(node, kind) else 0.0,
+            fill_tiles=hw.tiles_for(kind) if gemm else 0.0,
+            output_bytes=hw.output_bytes_for(kind) if gemm else 0.0,
             split=_split(hw, kind),
-            floor=hw.floor_for(kind) if graph_launch is None and is_gemm(node, kind) else 0.0,
+            floor=hw.floor_for(kind) if gemm and graph_launch is None else 0.0,
             **_stack_all_reduce(node, hw, channel)))
     return StageRoofline(stage, _with_overlap(ops), tuple(graph.graph.get("pipeline", (1, 1))),
                          server=_server(hw))

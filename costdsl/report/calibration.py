@@ -1,7 +1,7 @@
 """Calibration and validation answers as text, JSON, and a calibrated hardware file."""
 from __future__ import annotations
 
-from ..analysis.calibration import Fit
+from ..analysis.calibration import Fit, is_duration
 from ..analysis.validation import ErrorTable
 from ..hardware.efficiency import EXPERT_FAMILIES
 from .units import seconds
@@ -18,7 +18,7 @@ def _value(p) -> str:
         return f"{p.value:g} bytes per output element (chosen)"
     if p.name.endswith(".tiles"):
         return f"{p.value:g} GEMM tiles fill the chip (chosen)"
-    if p.name.rpartition(".")[2] in ("launch", "split_launch", "floor"):
+    if is_duration(p.name):
         shown = seconds(p.value)
         return shown + (f" ± {seconds(p.stderr)}" if p.stderr is not None else "")
     return f"{p.value:.4f}" + (f" ± {p.stderr:.4f}" if p.stderr is not None else "")
