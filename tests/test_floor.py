@@ -146,3 +146,29 @@ def test_the_time_model_line_names_the_floor(capsys):
     assert main(["analyze", str(MEASURED / "gemm" / BLOCK), "--hw", "nvidia-h200",
                  "--batch", "1", "--seq", "32"]) == 0
     assert "fp8_block_gemm at least 84.6 us a call outside CUDA graphs" in capsys.readouterr().out
+
+
+def test_the_closed_form_in_seq_breaks_where_the_arithmetic_passes_the_floor():
+    """The prefill's time as a Piecewise in seq (crossover's closed form) switches where the
+    GEMM's arithmetic passes the 84.6 us floor (by hand: 2 x 4,096^2 s / (0.6895 x 1,979
+    TFLOPS) = 84.6 us at s = 3,441), not at its intensity crossover (s = 270): between the two
+    it priced the GEMM at its arithmetic, 14 us at s = 271 against the 85 us it takes. It
+    agrees with `analyze` on both sides."""
+    import sympy
+    from costdsl import symbols as S
+    from costdsl.analysis.crossover import stage_crossover
+    hw = load_hardware("nvidia-h200")
+    own = hw.efficiency.kinds["fp8_block_gemm"]
+    switch = own.floor_s * own.compute * H200_FP8 / (2 * 4096 ** 2)
+    assert switch == pytest.approx(3441.1, rel=1e-4)
+    model = costdsl.load(MEASURED / "gemm" / BLOCK)
+    stage = model.roofline(hw, "prefill")
+    values = {S.batch: 1, S.w_bits: 16, S.a_bits: 16, S.kv_bits: 16}
+    closed = stage_crossover(stage, hw, S.seq, values).time
+    ends = [float(c.rhs) for _, c in closed.args if c is not sympy.true
+            for c in (c.args if isinstance(c, sympy.Or) else (c,))]
+    assert any(e == pytest.approx(switch, rel=1e-6) for e in ends)
+    for seq in (271, 1000, 3000, 4000, 16384):
+        analyzed = model.analyze(hw, batch=1, seq=seq, stages=["prefill"])
+        assert float(closed.subs(S.seq, seq)) == pytest.approx(
+            analyzed.stages["prefill"].total.time_s, rel=1e-6)

@@ -481,6 +481,11 @@ def piecewise_time(stage: StageRoofline, hw: Hardware, x: sympy.Symbol,
     compute = [None if x in BIT_SYMBOLS else
                unquantised(_bind(op.node.repeat * op.compute_time, values, x), x)
                for op in stage.ops]  # with a bitwidth, the peak depends on the piece
+    # a GEMM with a floor turns compute-bound where its arithmetic passes the floor, not at
+    # its intensity crossover (the op crossovers in `breakpoints`): that switch too
+    breakpoints += [p for op, ct, mt in zip(stage.ops, compute, memory)
+                    if op.floor and ct is not None
+                    for p in minmax_breakpoints(sympy.Max(ct, mt), x)]
     # fixed costs per kernel, serial transfers and the work beside a kernel's loop (a narrow
     # GEMM's input quantisation, an epilogue), in every piece
     launches = _bind(sum((op.node.repeat * (op.launch + op.serial_transfer + op.serial_work)
