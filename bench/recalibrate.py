@@ -41,15 +41,14 @@ def sections(path: Path) -> list[tuple[str | None, list[str]]]:
 
 def _figures(e) -> dict[str, float]:
     """The fitted numbers of one section, flat: name -> value."""
-    from costdsl.hardware.efficiency import GEMM_CHOICES
+    from dataclasses import fields
     out = {"bandwidth": e.bandwidth, "launch": e.launch_s}
     out.update({f"compute.{k}": v for k, v in e.compute.items()})
     for kind, own in e.kinds.items():
-        for what in ("bandwidth", "compute", "launch_s", "rows", *GEMM_CHOICES,
-                     "split_bandwidth", "split_launch_s", "floor_s"):
-            value = getattr(own, what)
-            if value is not None:
-                out[f"{kind}.{what}"] = value
+        for field in fields(own):   # every figure a family may have (overlap is a choice)
+            value = getattr(own, field.name)
+            if value is not None and not isinstance(value, bool):
+                out[f"{kind}.{field.name}"] = value
     return out
 
 

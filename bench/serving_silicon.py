@@ -65,19 +65,28 @@ MOE_QUANTIZE = {"fp8": "weights=8, acts=8",
 """A MoE run's formats ("GEMM+EXPERTS", or one for both): the dense linears but the LM head
 (the router, the latent attention's per-head products and attention itself stay bf16), then
 the routed experts."""
+MLP_ONLY = {"nvfp4"}
+"""Formats whose checkpoints keep the attention's linears bf16: NVIDIA's NVFP4 checkpoints
+(ModelOpt) list every layer's `self_attn*` in exclude_modules beside lm_head (hf_quant_config.json
+of nvidia/DeepSeek-R1-0528-NVFP4, nvidia/GLM-4.7-NVFP4, nvidia/MiniMax-M2.5-NVFP4): only the
+MLPs' linears (the dense layers' and the shared experts') and the routed experts are NVFP4."""
+MLP_LINEARS = {"gate", "up", "down", "shared_gate", "shared_up", "shared_down"}
 CHUNK = 8192
 TOGETHER = "--together" in sys.argv
 _MODELS: dict = {}
 
 
 def _moe_passes(path: Path, values: str, fmt: str) -> list[str]:
-    """quantize() passes naming the model's linears (but the LM head) and its experts."""
+    """quantize() passes naming the model's linears (but the LM head; in an MLP_ONLY format,
+    the MLPs' alone) and its experts."""
     import costdsl
     from costdsl.graph.schema import nodes
     graph = costdsl.load(path, set=[values] if values else None).graph("decode")
     linears = [n.name for n in nodes(graph) if n.kind == "linear" and graph.out_degree(n.name)]
     experts = [n.name for n in nodes(graph) if n.kind == "expert_linear"]
     gemm, _, moe = fmt.partition("+")
+    if gemm in MLP_ONLY:
+        linears = [n for n in linears if n.rpartition(".")[2] in MLP_LINEARS]
     return [f'quantize({MOE_QUANTIZE[f]}, ops="{",".join(names)}")'
             for f, names in ((gemm, linears), (moe or gemm, experts)) if f in MOE_QUANTIZE]
 

@@ -145,6 +145,7 @@ class Choices:
     output_bytes: Mapping[str, float] = field(default_factory=dict)
     split: frozenset = frozenset()   # decode attention families with a split regime
     floor: frozenset = frozenset()   # GEMM families whose call has a host time (a floor)
+    one_row: frozenset = frozenset()   # GEMM families whose call of one row costs more
 
     def gemm(self, what: str, family: str) -> float:
         """A GEMM family's chosen `what` (input_bytes, tiles, output_bytes), or the one it
@@ -181,16 +182,17 @@ def _efficiency(u: Mapping[str, float], launches: Mapping[str, float],
             choices.input_bytes.get(kind), choices.tiles.get(kind),
             choices.output_bytes.get(kind),
             1 / u[f"{kind}.split_bandwidth"] if f"{kind}.split_bandwidth" in u else None,
-            launches.get(f"{kind}.split_launch"), launches.get(f"{kind}.floor"))
+            launches.get(f"{kind}.split_launch"), launches.get(f"{kind}.floor"),
+            launches.get(f"{kind}.one_row"))
     return Efficiency(bandwidth=1 / u.get("bandwidth", 1.0), compute=compute,
                       launch_s=launches.get("launch", 0.0), kinds=kinds, source=source,
                       tile=choices.tile)
 
 
 def is_duration(name: str) -> bool:
-    """Whether a parameter is a duration (a launch, a split's or a floor's fixed cost), not
-    the inverse of a fraction."""
-    return name.rpartition(".")[2] in ("launch", "split_launch", "floor")
+    """Whether a parameter is a duration (a launch, a split's or a floor's fixed cost, a
+    single row's extra time), not the inverse of a fraction."""
+    return name.rpartition(".")[2] in ("launch", "split_launch", "floor", "one_row")
 
 
 def _assign(measured: list[Measured], e: Efficiency | None, launch: bool = True,
@@ -231,6 +233,8 @@ def _assign(measured: list[Measured], e: Efficiency | None, launch: bool = True,
             if serial:   # before and after its loop, at its bandwidth, whichever side wins
                 k = _key(p, "memory")
                 coef[k] = coef.get(k, 0.0) + p.count * serial
+            if p.single_row and p.family in choices.one_row:   # ONE_ROW_NOTE
+                coef[f"{p.family}.one_row"] = coef.get(f"{p.family}.one_row", 0.0) + p.count
             if launch and not floored:   # a floor's call launches nothing beside it
                 k = _launch_key(p)
                 coef[k] = coef.get(k, 0.0) + p.count
@@ -447,7 +451,8 @@ def fit_efficiency(measured: list[Measured], source: str = "", launch: bool = Tr
                        input_bytes={**choices.input_bytes, **trial.input_bytes},
                        tiles={**choices.tiles, **trial.tiles},
                        output_bytes={**choices.output_bytes, **trial.output_bytes},
-                       split=choices.split | trial.split, floor=choices.floor | trial.floor)
+                       split=choices.split | trial.split, floor=choices.floor | trial.floor,
+                       one_row=choices.one_row | trial.one_row)
 
     def attempt(trial: Choices, gain: float = 0.0) -> None:
         """Fit with `trial` added to the choices kept so far; keep it if it lowers the error
@@ -493,6 +498,8 @@ def fit_efficiency(measured: list[Measured], source: str = "", launch: bool = Tr
         return any(kept)
 
     typed, linear = _gemm_families(measured)
+    for family in typed + ["linear"] * linear:   # a call of one row's extra time
+        attempt(Choices(one_row=frozenset({family})), MIN_GAIN)   # before the tiles it skews
     for family in typed:
         schedule(family)
     if linear and schedule("linear"):

@@ -105,6 +105,11 @@ class Piece:
             return 1.0
         return max(1.0, fill_tiles / float(gemm_tiles(self.rows, self.cols)))
 
+    @property
+    def single_row(self) -> bool:
+        """A GEMM call of one output row (efficiency one_row: its extra time)."""
+        return bool(self.cols) and self.rows < 2
+
     def serial_s(self, input_bytes: float, output_bytes: float) -> float:
         """Seconds at the datasheet bandwidth of the traffic outside the kernel's loop: its
         prologue's and its epilogue's (roofline.serial_work)."""
@@ -138,6 +143,8 @@ class Piece:
         kernel = max(compute, memory) if e.overlaps(self.family) else compute + memory
         serial = self.serial_s(e.input_bytes_for(self.family),
                                e.output_bytes_for(self.family)) / bandwidth
+        if self.single_row:   # a call of one row's extra time (OpRoofline.single_row)
+            serial += e.one_row_for(self.family)
         return self.count * (kernel + e.launch_for(self.family) + serial)
 
 

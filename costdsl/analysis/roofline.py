@@ -206,6 +206,7 @@ class OpRoofline:
     output_bytes: float = 0.0   # bytes per output element moved after the main loop (epilogue)
     split: tuple[float, float] | None = None  # decode attention's split regime: (seconds,
                                               # bandwidth / its bandwidth); None: none
+    one_row: float = 0.0        # seconds a call of one output row adds (efficiency one_row)
 
     @property
     def flops(self) -> sympy.Expr:
@@ -386,10 +387,19 @@ class OpRoofline:
         return self._traffic(self.output_bytes, output_elements(self.node))
 
     @property
+    def single_row(self) -> sympy.Expr:
+        """What a call of one output row adds (efficiency one_row): the figure times
+        max(0, 2 - rows), 1 at one row and 0 from two (rows are whole numbers)."""
+        if not self.one_row:
+            return sympy.Integer(0)
+        return sympy.Float(self.one_row, 15) * sympy.Max(0, 2 - row_count(self.node))
+
+    @property
     def serial_work(self) -> sympy.Expr:
         """The kernel time that adds to its loop's instead of hiding in the max: the prologue
-        (a kernel before it) and the epilogue (its blocks' writes after the loop)."""
-        return self.prologue + self.epilogue
+        (a kernel before it), the epilogue (its blocks' writes after the loop) and a single
+        row's extra time."""
+        return self.prologue + self.epilogue + self.single_row
 
     @cached_property
     def time(self) -> sympy.Expr:
@@ -473,9 +483,17 @@ def roofline(graph: nx.DiGraph, hw: Hardware, bits: Mapping[str, float],
             output_bytes=hw.output_bytes_for(kind) if gemm else 0.0,
             split=_split(hw, kind),
             floor=hw.floor_for(kind) if gemm and graph_launch is None else 0.0,
+            one_row=_one_row(hw, kind, graph_launch is not None) if gemm else 0.0,
             **_stack_all_reduce(node, hw, channel)))
     return StageRoofline(stage, _with_overlap(ops), tuple(graph.graph.get("pipeline", (1, 1))),
                          server=_server(hw))
+
+
+def _one_row(hw: Hardware, kind: str, graphed: bool) -> float:
+    """What a GEMM call of one row adds (efficiency one_row): device time, paid in a CUDA graph
+    too, except for a family with a floor, whose calls the tables time outside graphs: its
+    extra is host time like its floor, and a graphed stage pays neither (ONE_ROW_NOTE)."""
+    return 0.0 if graphed and hw.floor_for(kind) else hw.one_row_for(kind)
 
 
 def _split(hw: Hardware, kind: str) -> tuple[float, float] | None:

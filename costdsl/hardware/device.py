@@ -190,6 +190,10 @@ class Hardware:
         (efficiency floor; 0 for the ideal roofline)."""
         return self.efficiency.floor_for(kind) if self.efficiency else 0.0
 
+    def one_row_for(self, kind: str = "linear") -> float:
+        """Seconds a call of `kind` with one output row adds (efficiency one_row; 0 ideal)."""
+        return self.efficiency.one_row_for(kind) if self.efficiency else 0.0
+
     def launch_for(self, kind: str = "linear") -> float:
         """Seconds of fixed cost per kernel of `kind` (0 for the ideal roofline)."""
         return self.efficiency.launch_for(kind) if self.efficiency else 0.0

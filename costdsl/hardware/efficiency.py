@@ -211,6 +211,14 @@ roofline time and the floor (time = max(compute, memory, floor) + its serial wor
 sum; the family's launch is 0 beside it. A decode step in CUDA graphs pays no floor (the
 graph's launch instead)."""
 
+ONE_ROW_NOTE = """A GEMM family's `one_row`: the time a call of a single output row (a decode of one
+sequence) takes beyond the roofline's, added to it. vLLM 0.24's per-tensor FP8 GEMM on the
+Blackwell chips takes 13 to 18 us more at m = 1 than at m = 2 on every shape aiconfigurator
+times (B200 4,096 x 4,096: 25 us, then 9 us from m = 2 to 64), in CUDA graphs (the package's
+collector replays a captured graph): device time, so a graphed decode pays it too. A family
+with a floor is timed outside graphs (FLOOR_NOTE): its one_row is host time like its floor
+(vLLM's block-FP8 path on the GB200: 230 us more at m = 1), and a graphed decode pays neither."""
+
 GEMM_CHOICES = ("input_bytes", "tiles", "output_bytes")
 """A GEMM family's chosen figures beside its fractions (listed in as_dict only where given)."""
 
@@ -235,6 +243,7 @@ class KindEfficiency:
     split_launch_s: float | None = None   # bandwidth fraction and fixed cost (None: inherit)
     floor_s: float | None = None   # a call's host time the kernel runs under (no CUDA graph):
                                    # its time is at least this (None: none)
+    one_row_s: float | None = None   # seconds a call of one output row adds (ONE_ROW_NOTE)
 
 
 @dataclass(frozen=True)
@@ -354,6 +363,13 @@ class Efficiency:
                 return own.floor_s or 0.0
         return 0.0
 
+    def one_row_for(self, kind: str) -> float:
+        """Seconds a call of `kind` with one output row takes beyond its roofline time
+        (ONE_ROW_NOTE); 0: none. The family's own figure: a narrower family (fp8_block_gemm
+        beside fp8_gemm) runs another kernel and does not inherit it."""
+        own = self.kinds.get(kind)
+        return (own.one_row_s or 0.0) if own is not None else 0.0
+
     def split_for(self, kind: str) -> tuple[float, float] | None:
         """(bandwidth fraction, seconds) of a decode attention kernel's split regime (its
         cache split over more blocks and reduced after); None where the file gives none."""
@@ -374,7 +390,7 @@ class Efficiency:
                               "launch_s": v.launch_s, "rows": v.rows, "overlap": v.overlap,
                               **{key: getattr(v, key)
                                  for key in (*GEMM_CHOICES, "split_bandwidth", "split_launch_s",
-                                             "floor_s")
+                                             "floor_s", "one_row_s")
                                  if getattr(v, key) is not None}}
                           for k, v in self.kinds.items()},
                 **({"framework": self.framework.as_dict()} if self.framework else {})}
@@ -500,19 +516,21 @@ def parse_efficiency(table: dict, fail, parse_quantity, kinds: set[str],
             if not isinstance(value, dict):
                 raise fail(f"[efficiency.{key}] must be a table", f"efficiency.{key}")
             extra = set(value) - {"bandwidth", "compute", "launch", "rows", "overlap",
-                                  *GEMM_CHOICES, "split_bandwidth", "split_launch", "floor"}
+                                  *GEMM_CHOICES, "split_bandwidth", "split_launch", "floor",
+                                  "one_row"}
             if extra:
                 raise fail(f"unknown key {sorted(extra)[0]!r} in [efficiency.{key}]",
                            f"efficiency.{key}.{sorted(extra)[0]}",
                            "keys: bandwidth, compute, launch, rows, overlap, input_bytes, "
-                           "tiles, output_bytes, split_bandwidth, split_launch, floor")
+                           "tiles, output_bytes, split_bandwidth, split_launch, floor, "
+                           "one_row")
             for split_key in ("split_bandwidth", "split_launch"):
                 if split_key in value and key not in SPLIT_FAMILIES:
                     raise fail(f"efficiency {key}.{split_key}: decode attention's split regime; "
                                f"{key} is not a decode attention kernel",
                                f"efficiency.{key}.{split_key}",
                                f"{split_key} applies to " + ", ".join(sorted(SPLIT_FAMILIES)))
-            for gemm_key in ("tiles", "output_bytes", "floor"):
+            for gemm_key in ("tiles", "output_bytes", "floor", "one_row"):
                 if gemm_key in value and key not in TILE_FAMILIES:
                     raise fail(f"efficiency {key}.{gemm_key}: a dense GEMM's figure; {key} is "
                                "not a GEMM family", f"efficiency.{key}.{gemm_key}",
@@ -546,7 +564,8 @@ def parse_efficiency(table: dict, fail, parse_quantity, kinds: set[str],
                 if "split_bandwidth" in value else None,
                 launch(value["split_launch"], f"{key}.split_launch")
                 if "split_launch" in value else None,
-                launch(value["floor"], f"{key}.floor") if "floor" in value else None)
+                launch(value["floor"], f"{key}.floor") if "floor" in value else None,
+                launch(value["one_row"], f"{key}.one_row") if "one_row" in value else None)
         else:
             raise fail(f"unknown key {key!r} in [efficiency]", f"efficiency.{key}",
                        "keys: bandwidth, launch, source, measured_as, stack, "

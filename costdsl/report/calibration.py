@@ -7,6 +7,15 @@ from ..hardware.efficiency import EXPERT_FAMILIES
 from .units import seconds
 
 
+TIME_MODEL = ("Time = max(ops / (compute x peak), memory, floor) + launch + (input_bytes x "
+              "inputs + output_bytes x outputs) / (bandwidth x datasheet bandwidth) + one_row at "
+              "one row; memory = bytes / (bandwidth x datasheet bandwidth) x max(1, rows / the "
+              "op's rows, tiles / a GEMM's tiles), or split_launch + bytes / (split_bandwidth x "
+              "datasheet bandwidth) where that is less (compute + memory, not their max, where "
+              "overlap = false).")
+"""The model a calibrated section's figures belong to, in its header (roofline.OpRoofline)."""
+
+
 def _value(p) -> str:
     if p.name.endswith(".rows"):
         return f"{p.value:g} (the SM count: one block per row)"
@@ -128,11 +137,7 @@ def calibrated_toml(original: str, fit: Fit, measurements: str, after: ErrorTabl
               f"MAPE {after.overall_mape:.1f}% on the fit's own rows")
     section = tomlkit.table()
     header = [f"{_OUR_COMMENT[2:]} from {measurements}",
-              f"({fit.rows} rows; {judged}). Time = max(ops / (compute x peak), bytes / "
-              "(bandwidth x datasheet bandwidth) x max(1, rows / the op's rows, tiles / a "
-              "GEMM's tiles)) + launch + (input_bytes x inputs + output_bytes x outputs) / "
-              "(bandwidth x datasheet bandwidth) (the sum of the two, not their max, where "
-              "overlap = false)."]
+              f"({fit.rows} rows; {judged}). {TIME_MODEL}"]
     if into_stack is not None:   # a stack's table carries its own account, first inside it
         for line in header:
             section.add(tomlkit.comment(line))
@@ -208,6 +213,9 @@ def _kind_table(kind, own, by, note, put):
     if own.floor_s is not None:
         put(table, "floor", f"{own.floor_s * 1e6:.2f} us", note(kind + ".floor") +
             " (its host time: the GPU's work runs under it)")
+    if own.one_row_s is not None:
+        put(table, "one_row", f"{own.one_row_s * 1e6:.2f} us", note(kind + ".one_row") +
+            " (what a call of one row adds)")
     if own.rows is not None:
         p = by.get(kind + ".rows")
         put(table, "rows", int(own.rows) if float(own.rows).is_integer() else own.rows,

@@ -74,6 +74,10 @@ def time_model(hw, settings=None) -> str:
     if floors:   # a call's host time: outside a CUDA graph, the least a GEMM of it takes
         parts.append(", ".join(f"{k} at least {seconds(v)} a call outside CUDA graphs"
                                for k, v in floors.items()))
+    one_rows = {k: v.one_row_s for k, v in sorted(e.kinds.items()) if v.one_row_s}
+    if one_rows:   # what a call of one row (a decode of one sequence) adds
+        parts.append(", ".join(f"{k} {seconds(v)} more at one row" + (
+            " outside CUDA graphs" if e.kinds[k].floor_s else "") for k, v in one_rows.items()))
     stack = f" of {e.stack}'s kernels" if e.stack else ""
     borrowed = {**e.borrowed(c for c in hw.peak if c not in ("fp32", "fp64")),
                 **_borrowed_families(e, settings)}
