@@ -117,13 +117,22 @@ those past one L2 by 2.3 to 3.6%, not 8.6 to 9.6%. A served decode step never fi
 cache in the L2 (the other layers' weights pass through it between two steps), so these rows
 are left out; the launch-bound ones below L2/16 and those past the bound are kept. Hopper's
 50 MB L2 shows it weakly (1.12x on the H200 under vLLM and SGLang) and leaving its rows out
-fits the rest no better: all kept, as on the A100. GEMM weights stay in the L2 in
-TensorRT-LLM's tables alone, on the GDDR chips: on the RTX PRO 6000 an 8,192 x 8,192 bf16 GEMM
-at m = 2 to 64 takes 42 to 57 us there (2.4 to 3.2 TB/s of its 1.79 TB/s GDDR7), 95 us in
-vLLM's; so that stack's memory-bound rows (m < 512) whose weights fit are left out."""
-RESIDENT_WEIGHTS = {("l40s", "trtllm"), ("rtx_pro_6000_server", "trtllm")}
-"""The (chip, stack) GEMM tables that re-read weights which fit in the L2: the GDDR chips'
-under TensorRT-LLM."""
+fits the rest no better: all kept, as on the A100. GEMM weights stay in the L2 on the GDDR
+chips too (RESIDENT_WEIGHTS)."""
+RESIDENT_WEIGHTS = {("l40s", "trtllm"): 1, ("rtx_pro_6000_server", "trtllm"): 1,
+                    ("l40s", "vllm"): 6, ("rtx_pro_6000_server", "vllm"): 6,
+                    ("l40s", "sglang"): 5, ("rtx_pro_6000_server", "sglang"): 5}
+"""Per (chip, stack) GEMM table of the GDDR chips: the copies of a GEMM's weights its collector
+cycles through, whose memory-bound rows (m < 512) re-read weights from the L2 when the copies
+fit in it. aiconfigurator's vLLM collector runs six instances of the layer "for L2 cache flush"
+(outside_loop_count = 6), SGLang's five; TensorRT-LLM's tables behave as one copy. On the
+RTX PRO 6000 an 8,192 x 8,192 bf16 GEMM at m = 2 to 64 takes 42 to 57 us under TensorRT-LLM
+(2.4 to 3.2 TB/s of its 1.79 TB/s GDDR7), 95 us under vLLM, whose six copies (805 MB) do not
+fit; on the L40S vLLM's FP8 GEMMs at m = 16 read their weights at up to 1.65x the GDDR6's
+864 GB/s where six copies fit in its 96 MB L2, at 0.62 to 0.71x where they take more than 1.3
+of it. A served step never re-reads a layer's weights from the L2 (every layer's pass through
+it between two steps), so those rows are left out. On the HBM chips a GEMM that small is
+launch-bound (0.03 to 0.3 of the bandwidth at m = 16): none left out."""
 COLLECTIVES = {"all_reduce", "all_gather", "alltoall"}
 BLOCK_FORMATS = {   # aiconfigurator's gemm_dtype: (file name, bits, the quantize pass it is)
     "fp8_block": ("fp8block", 8, 'quantize(weights=8, acts=8, group=16384, scale_bits=32, '
@@ -260,11 +269,13 @@ def gemm(data: Path, out_dir: Path, release: str, stack: str = STACK,
 
 
 def _weights_resident(system: str, stack: str, r: dict, bits: float) -> bool:
-    """Whether a memory-bound GEMM row's weights were read from the chip's L2 (L2_RESIDENT)."""
-    if (system, stack) not in RESIDENT_WEIGHTS:
+    """Whether a memory-bound GEMM row's weights were read from the chip's L2: the copies its
+    collector cycles through fit there (RESIDENT_WEIGHTS, L2_RESIDENT)."""
+    copies = RESIDENT_WEIGHTS.get((system, stack))
+    if copies is None:
         return False
     l2, _ = L2_RESIDENT[system]
-    return r["m"] < 512 and r["n"] * r["k"] * bits / 8 <= l2
+    return r["m"] < 512 and copies * r["n"] * r["k"] * bits / 8 <= l2
 
 
 def _tp_shapes() -> set[tuple[int, int]]:

@@ -66,6 +66,10 @@ MIN_GAIN = 0.03
 kept: they are schedules some stacks' kernels run and others do not, not a traffic every
 narrow GEMM has (input_bytes, kept on any gain); below it (0.9% for an A100 bf16 epilogue of
 6 bytes) a choice fits noise."""
+MIN_FLOOR_SHARE = 0.1
+"""The least share of a GEMM family's rows a `floor` must price: a host time is what every small
+call of the family waits for (vLLM's block-FP8 GEMMs: 113 of the B200's 135 rows), not a patch
+for a handful of slow rows (the L40S's FP8 shards at m = 1,024: 6 of 231)."""
 SERIAL_CANDIDATES = frozenset({"attention"})
 """Families tried with `overlap = false`: prefill's FlashAttention, whose blocks load their
 query tile before the loop over keys and write their output after it (decode's kernels stream
@@ -407,6 +411,13 @@ def _descend(objective: Callable[[float], float], grid: tuple = INPUT_BYTES,
             return
 
 
+def _floored_share(solved: _Solved, measured: list[Measured], family: str) -> float:
+    """The share of `family`'s rows that `solved` prices at the family's floor."""
+    rows = [i for i, m in enumerate(measured) if any(p.family == family for p in m.pieces)]
+    at = sum(1 for i in rows if f"{family}.floor" in solved.assigned[i])
+    return at / len(rows) if rows else 0.0
+
+
 def _gemm_families(measured: list[Measured]) -> tuple[list[str], bool]:
     """The dense GEMM families in the data that may give `tiles` and `output_bytes`: the typed
     ones (fp8_gemm, ...), whose choices are made first, on their own rows, and whether linear
@@ -454,13 +465,14 @@ def fit_efficiency(measured: list[Measured], source: str = "", launch: bool = Tr
                        split=choices.split | trial.split, floor=choices.floor | trial.floor,
                        one_row=choices.one_row | trial.one_row)
 
-    def attempt(trial: Choices, gain: float = 0.0) -> None:
+    def attempt(trial: Choices, gain: float = 0.0,
+                accept: Callable[[_Solved], bool] = lambda solved: True) -> None:
         """Fit with `trial` added to the choices kept so far; keep it if it lowers the error
-        by more than the fraction `gain`."""
+        by more than the fraction `gain` and the fit passes `accept`."""
         nonlocal choices, best
         tried = combined(trial)
         solved = _fit(measured, times, source, launch, tried)
-        if solved.objective < best.objective * (1 - gain):
+        if solved.objective < best.objective * (1 - gain) and accept(solved):
             choices, best = tried, solved
 
     def choose(what: str, family: str, grid: tuple, start: float, gain: float) -> bool:
@@ -511,7 +523,8 @@ def fit_efficiency(measured: list[Measured], source: str = "", launch: bool = Tr
     for family in sorted({p.family for m in measured for p in m.pieces} & SPLIT_FAMILIES):
         attempt(Choices(split=frozenset({family})), MIN_GAIN)
     for family in typed:   # a call bound by its host time (FLOOR_NOTE)
-        attempt(Choices(floor=frozenset({family})), MIN_GAIN)
+        attempt(Choices(floor=frozenset({family})), MIN_GAIN,
+                lambda solved, f=family: _floored_share(solved, measured, f) >= MIN_FLOOR_SHARE)
     for family in sorted({p.family for m in measured for p in m.pieces} & SERIAL_CANDIDATES):
         attempt(Choices(serial=frozenset({family})))
     assigned, values, stderr = best.assigned, best.values, best.stderr
