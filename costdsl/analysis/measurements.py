@@ -32,12 +32,12 @@ import sympy
 from ..errors import CostDSLError
 from ..files import read_user_text
 from ..hardware import Hardware
-from ..hardware.efficiency import GEMM_FAMILIES, Efficiency
+from ..hardware.efficiency import GEMM_FAMILIES, SPLIT_FAMILIES, Efficiency
 from .. import symbols as S
 from .evaluate import evaluate
 from .records import Settings
-from .roofline import (bit_values, family_of, gemm_columns, gemm_tiles, input_elements,
-                       kind_of, row_count, wave_factor)
+from .roofline import (bit_values, blocks_per_row, family_of, gemm_columns, gemm_tiles,
+                       input_elements, kind_of, row_count, wave_factor)
 
 COLUMNS = ("hardware", "model", "stage", "batch", "seq", "tokens", "w_bits", "a_bits",
            "kv_bits", "op", "time_s")
@@ -76,7 +76,7 @@ class Piece:
     matrix_s: float       # matrix operations / peak
     vector_s: float       # vector operations / vector rate
     memory_s: float       # bytes / bandwidth
-    rows: float = 1.0     # rows of its output (tokens, or tokens x heads): thread blocks
+    rows: float = 1.0     # rows of its output (tokens; x KV heads for attention): thread blocks
     cols: float = 0.0     # a GEMM's output columns (0: not a GEMM): its tiles under a tile model
     sms: int | None = None   # the device's SM count (a tile model's wave, unless it gives one)
     transfer_s: float = 0.0        # a collective's time on its channel at the file's [link]
@@ -94,7 +94,7 @@ class Piece:
 
     def stretch(self, fill_rows: float) -> float:
         """The memory time's factor when `fill_rows` rows fill the chip (roofline.occupancy)."""
-        if not fill_rows or self.engine != "vector":
+        if not fill_rows or (self.engine != "vector" and self.family not in SPLIT_FAMILIES):
             return 1.0
         return max(1.0, fill_rows / self.rows)
 
@@ -132,12 +132,11 @@ class Piece:
                    / e.compute_for(self.compute_type or "", self.family)
                    + self.vector_s / e.compute_for(self.vector_type, self.family))
         bandwidth = e.bandwidth_for(self.family)
-        streamed = (self.memory_s * self.stretch(e.rows_for(self.family))
-                    * self.tile_stretch(e.tiles_for(self.family)))
-        memory = streamed / bandwidth
+        streamed = self.memory_s * self.tile_stretch(e.tiles_for(self.family))
+        memory = streamed * self.stretch(e.rows_for(self.family)) / bandwidth
         split = e.split_for(self.family)
-        if split is not None:   # the faster of unsplit and split (roofline.OpRoofline.split_at)
-            memory = min(memory, split[1] + streamed / split[0])
+        if split is not None:   # the faster of unsplit and split, which fills the chip: not
+            memory = min(memory, split[1] + streamed / split[0])   # stretched (OpRoofline.split_at)
         if self.cols:   # a GEMM's host time, the least a call takes (OpRoofline.device_time)
             memory = max(memory, e.floor_for(self.family))
         kernel = max(compute, memory) if e.overlaps(self.family) else compute + memory
@@ -311,7 +310,8 @@ def _pieces(model, stage, bits, rows, hw: Hardware, file: str,
                   float(n.repeat[i][j]) if r.op == "total" else 1.0,
                   float(matrix[i][j]) if n.compute_types[i] else 0.0,
                   float(vector[i][j]) if n.compute_types[i] else 0.0, float(memory[i][j]),
-                  float(counts[i][j]), float(columns[i][j]), hw.sms,
+                  float(counts[i][j]) * blocks_per_row(symbolic.ops[i].node),
+                  float(columns[i][j]), hw.sms,
                   float(transfer[i][j]), float(ideal_transfer[i][j]), float(inputs[i][j]),
                   float(outputs[i][j]))
             for i in chosen)

@@ -77,8 +77,9 @@ class StageNumbers:
 
     @cached_property
     def device_memory_time(self) -> np.ndarray:
-        streaming = memory_seconds(self.bytes, self.bandwidth) * self.occupancy
-        return np.maximum(np.minimum(streaming, self.split_launch + self.split_ratio * streaming),
+        streaming = memory_seconds(self.bytes, self.bandwidth)   # split: not stretched
+        return np.maximum(np.minimum(streaming * self.occupancy,
+                                     self.split_launch + self.split_ratio * streaming),
                           self.floor)
 
     @cached_property

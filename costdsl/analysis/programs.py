@@ -146,11 +146,13 @@ class StageProgram:
                 compute = (f"(({matrix} + {vector}) - {vector}) / {rate(self.rates['peak'][i])}"
                            f" + {vector} / {rate(self.rates['vector_peak'][i])}")
             memory = f"{nbytes} / {rate(self.rates['bandwidth'][i])}"
+            split = self.rates["split_launch"][i]
+            if split != float("inf"):   # the faster of unsplit (stretched) and split, which
+                memory = f"(_d := {memory})"   # fills the chip (OpRoofline.split_at)
             if not one(5 + k, i):
                 memory += f" * {r(5 + k, i)}"
-            split = self.rates["split_launch"][i]
-            if split != float("inf"):   # the faster of unsplit and split (OpRoofline.split_at)
-                memory = (f"min((_d := {memory}), {rate(split)} + "
+            if split != float("inf"):
+                memory = (f"min({memory}, {rate(split)} + "
                           f"{rate(self.rates['split_ratio'][i])} * _d)")
             if self.rates["floor"][i]:   # the call's host time: at least (OpRoofline.device_time)
                 memory = f"max({memory}, {rate(self.rates['floor'][i])})"

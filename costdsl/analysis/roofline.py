@@ -326,9 +326,10 @@ class OpRoofline:
             return sympy.Max(exact(self.fill_tiles), tiles) / tiles
         if not self.fill_rows:
             return sympy.Integer(1)
+        blocks = rows * blocks_per_row(self.node)
         # written max(R, rows) / rows: sympy 1.14 folds Max(1, 108/(batch*seq)) to its second
         # argument for integer symbols, which is wrong at batch*seq > 108
-        return sympy.Max(exact(self.fill_rows), rows) / rows
+        return sympy.Max(exact(self.fill_rows), blocks) / blocks
 
     @property
     def occupancy(self) -> sympy.Expr:
@@ -339,27 +340,31 @@ class OpRoofline:
         """Bytes over the achieved bandwidth, before the occupancy stretch."""
         return memory_seconds(self.bytes, self.bandwidth)
 
-    def split_at(self, streaming: sympy.Expr) -> sympy.Expr:
+    def split_at(self, streaming: sympy.Expr,
+                 occupancy: sympy.Expr = sympy.Integer(1)) -> sympy.Expr:
         """A decode attention kernel's memory time from its unsplit streaming time: the faster
-        of streaming unsplit and split over more blocks (a fixed cost, then the same bytes at
-        the split regime's bandwidth: efficiency split_launch, split_bandwidth); unchanged
-        without a split regime."""
+        of streaming unsplit (stretched by too few blocks: `occupancy`) and split over more
+        blocks (a fixed cost, then the same bytes at the split regime's bandwidth: efficiency
+        split_launch, split_bandwidth; splitting the cache is what fills the chip, so that
+        branch is not stretched); the stretched streaming time without a split regime."""
         if self.split is None:
-            return streaming
+            return streaming * occupancy
         fixed, ratio = self.split
-        return sympy.Min(streaming, sympy.Float(fixed, 15) + exact(ratio) * streaming)
+        return sympy.Min(streaming * occupancy, sympy.Float(fixed, 15) + exact(ratio) * streaming)
 
-    def device_time(self, streaming: sympy.Expr) -> sympy.Expr:
-        """The kernel's memory side from its streaming time: the split regime's (split_at),
-        at least the call's floor (its host time, efficiency floor: the GPU's work runs under
-        it, so the time is max(compute, memory, floor))."""
-        memory = self.split_at(streaming)
+    def device_time(self, streaming: sympy.Expr,
+                    occupancy: sympy.Expr = sympy.Integer(1)) -> sympy.Expr:
+        """The kernel's memory side from its streaming time and its occupancy stretch: the
+        split regime's where faster (split_at), at least the call's floor (its host time,
+        efficiency floor: the GPU's work runs under it, so the time is max(compute, memory,
+        floor))."""
+        memory = self.split_at(streaming, occupancy)
         return sympy.Max(memory, sympy.Float(self.floor, 15)) if self.floor else memory
 
     @cached_property
     def memory_time(self) -> sympy.Expr:
         """Device memory time, and the transfers that overlap it (they share the step)."""
-        return self.device_time(self.streaming_time * self.occupancy) + self.overlapped_transfer
+        return self.device_time(self.streaming_time, self.occupancy) + self.overlapped_transfer
 
     @property
     def effective_bytes(self) -> sympy.Expr:
@@ -475,7 +480,8 @@ def roofline(graph: nx.DiGraph, hw: Hardware, bits: Mapping[str, float],
             hw.channel_bandwidth(channel) if channel else float("inf"),
             hw.channel(channel).latency_s if channel else 0.0,
             serial=channel == "host" and not node.attrs.get("overlap", True),
-            fill_rows=hw.rows_for(kind) if node.engine == "vector" else 0.0,
+            fill_rows=hw.rows_for(kind) if node.engine == "vector" or kind in SPLIT_FAMILIES
+            else 0.0,
             overlap=node.engine == "link" or hw.overlaps(kind),
             tile=gemm_tile(node, hw, kind),
             input_bytes=hw.input_bytes_for(kind) if kind in GEMM_FAMILIES else 0.0,
@@ -616,6 +622,13 @@ def family_of(node: Node, ctype: str | None, kernels: str | None = None,
 def bit_values(bits: Mapping[str, float]) -> dict[sympy.Symbol, float]:
     """{bitwidth symbol: value} from w_bits / a_bits / kv_bits keywords."""
     return {BITS_BY_CLASS[c]: v for c, v in _by_class(bits).items()}
+
+
+def blocks_per_row(node: Node) -> int:
+    """Thread blocks a kernel runs per output row (efficiency `rows` counts blocks): one per KV
+    head for fused attention (decode's kernels stream a sequence's cache per KV head), one
+    else."""
+    return int(node.attrs.get("kv_heads", 1)) if node.kind == "flash_attention" else 1
 
 
 def row_count(node: Node) -> sympy.Expr:

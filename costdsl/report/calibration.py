@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..analysis.calibration import Fit, is_duration
 from ..analysis.validation import ErrorTable
-from ..hardware.efficiency import EXPERT_FAMILIES
+from ..hardware.efficiency import EXPERT_FAMILIES, SPLIT_FAMILIES
 from .units import seconds
 
 
@@ -219,6 +219,8 @@ def _kind_table(kind, own, by, note, put):
     if own.rows is not None:
         p = by.get(kind + ".rows")
         put(table, "rows", int(own.rows) if float(own.rows).is_integer() else own.rows,
+            f"chosen: thread blocks (one per sequence and KV head) that fill the chip "
+            f"({p.rows if p else 0} rows below it)" if kind in SPLIT_FAMILIES else
             f"the SM count: one thread block per token row fits better "
             f"({p.rows if p else 0} rows below it)")
     if own.input_bytes:

@@ -68,9 +68,9 @@ function stage(rec,env){
     var occupancy=r[(5+k)*n+i],waves=r[(6+k)*n+i],work=r[(7+k)*n+i];
     var matrix=(flops-vector)*waves;
     var compute=((matrix+vector)-vector)/num(rec.peak[i])+vector/num(rec.vector_peak[i]);
-    var device=bytes/num(rec.bandwidth[i])*occupancy;
+    var streaming=bytes/num(rec.bandwidth[i]),device=streaming*occupancy;
     if(rec.split_launch&&rec.split_launch[i]!=='inf')
-      device=Math.min(device,rec.split_launch[i]+rec.split_ratio[i]*device);
+      device=Math.min(device,rec.split_launch[i]+rec.split_ratio[i]*streaming);
     if(rec.floor&&rec.floor[i])device=Math.max(device,rec.floor[i]);
     var memory=device+transfer;
     var time=(rec.overlap[i]?Math.max(compute,memory):compute+memory)+num(rec.launch[i])+serial

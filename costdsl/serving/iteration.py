@@ -164,7 +164,7 @@ def _total(step: StageRoofline, bits: Mapping[sympy.Symbol, float]):
         # one batched kernel over every sequence's rows: the occupancy and the GEMM's waves of
         # their sum
         compute = matrix * op.waves_at(rows) + vector
-        memory = op.device_time(streaming * op.occupancy_at(rows)) + beside
+        memory = op.device_time(streaming, op.occupancy_at(rows)) + beside
         time = kernel_time(compute, memory, op.overlap) + op.launch + serial
         total += op.node.repeat * time
     # a pipeline's steps (microbatches + stages - 1) count the iteration's sequences; the
