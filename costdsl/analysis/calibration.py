@@ -162,9 +162,10 @@ class Choices:
     one_row: frozenset = frozenset()   # GEMM families whose call of one row costs more
 
     def gemm(self, what: str, family: str) -> float:
-        """A GEMM family's chosen `what` (input_bytes, tiles, output_bytes), or the one it
-        inherits (FALLBACK: fp8_block_gemm from fp8_gemm, fp8_gemm from linear), as the
-        efficiency built from the choices prices it; 0: none."""
+        """A family's chosen `what` (a GEMM's input_bytes, tiles, output_bytes; the rows or
+        blocks that fill the chip), or the one it inherits (FALLBACK: fp8_block_gemm from
+        fp8_gemm, decode_attention_kv8 from decode_attention), as the efficiency built from the
+        choices prices it; 0: none."""
         chosen = getattr(self, what)
         return next((chosen[f] for f in lineage(family) if f in chosen), 0.0)
 
@@ -496,19 +497,25 @@ def fit_efficiency(measured: list[Measured], source: str = "", launch: bool = Tr
         if solved.objective < best.objective * (1 - gain) and accept(solved):
             choices, best = tried, solved
 
+    def trial_of(what: str, family: str, x: float) -> tuple[Choices, _Solved]:
+        """The choices with `family`'s `what` set to x, and their fit."""
+        trial = combined(Choices(**{what: {family: x}}))
+        return trial, _fit(measured, times, source, launch, trial)
+
     def choose(what: str, family: str, grid: tuple, start: float, gain: float,
-               accept: Callable[[_Solved], bool] = lambda solved: True) -> bool:
+               accept: Callable[[_Solved], bool] = lambda solved: True,
+               tried: dict | None = None) -> bool:
         """The value of a grid choice for one family that fits best (_descend), kept if it
         lowers the error by more than the fraction `gain` and passes `accept`; whether it was
-        kept."""
+        kept. `tried`: fits already made, by value (not made again)."""
         nonlocal choices, best
-        tried: dict[float, tuple[Choices, _Solved]] = {}
+        tried = dict(tried or {})
         now = choices.gemm(what, family)
         def objective(x: float) -> float:
             if x == now:   # what the family has (or inherits) already: no refit
                 return best.objective
-            trial = combined(Choices(**{what: {family: x}}))
-            tried[x] = (trial, _fit(measured, times, source, launch, trial))
+            if x not in tried:
+                tried[x] = trial_of(what, family, x)
             return tried[x][1].objective
         _descend(objective, grid, start)
         if not tried:
@@ -543,19 +550,22 @@ def fit_efficiency(measured: list[Measured], source: str = "", launch: bool = Tr
     for family in narrow:   # again, beside the epilogue now chosen
         if family in choices.input_bytes:
             choose("input_bytes", family, INPUT_BYTES, choices.input_bytes[family], 0.0)
-    for family in sorted({p.family for m in measured for p in m.pieces} & SPLIT_FAMILIES):
+    families = {p.family for m in measured for p in m.pieces}
+    decode = sorted(families & SPLIT_FAMILIES)
+    for family in decode:
         attempt(Choices(split=frozenset({family})), MIN_GAIN)
-    for family in sorted({p.family for m in measured for p in m.pieces} & SPLIT_FAMILIES):
+    for family in decode:
         # too few (sequence, KV head) blocks: walked only where the grid's middle gains at all
         # (one fit, not three, for the families that keep none), kept where the mean gains too
-        middle = _fit(measured, times, source, launch, combined(Choices(fill={family: 64})))
-        if middle.objective < best.objective * (1 - MIN_GAIN):
+        middle = trial_of("fill", family, 64)
+        if middle[1].objective < best.objective * (1 - MIN_GAIN):
             choose("fill", family, BLOCKS, 64, MIN_GAIN, lambda solved: _mean_error(
-                solved, measured, times) < _mean_error(best, measured, times) * (1 - BLOCKS_GAIN))
+                solved, measured, times) < _mean_error(best, measured, times) * (1 - BLOCKS_GAIN),
+                tried={64: middle})
     for family in typed:   # a call bound by its host time (FLOOR_NOTE)
         attempt(Choices(floor=frozenset({family})), MIN_GAIN,
                 lambda solved, f=family: _floored_share(solved, measured, f) >= MIN_FLOOR_SHARE)
-    for family in sorted({p.family for m in measured for p in m.pieces} & SERIAL_CANDIDATES):
+    for family in sorted(families & SERIAL_CANDIDATES):
         attempt(Choices(serial=frozenset({family})))
     assigned, values, stderr = best.assigned, best.values, best.stderr
     used = {k for coef in assigned for k in coef}  # the assignment the values were solved on

@@ -545,12 +545,13 @@ def parse_efficiency(table: dict, fail, parse_quantity, kinds: set[str],
                 raise fail(f"efficiency {key}.overlap = {overlap!r}: expected true or false "
                            "(false: the kernel's memory time adds to its compute time)",
                            f"efficiency.{key}.overlap")
-            if "rows" in value and key not in set(row_kinds) | SPLIT_FAMILIES:
+            with_rows = set(row_kinds) | SPLIT_FAMILIES
+            if "rows" in value and key not in with_rows:
                 raise fail(f"efficiency {key}.rows: rows models one thread block per token row "
                            f"of an elementwise kernel (per sequence and KV head of decode's "
                            f"attention); {key} is neither",
                            f"efficiency.{key}.rows",
-                           "rows applies to " + ", ".join(sorted(set(row_kinds) | SPLIT_FAMILIES)))
+                           "rows applies to " + ", ".join(sorted(with_rows)))
             own[key] = KindEfficiency(
                 fraction(value["bandwidth"], f"{key}.bandwidth") if "bandwidth" in value else None,
                 fraction(value["compute"], f"{key}.compute") if "compute" in value else None,
