@@ -71,6 +71,11 @@ MLP_ONLY = {"nvfp4"}
 of nvidia/DeepSeek-R1-0528-NVFP4, nvidia/GLM-4.7-NVFP4, nvidia/MiniMax-M2.5-NVFP4): only the
 MLPs' linears (the dense layers' and the shared experts') and the routed experts are NVFP4."""
 MLP_LINEARS = {"gate", "up", "down", "shared_gate", "shared_up", "shared_down"}
+EXPERTS_ONLY = {"int4_wo"}
+"""Formats whose checkpoints quantise the routed experts alone: Kimi K2.5's INT4 QAT (Moonshot:
+INT4 weight-only "to the MoE components"; config.json's compressed-tensors quantization_config
+ignores lm_head, self_attn, shared_experts and the dense layer's mlp.(gate|up|down)_proj), so
+its attention, shared experts and first dense MLP stay bf16."""
 CHUNK = 8192
 TOGETHER = "--together" in sys.argv
 _MODELS: dict = {}
@@ -78,7 +83,7 @@ _MODELS: dict = {}
 
 def _moe_passes(path: Path, values: str, fmt: str) -> list[str]:
     """quantize() passes naming the model's linears (but the LM head; in an MLP_ONLY format,
-    the MLPs' alone) and its experts."""
+    the MLPs' alone; in an EXPERTS_ONLY one, none) and its experts."""
     import costdsl
     from costdsl.graph.schema import nodes
     graph = costdsl.load(path, set=[values] if values else None).graph("decode")
@@ -87,8 +92,11 @@ def _moe_passes(path: Path, values: str, fmt: str) -> list[str]:
     gemm, _, moe = fmt.partition("+")
     if gemm in MLP_ONLY:
         linears = [n for n in linears if n.rpartition(".")[2] in MLP_LINEARS]
+    if gemm in EXPERTS_ONLY:
+        linears = []
     return [f'quantize({MOE_QUANTIZE[f]}, ops="{",".join(names)}")'
-            for f, names in ((gemm, linears), (moe or gemm, experts)) if f in MOE_QUANTIZE]
+            for f, names in ((gemm, linears), (moe or gemm, experts))
+            if f in MOE_QUANTIZE and names]
 
 
 def _model(name: str, fmt: str, tp: int, values: str = "", experts: str = "split"):

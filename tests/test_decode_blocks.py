@@ -56,6 +56,48 @@ def test_few_blocks_by_hand_on_the_l40s_under_tensorrt_llm():
         own.launch_s + full.bytes / (own.bandwidth * L40S_GDDR6), rel=0.02)
 
 
+def test_the_16_bit_kernel_splits_where_its_blocks_are_too_few_and_the_fp8_one_does_not():
+    """TensorRT-LLM's 16-bit-cache decode kernel on the L40S keeps 64 blocks and a split regime
+    (fitted together: calibrate's joint walk; a split alone gains nothing there), while its
+    FP8-cache kernel, with blocks of its own, inherits no split (Efficiency.split_for). By hand
+    on both branches against aiconfigurator's rows: 8 blocks (32 x 8 heads, batch 1, 127
+    tokens) stream unsplit at 64 / 8 times their bytes' time, 9.0 us measured; one block over
+    8,191 tokens at batch 128 runs split, 803 us measured."""
+    hw = load_hardware("nvidia-l40s").with_stack("trtllm")
+    own = hw.efficiency.kinds["decode_attention"]
+    assert own.rows == 64 and own.split_bandwidth is not None
+    assert hw.split_for("decode_attention_kv8") is None
+    path = MEASURED / "aiconfigurator-attention-l40s-trtllm.csv"
+    few = _attention(hw, "32x8-tile64", 1, 127, kv_bits=16)
+    unsplit = few.bytes / (own.bandwidth * L40S_GDDR6) * 64 / 8
+    assert unsplit < own.split_launch_s + few.bytes / (own.split_bandwidth * L40S_GDDR6)
+    assert few.time_s == pytest.approx(own.launch_s + unsplit, rel=1e-6)
+    assert few.time_s == pytest.approx(_measured_time(path, "32x8-tile64", 1, 127, 16), rel=0.05)
+    many = _attention(hw, "8x1-tile64", 128, 8191, kv_bits=16)
+    split = own.split_launch_s + many.bytes / (own.split_bandwidth * L40S_GDDR6)
+    assert split < many.bytes / (own.bandwidth * L40S_GDDR6)
+    assert many.time_s == pytest.approx(own.launch_s + split, rel=1e-6)
+    assert many.time_s == pytest.approx(_measured_time(path, "8x1-tile64", 128, 8191, 16),
+                                        rel=0.03)
+
+
+def test_a_family_with_blocks_of_its_own_inherits_no_split():
+    """Efficiency.split_for: a decode family without figures of its own runs its fallback's
+    split; one with its own `rows` and no split runs none; its own split wins over both."""
+    from costdsl.hardware.efficiency import Efficiency, KindEfficiency
+    parent = KindEfficiency(bandwidth=0.8, split_bandwidth=0.9, split_launch_s=5e-6)
+    def split_of(child: KindEfficiency | None):
+        kinds = {"decode_attention": parent}
+        if child is not None:
+            kinds["decode_attention_kv8"] = child
+        return Efficiency(kinds=kinds).split_for("decode_attention_kv8")
+    assert split_of(None) == (0.9, 5e-6)
+    assert split_of(KindEfficiency(bandwidth=0.7)) == (0.9, 5e-6)
+    assert split_of(KindEfficiency(rows=64)) is None
+    assert split_of(KindEfficiency(rows=64, split_bandwidth=0.5, split_launch_s=1e-6)) == \
+        (0.5, 1e-6)
+
+
 def test_the_measurement_path_and_the_roofline_price_it_alike():
     """`calibrate` and `validate` price a row (measurements.Piece.time, its blocks the rows
     times the KV heads) as `analyze` prices the op, for every FP8-cache decode row of a

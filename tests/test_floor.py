@@ -175,11 +175,11 @@ def test_the_closed_form_in_seq_breaks_where_the_arithmetic_passes_the_floor():
 
 
 def test_a_floor_must_price_a_tenth_of_its_family():
-    """A floor is what every small call of a family waits for (calibration.MIN_FLOOR_SHARE):
+    """A floor is what every small call of a family waits for (calibration.MIN_REGIME_SHARE):
     the L40S's vLLM FP8 GEMMs once fitted one of 25.6 us that priced 6 of their 228 rows (its
     shards at m = 1,024, 40 to 77 us for 11 to 19 us of work), which the share refuses; the
     H200's block-FP8 GEMMs keep theirs (at the floor in most of their rows)."""
-    from costdsl.analysis.calibration import MIN_FLOOR_SHARE
+    from costdsl.analysis.calibration import MIN_REGIME_SHARE
     hw = load_hardware("nvidia-l40s")
     measured = []
     for name in ("aiconfigurator-gemm-fp8-l40s.csv", "aiconfigurator-gemm-fp8-tp-l40s.csv"):
@@ -193,4 +193,4 @@ def test_a_floor_must_price_a_tenth_of_its_family():
     rows = _rows(h200)
     at_floor = sum(1 for m, t in zip(rows, predict(rows, h200.efficiency))
                    if t >= own.floor_s * 0.999 and t < own.floor_s * 1.1)
-    assert at_floor / len(rows) > MIN_FLOOR_SHARE
+    assert at_floor / len(rows) > MIN_REGIME_SHARE

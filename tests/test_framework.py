@@ -267,3 +267,27 @@ def test_served_tpot_of_moe_models_against_real_servers():
     ratios = [r["sim_tpot_s"] / float(r["tpot_s"]) for r in admitted]
     assert statistics.fmean(abs(x - 1) for x in ratios) < 0.25
     assert 0.85 < statistics.median(ratios) < 1.15
+
+
+def test_moe_runs_quantise_what_their_checkpoints_do():
+    """bench/serving_silicon.py prices each MoE run in its checkpoint's formats: Kimi-K2.5's
+    INT4 QAT quantises the routed experts alone (its config.json ignores self_attn, the shared
+    experts and the dense layer's MLP: EXPERTS_ONLY), NVIDIA's NVFP4 checkpoints the MLPs'
+    linears and the experts, never attention (MLP_ONLY)."""
+    import re
+    from costdsl.graph.schema import nodes
+    bench = _bench()
+    def named(path, fmt):
+        graph = costdsl.load(path).graph("decode")
+        kinds = {n.name: n.kind for n in nodes(graph)}
+        return [(p.split(",")[0], {kinds[name] for name in
+                                   re.search(r'ops="([^"]*)"', p).group(1).split(",")},
+                 re.search(r'ops="([^"]*)"', p).group(1))
+                for p in bench._moe_passes(path, "", fmt)]
+    kimi = named(ROOT / "models" / "kimi-k2.5.arch", "int4_wo")
+    assert [(head, kinds) for head, kinds, _ in kimi] == \
+        [("quantize(weights=4", {"expert_linear"})]
+    deepseek = named(ROOT / "models" / "deepseek-v3.2.arch", "nvfp4")
+    assert [kinds for _, kinds, _ in deepseek] == [{"linear"}, {"expert_linear"}]
+    linears = deepseek[0][2].split(",")
+    assert linears and all(n.rpartition(".")[2] in bench.MLP_LINEARS for n in linears)

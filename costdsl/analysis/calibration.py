@@ -76,10 +76,12 @@ the squared one: where its kernels stream each block alone the mean falls by a t
 (TensorRT-LLM's over an FP8 cache on the GDDR chips: 14.0 -> 9.9%, 12.6 -> 7.5%); on the
 H100's TensorRT-LLM figures the squared error fell by a tenth and the mean not at all (6.5%),
 fitting a few rows: held out 9.2 -> 9.4% on decode attention, served 13.2 -> 13.8%."""
-MIN_FLOOR_SHARE = 0.1
-"""The least share of a GEMM family's rows a `floor` must price: a host time is what every small
-call of the family waits for (vLLM's block-FP8 GEMMs: 113 of the B200's 135 rows), not a patch
-for a handful of slow rows (the L40S's FP8 shards at m = 1,024: 6 of 231)."""
+MIN_REGIME_SHARE = 0.1
+"""The least share of a family's rows a second regime must price: a GEMM's `floor` (a host time
+is what every small call of the family waits for: vLLM's block-FP8 GEMMs, 113 of the B200's 135
+rows, not a patch for a handful of slow rows: the L40S's FP8 shards at m = 1,024, 6 of 231),
+and decode attention's split (a split no row runs is no regime: the L40S's TensorRT-LLM FP8
+cache would keep one at 4% of the bandwidth only to refuse the one it inherits)."""
 SERIAL_CANDIDATES = frozenset({"attention"})
 """Families tried with `overlap = false`: prefill's FlashAttention, whose blocks load their
 query tile before the loop over keys and write their output after it (decode's kernels stream
@@ -272,7 +274,7 @@ def _kernel_sides(coef: dict, p, matrix_s: float, memory: tuple[float, float],
                 k = _key(p, "compute", part)
                 coef[k] = coef.get(k, 0.0) + p.count * seconds
     if memory_s and (not compute_wins or p.family in choices.serial):
-        owner = _split_owner(p.family, choices.split)
+        owner = _split_owner(p.family, choices)
         if owner and _splits(p, memory_s, streamed, e, splits[owner]):
             for k, c in ((f"{owner}.split_bandwidth", streamed),
                          (f"{owner}.split_launch", 1.0)):
@@ -291,11 +293,17 @@ def _median_start(measured: list[Measured], families, seconds) -> dict[str, floa
                                 if p.family == f])) for f in families}
 
 
-def _split_owner(family: str, split) -> str | None:
+def _split_owner(family: str, choices: Choices) -> str | None:
     """The family whose split regime `family` runs: its own where chosen, else the one it
-    inherits (decode_attention_kv8 from decode_attention: FALLBACK), as the efficiency built
-    from the fit prices it; None: no split."""
-    return next((f for f in lineage(family) if f in split), None)
+    inherits (decode_attention_kv8 from decode_attention: FALLBACK) unless it has blocks of
+    its own (Efficiency.split_for), as the efficiency built from the fit prices it; None: no
+    split."""
+    for f in lineage(family):
+        if f in choices.split:
+            return f
+        if f in choices.fill:
+            return None
+    return None
 
 
 def _splits(piece, memory_s: float, streamed: float, e: Efficiency | None,
@@ -433,10 +441,11 @@ def _mean_error(solved: _Solved, measured: list[Measured], times: np.ndarray) ->
     return float(np.mean(np.abs(predict(measured, solved.efficiency) / times - 1)))
 
 
-def _floored_share(solved: _Solved, measured: list[Measured], family: str) -> float:
-    """The share of `family`'s rows that `solved` prices at the family's floor."""
+def _regime_share(solved: _Solved, measured: list[Measured], family: str, regime: str) -> float:
+    """The share of `family`'s rows that `solved` prices in its `regime` ("floor": at the
+    floor; "split_launch": split)."""
     rows = [i for i, m in enumerate(measured) if any(p.family == family for p in m.pieces)]
-    at = sum(1 for i in rows if f"{family}.floor" in solved.assigned[i])
+    at = sum(1 for i in rows if f"{family}.{regime}" in solved.assigned[i])
     return at / len(rows) if rows else 0.0
 
 
@@ -497,25 +506,28 @@ def fit_efficiency(measured: list[Measured], source: str = "", launch: bool = Tr
         if solved.objective < best.objective * (1 - gain) and accept(solved):
             choices, best = tried, solved
 
-    def trial_of(what: str, family: str, x: float) -> tuple[Choices, _Solved]:
-        """The choices with `family`'s `what` set to x, and their fit."""
-        trial = combined(Choices(**{what: {family: x}}))
+    def trial_of(what: str, family: str, x: float,
+                 split: frozenset = frozenset()) -> tuple[Choices, _Solved]:
+        """The choices with `family`'s `what` set to x (and the families in `split` given a
+        split regime), and their fit."""
+        trial = combined(Choices(**{what: {family: x}}, split=split))
         return trial, _fit(measured, times, source, launch, trial)
 
     def choose(what: str, family: str, grid: tuple, start: float, gain: float,
                accept: Callable[[_Solved], bool] = lambda solved: True,
-               tried: dict | None = None) -> bool:
+               tried: dict | None = None, split: frozenset = frozenset()) -> bool:
         """The value of a grid choice for one family that fits best (_descend), kept if it
         lowers the error by more than the fraction `gain` and passes `accept`; whether it was
-        kept. `tried`: fits already made, by value (not made again)."""
+        kept. `tried`: fits already made, by value (not made again); `split`: families given
+        a split regime with every value tried."""
         nonlocal choices, best
         tried = dict(tried or {})
-        now = choices.gemm(what, family)
+        now = None if split else choices.gemm(what, family)
         def objective(x: float) -> float:
             if x == now:   # what the family has (or inherits) already: no refit
                 return best.objective
             if x not in tried:
-                tried[x] = trial_of(what, family, x)
+                tried[x] = trial_of(what, family, x, split)
             return tried[x][1].objective
         _descend(objective, grid, start)
         if not tried:
@@ -552,19 +564,45 @@ def fit_efficiency(measured: list[Measured], source: str = "", launch: bool = Tr
             choose("input_bytes", family, INPUT_BYTES, choices.input_bytes[family], 0.0)
     families = {p.family for m in measured for p in m.pieces}
     decode = sorted(families & SPLIT_FAMILIES)
+    def runs_split(family: str) -> Callable[[_Solved], bool]:
+        return lambda solved: _regime_share(solved, measured, family, "split_launch") >= \
+            MIN_REGIME_SHARE
     for family in decode:
-        attempt(Choices(split=frozenset({family})), MIN_GAIN)
-    for family in decode:
-        # too few (sequence, KV head) blocks: walked only where the grid's middle gains at all
-        # (one fit, not three, for the families that keep none), kept where the mean gains too
-        middle = trial_of("fill", family, 64)
-        if middle[1].objective < best.objective * (1 - MIN_GAIN):
-            choose("fill", family, BLOCKS, 64, MIN_GAIN, lambda solved: _mean_error(
-                solved, measured, times) < _mean_error(best, measured, times) * (1 - BLOCKS_GAIN),
-                tried={64: middle})
+        attempt(Choices(split=frozenset({family})), MIN_GAIN, runs_split(family))
+    def walk_blocks(joint: bool) -> None:
+        """Too few (sequence, KV head) blocks per decode family: walked only where the grid's
+        middle gains at all (one fit, not three, for the families that keep none), kept where
+        the mean gains too. `joint`: with a split regime too where the family has none, own or
+        inherited (the stacks split a cache exactly where its blocks are too few, so a split
+        alone may gain nothing without them)."""
+        for family in decode:
+            splits = {frozenset()}
+            if joint and _split_owner(family, choices) is None:
+                splits.add(frozenset({family}))
+            fits = {split: trial_of("fill", family, 64, split) for split in splits}
+            split, middle = min(fits.items(), key=lambda kv: kv[1][1].objective)
+            mean = _mean_error(best, measured, times)
+            def accept(solved: _Solved) -> bool:
+                return _mean_error(solved, measured, times) < mean * (1 - BLOCKS_GAIN) and \
+                    (not split or runs_split(family)(solved))
+            if middle[1].objective < best.objective * (1 - MIN_GAIN):
+                choose("fill", family, BLOCKS, 64, MIN_GAIN, accept, tried={64: middle},
+                       split=split)
+
+    # both ways from the same start, the joint one kept where the mean falls by BLOCKS_GAIN at
+    # the end: a split one family keeps is its fallback's too (decode_attention_kv8 would run
+    # decode_attention's), which the family-by-family check does not see
+    start = choices, best
+    walk_blocks(joint=False)
+    plain = choices, best
+    choices, best = start
+    walk_blocks(joint=True)
+    if not _mean_error(best, measured, times) < \
+            _mean_error(plain[1], measured, times) * (1 - BLOCKS_GAIN):
+        choices, best = plain
     for family in typed:   # a call bound by its host time (FLOOR_NOTE)
         attempt(Choices(floor=frozenset({family})), MIN_GAIN,
-                lambda solved, f=family: _floored_share(solved, measured, f) >= MIN_FLOOR_SHARE)
+                lambda solved, f=family: _regime_share(solved, measured, f, "floor") >= MIN_REGIME_SHARE)
     for family in sorted(families & SERIAL_CANDIDATES):
         attempt(Choices(serial=frozenset({family})))
     assigned, values, stderr = best.assigned, best.values, best.stderr

@@ -372,9 +372,19 @@ class Efficiency:
 
     def split_for(self, kind: str) -> tuple[float, float] | None:
         """(bandwidth fraction, seconds) of a decode attention kernel's split regime (its
-        cache split over more blocks and reduced after); None where the file gives none."""
-        bandwidth, launch = self._own(kind, "split_bandwidth"), self._own(kind, "split_launch_s")
-        return None if bandwidth is None or launch is None else (bandwidth, launch)
+        cache split over more blocks and reduced after); None where the file gives none. A
+        family with thread blocks of its own (`rows`) and no split inherits none: its blocks
+        describe its own kernel's schedule (TensorRT-LLM's FP8-cache kernel on the L40S streams
+        each block alone where its 16-bit one splits)."""
+        for family in lineage(kind):
+            own = self.kinds.get(family)
+            if own is None:
+                continue
+            if own.split_bandwidth is not None and own.split_launch_s is not None:
+                return own.split_bandwidth, own.split_launch_s
+            if own.rows is not None:
+                return None
+        return None
 
     def overlaps(self, kind: str) -> bool:
         """Whether a kernel of `kind` hides its memory traffic behind its compute (the max)."""
