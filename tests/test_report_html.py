@@ -134,3 +134,14 @@ def test_a_crossover_below_one_sequence_is_said_so(report):
     assert "it switches at batch = 0.168, below 1: compute-bound for every batch" in text
     values = [float(v) for v in re.findall(r"</math></td><td>([0-9.e+-]+)</td>", text)]
     assert values and min(values) >= 1
+
+
+def test_the_static_roofline_names_every_compute_type_of_a_roof(tmp_path):
+    """The H100's fp16 and bf16 share a peak (989.5 TFLOPS, datasheet): the chart draws that
+    roof once and its label names both (it named the first alone)."""
+    import re
+    path = tmp_path / "h100.html"
+    assert main(["report", str(MODELS / "llama-2-7b.arch"), "--hw", "nvidia-h100-sxm",
+                 "--batch", "8", "--seq", "1024", "-o", str(path)]) == 0
+    labels = re.findall(r'<text[^>]*fill="#555">([^<]*ridge[^<]*)</text>', path.read_text())
+    assert any(re.match(r"(fp16, bf16|bf16, fp16) 990 TOP/s", t) for t in labels), labels

@@ -210,3 +210,22 @@ def test_the_step_stage_with_its_tokens(page, tokens, hw):
         assert float(time_s) == pytest.approx(o.time_s, rel=1e-9), name
         assert bound == o.bound, name
     assert total == pytest.approx(cli.total.time_s, rel=1e-9)
+
+
+def test_compute_types_of_one_peak_share_one_roof_and_label(page):
+    """The H100's datasheet gives fp16 and bf16 one peak (989.5 TFLOPS) and fp8 the sparse
+    16-bit one (1,979 TFLOPS): one roof and one label each ("bf16, fp16 ridge ..."), not labels
+    drawn over each other; every compute type of the file is named once."""
+    from costdsl.hardware import load_hardware
+    _view(page, 8, 1024, 16, 16, 16, "nvidia-h100-sxm", "decode")
+    labels = page.eval_on_selector_all(
+        "#live-roofline text", "els => els.map(e => e.textContent)")
+    roofs = [t.rsplit(" ridge ", 1)[0].split(", ") for t in labels if " ridge " in t]
+    peaks = load_hardware("nvidia-h100-sxm").peak
+    named = [c for roof in roofs for c in roof]
+    assert len(named) == len(set(named))
+    for roof in roofs:
+        assert len({peaks[c] for c in roof}) == 1
+    assert len(roofs) == len(set(peaks[roof[0]] for roof in roofs))
+    assert any({"fp16", "bf16"} <= set(roof) for roof in roofs)
+    assert not page.errors

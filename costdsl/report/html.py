@@ -255,7 +255,7 @@ def _roofline(a, stage: str, result) -> str:
         out.append(f'<polyline fill="none" stroke="#555" points="{px(start)},'
                    f'{py(start * hw.bandwidth_Bps)} {px(ridge)},{py(peak)} {px(10 ** x1)},'
                    f'{py(peak)}"/>')
-        ctype = next((c for c, v in hw.peak.items() if v == peak), "")
+        ctype = ", ".join(c for c, v in hw.peak.items() if v == peak)   # one roof, its types
         out.append(f'<text x="{px(ridge) + 4:.1f}" y="{py(peak) - 3:.1f}" font-size="9" '
                    f'fill="#555">{_e(ctype)} {si(peak, "OP/s")}, ridge {ridge:.4g}</text>')
     for o in ops:

@@ -93,7 +93,9 @@ var W=640,H=380,P=50;
 function chart(hw,ops,total){
   var pts=ops.filter(function(o){return o.typed&&o.flops>0&&o.bytes>0;}).map(function(o){
     var x=o.flops/o.bytes;return {o:o,x:x,y:Math.min(o.peak,x*o.bandwidth)};});
-  var peaks=Object.keys(hw.peak).map(function(k){return [k,hw.peak[k]];});
+  var byPeak={};   /* compute types of one peak share one roof and one label: "fp8, int8" */
+  Object.keys(hw.peak).forEach(function(k){(byPeak[hw.peak[k]]=byPeak[hw.peak[k]]||[]).push(k);});
+  var peaks=Object.keys(byPeak).map(function(v){return [byPeak[v].join(', '),Number(v)];});
   var xs=pts.map(function(p){return p.x;})
     .concat(peaks.map(function(p){return p[1]/hw.bandwidth;}));
   var ys=pts.map(function(p){return p.y;}).concat(peaks.map(function(p){return p[1];}));
