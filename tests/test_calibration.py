@@ -890,3 +890,20 @@ def test_the_roofline_per_shape_by_hand():
         ("h200", "sglang", "fp8")
     assert floor.cell_of(DATA / "measured" / "aiconfigurator-gemm-b200.csv") == \
         ("b200", "vllm", "bf16")
+
+
+def test_equal_choices_have_one_key():
+    """calibrate makes each fit once (the joint walk of decode attention's blocks reaches the
+    plain walk's trials again): Choices.key is the same for equal choices filled in another
+    order, and differs where one choice does."""
+    from costdsl.analysis.calibration import Choices
+    from costdsl.hardware.efficiency import Tile
+    a = Choices(fill={"decode_attention": 64.0, "rmsnorm": 108.0},
+                split=frozenset({"decode_attention", "decode_attention_kv8"}), tile=Tile(128, 128))
+    b = Choices(fill={"rmsnorm": 108.0, "decode_attention": 64.0},
+                split=frozenset({"decode_attention_kv8", "decode_attention"}), tile=Tile(128, 128))
+    assert a.key() == b.key() and hash(a.key()) == hash(b.key())
+    assert a.key() != Choices(fill={"decode_attention": 32.0, "rmsnorm": 108.0},
+                              split=a.split, tile=a.tile).key()
+    assert a.key() != Choices(fill=a.fill, split=frozenset({"decode_attention"}),
+                              tile=a.tile).key()

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from .. import progress
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Callable, Mapping
 
 import numpy as np
@@ -162,6 +162,13 @@ class Choices:
     split: frozenset = frozenset()   # decode attention families with a split regime
     floor: frozenset = frozenset()   # GEMM families whose call has a host time (a floor)
     one_row: frozenset = frozenset()   # GEMM families whose call of one row costs more
+
+    def key(self) -> tuple:
+        """The choices as a hashable value: equal choices, equal keys (whatever the order the
+        tables were filled in)."""
+        return tuple(tuple(sorted(v.items())) if isinstance(v, Mapping) else
+                     tuple(sorted(v)) if isinstance(v, frozenset) else v
+                     for v in (getattr(self, f.name) for f in fields(self)))
 
     def gemm(self, what: str, family: str) -> float:
         """A family's chosen `what` (a GEMM's input_bytes, tiles, output_bytes; the rows or
@@ -486,7 +493,15 @@ def fit_efficiency(measured: list[Measured], source: str = "", launch: bool = Tr
     measured = [m for m in measured if not {p.family for p in m.pieces} & set(under)]
     times = np.array([m.row.time_s for m in measured])
     choices = Choices(tile=tile)
-    best = _fit(measured, times, source, launch, choices)
+    fits: dict[tuple, _Solved] = {}
+    def fit(trial: Choices) -> _Solved:
+        """The fit under `trial`, made once: the walks reach the same choices again (the joint
+        walk of blocks repeats the plain one's trials without a split)."""
+        key = trial.key()
+        if key not in fits:
+            fits[key] = _fit(measured, times, source, launch, trial)
+        return fits[key]
+    best = fit(choices)
     def combined(trial: Choices) -> Choices:
         return replace(choices, fill={**choices.fill, **trial.fill},
                        serial=choices.serial | trial.serial,
@@ -502,7 +517,7 @@ def fit_efficiency(measured: list[Measured], source: str = "", launch: bool = Tr
         by more than the fraction `gain` and the fit passes `accept`."""
         nonlocal choices, best
         tried = combined(trial)
-        solved = _fit(measured, times, source, launch, tried)
+        solved = fit(tried)
         if solved.objective < best.objective * (1 - gain) and accept(solved):
             choices, best = tried, solved
 
@@ -511,7 +526,7 @@ def fit_efficiency(measured: list[Measured], source: str = "", launch: bool = Tr
         """The choices with `family`'s `what` set to x (and the families in `split` given a
         split regime), and their fit."""
         trial = combined(Choices(**{what: {family: x}}, split=split))
-        return trial, _fit(measured, times, source, launch, trial)
+        return trial, fit(trial)
 
     def choose(what: str, family: str, grid: tuple, start: float, gain: float,
                accept: Callable[[_Solved], bool] = lambda solved: True,
