@@ -41,7 +41,7 @@ import numpy as np
 from ..errors import CostDSLError
 from ..hardware.efficiency import (ATTENTION_FAMILIES, EXPERT_FAMILIES, FALLBACK, GEMM_FAMILIES,
                                    MAX_FRACTION, SPLIT_FAMILIES, TILE_FAMILIES, WEIGHT_ONLY_GEMMS,
-                                   Efficiency, KindEfficiency, Tile, lineage)
+                                   Efficiency, KindEfficiency, Tile, lineage, split_owner)
 from .measurements import Measured, predict
 
 MAX_LAUNCH_S = 1e-3   # a launch cost above a millisecond is not a kernel launch
@@ -301,16 +301,9 @@ def _median_start(measured: list[Measured], families, seconds) -> dict[str, floa
 
 
 def _split_owner(family: str, choices: Choices) -> str | None:
-    """The family whose split regime `family` runs: its own where chosen, else the one it
-    inherits (decode_attention_kv8 from decode_attention: FALLBACK) unless it has blocks of
-    its own (Efficiency.split_for), as the efficiency built from the fit prices it; None: no
-    split."""
-    for f in lineage(family):
-        if f in choices.split:
-            return f
-        if f in choices.fill:
-            return None
-    return None
+    """The family whose split regime `family` runs under `choices`, as the efficiency built
+    from them prices it (split_owner, as Efficiency.split_for); None: no split."""
+    return split_owner(family, choices.split, choices.fill)
 
 
 def _splits(piece, memory_s: float, streamed: float, e: Efficiency | None,
@@ -579,11 +572,12 @@ def fit_efficiency(measured: list[Measured], source: str = "", launch: bool = Tr
             choose("input_bytes", family, INPUT_BYTES, choices.input_bytes[family], 0.0)
     families = {p.family for m in measured for p in m.pieces}
     decode = sorted(families & SPLIT_FAMILIES)
-    def runs_split(family: str) -> Callable[[_Solved], bool]:
-        return lambda solved: _regime_share(solved, measured, family, "split_launch") >= \
+    def prices(family: str, regime: str) -> Callable[[_Solved], bool]:
+        """Whether a fit prices MIN_REGIME_SHARE of `family`'s rows in its second `regime`."""
+        return lambda solved: _regime_share(solved, measured, family, regime) >= \
             MIN_REGIME_SHARE
     for family in decode:
-        attempt(Choices(split=frozenset({family})), MIN_GAIN, runs_split(family))
+        attempt(Choices(split=frozenset({family})), MIN_GAIN, prices(family, "split_launch"))
     def walk_blocks(joint: bool) -> None:
         """Too few (sequence, KV head) blocks per decode family: walked only where the grid's
         middle gains at all (one fit, not three, for the families that keep none), kept where
@@ -599,7 +593,7 @@ def fit_efficiency(measured: list[Measured], source: str = "", launch: bool = Tr
             mean = _mean_error(best, measured, times)
             def accept(solved: _Solved) -> bool:
                 return _mean_error(solved, measured, times) < mean * (1 - BLOCKS_GAIN) and \
-                    (not split or runs_split(family)(solved))
+                    (not split or prices(family, "split_launch")(solved))
             if middle[1].objective < best.objective * (1 - MIN_GAIN):
                 choose("fill", family, BLOCKS, 64, MIN_GAIN, accept, tried={64: middle},
                        split=split)
@@ -616,8 +610,7 @@ def fit_efficiency(measured: list[Measured], source: str = "", launch: bool = Tr
             _mean_error(plain[1], measured, times) * (1 - BLOCKS_GAIN):
         choices, best = plain
     for family in typed:   # a call bound by its host time (FLOOR_NOTE)
-        attempt(Choices(floor=frozenset({family})), MIN_GAIN,
-                lambda solved, f=family: _regime_share(solved, measured, f, "floor") >= MIN_REGIME_SHARE)
+        attempt(Choices(floor=frozenset({family})), MIN_GAIN, prices(family, "floor"))
     for family in sorted(families & SERIAL_CANDIDATES):
         attempt(Choices(serial=frozenset({family})))
     assigned, values, stderr = best.assigned, best.values, best.stderr

@@ -32,7 +32,7 @@ import sympy
 from ..errors import CostDSLError
 from ..files import read_user_text
 from ..hardware import Hardware
-from ..hardware.efficiency import GEMM_FAMILIES, SPLIT_FAMILIES, Efficiency
+from ..hardware.efficiency import GEMM_FAMILIES, Efficiency, fills_by_rows
 from .. import symbols as S
 from .evaluate import evaluate
 from .records import Settings
@@ -94,7 +94,7 @@ class Piece:
 
     def stretch(self, fill_rows: float) -> float:
         """The memory time's factor when `fill_rows` rows fill the chip (roofline.occupancy)."""
-        if not fill_rows or (self.engine != "vector" and self.family not in SPLIT_FAMILIES):
+        if not fill_rows or not fills_by_rows(self.engine, self.family):
             return 1.0
         return max(1.0, fill_rows / self.rows)
 

@@ -29,8 +29,8 @@ from ..graph.schema import Node, nodes
 from ..hardware import Hardware
 from ..hardware.collectives import AllReduce
 from ..hardware.efficiency import (GEMM_FAMILIES, GEMM_TILE, SPLIT_FAMILIES, TILE_FAMILIES,
-                                   WEIGHT_ONLY_GEMMS, efficiency_kind, kv_family, typed_family,
-                                   weight_only_family)
+                                   WEIGHT_ONLY_GEMMS, efficiency_kind, fills_by_rows, kv_family,
+                                   typed_family, weight_only_family)
 from .. import symbols as S
 from .allreduce import all_reduce_time
 from .numbers import compute_seconds, memory_seconds
@@ -480,8 +480,7 @@ def roofline(graph: nx.DiGraph, hw: Hardware, bits: Mapping[str, float],
             hw.channel_bandwidth(channel) if channel else float("inf"),
             hw.channel(channel).latency_s if channel else 0.0,
             serial=channel == "host" and not node.attrs.get("overlap", True),
-            fill_rows=hw.rows_for(kind) if node.engine == "vector" or kind in SPLIT_FAMILIES
-            else 0.0,
+            fill_rows=hw.rows_for(kind) if fills_by_rows(node.engine, kind) else 0.0,
             overlap=node.engine == "link" or hw.overlaps(kind),
             tile=gemm_tile(node, hw, kind),
             input_bytes=hw.input_bytes_for(kind) if kind in GEMM_FAMILIES else 0.0,

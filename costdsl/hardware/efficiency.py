@@ -204,6 +204,26 @@ time = launch + min(bytes / (bandwidth B), split_launch + bytes / (split_bandwid
 aiconfigurator's tables TensorRT-LLM's XQA on the H200 streams a small cache at 0.57 of HBM and
 a large one at 0.95 after an 11 us reduction: one line misses both by 13%, the two 9%."""
 
+
+def fills_by_rows(engine: str, family: str) -> bool:
+    """Whether a kernel's occupancy is its efficiency `rows`: an elementwise kernel's (one thread
+    block per token row) or decode attention's (one per sequence and KV head)."""
+    return engine == "vector" or family in SPLIT_FAMILIES
+
+
+def split_owner(family: str, splits, blocks) -> str | None:
+    """The family whose split regime a decode attention kernel of `family` runs: the first of
+    its lineage in `splits` (the families with split figures), unless one in `blocks` (with
+    thread blocks of their own) comes first: its blocks describe its own kernel's schedule
+    (TensorRT-LLM's FP8-cache kernel on the L40S streams each block alone where its 16-bit one
+    splits); None: no split."""
+    for f in lineage(family):
+        if f in splits:
+            return f
+        if f in blocks:
+            return None
+    return None
+
 FLOOR_NOTE = """A GEMM family's `floor`: the per-call time of a stack whose call is bound by its
 host work where no CUDA graph captures it (vLLM 0.24's block-FP8 path: 85 us on the H200, 190
 to 330 us on Blackwell). The GPU's work runs under it, so the kernel takes the larger of its
@@ -372,19 +392,15 @@ class Efficiency:
 
     def split_for(self, kind: str) -> tuple[float, float] | None:
         """(bandwidth fraction, seconds) of a decode attention kernel's split regime (its
-        cache split over more blocks and reduced after); None where the file gives none. A
-        family with thread blocks of its own (`rows`) and no split inherits none: its blocks
-        describe its own kernel's schedule (TensorRT-LLM's FP8-cache kernel on the L40S streams
-        each block alone where its 16-bit one splits)."""
-        for family in lineage(kind):
-            own = self.kinds.get(family)
-            if own is None:
-                continue
-            if own.split_bandwidth is not None and own.split_launch_s is not None:
-                return own.split_bandwidth, own.split_launch_s
-            if own.rows is not None:
-                return None
-        return None
+        cache split over more blocks and reduced after); None where the file gives none, or
+        where a family with blocks of its own comes first (split_owner)."""
+        splits = {f for f, own in self.kinds.items()
+                  if own.split_bandwidth is not None and own.split_launch_s is not None}
+        owner = split_owner(kind, splits,
+                            {f for f, own in self.kinds.items() if own.rows is not None})
+        if owner is None:
+            return None
+        return self.kinds[owner].split_bandwidth, self.kinds[owner].split_launch_s
 
     def overlaps(self, kind: str) -> bool:
         """Whether a kernel of `kind` hides its memory traffic behind its compute (the max)."""
@@ -517,6 +533,7 @@ def parse_efficiency(table: dict, fail, parse_quantity, kinds: set[str],
             raise fail(str(err), f"efficiency.{key}") from None
 
     top, own = {}, {}
+    with_rows = set(row_kinds) | SPLIT_FAMILIES   # the kinds whose occupancy is `rows`
     for key, value in table.items():
         if key in ("bandwidth", "launch", "source", "compute", "measured_as", "tile", "stack",
                    "framework"):
@@ -555,7 +572,6 @@ def parse_efficiency(table: dict, fail, parse_quantity, kinds: set[str],
                 raise fail(f"efficiency {key}.overlap = {overlap!r}: expected true or false "
                            "(false: the kernel's memory time adds to its compute time)",
                            f"efficiency.{key}.overlap")
-            with_rows = set(row_kinds) | SPLIT_FAMILIES
             if "rows" in value and key not in with_rows:
                 raise fail(f"efficiency {key}.rows: rows models one thread block per token row "
                            f"of an elementwise kernel (per sequence and KV head of decode's "
