@@ -8,8 +8,9 @@ The package (ai-dynamo/aiconfigurator, Apache-2.0: the licence text is in its wh
 `licenses/LICENSE`) carries measured kernel times per GPU and serving stack as Parquet under
 `aiconfigurator_core/systems/data/<system>/<family>/<stack>/<version>/`. This script reads the
 vLLM tables of the chips the shipped files had no measurements for, the H200 SXM, the B200 SXM,
-the B300 SXM, the GB200, the GB300, the L40S and the RTX PRO 6000 Blackwell Server Edition,
-and writes under tests/data/measured/ by default:
+the B300 SXM, the GB200, the GB300, the L40S, the RTX PRO 6000 Blackwell Server Edition and
+Intel's Arc Pro B60 (XPU_SYSTEMS: its FP8 GEMMs as weight-only ones, no collectives), and writes
+under tests/data/measured/ by default:
 
 - aiconfigurator-gemm-{h200,b200}.csv: bf16 GEMMs (`torch.nn.functional.linear`) of the nine
   LLM shapes the A100 and H100 sets hold (n x k = 4096x4096, 6144x4096, 4096x12288, 12288x4096,
@@ -79,6 +80,15 @@ SYSTEMS = {"h200_sxm": ("h200", "nvidia-h200"), "b200_sxm": ("b200", "nvidia-b20
            "b300_sxm": ("b300", "nvidia-b300"), "gb200": ("gb200", "nvidia-gb200"),
            "gb300": ("gb300", "nvidia-gb300"), "l40s": ("l40s", "nvidia-l40s"),
            "rtx_pro_6000_server": ("rtxpro6000", "nvidia-rtx-pro-6000")}
+XPU_SYSTEMS = {"b60": ("b60", "intel-arc-pro-b60")}
+"""Intel's Arc Pro B60 under vLLM (0.26.0, its XPU build): GEMMs and attention, no NCCL table
+(its collectives are oneCCL's). Its "fp8" GEMMs are weight-only (FP8_WEIGHT_ONLY)."""
+FP8_WEIGHT_ONLY = {"b60"}
+"""Systems with no FP8 matrix units, whose stack widens FP8 weights to bf16 inside the GEMM
+(the package's b60.yaml: "B60 has no native FP8 matrix-compute support"): their fp8 rows are
+W8A16 ones. The B60's table says the same: its FP8 8,192 x 8,192 GEMM takes 5.69 ms at m =
+4,096 against bf16's 5.79 (both 0.96 of the 16-bit peak) and 158 us at m = 1 against 303 (half
+the weight bytes)."""
 STACK = "vllm"   # the shipped files' default stack
 OTHER_STACKS = ("trtllm", "sglang")   # each a [stack.NAME] of the H100, H200 and B200 files
 STACK_SYSTEMS = {"a100_sxm": ("a100", "nvidia-a100-80gb"), "h100_sxm": ("h100", "nvidia-h100-sxm"),
@@ -97,15 +107,18 @@ PREFILL_BATCH = {1, 4, 16}
 PREFILL_HEADS = {(32, 8), (64, 8)}
 
 
-TILE_64 = {"l40s", "rtx_pro_6000_server"}
-"""Chips with 99 KiB of shared memory per block: their attention models extend TILE_64_BASE,
-64 query rows per tile (attention/tile64.arch says why), not the 128 of ATTENTION_BASE."""
+TILE_64 = {"l40s", "rtx_pro_6000_server", "b60"}
+"""Chips whose on-chip memory per block holds 64 query rows of a tile, not 128 (99 KiB of shared
+memory per block on the L40S and the RTX PRO 6000, 64 KiB of shared local memory per
+work-group on the B60): their attention models extend TILE_64_BASE (attention/tile64.arch says
+why), not ATTENTION_BASE."""
 TILE_64_BASE = ("tile64.arch", "attention-tile64")
-L2_RESIDENT = {"l40s": (96 * 2**20, 3), "rtx_pro_6000_server": (128 * 2**20, 3),
-               **{system: (126.5 * 2**20, 1) for system in ("b200_sxm", "b300_sxm", "gb200",
-                                                            "gb300")}}
-"""(L2 bytes, the multiple of it up to which a decode row's K and V are read from it) for the
-chips whose tables show it (their hardware files name the L2's sources). Decode kernels are
+L2_RESIDENT = {"l40s": (96 * 2**20, 3, 864e9), "rtx_pro_6000_server": (128 * 2**20, 3, 1.792e12),
+               "b200_sxm": (126.5 * 2**20, 1, 8e12), "b300_sxm": (126.5 * 2**20, 1, 7.75e12),
+               "gb200": (126.5 * 2**20, 1, 8e12), "gb300": (126.5 * 2**20, 1, 8e12)}
+"""(L2 bytes, the multiple of it up to which a decode row's K and V are read from it, the DRAM's
+bytes per second) for the chips whose tables show it (their hardware files name the figures'
+sources; tests/test_stacks.py holds the two equal). Decode kernels are
 timed re-run on one cache, which stays in the L2 when it is small enough: the L40S's reads 1/8
 to 1 L2 of K and V at 0.9 to 2.5x its GDDR6's datasheet rate, the RTX PRO 6000's up to 2 L2 at
 up to 1.5x, then drops to 0.7-0.85 beyond (3 L2: past the slope's end). On the Blackwell
@@ -115,10 +128,18 @@ stacks; SGLang's 32x4 layout at batch 16: 12 us for 67 MB, 28 us for 134 MB, a l
 in both): fitted without the rows between L2/16 and one L2, the B200's decode attention misses
 those past one L2 by 2.3 to 3.6%, not 8.6 to 9.6%. A served decode step never finds a layer's
 cache in the L2 (the other layers' weights pass through it between two steps), so these rows
-are left out; the launch-bound ones below L2/16 and those past the bound are kept. Hopper's
+are left out; the launch-bound ones (LAUNCH_BOUND_S) and those past the bound are kept. Hopper's
 50 MB L2 shows it weakly (1.12x on the H200 under vLLM and SGLang) and leaving its rows out
 fits the rest no better: all kept, as on the A100. GEMM weights stay in the L2 on the GDDR
 chips too (RESIDENT_WEIGHTS)."""
+LAUNCH_BOUND_S = 1e-6
+"""The rows kept below the L2 are those whose K and V stream from DRAM, at the datasheet rate,
+in under this time (and under the L2's sixteenth): launch-bound (the kernels' launch is 5 to 14
+us), so where their cache sits matters little. On the Blackwell datacenter chips that is about
+the L2's sixteenth (8 TB/s: 8 MB; their files keep the same rows as with the sixteenth alone);
+on the GDDR chips less (the L40S's 864 GB/s: 0.86 MB, not 6 MB): their rows of 1 to 6 MB were
+read from the L2 too (SGLang's kernel over 4 MB at 64 to 128 blocks takes 7 us on the L40S, a
+DRAM fit prices it 1.4 to 1.5x; measured over priced rises with the blocks, as an L2's would)."""
 RESIDENT_WEIGHTS = {("l40s", "trtllm"): 1, ("rtx_pro_6000_server", "trtllm"): 1,
                     ("l40s", "vllm"): 6, ("rtx_pro_6000_server", "vllm"): 6,
                     ("l40s", "sglang"): 5, ("rtx_pro_6000_server", "sglang"): 5}
@@ -231,14 +252,19 @@ def gemm(data: Path, out_dir: Path, release: str, stack: str = STACK,
                 and (r["n"], r["k"]) in GEMM_SHAPES and r["m"] in GEMM_M
                 and not _weights_resident(system, stack, r, 16)]
         out[short + _suffix(stack)] = sorted(rows, key=lambda r: (r["model"], int(r["seq"])))
+        weight_only = {**WEIGHT_ONLY_FORMATS,
+                       **({"fp8": WEIGHT_ONLY_FORMATS["int8_wo"]}
+                          if system in FP8_WEIGHT_ONLY else {})}
         fp8 = [_gemm_row(out_dir, hw, r["m"], r["n"], r["k"], r["latency"], source, 8)
-               for r in records if r["gemm_dtype"] == "fp8" and (r["n"], r["k"]) in GEMM_SHAPES
-               and r["m"] in GEMM_M and not _weights_resident(system, stack, r, 8)]
+               for r in records if r["gemm_dtype"] == "fp8" and "fp8" not in weight_only
+               and (r["n"], r["k"]) in GEMM_SHAPES and r["m"] in GEMM_M
+               and not _weights_resident(system, stack, r, 8)]
         out["fp8-" + short + _suffix(stack)] = sorted(fp8, key=lambda r: (r["model"],
                                                                           int(r["seq"])))
         sharded = _tp_shapes()
         fp8_tp = [_gemm_row(out_dir, hw, r["m"], r["n"], r["k"], r["latency"], source, 8)
-                  for r in records if r["gemm_dtype"] == "fp8" and (r["n"], r["k"]) in sharded
+                  for r in records if r["gemm_dtype"] == "fp8" and "fp8" not in weight_only
+                  and (r["n"], r["k"]) in sharded
                   and r["m"] in TP_M and not _weights_resident(system, stack, r, 8)]
         if fp8_tp:
             out["fp8-tp-" + short + _suffix(stack)] = sorted(
@@ -256,7 +282,7 @@ def gemm(data: Path, out_dir: Path, release: str, stack: str = STACK,
                     for r in chosen if r["kernel_source"] == main]
             out[f"{name}-{short}{_suffix(stack)}"] = sorted(
                 rows, key=lambda r: (r["model"], int(r["seq"])))
-        for dtype, (name, bits, quantize) in WEIGHT_ONLY_FORMATS.items():
+        for dtype, (name, bits, quantize) in weight_only.items():
             rows = [_variant_row(out_dir, hw, r, name, quantize, source,
                                  f"{bits}-bit weights (one scale per output channel) and bf16 "
                                  "activations: a weight-only GEMM", bits, 16)
@@ -274,7 +300,7 @@ def _weights_resident(system: str, stack: str, r: dict, bits: float) -> bool:
     copies = RESIDENT_WEIGHTS.get((system, stack))
     if copies is None:
         return False
-    l2, _ = L2_RESIDENT[system]
+    l2 = L2_RESIDENT[system][0]
     return r["m"] < 512 and copies * r["n"] * r["k"] * bits / 8 <= l2
 
 
@@ -346,13 +372,14 @@ def attention(data: Path, out_dir: Path, release: str, stack: str = STACK,
 
 
 def _l2_resident(system: str, r: dict, kv_heads: int) -> bool:
-    """Whether a decode row's K and V (the batch's, head_dim 128) would be read from the L2."""
+    """Whether a decode row's K and V (the batch's, head_dim 128) would be read from the L2
+    and take long enough from DRAM for it to show (LAUNCH_BOUND_S)."""
     if system not in L2_RESIDENT:
         return False
-    l2, bound = L2_RESIDENT[system]
+    l2, bound, dram = L2_RESIDENT[system]
     width = {"bfloat16": 2, "fp8": 1}[r["kv_cache_dtype"]]
     cache = r["batch_size"] * (r["isl"] + r["step"]) * kv_heads * 128 * 2 * width
-    return l2 / 16 < cache < bound * l2
+    return min(l2 / 16, dram * LAUNCH_BOUND_S) < cache < bound * l2
 
 
 def collectives(data: Path, path: Path, release: str) -> int:
@@ -474,7 +501,8 @@ def main(argv: list[str]) -> None:
         for name, rows in moe(data, out, release).items():
             write(out / f"aiconfigurator-moe-{name}.csv", rows)
         return
-    for stack, systems in [(STACK, SYSTEMS)] + [(s, STACK_SYSTEMS) for s in OTHER_STACKS]:
+    for stack, systems in [(STACK, SYSTEMS), (STACK, XPU_SYSTEMS)] + \
+            [(s, STACK_SYSTEMS) for s in OTHER_STACKS]:
         for device, rows in gemm(data, out, release, stack, systems).items():
             if rows:   # the A100 has no FP8
                 write(out / f"aiconfigurator-gemm-{device}.csv", rows)

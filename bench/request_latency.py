@@ -15,7 +15,8 @@ and TPOT side by side with their ratios.
 Grid: Llama-3.1-8B (costdsl's llama-3-8b: the same shapes) at TP 1 and 2, Llama-3.1-70B
 (llama-3-70b) at TP 2, 4 and 8; H100 (TensorRT-LLM 1.3.0rc20: AIConfigurator's H100 vLLM tables
 are 0.24.0, the H100 file's default figures 0.19), H200, B200, B300, GB200, L40S and RTX PRO 6000
-(vLLM 0.24.0; `--chips` picks some); bf16 and fp8
+(vLLM 0.24.0) and Intel's Arc Pro B60 (vLLM 0.26.0, one card: Llama-3.1-8B at TP 1; its FP8
+GEMMs weight-only); `--chips` picks some; bf16 and fp8
 GEMMs (per-tensor scales, bf16 activations between them; KV cache bf16); batch 1 to 256;
 prompt 1,024, 128 generated tokens.
 The kernel tables both sides use are the same measurements: this checks that costdsl's closed
@@ -42,7 +43,11 @@ CHIPS = {   # costdsl device, system; AIConfigurator system, stack, version
     "gb200": ("nvidia-gb200", "nvidia-gb200-nvl72", "gb200", "vllm", "0.24.0"),
     "l40s": ("nvidia-l40s", "nvidia-l40s-8x", "l40s", "vllm", "0.24.0"),
     "rtxpro6000": ("nvidia-rtx-pro-6000", "nvidia-rtx-pro-6000-8x", "rtx_pro_6000_server", "vllm",
-                   "0.24.0")}
+                   "0.24.0"),
+    "b60": ("intel-arc-pro-b60", None, "b60", "vllm", "0.26.0")}   # one card: no system file
+FP8_WEIGHT_ONLY = {"b60"}
+"""Chips whose stack runs FP8 GEMMs weight-only (no FP8 matrix units: FP8 weights widened to
+bf16; bench/convert_aiconfigurator.py FP8_WEIGHT_ONLY): fp8 is W8A16 there."""
 BATCHES = (1, 8, 64, 256)
 FORMATS = ("bf16", "fp8")
 PROMPT, GEN = 1024, 128
@@ -55,6 +60,8 @@ def grid(quick: bool, chips: list[str]) -> list[dict]:
         for chip in chips:
             for fmt in FORMATS:
                 for tp in (tps[:1] if quick else tps):
+                    if tp > 1 and CHIPS[chip][1] is None:
+                        continue
                     for batch in (BATCHES[::3] if quick else BATCHES):
                         out.append({"model": model, "chip": chip, "format": fmt, "tp": tp,
                                     "batch": batch})
@@ -98,7 +105,8 @@ def costdsl_latency(configs: list[dict]) -> list[dict]:
             .with_framework(None)
         # fp8: the stacks' W8A8 GEMMs (weights and the GEMM's input in FP8, quantised on the
         # fly); the activations between them, the all-reduces and the LM head stay bf16
-        fp8 = [f'quantize(weights=8, acts=8, ops="{FP8_GEMMS}")'] if c["format"] == "fp8" else []
+        acts = "" if c["chip"] in FP8_WEIGHT_ONLY else "acts=8, "
+        fp8 = [f'quantize(weights=8, {acts}ops="{FP8_GEMMS}")'] if c["format"] == "fp8" else []
         model = costdsl.load(ROOT / "models" / f"{c['model']}.arch",
                              passes=fp8 + ["fuse_serving()"])
         if c["tp"] > 1:   # placed before the fusion, as `plan` does

@@ -50,6 +50,10 @@ def test_issue_3_devices_are_shipped_and_listed(capsys):
                      r"fp16, fp8, fp4-block, fp8-block\s+"
                      r"bf16, fp4-block, fp8-block, fp8, w4a16, w4a16-mx\s+"
                      r"bf16, fp8$", out, re.M)   # NVFP4: fp4-block; MXFP4 experts: w4a16-mx
+    # Intel's Arc Pro B60: 98.3 TFLOPS 16-bit XMX / 456 GB/s = 215.6; vLLM's XPU build alone,
+    # its FP8 GEMMs weight-only (no FP8 matrix units)
+    assert re.search(r"^intel-arc-pro-b60\s.*\s215\.6\s+20\s+calibrated\s+vllm\s+"
+                     r"fp16, w8a16\s+-\s+bf16, fp8$", out, re.M)
     assert re.search(r"^nvidia-a6000\s.*\s84\s+ideal\s+-\s+-\s+-\s+-$", out, re.M)
     assert re.search(r"^amd-mi300x\s.*\s-\s+ideal\s+-\s+-\s+-\s+-$", out, re.M)
 

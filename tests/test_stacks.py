@@ -13,7 +13,7 @@ from costdsl.cli import main
 from costdsl.errors import CostDSLError
 from costdsl.hardware import load_hardware
 
-from conftest import DATA, ROOT, gemm_rows, held_out, judged
+from conftest import DATA, ROOT, gemm_rows, held_out, judged, own_rows
 
 MEASURED = DATA / "measured"
 CHIPS = {"h100": "nvidia-h100-sxm", "h200": "nvidia-h200", "b200": "nvidia-b200",
@@ -187,19 +187,34 @@ def test_each_stack_is_the_fit_of_its_kernels(chip, stack, limits):
 GDDR = {"l40s": "nvidia-l40s", "rtxpro6000": "nvidia-rtx-pro-6000"}
 
 
+def test_a_fit_does_not_depend_on_the_order_of_its_rows():
+    """calibrate fits the rows in an order of their own (calibration._content): the RTX PRO
+    6000's TensorRT-LLM rows read file by file in the order `calibrate` was given them and in
+    the reverse order fit the same figures. Before, the two orders chose different inputs for
+    the FP8 GEMMs (5 and 8 bytes per element: their memory side is nearly collinear with the
+    bandwidth, so rounding decided) and fitted their fp8 fraction 0.820 and 0.817."""
+    hw = load_hardware(GDDR["rtxpro6000"]).with_stack("trtllm")
+    measured = _measured("rtxpro6000", "trtllm", hw)
+    forward = fit_efficiency(measured, sms=hw.sms)
+    backward = fit_efficiency(measured[::-1], sms=hw.sms)
+    assert [(p.name, p.value) for p in forward.parameters] == \
+        [(p.name, p.value) for p in backward.parameters]
+
+
 @pytest.mark.parametrize("chip, stack, limits", [
     # measured on the development machine, the fit's own rows (all, bf16 GEMMs, FP8 GEMMs,
-    # decode attention over bf16 and FP8 caches): L40S vllm 7.7/8.4/8.1/9.8, trtllm
-    # 9.1/7.8/11.5/9.1 (14.0/7.8/11.5/22.2 before its decode kernels' blocks and split), sglang 10.2/7.2/9.8/12.3; RTX PRO 6000 vllm 7.3/5.6/7.6/9.2,
-    # trtllm 12.6/4.5/8.8/21.3, sglang 8.2/5.8/8.8/8.6 (FP8 under vLLM and SGLang with their
-    # rows read from the L2 in: L40S 18.6 and 23.3, RTX PRO 6000 11.3 and 9.6; before tiles
-    # and output_bytes: L40S 24.5 and 24.6, RTX PRO 6000 16.7 and 20.9; decode attention
-    # before the FP8 cache had figures of its own: 22.7, 15.3, 21.7, 13.9). TensorRT-LLM's
-    # decode attention with an FP8 cache at batch 1 to 4 runs 30 to 50% slower than at
-    # larger batches for its bytes, which one bandwidth and one launch cannot say.
-    ("l40s", "vllm", (8.5, 9, 9, 10.5)), ("l40s", "trtllm", (10, 8.5, 12.5, 10)),
-    ("l40s", "sglang", (11, 8, 10.5, 13)), ("rtxpro6000", "vllm", (8, 6, 8.5, 10)),
-    ("rtxpro6000", "trtllm", (13.5, 5, 9.5, 22)), ("rtxpro6000", "sglang", (9, 6.5, 9.5, 9.5))])
+    # decode attention over bf16 and FP8 caches): L40S vllm 7.5/8.4/8.5/7.7, trtllm
+    # 7.5/7.8/10.2/4.1, sglang 7.8/7.2/9.3/4.0; RTX PRO 6000 vllm 6.5/5.6/7.6/4.3, trtllm
+    # 5.4/4.5/7.6/4.8, sglang 6.7/5.8/8.8/2.4. Decode attention with the rows of 1/16 L2 and
+    # less of K and V kept (they read from the L2 too: LAUNCH_BOUND_S), before: L40S 9.8, 9.1,
+    # 12.3; RTX PRO 6000 9.2, 21.3, 8.6 (and 14.0 / 22.2 on the L40S's TensorRT-LLM before its
+    # blocks and split; 22.7, 15.3, 21.7, 13.9 before the FP8 cache had figures of its own).
+    # FP8 under vLLM and SGLang with their GEMM rows read from the L2 in: L40S 18.6 and 23.3,
+    # RTX PRO 6000 11.3 and 9.6; before tiles and output_bytes: L40S 24.5 and 24.6, RTX PRO
+    # 6000 16.7 and 20.9.
+    ("l40s", "vllm", (8, 9, 9, 8.5)), ("l40s", "trtllm", (8, 8.5, 11, 5)),
+    ("l40s", "sglang", (8.5, 8, 10, 5)), ("rtxpro6000", "vllm", (7, 6, 8.5, 5)),
+    ("rtxpro6000", "trtllm", (6, 5, 8, 5.5)), ("rtxpro6000", "sglang", (7.5, 6.5, 9.5, 3))])
 def test_gddr_chips_are_the_fit_of_their_kernels(chip, stack, limits):
     """The L40S (Ada, GDDR6) and the RTX PRO 6000 Blackwell Server Edition (GDDR7) files are
     the fit of aiconfigurator-core 0.12.0's tables for each stack (refitting gives their
@@ -220,7 +235,7 @@ def test_gddr_chips_are_the_fit_of_their_kernels(chip, stack, limits):
     assert decode.bandwidth == pytest.approx(fitted.kinds["decode_attention"].bandwidth,
                                              abs=6e-5)
     # the DRAM rate the cache streams at: the split regime's where the kernel splits (the
-    # L40S's TensorRT-LLM 16-bit one: its unsplit blocks alone at 0.53)
+    # RTX PRO 6000's vLLM one: unsplit, its few blocks take 0.14)
     split, refit = hw.efficiency.split_for("decode_attention"), \
         fitted.split_for("decode_attention")
     assert (split is None) == (refit is None)
@@ -235,6 +250,60 @@ def test_gddr_chips_are_the_fit_of_their_kernels(chip, stack, limits):
     assert table.overall_mape < limits[0] and mape(rows["bf16"]) < limits[1]
     assert mape(rows["fp8"]) < limits[2] and mape(attention) < limits[3]
     assert table.overall_mape < errors(measured, predict(measured, None)).overall_mape / 2.5
+
+
+def test_the_converters_l2_and_dram_figures_are_the_hardware_files():
+    """bench/convert_aiconfigurator.py decides which decode rows were read from the L2 from
+    each chip's L2 and DRAM rate (L2_RESIDENT): the figures its hardware file gives."""
+    import importlib.util
+    import sys
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        spec = importlib.util.spec_from_file_location(
+            "convert_aiconfigurator", ROOT / "bench" / "convert_aiconfigurator.py")
+        converter = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(converter)
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    assert set(converter.L2_RESIDENT) == {"l40s", "rtx_pro_6000_server", "b200_sxm", "b300_sxm",
+                                          "gb200", "gb300"}
+    for system, (l2, _, dram) in converter.L2_RESIDENT.items():
+        hw = load_hardware(converter.STACK_SYSTEMS[system][1])
+        assert (l2, dram) == (hw.l2_bytes, hw.bandwidth_Bps), system
+
+
+@pytest.mark.parametrize("chip, stack, served", [
+    # measured on the development machine: mean |priced / measured - 1| over the rows past 3
+    # L2s; before the rows of 1 to 6 MB were left out the shipped figures missed them by 5.7,
+    # 7.3, 7.1 (L40S) and 1.1, 5.9, 5.4% (RTX PRO 6000); now 5.7, 1.1, 1.7 and 0.5, 1.5, 0.9
+    ("l40s", "vllm", 6.5), ("l40s", "trtllm", 2), ("l40s", "sglang", 2.5),
+    ("rtxpro6000", "vllm", 1), ("rtxpro6000", "trtllm", 2.5), ("rtxpro6000", "sglang", 1.5)])
+def test_gddr_decode_rows_kept_stream_their_cache_from_dram_or_launch(chip, stack, served):
+    """The GDDR chips' decode kernels are timed re-run on one cache, which stays in their large
+    L2 up to 3 L2s of K and V (bench/convert_aiconfigurator.py L2_RESIDENT). The rows kept
+    either read more than that or are launch-bound: their K and V take under 1 us from DRAM at
+    the datasheet rate (LAUNCH_BOUND_S; the L40S's 864 GB/s: 0.86 MB). Rows of 1 to 6 MB
+    (below the L2's sixteenth, kept before) read from the L2 too: SGLang's kernel on the L40S
+    over 4 MB at 64 to 128 blocks took 7 us, a DRAM fit priced it 1.4 to 1.5x. The served
+    case, a cache past the L2, is what the figures are for: the shipped ones price those rows
+    within `served` percent."""
+    import re
+    import numpy as np
+    hw = load_hardware(GDDR[chip]).with_stack(stack)
+    suffix = "" if stack == "vllm" else f"-{stack}"
+    path = MEASURED / f"aiconfigurator-attention-{chip}{suffix}.csv"
+    past = []
+    for m in resolve(read_measurements(path), path, hw, costdsl.load):
+        if m.row.stage != "decode":
+            continue
+        kv_heads = int(re.search(r"attn-\d+x(\d+)", m.row.model).group(1))
+        cache = m.row.batch * (m.row.seq + 1) * kv_heads * 128 * 2 * m.row.bits[2] / 8
+        assert cache <= hw.bandwidth_Bps * 1e-6 or cache >= 3 * hw.l2_bytes, m.row
+        if cache > hw.l2_bytes:
+            past.append(m)
+    assert len(past) >= 50
+    times = np.array([m.row.time_s for m in past])
+    assert np.mean(np.abs(predict(past, hw.efficiency) / times - 1)) * 100 < served
 
 
 @pytest.mark.parametrize("chip, stack, copies, l2, datasheet", [
@@ -517,3 +586,45 @@ def test_a_row_sums_the_ops_it_names():
     assert op_parts("y.gate+y.up+y.act+y.down") == ["y.gate", "y.up", "y.act", "y.down"]
     assert op_parts("layers.attn[qk+softmax+sv]") == ["layers.attn[qk+softmax+sv]"]
     assert op_parts("a[x+y]+b") == ["a[x+y]", "b"]
+
+
+def _b60_measured(hw) -> list:
+    """The converted aiconfigurator rows of the Arc Pro B60 (vLLM 0.26.0): bf16 GEMMs, its FP8
+    GEMMs as weight-only ones, attention."""
+    measured = []
+    for family in ("gemm", "gemm-w8a16", "attention"):
+        path = MEASURED / f"aiconfigurator-{family}-b60.csv"
+        measured += resolve(read_measurements(path), path, hw, costdsl.load)
+    return measured
+
+
+def test_the_arc_pro_b60_is_the_fit_of_its_kernels():
+    """Intel's Arc Pro B60 (Xe2, 456 GB/s of GDDR6, 98.3 TFLOPS of 16-bit XMX, no FP8 matrix
+    units) is the fit of aiconfigurator-core 0.12.0's vLLM 0.26.0 tables for it (the XPU
+    build): bf16 GEMMs, attention, and its FP8 GEMMs as weight-only ones (FP8 weights widened
+    to bf16: bench/convert_aiconfigurator.py FP8_WEIGHT_ONLY), which run at the 16-bit rate:
+    w8a16_gemm's compute fraction beside bf16's (0.91 both). Measured on the development
+    machine, the fit's own rows: all 11.5%, bf16 GEMMs 7.3, W8A16 GEMMs 11.9, decode attention
+    12.9 (held out 11.6 / 7.5 / 12.5 / 13.0): its decode kernels take 65-70 us or 110-130 us
+    at random for a small cache (8 x 1 heads at batch 8: 127 to 152 us over 127 to 8,191
+    tokens, 70 us beside), a launch no model of the work follows; the ideal roofline misses
+    the rows by 39.8%."""
+    hw = load_hardware("intel-arc-pro-b60")
+    assert hw.stack == "vllm 0.26.0" and hw.stack_names == ["vllm"]
+    measured = _b60_measured(hw)
+    assert len(measured) == 890
+    fitted = fit_efficiency(measured, sms=hw.sms).efficiency
+    assert hw.efficiency.bandwidth == pytest.approx(fitted.bandwidth, abs=6e-5)
+    assert hw.efficiency.compute["fp16"] == pytest.approx(fitted.compute["fp16"], abs=6e-5)
+    own = hw.efficiency.kinds["w8a16_gemm"]
+    assert own.compute == pytest.approx(fitted.kinds["w8a16_gemm"].compute, abs=6e-5)
+    assert abs(own.compute - hw.efficiency.compute["fp16"]) < 0.05
+    weight_only = [m for m in measured if m.kind == "linear" and m.row.bits[:2] == (8, 16)]
+    assert len(weight_only) == 98
+    assert {p.family for m in weight_only for p in m.pieces} == {"w8a16_gemm"}
+    table, mape = own_rows(measured, hw)
+    rows = gemm_rows(measured)
+    decode = [i for i, m in enumerate(measured) if m.kind != "linear" and m.row.stage == "decode"]
+    assert table.overall_mape < 12.5 and mape(rows["bf16"]) < 8.5
+    assert mape(rows["fp8"]) < 13 and mape(decode) < 14
+    assert table.overall_mape < errors(measured, predict(measured, None)).overall_mape / 3

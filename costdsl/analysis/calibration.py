@@ -483,7 +483,8 @@ def fit_efficiency(measured: list[Measured], source: str = "", launch: bool = Tr
                                     "where different ops are memory- and compute-bound")
     # leaving out a family's k rows drops its f > k figures: enough rows remain for the rest
     under = _underdetermined(measured, launch)
-    measured = [m for m in measured if not {p.family for p in m.pieces} & set(under)]
+    measured = sorted((m for m in measured if not {p.family for p in m.pieces} & set(under)),
+                      key=_content)
     times = np.array([m.row.time_s for m in measured])
     choices = Choices(tile=tile)
     fits: dict[tuple, _Solved] = {}
@@ -649,6 +650,14 @@ def _own_figures(piece, launch: bool) -> set[str]:
     if _own_compute(piece) and (piece.matrix_s or piece.vector_s):
         own.add(_key(piece, "compute"))
     return own | ({_launch_key(piece)} if launch else set())
+
+
+def _content(m: Measured) -> tuple:
+    """A row by what it says, not where it was read: the fit is made over the rows in this
+    order, so that the files' order (or a row's line) cannot decide between two choices whose
+    errors differ by rounding."""
+    r = m.row
+    return (r.hardware, r.model, r.stage, r.batch, r.seq, r.tokens or 0, r.bits, r.op, r.time_s)
 
 
 def _configuration(m: Measured) -> tuple:
