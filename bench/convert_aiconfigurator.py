@@ -83,6 +83,15 @@ SYSTEMS = {"h200_sxm": ("h200", "nvidia-h200"), "b200_sxm": ("b200", "nvidia-b20
 XPU_SYSTEMS = {"b60": ("b60", "intel-arc-pro-b60")}
 """Intel's Arc Pro B60 under vLLM (0.26.0, its XPU build): GEMMs and attention, no NCCL table
 (its collectives are oneCCL's). Its "fp8" GEMMs are weight-only (FP8_WEIGHT_ONLY)."""
+COLLECTIVE_LIBRARIES = {"b60": ("oneccl", "oneccl_perf", "oneCCL")}
+"""Systems whose collectives the package times with another library than NCCL, (its folder,
+table, name): the B60's oneCCL, on 2 and 4 cards. Its all_gather rows give each rank's input
+(nccl-tests' give the gathered output, as collectives.csv does): written as the output, n x the
+input. Counted so, its all-gathers and all-reduces on 4 cards move the same bus bandwidth
+(all_gather of 512 MiB a rank in 88.0 ms, all_reduce of 512 MiB in 44.0 ms: 18.3 GB/s both)."""
+EAGER_ALL_REDUCE = {"b60"}
+"""Systems whose stack all-reduce the package times eager only (vLLM's XPU build on the B60: no
+graph-captured rows), read as they are."""
 FP8_WEIGHT_ONLY = {"b60"}
 """Systems with no FP8 matrix units, whose stack widens FP8 weights to bf16 inside the GEMM
 (the package's b60.yaml: "B60 has no native FP8 matrix-compute support"): their fp8 rows are
@@ -177,9 +186,10 @@ STACK_VERSIONS = {   # (system, stack): the version the shipped files' kernels w
     **{(system, "sglang"): "0.5.14" for system in STACK_SYSTEMS},
     ("l40s", "vllm"): "0.24.0", ("rtx_pro_6000_server", "vllm"): "0.24.0",
     ("a100_sxm", "trtllm"): "1.0.0", ("a100_sxm", "sglang"): "0.5.10"}   # the A100's newest
-ALL_REDUCE_VERSIONS = {**STACK_VERSIONS, ("l40s", "vllm"): "0.22.0"}
+ALL_REDUCE_VERSIONS = {**STACK_VERSIONS, ("l40s", "vllm"): "0.22.0", ("b60", "vllm"): "0.26.0"}
 """The stack versions whose all-reduce tables are read: the kernels' own, but for the L40S,
-whose newest vLLM all-reduce table is 0.22.0's (its rows say 0.14.0: the package reuses them)."""
+whose newest vLLM all-reduce table is 0.22.0's (its rows say 0.14.0: the package reuses them),
+and the B60's vLLM 0.26.0 (EAGER_ALL_REDUCE)."""
 
 
 MOE_SYSTEMS = {"h100_sxm": ("h100", "nvidia-h100-sxm"), "h200_sxm": ("h200", "nvidia-h200"),
@@ -385,22 +395,26 @@ def _l2_resident(system: str, r: dict, kv_heads: int) -> bool:
 def collectives(data: Path, path: Path, release: str) -> int:
     """Rewrite the rows of SYSTEMS' networks (aic_<system>) in collectives.csv, every other line
     kept byte for byte (the file's own line endings); the number of rows written."""
-    networks = {f"aic_{system}" for system in SYSTEMS}
+    systems = {**SYSTEMS, **XPU_SYSTEMS}
+    networks = {f"aic_{system}" for system in systems}
     lines = [l for l in path.open(newline="").read().splitlines(keepends=True)
              if l.split(",", 1)[0] not in networks]
     end = "\r\n" if lines[-1].endswith("\r\n") else "\n"
     added = []
-    for system in SYSTEMS:
-        records, nccl, where = _table(data, system, "comm", "nccl_perf", "nccl")  # NCCL's own
-        note = f"; aic_{system}: aiconfigurator-core {release} {where} (NCCL {nccl})"
+    for system in systems:
+        folder, table, library = COLLECTIVE_LIBRARIES.get(system, ("nccl", "nccl_perf", "NCCL"))
+        records, version, where = _table(data, system, "comm", table, folder)  # the library's own
+        note = f"; aic_{system}: aiconfigurator-core {release} {where} ({library} {version})"
         if f"aic_{system}:" not in lines[0]:
             head = lines[0].rstrip("\r\n")
             lines[0] = head + note + lines[0][len(head):]
         for r in sorted(records, key=lambda r: (r["op_name"], r["num_gpus"], r["message_size"])):
             if r["op_name"] in COLLECTIVES and r["nccl_dtype"] == "half" and \
                     r["num_gpus"] in (2, 4, 8) and r["message_size"] <= 2 ** 28:
+                ranks = r["num_gpus"] if system in COLLECTIVE_LIBRARIES and \
+                    r["op_name"] == "all_gather" else 1
                 added.append(f"aic_{system},{r['op_name']},{r['num_gpus']},{r['num_gpus']},"
-                             f"{2 * r['message_size']},{r['latency']:.6g}{end}")
+                             f"{2 * r['message_size'] * ranks},{r['latency']:.6g}{end}")
     with path.open("w", newline="") as f:
         f.write("".join(lines + added))
     print(f"wrote {path}: {len(added)} rows of " + ", ".join(sorted(networks)))
@@ -418,13 +432,15 @@ def stack_all_reduce(data: Path, path: Path, release: str) -> int:
         where = data / system / "comm" / stack / version / "custom_allreduce_perf.parquet"
         times: dict[tuple[int, int], list[float]] = {}
         for r in pq.read_table(where).to_pylist():
-            if "eager" in r["kernel_source"].lower() or r["allreduce_dtype"] != "bfloat16":
+            eager = "eager" in r["kernel_source"].lower() and system not in EAGER_ALL_REDUCE
+            if eager or r["allreduce_dtype"] != "bfloat16":
                 continue
             times.setdefault((r["num_gpus"], 2 * r["message_size"]), []).append(r["latency"])
         sources.append(f"aic_{system} {stack}: {where.relative_to(data.parents[1])}")
         for (gpus, size), ts in sorted(times.items()):
             lines.append(f"aic_{system},{stack} {version},{gpus},{size},{median(ts):.6g}\n")
-    head = (f"# Each serving stack's own all-reduce (bf16, CUDA graphs), numbers only: "
+    head = (f"# Each serving stack's own all-reduce (bf16, CUDA graphs; aic_b60's eager, the only "
+            f"rows its XPU build has), numbers only: "
             f"aiconfigurator-core {release} (Apache-2.0), systems/data/<system>/comm/<stack>/"
             f"<version>/custom_allreduce_perf.parquet; bytes = 2 x its bf16 elements; the median "
             f"of repeated rows\n# " + "; ".join(sources) + "\n"

@@ -15,8 +15,8 @@ and TPOT side by side with their ratios.
 Grid: Llama-3.1-8B (costdsl's llama-3-8b: the same shapes) at TP 1 and 2, Llama-3.1-70B
 (llama-3-70b) at TP 2, 4 and 8; H100 (TensorRT-LLM 1.3.0rc20: AIConfigurator's H100 vLLM tables
 are 0.24.0, the H100 file's default figures 0.19), H200, B200, B300, GB200, L40S and RTX PRO 6000
-(vLLM 0.24.0) and Intel's Arc Pro B60 (vLLM 0.26.0, one card: Llama-3.1-8B at TP 1; its FP8
-GEMMs weight-only); `--chips` picks some; bf16 and fp8
+(vLLM 0.24.0) and Intel's Arc Pro B60 (vLLM 0.26.0, up to 4 cards; its FP8 GEMMs
+weight-only); `--chips` picks some; bf16 and fp8
 GEMMs (per-tensor scales, bf16 activations between them; KV cache bf16); batch 1 to 256;
 prompt 1,024, 128 generated tokens.
 The kernel tables both sides use are the same measurements: this checks that costdsl's closed
@@ -44,7 +44,8 @@ CHIPS = {   # costdsl device, system; AIConfigurator system, stack, version
     "l40s": ("nvidia-l40s", "nvidia-l40s-8x", "l40s", "vllm", "0.24.0"),
     "rtxpro6000": ("nvidia-rtx-pro-6000", "nvidia-rtx-pro-6000-8x", "rtx_pro_6000_server", "vllm",
                    "0.24.0"),
-    "b60": ("intel-arc-pro-b60", None, "b60", "vllm", "0.26.0")}   # one card: no system file
+    "b60": ("intel-arc-pro-b60", "intel-arc-pro-b60-4x", "b60", "vllm", "0.26.0")}
+CARDS = {"b60": 4}   # the system file's cards, where fewer than 8
 FP8_WEIGHT_ONLY = {"b60"}
 """Chips whose stack runs FP8 GEMMs weight-only (no FP8 matrix units: FP8 weights widened to
 bf16; bench/convert_aiconfigurator.py FP8_WEIGHT_ONLY): fp8 is W8A16 there."""
@@ -60,7 +61,7 @@ def grid(quick: bool, chips: list[str]) -> list[dict]:
         for chip in chips:
             for fmt in FORMATS:
                 for tp in (tps[:1] if quick else tps):
-                    if tp > 1 and CHIPS[chip][1] is None:
+                    if tp > CARDS.get(chip, 8):
                         continue
                     for batch in (BATCHES[::3] if quick else BATCHES):
                         out.append({"model": model, "chip": chip, "format": fmt, "tp": tp,
