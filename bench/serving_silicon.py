@@ -1,6 +1,6 @@
 """costdsl's serving simulation against real servers: TTFT and TPOT of measured benchmark runs.
 
-    python bench/serving_silicon.py [--fit [--write]] [--ideal-framework] [--together]
+    python bench/serving_silicon.py [--fit [--write]] [--ideal-framework] [--together | --phased]
                                     [--only SYSTEM/STACK] [--json OUT]
     python bench/serving_silicon.py --moe [--ideal-framework] [--only SYSTEM/STACK] [--json OUT]
 
@@ -14,7 +14,9 @@ the three stacks' default on these GPUs), the calibrated hardware file with the 
 tensor parallelism on the system file, an FP8 KV cache for the FP8 checkpoints; the mean TTFT
 and TPOT of the requests after the first `concurrency` (a warm server). The clients' first
 requests are spread over a request's lifetime (E2E from `latency` at that batch), the steady
-state of a long benchmark; --together starts them all at once (lockstep waves).
+state of a long benchmark; --together starts them all at once (lockstep waves); --phased starts
+them all at once with the first requests' output lengths spread evenly over 1 to OSL tokens
+(each client at its own phase of the request cycle: _phased).
 
 Without options: every run against the shipped files (their `[efficiency.framework]` figures,
 the serving engine around the kernels); --ideal-framework: the kernels alone (no CUDA graphs,
@@ -78,6 +80,7 @@ ignores lm_head, self_attn, shared_experts and the dense layer's mlp.(gate|up|do
 its attention, shared experts and first dense MLP stay bf16."""
 CHUNK = 8192
 TOGETHER = "--together" in sys.argv
+PHASED = "--phased" in sys.argv
 _MODELS: dict = {}
 
 
@@ -152,8 +155,10 @@ def _simulated(run: dict, hw, moe: bool, c: int, tp: int, isl: int, osl: int) ->
     # checkpoints) a bf16 one
     kv_bits = 8 if run["format"] in QUANTIZE and not moe else 16
     stream = synthetic(1.0, max(6 * c, 48), f"fixed({isl})", f"fixed({osl})", 1)
-    if TOGETHER:   # every client at once: the prompts of a wave prefilled together
+    if TOGETHER or PHASED:   # every client at once: the prompts of a wave prefilled together
         stream = replace(stream, arrival_s=np.zeros(len(stream)))
+        if PHASED:
+            stream = replace(stream, output=_phased(stream.output, c, osl))
     else:          # the clients' first requests at the rate a request's lifetime allows
         static = model.latency(hw, batch=c, seq=isl, gen=osl, kv_bits=kv_bits)
         lifetime = static.ttft_s / c + (osl - 1) * static.tpot_s   # prefills interleaved
@@ -167,6 +172,18 @@ def _simulated(run: dict, hw, moe: bool, c: int, tp: int, isl: int, osl: int) ->
                   if o.node.engine != "link")
     return {**run, "sim_ttft_s": float(np.mean(ttft)), "sim_tpot_s": float(np.mean(tpot)),
             "sim_batch": float(np.mean(trace.iteration_batch)), "decode_kernels": kernels}
+
+
+def _phased(output, clients: int, osl: int):
+    """The output lengths with the clients' first requests (the warm-up, not reported) spread
+    evenly over 1 to `osl` tokens, so that each client runs at its own phase of the request
+    cycle and no wave forms from the start (requests prefilled together finish, are sent again
+    and queue together)."""
+    import numpy as np
+    out = output.copy()
+    first = min(clients, len(out))
+    out[:first] = np.maximum(1, np.round(osl * np.arange(1, first + 1) / first))
+    return out
 
 
 def _simulate_all(runs: list[dict], framework="file") -> list[dict]:
