@@ -85,10 +85,12 @@ XPU_SYSTEMS = {"b60": ("b60", "intel-arc-pro-b60")}
 (its collectives are oneCCL's). Its "fp8" GEMMs are weight-only (FP8_WEIGHT_ONLY)."""
 COLLECTIVE_LIBRARIES = {"b60": ("oneccl", "oneccl_perf", "oneCCL")}
 """Systems whose collectives the package times with another library than NCCL, (its folder,
-table, name): the B60's oneCCL, on 2 and 4 cards. Its all_gather rows give each rank's input
-(nccl-tests' give the gathered output, as collectives.csv does): written as the output, n x the
-input. Counted so, its all-gathers and all-reduces on 4 cards move the same bus bandwidth
-(all_gather of 512 MiB a rank in 88.0 ms, all_reduce of 512 MiB in 44.0 ms: 18.3 GB/s both)."""
+table, name): the B60's oneCCL, on 2 and 4 cards."""
+PER_RANK_ALL_GATHER = {"oneccl"}
+"""Libraries whose all_gather rows give each rank's input (nccl-tests' give the gathered
+output, as collectives.csv does): written as the output, n x the input. Counted so, oneCCL's
+all-gathers and all-reduces on 4 B60s move the same bus bandwidth (all_gather of 512 MiB a rank
+in 88.0 ms, all_reduce of 512 MiB in 44.0 ms: 18.3 GB/s both)."""
 EAGER_ALL_REDUCE = {"b60"}
 """Systems whose stack all-reduce the package times eager only (vLLM's XPU build on the B60: no
 graph-captured rows), read as they are."""
@@ -411,7 +413,7 @@ def collectives(data: Path, path: Path, release: str) -> int:
         for r in sorted(records, key=lambda r: (r["op_name"], r["num_gpus"], r["message_size"])):
             if r["op_name"] in COLLECTIVES and r["nccl_dtype"] == "half" and \
                     r["num_gpus"] in (2, 4, 8) and r["message_size"] <= 2 ** 28:
-                ranks = r["num_gpus"] if system in COLLECTIVE_LIBRARIES and \
+                ranks = r["num_gpus"] if folder in PER_RANK_ALL_GATHER and \
                     r["op_name"] == "all_gather" else 1
                 added.append(f"aic_{system},{r['op_name']},{r['num_gpus']},{r['num_gpus']},"
                              f"{2 * r['message_size'] * ranks},{r['latency']:.6g}{end}")

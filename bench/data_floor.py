@@ -124,18 +124,21 @@ def main(argv: list[str]) -> None:
     if missing:
         sys.exit(f"data_floor: no measurement file {', '.join(missing)}")
     fp8: dict[str, list[tuple[int, list[float | None]]]] = defaultdict(list)
+    shaped: dict[tuple[str, str, str], list[tuple[int, float]]] = defaultdict(list)
     for path in paths:
         rows, mape = floor(path)
         figures = [mape, floor(path, first_free=True)[1],
                    floor(path, first_free=True, roofline=True)[1] if is_gemm(path) else None]
         print(line(path.name, rows, figures))
+        if is_gemm(path):
+            shaped[cell_of(path)].append((rows, figures[2]))
         if path.name.startswith(("aiconfigurator-gemm-fp8-", "aiconfigurator-gemm-fp8-tp-")):
             fp8[path.name.replace("-tp-", "-")].append((rows, figures))
     for name, parts in sorted(fp8.items()):   # the full shapes and their shards together
         rows = sum(n for n, _ in parts)
         figures = [sum(n * f[i] for n, f in parts) / rows for i in range(3)]
         print(line(name.replace(".csv", " (with the shards)"), rows, figures))
-    print_cells(cells(path for path in paths if is_gemm(path)))
+    print_cells(cells(shaped))
 
 
 FORMATS = ("bf16", "fp8", "fp8block", "nvfp4")
@@ -150,12 +153,9 @@ def cell_of(path: Path) -> tuple[str, str, str]:
     return chip, stack, {"": "bf16", "fp8-tp": "fp8"}.get("-".join(words), "-".join(words))
 
 
-def cells(paths) -> dict[tuple[str, str, str], float]:
+def cells(parts: dict[tuple, list[tuple[int, float]]]) -> dict[tuple[str, str, str], float]:
     """The per-shape roofline's MAPE (m = 1 free) per (chip, stack, format), the cells of the
-    README's held-out table."""
-    parts: dict[tuple, list[tuple[int, float]]] = defaultdict(list)
-    for path in paths:
-        parts[cell_of(path)].append(floor(path, first_free=True, roofline=True))
+    README's held-out table, from each cell's files' (rows, MAPE)."""
     return {key: sum(n * m for n, m in rows) / sum(n for n, _ in rows)
             for key, rows in parts.items()}
 

@@ -45,7 +45,6 @@ CHIPS = {   # costdsl device, system; AIConfigurator system, stack, version
     "rtxpro6000": ("nvidia-rtx-pro-6000", "nvidia-rtx-pro-6000-8x", "rtx_pro_6000_server", "vllm",
                    "0.24.0"),
     "b60": ("intel-arc-pro-b60", "intel-arc-pro-b60-4x", "b60", "vllm", "0.26.0")}
-CARDS = {"b60": 4}   # the system file's cards, where fewer than 8
 FP8_WEIGHT_ONLY = {"b60"}
 """Chips whose stack runs FP8 GEMMs weight-only (no FP8 matrix units: FP8 weights widened to
 bf16; bench/convert_aiconfigurator.py FP8_WEIGHT_ONLY): fp8 is W8A16 there."""
@@ -56,12 +55,14 @@ FP8_GEMMS = "layers.q,layers.k,layers.v,layers.o,layers.gate,layers.up,layers.do
 
 
 def grid(quick: bool, chips: list[str]) -> list[dict]:
+    from costdsl.hardware import load_hardware
+    cards = {chip: load_hardware(CHIPS[chip][1]).count for chip in chips}   # the system's
     out = []
     for model, (_, tps) in MODELS.items():
         for chip in chips:
             for fmt in FORMATS:
                 for tp in (tps[:1] if quick else tps):
-                    if tp > CARDS.get(chip, 8):
+                    if tp > cards[chip]:   # more than the system has (the B60's 4)
                         continue
                     for batch in (BATCHES[::3] if quick else BATCHES):
                         out.append({"model": model, "chip": chip, "format": fmt, "tp": tp,

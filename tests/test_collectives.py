@@ -26,8 +26,8 @@ SYSTEMS = {"aic_a100_sxm": "nvidia-dgx-a100", "aic_h100_sxm": "nvidia-dgx-h100",
            "aic_b300_sxm": "nvidia-hgx-b300", "aic_gb200": "nvidia-gb200-nvl72",
            "aic_gb300": "nvidia-gb300-nvl72", "aic_l40s": "nvidia-l40s-8x",
            "aic_rtx_pro_6000_server": "nvidia-rtx-pro-6000-8x", "aic_b60": "intel-arc-pro-b60-4x"}
-GROUPS = sorted({(r.network, r.stack, r.devices) for r in ROWS
-                 if r.devices <= load_hardware(SYSTEMS[r.network]).count})
+CARDS = {network: load_hardware(system).count for network, system in SYSTEMS.items()}
+GROUPS = sorted({(r.network, r.stack, r.devices) for r in ROWS if r.devices <= CARDS[r.network]})
 """The measured groups each system can form (the B60's vLLM times 8 cards; its file has 4)."""
 
 
