@@ -233,7 +233,11 @@ MOE_OP = "y.gate+y.up+y.act+y.down"
 
 
 def _package() -> tuple[Path, str]:
-    import aiconfigurator_core
+    try:
+        import aiconfigurator_core
+    except ImportError:
+        sys.exit("convert_aiconfigurator: the aiconfigurator-core package is not installed here "
+                 "(pip install aiconfigurator-core pyarrow, in a scratch environment)")
     from importlib.metadata import version
     return Path(aiconfigurator_core.__file__).parent, version("aiconfigurator-core")
 
