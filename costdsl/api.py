@@ -24,7 +24,7 @@ from .analysis.crossover import (CrossoverAnswer, quantization_crossover, solvab
                                  stage_crossover, stage_crossovers)
 from .analysis.formulas import FormulaTable, formula_table
 from .analysis.latency import Encoder, Latency, request_latency
-from .analysis.memory import StageMemory, memory_numbers, stage_memory
+from .analysis.memory import StageMemory, memory_numbers, request_memory, stage_memory
 from .analysis.numbers import LazyMemory
 from .analysis.params import OpParams, active_params, op_params, total_params
 from .analysis.plan import OBJECTIVES, PlanResult, evaluate_plan, layouts as plan_layouts
@@ -67,6 +67,7 @@ from .language.parser import parse_passes
 from .limits import COMPRESSION_ARGS
 from . import progress
 from .report import notebook as _notebook
+from .report.units import si
 from . import symbols as S
 
 
@@ -294,9 +295,13 @@ class Model:
         if isinstance(gen, bool) or not isinstance(gen, int) or gen < 1:
             raise EvaluationError(f"gen must be a positive integer, got {gen!r}")
         encoder = self._encoder(hw, settings, image_tokens) if image_tokens else None
-        return request_latency(self._roofline("prefill", hw, settings),
-                               self._roofline("decode", hw, settings), hw, settings, gen,
-                               encoder)
+        latency = request_latency(self._roofline("prefill", hw, settings),
+                                  self._roofline("decode", hw, settings), hw, settings, gen,
+                                  encoder)
+        memory = LazyMemory(lambda: request_memory(
+            self.memory("prefill"), self.memory("decode"), settings.values(), gen,
+            hw.memory_bytes, hw.host.memory_bytes if hw.host else None))
+        return replace(latency, memory=memory)
 
     def _encoder(self, hw: Hardware, settings: Settings, image_tokens: int) -> Encoder:
         """The vision encoder's prefill over the patches of `image_tokens` image tokens of
@@ -316,6 +321,11 @@ class Model:
         encoded = replace(settings, seq=patches)
         total = stage_result(vision._roofline("prefill", hw, encoded), encoded).total
         return Encoder(vision.name, image_tokens, patches, total.time_s - total.server_s)
+
+    def keeps_attention_scores(self) -> bool:
+        """Whether the prefill graph materialises attention's scores (an unfused qk_matmul),
+        which FlashAttention, as the serving stacks run it, never holds."""
+        return any(n.kind == "qk_matmul" for n in nodes(self.graph("prefill")))
 
     def vision_module(self) -> "Model | None":
         """The model's vision encoder ("<name>-Vision" of its file; None: it has none), whose
@@ -776,16 +786,21 @@ class Model:
         per_token = at(decode.kv_cache, 1, 2) - at(decode.kv_cache, 1, 1)
         fixed = max(at(decode.kv_cache, 1, 1) - 2 * per_token, 0.0)  # a state (Mamba)
         tokens = config.chunk if config.scheduler == "chunked" else config.max_tokens
-        free = (hw.memory_bytes - at(decode.weights, 1, 1)
-                - at(prefill.activation_peak, 1, tokens)) * config.kv_memory
+        weights, peak = at(decode.weights, 1, 1), at(prefill.activation_peak, 1, tokens)
+        free = (hw.memory_bytes - weights - peak) * config.kv_memory
         block = per_token * config.kv_block
         if block <= 0 and fixed <= 0:
             raise EvaluationError(f"{self.name!r} keeps neither a KV cache nor a state per "
                                   "sequence: nothing to allocate")
         if free <= 0:
-            raise EvaluationError(f"{self.name!r} leaves no memory for a KV cache on "
-                                  f"{hw.name}: weights and activations take it all",
-                                  hint="quantize, or a parallel layout on a system")
+            raise EvaluationError(
+                f"{self.name!r} leaves no memory for a KV cache on {hw.name}: its weights "
+                f"({si(weights, 'B')}) and the activation peak of an iteration of {tokens:,} "
+                f"tokens ({si(peak, 'B')}) take its {si(hw.memory_bytes, 'B')}",
+                hint="quantize, a parallel layout on a system, fewer tokens an iteration "
+                     "(--max-tokens, or --chunk with the chunked scheduler), or FlashAttention "
+                     "where the graph keeps its attention scores (--pass \"fuse_serving()\": "
+                     "the kernels the stacks run)")
         links = (hw.host.bandwidth_Bps if hw.host else None,
                  hw.channel_bandwidth("link") if hw.link else None,
                  hw.link.latency_s if hw.link else 0.0)

@@ -1046,7 +1046,8 @@ def _latency(args) -> str:
             out["decoding"] = {**answers_report.speculation_dict(spec),
                                "request": answers_report.with_strategy(result, spec)}
         return dumps(out)
-    text = answers_report.latency_text(result, spec, args.decoding)
+    text = answers_report.latency_text(result, spec, args.decoding,
+                                       model.keeps_attention_scores())
     return text + ("\n".join(answers_report.speculation_lines(spec)) + "\n" if spec else "")
 
 

@@ -52,6 +52,8 @@ def test_issue_3_devices_are_shipped_and_listed(capsys):
                      r"bf16, fp8$", out, re.M)   # NVFP4: fp4-block; MXFP4 experts: w4a16-mx
     # Intel's Arc Pro B60: 98.3 TFLOPS 16-bit XMX / 456 GB/s = 215.6; vLLM's XPU build alone,
     # its FP8 GEMMs weight-only (no FP8 matrix units)
+    # its 24 GB are binary, as GDDR6 chips are sized (b60.yaml: mem_capacity 25,769,803,776)
+    assert re.search(r"^intel-arc-pro-b60\s.*\s456 GB/s\s+25\.8 GB\s", out, re.M)
     assert re.search(r"^intel-arc-pro-b60\s.*\s215\.6\s+20\s+calibrated\s+vllm\s+"
                      r"fp16, w8a16\s+-\s+bf16, fp8$", out, re.M)
     assert re.search(r"^nvidia-a6000\s.*\s84\s+ideal\s+-\s+-\s+-\s+-$", out, re.M)

@@ -150,7 +150,50 @@ def test_serving_metrics_agree_with_analyze_and_latency():
         assert curve.memory_bytes[i] == max(
             mem.stages["decode"]["total_bytes"],
             m.analyze(A6000, batch=b, seq=512).memory.stages["prefill"]["total_bytes"])
+        assert lat.memory.total_bytes == pytest.approx(curve.memory_bytes[i], rel=1e-12)
+        # the last step's cache, by hand: 512 + 63 positions of KV_PER_TOKEN per sequence
+        assert lat.memory.stages["decode"]["kv_cache_bytes"] == b * 575 * KV_PER_TOKEN
     assert curve.fits.tolist() == [True, True, True]
+
+
+def test_latency_says_whether_the_request_fits(capsys):
+    """Llama-2-70B's 16-bit weights, 68,976,648,192 x 2 bytes = 138 GB, do not fit the A6000's
+    48 GiB: `latency` says so beside its times (before, it printed them alone); the 7B at
+    batch 1 fits, with its peak at the last decode step's cache in JSON too."""
+    assert main(["latency", "llama-2-70b", "--hw", A6000, "--batch", "1", "--seq", "512",
+                 "--gen", "16"]) == 0
+    out = capsys.readouterr().out
+    assert "memory (peak, the prompt's prefill): weights 138 GB" in out
+    assert "does NOT fit" in out
+    assert main(["latency", str(LLAMA), "--hw", A6000, "--batch", "8", "--seq", "512",
+                 "--gen", "4096"]) == 0   # 8 x 4,607 positions: 19.3 GB of cache at the end
+    assert "memory (peak, the last decode step, 4,607 tokens cached): weights 13.5 GB + KV " \
+           "cache 19.3 GB" in capsys.readouterr().out
+    assert main(["latency", str(LLAMA), "--hw", A6000, "--batch", "1", "--seq", "512",
+                 "--gen", "16", "--format", "json"]) == 0
+    memory = json.loads(capsys.readouterr().out)["memory"]
+    assert memory["fits"] is True and memory["capacity_bytes"] == A6000_BYTES
+    assert memory["stages"]["decode"]["kv_cache_bytes"] == 527 * KV_PER_TOKEN
+
+
+def test_a_miss_from_unfused_scores_says_so(capsys):
+    """Llama-3-8B, 16 prompts of 8,192 tokens on an H100 (80 GiB): the unfused graph holds a
+    layer's scores, 16 x 32 heads x 8,192^2 x 2 bytes = 68.7 GB (and softmax's output beside
+    them), and misses; weights (16.1 GB) and cache (16 x 8,192 x 131,072 bytes = 17.2 GB) fit,
+    so the line names the scores and the way out, which then fits. Where the weights alone
+    miss (Llama-2-70B on the A6000), fusion would not help: no note."""
+    argv = ["analyze", "llama-3-8b", "--hw", "nvidia-h100-sxm", "--batch", "16", "--seq", "8192",
+            "--stage", "prefill"]
+    assert main(argv) == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("memory"))
+    assert "KV cache 17.2 GB" in line and "does NOT fit" in line
+    assert "keeps attention's scores" in line and 'fuse_serving()' in line
+    assert main(argv + ["--pass", "fuse_serving()"]) == 0
+    assert ": fits (" in capsys.readouterr().out
+    assert main(["latency", "llama-2-70b", "--hw", A6000, "--batch", "1", "--seq", "512",
+                 "--gen", "16"]) == 0
+    out = capsys.readouterr().out
+    assert "does NOT fit" in out and "scores" not in out
 
 
 def test_serve_curve_cli_marks_memory_and_compute_bound(capsys):

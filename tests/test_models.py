@@ -23,6 +23,10 @@ H100 = load_hardware("nvidia-h100-sxm").ideal()
     ("llama-2-70b.arch", 68_976_648_192, "meta-llama/Llama-2-70b-hf"),
     ("llama-3-70b.arch", 70_553_706_496, "meta-llama/Meta-Llama-3-70B"),
     ("llama-3.1-405b.arch", 405_853_388_800, "meta-llama/Llama-3.1-405B"),
+    # Llama 3.1 keeps Llama 3's shapes (config.json) and so its tensor sizes: the checkpoints'
+    # safetensors metadata report the same totals (model cards: 8B, 70B).
+    ("llama-3.1-8b.arch", 8_030_261_248, "meta-llama/Llama-3.1-8B"),
+    ("llama-3.1-70b.arch", 70_553_706_496, "meta-llama/Llama-3.1-70B"),
     # Qwen/Qwen2.5-7B: 7,615,616,512 (model card: 7.61B); QKV biases included.
     ("qwen2.5-7b.arch", 7_615_616_512, "Qwen/Qwen2.5-7B"),
     # openai-community/gpt2: 124,439,808 (model card: 124M); the tied LM head counted once.

@@ -156,6 +156,20 @@ def test_a_free_degree_stays_a_symbol_and_is_solved_for():
         m.analyze(hw, batch=1, seq=64)
 
 
+def test_kv_heads_replicated_past_the_degree_are_not_called_a_window(capsys):
+    """Llama-3-8B has 8 KV heads: past tp = 8 each device keeps one replicated KV head, so the k
+    projection's costs stop changing with tp there. The reason names that settling, not a
+    sliding window (the model has none); solving for tp without the pass says which to add."""
+    m = costdsl.load(MODELS / "llama-3-8b.arch", passes=["tensor_parallel(n=tp)"])
+    hw = _hardware("nvidia-dgx-h100").ideal()
+    k = next(c for c in m.crossover("tp", hw, stage="decode", batch=1, seq=1024).ops
+             if c.op == "layers.k")
+    assert "flat beyond tp = 8" in k.reason and "window" not in k.reason
+    assert main(["crossover", str(MODELS / "llama-3-8b.arch"), "--hw", "nvidia-dgx-h100",
+                 "--solve", "tp"]) == 2
+    assert 'tensor_parallel(n=tp)' in capsys.readouterr().err
+
+
 def test_overlap_hides_collectives_behind_compute(dgx):
     plain = analysis("llama-2-70b.arch", ["tensor_parallel(n=8)"], dgx, batch=64, seq=2048)
     hidden = analysis("llama-2-70b.arch", ["tensor_parallel(n=8, overlap=true)"], dgx,

@@ -176,6 +176,32 @@ def test_bad_synthetic_streams(rate, dist, message):
         synthetic(rate, 10, dist, "fixed(5)")
 
 
+def test_a_bare_length_is_a_fixed_one():
+    """`--prompt 512` is what a user of `search --isl 512` types: the same stream as fixed(512);
+    a bare length keeps the lengths' limits."""
+    plain, fixed = (synthetic(2, 20, p, o, seed=3) for p, o in (("512", " 64 "),
+                                                                   ("fixed(512)", "fixed(64)")))
+    assert list(plain.prompt) == list(fixed.prompt) == [512] * 20
+    assert list(plain.output) == [64] * 20
+    assert list(plain.arrival_s) == list(fixed.arrival_s)
+    with pytest.raises(CostDSLError, match="lengths must be from 1"):
+        synthetic(1, 10, "0", "fixed(5)")
+
+
+def test_no_room_for_a_cache_says_what_took_the_memory():
+    """Llama-3-8B's weights, 8,030,261,248 x 2 bytes = 16.1 GB, and an unfused prefill of 16,384
+    tokens, whose attention scores alone are 32 heads x 16,384^2 x 2 bytes = 17.2 GB, outgrow
+    the RTX 4090's 24 GiB (25.8 GB): the message gives the figures and the hint the way out
+    the stacks take (FlashAttention), which leaves room for thousands of blocks."""
+    m = costdsl.load(MODELS / "llama-3-8b.arch")
+    with pytest.raises(CostDSLError, match=r"weights \(16.1 GB\) and the activation peak of an "
+                                           r"iteration of 16,384 tokens .* its 25.8 GB") as e:
+        m.kv_pool("nvidia-rtx4090", Config(max_tokens=16384))
+    assert "fuse_serving()" in e.value.hint and "--max-tokens" in e.value.hint
+    assert m.with_passes(["fuse_serving()"]).kv_pool(
+        "nvidia-rtx4090", Config(max_tokens=16384)).blocks > 1000
+
+
 def test_swap_needs_a_host_link(llama):
     with pytest.raises(CostDSLError, match="no \\[host\\] section"):
         costdsl.load(MODELS / "tinyllama-1.1b.arch").simulate(

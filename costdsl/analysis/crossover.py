@@ -209,6 +209,15 @@ def _direction(intensity: sympy.Expr, x: sympy.Symbol, root: sympy.Expr) -> str 
     return None
 
 
+def _flat_cause(x: sympy.Symbol) -> str:
+    """Why an op's costs stop changing with x past a switch: in seq, a sliding window; in any
+    other symbol (a parallel degree), a min() or max() settling, such as KV heads that stop
+    dividing and are replicated, one per device."""
+    if x == S.seq:
+        return "a sliding window caps the positions it attends"
+    return f"its costs stop changing with {x.name} there (a min() or max() in {x.name} settles)"
+
+
 def _no_root_reason(op: OpRoofline, intensity: sympy.Expr, x: sympy.Symbol, ridge: float,
                     flat_after: float | None = None):
     """Why an op has no crossover in x. `flat_after`: the last switch of a min() in x (a
@@ -219,8 +228,8 @@ def _no_root_reason(op: OpRoofline, intensity: sympy.Expr, x: sympy.Symbol, ridg
     if x not in intensity.free_symbols and flat_after is not None:
         state = "memory" if limit < ridge else "compute"
         return (f"intensity is flat beyond {x.name} = {flat_after:.6g} ({sympy.N(intensity, 4)} "
-                f"ops/byte, ridge {ridge:.4g}): a sliding window caps the positions it attends, "
-                f"so it is {state}-bound for every {x.name}"), limit
+                f"ops/byte, ridge {ridge:.4g}): {_flat_cause(x)}, so it is {state}-bound for "
+                f"every {x.name}"), limit
     if x not in intensity.free_symbols:
         return (f"intensity does not depend on {x.name} ({sympy.N(intensity, 4)} ops/byte, "
                 f"ridge {ridge:.4g})"), limit
@@ -557,8 +566,9 @@ def solvable_symbol(name: str, free_params: tuple[str, ...]) -> sympy.Symbol:
     if name in free_params:
         return S.model_param(name)
     raise EvaluationError(f"cannot solve for {name!r}",
-                          hint="solve for batch, seq, w_bits, a_bits, kv_bits, or a model "
-                               "parameter the file leaves free (`name = ?`)")
+                          hint="solve for batch, seq, w_bits, a_bits, kv_bits, a model "
+                               "parameter the file leaves free (`name = ?`), or a name a pass "
+                               f"leaves free: --pass \"tensor_parallel(n={name})\"")
 
 
 @dataclass(frozen=True)

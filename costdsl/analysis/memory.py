@@ -167,6 +167,18 @@ def evaluate_memory(memory: StageMemory, values) -> tuple[np.ndarray, ...]:
                  for v in _compiled(memory)(*args))
 
 
+def request_memory(prefill: StageMemory, decode: StageMemory, values, gen: int,
+                   capacity: float, host_capacity: float | None = None) -> MemoryNumbers:
+    """One device's bytes over a request of `gen` tokens after a prompt of values[seq]: the
+    prefill at the prompt, and the last decode step (seq + gen - 2 tokens cached before it,
+    seq + gen - 1 after), where the cache is largest; the prefill alone when gen is 1."""
+    rows = {"prefill": tuple(float(x) for x in evaluate_memory(prefill, values))}
+    if gen > 1:
+        last = {**values, S.seq: values[S.seq] + gen - 2}
+        rows["decode"] = tuple(float(x) for x in evaluate_memory(decode, last))
+    return memory_totals(rows, capacity, host_capacity)
+
+
 def memory_numbers(stages: dict[str, StageMemory], values, capacity: float,
                    host_capacity: float | None = None) -> MemoryNumbers:
     return memory_totals({name: tuple(float(x) for x in evaluate_memory(m, values))

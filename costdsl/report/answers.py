@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 from . import printing
 from .units import seconds, si
 from .jsonsafe import dumps
-from .jsonout import devices_dict
-from .tables import framework_text
+from .jsonout import devices_dict, memory_dict
+from .tables import framework_text, memory_text
 
 if TYPE_CHECKING:
     from ..analysis.crossover import CrossoverAnswer
@@ -150,7 +150,8 @@ def latency_dict(l: Latency) -> dict:
             "framework": l.framework.as_dict() if l.framework is not None else None,
             "encoder": None if l.encoder is None else {
                 "model": l.encoder.model, "image_tokens": l.encoder.image_tokens,
-                "patches": l.encoder.patches, "time_s": l.encoder.time_s}}
+                "patches": l.encoder.patches, "time_s": l.encoder.time_s},
+            "memory": memory_dict(l.memory) if l.memory is not None else None}
 
 
 def with_strategy(l: Latency, spec) -> dict:
@@ -163,7 +164,8 @@ def with_strategy(l: Latency, spec) -> dict:
             "tokens_per_s": l.settings.batch * l.gen / e2e, "speedup": l.tpot_s / tpot}
 
 
-def latency_text(l: Latency, spec=None, strategy: str | None = None) -> str:
+def latency_text(l: Latency, spec=None, strategy: str | None = None,
+                 scores_kept: bool = False) -> str:
     s = l.settings
     head = [f"batch={s.batch} prompt={s.seq} generated={l.gen} "
             f"(w_bits={s.w_bits:g} a_bits={s.a_bits:g} kv_bits={s.kv_bits:g})",
@@ -187,6 +189,11 @@ def latency_text(l: Latency, spec=None, strategy: str | None = None) -> str:
                  f"tokens/s per user     {d['tokens_per_s_per_user']:.4g} (plain "
                  f"{l.tokens_per_s_per_user:.4g})",
                  f"tokens/s in total     {d['tokens_per_s']:.4g} (plain {l.tokens_per_s:.4g})"]
+    if l.memory is not None:
+        head.append(memory_text(l.memory, {
+            "prefill": "the prompt's prefill",
+            "decode": f"the last decode step, {s.seq + l.gen - 1:,} tokens cached"},
+            scores_kept))
     return "\n".join(head + [
         f"one decode step with s cached tokens (s) = {printing.text(l.step_time)}",
         f"whole request in g generated tokens (s)  = {printing.text(l.request_total)}",

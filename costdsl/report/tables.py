@@ -148,13 +148,30 @@ def _align(rows: list[list[str]]) -> list[str]:
 
 
 def memory_line(a: Analysis) -> str:
-    m = a.memory
-    if m is None:
+    if a.memory is None:
         return ""
+    scores = any(o.kind == "qk_matmul" for stage in a.stages.values() for o in stage.ops)
+    return memory_text(a.memory, scores_kept=scores)
+
+
+SCORES_NOTE = ("; the graph keeps attention's scores (unfused): FlashAttention keeps none, as "
+               "the serving stacks run it (--pass \"fuse_serving()\")")
+"""Said where memory does not fit and the graph materialises attention's scores: a prompt of
+8,192 tokens holds 32 x 8,192^2 scores a sequence in a Llama-3-8B layer (4.3 GB in 16 bits),
+which no stack keeps."""
+
+
+def memory_text(m, stage_names: dict[str, str] | None = None, scores_kept: bool = False) -> str:
+    """One device's peak bytes against its memory, and whether they fit (MemoryNumbers);
+    `stage_names` says what each stage stands for where the peak is named; `scores_kept`: the
+    graph runs attention unfused (said where activations are what does not fit)."""
     peak_stage = max(m.stages, key=lambda s: m.stages[s]["total_bytes"])
+    held = m.weights_bytes + m.stages[peak_stage]["kv_cache_bytes"]   # what no fusion frees
     verdict = (f"fits ({si(m.headroom_bytes, 'B')} free)" if m.fits else
-               f"does NOT fit: {si(-m.headroom_bytes, 'B')} over")
-    return (f"memory (peak, {peak_stage}): weights {si(m.weights_bytes, 'B')} + KV cache "
+               f"does NOT fit: {si(-m.headroom_bytes, 'B')} over"
+               + (SCORES_NOTE if scores_kept and held <= m.capacity_bytes else ""))
+    where = (stage_names or {}).get(peak_stage, peak_stage)
+    return (f"memory (peak, {where}): weights {si(m.weights_bytes, 'B')} + KV cache "
             f"{si(m.stages[peak_stage]['kv_cache_bytes'], 'B')} + activations "
             f"{si(m.stages[peak_stage]['activation_peak_bytes'], 'B')} = "
             f"{si(m.total_bytes, 'B')} of {si(m.capacity_bytes, 'B')}: {verdict}")

@@ -209,17 +209,21 @@ def _count(cell: str, column: str, path: str, line: int) -> int:
 # --- synthetic streams ----------------------------------------------------------------------------
 
 _DISTRIBUTION = re.compile(r"^\s*([a-z]+)\s*\(\s*([^)]*)\)\s*$")
+_BARE_LENGTH = re.compile(r"^\s*[0-9]+(\.[0-9]*)?([eE][+-]?[0-9]+)?\s*$")
 _ARGS = {"lognormal": 2, "uniform": 2, "normal": 2, "fixed": 1}
 
 
 def parse_distribution(text: str, what: str) -> tuple[str, tuple[float, ...]]:
-    """("lognormal", (1024.0, 0.8)) from 'lognormal(1024, 0.8)'; errors name the choices."""
+    """("lognormal", (1024.0, 0.8)) from 'lognormal(1024, 0.8)'; a bare length ('512') is
+    fixed(512), as `search --isl` takes it; errors name the choices."""
+    if _BARE_LENGTH.match(text or ""):
+        text = f"fixed({text.strip()})"
     m = _DISTRIBUTION.match(text or "")
     name = m.group(1) if m else None
     if name not in _ARGS:
         raise EvaluationError(f"{what} {text!r}: unknown distribution",
                               hint="lognormal(median, sigma), uniform(low, high), "
-                                   "normal(mean, sd) or fixed(n)")
+                                   "normal(mean, sd), fixed(n) or a bare length n")
     try:
         args = tuple(float(a) for a in m.group(2).split(","))
     except ValueError:
