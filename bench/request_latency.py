@@ -12,8 +12,8 @@ with costdsl (`Model.latency`, the calibrated hardware files, `fuse_serving()`: 
 stacks run, tensor parallel on the system files, fp8 as the stacks' W8A8 GEMMs) and prints TTFT
 and TPOT side by side with their ratios.
 
-Grid: Llama-3.1-8B (costdsl's llama-3-8b: the same shapes) at TP 1 and 2, Llama-3.1-70B
-(llama-3-70b) at TP 2, 4 and 8; H100 (TensorRT-LLM 1.3.0rc20: AIConfigurator's H100 vLLM tables
+Grid: Llama-3.1-8B (costdsl's llama-3.1-8b) at TP 1 and 2, Llama-3.1-70B (llama-3.1-70b) at
+TP 2, 4 and 8; H100 (TensorRT-LLM 1.3.0rc20: AIConfigurator's H100 vLLM tables
 are 0.24.0, the H100 file's default figures 0.19), H200, B200, B300, GB200, L40S and RTX PRO 6000
 (vLLM 0.24.0) and Intel's Arc Pro B60 (vLLM 0.26.0, up to 4 cards; its FP8 GEMMs
 weight-only); `--chips` picks some; bf16 and fp8
@@ -33,8 +33,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = {"llama-3-8b": ("meta-llama/Meta-Llama-3.1-8B", (1, 2)),
-          "llama-3-70b": ("meta-llama/Meta-Llama-3.1-70B", (2, 4, 8))}
+MODELS = {"llama-3.1-8b": ("meta-llama/Meta-Llama-3.1-8B", (1, 2)),
+          "llama-3.1-70b": ("meta-llama/Meta-Llama-3.1-70B", (2, 4, 8))}
 CHIPS = {   # costdsl device, system; AIConfigurator system, stack, version
     "h100": ("nvidia-h100-sxm", "nvidia-dgx-h100", "h100_sxm", "trtllm", "1.3.0rc20"),
     "h200": ("nvidia-h200", "nvidia-hgx-h200", "h200_sxm", "vllm", "0.24.0"),
