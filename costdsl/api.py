@@ -733,7 +733,7 @@ class Model:
                                            hw.memory_bytes, micro, hw.request_s))
         ranked = rank(plans, objective)
         return PlanResult(self.name, hw.key, hw.count, seq, gen, objective, tuple(ranked),
-                          tuple(skipped))
+                          tuple(skipped), hw.time_model, hw.stack, hw.framework)
 
     def grid_functions(self, hw: Hardware, stage: str, settings: Settings) -> GridFunctions:
         """The stage's time, compute-bound time and memory (weights, KV, activations) as numpy

@@ -22,6 +22,7 @@ from .errors import CostDSLError
 from .report import FORMATS
 from .report.jsonsafe import dumps
 from .report.jsonout import devices_dict
+from .report.tables import priced_dict, priced_line
 
 FORMULA_FORMATS = ("text", "markdown", "latex", "json")
 """The forms of `formulas` (report.formula_tables.FORMATS, named here so that the parser does
@@ -1264,8 +1265,9 @@ def _simulate(args, plot: str | None = None) -> str:
             return f"wrote {wrote}\n"
         if args.format == "json":
             return dumps({"rates": table, "max_rate": best, "slo": slo,
-                          "attainment": args.attainment})
-        return sim_report.rate_sweep_text(table, best, slo, args.attainment) + \
+                          "attainment": args.attainment, **priced_dict(hw)})
+        return priced_line(hw) + "\n" + \
+            sim_report.rate_sweep_text(table, best, slo, args.attainment) + \
             (f"wrote {wrote}\n" if wrote else "")
     stream = (read_requests(args.requests) if args.requests else
               synthetic(1.0 if args.rate is None else args.rate, args.n, args.prompt,
@@ -1292,7 +1294,7 @@ def _simulate(args, plot: str | None = None) -> str:
         wrote.append(args.out)
     if args.format == "json":
         out = {"summary": sim_report.summary_dict(summary),
-               "requests": sim_report.request_rows(trace)}
+               "requests": sim_report.request_rows(trace), **priced_dict(hw)}
         if replicas is not None:
             out["replicas"] = [sim_report.summary_dict(s) if s is not None else None
                                for s in replicas]
@@ -1301,7 +1303,8 @@ def _simulate(args, plot: str | None = None) -> str:
     scheduler = name if name != "disaggregated" else f"disaggregated({prefill} prefill, " \
         f"{decode} decode)"
     source = stream.source + (f", at most {concurrency} in flight" if concurrency else "")
-    title = f"{model.name} on {hw.name}, {scheduler} scheduler; requests: {source}"
+    title = f"{model.name} on {hw.name}, {scheduler} scheduler; requests: {source}\n" + \
+        priced_line(hw)
     fleet = sim_report.replicas_text(replicas, args.router) if replicas is not None else ""
     return sim_report.summary_text(title, summary, slo) + fleet + \
         "".join(f"wrote {w}\n" for w in wrote)
@@ -1370,12 +1373,13 @@ def _formulas(args) -> str:
 def _sensitivity(args) -> str:
     from .report import answers as answers_report
     model = _load(args)
-    items = [model.sensitivity(_hw(args), args.batch, args.seq, stage, tokens=args.tokens,
+    hw = _hw(args)
+    items = [model.sensitivity(hw, args.batch, args.seq, stage, tokens=args.tokens,
                                **_bits_of(args))
              for stage in _stages(args.stage)]
     if args.format == "json":
-        return dumps(answers_report.sensitivity_dict(items))
-    return answers_report.sensitivity_text(items)
+        return dumps(answers_report.sensitivity_dict(items))   # keyed by stage alone
+    return priced_line(hw) + "\n" + answers_report.sensitivity_text(items)
 
 
 def _check(args) -> str:

@@ -397,6 +397,28 @@ def test_every_answer_names_its_stack(capsys):
     code, out, err = run(["serve-curve", "llama-3-8b", *base, "--seq", "512", "--gen", "8",
                           "--batch", "1,2"], capsys)
     assert "sglang 0.5.14's kernels" in out.splitlines()[0]
+    # the answers without per-op figures said nothing of what priced them: each has the line
+    # (and its JSON the keys latency's has) now
+    system = ["--hw", "nvidia-hgx-h200", "--stack", "sglang"]
+    answers = {
+        "plan": ["plan", "llama-3-8b", *system, "--seq", "512", "--gen", "8", "--w-bits", "16"],
+        "simulate": ["simulate", "llama-3-8b", *base, "--rate", "2", "--n", "8", "--prompt",
+                     "256", "--output", "8"],
+        "sensitivity": ["sensitivity", "llama-3-8b", *base],
+        "compare": ["compare", "llama-3-8b", *base, "--pass", "fuse_serving()"],
+        "search": ["search", "llama-3-8b", *system, "--slo", "ttft=2s,tpot=100ms", "--rate",
+                   "1", "--isl", "256", "--osl", "8", "--gpus", "1", "--workers", "1"]}
+    for name, argv in answers.items():
+        code, out, err = run(argv, capsys)
+        line = next(l for l in out.splitlines() if l.startswith("time model"))
+        assert "efficiency (sglang 0.5.14's kernels from the hardware file" in line, name
+        if name == "sensitivity":   # its JSON is keyed by stage alone
+            continue
+        data = json.loads(run(argv + ["--format", "json"], capsys)[1])
+        priced = data["time_models"]["nvidia-hgx-h200"] if name == "search" else data
+        assert (priced["time_model"], priced["stack"]) == ("efficiency", "sglang 0.5.14"), name
+    code, out, err = run(answers["plan"] + ["--ideal"], capsys)
+    assert "time model: ideal roofline" in out
     # an uncalibrated file names none
     code, out, err = run(["latency", "llama-3-8b", "--hw", "nvidia-a6000", "--gen", "8",
                           "--format", "json"], capsys)

@@ -111,6 +111,9 @@ class PlanResult:
     objective: str
     plans: tuple[Plan, ...]                    # best first; those that do not fit last
     skipped: tuple[tuple[str, str], ...] = ()  # (layout, why it cannot be built)
+    time_model: str = "ideal"                  # which model priced the times, as Latency's
+    stack: str | None = None                   # the serving stack whose kernels did
+    framework: object = None                   # and its serving engine's figures (TTFT's)
 
     @property
     def best(self) -> Plan | None:

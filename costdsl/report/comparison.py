@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..analysis.compare import Comparison
 from .units import seconds, si
 from .jsonsafe import dumps
+from .tables import priced_dict, priced_line
 
 
 def text(c: Comparison) -> str:
@@ -12,7 +13,8 @@ def text(c: Comparison) -> str:
     s = a.settings
     lines = [f"{a.model} on {a.hardware.name}: batch={s.batch} seq={s.seq} w_bits={s.w_bits:g} "
              f"a_bits={s.a_bits:g} kv_bits={s.kv_bits:g}",
-             "baseline: no passes; transformed: " + ("; ".join(b.passes) or "no passes")]
+             "baseline: no passes; transformed: " + ("; ".join(b.passes) or "no passes"),
+             priced_line(a.hardware)]
     for name, st in c.stages.items():
         t0, t1 = st.before.total, st.after.total
         lines += ["", f"{name}:",
@@ -35,6 +37,7 @@ def text(c: Comparison) -> str:
 def to_dict(c: Comparison) -> dict:
     return {
         "model": c.before.model, "hardware": c.before.hardware.key,
+        **priced_dict(c.before.hardware),
         "passes": list(c.after.passes),
         "stages": {name: {
             "before": {"time_s": st.before.total.time_s, "bytes": st.before.total.bytes,

@@ -3,19 +3,22 @@ from __future__ import annotations
 
 from ..analysis.plan import Plan, layout_name
 from .units import seconds, si
+from .tables import priced_by
 
 
 def plan_dict(r) -> dict:
     """{"plans": [...]} best first, each with the keys of Plan.as_dict; plus the question."""
     return {"model": r.model, "hardware": r.hardware, "devices": r.devices, "seq": r.seq,
             "gen": r.gen, "objective": r.objective, "reason": reason(list(r.plans), r.objective),
+            "time_model": r.time_model, "stack": r.stack,
             "plans": [p.as_dict() for p in r.plans],
             "skipped": [{"layout": layout, "why": why} for layout, why in r.skipped]}
 
 
 def plan_text(r) -> str:
     head = (f"{r.model} on {r.hardware} ({r.devices} devices), prompt {r.seq}, {r.gen} "
-            f"generated, ranked by {r.objective}")
+            f"generated, ranked by {r.objective}\n"
+            f"time model: {priced_by(r.time_model, r.stack, r.framework)}")
     rows = [("tp", "pp", "ep", "w_bits", "batch", "memory/device", "fits", "TTFT", "TPOT",
              "tokens/s", "comm", "bubble")]
     for p in r.plans:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 
+from .tables import priced_by
 from .units import seconds
 
 _BINDING = {"ttft": "TTFT", "tpot": "TPOT", "memory": "memory (KV blocks: requests pre-empted)",
@@ -21,6 +22,8 @@ def search_dict(r) -> dict:
             "recommendation": r.recommendation.as_dict(),
             "runner_up": r.runner_up.as_dict() if r.runner_up else None,
             "frontier": [d.as_dict() for d in r.frontier],
+            "time_models": {key: {"time_model": model, "stack": stack}
+                            for key, model, stack, _ in r.priced},
             "candidates": {"total": r.total, "pruned_by": dict(sorted(r.pruned_by.items())),
                            "simulated": r.simulated, "simulations": r.simulations},
             "executor": r.executor}
@@ -82,7 +85,10 @@ def search_text(r) -> str:
     lines = [f"{r.model}: {target} ({r.workload}) under {targets} at {q}, fewest "
              f"{'GPUs' if r.objective == 'gpus' else r.objective.replace('_', ' ')}",
              f"candidates: {r.total}; pruned by closed forms: {pruned}; simulated "
-             f"{r.simulated} ({r.simulations} simulations on {r.executor})", "",
+             f"{r.simulated} ({r.simulations} simulations on {r.executor})",
+             *(f"time model{f' of {key}' if len(r.priced) > 1 else ''}: "
+               f"{priced_by(model, stack, framework)}"
+               for key, model, stack, framework in r.priced), "",
              "recommended: " + describe(r.recommendation), *_figures(r.recommendation, q)]
     if r.runner_up is not None:
         lines += ["", f"runner-up ({r.runner_up.mode}): " + describe(r.runner_up),

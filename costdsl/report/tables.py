@@ -90,6 +90,27 @@ def time_model(hw, settings=None) -> str:
             "datasheet roofline")
 
 
+def priced_by(time_model: str, stack: str | None, framework=None) -> str:
+    """Which model priced an answer that lists no per-op figures (plan, simulate, search...):
+    the ideal roofline, or the stack whose kernels the hardware file's figures describe, and
+    its serving engine's figures."""
+    if time_model == "ideal":
+        return "ideal roofline (datasheet peak and bandwidth, no launch cost)"
+    kernels = f"{stack}'s kernels" if stack else "fitted figures"
+    return (f"{time_model} ({kernels} from the hardware file{framework_text(framework)}; "
+            "--ideal for the datasheet roofline)")
+
+
+def priced_line(hw) -> str:
+    """The time-model line for hardware `hw` (a device or a system)."""
+    return "time model: " + priced_by(hw.time_model, hw.stack, hw.framework)
+
+
+def priced_dict(hw) -> dict:
+    """The same, as the JSON keys `latency` writes: time_model, stack."""
+    return {"time_model": hw.time_model, "stack": hw.stack}
+
+
 def _borrowed_families(e, settings) -> dict[str, str]:
     """{family: the family whose figures it takes} for the kernels `settings`' bitwidths make
     (decode over a narrow cache, weight-only GEMMs and experts) that the file has none for."""

@@ -226,6 +226,7 @@ class SearchResult:
     simulated: int
     simulations: int
     executor: str
+    priced: tuple = ()   # (system, time model, stack, serving engine's figures) of each searched
 
 
 # --- closed forms per layout ------------------------------------------------------------------
@@ -445,7 +446,9 @@ def search(model, space: Space, slo: SLO, workload: Workload,
     return SearchResult(model.name, slo, workload.source, workload.rate, workload.concurrency,
                         space.objective, best, other, tuple(_frontier(deployments)),
                         tuple(ranked), total, pruned, len(answers),
-                        sum(a["simulations"] for a in answers.values()), executor.name)
+                        sum(a["simulations"] for a in answers.values()), executor.name,
+                        tuple((hw.key, hw.time_model, hw.stack, hw.framework)
+                              for hw in space.systems))
 
 
 def _check_gpus(space: Space, prepared: list[_Layout]) -> None:
