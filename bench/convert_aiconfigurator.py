@@ -205,15 +205,23 @@ and the B60's vLLM 0.26.0 (EAGER_ALL_REDUCE)."""
 
 
 MOE_SYSTEMS = {"h100_sxm": ("h100", "nvidia-h100-sxm"), "h200_sxm": ("h200", "nvidia-h200"),
-               "b200_sxm": ("b200", "nvidia-b200")}
+               "b200_sxm": ("b200", "nvidia-b200"), "b300_sxm": ("b300", "nvidia-b300"),
+               "gb200": ("gb200", "nvidia-gb200"), "gb300": ("gb300", "nvidia-gb300")}
 MOE_VERSIONS = {("h100_sxm", "vllm"): "0.24.0", ("h100_sxm", "sglang"): "0.5.14",
                 ("h100_sxm", "trtllm"): "1.3.0rc20",
                 ("h200_sxm", "vllm"): "0.24.0", ("b200_sxm", "vllm"): "0.24.0",
                 ("h200_sxm", "sglang"): "0.5.14", ("b200_sxm", "sglang"): "0.5.14",
-                ("h200_sxm", "trtllm"): "1.3.0rc20"}
-"""The MoE tables read: the versions the files' kernels were fitted on (the B200 has no
-TensorRT-LLM MoE table with balanced routing; the H100's only vLLM MoE table is 0.24.0's, its
-GEMMs and attention 0.19's)."""
+                ("h200_sxm", "trtllm"): "1.3.0rc20",
+                **{(system, stack): version for system in ("b300_sxm", "gb200", "gb300")
+                   for stack, version in (("vllm", "0.24.0"), ("sglang", "0.5.14"))}}
+"""The MoE tables read: the versions the files' kernels were fitted on (the H100's only vLLM MoE
+table is 0.24.0's, its GEMMs and attention 0.19's). TensorRT-LLM's MoE tables are read on the
+Hopper chips alone: its fits there put a compute fraction above the peak (bench/fit_experts.py
+reports them and writes none), so the Blackwell ones would be rows no figure uses. The GDDR
+chips' (L40S, RTX PRO 6000) are not read: a few tokens' experts fit in their 96-128 MB L2
+(128 experts of 2,816 x 176: 3 MB each, 24 MB for top 8), the dense GEMMs' trap
+(RESIDENT_WEIGHTS), and fitted as they are they pin fractions at the bounds (the L40S's vLLM
+rows: every launch 0, fp8 compute 1.0, 21.8% -> 25.7% held out)."""
 MOE_SKIP = {("h100_sxm", "vllm", "fp8"), ("h200_sxm", "vllm", "fp8")}
 """Tables left out: vLLM's only per-tensor FP8 MoE kernel on Hopper is FlashInfer's CUTLASS
 MoE (built for Blackwell), which runs 64 tokens slower than 4,096 (H200: 8.95 ms against

@@ -1,6 +1,6 @@
 """The routed experts' own kernel figures, fitted to the measured fused-MoE kernels.
 
-    python bench/fit_experts.py [--write]
+    python bench/fit_experts.py [--write] [CHIP ...]
 
 For each chip and stack with MoE kernel rows (tests/data/measured/aiconfigurator-moe-<chip>
 [-<stack>].csv: bench/convert_aiconfigurator.py --moe), costdsl's calibration
@@ -33,7 +33,10 @@ SETS = {("h100", "vllm"): "nvidia-h100-sxm", ("h100", "sglang"): "nvidia-h100-sx
         ("h100", "trtllm"): "nvidia-h100-sxm",
         ("h200", "vllm"): "nvidia-h200", ("b200", "vllm"): "nvidia-b200",
         ("h200", "sglang"): "nvidia-h200", ("b200", "sglang"): "nvidia-b200",
-        ("h200", "trtllm"): "nvidia-h200"}
+        ("h200", "trtllm"): "nvidia-h200",
+        **{(chip, stack): device for chip, device in (
+            ("b300", "nvidia-b300"), ("gb200", "nvidia-gb200"), ("gb300", "nvidia-gb300"))
+           for stack in ("vllm", "sglang")}}
 FOLDS = 5
 
 
@@ -155,7 +158,10 @@ def _duration(seconds: float) -> str:
 
 def main(argv: list[str]) -> None:
     results = {}
+    chips = [a for a in argv if not a.startswith("--")]   # none: every chip
     for chip, stack in SETS:
+        if chips and chip not in chips:
+            continue
         r = results[chip, stack] = fit(chip, stack)
         figures = ", ".join(f"{p.name} {p.value:.4g}" for p in r["fit"].parameters
                             if p.name.split(".")[0] in _families())
