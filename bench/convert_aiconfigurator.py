@@ -218,10 +218,10 @@ MOE_VERSIONS = {("h100_sxm", "vllm"): "0.24.0", ("h100_sxm", "sglang"): "0.5.14"
 table is 0.24.0's, its GEMMs and attention 0.19's). TensorRT-LLM's MoE tables are read on the
 Hopper chips alone: its fits there put a compute fraction above the peak (bench/fit_experts.py
 reports them and writes none), so the Blackwell ones would be rows no figure uses. The GDDR
-chips' (L40S, RTX PRO 6000) are not read: a few tokens' experts fit in their 96-128 MB L2
-(128 experts of 2,816 x 176: 3 MB each, 24 MB for top 8), the dense GEMMs' trap
-(RESIDENT_WEIGHTS), and fitted as they are they pin fractions at the bounds (the L40S's vLLM
-rows: every launch 0, fp8 compute 1.0, 21.8% -> 25.7% held out)."""
+chips' (L40S, RTX PRO 6000) are not read: fitted, the L40S's vLLM rows pin every launch at 0
+and the FP8 experts' fraction at 1 and get worse held out (21.8% -> 25.7%), its SGLang rows
+reach 31.5%. The L2, the dense GEMMs' trap (RESIDENT_WEIGHTS), is not why: the rows whose
+active experts' copies fit in it are 7 of the L40S's 896."""
 MOE_SKIP = {("h100_sxm", "vllm", "fp8"), ("h200_sxm", "vllm", "fp8")}
 """Tables left out: vLLM's only per-tensor FP8 MoE kernel on Hopper is FlashInfer's CUTLASS
 MoE (built for Blackwell), which runs 64 tokens slower than 4,096 (H200: 8.95 ms against

@@ -621,17 +621,22 @@ def test_block_fp8_experts_by_hand_on_the_h200():
     """A prefill of 16,384 tokens through 128 experts of 4,096 x 1,536 (top 8) in block-scaled
     FP8 on the H200 under vLLM: the gate GEMM does 2 x 16384 x 8 x 4096 x 1536 operations,
     compute-bound at the fitted fp8_block_expert fraction (0.3351 of 1,979 TOP/s) plus its
-    launch (8.45 us); the B300, whose file has no expert figures, prices its experts with the
-    top-level ones, as before."""
+    launch (8.45 us); the L40S, whose file has no expert figures, prices its experts with the
+    top-level ones, as before, and so does a stack section without them (the B300's
+    TensorRT-LLM, beside a default with them: a stack does not borrow another's kernels)."""
     model = costdsl.load(MEASURED / "moe" / "moe-4096x1536-e128k8-fp8block.arch")
     a = model.analyze("nvidia-h200", batch=1, seq=16384, stages=("prefill",))
     gate = next(o for o in a.stages["prefill"].ops if o.name == "y.gate")
     flops = 2 * 16384 * 8 * 4096 * 1536
     assert gate.flops == flops and gate.bound == "compute"
     assert gate.time_s == pytest.approx(flops / (0.3351 * 1979e12) + 8.454e-6, rel=1e-4)
+    l40s = load_hardware("nvidia-l40s")
+    assert l40s.bandwidth_for("fp8_block_expert") == l40s.bandwidth_for("linear")
+    assert l40s.launch_for("fp8_expert") == l40s.launch_for("linear")
     b300 = load_hardware("nvidia-b300")
-    assert b300.bandwidth_for("fp8_block_expert") == b300.bandwidth_for("linear")
-    assert b300.launch_for("fp8_expert") == b300.launch_for("linear")
+    assert b300.bandwidth_for("fp8_block_expert") == pytest.approx(0.7887 * 7.75e12)
+    trtllm = b300.with_stack("trtllm")
+    assert trtllm.bandwidth_for("fp8_block_expert") == trtllm.bandwidth_for("linear")
 
 
 def test_a_row_sums_the_ops_it_names():
