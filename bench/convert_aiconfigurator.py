@@ -206,16 +206,19 @@ and the B60's vLLM 0.26.0 (EAGER_ALL_REDUCE)."""
 
 MOE_SYSTEMS = {"h100_sxm": ("h100", "nvidia-h100-sxm"), "h200_sxm": ("h200", "nvidia-h200"),
                "b200_sxm": ("b200", "nvidia-b200"), "b300_sxm": ("b300", "nvidia-b300"),
-               "gb200": ("gb200", "nvidia-gb200"), "gb300": ("gb300", "nvidia-gb300")}
+               "gb200": ("gb200", "nvidia-gb200"), "gb300": ("gb300", "nvidia-gb300"),
+               "a100_sxm": ("a100", "nvidia-a100-80gb")}
 MOE_VERSIONS = {("h100_sxm", "vllm"): "0.24.0", ("h100_sxm", "sglang"): "0.5.14",
                 ("h100_sxm", "trtllm"): "1.3.0rc20",
                 ("h200_sxm", "vllm"): "0.24.0", ("b200_sxm", "vllm"): "0.24.0",
                 ("h200_sxm", "sglang"): "0.5.14", ("b200_sxm", "sglang"): "0.5.14",
                 ("h200_sxm", "trtllm"): "1.3.0rc20",
                 **{(system, stack): version for system in ("b300_sxm", "gb200", "gb300")
-                   for stack, version in (("vllm", "0.24.0"), ("sglang", "0.5.14"))}}
+                   for stack, version in (("vllm", "0.24.0"), ("sglang", "0.5.14"))},
+                ("a100_sxm", "sglang"): "0.5.10"}
 """The MoE tables read: the versions the files' kernels were fitted on (the H100's only vLLM MoE
-table is 0.24.0's, its GEMMs and attention 0.19's). TensorRT-LLM's MoE tables are read on the
+table is 0.24.0's, its GEMMs and attention 0.19's; the A100's balanced-routing table is SGLang
+0.5.10's alone: its vLLM 0.14.0 and TensorRT-LLM 1.0.0 ones time skewed routing only). TensorRT-LLM's MoE tables are read on the
 Hopper chips alone: its fits there put a compute fraction above the peak (bench/fit_experts.py
 reports them and writes none), so the Blackwell ones would be rows no figure uses. The GDDR
 chips' (L40S, RTX PRO 6000) are not read: fitted, the L40S's vLLM rows pin every launch at 0

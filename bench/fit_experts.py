@@ -36,7 +36,8 @@ SETS = {("h100", "vllm"): "nvidia-h100-sxm", ("h100", "sglang"): "nvidia-h100-sx
         ("h200", "trtllm"): "nvidia-h200",
         **{(chip, stack): device for chip, device in (
             ("b300", "nvidia-b300"), ("gb200", "nvidia-gb200"), ("gb300", "nvidia-gb300"))
-           for stack in ("vllm", "sglang")}}
+           for stack in ("vllm", "sglang")},
+        ("a100", "sglang"): "nvidia-a100-80gb"}
 FOLDS = 5
 
 

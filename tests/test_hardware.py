@@ -42,8 +42,8 @@ def test_issue_3_devices_are_shipped_and_listed(capsys):
     # the compute types with a fitted fraction, the MoE experts' formats with their own and
     # the KV caches decode's attention has its own figures for
     assert re.search(r"^nvidia-a100-80gb\s.*\s108\s+calibrated\s+vllm, sglang, trtllm\s+fp16, "
-                     r"int8, w4a16, w8a16\s+-\s+bf16$", out, re.M)   # TensorRT-LLM's weight-only
-    # and SmoothQuant GEMMs
+                     r"int8, w4a16, w8a16\s+bf16, w4a16\s+bf16$", out, re.M)   # TensorRT-LLM's weight-only
+    # and SmoothQuant GEMMs; SGLang's bf16 and Marlin INT4 experts
     assert re.search(r"^nvidia-h200\s.*\s132\s+calibrated\s+vllm, sglang, trtllm\s+"
                      r"fp16, fp8, fp8-block\s+bf16, fp8-block, w4a16, w4a16-mx\s+bf16, fp8$", out,
                      re.M)

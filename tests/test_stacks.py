@@ -597,7 +597,8 @@ def test_the_a100s_smoothquant_int8_gemms_are_fitted():
     # the Blackwell chips fitted later (14.7-17.2% on their own rows, 14.9-17.4% held out;
     # 27.6-31.5% with the dense figures)
     ("b300", "vllm", 16), ("b300", "sglang", 18.5), ("gb200", "vllm", 16),
-    ("gb200", "sglang", 18.5), ("gb300", "vllm", 16), ("gb300", "sglang", 18.5)])
+    ("gb200", "sglang", 18.5), ("gb300", "vllm", 16), ("gb300", "sglang", 18.5),
+    ("a100", "sglang", 14)])   # SGLang 0.5.10's: 23.5% -> 12.9%, mostly Marlin INT4 experts
 def test_moe_kernels_are_judged_by_their_stack(chip, stack, limit, capsys):
     """The fused MoE kernels (bench/convert_aiconfigurator.py --moe: gate, up, activation and
     down of every routed expert, one row summing the four ops; bf16, FP8, block FP8, NVFP4,
@@ -607,7 +608,7 @@ def test_moe_kernels_are_judged_by_their_stack(chip, stack, limit, capsys):
     for the datasheet roofline. TensorRT-LLM's fits are not written (a compute fraction above
     the peak): its rows keep the dense figures (H100 23.7%, H200 27.5%)."""
     suffix = "" if stack == "vllm" else f"-{stack}"
-    chips = {"h100": "nvidia-h100-sxm"}
+    chips = {"h100": "nvidia-h100-sxm", "a100": "nvidia-a100-80gb"}
     code, out, err = run(["validate", str(MEASURED / f"aiconfigurator-moe-{chip}{suffix}.csv"),
                           "--hw", chips.get(chip, f"nvidia-{chip}"), "--stack", stack,
                           "--format", "json"], capsys)
