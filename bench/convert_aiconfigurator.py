@@ -218,13 +218,14 @@ MOE_VERSIONS = {("h100_sxm", "vllm"): "0.24.0", ("h100_sxm", "sglang"): "0.5.14"
                 ("a100_sxm", "sglang"): "0.5.10"}
 """The MoE tables read: the versions the files' kernels were fitted on (the H100's only vLLM MoE
 table is 0.24.0's, its GEMMs and attention 0.19's; the A100's balanced-routing table is SGLang
-0.5.10's alone: its vLLM 0.14.0 and TensorRT-LLM 1.0.0 ones time skewed routing only). TensorRT-LLM's MoE tables are read on the
-Hopper chips alone: its fits there put a compute fraction above the peak (bench/fit_experts.py
-reports them and writes none), so the Blackwell ones would be rows no figure uses. The GDDR
-chips' (L40S, RTX PRO 6000) are not read: fitted, the L40S's vLLM rows pin every launch at 0
-and the FP8 experts' fraction at 1 and get worse held out (21.8% -> 25.7%), its SGLang rows
-reach 31.5%. The L2, the dense GEMMs' trap (RESIDENT_WEIGHTS), is not why: the rows whose
-active experts' copies fit in it are 7 of the L40S's 896."""
+0.5.10's alone: its vLLM 0.14.0 and TensorRT-LLM 1.0.0 ones time skewed routing only).
+TensorRT-LLM's MoE tables are read on the Hopper chips alone: its fits there put a compute
+fraction above the peak (bench/fit_experts.py reports them and writes none), so the Blackwell
+ones would be rows no figure uses. The GDDR chips' (L40S, RTX PRO 6000) are not read: fitted,
+the L40S's vLLM rows pin every launch at 0 and the FP8 experts' fraction at 1 and get worse
+held out (21.8% -> 25.7%), its SGLang rows reach 31.5%. The L2, the dense GEMMs' trap
+(RESIDENT_WEIGHTS), is not why: the rows whose active experts' copies fit in it are 7 of the
+L40S's 896."""
 MOE_SKIP = {("h100_sxm", "vllm", "fp8"), ("h200_sxm", "vllm", "fp8")}
 """Tables left out: vLLM's only per-tensor FP8 MoE kernel on Hopper is FlashInfer's CUTLASS
 MoE (built for Blackwell), which runs 64 tokens slower than 4,096 (H200: 8.95 ms against

@@ -102,7 +102,8 @@ def _summary(a) -> str:
     rows = [("batch", s.batch), ("seq", s.seq), ("bits (w/a/kv)",
                                                  f"{s.w_bits:g}/{s.a_bits:g}/{s.kv_bits:g}"),
             ("parameters", count(a.params_total)), ("passes", "; ".join(a.passes) or "none"),
-            ("bandwidth", si(hw.bandwidth_Bps, "B/s")), ("time model", hw.time_model + (f" ({hw.stack}'s kernels)" if hw.stack else ""))]
+            ("bandwidth", si(hw.bandwidth_Bps, "B/s")),
+            ("time model", hw.time_model + (f" ({hw.stack}'s kernels)" if hw.stack else ""))]
     if a.devices and (a.devices.used > 1 or hw.count > 1):
         layout = ", ".join(f"{k}={v}" for k, v in a.devices.layout.items())
         rows.append(("devices", f"{a.devices.used} of {a.devices.count} ({layout}); figures "
