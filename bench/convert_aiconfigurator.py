@@ -38,6 +38,10 @@ under tests/data/measured/ by default:
   shapes and sizes, each table's main kernel (its most common kernel_source): FP8 with 128 x 128
   weight blocks (DeepGEMM / CUTLASS; Hopper and Blackwell) and NVFP4 (B200 only), as the proj
   of gemm/gemm-NxK-{fp8block,nvfp4}.arch (the GEMM with its quantize pass: scales per block).
+- aiconfigurator-mla-<chip>-{sglang,trtllm}.csv: the MLA decode kernels (generation_mla:
+  absorbed attention over a bf16 latent cache, DeepSeek-V3's shapes at MLA_HEADS heads a GPU)
+  of the HBM chips (MLA_SYSTEMS), as the attn[qk+softmax+sv] of mla/mla-h<heads>.arch; the
+  [stack.NAME.decode_attention_mla] figures are fitted to them (bench/fit_experts.py --mla).
 - aiconfigurator-gemm-{w4a16,w8a16,int8}-a100-trtllm.csv: TensorRT-LLM 1.0.0's weight-only
   GEMMs (INT4 and INT8 weights, bf16 activations) and SmoothQuant's W8A8 INT8 GEMMs on the A100
   (INT8_FORMATS), the same shapes and sizes, as gemm/gemm-NxK-{w4a16,w8a16,int8}.arch.
@@ -74,6 +78,7 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
+from statistics import median
 from pathlib import Path
 
 from convert_measured import (ATTENTION_BASE, ATTENTION_OP, ROOT, _attention_model, _gemm_row,
@@ -416,12 +421,86 @@ def attention(data: Path, out_dir: Path, release: str, stack: str = STACK,
 def _l2_resident(system: str, r: dict, kv_heads: int) -> bool:
     """Whether a decode row's K and V (the batch's, head_dim 128) would be read from the L2
     and take long enough from DRAM for it to show (LAUNCH_BOUND_S)."""
+    return _cache_in_l2(system, r, kv_heads * 128 * 2)
+
+
+def _cache_in_l2(system: str, r: dict, per_token: int) -> bool:
+    """Whether a decode row's cache (`per_token` elements a cached token) would be read from the
+    L2 and take long enough from DRAM for it to show (LAUNCH_BOUND_S)."""
     if system not in L2_RESIDENT:
         return False
     l2, bound, dram = L2_RESIDENT[system]
     width = {"bfloat16": 2, "fp8": 1}[r["kv_cache_dtype"]]
-    cache = r["batch_size"] * (r["isl"] + r["step"]) * kv_heads * 128 * 2 * width
+    cache = r["batch_size"] * (r["isl"] + r["step"]) * per_token * width
     return min(l2 / 16, dram * LAUNCH_BOUND_S) < cache < bound * l2
+
+
+MLA_SYSTEMS = {system: names for system, names in STACK_SYSTEMS.items()
+               if system not in {chip for chip, _ in RESIDENT_WEIGHTS}}
+"""The chips whose MLA decode kernels are read: the HBM ones (the GDDR chips' 96-128 MB L2
+holds the latent cache of tens of thousands of tokens, 1,152 bytes each)."""
+MLA_HEADS = (8, 16, 32, 64, 128)
+"""Query heads a GPU runs in the tables' MLA rows (DeepSeek-V3's 128 under TP 1 to 16): the
+ones served; 1 to 4 (TP 32 to 128) launch and reduce more than they compute."""
+MLA_LATENT = 512 + 64
+"""A cached token's latent row: kv_lora_rank 512 and the rotary key's 64 (DeepSeek-V3)."""
+
+
+def mla(data: Path, out_dir: Path, release: str, stack: str) -> dict[str, list[dict]]:
+    """By file: the MLA decode kernels of each chip under `stack` (its generation_mla table:
+    absorbed attention over a bf16 latent cache), the median of repeated rows, as the
+    `attn[qk+softmax+sv]` of mla/mla-h<heads>.arch."""
+    out = {}
+    for system, (short, hw) in MLA_SYSTEMS.items():
+        if not (data / system / "mla" / stack).is_dir():
+            continue
+        try:
+            records, version, path = _table(data, system, "mla", "generation_mla_perf", stack)
+        except FileNotFoundError:   # a version of module tables alone
+            continue
+        if version != STACK_VERSIONS[system, stack]:
+            continue   # not the kernels the section's other figures are
+        times: dict[tuple, list[float]] = {}
+        for r in records:
+            if r["kv_cache_dtype"] == "bfloat16" and r["mla_dtype"] == "bfloat16" and \
+                    r["num_heads"] in MLA_HEADS and r["batch_size"] in DECODE_BATCH and \
+                    r["isl"] == 1 and r["step"] in DECODE_STEPS and \
+                    not _cache_in_l2(system, r, MLA_LATENT):
+                key = (r["num_heads"], r["batch_size"], r["step"], r["kernel_source"])
+                times.setdefault(key, []).append(r["latency"])
+        rows = []
+        for (heads, batch, step, kernel), latencies in sorted(times.items()):
+            model = _mla_model(out_dir, heads)
+            rows.append(row(hw, model, "decode", batch, step, MLA_OP, median(latencies),
+                            f"aiconfigurator-core {release} {path} ({stack} {version}, kernel "
+                            f"{kernel})"))
+        if rows:
+            out[short + _suffix(stack)] = rows
+    return out
+
+
+MLA_OP = "attn[qk+softmax+sv]"
+
+
+def _mla_model(out_dir: Path, heads: int) -> str:
+    """mla/mla-h<heads>.arch, written if new; the path relative to out_dir."""
+    folder = out_dir / "mla"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"mla-h{heads}.arch"
+    if not path.exists():
+        path.write_text(
+            "# One GPU's MLA decode attention as aiconfigurator times it (bench/"
+            "convert_aiconfigurator.py):\n"
+            "# DeepSeek-V3's latent attention (config.json: kv_lora_rank 512, qk_rope_head_dim "
+            "64,\n# qk_nope_head_dim 128, v_head_dim 128, q_lora_rank 1536, hidden 7168) with "
+            f"{heads} query heads\n# on the GPU (128 / TP {128 // heads}). Only the fused "
+            "attention over the latent cache is\n# measured; the rest is here to make a model.\n"
+            f'model "mla-h{heads}" {{\n  params {{ hidden = 7168 }}\n'
+            "  x    = embedding(tokens, vocab=16, dim=hidden)\n"
+            f"  attn = mla(x, heads={heads}, q_lora_rank=1536, kv_lora_rank=512, "
+            "qk_nope_dim=128,\n             qk_rope_dim=64, v_dim=128)\n"
+            "  passes {\n    flash_attention()\n  }\n}\n")
+    return f"mla/{path.name}"
 
 
 def collectives(data: Path, path: Path, release: str) -> int:
@@ -556,6 +635,9 @@ def main(argv: list[str]) -> None:
                 write(out / f"aiconfigurator-gemm-{device}.csv", rows)
         for device, rows in attention(data, out, release, stack, systems).items():
             write(out / f"aiconfigurator-attention-{device}.csv", rows)
+        if systems is STACK_SYSTEMS:   # vLLM's tables time whole MLA modules, not the kernel
+            for device, rows in mla(data, out, release, stack).items():
+                write(out / f"aiconfigurator-mla-{device}.csv", rows)
     collectives(data, out / "collectives.csv", release)
     stack_all_reduce(data, out / "allreduce-stacks.csv", release)
 

@@ -1,6 +1,7 @@
-"""The routed experts' own kernel figures, fitted to the measured fused-MoE kernels.
+"""The routed experts' own kernel figures, fitted to the measured fused-MoE kernels (and, with
+--mla, MLA decode attention's, fitted to the measured MLA kernels the same way).
 
-    python bench/fit_experts.py [--write] [CHIP ...]
+    python bench/fit_experts.py [--write] [--mla] [CHIP ...]
 
 For each chip and stack with MoE kernel rows (tests/data/measured/aiconfigurator-moe-<chip>
 [-<stack>].csv: bench/convert_aiconfigurator.py --moe), costdsl's calibration
@@ -38,30 +39,43 @@ SETS = {("h100", "vllm"): "nvidia-h100-sxm", ("h100", "sglang"): "nvidia-h100-sx
             ("b300", "nvidia-b300"), ("gb200", "nvidia-gb200"), ("gb300", "nvidia-gb300"))
            for stack in ("vllm", "sglang")},
         ("a100", "sglang"): "nvidia-a100-80gb"}
+MLA_SETS = {(chip, stack): device for chip, device in (
+    ("h100", "nvidia-h100-sxm"), ("h200", "nvidia-h200"), ("b200", "nvidia-b200"),
+    ("b300", "nvidia-b300"), ("gb200", "nvidia-gb200"), ("gb300", "nvidia-gb300"))
+    for stack in ("sglang", "trtllm")} | {("a100", "trtllm"): "nvidia-a100-80gb"}
+"""The MLA decode kernel rows (bench/convert_aiconfigurator.py: SGLang's and TensorRT-LLM's
+generation_mla tables; vLLM's time whole MLA modules) and the files they price."""
 FOLDS = 5
+KIND = {"moe": "MoE", "mla": "MLA decode"}
 
 
-def _families():
-    from costdsl.hardware.efficiency import EXPERT_FAMILIES
-    return EXPERT_FAMILIES | {"expert_act"}
+def _sets(kind: str) -> dict:
+    return MLA_SETS if kind == "mla" else SETS
 
 
-def _csv(chip: str, stack: str) -> Path:
-    return MEASURED / f"aiconfigurator-moe-{chip}{'' if stack == 'vllm' else '-' + stack}.csv"
+def _families(kind: str = "moe"):
+    """The families a set of `kind` fits and writes: the experts' or MLA decode's."""
+    from costdsl.hardware.efficiency import EXPERT_FAMILIES, MLA_DECODE
+    return {MLA_DECODE} if kind == "mla" else EXPERT_FAMILIES | {"expert_act"}
 
 
-def _measured(chip: str, stack: str):
+def _csv(chip: str, stack: str, kind: str = "moe") -> Path:
+    return MEASURED / f"aiconfigurator-{kind}-{chip}{'' if stack == 'vllm' else '-' + stack}.csv"
+
+
+def _measured(chip: str, stack: str, kind: str = "moe"):
     from costdsl.analysis.measurements import read_measurements, resolve
     from costdsl.cli import _load_spec
     from costdsl.hardware import load_hardware
-    hw = load_hardware(SETS[chip, stack]).with_stack(stack)
-    path = _csv(chip, stack)
+    hw = load_hardware(_sets(kind)[chip, stack]).with_stack(stack)
+    path = _csv(chip, stack, kind)
     return hw, resolve(read_measurements(path), path, hw, lambda spec: _load_spec(spec, []))
 
 
-def _with_experts(efficiency, fitted):
-    """The file's figures with the expert families of `fitted` (a calibration Fit) added."""
-    kinds = {k: v for k, v in fitted.efficiency.kinds.items() if k in _families()}
+def _with_experts(efficiency, fitted, kind: str = "moe"):
+    """The file's figures with the families of `fitted` (a calibration Fit) that a set of
+    `kind` fits added."""
+    kinds = {k: v for k, v in fitted.efficiency.kinds.items() if k in _families(kind)}
     return replace(efficiency, kinds={**efficiency.kinds, **kinds})
 
 
@@ -73,20 +87,20 @@ def _mape(measured, efficiency, index=None) -> float:
     return float(100 * np.mean(np.abs(predicted / times - 1)))
 
 
-def fit(chip: str, stack: str) -> dict:
+def fit(chip: str, stack: str, kind: str = "moe") -> dict:
     from costdsl.analysis.calibration import fit_efficiency
-    hw, measured = _measured(chip, stack)
-    source = str(_csv(chip, stack).relative_to(ROOT))
+    hw, measured = _measured(chip, stack, kind)
+    source = str(_csv(chip, stack, kind).relative_to(ROOT))
     fitted = fit_efficiency(measured, source=source, sms=hw.sms)
     held = []
     for k in range(FOLDS):
         train = [m for i, m in enumerate(measured) if i % FOLDS != k]
         test = [i for i in range(len(measured)) if i % FOLDS == k]
         fold = fit_efficiency(train, source=source, sms=hw.sms)
-        held.append(_mape(measured, _with_experts(hw.efficiency, fold), test) * len(test))
-    return {"hw": hw, "fit": fitted, "rows": len(measured), "source": source,
-            "before": _mape(measured, hw.efficiency),
-            "after": _mape(measured, _with_experts(hw.efficiency, fitted)),
+        held.append(_mape(measured, _with_experts(hw.efficiency, fold, kind), test) * len(test))
+    return {"hw": hw, "fit": fitted, "rows": len(measured), "source": source, "kind": kind,
+            "device": _sets(kind)[chip, stack], "before": _mape(measured, hw.efficiency),
+            "after": _mape(measured, _with_experts(hw.efficiency, fitted, kind)),
             "held_out": sum(held) / len(measured)}
 
 
@@ -95,17 +109,17 @@ def physical(r: dict) -> bool:
     says the table times less work than the layer's (H200 TensorRT-LLM's rows fit 1.29 for
     bf16 experts and the bound, 4, for FP8 ones), and such a fit is reported, not written."""
     return all(p.value <= 1 for p in r["fit"].parameters
-               if p.name.endswith(".compute") and p.name.split(".")[0] in _families())
+               if p.name.endswith(".compute") and p.name.split(".")[0] in _families(r["kind"]))
 
 
 def write(results: dict) -> None:
-    """Each chip's expert families into its device file, in the section of each stack (the
+    """Each chip's fitted families into its device file, in the section of each stack (the
     physical fits: `physical`)."""
     from costdsl.report.calibration import with_tables
     by_file: dict[str, list] = {}
     for (chip, stack), r in results.items():
         if physical(r):
-            by_file.setdefault(SETS[chip, stack], []).append((stack, r))
+            by_file.setdefault(r["device"], []).append((stack, r))
     for device, entries in by_file.items():
         path = ROOT / "hardware" / f"{device}.toml"
         text = path.read_text()
@@ -121,15 +135,18 @@ def _tables(r: dict) -> dict:
     params = {p.name: p for p in r["fit"].parameters}
     out = {}
     for family, own in sorted(r["fit"].efficiency.kinds.items()):
-        if family not in _families():
+        if family not in _families(r["kind"]):
             continue
+        label = KIND[r["kind"]]
         table = tomlkit.table()
-        table.add(tomlkit.comment(f"fitted by bench/fit_experts.py to {r['rows']} MoE kernel "
-                                  f"rows ({r['source']}); MoE rows held out 5-fold: "
+        table.add(tomlkit.comment(f"fitted by bench/fit_experts.py to {r['rows']} {label} "
+                                  f"kernel rows ({r['source']}); {label} rows held out 5-fold: "
                                   f"{r['held_out']:.1f}%"))
         for key, value, unit in (("bandwidth", own.bandwidth, ""), ("compute", own.compute, ""),
                                  ("launch", own.launch_s, "s"), ("rows", own.rows, ""),
-                                 ("overlap", own.overlap, "")):
+                                 ("overlap", own.overlap, ""),
+                                 ("split_bandwidth", own.split_bandwidth, ""),
+                                 ("split_launch", own.split_launch_s, "s")):
             if value is None:
                 continue
             p = params.get(f"{family}.{key}")
@@ -159,15 +176,16 @@ def _duration(seconds: float) -> str:
 
 def main(argv: list[str]) -> None:
     results = {}
+    kind = "mla" if "--mla" in argv else "moe"
     chips = [a for a in argv if not a.startswith("--")]   # none: every chip
-    for chip, stack in SETS:
+    for chip, stack in _sets(kind):
         if chips and chip not in chips:
             continue
-        r = results[chip, stack] = fit(chip, stack)
+        r = results[chip, stack] = fit(chip, stack, kind)
         figures = ", ".join(f"{p.name} {p.value:.4g}" for p in r["fit"].parameters
-                            if p.name.split(".")[0] in _families())
+                            if p.name.split(".")[0] in _families(kind))
         print(f"{chip} {stack} ({r['rows']} rows): MAPE {r['before']:.1f}% as shipped -> "
-              f"{r['after']:.1f}% with the experts' figures ({r['held_out']:.1f}% held out)"
+              f"{r['after']:.1f}% with their own figures ({r['held_out']:.1f}% held out)"
               + ("" if physical(r) else ": a compute fraction above 1, not written")
               + f"\n  {figures}")
     if "--write" in argv:

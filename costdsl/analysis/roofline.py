@@ -30,7 +30,7 @@ from ..hardware import Hardware
 from ..hardware.collectives import AllReduce
 from ..hardware.efficiency import (GEMM_FAMILIES, GEMM_TILE, SPLIT_FAMILIES, TILE_FAMILIES,
                                    WEIGHT_ONLY_GEMMS, efficiency_kind, fills_by_rows, kv_family,
-                                   typed_family, weight_only_family)
+                                   latent_family, typed_family, weight_only_family)
 from .. import symbols as S
 from .allreduce import all_reduce_time
 from .numbers import compute_seconds, memory_seconds
@@ -606,8 +606,9 @@ def family_of(node: Node, ctype: str | None, kernels: str | None = None,
     """The name the op's figures are looked up under in its compute type: kind_of, with a
     narrow GEMM's own (fp8_gemm; fp8_block_gemm where its weights carry group-wise scales) and,
     given the bitwidths' values, decode attention's over a narrow KV cache (kv_family)."""
-    family = typed_family(kind_of(node, kernels), node.engine, ctype,
-                          bool(node.scale_bits.get("weight")))
+    family = latent_family(typed_family(kind_of(node, kernels), node.engine, ctype,
+                                        bool(node.scale_bits.get("weight"))),
+                           bool(node.attrs.get("latent")))
     if bits is None:
         return family
     if node.engine == "matrix" and "weight" in node.operands:

@@ -17,6 +17,8 @@ of the file):
     bandwidth = 0.76          # paged attention) when it differs from prefill's; else `attention`
     [efficiency.decode_attention_kv8]  # optional: decode's over an 8-bit (FP8) cache (KV_FAMILIES)
     bandwidth = 0.51
+    [efficiency.decode_attention_mla]  # optional: decode's over an MLA latent cache (MLA_DECODE)
+    compute = 0.57
     [efficiency.w4a16_expert]  # optional: INT4 weight-only routed experts (WEIGHT_ONLY_GEMMS,
     bandwidth = 0.43          # EXPERT_FAMILIES; w4a16_mx_* for MXFP4 weights)
     compute = 0.11
@@ -166,7 +168,17 @@ cache at their own rate, not at half the bf16 kernel's time: in aiconfigurator's
 FP8-cache decode kernels on the H200 take 0.8 to 0.92 of the bf16 kernel's time where the bytes
 say 0.5, TensorRT-LLM's on Hopper less than the bytes say. Without a table of its own, decode's."""
 
+MLA_DECODE = "decode_attention_mla"
+"""Decode's attention over a latent cache (MLA, absorbed: DeepSeek-V2/V3, Kimi K2) is a kernel
+of its own (FlashMLA, FlashInfer's and TensorRT-LLM's MLA kernels): every query head of a
+sequence reads one shared 576-wide latent row per cached token, so it does heads x 1,088
+operations a cached token for 1,152 bytes and runs near the compute roof where GQA's kernel
+streams. In aiconfigurator's tables SGLang's on the H200 takes 18.3 us for one sequence of
+1,023 tokens at 64 heads, which GQA decode's figures priced at 10.3. `[efficiency.
+decode_attention_mla]` (any cache width); without it, decode's."""
+
 FALLBACK = {"decode_attention": "attention", "decode_attention_kv8": "decode_attention",
+            MLA_DECODE: "decode_attention",
             "decode_attention_kv4": "decode_attention_kv8",
             **{f"{t}_gemm": "linear" for t in NARROW_GEMM_TYPES},
             **{f"{t}_block_gemm": f"{t}_gemm" for t in NARROW_GEMM_TYPES},
@@ -184,7 +196,7 @@ def lineage(family: str):
         family = FALLBACK.get(family, "")
 
 
-ATTENTION_FAMILIES = frozenset({"attention", "decode_attention"}) | KV_FAMILIES
+ATTENTION_FAMILIES = frozenset({"attention", "decode_attention", MLA_DECODE}) | KV_FAMILIES
 """The attention kernels' efficiency tables (prefill's and decode's, decode's by KV cache type):
 families of several op kinds, not op kinds themselves."""
 
@@ -196,7 +208,7 @@ TILE_FAMILIES = frozenset({"linear"}) | GEMM_FAMILIES | WEIGHT_ONLY_GEMMS
 """The families that may give `tiles` and `output_bytes`: the dense GEMMs (not the routed
 experts', whose grouped kernels tile by expert)."""
 
-SPLIT_FAMILIES = frozenset({"decode_attention"}) | KV_FAMILIES
+SPLIT_FAMILIES = frozenset({"decode_attention", MLA_DECODE}) | KV_FAMILIES
 """The kernels that may give `split_bandwidth` and `split_launch`: decode's attention, which the
 stacks run unsplit (one block per sequence and KV head streaming the cache) or split over the
 cache with a reduction after (multi-block, split-KV), whichever their heuristics expect faster:
@@ -480,6 +492,12 @@ def operand_format(family: str) -> str:
     if tail in ("gemm", "expert") and f"{head}_gemm" in WEIGHT_ONLY_GEMMS:
         return head.replace("_", "-")
     return ""
+
+
+def latent_family(family: str, latent: bool) -> str:
+    """Decode's attention family for a kernel over a latent (MLA) cache: MLA_DECODE; any other
+    family, or attention over keys and values, unchanged."""
+    return MLA_DECODE if latent and family == "decode_attention" else family
 
 
 def kv_family(family: str, kv_bits: float | None) -> str:

@@ -570,7 +570,9 @@ def _mla_parts(name: str, x: Tensor, a: dict) -> tuple[list[tuple], set[str]]:
     else:
         parts.append(("q", "linear", (x.name,), q, h * (dn + dr), {**_DENSE, "out": h * (dn + dr)}))
     latent = f"{name}.latent"
-    attn = {"heads": h, "kv_heads": sympy.Integer(1), "causal": "true", "window": a["window"]}
+    # latent: the kernel reads a latent cache (its own efficiency family, MLA_DECODE)
+    attn = {"heads": h, "kv_heads": sympy.Integer(1), "causal": "true", "window": a["window"],
+            "latent": c}
     selected, cached = (), {latent}
     if a["index_heads"] != 0:
         indexed, selected, index_key = _indexer_parts(
