@@ -482,24 +482,29 @@ def mla(data: Path, out_dir: Path, release: str, stack: str) -> dict[str, list[d
 MLA_OP = "attn[qk+softmax+sv]"
 
 
+def _write_new(path: Path, text) -> None:
+    """Write `path` (its folder made) with text() where it does not exist yet: a model file
+    the rows name, shared by every table that times the same shape."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        path.write_text(text())
+
+
 def _mla_model(out_dir: Path, heads: int) -> str:
     """mla/mla-h<heads>.arch, written if new; the path relative to out_dir."""
-    folder = out_dir / "mla"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"mla-h{heads}.arch"
-    if not path.exists():
-        path.write_text(
-            "# One GPU's MLA decode attention as aiconfigurator times it (bench/"
-            "convert_aiconfigurator.py):\n"
-            "# DeepSeek-V3's latent attention (config.json: kv_lora_rank 512, qk_rope_head_dim "
-            "64,\n# qk_nope_head_dim 128, v_head_dim 128, q_lora_rank 1536, hidden 7168) with "
-            f"{heads} query heads\n# on the GPU (128 / TP {128 // heads}). Only the fused "
-            "attention over the latent cache is\n# measured; the rest is here to make a model.\n"
-            f'model "mla-h{heads}" {{\n  params {{ hidden = 7168 }}\n'
-            "  x    = embedding(tokens, vocab=16, dim=hidden)\n"
-            f"  attn = mla(x, heads={heads}, q_lora_rank=1536, kv_lora_rank=512, "
-            "qk_nope_dim=128,\n             qk_rope_dim=64, v_dim=128)\n"
-            "  passes {\n    flash_attention()\n  }\n}\n")
+    path = out_dir / "mla" / f"mla-h{heads}.arch"
+    _write_new(path, lambda: (
+        "# One GPU's MLA decode attention as aiconfigurator times it (bench/"
+        "convert_aiconfigurator.py):\n"
+        "# DeepSeek-V3's latent attention (config.json: kv_lora_rank 512, qk_rope_head_dim "
+        "64,\n# qk_nope_head_dim 128, v_head_dim 128, q_lora_rank 1536, hidden 7168) with "
+        f"{heads} query heads\n# on the GPU (128 / TP {128 // heads}). Only the fused "
+        "attention over the latent cache is\n# measured; the rest is here to make a model.\n"
+        f'model "mla-h{heads}" {{\n  params {{ hidden = 7168 }}\n'
+        "  x    = embedding(tokens, vocab=16, dim=hidden)\n"
+        f"  attn = mla(x, heads={heads}, q_lora_rank=1536, kv_lora_rank=512, "
+        "qk_nope_dim=128,\n             qk_rope_dim=64, v_dim=128)\n"
+        "  passes {\n    flash_attention()\n  }\n}\n"))
     return f"mla/{path.name}"
 
 
@@ -567,18 +572,16 @@ def _moe_model(out_dir: Path, hidden: int, ffn: int, experts: int, top_k: int,
     written if new; returns the path relative to out_dir."""
     name = f"moe-{hidden}x{ffn}-e{experts}k{top_k}"
     folder = out_dir / "moe"
-    folder.mkdir(parents=True, exist_ok=True)
     base = folder / f"{name}.arch"
-    if not base.exists():
-        base.write_text(
-            "# One MoE layer's routed experts as aiconfigurator times them (bench/"
-            "convert_aiconfigurator.py):\n"
-            f"# hidden {hidden}, {experts} experts of {ffn} (one GPU's share), top {top_k}, "
-            "SwiGLU. Only y's\n# gate, up, act and down are measured (the router is another "
-            "kernel).\n"
-            f'model "{name}" {{\n  params {{ hidden = {hidden} }}\n'
-            "  x = embedding(tokens, vocab=16, dim=hidden)\n"
-            f"  y = moe(x, experts={experts}, top_k={top_k}, ffn={ffn})\n}}\n")
+    _write_new(base, lambda: (
+        "# One MoE layer's routed experts as aiconfigurator times them (bench/"
+        "convert_aiconfigurator.py):\n"
+        f"# hidden {hidden}, {experts} experts of {ffn} (one GPU's share), top {top_k}, "
+        "SwiGLU. Only y's\n# gate, up, act and down are measured (the router is another "
+        "kernel).\n"
+        f'model "{name}" {{\n  params {{ hidden = {hidden} }}\n'
+        "  x = embedding(tokens, vocab=16, dim=hidden)\n"
+        f"  y = moe(x, experts={experts}, top_k={top_k}, ffn={ffn})\n}}\n"))
     suffix, quantize = MOE_FORMATS[fmt]
     if not suffix:
         return f"moe/{base.name}"
