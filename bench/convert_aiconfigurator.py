@@ -444,6 +444,7 @@ MLA_HEADS = (8, 16, 32, 64, 128)
 ones served; 1 to 4 (TP 32 to 128) launch and reduce more than they compute."""
 MLA_LATENT = 512 + 64
 """A cached token's latent row: kv_lora_rank 512 and the rotary key's 64 (DeepSeek-V3)."""
+MLA_OP = "attn[qk+softmax+sv]"   # the fused attention of mla/mla-h<heads>.arch
 
 
 def mla(data: Path, out_dir: Path, release: str, stack: str) -> dict[str, list[dict]]:
@@ -452,11 +453,9 @@ def mla(data: Path, out_dir: Path, release: str, stack: str) -> dict[str, list[d
     `attn[qk+softmax+sv]` of mla/mla-h<heads>.arch."""
     out = {}
     for system, (short, hw) in MLA_SYSTEMS.items():
-        if not (data / system / "mla" / stack).is_dir():
-            continue
         try:
             records, version, path = _table(data, system, "mla", "generation_mla_perf", stack)
-        except FileNotFoundError:   # a version of module tables alone
+        except FileNotFoundError:   # no MLA tables, or a version of module tables alone
             continue
         if version != STACK_VERSIONS[system, stack]:
             continue   # not the kernels the section's other figures are
@@ -477,9 +476,6 @@ def mla(data: Path, out_dir: Path, release: str, stack: str) -> dict[str, list[d
         if rows:
             out[short + _suffix(stack)] = rows
     return out
-
-
-MLA_OP = "attn[qk+softmax+sv]"
 
 
 def _write_new(path: Path, text) -> None:
@@ -638,7 +634,7 @@ def main(argv: list[str]) -> None:
                 write(out / f"aiconfigurator-gemm-{device}.csv", rows)
         for device, rows in attention(data, out, release, stack, systems).items():
             write(out / f"aiconfigurator-attention-{device}.csv", rows)
-        if systems is STACK_SYSTEMS:   # vLLM's tables time whole MLA modules, not the kernel
+        if stack in OTHER_STACKS:   # vLLM's tables time whole MLA modules, not the kernel
             for device, rows in mla(data, out, release, stack).items():
                 write(out / f"aiconfigurator-mla-{device}.csv", rows)
     collectives(data, out / "collectives.csv", release)

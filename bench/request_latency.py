@@ -45,9 +45,6 @@ CHIPS = {   # costdsl device, system; AIConfigurator system, stack, version
     "rtxpro6000": ("nvidia-rtx-pro-6000", "nvidia-rtx-pro-6000-8x", "rtx_pro_6000_server", "vllm",
                    "0.24.0"),
     "b60": ("intel-arc-pro-b60", "intel-arc-pro-b60-4x", "b60", "vllm", "0.26.0")}
-FP8_WEIGHT_ONLY = {"b60"}
-"""Chips whose stack runs FP8 GEMMs weight-only (no FP8 matrix units: FP8 weights widened to
-bf16; bench/convert_aiconfigurator.py FP8_WEIGHT_ONLY): fp8 is W8A16 there."""
 BATCHES = (1, 8, 64, 256)
 FORMATS = ("bf16", "fp8")
 PROMPT, GEN = 1024, 128
@@ -107,7 +104,8 @@ def costdsl_latency(configs: list[dict]) -> list[dict]:
             .with_framework(None)
         # fp8: the stacks' W8A8 GEMMs (weights and the GEMM's input in FP8, quantised on the
         # fly); the activations between them, the all-reduces and the LM head stay bf16
-        acts = "" if c["chip"] in FP8_WEIGHT_ONLY else "acts=8, "
+        # a chip without FP8 matrix units (no fp8 peak: the B60) runs FP8 GEMMs weight-only
+        acts = "acts=8, " if "fp8" in hw.peak else ""
         fp8 = [f'quantize(weights=8, {acts}ops="{FP8_GEMMS}")'] if c["format"] == "fp8" else []
         model = costdsl.load(ROOT / "models" / f"{c['model']}.arch",
                              passes=fp8 + ["fuse_serving()"])

@@ -18,6 +18,7 @@ from conftest import DATA, ROOT, gemm_rows, held_out, judged, own_rows
 MEASURED = DATA / "measured"
 CHIPS = {"h100": "nvidia-h100-sxm", "h200": "nvidia-h200", "b200": "nvidia-b200",
          "b300": "nvidia-b300", "gb200": "nvidia-gb200", "gb300": "nvidia-gb300"}
+DEVICES = {**CHIPS, "a100": "nvidia-a100-80gb"}   # the files of the converted tables' chips
 GEMM_FAMILIES = ("gemm", "gemm-fp8", "gemm-fp8-tp", "gemm-fp8block", "gemm-nvfp4")
 
 
@@ -414,7 +415,8 @@ def test_every_answer_names_its_stack(capsys):
     for name, argv in answers.items():
         code, out, err = run(argv, capsys)
         line = next(l for l in out.splitlines() if l.startswith("time model"))
-        assert "efficiency (sglang 0.5.14's kernels from the hardware file" in line, name
+        assert "efficiency (sglang 0.5.14's kernels: achieved fractions and launch costs of " \
+               "the hardware file" in line, name
         if name == "sensitivity":   # its JSON is keyed by stage alone
             continue
         data = json.loads(run(argv + ["--format", "json"], capsys)[1])
@@ -611,9 +613,8 @@ def test_moe_kernels_are_judged_by_their_stack(chip, stack, limit, capsys):
     for the datasheet roofline. TensorRT-LLM's fits are not written (a compute fraction above
     the peak): its rows keep the dense figures (H100 23.7%, H200 27.5%)."""
     suffix = "" if stack == "vllm" else f"-{stack}"
-    chips = {"h100": "nvidia-h100-sxm", "a100": "nvidia-a100-80gb"}
     code, out, err = run(["validate", str(MEASURED / f"aiconfigurator-moe-{chip}{suffix}.csv"),
-                          "--hw", chips.get(chip, f"nvidia-{chip}"), "--stack", stack,
+                          "--hw", DEVICES[chip], "--stack", stack,
                           "--format", "json"], capsys)
     models = json.loads(out)["models"]
     assert models["calibrated"]["by_kind"]["expert_linear"]["rows"] > 500
@@ -641,11 +642,6 @@ def test_block_fp8_experts_by_hand_on_the_h200():
     assert b300.bandwidth_for("fp8_block_expert") == pytest.approx(0.7887 * 7.75e12)
     trtllm = b300.with_stack("trtllm")
     assert trtllm.bandwidth_for("fp8_block_expert") == trtllm.bandwidth_for("linear")
-
-
-MLA_CHIPS = {"h100": "nvidia-h100-sxm", "h200": "nvidia-h200", "b200": "nvidia-b200",
-             "b300": "nvidia-b300", "gb200": "nvidia-gb200", "gb300": "nvidia-gb300",
-             "a100": "nvidia-a100-80gb"}
 
 
 def test_latent_attention_decodes_with_a_family_of_its_own():
@@ -682,7 +678,7 @@ def test_mla_decode_kernels_are_the_fit_of_their_rows(chip, stack, limit):
     stack's [stack.NAME.decode_attention_mla]: the file's figures are the fit of those rows,
     and the rows' error held out stays under the limit where decode's figures missed by
     14-74%."""
-    hw = load_hardware(MLA_CHIPS[chip]).with_stack(stack)
+    hw = load_hardware(DEVICES[chip]).with_stack(stack)
     path = MEASURED / f"aiconfigurator-mla-{chip}-{stack}.csv"
     measured = resolve(read_measurements(path), path, hw, costdsl.load)
     assert {p.family for m in measured for p in m.pieces} == {"decode_attention_mla"}

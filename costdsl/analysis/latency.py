@@ -41,11 +41,11 @@ class Latency:
     framework: object = None      # its serving engine's figures (hardware Framework), if any
     closed_forms: Callable[[], tuple] | None = field(default=None, repr=False, compare=False)
     encoder: "Encoder | None" = None  # a multimodal prompt's vision encoder, in ttft_s
+    """Builds (step time, decode total, request total) when first asked: solving the step's
+    crossovers in seq and summing its pieces costs about a second, the numbers a millisecond."""
     memory: object = field(default=None, compare=False)
     """One device's bytes over the request (MemoryNumbers, read when first asked): the prefill's
     peak and the last decode step's, whose cache holds seq + gen - 1 tokens."""
-    """Builds (step time, decode total, request total) when first asked: solving the step's
-    crossovers in seq and summing its pieces costs about a second, the numbers a millisecond."""
 
     @cached_property
     def _forms(self) -> tuple:

@@ -9,7 +9,7 @@ from . import printing
 from .units import seconds, si
 from .jsonsafe import dumps
 from .jsonout import devices_dict, memory_dict
-from .tables import framework_text, memory_text
+from .tables import memory_text, priced_by
 
 if TYPE_CHECKING:
     from ..analysis.crossover import CrossoverAnswer
@@ -197,14 +197,7 @@ def latency_text(l: Latency, spec=None, strategy: str | None = None,
     return "\n".join(head + [
         f"one decode step with s cached tokens (s) = {printing.text(l.step_time)}",
         f"whole request in g generated tokens (s)  = {printing.text(l.request_total)}",
-        f"time model: {l.time_model}" + (f" ({l.stack}'s kernels: achieved fractions and "
-                                         "launch costs of the hardware file"
-                                         f"{framework_text(l.framework)}; --ideal for the "
-                                         "datasheet roofline)" if l.stack else
-                                         " (achieved fractions and launch costs of the "
-                                         f"hardware file{framework_text(l.framework)}; --ideal "
-                                         "for the datasheet roofline)"
-                                         if l.time_model != "ideal" else " roofline"),
+        f"time model: {priced_by(l.time_model, l.stack, l.framework)}",
     ]) + "\n"
 
 

@@ -91,14 +91,14 @@ def time_model(hw, settings=None) -> str:
 
 
 def priced_by(time_model: str, stack: str | None, framework=None) -> str:
-    """Which model priced an answer that lists no per-op figures (plan, simulate, search...):
+    """Which model priced an answer that lists no per-op figures (latency, plan, simulate...):
     the ideal roofline, or the stack whose kernels the hardware file's figures describe, and
     its serving engine's figures."""
     if time_model == "ideal":
         return "ideal roofline (datasheet peak and bandwidth, no launch cost)"
-    kernels = f"{stack}'s kernels" if stack else "fitted figures"
-    return (f"{time_model} ({kernels} from the hardware file{framework_text(framework)}; "
-            "--ideal for the datasheet roofline)")
+    kernels = f"{stack}'s kernels: " if stack else ""
+    return (f"{time_model} ({kernels}achieved fractions and launch costs of the hardware file"
+            f"{framework_text(framework)}; --ideal for the datasheet roofline)")
 
 
 def priced_line(hw) -> str:
