@@ -127,6 +127,9 @@ def test_the_fit_keeps_the_split_only_where_the_data_ask():
     ("[efficiency.rmsnorm]\nsplit_bandwidth = 0.9\n", "rmsnorm is not a decode attention kernel"),
     ("[efficiency.decode_attention]\nsplit_launch = \"fast\"\n", "decode_attention.split_launch"),
     ("[efficiency.decode_attention]\nsplit_bandwidth = 5\n", "expected a fraction in (0, 4]"),
+    # one figure of the pair was dropped without a word: the split regime needs both
+    ("[efficiency.decode_attention_mla]\nsplit_bandwidth = 0.7\n",
+     "decode_attention_mla.split_bandwidth without its pair"),
 ])
 def test_bad_split_figures(section, message, tmp_path, capsys):
     assert message in rejected_section(section, tmp_path, capsys)

@@ -184,8 +184,9 @@ def test_a_bare_length_is_a_fixed_one():
     assert list(plain.prompt) == list(fixed.prompt) == [512] * 20
     assert list(plain.output) == [64] * 20
     assert list(plain.arrival_s) == list(fixed.arrival_s)
-    with pytest.raises(CostDSLError, match="lengths must be from 1"):
-        synthetic(1, 10, "0", "fixed(5)")
+    for bad in ("0", "-5"):
+        with pytest.raises(CostDSLError, match="lengths must be from 1"):
+            synthetic(1, 10, bad, "fixed(5)")
 
 
 def test_no_room_for_a_cache_says_what_took_the_memory():

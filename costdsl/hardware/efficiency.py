@@ -612,6 +612,12 @@ def parse_efficiency(table: dict, fail, parse_quantity, kinds: set[str],
                 if "split_launch" in value else None,
                 launch(value["floor"], f"{key}.floor") if "floor" in value else None,
                 launch(value["one_row"], f"{key}.one_row") if "one_row" in value else None)
+            split = {"split_bandwidth", "split_launch"} & set(value)
+            if len(split) == 1:   # one alone would be dropped without a word (Efficiency.split_for)
+                given = split.pop()
+                raise fail(f"efficiency {key}.{given} without its pair: the split regime is a "
+                           "rate and a fixed cost, split_bandwidth and split_launch",
+                           f"efficiency.{key}.{given}", "give both, or neither")
         else:
             raise fail(f"unknown key {key!r} in [efficiency]", f"efficiency.{key}",
                        "keys: bandwidth, launch, source, measured_as, stack, "
@@ -619,7 +625,7 @@ def parse_efficiency(table: dict, fail, parse_quantity, kinds: set[str],
                        "[efficiency.framework], and a table per op kind ([efficiency.attention], "
                        "[efficiency.decode_attention], [efficiency.rmsnorm], ...), narrow "
                        "GEMM type ([efficiency.fp8_gemm], ...), KV cache "
-                       "([efficiency.decode_attention_kv8], _kv4), weight-only format "
+                       "([efficiency.decode_attention_kv8], _kv4, _mla), weight-only format "
                        "([efficiency.w4a16_gemm], w4a16_expert, w4a16_mx_*, w8a16_*) or routed "
                        "experts' kernel ([efficiency.expert_linear], fp8_expert, ...)")
     compute = top.get("compute", {})

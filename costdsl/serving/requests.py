@@ -209,7 +209,8 @@ def _count(cell: str, column: str, path: str, line: int) -> int:
 # --- synthetic streams ----------------------------------------------------------------------------
 
 _DISTRIBUTION = re.compile(r"^\s*([a-z]+)\s*\(\s*([^)]*)\)\s*$")
-_BARE_LENGTH = re.compile(r"^\s*[0-9]+(\.[0-9]*)?([eE][+-]?[0-9]+)?\s*$")
+_BARE_LENGTH = re.compile(r"^\s*-?[0-9]+(\.[0-9]*)?([eE][+-]?[0-9]+)?\s*$")   # signed: a
+# negative length is refused as a length ("from 1 to ..."), not as an unknown distribution
 _ARGS = {"lognormal": 2, "uniform": 2, "normal": 2, "fixed": 1}
 
 
