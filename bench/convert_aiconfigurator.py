@@ -42,6 +42,11 @@ under tests/data/measured/ by default:
   absorbed attention over a bf16 latent cache, DeepSeek-V3's shapes at MLA_HEADS heads a GPU)
   of the HBM chips (MLA_SYSTEMS), as the attn[qk+softmax+sv] of mla/mla-h<heads>.arch; the
   [stack.NAME.decode_attention_mla] figures are fitted to them (bench/fit_experts.py --mla).
+- aiconfigurator-mla-context-<chip>-{sglang,trtllm}.csv: the MLA prefill kernels of the same
+  chips (context_mla: attention over per-head keys and values up-projected from the latent,
+  192 wide keys and 128 wide values, the up-projection not timed), PREFILL_BATCH prompts of
+  128 to 32,768 tokens, as the same op of the same models in prefill; judged against the
+  stack's prefill attention figures (no fit of their own).
 - aiconfigurator-gemm-{w4a16,w8a16,int8}-a100-trtllm.csv: TensorRT-LLM 1.0.0's weight-only
   GEMMs (INT4 and INT8 weights, bf16 activations) and SmoothQuant's W8A8 INT8 GEMMs on the A100
   (INT8_FORMATS), the same shapes and sizes, as gemm/gemm-NxK-{w4a16,w8a16,int8}.arch.
@@ -447,14 +452,18 @@ MLA_LATENT = 512 + 64
 MLA_OP = "attn[qk+softmax+sv]"   # the fused attention of mla/mla-h<heads>.arch
 
 
-def mla(data: Path, out_dir: Path, release: str, stack: str) -> dict[str, list[dict]]:
-    """By file: the MLA decode kernels of each chip under `stack` (its generation_mla table:
-    absorbed attention over a bf16 latent cache), the median of repeated rows, as the
-    `attn[qk+softmax+sv]` of mla/mla-h<heads>.arch."""
+def mla(data: Path, out_dir: Path, release: str, stack: str,
+        stage: str = "decode") -> dict[str, list[dict]]:
+    """By file: the MLA kernels of each chip under `stack`, the median of repeated rows, as the
+    `attn[qk+softmax+sv]` of mla/mla-h<heads>.arch: decode's (generation_mla: absorbed
+    attention over a bf16 latent cache) or, stage "prefill", the prompt's (context_mla: the
+    expanded form, per-head keys and values up-projected from the latent, without that
+    up-projection; PREFILL_BATCH sequences of 128 tokens or more)."""
+    table = {"decode": "generation_mla_perf", "prefill": "context_mla_perf"}[stage]
     out = {}
     for system, (short, hw) in MLA_SYSTEMS.items():
         try:
-            records, version, path = _table(data, system, "mla", "generation_mla_perf", stack)
+            records, version, path = _table(data, system, "mla", table, stack)
         except FileNotFoundError:   # no MLA tables, or a version of module tables alone
             continue
         if version != STACK_VERSIONS[system, stack]:
@@ -462,20 +471,37 @@ def mla(data: Path, out_dir: Path, release: str, stack: str) -> dict[str, list[d
         times: dict[tuple, list[float]] = {}
         for r in records:
             if r["kv_cache_dtype"] == "bfloat16" and r["mla_dtype"] == "bfloat16" and \
-                    r["num_heads"] in MLA_HEADS and r["batch_size"] in DECODE_BATCH and \
-                    r["isl"] == 1 and r["step"] in DECODE_STEPS and \
-                    not _cache_in_l2(system, r, MLA_LATENT):
-                key = (r["num_heads"], r["batch_size"], r["step"], r["kernel_source"])
+                    r["num_heads"] in MLA_HEADS and _mla_row(system, r, stage):
+                length = r["step"] if stage == "decode" else r["isl"]
+                key = (r["num_heads"], r["batch_size"], length, r["kernel_source"])
                 times.setdefault(key, []).append(r["latency"])
+        absorbed = stage == "prefill" and (system, stack) in ABSORBED_PREFILL
         rows = []
-        for (heads, batch, step, kernel), latencies in sorted(times.items()):
-            model = _mla_model(out_dir, heads)
-            rows.append(row(hw, model, "decode", batch, step, MLA_OP, median(latencies),
+        for (heads, batch, length, kernel), latencies in sorted(times.items()):
+            model = _mla_model(out_dir, heads, absorbed)
+            rows.append(row(hw, model, stage, batch, length, MLA_OP, median(latencies),
                             f"aiconfigurator-core {release} {path} ({stack} {version}, kernel "
                             f"{kernel})"))
         if rows:
             out[short + _suffix(stack)] = rows
     return out
+
+
+ABSORBED_PREFILL = {("h100_sxm", "sglang"), ("h200_sxm", "sglang")}
+"""The tables whose prefill kernel runs absorbed, over the latent (SGLang's FA3 MLA on Hopper):
+on the H200 its 8,192-token prompts at 128 heads take 15.9 ms, 173 TFLOP/s counted as the
+expanded form (18% of the bf16 peak, flat from 3,072 to 32,768 tokens) and 589 counted as the
+absorbed one (60%, the rate TensorRT-LLM's expanded kernel reaches: 571); SGLang's Blackwell
+tables fit the expanded form. Their rows name mla/mla-h<heads>-absorbed.arch (prefill=absorbed)."""
+
+
+def _mla_row(system: str, r: dict, stage: str) -> bool:
+    """Whether a row of an MLA table is one the files keep: decode's batches and cache lengths
+    (the cache not in the L2), the prompts' batches and lengths of 128 tokens or more."""
+    if stage == "decode":
+        return r["batch_size"] in DECODE_BATCH and r["isl"] == 1 and \
+            r["step"] in DECODE_STEPS and not _cache_in_l2(system, r, MLA_LATENT)
+    return r["batch_size"] in PREFILL_BATCH and r["isl"] >= 128 and r["step"] == 0
 
 
 def _write_new(path: Path, text) -> None:
@@ -486,20 +512,25 @@ def _write_new(path: Path, text) -> None:
         path.write_text(text())
 
 
-def _mla_model(out_dir: Path, heads: int) -> str:
-    """mla/mla-h<heads>.arch, written if new; the path relative to out_dir."""
-    path = out_dir / "mla" / f"mla-h{heads}.arch"
+def _mla_model(out_dir: Path, heads: int, absorbed: bool = False) -> str:
+    """mla/mla-h<heads>.arch (-absorbed: its prompt over the latent), written if new; the path
+    relative to out_dir."""
+    path = out_dir / "mla" / f"mla-h{heads}{'-absorbed' if absorbed else ''}.arch"
     _write_new(path, lambda: (
-        "# One GPU's MLA decode attention as aiconfigurator times it (bench/"
+        "# One GPU's MLA attention as aiconfigurator times it (bench/"
         "convert_aiconfigurator.py):\n"
         "# DeepSeek-V3's latent attention (config.json: kv_lora_rank 512, qk_rope_head_dim "
         "64,\n# qk_nope_head_dim 128, v_head_dim 128, q_lora_rank 1536, hidden 7168) with "
         f"{heads} query heads\n# on the GPU (128 / TP {128 // heads}). Only the fused "
-        "attention over the latent cache is\n# measured; the rest is here to make a model.\n"
-        f'model "mla-h{heads}" {{\n  params {{ hidden = 7168 }}\n'
+        "attention is measured (decode's over the\n# latent cache, the prompt's over keys "
+        "and values up-projected from it"
+        f"{': here over the latent too' if absorbed else ''});\n"
+        "# the rest is here to make a model.\n"
+        f'model "{path.stem}" {{\n  params {{ hidden = 7168 }}\n'
         "  x    = embedding(tokens, vocab=16, dim=hidden)\n"
         f"  attn = mla(x, heads={heads}, q_lora_rank=1536, kv_lora_rank=512, "
-        "qk_nope_dim=128,\n             qk_rope_dim=64, v_dim=128)\n"
+        "qk_nope_dim=128,\n             qk_rope_dim=64, v_dim=128"
+        f"{', prefill=absorbed' if absorbed else ''})\n"
         "  passes {\n    flash_attention()\n  }\n}\n"))
     return f"mla/{path.name}"
 
@@ -637,6 +668,8 @@ def main(argv: list[str]) -> None:
         if stack in OTHER_STACKS:   # vLLM's tables time whole MLA modules, not the kernel
             for device, rows in mla(data, out, release, stack).items():
                 write(out / f"aiconfigurator-mla-{device}.csv", rows)
+            for device, rows in mla(data, out, release, stack, "prefill").items():
+                write(out / f"aiconfigurator-mla-context-{device}.csv", rows)
     collectives(data, out / "collectives.csv", release)
     stack_all_reduce(data, out / "allreduce-stacks.csv", release)
 

@@ -1,7 +1,9 @@
 """The routed experts' own kernel figures, fitted to the measured fused-MoE kernels (and, with
---mla, MLA decode attention's, fitted to the measured MLA kernels the same way).
+--mla, MLA decode attention's, fitted to the measured MLA kernels the same way; with
+--mla-prefill, a prompt's MLA attention's, [efficiency.attention_mla], to the context MLA
+kernels of aiconfigurator-mla-context-<chip>-<stack>.csv).
 
-    python bench/fit_experts.py [--write] [--mla] [CHIP ...]
+    python bench/fit_experts.py [--write] [--mla | --mla-prefill] [CHIP ...]
 
 For each chip and stack with MoE kernel rows (tests/data/measured/aiconfigurator-moe-<chip>
 [-<stack>].csv: bench/convert_aiconfigurator.py --moe), costdsl's calibration
@@ -43,20 +45,23 @@ MLA_SETS = {(chip, stack): device for chip, device in (
     ("h100", "nvidia-h100-sxm"), ("h200", "nvidia-h200"), ("b200", "nvidia-b200"),
     ("b300", "nvidia-b300"), ("gb200", "nvidia-gb200"), ("gb300", "nvidia-gb300"))
     for stack in ("sglang", "trtllm")} | {("a100", "trtllm"): "nvidia-a100-80gb"}
-"""The MLA decode kernel rows (bench/convert_aiconfigurator.py: SGLang's and TensorRT-LLM's
-generation_mla tables; vLLM's time whole MLA modules) and the files they price."""
+"""The MLA kernel rows (bench/convert_aiconfigurator.py: SGLang's and TensorRT-LLM's
+generation_mla and context_mla tables; vLLM's time whole MLA modules) and the files they
+price."""
 FOLDS = 5
-KIND = {"moe": "MoE", "mla": "MLA decode"}
+KIND = {"moe": "MoE", "mla": "MLA decode", "mla-context": "MLA prefill"}
 
 
 def _sets(kind: str) -> dict:
-    return MLA_SETS if kind == "mla" else SETS
+    return SETS if kind == "moe" else MLA_SETS
 
 
 def _families(kind: str = "moe"):
-    """The families a set of `kind` fits and writes: the experts' or MLA decode's."""
-    from costdsl.hardware.efficiency import EXPERT_FAMILIES, MLA_DECODE
-    return {MLA_DECODE} if kind == "mla" else EXPERT_FAMILIES | {"expert_act"}
+    """The families a set of `kind` fits and writes: the experts', MLA decode's or a prompt's
+    MLA attention's."""
+    from costdsl.hardware.efficiency import EXPERT_FAMILIES, MLA_DECODE, MLA_PREFILL
+    return {"mla": {MLA_DECODE}, "mla-context": {MLA_PREFILL}}.get(
+        kind, EXPERT_FAMILIES | {"expert_act"})
 
 
 def _csv(chip: str, stack: str, kind: str = "moe") -> Path:
@@ -152,7 +157,9 @@ def _tables(r: dict) -> dict:
             p = params.get(f"{family}.{key}")
             item = tomlkit.item(_duration(value) if unit else
                                 (value if isinstance(value, bool) else round(value, 4)))
-            if p is not None and unit and not 0 < (p.stderr or 0) <= 10 * value:
+            if key in ("rows", "overlap"):
+                item.comment("chosen: fits better")
+            elif p is not None and unit and not 0 < (p.stderr or 0) <= 10 * value:
                 # every row launches each of the kernel's parts once: their sum is pinned,
                 # not the split
                 item.comment(f"fitted: one of the fused kernel's launches, {p.rows} rows")
@@ -162,8 +169,6 @@ def _tables(r: dict) -> dict:
             elif p is not None:   # a singular fit: the figure, but no spread to give
                 item.comment(f"fitted: {p.rows} rows, no standard error (collinear with the "
                              "launches)")
-            elif key in ("rows", "overlap"):
-                item.comment("chosen: fits better")
             table.add(key, item)
         table.add(tomlkit.nl())
         out[family] = table
@@ -176,7 +181,7 @@ def _duration(seconds: float) -> str:
 
 def main(argv: list[str]) -> None:
     results = {}
-    kind = "mla" if "--mla" in argv else "moe"
+    kind = "mla" if "--mla" in argv else "mla-context" if "--mla-prefill" in argv else "moe"
     chips = [a for a in argv if not a.startswith("--")]   # none: every chip
     for chip, stack in _sets(kind):
         if chips and chip not in chips:

@@ -2,7 +2,8 @@
 
 MLA: H = 2 heads, q_lora_rank 4, C = kv_lora_rank 4, Dn = 2, Dr = 2, Dv = 2, on hidden 8.
 Mamba: Di = d_inner 16, N = d_state 2, K = d_conv 3, R = dt_rank 2. Batch b = 2, seq s = 5:
-prefill n = 10 rows, Lq = Lk = 5; decode n = 2 rows, Lq = 1, Lk = 6. Each tuple is
+prefill n = 10 rows, Lq = Lk = 5; decode n = 2 rows, Lq = 1, Lk = 6. Prefill's MLA runs
+expanded (per-head keys and values up-projected from the latent), decode's absorbed. Each tuple is
 (operations, elements read by class, elements written by class, parameters), derived beside
 it from the rules' docstrings in costdsl/graph/costs.py.
 """
@@ -20,21 +21,25 @@ PREFILL = {
     "layers.a.q_a": (640, {"act": 80, "weight": 32}, {"act": 40}, 32),
     "layers.a.q_norm": (160, {"act": 40, "weight": 4}, {"act": 40}, 4),
     "layers.a.q": (640, {"act": 40, "weight": 32}, {"act": 80}, 32),
-    # absorb: 2 n H Dn C + 3 n H Dr = 320 + 120; reads q 80 + cos/sin 2 n Dr = 40, W_UK
-    # H Dn C = 16; writes n H (C + Dr) = 120
-    "layers.a.absorb": (440, {"act": 120, "weight": 16}, {"act": 120}, 16),
+    # prefill runs expanded (a dense MLA): absorb up-projects the context's latents, L = b s
+    # = 10 rows, by both halves of kv_b_proj: 2 L C H (Dn + Dv) = 640, + RoPE 3 n H Dr = 120;
+    # reads q 80 + cos/sin 2 n Dr = 40, the latent L C = 40, W_UK H Dn C = 16 and W_UV
+    # H C Dv = 16; writes the query n H (Dn + Dr) = 80 and the keys and values
+    # L H (Dn + Dr + Dv) = 120
+    "layers.a.absorb": (760, {"act": 120, "kv": 40, "weight": 32}, {"act": 200}, 16),
     # kv_a 8 -> C + Dr = 6: 2 n 8 6 = 960
     "layers.a.kv_a": (960, {"act": 80, "weight": 48}, {"act": 60}, 48),
     # cache: 4 n C + 3 n Dr = 160 + 60; reads 60 + cos/sin 40, gain 4; writes 60 to the cache
     "layers.a.cache": (220, {"act": 100, "weight": 4}, {"kv": 60}, 4),
-    # qk over C + Dr = 6 dims, one KV head: 2 b H Lq Lk 6 = 1200; Q b Lq H 6 = 120,
-    # latent b Lk 6 = 60; scores b H Lq Lk = 100
-    "layers.a.qk": (1200, {"act": 120, "kv": 60}, {"act": 100}, 0),
+    # qk over the expanded keys, Dn + Dr = 4 dims, one per head: 2 b H Lq Lk 4 = 800;
+    # Q b Lq H 4 = 80, K b Lk H 4 = 80 (activations); scores b H Lq Lk = 100
+    "layers.a.qk": (800, {"act": 160}, {"act": 100}, 0),
     "layers.a.softmax": (500, {"act": 100}, {"act": 100}, 0),
-    # xV over the C = 4 dims of the latent: 2 b H Lq Lk 4 = 800; reads P 100, b Lk 4 = 40
-    "layers.a.sv": (800, {"act": 100, "kv": 40}, {"act": 80}, 0),
-    # v_up: 2 n H C Dv = 320; reads n H C = 80, W_UV H C Dv = 16; writes n H Dv = 40
-    "layers.a.v_up": (320, {"act": 80, "weight": 16}, {"act": 40}, 16),
+    # xV over the expanded values, Dv = 2 dims: 2 b H Lq Lk 2 = 400; reads P 100 and
+    # V b Lk H 2 = 40; writes b Lq H Dv = 40
+    "layers.a.sv": (400, {"act": 140}, {"act": 40}, 0),
+    # v_up: the output is already n H Dv = 40 wide: read and written, no arithmetic
+    "layers.a.v_up": (0, {"act": 40}, {"act": 40}, 16),
     "layers.o": (640, {"act": 40, "weight": 32}, {"act": 80}, 32),
     "layers.h": (80, {"act": 160}, {"act": 80}, 0),
     # in_proj 8 -> 2 Di = 32: 2 n 8 32 = 5120

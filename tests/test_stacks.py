@@ -646,9 +646,9 @@ def test_block_fp8_experts_by_hand_on_the_h200():
 
 def test_latent_attention_decodes_with_a_family_of_its_own():
     """MLA's absorbed attention reads one shared latent row a cached token (kv_heads 1, 576
-    wide): in decode it is decode_attention_mla, in prefill attention's kernel as before, and
-    GQA's decode stays decode_attention. Without a table of its own it takes decode's figures
-    (the L40S's, whose MLA tables are not converted)."""
+    wide): in decode it is decode_attention_mla; a prompt's (expanded) is attention_mla, and
+    GQA's decode stays decode_attention. Without a table of its own each takes decode's or
+    prefill's figures (the L40S's, whose MLA tables are not converted)."""
     from costdsl.analysis.roofline import family_of
     def family(model, stage):
         graph = costdsl.load(model, passes=["fuse_serving()"]).graph(stage)
@@ -656,10 +656,72 @@ def test_latent_attention_decodes_with_a_family_of_its_own():
                   if graph.nodes[n]["op"].kind == "flash_attention")
         return family_of(op, "fp16", stage)
     assert family("kimi-k2.5", "decode") == "decode_attention_mla"
-    assert family("kimi-k2.5", "prefill") == "attention"
+    assert family("kimi-k2.5", "prefill") == "attention_mla"
     assert family("llama-3-8b", "decode") == "decode_attention"
+    assert family("llama-3-8b", "prefill") == "attention"
     l40s = load_hardware("nvidia-l40s")
     assert l40s.bandwidth_for("decode_attention_mla") == l40s.bandwidth_for("decode_attention")
+    assert l40s.efficiency.compute_for("fp16", "attention_mla") == \
+        l40s.efficiency.compute_for("fp16", "attention")
+
+
+@pytest.mark.parametrize("chip,stack,limit", [
+    # held out 5-fold on the prompt rows alone (bench/fit_experts.py --mla-prefill), and with
+    # prefill attention's figures before: H100 4.6 / 6.3 (8.5 / 27.3), H200 5.3 / 6.3
+    # (9.1 / 28.6), B200 6.8 / 7.1 (10.1 / 39.3), B300 7.3 / 8.1 (8.9 / 40.1), GB200
+    # 10.3 / 9.2 (12.4 / 40.4), GB300 6.9 / 8.2 (9.7 / 38.7), A100 TensorRT-LLM 6.1 (24.8)
+    ("h100", "sglang", 5.5), ("h100", "trtllm", 7), ("h200", "sglang", 6),
+    ("h200", "trtllm", 7), ("b200", "sglang", 7.5), ("b200", "trtllm", 8),
+    ("b300", "sglang", 8), ("b300", "trtllm", 9), ("gb200", "sglang", 11),
+    ("gb200", "trtllm", 10), ("gb300", "sglang", 7.5), ("gb300", "trtllm", 9),
+    ("a100", "trtllm", 7)])
+def test_mla_prefill_kernels_are_the_fit_of_their_rows(chip, stack, limit):
+    """SGLang's and TensorRT-LLM's MLA prefill kernels (aiconfigurator-core's context_mla
+    tables, DeepSeek-V3's shapes at 8 to 128 heads a GPU, 1 to 16 prompts of 128 to 32,768
+    tokens) give each stack's [stack.NAME.attention_mla]: the file's figures are the fit of
+    those rows (the expanded form's work, but on the Hopper chips under SGLang, whose rows
+    name mla-h<heads>-absorbed.arch), and their error held out stays under the limit."""
+    hw, measured, own, refit = _mla_fit(chip, stack, "mla-context", "attention_mla")
+    absorbed = {m.row.model.endswith("-absorbed.arch") for m in measured}
+    assert absorbed == {chip in ("h100", "h200") and stack == "sglang"}
+    assert own.overlap is False and refit.overlap is False
+    assert (own.compute, own.launch_s) == pytest.approx((refit.compute, refit.launch_s),
+                                                        rel=5e-3)   # written to 3 figures
+    table, _ = held_out(measured, hw)
+    assert table.overall_mape < limit
+
+
+def _mla_fit(chip: str, stack: str, rows: str, family: str):
+    """The chip's file under `stack`, its MLA rows (aiconfigurator-<rows>-<chip>-<stack>.csv:
+    every one priced by `family`), the file's figures for the family and their refit."""
+    hw = load_hardware(DEVICES[chip]).with_stack(stack)
+    path = MEASURED / f"aiconfigurator-{rows}-{chip}-{stack}.csv"
+    measured = resolve(read_measurements(path), path, hw, costdsl.load)
+    assert {p.family for m in measured for p in m.pieces} == {family}
+    refit = fit_efficiency(measured, sms=hw.sms).efficiency.kinds[family]
+    return hw, measured, hw.efficiency.kinds[family], refit
+
+
+def test_deepseek_prefill_attends_expanded_heads_on_the_h200_under_trtllm():
+    """One prompt of 8,192 tokens through DeepSeek-V3's 128 heads on one H200 (TensorRT-LLM
+    1.3.0rc20's context MLA: 4.816 ms measured). Expanded, the kernel does 2 H (N (N + 1) / 2)
+    (192 + 128) = 2.749e12 operations (causal: half the pairs), 571 TFLOP/s measured: 58% of
+    the 989.4 TFLOPS bf16 peak. Absorbed, over the latent, the same kernel would do
+    2 H (N (N + 1) / 2) (576 + 512) = 9.346e12 (3.4x): 1,941 TFLOP/s, twice the peak, so the
+    kernel runs the expanded form, and costdsl prices it so: within 10% of the measurement
+    (4.95 ms; the absorbed form's operations at the same figures take 3.2x it)."""
+    hw = load_hardware("nvidia-h200").with_stack("trtllm")
+    def attention(form):
+        model = costdsl.load(MEASURED / "mla" / f"mla-h128{form}.arch")
+        a = model.analyze(hw, batch=1, seq=8192, stages=("prefill",))
+        return next(o for o in a.stages["prefill"].ops if o.name == "attn[qk+softmax+sv]")
+    op, absorbed = attention(""), attention("-absorbed")
+    pairs = 8192 * 8193 / 2
+    assert op.flops == pytest.approx(2 * 128 * pairs * (192 + 128) + 5 * 128 * pairs)
+    assert absorbed.flops == pytest.approx(2 * 128 * pairs * (576 + 512) + 5 * 128 * pairs)
+    assert op.time_s == pytest.approx(4.816e-3, rel=0.1)
+    assert 2 * 128 * pairs * (576 + 512) / (4.816e-3 * 989.4e12) > 1.9   # twice the peak
+    assert absorbed.time_s > 3 * 4.816e-3
 
 
 @pytest.mark.parametrize("chip,stack,limit", [
@@ -678,12 +740,7 @@ def test_mla_decode_kernels_are_the_fit_of_their_rows(chip, stack, limit):
     stack's [stack.NAME.decode_attention_mla]: the file's figures are the fit of those rows,
     and the rows' error held out stays under the limit where decode's figures missed by
     14-74%."""
-    hw = load_hardware(DEVICES[chip]).with_stack(stack)
-    path = MEASURED / f"aiconfigurator-mla-{chip}-{stack}.csv"
-    measured = resolve(read_measurements(path), path, hw, costdsl.load)
-    assert {p.family for m in measured for p in m.pieces} == {"decode_attention_mla"}
-    own = hw.efficiency.kinds["decode_attention_mla"]
-    refit = fit_efficiency(measured, sms=hw.sms).efficiency.kinds["decode_attention_mla"]
+    hw, measured, own, refit = _mla_fit(chip, stack, "mla", "decode_attention_mla")
     assert (own.bandwidth, own.launch_s) == pytest.approx((refit.bandwidth, refit.launch_s),
                                                           rel=5e-3)   # written to 3 figures
     table, mape = held_out(measured, hw)

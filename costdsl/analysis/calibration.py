@@ -40,8 +40,9 @@ import numpy as np
 
 from ..errors import CostDSLError
 from ..hardware.efficiency import (ATTENTION_FAMILIES, EXPERT_FAMILIES, FALLBACK, GEMM_FAMILIES,
-                                   MAX_FRACTION, SPLIT_FAMILIES, TILE_FAMILIES, WEIGHT_ONLY_GEMMS,
-                                   Efficiency, KindEfficiency, Tile, lineage, split_owner)
+                                   MAX_FRACTION, MLA_PREFILL, SPLIT_FAMILIES, TILE_FAMILIES,
+                                   WEIGHT_ONLY_GEMMS, Efficiency, KindEfficiency, Tile, lineage,
+                                   split_owner)
 from .measurements import Measured, predict
 
 MAX_LAUNCH_S = 1e-3   # a launch cost above a millisecond is not a kernel launch
@@ -82,10 +83,11 @@ is what every small call of the family waits for: vLLM's block-FP8 GEMMs, 113 of
 rows, not a patch for a handful of slow rows: the L40S's FP8 shards at m = 1,024, 6 of 231),
 and decode attention's split (a split no row runs is no regime: the L40S's TensorRT-LLM FP8
 cache would keep one at 4% of the bandwidth only to refuse the one it inherits)."""
-SERIAL_CANDIDATES = frozenset({"attention"})
-"""Families tried with `overlap = false`: prefill's FlashAttention, whose blocks load their
-query tile before the loop over keys and write their output after it (decode's kernels stream
-the cache past one query row: nothing of note outside the loop)."""
+SERIAL_CANDIDATES = frozenset({"attention", MLA_PREFILL})
+"""Families tried with `overlap = false`: prefill's FlashAttention (a latent attention's
+too), whose blocks load their query tile before the loop over keys and write their output
+after it (decode's kernels stream the cache past one query row: nothing of note outside the
+loop)."""
 
 
 class CalibrationError(CostDSLError):

@@ -182,6 +182,36 @@ def linear(op, ins, out, site):
         out_shape=(n, d_out))
 
 
+EXPANDED_STAGES = ("prefill",)
+"""The stages where a dense MLA attends expanded keys and values: a prompt. Decode, a
+speculative verification and the general step attend the latent (absorbed), as the stacks
+run a query of a few tokens (vLLM's MLA sends a request down its decode path up to its decode
+threshold; a step of one token is a decode step). A long chunk over a cache, which the stacks
+up-project too, is priced absorbed by `step`: its attention at up to 3.4x the operations."""
+
+
+def expands(attrs, site: Site) -> bool:
+    """Whether a dense MLA's op runs expanded at `site` (in prefill)."""
+    return attrs.get("expanded") == "true" and site.stage in EXPANDED_STAGES
+
+
+def attention_form(attrs, site: Site):
+    """An attention op's attributes as its kernel runs at `site`: a dense MLA's in prefill over
+    expanded keys and values, one per query head (kv_heads = heads) of expanded_dim, not over
+    the latent (TensorRT-LLM's context MLA times as such a kernel: 571 TFLOP/s counted so on the
+    H200 at 8,192 tokens, where the absorbed form's operations would be 1,941, twice the
+    peak); any other attention's unchanged."""
+    if not expands(attrs, site):
+        return attrs
+    return {**attrs, "kv_heads": attrs["heads"], "head_dim": attrs["expanded_dim"]}
+
+
+def _kv_source(attrs, tensor: Tensor, site: Site) -> tuple[str, str]:
+    """(name, class) of the keys or values an attention op reads: the cache it is given, or a
+    dense MLA's expanded keys and values in prefill (activations the absorption op wrote)."""
+    return (attrs["expanded_kv"], "act") if expands(attrs, site) else (tensor.name, tensor.cls)
+
+
 def _attention_sizes(a, rows: str, site: Site):
     """b, H, Hkv, d, Lq, Lk of an attention op whose queries cover `rows` positions.
     With a sliding window W, Lk = min(context, W): a decode step reads at most W cached
@@ -203,9 +233,10 @@ def qk_matmul(op, ins, out, site):
     (b Lk Hkv d, read once per KV head: query heads of a group share it); writes the full
     score matrix b H Lq Lk, mask included."""
     q, k, *selected = ins
-    b, h, hkv, d, lq, lk = _attention_sizes(op.attrs, q.rows, site)
+    b, h, hkv, d, lq, lk = _attention_sizes(attention_form(op.attrs, site), q.rows, site)
     return Cost(2 * b * h * lq * lk * d,
-                (Access(q.name, q.cls, b * lq * h * d), Access(k.name, k.cls, b * lk * hkv * d))
+                (Access(q.name, q.cls, b * lq * h * d),
+                 Access(*_kv_source(op.attrs, k, site), b * lk * hkv * d))
                 + tuple(Access(t.name, t.cls, b * lq * lk) for t in selected),
                 (Access(out.name, out.cls, b * h * lq * lk),), sympy.Integer(0),
                 (b, h, lq, lk))
@@ -392,9 +423,10 @@ def sv_matmul(op, ins, out, site):
     """O = P V for every head: operations 2 b H Lq Lk d; reads P (b H Lq Lk) and the cached V
     (b Lk Hkv d); writes O (b Lq H d)."""
     p, v = ins
-    b, h, hkv, d, lq, lk = _attention_sizes(op.attrs, p.rows, site)
+    b, h, hkv, d, lq, lk = _attention_sizes(attention_form(op.attrs, site), p.rows, site)
     return Cost(2 * b * h * lq * lk * d,
-                (Access(p.name, p.cls, b * h * lq * lk), Access(v.name, v.cls, b * lk * hkv * d)),
+                (Access(p.name, p.cls, b * h * lq * lk),
+                 Access(*_kv_source(op.attrs, v, site), b * lk * hkv * d)),
                 (Access(out.name, out.cls, b * lq * h * d),), sympy.Integer(0),
                 (b * lq, h * d))
 
@@ -433,7 +465,7 @@ def off_chip_passes(passes, head_bytes):
 
 def flash_attention(attrs, q: str, k: str, v: str, out: str, rows: str, site: Site,
                     v_dim=None, block_rows=None, causal: bool = True, name: str = "",
-                    selected: tuple[str, ...] = ()) -> Cost:
+                    selected: tuple[str, ...] = (), expanded: bool = False) -> Cost:
     """FlashAttention: QK^T, softmax and xV in one kernel; the score matrix stays on chip.
 
     Loop order of FlashAttention-2: each thread block holds Br query rows (Q and O tiles) and
@@ -458,20 +490,27 @@ def flash_attention(attrs, q: str, k: str, v: str, out: str, rows: str, site: Si
                     (softmax) on the vector units, as the three unfused ops; no score matrix
                     is written. dv is the value width (d unless given). With sinks, each
                     softmax row holds one logit more and the H sinks (of op `name`) are read;
-                    a sparse attention reads the positions its indexer selected (b Lq Lk)."""
+                    a sparse attention reads the positions its indexer selected (b Lq Lk).
+    `expanded`: a dense MLA in prefill (attention_form): its keys and values are the
+    activations its absorption op wrote (`attrs` expanded_kv), one per query head, not a cache."""
     b, h, hkv, d, lq, lk = _attention_sizes(attrs, rows, site)
     if causal and rows == "all":
         lk = attended(site.cached + (site.new + 1) / 2, attrs)
     dv = d if v_dim is None else v_dim
     group = h / hkv
-    rows_per_block = block_rows if block_rows is not None else flash_rows(d, S.a_bits, S.kv_bits)
+    kv_bits = S.a_bits if expanded else S.kv_bits
+    rows_per_block = block_rows if block_rows is not None else flash_rows(d, S.a_bits, kv_bits)
     passes = sympy.Max(1, group * lq / rows_per_block)
-    head_bytes = lk * (d if k == v else d + dv) * S.kv_bits / 8
+    shared = k == v and not expanded     # an MLA latent: keys and values in one row
+    head_bytes = lk * (d if shared else d + dv) * kv_bits / 8
     passes = off_chip_passes(passes, head_bytes)
     scores = b * h * lq * lk
-    kv_reads = ((Access(k, "kv", b * lk * hkv * d * passes),) if k == v else
-                (Access(k, "kv", b * lk * hkv * d * passes),
-                 Access(v, "kv", b * lk * hkv * dv * passes)))
+    if expanded:
+        k = v = attrs["expanded_kv"]
+    cls = "act" if expanded else "kv"
+    kv_reads = ((Access(k, cls, b * lk * hkv * d * passes),) if shared else
+                (Access(k, cls, b * lk * hkv * d * passes),
+                 Access(v, cls, b * lk * hkv * dv * passes)))
     logits = scores + b * h * lq * sink_logits(attrs)
     sinks = sink_weights(name, attrs)
     picks = tuple(Access(t, "act", b * lq * lk) for t in selected)
@@ -538,14 +577,28 @@ def expert_linear(op, ins, out, site):
 def mla_absorb(op, ins, out, site):
     """q_nope W_UK^T for each head (Dn -> C) and RoPE on q_pe (Dr): operations 2 n H Dn C +
     3 n H Dr; reads q (n H (Dn + Dr)), W_UK (H Dn C) and the cos/sin rows (2 n Dr); writes
-    n H (C + Dr). Holds H Dn C parameters: the key half of kv_b_proj."""
+    n H (C + Dr). Holds H Dn C parameters: the key half of kv_b_proj.
+    Expanded (a dense MLA in prefill, EXPANDED_STAGES): no absorption; the context's
+    latents (L = b (cached + new) rows of C: the prompt's) are up-projected by both halves of kv_b_proj, as
+    one GEMM: operations 2 L C H (Dn + Dv) + 3 n H Dr; reads q, the latent rows (KV class),
+    W_UK and W_UV (the value half, held by `v_up`) and the cos/sin rows; writes the rotated
+    query (n H (Dn + Dr)) and the keys and values, L H (Dn + Dr + Dv) (each head's key takes
+    the shared rotary part, as the stacks concatenate it)."""
     (q,) = ins
     a = op.attrs
     n, h, c, dn, dr = _rows_of(out, site), a["heads"], a["kv_lora_rank"], a["qk_nope_dim"], \
         a["qk_rope_dim"]
-    return Cost(2 * n * h * dn * c + 3 * n * h * dr,
-                (_read(q, n), _weight(op, "w_uk", h * dn * c),
-                 Access(f"{op.name}.cos_sin", "act", 2 * n * dr)),
+    rope = (3 * n * h * dr, Access(f"{op.name}.cos_sin", "act", 2 * n * dr))
+    if expands(a, site):
+        dv, context = a["v_dim"], S.batch * site.context
+        return Cost(2 * context * c * h * (dn + dv) + rope[0],
+                    (_read(q, n), Access(f"{op.group}.latent", "kv", context * c),
+                     _weight(op, "w_uk", h * dn * c),
+                     Access(f"{op.group}.v_up.w_uv", "weight", h * c * dv), rope[1]),
+                    (Access(out.name, out.cls, n * h * (dn + dr) + context * h * (dn + dr + dv)),),
+                    h * dn * c, (n, out.width))
+    return Cost(2 * n * h * dn * c + rope[0],
+                (_read(q, n), _weight(op, "w_uk", h * dn * c), rope[1]),
                 (_write(out, site),), h * dn * c, (n, out.width))
 
 
@@ -566,10 +619,19 @@ def mla_cache(op, ins, out, site):
 @rule("mla_v_up")
 def mla_v_up(op, ins, out, site):
     """o_latent W_UV for each head (C -> Dv): operations 2 n H C Dv; reads n H C and W_UV
-    (H C Dv); writes n H Dv. Holds H C Dv parameters: the value half of kv_b_proj."""
+    (H C Dv); writes n H Dv. Holds H C Dv parameters: the value half of kv_b_proj.
+    Expanded (a dense MLA in prefill): the values were up-projected before the attention (by
+    `absorb`), whose output is already n H Dv: this op only lays it out for the output
+    projection (reads and writes n H Dv, no arithmetic: vLLM's copy of the output where its
+    FlashAttention-2 path pads the value width to the key's; TensorRT-LLM's kernel writes the
+    layout itself, where this is one pass over the output too many: 5% of the attention's time
+    at 4,096 tokens, under 1% at 32,768, at DeepSeek-V3's shapes on the H200)."""
     (x,) = ins
     a = op.attrs
     n, h, c, dv = _rows_of(out, site), a["heads"], a["kv_lora_rank"], a["v_dim"]
+    if expands(a, site):
+        return Cost(sympy.Integer(0), (Access(x.name, x.cls, n * h * dv),),
+                    (_write(out, site),), h * c * dv, (n, out.width))
     return Cost(2 * n * h * c * dv, (_read(x, n), _weight(op, "w_uv", h * c * dv)),
                 (_write(out, site),), h * c * dv, (n, out.width))
 

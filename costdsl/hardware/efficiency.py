@@ -19,6 +19,8 @@ of the file):
     bandwidth = 0.51
     [efficiency.decode_attention_mla]  # optional: decode's over an MLA latent cache (MLA_DECODE)
     compute = 0.57
+    [efficiency.attention_mla]  # optional: a prompt's MLA attention (MLA_PREFILL)
+    compute = 0.55
     [efficiency.w4a16_expert]  # optional: INT4 weight-only routed experts (WEIGHT_ONLY_GEMMS,
     bandwidth = 0.43          # EXPERT_FAMILIES; w4a16_mx_* for MXFP4 weights)
     compute = 0.11
@@ -177,8 +179,17 @@ streams. In aiconfigurator's tables SGLang's on the H200 takes 18.3 us for one s
 1,023 tokens at 64 heads, which GQA decode's figures priced at 10.3. `[efficiency.
 decode_attention_mla]` (any cache width); without it, decode's."""
 
+MLA_PREFILL = "attention_mla"
+"""A prompt's attention in a latent attention (MLA) is a kernel of its own too: over per-head
+keys and values up-projected from the latent, 192 wide keys and 128 wide values at
+DeepSeek-V3's shapes (TensorRT-LLM's context MLA, FlashAttention's varlen kernel in vLLM), or
+over the latent itself where a stack runs it absorbed (SGLang's FA3 MLA on Hopper: the mla op's
+prefill=absorbed). Priced with GQA prefill's figures (head_dim 128), TensorRT-LLM's on the H200
+miss by 29% (up to 2x at a few thousand tokens). `[efficiency.attention_mla]`; without it,
+prefill attention's (`attention`)."""
+
 FALLBACK = {"decode_attention": "attention", "decode_attention_kv8": "decode_attention",
-            MLA_DECODE: "decode_attention",
+            MLA_DECODE: "decode_attention", MLA_PREFILL: "attention",
             "decode_attention_kv4": "decode_attention_kv8",
             **{f"{t}_gemm": "linear" for t in NARROW_GEMM_TYPES},
             **{f"{t}_block_gemm": f"{t}_gemm" for t in NARROW_GEMM_TYPES},
@@ -196,7 +207,8 @@ def lineage(family: str):
         family = FALLBACK.get(family, "")
 
 
-ATTENTION_FAMILIES = frozenset({"attention", "decode_attention", MLA_DECODE}) | KV_FAMILIES
+ATTENTION_FAMILIES = frozenset({"attention", "decode_attention", MLA_DECODE, MLA_PREFILL}) \
+    | KV_FAMILIES
 """The attention kernels' efficiency tables (prefill's and decode's, decode's by KV cache type):
 families of several op kinds, not op kinds themselves."""
 
@@ -495,9 +507,11 @@ def operand_format(family: str) -> str:
 
 
 def latent_family(family: str, latent: bool) -> str:
-    """Decode's attention family for a kernel over a latent (MLA) cache: MLA_DECODE; any other
-    family, or attention over keys and values, unchanged."""
-    return MLA_DECODE if latent and family == "decode_attention" else family
+    """The attention family of a latent attention's (MLA's) kernel: MLA_DECODE in decode,
+    MLA_PREFILL in prefill; any other family, or attention without a latent, unchanged."""
+    if not latent:
+        return family
+    return {"decode_attention": MLA_DECODE, "attention": MLA_PREFILL}.get(family, family)
 
 
 def kv_family(family: str, kv_bits: float | None) -> str:

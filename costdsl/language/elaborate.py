@@ -555,10 +555,20 @@ def _mla_parts(name: str, x: Tensor, a: dict) -> tuple[list[tuple], set[str]]:
     """mla -> query projection (optionally through a low-rank q_a / norm / q_b), absorption of
     W_UK into the query, the latent KV projection and its cache entry, attention over the latent
     (one shared KV head: qk over kv_lora + rope dims, xV over the kv_lora dims), and the W_UV
-    up-projection. Weight-absorbed form, as DeepSeek-V2's paper describes for inference."""
+    up-projection. Weight-absorbed form, as DeepSeek-V2's paper describes for inference, in
+    decode. A dense MLA's prefill runs expanded (costs.attention_form, as the stacks and
+    DeepSeek's own inference do): the same ops price the latent's up-projection to per-head keys
+    and values (both halves of kv_b_proj, in `absorb`, written beside the query) and attention
+    over them, Dn + Dr wide keys and Dv wide values per head, where the absorbed form would do
+    (C + Dr) + C operations a pair per head: 3.4x DeepSeek-V3's. prefill=absorbed keeps the
+    absorbed form there too (SGLang's FA3 MLA on Hopper), and a sparse MLA (DeepSeek Sparse
+    Attention: an indexer) stays over the latent in both stages, as its kernels do."""
     h, c, dn, dr, dv = (a["heads"], a["kv_lora_rank"], a["qk_nope_dim"], a["qk_rope_dim"],
                         a["v_dim"])
-    dims = {"heads": h, "kv_lora_rank": c, "qk_nope_dim": dn, "qk_rope_dim": dr, "v_dim": dv}
+    dense = a["index_heads"] == 0
+    expanded = dense and a["prefill"] == "expanded"
+    dims = {"heads": h, "kv_lora_rank": c, "qk_nope_dim": dn, "qk_rope_dim": dr, "v_dim": dv,
+            "expanded": "true" if expanded else "false"}
     parts = []
     q = f"{name}.q"
     if a["q_lora_rank"] != 0:
@@ -574,23 +584,25 @@ def _mla_parts(name: str, x: Tensor, a: dict) -> tuple[list[tuple], set[str]]:
     attn = {"heads": h, "kv_heads": sympy.Integer(1), "causal": "true", "window": a["window"],
             "latent": c}
     selected, cached = (), {latent}
-    if a["index_heads"] != 0:
+    if not dense:
         indexed, selected, index_key = _indexer_parts(
             name, x, a, f"{name}.q_norm" if a["q_lora_rank"] != 0 else x.name)
         parts += indexed
         cached.add(index_key)
         attn = {**attn, "select": a["index_topk"]}
+    # the expanded form's widths, and the tensor its keys and values are written to
+    keys, values = ({"expanded": "true", "expanded_dim": dim, "expanded_kv": f"{name}.q_latent"}
+                    if expanded else {} for dim in (dn + dr, dv))
     parts += [
         ("absorb", "mla_absorb", (q,), f"{name}.q_latent", h * (c + dr), dims),
         ("kv_a", "linear", (x.name,), f"{name}.kv_a", c + dr, {**_DENSE, "out": c + dr}),
         ("cache", "mla_cache", (f"{name}.kv_a",), latent, c + dr, dims),
         ("qk", "qk_matmul", (f"{name}.q_latent", latent, *selected), f"{name}.scores",
-         sympy.Integer(0),
-         {**attn, "head_dim": c + dr}),
+         sympy.Integer(0), {**attn, "head_dim": c + dr, **keys}),
         ("softmax", "softmax", (f"{name}.scores",), f"{name}.probs", sympy.Integer(0),
-         {**attn, "head_dim": c + dr}),
+         {**attn, "head_dim": c + dr, **keys}),
         ("sv", "sv_matmul", (f"{name}.probs", latent), f"{name}.o_latent", h * c,
-         {**attn, "head_dim": c}),
+         {**attn, "head_dim": c, **values}),
         ("v_up", "mla_v_up", (f"{name}.o_latent",), name, h * dv, dims),
     ]
     return parts, cached

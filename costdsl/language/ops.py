@@ -276,12 +276,18 @@ def _sv(ins, a):
            index_dim=Dim(default=128, doc="width of an indexer head and of its cached key "
                                           "(index_head_dim)"),
            index_topk=Dim(default=2048, doc="cached tokens the indexer selects per query "
-                                            "(index_topk)"))
+                                            "(index_topk)"),
+           prefill=Choice(("expanded", "absorbed"), "expanded",
+                          "the prompt's form: attention over per-head keys and values "
+                          "up-projected from the latent (vLLM, TensorRT-LLM, SGLang on "
+                          "Blackwell), or over the latent as in decode (SGLang's FA3 MLA on "
+                          "Hopper); a sparse MLA (index_heads) is absorbed in both"))
 def _mla(ins, a):
     """Multi-head latent attention (DeepSeek-V2): the KV cache holds one latent of
-    kv_lora_rank + qk_rope_dim per token, shared by all heads; the key and value up-projections
-    are absorbed into the query and the output. Returns heads x v_dim (the o projection is
-    written after it, as after `attention`)."""
+    kv_lora_rank + qk_rope_dim per token, shared by all heads; in decode the key and value
+    up-projections are absorbed into the query and the output, in prefill (prefill=expanded)
+    the latent is up-projected to per-head keys and values. Returns heads x v_dim (the o
+    projection is written after it, as after `attention`)."""
     return a["heads"] * a["v_dim"]
 
 

@@ -7,7 +7,8 @@ from dataclasses import replace
 
 import networkx as nx
 
-from ..costs import FLASH_MIN_ROWS, SITES, flash_attention as flash_cost, flash_sram_needed
+from ..costs import (FLASH_MIN_ROWS, SITES, attention_form, expands,
+                     flash_attention as flash_cost, flash_sram_needed)
 from ..schema import nodes
 from ... import symbols as S
 from .fusion import merge, contract
@@ -54,12 +55,14 @@ def flash_attention(graph: nx.DiGraph, block=None, causal=1) -> nx.DiGraph:
         fused = merge(graph, [qk, soft, sv], kind="flash_attention")
         q, k, *selected = qk.inputs      # a sparse attention also reads its indexer's choice
         v = sv.inputs[1]
-        a = qk.attrs
+        a = attention_form(qk.attrs, site)   # a dense MLA's prefill: expanded keys and values
         rows = "all" if qk.out_shape[2] == site.new else "last"
-        cost = flash_cost(a, q, k, v, sv.output, rows, site, v_dim=sv.attrs["head_dim"],
+        cost = flash_cost(a, q, k, v, sv.output, rows, site,
+                          v_dim=attention_form(sv.attrs, site)["head_dim"],
                           block_rows=block, causal=bool(causal), name=soft.name,
-                          selected=tuple(selected))
-        needed = flash_sram_needed(a["head_dim"], S.a_bits, S.kv_bits,
+                          selected=tuple(selected), expanded=expands(a, site))
+        needed = flash_sram_needed(a["head_dim"], S.a_bits,
+                                   S.a_bits if expands(a, site) else S.kv_bits,
                                    block if block is not None else FLASH_MIN_ROWS)
         attrs = {**a, "kinds": fused.attrs["kinds"], "sram_needed": needed,
                  "block_rows": block if block is not None else FLASH_MIN_ROWS}
