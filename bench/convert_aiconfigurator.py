@@ -45,8 +45,10 @@ under tests/data/measured/ by default:
 - aiconfigurator-mla-context-<chip>-{sglang,trtllm}.csv: the MLA prefill kernels of the same
   chips (context_mla: attention over per-head keys and values up-projected from the latent,
   192 wide keys and 128 wide values, the up-projection not timed), PREFILL_BATCH prompts of
-  128 to 32,768 tokens, as the same op of the same models in prefill; judged against the
-  stack's prefill attention figures (no fit of their own).
+  128 to 32,768 tokens, as the same op of the same models in prefill, every stack's rows as
+  the expanded form's work (SGLang's FA3 kernel on Hopper runs the prompt absorbed: its figures
+  are its time per expanded operation); [stack.NAME.attention_mla] is fitted to them
+  (bench/fit_experts.py --mla-prefill).
 - aiconfigurator-gemm-{w4a16,w8a16,int8}-a100-trtllm.csv: TensorRT-LLM 1.0.0's weight-only
   GEMMs (INT4 and INT8 weights, bf16 activations) and SmoothQuant's W8A8 INT8 GEMMs on the A100
   (INT8_FORMATS), the same shapes and sizes, as gemm/gemm-NxK-{w4a16,w8a16,int8}.arch.
@@ -475,24 +477,15 @@ def mla(data: Path, out_dir: Path, release: str, stack: str,
                 length = r["step"] if stage == "decode" else r["isl"]
                 key = (r["num_heads"], r["batch_size"], length, r["kernel_source"])
                 times.setdefault(key, []).append(r["latency"])
-        absorbed = stage == "prefill" and (system, stack) in ABSORBED_PREFILL
         rows = []
         for (heads, batch, length, kernel), latencies in sorted(times.items()):
-            model = _mla_model(out_dir, heads, absorbed)
+            model = _mla_model(out_dir, heads)
             rows.append(row(hw, model, stage, batch, length, MLA_OP, median(latencies),
                             f"aiconfigurator-core {release} {path} ({stack} {version}, kernel "
                             f"{kernel})"))
         if rows:
             out[short + _suffix(stack)] = rows
     return out
-
-
-ABSORBED_PREFILL = {("h100_sxm", "sglang"), ("h200_sxm", "sglang")}
-"""The tables whose prefill kernel runs absorbed, over the latent (SGLang's FA3 MLA on Hopper):
-on the H200 its 8,192-token prompts at 128 heads take 15.9 ms, 173 TFLOP/s counted as the
-expanded form (18% of the bf16 peak, flat from 3,072 to 32,768 tokens) and 589 counted as the
-absorbed one (60%, the rate TensorRT-LLM's expanded kernel reaches: 571); SGLang's Blackwell
-tables fit the expanded form. Their rows name mla/mla-h<heads>-absorbed.arch (prefill=absorbed)."""
 
 
 def _mla_row(system: str, r: dict, stage: str) -> bool:
@@ -512,10 +505,9 @@ def _write_new(path: Path, text) -> None:
         path.write_text(text())
 
 
-def _mla_model(out_dir: Path, heads: int, absorbed: bool = False) -> str:
-    """mla/mla-h<heads>.arch (-absorbed: its prompt over the latent), written if new; the path
-    relative to out_dir."""
-    path = out_dir / "mla" / f"mla-h{heads}{'-absorbed' if absorbed else ''}.arch"
+def _mla_model(out_dir: Path, heads: int) -> str:
+    """mla/mla-h<heads>.arch, written if new; the path relative to out_dir."""
+    path = out_dir / "mla" / f"mla-h{heads}.arch"
     _write_new(path, lambda: (
         "# One GPU's MLA attention as aiconfigurator times it (bench/"
         "convert_aiconfigurator.py):\n"
@@ -523,14 +515,12 @@ def _mla_model(out_dir: Path, heads: int, absorbed: bool = False) -> str:
         "64,\n# qk_nope_head_dim 128, v_head_dim 128, q_lora_rank 1536, hidden 7168) with "
         f"{heads} query heads\n# on the GPU (128 / TP {128 // heads}). Only the fused "
         "attention is measured (decode's over the\n# latent cache, the prompt's over keys "
-        "and values up-projected from it"
-        f"{': here over the latent too' if absorbed else ''});\n"
+        "and values up-projected from it);\n"
         "# the rest is here to make a model.\n"
         f'model "{path.stem}" {{\n  params {{ hidden = 7168 }}\n'
         "  x    = embedding(tokens, vocab=16, dim=hidden)\n"
         f"  attn = mla(x, heads={heads}, q_lora_rank=1536, kv_lora_rank=512, "
-        "qk_nope_dim=128,\n             qk_rope_dim=64, v_dim=128"
-        f"{', prefill=absorbed' if absorbed else ''})\n"
+        "qk_nope_dim=128,\n             qk_rope_dim=64, v_dim=128)\n"
         "  passes {\n    flash_attention()\n  }\n}\n"))
     return f"mla/{path.name}"
 

@@ -182,11 +182,13 @@ decode_attention_mla]` (any cache width); without it, decode's."""
 MLA_PREFILL = "attention_mla"
 """A prompt's attention in a latent attention (MLA) is a kernel of its own too: over per-head
 keys and values up-projected from the latent, 192 wide keys and 128 wide values at
-DeepSeek-V3's shapes (TensorRT-LLM's context MLA, FlashAttention's varlen kernel in vLLM), or
-over the latent itself where a stack runs it absorbed (SGLang's FA3 MLA on Hopper: the mla op's
-prefill=absorbed). Priced with GQA prefill's figures (head_dim 128), TensorRT-LLM's on the H200
-miss by 29% (up to 2x at a few thousand tokens). `[efficiency.attention_mla]`; without it,
-prefill attention's (`attention`)."""
+DeepSeek-V3's shapes (TensorRT-LLM's context MLA, FlashAttention's varlen kernel in vLLM).
+Priced with GQA prefill's figures (head_dim 128), TensorRT-LLM's on the H200 miss by 29% (up to
+2x at a few thousand tokens). `[efficiency.attention_mla]`; without it, prefill attention's
+(`attention`). The figures are per operation of the expanded form, whatever the kernel runs:
+SGLang's FA3 MLA on Hopper runs the prompt over the latent (absorbed, 3.4x the operations at
+0.6 of the peak), fitted as 0.21 of the peak on the expanded form's, so that a model written
+as the stacks' default is priced as each stack runs it."""
 
 FALLBACK = {"decode_attention": "attention", "decode_attention_kv8": "decode_attention",
             MLA_DECODE: "decode_attention", MLA_PREFILL: "attention",

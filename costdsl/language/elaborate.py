@@ -561,8 +561,8 @@ def _mla_parts(name: str, x: Tensor, a: dict) -> tuple[list[tuple], set[str]]:
     and values (both halves of kv_b_proj, in `absorb`, written beside the query) and attention
     over them, Dn + Dr wide keys and Dv wide values per head, where the absorbed form would do
     (C + Dr) + C operations a pair per head: 3.4x DeepSeek-V3's. prefill=absorbed keeps the
-    absorbed form there too (SGLang's FA3 MLA on Hopper), and a sparse MLA (DeepSeek Sparse
-    Attention: an indexer) stays over the latent in both stages, as its kernels do."""
+    absorbed form there too, and a sparse MLA (DeepSeek Sparse Attention: an indexer) stays
+    over the latent in both stages, as its kernels do."""
     h, c, dn, dr, dv = (a["heads"], a["kv_lora_rank"], a["qk_nope_dim"], a["qk_rope_dim"],
                         a["v_dim"])
     dense = a["index_heads"] == 0

@@ -279,9 +279,10 @@ def _sv(ins, a):
                                             "(index_topk)"),
            prefill=Choice(("expanded", "absorbed"), "expanded",
                           "the prompt's form: attention over per-head keys and values "
-                          "up-projected from the latent (vLLM, TensorRT-LLM, SGLang on "
-                          "Blackwell), or over the latent as in decode (SGLang's FA3 MLA on "
-                          "Hopper); a sparse MLA (index_heads) is absorbed in both"))
+                          "up-projected from the latent (as vLLM, TensorRT-LLM and DeepSeek's "
+                          "inference run it; the shipped stacks' figures price this form), or "
+                          "over the latent as in decode; a sparse MLA (index_heads) is "
+                          "absorbed in both"))
 def _mla(ins, a):
     """Multi-head latent attention (DeepSeek-V2): the KV cache holds one latent of
     kv_lora_rank + qk_rope_dim per token, shared by all heads; in decode the key and value
