@@ -42,6 +42,8 @@ under tests/data/measured/ by default:
   absorbed attention over a bf16 latent cache, DeepSeek-V3's shapes at MLA_HEADS heads a GPU)
   of the HBM chips (MLA_SYSTEMS), as the attn[qk+softmax+sv] of mla/mla-h<heads>.arch; the
   [stack.NAME.decode_attention_mla] figures are fitted to them (bench/fit_experts.py --mla).
+- aiconfigurator-mla-kv8-<chip>-{sglang,trtllm}.csv: the same MLA decode kernels over an FP8
+  latent cache, for [stack.NAME.decode_attention_mla_kv8] (bench/fit_experts.py --mla-kv8).
 - aiconfigurator-mla-context-<chip>-{sglang,trtllm}.csv: the MLA prefill kernels of the same
   chips (context_mla: attention over per-head keys and values up-projected from the latent,
   192 wide keys and 128 wide values, the up-projection not timed), PREFILL_BATCH prompts of
@@ -454,13 +456,13 @@ MLA_LATENT = 512 + 64
 MLA_OP = "attn[qk+softmax+sv]"   # the fused attention of mla/mla-h<heads>.arch
 
 
-def mla(data: Path, out_dir: Path, release: str, stack: str,
-        stage: str = "decode") -> dict[str, list[dict]]:
+def mla(data: Path, out_dir: Path, release: str, stack: str, stage: str = "decode",
+        cache: str = "bfloat16") -> dict[str, list[dict]]:
     """By file: the MLA kernels of each chip under `stack`, the median of repeated rows, as the
     `attn[qk+softmax+sv]` of mla/mla-h<heads>.arch: decode's (generation_mla: absorbed
-    attention over a bf16 latent cache) or, stage "prefill", the prompt's (context_mla: the
-    expanded form, per-head keys and values up-projected from the latent, without that
-    up-projection; PREFILL_BATCH sequences of 128 tokens or more)."""
+    attention over a latent cache of `cache`, bf16 or fp8) or, stage "prefill", the prompt's
+    (context_mla: the expanded form, per-head keys and values up-projected from the latent,
+    without that up-projection; PREFILL_BATCH sequences of 128 tokens or more)."""
     table = {"decode": "generation_mla_perf", "prefill": "context_mla_perf"}[stage]
     out = {}
     for system, (short, hw) in MLA_SYSTEMS.items():
@@ -472,7 +474,7 @@ def mla(data: Path, out_dir: Path, release: str, stack: str,
             continue   # not the kernels the section's other figures are
         times: dict[tuple, list[float]] = {}
         for r in records:
-            if r["kv_cache_dtype"] == "bfloat16" and r["mla_dtype"] == "bfloat16" and \
+            if r["kv_cache_dtype"] == cache and r["mla_dtype"] == "bfloat16" and \
                     r["num_heads"] in MLA_HEADS and _mla_row(system, r, stage):
                 length = r["step"] if stage == "decode" else r["isl"]
                 key = (r["num_heads"], r["batch_size"], length, r["kernel_source"])
@@ -483,6 +485,7 @@ def mla(data: Path, out_dir: Path, release: str, stack: str,
             rows.append(row(hw, model, stage, batch, length, MLA_OP, median(latencies),
                             f"aiconfigurator-core {release} {path} ({stack} {version}, kernel "
                             f"{kernel})"))
+            rows[-1]["kv_bits"] = {"bfloat16": 16, "fp8": 8}[cache]
         if rows:
             out[short + _suffix(stack)] = rows
     return out
@@ -660,6 +663,8 @@ def main(argv: list[str]) -> None:
                 write(out / f"aiconfigurator-mla-{device}.csv", rows)
             for device, rows in mla(data, out, release, stack, "prefill").items():
                 write(out / f"aiconfigurator-mla-context-{device}.csv", rows)
+            for device, rows in mla(data, out, release, stack, cache="fp8").items():
+                write(out / f"aiconfigurator-mla-kv8-{device}.csv", rows)
     collectives(data, out / "collectives.csv", release)
     stack_all_reduce(data, out / "allreduce-stacks.csv", release)
 

@@ -1,9 +1,10 @@
 """The routed experts' own kernel figures, fitted to the measured fused-MoE kernels (and, with
 --mla, MLA decode attention's, fitted to the measured MLA kernels the same way; with
 --mla-prefill, a prompt's MLA attention's, [efficiency.attention_mla], to the context MLA
-kernels of aiconfigurator-mla-context-<chip>-<stack>.csv).
+kernels of aiconfigurator-mla-context-<chip>-<stack>.csv; with --mla-kv8, MLA decode's over an
+FP8 latent cache, [efficiency.decode_attention_mla_kv8], to aiconfigurator-mla-kv8-*.csv).
 
-    python bench/fit_experts.py [--write] [--mla | --mla-prefill] [CHIP ...]
+    python bench/fit_experts.py [--write] [--mla | --mla-prefill | --mla-kv8] [CHIP ...]
 
 For each chip and stack with MoE kernel rows (tests/data/measured/aiconfigurator-moe-<chip>
 [-<stack>].csv: bench/convert_aiconfigurator.py --moe), costdsl's calibration
@@ -49,7 +50,8 @@ MLA_SETS = {(chip, stack): device for chip, device in (
 generation_mla and context_mla tables; vLLM's time whole MLA modules) and the files they
 price."""
 FOLDS = 5
-KIND = {"moe": "MoE", "mla": "MLA decode", "mla-context": "MLA prefill"}
+KIND = {"moe": "MoE", "mla": "MLA decode", "mla-context": "MLA prefill",
+        "mla-kv8": "MLA decode (FP8 cache)"}
 
 
 def _sets(kind: str) -> dict:
@@ -59,8 +61,8 @@ def _sets(kind: str) -> dict:
 def _families(kind: str = "moe"):
     """The families a set of `kind` fits and writes: the experts', MLA decode's or a prompt's
     MLA attention's."""
-    from costdsl.hardware.efficiency import EXPERT_FAMILIES, MLA_DECODE, MLA_PREFILL
-    return {"mla": {MLA_DECODE}, "mla-context": {MLA_PREFILL}}.get(
+    from costdsl.hardware.efficiency import EXPERT_FAMILIES, MLA_DECODE, MLA_KV8, MLA_PREFILL
+    return {"mla": {MLA_DECODE}, "mla-context": {MLA_PREFILL}, "mla-kv8": {MLA_KV8}}.get(
         kind, EXPERT_FAMILIES | {"expert_act"})
 
 
@@ -181,7 +183,8 @@ def _duration(seconds: float) -> str:
 
 def main(argv: list[str]) -> None:
     results = {}
-    kind = "mla" if "--mla" in argv else "mla-context" if "--mla-prefill" in argv else "moe"
+    kind = next((k for flag, k in (("--mla", "mla"), ("--mla-prefill", "mla-context"),
+                                   ("--mla-kv8", "mla-kv8")) if flag in argv), "moe")
     chips = [a for a in argv if not a.startswith("--")]   # none: every chip
     for chip, stack in _sets(kind):
         if chips and chip not in chips:

@@ -1503,10 +1503,12 @@ def _fitted_experts(hw) -> str:
 
 def _fitted_caches(hw) -> str:
     """The KV caches decode's attention has figures of its own for, over the file's stacks: bf16
-    (decode_attention), fp8 (decode_attention_kv8), fp4 (_kv4), an MLA latent cache (mla)."""
+    (decode_attention), fp8 (decode_attention_kv8), fp4 (_kv4), an MLA latent cache (mla) and
+    an FP8 one (mla-fp8)."""
     sets = _figure_sets(hw)
     names = {"decode_attention": "bf16", "decode_attention_kv8": "fp8",
-             "decode_attention_kv4": "fp4", "decode_attention_mla": "mla"}
+             "decode_attention_kv4": "fp4", "decode_attention_mla": "mla",
+             "decode_attention_mla_kv8": "mla-fp8"}
     found = [names[k] for k in names for e in sets if k in e.kinds]
     return ", ".join(dict.fromkeys(found)) or "-"
 

@@ -19,6 +19,8 @@ of the file):
     bandwidth = 0.51
     [efficiency.decode_attention_mla]  # optional: decode's over an MLA latent cache (MLA_DECODE)
     compute = 0.57
+    [efficiency.decode_attention_mla_kv8]  # optional: MLA decode's over an FP8 latent (MLA_KV8)
+    bandwidth = 0.40
     [efficiency.attention_mla]  # optional: a prompt's MLA attention (MLA_PREFILL)
     compute = 0.55
     [efficiency.w4a16_expert]  # optional: INT4 weight-only routed experts (WEIGHT_ONLY_GEMMS,
@@ -179,6 +181,13 @@ streams. In aiconfigurator's tables SGLang's on the H200 takes 18.3 us for one s
 1,023 tokens at 64 heads, which GQA decode's figures priced at 10.3. `[efficiency.
 decode_attention_mla]` (any cache width); without it, decode's."""
 
+MLA_KV8 = f"{MLA_DECODE}_kv8"
+"""MLA decode over an FP8 latent cache is another kernel again: the stacks convert every
+element they read, and in aiconfigurator's tables SGLang's on the H200 takes up to 3x its time
+over a bf16 cache (the bf16 figures with half the bytes missed its rows by 67%, TensorRT-LLM's
+Blackwell ones by 19-21%). `[efficiency.decode_attention_mla_kv8]` (a cache of 8 bits or
+fewer); without it, MLA decode's."""
+
 MLA_PREFILL = "attention_mla"
 """A prompt's attention in a latent attention (MLA) is a kernel of its own too: over per-head
 keys and values up-projected from the latent, 192 wide keys and 128 wide values at
@@ -191,7 +200,7 @@ SGLang's FA3 MLA on Hopper runs the prompt over the latent (absorbed, 3.4x the o
 as the stacks' default is priced as each stack runs it."""
 
 FALLBACK = {"decode_attention": "attention", "decode_attention_kv8": "decode_attention",
-            MLA_DECODE: "decode_attention", MLA_PREFILL: "attention",
+            MLA_DECODE: "decode_attention", MLA_KV8: MLA_DECODE, MLA_PREFILL: "attention",
             "decode_attention_kv4": "decode_attention_kv8",
             **{f"{t}_gemm": "linear" for t in NARROW_GEMM_TYPES},
             **{f"{t}_block_gemm": f"{t}_gemm" for t in NARROW_GEMM_TYPES},
@@ -209,8 +218,8 @@ def lineage(family: str):
         family = FALLBACK.get(family, "")
 
 
-ATTENTION_FAMILIES = frozenset({"attention", "decode_attention", MLA_DECODE, MLA_PREFILL}) \
-    | KV_FAMILIES
+ATTENTION_FAMILIES = frozenset({"attention", "decode_attention", MLA_DECODE, MLA_KV8,
+                                MLA_PREFILL}) | KV_FAMILIES
 """The attention kernels' efficiency tables (prefill's and decode's, decode's by KV cache type):
 families of several op kinds, not op kinds themselves."""
 
@@ -222,7 +231,7 @@ TILE_FAMILIES = frozenset({"linear"}) | GEMM_FAMILIES | WEIGHT_ONLY_GEMMS
 """The families that may give `tiles` and `output_bytes`: the dense GEMMs (not the routed
 experts', whose grouped kernels tile by expert)."""
 
-SPLIT_FAMILIES = frozenset({"decode_attention", MLA_DECODE}) | KV_FAMILIES
+SPLIT_FAMILIES = frozenset({"decode_attention", MLA_DECODE, MLA_KV8}) | KV_FAMILIES
 """The kernels that may give `split_bandwidth` and `split_launch`: decode's attention, which the
 stacks run unsplit (one block per sequence and KV head streaming the cache) or split over the
 cache with a reduction after (multi-block, split-KV), whichever their heuristics expect faster:
@@ -518,7 +527,10 @@ def latent_family(family: str, latent: bool) -> str:
 
 def kv_family(family: str, kv_bits: float | None) -> str:
     """Decode's attention family for a cache of `kv_bits` (decode_attention_kv8 for 8 bits or
-    fewer, _kv4 for 4 or fewer; KV_FAMILIES); any other family, or a 16-bit cache, unchanged."""
+    fewer, _kv4 for 4 or fewer; KV_FAMILIES; MLA decode's: MLA_KV8 for 8 or fewer); any other
+    family, or a 16-bit cache, unchanged."""
+    if family == MLA_DECODE and kv_bits is not None and kv_bits <= 8:
+        return MLA_KV8
     if family != "decode_attention" or kv_bits is None:
         return family
     for bits, name in sorted(KV_TYPES.items()):

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from ..analysis.calibration import Fit, is_duration
 from ..analysis.validation import ErrorTable
-from ..hardware.efficiency import EXPERT_FAMILIES, MLA_DECODE, MLA_PREFILL, SPLIT_FAMILIES
+from ..hardware.efficiency import (EXPERT_FAMILIES, MLA_DECODE, MLA_KV8, MLA_PREFILL,
+                                   SPLIT_FAMILIES)
 from .units import seconds
 
 
@@ -178,7 +179,7 @@ def calibrated_toml(original: str, fit: Fit, measurements: str, after: ErrorTabl
 
 
 FITTED_ELSEWHERE = ("framework", "expert_act", *sorted(EXPERT_FAMILIES), MLA_DECODE,
-                    MLA_PREFILL)
+                    MLA_KV8, MLA_PREFILL)
 """Tables of a section that other fits write: the serving engine's (bench/serving_silicon.py,
 to served requests), the routed experts' and MLA decode's (bench/fit_experts.py, to MoE and
 MLA kernels)."""
