@@ -24,6 +24,15 @@ efficiency that varies from shape to shape (the kernel's tile and split-K for n 
 tiles fill the chip), what is left under it is not a roofline's at all (a kernel picked per m,
 repeats that vary). The calibrated figures are judged against all three in the README. Without
 files: every aiconfigurator-{gemm,attention}-*.csv.
+
+Last, the tables against each other (TWINS): chips of one compute die (the H100 and H200; the
+B200 and GB200; the B300 and GB300) run a compute-bound GEMM in the same time up to a constant
+(their clocks). Over the rows both tables time compute-bound (intensity over twice the ridge of
+the chip with less bandwidth), the log of the time ratio strays from its median by D on
+average; any model that prices the twins' compute-bound rows in a constant ratio (a roofline
+with one compute fraction a chip, as costdsl's) then misses the two tables by at least D / 2
+on average there (|log a - log f| + |log b - log f| >= |log a/b - c|), whatever its figures:
+what the measurements disagree with themselves by.
 """
 from __future__ import annotations
 
@@ -139,6 +148,8 @@ def main(argv: list[str]) -> None:
         figures = [sum(n * f[i] for n, f in parts) / rows for i in range(3)]
         print(line(name.replace(".csv", " (with the shards)"), rows, figures))
     print_cells(cells(shaped))
+    if not argv:
+        print_twins()
 
 
 FORMATS = ("bf16", "fp8", "fp8block", "nvfp4")
@@ -169,6 +180,62 @@ def print_cells(by_cell: dict[tuple[str, str, str], float]) -> None:
         figures = [by_cell.get((chip, stack, f)) for f in FORMATS]
         print(f"  {chip:11s} {stack:7s} "
               + " / ".join("-" if f is None else f"{f:.1f}" for f in figures))
+
+
+TWINS = (("h100", "nvidia-h100-sxm", "h200", "nvidia-h200"),
+         ("b200", "nvidia-b200", "gb200", "nvidia-gb200"),
+         ("b300", "nvidia-b300", "gb300", "nvidia-gb300"))
+"""Chips of one compute die and the hardware files that give their ridges."""
+OPERANDS = {"": ("bf16", 2), "fp8-": ("fp8", 1), "fp8-tp-": ("fp8", 1), "fp8block-": ("fp8", 1),
+            "nvfp4-": ("fp4", 0.5)}
+"""By a GEMM file's format prefix: the compute type and bytes per input element (weights and
+activations alike; the outputs are bf16)."""
+
+
+def gemm_times(path: Path) -> dict[tuple[int, int, int], float]:
+    """{(n, k, m): seconds} of a GEMM file (its models are gemm/gemm-NxK[-format].arch)."""
+    out = {}
+    with open(path, newline="") as f:
+        for r in csv.DictReader(f):
+            n, k = r["model"].split("gemm-")[-1].split("-")[0].removesuffix(".arch").split("x")
+            out[int(n), int(k), int(r["seq"])] = float(r["time_s"])
+    return out
+
+
+def twin_disagreement(a: dict, b: dict, ridge: float, width: float) -> tuple[int, float, float]:
+    """(rows, median ratio b / a, D / 2 in percent) over the (n, k, m) both time whose
+    intensity is over twice `ridge`."""
+    import math
+    import statistics
+    logs = [math.log(b[key] / a[key]) for key in a if key in b and
+            2 * key[2] * key[0] * key[1] / (width * key[1] * (key[0] + key[2]) + 2 * key[2]
+                                           * key[0]) > 2 * ridge]
+    if len(logs) < 10:
+        return len(logs), float("nan"), float("nan")
+    middle = statistics.median(logs)
+    return len(logs), math.exp(middle), 50 * statistics.mean(abs(x - middle) for x in logs)
+
+
+def print_twins() -> None:
+    from costdsl.hardware import load_hardware
+    print("\ntwins (one compute die): compute-bound rows both time, median time ratio, and the "
+          "least mean error D / 2 of a constant-ratio model")
+    for first, first_hw, second, second_hw in TWINS:
+        slow = min((load_hardware(first_hw), load_hardware(second_hw)),
+                   key=lambda hw: hw.bandwidth_Bps)
+        for stack in ("", "-trtllm", "-sglang"):
+            for prefix, (ctype, width) in OPERANDS.items():
+                files = [MEASURED / f"aiconfigurator-gemm-{prefix}{chip}{stack}.csv"
+                         for chip in (first, second)]
+                if not all(f.is_file() for f in files) or ctype not in slow.peak:
+                    continue
+                rows, ratio, half = twin_disagreement(
+                    gemm_times(files[0]), gemm_times(files[1]),
+                    slow.peak[ctype] / slow.bandwidth_Bps, width)
+                if rows >= 10:
+                    print(f"  {first}/{second:6s} {stack.strip('-') or 'vllm':7s} "
+                          f"{(prefix.strip('-') or 'bf16'):8s} {rows:4d} rows   ratio "
+                          f"{ratio:5.3f}   D / 2 {half:4.1f}%")
 
 
 def line(label: str, rows: int, figures: list[float | None]) -> str:

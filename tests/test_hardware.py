@@ -40,17 +40,18 @@ def test_issue_3_devices_are_shipped_and_listed(capsys):
         assert re.search(rf"{name}\s.*\s{re.escape(ridge)}\s", out, re.M), name
     # the SM count (whitepapers), which time model a file gives and its stacks (issue 26),
     # the compute types with a fitted fraction, the MoE experts' formats with their own and
-    # the KV caches decode's attention has its own figures for
+    # the KV caches decode's attention has its own figures for (an FP8 MLA latent: mla-fp8);
+    # the A100: TensorRT-LLM's weight-only and SmoothQuant GEMMs, SGLang's bf16 and Marlin INT4
+    # experts
     assert re.search(r"^nvidia-a100-80gb\s.*\s108\s+calibrated\s+vllm, sglang, trtllm\s+fp16, "
-                     r"int8, w4a16, w8a16\s+bf16, w4a16\s+bf16, mla$", out, re.M)   # TensorRT-LLM's weight-only
-    # and SmoothQuant GEMMs; SGLang's bf16 and Marlin INT4 experts
+                     r"int8, w4a16, w8a16\s+bf16, w4a16\s+bf16, mla, mla-fp8$", out, re.M)
     assert re.search(r"^nvidia-h200\s.*\s132\s+calibrated\s+vllm, sglang, trtllm\s+"
-                     r"fp16, fp8, fp8-block\s+bf16, fp8-block, w4a16, w4a16-mx\s+bf16, fp8, mla$", out,
-                     re.M)
+                     r"fp16, fp8, fp8-block\s+bf16, fp8-block, w4a16, w4a16-mx\s+"
+                     r"bf16, fp8, mla, mla-fp8$", out, re.M)
     assert re.search(r"^nvidia-b200\s.*\s148\s+calibrated\s+vllm, sglang, trtllm\s+"
                      r"fp16, fp8, fp4-block, fp8-block\s+"
                      r"bf16, fp4-block, fp8-block, fp8, w4a16, w4a16-mx\s+"
-                     r"bf16, fp8, mla$", out, re.M)   # NVFP4: fp4-block; MXFP4 experts: w4a16-mx
+                     r"bf16, fp8, mla, mla-fp8$", out, re.M)   # NVFP4: fp4-block; MXFP4: w4a16-mx
     # Intel's Arc Pro B60: 98.3 TFLOPS 16-bit XMX / 456 GB/s = 215.6; vLLM's XPU build alone,
     # its FP8 GEMMs weight-only (no FP8 matrix units)
     # its 24 GB are binary, as GDDR6 chips are sized (b60.yaml: mem_capacity 25,769,803,776)

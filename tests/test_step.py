@@ -70,8 +70,8 @@ def test_step_over_an_empty_cache_is_prefill(path):
     """seq -> 0 (nothing cached), then tokens -> seq (the prompt). A recurrent state (Mamba) is
     the one difference: a step over a cache reads the state, a prefill starts from zeros; the
     extra read must be exactly that state. A dense MLA is the other: a prompt runs expanded, a
-    step absorbed (costs.EXPANDED_STAGES); its absorption, QK^T, xV and W_UV ops differ (tests/test_costs_mla_mamba.py derives both forms by hand), and only
-    they."""
+    step absorbed (costs.EXPANDED_STAGES); its absorption, QK^T, xV and W_UV ops differ
+    (tests/test_costs_mla_mamba.py derives both forms by hand), and only they."""
     model = costdsl.load(path)
     step, prefill = model.graph("step"), model.graph("prefill")
     state_reads = {a.tensor for n in nodes(step) for a in n.reads

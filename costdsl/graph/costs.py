@@ -579,26 +579,25 @@ def mla_absorb(op, ins, out, site):
     3 n H Dr; reads q (n H (Dn + Dr)), W_UK (H Dn C) and the cos/sin rows (2 n Dr); writes
     n H (C + Dr). Holds H Dn C parameters: the key half of kv_b_proj.
     Expanded (a dense MLA in prefill, EXPANDED_STAGES): no absorption; the context's
-    latents (L = b (cached + new) rows of C: the prompt's) are up-projected by both halves of kv_b_proj, as
-    one GEMM: operations 2 L C H (Dn + Dv) + 3 n H Dr; reads q, the latent rows (KV class),
-    W_UK and W_UV (the value half, held by `v_up`) and the cos/sin rows; writes the rotated
+    latents (L = b (cached + new) rows of C: the prompt's) are up-projected by both halves of
+    kv_b_proj, as one GEMM: operations 2 L C H (Dn + Dv) + 3 n H Dr; reads q, the latent rows
+    (KV class), W_UK and W_UV (the value half, held by `v_up`) and the cos/sin rows; writes the rotated
     query (n H (Dn + Dr)) and the keys and values, L H (Dn + Dr + Dv) (each head's key takes
     the shared rotary part, as the stacks concatenate it)."""
     (q,) = ins
     a = op.attrs
     n, h, c, dn, dr = _rows_of(out, site), a["heads"], a["kv_lora_rank"], a["qk_nope_dim"], \
         a["qk_rope_dim"]
-    rope = (3 * n * h * dr, Access(f"{op.name}.cos_sin", "act", 2 * n * dr))
+    rope, cos_sin = 3 * n * h * dr, Access(f"{op.name}.cos_sin", "act", 2 * n * dr)
     if expands(a, site):
         dv, context = a["v_dim"], S.batch * site.context
-        return Cost(2 * context * c * h * (dn + dv) + rope[0],
+        written = n * h * (dn + dr) + context * h * (dn + dr + dv)
+        return Cost(2 * context * c * h * (dn + dv) + rope,
                     (_read(q, n), Access(f"{op.group}.latent", "kv", context * c),
                      _weight(op, "w_uk", h * dn * c),
-                     Access(f"{op.group}.v_up.w_uv", "weight", h * c * dv), rope[1]),
-                    (Access(out.name, out.cls, n * h * (dn + dr) + context * h * (dn + dr + dv)),),
-                    h * dn * c, (n, out.width))
-    return Cost(2 * n * h * dn * c + rope[0],
-                (_read(q, n), _weight(op, "w_uk", h * dn * c), rope[1]),
+                     Access(f"{op.group}.v_up.w_uv", "weight", h * c * dv), cos_sin),
+                    (Access(out.name, out.cls, written),), h * dn * c, (n, out.width))
+    return Cost(2 * n * h * dn * c + rope, (_read(q, n), _weight(op, "w_uk", h * dn * c), cos_sin),
                 (_write(out, site),), h * dn * c, (n, out.width))
 
 
