@@ -149,6 +149,9 @@ def _tables(r: dict) -> dict:
         table.add(tomlkit.comment(f"fitted by bench/fit_experts.py to {r['rows']} {label} "
                                   f"kernel rows ({r['source']}); {label} rows held out 5-fold: "
                                   f"{r['held_out']:.1f}%"))
+        if r["kind"] == "mla-context":   # whatever form the kernel runs (SGLang's on Hopper)
+            table.add(tomlkit.comment("per operation of the expanded form (per-head keys and "
+                                      "values), the form costdsl lowers a prompt to"))
         for key, value, unit in (("bandwidth", own.bandwidth, ""), ("compute", own.compute, ""),
                                  ("launch", own.launch_s, "s"), ("rows", own.rows, ""),
                                  ("overlap", own.overlap, ""),
