@@ -481,11 +481,11 @@ def mla(data: Path, out_dir: Path, release: str, stack: str, stage: str = "decod
                 times.setdefault(key, []).append(r["latency"])
         rows = []
         for (heads, batch, length, kernel), latencies in sorted(times.items()):
-            model = _mla_model(out_dir, heads)
-            rows.append(row(hw, model, stage, batch, length, MLA_OP, median(latencies),
-                            f"aiconfigurator-core {release} {path} ({stack} {version}, kernel "
-                            f"{kernel})"))
-            rows[-1]["kv_bits"] = {"bfloat16": 16, "fp8": 8}[cache]
+            line = row(hw, _mla_model(out_dir, heads), stage, batch, length, MLA_OP,
+                       median(latencies), f"aiconfigurator-core {release} {path} ({stack} "
+                       f"{version}, kernel {kernel})")
+            line["kv_bits"] = {"bfloat16": 16, "fp8": 8}[cache]
+            rows.append(line)
         if rows:
             out[short + _suffix(stack)] = rows
     return out

@@ -581,9 +581,9 @@ def mla_absorb(op, ins, out, site):
     Expanded (a dense MLA in prefill, EXPANDED_STAGES): no absorption; the context's
     latents (L = b (cached + new) rows of C: the prompt's) are up-projected by both halves of
     kv_b_proj, as one GEMM: operations 2 L C H (Dn + Dv) + 3 n H Dr; reads q, the latent rows
-    (KV class), W_UK and W_UV (the value half, held by `v_up`) and the cos/sin rows; writes the rotated
-    query (n H (Dn + Dr)) and the keys and values, L H (Dn + Dr + Dv) (each head's key takes
-    the shared rotary part, as the stacks concatenate it)."""
+    (KV class), W_UK and W_UV (the value half, held by `v_up`) and the cos/sin rows; writes the
+    rotated query (n H (Dn + Dr)) and the keys and values, L H (Dn + Dr + Dv) (each head's key
+    takes the shared rotary part, as the stacks concatenate it)."""
     (q,) = ins
     a = op.attrs
     n, h, c, dn, dr = _rows_of(out, site), a["heads"], a["kv_lora_rank"], a["qk_nope_dim"], \

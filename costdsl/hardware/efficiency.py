@@ -653,7 +653,8 @@ def parse_efficiency(table: dict, fail, parse_quantity, kinds: set[str],
                        "[efficiency.framework], and a table per op kind ([efficiency.attention], "
                        "[efficiency.decode_attention], [efficiency.rmsnorm], ...), narrow "
                        "GEMM type ([efficiency.fp8_gemm], ...), KV cache "
-                       "([efficiency.decode_attention_kv8], _kv4, _mla), weight-only format "
+                       "([efficiency.decode_attention_kv8], _kv4, _mla, _mla_kv8), a prompt's "
+                       "latent attention ([efficiency.attention_mla]), weight-only format "
                        "([efficiency.w4a16_gemm], w4a16_expert, w4a16_mx_*, w8a16_*) or routed "
                        "experts' kernel ([efficiency.expert_linear], fp8_expert, ...)")
     compute = top.get("compute", {})

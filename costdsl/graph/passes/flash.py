@@ -56,13 +56,13 @@ def flash_attention(graph: nx.DiGraph, block=None, causal=1) -> nx.DiGraph:
         q, k, *selected = qk.inputs      # a sparse attention also reads its indexer's choice
         v = sv.inputs[1]
         a = attention_form(qk.attrs, site)   # a dense MLA's prefill: expanded keys and values
+        expanded = expands(qk.attrs, site)   # its keys and values are activations, not a cache
         rows = "all" if qk.out_shape[2] == site.new else "last"
         cost = flash_cost(a, q, k, v, sv.output, rows, site,
                           v_dim=attention_form(sv.attrs, site)["head_dim"],
                           block_rows=block, causal=bool(causal), name=soft.name,
-                          selected=tuple(selected), expanded=expands(a, site))
-        needed = flash_sram_needed(a["head_dim"], S.a_bits,
-                                   S.a_bits if expands(a, site) else S.kv_bits,
+                          selected=tuple(selected), expanded=expanded)
+        needed = flash_sram_needed(a["head_dim"], S.a_bits, S.a_bits if expanded else S.kv_bits,
                                    block if block is not None else FLASH_MIN_ROWS)
         attrs = {**a, "kinds": fused.attrs["kinds"], "sram_needed": needed,
                  "block_rows": block if block is not None else FLASH_MIN_ROWS}
