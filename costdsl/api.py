@@ -757,7 +757,7 @@ class Model:
                        kv_bits: float = 16) -> IterationCost:
         """One serving iteration's time as a compiled function of (N, T, TT, TC, C, L): the
         sequences, their new tokens, sum t^2, sum t c, the tokens cached and the rows that need
-        logits (see serving.iteration)."""
+        logits, and the first five over the sequences in their prompt (see serving.iteration)."""
         hw = _hardware(hw)
         settings = Settings(1, 1, w_bits, a_bits, kv_bits).validate()
         key = ("iteration", figures_key(hw), tuple(settings.bits().items()))
@@ -770,8 +770,14 @@ class Model:
             self._rooflines[key] = iteration_cost(   # a mixed iteration runs eagerly
                 self._roofline("verify", hw, settings, kernels="step"),
                 {k: v for k, v in settings.values().items() if k.name.endswith("_bits")}, decode,
-                hw.request_s)
+                hw.request_s, self._roofline("chunk", hw, settings) if self._paths_differ()
+                else None)
         return self._rooflines[key]
+
+    def _paths_differ(self) -> bool:
+        """Whether a prompt's chunk runs an op of another form than a decode (a dense MLA,
+        expanded on the prefill path): its serving iterations price the two apart."""
+        return any(n.attrs.get("expanded") == "true" for n in nodes(self.graph("verify")))
 
     def kv_pool(self, hw: str | Hardware, config: SimConfig, w_bits: float = 16,
                 a_bits: float = 16, kv_bits: float = 16) -> KVPool:

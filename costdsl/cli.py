@@ -16,7 +16,7 @@ from dataclasses import replace
 import numpy as np
 
 from .report.units import seconds
-from .limits import BITS_RANGE, COMPRESSION_ARGS, MAX_SIZE, STAGES, is_bitwidth
+from .limits import ALL_STAGES, BITS_RANGE, COMPRESSION_ARGS, MAX_SIZE, STAGES, is_bitwidth
 from .version import __version__
 from .errors import CostDSLError
 from .report import FORMATS
@@ -212,10 +212,12 @@ def _stage_args(p: argparse.ArgumentParser, default: str, all: bool = True,
                 tokens_range: bool = False) -> None:
     """--stage (prefill, decode, the general step, and `all` = prefill and decode) and --tokens,
     the new tokens per sequence of the step stage."""
-    choices = ("prefill", "decode", "step", "verify") + (("all",) if all else ())
+    choices = ALL_STAGES + (("all",) if all else ())
     p.add_argument("--stage", choices=choices, default=default,
                    help=f"default {default}; step: --tokens new tokens per sequence over --seq "
-                        "cached; verify: the same with logits for every new token"
+                        "cached; chunk: the same as a prompt's chunk (a prefill path: a dense "
+                        "MLA up-projects its latents); verify: the step with logits for every "
+                        "new token"
                         + ("; all: prefill and decode" if all else ""))
     if tokens_range:
         p.add_argument("--tokens", default=None, metavar="RANGE",
@@ -535,7 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("graph", help="the op graph with formulas as attributes: DOT, GraphML, "
                                      "JSON")
     _model_args(p)
-    p.add_argument("--stage", choices=("prefill", "decode", "step", "verify"), default="decode")
+    p.add_argument("--stage", choices=ALL_STAGES, default="decode")
     p.add_argument("--format", choices=("dot", "graphml", "json"), default="dot")
     p.add_argument("-o", "--out", metavar="FILE", help="write here (default: standard output)")
     p.set_defaults(run=_graph)

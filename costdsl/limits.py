@@ -23,10 +23,11 @@ def is_bitwidth(value) -> bool:
 
 STAGES = ("prefill", "decode")
 """The stages a request goes through, and what `--stage all` means."""
-ALL_STAGES = STAGES + ("step", "verify")
-"""Every stage that can be lowered: the two above, the general step, and the verification step
-(the step with logits for every new token)."""
-STEP_STAGES = ("step", "verify")
+ALL_STAGES = STAGES + ("step", "chunk", "verify")
+"""Every stage that can be lowered: the two above, the general step, a prompt chunk (the step
+as a prefill path runs it: costs.CHUNK), and the verification step (the step with logits for
+every new token)."""
+STEP_STAGES = ("step", "chunk", "verify")
 """The stages sized by `tokens`."""
 
 COMPRESSION_ARGS = {"prune": ("heads", "kv_heads", "ffn", "layers"), "low_rank": ("rank",),

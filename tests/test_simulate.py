@@ -41,6 +41,33 @@ def test_iteration_cost_is_the_step_stage(llama):
     assert cost.mean_field_ops == ()       # every Llama op is exact in the five sums
 
 
+def test_an_mla_prompt_runs_expanded_and_its_decodes_absorbed():
+    """DeepSeek-V2-Lite's MLA: the stacks run a prompt's chunk expanded (the cached and new
+    latents up-projected: the chunk stage) and a decode absorbed (the step), as two kernels of
+    one iteration. On the ideal A100 (no launch): the iteration of sequences all in their
+    prompt is the chunk stage's time, the same sums on the decode path the step's. Expanded,
+    attention takes 2 (Dn + Dr + Dv) = 640 operations a query-key pair and head, absorbed
+    2 (C + Dr + C) = 2,176, and the up-projection 2 C H (Dn + Dv) = 4.19 M a context row: the
+    chunk is the cheaper from about 170 new tokens a sequence (4.19 M / (1,536 x 16 heads))."""
+    m = costdsl.load(MODELS / "deepseek-v2-lite.arch")
+    hw = costdsl.hardware.load_hardware(HW).ideal()
+    cost = m.iteration_cost(hw)
+    for tokens, cheaper in ((512, "chunk"), (64, "step")):   # 2 sequences over 300 cached
+        at = {stage: m.analyze(hw, batch=2, seq=300, tokens=tokens, stages=[stage])
+              .stages[stage].total.time_s for stage in ("chunk", "step")}
+        sums = (2, 2 * tokens, 2 * tokens ** 2, 2 * tokens * 300, 600)
+        assert cost(*sums, prompts=sums) == pytest.approx(at["chunk"], rel=1e-9)
+        assert cost(*sums) == pytest.approx(at["step"], rel=1e-9)
+        assert min(at, key=at.get) == cheaper
+    # one request of 1,024 tokens in chunks of 512: its first token after both chunks
+    config = Config(scheduler="chunked", chunk=512, max_batch=4)
+    _, summary = m.simulate(hw, fixed_stream(1, 1024, 2), config)
+    first = m.analyze(hw, batch=1, seq=512, stages=["prefill"]).stages["prefill"].total.time_s
+    second = m.analyze(hw, batch=1, seq=512, tokens=512, stages=["chunk"]) \
+        .stages["chunk"].total.time_s
+    assert summary.ttft_s["p50"] == pytest.approx(first + second, rel=1e-9)
+
+
 def test_static_scheduler_reproduces_latency(llama):
     n, prompt, gen = 8, 512, 64
     trace, summary = llama.simulate(HW, fixed_stream(n, prompt, gen),
@@ -103,7 +130,8 @@ def test_slo_goodput_and_rate_sweep(llama, capsys):
 
 # --- KV accounting, on random small streams with a toy cost -------------------------------------
 
-TOY = IterationCost(None, lambda n, t, tt, tc, c, l: 1e-3 + 1e-5 * t + 1e-8 * (tc + c), ())
+TOY = IterationCost(None, lambda n, t, tt, tc, c, l, *prompts: 1e-3 + 1e-5 * t + 1e-8 * (tc + c),
+                    ())
 
 
 @settings(max_examples=60, deadline=None)

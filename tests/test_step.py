@@ -71,7 +71,9 @@ def test_step_over_an_empty_cache_is_prefill(path):
     the one difference: a step over a cache reads the state, a prefill starts from zeros; the
     extra read must be exactly that state. A dense MLA is the other: a prompt runs expanded, a
     step absorbed (costs.EXPANDED_STAGES); its absorption, QK^T, xV and W_UV ops differ
-    (tests/test_costs_mla_mamba.py derives both forms by hand), and only they."""
+    (tests/test_costs_mla_mamba.py derives both forms by hand), and only they. A prompt's
+    chunk (the chunk stage: the step on the prefill path) over an empty cache is the prefill,
+    every op, the MLA's too."""
     model = costdsl.load(path)
     step, prefill = model.graph("step"), model.graph("prefill")
     state_reads = {a.tensor for n in nodes(step) for a in n.reads
@@ -80,6 +82,7 @@ def test_step_over_an_empty_cache_is_prefill(path):
                 and n.kind in ("mla_absorb", "qk_matmul", "sv_matmul", "mla_v_up")}
     rewrite = lambda e: sympy.sympify(e).xreplace({S.seq: 0}).xreplace({S.tokens: S.seq})
     _assert_ops_equal(step, prefill, rewrite, skip_reads=state_reads, skip_ops=expanded)
+    _assert_ops_equal(model.graph("chunk"), prefill, rewrite, skip_reads=state_reads)
     if "mamba" in path.stem:
         assert state_reads, "a Mamba step must read its recurrent state"
 

@@ -14,6 +14,7 @@ from typing import Mapping
 import numpy as np
 import sympy
 
+from ..limits import STEP_STAGES
 from .compiled import Unsupported, cached_functions
 from .export import stage_record, stage_rows
 from .programs import StageProgram
@@ -96,7 +97,7 @@ def tokens_processed(stage: str, batch, seq, tokens=1):
     `tokens` per sequence in the general step."""
     if stage == "prefill":
         return batch * seq
-    return batch * tokens if stage in ("step", "verify") else batch
+    return batch * tokens if stage in STEP_STAGES else batch
 
 
 def stage_time(stage: StageRoofline, values: Mapping[sympy.Symbol, object]) -> np.ndarray:

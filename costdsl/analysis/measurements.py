@@ -31,6 +31,7 @@ import sympy
 
 from ..errors import CostDSLError
 from ..files import read_user_text
+from ..limits import ALL_STAGES, STEP_STAGES
 from ..hardware import Hardware
 from ..hardware.efficiency import GEMM_FAMILIES, Efficiency, fills_by_rows
 from .. import symbols as S
@@ -41,7 +42,7 @@ from .roofline import (bit_values, blocks_per_row, family_of, gemm_columns, gemm
 
 COLUMNS = ("hardware", "model", "stage", "batch", "seq", "tokens", "w_bits", "a_bits",
            "kv_bits", "op", "time_s")
-STAGES = ("prefill", "decode", "step", "verify")
+STAGES = ALL_STAGES
 
 
 class MeasurementError(CostDSLError):
@@ -201,7 +202,7 @@ def _row(record: dict, file: str, line: int) -> Row:
     if stage not in STAGES:
         raise fail(f"stage = {stage!r}: expected one of {', '.join(STAGES)}")
     tokens = number("tokens", integer=True, optional=True)
-    if stage in ("step", "verify") and tokens is None:
+    if stage in STEP_STAGES and tokens is None:
         raise fail(f"the {stage} stage needs tokens (the new tokens per sequence)")
     if stage in ("prefill", "decode") and tokens is not None:
         # a tokens column that agrees with the stage is fine: decode is the step of 1 new
@@ -282,7 +283,7 @@ def _pieces(model, stage, bits, rows, hw: Hardware, file: str,
                                hint="ops: " + ", ".join(names))
     values = {**settings.values(), S.batch: np.array([r.batch for r in rows], float),
               S.seq: np.array([r.seq for r in rows], float)}
-    if stage in ("step", "verify"):
+    if stage in STEP_STAGES:
         values[S.tokens] = np.array([r.tokens for r in rows], float)
     n = evaluate(symbolic, values)
     with np.errstate(divide="ignore", invalid="ignore"):

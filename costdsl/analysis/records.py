@@ -24,6 +24,8 @@ STAGE_DESCRIPTIONS = {
     "prefill": "the prompt: seq tokens of each of batch sequences",
     "decode": "one decode step: one new token per sequence, seq tokens already in the KV cache",
     "step": "one forward step: tokens new tokens per sequence over seq already in the KV cache",
+    "chunk": "a prompt chunk: tokens new tokens per sequence over seq cached, as a prefill "
+             "path runs it (a dense MLA up-projects its latents)",
     "verify": "a speculative verification: tokens new tokens per sequence over seq cached, "
               "with logits for each",
 }

@@ -31,7 +31,7 @@ from .. import symbols as S
 @dataclass(frozen=True)
 class Site:
     """Where an op runs: a step of `new` tokens per sequence over `cached` ones."""
-    stage: str             # "prefill", "decode", "step" or "verify"
+    stage: str             # "prefill", "decode", "step", "chunk" or "verify"
     new: sympy.Expr        # new tokens per sequence: seq in prefill, 1 in decode, tokens
     cached: sympy.Expr     # tokens already in the cache: 0 in prefill, seq otherwise
     last: sympy.Expr = sympy.Integer(1)  # rows per sequence of an op marked tokens=last
@@ -52,10 +52,14 @@ class Site:
 PREFILL = Site("prefill", S.seq, sympy.Integer(0))
 DECODE = Site("decode", sympy.Integer(1), S.seq)
 STEP = Site("step", S.tokens, S.seq)
+CHUNK = Site("chunk", S.tokens, S.seq)
+"""A prompt chunk: the step as the stacks' prefill path runs it (chunked prefill, or a prompt
+over a prefix found in the cache). It differs from `step` only where a kernel's form depends on
+the path (EXPANDED_STAGES: a dense MLA up-projects its latents)."""
 VERIFY = Site("verify", S.tokens, S.seq, S.tokens)
 """A speculative verification: the step whose every new token needs its logits, so an op marked
 tokens=last (the LM head) runs on all `tokens` rows, not only the last."""
-SITES = {"prefill": PREFILL, "decode": DECODE, "step": STEP, "verify": VERIFY}
+SITES = {"prefill": PREFILL, "decode": DECODE, "step": STEP, "chunk": CHUNK, "verify": VERIFY}
 
 
 @dataclass(frozen=True)
@@ -182,12 +186,14 @@ def linear(op, ins, out, site):
         out_shape=(n, d_out))
 
 
-EXPANDED_STAGES = ("prefill",)
-"""The stages where a dense MLA attends expanded keys and values: a prompt. Decode, a
-speculative verification and the general step attend the latent (absorbed), as the stacks
-run a query of a few tokens (vLLM's MLA sends a request down its decode path up to its decode
-threshold; a step of one token is a decode step). A long chunk over a cache, which the stacks
-up-project too, is priced absorbed by `step`: its attention at up to 3.4x the operations."""
+EXPANDED_STAGES = ("prefill", "chunk")
+"""The stages where a dense MLA attends expanded keys and values: a prompt, and a chunk of one
+over a cache (the stacks' prefill path up-projects the cached latents too: vLLM's MLA backend,
+TensorRT-LLM's chunked context). Decode, a speculative verification and the general step attend
+the latent (absorbed), as the stacks run a query of a few tokens (vLLM's MLA sends a request
+down its decode path up to its decode threshold; a step of one token is a decode step). A
+serving iteration prices its prompts' chunks on the chunk stage and its decodes on the step's
+(serving.iteration)."""
 
 
 def expands(attrs, site: Site) -> bool:

@@ -45,7 +45,7 @@ import numpy as np
 
 from .. import progress
 from ..errors import EvaluationError
-from .iteration import IterationCost, cost_from_record
+from .iteration import NO_PROMPTS, IterationCost, cost_from_record
 from .prefix import PrefixCache
 from .requests import Stream
 
@@ -128,6 +128,16 @@ class Speculative:
     accept: float
     draft: IterationCost
     seed: int = 0
+
+
+def _prompt_sums(chunks) -> tuple[int, int, int, int, int]:
+    """(sequences, sum t, sum t^2, sum t c, sum c) over prompt chunks of t new tokens over c
+    cached (serving.iteration's prompt sums)."""
+    n = tokens = squares = attended = cached = 0
+    for c, t in chunks:
+        n, tokens, squares, attended, cached = (n + 1, tokens + t, squares + t * t,
+                                                attended + t * c, cached + c)
+    return n, tokens, squares, attended, cached
 
 
 class _Request:
@@ -447,7 +457,8 @@ class Server:
         ran = 0
         if self.cost.decode_steps is not None and steps > 1:
             c = total + n * np.arange(steps, dtype=float)
-            times = np.broadcast_to(self.cost.decode_steps(n, n, n, c, c, n), c.shape).tolist()
+            times = np.broadcast_to(self.cost.decode_steps(n, n, n, c, c, n, *NO_PROMPTS),
+                                    c.shape).tolist()
         else:
             times = (self.cost(n, n, n, total + j * n, total + j * n, n) for j in range(steps))
         for step_j, step in enumerate(times):
@@ -483,7 +494,9 @@ class Server:
             attended += t * c
             cached += c
             logits += 1 if r.pending else t
-        step = self.cost(len(batch), tokens, squares, attended, cached, logits) + self.swap_time
+        step = self.cost(len(batch), tokens, squares, attended, cached, logits,
+                         _prompt_sums((r.cached, t) for r, t in batch if r.pending)) \
+            + self.swap_time
         if self.speculative is not None:
             step += self._draft_time(batch)
         self.clock += step
@@ -553,10 +566,8 @@ class Server:
         cached = sum(decoding) + n * (k - 1) / 2           # the draft's cache at its mid step
         time = k * self.speculative.draft(n, n, n, cached, cached, n) if n else 0.0
         if chunks:
-            time += self.speculative.draft(len(chunks), sum(t for _, t in chunks),
-                                           sum(t * t for _, t in chunks),
-                                           sum(t * c for c, t in chunks),
-                                           sum(c for c, _ in chunks), len(chunks))
+            sums = _prompt_sums(chunks)
+            time += self.speculative.draft(*sums, len(chunks), sums)
         return time
 
     @staticmethod
