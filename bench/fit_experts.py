@@ -50,6 +50,10 @@ MLA_SETS = {(chip, stack): device for chip, device in (
 generation_mla and context_mla tables; vLLM's time whole MLA modules) and the files they
 price."""
 FOLDS = 5
+COMPUTE_TYPES = {"mla-kv8": "the kernel computes in FP8, its query quantised (fitted at the "
+                            "bf16 peak, the B200's fraction was 1.08 of it)"}
+"""Why a family's table names the type its kernel computes in (efficiency COMPUTE_TYPE_NOTE):
+kept from the file when the table is rewritten."""
 KIND = {"moe": "MoE", "mla": "MLA decode", "mla-context": "MLA prefill",
         "mla-kv8": "MLA decode (FP8 cache)"}
 
@@ -152,6 +156,11 @@ def _tables(r: dict) -> dict:
         if r["kind"] == "mla-context":   # whatever form the kernel runs (SGLang's on Hopper)
             table.add(tomlkit.comment("per operation of the expanded form (per-head keys and "
                                       "values), the form costdsl lowers a prompt to"))
+        declared = r["hw"].efficiency.kinds.get(family)
+        if declared is not None and declared.compute_type:   # the file's, kept: the fit is of it
+            item = tomlkit.item(declared.compute_type)
+            item.comment(COMPUTE_TYPES.get(r["kind"], "the type the kernel computes in"))
+            table.add("compute_type", item)
         for key, value, unit in (("bandwidth", own.bandwidth, ""), ("compute", own.compute, ""),
                                  ("launch", own.launch_s, "s"), ("rows", own.rows, ""),
                                  ("overlap", own.overlap, ""),

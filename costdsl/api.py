@@ -44,7 +44,7 @@ from .serving.search import (SLO as SearchSLO, SearchResult, Space as SearchSpac
 from .serving.simulate import (Config as SimConfig, KVPool, Speculative, Summary, Trace,
                                 server_record, simulate, summarise)
 from .analysis.records import Analysis, Settings, check_stages, devices_of, stage_result
-from .analysis.roofline import StageRoofline, compute_type, roofline
+from .analysis.roofline import StageRoofline, kernel_type, roofline
 from .analysis.sensitivity import Sensitivity, sensitivity
 from .analysis.sparsity import SPARSITY, SparsityAnswer, sparsity_answers
 from .analysis.compression import CompressionAnswer, low_rank_answers, target_answers
@@ -196,9 +196,10 @@ class Model:
         return self._rooflines[key]
 
     def _bits_key(self, stage: str, hw: Hardware, settings: Settings):
-        """What of the bitwidths a roofline depends on: the compute type each op runs in (the
-        bytes keep the bitwidths as symbols), and the on-chip tile sizes that depend on them.
-        Bitwidths giving the same types share one roofline and its compiled functions."""
+        """What of the bitwidths a roofline depends on: the compute type each op runs in and
+        the family its figures are looked up under (the bytes keep the bitwidths as symbols),
+        and the on-chip tile sizes that depend on them. Bitwidths giving the same types and
+        families share one roofline and its compiled functions."""
         memo = (stage, figures_key(hw), settings.w_bits, settings.a_bits, settings.kv_bits)
         if memo not in self._bits_keys:
             self._bits_keys[memo] = self._compute_types(stage, hw, settings)
@@ -210,7 +211,7 @@ class Model:
         values = {S.BITS_BY_CLASS[c]: v for c, v in
                   zip(("weight", "act", "kv"), (settings.w_bits, settings.a_bits,
                                                 settings.kv_bits))}
-        return tuple(compute_type(n, hw, values) for n in nodes(self.graph(stage)))
+        return tuple(kernel_type(n, hw, values) for n in nodes(self.graph(stage)))
 
     @staticmethod
     def _values(settings: Settings, free: Iterable[str] = ()) -> dict:

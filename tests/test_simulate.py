@@ -68,6 +68,28 @@ def test_an_mla_prompt_runs_expanded_and_its_decodes_absorbed():
     assert summary.ttft_s["p50"] == pytest.approx(first + second, rel=1e-9)
 
 
+def test_a_mixed_iterations_mla_decodes_run_decodes_kernels_eagerly():
+    """On the H200 under vLLM (decode steps in CUDA graphs, 5.24 us a kernel), the decode part
+    of a mixed iteration's MLA runs decode's kernel with its own launch, as every kernel of a
+    mixed iteration does (it runs outside the graph); the prompt part, the chunk stage's."""
+    from costdsl.analysis.records import Settings
+    from costdsl.serving.iteration import _path_ops
+    m = costdsl.load(MODELS / "deepseek-v2-lite.arch", passes=["fuse_serving()"])
+    hw = costdsl.hardware.load_hardware("nvidia-h200")
+    settings = Settings(1, 1)
+    step = m._roofline("verify", hw, settings, kernels="step")
+    decode = m._roofline("verify", hw, settings, kernels="decode")
+    paths = _path_ops(step, decode, m._roofline("chunk", hw, settings))
+    assert {name.split(".")[-1] for name in paths} == {"absorb", "attn[qk+softmax+sv]", "v_up"}
+    graphed = {op.node.name: op.launch for op in decode.ops}
+    for name, (decoding, prompting) in paths.items():
+        family = "decode_attention_mla" if decoding.node.kind == "flash_attention" \
+            else decoding.node.kind
+        assert graphed[name] == pytest.approx(hw.framework.graph_launch_s)
+        assert decoding.launch == pytest.approx(hw.launch_for(family))
+        assert prompting.node.stage == "chunk"
+
+
 def test_static_scheduler_reproduces_latency(llama):
     n, prompt, gen = 8, 512, 64
     trace, summary = llama.simulate(HW, fixed_stream(n, prompt, gen),

@@ -18,7 +18,7 @@ import sympy
 
 from ..errors import EvaluationError
 from ..hardware import Hardware
-from .roofline import OpRoofline, StageRoofline, compute_type, matrix_peak
+from .roofline import OpRoofline, StageRoofline, kernel_type, matrix_peak
 from .. import symbols as S
 
 BIT_SYMBOLS = (S.w_bits, S.a_bits, S.kv_bits)
@@ -395,7 +395,7 @@ def _compute_regions(op: OpRoofline, hw: Hardware, x, values):
     regions = []
     for low, high in BIT_REGIONS:
         probe = {**{s: v for s, v in values.items() if s in BIT_SYMBOLS}, x: (low + high) / 2}
-        regions.append((compute_type(op.node, hw, probe), (low, high)))
+        regions.append((kernel_type(op.node, hw, probe)[0], (low, high)))
     return regions
 
 
@@ -519,7 +519,8 @@ def _compute_time_at(op: OpRoofline, hw: Hardware, x, values, probe) -> sympy.Ex
     if op.compute_type is None:
         return op.compute_time
     bits = {**{s: v for s, v in values.items() if s in BIT_SYMBOLS}, x: probe}
-    return op.effective_flops / matrix_peak(op.node, hw, compute_type(op.node, hw, bits))
+    ctype, kind = kernel_type(op.node, hw, bits)
+    return op.effective_flops / matrix_peak(op.node, hw, ctype, kind)
 
 
 def _balance(compute: sympy.Expr, memory: sympy.Expr, x: sympy.Symbol):

@@ -294,6 +294,11 @@ def _pieces(model, stage, bits, rows, hw: Hardware, file: str,
     columns = _gemm_columns(symbolic, values, len(rows))
     bit_of = bit_values(settings.bits())
     families = [family_of(o.node, c, bits=bit_of) for o, c in zip(symbolic.ops, n.compute_types)]
+    # a family the file says computes in another type (COMPUTE_TYPE_NOTE): its matrix work at
+    # that type's datasheet peak, so that its fitted fraction is of that peak
+    types = [linked.kernel_type(c, f) for c, f in zip(n.compute_types, families)]
+    matrix = matrix * np.reshape([hw.peak[c] / hw.peak[t] if c and t != c else 1.0
+                                  for c, t in zip(n.compute_types, types)], (-1, 1))
     inputs = _per_op([input_elements(o.node) if f in GEMM_FAMILIES
                       else sympy.Integer(0) for o, f in zip(symbolic.ops, families)],
                      values, len(rows)) / np.reshape(n.bandwidth, (-1, 1))
@@ -307,7 +312,7 @@ def _pieces(model, stage, bits, rows, hw: Hardware, file: str,
             [names.index(part) for part in op_parts(r.op)]
         out[r.line] = tuple(
             Piece(n.kinds[i], families[i],
-                  symbolic.ops[i].node.engine, n.compute_types[i], vector_type,
+                  symbolic.ops[i].node.engine, types[i], vector_type,
                   float(n.repeat[i][j]) if r.op == "total" else 1.0,
                   float(matrix[i][j]) if n.compute_types[i] else 0.0,
                   float(vector[i][j]) if n.compute_types[i] else 0.0, float(memory[i][j]),

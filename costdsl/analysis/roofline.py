@@ -91,6 +91,16 @@ def compute_type(node: Node, hw: Hardware, bits: Mapping[sympy.Symbol, float]) -
                               _PROMOTION[wanted]) + ", or quantize the op to a type it has")
 
 
+def kernel_type(node: Node, hw: Hardware, bits: Mapping[sympy.Symbol, float],
+                kernels: str | None = None) -> tuple[str | None, str]:
+    """(the compute type the op's kernel runs in, the family its figures are looked up under):
+    its operands' type (compute_type), or the one its family declares (a kernel that
+    quantises its operands further: efficiency COMPUTE_TYPE_NOTE)."""
+    operands = compute_type(node, hw, bits)
+    kind = family_of(node, operands, kernels, bits)
+    return hw.kernel_type(operands, kind), kind
+
+
 def matrix_peak(node: Node, hw: Hardware, ctype: str, kind: str | None = None) -> float:
     """The rate of the op's matrix work in `ctype`: the N:M-sparse rate for weights a
     `sparsify(pattern="N:M")` pass pruned (where the hardware file gives one), else dense."""
@@ -207,6 +217,8 @@ class OpRoofline:
     split: tuple[float, float] | None = None  # decode attention's split regime: (seconds,
                                               # bandwidth / its bandwidth); None: none
     one_row: float = 0.0        # seconds a call of one output row adds (efficiency one_row)
+    eager_launch: float | None = None  # a graphed kernel's own launch, where it runs outside
+                                       # the graph (a mixed iteration); None: `launch`
 
     @property
     def flops(self) -> sympy.Expr:
@@ -468,8 +480,7 @@ def roofline(graph: nx.DiGraph, hw: Hardware, bits: Mapping[str, float],
     ops = []
     for node in nodes(graph):
         hardware_values = _hardware_values(node, hw, values)
-        ctype = compute_type(node, hw, values)
-        kind = family_of(node, ctype, kernels, values)
+        ctype, kind = kernel_type(node, hw, values, kernels)
         peak = matrix_peak(node, hw, ctype, kind) if ctype else float("inf")
         channel = _channel(node, hw, layout)
         gemm = is_gemm(node, kind)
@@ -489,7 +500,8 @@ def roofline(graph: nx.DiGraph, hw: Hardware, bits: Mapping[str, float],
             split=_split(hw, kind),
             floor=hw.floor_for(kind) if gemm and graph_launch is None else 0.0,
             one_row=_one_row(hw, kind, graph_launch is not None) if gemm else 0.0,
-            **_stack_all_reduce(node, hw, channel)))
+            eager_launch=None if graph_launch is None or node.engine == "link"
+            else hw.launch_for(kind), **_stack_all_reduce(node, hw, channel)))
     return StageRoofline(stage, _with_overlap(ops), tuple(graph.graph.get("pipeline", (1, 1))),
                          server=_server(hw))
 

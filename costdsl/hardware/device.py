@@ -142,6 +142,13 @@ class Hardware:
         """Which model a time comes from: "ideal" or "efficiency"."""
         return "ideal" if self.efficiency is None else "efficiency"
 
+    def kernel_type(self, ctype: str | None, kind: str) -> str | None:
+        """The compute type an op of `kind` whose operands make `ctype` runs in: the one its
+        family's figures declare (efficiency COMPUTE_TYPE_NOTE), else `ctype` (no arithmetic:
+        None; the ideal roofline: the operands')."""
+        e = self.efficiency
+        return e.kernel_type(ctype, kind) if e is not None and ctype else ctype
+
     def peak_for(self, ctype: str, kind: str = "linear") -> float:
         """Operations/s an op of `kind` (see efficiency.efficiency_kind) achieves in `ctype`:
         the datasheet peak times its efficiency (1 for the ideal roofline)."""
@@ -504,6 +511,11 @@ def _efficiency_table(table: dict, peak: Mapping[str, float], fail) -> Efficienc
     if unknown_types:
         raise fail(f"[efficiency.compute] names {sorted(unknown_types)[0]!r}, which [peak] "
                    "does not list", "efficiency.compute." + sorted(unknown_types)[0])
+    for family, own in sorted(efficiency.kinds.items()):
+        if own.compute_type is not None and own.compute_type not in peak:
+            raise fail(f"efficiency {family}.compute_type = {own.compute_type!r}, which [peak] "
+                       "does not list: the chip has no rate for it",
+                       f"efficiency.{family}.compute_type", "[peak] lists " + ", ".join(peak))
     return efficiency
 
 

@@ -21,6 +21,8 @@ of the file):
     compute = 0.57
     [efficiency.decode_attention_mla_kv8]  # optional: MLA decode's over an FP8 latent (MLA_KV8)
     bandwidth = 0.40
+    compute_type = "fp8"      # optional, any family: the type its kernel computes in, where
+                              # not its operands' (COMPUTE_TYPE_NOTE)
     [efficiency.attention_mla]  # optional: a prompt's MLA attention (MLA_PREFILL)
     compute = 0.55
     [efficiency.w4a16_expert]  # optional: INT4 weight-only routed experts (WEIGHT_ONLY_GEMMS,
@@ -138,6 +140,13 @@ activations, widened to the activations' type inside the GEMM (Marlin, Machete, 
 mixed-input kernels)."""
 
 MICROSCALED = "w4a16_mx"
+KERNEL_TYPES = ("fp8", "fp4", "int8", "fp16", "bf16")
+"""The tensor types a family's `compute_type` may name (the chip's [peak] must list it)."""
+COMPUTE_TYPE_NOTE = """`compute_type` says a kernel computes in a type other than its
+operands' widest: TensorRT-LLM's MLA decode over an FP8 latent on Blackwell quantises its
+query to FP8 and runs FP8 tensor-core math (priced at the bf16 peak, its fitted fraction is
+1.08 of it on the B200: no bf16 kernel does that; at the FP8 peak, 0.54). The op's matrix work
+is then timed at that type's peak and fraction, and reported in that type."""
 """4-bit float weights with an 8-bit shared scale per small group (MXFP4: E2M1 with an E8M0
 scale per 32, gpt-oss's and Kimi K3's experts; NVFP4 weights) under 16-bit activations: other
 kernels than the integer formats' (OpenAI's Triton MXFP4 MoE, FlashInfer's TensorRT-LLM
@@ -299,6 +308,8 @@ class KindEfficiency:
     floor_s: float | None = None   # a call's host time the kernel runs under (no CUDA graph):
                                    # its time is at least this (None: none)
     one_row_s: float | None = None   # seconds a call of one output row adds (ONE_ROW_NOTE)
+    compute_type: str | None = None  # the type the kernel computes in, where not its
+                                     # operands' (COMPUTE_TYPE_NOTE); None: inherit, theirs
 
 
 @dataclass(frozen=True)
@@ -386,6 +397,11 @@ class Efficiency:
             source = FALLBACK.get(source, "")
         return source or "linear"
 
+    def kernel_type(self, ctype: str, kind: str) -> str:
+        """The compute type a kernel of `kind` runs its matrix work in: the one its family
+        declares (COMPUTE_TYPE_NOTE), else its operands' `ctype`."""
+        return self._own(kind, "compute_type") or ctype
+
     def launch_for(self, kind: str) -> float:
         own = self._own(kind, "launch_s")
         return self.launch_s if own is None else own
@@ -451,7 +467,7 @@ class Efficiency:
                               "launch_s": v.launch_s, "rows": v.rows, "overlap": v.overlap,
                               **{key: getattr(v, key)
                                  for key in (*GEMM_CHOICES, "split_bandwidth", "split_launch_s",
-                                             "floor_s", "one_row_s")
+                                             "floor_s", "one_row_s", "compute_type")
                                  if getattr(v, key) is not None}}
                           for k, v in self.kinds.items()},
                 **({"framework": self.framework.as_dict()} if self.framework else {})}
@@ -590,13 +606,18 @@ def parse_efficiency(table: dict, fail, parse_quantity, kinds: set[str],
                 raise fail(f"[efficiency.{key}] must be a table", f"efficiency.{key}")
             extra = set(value) - {"bandwidth", "compute", "launch", "rows", "overlap",
                                   *GEMM_CHOICES, "split_bandwidth", "split_launch", "floor",
-                                  "one_row"}
+                                  "one_row", "compute_type"}
             if extra:
                 raise fail(f"unknown key {sorted(extra)[0]!r} in [efficiency.{key}]",
                            f"efficiency.{key}.{sorted(extra)[0]}",
                            "keys: bandwidth, compute, launch, rows, overlap, input_bytes, "
                            "tiles, output_bytes, split_bandwidth, split_launch, floor, "
-                           "one_row")
+                           "one_row, compute_type")
+            kernel_type = value.get("compute_type")
+            if kernel_type is not None and kernel_type not in KERNEL_TYPES:
+                raise fail(f"efficiency {key}.compute_type = {kernel_type!r}: expected the "
+                           "type the kernel computes in, one of " + ", ".join(KERNEL_TYPES),
+                           f"efficiency.{key}.compute_type")
             for split_key in ("split_bandwidth", "split_launch"):
                 if split_key in value and key not in SPLIT_FAMILIES:
                     raise fail(f"efficiency {key}.{split_key}: decode attention's split regime; "
@@ -639,7 +660,8 @@ def parse_efficiency(table: dict, fail, parse_quantity, kinds: set[str],
                 launch(value["split_launch"], f"{key}.split_launch")
                 if "split_launch" in value else None,
                 launch(value["floor"], f"{key}.floor") if "floor" in value else None,
-                launch(value["one_row"], f"{key}.one_row") if "one_row" in value else None)
+                launch(value["one_row"], f"{key}.one_row") if "one_row" in value else None,
+                kernel_type)
             split = {"split_bandwidth", "split_launch"} & set(value)
             if len(split) == 1:   # one alone would be dropped without a word (Efficiency.split_for)
                 given = split.pop()

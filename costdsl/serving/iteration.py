@@ -173,13 +173,14 @@ def _path_ops(step: StageRoofline, decode: StageRoofline, chunk: StageRoofline |
     """{op name: (its decode path's op, its prompt path's op)} for the step's ops whose chunk
     form differs (a dense MLA's up-projection and attention); {} without a chunk roofline. The
     ops on the rows that need logits differ in their rows alone (L in both: the verify site's)
-    and stay one. The decode path's op is `decode`'s (decode's kernels' figures, with its
-    launch: a CUDA graph's where the engine has one, though a mixed iteration runs eagerly,
-    a few microseconds a kernel)."""
+    and stay one. The decode path's op is `decode`'s: decode's kernels' figures, with their
+    own launch (a mixed iteration runs eagerly, outside the decode step's CUDA graph)."""
     if chunk is None:
         return {}
     steps, decodes = ({op.node.name: op for op in r.ops} for r in (step, decode))
-    return {op.node.name: (decodes[op.node.name], op) for op in chunk.ops
+    eager = {name: op if op.eager_launch is None else replace(op, launch=op.eager_launch)
+             for name, op in decodes.items()}
+    return {op.node.name: (eager[op.node.name], op) for op in chunk.ops
             if op.node.name in steps and op.node.name in decodes
             and op.node.attrs.get("tokens") != "last"
             and _form(op.node) != _form(steps[op.node.name].node)}
