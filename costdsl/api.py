@@ -54,6 +54,7 @@ from .analysis.speculative import (Speculation, best_draft_length, lookahead, sp
 from .errors import CostDSLError, EvaluationError, at
 from .names import did_you_mean
 from .graph.lower import STAGES, STEP_STAGES, lower
+from .graph.costs import CHUNK, expands
 from .graph.passes import apply_passes
 from .graph.passes.registry import resolve_args
 from .graph.schema import check as check_graph, nodes
@@ -202,10 +203,10 @@ class Model:
         families share one roofline and its compiled functions."""
         memo = (stage, figures_key(hw), settings.w_bits, settings.a_bits, settings.kv_bits)
         if memo not in self._bits_keys:
-            self._bits_keys[memo] = self._compute_types(stage, hw, settings)
+            self._bits_keys[memo] = self._kernel_types(stage, hw, settings)
         return self._bits_keys[memo]
 
-    def _compute_types(self, stage: str, hw: Hardware, settings: Settings):
+    def _kernel_types(self, stage: str, hw: Hardware, settings: Settings):
         if any("sram_needed" in n.attrs for n in nodes(self.graph(stage))):
             return tuple(sorted(settings.bits().items()))
         values = {S.BITS_BY_CLASS[c]: v for c, v in
@@ -778,7 +779,7 @@ class Model:
     def _paths_differ(self) -> bool:
         """Whether a prompt's chunk runs an op of another form than a decode (a dense MLA,
         expanded on the prefill path): its serving iterations price the two apart."""
-        return any(n.attrs.get("expanded") == "true" for n in nodes(self.graph("verify")))
+        return any(expands(n.attrs, CHUNK) for n in nodes(self.graph("verify")))
 
     def kv_pool(self, hw: str | Hardware, config: SimConfig, w_bits: float = 16,
                 a_bits: float = 16, kv_bits: float = 16) -> KVPool:

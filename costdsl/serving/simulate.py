@@ -130,11 +130,12 @@ class Speculative:
     seed: int = 0
 
 
-def _prompt_sums(chunks) -> tuple[int, int, int, int, int]:
-    """(sequences, sum t, sum t^2, sum t c, sum c) over prompt chunks of t new tokens over c
-    cached (serving.iteration's prompt sums)."""
+def _sums(pairs) -> tuple[int, int, int, int, int]:
+    """(sequences, sum t, sum t^2, sum t c, sum c) over sequences adding t new tokens over c
+    cached, given as (c, t) pairs: serving.iteration's five sums (N, T, TT, TC, C), or its
+    prompt sums over the prompts' chunks alone."""
     n = tokens = squares = attended = cached = 0
-    for c, t in chunks:
+    for c, t in pairs:
         n, tokens, squares, attended, cached = (n + 1, tokens + t, squares + t * t,
                                                 attended + t * c, cached + c)
     return n, tokens, squares, attended, cached
@@ -486,17 +487,9 @@ class Server:
         """Run one iteration of `batch`: the clock advances by its time, every request by its
         tokens. Returns the time and the requests that left: finished, or (on a prefill
         instance) prefilled and handed to the decode side."""
-        tokens = squares = attended = cached = logits = 0   # T, TT, TC, C, L
-        for r, t in batch:
-            c = r.cached
-            tokens += t
-            squares += t * t
-            attended += t * c
-            cached += c
-            logits += 1 if r.pending else t
-        step = self.cost(len(batch), tokens, squares, attended, cached, logits,
-                         _prompt_sums((r.cached, t) for r, t in batch if r.pending)) \
-            + self.swap_time
+        logits = sum(1 if r.pending else t for r, t in batch)   # L
+        step = self.cost(*_sums((r.cached, t) for r, t in batch), logits,
+                         _sums((r.cached, t) for r, t in batch if r.pending)) + self.swap_time
         if self.speculative is not None:
             step += self._draft_time(batch)
         self.clock += step
@@ -566,7 +559,7 @@ class Server:
         cached = sum(decoding) + n * (k - 1) / 2           # the draft's cache at its mid step
         time = k * self.speculative.draft(n, n, n, cached, cached, n) if n else 0.0
         if chunks:
-            sums = _prompt_sums(chunks)
+            sums = _sums(chunks)
             time += self.speculative.draft(*sums, len(chunks), sums)
         return time
 
