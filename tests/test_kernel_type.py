@@ -71,3 +71,18 @@ def test_the_analysis_reports_the_kernels_type(mla, capsys):
 ])
 def test_bad_compute_types(section, message, tmp_path, capsys):
     assert message in rejected_section(section, tmp_path, capsys)
+
+
+def test_measured_rows_fit_the_kernels_type_and_the_ideal_keeps_the_operands():
+    """The B200's FP8-cache MLA rows under TensorRT-LLM: each row's matrix work is at the FP8
+    peak for the fit (4.5 PFLOPS), and at the bf16 peak (2.25) for the ideal roofline, twice
+    the seconds, as `analyze --ideal` prices it."""
+    from conftest import DATA
+    from costdsl.analysis.measurements import read_measurements, resolve
+    hw = load_hardware("nvidia-b200").with_stack("trtllm")
+    path = DATA / "measured" / "aiconfigurator-mla-kv8-b200-trtllm.csv"
+    pieces = [p for m in resolve(read_measurements(path), path, hw, costdsl.load)
+              for p in m.pieces]
+    assert {p.compute_type for p in pieces} == {"fp8"}
+    for p in pieces:
+        assert p.ideal_matrix_s == pytest.approx(p.matrix_s * FP8_PEAK / BF16_PEAK, rel=1e-12)

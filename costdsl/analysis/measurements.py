@@ -86,6 +86,9 @@ class Piece:
                           # per element moved before it (efficiency input_bytes: its prologue)
     output_s: float = 0.0  # a GEMM's output elements / bandwidth: one byte per element after
                            # its main loop (efficiency output_bytes: its epilogue)
+    ideal_matrix_s: float | None = None  # matrix_s at the operands' type's peak, where the file
+                                         # says the kernel computes in another (what --ideal
+                                         # prices: COMPUTE_TYPE_NOTE); None: matrix_s
 
     @property
     def collective(self) -> bool:
@@ -128,7 +131,8 @@ class Piece:
         if self.collective:
             return self.count * (self.ideal_transfer_s if e is None else self.transfer_s)
         if e is None:
-            return self.count * max(self.matrix_s + self.vector_s, self.memory_s)
+            matrix = self.matrix_s if self.ideal_matrix_s is None else self.ideal_matrix_s
+            return self.count * max(matrix + self.vector_s, self.memory_s)
         compute = (self.matrix_s * self.waves(e)
                    / e.compute_for(self.compute_type or "", self.family)
                    + self.vector_s / e.compute_for(self.vector_type, self.family))
@@ -297,6 +301,7 @@ def _pieces(model, stage, bits, rows, hw: Hardware, file: str,
     # a family the file says computes in another type (COMPUTE_TYPE_NOTE): its matrix work at
     # that type's datasheet peak, so that its fitted fraction is of that peak
     types = [linked.kernel_type(c, f) for c, f in zip(n.compute_types, families)]
+    operands_matrix = matrix
     matrix = matrix * np.reshape([hw.peak[c] / hw.peak[t] if c and t != c else 1.0
                                   for c, t in zip(n.compute_types, types)], (-1, 1))
     inputs = _per_op([input_elements(o.node) if f in GEMM_FAMILIES
@@ -319,7 +324,8 @@ def _pieces(model, stage, bits, rows, hw: Hardware, file: str,
                   float(counts[i][j]) * blocks_per_row(symbolic.ops[i].node),
                   float(columns[i][j]), hw.sms,
                   float(transfer[i][j]), float(ideal_transfer[i][j]), float(inputs[i][j]),
-                  float(outputs[i][j]))
+                  float(outputs[i][j]), float(operands_matrix[i][j])
+                  if types[i] != n.compute_types[i] else None)
             for i in chosen)
     return out
 
