@@ -34,6 +34,11 @@ under tests/data/measured/ by default:
   1,024 to 4,096 columns or inputs), m = 1 to 16,384 in six sizes. Narrow layers are where an
   FP8 GEMM's activation quantisation (a cost per input element, whatever the output width)
   weighs most: [efficiency.fp8_gemm] input_bytes is chosen on them.
+- aiconfigurator-gemm-tp-<chip>[-<stack>].csv: the bf16 GEMMs of the same shards. The nine
+  full shapes alone cannot tell a GEMM's per-call time from its walk of k (n / t outputs over
+  the whole k, or all n over k / t): fitted on them, the bf16 figures missed the shards by
+  10.7-16.2% (H200, B200; every stack) and the package's whole grid by 9.4-17.7%
+  (bench/gemm_grid.py); with the shards [efficiency] k_latency is chosen on them.
 - aiconfigurator-gemm-{fp8block,nvfp4}-<chip>[-<stack>].csv: block-scaled GEMMs of the same
   shapes and sizes, each table's main kernel (its most common kernel_source): FP8 with 128 x 128
   weight blocks (DeepGEMM / CUTLASS; Hopper and Blackwell) and NVFP4 (B200 only), as the proj
@@ -314,13 +319,14 @@ def gemm(data: Path, out_dir: Path, release: str, stack: str = STACK,
         out["fp8-" + short + _suffix(stack)] = sorted(fp8, key=lambda r: (r["model"],
                                                                           int(r["seq"])))
         sharded = _tp_shapes()
-        fp8_tp = [_gemm_row(out_dir, hw, r["m"], r["n"], r["k"], r["latency"], source, 8)
-                  for r in records if r["gemm_dtype"] == "fp8" and "fp8" not in weight_only
-                  and (r["n"], r["k"]) in sharded
-                  and r["m"] in TP_M and not _weights_resident(system, stack, r, 8)]
-        if fp8_tp:
-            out["fp8-tp-" + short + _suffix(stack)] = sorted(
-                fp8_tp, key=lambda r: (r["model"], int(r["seq"])))
+        for dtype, bits, prefix in (("bfloat16", 16, "tp-"), ("fp8", 8, "fp8-tp-")):
+            shards = [_gemm_row(out_dir, hw, r["m"], r["n"], r["k"], r["latency"], source, bits)
+                      for r in records if r["gemm_dtype"] == dtype and dtype not in weight_only
+                      and (r["n"], r["k"]) in sharded
+                      and r["m"] in TP_M and not _weights_resident(system, stack, r, bits)]
+            if shards:
+                out[prefix + short + _suffix(stack)] = sorted(
+                    shards, key=lambda r: (r["model"], int(r["seq"])))
         for dtype, (name, bits, quantize) in BLOCK_FORMATS.items():
             chosen = [r for r in records if r["gemm_dtype"] == dtype
                       and (r["n"], r["k"]) in GEMM_SHAPES and r["m"] in GEMM_M

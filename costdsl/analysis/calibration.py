@@ -164,6 +164,7 @@ class Choices:
     split: frozenset = frozenset()   # decode attention families with a split regime
     floor: frozenset = frozenset()   # GEMM families whose call has a host time (a floor)
     one_row: frozenset = frozenset()   # GEMM families whose call of one row costs more
+    k_latency: frozenset = frozenset()   # GEMM families whose tiles' walk of k costs time
 
     def key(self) -> tuple:
         """The choices as a hashable value: equal choices, equal keys (whatever the order the
@@ -209,7 +210,7 @@ def _efficiency(u: Mapping[str, float], launches: Mapping[str, float],
             choices.output_bytes.get(kind),
             1 / u[f"{kind}.split_bandwidth"] if f"{kind}.split_bandwidth" in u else None,
             launches.get(f"{kind}.split_launch"), launches.get(f"{kind}.floor"),
-            launches.get(f"{kind}.one_row"))
+            launches.get(f"{kind}.one_row"), None, launches.get(f"{kind}.k_latency"))
     return Efficiency(bandwidth=1 / u.get("bandwidth", 1.0), compute=compute,
                       launch_s=launches.get("launch", 0.0), kinds=kinds, source=source,
                       tile=choices.tile)
@@ -218,7 +219,8 @@ def _efficiency(u: Mapping[str, float], launches: Mapping[str, float],
 def is_duration(name: str) -> bool:
     """Whether a parameter is a duration (a launch, a split's or a floor's fixed cost, a
     single row's extra time), not the inverse of a fraction."""
-    return name.rpartition(".")[2] in ("launch", "split_launch", "floor", "one_row")
+    return name.rpartition(".")[2] in ("launch", "split_launch", "floor", "one_row",
+                                       "k_latency")
 
 
 def _assign(measured: list[Measured], e: Efficiency | None, launch: bool = True,
@@ -262,6 +264,9 @@ def _assign(measured: list[Measured], e: Efficiency | None, launch: bool = True,
                 coef[k] = coef.get(k, 0.0) + p.count * serial
             if p.single_row and p.family in choices.one_row:   # ONE_ROW_NOTE
                 coef[f"{p.family}.one_row"] = coef.get(f"{p.family}.one_row", 0.0) + p.count
+            if p.depth and p.family in choices.k_latency:   # K_LATENCY_NOTE
+                k = f"{p.family}.k_latency"
+                coef[k] = coef.get(k, 0.0) + p.count * p.depth
             if launch and not floored:   # a floor's call launches nothing beside it
                 k = _launch_key(p)
                 coef[k] = coef.get(k, 0.0) + p.count
@@ -505,7 +510,8 @@ def fit_efficiency(measured: list[Measured], source: str = "", launch: bool = Tr
                        tiles={**choices.tiles, **trial.tiles},
                        output_bytes={**choices.output_bytes, **trial.output_bytes},
                        split=choices.split | trial.split, floor=choices.floor | trial.floor,
-                       one_row=choices.one_row | trial.one_row)
+                       one_row=choices.one_row | trial.one_row,
+                       k_latency=choices.k_latency | trial.k_latency)
 
     def attempt(trial: Choices, gain: float = 0.0,
                 accept: Callable[[_Solved], bool] = lambda solved: True) -> None:
@@ -563,8 +569,16 @@ def fit_efficiency(measured: list[Measured], source: str = "", launch: bool = Tr
         return any(kept)
 
     typed, linear = _gemm_families(measured)
+    def streams_within(family: str) -> Callable[[_Solved], bool]:
+        """Whether a fit streams `family`'s weights at no more than the datasheet bandwidth
+        (within the 10% a figure's error allows): a walk of k grows with the weights of a
+        shape's rows, and a fit may trade the two (the A100's INT4 weight-only GEMM at 1.4x
+        its HBM beside 1.3 ns an element of k)."""
+        return lambda solved: solved.efficiency.bandwidth_for(family) <= 1.1
     for family in typed + ["linear"] * linear:   # a call of one row's extra time
         attempt(Choices(one_row=frozenset({family})), MIN_GAIN)   # before the tiles it skews
+    for family in typed + ["linear"] * linear:   # the tiles' walk of k (K_LATENCY_NOTE)
+        attempt(Choices(k_latency=frozenset({family})), MIN_GAIN, streams_within(family))
     for family in typed:
         schedule(family)
     if linear and schedule("linear"):

@@ -37,8 +37,8 @@ from ..hardware.efficiency import GEMM_FAMILIES, Efficiency, fills_by_rows
 from .. import symbols as S
 from .evaluate import evaluate
 from .records import Settings
-from .roofline import (bit_values, blocks_per_row, family_of, gemm_columns, gemm_tiles,
-                       input_elements, kind_of, row_count, wave_factor)
+from .roofline import (bit_values, blocks_per_row, family_of, gemm_columns, gemm_depth,
+                       gemm_tiles, input_elements, kind_of, row_count, wave_factor)
 
 COLUMNS = ("hardware", "model", "stage", "batch", "seq", "tokens", "w_bits", "a_bits",
            "kv_bits", "op", "time_s")
@@ -89,6 +89,7 @@ class Piece:
     ideal_matrix_s: float | None = None  # matrix_s at the operands' type's peak, where the file
                                          # says the kernel computes in another (what --ideal
                                          # prices: COMPUTE_TYPE_NOTE); None: matrix_s
+    depth: float = 0.0    # a GEMM's k, the reduction its tiles walk (efficiency k_latency)
 
     @property
     def collective(self) -> bool:
@@ -149,6 +150,7 @@ class Piece:
                                e.output_bytes_for(self.family)) / bandwidth
         if self.single_row:   # a call of one row's extra time (OpRoofline.single_row)
             serial += e.one_row_for(self.family)
+        serial += self.depth * e.k_latency_for(self.family)   # OpRoofline.reduction
         return self.count * (kernel + e.launch_for(self.family) + serial)
 
 
@@ -296,6 +298,7 @@ def _pieces(model, stage, bits, rows, hw: Hardware, file: str,
     memory = n.bytes / n.bandwidth
     counts = _row_counts(symbolic, values, len(rows))
     columns = _gemm_columns(symbolic, values, len(rows))
+    depths = _gemm_depths(symbolic, values, len(rows))
     bit_of = bit_values(settings.bits())
     families = [family_of(o.node, c, bits=bit_of) for o, c in zip(symbolic.ops, n.compute_types)]
     # a family the file says computes in another type (COMPUTE_TYPE_NOTE): its matrix work at
@@ -325,7 +328,7 @@ def _pieces(model, stage, bits, rows, hw: Hardware, file: str,
                   float(columns[i][j]), hw.sms,
                   float(transfer[i][j]), float(ideal_transfer[i][j]), float(inputs[i][j]),
                   float(outputs[i][j]), float(operands_matrix[i][j])
-                  if types[i] != n.compute_types[i] else None)
+                  if types[i] != n.compute_types[i] else None, float(depths[i][j]))
             for i in chosen)
     return out
 
@@ -362,6 +365,13 @@ def _gemm_columns(symbolic, values, n: int) -> np.ndarray:
     """Output columns of every GEMM (a linear layer or a fused group of them: the elements it
     writes per row), 0 for every other op."""
     return _per_op([gemm_columns(o.node)
+                    if kind_of(o.node) == "linear" and o.node.engine == "matrix"
+                    else sympy.Integer(0) for o in symbolic.ops], values, n)
+
+
+def _gemm_depths(symbolic, values, n: int) -> np.ndarray:
+    """The reduction (k) of every GEMM, 0 for every other op (as _gemm_columns)."""
+    return _per_op([gemm_depth(o.node)
                     if kind_of(o.node) == "linear" and o.node.engine == "matrix"
                     else sympy.Integer(0) for o in symbolic.ops], values, n)
 

@@ -160,6 +160,12 @@ def gemm_columns(node: Node) -> sympy.Expr:
     return output_elements(node) / row_count(node)
 
 
+def gemm_depth(node: Node) -> sympy.Expr:
+    """The reduction (k) of a linear layer: the input elements it reads per row (a fused
+    group's shared input once)."""
+    return input_elements(node) / row_count(node)
+
+
 def is_gemm(node: Node, kind: str) -> bool:
     """Whether an op is a dense GEMM of a family that may give `tiles` and `output_bytes`."""
     return kind in TILE_FAMILIES and node.engine == "matrix"
@@ -217,6 +223,7 @@ class OpRoofline:
     split: tuple[float, float] | None = None  # decode attention's split regime: (seconds,
                                               # bandwidth / its bandwidth); None: none
     one_row: float = 0.0        # seconds a call of one output row adds (efficiency one_row)
+    k_latency: float = 0.0      # seconds per element of a GEMM's k (efficiency k_latency)
     eager_launch: float | None = None  # a graphed kernel's own launch, where it runs outside
                                        # the graph (a mixed iteration); None: `launch`
 
@@ -412,11 +419,19 @@ class OpRoofline:
         return sympy.Float(self.one_row, 15) * sympy.Max(0, 2 - row_count(self.node))
 
     @property
+    def reduction(self) -> sympy.Expr:
+        """The serial walk of a GEMM's k in each output tile (efficiency k_latency): the
+        figure times k, whatever the rows (K_LATENCY_NOTE)."""
+        if not self.k_latency:
+            return sympy.Integer(0)
+        return sympy.Float(self.k_latency, 15) * gemm_depth(self.node)
+
+    @property
     def serial_work(self) -> sympy.Expr:
         """The kernel time that adds to its loop's instead of hiding in the max: the prologue
-        (a kernel before it), the epilogue (its blocks' writes after the loop) and a single
-        row's extra time."""
-        return self.prologue + self.epilogue + self.single_row
+        (a kernel before it), the epilogue (its blocks' writes after the loop), a single
+        row's extra time and the walk of its k."""
+        return self.prologue + self.epilogue + self.single_row + self.reduction
 
     @cached_property
     def time(self) -> sympy.Expr:
@@ -500,6 +515,7 @@ def roofline(graph: nx.DiGraph, hw: Hardware, bits: Mapping[str, float],
             split=_split(hw, kind),
             floor=hw.floor_for(kind) if gemm and graph_launch is None else 0.0,
             one_row=_one_row(hw, kind, graph_launch is not None) if gemm else 0.0,
+            k_latency=hw.k_latency_for(kind) if gemm else 0.0,
             eager_launch=None if graph_launch is None or node.engine == "link"
             else hw.launch_for(kind), **_stack_all_reduce(node, hw, channel)))
     return StageRoofline(stage, _with_overlap(ops), tuple(graph.graph.get("pipeline", (1, 1))),

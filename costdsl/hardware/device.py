@@ -201,6 +201,10 @@ class Hardware:
         """Seconds a call of `kind` with one output row adds (efficiency one_row; 0 ideal)."""
         return self.efficiency.one_row_for(kind) if self.efficiency else 0.0
 
+    def k_latency_for(self, kind: str = "linear") -> float:
+        """Seconds per element of k a GEMM of `kind` adds (efficiency k_latency; 0 ideal)."""
+        return self.efficiency.k_latency_for(kind) if self.efficiency else 0.0
+
     def launch_for(self, kind: str = "linear") -> float:
         """Seconds of fixed cost per kernel of `kind` (0 for the ideal roofline)."""
         return self.efficiency.launch_for(kind) if self.efficiency else 0.0

@@ -283,6 +283,15 @@ collector replays a captured graph): device time, so a graphed decode pays it to
 with a floor is timed outside graphs (FLOOR_NOTE): its one_row is host time like its floor
 (vLLM's block-FP8 path on the GB200: 230 us more at m = 1), and a graphed decode pays neither."""
 
+K_LATENCY_NOTE = """A GEMM family's `k_latency`: seconds per element of the reduction (k, the input
+width) added to a call's time. Each output tile walks k in sequence, so a narrow-output GEMM
+over a long k (a tensor-parallel shard of a projection) takes longer than its bytes say, and a
+wide one over a short k less: in aiconfigurator's whole bf16 GEMM grid on the H200 under
+TensorRT-LLM (n, k >= 512, m <= 64), launch + bytes / bandwidth misses by 10.2% and with k x
+0.28 ns by 7.0%; 512 x 4,096 (n x k) takes 5.9 us at m = 1 and 4,096 x 512, the same 4 MB,
+3.6 us. The family's own figure (a narrower family runs another kernel), chosen by the fit
+where it lowers the error (bench/gemm_grid.py judges it over the grid)."""
+
 GEMM_CHOICES = ("input_bytes", "tiles", "output_bytes")
 """A GEMM family's chosen figures beside its fractions (listed in as_dict only where given)."""
 
@@ -310,6 +319,7 @@ class KindEfficiency:
     one_row_s: float | None = None   # seconds a call of one output row adds (ONE_ROW_NOTE)
     compute_type: str | None = None  # the type the kernel computes in, where not its
                                      # operands' (COMPUTE_TYPE_NOTE); None: inherit, theirs
+    k_latency_s: float | None = None   # seconds per element of a GEMM's k (K_LATENCY_NOTE)
 
 
 @dataclass(frozen=True)
@@ -441,6 +451,12 @@ class Efficiency:
         own = self.kinds.get(kind)
         return (own.one_row_s or 0.0) if own is not None else 0.0
 
+    def k_latency_for(self, kind: str) -> float:
+        """Seconds per element of the reduction a GEMM of `kind` walks in each output tile
+        (K_LATENCY_NOTE); 0: none. The family's own figure, as one_row's."""
+        own = self.kinds.get(kind)
+        return (own.k_latency_s or 0.0) if own is not None else 0.0
+
     def split_for(self, kind: str) -> tuple[float, float] | None:
         """(bandwidth fraction, seconds) of a decode attention kernel's split regime (its
         cache split over more blocks and reduced after); None where the file gives none, or
@@ -467,7 +483,7 @@ class Efficiency:
                               "launch_s": v.launch_s, "rows": v.rows, "overlap": v.overlap,
                               **{key: getattr(v, key)
                                  for key in (*GEMM_CHOICES, "split_bandwidth", "split_launch_s",
-                                             "floor_s", "one_row_s", "compute_type")
+                                             "floor_s", "one_row_s", "compute_type", "k_latency_s")
                                  if getattr(v, key) is not None}}
                           for k, v in self.kinds.items()},
                 **({"framework": self.framework.as_dict()} if self.framework else {})}
@@ -606,13 +622,13 @@ def parse_efficiency(table: dict, fail, parse_quantity, kinds: set[str],
                 raise fail(f"[efficiency.{key}] must be a table", f"efficiency.{key}")
             extra = set(value) - {"bandwidth", "compute", "launch", "rows", "overlap",
                                   *GEMM_CHOICES, "split_bandwidth", "split_launch", "floor",
-                                  "one_row", "compute_type"}
+                                  "one_row", "compute_type", "k_latency"}
             if extra:
                 raise fail(f"unknown key {sorted(extra)[0]!r} in [efficiency.{key}]",
                            f"efficiency.{key}.{sorted(extra)[0]}",
                            "keys: bandwidth, compute, launch, rows, overlap, input_bytes, "
                            "tiles, output_bytes, split_bandwidth, split_launch, floor, "
-                           "one_row, compute_type")
+                           "one_row, compute_type, k_latency")
             kernel_type = value.get("compute_type")
             if kernel_type is not None and kernel_type not in KERNEL_TYPES:
                 raise fail(f"efficiency {key}.compute_type = {kernel_type!r}: expected the "
@@ -624,7 +640,7 @@ def parse_efficiency(table: dict, fail, parse_quantity, kinds: set[str],
                                f"{key} is not a decode attention kernel",
                                f"efficiency.{key}.{split_key}",
                                f"{split_key} applies to " + ", ".join(sorted(SPLIT_FAMILIES)))
-            for gemm_key in ("tiles", "output_bytes", "floor", "one_row"):
+            for gemm_key in ("tiles", "output_bytes", "floor", "one_row", "k_latency"):
                 if gemm_key in value and key not in TILE_FAMILIES:
                     raise fail(f"efficiency {key}.{gemm_key}: a dense GEMM's figure; {key} is "
                                "not a GEMM family", f"efficiency.{key}.{gemm_key}",
@@ -661,7 +677,8 @@ def parse_efficiency(table: dict, fail, parse_quantity, kinds: set[str],
                 if "split_launch" in value else None,
                 launch(value["floor"], f"{key}.floor") if "floor" in value else None,
                 launch(value["one_row"], f"{key}.one_row") if "one_row" in value else None,
-                kernel_type)
+                kernel_type,
+                launch(value["k_latency"], f"{key}.k_latency") if "k_latency" in value else None)
             split = {"split_bandwidth", "split_launch"} & set(value)
             if len(split) == 1:   # one alone would be dropped without a word (Efficiency.split_for)
                 given = split.pop()

@@ -10,10 +10,10 @@ from .units import seconds
 
 TIME_MODEL = ("Time = max(ops / (compute x peak), memory, floor) + launch + (input_bytes x "
               "inputs + output_bytes x outputs) / (bandwidth x datasheet bandwidth) + one_row at "
-              "one row; memory = bytes / (bandwidth x datasheet bandwidth) x max(1, rows / the "
-              "op's rows, tiles / a GEMM's tiles), or split_launch + bytes / (split_bandwidth x "
-              "datasheet bandwidth) where that is less (compute + memory, not their max, where "
-              "overlap = false).")
+              "one row + k_latency x a GEMM's k; memory = bytes / (bandwidth x datasheet "
+              "bandwidth) x max(1, rows / the op's rows, tiles / a GEMM's tiles), or "
+              "split_launch + bytes / (split_bandwidth x datasheet bandwidth) where that is less "
+              "(compute + memory, not their max, where overlap = false).")
 """The model a calibrated section's figures belong to, in its header (roofline.OpRoofline)."""
 
 
@@ -219,6 +219,9 @@ def _kind_table(kind, own, by, note, put):
     if own.one_row_s is not None:
         put(table, "one_row", f"{own.one_row_s * 1e6:.2f} us", note(kind + ".one_row") +
             " (what a call of one row adds)")
+    if own.k_latency_s is not None:
+        put(table, "k_latency", f"{own.k_latency_s * 1e9:.4g} ns", note(kind + ".k_latency") +
+            " (per element of k: its tiles walk k in sequence)")
     if own.rows is not None:
         p = by.get(kind + ".rows")
         put(table, "rows", int(own.rows) if float(own.rows).is_integer() else own.rows,

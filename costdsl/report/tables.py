@@ -78,6 +78,9 @@ def time_model(hw, settings=None) -> str:
     if one_rows:   # what a call of one row (a decode of one sequence) adds
         parts.append(", ".join(f"{k} {seconds(v)} more at one row" + (
             " outside CUDA graphs" if e.kinds[k].floor_s else "") for k, v in one_rows.items()))
+    walks = {k: v.k_latency_s for k, v in sorted(e.kinds.items()) if v.k_latency_s}
+    if walks:   # a GEMM's walk of its k (K_LATENCY_NOTE)
+        parts.append(", ".join(f"{k} {seconds(v)} per element of k" for k, v in walks.items()))
     stack = f" of {e.stack}'s kernels" if e.stack else ""
     borrowed = {**e.borrowed(c for c in hw.peak if c not in ("fp32", "fp64")),
                 **_borrowed_families(e, settings)}

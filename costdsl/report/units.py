@@ -20,7 +20,7 @@ def si(value: float, unit: str = "", digits: int = 3) -> str:
 def seconds(value: float) -> str:
     if value == 0:
         return "0 s"
-    for scale, unit in ((1, "s"), (1e-3, "ms"), (1e-6, "us"), (1e-9, "ns")):
+    for scale, unit in ((1, "s"), (1e-3, "ms"), (1e-6, "us"), (1e-9, "ns"), (1e-12, "ps")):
         if abs(value) >= scale:
             return f"{value / scale:.3g} {unit}"
     return f"{value:.3g} s"
