@@ -210,7 +210,7 @@ def _efficiency(u: Mapping[str, float], launches: Mapping[str, float],
             choices.output_bytes.get(kind),
             1 / u[f"{kind}.split_bandwidth"] if f"{kind}.split_bandwidth" in u else None,
             launches.get(f"{kind}.split_launch"), launches.get(f"{kind}.floor"),
-            launches.get(f"{kind}.one_row"), None, launches.get(f"{kind}.k_latency"))
+            launches.get(f"{kind}.one_row"), k_latency_s=launches.get(f"{kind}.k_latency"))
     return Efficiency(bandwidth=1 / u.get("bandwidth", 1.0), compute=compute,
                       launch_s=launches.get("launch", 0.0), kinds=kinds, source=source,
                       tile=choices.tile)
@@ -218,7 +218,7 @@ def _efficiency(u: Mapping[str, float], launches: Mapping[str, float],
 
 def is_duration(name: str) -> bool:
     """Whether a parameter is a duration (a launch, a split's or a floor's fixed cost, a
-    single row's extra time), not the inverse of a fraction."""
+    single row's extra time, a GEMM's time per element of k), not the inverse of a fraction."""
     return name.rpartition(".")[2] in ("launch", "split_launch", "floor", "one_row",
                                        "k_latency")
 
