@@ -112,4 +112,4 @@ def test_the_time_model_line_names_it(capsys):
                  "--stack", "trtllm", "--batch", "1", "--seq", "1"]) == 0
     out = capsys.readouterr().out
     walk = load_hardware("nvidia-h200").with_stack("trtllm").k_latency_for("linear")
-    assert f"linear {walk * 1e12:.3g} ps per element of k" in out
+    assert f"linear walks its k at {walk * 1e12:.3g} ps an element" in out

@@ -80,7 +80,8 @@ def time_model(hw, settings=None) -> str:
             " outside CUDA graphs" if e.kinds[k].floor_s else "") for k, v in one_rows.items()))
     walks = {k: v.k_latency_s for k, v in sorted(e.kinds.items()) if v.k_latency_s}
     if walks:   # a GEMM's walk of its k (K_LATENCY_NOTE)
-        parts.append(", ".join(f"{k} {seconds(v)} per element of k" for k, v in walks.items()))
+        parts.append(", ".join(f"{k} walks its k at {seconds(v)} an element"
+                               for k, v in walks.items()))
     stack = f" of {e.stack}'s kernels" if e.stack else ""
     borrowed = {**e.borrowed(c for c in hw.peak if c not in ("fp32", "fp64")),
                 **_borrowed_families(e, settings)}
