@@ -29,7 +29,7 @@ def _hw(k_latency: float | None = None):
     if k_latency is None:
         return hw
     e = hw.efficiency
-    linear = replace(e.kinds.get("linear") or e.kinds["linear"], k_latency_s=k_latency)
+    linear = replace(e.kinds["linear"], k_latency_s=k_latency)
     return replace(hw, efficiency=replace(e, kinds={**e.kinds, "linear": linear}))
 
 

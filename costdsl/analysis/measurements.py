@@ -297,8 +297,8 @@ def _pieces(model, stage, bits, rows, hw: Hardware, file: str,
         vector = np.nan_to_num(n.vector_flops / n.vector_peak)
     memory = n.bytes / n.bandwidth
     counts = _row_counts(symbolic, values, len(rows))
-    columns = _gemm_columns(symbolic, values, len(rows))
-    depths = _gemm_depths(symbolic, values, len(rows))
+    columns = _per_gemm(symbolic, values, len(rows), gemm_columns)
+    depths = _per_gemm(symbolic, values, len(rows), gemm_depth)
     bit_of = bit_values(settings.bits())
     families = [family_of(o.node, c, bits=bit_of) for o, c in zip(symbolic.ops, n.compute_types)]
     # a family the file says computes in another type (COMPUTE_TYPE_NOTE): its matrix work at
@@ -361,17 +361,10 @@ def _row_counts(symbolic, values, n: int) -> np.ndarray:
     return _per_op([row_count(o.node) for o in symbolic.ops], values, n)
 
 
-def _gemm_columns(symbolic, values, n: int) -> np.ndarray:
-    """Output columns of every GEMM (a linear layer or a fused group of them: the elements it
-    writes per row), 0 for every other op."""
-    return _per_op([gemm_columns(o.node)
-                    if kind_of(o.node) == "linear" and o.node.engine == "matrix"
-                    else sympy.Integer(0) for o in symbolic.ops], values, n)
-
-
-def _gemm_depths(symbolic, values, n: int) -> np.ndarray:
-    """The reduction (k) of every GEMM, 0 for every other op (as _gemm_columns)."""
-    return _per_op([gemm_depth(o.node)
+def _per_gemm(symbolic, values, n: int, measure) -> np.ndarray:
+    """`measure` of every GEMM (a linear layer or a fused group of them) at every measured
+    row, 0 for every other op: its output columns (gemm_columns) or its k (gemm_depth)."""
+    return _per_op([measure(o.node)
                     if kind_of(o.node) == "linear" and o.node.engine == "matrix"
                     else sympy.Integer(0) for o in symbolic.ops], values, n)
 

@@ -448,14 +448,18 @@ class Efficiency:
         """Seconds a call of `kind` with one output row takes beyond its roofline time
         (ONE_ROW_NOTE); 0: none. The family's own figure: a narrower family (fp8_block_gemm
         beside fp8_gemm) runs another kernel and does not inherit it."""
-        own = self.kinds.get(kind)
-        return (own.one_row_s or 0.0) if own is not None else 0.0
+        return self._own_only(kind, "one_row_s")
 
     def k_latency_for(self, kind: str) -> float:
         """Seconds per element of the reduction a GEMM of `kind` walks in each output tile
         (K_LATENCY_NOTE); 0: none. The family's own figure, as one_row's."""
+        return self._own_only(kind, "k_latency_s")
+
+    def _own_only(self, kind: str, what: str) -> float:
+        """A figure of `kind`'s own table, not inherited along its lineage (as `_own` does);
+        0 where it has none."""
         own = self.kinds.get(kind)
-        return (own.k_latency_s or 0.0) if own is not None else 0.0
+        return (getattr(own, what) or 0.0) if own is not None else 0.0
 
     def split_for(self, kind: str) -> tuple[float, float] | None:
         """(bandwidth fraction, seconds) of a decode attention kernel's split regime (its
@@ -483,7 +487,8 @@ class Efficiency:
                               "launch_s": v.launch_s, "rows": v.rows, "overlap": v.overlap,
                               **{key: getattr(v, key)
                                  for key in (*GEMM_CHOICES, "split_bandwidth", "split_launch_s",
-                                             "floor_s", "one_row_s", "compute_type", "k_latency_s")
+                                             "floor_s", "one_row_s", "compute_type",
+                                             "k_latency_s")
                                  if getattr(v, key) is not None}}
                           for k, v in self.kinds.items()},
                 **({"framework": self.framework.as_dict()} if self.framework else {})}
