@@ -64,8 +64,10 @@ def _positive_roots(poly: sympy.Expr, x: sympy.Symbol) -> list[sympy.Expr]:
     # that is not an integer, while the crossover usually lies between two integers.
     real = sympy.Symbol(x.name, positive=True)
     numerator = sympy.numer(sympy.together(poly.subs(x, real)))
+    # a polynomial of x alone of degree 3 or more, or one with float coefficients (the
+    # compiled times: sympy.solve turns their floats into fractions and back, 60 ms a call)
     if numerator.free_symbols == {real} and numerator.is_polynomial(real) \
-            and sympy.degree(numerator, real) >= 3:
+            and (sympy.degree(numerator, real) >= 3 or numerator.has(sympy.Float)):
         return _numeric_positive_roots(numerator, real, x)
     try:
         roots = [r.subs(real, x) for r in sympy.solve(numerator, real)]
@@ -82,9 +84,9 @@ def _positive_roots(poly: sympy.Expr, x: sympy.Symbol) -> list[sympy.Expr]:
 
 
 def _numeric_positive_roots(numerator, real, x) -> list[sympy.Expr]:
-    """The positive real roots of a numeric polynomial of degree 3 or more. sympy's closed
-    forms of a cubic with float coefficients carry imaginary rounding (5000 + 1e-20 i) that
-    hides real roots; numeric root finding does not."""
+    """The positive real roots of a numeric polynomial. sympy's closed forms of a cubic with
+    float coefficients carry imaginary rounding (5000 + 1e-20 i) that hides real roots;
+    numeric root finding does not (and is faster at any degree)."""
     out = []
     for r in sympy.Poly(numerator, real).nroots(n=15):
         re, im = sympy.re(r), sympy.im(r)
@@ -276,7 +278,9 @@ def _branches(expr: sympy.Expr, x: sympy.Symbol) -> list[sympy.Expr]:
     branches = [b for a in inner.args for b in _branches(expr.xreplace({inner: a}), x)]
     # only the branches whose roots come in closed form quickly (a rational function of x: an
     # occupancy's switch); a branch with logs (a MoE's expected experts) is left to the search
-    return [expr] + [b for b in branches if b.is_rational_function(x)]
+    # on the whole expression (sympy.solve on a max(): a quarter second a call, so only then)
+    rational = [b for b in branches if b.is_rational_function(x)]
+    return rational if len(rational) == len(branches) else [expr] + rational
 
 
 def _meets(a: sympy.Expr, b: sympy.Expr, x: sympy.Symbol, root: sympy.Expr) -> bool:
@@ -323,9 +327,19 @@ def resolve_minmax(expr: sympy.Expr, x: sympy.Symbol, probe: float) -> sympy.Exp
         lambda e: isinstance(e, (sympy.Min, sympy.Max)) and x in e.free_symbols, active)
 
 
+def _distinct(edges: list[float], rel: float = 1e-9) -> list[float]:
+    """Sorted edges with those within `rel` of the one before dropped: one switch found twice
+    (by an op's crossover and by its max(compute, memory)) in the last digits of a float."""
+    out: list[float] = []
+    for e in edges:
+        if not out or e - out[-1] > rel * abs(e):
+            out.append(e)
+    return out
+
+
 def _intervals(edges: list[float]) -> list[tuple[float, float, float]]:
     """(low, high, probe) covering (0, inf) between sorted breakpoints."""
-    edges = sorted(set(e for e in edges if e > 0))
+    edges = _distinct(sorted(e for e in edges if e > 0))
     bounds = [0.0] + edges + [float("inf")]
     out = []
     for low, high in zip(bounds, bounds[1:]):
@@ -490,10 +504,11 @@ def piecewise_time(stage: StageRoofline, hw: Hardware, x: sympy.Symbol,
     compute = [None if x in BIT_SYMBOLS else
                unquantised(_bind(op.node.repeat * op.compute_time, values, x), x)
                for op in stage.ops]  # with a bitwidth, the peak depends on the piece
-    # a GEMM with a floor turns compute-bound where its arithmetic passes the floor, not at
-    # its intensity crossover (the op crossovers in `breakpoints`): that switch too
+    # an op whose memory side bends (a floor, too few rows or tiles to fill the chip, a split
+    # regime) turns compute-bound where its compute time meets that bent time, not at its
+    # intensity crossover (the op crossovers in `breakpoints`): those switches too
     breakpoints += [p for op, ct, mt in zip(stage.ops, compute, memory)
-                    if op.floor and ct is not None
+                    if _memory_bends(op) and ct is not None
                     for p in minmax_breakpoints(sympy.Max(ct, mt), x)]
     # fixed costs per kernel, serial transfers and the work beside a kernel's loop (a narrow
     # GEMM's input quantisation, an epilogue), in every piece
@@ -509,9 +524,18 @@ def piecewise_time(stage: StageRoofline, hw: Hardware, x: sympy.Symbol,
             compute_wins = float(ct.subs(x, probe)) > float(mt.subs(x, probe))
             total += (ct if compute_wins else mt) if op.overlap else ct + mt
         condition = x < high if high != math.inf else True
-        pieces.append((sympy.expand(_bind(stage.steps, values, x) * total
-                                    + _bind(stage.server_time, values, x)).evalf(15), condition))
+        piece = sympy.expand(_bind(stage.steps, values, x) * total
+                             + _bind(stage.server_time, values, x)).evalf(15)
+        if pieces and pieces[-1][0] == piece:   # a breakpoint where nothing switched
+            pieces.pop()
+        pieces.append((piece, condition))
     return sympy.Piecewise(*pieces)
+
+
+def _memory_bends(op: OpRoofline) -> bool:
+    """Whether the op's memory time is more than its bytes over its bandwidth: a floor, an
+    occupancy stretch (efficiency rows or tiles) or a split regime."""
+    return bool(op.floor or op.fill_rows or op.fill_tiles or op.split)
 
 
 def _compute_time_at(op: OpRoofline, hw: Hardware, x, values, probe) -> sympy.Expr:
