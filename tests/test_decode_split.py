@@ -10,7 +10,7 @@ import sympy
 import costdsl
 from costdsl import symbols as S
 from costdsl.analysis.calibration import fit_efficiency
-from costdsl.analysis.crossover import minmax_breakpoints, stage_crossover
+from costdsl.analysis.crossover import minmax_breakpoints, stage_crossover, stage_crossovers
 from costdsl.analysis.measurements import Measured, predict, read_measurements, resolve
 from costdsl.analysis.validation import errors
 from costdsl.hardware import load_hardware
@@ -87,10 +87,12 @@ def test_the_closed_form_in_batch_breaks_where_a_gemm_fills_the_chip():
     it 64 tiles: its memory time bends at b = 128 (one tile row) and at b = 1,024. Its
     arithmetic meets that stretched time before the stretch ends (the k GEMM at b ~ 702, v at
     ~ 745, not at their intensity crossovers, 379 and 417: the stretch keeps them memory-bound
-    there), so the stage's Piecewise in the batch breaks at 128 and at those two switches, and
-    agrees with `analyze` at every batch, between them too. (Until the switches were found
-    from max(compute, memory), the closed form was up to 0.35% below `analyze` between b = 417
-    and 1,024: it had priced k and v compute-bound from their intensity crossovers on.) The
+    there, as `analyze` says), so their crossovers are those switches, in closed form (k: 1,024
+    F x bandwidth = peak x B(b) x 1,024 / b), the stage's Piecewise in the batch breaks at 128
+    and at them, and agrees with `analyze` at every batch, between them too. (Until the
+    switches were solved against the stretched memory time, `crossover` said k and v turned
+    compute-bound at 379 and 417, and the closed form was up to 0.35% below `analyze` between
+    b = 417 and 1,024.) The
     H200's vLLM FP8 GEMMs were this test's case, tiles = 24, until the bf16 shards were
     fitted: their walk of k (k_latency) now says what their few tiles said."""
     from sympy.core.relational import Relational
@@ -118,6 +120,15 @@ def test_the_closed_form_in_batch_breaks_where_a_gemm_fills_the_chip():
         assert len(found) == 1, (name, sorted(ends))
         return found[0]
     assert 700 < switch("layers.k") < 705 and 740 < switch("layers.v") < 750
+    turns = {c.op: c.value for c in stage_crossovers(stage, hw, S.batch, values)}
+    assert turns["layers.k"] == pytest.approx(switch("layers.k"), rel=1e-9)
+    assert turns["layers.v"] == pytest.approx(switch("layers.v"), rel=1e-9)
+    # by hand, k: 8,388,608 b flops, 4,194,304 + 5,120 b bytes (FP8 weights, 8-bit input,
+    # 8-bit output) stretched by 64 / (8 b / 128): 8,192 B b^2 - 5,120 P b - 4,194,304 P = 0
+    peak, bandwidth = hw.peak_for("fp8", "fp8_gemm"), hw.bandwidth_for("fp8_gemm")
+    a, b, c = 8192 * bandwidth, -5120 * peak, -4194304 * peak
+    assert turns["layers.k"] == pytest.approx((-b + (b * b - 4 * a * c) ** 0.5) / (2 * a),
+                                              rel=1e-9)
     for batch in (64, 200, 418, 600, 703, 744, 1023, 1200):
         a = model.analyze(hw, batch=batch, seq=1024, w_bits=8, a_bits=8, stages=["decode"])
         assert float(closed.subs(S.batch, batch)) == pytest.approx(

@@ -471,6 +471,26 @@ def test_validate_reports_by_stack_and_compute_type(capsys):
     assert "(vllm 0.24.0's figures)" in out.splitlines()[0] and "by compute type:" in out
 
 
+def test_the_held_out_table_reads_each_section_and_its_columns():
+    """bench/held_out.py (the README's k-fold table) judges each calibrated section on the
+    files its account names, and splits its rows as this file's tests do: the B200's
+    TensorRT-LLM section holds the converted set `_measured` reads (1,330 rows), its GEMMs by
+    format as conftest.gemm_rows, and the decode attention rows."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("held_out", ROOT / "bench" / "held_out.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    found = dict(bench.sections(ROOT / "hardware" / "nvidia-b200.toml"))
+    assert set(found) == {None, "trtllm", "sglang"}   # [efficiency] is vLLM's
+    _, hw, measured = bench.section_rows("nvidia-b200", "trtllm", found["trtllm"])
+    assert hw.stack.startswith("trtllm") and len(measured) == 1330
+    groups = bench.row_groups(measured)
+    for fmt, rows in gemm_rows(measured).items():
+        assert groups[fmt] == rows and rows
+    decode = [i for i, m in enumerate(measured) if m.kind != "linear" and m.row.stage == "decode"]
+    assert groups["decode"] == decode and groups["all"] == list(range(1330))
+
+
 def test_fp8_gemm_by_hand_on_the_h100_under_tensorrt_llm():
     """An 8192 x 8192 layer in FP8 on the H100 under TensorRT-LLM 1.3.0rc20's figures
     ([stack.trtllm]: fp8 0.7746 of 1,979 TFLOPS; [efficiency.fp8_gemm] 0.7792 of 3.35 TB/s,

@@ -359,17 +359,16 @@ def op_crossover(op: OpRoofline, hw: Hardware, x: sympy.Symbol,
     """
     stepped = _bind(op.effective_flops, values, x)
     flops = unquantised(stepped, x)
-    nbytes = _bind(op.effective_bytes if op.node.transfers else op.bytes, values, x)
+    nbytes = _bind(_memory_bytes(op), values, x)
     pieces = _intervals(minmax_breakpoints(flops + nbytes, x)
                         if not (flops + nbytes).free_symbols - {x} else [])
     found = []
     for low, high, probe in pieces:
         f, b = resolve_minmax(flops, x, probe), resolve_minmax(nbytes, x, probe)
         intensity = sympy.simplify(f / b) if f != 0 else sympy.Integer(0)
-        for ctype, region in _compute_regions(op, hw, x, values):
+        for ctype, peak, region in _compute_regions(op, hw, x, values):
             if ctype is None:
                 break
-            peak = matrix_peak(op.node, hw, ctype)
             numbers = {S.peak: peak, S.bandwidth: op.bandwidth}
             span = (max(low, region[0]), min(high, region[1])) if region else (low, high)
             for root, value, closed in roots_in(f * S.bandwidth - S.peak * b, x, numbers, *span):
@@ -401,15 +400,19 @@ def op_crossover(op: OpRoofline, hw: Hardware, x: sympy.Symbol,
 
 
 def _compute_regions(op: OpRoofline, hw: Hardware, x, values):
-    """(compute type, (low, high] range of x or None) pairs to solve in."""
+    """(compute type, its peak for the op's family, (low, high] range of x or None) triples
+    to solve in: the op's own (the peak it is priced at: a family with a compute fraction of
+    its own, block-scaled FP8, say, not the top-level one), or, solving for a bitwidth, the
+    type and family each range of bits gives it."""
     if op.compute_type is None:
-        return [(None, None)]
+        return [(None, None, None)]
     if x not in BIT_SYMBOLS:
-        return [(op.compute_type, None)]
+        return [(op.compute_type, op.peak, None)]
     regions = []
     for low, high in BIT_REGIONS:
         probe = {**{s: v for s, v in values.items() if s in BIT_SYMBOLS}, x: (low + high) / 2}
-        regions.append((kernel_type(op.node, hw, probe)[0], (low, high)))
+        ctype, kind = kernel_type(op.node, hw, probe)
+        regions.append((ctype, matrix_peak(op.node, hw, ctype, kind), (low, high)))
     return regions
 
 
@@ -530,6 +533,17 @@ def piecewise_time(stage: StageRoofline, hw: Hardware, x: sympy.Symbol,
             pieces.pop()
         pieces.append((piece, condition))
     return sympy.Piecewise(*pieces)
+
+
+def _memory_bytes(op: OpRoofline) -> sympy.Expr:
+    """The bytes that take the op's memory time at its bandwidth. Where that time bends (too
+    few rows or tiles to fill the chip, a floor, a split regime) the op turns compute-bound
+    where its compute meets the bent time, as `analyze` judges it, not at its bare intensity:
+    an occupancy stretch kept exact (bytes x max(T, tiles) / tiles), a floor, a split or a
+    transfer through the memory time itself."""
+    if op.node.transfers or op.floor or op.split:
+        return op.effective_bytes
+    return op.bytes * op.occupancy if op.fill_rows or op.fill_tiles else op.bytes
 
 
 def _memory_bends(op: OpRoofline) -> bool:
