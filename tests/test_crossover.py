@@ -206,3 +206,29 @@ def test_free_symbol_in_crossover_leaves_the_stage_time_open():
     assert answer.summary.time is None
     q = _op(answer, "layers.q")
     assert q.value == pytest.approx(4096 * P / (4096 * B - 2 * P))  # q does not depend on seq
+
+
+def test_a_family_with_its_own_compute_fraction_turns_where_analyze_says():
+    """Qwen3-8B's projections in block-scaled FP8 on the H200 under TensorRT-LLM run at the
+    fp8_block_gemm family's compute fraction (0.665 of the 1,979 TFLOPS FP8 peak), not the
+    top-level FP8 one (0.794): the crossover in the prompt's length is solved at the family's
+    peak (its ridge says so), and `analyze` calls the op memory-bound 0.5% below it and
+    compute-bound 0.5% above. (Solved at the top-level peak it read 245 tokens for q, where
+    `analyze` already had it compute-bound from 195.)"""
+    hw = load_hardware("nvidia-h200").with_stack("trtllm")
+    model = costdsl.load(MODELS / "qwen3-8b.arch", passes=[
+        "quantize(weights=8, acts=8, group=16384, scale_bits=32)"])
+    answer = model.crossover("seq", hw, stage="prefill", batch=1, w_bits=8, a_bits=8)
+    family_peak = hw.peak_for("fp8", "fp8_block_gemm")
+    assert family_peak == pytest.approx(0.6649 * 1979e12, rel=1e-3)
+    assert family_peak < hw.peak_for("fp8", "linear")
+    for name in ("layers.q", "layers.k", "layers.gate"):
+        c = _op(answer, name)
+        assert c.ridge == pytest.approx(family_peak / hw.bandwidth_for("fp8_block_gemm"))
+
+        def bound(seq):
+            stage = model.analyze(hw, batch=1, seq=seq, w_bits=8, a_bits=8,
+                                  stages=["prefill"]).stages["prefill"]
+            return next(o for o in stage.ops if o.name == name).bound
+        assert (bound(int(c.value * 0.995)), bound(int(c.value * 1.005) + 1)) == \
+            ("memory", "compute")
