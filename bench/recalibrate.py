@@ -52,19 +52,27 @@ def _figures(e) -> dict[str, float]:
     return out
 
 
-def refit(key: str, table: str | None, files: list[str], write: bool) -> list[str]:
-    """Refit one section; the lines that report it."""
-    from costdsl.analysis.calibration import fit_efficiency
-    from costdsl.analysis.measurements import predict, read_measurements, resolve
-    from costdsl.analysis.validation import errors
-    from costdsl.hardware import load_hardware
-    from costdsl.report.calibration import FITTED_ELSEWHERE, calibrated_toml
+def section_rows(key: str, table: str | None, files: list[str]):
+    """(the shipped file, its section as hardware, the measured rows of `files` resolved
+    against it) for one calibrated section."""
     from costdsl import load
+    from costdsl.analysis.measurements import read_measurements, resolve
+    from costdsl.hardware import load_hardware
     shipped = load_hardware(key)
     hw = shipped.with_stack(table) if table else shipped
     measured = []
     for name in files:
         measured += resolve(read_measurements(ROOT / name), ROOT / name, hw, load)
+    return shipped, hw, measured
+
+
+def refit(key: str, table: str | None, files: list[str], write: bool) -> list[str]:
+    """Refit one section; the lines that report it."""
+    from costdsl.analysis.calibration import fit_efficiency
+    from costdsl.analysis.measurements import predict
+    from costdsl.analysis.validation import errors
+    from costdsl.report.calibration import FITTED_ELSEWHERE, calibrated_toml
+    shipped, hw, measured = section_rows(key, table, files)
     fit = fit_efficiency(measured, source=", ".join(files), sms=hw.sms,
                          tile=hw.efficiency.tile if table is None else None)
     before = errors(measured, predict(measured, hw.efficiency)).overall_mape
