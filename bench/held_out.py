@@ -11,7 +11,7 @@ model for its default section) and the MAPE is printed over all rows, the single
 number format (bf16, FP8 with per-tensor scales, FP8 with 128 x 128 blocks, NVFP4: the last two
 named by their model files, as tests/conftest.gemm_rows reads them) and the decode attention
 rows. --markdown prints the README's layout: a row per chip, a column per stack. Each section
-refits `folds` times (20 to 60 s a section on two cores); without keys every file under
+refits `folds` times (about a minute a section); without keys every file under
 hardware/ with a calibrated section.
 """
 from __future__ import annotations
