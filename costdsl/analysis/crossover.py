@@ -360,6 +360,9 @@ def op_crossover(op: OpRoofline, hw: Hardware, x: sympy.Symbol,
     stepped = _bind(op.effective_flops, values, x)
     flops = unquantised(stepped, x)
     nbytes = _bind(_memory_bytes(op), values, x)
+    if nbytes.free_symbols - {x} and nbytes.atoms(sympy.Min, sympy.Max):
+        # a bend in a symbol left free cannot be split into pieces: the bare intensity's switch
+        nbytes = _bind(op.effective_bytes if op.node.transfers else op.bytes, values, x)
     pieces = _intervals(minmax_breakpoints(flops + nbytes, x)
                         if not (flops + nbytes).free_symbols - {x} else [])
     found = []
