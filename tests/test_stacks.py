@@ -107,8 +107,8 @@ def test_a_stack_is_the_same_figures_as_a_file_whose_default_it_is(tmp_path):
 
 @pytest.mark.parametrize("chip, stack, limits", [
     # measured on the development machine (5-fold held out for the H100, H200 and B200, the
-    # fit's own rows for the rest; the test judges all but the H100's TensorRT-LLM set on their
-    # own rows unless COSTDSL_HELD_OUT=all, conftest.judged: all rows, bf16 GEMMs, FP8 GEMMs of m = 1 to 16,384 at the
+    # fit's own rows for the rest; the test judges every set on its own rows unless
+    # COSTDSL_HELD_OUT=all, conftest.judged; bench/held_out.py for the README's table: all rows, bf16 GEMMs, FP8 GEMMs of m = 1 to 16,384 at the
     # full shapes and the shards tensor parallelism at 4 and 8 makes, FP8 128 x 128-block
     # GEMMs, NVFP4 GEMMs, decode attention over bf16 and FP8 caches): H100 trtllm
     # 6.5/3.5/3.9/4.7/-/9.2, sglang 7.8/5.6/8.1/9.5/-/8.1; H200 trtllm 6.7/3.8/4.4/5.4/-/9.1,
