@@ -511,8 +511,9 @@ def piecewise_time(stage: StageRoofline, hw: Hardware, x: sympy.Symbol,
                unquantised(_bind(op.node.repeat * op.compute_time, values, x), x)
                for op in stage.ops]  # with a bitwidth, the peak depends on the piece
     # an op whose memory side bends (a floor, too few rows or tiles to fill the chip, a split
-    # regime) turns compute-bound where its compute time meets that bent time, not at its
-    # intensity crossover (the op crossovers in `breakpoints`): those switches too
+    # regime) turns compute-bound where its compute time meets that bent time: its crossover
+    # in `breakpoints` is that switch, but a GEMM's under wave quantisation is the step
+    # (_stepped), and the smooth time here switches at the root: found again, one where equal
     breakpoints += [p for op, ct, mt in zip(stage.ops, compute, memory)
                     if _memory_bends(op) and ct is not None
                     for p in minmax_breakpoints(sympy.Max(ct, mt), x)]
