@@ -176,7 +176,7 @@ def _tables(r: dict) -> dict:
                                 (value if isinstance(value, bool) else round(value, 4)))
             if key in ("rows", "overlap"):
                 item.comment("chosen: fits better")
-            elif key == "compute" and value >= 1 - 1e-9:
+            elif key == "compute" and value >= 1 - 1e-9 and p is not None:
                 # the fused kernel's permutation and combine (expert_act) grow with the
                 # tokens as the arithmetic does: the split between them is not pinned
                 item.comment(f"fitted: at its bound, the datasheet peak ({p.rows} rows; "

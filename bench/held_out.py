@@ -8,9 +8,9 @@ calibrate` from FILE, ...", as bench/recalibrate.py reads them). The rows are sp
 `folds` seeded random folds; each fold is predicted by a fit of the others
 (costdsl.analysis.validation.cross_validate, the fit `calibrate` runs, with the file's tile
 model for its default section) and the MAPE is printed over all rows, the single GEMMs by
-number format (bf16, FP8 with per-tensor scales, FP8 with 128 x 128 blocks, NVFP4: the last two
-named by their model files, as tests/conftest.gemm_rows reads them) and the decode attention
-rows. --markdown prints the README's layout: a row per chip, a column per stack. Each section
+number format (bf16; FP8 with per-tensor scales, and on the A100 and the Arc Pro B60 the
+weight-only and INT8 GEMMs in its place; FP8 with 128 x 128 blocks; NVFP4: the last two named
+by their model files, as tests/conftest.gemm_rows reads them) and the decode attention rows. --markdown prints the README's layout: a row per chip, a column per stack. Each section
 refits `folds` times (about a minute a section); without keys every file under
 hardware/ with a calibrated section.
 """
@@ -62,7 +62,10 @@ def cells(mape: dict) -> str:
 
 
 def main(argv: list[str]) -> None:
-    folds = int(argv[argv.index("--folds") + 1]) if "--folds" in argv else 5
+    try:
+        folds = int(argv[argv.index("--folds") + 1]) if "--folds" in argv else 5
+    except (IndexError, ValueError):
+        sys.exit("held_out: --folds needs a whole number (2 or more)")
     markdown = "--markdown" in argv
     skip = {argv.index("--folds") + 1} if "--folds" in argv else set()
     keys = [a for i, a in enumerate(argv) if not a.startswith("--") and i not in skip]
