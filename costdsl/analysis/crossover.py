@@ -369,16 +369,16 @@ def op_crossover(op: OpRoofline, hw: Hardware, x: sympy.Symbol,
     for low, high, probe in pieces:
         f, b = resolve_minmax(flops, x, probe), resolve_minmax(nbytes, x, probe)
         intensity = sympy.simplify(f / b) if f != 0 else sympy.Integer(0)
-        for ctype, peak, region in _compute_regions(op, hw, x, values):
+        for ctype, peak, bandwidth, region in _compute_regions(op, hw, x, values):
             if ctype is None:
                 break
-            numbers = {S.peak: peak, S.bandwidth: op.bandwidth}
+            numbers = {S.peak: peak, S.bandwidth: bandwidth}
             span = (max(low, region[0]), min(high, region[1])) if region else (low, high)
             for root, value, closed in roots_in(f * S.bandwidth - S.peak * b, x, numbers, *span):
                 found.append(Crossover(
                     op.node.name, op.node.kind, op.node.repeat, x, root,
                     float(value) if value.is_number else None,
-                    _direction(intensity, x, value), peak / op.bandwidth, ctype,
+                    _direction(intensity, x, value), peak / bandwidth, ctype,
                     closed_form=closed))
     below = [c for c in found if x.is_integer and c.value is not None and c.value < 1]
     found = [c for c in found if c not in below]
@@ -392,6 +392,9 @@ def op_crossover(op: OpRoofline, hw: Hardware, x: sympy.Symbol,
                                f"{side}-bound for every {x.name}")]
     ctype = op.compute_type
     ridge = op.ridge if ctype else None
+    if x in BIT_SYMBOLS and ctype and flops != 0 and not (flops + nbytes).free_symbols - {x}:
+        return [Crossover(op.node.name, op.node.kind, op.node.repeat, x, None, None, None, ridge,
+                          ctype, _bits_reason(op, hw, x, values, flops, nbytes), None)]
     last = pieces[-1][2]
     intensity = (sympy.simplify(resolve_minmax(flops, x, last) / resolve_minmax(nbytes, x, last))
                  if flops != 0 else sympy.Integer(0))
@@ -402,21 +405,44 @@ def op_crossover(op: OpRoofline, hw: Hardware, x: sympy.Symbol,
                       ctype, reason, limit)]
 
 
+def _bits_reason(op: OpRoofline, hw: Hardware, x, values, flops, nbytes) -> str:
+    """Why an op has no crossover in a bitwidth: the side it is on in each range of bits (the
+    compute type, and with it the peak and the family's bandwidth, changes at 4, 8 and 16
+    bits, where the side may change without a root), not the limit of its intensity."""
+    sides = []
+    for ctype, peak, bandwidth, (low, high) in _compute_regions(op, hw, x, values):
+        probe = (low + high) / 2
+        f, b = (float(resolve_minmax(e, x, probe).subs(x, probe)) for e in (flops, nbytes))
+        sides.append((low, high, ctype, "compute" if f * bandwidth > peak * b else "memory"))
+    if len({side for *_, side in sides}) == 1:
+        return f"{sides[0][3]}-bound at every {x.name}: no switch within any compute type"
+    return "it changes side only where its compute type does: " + ", ".join(
+        f"{side}-bound in {ctype} at {low:g} < {x.name} <= {high:g}"
+        for low, high, ctype, side in sides)
+
+
 def _compute_regions(op: OpRoofline, hw: Hardware, x, values):
-    """(compute type, its peak for the op's family, (low, high] range of x or None) triples
-    to solve in: the op's own (the peak it is priced at: a family with a compute fraction of
-    its own, block-scaled FP8, say, not the top-level one), or, solving for a bitwidth, the
-    type and family each range of bits gives it."""
+    """(compute type, its peak and bandwidth for the op's family, (low, high] range of x or
+    None) to solve in: the op's own (the figures it is priced at: a family with a compute
+    fraction of its own, block-scaled FP8, say, not the top-level one), or, solving for a
+    bitwidth, the type and family each range of bits gives it (an 8-bit GEMM streams at its
+    FP8 family's bandwidth, not at the 16-bit one's the stage was built with)."""
     if op.compute_type is None:
-        return [(None, None, None)]
+        return [(None, None, None, None)]
     if x not in BIT_SYMBOLS:
-        return [(op.compute_type, op.peak, None)]
+        return [(op.compute_type, op.peak, op.bandwidth, None)]
     regions = []
     for low, high in BIT_REGIONS:
-        probe = {**{s: v for s, v in values.items() if s in BIT_SYMBOLS}, x: (low + high) / 2}
-        ctype, kind = kernel_type(op.node, hw, probe)
-        regions.append((ctype, matrix_peak(op.node, hw, ctype, kind), (low, high)))
+        ctype, kind = _kernel_at(op, hw, x, values, (low + high) / 2)
+        regions.append((ctype, matrix_peak(op.node, hw, ctype, kind), hw.bandwidth_for(kind),
+                        (low, high)))
     return regions
+
+
+def _kernel_at(op: OpRoofline, hw: Hardware, x, values, probe) -> tuple[str | None, str]:
+    """The op's (compute type, family) at bitwidth x = probe."""
+    bits = {**{s: v for s, v in values.items() if s in BIT_SYMBOLS}, x: probe}
+    return kernel_type(op.node, hw, bits)
 
 
 def stage_crossovers(stage: StageRoofline, hw: Hardware, x: sympy.Symbol,
@@ -560,8 +586,7 @@ def _compute_time_at(op: OpRoofline, hw: Hardware, x, values, probe) -> sympy.Ex
     """The op's compute time with the peak of the compute type it has at bitwidth x = probe."""
     if op.compute_type is None:
         return op.compute_time
-    bits = {**{s: v for s, v in values.items() if s in BIT_SYMBOLS}, x: probe}
-    ctype, kind = kernel_type(op.node, hw, bits)
+    ctype, kind = _kernel_at(op, hw, x, values, probe)
     return op.effective_flops / matrix_peak(op.node, hw, ctype, kind)
 
 
