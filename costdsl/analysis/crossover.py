@@ -359,17 +359,21 @@ def op_crossover(op: OpRoofline, hw: Hardware, x: sympy.Symbol,
     """
     stepped = _bind(op.effective_flops, values, x)
     flops = unquantised(stepped, x)
-    nbytes = _bind(_memory_bytes(op), values, x)
+    # the bytes that take its memory time: where that time bends (too few rows or tiles, a
+    # floor, a split regime) the op switches where its compute meets the bent time, as
+    # `analyze` judges it, not at its bare intensity
+    nbytes = _bind(op.effective_bytes, values, x)
     if nbytes.free_symbols - {x} and nbytes.atoms(sympy.Min, sympy.Max):
         # a bend in a symbol left free cannot be split into pieces: the bare intensity's switch
         nbytes = _bind(op.effective_bytes if op.node.transfers else op.bytes, values, x)
     pieces = _intervals(minmax_breakpoints(flops + nbytes, x)
                         if not (flops + nbytes).free_symbols - {x} else [])
     found = []
+    regions = _compute_regions(op, hw, x, values)
     for low, high, probe in pieces:
         f, b = resolve_minmax(flops, x, probe), resolve_minmax(nbytes, x, probe)
         intensity = sympy.simplify(f / b) if f != 0 else sympy.Integer(0)
-        for ctype, peak, bandwidth, region in _compute_regions(op, hw, x, values):
+        for ctype, peak, bandwidth, region in regions:
             if ctype is None:
                 break
             numbers = {S.peak: peak, S.bandwidth: bandwidth}
@@ -394,7 +398,7 @@ def op_crossover(op: OpRoofline, hw: Hardware, x: sympy.Symbol,
     ridge = op.ridge if ctype else None
     if x in BIT_SYMBOLS and ctype and flops != 0 and not (flops + nbytes).free_symbols - {x}:
         return [Crossover(op.node.name, op.node.kind, op.node.repeat, x, None, None, None, ridge,
-                          ctype, _bits_reason(op, hw, x, values, flops, nbytes), None)]
+                          ctype, _bits_reason(regions, x, flops, nbytes), None)]
     last = pieces[-1][2]
     intensity = (sympy.simplify(resolve_minmax(flops, x, last) / resolve_minmax(nbytes, x, last))
                  if flops != 0 else sympy.Integer(0))
@@ -405,12 +409,12 @@ def op_crossover(op: OpRoofline, hw: Hardware, x: sympy.Symbol,
                       ctype, reason, limit)]
 
 
-def _bits_reason(op: OpRoofline, hw: Hardware, x, values, flops, nbytes) -> str:
+def _bits_reason(regions, x: sympy.Symbol, flops, nbytes) -> str:
     """Why an op has no crossover in a bitwidth: the side it is on in each range of bits (the
     compute type, and with it the peak and the family's bandwidth, changes at 4, 8 and 16
     bits, where the side may change without a root), not the limit of its intensity."""
     sides = []
-    for ctype, peak, bandwidth, (low, high) in _compute_regions(op, hw, x, values):
+    for ctype, peak, bandwidth, (low, high) in regions:   # _compute_regions
         probe = (low + high) / 2
         f, b = (float(resolve_minmax(e, x, probe).subs(x, probe)) for e in (flops, nbytes))
         sides.append((low, high, ctype, "compute" if f * bandwidth > peak * b else "memory"))
@@ -563,17 +567,6 @@ def piecewise_time(stage: StageRoofline, hw: Hardware, x: sympy.Symbol,
             pieces.pop()
         pieces.append((piece, condition))
     return sympy.Piecewise(*pieces)
-
-
-def _memory_bytes(op: OpRoofline) -> sympy.Expr:
-    """The bytes that take the op's memory time at its bandwidth. Where that time bends (too
-    few rows or tiles to fill the chip, a floor, a split regime) the op turns compute-bound
-    where its compute meets the bent time, as `analyze` judges it, not at its bare intensity:
-    an occupancy stretch kept exact (bytes x max(T, tiles) / tiles), a floor, a split or a
-    transfer through the memory time itself."""
-    if op.node.transfers or op.floor or op.split:
-        return op.effective_bytes
-    return op.bytes * op.occupancy if op.fill_rows or op.fill_tiles else op.bytes
 
 
 def _memory_bends(op: OpRoofline) -> bool:

@@ -388,8 +388,12 @@ class OpRoofline:
     @property
     def effective_bytes(self) -> sympy.Expr:
         """Bytes at the device bandwidth that take as long as `memory_time`: the denominator of
-        the intensity crossovers solve against (transfers weigh B / B_channel per byte)."""
-        return self.memory_time * self.bandwidth
+        the intensity crossovers solve against (transfers weigh B / B_channel per byte; too
+        few rows or tiles stretch the bytes, kept exact: bytes x max(T, tiles) / tiles, so the
+        closed forms read in whole numbers; a floor or a split regime through the time)."""
+        if self.node.transfers or self.floor or self.split:
+            return self.memory_time * self.bandwidth
+        return self.bytes * self.occupancy
 
     def _traffic(self, per_element: float, elements: sympy.Expr) -> sympy.Expr:
         """Seconds of `per_element` bytes for each of `elements` (this device's share) at the
