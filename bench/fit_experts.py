@@ -205,7 +205,10 @@ def main(argv: list[str]) -> None:
     results = {}
     kind = next((k for flag, k in (("--mla", "mla"), ("--mla-prefill", "mla-context"),
                                    ("--mla-kv8", "mla-kv8")) if flag in argv), "moe")
-    only = argv[argv.index("--stack") + 1] if "--stack" in argv else None
+    only = argv[argv.index("--stack") + 1] if "--stack" in argv[:-1] else None
+    if "--stack" in argv and only not in {stack for _, stack in _sets(kind)}:
+        sys.exit(f"fit_experts: --stack needs one of "
+                 f"{', '.join(sorted({stack for _, stack in _sets(kind)}))}")
     chips = [a for i, a in enumerate(argv) if not a.startswith("--")
              and (i == 0 or argv[i - 1] != "--stack")]   # none: every chip
     for chip, stack in _sets(kind):
