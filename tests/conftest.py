@@ -26,6 +26,59 @@ def error_of(write_arch, *lines: str):
     return err.value
 
 
+def gemm_times(name: str) -> dict[tuple[str, int], float]:
+    """(arch file, m) -> measured seconds, from a converted aiconfigurator GEMM CSV under
+    tests/data/measured."""
+    import csv
+    with open(DATA / "measured" / name) as f:
+        return {(r["model"].rsplit("/", 1)[-1], int(r["seq"])): float(r["time_s"])
+                for r in csv.DictReader(f)}
+
+
+def gemm_proj(hw, shape: str, seq: int = 1, **bits):
+    """The measured op (`proj`) of one converted GEMM model (tests/data/measured/gemm/), as
+    `analyze` prices it in a prefill of batch 1 and `seq` tokens: its m."""
+    import costdsl
+    model = costdsl.load(DATA / "measured" / "gemm" / shape)
+    a = model.analyze(hw, batch=1, seq=seq, stages=["prefill"], **bits)
+    return next(o for o in a.stages["prefill"].ops if o.name == "proj")
+
+
+def measured_rows(hw, *names: str) -> list:
+    """The rows of converted measurement files (tests/data/measured), resolved against `hw`."""
+    import costdsl
+    from costdsl.analysis.measurements import read_measurements, resolve
+    out = []
+    for name in names:
+        path = DATA / "measured" / name
+        out += resolve(read_measurements(path), path, hw, costdsl.load)
+    return out
+
+
+def refit(hw, planted, *names: str):
+    """The efficiency `calibrate` fits to the rows of `names` re-priced by the efficiency
+    `planted` (a figure planted there should come back)."""
+    from dataclasses import replace
+    from costdsl.analysis.calibration import fit_efficiency
+    from costdsl.analysis.measurements import Measured, predict
+    measured = measured_rows(hw, *names)
+    times = predict(measured, planted)
+    made = [Measured(replace(m.row, time_s=float(t)), m.pieces) for m, t in zip(measured, times)]
+    return fit_efficiency(made, sms=hw.sms).efficiency
+
+
+def assert_rows_priced_as_analyze(hw, name: str, shapes: tuple[str, ...], rows: int, **bits):
+    """`calibrate` and `validate` price each row of `shapes` in file `name` (measurements.Piece
+    .time) as `analyze` prices the op (the symbolic roofline through the compiled numbers)."""
+    import pytest
+    from costdsl.analysis.measurements import predict
+    chosen = [m for m in measured_rows(hw, name) if m.row.model.endswith(shapes)]
+    assert len(chosen) == rows
+    for m, t in zip(chosen, predict(chosen, hw.efficiency)):
+        shape = m.row.model.rsplit("/", 1)[-1]
+        assert t == pytest.approx(gemm_proj(hw, shape, m.row.seq, **bits).time_s, rel=1e-9)
+
+
 def shipped_sizes() -> list[str]:
     """The shipped model files whose dimensions are all bound (not the families)."""
     import costdsl

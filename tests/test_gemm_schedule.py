@@ -97,15 +97,17 @@ def test_the_measurement_path_prices_tiles_and_epilogue_as_the_roofline_does():
 
 
 def _without_walks(e):
-    """`e` with no family's k_latency: rows made from it ask the fit for none (the nine shapes
-    alone cannot tell a walk of k from a call's time: tests/test_k_latency.py)."""
-    return replace(e, kinds={k: replace(v, k_latency_s=None) for k, v in e.kinds.items()})
+    """`e` with no family's k_latency or split of k: rows made from it ask the fit for neither
+    (the nine shapes alone cannot tell a walk of k from a call's time: tests/test_k_latency.py;
+    a split of k is tests/test_split_k.py's)."""
+    return replace(e, kinds={k: replace(v, k_latency_s=None, split_k_s=None, split_depth=None)
+                             for k, v in e.kinds.items()})
 
 
 def test_the_fit_recovers_planted_tiles_and_epilogue():
     """Rows priced by known figures (the H200's vLLM figures with the FP8 GEMMs' tiles = 16 and
-    output_bytes = 2, not the shipped none and 4, and no walk of k) are fitted back to those
-    choices and figures: the grid walk finds both, the linear fit the fractions."""
+    output_bytes = 2, not the shipped none and 4, and no walk or split of k) are fitted back to
+    those choices and figures: the grid walk finds both, the linear fit the fractions."""
     hw = load_hardware("nvidia-h200")
     e = _without_walks(hw.efficiency)
     planted = replace(e, kinds={**e.kinds, "fp8_gemm": replace(e.kinds["fp8_gemm"], tiles=16.0,
@@ -136,8 +138,8 @@ def test_the_grid_walk_crosses_a_flat_stretch_to_the_valley():
 
 def test_the_fit_finds_nvfp4_tiles_beyond_a_flat_stretch():
     """TensorRT-LLM's NVFP4 GEMMs on the B200 (aiconfigurator's table: no GEMM there has fewer
-    than 32 tiles, so tiles from 1 to 32 price them alike) made with tiles = 64, not the
-    shipped 96, are fitted back to 64 and to their fractions: before the walk crossed flat
+    than 32 tiles, so tiles from 1 to 32 price them alike) made with tiles = 64 (and no walk or
+    split of k) are fitted back to 64 and to their fractions: before the walk crossed flat
     stretches it stopped at 32 and kept no tiles (13.7% held out on the real rows)."""
     hw = load_hardware("nvidia-b200").with_stack("trtllm")
     assert hw.efficiency.kinds["fp4_block_gemm"].tiles == 96          # the shipped fit's choice

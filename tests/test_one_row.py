@@ -5,7 +5,6 @@ the shipped B300 figures and the package's table, through the symbolic roofline,
 measurement path and the compiled numbers alike; paid in CUDA graphs (device time) except
 beside a floor (host time); recovered by the fit from rows made with a known figure; bad
 input."""
-import csv
 import statistics
 from dataclasses import replace
 
@@ -16,7 +15,7 @@ from costdsl.analysis.calibration import fit_efficiency
 from costdsl.analysis.measurements import Measured, predict, read_measurements, resolve
 from costdsl.hardware import load_hardware
 
-from conftest import ROOT, rejected_section
+from conftest import ROOT, gemm_times, rejected_section
 
 MEASURED = ROOT / "tests" / "data" / "measured"
 SQUARE = "gemm-4096x4096.arch"
@@ -29,13 +28,6 @@ def _proj(hw, seq: int, stage: str = "prefill", batch: int = 1, shape: str = SQU
     return next(o for o in a.stages[stage].ops if o.name == "proj")
 
 
-def _table(name: str) -> dict[tuple[str, int], float]:
-    """(arch file, m) -> measured seconds, from a converted aiconfigurator CSV."""
-    with open(MEASURED / name) as f:
-        return {(r["model"].rsplit("/", 1)[-1], int(r["seq"])): float(r["time_s"])
-                for r in csv.DictReader(f)}
-
-
 def test_one_row_by_hand_on_the_b300_under_vllm():
     """The B300's vLLM FP8 GEMM (n = k = 4,096): the package times it at 23.5 us at m = 1 and
     9.3 us at m = 2 (the same 16 MiB of weights). The shipped figure (13.7 us) is what the
@@ -44,7 +36,7 @@ def test_one_row_by_hand_on_the_b300_under_vllm():
     aside): 21.7 and 8.0 us."""
     hw = load_hardware("nvidia-b300")
     one_row = hw.efficiency.kinds["fp8_gemm"].one_row_s
-    table = _table("aiconfigurator-gemm-fp8-b300.csv")
+    table = gemm_times("aiconfigurator-gemm-fp8-b300.csv")
     shapes = sorted({name for name, _ in table})
     added = [table[s, 1] - table[s, 2] for s in shapes]
     assert len(shapes) == 9 and all(12e-6 < a < 16e-6 for a in added)
@@ -146,5 +138,5 @@ def test_the_time_model_line_names_it(capsys):
     assert main(["analyze", str(MEASURED / "gemm" / SQUARE), "--hw", "nvidia-gb200",
                  "--batch", "1", "--seq", "1", "--w-bits", "8", "--a-bits", "8"]) == 0
     out = capsys.readouterr().out
-    assert "fp8_gemm 16.1 us more at one row" in out
+    assert "fp8_gemm 16 us more at one row" in out
     assert "fp8_block_gemm 231 us more at one row outside CUDA graphs" in out

@@ -493,22 +493,24 @@ def test_the_held_out_table_reads_each_section_and_its_columns():
 
 def test_fp8_gemm_by_hand_on_the_h100_under_tensorrt_llm():
     """An 8192 x 8192 layer in FP8 on the H100 under TensorRT-LLM 1.3.0rc20's figures
-    ([stack.trtllm]: fp8 0.7746 of 1,979 TFLOPS; [efficiency.fp8_gemm] 0.7792 of 3.35 TB/s,
-    12.25 us per call, input_bytes = 6: the activations are quantised by a kernel of their
+    ([stack.trtllm]: fp8 0.7683 of 1,979 TFLOPS; [efficiency.fp8_gemm] 0.7815 of 3.35 TB/s,
+    11.74 us per call, input_bytes = 6: the activations are quantised by a kernel of their
     own first, 6 bytes per input element at the same bandwidth; output_bytes = 1: each output
     written after the main loop, not hidden). At m = 4,096 it is compute-bound:
-    2 x 4096 x 8192^2 / (0.7746 x 1979e12) + 6 x 4096 x 8192 / (0.7792 x 3.35e12) + 4096 x
-    8192 / (0.7792 x 3.35e12) + 12.25 us = 358.6 + 77.1 + 12.9 + 12.3 = 461 us (aiconfigurator
+    2 x 4096 x 8192^2 / (0.7683 x 1979e12) + 6 x 4096 x 8192 / (0.7815 x 3.35e12) + 4096 x
+    8192 / (0.7815 x 3.35e12) + 11.74 us = 361.6 + 76.9 + 12.8 + 11.7 = 463 us (aiconfigurator
     measured 447 us). At m = 1 it streams its 64 MiB of FP8 weights: (8192^2 + 2 x 8192) bytes
-    (input and output at a_bits = 8) / (0.7792 x 3.35e12) + the quantisation and epilogue of
-    one row + 12.25 us = 38.0 us (measured 37.4 us; the bf16 GEMM's 4.2 us launch would give
-    30 us). Its shard at tensor parallelism 8 (1,024 x 8,192) at m = 4,096: the same 77.1 us
-    of quantisation, an eighth of the GEMM and of the epilogue: 135.8 us (measured 139.3 us;
-    the figures before the quantisation was a kernel of its own gave 71 us)."""
+    (input and output at a_bits = 8) / (0.7815 x 3.35e12) + the quantisation and epilogue of
+    one row + 11.74 us = 37.4 us (measured 37.4 us; the bf16 GEMM's 4.2 us launch would give
+    30 us). Its shard at tensor parallelism 8 (1,024 x 8,192) at m = 4,096: the same 76.9 us
+    of quantisation, an eighth of the GEMM and of the epilogue: 135.4 us (measured 139.3 us;
+    the figures before the quantisation was a kernel of its own gave 71 us). None of the three
+    splits its k (its split_depth is 128: 8,192 over 64 tiles at m = 1 is 128, not over it)."""
     hw = load_hardware("nvidia-h100-sxm").with_stack("trtllm")
     fp8 = hw.efficiency.kinds["fp8_gemm"]
     f, b, launch, x = hw.efficiency.compute["fp8"], fp8.bandwidth, fp8.launch_s, fp8.input_bytes
-    assert (f, b, round(launch * 1e6, 2), x, fp8.output_bytes) == (0.7746, 0.7792, 12.25, 6, 1)
+    assert (f, b, round(launch * 1e6, 2), x, fp8.output_bytes) == (0.7683, 0.7815, 11.74, 6, 1)
+    assert fp8.split_depth == 128
     assert fp8.tiles is None   # TensorRT-LLM's decode GEMMs fill the chip: no stretch chosen
 
     def proj(n, k, seq):

@@ -31,13 +31,13 @@ e = 1 / u, se(e) = se(u) / u^2.
 """
 from __future__ import annotations
 
-from .. import progress
-
+import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Callable, Mapping
 
 import numpy as np
 
+from .. import progress
 from ..errors import CostDSLError
 from ..hardware.efficiency import (ATTENTION_FAMILIES, EXPERT_FAMILIES, FALLBACK, GEMM_FAMILIES,
                                    MAX_FRACTION, MLA_PREFILL, SPLIT_FAMILIES, TILE_FAMILIES,
@@ -62,6 +62,26 @@ OUTPUT_BYTES = (0, 0.5, 1, 1.5, 2, 3, 4, 5, 6, 8)
 (efficiency output_bytes): a grid the fit chooses from (2: a 16-bit output written once at the
 kernel's bandwidth; more where the write is slower than the stream; 0: none, for a typed
 family that would otherwise inherit linear's)."""
+
+SPLIT_DEPTHS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+"""The k per GEMM output tile above which a call splits its k (efficiency split_depth,
+SPLIT_K_NOTE): a grid the fit chooses from, as it chooses tiles, with the split's fixed cost
+fitted beside it."""
+
+SPLIT_GAIN = 0.005
+"""The share of a section's squared error a split of k must remove to be kept: less than
+MIN_GAIN, as the rows that split are a decode's narrow GEMMs, a small part of a section's (116
+of the H200's 1,459 TensorRT-LLM rows); held out, the H200's sections confirm it (bf16 GEMMs
+vLLM / TensorRT-LLM / SGLang 7.0 / 5.8 / 8.8 -> 5.8 / 4.9 / 8.2%, where at MIN_GAIN only
+vLLM's kept one)."""
+
+MIN_SPLIT_SHAPES = 3
+"""The GEMM shapes (n x k) a split of k must be paid by to be kept (calibration's choice)."""
+
+OWN_CHOICES = ("split_depth",)
+"""Choices a family does not inherit along its lineage (a narrower family runs another
+kernel: its split is its own, as its one_row and k_latency)."""
+
 MIN_GAIN = 0.03
 """The share of the squared relative error a GEMM's `tiles` or `output_bytes` must remove to be
 kept: they are schedules some stacks' kernels run and others do not, not a traffic every
@@ -165,6 +185,8 @@ class Choices:
     floor: frozenset = frozenset()   # GEMM families whose call has a host time (a floor)
     one_row: frozenset = frozenset()   # GEMM families whose call of one row costs more
     k_latency: frozenset = frozenset()   # GEMM families whose tiles' walk of k costs time
+    split_depth: Mapping[str, float] = field(default_factory=dict)   # GEMM families that split
+                                         # their k above this k per output tile (SPLIT_K_NOTE)
 
     def key(self) -> tuple:
         """The choices as a hashable value: equal choices, equal keys (whatever the order the
@@ -179,6 +201,8 @@ class Choices:
         fp8_gemm, decode_attention_kv8 from decode_attention), as the efficiency built from the
         choices prices it; 0: none."""
         chosen = getattr(self, what)
+        if what in OWN_CHOICES:
+            return chosen.get(family, 0.0)
         return next((chosen[f] for f in lineage(family) if f in chosen), 0.0)
 
     def overlap(self, kind: str) -> bool | None:
@@ -210,7 +234,9 @@ def _efficiency(u: Mapping[str, float], launches: Mapping[str, float],
             choices.output_bytes.get(kind),
             1 / u[f"{kind}.split_bandwidth"] if f"{kind}.split_bandwidth" in u else None,
             launches.get(f"{kind}.split_launch"), launches.get(f"{kind}.floor"),
-            launches.get(f"{kind}.one_row"), k_latency_s=launches.get(f"{kind}.k_latency"))
+            launches.get(f"{kind}.one_row"), k_latency_s=launches.get(f"{kind}.k_latency"),
+            split_k_s=launches.get(f"{kind}.split_k"),
+            split_depth=choices.split_depth.get(kind) if f"{kind}.split_k" in launches else None)
     return Efficiency(bandwidth=1 / u.get("bandwidth", 1.0), compute=compute,
                       launch_s=launches.get("launch", 0.0), kinds=kinds, source=source,
                       tile=choices.tile)
@@ -220,7 +246,7 @@ def is_duration(name: str) -> bool:
     """Whether a parameter is a duration (a launch, a split's or a floor's fixed cost, a
     single row's extra time, a GEMM's time per element of k), not the inverse of a fraction."""
     return name.rpartition(".")[2] in ("launch", "split_launch", "floor", "one_row",
-                                       "k_latency")
+                                       "k_latency", "split_k")
 
 
 def _assign(measured: list[Measured], e: Efficiency | None, launch: bool = True,
@@ -267,6 +293,10 @@ def _assign(measured: list[Measured], e: Efficiency | None, launch: bool = True,
             if p.depth and p.family in choices.k_latency:   # K_LATENCY_NOTE
                 k = f"{p.family}.k_latency"
                 coef[k] = coef.get(k, 0.0) + p.count * p.depth
+            depth = choices.split_depth.get(p.family)
+            if depth and p.splits_k(depth):   # SPLIT_K_NOTE
+                k = f"{p.family}.split_k"
+                coef[k] = coef.get(k, 0.0) + p.count
             if launch and not floored:   # a floor's call launches nothing beside it
                 k = _launch_key(p)
                 coef[k] = coef.get(k, 0.0) + p.count
@@ -456,6 +486,21 @@ def _regime_share(solved: _Solved, measured: list[Measured], family: str, regime
     return at / len(rows) if rows else 0.0
 
 
+def _significant_split(solved: _Solved, measured: list[Measured], family: str) -> bool:
+    """Whether `family`'s split of k in a fit is paid by MIN_SPLIT_SHAPES shapes (n x k) at
+    least and its seconds are twice their standard error: a split one shape pays is that
+    shape's own time (the Arc Pro B60's W8A16 4,096 x 12,288, 2.3x its bytes' time at every m,
+    took 147 us over its 9 rows), and one its rows cannot tell from none is none (the H200's
+    vLLM block-FP8 GEMMs, under a host floor: 4.1 +- 2.6 us)."""
+    split = solved.efficiency.split_k_for(family)
+    if split is None:
+        return False
+    shapes = {(p.cols, p.depth) for m in measured for p in m.pieces
+              if p.family == family and p.splits_k(split[0])}
+    error = solved.stderr.get(f"{family}.split_k", math.inf)
+    return len(shapes) >= MIN_SPLIT_SHAPES and split[1] > 2 * error
+
+
 def _gemm_families(measured: list[Measured]) -> tuple[list[str], bool]:
     """The dense GEMM families in the data that may give `tiles` and `output_bytes`: the typed
     ones (fp8_gemm, ...), whose choices are made first, on their own rows, and whether linear
@@ -511,7 +556,8 @@ def fit_efficiency(measured: list[Measured], source: str = "", launch: bool = Tr
                        output_bytes={**choices.output_bytes, **trial.output_bytes},
                        split=choices.split | trial.split, floor=choices.floor | trial.floor,
                        one_row=choices.one_row | trial.one_row,
-                       k_latency=choices.k_latency | trial.k_latency)
+                       k_latency=choices.k_latency | trial.k_latency,
+                       split_depth={**choices.split_depth, **trial.split_depth})
 
     def attempt(trial: Choices, gain: float = 0.0,
                 accept: Callable[[_Solved], bool] = lambda solved: True) -> None:
@@ -579,11 +625,20 @@ def fit_efficiency(measured: list[Measured], source: str = "", launch: bool = Tr
         attempt(Choices(one_row=frozenset({family})), MIN_GAIN)   # before the tiles it skews
     for family in typed + ["linear"] * linear:   # the tiles' walk of k (K_LATENCY_NOTE)
         attempt(Choices(k_latency=frozenset({family})), MIN_GAIN, streams_within(family))
+    def splits_shapes(family: str) -> Callable[[_Solved], bool]:
+        """Whether a fit's split of k is one (_significant_split) and `family` still streams
+        within the datasheet (streams_within)."""
+        return lambda solved: _significant_split(solved, measured, family) and \
+            streams_within(family)(solved)
     for family in typed:
         schedule(family)
     if linear and schedule("linear"):
         for family in typed:   # those that chose nothing now inherit linear's: keep or refuse
             schedule(family)
+    # a split of a deep k (SPLIT_K_NOTE), after the tiles: where too few tiles already price a
+    # narrow GEMM, a split is kept only for what they leave
+    for family in typed + ["linear"] * linear:
+        choose("split_depth", family, SPLIT_DEPTHS, 96, SPLIT_GAIN, splits_shapes(family))
     for family in narrow:   # again, beside the epilogue now chosen
         if family in choices.input_bytes:
             choose("input_bytes", family, INPUT_BYTES, choices.input_bytes[family], 0.0)
@@ -630,6 +685,11 @@ def fit_efficiency(measured: list[Measured], source: str = "", launch: bool = Tr
         attempt(Choices(floor=frozenset({family})), MIN_GAIN, prices(family, "floor"))
     for family in sorted(families & SERIAL_CANDIDATES):
         attempt(Choices(serial=frozenset({family})))
+    for family in sorted(choices.split_depth):   # again, beside what was chosen after it (a
+        if not _significant_split(best, measured, family):   # floor takes what it priced)
+            choices = replace(choices, split_depth={f: x for f, x in choices.split_depth.items()
+                                                    if f != family})
+            best = fit(choices)
     assigned, values, stderr = best.assigned, best.values, best.stderr
     used = {k for coef in assigned for k in coef}  # the assignment the values were solved on
     params = []
@@ -649,6 +709,10 @@ def fit_efficiency(measured: list[Measured], source: str = "", launch: bool = Tr
             params.append(Parameter(f"{family}.{what}", x, None,
                                     sum(1 for m in measured for p in m.pieces
                                         if p.family == family)))
+    for family, x in sorted(choices.split_depth.items()):   # the rows that split
+        params.append(Parameter(f"{family}.split_depth", x, None,
+                                sum(1 for m in measured for p in m.pieces
+                                    if p.family == family and p.splits_k(x))))
     for family in sorted(choices.serial):
         params.append(Parameter(f"{family}.overlap", 0.0, None,
                                 sum(1 for m in measured for p in m.pieces if p.family == family)))

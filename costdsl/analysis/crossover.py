@@ -261,10 +261,20 @@ def minmax_breakpoints(expr: sympy.Expr, x: sympy.Symbol) -> list[float]:
         for _, condition in f.args:
             if isinstance(condition, sympy.core.relational.Relational) and \
                     x in condition.free_symbols:
+                # a max() inside (a GEMM's tiles in its split of k): each branch's root,
+                # kept where the condition flips
                 points += [_switch(condition, x, r)
-                           for r in _positive_roots(condition.lhs - condition.rhs, x)
-                           if r.is_number]
+                           for difference in _branches(condition.lhs - condition.rhs, x)
+                           for r in _positive_roots(difference, x)
+                           if r.is_number and _flips(condition, x, r)]
     return points
+
+
+def _flips(condition, x: sympy.Symbol, root: sympy.Expr) -> bool:
+    """Whether `condition` holds on one side of x = root and not on the other."""
+    value = float(root)
+    step = max(abs(value) * 1e-6, 1e-9)
+    return bool(condition.subs(x, value - step)) != bool(condition.subs(x, value + step))
 
 
 def _branches(expr: sympy.Expr, x: sympy.Symbol) -> list[sympy.Expr]:
@@ -297,7 +307,9 @@ def _switch(condition, x: sympy.Symbol, root: sympy.Expr) -> float:
     value = float(root)
     if not x.is_integer or not value.is_integer():
         return value
-    at, below = (bool(condition.subs(x, v)) for v in (root, root - 1))
+    # half a step below, not the whole-number neighbour: at tp = 0 a group's n / (n - 1) is
+    # infinite and its max() cannot compare
+    at, below = (bool(condition.subs(x, v)) for v in (root, root - sympy.Rational(1, 2)))
     return value + 0.5 if at == below else value - 0.5
 
 
@@ -535,7 +547,7 @@ def piecewise_time(stage: StageRoofline, hw: Hardware, x: sympy.Symbol,
     breakpoints = list(breakpoints) + [
         p for op in stage.ops
         for p in minmax_breakpoints(_bind(op.flops + op.bytes + op.memory_time
-                                          + op.transfer_time, values, x), x)]
+                                          + op.transfer_time + op.serial_work, values, x), x)]
     memory = [_bind(op.node.repeat * op.memory_time, values, x) for op in stage.ops]
     compute = [None if x in BIT_SYMBOLS else
                unquantised(_bind(op.node.repeat * op.compute_time, values, x), x)
@@ -553,7 +565,7 @@ def piecewise_time(stage: StageRoofline, hw: Hardware, x: sympy.Symbol,
                           for op in stage.ops), sympy.Integer(0)), values, x)
     pieces = []
     for low, high, probe in _intervals(breakpoints):
-        total = launches
+        total = resolve_minmax(launches, x, probe)   # a one-row call's extra, a split of k
         for op, ct, mt in zip(stage.ops, compute, memory):
             if ct is None:
                 ct = _bind(op.node.repeat * _compute_time_at(op, hw, x, values, probe), values, x)

@@ -110,6 +110,11 @@ class Piece:
             return 1.0
         return max(1.0, fill_tiles / float(gemm_tiles(self.rows, self.cols)))
 
+    def splits_k(self, depth: float) -> bool:
+        """Whether a GEMM call splits its k where it does above `depth` elements of k per
+        output tile (efficiency split_depth; OpRoofline.k_split)."""
+        return bool(self.cols) and self.depth > depth * float(gemm_tiles(self.rows, self.cols))
+
     @property
     def single_row(self) -> bool:
         """A GEMM call of one output row (efficiency one_row: its extra time)."""
@@ -151,6 +156,9 @@ class Piece:
         if self.single_row:   # a call of one row's extra time (OpRoofline.single_row)
             serial += e.one_row_for(self.family)
         serial += self.depth * e.k_latency_for(self.family)   # OpRoofline.reduction
+        split_k = e.split_k_for(self.family)
+        if split_k is not None and self.splits_k(split_k[0]):   # OpRoofline.k_split
+            serial += split_k[1]
         return self.count * (kernel + e.launch_for(self.family) + serial)
 
 

@@ -224,6 +224,8 @@ class OpRoofline:
                                               # bandwidth / its bandwidth); None: none
     one_row: float = 0.0        # seconds a call of one output row adds (efficiency one_row)
     k_latency: float = 0.0      # seconds per element of a GEMM's k (efficiency k_latency)
+    split_k: tuple[float, float] | None = None  # a GEMM's split of k: (k per output tile above
+                                                # which it splits, seconds); None: never
     eager_launch: float | None = None  # a graphed kernel's own launch, where it runs outside
                                        # the graph (a mixed iteration); None: `launch`
 
@@ -431,11 +433,23 @@ class OpRoofline:
         return sympy.Float(self.k_latency, 15) * gemm_depth(self.node)
 
     @property
+    def k_split(self) -> sympy.Expr:
+        """What a GEMM's split of k adds (efficiency split_k, SPLIT_K_NOTE): the figure where
+        its k per output tile is over split_depth, k > depth x tiles, else 0; a Piecewise in
+        the rows where they are symbols (the step where the tiles reach k / depth)."""
+        if self.split_k is None:
+            return sympy.Integer(0)
+        depth, seconds = self.split_k
+        tiles = gemm_tiles(row_count(self.node), gemm_columns(self.node))
+        deep = sympy.StrictGreaterThan(gemm_depth(self.node), exact(depth) * tiles)
+        return sympy.Piecewise((sympy.Float(seconds, 15), deep), (sympy.Integer(0), True))
+
+    @property
     def serial_work(self) -> sympy.Expr:
         """The kernel time that adds to its loop's instead of hiding in the max: the prologue
         (a kernel before it), the epilogue (its blocks' writes after the loop), a single
-        row's extra time and the walk of its k."""
-        return self.prologue + self.epilogue + self.single_row + self.reduction
+        row's extra time, the walk of its k and its split."""
+        return self.prologue + self.epilogue + self.single_row + self.reduction + self.k_split
 
     @cached_property
     def time(self) -> sympy.Expr:
@@ -520,6 +534,7 @@ def roofline(graph: nx.DiGraph, hw: Hardware, bits: Mapping[str, float],
             floor=hw.floor_for(kind) if gemm and graph_launch is None else 0.0,
             one_row=_one_row(hw, kind, graph_launch is not None) if gemm else 0.0,
             k_latency=hw.k_latency_for(kind) if gemm else 0.0,
+            split_k=hw.split_k_for(kind) if gemm else None,
             eager_launch=None if graph_launch is None or node.engine == "link"
             else hw.launch_for(kind), **_stack_all_reduce(node, hw, channel)))
     return StageRoofline(stage, _with_overlap(ops), tuple(graph.graph.get("pipeline", (1, 1))),

@@ -205,6 +205,11 @@ class Hardware:
         """Seconds per element of k a GEMM of `kind` adds (efficiency k_latency; 0 ideal)."""
         return self.efficiency.k_latency_for(kind) if self.efficiency else 0.0
 
+    def split_k_for(self, kind: str = "linear") -> tuple[float, float] | None:
+        """(k per output tile above which a GEMM of `kind` splits its k, seconds it adds)
+        (efficiency split_depth, split_k); None: no split (and ideal)."""
+        return self.efficiency.split_k_for(kind) if self.efficiency else None
+
     def launch_for(self, kind: str = "linear") -> float:
         """Seconds of fixed cost per kernel of `kind` (0 for the ideal roofline)."""
         return self.efficiency.launch_for(kind) if self.efficiency else 0.0

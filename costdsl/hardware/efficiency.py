@@ -292,6 +292,21 @@ TensorRT-LLM (n, k >= 512, m <= 64), launch + bytes / bandwidth misses by 10.2% 
 3.6 us. The family's own figure (a narrower family runs another kernel), chosen by the fit
 where it lowers the error (bench/gemm_grid.py judges it over the grid)."""
 
+SPLIT_K_NOTE = """A GEMM family's `split_k` and `split_depth`: the time a call adds where its
+kernel splits k, and the depth that makes it split. With few output tiles over a deep k (a
+decode's narrow shard of a projection: 4 tiles of 128 columns over k = 4,096) a GEMM library
+cuts k among more blocks and reduces their partial sums after (split-K: a second pass, or
+blocks that wait their turn to add), a fixed cost on top of the loop. The call splits where
+its k per output tile is over `split_depth` (k / tiles > split_depth, its tiles counted as
+`tiles` counts them: max(1, m / 128) max(1, n / 128)), so a decode's narrow GEMM pays it and
+the same shape at a prefill's thousands of rows, whose tiles fill the chip, does not. In
+aiconfigurator's B200 bf16 tables under TensorRT-LLM, 512 x 4,096 (n x k) takes 5.9 us from m
+= 1 to 16 and 4,096 x 512, the same 4 MB and operations, 2.6 us at m = 16; its fitted split
+(1.73 us above 64 elements of k a tile) takes the bf16 GEMMs' held-out error over the nine
+shapes and their TP-4/8 shards from 8.4 to 7.7%. The family's own figures, as k_latency's;
+split_depth a choice from a grid (as tiles), split_k fitted. In sympy the cost is a Piecewise in the rows: a step
+where the tiles reach k / split_depth."""
+
 GEMM_CHOICES = ("input_bytes", "tiles", "output_bytes")
 """A GEMM family's chosen figures beside its fractions (listed in as_dict only where given)."""
 
@@ -320,6 +335,8 @@ class KindEfficiency:
     compute_type: str | None = None  # the type the kernel computes in, where not its
                                      # operands' (COMPUTE_TYPE_NOTE); None: inherit, theirs
     k_latency_s: float | None = None   # seconds per element of a GEMM's k (K_LATENCY_NOTE)
+    split_k_s: float | None = None     # seconds a call adds where it splits k, and the k per
+    split_depth: float | None = None   # output tile above which it does (SPLIT_K_NOTE)
 
 
 @dataclass(frozen=True)
@@ -455,6 +472,12 @@ class Efficiency:
         (K_LATENCY_NOTE); 0: none. The family's own figure, as one_row's."""
         return self._own_only(kind, "k_latency_s")
 
+    def split_k_for(self, kind: str) -> tuple[float, float] | None:
+        """(k per output tile above which a GEMM of `kind` splits its k, seconds the split
+        adds) (SPLIT_K_NOTE); None: it never splits. The family's own figures, as one_row's."""
+        depth, seconds = self._own_only(kind, "split_depth"), self._own_only(kind, "split_k_s")
+        return (depth, seconds) if depth and seconds else None
+
     def _own_only(self, kind: str, what: str) -> float:
         """A figure of `kind`'s own table, not inherited along its lineage (as `_own` does);
         0 where it has none."""
@@ -488,7 +511,7 @@ class Efficiency:
                               **{key: getattr(v, key)
                                  for key in (*GEMM_CHOICES, "split_bandwidth", "split_launch_s",
                                              "floor_s", "one_row_s", "compute_type",
-                                             "k_latency_s")
+                                             "k_latency_s", "split_k_s", "split_depth")
                                  if getattr(v, key) is not None}}
                           for k, v in self.kinds.items()},
                 **({"framework": self.framework.as_dict()} if self.framework else {})}
@@ -609,6 +632,10 @@ def parse_efficiency(table: dict, fail, parse_quantity, kinds: set[str],
         return number(value, key, 1, 1e6, f"the number of GEMM output tiles of {GEMM_TILE} x "
                       f"{GEMM_TILE} (1 to 1e6) that fill the chip")
 
+    def depth(value, key):
+        return number(value, key, 1, 1e6, f"the elements of k per GEMM output tile of "
+                      f"{GEMM_TILE} x {GEMM_TILE} (1 to 1e6) above which a call splits its k")
+
     def launch(value, key):
         try:
             return parse_quantity(value, "seconds", f"efficiency.{key}")
@@ -627,13 +654,14 @@ def parse_efficiency(table: dict, fail, parse_quantity, kinds: set[str],
                 raise fail(f"[efficiency.{key}] must be a table", f"efficiency.{key}")
             extra = set(value) - {"bandwidth", "compute", "launch", "rows", "overlap",
                                   *GEMM_CHOICES, "split_bandwidth", "split_launch", "floor",
-                                  "one_row", "compute_type", "k_latency"}
+                                  "one_row", "compute_type", "k_latency", "split_k",
+                                  "split_depth"}
             if extra:
                 raise fail(f"unknown key {sorted(extra)[0]!r} in [efficiency.{key}]",
                            f"efficiency.{key}.{sorted(extra)[0]}",
                            "keys: bandwidth, compute, launch, rows, overlap, input_bytes, "
                            "tiles, output_bytes, split_bandwidth, split_launch, floor, "
-                           "one_row, compute_type, k_latency")
+                           "one_row, compute_type, k_latency, split_k, split_depth")
             kernel_type = value.get("compute_type")
             if kernel_type is not None and kernel_type not in KERNEL_TYPES:
                 raise fail(f"efficiency {key}.compute_type = {kernel_type!r}: expected the "
@@ -645,7 +673,8 @@ def parse_efficiency(table: dict, fail, parse_quantity, kinds: set[str],
                                f"{key} is not a decode attention kernel",
                                f"efficiency.{key}.{split_key}",
                                f"{split_key} applies to " + ", ".join(sorted(SPLIT_FAMILIES)))
-            for gemm_key in ("tiles", "output_bytes", "floor", "one_row", "k_latency"):
+            for gemm_key in ("tiles", "output_bytes", "floor", "one_row", "k_latency", "split_k",
+                             "split_depth"):
                 if gemm_key in value and key not in TILE_FAMILIES:
                     raise fail(f"efficiency {key}.{gemm_key}: a dense GEMM's figure; {key} is "
                                "not a GEMM family", f"efficiency.{key}.{gemm_key}",
@@ -683,7 +712,16 @@ def parse_efficiency(table: dict, fail, parse_quantity, kinds: set[str],
                 launch(value["floor"], f"{key}.floor") if "floor" in value else None,
                 launch(value["one_row"], f"{key}.one_row") if "one_row" in value else None,
                 kernel_type,
-                launch(value["k_latency"], f"{key}.k_latency") if "k_latency" in value else None)
+                launch(value["k_latency"], f"{key}.k_latency") if "k_latency" in value else None,
+                launch(value["split_k"], f"{key}.split_k") if "split_k" in value else None,
+                depth(value["split_depth"], f"{key}.split_depth")
+                if "split_depth" in value else None)
+            split_k = {"split_k", "split_depth"} & set(value)
+            if len(split_k) == 1:   # one alone would be dropped without a word (split_k_for)
+                given = split_k.pop()
+                raise fail(f"efficiency {key}.{given} without its pair: a split of k is a fixed "
+                           "cost and the k per output tile above which it is paid, split_k and "
+                           "split_depth", f"efficiency.{key}.{given}", "give both, or neither")
             split = {"split_bandwidth", "split_launch"} & set(value)
             if len(split) == 1:   # one alone would be dropped without a word (Efficiency.split_for)
                 given = split.pop()

@@ -10,7 +10,8 @@ from .units import seconds
 
 TIME_MODEL = ("Time = max(ops / (compute x peak), memory, floor) + launch + (input_bytes x "
               "inputs + output_bytes x outputs) / (bandwidth x datasheet bandwidth) + one_row at "
-              "one row + k_latency x a GEMM's k; memory = bytes / (bandwidth x datasheet "
+              "one row + k_latency x a GEMM's k + split_k where a GEMM's k / its tiles > "
+              "split_depth; memory = bytes / (bandwidth x datasheet "
               "bandwidth) x max(1, rows / the op's rows, tiles / a GEMM's tiles), or "
               "split_launch + bytes / (split_bandwidth x datasheet bandwidth) where that is less "
               "(compute + memory, not their max, where overlap = false).")
@@ -26,6 +27,8 @@ def _value(p) -> str:
         return f"{p.value:g} bytes per input element (chosen)"
     if p.name.endswith(".output_bytes"):
         return f"{p.value:g} bytes per output element (chosen)"
+    if p.name.endswith(".split_depth"):
+        return f"{p.value:g} elements of k per output tile split it (chosen)"
     if p.name.endswith(".tiles"):
         return f"{p.value:g} GEMM tiles fill the chip (chosen)"
     if is_duration(p.name):
@@ -222,6 +225,12 @@ def _kind_table(kind, own, by, note, put):
     if own.k_latency_s is not None:
         put(table, "k_latency", f"{own.k_latency_s * 1e9:.4g} ns", note(kind + ".k_latency") +
             " (per element of k: its tiles walk k in sequence)")
+    if own.split_k_s is not None:
+        p = by.get(kind + ".split_depth")
+        put(table, "split_k", f"{own.split_k_s * 1e6:.2f} us", note(kind + ".split_k") +
+            " (a call that splits its k: its partial sums reduced after)")
+        put(table, "split_depth", int(own.split_depth), f"chosen: elements of k per output "
+            f"tile above which a call splits ({p.rows if p else 0} rows split)")
     if own.rows is not None:
         p = by.get(kind + ".rows")
         put(table, "rows", int(own.rows) if float(own.rows).is_integer() else own.rows,

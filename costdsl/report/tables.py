@@ -82,6 +82,10 @@ def time_model(hw, settings=None) -> str:
     if walks:   # a GEMM's walk of its k (K_LATENCY_NOTE)
         parts.append(", ".join(f"{k} walks its k at {seconds(v)} an element"
                                for k, v in walks.items()))
+    splits = {k: v for k, v in sorted(e.kinds.items()) if v.split_k_s and v.split_depth}
+    if splits:   # a GEMM that splits a deep k (SPLIT_K_NOTE)
+        parts.append(", ".join(f"{k} {seconds(v.split_k_s)} more where k is over "
+                               f"{v.split_depth:g} a tile" for k, v in splits.items()))
     stack = f" of {e.stack}'s kernels" if e.stack else ""
     borrowed = {**e.borrowed(c for c in hw.peak if c not in ("fp32", "fp64")),
                 **_borrowed_families(e, settings)}
