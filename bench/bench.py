@@ -7,7 +7,8 @@ Measures: compile time of each shipped model (parse, elaborate, lower both stage
 Llama-2-70b; a 1,000 x 1,000 (batch x seq) decode sweep of Llama-2-70b evaluated in one
 vectorised call, with its peak memory; the same work done one configuration at a time
 through the per-configuration path, for comparison; and `costdsl plan` for Llama-3.1-405B on a
-DGX H100 and `costdsl simulate` of 10,000 requests, each as a whole process.
+DGX H100, `costdsl simulate` of 10,000 requests and `costdsl calibrate` of one chip's tables
+under one stack, each as a whole process. `python bench/bench.py calibrate`: that one alone.
 """
 from __future__ import annotations
 
@@ -110,6 +111,7 @@ def main():
     simulate_command()
     sweep_files()
     process_ratios()
+    calibrate_command()
 
 
 _MEASURE = """
@@ -171,6 +173,23 @@ def process_ratios():
           + " (targets: analyze 1.3x, warm sweep 1.6x)")
 
 
+def calibrate_command():
+    """`costdsl calibrate` of the B200's tables under TensorRT-LLM (GEMMs of every format and
+    attention: 1,330 rows, every choice of the fit walked), whole process, best of 2: what a
+    user adding a stack meets, and most of the test suite's time (it refits every section)."""
+    import tempfile
+    data = ROOT / "tests" / "data" / "measured"
+    files = [str(data / f"aiconfigurator-{family}-b200-trtllm.csv")
+             for family in ("gemm", "gemm-tp", "gemm-fp8", "gemm-fp8-tp", "gemm-fp8block",
+                            "gemm-nvfp4", "attention")]
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "costdsl", "calibrate", *files, "--hw", "nvidia-b200",
+               "--stack", "trtllm 1.3.0rc20", "-o", f"{tmp}/b200.toml"]
+        seconds, peak = min(child(cmd) for _ in range(2))
+    print(f"\n`costdsl calibrate` B200 TensorRT-LLM ({len(files)} tables), whole process, best "
+          f"of 2: {seconds:.1f} s, peak {peak:.0f} MiB")
+
+
 def simulate_command():
     """`costdsl simulate`: 10,000 requests (prompt ~1k, output ~256) through the chunked
     scheduler, whole process (the issue's target: under 5 s)."""
@@ -217,4 +236,7 @@ def sweep_command(model):
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["calibrate"]:
+        calibrate_command()
+    else:
+        main()

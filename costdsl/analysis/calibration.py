@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields, replace
-from typing import Callable, Mapping
+from typing import Callable, Mapping, NamedTuple
 
 import numpy as np
 
@@ -43,7 +43,7 @@ from ..hardware.efficiency import (ATTENTION_FAMILIES, EXPERT_FAMILIES, FALLBACK
                                    MAX_FRACTION, MLA_PREFILL, SPLIT_FAMILIES, TILE_FAMILIES,
                                    WEIGHT_ONLY_GEMMS, Efficiency, KindEfficiency, Tile, lineage,
                                    split_owner)
-from .measurements import Measured, predict
+from .measurements import Measured, Piece, predict
 
 MAX_LAUNCH_S = 1e-3   # a launch cost above a millisecond is not a kernel launch
 MAX_ROUNDS = 50
@@ -200,10 +200,13 @@ class Choices:
         blocks that fill the chip), or the one it inherits (FALLBACK: fp8_block_gemm from
         fp8_gemm, decode_attention_kv8 from decode_attention), as the efficiency built from the
         choices prices it; 0: none."""
-        chosen = getattr(self, what)
-        if what in OWN_CHOICES:
-            return chosen.get(family, 0.0)
-        return next((chosen[f] for f in lineage(family) if f in chosen), 0.0)
+        memo = self.__dict__.setdefault("_looked_up", {})   # as Efficiency._memo
+        key = (what, family)
+        if key not in memo:
+            chosen = getattr(self, what)
+            memo[key] = (chosen.get(family, 0.0) if what in OWN_CHOICES else
+                         next((chosen[f] for f in lineage(family) if f in chosen), 0.0))
+        return memo[key]
 
     def overlap(self, kind: str) -> bool | None:
         """A family's `overlap`: False where its traffic adds to its compute, True where it
@@ -249,83 +252,104 @@ def is_duration(name: str) -> bool:
                                        "k_latency", "split_k")
 
 
+class _Terms(NamedTuple):
+    """A piece's parts that the choices fix and no round's efficiency moves (_terms)."""
+    piece: Piece
+    matrix_s: float      # its matrix seconds at the peak, waves and all
+    memory_s: float      # its streaming seconds at the datasheet, stretched by its occupancy
+    streamed: float      # the same unstretched (a split fills the chip)
+    floored: bool        # a GEMM of a family with a floor
+    fixed: tuple         # (parameter, coefficient) of its serial terms, whichever side wins
+    serial: bool         # a family whose traffic adds to its compute (choices.serial)
+    owner: str | None    # the family whose split regime it runs (_split_owner)
+    compute: tuple       # (parameter, seconds) of its matrix and vector parts
+    memory: str          # the parameter of its streaming
+    launch: str          # the parameter of its launch
+
+
+def _terms(measured: list[Measured], choices: Choices) -> list[list[_Terms]]:
+    """Per row, its pieces' terms under `choices` (collectives apart: their link's time)."""
+    waves = Efficiency(tile=choices.tile)
+    return [[_piece_terms(p, choices, waves) for p in m.pieces if not p.collective]
+            for m in measured]
+
+
+def _piece_terms(p: Piece, choices: Choices, waves: Efficiency) -> _Terms:
+    streamed = p.memory_s * p.tile_stretch(choices.gemm("tiles", p.family))
+    fixed = []
+    serial = p.serial_s(choices.gemm("input_bytes", p.family),
+                        choices.gemm("output_bytes", p.family))
+    if serial:   # before and after its loop, at its bandwidth, whichever side wins
+        fixed.append((_key(p, "memory"), p.count * serial))
+    if p.single_row and p.family in choices.one_row:   # ONE_ROW_NOTE
+        fixed.append((f"{p.family}.one_row", p.count))
+    if p.depth and p.family in choices.k_latency:   # K_LATENCY_NOTE
+        fixed.append((f"{p.family}.k_latency", p.count * p.depth))
+    depth = choices.split_depth.get(p.family)
+    if depth and p.splits_k(depth):   # SPLIT_K_NOTE
+        fixed.append((f"{p.family}.split_k", p.count))
+    matrix_s = p.matrix_s * p.waves(waves)
+    return _Terms(p, matrix_s, streamed * p.stretch(choices.gemm("fill", p.family)), streamed,
+                  bool(p.cols) and p.family in choices.floor, tuple(fixed),
+                  p.family in choices.serial, _split_owner(p.family, choices),
+                  tuple((_key(p, "compute", part), seconds) for part, seconds
+                        in (("matrix", matrix_s), ("vector", p.vector_s)) if seconds),
+                  _key(p, "memory"), _launch_key(p))
+
+
 def _assign(measured: list[Measured], e: Efficiency | None, launch: bool = True,
-            choices: Choices = Choices()):
+            choices: Choices = Choices(), terms: list[list[_Terms]] | None = None):
     """Per row: the coefficient of each parameter (seconds at efficiency 1 for a fraction's
     inverse, occurrences for a launch cost), with each op on the side of its max that wins
-    under `e` (None: the ideal roofline), or on both for a family in `choices.serial`."""
-    waves = Efficiency(tile=choices.tile)
+    under `e` (None: the ideal roofline), or on both for a family in `choices.serial`.
+    `terms`: _terms(measured, choices), where a fit already has them."""
+    terms = _terms(measured, choices) if terms is None else terms
     splits = _median_start(measured, choices.split, lambda p: p.memory_s)
     floors = _median_start(measured, choices.floor,
                            lambda p: max(p.matrix_s + p.vector_s, p.memory_s))
     rows = []
-    for m in measured:
+    for row in terms:
         coef: dict[str, float] = {}
-        for p in m.pieces:
-            if p.collective:    # its link's fixed time: nothing here to fit (_fixed_s)
-                continue
-            streamed = p.memory_s * p.tile_stretch(choices.gemm("tiles", p.family))
-            memory_s = streamed * p.stretch(choices.gemm("fill", p.family))
-            matrix_s = p.matrix_s * p.waves(waves)
+        for t in row:
+            p = t.piece
             if e is None:
-                compute_wins = matrix_s + p.vector_s > memory_s
-                kernel = max(matrix_s + p.vector_s, memory_s)
+                compute_wins = t.matrix_s + p.vector_s > t.memory_s
+                kernel = max(t.matrix_s + p.vector_s, t.memory_s)
             else:
-                c = (matrix_s / e.compute_for(p.compute_type or "", p.family)
+                c = (t.matrix_s / e.compute_for(p.compute_type or "", p.family)
                      + p.vector_s / e.compute_for(p.vector_type, p.family))
-                compute_wins = c > memory_s / e.bandwidth_for(p.family)
-                kernel = max(c, memory_s / e.bandwidth_for(p.family))
-            floored = bool(p.cols) and p.family in choices.floor
-            if floored and (kernel < floors[p.family] if e is None
-                            else e.floor_for(p.family) > kernel):
+                memory = t.memory_s / e.bandwidth_for(p.family)
+                compute_wins, kernel = c > memory, max(c, memory)
+            if t.floored and (kernel < floors[p.family] if e is None
+                              else e.floor_for(p.family) > kernel):
                 # the call's host time, the GPU's work under it: neither side of the max counts
                 coef[f"{p.family}.floor"] = coef.get(f"{p.family}.floor", 0.0) + p.count
             else:
-                _kernel_sides(coef, p, matrix_s, (memory_s, streamed), compute_wins, e,
-                              choices, splits)
-            serial = p.serial_s(choices.gemm("input_bytes", p.family),
-                                choices.gemm("output_bytes", p.family))
-            if serial:   # before and after its loop, at its bandwidth, whichever side wins
-                k = _key(p, "memory")
-                coef[k] = coef.get(k, 0.0) + p.count * serial
-            if p.single_row and p.family in choices.one_row:   # ONE_ROW_NOTE
-                coef[f"{p.family}.one_row"] = coef.get(f"{p.family}.one_row", 0.0) + p.count
-            if p.depth and p.family in choices.k_latency:   # K_LATENCY_NOTE
-                k = f"{p.family}.k_latency"
-                coef[k] = coef.get(k, 0.0) + p.count * p.depth
-            depth = choices.split_depth.get(p.family)
-            if depth and p.splits_k(depth):   # SPLIT_K_NOTE
-                k = f"{p.family}.split_k"
-                coef[k] = coef.get(k, 0.0) + p.count
-            if launch and not floored:   # a floor's call launches nothing beside it
-                k = _launch_key(p)
-                coef[k] = coef.get(k, 0.0) + p.count
+                _kernel_sides(coef, t, compute_wins, e, splits)
+            for k, c in t.fixed:
+                coef[k] = coef.get(k, 0.0) + c
+            if launch and not t.floored:   # a floor's call launches nothing beside it
+                coef[t.launch] = coef.get(t.launch, 0.0) + p.count
         rows.append(coef)
     return rows
 
 
-def _kernel_sides(coef: dict, p, matrix_s: float, memory: tuple[float, float],
-                  compute_wins: bool, e: Efficiency | None, choices: Choices,
+def _kernel_sides(coef: dict, t: _Terms, compute_wins: bool, e: Efficiency | None,
                   splits: Mapping[str, float]) -> None:
     """Add to a row's coefficients a piece's kernel on the side of its max that wins (both
     for a family in `choices.serial`), its memory side in the split regime where it runs
-    split. `memory`: its streaming seconds with and without the occupancy stretch (a split
-    fills the chip: not stretched)."""
-    memory_s, streamed = memory
-    if compute_wins or p.family in choices.serial:
-        for part, seconds in (("matrix", matrix_s), ("vector", p.vector_s)):
-            if seconds:
-                k = _key(p, "compute", part)
-                coef[k] = coef.get(k, 0.0) + p.count * seconds
-    if memory_s and (not compute_wins or p.family in choices.serial):
-        owner = _split_owner(p.family, choices)
-        if owner and _splits(p, memory_s, streamed, e, splits[owner]):
-            for k, c in ((f"{owner}.split_bandwidth", streamed),
-                         (f"{owner}.split_launch", 1.0)):
+    split (a split fills the chip: its streaming is not stretched)."""
+    p = t.piece
+    if compute_wins or t.serial:
+        for k, seconds in t.compute:
+            coef[k] = coef.get(k, 0.0) + p.count * seconds
+    if t.memory_s and (not compute_wins or t.serial):
+        if t.owner and _splits(p, t.memory_s, t.streamed, e, splits[t.owner]):
+            for k, c in ((f"{t.owner}.split_bandwidth", t.streamed),
+                         (f"{t.owner}.split_launch", 1.0)):
                 coef[k] = coef.get(k, 0.0) + p.count * c
         else:
-            k = _key(p, "memory")
-            coef[k] = coef.get(k, 0.0) + p.count * memory_s
+            coef[t.memory] = coef.get(t.memory, 0.0) + p.count * t.memory_s
 
 
 def _median_start(measured: list[Measured], families, seconds) -> dict[str, float]:
@@ -381,7 +405,12 @@ def _solve(assigned: list[dict], times: np.ndarray, names: list[str],
     (0, 1]: _lowest_inverse), launch costs within
     [0, MAX_LAUNCH_S]. `fixed_s`: each row's time that no parameter scales."""
     weights = 1 / times
-    A = np.array([[coef.get(n, 0.0) for n in names] for coef in assigned]) * weights[:, None]
+    column = {n: i for i, n in enumerate(names)}
+    A = np.zeros((len(assigned), len(names)))
+    for i, coef in enumerate(assigned):
+        for n, c in coef.items():
+            A[i, column[n]] = c
+    A *= weights[:, None]
     b = (times - fixed_s) * weights  # 1 less the fixed share: the relative error is minimised
     lower = {n: _lowest_inverse(n) for n in names}
     upper = {n: MAX_LAUNCH_S if is_duration(n) else 1e3 for n in names}
@@ -435,7 +464,8 @@ def _fit(measured: list[Measured], times: np.ndarray, source: str, launch: bool,
     """The alternating fit with the model's discrete `choices` held fixed. An assignment that
     never settles (ops near their ridge can flip back and forth) keeps the round whose
     parameters fit best under the model itself, max and all."""
-    assigned = _assign(measured, None, launch, choices)
+    terms = _terms(measured, choices)
+    assigned = _assign(measured, None, launch, choices, terms)
     fixed_s = _fixed_s(measured)
     best = None
     for rounds in progress.steps("calibrate: rounds", range(1, MAX_ROUNDS + 1)):
@@ -446,7 +476,7 @@ def _fit(measured: list[Measured], times: np.ndarray, source: str, launch: bool,
         solved = _Solved(e, values, stderr, assigned, rounds, float(residual @ residual))
         if best is None or solved.objective < best.objective:
             best = solved
-        again = _assign(measured, e, launch, choices)
+        again = _assign(measured, e, launch, choices, terms)
         if again == assigned:
             break
         assigned = again

@@ -139,27 +139,24 @@ class Piece:
         if e is None:
             matrix = self.matrix_s if self.ideal_matrix_s is None else self.ideal_matrix_s
             return self.count * max(matrix + self.vector_s, self.memory_s)
+        f = e.figures(self.family)
         compute = (self.matrix_s * self.waves(e)
                    / e.compute_for(self.compute_type or "", self.family)
                    + self.vector_s / e.compute_for(self.vector_type, self.family))
-        bandwidth = e.bandwidth_for(self.family)
-        streamed = self.memory_s * self.tile_stretch(e.tiles_for(self.family))
-        memory = streamed * self.stretch(e.rows_for(self.family)) / bandwidth
-        split = e.split_for(self.family)
-        if split is not None:   # the faster of unsplit and split, which fills the chip: not
-            memory = min(memory, split[1] + streamed / split[0])   # stretched (OpRoofline.split_at)
+        streamed = self.memory_s * self.tile_stretch(f.tiles)
+        memory = streamed * self.stretch(f.rows) / f.bandwidth
+        if f.split is not None:   # the faster of unsplit and split, which fills the chip: not
+            memory = min(memory, f.split[1] + streamed / f.split[0])   # stretched (OpRoofline.split_at)
         if self.cols:   # a GEMM's host time, the least a call takes (OpRoofline.device_time)
-            memory = max(memory, e.floor_for(self.family))
-        kernel = max(compute, memory) if e.overlaps(self.family) else compute + memory
-        serial = self.serial_s(e.input_bytes_for(self.family),
-                               e.output_bytes_for(self.family)) / bandwidth
+            memory = max(memory, f.floor_s)
+        kernel = max(compute, memory) if f.overlaps else compute + memory
+        serial = self.serial_s(f.input_bytes, f.output_bytes) / f.bandwidth
         if self.single_row:   # a call of one row's extra time (OpRoofline.single_row)
-            serial += e.one_row_for(self.family)
-        serial += self.depth * e.k_latency_for(self.family)   # OpRoofline.reduction
-        split_k = e.split_k_for(self.family)
-        if split_k is not None and self.splits_k(split_k[0]):   # OpRoofline.k_split
-            serial += split_k[1]
-        return self.count * (kernel + e.launch_for(self.family) + serial)
+            serial += f.one_row_s
+        serial += self.depth * f.k_latency_s   # OpRoofline.reduction
+        if f.split_k is not None and self.splits_k(f.split_k[0]):   # OpRoofline.k_split
+            serial += f.split_k[1]
+        return self.count * (kernel + f.launch_s + serial)
 
 
 @dataclass(frozen=True)

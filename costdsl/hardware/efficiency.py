@@ -114,7 +114,7 @@ on the H200's vLLM FP8 GEMMs they take the held-out error from 13.6% to 8.5%.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Mapping, NamedTuple
 
 ATTENTION_KINDS = frozenset({"flash_attention"})
 """Op kinds timed with the `attention` figures (fused ops count when a member is one): the fused
@@ -365,6 +365,24 @@ FRAMEWORK_KEYS = {"graph_launch": "graph_launch_s", "step": "step_s",
                   "per_sequence": "per_sequence_s", "request": "request_s"}
 
 
+class Figures(NamedTuple):
+    """The figures a kernel of one family runs at, its lineage resolved (Efficiency.figures)."""
+    bandwidth: float
+    compute: float | None        # the family's own fraction; None: its compute type's
+    compute_type: str | None     # the type it computes in, where not its operands'
+    launch_s: float
+    rows: float
+    input_bytes: float
+    tiles: float
+    output_bytes: float
+    floor_s: float
+    one_row_s: float
+    k_latency_s: float
+    split_k: tuple[float, float] | None   # (split_depth, split_k seconds); None: no split
+    split: tuple[float, float] | None     # decode attention's (bandwidth, seconds) split
+    overlaps: bool
+
+
 @dataclass(frozen=True)
 class Efficiency:
     bandwidth: float = 1.0
@@ -377,20 +395,65 @@ class Efficiency:
     tile: Tile | None = None  # GEMM wave quantisation ([efficiency.tile]); None: none
     framework: Framework | None = None  # the serving engine around the kernels; None: none
 
-    def _own(self, kind: str, what: str):
-        for family in lineage(kind):
-            own = self.kinds.get(family)
-            value = getattr(own, what) if own is not None else None
-            if value is not None:
-                return value
-        return None
+    def __post_init__(self):
+        # figures already resolved, by family and by compute type: the fit prices each of a
+        # table's thousand rows a hundred times, and a lineage walked per row per figure was
+        # most of its time (an Efficiency never changes once built)
+        object.__setattr__(self, "_figures", {})
+        object.__setattr__(self, "_fitted_types", {})
+
+    def figures(self, kind: str) -> Figures:
+        """The figures a kernel of `kind` runs at, its lineage (FALLBACK) resolved."""
+        known = self._figures
+        if kind not in known:
+            known[kind] = self._resolve(kind)
+        return known[kind]
+
+    def _resolve(self, kind: str) -> Figures:
+        def inherited(what):   # the first of the lineage that gives it
+            return next((value for value in (getattr(self.kinds.get(f), what, None)
+                                             for f in lineage(kind))
+                         if value is not None), None)
+
+        def own(what):   # the family's own table only: a narrower family runs another kernel
+            return getattr(self.kinds.get(kind), what, None) or 0.0
+
+        bandwidth, launch, overlap = (inherited(w) for w in ("bandwidth", "launch_s", "overlap"))
+        depth, split_k = own("split_depth"), own("split_k_s")
+        return Figures(bandwidth=self.bandwidth if bandwidth is None else bandwidth,
+                       compute=inherited("compute"), compute_type=inherited("compute_type"),
+                       launch_s=self.launch_s if launch is None else launch,
+                       rows=inherited("rows") or 0.0,
+                       input_bytes=inherited("input_bytes") or 0.0,
+                       tiles=inherited("tiles") or 0.0,
+                       output_bytes=inherited("output_bytes") or 0.0,
+                       floor_s=self._floor(kind), one_row_s=own("one_row_s"),
+                       k_latency_s=own("k_latency_s"),
+                       split_k=(depth, split_k) if depth and split_k else None,
+                       split=self._split(kind), overlaps=True if overlap is None else overlap)
+
+    def _floor(self, kind: str) -> float:
+        # it goes with the launch: the floor of the first family in the lineage that gives a
+        # launch or a floor (a family with a launch of its own does not take its fallback's)
+        owner = next((own for own in map(self.kinds.get, lineage(kind))
+                      if own is not None
+                      and (own.launch_s is not None or own.floor_s is not None)), None)
+        return (owner.floor_s or 0.0) if owner is not None else 0.0
+
+    def _split(self, kind: str) -> tuple[float, float] | None:
+        splits = {f for f, own in self.kinds.items()
+                  if own.split_bandwidth is not None and own.split_launch_s is not None}
+        owner = split_owner(kind, splits,
+                            {f for f, own in self.kinds.items() if own.rows is not None})
+        if owner is None:
+            return None
+        return self.kinds[owner].split_bandwidth, self.kinds[owner].split_launch_s
 
     def bandwidth_for(self, kind: str) -> float:
-        own = self._own(kind, "bandwidth")
-        return self.bandwidth if own is None else own
+        return self.figures(kind).bandwidth
 
     def compute_for(self, ctype: str, kind: str) -> float:
-        own = self._own(kind, "compute")
+        own = self.figures(kind).compute
         if own is not None:
             return own
         fitted = self.fitted_type(ctype)
@@ -400,10 +463,11 @@ class Efficiency:
         """The compute type whose fitted fraction `ctype` takes: its own, else that of the
         nearest wider tensor type fitted (an unmeasured fp8 or int8 GEMM is priced at the
         fp16/bf16 fraction, not at 100% of its peak); None: no figure (the datasheet's)."""
-        for candidate in (ctype,) + UNFITTED_FALLBACK.get(ctype, ()):
-            if candidate in self.compute:
-                return candidate
-        return None
+        known = self._fitted_types
+        if ctype not in known:
+            known[ctype] = next((c for c in (ctype,) + UNFITTED_FALLBACK.get(ctype, ())
+                                 if c in self.compute), None)
+        return known[ctype]
 
     def borrowed(self, ctypes) -> dict[str, str]:
         """{type: the type whose fraction it borrows} for the types of `ctypes` not fitted."""
@@ -427,79 +491,58 @@ class Efficiency:
     def kernel_type(self, ctype: str, kind: str) -> str:
         """The compute type a kernel of `kind` runs its matrix work in: the one its family
         declares (COMPUTE_TYPE_NOTE), else its operands' `ctype`."""
-        return self._own(kind, "compute_type") or ctype
+        return self.figures(kind).compute_type or ctype
 
     def launch_for(self, kind: str) -> float:
-        own = self._own(kind, "launch_s")
-        return self.launch_s if own is None else own
+        return self.figures(kind).launch_s
 
     def rows_for(self, kind: str) -> float:
         """Token rows a kernel of `kind` needs to fill the chip (0: occupancy not modelled)."""
-        return self._own(kind, "rows") or 0.0
+        return self.figures(kind).rows
 
     def input_bytes_for(self, kind: str) -> float:
         """Bytes a kernel of `kind` moves per element of its input before it runs: the
         quantisation of its activations to its compute type (0: none modelled)."""
-        return self._own(kind, "input_bytes") or 0.0
+        return self.figures(kind).input_bytes
 
     def tiles_for(self, kind: str) -> float:
         """GEMM output tiles a kernel of `kind` needs to fill the chip (0: not modelled)."""
-        return self._own(kind, "tiles") or 0.0
+        return self.figures(kind).tiles
 
     def output_bytes_for(self, kind: str) -> float:
         """Bytes a kernel of `kind` moves per output element after its main loop, serial to
         it (its epilogue; 0: none modelled)."""
-        return self._own(kind, "output_bytes") or 0.0
+        return self.figures(kind).output_bytes
 
     def floor_for(self, kind: str) -> float:
-        """Seconds a call of `kind` takes at least, its host time (FLOOR_NOTE); 0: none. It
-        goes with the launch: the floor of the first family in the lineage that gives a
-        launch or a floor (a family with a launch of its own does not take its fallback's)."""
-        for family in lineage(kind):
-            own = self.kinds.get(family)
-            if own is not None and (own.launch_s is not None or own.floor_s is not None):
-                return own.floor_s or 0.0
-        return 0.0
+        """Seconds a call of `kind` takes at least, its host time (FLOOR_NOTE); 0: none."""
+        return self.figures(kind).floor_s
 
     def one_row_for(self, kind: str) -> float:
         """Seconds a call of `kind` with one output row takes beyond its roofline time
         (ONE_ROW_NOTE); 0: none. The family's own figure: a narrower family (fp8_block_gemm
         beside fp8_gemm) runs another kernel and does not inherit it."""
-        return self._own_only(kind, "one_row_s")
+        return self.figures(kind).one_row_s
 
     def k_latency_for(self, kind: str) -> float:
         """Seconds per element of the reduction a GEMM of `kind` walks in each output tile
         (K_LATENCY_NOTE); 0: none. The family's own figure, as one_row's."""
-        return self._own_only(kind, "k_latency_s")
+        return self.figures(kind).k_latency_s
 
     def split_k_for(self, kind: str) -> tuple[float, float] | None:
         """(k per output tile above which a GEMM of `kind` splits its k, seconds the split
         adds) (SPLIT_K_NOTE); None: it never splits. The family's own figures, as one_row's."""
-        depth, seconds = self._own_only(kind, "split_depth"), self._own_only(kind, "split_k_s")
-        return (depth, seconds) if depth and seconds else None
-
-    def _own_only(self, kind: str, what: str) -> float:
-        """A figure of `kind`'s own table, not inherited along its lineage (as `_own` does);
-        0 where it has none."""
-        own = self.kinds.get(kind)
-        return (getattr(own, what) or 0.0) if own is not None else 0.0
+        return self.figures(kind).split_k
 
     def split_for(self, kind: str) -> tuple[float, float] | None:
         """(bandwidth fraction, seconds) of a decode attention kernel's split regime (its
         cache split over more blocks and reduced after); None where the file gives none, or
         where a family with blocks of its own comes first (split_owner)."""
-        splits = {f for f, own in self.kinds.items()
-                  if own.split_bandwidth is not None and own.split_launch_s is not None}
-        owner = split_owner(kind, splits,
-                            {f for f, own in self.kinds.items() if own.rows is not None})
-        if owner is None:
-            return None
-        return self.kinds[owner].split_bandwidth, self.kinds[owner].split_launch_s
+        return self.figures(kind).split
 
     def overlaps(self, kind: str) -> bool:
         """Whether a kernel of `kind` hides its memory traffic behind its compute (the max)."""
-        own = self._own(kind, "overlap")
-        return True if own is None else own
+        return self.figures(kind).overlaps
 
     def as_dict(self) -> dict:
         return {"bandwidth": self.bandwidth, "launch_s": self.launch_s,
