@@ -38,6 +38,7 @@ def insert_after(graph: nx.DiGraph, producer: str, tensor: str, node: Node,
     readers = [c for c in graph.successors(producer)
                if tensor in graph.edges[producer, c]["tensors"]
                and (consumers is None or c in consumers)]
+    node = _at_readers_width(node, [graph.nodes[r]["op"] for r in readers])
     out = nx.DiGraph(**graph.graph)
     for key, data in graph.nodes(data=True):
         op = data["op"]
@@ -55,6 +56,22 @@ def insert_after(graph: nx.DiGraph, producer: str, tensor: str, node: Node,
     for r in readers:
         connect(out, node.name, r, node.output)
     return out
+
+
+def _at_readers_width(node: Node, readers: list[Node]) -> Node:
+    """A collective moves its tensor at the activation width its readers take it in (the
+    widest of theirs), not its producer's: a W8A8 GEMM quantises its input to FP8 on the fly
+    but hands its result on at the model's width (the stacks' FP8 GEMMs write bf16), so the
+    all-reduce after a tensor-parallel FP8 projection sums 16-bit partial sums, and a MoE
+    dispatch into FP8 experts sends FP8 tokens. The producer's width where nothing reads it."""
+    widths = list(dict.fromkeys(r.bits["act"] for r in readers))
+    if node.engine != "link" or not widths:
+        return node
+    width = widths[0] if len(widths) == 1 else sympy.Max(*widths)
+    if width == node.bits["act"]:
+        return node
+    return replace(node, bits={**node.bits, "act": width},
+                   scale_bits={c: b for c, b in node.scale_bits.items() if c != "act"})
 
 
 def _reading(op: Node, old: str, new: str) -> Node:
