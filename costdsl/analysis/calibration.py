@@ -188,6 +188,11 @@ class Choices:
     split_depth: Mapping[str, float] = field(default_factory=dict)   # GEMM families that split
                                          # their k above this k per output tile (SPLIT_K_NOTE)
 
+    def __post_init__(self):
+        # figures already looked up, by (what, family): a fit asks per row per round (as
+        # Efficiency.figures); choices never change once made
+        object.__setattr__(self, "_looked_up", {})
+
     def key(self) -> tuple:
         """The choices as a hashable value: equal choices, equal keys (whatever the order the
         tables were filled in)."""
@@ -200,13 +205,12 @@ class Choices:
         blocks that fill the chip), or the one it inherits (FALLBACK: fp8_block_gemm from
         fp8_gemm, decode_attention_kv8 from decode_attention), as the efficiency built from the
         choices prices it; 0: none."""
-        memo = self.__dict__.setdefault("_looked_up", {})   # as Efficiency._memo
-        key = (what, family)
-        if key not in memo:
+        known, key = self._looked_up, (what, family)
+        if key not in known:
             chosen = getattr(self, what)
-            memo[key] = (chosen.get(family, 0.0) if what in OWN_CHOICES else
-                         next((chosen[f] for f in lineage(family) if f in chosen), 0.0))
-        return memo[key]
+            known[key] = (chosen.get(family, 0.0) if what in OWN_CHOICES else
+                          next((chosen[f] for f in lineage(family) if f in chosen), 0.0))
+        return known[key]
 
     def overlap(self, kind: str) -> bool | None:
         """A family's `overlap`: False where its traffic adds to its compute, True where it
