@@ -6,6 +6,7 @@ import functools
 import json
 import math
 import subprocess
+from dataclasses import replace
 import sys
 
 import pytest
@@ -14,6 +15,7 @@ from hypothesis import given, settings, strategies as st
 
 import costdsl
 from costdsl.hardware import load_hardware
+from costdsl.hardware.efficiency import KindEfficiency
 from costdsl import symbols as S
 from costdsl.analysis.records import Settings, stage_result
 from costdsl.analysis.latency import decode_sum, stepwise_decode_total
@@ -261,3 +263,30 @@ def test_solving_for_a_bitwidth_uses_each_range_of_bits_family():
         sides = (bound(c.op, c.value * 0.99), bound(c.op, c.value * 1.01))
         assert sides == (("memory", "compute") if c.direction == "memory->compute"
                          else ("compute", "memory")), c.op
+
+
+def test_quantization_crossover_meets_the_bent_memory_time():
+    """Where too few output tiles stretch a GEMM's memory time (efficiency `tiles`: planted
+    here, 528 on the H100's linear family), the lower bitwidth stops saving where the higher
+    one's compute meets that stretched time, as `analyze` prices it, not at its bare
+    intensity. By hand for q (h = 4,096, W16A16 against W8A16, both fp16 compute; batch b >=
+    128: tiles = b/128 x h/128, the bytes stretched by 528 / tiles = 2,112 / b):
+    2 b h^2 / P = (2 h^2 + 4 b h) (2112 / b) / B, a quadratic in b. Before, it answered at the
+    bare intensity's switch (301.6 against 892.9 where the two times meet)."""
+    hw = load_hardware("nvidia-h100-sxm")
+    linear = hw.efficiency.kinds.get("linear", KindEfficiency())
+    planted = replace(hw, efficiency=replace(
+        hw.efficiency, kinds={**hw.efficiency.kinds, "linear": replace(linear, tiles=528.0)}))
+    answer = MODEL.crossover("batch", planted, seq=2048, w_bits=16, versus={"w_bits": 8})
+    q = next(c for c in answer.quantization if c.op == "layers.q")
+    op = next(o for o in MODEL.roofline(planted, "decode").ops if o.node.name == "layers.q")
+    P, B, h = float(op.peak), float(op.bandwidth), 4096
+    a, b, c = 2 * h * h * B, -2112 * 4 * h * P, -2112 * 2 * h * h * P
+    assert q.value == pytest.approx((-b + math.sqrt(b * b - 4 * a * c)) / (2 * a), rel=1e-9)
+    assert q.value == pytest.approx(next(c.value for c in answer.ops if c.op == "layers.q"))
+
+    def time(bits, batch):
+        a = MODEL.analyze(planted, batch=batch, seq=2048, w_bits=bits, stages=["decode"])
+        return next(o.time_s for o in a.stages["decode"].ops if o.name == "layers.q")
+    below, above = math.floor(q.value * 0.95), math.ceil(q.value * 1.05)
+    assert time(8, below) < time(16, below) and time(8, above) == pytest.approx(time(16, above))

@@ -360,6 +360,18 @@ def _intervals(edges: list[float]) -> list[tuple[float, float, float]]:
     return out
 
 
+def _moved_bytes(op: OpRoofline, values: Mapping[sympy.Symbol, float],
+                 x: sympy.Symbol) -> sympy.Expr:
+    """The bytes that take an op's memory time, in x: where that time bends (too few rows or
+    tiles, a floor, a split regime) the op turns compute-bound where its compute meets the bent
+    time, as `analyze` judges it, not at its bare intensity. A bend in a symbol left free
+    cannot be split into pieces: there, the bare bytes."""
+    nbytes = _bind(op.effective_bytes, values, x)
+    if nbytes.free_symbols - {x} and nbytes.atoms(sympy.Min, sympy.Max):
+        nbytes = _bind(op.effective_bytes if op.node.transfers else op.bytes, values, x)
+    return nbytes
+
+
 def op_crossover(op: OpRoofline, hw: Hardware, x: sympy.Symbol,
                  values: Mapping[sympy.Symbol, float]) -> list[Crossover]:
     """Crossovers of one op in x; one record with a reason when there is none.
@@ -374,10 +386,7 @@ def op_crossover(op: OpRoofline, hw: Hardware, x: sympy.Symbol,
     # the bytes that take its memory time: where that time bends (too few rows or tiles, a
     # floor, a split regime) the op switches where its compute meets the bent time, as
     # `analyze` judges it, not at its bare intensity
-    nbytes = _bind(op.effective_bytes, values, x)
-    if nbytes.free_symbols - {x} and nbytes.atoms(sympy.Min, sympy.Max):
-        # a bend in a symbol left free cannot be split into pieces: the bare intensity's switch
-        nbytes = _bind(op.effective_bytes if op.node.transfers else op.bytes, values, x)
+    nbytes = _moved_bytes(op, values, x)
     pieces = _intervals(minmax_breakpoints(flops + nbytes, x)
                         if not (flops + nbytes).free_symbols - {x} else [])
     found = []
@@ -678,12 +687,19 @@ def quantization_crossover(high: StageRoofline, low: StageRoofline, hw: Hardware
                                       f"every {x.name}"))
             continue
         flops = unquantised(_bind(a.effective_flops, high_values, x), x)
+        moved = _moved_bytes(a, high_values, x)
         numbers = {S.peak: p_b, S.bandwidth: a.bandwidth}
-        roots = roots_in(flops * S.bandwidth - S.peak * bytes_a, x, numbers)
+        pieces = _intervals(minmax_breakpoints(flops + moved, x)
+                            if not (flops + moved).free_symbols - {x} else [])
+        roots = [r for low, high, probe in pieces
+                 for r in roots_in(resolve_minmax(flops, x, probe) * S.bandwidth
+                                   - S.peak * resolve_minmax(moved, x, probe), x, numbers,
+                                   low, high)]
         if not roots:
+            last = pieces[-1][2]
+            intensity = resolve_minmax(flops, x, last) / resolve_minmax(moved, x, last)
             reason = (f"the higher bitwidth stays memory-bound at every {x.name}: the lower one "
-                      f"always saves" if float(_limit(flops / bytes_a, x))
-                      < p_b / a.bandwidth else
+                      f"always saves" if float(_limit(intensity, x)) < p_b / a.bandwidth else
                       f"compute-bound at every {x.name}: the lower bitwidth never saves")
             out.append(QuantCrossover(a.node.name, None, None, reason))
             continue
