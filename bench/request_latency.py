@@ -2,6 +2,7 @@
 
     python bench/request_latency.py --aic-python /tmp/aic/bin/python [--quick] [--chips h200,b200]
                                     [--json OUT]
+    python bench/request_latency.py --aic-python PY --ops MODEL,CHIP,FORMAT,TP,BATCH
 
 The composition is NVIDIA's AIConfigurator (`aiconfigurator-core`, Apache-2.0), which prices
 every op of a static-batching request from its measured kernel tables (GEMM, attention,
@@ -19,6 +20,10 @@ are 0.24.0, the H100 file's default figures 0.19), H200, B200, B300, GB200, L40S
 weight-only); `--chips` picks some; bf16 and fp8
 GEMMs (per-tensor scales, bf16 activations between them; KV cache bf16); batch 1 to 256;
 prompt 1,024, 128 generated tokens.
+--ops: one request op by op instead, AIConfigurator's context and generation time per op
+(its latency dicts) beside the costdsl ops of the same kind (analyze: the prompt, and the decode
+step at the middle of the generated cache times its steps), to find where a gap comes from
+(this is how the all-reduce after an FP8 projection was found to move 8 bits, not bf16).
 The kernel tables both sides use are the same measurements: this checks that costdsl's closed
 forms, fitted to those kernels, compose into the request times the kernels add up to (the
 kernels alone: the files' serving-engine figures, fitted to real servers, are left out here).
@@ -92,25 +97,100 @@ def aiconfigurator(configs: list[dict]) -> list[dict]:
     return out
 
 
-def costdsl_latency(configs: list[dict]) -> list[dict]:
+def aiconfigurator_ops(c: dict) -> dict:
+    """AIConfigurator's per-op milliseconds of one request: {"context": {op: ms for the
+    prompt}, "generation": {op: ms over its decode steps}} (run in its own environment)."""
+    from aiconfigurator_core.sdk import common, config
+    from aiconfigurator_core.sdk.backends.factory import get_backend
+    from aiconfigurator_core.sdk.models import get_model
+    from aiconfigurator_core.sdk.perf_database import get_database
+    _, _, system, stack, version = CHIPS[c["chip"]]
+    db = get_database(system, stack, version, allow_unlisted_version=True)
+    quant = common.GEMMQuantMode.fp8 if c["format"] == "fp8" else None
+    model = get_model(MODELS[c["model"]][0],
+                      config.ModelConfig(tp_size=c["tp"], gemm_quant_mode=quant), stack)
+    result = get_backend(stack).run_static(
+        model, db, config.RuntimeConfig(batch_size=c["batch"], isl=PROMPT, osl=GEN), "static")
+    return {"context": dict(result.get_context_latency_dict()),
+            "generation": dict(result.get_generation_latency_dict())}
+
+
+def _aic_kind(op: str) -> str:
+    """AIConfigurator's op name as the kind --ops compares (its two add+norms as one, its
+    all-reduces as one)."""
+    kind = op.split("_", 1)[1]
+    return {"add_norm_1": "add_norm", "add_norm_2": "add_norm", "ar_1": "all_reduce",
+            "ar_2": "all_reduce", "embedding_ar": "all_reduce"}.get(kind, kind)
+
+
+def _costdsl_kind(name: str, kind: str) -> str:
+    """A costdsl op (after fuse_serving and tensor parallelism) as AIConfigurator names its
+    kind: the norms and residual adds are its add_norm, rotary its attention."""
+    if kind in ("all_reduce", "all_gather", "embedding"):
+        return kind
+    for part, aic in (("lm_head", "logits_gemm"), ("q+k+v", "qkv_gemm"), ("gate+up",
+                      "gate_ffn1_gemm"), ("rot", "attention"), ("attn[", "attention")):
+        if part in name:
+            return aic
+    last = name.rsplit(".", 1)[-1]
+    return {"o": "proj_gemm", "down": "ffn2_gemm", "act": "act_gate"}.get(
+        last, "add_norm" if "norm" in name or kind == "add" else kind)
+
+
+def _costdsl_model(c: dict):
+    """(the costdsl model of a config, its hardware), as the stacks run it."""
     import costdsl
     from costdsl.hardware import load_hardware
+    device, system, _, stack, _ = CHIPS[c["chip"]]
+    # the kernels alone: AIConfigurator's static composition adds no serving engine
+    # (bench/serving_silicon.py judges the engine's figures against real servers)
+    hw = load_hardware(system if c["tp"] > 1 else device).with_stack(stack).with_framework(None)
+    # fp8: the stacks' W8A8 GEMMs (weights and the GEMM's input in FP8, quantised on the
+    # fly); the activations between them, the all-reduces and the LM head stay bf16
+    # a chip without FP8 matrix units (no fp8 peak: the B60) runs FP8 GEMMs weight-only
+    acts = "acts=8, " if "fp8" in hw.peak else ""
+    fp8 = [f'quantize(weights=8, {acts}ops="{FP8_GEMMS}")'] if c["format"] == "fp8" else []
+    model = costdsl.load(ROOT / "models" / f"{c['model']}.arch", passes=fp8 + ["fuse_serving()"])
+    if c["tp"] > 1:   # placed before the fusion, as `plan` does
+        model = model.with_layout([f"tensor_parallel(n={c['tp']})"])
+    return model, hw
+
+
+def compare_ops(python: str, spec: str) -> None:
+    """--ops: one request's time by op kind, AIConfigurator beside costdsl."""
+    model_name, chip, fmt, tp, batch = spec.split(",")
+    c = {"model": model_name, "chip": chip, "format": fmt, "tp": int(tp), "batch": int(batch)}
+    done = subprocess.run([python, __file__, "--worker-ops"], input=json.dumps(c),
+                          capture_output=True, text=True, check=True)
+    peer = json.loads(done.stdout)
+    model, hw = _costdsl_model(c)
+    steps = GEN - 1
+    ours = {"context": model.analyze(hw, batch=c["batch"], seq=PROMPT, stages=["prefill"])
+            .stages["prefill"],
+            "generation": model.analyze(hw, batch=c["batch"], seq=PROMPT + GEN // 2,
+                                        stages=["decode"]).stages["decode"]}
+    print(f"{spec}: ms per request (generation: {steps} decode steps; costdsl's at the middle "
+          f"of the cache)")
+    for phase, scale in (("context", 1), ("generation", steps)):
+        theirs: dict[str, float] = {}
+        for op, ms in peer[phase].items():
+            theirs[_aic_kind(op)] = theirs.get(_aic_kind(op), 0.0) + ms
+        mine: dict[str, float] = {}
+        for o in ours[phase].ops:
+            kind = _costdsl_kind(o.name, o.kind)
+            mine[kind] = mine.get(kind, 0.0) + o.total_time_s * scale * 1e3
+        print(f"\n{phase:16} {'AIConfigurator':>14} {'costdsl':>10} {'ratio':>6}")
+        for kind in sorted(set(theirs) | set(mine), key=lambda k: -theirs.get(k, 0.0)):
+            t, m = theirs.get(kind, 0.0), mine.get(kind, 0.0)
+            print(f"{kind:16} {t:12.3f}ms {m:8.3f}ms {m / t if t else float('nan'):6.3f}")
+        total_t, total_m = sum(theirs.values()), sum(mine.values())
+        print(f"{'total':16} {total_t:12.3f}ms {total_m:8.3f}ms {total_m / total_t:6.3f}")
+
+
+def costdsl_latency(configs: list[dict]) -> list[dict]:
     out = []
     for c in configs:
-        device, system, _, stack, _ = CHIPS[c["chip"]]
-        # the kernels alone: AIConfigurator's static composition adds no serving engine
-        # (bench/serving_silicon.py judges the engine's figures against real servers)
-        hw = load_hardware(system if c["tp"] > 1 else device).with_stack(stack) \
-            .with_framework(None)
-        # fp8: the stacks' W8A8 GEMMs (weights and the GEMM's input in FP8, quantised on the
-        # fly); the activations between them, the all-reduces and the LM head stay bf16
-        # a chip without FP8 matrix units (no fp8 peak: the B60) runs FP8 GEMMs weight-only
-        acts = "acts=8, " if "fp8" in hw.peak else ""
-        fp8 = [f'quantize(weights=8, {acts}ops="{FP8_GEMMS}")'] if c["format"] == "fp8" else []
-        model = costdsl.load(ROOT / "models" / f"{c['model']}.arch",
-                             passes=fp8 + ["fuse_serving()"])
-        if c["tp"] > 1:   # placed before the fusion, as `plan` does
-            model = model.with_layout([f"tensor_parallel(n={c['tp']})"])
+        model, hw = _costdsl_model(c)
         start = time.perf_counter()
         lat = model.latency(hw, batch=c["batch"], seq=PROMPT, gen=GEN)
         out.append({**c, "ttft_s": lat.ttft_s, "tpot_s": lat.tpot_s,
@@ -155,10 +235,24 @@ def main(argv: list[str]) -> None:
     if "--worker" in argv:
         json.dump(aiconfigurator(json.load(sys.stdin)), sys.stdout)
         return
+    if "--worker-ops" in argv:
+        json.dump(aiconfigurator_ops(json.load(sys.stdin)), sys.stdout)
+        return
     if "--aic-python" not in argv:
         sys.exit("usage: request_latency.py --aic-python PATH [--quick] [--chips A,B] [--json OUT] "
-                 "(PATH: a Python with aiconfigurator-core installed)")
+                 "| --ops MODEL,CHIP,FORMAT,TP,BATCH (PATH: a Python with aiconfigurator-core "
+                 "installed)")
     python = argv[argv.index("--aic-python") + 1]
+    if "--ops" in argv:
+        spec = argv[argv.index("--ops") + 1]
+        parts = spec.split(",")
+        if len(parts) != 5 or parts[0] not in MODELS or parts[1] not in CHIPS \
+                or parts[2] not in FORMATS or not (parts[3] + parts[4]).isdigit():
+            sys.exit(f"request_latency.py: --ops MODEL,CHIP,FORMAT,TP,BATCH (models: "
+                     f"{', '.join(MODELS)}; chips: {', '.join(CHIPS)}; formats: "
+                     f"{', '.join(FORMATS)}), not {spec!r}")
+        compare_ops(python, spec)
+        return
     chips = argv[argv.index("--chips") + 1].split(",") if "--chips" in argv else list(CHIPS)
     unknown = [c for c in chips if c not in CHIPS]
     if unknown:
