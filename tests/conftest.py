@@ -11,6 +11,11 @@ os.environ["COSTDSL_CACHE"] = tempfile.mkdtemp(prefix="costdsl-test-cache-")
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
 MODELS = ROOT / "models"
+MEASURED = DATA / "measured"
+NARROW, SHORT = "gemm-512x4096.arch", "gemm-4096x512.arch"
+"""The converted GEMMs with the same 4 MiB of weights (n x k): a narrow one over a deep k and a
+wide one over a short k, which the walk of k and the split of k tell apart."""
+BF16 = dict(w_bits=16, a_bits=16)
 
 
 def error_of(write_arch, *lines: str):
@@ -30,7 +35,7 @@ def gemm_times(name: str) -> dict[tuple[str, int], float]:
     """(arch file, m) -> measured seconds, from a converted aiconfigurator GEMM CSV under
     tests/data/measured."""
     import csv
-    with open(DATA / "measured" / name) as f:
+    with open(MEASURED / name) as f:
         return {(r["model"].rsplit("/", 1)[-1], int(r["seq"])): float(r["time_s"])
                 for r in csv.DictReader(f)}
 
@@ -39,9 +44,17 @@ def gemm_proj(hw, shape: str, seq: int = 1, **bits):
     """The measured op (`proj`) of one converted GEMM model (tests/data/measured/gemm/), as
     `analyze` prices it in a prefill of batch 1 and `seq` tokens: its m."""
     import costdsl
-    model = costdsl.load(DATA / "measured" / "gemm" / shape)
+    model = costdsl.load(MEASURED / "gemm" / shape)
     a = model.analyze(hw, batch=1, seq=seq, stages=["prefill"], **bits)
     return next(o for o in a.stages["prefill"].ops if o.name == "proj")
+
+
+def analyze_gemm_text(capsys, shape: str, *args: str) -> str:
+    """What `costdsl analyze` prints for one converted GEMM model (tests/data/measured/gemm/)
+    with the command-line arguments `args`; the command must succeed."""
+    from costdsl.cli import main
+    assert main(["analyze", str(MEASURED / "gemm" / shape), *args]) == 0
+    return capsys.readouterr().out
 
 
 def measured_rows(hw, *names: str) -> list:
@@ -50,7 +63,7 @@ def measured_rows(hw, *names: str) -> list:
     from costdsl.analysis.measurements import read_measurements, resolve
     out = []
     for name in names:
-        path = DATA / "measured" / name
+        path = MEASURED / name
         out += resolve(read_measurements(path), path, hw, costdsl.load)
     return out
 

@@ -12,9 +12,8 @@ from costdsl.analysis.calibration import fit_efficiency
 from costdsl.analysis.measurements import Measured, predict, read_measurements, resolve
 from costdsl.hardware import load_hardware
 
-from conftest import ROOT, rejected_section
+from conftest import MEASURED, analyze_gemm_text, rejected_section
 
-MEASURED = ROOT / "tests" / "data" / "measured"
 H200_HBM, H200_FP8 = 4.8e12, 1979e12   # datasheet: 4.8 TB/s; 3,958 TFLOPS FP8 with sparsity
 BLOCK = "gemm-4096x4096-fp8block.arch"
 
@@ -146,10 +145,8 @@ def test_every_evaluation_path_prices_the_floor_alike():
 def test_the_time_model_line_names_the_floor(capsys):
     """`analyze` says which GEMM family has a floor and where it applies, beside the rest of
     the file's figures: a user reading 84.9 us for a 17 MB GEMM sees why."""
-    from costdsl.cli import main
-    assert main(["analyze", str(MEASURED / "gemm" / BLOCK), "--hw", "nvidia-h200",
-                 "--batch", "1", "--seq", "32"]) == 0
-    assert "fp8_block_gemm at least 84.6 us a call outside CUDA graphs" in capsys.readouterr().out
+    out = analyze_gemm_text(capsys, BLOCK, "--hw", "nvidia-h200", "--batch", "1", "--seq", "32")
+    assert "fp8_block_gemm at least 84.6 us a call outside CUDA graphs" in out
 
 
 def test_the_closed_form_in_seq_breaks_where_the_arithmetic_passes_the_floor():

@@ -11,13 +11,11 @@ import pytest
 
 from costdsl.hardware import load_hardware
 
-from conftest import (ROOT, assert_rows_priced_as_analyze, gemm_proj, gemm_times, refit,
+from conftest import (BF16, NARROW, SHORT, analyze_gemm_text,
+                      assert_rows_priced_as_analyze, gemm_proj, gemm_times, refit,
                       rejected_section)
 
-MEASURED = ROOT / "tests" / "data" / "measured"
 SHARDS = "aiconfigurator-gemm-tp-h200-trtllm.csv"
-NARROW, SHORT = "gemm-512x4096.arch", "gemm-4096x512.arch"   # n x k: the same 4 MiB of weights
-BF16 = dict(w_bits=16, a_bits=16)
 
 
 def _hw(k_latency: float | None = None, split: bool = True):
@@ -88,9 +86,7 @@ def test_bad_k_latency(section, message, tmp_path, capsys):
 
 def test_the_time_model_line_names_it(capsys):
     """`analyze` says which GEMM family walks its k at what cost."""
-    from costdsl.cli import main
-    assert main(["analyze", str(MEASURED / "gemm" / NARROW), "--hw", "nvidia-h200",
-                 "--stack", "trtllm", "--batch", "1", "--seq", "1"]) == 0
-    out = capsys.readouterr().out
+    out = analyze_gemm_text(capsys, NARROW, "--hw", "nvidia-h200", "--stack", "trtllm",
+                            "--batch", "1", "--seq", "1")
     walk = load_hardware("nvidia-h200").with_stack("trtllm").k_latency_for("linear")
     assert f"linear walks its k at {walk * 1e12:.3g} ps an element" in out

@@ -15,9 +15,8 @@ from costdsl.analysis.calibration import fit_efficiency
 from costdsl.analysis.measurements import Measured, predict, read_measurements, resolve
 from costdsl.hardware import load_hardware
 
-from conftest import ROOT, gemm_times, rejected_section
+from conftest import MEASURED, analyze_gemm_text, gemm_times, rejected_section
 
-MEASURED = ROOT / "tests" / "data" / "measured"
 SQUARE = "gemm-4096x4096.arch"
 FP8 = dict(w_bits=8, a_bits=8)
 
@@ -134,9 +133,7 @@ def test_bad_one_row(section, message, tmp_path, capsys):
 def test_the_time_model_line_names_it(capsys):
     """`analyze` says which GEMM family costs more at one row, and where a floor's is host
     time: a user reading 22.8 us for a 16 MiB GEMM at batch 1 sees why."""
-    from costdsl.cli import main
-    assert main(["analyze", str(MEASURED / "gemm" / SQUARE), "--hw", "nvidia-gb200",
-                 "--batch", "1", "--seq", "1", "--w-bits", "8", "--a-bits", "8"]) == 0
-    out = capsys.readouterr().out
+    out = analyze_gemm_text(capsys, SQUARE, "--hw", "nvidia-gb200", "--batch", "1", "--seq",
+                            "1", "--w-bits", "8", "--a-bits", "8")
     assert "fp8_gemm 16 us more at one row" in out
     assert "fp8_block_gemm 231 us more at one row outside CUDA graphs" in out

@@ -15,13 +15,11 @@ from costdsl import symbols as S
 from costdsl.analysis.crossover import stage_crossover
 from costdsl.hardware import load_hardware
 
-from conftest import (ROOT, assert_rows_priced_as_analyze, gemm_proj, gemm_times, refit,
+from conftest import (BF16, MEASURED, NARROW, SHORT, analyze_gemm_text,
+                      assert_rows_priced_as_analyze, gemm_proj, gemm_times, refit,
                       rejected_section)
 
-MEASURED = ROOT / "tests" / "data" / "measured"
 SHARDS = "aiconfigurator-gemm-tp-b200-trtllm.csv"
-NARROW, SHORT = "gemm-512x4096.arch", "gemm-4096x512.arch"   # n x k: the same 4 MiB of weights
-BF16 = dict(w_bits=16, a_bits=16)
 
 
 def _hw(split: tuple[float, float] | None = ()):
@@ -110,9 +108,7 @@ def test_bad_split_k(section, message, tmp_path, capsys):
 
 def test_the_time_model_line_names_it(capsys):
     """`analyze` says which GEMM family splits its k, at what cost and depth."""
-    from costdsl.cli import main
-    assert main(["analyze", str(MEASURED / "gemm" / NARROW), "--hw", "nvidia-b200",
-                 "--stack", "trtllm", "--batch", "1", "--seq", "1"]) == 0
-    out = capsys.readouterr().out
+    out = analyze_gemm_text(capsys, NARROW, "--hw", "nvidia-b200", "--stack", "trtllm",
+                            "--batch", "1", "--seq", "1")
     depth, seconds = load_hardware("nvidia-b200").with_stack("trtllm").split_k_for("linear")
     assert f"linear {seconds * 1e6:.3g} us more where k is over {depth:g} a tile" in out
