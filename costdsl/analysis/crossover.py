@@ -383,9 +383,6 @@ def op_crossover(op: OpRoofline, hw: Hardware, x: sympy.Symbol,
     """
     stepped = _bind(op.effective_flops, values, x)
     flops = unquantised(stepped, x)
-    # the bytes that take its memory time: where that time bends (too few rows or tiles, a
-    # floor, a split regime) the op switches where its compute meets the bent time, as
-    # `analyze` judges it, not at its bare intensity
     nbytes = _moved_bytes(op, values, x)
     pieces = _intervals(minmax_breakpoints(flops + nbytes, x)
                         if not (flops + nbytes).free_symbols - {x} else [])
