@@ -189,10 +189,27 @@ def test_pipeline_parallel_2_by_hand(dgx):
     decode = a.stages["decode"]
     send = op(decode, "layers.out.send_recv")
     assert send.time_s == pytest.approx(dgx.link.latency_s + H * 2 / dgx.link.bandwidth_Bps)
+    assert send.total_time_s == send.time_s   # one a step, not one for each of the 40 layers
     work = sum(o.total_time_s for o in decode.ops)
     # m = 1: the step takes n = 2 stage times; one of them is the bubble
     assert decode.total.time_s == pytest.approx(2 * work)
     assert decode.total.bubble_s == pytest.approx(work)
+
+
+def test_a_stage_hands_on_the_hidden_state_and_the_residual_apart(dgx):
+    """Llama-2-70B over 2 stages with the stacks' kernels: the stage's last layer ends without
+    its closing add (vLLM's PP stages pass hidden_states and residual), so the send carries
+    two tensors of H values (2 x 8,192 x 2 bytes at batch 1), and the next stage's first
+    norm adds them: per stage 2 norm kernels a layer (40 x 2), and the final norm adds the
+    last layer's pair."""
+    a = analysis("llama-2-70b.arch", ["pipeline_parallel(n=2)", "fuse_serving()"], dgx,
+                 batch=1, seq=2048)
+    decode = a.stages["decode"]
+    send = op(decode, "layers.out.send_recv")
+    assert send.time_s == pytest.approx(dgx.link.latency_s + 2 * H * 2 / dgx.link.bandwidth_Bps)
+    norms = [o for o in decode.ops if o.kind == "fused" and "norm" in o.name]
+    assert sorted((o.name, o.repeat) for o in norms) == [
+        ("[layers.out+final_norm]", 1), ("layers[h+mlp_norm]", 40), ("layers[out+attn_norm]", 40)]
 
 
 def test_microbatches_follow_the_gpipe_schedule(dgx):

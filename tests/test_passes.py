@@ -474,16 +474,54 @@ def test_fuse_qkv_alone_finds_v_through_the_softmax():
 # --- the kernels the serving stacks run (fuse_serving) -------------------------------------------
 
 def test_fuse_serving_gives_the_stacks_kernels():
-    """vLLM's decoder layer: RMSNorm, one QKV GEMM, one rotary kernel for q and k,
-    FlashAttention, the output GEMM, the residual add fused into the MLP's RMSNorm, one gate_up
-    GEMM, the SwiGLU, the down GEMM, the residual add (the next layer's input norm is in the
-    next occurrence of the repeated layer, so this add stays alone)."""
+    """vLLM's decoder layer: the residual add that closed the previous layer fused into this
+    layer's input RMSNorm, one QKV GEMM, one rotary kernel for q and k, FlashAttention, the
+    output GEMM, the residual add fused into the MLP's RMSNorm, one gate_up GEMM, the SwiGLU,
+    the down GEMM; the last layer's closing add fused into the final norm (vLLM's
+    LlamaModel: `self.norm(hidden_states, residual)`)."""
     m = costdsl.load(LLAMA, passes=["fuse_serving()"])
     assert [n.name for n in nodes(m.graph("decode")) if n.name.startswith("layers")] == [
-        "layers.attn_norm", "layers[q+k+v]", "layers[q_rot+k_rot]",
+        "layers[out+attn_norm]", "layers[q+k+v]", "layers[q_rot+k_rot]",
         "layers.attn[qk+softmax+sv]", "layers.o", "layers[h+mlp_norm]", "layers[gate+up]",
-        "layers.act", "layers.down", "layers.out"]
+        "layers.act", "layers.down"]
+    assert "[layers.out+final_norm]" in m.graph("decode")
     assert check(m.graph("prefill")) and check(m.graph("decode"))
+
+
+def test_the_layer_loop_runs_two_norm_kernels_a_layer():
+    """Llama-2-7B decode at batch 1 (H = 4,096, fp16, 32 layers), by hand. Unfused, a layer
+    runs its input norm (reads x and the gain, writes n: 3 H elements), the add after
+    attention (x, o -> h: 3 H), the MLP norm (3 H) and the closing add (h, down -> out: 3 H),
+    and the final norm 3 H once: 32 x 12 H + 3 H in 4 x 32 + 1 kernels. Fused, the add after
+    attention and the MLP norm are one kernel (x, o, gain -> h, n: 5 H); rotated, the input norm also adds the previous layer's
+    down output and writes the sum (5 H) and the closing add is gone; the last one is in the
+    final norm (h, down, gain -> normed; the sum read by nothing else: 4 H): 32 x 10 H + 4 H,
+    and 2 x 32 + 1 kernels for 3 x 32 + 1. The first layer's norm has no add before it: its
+    extra read and write (2 H) is the price of drawing the layer once."""
+    def norm_and_add(model):
+        ops = [n for n in nodes(model.graph("decode"))
+               if {"add", "rmsnorm"} & set(n.attrs.get("kinds", (n.kind,)))]
+        elements = sum(n.repeat * sum(_bytes_at(n, batch=1, a_bits=16, w_bits=16,
+                                                kv_bits=16).values()) / 2 for n in ops)
+        return sum(n.repeat for n in ops), elements
+    assert norm_and_add(costdsl.load(LLAMA)) == (4 * 32 + 1, 32 * 12 * H + 3 * H)
+    for passes in (["fuse_add_norm()"], ["fuse_serving()"]):
+        assert norm_and_add(costdsl.load(LLAMA, passes=passes)) == (
+            2 * 32 + 1, 32 * 10 * H + 4 * H)
+
+
+def test_a_closing_add_goes_to_the_next_kind_of_layer():
+    """DeepSeek-V2-Lite: one dense layer, then 26 MoE layers. The dense layer's closing add
+    (its sum read by the MoE loop) merges into the first MoE layer's input norm, whose other 25
+    occurrences are the MoE loop's own closing adds; the dense layer, run once, keeps its plain
+    input norm (nothing before it is a sum): 1 + 26 + 1 + 26 norm kernels, each add in one."""
+    m = costdsl.load(MODELS / "deepseek-v2-lite.arch", passes=["fuse_serving()"])
+    g = m.graph("decode")
+    kinds = {n.name: (n.attrs.get("kinds", (n.kind,)), n.repeat) for n in nodes(g)}
+    assert kinds["dense.attn_norm"] == (("rmsnorm",), 1)
+    assert kinds["[dense.out+layers.attn_norm]"] == (("add", "rmsnorm"), 26)
+    assert kinds["[layers.out+final_norm]"] == (("add", "rmsnorm"), 1)
+    assert "dense.out" not in g and "layers.out" not in g and check(g)
 
 
 def test_fused_add_norm_writes_the_sum_once_and_never_reads_it_back():

@@ -21,7 +21,7 @@ from .select import select
 LINEAR_KINDS = ("linear", "expert_linear")
 ACTIVATION_KINDS = ("silu", "gelu", "relu", "relu2", "swiglu", "geglu", "expert_act")
 NORM_KINDS = ("rmsnorm", "layernorm")
-_ENGINE_RANK = {"memory": 0, "vector": 1, "matrix": 2}
+ENGINE_RANK = {"memory": 0, "vector": 1, "matrix": 2}
 
 
 def kinds_of(node: Node) -> tuple[str, ...]:
@@ -96,7 +96,7 @@ def merge(graph: nx.DiGraph, members: list[Node], kind: str = "fused",
     produced = {t for m in members for t in m.outputs}
     inputs = list(dict.fromkeys(t for m in members for t in m.inputs if t not in produced))
     outputs = [t for m in members for t in m.outputs if t not in intermediates]
-    engine = max((m.engine for m in members), key=_ENGINE_RANK.get)
+    engine = max((m.engine for m in members), key=ENGINE_RANK.get)
     vector = sum((m.flops if (m.engine == "vector" and engine == "matrix") else m.vector_flops
                   for m in members), sympy.Integer(0))
     originals = [n for m in members for n in (m.fused_from or (m.name,))]
@@ -144,7 +144,7 @@ def fuse_group(graph: nx.DiGraph, members: list[Node], kind: str = "fused",
     return contract(graph, members, merge(graph, members, kind, attrs, shared))
 
 
-def _try_fuse(graph, groups, shared: bool = False) -> nx.DiGraph:
+def try_fuse(graph, groups, shared: bool = False) -> nx.DiGraph:
     """Fuse each group that is legal; a named fusion skips the places where it does not apply."""
     for names in groups:
         members = [graph.nodes[n]["op"] for n in names if n in graph]
@@ -171,7 +171,7 @@ def fuse(graph: nx.DiGraph, ops) -> nx.DiGraph:
     return fuse_group(graph, members)
 
 
-def _producer(graph: nx.DiGraph, node: str, tensor: str) -> str | None:
+def producer_of(graph: nx.DiGraph, node: str, tensor: str) -> str | None:
     for p in graph.predecessors(node):
         if tensor in graph.edges[p, node]["tensors"]:
             return p
@@ -187,11 +187,11 @@ def fuse_linear_act(graph: nx.DiGraph) -> nx.DiGraph:
     for node in nodes(graph):
         if node.kind not in ACTIVATION_KINDS:
             continue
-        feeders = [_producer(graph, node.name, t) for t in node.inputs]
+        feeders = [producer_of(graph, node.name, t) for t in node.inputs]
         if feeders and all(f and set(kinds_of(graph.nodes[f]["op"])) & set(LINEAR_KINDS)
                            for f in feeders):
             groups.append(list(dict.fromkeys(feeders)) + [node.name])
-    return _try_fuse(graph, groups)
+    return try_fuse(graph, groups)
 
 
 @register("fuse_gate_up")
@@ -203,12 +203,12 @@ def fuse_gate_up(graph: nx.DiGraph) -> nx.DiGraph:
     for node in nodes(graph):
         if node.kind not in ACTIVATION_KINDS or len(node.inputs) < 2:
             continue
-        feeders = [_producer(graph, node.name, t) for t in node.inputs]
+        feeders = [producer_of(graph, node.name, t) for t in node.inputs]
         ops = [graph.nodes[f]["op"] for f in feeders if f]
         if len(ops) == len(feeders) and all(o.kind == "linear" for o in ops) and \
                 len({o.inputs for o in ops}) == 1:
             groups.append(list(dict.fromkeys(feeders)))
-    return _try_fuse(graph, groups)
+    return try_fuse(graph, groups)
 
 
 @register("fuse_rope")
@@ -219,26 +219,11 @@ def fuse_rope(graph: nx.DiGraph) -> nx.DiGraph:
     for node in nodes(graph):
         if node.kind != "qk_matmul" and "qk_matmul" not in kinds_of(node):
             continue
-        ropes = [p for t in node.inputs for p in [_producer(graph, node.name, t)]
+        ropes = [p for t in node.inputs for p in [producer_of(graph, node.name, t)]
                  if p and graph.nodes[p]["op"].kind == "rope"]
         if len(ropes) >= 2:
             groups.append(ropes)
-    return _try_fuse(graph, groups)
-
-
-@register("fuse_add_norm")
-def fuse_add_norm(graph: nx.DiGraph) -> nx.DiGraph:
-    """A residual add merged into the norm that reads its sum (vLLM's and TensorRT-LLM's fused
-    add + RMSNorm kernel): the sum is written once for the residual stream and normalised in
-    registers, not read back."""
-    groups = []
-    for node in nodes(graph):
-        if node.kind not in NORM_KINDS:
-            continue
-        p = _producer(graph, node.name, node.inputs[0])
-        if p and graph.nodes[p]["op"].kind == "add":
-            groups.append([p, node.name])
-    return _try_fuse(graph, groups, shared=True)
+    return try_fuse(graph, groups)
 
 
 @register("fuse_qkv")
@@ -256,16 +241,16 @@ def fuse_qkv(graph: nx.DiGraph) -> nx.DiGraph:
         projections = []
         for t, consumer in [(t, node.name) for t in node.inputs] + [
                 (t, s) for s in sv for t in graph.nodes[s]["op"].inputs[1:]]:
-            p = _producer(graph, consumer, t)
+            p = producer_of(graph, consumer, t)
             while p and graph.nodes[p]["op"].kind == "rope":  # q and k are rotated first
                 rope = graph.nodes[p]["op"]
-                p = _producer(graph, p, rope.inputs[0])
+                p = producer_of(graph, p, rope.inputs[0])
             if p and graph.nodes[p]["op"].kind == "linear":
                 projections.append(p)
         inputs = {graph.nodes[p]["op"].inputs for p in projections}
         if len(set(projections)) >= 2 and len(inputs) == 1:
             groups.append(list(dict.fromkeys(projections)))
-    return _try_fuse(graph, groups)
+    return try_fuse(graph, groups)
 
 
 @register("fuse_norm_linear")
@@ -279,7 +264,7 @@ def fuse_norm_linear(graph: nx.DiGraph) -> nx.DiGraph:
         users = list(graph.successors(node.name))
         if users and all(set(kinds_of(graph.nodes[u]["op"])) & {"linear"} for u in users):
             groups.append([node.name] + users)
-    return _try_fuse(graph, groups)
+    return try_fuse(graph, groups)
 
 
 @register("fuse_residual")
@@ -291,8 +276,8 @@ def fuse_residual(graph: nx.DiGraph) -> nx.DiGraph:
         if node.kind != "add":
             continue
         for t in reversed(node.inputs):  # the branch result is the last input by convention
-            p = _producer(graph, node.name, t)
+            p = producer_of(graph, node.name, t)
             if p and set(kinds_of(graph.nodes[p]["op"])) & set(LINEAR_KINDS):
                 groups.append([p, node.name])
                 break
-    return _try_fuse(graph, groups)
+    return try_fuse(graph, groups)

@@ -359,8 +359,9 @@ def pipeline_parallel(graph: nx.DiGraph, n, microbatches) -> nx.DiGraph:
         return out
     last = _stack_end(out, repeated)
     op = out.nodes[last]["op"]
-    return insert_after(out, last, op.output,
-                        comm_node("send_recv", op, op.output, _out_elements(op), n, "pp"))
+    send = comm_node("send_recv", op, op.output, _out_elements(op), n, "pp")
+    # once a stage boundary, not once a layer: the stage's last layer hands its output on
+    return insert_after(out, last, op.output, replace(send, repeat=sympy.Integer(1)))
 
 
 def _stack_end(graph: nx.DiGraph, repeated: list[Node]) -> str:

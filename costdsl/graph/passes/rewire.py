@@ -43,7 +43,7 @@ def insert_after(graph: nx.DiGraph, producer: str, tensor: str, node: Node,
     for key, data in graph.nodes(data=True):
         op = data["op"]
         if key in readers:
-            op = _reading(op, tensor, node.output)
+            op = reading(op, tensor, node.output)
         out.add_node(key, op=op)
         if key == producer:
             out.add_node(node.name, op=node)
@@ -74,7 +74,7 @@ def _at_readers_width(node: Node, readers: list[Node]) -> Node:
                    scale_bits={c: b for c, b in node.scale_bits.items() if c != "act"})
 
 
-def _reading(op: Node, old: str, new: str) -> Node:
+def reading(op: Node, old: str, new: str) -> Node:
     """`op` reading tensor `new` where it read `old`."""
     return replace(op, inputs=tuple(new if t == old else t for t in op.inputs),
                    reads=tuple(Access(new, a.cls, a.elements) if a.tensor == old else a
