@@ -210,6 +210,13 @@ def test_a_stage_hands_on_the_hidden_state_and_the_residual_apart(dgx):
     norms = [o for o in decode.ops if o.kind == "fused" and "norm" in o.name]
     assert sorted((o.name, o.repeat) for o in norms) == [
         ("[layers.out+final_norm]", 1), ("layers[h+mlp_norm]", 40), ("layers[out+attn_norm]", 40)]
+    # fused first, the stage boundary has the two tensors leaving the stack: one send each
+    fused_first = analysis("llama-2-70b.arch", ["fuse_serving()", "pipeline_parallel(n=2)"],
+                           dgx, batch=1, seq=2048).stages["decode"]
+    sends = [o for o in fused_first.ops if o.kind == "send_recv"]
+    assert [o.repeat for o in sends] == [1, 1]
+    assert sum(o.time_s for o in sends) == pytest.approx(
+        2 * dgx.link.latency_s + 2 * H * 2 / dgx.link.bandwidth_Bps)
 
 
 def test_microbatches_follow_the_gpipe_schedule(dgx):

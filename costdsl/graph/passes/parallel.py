@@ -357,19 +357,21 @@ def pipeline_parallel(graph: nx.DiGraph, n, microbatches) -> nx.DiGraph:
     out.add_edges_from(graph.edges(data=True))
     if n == 1:
         return out
-    last = _stack_end(out, repeated)
-    op = out.nodes[last]["op"]
-    send = comm_node("send_recv", op, op.output, _out_elements(op), n, "pp")
-    # once a stage boundary, not once a layer: the stage's last layer hands its output on
-    return insert_after(out, last, op.output, replace(send, repeat=sympy.Integer(1)))
+    for last in _stack_ends(out, repeated):
+        op = out.nodes[last]["op"]
+        send = comm_node("send_recv", op, op.output, _out_elements(op), n, "pp")
+        # once a stage boundary, not once a layer: the stage's last layer hands its output on
+        out = insert_after(out, last, op.output, replace(send, repeat=sympy.Integer(1)))
+    return out
 
 
-def _stack_end(graph: nx.DiGraph, repeated: list[Node]) -> str:
-    """The last repeated op whose output leaves the layer stack (the stage boundary)."""
+def _stack_ends(graph: nx.DiGraph, repeated: list[Node]) -> list[str]:
+    """The repeated ops whose output leaves the layer stack (the stage boundary): the last
+    layer's output, or, where fuse_add_norm has put its closing add after the loop, the hidden
+    state and the residual it adds, each sent."""
     names = {r.name for r in repeated}
-    ends = [r for r in nodes(graph) if r.name in names
+    return [r.name for r in nodes(graph) if r.name in names
             and any(s not in names for s in graph.successors(r.name))]
-    return ends[-1].name
 
 
 # --- expert parallelism --------------------------------------------------------------------------
