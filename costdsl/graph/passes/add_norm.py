@@ -23,7 +23,8 @@ import sympy
 
 from ..costs import Access
 from ..schema import Node, connect, nodes
-from .fusion import ENGINE_RANK, NORM_KINDS, contract, fused_name, kinds_of, merge, producer_of, try_fuse
+from .fusion import (ENGINE_RANK, NORM_KINDS, contract, fused_name, kinds_of, merge,
+                     producer_of, try_fuse)
 from .registry import PassError, register
 from .rewire import reading
 
@@ -42,7 +43,8 @@ def fuse_add_norm(graph: nx.DiGraph) -> nx.DiGraph:
             groups.append([p, node.name])
     graph = try_fuse(graph, groups, shared=True)
     for name in [n.name for n in nodes(graph) if n.kind == "add"]:
-        graph = _rotate(graph, graph.nodes[name]["op"])
+        if name in graph:
+            graph = _rotate(graph, graph.nodes[name]["op"])
     return graph
 
 
