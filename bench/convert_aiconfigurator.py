@@ -86,7 +86,8 @@ under tests/data/measured/ by default:
   is another kernel, not in these times.
 
 Only numbers are taken (latencies in milliseconds there, seconds here); each row's `source`
-names the package version, the table's path inside it and the stack version.
+names the package version, the table's path inside it and the stack version, and its `stack`
+the stack and version alone (what `costdsl calibrate --stack` checks the rows against).
 """
 from __future__ import annotations
 
@@ -304,7 +305,9 @@ def gemm(data: Path, out_dir: Path, release: str, stack: str = STACK,
     for system, (short, hw) in systems.items():
         records, version, path = _table(data, system, "gemm", "gemm_perf", stack)
         source = f"aiconfigurator-core {release} {path} ({stack} {version})"
-        rows = [_gemm_row(out_dir, hw, r["m"], r["n"], r["k"], r["latency"], source)
+        label = f"{stack} {version}"
+        rows = [_gemm_row(out_dir, hw, r["m"], r["n"], r["k"], r["latency"], source,
+                          stack=label)
                 for r in records if r["gemm_dtype"] == "bfloat16"
                 and (r["n"], r["k"]) in GEMM_SHAPES and r["m"] in GEMM_M
                 and not _weights_resident(system, stack, r, 16)]
@@ -312,7 +315,7 @@ def gemm(data: Path, out_dir: Path, release: str, stack: str = STACK,
         weight_only = {**WEIGHT_ONLY_FORMATS,
                        **({"fp8": WEIGHT_ONLY_FORMATS["int8_wo"]}
                           if system in FP8_WEIGHT_ONLY else {})}
-        fp8 = [_gemm_row(out_dir, hw, r["m"], r["n"], r["k"], r["latency"], source, 8)
+        fp8 = [_gemm_row(out_dir, hw, r["m"], r["n"], r["k"], r["latency"], source, 8, label)
                for r in records if r["gemm_dtype"] == "fp8" and "fp8" not in weight_only
                and (r["n"], r["k"]) in GEMM_SHAPES and r["m"] in GEMM_M
                and not _weights_resident(system, stack, r, 8)]
@@ -320,7 +323,8 @@ def gemm(data: Path, out_dir: Path, release: str, stack: str = STACK,
                                                                           int(r["seq"])))
         sharded = _tp_shapes()
         for dtype, bits, prefix in (("bfloat16", 16, "tp-"), ("fp8", 8, "fp8-tp-")):
-            shards = [_gemm_row(out_dir, hw, r["m"], r["n"], r["k"], r["latency"], source, bits)
+            shards = [_gemm_row(out_dir, hw, r["m"], r["n"], r["k"], r["latency"], source, bits,
+                                label)
                       for r in records if r["gemm_dtype"] == dtype and dtype not in weight_only
                       and (r["n"], r["k"]) in sharded
                       and r["m"] in TP_M and not _weights_resident(system, stack, r, bits)]
@@ -336,7 +340,7 @@ def gemm(data: Path, out_dir: Path, release: str, stack: str = STACK,
             main = Counter(r["kernel_source"] for r in chosen).most_common(1)[0][0]
             rows = [_variant_row(out_dir, hw, r, name, quantize, f"{source}, {main}",
                                  f"{name} weights and activations ({BLOCK_NOTES[name]})",
-                                 bits, bits)
+                                 bits, bits, label)
                     for r in chosen if r["kernel_source"] == main]
             out[f"{name}-{short}{_suffix(stack)}"] = sorted(
                 rows, key=lambda r: (r["model"], int(r["seq"])))
@@ -347,7 +351,8 @@ def gemm(data: Path, out_dir: Path, release: str, stack: str = STACK,
                       "INT8 activations (one per token): SmoothQuant's W8A8 GEMM", 8, 8)
                      for dtype, (name, quantize) in INT8_FORMATS.items()]
         for dtype, name, quantize, what, w_bits, a_bits in variants:
-            rows = [_variant_row(out_dir, hw, r, name, quantize, source, what, w_bits, a_bits)
+            rows = [_variant_row(out_dir, hw, r, name, quantize, source, what, w_bits, a_bits,
+                                 label)
                     for r in records if r["gemm_dtype"] == dtype
                     and (r["n"], r["k"]) in GEMM_SHAPES and r["m"] in GEMM_M]
             if rows:
@@ -373,11 +378,11 @@ def _tp_shapes() -> set[tuple[int, int]]:
 
 
 def _variant_row(out_dir: Path, hw: str, r: dict, name: str, quantize: str, source: str,
-                 what: str, w_bits: int, a_bits: int) -> dict:
+                 what: str, w_bits: int, a_bits: int, stack: str) -> dict:
     """A GEMM in another format as the `proj` of gemm/gemm-NxK-<name>.arch: the plain GEMM with
     the format's quantize pass (`what` says what it is, in the file's first line)."""
     n, k = r["n"], r["k"]
-    base = _gemm_row(out_dir, hw, r["m"], n, k, r["latency"], source)
+    base = _gemm_row(out_dir, hw, r["m"], n, k, r["latency"], source, stack=stack)
     base["w_bits"], base["a_bits"] = w_bits, a_bits
     path = out_dir / "gemm" / f"gemm-{n}x{k}-{name}.arch"
     path.write_text(f"# gemm-{n}x{k} with {what}\n"
@@ -417,14 +422,14 @@ def attention(data: Path, out_dir: Path, release: str, stack: str = STACK,
                     if _l2_resident(system, r, layout[1]):
                         continue
                     line = row(hw, model, stage, r["batch_size"], r["isl"] + r["step"] - 1,
-                               ATTENTION_OP, r["latency"], source)
+                               ATTENTION_OP, r["latency"], source, stack=f"{stack} {version}")
                     line["kv_bits"] = {"bfloat16": 16, "fp8": 8}[r["kv_cache_dtype"]]
                 else:
                     if layout not in PREFILL_HEADS or r["batch_size"] not in PREFILL_BATCH or \
                             r["kv_cache_dtype"] != "bfloat16" or r["isl"] < 128:
                         continue
                     line = row(hw, model, stage, r["batch_size"], r["isl"], ATTENTION_OP,
-                               r["latency"], source)
+                               r["latency"], source, stack=f"{stack} {version}")
                 _attention_model(out_dir / model, layout[0], layout[1], 128,
                                  TILE_64_BASE if tiled else ATTENTION_BASE)
                 rows.append(line)
@@ -489,7 +494,7 @@ def mla(data: Path, out_dir: Path, release: str, stack: str, stage: str = "decod
         for (heads, batch, length, kernel), latencies in sorted(times.items()):
             line = row(hw, _mla_model(out_dir, heads), stage, batch, length, MLA_OP,
                        median(latencies), f"aiconfigurator-core {release} {path} ({stack} "
-                       f"{version}, kernel {kernel})")
+                       f"{version}, kernel {kernel})", stack=f"{stack} {version}")
             line["kv_bits"] = {"bfloat16": 16, "fp8": 8}[cache]
             rows.append(line)
         if rows:
@@ -643,7 +648,7 @@ def moe(data: Path, out_dir: Path, release: str) -> dict[str, list[dict]]:
                                r["num_experts"], r["topk"], r["moe_dtype"])
             rows.append(row(hw, model, "prefill", 1, r["num_tokens"], MOE_OP, r["latency"],
                             f"{source} ({stack} {version}, kernel {r['kernel_source']}, "
-                            f"moe_tp {r['moe_tp_size']})"))
+                            f"moe_tp {r['moe_tp_size']})", stack=f"{stack} {version}"))
         rows.sort(key=lambda x: (x["model"], int(x["seq"])))
         out[f"{device}{_suffix(stack)}"] = rows
     return out

@@ -48,7 +48,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 COLUMNS = ["hardware", "model", "stage", "batch", "seq", "tokens", "w_bits", "a_bits", "kv_bits",
-           "op", "time_s", "source"]
+           "op", "time_s", "source", "stack"]
 
 VIDUR_OPS = {  # vidur's op -> the op of the *-vidur.arch model
     "emb": "embed", "input_layernorm": "layers.attn_norm", "attn_pre_proj": "layers[q+k+v]",
@@ -58,10 +58,12 @@ VIDUR_OPS = {  # vidur's op -> the op of the *-vidur.arch model
 HARDWARE = {"a100": "nvidia-a100-80gb", "h100": "nvidia-h100-sxm"}
 
 
-def row(hw, model, stage, batch, seq, op, ms, source, tokens=""):
+def row(hw, model, stage, batch, seq, op, ms, source, tokens="", stack=""):
+    """One measurement row; `stack` the serving stack and version whose kernel it timed
+    ("trtllm 1.3.0rc20"; empty where the source is no stack)."""
     return {"hardware": hw, "model": model, "stage": stage, "batch": batch, "seq": seq,
             "tokens": tokens, "w_bits": 16, "a_bits": 16, "kv_bits": 16, "op": op,
-            "time_s": f"{ms / 1e3:.6g}", "source": source}
+            "time_s": f"{ms / 1e3:.6g}", "source": source, "stack": stack}
 
 
 def vidur_linear(shared: Path, out_dir: Path) -> dict[str, list[dict]]:
@@ -225,12 +227,12 @@ def _attention_model(path: Path, heads: int, kv_heads: int, head_dim: int,
 
 
 def _gemm_row(out_dir: Path, hw: str, m: int, n: int, k: int, ms: float, source: str,
-              bits: int = 16) -> dict:
+              bits: int = 16, stack: str = "") -> dict:
     """C[m, n] = A[m, k] x B[k, n] as the `proj` of gemm/gemm-NxK.arch (written if new); an
     8-bit GEMM (FP8, per-tensor scales) as W8A8."""
     model = f"gemm-{n}x{k}.arch"
     _gemm_model(out_dir / "gemm" / model, n, k)
-    out = row(hw, f"gemm/{model}", "prefill", 1, m, "proj", ms, source)
+    out = row(hw, f"gemm/{model}", "prefill", 1, m, "proj", ms, source, stack=stack)
     out["w_bits"] = out["a_bits"] = bits
     return out
 
@@ -291,7 +293,9 @@ def _gpt3_model(path: Path) -> None:
 
 def write(path: Path, rows: list[dict]) -> None:
     with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, COLUMNS)
+        recorded = any(r.get("stack") for r in rows)   # no stack column where none is known
+        w = csv.DictWriter(f, COLUMNS if recorded else COLUMNS[:-1], restval="",
+                           extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
     print(f"wrote {path}: {len(rows)} rows")

@@ -56,13 +56,14 @@ def section_rows(key: str, table: str | None, files: list[str]):
     """(the shipped file, its section as hardware, the measured rows of `files` resolved
     against it) for one calibrated section."""
     from costdsl import load
-    from costdsl.analysis.measurements import read_measurements, resolve
+    from costdsl.analysis.measurements import read_measurements, resolve, stack_of_rows
     from costdsl.hardware import load_hardware
     shipped = load_hardware(key)
     hw = shipped.with_stack(table) if table else shipped
     measured = []
     for name in files:
         measured += resolve(read_measurements(ROOT / name), ROOT / name, hw, load)
+    stack_of_rows([m.row for m in measured], hw.stack or "")   # the tables' stack is the section's
     return shipped, hw, measured
 
 

@@ -11,6 +11,7 @@ import math
 import os
 import re
 import sys
+from collections import Counter
 from dataclasses import replace
 
 import numpy as np
@@ -830,8 +831,11 @@ def _calibrate(args) -> str:
     from .analysis.validation import errors
     from .files import read_user_text
     from .report import calibration as report
+    from .analysis.measurements import stack_of_rows
     hw, measured = _measured(args, pick_stack=False)
     source = ", ".join(args.measurements)
+    stack = stack_of_rows([m.row for m in measured], args.stack or (
+        hw.efficiency.stack if hw.efficiency else ""))
     from .hardware.stacks import section_for
     into = section_for(hw.efficiency, args.stack)
     tile = hw.efficiency.tile if hw.efficiency and into is None else None
@@ -844,8 +848,7 @@ def _calibrate(args) -> str:
         text = report.calibrated_toml(read_user_text(hw.source, "hardware file"), fit, source,
                                       after, hw.efficiency.measured_as if hw.efficiency and
                                       hw.efficiency.measured_as else hw.key,
-                                      stack=args.stack or (hw.efficiency.stack if hw.efficiency
-                                                           else ""), into_stack=into)
+                                      stack=stack, into_stack=into)
         _write(args.out, text)
         tail = f"wrote {args.out}\n"
     if args.format == "json":
@@ -871,14 +874,21 @@ def _validate(args) -> str:
     if args.plot:
         from . import plots
         plots.predicted_vs_measured(measured, columns, hw.name, args.plot)
+    measured_under = Counter(m.row.stack for m in measured if m.row.stack)
     if args.format == "json":
         return dumps({"hardware": hw.key, "rows": len(measured), "folds": folds,
                       "group": args.group, "stack": hw.stack,
+                      "measured_stacks": dict(measured_under),
                       "models": {name: report.error_dict(t) for name, t in tables}})
     stack = f" ({hw.stack}'s figures)" if hw.stack else ""
     head = (f"{len(measured)} measured rows on {hw.name}{stack}; absolute percentage error of "
             "the predicted times:")
     lines = [head, *report.error_lines(*tables)]
+    others = {s: n for s, n in measured_under.items() if s != hw.stack}
+    if others:
+        lines.append("note: rows measured under " + ", ".join(
+            f"{s} ({n})" for s, n in sorted(others.items())) + ", not the stack whose "
+            f"figures judged them ({hw.stack or 'none named'})")
     if args.plot:
         lines.append(f"wrote {args.plot}")
     return "\n".join(lines) + "\n"

@@ -900,3 +900,79 @@ def test_the_arc_pro_b60_is_the_fit_of_its_kernels():
     assert table.overall_mape < 12.5 and mape(rows["bf16"]) < 11.5   # 7.3 before the shards
     assert mape(rows["fp8"]) < 13 and mape(decode) < 14
     assert table.overall_mape < errors(measured, predict(measured, None)).overall_mape / 3
+
+
+# --- the stack a table was measured under (its `stack` column) ----------------------------------
+
+def _stamped(tmp_path, labels):
+    """TensorRT-LLM 1.3.0rc20's bf16 GEMM table on the H100 (aiconfigurator-core 0.12.0) with a
+    `stack` column, row i taking labels[i % len(labels)]; the models copied beside it."""
+    import csv
+    import shutil
+    source = MEASURED / "aiconfigurator-gemm-h100-trtllm.csv"
+    shutil.copytree(MEASURED / "gemm", tmp_path / "gemm")
+    with source.open() as f:
+        rows = list(csv.DictReader(f))
+    path = tmp_path / "stamped.csv"
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, [*rows[0], "stack"])
+        w.writeheader()
+        w.writerows({**r, "stack": labels[i % len(labels)]} for i, r in enumerate(rows))
+    return str(path)
+
+
+@pytest.mark.parametrize("labels, stack, message, line", [
+    (["trtllm 1.3.0rc20"], "sglang", "this row was measured under trtllm 1.3.0rc20, not sglang",
+     2),
+    (["trtllm 1.3.0rc20"], "trtllm 1.0.0",
+     "this row was measured under trtllm 1.3.0rc20; the figures are for trtllm 1.0.0", 2),
+    (["trtllm 1.3.0rc20", "trtllm 1.0.0"], "trtllm",
+     "measured under trtllm 1.0.0, the row at", 3),
+    (["trtllm"], "trtllm", "stack = 'trtllm': expected the stack's name and version", 2),
+])
+def test_a_table_of_another_stack_or_version_is_refused(labels, stack, message, line,
+                                                         tmp_path, capsys):
+    """calibrate writes figures labelled with one stack and version: rows the table says
+    another ran are refused at their line, before any fit."""
+    code, out, err = run(["calibrate", _stamped(tmp_path, labels), "--hw", "nvidia-h100-sxm",
+                          "--stack", stack], capsys)
+    assert code == 2 and message in err and f"stamped.csv:{line}" in err, err
+
+
+def test_the_rows_version_labels_figures_asked_by_name(tmp_path, capsys):
+    """`--stack trtllm` over rows of TensorRT-LLM 1.3.0rc20 writes [stack.trtllm] with stack =
+    "trtllm 1.3.0rc20"; validate with SGLang's figures says whose rows it judged."""
+    path = _stamped(tmp_path, ["trtllm 1.3.0rc20"])
+    out_file = tmp_path / "h100.toml"
+    code, out, err = run(["calibrate", path, "--hw", "nvidia-h100-sxm", "--stack", "trtllm",
+                          "-o", str(out_file)], capsys)
+    assert code == 0, err
+    assert load_hardware(str(out_file)).with_stack("trtllm").stack == "trtllm 1.3.0rc20"
+    code, out, err = run(["validate", path, "--hw", "nvidia-h100-sxm", "--stack", "sglang"],
+                         capsys)
+    assert code == 0, err
+    assert ("note: rows measured under trtllm 1.3.0rc20 (135), not the stack whose figures "
+            "judged them (sglang 0.5.14)") in out
+    code, out, err = run(["validate", path, "--hw", "nvidia-h100-sxm", "--stack", "trtllm",
+                          "--format", "json"], capsys)
+    assert json.loads(out)["measured_stacks"] == {"trtllm 1.3.0rc20": 135}
+    assert "note:" not in run(["validate", path, "--hw", "nvidia-h100-sxm", "--stack",
+                               "trtllm"], capsys)[1]
+
+
+def test_each_calibrated_section_was_fitted_to_its_own_stacks_tables():
+    """Every section's account names the tables it was fitted to; where they record the stack
+    (aiconfigurator-core's, converted with it), it is the section's name and version."""
+    import sys
+    sys.path.insert(0, str(ROOT / "bench"))
+    from recalibrate import sections
+    from costdsl.analysis.measurements import stack_of_rows
+    checked = 0
+    for path in sorted((ROOT / "hardware").glob("*.toml")):
+        for table, files in sections(path):
+            hw = load_hardware(path.stem)
+            hw = hw.with_stack(table) if table else hw
+            rows = [r for f in files for r in read_measurements(ROOT / f)]
+            assert stack_of_rows(rows, hw.stack) == hw.stack, (path.stem, table)
+            checked += any(r.stack for r in rows)
+    assert checked >= 25

@@ -2,7 +2,7 @@
 
 A measurement file is CSV with the columns
 
-    hardware,model,stage,batch,seq,tokens,w_bits,a_bits,kv_bits,op,time_s[,source]
+    hardware,model,stage,batch,seq,tokens,w_bits,a_bits,kv_bits,op,time_s[,source][,stack]
 
 one row per measured kernel (or whole step): `hardware` the hardware file's key (its file name
 without .toml) or its `name`; `model` a .arch file (relative to the CSV's folder) or a shipped
@@ -11,7 +11,9 @@ name of the model's graph after its passes, several joined by `+` (their times s
 timed as one, as a fused MoE's grouped GEMMs and activation), or `total` for the whole step;
 `time_s` the
 measured seconds of one occurrence (of one layer's op; `total`: the whole step). `source` says
-how it was measured.
+how it was measured; `stack`, where recorded, the serving stack and version whose kernel ran
+("trtllm 1.3.0rc20"): `calibrate` refuses rows of another stack or version than the figures it
+writes (stack_of_rows), `validate` says when the figures it judges describe another.
 
 For each row the model is compiled and evaluated once at the datasheet figures, and the op's
 time is split into the pieces an efficiency model scales: matrix work at peak, vector work at
@@ -23,6 +25,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +66,7 @@ class Row:
     source: str
     line: int
     file: str = ""        # the measurement file it was read from
+    stack: str = ""       # the serving stack and version that ran it ("" : not recorded)
 
 
 @dataclass(frozen=True)
@@ -180,7 +184,7 @@ def read_measurements(path: str | Path) -> list[Row]:
     missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
     if missing:
         raise MeasurementError(f"missing column(s) {', '.join(missing)}", file=str(path), line=1,
-                               hint="columns: " + ",".join(COLUMNS) + "[,source]")
+                               hint="columns: " + ",".join(COLUMNS) + "[,source][,stack]")
     rows = []
     for line, record in enumerate(reader, 2):
         rows.append(_row(record, str(path), line))
@@ -234,9 +238,47 @@ def _row(record: dict, file: str, line: int) -> Row:
     if not MIN_TIME_S <= time_s <= MAX_TIME_S:
         raise fail(f"time_s = {time_s:g} is outside {MIN_TIME_S:g} to {MAX_TIME_S:g} s: no "
                    "kernel or step is timed that finely or that long (a unit mistake?)")
+    stack = " ".join((record.get("stack") or "").split())
+    if stack and not STACK_LABEL.fullmatch(stack):
+        raise fail(f"stack = {stack!r}: expected the stack's name and version, e.g. "
+                   "'vllm 0.24.0'")
     return Row((record.get("hardware") or "").strip(), (record.get("model") or "").strip(),
                stage, number("batch", True), number("seq", True), tokens, bits, op,
-               time_s, (record.get("source") or "").strip(), line, file)
+               time_s, (record.get("source") or "").strip(), line, file, stack)
+
+
+STACK_LABEL = re.compile(r"[A-Za-z][\w.-]* \S+")
+"""A stack column's value: a name and a version."""
+
+
+def stack_of_rows(rows: list[Row], asked: str) -> str:
+    """The stack and version the rows were measured under, checked against `asked` (the name,
+    or name and version, of the figures they will calibrate): `asked` itself where no row
+    records a stack, completed with the rows' version where it names none. A row of another
+    stack, of another version than `asked` names, or of another version than the rows before
+    it is an error at its line."""
+    name, _, version = asked.partition(" ")
+    seen: Row | None = None
+    for r in (r for r in rows if r.stack):
+        r_name, _, r_version = r.stack.partition(" ")
+        if name and r_name.lower() != name.lower():
+            raise MeasurementError(f"this row was measured under {r.stack}, not {name}",
+                                   file=r.file, line=r.line,
+                                   hint=f"calibrate each stack's rows apart: --stack "
+                                        f"\"{r.stack}\"")
+        if version and r_version != version:
+            raise MeasurementError(f"this row was measured under {r.stack}; the figures are "
+                                   f"for {asked}", file=r.file, line=r.line,
+                                   hint=f"--stack \"{r.stack}\" labels them as measured")
+        if seen is not None and r.stack != seen.stack:
+            raise MeasurementError(f"this row was measured under {r.stack}, the row at "
+                                   f"{seen.file}:{seen.line} under {seen.stack}: one "
+                                   "calibration describes one stack version", file=r.file,
+                                   line=r.line)
+        seen = seen or r
+    if seen is None or version:
+        return asked
+    return f"{name or seen.stack.partition(' ')[0]} {seen.stack.partition(' ')[2]}"
 
 
 MIN_TIME_S, MAX_TIME_S = 1e-9, 1e6
