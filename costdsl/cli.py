@@ -827,11 +827,10 @@ def _measured(args, pick_stack: bool = True):
 
 def _calibrate(args) -> str:
     from .analysis.calibration import fit_efficiency
-    from .analysis.measurements import predict
+    from .analysis.measurements import predict, stack_of_rows
     from .analysis.validation import errors
     from .files import read_user_text
     from .report import calibration as report
-    from .analysis.measurements import stack_of_rows
     hw, measured = _measured(args, pick_stack=False)
     source = ", ".join(args.measurements)
     stack = stack_of_rows([m.row for m in measured], args.stack or (

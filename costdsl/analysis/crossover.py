@@ -360,6 +360,14 @@ def _intervals(edges: list[float]) -> list[tuple[float, float, float]]:
     return out
 
 
+def _pieces(flops: sympy.Expr, nbytes: sympy.Expr,
+            x: sympy.Symbol) -> list[tuple[float, float, float]]:
+    """(low, high, probe) of the spans of x where no min()/max() of an op's operations or bytes
+    switches branch; the whole axis where another symbol is left free."""
+    total = flops + nbytes
+    return _intervals(minmax_breakpoints(total, x) if not total.free_symbols - {x} else [])
+
+
 def _moved_bytes(op: OpRoofline, values: Mapping[sympy.Symbol, float],
                  x: sympy.Symbol) -> sympy.Expr:
     """The bytes that take an op's memory time, in x: where that time bends (too few rows or
@@ -384,8 +392,7 @@ def op_crossover(op: OpRoofline, hw: Hardware, x: sympy.Symbol,
     stepped = _bind(op.effective_flops, values, x)
     flops = unquantised(stepped, x)
     nbytes = _moved_bytes(op, values, x)
-    pieces = _intervals(minmax_breakpoints(flops + nbytes, x)
-                        if not (flops + nbytes).free_symbols - {x} else [])
+    pieces = _pieces(flops, nbytes, x)
     found = []
     regions = _compute_regions(op, hw, x, values)
     for low, high, probe in pieces:
@@ -686,8 +693,7 @@ def quantization_crossover(high: StageRoofline, low: StageRoofline, hw: Hardware
         flops = unquantised(_bind(a.effective_flops, high_values, x), x)
         moved = _moved_bytes(a, high_values, x)
         numbers = {S.peak: p_b, S.bandwidth: a.bandwidth}
-        pieces = _intervals(minmax_breakpoints(flops + moved, x)
-                            if not (flops + moved).free_symbols - {x} else [])
+        pieces = _pieces(flops, moved, x)
         roots = [r for low, high, probe in pieces
                  for r in roots_in(resolve_minmax(flops, x, probe) * S.bandwidth
                                    - S.peak * resolve_minmax(moved, x, probe), x, numbers,

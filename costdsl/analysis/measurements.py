@@ -150,7 +150,8 @@ class Piece:
         streamed = self.memory_s * self.tile_stretch(f.tiles)
         memory = streamed * self.stretch(f.rows) / f.bandwidth
         if f.split is not None:   # the faster of unsplit and split, which fills the chip: not
-            memory = min(memory, f.split[1] + streamed / f.split[0])   # stretched (OpRoofline.split_at)
+            # stretched (OpRoofline.split_at)
+            memory = min(memory, f.split[1] + streamed / f.split[0])
         if self.cols:   # a GEMM's host time, the least a call takes (OpRoofline.device_time)
             memory = max(memory, f.floor_s)
         kernel = max(compute, memory) if f.overlaps else compute + memory

@@ -24,7 +24,7 @@ import sympy
 from ..costs import Access
 from ..schema import Node, connect, nodes
 from .fusion import (ENGINE_RANK, NORM_KINDS, contract, fused_name, kinds_of, merge,
-                     producer_of, try_fuse)
+                     producer_of, stored_unlike, try_fuse)
 from .registry import PassError, register
 from .rewire import reading
 
@@ -52,7 +52,7 @@ def _rotate(graph: nx.DiGraph, add: Node) -> nx.DiGraph:
     """The closing add `add` merged into the norm after its loop and, for its other
     occurrences, into its loop's opening norm; the graph unchanged where it closes no loop."""
     opening = _opening_norm(graph, add) if add.repeat != 1 else None
-    if add.repeat != 1 and (opening is None or not _alike(add, opening)):
+    if add.repeat != 1 and (opening is None or stored_unlike(add, opening) is not None):
         return graph  # its other occurrences would have no norm to go to
     rotated = graph
     send = _stage_send(graph, add)
@@ -142,11 +142,6 @@ def _with_loop_add(norm: Node, add: Node) -> Node:
                    writes=add.writes + norm.writes,
                    attrs={**norm.attrs, "kinds": ("add",) + kinds_of(norm)},
                    engine=max((add.engine, norm.engine), key=ENGINE_RANK.get))
-
-
-def _alike(a: Node, b: Node) -> bool:
-    """Whether a and b store every tensor class at the same width (one kernel's operands)."""
-    return all(_same(a.stored_bits(c), b.stored_bits(c)) for c in a.bits)
 
 
 def _same(a: sympy.Expr, b: sympy.Expr) -> bool:

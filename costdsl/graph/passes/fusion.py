@@ -63,11 +63,11 @@ def _check_legal(graph: nx.DiGraph, members: list[Node],
         if m.repeat != members[0].repeat:
             raise PassError(f"cannot fuse {m.name!r} (runs {m.repeat} times) with "
                             f"{members[0].name!r} (runs {members[0].repeat} times)")
-        for cls in m.bits:
-            if (m.stored_bits(cls) - members[0].stored_bits(cls)) != 0:
-                raise PassError(f"cannot fuse {m.name!r} with {members[0].name!r}: their "
-                                f"{cls} tensors are stored at different bitwidths",
-                                hint="quantize them alike before fusing them")
+        cls = stored_unlike(m, members[0])
+        if cls is not None:
+            raise PassError(f"cannot fuse {m.name!r} with {members[0].name!r}: their "
+                            f"{cls} tensors are stored at different bitwidths",
+                            hint="quantize them alike before fusing them")
     below = set().union(*(nx.descendants(graph, m.name) for m in members)) - inside
     above = set().union(*(nx.ancestors(graph, m.name) for m in members)) - inside
     between = below & above
@@ -76,6 +76,13 @@ def _check_legal(graph: nx.DiGraph, members: list[Node],
         raise PassError(f"cannot fuse: {blocker!r} runs between ops of the group (it reads "
                         f"one member's result and feeds another)", hint=f"fuse {blocker!r} too")
     return intermediates, both
+
+
+def stored_unlike(a: Node, b: Node) -> str | None:
+    """The first tensor class a and b store at different widths (one kernel's tensors take
+    one width each); None where they agree."""
+    return next((cls for cls in a.bits if (a.stored_bits(cls) - b.stored_bits(cls)) != 0),
+                None)
 
 
 def _merge_accesses(accesses, drop: set[str]) -> tuple[Access, ...]:
